@@ -1,0 +1,248 @@
+//! Length-prefixed frames, in the shape Python's `multiprocessing.connection`
+//! uses: a 4-byte big-endian signed length, or `-1` followed by an 8-byte
+//! big-endian length for frames of 2 GiB and more.
+//!
+//! The reader keeps one buffer per connection so that a small frame usually
+//! arrives in a single `recvmsg`, and checks every announced length against
+//! the connection's cap *before* allocating anything.
+
+use std::collections::VecDeque;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::Instant;
+
+use crate::error::RecvError;
+use crate::sys;
+
+/// Header size for frames below 2 GiB.
+pub const SHORT_HEADER: usize = 4;
+/// Header size for frames of 2 GiB and more.
+pub const LONG_HEADER: usize = 12;
+/// Default cap on one frame: 512 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 512 << 20;
+/// Most received descriptors kept waiting for their message; more is a
+/// protocol violation.
+const MAX_PENDING_FDS: usize = 4 * sys::socket::MAX_FDS_PER_MSG;
+const BUF_SIZE: usize = 64 << 10;
+
+/// Writes the header for a body of `len` bytes; returns the header length.
+pub fn write_header(len: usize, out: &mut [u8; LONG_HEADER]) -> usize {
+    if len < i32::MAX as usize {
+        out[..4].copy_from_slice(&(len as i32).to_be_bytes());
+        SHORT_HEADER
+    } else {
+        out[..4].copy_from_slice(&(-1i32).to_be_bytes());
+        out[4..12].copy_from_slice(&(len as u64).to_be_bytes());
+        LONG_HEADER
+    }
+}
+
+
+/// Where the body of the next frame is.
+pub enum Body {
+    /// `buf[start..end]` of the read buffer.
+    InBuffer(usize, usize),
+    /// A frame too large for the buffer, read into its own allocation.
+    Owned(Vec<u8>),
+}
+
+/// The reading half of a connection.
+pub struct Reader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Descriptors received and not yet claimed by a message.
+    pub fds: VecDeque<OwnedFd>,
+    /// A large frame being filled: (body, bytes filled).
+    large: Option<(Vec<u8>, usize)>,
+    broken: bool,
+    eof: bool,
+    unix: bool,
+}
+
+impl Reader {
+    pub fn new(unix: bool) -> Self {
+        Reader {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            fds: VecDeque::new(),
+            large: None,
+            broken: false,
+            eof: false,
+            unix,
+        }
+    }
+
+    /// Bytes received and not yet consumed.
+    pub fn has_buffered(&self) -> bool {
+        self.end > self.start || self.large.is_some()
+    }
+
+    /// A body in the buffer, and the descriptors waiting beside it.
+    pub fn body_and_fds(&mut self, start: usize, end: usize) -> (&[u8], &mut VecDeque<OwnedFd>) {
+        (&self.buf[start..end], &mut self.fds)
+    }
+
+    /// Marks `n` buffered bytes as consumed.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Receives more bytes into `dst`, waiting until `deadline`.
+    fn read_some(
+        fd: BorrowedFd<'_>,
+        unix: bool,
+        dst: &mut [u8],
+        fds: &mut VecDeque<OwnedFd>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, RecvError> {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if !sys::poll::wait_readable(&[fd], Some(left))?[0] {
+                return Err(RecvError::Timeout);
+            }
+        }
+        let n = if unix {
+            let mut got = Vec::new();
+            let n = sys::socket::recv(fd, dst, &mut got, false);
+            fds.extend(got);
+            n
+        } else {
+            sys::socket::read(fd, dst, false)
+        };
+        if fds.len() > MAX_PENDING_FDS {
+            fds.clear();
+            return Err(RecvError::BadFrame);
+        }
+        match n {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes sure at least `want` bytes are buffered.
+    fn fill(&mut self, fd: BorrowedFd<'_>, want: usize, deadline: Option<Instant>) -> Result<(), RecvError> {
+        if self.buf.len() < BUF_SIZE.max(want) {
+            self.buf.resize(BUF_SIZE.max(want), 0);
+        }
+        while self.end - self.start < want {
+            if self.eof {
+                return Err(self.eof_error(want));
+            }
+            if self.buf.len() - self.start < want {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let n = Self::read_some(fd, self.unix, &mut self.buf[self.end..], &mut self.fds, deadline)?;
+            if n == 0 {
+                self.eof = true;
+            }
+            self.end += n;
+        }
+        Ok(())
+    }
+
+    fn eof_error(&mut self, want: usize) -> RecvError {
+        let got = (self.end - self.start) as u64;
+        if got == 0 {
+            RecvError::Disconnected
+        } else {
+            // Whatever remains can never complete: drop it.
+            self.broken = true;
+            RecvError::Truncated { expected: self.announced().unwrap_or(want as u64), got }
+        }
+    }
+
+    /// The full frame size (header included) announced by buffered bytes.
+    fn announced(&self) -> Option<u64> {
+        let b = &self.buf[self.start..self.end];
+        let short = i32::from_be_bytes(b.get(..4)?.try_into().ok()?);
+        if short >= 0 {
+            Some(short as u64 + SHORT_HEADER as u64)
+        } else {
+            Some(u64::from_be_bytes(b.get(4..12)?.try_into().ok()?).saturating_add(LONG_HEADER as u64))
+        }
+    }
+
+    /// Reads the next frame header and returns (header length, body length)
+    /// without consuming anything.
+    pub fn peek_header(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(usize, usize), RecvError> {
+        if self.broken {
+            return Err(RecvError::Broken);
+        }
+        if let Some((body, _)) = &self.large {
+            return Ok((0, body.len()));
+        }
+        self.fill(fd, SHORT_HEADER, deadline)?;
+        let short = i32::from_be_bytes(self.buf[self.start..self.start + 4].try_into().expect("4 bytes"));
+        let (hlen, len) = if short >= 0 {
+            (SHORT_HEADER, short as u64)
+        } else if short == -1 {
+            self.fill(fd, LONG_HEADER, deadline)?;
+            let long = u64::from_be_bytes(self.buf[self.start + 4..self.start + 12].try_into().expect("8 bytes"));
+            (LONG_HEADER, long)
+        } else {
+            self.broken = true;
+            return Err(RecvError::BadFrame);
+        };
+        if len > max as u64 {
+            self.broken = true;
+            return Err(RecvError::TooLarge { len, max });
+        }
+        Ok((hlen, len as usize))
+    }
+
+    /// Reads the next whole frame (after [`peek_header`](Self::peek_header)
+    /// returned `(hlen, len)`).
+    pub fn read_body(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        hlen: usize,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Body, RecvError> {
+        if self.large.is_none() && hlen + len <= BUF_SIZE {
+            self.fill(fd, hlen + len, deadline)?;
+            let s = self.start + hlen;
+            self.consume(hlen + len);
+            // consume() may reset start/end to 0 but leaves the bytes in place.
+            return Ok(Body::InBuffer(s, s + len));
+        }
+        if self.large.is_none() {
+            // The length was checked against the cap before this allocation.
+            let mut body = vec![0u8; len];
+            let have = (self.end - self.start - hlen).min(len);
+            body[..have].copy_from_slice(&self.buf[self.start + hlen..self.start + hlen + have]);
+            self.consume(hlen + have);
+            self.large = Some((body, have));
+        }
+        let (mut body, mut filled) = self.large.take().expect("large frame in progress");
+        while filled < body.len() {
+            match Self::read_some(fd, self.unix, &mut body[filled..], &mut self.fds, deadline) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.broken = true;
+                    let expected = (body.len() + hlen) as u64;
+                    return Err(RecvError::Truncated { expected, got: (filled + hlen) as u64 });
+                }
+                Ok(n) => filled += n,
+                Err(e) => {
+                    self.large = Some((body, filled));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Body::Owned(body))
+    }
+}

@@ -1,0 +1,331 @@
+//! [`Connection`]s: message channels between two processes (or threads),
+//! created in connected pairs by [`pipe`] or by [`Listener`]/[`Client`].
+//!
+//! Each message is one frame (see `frame.rs`). Typed messages are encoded by
+//! the crate's codec, so handles inside them (including other
+//! `Connection`s) travel too, as in Python's `multiprocessing.reduction`.
+
+
+mod frame;
+
+mod wait;
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec::{self, SharedFd};
+use crate::error::{RecvError, SendError};
+use crate::sys;
+pub use frame::DEFAULT_MAX_FRAME;
+/// Header room to reserve when encoding a message for [`Connection::send_encoded`].
+pub(crate) const FRAME_ROOM: usize = frame::SHORT_HEADER;
+use frame::{Body, Reader};
+
+pub use wait::wait;
+
+/// One end of a two-way (or one-way) message channel.
+///
+/// Methods take `&self` and are safe to call from several threads: whole
+/// frames are sent and received under internal locks, so messages from two
+/// threads never interleave.
+///
+/// ```
+/// let (a, b) = multiproc::pipe(true)?;
+/// a.send(&(42, None::<i32>, "hello"))?;
+/// let got: (i32, Option<i32>, String) = b.recv()?;
+/// assert_eq!(got, (42, None, "hello".to_string()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Connection {
+    fd: SharedFd,
+    unix: bool,
+    readable: bool,
+    writable: bool,
+    max_frame: usize,
+    reader: Mutex<Reader>,
+    writer: Mutex<()>,
+}
+
+/// Creates a connected pair of [`Connection`]s, like Python's
+/// `multiprocessing.Pipe(duplex)`.
+///
+/// With `duplex` both ends send and receive; otherwise the first end only
+/// receives and the second only sends.
+///
+/// ```
+/// let (reader, writer) = multiproc::pipe(false)?;
+/// writer.send_bytes(b"ping")?;
+/// assert_eq!(reader.recv_bytes()?, b"ping");
+/// assert!(reader.send_bytes(b"no").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn pipe(duplex: bool) -> io::Result<(Connection, Connection)> {
+    let (a, b) = sys::socket::stream_pair()?;
+    if duplex {
+        Ok((Connection::from_fd(a, true, true, true), Connection::from_fd(b, true, true, true)))
+    } else {
+        sys::socket::shutdown(a.as_fd(), false, true)?;
+        sys::socket::shutdown(b.as_fd(), true, false)?;
+        Ok((Connection::from_fd(a, true, true, false), Connection::from_fd(b, true, false, true)))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn send_error(e: io::Error) -> SendError {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected => {
+            SendError::Disconnected
+        }
+        _ => SendError::Io(e),
+    }
+}
+
+impl Connection {
+    pub(crate) fn from_fd(fd: OwnedFd, unix: bool, readable: bool, writable: bool) -> Self {
+        Connection {
+            fd: SharedFd::new(fd),
+            unix,
+            readable,
+            writable,
+            max_frame: DEFAULT_MAX_FRAME,
+            reader: Mutex::new(Reader::new(unix)),
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// Sets the largest frame this end accepts (default
+    /// [`DEFAULT_MAX_FRAME`], 512 MiB) and sends. A longer frame is refused
+    /// before anything is allocated.
+    pub fn set_max_frame(&mut self, bytes: usize) {
+        self.max_frame = bytes;
+    }
+
+    /// The frame cap in force.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Whether this end can receive.
+    pub fn readable(&self) -> bool {
+        self.readable
+    }
+
+    /// Whether this end can send.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Sends one serde value. Handles inside it (connections, queues, …)
+    /// travel too, over Unix-domain connections.
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
+        if !self.writable {
+            return Err(SendError::NotWritable);
+        }
+        self.send_encoded(codec::encode(value, frame::SHORT_HEADER)?)
+    }
+
+    /// Sends a value encoded by [`codec::encode`] with
+    /// `frame::SHORT_HEADER` bytes of room.
+    pub(crate) fn send_encoded(&self, mut enc: codec::Encoded) -> Result<(), SendError> {
+        let body_len = enc.bytes.len() - frame::SHORT_HEADER;
+        if !enc.fds.is_empty() && !self.unix {
+            return Err(SendError::HandlesNotSupported);
+        }
+        if body_len > self.max_frame {
+            return Err(SendError::TooLarge { len: body_len, max: self.max_frame });
+        }
+        let mut header = [0u8; frame::LONG_HEADER];
+        let hlen = frame::write_header(body_len, &mut header);
+        if hlen == frame::SHORT_HEADER {
+            enc.bytes[..hlen].copy_from_slice(&header[..hlen]);
+        }
+        let fds = enc.borrowed_fds();
+        let _w = lock(&self.writer);
+        if hlen == frame::SHORT_HEADER {
+            sys::socket::send_all(self.fd.fd(), &[&enc.bytes], &fds).map_err(send_error)
+        } else {
+            let body = &enc.bytes[frame::SHORT_HEADER..];
+            sys::socket::send_all(self.fd.fd(), &[&header[..hlen], body], &fds).map_err(send_error)
+        }
+    }
+
+    /// Receives one encoded message: its postcard payload and the
+    /// descriptors that came with it.
+    pub(crate) fn recv_encoded(&self, timeout: Option<Duration>) -> Result<(Vec<u8>, Vec<OwnedFd>), RecvError> {
+        self.recv_with(timeout, |body, fds| {
+            let (fds, payload) = codec::take_fds(body, fds)?;
+            Ok((payload.to_vec(), fds))
+        })
+    }
+
+    /// Sends raw bytes as one message, without encoding (Python's
+    /// `send_bytes`).
+    pub fn send_bytes(&self, data: &[u8]) -> Result<(), SendError> {
+        if !self.writable {
+            return Err(SendError::NotWritable);
+        }
+        if data.len() > self.max_frame {
+            return Err(SendError::TooLarge { len: data.len(), max: self.max_frame });
+        }
+        let mut header = [0u8; frame::LONG_HEADER];
+        let hlen = frame::write_header(data.len(), &mut header);
+        let _w = lock(&self.writer);
+        sys::socket::send_all(self.fd.fd(), &[&header[..hlen], data], &[]).map_err(send_error)
+    }
+
+    fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+        timeout.map(|t| Instant::now() + t)
+    }
+
+    fn recv_with<R>(
+        &self,
+        timeout: Option<Duration>,
+        f: impl FnOnce(&[u8], &mut VecDeque<OwnedFd>) -> Result<R, RecvError>,
+    ) -> Result<R, RecvError> {
+        if !self.readable {
+            return Err(RecvError::NotReadable);
+        }
+        let deadline = Self::deadline(timeout);
+        let mut r = lock(&self.reader);
+        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
+        match r.read_body(self.fd.fd(), hlen, len, deadline)? {
+            Body::InBuffer(s, e) => {
+                let (body, fds) = r.body_and_fds(s, e);
+                f(body, fds)
+            }
+            Body::Owned(v) => f(&v, &mut r.fds),
+        }
+    }
+
+    /// Receives one serde value, waiting as long as it takes.
+    ///
+    /// Returns [`RecvError::Disconnected`] as soon as the peer has closed (or
+    /// died) with nothing left to read.
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<T, RecvError> {
+        self.recv_with(None, |body, fds| Ok(codec::decode(body, fds)?))
+    }
+
+    /// Like [`recv`](Self::recv), giving up with [`RecvError::Timeout`]
+    /// after `timeout`; a partly received message stays buffered.
+    pub fn recv_timeout<T: DeserializeOwned>(&self, timeout: Duration) -> Result<T, RecvError> {
+        self.recv_with(Some(timeout), |body, fds| Ok(codec::decode(body, fds)?))
+    }
+
+    /// Receives one message as raw bytes (Python's `recv_bytes`).
+    pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+        self.recv_with(None, |body, _| Ok(body.to_vec()))
+    }
+
+    /// Like [`recv_bytes`](Self::recv_bytes) with a timeout.
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
+        self.recv_with(Some(timeout), |body, _| Ok(body.to_vec()))
+    }
+
+    /// Receives one message into `buf` and returns its length (Python's
+    /// `recv_bytes_into`). If `buf` is too small the message stays queued and
+    /// [`RecvError::BufferTooSmall`] says how large it is.
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        if !self.readable {
+            return Err(RecvError::NotReadable);
+        }
+        {
+            let mut r = lock(&self.reader);
+            let (_, len) = r.peek_header(self.fd.fd(), self.max_frame, None)?;
+            if len > buf.len() {
+                return Err(RecvError::BufferTooSmall { len, capacity: buf.len() });
+            }
+        }
+        self.recv_with(None, |body, _| {
+            buf[..body.len()].copy_from_slice(body);
+            Ok(body.len())
+        })
+    }
+
+    /// Whether a message (or end of stream) can be received without
+    /// blocking, waiting up to `timeout` for one (`Duration::ZERO` just
+    /// checks). Like Python's `poll`.
+    pub fn poll(&self, timeout: Duration) -> io::Result<bool> {
+        if !self.readable {
+            return Ok(false);
+        }
+        if lock(&self.reader).has_buffered() {
+            return Ok(true);
+        }
+        Ok(sys::poll::wait_readable(&[self.fd.fd()], Some(timeout))?[0])
+    }
+
+    /// Closes this end (Python's `close`). The peer's `recv` then reports
+    /// [`RecvError::Disconnected`]. Dropping the connection does the same.
+    pub fn close(self) {}
+
+    pub(crate) fn has_buffered(&self) -> bool {
+        lock(&self.reader).has_buffered()
+    }
+}
+
+impl AsFd for Connection {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.fd()
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.fd.fd())
+            .field("readable", &self.readable)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+/// The wire form of a connection passed to another process: its
+/// descriptor travels out of band, its flags in the bytes.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    fd: SharedFd,
+    unix: bool,
+    readable: bool,
+    writable: bool,
+    max_frame: u64,
+}
+
+/// A `Connection` can be sent to another process (as a `Process` argument
+/// or inside a message over a Unix-domain connection). Bytes it has already
+/// buffered but not delivered stay with the sender's copy.
+impl Serialize for Connection {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            fd: self.fd.clone(),
+            unix: self.unix,
+            readable: self.readable,
+            writable: self.writable,
+            max_frame: self.max_frame as u64,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = Wire::deserialize(d)?;
+        Ok(Connection {
+            fd: w.fd,
+            unix: w.unix,
+            readable: w.readable,
+            writable: w.writable,
+            max_frame: usize::try_from(w.max_frame).unwrap_or(usize::MAX),
+            reader: Mutex::new(Reader::new(w.unix)),
+            writer: Mutex::new(()),
+        })
+    }
+}

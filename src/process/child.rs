@@ -1,0 +1,115 @@
+//! The child's side: recognising a spawned child before `main`, running
+//! its target, reporting the outcome, exiting.
+//!
+//! A spawned child is the same executable started again with
+//! `MULTIPROC_BOOTSTRAP_FD` in its environment. A constructor (an ELF
+//! `.init_array` entry, run before `main` in binaries, examples, test and
+//! bench executables alike) sees the variable, receives the bootstrap
+//! message (which target, its arguments, their descriptors) over that
+//! socket, runs the target and exits: the program's own `main` never runs
+//! in a child. This plays the role of Python's `if __name__ == '__main__':`
+//! guard without asking anything of the program.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde::{Deserialize, Serialize};
+
+use super::target::{self, Trampoline};
+use super::{identity, registry};
+use crate::codec;
+use crate::connection::{Connection, FRAME_ROOM};
+use crate::sys;
+
+/// The environment variable that marks a spawned child.
+pub const ENV_KEY: &str = "MULTIPROC_BOOTSTRAP_FD";
+
+/// What the parent tells the child besides the arguments.
+#[derive(Serialize, Deserialize)]
+pub struct Meta {
+    pub trampoline: isize,
+    pub target: isize,
+    pub fingerprint: isize,
+    pub name: String,
+    pub identity: String,
+    pub daemon: bool,
+    pub parent_pid: i32,
+    pub parent_name: String,
+}
+
+#[ctor::ctor(unsafe, priority = late)]
+fn recognise_spawned_child() {
+    if let Some(fd) = std::env::var_os(ENV_KEY) {
+        // Not passed on to programs this child may start.
+        sys::process::remove_env_single_threaded(ENV_KEY);
+        run_spawned(fd.to_str().and_then(|s| s.parse().ok()).unwrap_or(-1));
+    }
+}
+
+fn run_spawned(fd: i32) -> ! {
+    // Die with the parent; then make sure it did not die already.
+    let _ = sys::process::die_with_parent();
+    let parent_at_start = sys::process::getppid();
+    let Ok(fd) = sys::process::adopt_inherited_fd(fd) else {
+        eprintln!("multiproc: bootstrap descriptor missing in child");
+        sys::process::exit_now(70);
+    };
+    let conn = Connection::from_fd(fd, true, true, true);
+    let Ok((payload, fds)) = conn.recv_encoded(None) else {
+        // The parent went away before sending the bootstrap message.
+        sys::process::exit_now(70);
+    };
+    let (meta, rest) = match codec::decode_payload::<Meta>(&payload, Vec::new()) {
+        Ok(m) => m,
+        Err(e) => report(&conn, target::OUTCOME_BAD_ARGS, &format!("bad bootstrap message: {e}")),
+    };
+    if meta.parent_pid != parent_at_start || sys::process::getppid() != meta.parent_pid {
+        sys::process::exit_now(70);
+    }
+    if meta.fingerprint != target::binary_fingerprint() {
+        report(&conn, target::OUTCOME_BAD_ARGS, "the child runs a different binary than its parent");
+    }
+    identity::set_after_start(&meta);
+    // SAFETY: the parent took this address from a `Trampoline` value of the
+    // same binary (fingerprint checked above).
+    let trampoline: Trampoline = unsafe {
+        std::mem::transmute::<usize, Trampoline>(target::address_at(meta.trampoline))
+    };
+    run_target(trampoline, target::address_at(meta.target), rest, fds, conn)
+}
+
+/// Runs the target, sends its outcome to the parent and exits the process:
+/// code 0 when it returned, 1 when it panicked or its arguments were bad.
+pub fn run_target(trampoline: Trampoline, target: usize, payload: &[u8], fds: Vec<OwnedFd>, conn: Connection) -> ! {
+    let result = catch_unwind(AssertUnwindSafe(|| trampoline(target, payload, fds)));
+    match result {
+        Ok(Ok(encoded)) => {
+            let _ = conn.send_encoded(encoded);
+            finish(0)
+        }
+        Ok(Err(message)) => report(&conn, target::OUTCOME_BAD_ARGS, &message),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_string());
+            report(&conn, target::OUTCOME_PANIC, &message)
+        }
+    }
+}
+
+fn report(conn: &Connection, tag: u8, message: &str) -> ! {
+    if let Ok(enc) = codec::encode(&(tag, message), FRAME_ROOM) {
+        let _ = conn.send_encoded(enc);
+    }
+    finish(1)
+}
+
+fn finish(code: i32) -> ! {
+    registry::finish_children();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::process::exit_now(code)
+}

@@ -1,0 +1,75 @@
+//! Who this process is: its name, its place in the tree, its parent
+//! (Python's `current_process()` and `parent_process()`).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::child::Meta;
+use crate::sys;
+
+/// A description of a process, as returned by [`current_process`] and
+/// [`parent_process`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Its name: `MainProcess` for the first process, `Process-N` (or
+    /// `Process-N:M` for a grandchild) unless given another.
+    pub name: String,
+    /// Its process id.
+    pub pid: i32,
+    /// Whether it was started as a daemon.
+    pub daemon: bool,
+}
+
+struct Me {
+    name: String,
+    identity: String,
+    daemon: bool,
+    parent: Option<ProcessInfo>,
+}
+
+static ME: Mutex<Option<Me>> = Mutex::new(None);
+static CHILDREN_STARTED: AtomicUsize = AtomicUsize::new(0);
+
+fn me() -> std::sync::MutexGuard<'static, Option<Me>> {
+    ME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records who this process is, once it starts as a child.
+pub fn set_after_start(meta: &Meta) {
+    CHILDREN_STARTED.store(0, Ordering::Relaxed);
+    *me() = Some(Me {
+        name: meta.name.clone(),
+        identity: meta.identity.clone(),
+        daemon: meta.daemon,
+        parent: Some(ProcessInfo { name: meta.parent_name.clone(), pid: meta.parent_pid, daemon: false }),
+    });
+}
+
+/// The identity (`"3"`, `"3:1"`, …) and default name for the next child.
+pub fn next_child() -> (String, String) {
+    let n = CHILDREN_STARTED.fetch_add(1, Ordering::Relaxed) + 1;
+    let identity = match &*me() {
+        Some(m) if !m.identity.is_empty() => format!("{}:{n}", m.identity),
+        _ => n.to_string(),
+    };
+    let name = format!("Process-{identity}");
+    (identity, name)
+}
+
+/// The process this code runs in.
+///
+/// ```
+/// assert_eq!(multiproc::current_process().name, "MainProcess");
+/// ```
+pub fn current_process() -> ProcessInfo {
+    let pid = sys::process::getpid();
+    match &*me() {
+        Some(m) => ProcessInfo { name: m.name.clone(), pid, daemon: m.daemon },
+        None => ProcessInfo { name: "MainProcess".into(), pid, daemon: false },
+    }
+}
+
+/// The process that started this one, or `None` in the main process.
+pub fn parent_process() -> Option<ProcessInfo> {
+    me().as_ref().and_then(|m| m.parent.clone())
+}

@@ -1,0 +1,292 @@
+//! Child processes that run a Rust function: [`Process`], start methods,
+//! and the process tree (Python's `multiprocessing.Process`).
+//!
+//! A target is a plain function `fn(A) -> R` whose argument and return
+//! value are serde types. The arguments are encoded by the crate's codec, so
+//! handles inside them (connections, queues, locks…) arrive usable in the
+//! child; the return value comes back from [`Process::join`].
+
+mod child;
+mod context;
+mod identity;
+mod launcher;
+mod registry;
+mod target;
+
+use std::marker::PhantomData;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{self, Encoded};
+use crate::connection::{Connection, FRAME_ROOM};
+use crate::error::{CodecError, JoinError, StartError};
+use crate::sys;
+use crate::sys::process::Exit;
+pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
+pub use identity::{ProcessInfo, current_process, parent_process};
+use registry::Child;
+
+type Payload = Box<dyn FnOnce() -> Result<Encoded, CodecError> + Send>;
+
+/// A child process running `fn(A) -> R`.
+///
+/// Build it with [`Process::new`], adjust it with [`name`](Self::name),
+/// [`daemon`](Self::daemon) and [`start_method`](Self::start_method), then
+/// [`start`](Self::start) and [`join`](Self::join) it.
+///
+/// ```
+/// use multiproc::Process;
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let mut p = Process::new(square, 12);
+/// p.start()?;
+/// assert_eq!(p.join()?, 144);
+/// assert_eq!(p.exitcode(), Some(0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Dropping a `Process` does not stop the child. A child dies with its
+/// parent (`PR_SET_PDEATHSIG`); when the parent's `main` returns, daemon
+/// children are terminated and the others waited for, as in Python.
+pub struct Process<R> {
+    name: Option<String>,
+    daemon: bool,
+    method: Option<StartMethod>,
+    trampoline: usize,
+    target: usize,
+    payload: Option<Payload>,
+    child: Option<Arc<Child>>,
+    joined: bool,
+    _ret: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Process<R> {
+    /// A process that will run `target(args)`. Nothing starts until
+    /// [`start`](Self::start).
+    pub fn new<A>(target: fn(A) -> R, args: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize,
+    {
+        let trampoline: target::Trampoline = target::trampoline::<A, R>;
+        Process {
+            name: None,
+            daemon: false,
+            method: None,
+            trampoline: trampoline as usize,
+            target: target as usize,
+            payload: Some(Box::new(move || codec::encode(&args, 0))),
+            child: None,
+            joined: false,
+            _ret: PhantomData,
+        }
+    }
+
+    /// Names the process (default `Process-N`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Marks it a daemon: terminated, not waited for, when the parent's
+    /// `main` returns.
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Chooses how it starts (default: [`get_start_method`]).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Starts the child.
+    pub fn start(&mut self) -> Result<(), StartError> {
+        let payload = self.payload.take().ok_or(StartError::AlreadyStarted)?;
+        let method = self.method.unwrap_or_else(get_start_method);
+        if method == StartMethod::Fork {
+            let threads = sys::process::thread_count();
+            if threads > 1 {
+                self.payload = Some(payload);
+                return Err(StartError::ForkWithThreads { threads });
+            }
+        }
+        let args = payload()?;
+        let (identity, default_name) = identity::next_child();
+        let name = self.name.clone().unwrap_or(default_name);
+        let me = current_process();
+        let meta = child::Meta {
+            trampoline: target::offset_of(self.trampoline),
+            target: target::offset_of(self.target),
+            fingerprint: target::binary_fingerprint(),
+            name: name.clone(),
+            identity,
+            daemon: self.daemon,
+            parent_pid: me.pid,
+            parent_name: me.name,
+        };
+        let child = match method {
+            StartMethod::Spawn => self.spawn(meta, args)?,
+            StartMethod::Fork => self.fork(meta, args)?,
+        };
+        registry::register(child.clone());
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn spawn(&self, meta: child::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
+        let (ours, theirs) = sys::socket::stream_pair()?;
+        let conn = Connection::from_fd(ours, true, true, true);
+        let pid = launcher::spawn_self(theirs, child::ENV_KEY)?;
+        let pidfd = sys::process::pidfd_open(pid)?;
+        let (name, daemon) = (meta.name.clone(), meta.daemon);
+        // One message: [fd count][meta][args], the arguments' descriptors
+        // attached.
+        let mut msg = codec::encode(&meta, FRAME_ROOM)?;
+        msg.bytes[FRAME_ROOM] = args.bytes[0];
+        msg.bytes.extend_from_slice(&args.bytes[1..]);
+        msg.fds = args.fds;
+        // A child that died at once is reported by join(), not here.
+        let _ = conn.send_encoded(msg);
+        Ok(Child::new(pid, name, daemon, pidfd, conn))
+    }
+
+    fn fork(&self, meta: child::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
+        use std::io::Write;
+        let (ours, theirs) = sys::socket::stream_pair()?;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        match sys::process::fork()? {
+            sys::process::Forked::Child => {
+                drop(ours);
+                registry::clear_after_fork();
+                let _ = sys::process::die_with_parent();
+                if sys::process::getppid() != meta.parent_pid {
+                    sys::process::exit_now(70);
+                }
+                identity::set_after_start(&meta);
+                // The argument descriptors were inherited; take copies the
+                // child owns.
+                let fds = args.fds.iter().filter_map(|f| sys::socket::dup(f.as_fd()).ok()).collect();
+                let conn = Connection::from_fd(theirs, true, true, true);
+                // SAFETY: `self.trampoline` was made from a `Trampoline` in `new`.
+                let trampoline: target::Trampoline =
+                    unsafe { std::mem::transmute::<usize, target::Trampoline>(self.trampoline) };
+                child::run_target(trampoline, self.target, &args.bytes[1..], fds, conn)
+            }
+            sys::process::Forked::Parent(pid) => {
+                drop(theirs);
+                let pidfd = sys::process::pidfd_open(pid)?;
+                let conn = Connection::from_fd(ours, true, true, true);
+                Ok(Child::new(pid, meta.name, meta.daemon, pidfd, conn))
+            }
+        }
+    }
+
+    /// Waits for the child to end and returns the target's return value.
+    ///
+    /// A panic in the child gives [`JoinError::Panicked`] with its message;
+    /// a child killed by a signal gives [`JoinError::Killed`]; one that
+    /// exited before returning gives [`JoinError::Exited`].
+    pub fn join(&mut self) -> Result<R, JoinError> {
+        self.join_until(None)
+    }
+
+    /// Like [`join`](Self::join), but gives up with
+    /// [`JoinError::Timeout`] after `timeout` (the child keeps running and
+    /// can be joined again).
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, JoinError> {
+        self.join_until(Some(Instant::now() + timeout)).map_err(|e| match e {
+            JoinError::Timeout(_) => JoinError::Timeout(timeout),
+            e => e,
+        })
+    }
+
+    fn join_until(&mut self, deadline: Option<Instant>) -> Result<R, JoinError> {
+        let child = self.child.as_ref().ok_or(JoinError::NotStarted)?;
+        if self.joined {
+            return Err(JoinError::AlreadyJoined);
+        }
+        let Some(exit) = child.pump(deadline)? else {
+            return Err(JoinError::Timeout(Duration::ZERO));
+        };
+        self.joined = true;
+        match child.take_outcome() {
+            Some((payload, fds)) => decode_outcome(&payload, fds),
+            None => Err(match exit {
+                Exit::Signal(signal) => JoinError::Killed { signal },
+                Exit::Code(code) => JoinError::Exited { code },
+            }),
+        }
+    }
+
+    /// Whether the child has started and not yet ended.
+    pub fn is_alive(&self) -> bool {
+        self.child.as_ref().is_some_and(|c| matches!(c.poll_exit(), Ok(None)))
+    }
+
+    /// The child's process id, once started.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.pid)
+    }
+
+    /// Its name.
+    pub fn get_name(&self) -> Option<&str> {
+        self.child.as_ref().map(|c| c.name.as_str()).or(self.name.as_deref())
+    }
+
+    /// How it ended: `None` while running (or not started), its exit code
+    /// once it exited, `-N` when signal `N` killed it (as in Python).
+    pub fn exitcode(&self) -> Option<i32> {
+        match self.child.as_ref()?.poll_exit() {
+            Ok(Some(Exit::Code(c))) => Some(c),
+            Ok(Some(Exit::Signal(s))) => Some(-s),
+            _ => None,
+        }
+    }
+
+    /// Asks the child to stop (`SIGTERM`).
+    pub fn terminate(&self) -> std::io::Result<()> {
+        self.child.as_ref().map_or(Ok(()), |c| c.signal(sys::process::SIGTERM))
+    }
+
+    /// Stops the child at once (`SIGKILL`).
+    pub fn kill(&self) -> std::io::Result<()> {
+        self.child.as_ref().map_or(Ok(()), |c| c.signal(sys::process::SIGKILL))
+    }
+}
+
+fn decode_outcome<R: DeserializeOwned>(payload: &[u8], fds: Vec<std::os::fd::OwnedFd>) -> Result<R, JoinError> {
+    let (tag, rest) = codec::decode_payload::<u8>(payload, Vec::new())?;
+    match tag {
+        target::OUTCOME_OK => Ok(codec::decode_payload::<R>(rest, fds)?.0),
+        target::OUTCOME_PANIC => {
+            let (message, _) = codec::decode_payload::<String>(rest, Vec::new())?;
+            Err(JoinError::Panicked { message })
+        }
+        _ => {
+            let (message, _) = codec::decode_payload::<String>(rest, Vec::new())?;
+            Err(JoinError::Codec(CodecError::Decode(message)))
+        }
+    }
+}
+
+/// The children of this process that are still running (finished ones are
+/// reaped on the way, as in Python).
+pub fn active_children() -> Vec<ProcessInfo> {
+    registry::active()
+        .into_iter()
+        .map(|c| ProcessInfo { name: c.name.clone(), pid: c.pid, daemon: c.daemon })
+        .collect()
+}
+
+/// Number of CPUs online (Python's `cpu_count()`).
+pub fn cpu_count() -> usize {
+    sys::process::cpu_count()
+}

@@ -1,0 +1,176 @@
+//! The children this process started: their pidfds, their pending
+//! outcome, and what happens to them at exit.
+//!
+//! Every started child is listed here until it has been reaped, whether or
+//! not its [`Process`](crate::Process) handle still exists, so that
+//! [`active_children`](crate::active_children) sees it and the exit handler
+//! can join or terminate it (Python's rule: daemon children are terminated,
+//! the others joined, when the parent's `main` returns).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+use crate::connection::Connection;
+use crate::error::RecvError;
+use crate::sys;
+use crate::sys::process::Exit;
+
+/// Longest time the state lock is held while waiting, so that `is_alive`
+/// from another thread is never blocked for long by a `join`.
+const SLICE: Duration = Duration::from_millis(50);
+
+/// The encoded outcome a child sent: payload and descriptors.
+pub type Outcome = (Vec<u8>, Vec<OwnedFd>);
+
+/// One started child.
+pub struct Child {
+    pub pid: i32,
+    pub name: String,
+    pub daemon: bool,
+    pidfd: OwnedFd,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The bootstrap connection, until the outcome arrived or the child died.
+    conn: Option<Connection>,
+    outcome: Option<Outcome>,
+    exit: Option<Exit>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Child {
+    pub fn new(pid: i32, name: String, daemon: bool, pidfd: OwnedFd, conn: Connection) -> Arc<Self> {
+        Arc::new(Child {
+            pid,
+            name,
+            daemon,
+            pidfd,
+            state: Mutex::new(State { conn: Some(conn), outcome: None, exit: None }),
+        })
+    }
+
+    /// Receives the child's outcome and reaps it, waiting until `deadline`
+    /// (`None`: as long as it takes). Returns how it exited, or `None` if it
+    /// is still running at the deadline.
+    pub fn pump(&self, deadline: Option<Instant>) -> std::io::Result<Option<Exit>> {
+        loop {
+            let mut st = lock(&self.state);
+            if let Some(exit) = st.exit {
+                return Ok(Some(exit));
+            }
+            let now = Instant::now();
+            let slice = match deadline {
+                Some(d) => d.saturating_duration_since(now).min(SLICE),
+                None => SLICE,
+            };
+            let ready = match &st.conn {
+                Some(conn) => sys::poll::wait_readable(&[conn.as_fd(), self.pidfd.as_fd()], Some(slice))?,
+                None => {
+                    let r = sys::poll::wait_readable(&[self.pidfd.as_fd()], Some(slice))?;
+                    vec![false, r[0]]
+                }
+            };
+            if ready[0] {
+                let conn = st.conn.as_ref().expect("polled");
+                match conn.recv_encoded(Some(slice)) {
+                    Ok(outcome) => {
+                        st.outcome = Some(outcome);
+                        st.conn = None;
+                    }
+                    Err(RecvError::Timeout) => {}
+                    Err(_) => st.conn = None,
+                }
+            }
+            if ready[1] {
+                // Everything the child wrote before exiting is queued now.
+                if let Some(conn) = st.conn.take() {
+                    if let Ok(outcome) = conn.recv_encoded(Some(Duration::ZERO)) {
+                        st.outcome = Some(outcome);
+                    }
+                }
+                st.exit = sys::process::wait_exit(self.pidfd.as_fd(), true)?;
+                if let Some(exit) = st.exit {
+                    drop(st);
+                    forget(self);
+                    return Ok(Some(exit));
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// How the child exited, if it has (never blocks).
+    pub fn poll_exit(&self) -> std::io::Result<Option<Exit>> {
+        self.pump(Some(Instant::now()))
+    }
+
+    /// Takes the outcome the child sent, if it sent one.
+    pub fn take_outcome(&self) -> Option<Outcome> {
+        lock(&self.state).outcome.take()
+    }
+
+    /// Sends `sig` to the child (no effect once it has exited).
+    pub fn signal(&self, sig: i32) -> std::io::Result<()> {
+        if lock(&self.state).exit.is_some() {
+            return Ok(());
+        }
+        sys::process::signal(self.pidfd.as_fd(), sig)
+    }
+}
+
+static CHILDREN: Mutex<Vec<Arc<Child>>> = Mutex::new(Vec::new());
+static AT_EXIT: Once = Once::new();
+
+/// Lists a freshly started child.
+pub fn register(child: Arc<Child>) {
+    AT_EXIT.call_once(|| sys::process::at_exit(at_exit));
+    lock(&CHILDREN).push(child);
+}
+
+fn forget(child: &Child) {
+    lock(&CHILDREN).retain(|c| !std::ptr::eq(&**c, child));
+}
+
+/// Forgets every child (in a forked child: they are the parent's).
+pub fn clear_after_fork() {
+    let mut list = lock(&CHILDREN);
+    // The pidfds are the parent's business; closing our copies is harmless.
+    list.clear();
+}
+
+/// The children still running; finished ones are reaped on the way.
+pub fn active() -> Vec<Arc<Child>> {
+    let list: Vec<Arc<Child>> = lock(&CHILDREN).clone();
+    list.into_iter()
+        .filter(|c| matches!(c.poll_exit(), Ok(None)))
+        .collect()
+}
+
+/// Terminates daemon children (SIGTERM, then SIGKILL after a second) and
+/// waits for the others, as Python does when the main module finishes.
+pub fn finish_children() {
+    let list: Vec<Arc<Child>> = lock(&CHILDREN).clone();
+    for c in list.iter().filter(|c| c.daemon) {
+        let _ = c.signal(sys::process::SIGTERM);
+    }
+    let grace = Instant::now() + Duration::from_secs(1);
+    for c in list.iter().filter(|c| c.daemon) {
+        if matches!(c.pump(Some(grace)), Ok(None)) {
+            let _ = c.signal(sys::process::SIGKILL);
+        }
+    }
+    for c in &list {
+        let _ = c.pump(None);
+    }
+}
+
+extern "C" fn at_exit() {
+    finish_children();
+}

@@ -1,0 +1,20 @@
+//! The only place in the crate that talks to the operating system.
+//!
+//! # Contract
+//!
+//! Every backend (today: Linux) provides, with every descriptor created
+//! `O_CLOEXEC` and passed around as [`OwnedFd`](std::os::fd::OwnedFd) /
+//! [`BorrowedFd`](std::os::fd::BorrowedFd), never as a bare integer outside
+//! this module:
+//!
+//! | file | what |
+//! |---|---|
+//! | [`socket`] | socketpairs, `sendmsg`/`recvmsg` carrying descriptors (`SCM_RIGHTS`), shutdown, `dup` |
+//! | [`poll`] | waiting for readiness on several descriptors with a timeout |
+//! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts |
+//!
+//! Code outside `sys` never calls `libc` or `rustix` directly.
+
+pub mod poll;
+pub mod process;
+pub mod socket;

@@ -1,0 +1,225 @@
+//! Processes: re-executing the current binary, `fork`, pidfds, exit status,
+//! signals, ids and counts.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It called `exit(code)`.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+}
+
+/// Starts a fresh copy of the running executable (`/proc/self/exe`) with
+/// `posix_spawn`, the current environment plus `env_key=<descriptor number>`,
+/// and `keep` open at that number (every other descriptor is `O_CLOEXEC`).
+pub fn spawn_self(keep: BorrowedFd<'_>, env_key: &str) -> io::Result<i32> {
+    let fd = keep.as_raw_fd();
+    let fd_text = fd.to_string();
+    let extra_env = (env_key, fd_text.as_str());
+    let path = CString::new("/proc/self/exe").expect("no NUL");
+    let argv0 = std::env::args_os()
+        .next()
+        .map(|a| CString::new(a.as_bytes()).unwrap_or_else(|_| path.clone()))
+        .unwrap_or_else(|| path.clone());
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k.as_bytes() != extra_env.0.as_bytes())
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    env.push(CString::new(format!("{}={}", extra_env.0, extra_env.1)).map_err(io::Error::other)?);
+    let argv: [*mut libc::c_char; 2] = [argv0.as_ptr() as *mut _, std::ptr::null_mut()];
+    let mut envp: Vec<*mut libc::c_char> = env.iter().map(|s| s.as_ptr() as *mut _).collect();
+    envp.push(std::ptr::null_mut());
+
+    let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+    // SAFETY: `actions` is initialised by posix_spawn_file_actions_init before
+    // any other use and destroyed below on every path.
+    unsafe {
+        check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
+    }
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: `actions` was initialised above; `path`, `argv` and `envp` are
+    // NUL-terminated strings and NULL-terminated arrays that outlive the call.
+    let res = unsafe {
+        // dup2(fd, fd) clears O_CLOEXEC on `fd` in the child only (glibc >= 2.29).
+        let r = check(libc::posix_spawn_file_actions_adddup2(actions.as_mut_ptr(), fd, fd));
+        let r = r.and_then(|_| {
+            check(libc::posix_spawn(
+                &mut pid,
+                path.as_ptr(),
+                actions.as_ptr(),
+                std::ptr::null(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+            ))
+        });
+        libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr());
+        r
+    };
+    res.map(|_| pid)
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) }
+}
+
+/// Which side of a `fork` we are on.
+pub enum Forked {
+    /// The original process; the child has this pid.
+    Parent(i32),
+    /// The new process.
+    Child,
+}
+
+/// `fork(2)`. Only call it when the process has a single thread: the child
+/// then owns a consistent copy of every lock and allocator.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller has checked that this process has one thread, so no
+    // other thread can hold a lock (allocator, stdio) that the child would
+    // inherit locked; the child goes on to run ordinary Rust code.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// A pidfd for `pid`: readable once the process has exited.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
+}
+
+/// Reaps the child behind `pidfd` if it has exited (`block` waits for it).
+/// `Ok(None)`: still running.
+pub fn wait_exit(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<Exit>> {
+    let mut opts = WaitIdOptions::EXITED;
+    if !block {
+        opts |= WaitIdOptions::NOHANG;
+    }
+    loop {
+        match rustix::process::waitid(WaitId::PidFd(pidfd), opts) {
+            Ok(None) => return Ok(None),
+            Ok(Some(st)) => {
+                if let Some(code) = st.exit_status() {
+                    return Ok(Some(Exit::Code(code)));
+                }
+                if let Some(sig) = st.terminating_signal() {
+                    return Ok(Some(Exit::Signal(sig)));
+                }
+                return Ok(None);
+            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sends signal number `sig` to the process behind `pidfd`. A process that
+/// has already exited is not an error.
+pub fn signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    // SAFETY: `sig` comes from the crate's own SIGTERM/SIGKILL constants.
+    let sig = unsafe { Signal::from_raw_unchecked(sig) };
+    match rustix::process::pidfd_send_signal(pidfd, sig) {
+        Ok(()) | Err(Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `SIGTERM`'s number.
+pub const SIGTERM: i32 = libc::SIGTERM;
+/// `SIGKILL`'s number.
+pub const SIGKILL: i32 = libc::SIGKILL;
+
+/// Sends `sig` to this very process.
+pub fn signal_self(sig: i32) {
+    // SAFETY: kill(2) on our own pid with a valid signal number.
+    unsafe {
+        libc::kill(libc::getpid(), sig);
+    }
+}
+
+/// This process's id.
+pub fn getpid() -> i32 {
+    rustix::process::getpid().as_raw_nonzero().get()
+}
+
+/// The parent's id (0 when there is none).
+pub fn getppid() -> i32 {
+    rustix::process::getppid().map(|p| p.as_raw_nonzero().get()).unwrap_or(0)
+}
+
+/// How many threads this process has right now.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)
+}
+
+/// Number of CPUs online (like Python's `os.cpu_count()`).
+pub fn cpu_count() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 { n as usize } else { 1 }
+}
+
+/// Ends the process at once with `code`, without running exit handlers
+/// (used by children, whose exit handlers belong to the parent's program).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// Removes an environment variable. Only call while the process has a single
+/// thread (the child bootstrap, before `main`).
+pub fn remove_env_single_threaded(key: &str) {
+    // SAFETY: called before `main` by the child bootstrap, when no other
+    // thread exists that could read the environment concurrently.
+    unsafe { std::env::remove_var(key) }
+}
+
+/// Takes ownership of descriptor `raw`, inherited across `exec`, and marks
+/// it `O_CLOEXEC` again so it does not leak further.
+pub fn adopt_inherited_fd(raw: i32) -> io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the parent passed `raw` open across exec for this process alone
+    // (see `spawn_self`) and nothing else in this process owns it; `fstat`
+    // below fails cleanly if it is not open.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    if let Err(e) = rustix::fs::fstat(&fd) {
+        std::mem::forget(fd);
+        return Err(e.into());
+    }
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+    Ok(fd)
+}
+
+/// Asks the kernel to SIGKILL this process when the thread that created it
+/// exits (`PR_SET_PDEATHSIG`).
+pub fn die_with_parent() -> io::Result<()> {
+    Ok(rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?)
+}
+
+/// Whether the calling thread is the process's main thread.
+pub fn is_main_thread() -> bool {
+    rustix::thread::gettid() == rustix::process::getpid()
+}
+
+/// Registers `f` to run when the process exits normally (`atexit`).
+pub fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain function with the C ABI that atexit expects.
+    unsafe {
+        libc::atexit(f);
+    }
+}

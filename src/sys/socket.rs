@@ -1,0 +1,141 @@
+//! Stream sockets that carry bytes and file descriptors.
+//!
+//! Descriptors ride beside the bytes as `SCM_RIGHTS` ancillary data; received
+//! descriptors are created `O_CLOEXEC` (`MSG_CMSG_CLOEXEC`).
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, Shutdown, SocketFlags, SocketType,
+};
+
+/// Most descriptors one `sendmsg` may carry (the kernel's `SCM_MAX_FD`).
+pub const MAX_FDS_PER_MSG: usize = 253;
+
+/// A connected pair of Unix stream sockets, both `O_CLOEXEC`.
+pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Sends some prefix of `bufs`, with `fds` attached to the first byte.
+/// Returns how many bytes went out. Never raises `SIGPIPE`.
+pub fn send(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    let flags = SendFlags::NOSIGNAL;
+    loop {
+        let res = if fds.is_empty() {
+            rustix::net::sendmsg(fd, bufs, &mut SendAncillaryBuffer::default(), flags)
+        } else {
+            let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors in one message"));
+            }
+            rustix::net::sendmsg(fd, bufs, &mut control, flags)
+        };
+        match res {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Writes every byte of `bufs` (blocking), `fds` attached to the first byte.
+pub fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+    let mut slices: &mut [IoSlice<'_>] = &mut slices;
+    let mut first = true;
+    while !slices.is_empty() {
+        let n = send(fd, slices, if first { fds } else { &[] })?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        first = false;
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
+
+/// Receives up to `buf.len()` bytes; received descriptors are appended to
+/// `fds`. `Ok(0)` means the peer closed its end. With `nonblocking`, an empty
+/// socket gives `ErrorKind::WouldBlock`.
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>, nonblocking: bool) -> io::Result<usize> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MSG))];
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    loop {
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [IoSliceMut::new(buf)];
+        match rustix::net::recvmsg(fd, &mut iov, &mut control, flags) {
+            Ok(msg) => {
+                for m in control.drain() {
+                    if let RecvAncillaryMessage::ScmRights(rights) = m {
+                        fds.extend(rights);
+                    }
+                }
+                return Ok(msg.bytes);
+            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives bytes from a socket or pipe that never carries descriptors
+/// (TCP). Same return convention as [`recv`].
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> io::Result<usize> {
+    let flags = if nonblocking { RecvFlags::DONTWAIT } else { RecvFlags::empty() };
+    loop {
+        match rustix::net::recv(fd, &mut *buf, flags) {
+            Ok((n, _)) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Shuts down reading, writing or both directions of a socket.
+pub fn shutdown(fd: BorrowedFd<'_>, read: bool, write: bool) -> io::Result<()> {
+    let how = match (read, write) {
+        (true, true) => Shutdown::Both,
+        (true, false) => Shutdown::Read,
+        (false, true) => Shutdown::Write,
+        (false, false) => return Ok(()),
+    };
+    match rustix::net::shutdown(fd, how) {
+        Ok(()) | Err(Errno::NOTCONN) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A second descriptor for the same open file, `O_CLOEXEC`.
+pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
+}
+
+/// Whether `fd` is a Unix-domain socket (so it can carry descriptors).
+pub fn is_unix_socket(fd: BorrowedFd<'_>) -> bool {
+    matches!(rustix::net::getsockname(fd), Ok(addr) if addr.address_family() == AddressFamily::UNIX)
+}
+
+/// Enlarges the kernel's send and receive buffers (best effort).
+pub fn set_buffer_sizes(fd: impl AsFd, bytes: usize) {
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&fd, bytes);
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, bytes);
+}
+
+/// Disables Nagle's algorithm on a TCP socket (best effort).
+pub fn set_nodelay(fd: impl AsFd) {
+    let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
+}
