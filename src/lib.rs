@@ -49,11 +49,13 @@ pub mod codec;
 mod connection;
 pub mod error;
 mod process;
+// Some of the OS layer serves mechanisms still being built.
+#[allow(dead_code)]
 mod sys;
 
 pub use connection::{Connection, DEFAULT_MAX_FRAME, pipe, wait};
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
 pub use process::{
-    Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process, get_context,
-    get_start_method, parent_process, set_start_method,
+    Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
+    get_context, get_start_method, parent_process, set_start_method,
 };

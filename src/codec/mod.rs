@@ -51,7 +51,9 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, room: usize) -> Result<Encoded, 
     bytes.resize(room + 1, 0);
     let previous = ENCODING.with(|e| e.borrow_mut().replace(Vec::new()));
     let result = postcard::to_extend(value, bytes);
-    let fds = ENCODING.with(|e| std::mem::replace(&mut *e.borrow_mut(), previous)).unwrap_or_default();
+    let fds = ENCODING
+        .with(|e| std::mem::replace(&mut *e.borrow_mut(), previous))
+        .unwrap_or_default();
     let mut bytes = result.map_err(|e| CodecError::Encode(e.to_string()))?;
     if fds.len() > MAX_FDS {
         return Err(CodecError::TooManyHandles(fds.len()));
@@ -68,24 +70,36 @@ pub fn fd_count(body: &[u8]) -> usize {
 
 /// Decodes a message body produced by [`encode`] (without its header room),
 /// taking the descriptors it carries from the front of `fds`.
-pub fn decode<T: DeserializeOwned>(body: &[u8], fds: &mut VecDeque<OwnedFd>) -> Result<T, CodecError> {
+pub fn decode<T: DeserializeOwned>(
+    body: &[u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> Result<T, CodecError> {
     let (fds, payload) = take_fds(body, fds)?;
     let (value, rest) = decode_payload(payload, fds)?;
     if !rest.is_empty() {
-        return Err(CodecError::Decode(format!("{} bytes left over after the value", rest.len())));
+        return Err(CodecError::Decode(format!(
+            "{} bytes left over after the value",
+            rest.len()
+        )));
     }
     Ok(value)
 }
 
 /// Splits a message body into its descriptors (taken from the front of
 /// `fds`) and its postcard payload.
-pub fn take_fds<'a>(body: &'a [u8], fds: &mut VecDeque<OwnedFd>) -> Result<(Vec<OwnedFd>, &'a [u8]), CodecError> {
+pub fn take_fds<'a>(
+    body: &'a [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> Result<(Vec<OwnedFd>, &'a [u8]), CodecError> {
     let Some((&n, payload)) = body.split_first() else {
         return Err(CodecError::Decode("empty message".into()));
     };
     let n = n as usize;
     if n > fds.len() {
-        return Err(CodecError::MissingHandles { expected: n, received: fds.len() });
+        return Err(CodecError::MissingHandles {
+            expected: n,
+            received: fds.len(),
+        });
     }
     Ok((fds.drain(..n).collect(), payload))
 }
@@ -93,7 +107,10 @@ pub fn take_fds<'a>(body: &'a [u8], fds: &mut VecDeque<OwnedFd>) -> Result<(Vec<
 /// Decodes one value from the front of a postcard `payload`, with `fds` as
 /// the descriptor table; returns the value and the bytes after it.
 /// Descriptors the value does not claim are closed.
-pub fn decode_payload<T: DeserializeOwned>(payload: &[u8], fds: Vec<OwnedFd>) -> Result<(T, &[u8]), CodecError> {
+pub fn decode_payload<T: DeserializeOwned>(
+    payload: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<(T, &[u8]), CodecError> {
     let table: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     let previous = DECODING.with(|d| d.borrow_mut().replace(table));
     let result = postcard::take_from_bytes::<T>(payload);
@@ -147,7 +164,11 @@ impl Serialize for SharedFd {
 impl<'de> Deserialize<'de> for SharedFd {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let index = u32::deserialize(d)? as usize;
-        let fd = DECODING.with(|t| t.borrow_mut().as_mut().and_then(|t| t.get_mut(index).and_then(Option::take)));
+        let fd = DECODING.with(|t| {
+            t.borrow_mut()
+                .as_mut()
+                .and_then(|t| t.get_mut(index).and_then(Option::take))
+        });
         match fd {
             Some(fd) => Ok(SharedFd::new(fd)),
             None => Err(serde::de::Error::custom(format!(

@@ -36,7 +36,6 @@ pub fn write_header(len: usize, out: &mut [u8; LONG_HEADER]) -> usize {
     }
 }
 
-
 /// Where the body of the next frame is.
 pub enum Body {
     /// `buf[start..end]` of the read buffer.
@@ -126,7 +125,12 @@ impl Reader {
     }
 
     /// Makes sure at least `want` bytes are buffered.
-    fn fill(&mut self, fd: BorrowedFd<'_>, want: usize, deadline: Option<Instant>) -> Result<(), RecvError> {
+    fn fill(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        want: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), RecvError> {
         if self.buf.len() < BUF_SIZE.max(want) {
             self.buf.resize(BUF_SIZE.max(want), 0);
         }
@@ -139,7 +143,13 @@ impl Reader {
                 self.end -= self.start;
                 self.start = 0;
             }
-            let n = Self::read_some(fd, self.unix, &mut self.buf[self.end..], &mut self.fds, deadline)?;
+            let n = Self::read_some(
+                fd,
+                self.unix,
+                &mut self.buf[self.end..],
+                &mut self.fds,
+                deadline,
+            )?;
             if n == 0 {
                 self.eof = true;
             }
@@ -155,7 +165,10 @@ impl Reader {
         } else {
             // Whatever remains can never complete: drop it.
             self.broken = true;
-            RecvError::Truncated { expected: self.announced().unwrap_or(want as u64), got }
+            RecvError::Truncated {
+                expected: self.announced().unwrap_or(want as u64),
+                got,
+            }
         }
     }
 
@@ -166,7 +179,10 @@ impl Reader {
         if short >= 0 {
             Some(short as u64 + SHORT_HEADER as u64)
         } else {
-            Some(u64::from_be_bytes(b.get(4..12)?.try_into().ok()?).saturating_add(LONG_HEADER as u64))
+            Some(
+                u64::from_be_bytes(b.get(4..12)?.try_into().ok()?)
+                    .saturating_add(LONG_HEADER as u64),
+            )
         }
     }
 
@@ -185,12 +201,20 @@ impl Reader {
             return Ok((0, body.len()));
         }
         self.fill(fd, SHORT_HEADER, deadline)?;
-        let short = i32::from_be_bytes(self.buf[self.start..self.start + 4].try_into().expect("4 bytes"));
+        let short = i32::from_be_bytes(
+            self.buf[self.start..self.start + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
         let (hlen, len) = if short >= 0 {
             (SHORT_HEADER, short as u64)
         } else if short == -1 {
             self.fill(fd, LONG_HEADER, deadline)?;
-            let long = u64::from_be_bytes(self.buf[self.start + 4..self.start + 12].try_into().expect("8 bytes"));
+            let long = u64::from_be_bytes(
+                self.buf[self.start + 4..self.start + 12]
+                    .try_into()
+                    .expect("8 bytes"),
+            );
             (LONG_HEADER, long)
         } else {
             self.broken = true;
@@ -234,7 +258,10 @@ impl Reader {
                     self.eof = true;
                     self.broken = true;
                     let expected = (body.len() + hlen) as u64;
-                    return Err(RecvError::Truncated { expected, got: (filled + hlen) as u64 });
+                    return Err(RecvError::Truncated {
+                        expected,
+                        got: (filled + hlen) as u64,
+                    });
                 }
                 Ok(n) => filled += n,
                 Err(e) => {

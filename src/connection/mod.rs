@@ -5,7 +5,6 @@
 //! the crate's codec, so handles inside them (including other
 //! `Connection`s) travel too, as in Python's `multiprocessing.reduction`.
 
-
 mod frame;
 
 mod wait;
@@ -68,11 +67,17 @@ pub struct Connection {
 pub fn pipe(duplex: bool) -> io::Result<(Connection, Connection)> {
     let (a, b) = sys::socket::stream_pair()?;
     if duplex {
-        Ok((Connection::from_fd(a, true, true, true), Connection::from_fd(b, true, true, true)))
+        Ok((
+            Connection::from_fd(a, true, true, true),
+            Connection::from_fd(b, true, true, true),
+        ))
     } else {
         sys::socket::shutdown(a.as_fd(), false, true)?;
         sys::socket::shutdown(b.as_fd(), true, false)?;
-        Ok((Connection::from_fd(a, true, true, false), Connection::from_fd(b, true, false, true)))
+        Ok((
+            Connection::from_fd(a, true, true, false),
+            Connection::from_fd(b, true, false, true),
+        ))
     }
 }
 
@@ -82,9 +87,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn send_error(e: io::Error) -> SendError {
     match e.kind() {
-        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected => {
-            SendError::Disconnected
-        }
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::NotConnected => SendError::Disconnected,
         _ => SendError::Io(e),
     }
 }
@@ -141,7 +146,10 @@ impl Connection {
             return Err(SendError::HandlesNotSupported);
         }
         if body_len > self.max_frame {
-            return Err(SendError::TooLarge { len: body_len, max: self.max_frame });
+            return Err(SendError::TooLarge {
+                len: body_len,
+                max: self.max_frame,
+            });
         }
         let mut header = [0u8; frame::LONG_HEADER];
         let hlen = frame::write_header(body_len, &mut header);
@@ -160,7 +168,10 @@ impl Connection {
 
     /// Receives one encoded message: its postcard payload and the
     /// descriptors that came with it.
-    pub(crate) fn recv_encoded(&self, timeout: Option<Duration>) -> Result<(Vec<u8>, Vec<OwnedFd>), RecvError> {
+    pub(crate) fn recv_encoded(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<(Vec<u8>, Vec<OwnedFd>), RecvError> {
         self.recv_with(timeout, |body, fds| {
             let (fds, payload) = codec::take_fds(body, fds)?;
             Ok((payload.to_vec(), fds))
@@ -174,7 +185,10 @@ impl Connection {
             return Err(SendError::NotWritable);
         }
         if data.len() > self.max_frame {
-            return Err(SendError::TooLarge { len: data.len(), max: self.max_frame });
+            return Err(SendError::TooLarge {
+                len: data.len(),
+                max: self.max_frame,
+            });
         }
         let mut header = [0u8; frame::LONG_HEADER];
         let hlen = frame::write_header(data.len(), &mut header);
@@ -241,7 +255,10 @@ impl Connection {
             let mut r = lock(&self.reader);
             let (_, len) = r.peek_header(self.fd.fd(), self.max_frame, None)?;
             if len > buf.len() {
-                return Err(RecvError::BufferTooSmall { len, capacity: buf.len() });
+                return Err(RecvError::BufferTooSmall {
+                    len,
+                    capacity: buf.len(),
+                });
             }
         }
         self.recv_with(None, |body, _| {

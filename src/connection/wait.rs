@@ -22,11 +22,15 @@ use crate::sys;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn wait(conns: &[&Connection], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
-    let buffered: Vec<usize> = (0..conns.len()).filter(|&i| conns[i].readable && conns[i].has_buffered()).collect();
+    let buffered: Vec<usize> = (0..conns.len())
+        .filter(|&i| conns[i].readable && conns[i].has_buffered())
+        .collect();
     if !buffered.is_empty() {
         return Ok(buffered);
     }
     let fds: Vec<_> = conns.iter().map(|c| c.as_fd()).collect();
     let ready = sys::poll::wait_readable(&fds, timeout)?;
-    Ok((0..conns.len()).filter(|&i| ready[i] && conns[i].readable).collect())
+    Ok((0..conns.len())
+        .filter(|&i| ready[i] && conns[i].readable)
+        .collect())
 }

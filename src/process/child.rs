@@ -62,26 +62,39 @@ fn run_spawned(fd: i32) -> ! {
     };
     let (meta, rest) = match codec::decode_payload::<Meta>(&payload, Vec::new()) {
         Ok(m) => m,
-        Err(e) => report(&conn, target::OUTCOME_BAD_ARGS, &format!("bad bootstrap message: {e}")),
+        Err(e) => report(
+            &conn,
+            target::OUTCOME_BAD_ARGS,
+            &format!("bad bootstrap message: {e}"),
+        ),
     };
     if meta.parent_pid != parent_at_start || sys::process::getppid() != meta.parent_pid {
         sys::process::exit_now(70);
     }
     if meta.fingerprint != target::binary_fingerprint() {
-        report(&conn, target::OUTCOME_BAD_ARGS, "the child runs a different binary than its parent");
+        report(
+            &conn,
+            target::OUTCOME_BAD_ARGS,
+            "the child runs a different binary than its parent",
+        );
     }
     identity::set_after_start(&meta);
     // SAFETY: the parent took this address from a `Trampoline` value of the
     // same binary (fingerprint checked above).
-    let trampoline: Trampoline = unsafe {
-        std::mem::transmute::<usize, Trampoline>(target::address_at(meta.trampoline))
-    };
+    let trampoline: Trampoline =
+        unsafe { std::mem::transmute::<usize, Trampoline>(target::address_at(meta.trampoline)) };
     run_target(trampoline, target::address_at(meta.target), rest, fds, conn)
 }
 
 /// Runs the target, sends its outcome to the parent and exits the process:
 /// code 0 when it returned, 1 when it panicked or its arguments were bad.
-pub fn run_target(trampoline: Trampoline, target: usize, payload: &[u8], fds: Vec<OwnedFd>, conn: Connection) -> ! {
+pub fn run_target(
+    trampoline: Trampoline,
+    target: usize,
+    payload: &[u8],
+    fds: Vec<OwnedFd>,
+    conn: Connection,
+) -> ! {
     let result = catch_unwind(AssertUnwindSafe(|| trampoline(target, payload, fds)));
     match result {
         Ok(Ok(encoded)) => {

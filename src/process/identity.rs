@@ -41,7 +41,11 @@ pub fn set_after_start(meta: &Meta) {
         name: meta.name.clone(),
         identity: meta.identity.clone(),
         daemon: meta.daemon,
-        parent: Some(ProcessInfo { name: meta.parent_name.clone(), pid: meta.parent_pid, daemon: false }),
+        parent: Some(ProcessInfo {
+            name: meta.parent_name.clone(),
+            pid: meta.parent_pid,
+            daemon: false,
+        }),
     });
 }
 
@@ -64,8 +68,16 @@ pub fn next_child() -> (String, String) {
 pub fn current_process() -> ProcessInfo {
     let pid = sys::process::getpid();
     match &*me() {
-        Some(m) => ProcessInfo { name: m.name.clone(), pid, daemon: m.daemon },
-        None => ProcessInfo { name: "MainProcess".into(), pid, daemon: false },
+        Some(m) => ProcessInfo {
+            name: m.name.clone(),
+            pid,
+            daemon: m.daemon,
+        },
+        None => ProcessInfo {
+            name: "MainProcess".into(),
+            pid,
+            daemon: false,
+        },
     }
 }
 

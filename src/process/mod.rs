@@ -173,7 +173,11 @@ impl<R: DeserializeOwned> Process<R> {
                 identity::set_after_start(&meta);
                 // The argument descriptors were inherited; take copies the
                 // child owns.
-                let fds = args.fds.iter().filter_map(|f| sys::socket::dup(f.as_fd()).ok()).collect();
+                let fds = args
+                    .fds
+                    .iter()
+                    .filter_map(|f| sys::socket::dup(f.as_fd()).ok())
+                    .collect();
                 let conn = Connection::from_fd(theirs, true, true, true);
                 // SAFETY: `self.trampoline` was made from a `Trampoline` in `new`.
                 let trampoline: target::Trampoline =
@@ -202,10 +206,11 @@ impl<R: DeserializeOwned> Process<R> {
     /// [`JoinError::Timeout`] after `timeout` (the child keeps running and
     /// can be joined again).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, JoinError> {
-        self.join_until(Some(Instant::now() + timeout)).map_err(|e| match e {
-            JoinError::Timeout(_) => JoinError::Timeout(timeout),
-            e => e,
-        })
+        self.join_until(Some(Instant::now() + timeout))
+            .map_err(|e| match e {
+                JoinError::Timeout(_) => JoinError::Timeout(timeout),
+                e => e,
+            })
     }
 
     fn join_until(&mut self, deadline: Option<Instant>) -> Result<R, JoinError> {
@@ -228,7 +233,9 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// Whether the child has started and not yet ended.
     pub fn is_alive(&self) -> bool {
-        self.child.as_ref().is_some_and(|c| matches!(c.poll_exit(), Ok(None)))
+        self.child
+            .as_ref()
+            .is_some_and(|c| matches!(c.poll_exit(), Ok(None)))
     }
 
     /// The child's process id, once started.
@@ -238,7 +245,10 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// Its name.
     pub fn get_name(&self) -> Option<&str> {
-        self.child.as_ref().map(|c| c.name.as_str()).or(self.name.as_deref())
+        self.child
+            .as_ref()
+            .map(|c| c.name.as_str())
+            .or(self.name.as_deref())
     }
 
     /// How it ended: `None` while running (or not started), its exit code
@@ -253,16 +263,23 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// Asks the child to stop (`SIGTERM`).
     pub fn terminate(&self) -> std::io::Result<()> {
-        self.child.as_ref().map_or(Ok(()), |c| c.signal(sys::process::SIGTERM))
+        self.child
+            .as_ref()
+            .map_or(Ok(()), |c| c.signal(sys::process::SIGTERM))
     }
 
     /// Stops the child at once (`SIGKILL`).
     pub fn kill(&self) -> std::io::Result<()> {
-        self.child.as_ref().map_or(Ok(()), |c| c.signal(sys::process::SIGKILL))
+        self.child
+            .as_ref()
+            .map_or(Ok(()), |c| c.signal(sys::process::SIGKILL))
     }
 }
 
-fn decode_outcome<R: DeserializeOwned>(payload: &[u8], fds: Vec<std::os::fd::OwnedFd>) -> Result<R, JoinError> {
+fn decode_outcome<R: DeserializeOwned>(
+    payload: &[u8],
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> Result<R, JoinError> {
     let (tag, rest) = codec::decode_payload::<u8>(payload, Vec::new())?;
     match tag {
         target::OUTCOME_OK => Ok(codec::decode_payload::<R>(rest, fds)?.0),
@@ -282,7 +299,11 @@ fn decode_outcome<R: DeserializeOwned>(payload: &[u8], fds: Vec<std::os::fd::Own
 pub fn active_children() -> Vec<ProcessInfo> {
     registry::active()
         .into_iter()
-        .map(|c| ProcessInfo { name: c.name.clone(), pid: c.pid, daemon: c.daemon })
+        .map(|c| ProcessInfo {
+            name: c.name.clone(),
+            pid: c.pid,
+            daemon: c.daemon,
+        })
         .collect()
 }
 

@@ -44,13 +44,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Child {
-    pub fn new(pid: i32, name: String, daemon: bool, pidfd: OwnedFd, conn: Connection) -> Arc<Self> {
+    pub fn new(
+        pid: i32,
+        name: String,
+        daemon: bool,
+        pidfd: OwnedFd,
+        conn: Connection,
+    ) -> Arc<Self> {
         Arc::new(Child {
             pid,
             name,
             daemon,
             pidfd,
-            state: Mutex::new(State { conn: Some(conn), outcome: None, exit: None }),
+            state: Mutex::new(State {
+                conn: Some(conn),
+                outcome: None,
+                exit: None,
+            }),
         })
     }
 
@@ -69,7 +79,9 @@ impl Child {
                 None => SLICE,
             };
             let ready = match &st.conn {
-                Some(conn) => sys::poll::wait_readable(&[conn.as_fd(), self.pidfd.as_fd()], Some(slice))?,
+                Some(conn) => {
+                    sys::poll::wait_readable(&[conn.as_fd(), self.pidfd.as_fd()], Some(slice))?
+                }
                 None => {
                     let r = sys::poll::wait_readable(&[self.pidfd.as_fd()], Some(slice))?;
                     vec![false, r[0]]
@@ -88,10 +100,10 @@ impl Child {
             }
             if ready[1] {
                 // Everything the child wrote before exiting is queued now.
-                if let Some(conn) = st.conn.take() {
-                    if let Ok(outcome) = conn.recv_encoded(Some(Duration::ZERO)) {
-                        st.outcome = Some(outcome);
-                    }
+                if let Some(Ok(outcome)) =
+                    st.conn.take().map(|c| c.recv_encoded(Some(Duration::ZERO)))
+                {
+                    st.outcome = Some(outcome);
                 }
                 st.exit = sys::process::wait_exit(self.pidfd.as_fd(), true)?;
                 if let Some(exit) = st.exit {

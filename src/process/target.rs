@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 use crate::codec::{self, Encoded};
 
 /// Runs a target on encoded arguments and encodes its outcome.
-pub type Trampoline = fn(target: usize, payload: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, String>;
+pub type Trampoline =
+    fn(target: usize, payload: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, String>;
 
 #[inline(never)]
 fn anchor() -> u32 {

@@ -33,8 +33,5 @@ pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::R
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(pfds
-        .iter()
-        .map(|p| !p.revents().is_empty())
-        .collect())
+    Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect())
 }

@@ -55,7 +55,11 @@ pub fn spawn_self(keep: BorrowedFd<'_>, env_key: &str) -> io::Result<i32> {
     // NUL-terminated strings and NULL-terminated arrays that outlive the call.
     let res = unsafe {
         // dup2(fd, fd) clears O_CLOEXEC on `fd` in the child only (glibc >= 2.29).
-        let r = check(libc::posix_spawn_file_actions_adddup2(actions.as_mut_ptr(), fd, fd));
+        let r = check(libc::posix_spawn_file_actions_adddup2(
+            actions.as_mut_ptr(),
+            fd,
+            fd,
+        ));
         let r = r.and_then(|_| {
             check(libc::posix_spawn(
                 &mut pid,
@@ -73,7 +77,11 @@ pub fn spawn_self(keep: BorrowedFd<'_>, env_key: &str) -> io::Result<i32> {
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
 }
 
 /// Which side of a `fork` we are on.
@@ -159,12 +167,16 @@ pub fn getpid() -> i32 {
 
 /// The parent's id (0 when there is none).
 pub fn getppid() -> i32 {
-    rustix::process::getppid().map(|p| p.as_raw_nonzero().get()).unwrap_or(0)
+    rustix::process::getppid()
+        .map(|p| p.as_raw_nonzero().get())
+        .unwrap_or(0)
 }
 
 /// How many threads this process has right now.
 pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
 }
 
 /// Number of CPUs online (like Python's `os.cpu_count()`).
@@ -208,7 +220,9 @@ pub fn adopt_inherited_fd(raw: i32) -> io::Result<OwnedFd> {
 /// Asks the kernel to SIGKILL this process when the thread that created it
 /// exits (`PR_SET_PDEATHSIG`).
 pub fn die_with_parent() -> io::Result<()> {
-    Ok(rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?)
+    Ok(rustix::process::set_parent_process_death_signal(Some(
+        Signal::KILL,
+    ))?)
 }
 
 /// Whether the calling thread is the process's main thread.

@@ -34,10 +34,14 @@ pub fn send(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) ->
         let res = if fds.is_empty() {
             rustix::net::sendmsg(fd, bufs, &mut SendAncillaryBuffer::default(), flags)
         } else {
-            let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+            let mut space =
+                vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
             let mut control = SendAncillaryBuffer::new(&mut space);
             if !control.push(SendAncillaryMessage::ScmRights(fds)) {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors in one message"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "too many descriptors in one message",
+                ));
             }
             rustix::net::sendmsg(fd, bufs, &mut control, flags)
         };
@@ -68,7 +72,12 @@ pub fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> i
 /// Receives up to `buf.len()` bytes; received descriptors are appended to
 /// `fds`. `Ok(0)` means the peer closed its end. With `nonblocking`, an empty
 /// socket gives `ErrorKind::WouldBlock`.
-pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>, nonblocking: bool) -> io::Result<usize> {
+pub fn recv(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<usize> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MSG))];
     let mut flags = RecvFlags::CMSG_CLOEXEC;
     if nonblocking {
@@ -95,7 +104,11 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>, nonblock
 /// Receives bytes from a socket or pipe that never carries descriptors
 /// (TCP). Same return convention as [`recv`].
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> io::Result<usize> {
-    let flags = if nonblocking { RecvFlags::DONTWAIT } else { RecvFlags::empty() };
+    let flags = if nonblocking {
+        RecvFlags::DONTWAIT
+    } else {
+        RecvFlags::empty()
+    };
     loop {
         match rustix::net::recv(fd, &mut *buf, flags) {
             Ok((n, _)) => return Ok(n),

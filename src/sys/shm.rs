@@ -1,0 +1,121 @@
+//! Shared memory: anonymous memfd segments (sealed against resizing, so a
+//! peer cannot make our mapping fault) and named `/dev/shm` segments, both
+//! mapped shared and read-write.
+
+use std::ffi::c_void;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+
+use rustix::fs::{MemfdFlags, Mode, SealFlags};
+use rustix::io::Errno;
+use rustix::mm::{MapFlags, ProtFlags};
+use rustix::shm::OFlags;
+
+/// A shared, read-write mapping of a whole memory file. Unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; what is stored in it decides
+// how it may be accessed, and the types built on top enforce that.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `Mapping` itself only hands out a raw pointer.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps all `len` bytes of `fd` shared and read-write.
+    pub fn map(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot map zero bytes",
+            ));
+        }
+        // SAFETY: a fresh mapping chosen by the kernel (null hint) overlaps
+        // nothing; `len` is non-zero.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )?
+        };
+        let ptr =
+            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// The first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty (never, by construction).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping made by `map` and not yet
+        // unmapped; whoever borrowed from it borrowed from `self`.
+        unsafe {
+            let _ = rustix::mm::munmap(self.ptr.as_ptr().cast::<c_void>(), self.len);
+        }
+    }
+}
+
+/// A new anonymous memory file of `len` zeroed bytes, `O_CLOEXEC`, sealed
+/// so that nobody can shrink or grow it.
+pub fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    rustix::fs::ftruncate(&fd, len as u64)?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+    Ok(fd)
+}
+
+/// The size of the file behind `fd`.
+pub fn size(fd: impl AsFd) -> io::Result<usize> {
+    Ok(rustix::fs::fstat(fd)?.st_size as usize)
+}
+
+/// Creates the named segment `/dev/shm/<name>` (mode 0600) of `len` zeroed
+/// bytes; fails if it exists.
+pub fn create_named(name: &str, len: usize) -> io::Result<OwnedFd> {
+    let fd = rustix::shm::open(
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    if let Err(e) = rustix::fs::ftruncate(&fd, len as u64) {
+        let _ = rustix::shm::unlink(name);
+        return Err(e.into());
+    }
+    Ok(fd)
+}
+
+/// Opens the existing named segment `/dev/shm/<name>`.
+pub fn open_named(name: &str) -> io::Result<OwnedFd> {
+    Ok(rustix::shm::open(name, OFlags::RDWR, Mode::empty())?)
+}
+
+/// Removes the name `/dev/shm/<name>`; mappings stay valid. A missing name
+/// is not an error.
+pub fn unlink_named(name: &str) -> io::Result<()> {
+    match rustix::shm::unlink(name) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
