@@ -53,7 +53,9 @@ mod process;
 #[allow(dead_code)]
 mod sys;
 
-pub use connection::{Connection, DEFAULT_MAX_FRAME, pipe, wait};
+pub use connection::{
+    Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, pipe, wait,
+};
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,

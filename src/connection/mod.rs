@@ -5,8 +5,9 @@
 //! the crate's codec, so handles inside them (including other
 //! `Connection`s) travel too, as in Python's `multiprocessing.reduction`.
 
+mod auth;
 mod frame;
-
+mod listener;
 mod wait;
 
 use std::collections::VecDeque;
@@ -26,6 +27,7 @@ pub use frame::DEFAULT_MAX_FRAME;
 pub(crate) const FRAME_ROOM: usize = frame::SHORT_HEADER;
 use frame::{Body, Reader};
 
+pub use listener::{Address, Client, Listener, ToAddress};
 pub use wait::wait;
 
 /// One end of a two-way (or one-way) message channel.

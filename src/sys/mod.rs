@@ -9,10 +9,11 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | [`socket`] | socketpairs, `sendmsg`/`recvmsg` carrying descriptors (`SCM_RIGHTS`), shutdown, `dup` |
+//! | [`socket`] | socketpairs, Unix connect with a timeout, `sendmsg`/`recvmsg` carrying descriptors (`SCM_RIGHTS`), shutdown, `dup` |
 //! | [`poll`] | waiting for readiness on several descriptors with a timeout |
 //! | [`futex`] | wait/wake on a 32-bit word in (possibly shared) memory |
 //! | [`shm`] | memfd segments sealed against resizing, named `/dev/shm` segments, shared mappings |
+//! | [`random`] | bytes from the kernel's cryptographic generator (`getrandom`) |
 //! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts |
 //!
 //! Code outside `sys` never calls `libc` or `rustix` directly.
@@ -20,5 +21,6 @@
 pub mod futex;
 pub mod poll;
 pub mod process;
+pub mod random;
 pub mod shm;
 pub mod socket;

@@ -152,3 +152,43 @@ pub fn set_buffer_sizes(fd: impl AsFd, bytes: usize) {
 pub fn set_nodelay(fd: impl AsFd) {
     let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
 }
+
+/// Connects a new `O_CLOEXEC` Unix stream socket to the socket file at
+/// `path`. Connecting waits only while the listener's backlog is full;
+/// `timeout` bounds that wait (`None`: no limit) and gives
+/// `ErrorKind::TimedOut`.
+pub fn connect_unix(
+    path: &std::path::Path,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<OwnedFd> {
+    use rustix::net::sockopt::{Timeout, set_socket_timeout};
+    let addr = rustix::net::SocketAddrUnix::new(path)?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    if let Some(t) = timeout {
+        // A zero SO_SNDTIMEO would mean "no limit".
+        let t = t.max(std::time::Duration::from_millis(1));
+        set_socket_timeout(&fd, Timeout::Send, Some(t))?;
+    }
+    loop {
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => break,
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) if timeout.is_some() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the listener's backlog stayed full",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if timeout.is_some() {
+        set_socket_timeout(&fd, Timeout::Send, None)?;
+    }
+    Ok(fd)
+}
