@@ -872,3 +872,80 @@ fn recv_bytes_into_from_two_threads() {
         assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), n);
     });
 }
+
+/// `Duration::MAX` means "no limit" rather than an arithmetic overflow.
+#[test]
+fn longest_timeouts_mean_no_limit() {
+    body_with_watchdog(|| {
+        let (a, b) = pipe(true).unwrap();
+        a.send(&1u8).unwrap();
+        assert!(b.poll(Duration::MAX).unwrap());
+        assert_eq!(wait(&[&b], Some(Duration::MAX)).unwrap(), vec![0]);
+        assert_eq!(b.recv_timeout::<u8>(Duration::MAX).unwrap(), 1);
+        a.send_bytes(b"x").unwrap();
+        assert_eq!(b.recv_bytes_timeout(Duration::MAX).unwrap(), b"x");
+    });
+}
+
+/// Counts the connections it got and answers on the last one.
+fn count_handles(conns: Vec<Connection>) -> usize {
+    conns.last().unwrap().send(&"last").unwrap();
+    conns.len()
+}
+
+/// A message (or a process's arguments) carries at most 253 handles, the
+/// kernel's limit for one `sendmsg`.
+#[test]
+fn handle_count_limit() {
+    body_with_watchdog(|| {
+        let pairs: Vec<(Connection, Connection)> = (0..254).map(|_| pipe(true).unwrap()).collect();
+        let (ours, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
+        let (a, b) = pipe(true).unwrap();
+        assert!(matches!(
+            a.send(&theirs),
+            Err(SendError::Codec(CodecError::TooManyHandles(254)))
+        ));
+        let mut p = Process::new(count_handles, theirs);
+        assert!(matches!(
+            p.start(),
+            Err(multiproc::StartError::Codec(CodecError::TooManyHandles(
+                254
+            )))
+        ));
+
+        let pairs: Vec<(Connection, Connection)> = (0..253).map(|_| pipe(true).unwrap()).collect();
+        let (ours2, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
+        a.send(&theirs).unwrap();
+        drop(theirs);
+        let got: Vec<Connection> = b.recv().unwrap();
+        assert_eq!(got.len(), 253);
+        for (i, (o, g)) in ours2.iter().zip(&got).enumerate() {
+            o.send(&(i as u32)).unwrap();
+            assert_eq!(g.recv::<u32>().unwrap(), i as u32);
+        }
+        let mut p = Process::new(count_handles, got);
+        p.start().unwrap();
+        assert_eq!(p.join_timeout(LIMIT).unwrap(), 253);
+        assert_eq!(ours2[252].recv_timeout::<String>(LIMIT).unwrap(), "last");
+        drop(ours);
+
+        // Two full messages queued back to back arrive whole.
+        let mut keep = Vec::new();
+        for round in 0..2u32 {
+            let pairs: Vec<(Connection, Connection)> =
+                (0..253).map(|_| pipe(true).unwrap()).collect();
+            let (ours, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
+            a.send(&(round, theirs)).unwrap();
+            keep.push(ours);
+        }
+        a.send(&"end").unwrap();
+        for (round, ours) in keep.iter().enumerate() {
+            let (r, got): (u32, Vec<Connection>) = b.recv().unwrap();
+            assert_eq!(r as usize, round);
+            assert_eq!(got.len(), 253);
+            ours[7].send(&r).unwrap();
+            assert_eq!(got[7].recv::<u32>().unwrap(), r);
+        }
+        assert_eq!(b.recv::<String>().unwrap(), "end");
+    });
+}

@@ -220,7 +220,8 @@ impl Connection {
     }
 
     fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-        timeout.map(|t| Instant::now() + t)
+        // A timeout too long to represent means no limit.
+        timeout.and_then(|t| Instant::now().checked_add(t))
     }
 
     fn recv_with<R>(

@@ -212,7 +212,8 @@ impl<R: DeserializeOwned> Process<R> {
     /// [`JoinError::Timeout`] after `timeout` (the child keeps running and
     /// can be joined again).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, JoinError> {
-        self.join_until(Some(Instant::now() + timeout))
+        // A timeout too long to represent means no limit.
+        self.join_until(Instant::now().checked_add(timeout))
             .map_err(|e| match e {
                 JoinError::Timeout(_) => JoinError::Timeout(timeout),
                 e => e,
