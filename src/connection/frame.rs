@@ -36,6 +36,11 @@ pub fn write_header(len: usize, out: &mut [u8; LONG_HEADER]) -> usize {
     }
 }
 
+/// The cap actually enforced: no allocation can exceed `isize::MAX` bytes.
+fn cap(max: usize) -> usize {
+    max.min(isize::MAX as usize - LONG_HEADER)
+}
+
 /// Where the body of the next frame is.
 pub enum Body {
     /// `buf[start..end]` of the read buffer.
@@ -51,8 +56,8 @@ pub struct Reader {
     end: usize,
     /// Descriptors received and not yet claimed by a message.
     pub fds: VecDeque<OwnedFd>,
-    /// A large frame being filled: (body, bytes filled).
-    large: Option<(Vec<u8>, usize)>,
+    /// A large frame being filled: (body, bytes filled, header length).
+    large: Option<(Vec<u8>, usize, usize)>,
     broken: bool,
     eof: bool,
     unix: bool,
@@ -72,9 +77,33 @@ impl Reader {
         }
     }
 
-    /// Bytes received and not yet consumed.
-    pub fn has_buffered(&self) -> bool {
-        self.end > self.start || self.large.is_some()
+    /// Whether the next receive completes without reading the socket: a
+    /// whole frame is buffered, or the error the receive will report is
+    /// already known (end of stream, a broken stream, a bad or oversized
+    /// header). Part of a frame does not count.
+    pub fn ready(&self, max: usize) -> bool {
+        if self.broken || self.eof {
+            return true;
+        }
+        if self.large.is_some() {
+            return false;
+        }
+        let b = &self.buf[self.start..self.end];
+        let Some(short) = b.get(..4) else {
+            return false;
+        };
+        let (hlen, len) = match i32::from_be_bytes(short.try_into().expect("4 bytes")) {
+            short if short >= 0 => (SHORT_HEADER, short as u64),
+            -1 => match b.get(4..12) {
+                Some(long) => (
+                    LONG_HEADER,
+                    u64::from_be_bytes(long.try_into().expect("8 bytes")),
+                ),
+                None => return false,
+            },
+            _ => return true,
+        };
+        len > cap(max) as u64 || (b.len() - hlen) as u64 >= len
     }
 
     /// A body in the buffer, and the descriptors waiting beside it.
@@ -197,7 +226,7 @@ impl Reader {
         if self.broken {
             return Err(RecvError::Broken);
         }
-        if let Some((body, _)) = &self.large {
+        if let Some((body, _, _)) = &self.large {
             return Ok((0, body.len()));
         }
         self.fill(fd, SHORT_HEADER, deadline)?;
@@ -220,6 +249,7 @@ impl Reader {
             self.broken = true;
             return Err(RecvError::BadFrame);
         };
+        let max = cap(max);
         if len > max as u64 {
             self.broken = true;
             return Err(RecvError::TooLarge { len, max });
@@ -244,14 +274,20 @@ impl Reader {
             return Ok(Body::InBuffer(s, s + len));
         }
         if self.large.is_none() {
-            // The length was checked against the cap before this allocation.
-            let mut body = vec![0u8; len];
+            // The length was checked against the cap before this allocation;
+            // a cap beyond what memory allows gives an error, not an abort.
+            let mut body = Vec::new();
+            if body.try_reserve_exact(len).is_err() {
+                self.broken = true;
+                return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory).into());
+            }
+            body.resize(len, 0);
             let have = (self.end - self.start - hlen).min(len);
             body[..have].copy_from_slice(&self.buf[self.start + hlen..self.start + hlen + have]);
             self.consume(hlen + have);
-            self.large = Some((body, have));
+            self.large = Some((body, have, hlen));
         }
-        let (mut body, mut filled) = self.large.take().expect("large frame in progress");
+        let (mut body, mut filled, hlen) = self.large.take().expect("large frame in progress");
         while filled < body.len() {
             match Self::read_some(fd, self.unix, &mut body[filled..], &mut self.fds, deadline) {
                 Ok(0) => {
@@ -265,7 +301,7 @@ impl Reader {
                 }
                 Ok(n) => filled += n,
                 Err(e) => {
-                    self.large = Some((body, filled));
+                    self.large = Some((body, filled, hlen));
                     return Err(e);
                 }
             }

@@ -13,6 +13,7 @@ mod wait;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,28 @@ impl Connection {
         }
     }
 
+    /// Wraps an existing connected Unix-domain stream socket, for example
+    /// one half of [`UnixStream::pair`] or a socket accepted elsewhere. The
+    /// result sends and receives in both directions and can carry handles;
+    /// the peer must speak the same framing (a 4-byte big-endian length, or
+    /// `-1` and an 8-byte length, before each message). The socket is put
+    /// in blocking mode.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let (mut raw, theirs) = UnixStream::pair()?;
+    /// let conn = multiproc::Connection::from_unix_stream(theirs)?;
+    /// raw.write_all(&[0, 0, 0, 2, b'h', b'i'])?;
+    /// assert_eq!(conn.recv_bytes()?, b"hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_unix_stream(stream: UnixStream) -> io::Result<Self> {
+        stream.set_nonblocking(false)?;
+        Ok(Connection::from_fd(OwnedFd::from(stream), true, true, true))
+    }
+
     /// Sets the largest frame this end accepts (default
     /// [`DEFAULT_MAX_FRAME`], 512 MiB) and sends. A longer frame is refused
     /// before anything is allocated.
@@ -199,12 +222,25 @@ impl Connection {
     }
 
     fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-        timeout.map(|t| Instant::now() + t)
+        // A timeout too long to represent means no limit.
+        timeout.and_then(|t| Instant::now().checked_add(t))
     }
 
     fn recv_with<R>(
         &self,
         timeout: Option<Duration>,
+        f: impl FnOnce(&[u8], &mut VecDeque<OwnedFd>) -> Result<R, RecvError>,
+    ) -> Result<R, RecvError> {
+        self.recv_fitting(timeout, usize::MAX, f)
+    }
+
+    /// Like `recv_with`, leaving a message longer than `room` queued with
+    /// [`RecvError::BufferTooSmall`]. The check and the receive happen under
+    /// one lock, so they see the same message.
+    fn recv_fitting<R>(
+        &self,
+        timeout: Option<Duration>,
+        room: usize,
         f: impl FnOnce(&[u8], &mut VecDeque<OwnedFd>) -> Result<R, RecvError>,
     ) -> Result<R, RecvError> {
         if !self.readable {
@@ -213,6 +249,12 @@ impl Connection {
         let deadline = Self::deadline(timeout);
         let mut r = lock(&self.reader);
         let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
+        if len > room {
+            return Err(RecvError::BufferTooSmall {
+                len,
+                capacity: room,
+            });
+        }
         match r.read_body(self.fd.fd(), hlen, len, deadline)? {
             Body::InBuffer(s, e) => {
                 let (body, fds) = r.body_and_fds(s, e);
@@ -250,33 +292,23 @@ impl Connection {
     /// `recv_bytes_into`). If `buf` is too small the message stays queued and
     /// [`RecvError::BufferTooSmall`] says how large it is.
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        if !self.readable {
-            return Err(RecvError::NotReadable);
-        }
-        {
-            let mut r = lock(&self.reader);
-            let (_, len) = r.peek_header(self.fd.fd(), self.max_frame, None)?;
-            if len > buf.len() {
-                return Err(RecvError::BufferTooSmall {
-                    len,
-                    capacity: buf.len(),
-                });
-            }
-        }
-        self.recv_with(None, |body, _| {
+        self.recv_fitting(None, buf.len(), |body, _| {
             buf[..body.len()].copy_from_slice(body);
             Ok(body.len())
         })
     }
 
-    /// Whether a message (or end of stream) can be received without
-    /// blocking, waiting up to `timeout` for one (`Duration::ZERO` just
-    /// checks). Like Python's `poll`.
+    /// Whether something can be received, waiting up to `timeout`
+    /// (`Duration::ZERO` just checks). Like Python's `poll`: `true` when a
+    /// whole message (or end of stream) is already buffered, or when new
+    /// bytes are waiting on the socket; in the latter case a message still
+    /// arriving can make `recv` wait for its end. Part of a message kept by
+    /// an earlier `recv_timeout` does not count on its own.
     pub fn poll(&self, timeout: Duration) -> io::Result<bool> {
         if !self.readable {
             return Ok(false);
         }
-        if lock(&self.reader).has_buffered() {
+        if self.has_buffered() {
             return Ok(true);
         }
         Ok(sys::poll::wait_readable(&[self.fd.fd()], Some(timeout))?[0])
@@ -286,14 +318,33 @@ impl Connection {
     /// [`RecvError::Disconnected`]. Dropping the connection does the same.
     pub fn close(self) {}
 
+    /// Whether a whole message (or an error to report) is buffered, so
+    /// that the next receive does not touch the socket.
     pub(crate) fn has_buffered(&self) -> bool {
-        lock(&self.reader).has_buffered()
+        lock(&self.reader).ready(self.max_frame)
     }
 }
 
 impl AsFd for Connection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.fd()
+    }
+}
+
+/// Same as [`Connection::from_unix_stream`].
+///
+/// ```
+/// use std::os::unix::net::UnixStream;
+/// let (_raw, theirs) = UnixStream::pair()?;
+/// let conn: multiproc::Connection = theirs.try_into()?;
+/// assert!(conn.readable() && conn.writable());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl TryFrom<UnixStream> for Connection {
+    type Error = io::Error;
+
+    fn try_from(stream: UnixStream) -> io::Result<Self> {
+        Connection::from_unix_stream(stream)
     }
 }
 

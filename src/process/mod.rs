@@ -171,18 +171,24 @@ impl<R: DeserializeOwned> Process<R> {
                     sys::process::exit_now(70);
                 }
                 identity::set_after_start(&meta);
-                // The argument descriptors were inherited; take copies the
-                // child owns.
-                let fds = args
-                    .fds
-                    .iter()
-                    .filter_map(|f| sys::socket::dup(f.as_fd()).ok())
+                // The argument descriptors were inherited: take them over, so
+                // that dropping a handle in the child really closes it. Only
+                // a descriptor still shared with another object of this
+                // (copied) memory is duplicated instead.
+                let Encoded { bytes, fds } = args;
+                let fds = fds
+                    .into_iter()
+                    .filter_map(|f| {
+                        Arc::try_unwrap(f)
+                            .or_else(|f| sys::socket::dup(f.as_fd()))
+                            .ok()
+                    })
                     .collect();
                 let conn = Connection::from_fd(theirs, true, true, true);
                 // SAFETY: `self.trampoline` was made from a `Trampoline` in `new`.
                 let trampoline: target::Trampoline =
                     unsafe { std::mem::transmute::<usize, target::Trampoline>(self.trampoline) };
-                child::run_target(trampoline, self.target, &args.bytes[1..], fds, conn)
+                child::run_target(trampoline, self.target, &bytes[1..], fds, conn)
             }
             sys::process::Forked::Parent(pid) => {
                 drop(theirs);
@@ -206,7 +212,8 @@ impl<R: DeserializeOwned> Process<R> {
     /// [`JoinError::Timeout`] after `timeout` (the child keeps running and
     /// can be joined again).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, JoinError> {
-        self.join_until(Some(Instant::now() + timeout))
+        // A timeout too long to represent means no limit.
+        self.join_until(Instant::now().checked_add(timeout))
             .map_err(|e| match e {
                 JoinError::Timeout(_) => JoinError::Timeout(timeout),
                 e => e,

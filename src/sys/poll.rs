@@ -11,7 +11,8 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 ///
 /// Interrupted waits (`EINTR`) are resumed with the remaining time.
 pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout too long to represent means no limit.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
         .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
