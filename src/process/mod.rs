@@ -30,7 +30,9 @@ pub use context::{Context, StartMethod, get_context, get_start_method, set_start
 pub use identity::{ProcessInfo, current_process, parent_process};
 use registry::Child;
 
-type Payload = Box<dyn FnOnce() -> Result<Encoded, CodecError> + Send>;
+/// Encodes the arguments; kept until the child has started, so a failed
+/// `start` can be retried, then dropped so the parent's copies of handles close.
+type Payload = Box<dyn Fn() -> Result<Encoded, CodecError> + Send>;
 
 /// A child process running `fn(A) -> R`.
 ///
@@ -108,12 +110,11 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// Starts the child.
     pub fn start(&mut self) -> Result<(), StartError> {
-        let payload = self.payload.take().ok_or(StartError::AlreadyStarted)?;
+        let payload = self.payload.as_ref().ok_or(StartError::AlreadyStarted)?;
         let method = self.method.unwrap_or_else(get_start_method);
         if method == StartMethod::Fork {
             let threads = sys::process::thread_count();
             if threads > 1 {
-                self.payload = Some(payload);
                 return Err(StartError::ForkWithThreads { threads });
             }
         }
@@ -137,6 +138,7 @@ impl<R: DeserializeOwned> Process<R> {
         };
         registry::register(child.clone());
         self.child = Some(child);
+        self.payload = None;
         Ok(())
     }
 
@@ -157,7 +159,7 @@ impl<R: DeserializeOwned> Process<R> {
         Ok(Child::new(pid, name, daemon, pidfd, conn))
     }
 
-    fn fork(&self, meta: child::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
+    fn fork(&mut self, meta: child::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
         use std::io::Write;
         let (ours, theirs) = sys::socket::stream_pair()?;
         let _ = std::io::stdout().flush();
@@ -165,6 +167,9 @@ impl<R: DeserializeOwned> Process<R> {
         match sys::process::fork()? {
             sys::process::Forked::Child => {
                 drop(ours);
+                // The child's copy of the arguments would keep the handles'
+                // descriptors open beside the ones the target receives.
+                self.payload = None;
                 registry::clear_after_fork();
                 let _ = sys::process::die_with_parent();
                 if sys::process::getppid() != meta.parent_pid {
