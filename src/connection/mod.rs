@@ -236,12 +236,27 @@ impl Connection {
 
     /// Receives one message as raw bytes (Python's `recv_bytes`).
     pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
-        self.recv_with(None, |body, _| Ok(body.to_vec()))
+        self.recv_bytes_until(None)
     }
 
     /// Like [`recv_bytes`](Self::recv_bytes) with a timeout.
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
-        self.recv_with(Some(timeout), |body, _| Ok(body.to_vec()))
+        self.recv_bytes_until(Some(timeout))
+    }
+
+    /// One message as bytes; a frame too large for the read buffer already
+    /// has its own allocation, which is returned as it is (no second copy).
+    fn recv_bytes_until(&self, timeout: Option<Duration>) -> Result<Vec<u8>, RecvError> {
+        if !self.readable {
+            return Err(RecvError::NotReadable);
+        }
+        let deadline = Self::deadline(timeout);
+        let mut r = lock(&self.reader);
+        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
+        match r.read_body(self.fd.fd(), hlen, len, deadline)? {
+            Body::InBuffer(s, e) => Ok(r.body_and_fds(s, e).0.to_vec()),
+            Body::Owned(v) => Ok(v),
+        }
     }
 
     /// Receives one message into `buf` and returns its length (Python's
@@ -251,20 +266,16 @@ impl Connection {
         if !self.readable {
             return Err(RecvError::NotReadable);
         }
-        {
-            let mut r = lock(&self.reader);
-            let (_, len) = r.peek_header(self.fd.fd(), self.max_frame, None)?;
-            if len > buf.len() {
-                return Err(RecvError::BufferTooSmall {
-                    len,
-                    capacity: buf.len(),
-                });
-            }
+        let mut r = lock(&self.reader);
+        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, None)?;
+        if len > buf.len() {
+            return Err(RecvError::BufferTooSmall {
+                len,
+                capacity: buf.len(),
+            });
         }
-        self.recv_with(None, |body, _| {
-            buf[..body.len()].copy_from_slice(body);
-            Ok(body.len())
-        })
+        r.read_body_into(self.fd.fd(), hlen, len, buf, None)?;
+        Ok(len)
     }
 
     /// Whether a message (or end of stream) can be received without
