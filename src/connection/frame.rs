@@ -4,7 +4,11 @@
 //!
 //! The reader keeps one buffer per connection so that a small frame usually
 //! arrives in a single `recvmsg`, and checks every announced length against
-//! the connection's cap *before* allocating anything.
+//! the connection's cap *before* allocating anything. The buffer starts at
+//! one page and doubles (up to 64 KiB) whenever a read fills it: a
+//! connection that only ever carries a few small messages (a child's
+//! bootstrap and result) then never zeroes 64 KiB, which after a `fork`
+//! would also mean copying 16 write-protected pages.
 
 use std::collections::VecDeque;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -23,6 +27,8 @@ pub const DEFAULT_MAX_FRAME: usize = 512 << 20;
 /// protocol violation.
 const MAX_PENDING_FDS: usize = 4 * sys::socket::MAX_FDS_PER_MSG;
 const BUF_SIZE: usize = 64 << 10;
+/// The read buffer's first size (it grows to `BUF_SIZE`).
+const FIRST_BUF_SIZE: usize = 4 << 10;
 
 /// Writes the header for a body of `len` bytes; returns the header length.
 pub fn write_header(len: usize, out: &mut [u8; LONG_HEADER]) -> usize {
@@ -160,8 +166,8 @@ impl Reader {
         want: usize,
         deadline: Option<Instant>,
     ) -> Result<(), RecvError> {
-        if self.buf.len() < BUF_SIZE.max(want) {
-            self.buf.resize(BUF_SIZE.max(want), 0);
+        if self.buf.len() < FIRST_BUF_SIZE.max(want) {
+            self.buf.resize(FIRST_BUF_SIZE.max(want), 0);
         }
         while self.end - self.start < want {
             if self.eof {
@@ -183,6 +189,10 @@ impl Reader {
                 self.eof = true;
             }
             self.end += n;
+            // A read that filled all the room suggests more is queued.
+            if self.end == self.buf.len() && self.buf.len() < BUF_SIZE {
+                self.buf.resize((2 * self.buf.len()).min(BUF_SIZE), 0);
+            }
         }
         Ok(())
     }
@@ -307,5 +317,52 @@ impl Reader {
             }
         }
         Ok(Body::Owned(body))
+    }
+
+    /// Reads the next whole frame into `dst[..len]` (`dst` holds at least
+    /// `len` bytes). A frame too large for the read buffer goes straight
+    /// into `dst`, without an allocation of its own.
+    pub fn read_body_into(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        hlen: usize,
+        len: usize,
+        dst: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), RecvError> {
+        let dst = &mut dst[..len];
+        if self.large.is_some() || hlen + len <= BUF_SIZE {
+            match self.read_body(fd, hlen, len, deadline)? {
+                Body::InBuffer(s, e) => dst.copy_from_slice(&self.buf[s..e]),
+                Body::Owned(v) => dst.copy_from_slice(&v),
+            }
+            return Ok(());
+        }
+        let have = (self.end - self.start - hlen).min(len);
+        dst[..have].copy_from_slice(&self.buf[self.start + hlen..self.start + hlen + have]);
+        self.consume(hlen + have);
+        let mut filled = have;
+        while filled < len {
+            match Self::read_some(fd, self.unix, &mut dst[filled..], &mut self.fds, deadline) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.broken = true;
+                    return Err(RecvError::Truncated {
+                        expected: (len + hlen) as u64,
+                        got: (filled + hlen) as u64,
+                    });
+                }
+                Ok(n) => filled += n,
+                Err(e) => {
+                    // Keep what arrived so that the frame is still received
+                    // whole by the next call, as `read_body` does.
+                    let mut body = vec![0u8; len];
+                    body[..filled].copy_from_slice(&dst[..filled]);
+                    self.large = Some((body, filled, hlen));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 }

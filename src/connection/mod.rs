@@ -231,30 +231,12 @@ impl Connection {
         timeout: Option<Duration>,
         f: impl FnOnce(&[u8], &mut VecDeque<OwnedFd>) -> Result<R, RecvError>,
     ) -> Result<R, RecvError> {
-        self.recv_fitting(timeout, usize::MAX, f)
-    }
-
-    /// Like `recv_with`, leaving a message longer than `room` queued with
-    /// [`RecvError::BufferTooSmall`]. The check and the receive happen under
-    /// one lock, so they see the same message.
-    fn recv_fitting<R>(
-        &self,
-        timeout: Option<Duration>,
-        room: usize,
-        f: impl FnOnce(&[u8], &mut VecDeque<OwnedFd>) -> Result<R, RecvError>,
-    ) -> Result<R, RecvError> {
         if !self.readable {
             return Err(RecvError::NotReadable);
         }
         let deadline = Self::deadline(timeout);
         let mut r = lock(&self.reader);
         let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
-        if len > room {
-            return Err(RecvError::BufferTooSmall {
-                len,
-                capacity: room,
-            });
-        }
         match r.read_body(self.fd.fd(), hlen, len, deadline)? {
             Body::InBuffer(s, e) => {
                 let (body, fds) = r.body_and_fds(s, e);
@@ -280,22 +262,46 @@ impl Connection {
 
     /// Receives one message as raw bytes (Python's `recv_bytes`).
     pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
-        self.recv_with(None, |body, _| Ok(body.to_vec()))
+        self.recv_bytes_until(None)
     }
 
     /// Like [`recv_bytes`](Self::recv_bytes) with a timeout.
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
-        self.recv_with(Some(timeout), |body, _| Ok(body.to_vec()))
+        self.recv_bytes_until(Some(timeout))
+    }
+
+    /// One message as bytes; a frame too large for the read buffer already
+    /// has its own allocation, which is returned as it is (no second copy).
+    fn recv_bytes_until(&self, timeout: Option<Duration>) -> Result<Vec<u8>, RecvError> {
+        if !self.readable {
+            return Err(RecvError::NotReadable);
+        }
+        let deadline = Self::deadline(timeout);
+        let mut r = lock(&self.reader);
+        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
+        match r.read_body(self.fd.fd(), hlen, len, deadline)? {
+            Body::InBuffer(s, e) => Ok(r.body_and_fds(s, e).0.to_vec()),
+            Body::Owned(v) => Ok(v),
+        }
     }
 
     /// Receives one message into `buf` and returns its length (Python's
     /// `recv_bytes_into`). If `buf` is too small the message stays queued and
     /// [`RecvError::BufferTooSmall`] says how large it is.
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        self.recv_fitting(None, buf.len(), |body, _| {
-            buf[..body.len()].copy_from_slice(body);
-            Ok(body.len())
-        })
+        if !self.readable {
+            return Err(RecvError::NotReadable);
+        }
+        let mut r = lock(&self.reader);
+        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, None)?;
+        if len > buf.len() {
+            return Err(RecvError::BufferTooSmall {
+                len,
+                capacity: buf.len(),
+            });
+        }
+        r.read_body_into(self.fd.fd(), hlen, len, buf, None)?;
+        Ok(len)
     }
 
     /// Whether something can be received, waiting up to `timeout`
