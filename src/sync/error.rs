@@ -32,8 +32,13 @@ impl<G> LockError<G> {
     /// [`OwnerDied`](Self::OwnerDied), the error itself otherwise.
     ///
     /// ```
-    /// let lock = multiproc::Lock::new()?;
-    /// let guard = lock.acquire().or_else(multiproc::LockError::recover)?;
+    /// use multiproc::{Lock, LockError};
+    ///
+    /// let lock = Lock::new()?;
+    /// let guard = lock
+    ///     .acquire()
+    ///     .or_else(LockError::recover)
+    ///     .map_err(LockError::without_guard)?;
     /// # drop(guard);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -42,6 +47,14 @@ impl<G> LockError<G> {
             LockError::OwnerDied(g) => Ok(g),
             e => Err(e),
         }
+    }
+
+    /// Drops the payload (releasing the lock if it is a guard), keeping
+    /// the kind of error: an error that borrows nothing, for `?` into
+    /// `Box<dyn Error>` (a guard borrows its lock, so an error holding one
+    /// cannot be boxed as `'static`).
+    pub fn without_guard(self) -> LockError<()> {
+        self.map(drop)
     }
 
     /// Whether this is [`OwnerDied`](Self::OwnerDied).

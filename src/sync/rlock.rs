@@ -23,8 +23,8 @@ use crate::shm::segment::Kind;
 ///
 /// ```
 /// let lock = multiproc::RLock::new()?;
-/// let outer = lock.acquire()?;
-/// let inner = lock.acquire()?;
+/// let outer = lock.acquire().map_err(multiproc::LockError::without_guard)?;
+/// let inner = lock.acquire().map_err(multiproc::LockError::without_guard)?;
 /// assert_eq!(lock.depth(), 2);
 /// drop(inner);
 /// drop(outer);
