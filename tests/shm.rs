@@ -99,6 +99,8 @@ fn exists(name: &str) -> bool {
 
 // ------------------------------------------------------------ Value/Array
 
+// The seed program's literal, not an approximation of PI.
+#[allow(clippy::approx_constant)]
 fn seed_child((num, arr): (Value<f64>, Array<i32>)) {
     num.set(3.1415927).unwrap();
     for x in arr.get_lock().unwrap().iter_mut() {
