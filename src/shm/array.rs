@@ -499,6 +499,21 @@ impl<T: PlainAtomic> RawArray<T> {
         Ok(unsafe { T::atomic_fetch_add(p, delta) })
     }
 
+    /// Subtracts from element `index` atomically (wrapping); returns the
+    /// old value.
+    pub fn fetch_sub(&self, index: usize, delta: T) -> Result<T, IndexError> {
+        let p = self.at(index)?;
+        // SAFETY: as in `load`.
+        Ok(unsafe { T::atomic_fetch_sub(p, delta) })
+    }
+
+    /// Replaces element `index` atomically; returns the old value.
+    pub fn swap(&self, index: usize, value: T) -> Result<T, IndexError> {
+        let p = self.at(index)?;
+        // SAFETY: as in `load`.
+        Ok(unsafe { T::atomic_swap(p, value) })
+    }
+
     /// Stores `new` in element `index` if it holds `current`; the inner
     /// result is the previous value, `Ok` if it was `current`.
     pub fn compare_exchange(

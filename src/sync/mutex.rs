@@ -92,6 +92,7 @@ impl MutexSegment {
     }
 
     /// The first data byte.
+    #[inline]
     pub fn data(&self) -> *mut u8 {
         // SAFETY: creation and attachment checked that the payload holds
         // `data_offset` plus the data bytes.
@@ -99,6 +100,7 @@ impl MutexSegment {
     }
 
     /// The raw lock.
+    #[inline]
     pub fn raw(&self) -> &RawRobustMutex {
         // SAFETY: only used to call the binding's own methods, which keep
         // the lock's invariants themselves.
@@ -107,6 +109,7 @@ impl MutexSegment {
 
     /// Acquires the lock, waiting at most `timeout` (`Some(ZERO)`: try
     /// once).
+    #[inline]
     pub fn lock(&self, timeout: Option<Duration>) -> Result<Guard<'_>, LockError<Guard<'_>>> {
         let how = self.raw().acquire(timeout).map_err(failed)?;
         // SAFETY: `acquire` succeeded, so this thread holds the lock, as

@@ -17,10 +17,12 @@ use crate::sys::futex::Wake;
 /// nanoseconds): a few microseconds in all.
 const SPINS: u32 = 200;
 
-/// Whether spinning can help: more than one CPU online.
+/// Whether spinning can help: this process may run on more than one CPU
+/// (its affinity mask, read once per process, at the first contended
+/// wait).
 pub(crate) fn may_spin() -> bool {
     static MULTI: OnceLock<bool> = OnceLock::new();
-    *MULTI.get_or_init(|| sys::process::cpu_count() > 1)
+    *MULTI.get_or_init(|| sys::process::usable_cpus() > 1)
 }
 
 /// Spins until `done()` holds or the spin budget is spent; returns the

@@ -110,6 +110,7 @@ impl RobustMutex {
         }
     }
 
+    #[inline]
     fn raw(&self) -> *mut libc::pthread_mutex_t {
         self.0.get()
     }
@@ -120,13 +121,19 @@ impl RobustMutex {
     /// (`pthread_mutex_timedlock`); a wall clock set forward is caught by
     /// re-checking the monotonic clock, a wall clock set back lengthens the
     /// wait by as much.
+    #[inline]
     pub fn lock(&self, timeout: Option<Duration>) -> Result<Locked, LockFailed> {
-        let Some(timeout) = timeout else {
+        match timeout {
             // SAFETY: the mutex was initialised by `init` (the owner of the
             // shared memory guarantees it) and stays mapped while `self` is
             // borrowed.
-            return self.outcome(unsafe { libc::pthread_mutex_lock(self.raw()) });
-        };
+            None => self.outcome(unsafe { libc::pthread_mutex_lock(self.raw()) }),
+            Some(t) => self.lock_timed(t),
+        }
+    }
+
+    #[cold]
+    fn lock_timed(&self, timeout: Duration) -> Result<Locked, LockFailed> {
         let start = Instant::now();
         loop {
             let left = timeout.saturating_sub(start.elapsed());
@@ -153,6 +160,7 @@ impl RobustMutex {
     }
 
     /// Locks if nobody holds it.
+    #[inline]
     pub fn try_lock(&self) -> Result<Locked, LockFailed> {
         // SAFETY: as in `lock`.
         let rc = unsafe { libc::pthread_mutex_trylock(self.raw()) };
@@ -162,9 +170,17 @@ impl RobustMutex {
         self.outcome(rc)
     }
 
+    #[inline]
     fn outcome(&self, rc: libc::c_int) -> Result<Locked, LockFailed> {
+        if rc == 0 {
+            return Ok(Locked::Clean);
+        }
+        self.failed(rc)
+    }
+
+    #[cold]
+    fn failed(&self, rc: libc::c_int) -> Result<Locked, LockFailed> {
         match rc {
-            0 => Ok(Locked::Clean),
             libc::EOWNERDEAD => {
                 // SAFETY: EOWNERDEAD means we now hold the mutex, which is
                 // exactly when pthread_mutex_consistent may be called.
@@ -178,6 +194,7 @@ impl RobustMutex {
     }
 
     /// Unlocks. Fails with `EPERM` when the calling thread does not hold it.
+    #[inline]
     pub fn unlock(&self) -> io::Result<()> {
         // SAFETY: as in `lock`; an error-checking mutex refuses an unlock by
         // a thread that does not own it instead of corrupting it.
