@@ -19,11 +19,22 @@
 //! immediate (no polling) and exact: the owner is a *thread*, identified by
 //! the kernel, so neither pid reuse nor threads confuse it.
 //!
+//! The alternative, a futex word of our own holding the owner's id, with
+//! waiters sleeping in slices and checking whether the owner still runs,
+//! was not taken: it notices a death only after a slice, must tell a dead
+//! thread from a recycled id (pids wrap after `pid_max`, 32768 by default),
+//! and relies on `/proc` and on every process sharing one pid namespace. A
+//! futex word of our own on the kernel's robust list is not possible
+//! either: the kernel keeps one list per thread, and glibc owns it. The
+//! price of the robust pthread mutex is speed: glibc's robust lock and
+//! unlock cost two to four times a minimal futex mutex (tens of
+//! nanoseconds; see `benches/sync.rs`).
+//!
 //! # The futex word
 //!
 //! The first 32 bits of the mutex are the futex word the kernel's robust
 //! protocol defines (the pthread implementation and the kernel change it;
-//! this crate only reads it, to spin):
+//! this crate only reads it, for `is_locked`):
 //!
 //! | word | meaning | who moves it on |
 //! |---|---|---|

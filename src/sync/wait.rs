@@ -1,5 +1,7 @@
-//! How the primitives wait: spin briefly (only when another CPU can make
-//! progress meanwhile), then sleep on a futex, with deadlines.
+//! How `Event`, `Semaphore`, `Condition` and `Barrier` wait: spin briefly
+//! (only when another CPU can make progress meanwhile), then sleep on a
+//! futex, with deadlines. (The locks sleep at once; `raw_mutex.rs` says
+//! why.)
 //!
 //! Waking a sleeper on another CPU costs tens of microseconds on small
 //! VMs, while the other side often answers within a few: a short spin
