@@ -391,7 +391,11 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some((i, me)) = self.slot {
+        // Only the registering process deregisters: a copy of this handle
+        // inherited through a bare `fork` must not remove its parent.
+        if let Some((i, me)) = self.slot
+            && unpack(me).pid == sys::process::getpid()
+        {
             let _ = self
                 .slot_word(i)
                 .compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst);
