@@ -660,3 +660,33 @@ fn handles_refuse_another_type() {
         assert_eq!(b.recv::<Array<u8>>().unwrap().len(), 3);
     });
 }
+
+fn leak_a_guard(_: ()) -> bool {
+    std::thread::spawn(|| {
+        let a = Lock::new().unwrap();
+        std::mem::forget(a.acquire().unwrap());
+        // Every handle to `a` goes while its mutex is still linked into
+        // this thread's robust list; locking others relinks that list
+        // through `a`'s memory, which must therefore stay mapped (`b` is
+        // large so that it is not mapped into `a`'s old place).
+        drop(a);
+        let b = Array::<u8>::new(1 << 20).unwrap();
+        for _ in 0..1000 {
+            drop(b.get_lock().unwrap());
+        }
+        // The thread then ends holding `a`: the kernel walks the list.
+    })
+    .join()
+    .is_ok()
+}
+
+#[test]
+fn leaked_guard_keeps_its_memory_mapped() {
+    // In a child of its own, where no other test's mappings can fill the
+    // hole an unmapped lock would leave: a fault there kills the child.
+    watchdog(60, || {
+        let mut p = start(leak_a_guard, (), false).unwrap();
+        let r = p.join_timeout(LONG);
+        assert!(matches!(r, Ok(true)), "{r:?}");
+    });
+}
