@@ -690,3 +690,42 @@ fn leaked_guard_keeps_its_memory_mapped() {
         assert!(matches!(r, Ok(true)), "{r:?}");
     });
 }
+
+fn wait_on_semaphore((sem, ev): (Semaphore, Event)) {
+    ev.set();
+    sem.acquire();
+}
+
+#[test]
+fn killed_semaphore_waiter_takes_nothing() {
+    watchdog(60, || {
+        let sem = Semaphore::new(0).unwrap();
+        let ev = Event::new().unwrap();
+        let mut p = start(wait_on_semaphore, (sem.clone(), ev.clone()), false).unwrap();
+        assert!(ev.wait_timeout(LONG));
+        std::thread::sleep(Duration::from_millis(20));
+        p.kill().unwrap();
+        let _ = p.join_timeout(LONG);
+        sem.release().unwrap();
+        assert_eq!(sem.get_value(), 1);
+        assert!(sem.try_acquire());
+        assert!(!sem.try_acquire());
+    });
+}
+
+#[test]
+fn handles_are_send_sync_clone() {
+    fn check<T: Send + Sync + Clone + serde::Serialize + serde::de::DeserializeOwned>() {}
+    check::<Lock>();
+    check::<RLock>();
+    check::<Semaphore>();
+    check::<BoundedSemaphore>();
+    check::<Event>();
+    check::<Condition>();
+    check::<Barrier>();
+    check::<Value<f64>>();
+    check::<RawValue<u8>>();
+    check::<Array<i32>>();
+    check::<RawArray<[u8; 4]>>();
+    check::<SharedMemory>();
+}
