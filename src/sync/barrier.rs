@@ -42,7 +42,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{BarrierError, LockError};
 use super::mutex::{Guard, MutexSegment};
-use super::wait::{Deadline, futex_wait, spin_until};
+use super::wait::{Deadline, Spinner, futex_wait};
 use crate::codec::SharedFd;
 use crate::shm::segment::Kind;
 use crate::sys;
@@ -103,6 +103,7 @@ fn running(id: ProcessId) -> bool {
 
 struct Inner {
     seg: MutexSegment,
+    spin: Spinner,
     /// This copy's registration: slot index and the word written there.
     slot: Option<(usize, u64)>,
 }
@@ -151,7 +152,11 @@ impl Barrier {
     }
 
     fn register(seg: MutexSegment) -> Barrier {
-        let mut b = Inner { seg, slot: None };
+        let mut b = Inner {
+            seg,
+            spin: Spinner::new(),
+            slot: None,
+        };
         let me = pack(liveness::me());
         b.slot = (0..b.slots())
             .find(|&i| {
@@ -332,7 +337,7 @@ impl Inner {
             (g, idx as usize)
         };
         // The loop below picks up the outcome if the spin saw one.
-        spin_until(|| self.outcome(g, idx).is_some());
+        self.spin.spin_until(|| self.outcome(g, idx).is_some());
         let mut next_check = Instant::now() + SLICE;
         loop {
             let s = st.seq.load(Ordering::SeqCst);

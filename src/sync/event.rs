@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::wait::{Deadline, futex_wait, spin_until};
+use super::wait::{Deadline, Spinner, futex_wait};
 use crate::codec::SharedFd;
 use crate::shm::segment::{Kind, Segment};
 use crate::sys;
@@ -56,13 +56,21 @@ const WAITERS: u32 = 2;
 #[derive(Clone)]
 pub struct Event {
     seg: Arc<Segment>,
+    spin: Arc<Spinner>,
 }
 
 impl Event {
     /// A new, clear event.
     pub fn new() -> io::Result<Event> {
         let seg = Segment::create(Kind::Event, 0, 0, std::mem::size_of::<AtomicU32>())?;
-        Ok(Event { seg: Arc::new(seg) })
+        Ok(Event::from_segment(seg))
+    }
+
+    fn from_segment(seg: Segment) -> Event {
+        Event {
+            seg: Arc::new(seg),
+            spin: Arc::new(Spinner::new()),
+        }
     }
 
     fn word(&self) -> &AtomicU32 {
@@ -101,7 +109,7 @@ impl Event {
     }
 
     fn wait_until(&self, deadline: Deadline) -> bool {
-        if self.is_set() || spin_until(|| self.is_set()) {
+        if self.is_set() || self.spin.spin_until(|| self.is_set()) {
             return true;
         }
         let word = self.word();
@@ -146,6 +154,6 @@ impl<'de> Deserialize<'de> for Event {
             Some(std::mem::size_of::<AtomicU32>())
         })
         .map_err(serde::de::Error::custom)?;
-        Ok(Event { seg: Arc::new(seg) })
+        Ok(Event::from_segment(seg))
     }
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::ReleaseError;
-use super::wait::{Deadline, futex_wait, spin_until};
+use super::wait::{Deadline, Spinner, futex_wait};
 use crate::codec::SharedFd;
 use crate::shm::segment::{Kind, Segment};
 use crate::sys;
@@ -45,6 +45,7 @@ struct State {
 #[derive(Clone)]
 struct Core {
     seg: Arc<Segment>,
+    spin: Arc<Spinner>,
 }
 
 const PLAIN: u64 = 0;
@@ -53,7 +54,7 @@ const BOUNDED: u64 = 1;
 impl Core {
     fn new(value: u32, bound: u32, tag: u64) -> io::Result<Core> {
         let seg = Segment::create(Kind::Semaphore, tag, 0, std::mem::size_of::<State>())?;
-        let core = Core { seg: Arc::new(seg) };
+        let core = Core::from_segment(seg);
         let st = core.state();
         st.value.store(value, Ordering::Relaxed);
         st.bound.store(bound, Ordering::Relaxed);
@@ -64,7 +65,14 @@ impl Core {
         let seg = Segment::open(fd, Kind::Semaphore, tag, |_| {
             Some(std::mem::size_of::<State>())
         })?;
-        Ok(Core { seg: Arc::new(seg) })
+        Ok(Core::from_segment(seg))
+    }
+
+    fn from_segment(seg: Segment) -> Core {
+        Core {
+            seg: Arc::new(seg),
+            spin: Arc::new(Spinner::new()),
+        }
     }
 
     fn state(&self) -> &State {
@@ -94,7 +102,7 @@ impl Core {
             return false;
         }
         let deadline = Deadline::after(timeout);
-        if spin_until(|| self.try_take()) {
+        if self.spin.spin_until(|| self.try_take()) {
             return true;
         }
         let st = self.state();
