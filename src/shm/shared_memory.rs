@@ -25,6 +25,11 @@
 //!   ownership: the segment then stays until someone calls `unlink`, like
 //!   a plain POSIX segment.
 //!
+//! Liveness is judged by pid and start time in the caller's pid namespace:
+//! processes that share `/dev/shm` but not a pid namespace (containers
+//! sharing a tmpfs) would see each other's segments as stale, and should
+//! [`persist`](SharedMemory::persist) them.
+//!
 //! Removal of a stale segment is serialised by an exclusive `flock` on the
 //! segment, and re-checks that the name still refers to the same file, so
 //! two processes cleaning up at once cannot remove a segment created in
