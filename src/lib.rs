@@ -15,6 +15,13 @@
 //!   processes; handles (other connections…) travel inside messages.
 //! * [`Listener`] and [`Client`]: connections over a Unix socket path or
 //!   TCP, authenticated with a shared key (HMAC-SHA256).
+//! * [`Value`] and [`Array`] (and [`RawValue`], [`RawArray`]): plain data
+//!   in shared memory, with a robust lock and lock-free atomics;
+//!   [`SharedMemory`]: named segments.
+//! * [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`],
+//!   [`Condition`], [`Barrier`]: process-shared synchronization; a lock
+//!   whose holder dies reports [`LockError::OwnerDied`] to the next
+//!   acquirer, a barrier whose party dies breaks.
 //!
 //! ```
 //! use multiproc::{Connection, Process, pipe};
@@ -49,6 +56,8 @@ pub mod codec;
 mod connection;
 pub mod error;
 mod process;
+mod shm;
+mod sync;
 // Some of the OS layer serves mechanisms still being built.
 #[allow(dead_code)]
 mod sys;
@@ -60,4 +69,12 @@ pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, Start
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
     get_context, get_start_method, parent_process, set_start_method,
+};
+pub use shm::{
+    Array, ArrayError, ArrayGuard, IndexError, Plain, PlainAtomic, RawArray, RawValue,
+    SharedMemory, ShmError, Value, ValueGuard,
+};
+pub use sync::{
+    Barrier, BarrierError, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock,
+    LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore,
 };

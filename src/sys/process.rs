@@ -237,3 +237,11 @@ pub fn at_exit(f: extern "C" fn()) {
         libc::atexit(f);
     }
 }
+
+/// How many CPUs this thread may run on (its affinity mask), which can be
+/// fewer than [`cpu_count`] under `taskset` or a cgroup.
+pub fn usable_cpus() -> usize {
+    rustix::thread::sched_getaffinity(None)
+        .map(|set| set.count() as usize)
+        .unwrap_or_else(|_| cpu_count())
+}
