@@ -48,6 +48,7 @@
 pub mod codec;
 mod connection;
 pub mod error;
+pub mod pool;
 mod process;
 // Some of the OS layer serves mechanisms still being built.
 #[allow(dead_code)]
@@ -57,6 +58,7 @@ pub use connection::{
     Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, pipe, wait,
 };
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
+pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, PoolError, TaskError, WorkerExit};
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
     get_context, get_start_method, parent_process, set_start_method,
