@@ -372,6 +372,13 @@ impl Connection {
             Err(e) => Err(send_error(e)),
         }
     }
+
+    /// Writes whole frames (see [`frame_encoded`]) that carry no
+    /// descriptors, waiting as long as it takes.
+    pub(crate) fn send_raw_all(&self, bytes: &[u8]) -> Result<(), SendError> {
+        let _w = lock(&self.writer);
+        sys::socket::send_all(self.fd.fd(), &[bytes], &[]).map_err(send_error)
+    }
 }
 
 impl AsFd for Connection {

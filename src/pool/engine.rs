@@ -27,8 +27,11 @@
 //! shared memory ([`Board`]). When its connection ends or its pidfd becomes
 //! readable, the pool takes in every reply it did send, reaps it, and reads
 //! its status word: the chunk it held fails with
-//! [`TaskError::WorkerDied`]; chunks sent to it but not started go back to
-//! the front of the queue. If it died in the initializer, its chunks go
+//! [`TaskError::WorkerDied`]; the other chunks it had been sent go back to
+//! the front of the queue. Those are chunks it had not started, and chunks
+//! of tiny tasks (under 20 µs) whose replies it was holding back to send
+//! several in one write: their results died with it, so they run again
+//! (their functions are called a second time). If it died in the initializer, its chunks go
 //! back too, and after [`init_failure_limit`] initializer failures in a row
 //! (with no successful reply in between) the pool gives up: every pending
 //! task fails with [`TaskError::Initializer`] and no worker is started

@@ -14,6 +14,7 @@
 //! own task), their descriptors concatenated in order; for the other kinds,
 //! a message `String`.
 
+use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -60,25 +61,84 @@ impl Serialize for Bytes<'_> {
     }
 }
 
-/// Owned bytes, deserialised from a byte string.
-pub struct ByteBuf(pub Vec<u8>);
+/// A chunk's outcomes, each serialised on its own into a byte string, so
+/// that one that does not decode spoils only its own task. Handles inside
+/// them are numbered in the whole message (the enclosing
+/// [`codec::encode`] collects them).
+struct Items<'a, R>(&'a [Result<R, String>]);
 
-impl<'de> Deserialize<'de> for ByteBuf {
+impl<R: Serialize> Serialize for Items<'_, R> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        let mut scratch = Vec::new();
+        for item in self.0 {
+            scratch.clear();
+            let encoded = match item {
+                Ok(r) => postcard::to_extend(&Outcome::Ok(r), std::mem::take(&mut scratch)),
+                Err(m) => postcard::to_extend(
+                    &Outcome::<()>::Panicked(m.clone()),
+                    std::mem::take(&mut scratch),
+                ),
+            };
+            scratch = match encoded {
+                Ok(v) => v,
+                Err(e) => postcard::to_extend(&Outcome::<()>::Encode(e.to_string()), Vec::new())
+                    .map_err(serde::ser::Error::custom)?,
+            };
+            seq.serialize_element(&Bytes(&scratch))?;
+        }
+        seq.end()
+    }
+}
+
+/// The decoded outcomes of a chunk (see [`Items`]).
+struct Outcomes<R>(Vec<Result<R, TaskError>>);
+
+struct OneOutcome<R>(PhantomData<R>);
+
+impl<'de, R: DeserializeOwned> Visitor<'de> for OneOutcome<R> {
+    type Value = Result<R, TaskError>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an encoded outcome")
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        Ok(match postcard::from_bytes::<Outcome<R>>(v) {
+            Ok(Outcome::Ok(r)) => Ok(r),
+            Ok(Outcome::Panicked(message)) => Err(TaskError::Panicked { message }),
+            Ok(Outcome::Encode(m)) => Err(TaskError::Encode(m)),
+            Err(e) => Err(TaskError::Decode(e.to_string())),
+        })
+    }
+}
+
+impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for OneOutcome<R> {
+    type Value = Result<R, TaskError>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_bytes(self)
+    }
+}
+
+impl<'de, R: DeserializeOwned> Deserialize<'de> for Outcomes<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ByteBuf;
+        struct Seq<R>(PhantomData<R>);
+        impl<'de, R: DeserializeOwned> Visitor<'de> for Seq<R> {
+            type Value = Outcomes<R>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a byte string")
+                f.write_str("a sequence of outcomes")
             }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v.to_vec()))
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
-                Ok(ByteBuf(v))
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(item) = seq.next_element_seed(OneOutcome::<R>(PhantomData))? {
+                    out.push(item);
+                }
+                Ok(Outcomes(out))
             }
         }
-        d.deserialize_byte_buf(V)
+        d.deserialize_seq(Seq(PhantomData))
     }
 }
 
@@ -100,46 +160,13 @@ pub fn message(chunk: u64, kind: u8, text: &str) -> Encoded {
     }
 }
 
-fn encode_outcome<R: Serialize>(outcome: Result<&R, &str>) -> Encoded {
-    let first = match outcome {
-        Ok(r) => codec::encode(&Outcome::Ok(r), 0),
-        Err(m) => codec::encode(&Outcome::<()>::Panicked(m.to_string()), 0),
-    };
-    first.unwrap_or_else(|e| {
-        codec::encode(&Outcome::<()>::Encode(e.to_string()), 0).expect("plain values encode")
-    })
-}
-
 /// The reply for a chunk that ran: one outcome per task.
 pub fn done<R: Serialize>(chunk: u64, outcomes: &[Result<R, String>]) -> Encoded {
-    let mut parts = Vec::with_capacity(outcomes.len());
-    let mut fds = Vec::new();
-    let mut all_ok = true;
-    for o in outcomes {
-        all_ok &= o.is_ok();
-        let enc = encode_outcome(o.as_ref().map_err(|m| m.as_str()));
-        fds.extend(enc.fds);
-        parts.push(enc.bytes);
-    }
-    if fds.len() > codec::MAX_FDS {
-        return message(
-            chunk,
-            BAD_RESULT,
-            &format!(
-                "the chunk's results carry {} handles, more than one message can ({})",
-                fds.len(),
-                codec::MAX_FDS
-            ),
-        );
-    }
-    let refs: Vec<Bytes<'_>> = parts.iter().map(|p| Bytes(p)).collect();
-    let mut out = match codec::encode(&(chunk, DONE, all_ok, refs), FRAME_ROOM) {
+    let all_ok = outcomes.iter().all(Result::is_ok);
+    match codec::encode(&(chunk, DONE, all_ok, Items(outcomes)), FRAME_ROOM) {
         Ok(e) => e,
-        Err(e) => return message(chunk, BAD_RESULT, &e.to_string()),
-    };
-    out.bytes[FRAME_ROOM] = fds.len() as u8;
-    out.fds = fds;
-    out
+        Err(e) => message(chunk, BAD_RESULT, &e.to_string()),
+    }
 }
 
 fn run_each<T, R>(chunk: u64, payload: &[u8], fds: Vec<OwnedFd>, f: impl Fn(T) -> R) -> Encoded
@@ -192,23 +219,13 @@ pub fn decode_outcomes<R: DeserializeOwned>(
     fds: Vec<OwnedFd>,
     len: usize,
 ) -> Vec<Result<R, TaskError>> {
-    let items = match codec::decode_payload::<Vec<ByteBuf>>(body, Vec::new()) {
-        Ok((items, _)) => items,
+    let mut out = match codec::decode_payload::<Outcomes<R>>(body, fds) {
+        Ok((items, _)) => items.0,
         Err(e) => {
             let e = TaskError::Decode(e.to_string());
             return std::iter::repeat_with(|| Err(e.clone())).take(len).collect();
         }
     };
-    let mut fds: std::collections::VecDeque<OwnedFd> = fds.into();
-    let mut out: Vec<Result<R, TaskError>> = items
-        .into_iter()
-        .map(|b| match codec::decode::<Outcome<R>>(&b.0, &mut fds) {
-            Ok(Outcome::Ok(r)) => Ok(r),
-            Ok(Outcome::Panicked(message)) => Err(TaskError::Panicked { message }),
-            Ok(Outcome::Encode(m)) => Err(TaskError::Encode(m)),
-            Err(e) => Err(TaskError::Decode(e.to_string())),
-        })
-        .collect();
     while out.len() < len {
         out.push(Err(TaskError::Decode(
             "the worker sent fewer results than tasks".into(),
