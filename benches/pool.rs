@@ -71,7 +71,10 @@ fn measure(suffix: &str) -> Vec<(String, f64, &'static str)> {
                 let k = 1000;
                 let (t, _) = time(|| {
                     for i in 0..k {
-                        pool.apply_async(trivial, i).expect("submit").get().expect("get");
+                        pool.apply_async(trivial, i)
+                            .expect("submit")
+                            .get()
+                            .expect("get");
                     }
                 });
                 t / k as f64
@@ -97,8 +100,16 @@ fn measure(suffix: &str) -> Vec<(String, f64, &'static str)> {
     vec![
         (format!("rs_map_chunksize1_100k_{suffix}"), cs1 * 1e3, "ms"),
         (format!("rs_map_default_100k_{suffix}"), default * 1e3, "ms"),
-        (format!("rs_apply_async_roundtrip_{suffix}"), apply * 1e6, "us"),
-        (format!("rs_pool2_start_shutdown_{suffix}"), lifecycle * 1e3, "ms"),
+        (
+            format!("rs_apply_async_roundtrip_{suffix}"),
+            apply * 1e6,
+            "us",
+        ),
+        (
+            format!("rs_pool2_start_shutdown_{suffix}"),
+            lifecycle * 1e3,
+            "ms",
+        ),
     ]
 }
 

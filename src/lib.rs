@@ -15,6 +15,10 @@
 //!   processes; handles (other connections…) travel inside messages.
 //! * [`Listener`] and [`Client`]: connections over a Unix socket path or
 //!   TCP, authenticated with a shared key (HMAC-SHA256).
+//! * [`Pool`]: a pool of worker processes with `map`, `imap`,
+//!   `imap_unordered`, `starmap`, `apply` and `apply_async`; a worker that
+//!   dies fails only the task it held, and the pool replaces it (see
+//!   [`pool`]).
 //!
 //! ```
 //! use multiproc::{Connection, Process, pipe};

@@ -111,7 +111,7 @@ struct Even(u32);
 impl TryFrom<u32> for Even {
     type Error = String;
     fn try_from(v: u32) -> Result<Self, String> {
-        if v % 2 == 0 {
+        if v.is_multiple_of(2) {
             Ok(Even(v))
         } else {
             Err(format!("{v} is odd"))
@@ -181,7 +181,11 @@ fn wait_for_file(path: &PathBuf, drive: impl Fn()) -> String {
         {
             return s;
         }
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -203,7 +207,11 @@ fn results_in_every_form(m: Method) {
     assert_eq!(p.map_chunked(square, 0..100, 1).unwrap(), expected);
     assert_eq!(p.map_chunked(square, 0..100, 7).unwrap(), expected);
     assert_eq!(p.map(square, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
-    let ordered: Vec<u64> = p.imap(square, 0..100).unwrap().map(Result::unwrap).collect();
+    let ordered: Vec<u64> = p
+        .imap(square, 0..100)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(ordered, expected);
     let chunked: Vec<u64> = p
         .imap_chunked(square, 0..100, 9)
@@ -219,11 +227,18 @@ fn results_in_every_form(m: Method) {
     unordered.sort_unstable();
     assert_eq!(unordered, expected);
     // An endless input is read lazily.
-    let first: Vec<u64> = p.imap(square, 0..).unwrap().take(5).map(Result::unwrap).collect();
+    let first: Vec<u64> = p
+        .imap(square, 0..)
+        .unwrap()
+        .take(5)
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(first, vec![0, 1, 4, 9, 16]);
     assert_eq!(p.starmap(add, [(1, 2), (30, 40)]).unwrap(), vec![3, 70]);
     assert_eq!(p.apply(square, 9).unwrap(), 81);
-    let handles: Vec<_> = (0..10u64).map(|i| p.apply_async(square, i).unwrap()).collect();
+    let handles: Vec<_> = (0..10u64)
+        .map(|i| p.apply_async(square, i).unwrap())
+        .collect();
     let got: Vec<u64> = handles.iter().map(|h| h.get().unwrap()).collect();
     assert_eq!(got, (0..10u64).map(|x| x * x).collect::<Vec<_>>());
     assert_eq!(handles[3].successful(), Some(true));
@@ -283,10 +298,23 @@ fn exit_mid_task_fails_that_task(m: Method) {
     assert_eq!(exit, WorkerExit::Code(7));
     assert!(wait_gone(pid, Duration::from_secs(10)));
     // Every other task completed.
-    let all = p.map_async_chunked(exit_on, items, 1).unwrap().get_results().unwrap();
+    let all = p
+        .map_async_chunked(exit_on, items, 1)
+        .unwrap()
+        .get_results()
+        .unwrap();
     for (i, r) in all.iter().enumerate() {
         if i == 5 {
-            assert!(matches!(r, Err(TaskError::WorkerDied { exit: WorkerExit::Code(7), .. })), "{r:?}");
+            assert!(
+                matches!(
+                    r,
+                    Err(TaskError::WorkerDied {
+                        exit: WorkerExit::Code(7),
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
         } else {
             assert_eq!(r, &Ok(i as u32));
         }
@@ -301,7 +329,12 @@ fn abort_mid_task_names_the_signal(m: Method) {
     for (i, r) in results.iter().enumerate() {
         if i == 4 || i == 5 {
             match r {
-                Err(e @ TaskError::WorkerDied { exit: WorkerExit::Signal(6), .. }) => {
+                Err(
+                    e @ TaskError::WorkerDied {
+                        exit: WorkerExit::Signal(6),
+                        ..
+                    },
+                ) => {
                     assert!(e.to_string().contains("SIGABRT"), "{e}")
                 }
                 other => panic!("task {i}: {other:?}"),
@@ -333,7 +366,12 @@ fn sigkill_from_outside_mid_task(m: Method) {
     for (i, r) in results.iter().enumerate() {
         if i == 6 {
             match r {
-                Err(e @ TaskError::WorkerDied { pid: p2, exit: WorkerExit::Signal(9) }) => {
+                Err(
+                    e @ TaskError::WorkerDied {
+                        pid: p2,
+                        exit: WorkerExit::Signal(9),
+                    },
+                ) => {
                     assert_eq!(*p2, pid);
                     assert!(e.to_string().contains("SIGKILL"), "{e}");
                 }
@@ -349,10 +387,23 @@ fn sigkill_from_outside_mid_task(m: Method) {
 fn a_death_fails_the_whole_chunk_only(m: Method) {
     let p = pool(m, 2);
     let items: Vec<(u32, u32, i32)> = (0..16).map(|x| (x, 5, 3)).collect();
-    let results = p.map_async_chunked(exit_on, items, 4).unwrap().get_results().unwrap();
+    let results = p
+        .map_async_chunked(exit_on, items, 4)
+        .unwrap()
+        .get_results()
+        .unwrap();
     for (i, r) in results.iter().enumerate() {
         if (4..8).contains(&i) {
-            assert!(matches!(r, Err(TaskError::WorkerDied { exit: WorkerExit::Code(3), .. })), "{i}: {r:?}");
+            assert!(
+                matches!(
+                    r,
+                    Err(TaskError::WorkerDied {
+                        exit: WorkerExit::Code(3),
+                        ..
+                    })
+                ),
+                "{i}: {r:?}"
+            );
         } else {
             assert_eq!(r, &Ok(i as u32), "{i}");
         }
@@ -363,14 +414,22 @@ fn dying_while_sending_the_result(m: Method) {
     let p = pool(m, 2);
     match p.apply(dies_when_sent, ()) {
         Err(PoolError::Task {
-            error: TaskError::WorkerDied { exit: WorkerExit::Code(42), .. },
+            error:
+                TaskError::WorkerDied {
+                    exit: WorkerExit::Code(42),
+                    ..
+                },
             ..
         }) => {}
         other => panic!("expected a death with code 42, got {:?}", other.map(|_| ())),
     }
     match p.apply(killed_while_sending, 32 << 20) {
         Err(PoolError::Task {
-            error: TaskError::WorkerDied { exit: WorkerExit::Signal(9), .. },
+            error:
+                TaskError::WorkerDied {
+                    exit: WorkerExit::Signal(9),
+                    ..
+                },
             ..
         }) => {}
         other => panic!("expected a SIGKILL death, got {:?}", other.map(|v| v.len())),
@@ -409,7 +468,10 @@ fn initializer_panics_always(m: Method) {
     assert!(p.worker_pids().is_empty());
     assert!(matches!(
         p.apply(square, 1),
-        Err(PoolError::Task { error: TaskError::Initializer { .. }, .. })
+        Err(PoolError::Task {
+            error: TaskError::Initializer { .. },
+            ..
+        })
     ));
 }
 
@@ -452,7 +514,11 @@ fn maxtasksperchild_recycles_workers(m: Method) {
         .unwrap();
     let pids = p.map_chunked(my_pid, 0..20, 1).unwrap();
     let distinct: HashSet<u32> = pids.iter().copied().collect();
-    assert!(distinct.len() >= 10, "{} workers for 20 tasks", distinct.len());
+    assert!(
+        distinct.len() >= 10,
+        "{} workers for 20 tasks",
+        distinct.len()
+    );
     for pid in &distinct {
         assert!(pids.iter().filter(|p| *p == pid).count() <= 2);
     }
@@ -461,20 +527,32 @@ fn maxtasksperchild_recycles_workers(m: Method) {
 fn terminate_with_pending_tasks(m: Method) {
     let p = pool(m, 2);
     let pids = p.worker_pids();
-    let job = p.map_async_chunked(sleep_ms, vec![20_000u64; 50], 1).unwrap();
+    let job = p
+        .map_async_chunked(sleep_ms, vec![20_000u64; 50], 1)
+        .unwrap();
     let one = p.apply_async(sleep_ms, 20_000).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let start = Instant::now();
     p.terminate();
-    assert!(start.elapsed() < Duration::from_secs(15), "terminate took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "terminate took {:?}",
+        start.elapsed()
+    );
     for pid in pids {
-        assert!(wait_gone(pid, Duration::from_secs(5)), "worker {pid} survived");
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "worker {pid} survived"
+        );
     }
     let results = job.get_results().unwrap();
     assert!(results.iter().all(|r| r == &Err(TaskError::Terminated)));
     assert!(matches!(
         one.get(),
-        Err(PoolError::Task { error: TaskError::Terminated, .. })
+        Err(PoolError::Task {
+            error: TaskError::Terminated,
+            ..
+        })
     ));
     assert!(matches!(p.apply(square, 1), Err(PoolError::Closed)));
     assert!(p.worker_pids().is_empty());
@@ -486,11 +564,17 @@ fn dropping_the_pool_terminates_it(m: Method) {
     let job = p.apply_async(sleep_ms, 20_000).unwrap();
     drop(p);
     for pid in pids {
-        assert!(wait_gone(pid, Duration::from_secs(5)), "worker {pid} survived");
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "worker {pid} survived"
+        );
     }
     assert!(matches!(
         job.get_timeout(Duration::from_secs(10)),
-        Err(PoolError::Task { error: TaskError::Terminated, .. })
+        Err(PoolError::Task {
+            error: TaskError::Terminated,
+            ..
+        })
     ));
 }
 
@@ -504,7 +588,10 @@ fn close_then_join_finishes_the_work(m: Method) {
     p.join_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(job.get().unwrap(), vec![20u64; 10]);
     for pid in pids {
-        assert!(wait_gone(pid, Duration::from_secs(5)), "worker {pid} still runs");
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "worker {pid} still runs"
+        );
     }
     assert!(p.worker_pids().is_empty());
 }

@@ -133,7 +133,9 @@ pub fn expand<R: serde::de::DeserializeOwned>(
 ) -> Vec<Result<R, TaskError>> {
     match result {
         Ok(p) => p.decode(len),
-        Err(e) => std::iter::repeat_with(|| Err(e.clone())).take(len).collect(),
+        Err(e) => std::iter::repeat_with(|| Err(e.clone()))
+            .take(len)
+            .collect(),
     }
 }
 
@@ -401,8 +403,7 @@ impl Shared {
             finished_now |= j.complete();
         }
         st.dispatch();
-        if st.workers.iter().any(|w| !w.outbox.is_empty()) || st.workers.len() < st.cfg.processes
-        {
+        if st.workers.iter().any(|w| !w.outbox.is_empty()) || st.workers.len() < st.cfg.processes {
             self.wake(&mut st);
         }
         drop(st);
@@ -489,7 +490,18 @@ impl Shared {
                 return (st, true);
             }
             if !st.driving {
-                st = self.step(st, deadline);
+                st = match catch_unwind(AssertUnwindSafe(|| self.step(st, deadline))) {
+                    Ok(st) => st,
+                    Err(p) => {
+                        // A bug outside the step's own guards: fail every
+                        // task rather than leave the pool marked as driven.
+                        let mut st = self.lock();
+                        st.internal_failure(p);
+                        st.driving = false;
+                        self.changed.notify_all();
+                        st
+                    }
+                };
                 if done(&mut st) {
                     return (st, true);
                 }
@@ -527,14 +539,7 @@ impl Shared {
         let watch: Vec<(u64, Arc<Connection>, Arc<OwnedFd>, bool)> = st
             .workers
             .iter()
-            .map(|w| {
-                (
-                    w.key,
-                    w.conn.clone(),
-                    w.pidfd.clone(),
-                    !w.outbox.is_empty(),
-                )
-            })
+            .map(|w| (w.key, w.conn.clone(), w.pidfd.clone(), !w.outbox.is_empty()))
             .collect();
         let buffered = st.workers.iter().any(|w| w.conn.has_buffered());
         drop(st);
@@ -816,9 +821,10 @@ impl State {
         let held: Vec<u64> = w.outstanding.drain(..).map(|(c, _)| c).collect();
         if status == INIT {
             self.init_failures += 1;
-            let message = w.init_error.take().unwrap_or_else(|| {
-                format!("worker process {} {exit} in the initializer", w.pid)
-            });
+            let message = w
+                .init_error
+                .take()
+                .unwrap_or_else(|| format!("worker process {} {exit} in the initializer", w.pid));
             for &c in held.iter().rev() {
                 self.queue.push_front(c);
             }

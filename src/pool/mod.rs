@@ -153,7 +153,11 @@ pub struct PoolBuilder {
     init: Option<MakeStart>,
 }
 
-fn make_start<I>(init: Option<(isize, I)>, maxtasks: Option<usize>, method: StartMethod) -> StartWorker
+fn make_start<I>(
+    init: Option<(isize, I)>,
+    maxtasks: Option<usize>,
+    method: StartMethod,
+) -> StartWorker
 where
     I: Serialize + DeserializeOwned + Clone + Send + 'static,
 {
@@ -484,7 +488,11 @@ impl Pool {
     {
         let runner: wire::Runner = wire::run_map::<A, R>;
         let job = self.submit(runner, f as usize, vec![args], 1)?;
-        Ok(AsyncResult::new(MapResult::new(self.shared.clone(), job, 1)))
+        Ok(AsyncResult::new(MapResult::new(
+            self.shared.clone(),
+            job,
+            1,
+        )))
     }
 
     fn imap_inner<A, R, I>(
@@ -632,11 +640,7 @@ impl Pool {
     }
 
     fn join_driver(&self) {
-        let handle = self
-            .driver
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let handle = self.driver.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
         }

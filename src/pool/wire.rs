@@ -156,7 +156,9 @@ pub fn message(chunk: u64, kind: u8, text: &str) -> Encoded {
     match codec::encode(&(chunk, kind, false, text), FRAME_ROOM) {
         Ok(e) => e,
         // A string always encodes; keep the reply well formed regardless.
-        Err(_) => codec::encode(&(chunk, kind, false, ""), FRAME_ROOM).expect("plain values encode"),
+        Err(_) => {
+            codec::encode(&(chunk, kind, false, ""), FRAME_ROOM).expect("plain values encode")
+        }
     }
 }
 
@@ -223,7 +225,9 @@ pub fn decode_outcomes<R: DeserializeOwned>(
         Ok((items, _)) => items.0,
         Err(e) => {
             let e = TaskError::Decode(e.to_string());
-            return std::iter::repeat_with(|| Err(e.clone())).take(len).collect();
+            return std::iter::repeat_with(|| Err(e.clone()))
+                .take(len)
+                .collect();
         }
     };
     while out.len() < len {

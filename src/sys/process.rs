@@ -262,4 +262,3 @@ pub fn signal_name(sig: i32) -> Option<&'static str> {
         _ => return None,
     })
 }
-
