@@ -648,7 +648,38 @@ fn handles_travel_as_arguments(m: Method) {
     assert_eq!(msg, "from the worker");
 }
 
+fn echo_len(v: Vec<u8>) -> (usize, Vec<u8>) {
+    (v.len(), v)
+}
+
+fn large_arguments_and_results(m: Method) {
+    // Several megabytes each way, many in flight: the pool must keep
+    // writing chunks while workers write results, without deadlock.
+    let p = pool(m, 2);
+    let items: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 1 << 20]).collect();
+    let out = p.map_chunked(echo_len, items, 1).unwrap();
+    for (i, (len, v)) in out.iter().enumerate() {
+        assert_eq!(*len, 1 << 20);
+        assert!(v.iter().all(|&b| b == i as u8));
+    }
+}
+
+fn dropped_imap_then_close_and_join(m: Method) {
+    let p = pool(m, 2);
+    let mut it = p.imap(sleep_ms, vec![5u64; 100]).unwrap();
+    assert_eq!(it.next(), Some(Ok(5)));
+    drop(it);
+    let mut endless = p.imap_unordered(square, 0..).unwrap();
+    assert!(endless.next().unwrap().is_ok());
+    drop(endless);
+    p.close();
+    p.join_timeout(Duration::from_secs(30)).unwrap();
+    assert!(p.worker_pids().is_empty());
+}
+
 both_methods!(
+    large_arguments_and_results,
+    dropped_imap_then_close_and_join,
     results_in_every_form,
     a_panic_fails_only_its_task,
     exit_mid_task_fails_that_task,
@@ -680,4 +711,25 @@ fn bad_arguments_are_errors() {
         p.map_chunked(square, 0..3, 0),
         Err(PoolError::Invalid(_))
     ));
+}
+
+#[test]
+fn several_threads_share_one_pool() {
+    common::watchdog(common::LIMIT, || {
+        let p = Pool::new(2).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let p = &p;
+                s.spawn(move || {
+                    for round in 0..5u64 {
+                        let base = t * 1000 + round * 100;
+                        let got = p.map_chunked(square, base..base + 50, 3).unwrap();
+                        let want: Vec<u64> = (base..base + 50).map(|x| x * x).collect();
+                        assert_eq!(got, want);
+                        assert_eq!(p.apply(square, base).unwrap(), base * base);
+                    }
+                });
+            }
+        });
+    })
 }
