@@ -22,6 +22,10 @@
 //!   [`Condition`], [`Barrier`]: process-shared synchronization; a lock
 //!   whose holder dies reports [`LockError::OwnerDied`] to the next
 //!   acquirer, a barrier whose party dies breaks.
+//! * [`Pool`]: a pool of worker processes with `map`, `imap`,
+//!   `imap_unordered`, `starmap`, `apply` and `apply_async`; a worker that
+//!   dies fails only the task it held, and the pool replaces it (see
+//!   [`pool`]).
 //!
 //! ```
 //! use multiproc::{Connection, Process, pipe};
@@ -55,6 +59,7 @@
 pub mod codec;
 mod connection;
 pub mod error;
+pub mod pool;
 mod process;
 mod shm;
 mod sync;
@@ -66,6 +71,7 @@ pub use connection::{
     Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, pipe, wait,
 };
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
+pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, PoolError, TaskError, WorkerExit};
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
     get_context, get_start_method, parent_process, set_start_method,

@@ -331,6 +331,62 @@ impl Connection {
     }
 }
 
+/// A whole frame (header and body) ready to be written, and the
+/// descriptors that must travel with its first byte.
+pub(crate) struct RawFrame {
+    /// Header and body.
+    pub bytes: Vec<u8>,
+    /// Descriptors to attach.
+    pub fds: Vec<std::sync::Arc<OwnedFd>>,
+}
+
+/// Frames a value encoded by [`codec::encode`] with [`FRAME_ROOM`] bytes of
+/// room; the body length is `enc.bytes.len() - FRAME_ROOM`.
+pub(crate) fn frame_encoded(mut enc: codec::Encoded) -> RawFrame {
+    let body_len = enc.bytes.len() - frame::SHORT_HEADER;
+    let mut header = [0u8; frame::LONG_HEADER];
+    let hlen = frame::write_header(body_len, &mut header);
+    let bytes = if hlen == frame::SHORT_HEADER {
+        enc.bytes[..hlen].copy_from_slice(&header[..hlen]);
+        enc.bytes
+    } else {
+        let mut v = Vec::with_capacity(hlen + body_len);
+        v.extend_from_slice(&header[..hlen]);
+        v.extend_from_slice(&enc.bytes[frame::SHORT_HEADER..]);
+        v
+    };
+    RawFrame {
+        bytes,
+        fds: enc.fds,
+    }
+}
+
+impl Connection {
+    /// Writes as much of `bufs` as the socket takes without waiting,
+    /// `fds` attached to the first byte; `Ok(0)` when the socket is full.
+    /// The bytes must be whole frames (see [`frame_encoded`]), possibly
+    /// resumed where an earlier call stopped.
+    pub(crate) fn try_send_raw(
+        &self,
+        bufs: &[std::io::IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<usize, SendError> {
+        let _w = lock(&self.writer);
+        match sys::socket::try_send(self.fd.fd(), bufs, fds) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(send_error(e)),
+        }
+    }
+
+    /// Writes whole frames (see [`frame_encoded`]) that carry no
+    /// descriptors, waiting as long as it takes.
+    pub(crate) fn send_raw_all(&self, bytes: &[u8]) -> Result<(), SendError> {
+        let _w = lock(&self.writer);
+        sys::socket::send_all(self.fd.fd(), &[bytes], &[]).map_err(send_error)
+    }
+}
+
 impl AsFd for Connection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.fd()

@@ -11,7 +11,7 @@ mod context;
 mod identity;
 mod launcher;
 mod registry;
-mod target;
+pub(crate) mod target;
 
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
@@ -278,6 +278,11 @@ impl<R: DeserializeOwned> Process<R> {
         self.child
             .as_ref()
             .map_or(Ok(()), |c| c.signal(sys::process::SIGTERM))
+    }
+
+    /// The child's pidfd (readable once it has exited), once started.
+    pub(crate) fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.child.as_ref().map(|c| c.pidfd())
     }
 
     /// Stops the child at once (`SIGKILL`).
