@@ -312,7 +312,9 @@ def uncontended_sizes():
 
 def sync_value_locked_inc_uncontended():
     v = mp.Value("q", 0)
+    # A tenth of the lock row's loop: each increment costs over a microsecond.
     warm, reps, n = uncontended_sizes()
+    n //= 10
 
     def batch():
         t0 = time.perf_counter()
