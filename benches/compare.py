@@ -10,6 +10,11 @@ unit. Prints one TSV line per row: `<row>.<mode>.python<TAB>value<TAB>unit`.
 --pinned restricts the process (and its children) to CPU 0 first.
 --quick (or MULTIPROC_BENCH_QUICK=1) makes a short smoke run, as on the
 Rust side.
+
+Rows without a Python counterpart (marked `python: false` on the Rust
+side) are not here: `sync.value.fetch_add_2proc`, since Python has no
+lock-free counter on a shared Value (counting from several processes
+takes the lock: `sync.value.locked_inc_2proc`).
 """
 
 import multiprocessing as mp
@@ -256,6 +261,141 @@ def pipe_throughput_1mib_into():
     return big_stream(True)
 
 
+# ---- shared values and synchronization ----
+
+
+def inc_locked(v, ready, go, n, ends, i):
+    ready.release()
+    go.wait()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+    ends[i] = time.monotonic_ns()
+
+
+def sync_value_locked_inc_2proc():
+    """Two children add 1 to a shared Value n times each, under its lock;
+    ns per increment over both, from the start signal to the last child's
+    last increment (CLOCK_MONOTONIC, as on the Rust side)."""
+    ctx = mp.get_context("fork")
+    warm, reps, n = 1, pick(1, 5), pick(2_000, 20_000)
+
+    def batch():
+        v = ctx.Value("q", 0)
+        ready, go = ctx.Semaphore(0), ctx.Event()
+        ends = ctx.RawArray("q", 2)
+        ps = [
+            ctx.Process(target=inc_locked, args=(v, ready, go, n, ends, i))
+            for i in range(2)
+        ]
+        for p in ps:
+            p.start()
+        for _ in ps:
+            if not ready.acquire(timeout=60):
+                raise RuntimeError("children not ready")
+        t0 = time.monotonic_ns()
+        go.set()
+        for p in ps:
+            p.join()
+            if p.exitcode != 0:
+                raise RuntimeError(f"child exited with {p.exitcode}")
+        if v.value != 2 * n:
+            raise RuntimeError(f"counter is {v.value}, wanted {2 * n}")
+        return (max(ends) - t0) / (2 * n)
+
+    return batches(warm, reps, batch), "ns"
+
+
+def uncontended_sizes():
+    return 1, pick(3, 9), pick(10_000, 200_000)
+
+
+def sync_value_locked_inc_uncontended():
+    v = mp.Value("q", 0)
+    # A tenth of the lock row's loop: each increment costs over a microsecond.
+    warm, reps, n = uncontended_sizes()
+    n //= 10
+
+    def batch():
+        t0 = time.perf_counter()
+        for _ in range(n):
+            with v.get_lock():
+                v.value += 1
+        return (time.perf_counter() - t0) * 1e9 / n
+
+    return batches(warm, reps, batch), "ns"
+
+
+def sync_lock_uncontended():
+    lock = mp.Lock()
+    warm, reps, n = uncontended_sizes()
+
+    def batch():
+        acquire, release = lock.acquire, lock.release
+        t0 = time.perf_counter()
+        for _ in range(n):
+            acquire()
+            release()
+        return (time.perf_counter() - t0) * 1e9 / n
+
+    return batches(warm, reps, batch), "ns"
+
+
+def event_echo(ping, pong, stop):
+    while True:
+        ping.wait()
+        ping.clear()
+        if stop.is_set():
+            return
+        pong.set()
+
+
+def sync_event_pingpong():
+    ctx = mp.get_context("fork")
+    ping, pong, stop = ctx.Event(), ctx.Event(), ctx.Event()
+    p = ctx.Process(target=event_echo, args=(ping, pong, stop))
+    p.start()
+    # Fewer round trips than the pipe rows: a cross-process Event round
+    # trip costs hundreds of microseconds here.
+    warm, reps, n = 1, pick(3, 9), pick(50, 300)
+
+    def batch():
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ping.set()
+            pong.wait()
+            pong.clear()
+        return (time.perf_counter() - t0) * 1e6 / n
+
+    v = batches(warm, reps, batch)
+    stop.set()
+    ping.set()
+    p.join()
+    return v, "us"
+
+
+def sync_array_sum_1m():
+    """Sum of a 1M-element shared Array of doubles under one lock. (Plain
+    `sum(arr)` takes the lock once per element, some 50x slower.)"""
+    n = 1_000_000
+    arr = mp.Array("d", n)
+    with arr.get_lock():
+        arr.get_obj()[:] = [float(i) for i in range(n)]
+    want = float(n * (n - 1) // 2)
+    warm, reps = pick(0, 1), pick(1, 5)
+
+    def batch():
+        t0 = time.perf_counter()
+        with arr.get_lock():
+            s = sum(arr.get_obj())
+        us = (time.perf_counter() - t0) * 1e6
+        if s != want:
+            raise RuntimeError(f"sum is {s}, wanted {want}")
+        return us
+
+    return batches(warm, reps, batch), "us"
+
+
 ROWS = {
     "process.spawn": process_spawn,
     "process.fork": process_fork,
@@ -265,6 +405,11 @@ ROWS = {
     "pipe.throughput.small_typed": pipe_throughput_small_typed,
     "pipe.throughput.1mib": pipe_throughput_1mib,
     "pipe.throughput.1mib_into": pipe_throughput_1mib_into,
+    "sync.value.locked_inc_2proc": sync_value_locked_inc_2proc,
+    "sync.value.locked_inc_uncontended": sync_value_locked_inc_uncontended,
+    "sync.lock.uncontended": sync_lock_uncontended,
+    "sync.event.pingpong": sync_event_pingpong,
+    "sync.array.sum_1m": sync_array_sum_1m,
 }
 
 

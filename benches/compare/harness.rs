@@ -16,6 +16,8 @@ pub type BenchResult<T> = Result<T, Box<dyn Error>>;
 /// The unit of a row's figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
+    /// Nanoseconds per operation (lower is better).
+    Nanos,
     /// Microseconds per operation (lower is better).
     Micros,
     /// Messages per second (higher is better).
@@ -27,6 +29,7 @@ pub enum Unit {
 impl Unit {
     pub fn label(self) -> &'static str {
         match self {
+            Unit::Nanos => "ns",
             Unit::Micros => "us",
             Unit::MsgsPerSec => "msgs/s",
             Unit::GBPerSec => "GB/s",
@@ -34,7 +37,7 @@ impl Unit {
     }
 
     fn parse(s: &str) -> Option<Unit> {
-        [Unit::Micros, Unit::MsgsPerSec, Unit::GBPerSec]
+        [Unit::Nanos, Unit::Micros, Unit::MsgsPerSec, Unit::GBPerSec]
             .into_iter()
             .find(|u| u.label() == s)
     }
@@ -74,6 +77,11 @@ impl Ctx {
 pub struct Figures {
     pub krate: f64,
     pub raw: f64,
+    /// Further floors measured in the same interleaving, reported as
+    /// `<row>.<mode>.raw_<label>` with a `vs_raw_<label>` ratio (e.g. the
+    /// robust pthread mutex beside the minimal futex mutex). Summary
+    /// targets compare against `raw` only.
+    pub extra: Vec<(&'static str, f64)>,
 }
 
 /// One line of the comparison. Its name is shared by the Rust and the
@@ -84,6 +92,9 @@ pub struct Row {
     pub unit: Unit,
     /// Measures the crate and the raw floor, interleaved.
     pub run: fn(&Ctx) -> BenchResult<Figures>,
+    /// Whether `compare.py` has this row; `false` where Python has no
+    /// counterpart (the row then has no Python figure).
+    pub python: bool,
 }
 
 /// What a summary target compares.
@@ -132,30 +143,60 @@ pub fn alternate(
     mut a: impl FnMut() -> BenchResult<f64>,
     mut b: impl FnMut() -> BenchResult<f64>,
 ) -> BenchResult<Figures> {
+    let m = alternate_all(warmup, reps, &mut [&mut a, &mut b])?;
+    Ok(Figures {
+        krate: m[0],
+        raw: m[1],
+        extra: Vec::new(),
+    })
+}
+
+/// [`alternate`] for any number of measurements: every rep runs each of
+/// `runs` once, starting with a different one each time (rep `i` starts
+/// with `runs[i % len]`); returns their medians, in order.
+pub fn alternate_all(
+    warmup: usize,
+    reps: usize,
+    runs: &mut [&mut dyn FnMut() -> BenchResult<f64>],
+) -> BenchResult<Vec<f64>> {
+    let len = runs.len();
     for _ in 0..warmup {
-        a()?;
-        b()?;
-    }
-    let (mut va, mut vb) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
-    for i in 0..reps {
-        // Alternate which goes first too.
-        if i % 2 == 0 {
-            va.push(a()?);
-            vb.push(b()?);
-        } else {
-            vb.push(b()?);
-            va.push(a()?);
+        for run in runs.iter_mut() {
+            run()?;
         }
     }
-    Ok(Figures {
-        krate: median(va),
-        raw: median(vb),
-    })
+    let mut samples = vec![Vec::with_capacity(reps); len];
+    for i in 0..reps {
+        for k in 0..len {
+            let j = (i + k) % len;
+            samples[j].push(runs[j]()?);
+        }
+    }
+    Ok(samples.into_iter().map(median).collect())
 }
 
 /// Microseconds per operation for `ops` operations that started at `t0`.
 pub fn micros_per_op(t0: Instant, ops: u64) -> f64 {
     t0.elapsed().as_secs_f64() * 1e6 / ops as f64
+}
+
+/// Nanoseconds per operation for `ops` operations that started at `t0`.
+pub fn nanos_per_op(t0: Instant, ops: u64) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e9 / ops as f64
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the
+/// machine, so that a child can stamp when it finished and the parent
+/// compare that with when it started the child off.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid place for the result; CLOCK_MONOTONIC is
+    // always available on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Restricts this process (and every child it starts from now on) to CPU 0.
@@ -205,18 +246,27 @@ impl Report {
         let started = Instant::now();
         let base = format!("{}.{}", row.name, ctx.mode.label());
         let unit = row.unit.label();
+        let mut others = vec!["raw".to_string()];
         match (row.run)(ctx) {
             Ok(f) => {
                 self.emit(&format!("{base}.crate"), f.krate, unit);
                 self.emit(&format!("{base}.raw"), f.raw, unit);
+                for &(label, v) in &f.extra {
+                    let other = format!("raw_{label}");
+                    self.emit(&format!("{base}.{other}"), v, unit);
+                    others.push(other);
+                }
             }
             Err(e) => self.note(&format!("error: {base}: {e}")),
         }
-        if let Some(v) = self.python_figure(ctx, row) {
+        if row.python
+            && let Some(v) = self.python_figure(ctx, row)
+        {
             self.emit(&format!("{base}.python"), v, unit);
         }
+        others.push("python".to_string());
         let krate = self.figures.get(&format!("{base}.crate")).copied();
-        for other in ["raw", "python"] {
+        for other in &others {
             if let (Some(k), Some(&o)) = (krate, self.figures.get(&format!("{base}.{other}")))
                 && o > 0.0
             {

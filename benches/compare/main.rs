@@ -14,6 +14,7 @@ mod harness;
 mod pipe;
 mod process;
 mod raw;
+mod sync;
 
 use harness::{Against, Ctx, Goal, Mode, Report, Row, Target};
 
@@ -59,14 +60,43 @@ const TARGETS: &[Target] = &[
         against: Against::Absolute,
         goal: Goal::AtLeast(3.0),
     },
+    // Ratios are crate / other in the row's unit; these rows are times
+    // (lower is better), so "10x faster than Python" is at most 0.1.
+    Target {
+        row: "sync.value.locked_inc_2proc",
+        against: Against::Python,
+        goal: Goal::AtMost(0.1),
+    },
+    Target {
+        row: "sync.value.locked_inc_2proc",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.5),
+    },
+    Target {
+        row: "sync.lock.uncontended",
+        against: Against::Python,
+        goal: Goal::AtMost(0.4),
+    },
+    Target {
+        row: "sync.event.pingpong",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.5),
+    },
+    Target {
+        row: "sync.array.sum_1m",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.5),
+    },
 ];
 
 /// Every row, in the order they run. Process rows come first: the fork
 /// rows need a single-threaded process (the harness never starts a
-/// thread, but keep it that way if you add rows that do, after them).
+/// thread, and neither do the pipe and sync rows, whose raw floors fork
+/// too; a row that starts threads must come after all of them).
 fn rows() -> Vec<Row> {
     let mut rows = process::rows();
     rows.extend(pipe::rows());
+    rows.extend(sync::rows());
     rows
 }
 

@@ -37,31 +37,37 @@ pub fn rows() -> Vec<Row> {
             name: "pipe.pingpong.small",
             unit: Unit::Micros,
             run: pingpong_small,
+            python: true,
         },
         Row {
             name: "pipe.pingpong.small_typed",
             unit: Unit::Micros,
             run: pingpong_small_typed,
+            python: true,
         },
         Row {
             name: "pipe.throughput.small",
             unit: Unit::MsgsPerSec,
             run: throughput_small,
+            python: true,
         },
         Row {
             name: "pipe.throughput.small_typed",
             unit: Unit::MsgsPerSec,
             run: throughput_small_typed,
+            python: true,
         },
         Row {
             name: "pipe.throughput.1mib",
             unit: Unit::GBPerSec,
             run: throughput_1mib,
+            python: true,
         },
         Row {
             name: "pipe.throughput.1mib_into",
             unit: Unit::GBPerSec,
             run: throughput_1mib_into,
+            python: true,
         },
     ]
 }

@@ -26,11 +26,13 @@ pub fn rows() -> Vec<Row> {
             name: "process.fork",
             unit: Unit::Micros,
             run: fork,
+            python: true,
         },
         Row {
             name: "process.spawn",
             unit: Unit::Micros,
             run: spawn,
+            python: true,
         },
     ]
 }

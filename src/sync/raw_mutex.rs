@@ -28,7 +28,7 @@
 //! either: the kernel keeps one list per thread, and glibc owns it. The
 //! price of the robust pthread mutex is speed: glibc's robust lock and
 //! unlock cost two to four times a minimal futex mutex (tens of
-//! nanoseconds; see `benches/sync.rs`).
+//! nanoseconds; see the `sync.*` rows of `benches/compare`).
 //!
 //! # The futex word
 //!
