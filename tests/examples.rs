@@ -59,6 +59,16 @@ fn value_array_prints_the_shared_values() {
 }
 
 #[test]
+fn pool_prints_squares() {
+    let squares: Vec<u64> = (0..10).map(|x| x * x).collect();
+    let slow: Vec<u64> = (0..20).map(|x| x * x).collect();
+    assert_eq!(
+        run("pool"),
+        format!("squares: {squares:?}\nslow squares (sorted): {slow:?}\n")
+    );
+}
+
+#[test]
 fn tour_runs_every_program_in_order() {
     let out = run("tour");
     let sections = [
@@ -68,6 +78,7 @@ fn tour_runs_every_program_in_order() {
         "4. Manager Namespace",
         "5. Value and Array",
         "6. CSP",
+        "7. Pool",
     ];
     let mut at = 0;
     for s in sections {
