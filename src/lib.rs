@@ -47,6 +47,7 @@
 
 pub mod codec;
 mod connection;
+pub mod csp;
 pub mod error;
 mod process;
 // Some of the OS layer serves mechanisms still being built.

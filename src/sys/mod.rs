@@ -14,11 +14,15 @@
 //! | [`futex`] | wait/wake on a 32-bit word in (possibly shared) memory |
 //! | [`shm`] | memfd segments sealed against resizing, named `/dev/shm` segments, shared mappings |
 //! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts |
+//! | [`waitv`] | sleeping on several futex words at once |
+//! | [`affinity`] | how many CPUs the calling thread may run on |
 //!
 //! Code outside `sys` never calls `libc` or `rustix` directly.
 
+pub mod affinity;
 pub mod futex;
 pub mod poll;
 pub mod process;
 pub mod shm;
 pub mod socket;
+pub mod waitv;
