@@ -138,22 +138,12 @@ pub struct Channel<T> {
 impl<T> Channel<T> {
     /// A rendezvous channel that OS processes can share.
     pub fn new() -> io::Result<Self> {
-        Self::builder().build()
+        Channel::builder().build()
     }
 
     /// A channel buffering up to `n` values.
     pub fn buffered(n: usize) -> io::Result<Self> {
-        Self::builder().buffer(n).build()
-    }
-
-    /// Settings beyond the defaults.
-    pub fn builder() -> ChannelBuilder {
-        ChannelBuilder {
-            capacity: 0,
-            max_message: DEFAULT_MAX_MESSAGE,
-            waiters: DEFAULT_WAITERS,
-            threads_only: false,
-        }
+        Channel::builder().buffer(n).build()
     }
 
     /// A new reader end (PyCSP's `+channel` / `channel.reader()`).
@@ -186,6 +176,19 @@ impl<T> Channel<T> {
     /// Whether it is retired.
     pub fn is_retired(&self) -> bool {
         self.flavor.chan().is_retired()
+    }
+}
+
+impl Channel<()> {
+    /// Settings beyond the defaults; the message type is chosen by
+    /// [`ChannelBuilder::build`].
+    pub fn builder() -> ChannelBuilder {
+        ChannelBuilder {
+            capacity: 0,
+            max_message: DEFAULT_MAX_MESSAGE,
+            waiters: DEFAULT_WAITERS,
+            threads_only: false,
+        }
     }
 }
 
