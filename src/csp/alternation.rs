@@ -220,10 +220,11 @@ impl<'a, R> Alternation<'a, R> {
     /// Chooses the first ready guard in the order they were added, waiting
     /// if none is ready, and runs its action.
     ///
-    /// Fails with [`ChannelError::Poisoned`] / [`ChannelError::Retired`]
-    /// when the channel of an enabled guard is poisoned / retired (and
-    /// nothing else was chosen first), and [`ChannelError::NoGuard`] when no
-    /// guard is enabled.
+    /// Fails with [`ChannelError::Poisoned`] as soon as the channel of an
+    /// enabled guard is poisoned (and nothing was chosen first); a guard
+    /// whose channel is retired (and drained) drops out, and the selection
+    /// fails with [`ChannelError::Retired`] once every enabled channel guard
+    /// has; [`ChannelError::NoGuard`] when no guard is enabled.
     pub fn pri_select(self) -> Result<R, ChannelError> {
         let order: Vec<usize> = (0..self.guards.len()).collect();
         self.run(order).map(|(_, r)| r)
@@ -303,6 +304,13 @@ impl<'a, R> Alternation<'a, R> {
         'a: 'r,
     {
         let owner = alt.owner;
+        // Guards whose channel is retired (and drained): they can never
+        // complete and drop out of the selection.
+        let mut retired: Vec<usize> = Vec::new();
+        let channel_guards = order
+            .iter()
+            .filter(|&&i| matches!(self.guards[i].kind, Kind::Input(_) | Kind::Output(..)))
+            .count();
         loop {
             // 1. Watch.
             let mut polling = false;
@@ -314,18 +322,21 @@ impl<'a, R> Alternation<'a, R> {
                         _ => continue,
                     };
                     match chan.post_watch(dir, owner).map_err(channel::op_error)? {
-                        Posted::Record(idx) => alt.watches.push((chan, idx)),
+                        Posted::Record(idx) => alt.watches.push((i, chan, idx)),
                         _ => polling = true,
                     }
                 }
             } else {
-                for (chan, idx) in &alt.watches {
+                for (_, chan, idx) in &alt.watches {
                     chan.rearm(*idx);
                 }
             }
             // 2. Scan.
             let now = Instant::now();
             for &i in order {
+                if retired.contains(&i) {
+                    continue;
+                }
                 let attempt = match &self.guards[i].kind {
                     Kind::Skip => return Ok((i, None)),
                     Kind::Timeout(_) => {
@@ -338,15 +349,24 @@ impl<'a, R> Alternation<'a, R> {
                     Kind::Output(c, Ok(bytes)) => c.try_op(chan::WRITE, Some(bytes), owner),
                     Kind::Output(_, Err(_)) => continue,
                 };
-                match attempt.map_err(channel::op_error)? {
-                    Attempt::Done(v) => return Ok((i, v)),
-                    Attempt::NotReady => {}
+                match attempt {
+                    Ok(Attempt::Done(v)) => return Ok((i, v)),
+                    Ok(Attempt::NotReady) => {}
+                    Err(chan::OpError::Retired) => {
+                        retired.push(i);
+                        alt.drop_watch(i);
+                    }
+                    Err(e) => return Err(channel::op_error(e)),
                 }
+            }
+            if channel_guards > 0 && retired.len() == channel_guards {
+                return Err(ChannelError::Retired);
             }
             // 3. Offer.
             let candidate = |want_watch: bool| {
                 order
                     .iter()
+                    .filter(|i| !retired.contains(i))
                     .filter_map(|&i| match &self.guards[i].kind {
                         Kind::Input(c) => Some((i, *c, chan::READ, None)),
                         Kind::Output(c, Ok(b)) => Some((i, *c, chan::WRITE, Some(b.as_slice()))),
@@ -356,10 +376,13 @@ impl<'a, R> Alternation<'a, R> {
                     .min_by_key(|(_, c, _, _)| c.id())
             };
             if let Some((i, chan, dir, data)) = candidate(true).or_else(|| candidate(false)) {
-                match chan.post_offer(dir, data, owner).map_err(channel::op_error)? {
-                    Posted::Completed(v) => return Ok((i, v)),
-                    Posted::Record(idx) => alt.offer = Some((i, chan, idx)),
-                    Posted::NoRoom => polling = true,
+                match chan.post_offer(dir, data, owner) {
+                    Ok(Posted::Completed(v)) => return Ok((i, v)),
+                    Ok(Posted::Record(idx)) => alt.offer = Some((i, chan, idx)),
+                    Ok(Posted::NoRoom) => polling = true,
+                    // Found at the next scan.
+                    Err(chan::OpError::Retired) => continue,
+                    Err(e) => return Err(channel::op_error(e)),
                 }
             }
             // 4. Sleep.
@@ -383,7 +406,8 @@ impl<'a, R> Alternation<'a, R> {
 /// The records one selection holds.
 struct Round<'r> {
     owner: u64,
-    watches: Vec<(&'r Chan, u32)>,
+    /// (guard, channel, record) of every posted watch.
+    watches: Vec<(usize, &'r Chan, u32)>,
     offer: Option<(usize, &'r Chan, u32)>,
 }
 
@@ -395,12 +419,12 @@ impl Round<'_> {
         let all = self
             .watches
             .iter()
-            .map(|(c, idx)| (*c, *idx, chan::WATCHING))
+            .map(|(_, c, idx)| (*c, *idx, chan::WATCHING))
             .chain(offer);
         let spin = self
             .watches
             .first()
-            .map(|(c, _)| c.wait_spin())
+            .map(|(_, c, _)| c.wait_spin())
             .unwrap_or(0);
         let records: Vec<_> = all.collect();
         // Spin a little first: a counterpart on another CPU is often close.
@@ -450,9 +474,19 @@ impl Round<'_> {
             // matters (its channel is poisoned or retired).
             let _ = chan.withdraw(idx);
         }
-        for (chan, idx) in self.watches.drain(..) {
+        for (_, chan, idx) in self.watches.drain(..) {
             chan.release(idx);
         }
+    }
+
+    /// Releases the watch of guard `guard` (its channel retired).
+    fn drop_watch(&mut self, guard: usize) {
+        self.watches.retain(|(g, chan, idx)| {
+            if *g == guard {
+                chan.release(*idx);
+            }
+            *g != guard
+        });
     }
 }
 

@@ -71,6 +71,11 @@
 //!   time (default 64); more wait for a place. An alternation sleeps on
 //!   all its channels with one `futex_waitv` (Linux 5.16+), up to 127
 //!   channel guards (more are polled every millisecond).
+//! * In an alternation a guard whose channel is retired (and drained)
+//!   drops out; the selection fails with [`ChannelError::Retired`] only
+//!   when every enabled channel guard has (PyCSP raises at the first
+//!   retired guard, which can strand values buffered on the others).
+//!   Poison still fails the selection at once.
 //! * An end passed to another process counts as an end from the moment it
 //!   is encoded; if the message is never decoded, that side never retires
 //!   (poison still works).
