@@ -46,7 +46,16 @@ impl<R> Outcome<R> {
 
 type Ending<R> = Result<Outcome<R>, ProcessError>;
 type Launch<R> =
-    Box<dyn FnOnce(&str, Option<StartMethod>) -> Result<JoinHandle<Ending<R>>, ProcessError> + Send>;
+    Box<dyn FnOnce(&str, Option<StartMethod>) -> Result<Launched<R>, ProcessError> + Send>;
+
+/// A process just launched: a thread, or an OS process not yet watched.
+enum Launched<R> {
+    Thread(JoinHandle<Ending<R>>),
+    /// A started OS process; the closure starts the thread that waits for it.
+    Os(Watch<R>),
+}
+
+type Watch<R> = Box<dyn FnOnce(&str) -> Result<JoinHandle<Ending<R>>, ProcessError> + Send>;
 
 /// A process of a CSP network, not yet started.
 ///
@@ -108,7 +117,7 @@ impl<R: Send + 'static> CspProcess<R> {
             if method.is_some() {
                 return Err(ProcessError::NotAFunction { name: name.into() });
             }
-            thread(name, held, move || body(args))
+            thread(name, held, move || body(args)).map(Launched::Thread)
         });
         CspProcess {
             name: default_name(),
@@ -130,7 +139,7 @@ impl<R: Send + 'static> CspProcess<R> {
         let channels = channels_in(&args);
         let held = channels.clone();
         let launch: Launch<R> = Box::new(move |name, method| match method {
-            None => thread(name, held, move || target(args)),
+            None => thread(name, held, move || target(args)).map(Launched::Thread),
             Some(method) => {
                 let call = OsCall {
                     target: offset_of(target as usize),
@@ -143,7 +152,8 @@ impl<R: Send + 'static> CspProcess<R> {
                     name: name.into(),
                     error,
                 })?;
-                watch_os(name, held, p)
+                let p = Box::new(p);
+                Ok(Launched::Os(Box::new(move |name: &str| watch_os(name, held, p))))
             }
         });
         CspProcess {
@@ -173,18 +183,23 @@ impl<R: Send + 'static> CspProcess<R> {
         self
     }
 
-    fn start(self) -> Started<R> {
+    fn launch(self) -> (String, Result<Launched<R>, ProcessError>) {
         let CspProcess {
             name,
             channels,
             method,
             launch,
         } = self;
-        let running = launch(&name, method);
-        if running.is_err() {
+        let launched = launch(&name, method);
+        if launched.is_err() {
             poison_all(&channels);
         }
-        Started { name, running }
+        (name, launched)
+    }
+
+    fn start(self) -> Started<R> {
+        let (name, launched) = self.launch();
+        Started::from(name, launched)
     }
 }
 
@@ -223,7 +238,7 @@ fn thread<R: Send + 'static>(
 fn watch_os<R>(
     name: &str,
     held: Vec<Arc<Chan>>,
-    mut p: Process<OsResult<R>>,
+    mut p: Box<Process<OsResult<R>>>,
 ) -> Result<JoinHandle<Ending<R>>, ProcessError>
 where
     R: Send + DeserializeOwned + 'static,
@@ -281,6 +296,14 @@ struct Started<R> {
 }
 
 impl<R: Send + 'static> Started<R> {
+    fn from(name: String, launched: Result<Launched<R>, ProcessError>) -> Started<R> {
+        let running = launched.and_then(|l| match l {
+            Launched::Thread(h) => Ok(h),
+            Launched::Os(watch) => watch(&name),
+        });
+        Started { name, running }
+    }
+
     /// Waits for it.
     fn wait(self) -> Ending<R> {
         match self.running {
@@ -325,9 +348,31 @@ pub fn sequence<R: Send + 'static>(
 
 /// Starts the processes and returns at once (PyCSP's `Spawn`); wait for
 /// them with [`Spawned::join`].
-pub fn spawn<R: Send + 'static>(processes: impl IntoIterator<Item = CspProcess<R>>) -> Spawned<R> {
+pub fn spawn<R: Send + 'static>(
+    processes: impl IntoIterator<Item = CspProcess<R>>,
+) -> Spawned<R> {
+    // Every OS process starts before any thread does, so that the fork
+    // start method (refused once the parent has threads) works from a
+    // single-threaded parent.
+    let processes: Vec<CspProcess<R>> = processes.into_iter().collect();
+    let (os, threads): (Vec<_>, Vec<_>) = processes
+        .into_iter()
+        .enumerate()
+        .partition(|(_, p)| p.method.is_some());
+    let mut launched: Vec<(usize, String, Result<Launched<R>, ProcessError>)> = os
+        .into_iter()
+        .chain(threads)
+        .map(|(i, p)| {
+            let (name, l) = p.launch();
+            (i, name, l)
+        })
+        .collect();
+    launched.sort_by_key(|(i, _, _)| *i);
     Spawned {
-        started: processes.into_iter().map(CspProcess::start).collect(),
+        started: launched
+            .into_iter()
+            .map(|(_, name, l)| Started::from(name, l))
+            .collect(),
     }
 }
 
