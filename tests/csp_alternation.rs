@@ -24,7 +24,9 @@ fn any_to_one_alting_reader_gets_every_message_once() {
     for flavor in FLAVORS {
         for buffer in [0, 3] {
             watchdog(60, move || {
-                let chans: Vec<_> = (0..4).map(|_| channel::<(u32, u32)>(flavor, buffer)).collect();
+                let chans: Vec<_> = (0..4)
+                    .map(|_| channel::<(u32, u32)>(flavor, buffer))
+                    .collect();
                 let ts: Vec<_> = chans
                     .iter()
                     .enumerate()
@@ -178,7 +180,7 @@ fn timeout_guard_loses_to_a_writer_that_comes_in_time() {
                 w.write(&9)
             });
             let got = Alternation::new()
-                .input(&r, |x| Some(x))
+                .input(&r, Some)
                 .timeout(Duration::from_secs(20), || None)
                 .pri_select()
                 .unwrap();
@@ -246,7 +248,10 @@ fn output_guards_write_exactly_the_chosen_value() {
                         .unwrap();
                 }
                 drop(ws);
-                let mut all: Vec<u32> = readers.into_iter().flat_map(|r| r.join().unwrap()).collect();
+                let mut all: Vec<u32> = readers
+                    .into_iter()
+                    .flat_map(|r| r.join().unwrap())
+                    .collect();
                 all.sort();
                 assert_eq!(all, (0..100).collect::<Vec<_>>(), "{flavor:?}/{buffer}");
             });
@@ -309,9 +314,14 @@ fn alting_writers_meet_alting_readers_exactly_once() {
                 for w in writers {
                     w.join().unwrap();
                 }
-                let mut all: Vec<u32> = readers.into_iter().flat_map(|r| r.join().unwrap()).collect();
+                let mut all: Vec<u32> = readers
+                    .into_iter()
+                    .flat_map(|r| r.join().unwrap())
+                    .collect();
                 all.sort();
-                let expect: Vec<u32> = (0..4).flat_map(|id| (0..100).map(move |i| id * 1000 + i)).collect();
+                let expect: Vec<u32> = (0..4)
+                    .flat_map(|id| (0..100).map(move |i| id * 1000 + i))
+                    .collect();
                 assert_eq!(all, expect, "{flavor:?}/{buffer}");
             });
         }

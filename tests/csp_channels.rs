@@ -39,7 +39,11 @@ fn one_to_one_in_order() {
                 let t = std::thread::spawn(move || writer(w, 1, 100));
                 let got = reader_until_retired(r);
                 t.join().unwrap().unwrap();
-                assert_eq!(got, (0..100).map(|i| (1, i)).collect::<Vec<_>>(), "{flavor:?}/{buffer}");
+                assert_eq!(
+                    got,
+                    (0..100).map(|i| (1, i)).collect::<Vec<_>>(),
+                    "{flavor:?}/{buffer}"
+                );
             });
         }
     }
@@ -112,7 +116,10 @@ fn buffered_write_completes_until_full() {
             ));
             assert_eq!(r.read().unwrap(), 0);
             w.write(&3).unwrap();
-            assert_eq!((r.read().unwrap(), r.read().unwrap(), r.read().unwrap()), (1, 2, 3));
+            assert_eq!(
+                (r.read().unwrap(), r.read().unwrap(), r.read().unwrap()),
+                (1, 2, 3)
+            );
             assert!(matches!(
                 r.read_timeout(Duration::from_millis(20)),
                 Err(ChannelError::Timeout)
@@ -233,7 +240,10 @@ fn large_messages_within_the_limit_travel_whole() {
     for flavor in FLAVORS {
         watchdog(30, move || {
             let ch: Channel<Vec<u8>> = match flavor {
-                common::Flavor::Threads => Channel::builder().max_message(4 << 20).threads_only().build(),
+                common::Flavor::Threads => Channel::builder()
+                    .max_message(4 << 20)
+                    .threads_only()
+                    .build(),
                 common::Flavor::Shared => Channel::builder().max_message(4 << 20).buffer(2).build(),
             }
             .unwrap();

@@ -31,7 +31,7 @@ fn place<R: serde::Serialize + serde::de::DeserializeOwned + Send + 'static>(
     match mode {
         Mode::Threads => p,
         Mode::Spawn => p.start_method(StartMethod::Spawn),
-        Mode::Mixed if k % 2 == 0 => p.start_method(StartMethod::Spawn),
+        Mode::Mixed if k.is_multiple_of(2) => p.start_method(StartMethod::Spawn),
         Mode::Mixed => p,
     }
 }
@@ -80,11 +80,10 @@ fn sink(inp: Reader<u32>) -> Result<u32, ChannelError> {
     }
 }
 
+/// Reads until the channel is poisoned (ending the process by poison).
 fn counting_sink(inp: Reader<u32>) -> Result<u32, ChannelError> {
-    let mut n = 0;
     loop {
         inp.read()?;
-        n += 1;
     }
 }
 
@@ -122,7 +121,9 @@ fn alting_reader(ins: Vec<Reader<(u32, u32)>>) -> Result<Vec<(u32, u32)>, Channe
     }
 }
 
-fn alting_writer(args: (Vec<Writer<(u32, u32)>>, u32, u32)) -> Result<Vec<(u32, u32)>, ChannelError> {
+fn alting_writer(
+    args: (Vec<Writer<(u32, u32)>>, u32, u32),
+) -> Result<Vec<(u32, u32)>, ChannelError> {
     let (outs, id, n) = args;
     for i in 0..n {
         let mut alt = Alternation::new();
@@ -152,8 +153,16 @@ fn parallel_runs_processes_concurrently() {
             let a = Channel::new().unwrap();
             let b = Channel::new().unwrap();
             let out = parallel([
-                place(CspProcess::function(ping, (a.writer(), b.reader())), mode, 0),
-                place(CspProcess::function(pong, (a.reader(), b.writer())), mode, 1),
+                place(
+                    CspProcess::function(ping, (a.writer(), b.reader())),
+                    mode,
+                    0,
+                ),
+                place(
+                    CspProcess::function(pong, (a.reader(), b.writer())),
+                    mode,
+                    1,
+                ),
             ])
             .unwrap();
             assert_eq!(out, vec![Outcome::Done(2), Outcome::Done(1)], "{mode:?}");
@@ -170,19 +179,33 @@ fn sequence_runs_processes_one_after_another() {
             let c = Channel::<u32>::buffered(10).unwrap();
             let keep_reader = c.reader();
             let out = sequence([
-                place(CspProcess::function(|w: Writer<u32>| {
-                    for i in 0..5 {
-                        w.write(&i)?;
-                    }
-                    Ok(5)
-                }, c.writer()), mode, 0),
-                place(CspProcess::function(|r: Reader<u32>| {
-                    let mut s = 0;
-                    for _ in 0..5 {
-                        s += r.read()?;
-                    }
-                    Ok(s)
-                }, c.reader()), mode, 1),
+                place(
+                    CspProcess::function(
+                        |w: Writer<u32>| {
+                            for i in 0..5 {
+                                w.write(&i)?;
+                            }
+                            Ok(5)
+                        },
+                        c.writer(),
+                    ),
+                    mode,
+                    0,
+                ),
+                place(
+                    CspProcess::function(
+                        |r: Reader<u32>| {
+                            let mut s = 0;
+                            for _ in 0..5 {
+                                s += r.read()?;
+                            }
+                            Ok(s)
+                        },
+                        c.reader(),
+                    ),
+                    mode,
+                    1,
+                ),
             ])
             .unwrap();
             assert_eq!(out, vec![Outcome::Done(5), Outcome::Done(10)], "{mode:?}");
@@ -196,7 +219,11 @@ fn spawn_returns_at_once_and_join_waits() {
     for mode in MODES {
         watchdog(60, move || {
             let c = Channel::<u32>::new().unwrap();
-            let handle = spawn([place(CspProcess::function(counting_sink, c.reader()), mode, 0)]);
+            let handle = spawn([place(
+                CspProcess::function(counting_sink, c.reader()),
+                mode,
+                0,
+            )]);
             // The spawned process is running: it takes our writes.
             let w = c.writer();
             for i in 0..10 {
@@ -216,9 +243,27 @@ fn poison_propagates_through_a_pipeline() {
         watchdog(60, move || {
             let chans: Vec<Channel<u32>> = (0..3).map(|_| Channel::new().unwrap()).collect();
             let out = parallel([
-                place(CspProcess::function(|a| source(a).map(|_| 0), (chans[0].writer(), 100)), mode, 0),
-                place(CspProcess::function(|e| identity(e).map(|_| 0), (chans[0].reader(), chans[1].writer())), mode, 1),
-                place(CspProcess::function(|e| identity(e).map(|_| 0), (chans[1].reader(), chans[2].writer())), mode, 2),
+                place(
+                    CspProcess::function(|a| source(a).map(|_| 0), (chans[0].writer(), 100)),
+                    mode,
+                    0,
+                ),
+                place(
+                    CspProcess::function(
+                        |e| identity(e).map(|_| 0),
+                        (chans[0].reader(), chans[1].writer()),
+                    ),
+                    mode,
+                    1,
+                ),
+                place(
+                    CspProcess::function(
+                        |e| identity(e).map(|_| 0),
+                        (chans[1].reader(), chans[2].writer()),
+                    ),
+                    mode,
+                    2,
+                ),
                 place(CspProcess::function(sink, chans[2].reader()), mode, 3),
             ])
             .unwrap();
@@ -226,7 +271,9 @@ fn poison_propagates_through_a_pipeline() {
             assert_eq!(out[1], Outcome::Poisoned);
             assert_eq!(out[2], Outcome::Poisoned);
             // The sink saw at most everything the source wrote, then poison.
-            let Outcome::Done(n) = out[3] else { panic!("{out:?}") };
+            let Outcome::Done(n) = out[3] else {
+                panic!("{out:?}")
+            };
             assert!(n <= 100);
             assert!(chans.iter().all(|c| c.is_poisoned()), "{mode:?}");
         });
@@ -244,15 +291,23 @@ fn retire_propagates_any_to_any() {
                 let mut procs = Vec::new();
                 for id in 0..4 {
                     procs.push(place(
-                        CspProcess::function(|a| retiring_writer(a).map(|_| Vec::new()), (c.writer(), id, 25)),
+                        CspProcess::function(
+                            |a| retiring_writer(a).map(|_| Vec::new()),
+                            (c.writer(), id, 25),
+                        ),
                         mode,
                         id as usize,
                     ));
-                    procs.push(place(CspProcess::function(collecting_reader, c.reader()), mode, id as usize + 1));
+                    procs.push(place(
+                        CspProcess::function(collecting_reader, c.reader()),
+                        mode,
+                        id as usize + 1,
+                    ));
                 }
                 drop(c);
                 let out = parallel(procs).unwrap();
-                let all: Vec<(u32, u32)> = out.into_iter().flat_map(|o| o.value().unwrap()).collect();
+                let all: Vec<(u32, u32)> =
+                    out.into_iter().flat_map(|o| o.value().unwrap()).collect();
                 let set: BTreeSet<_> = all.iter().copied().collect();
                 assert_eq!(all.len(), 100, "{mode:?}/{buffer}");
                 assert_eq!(set.len(), 100, "{mode:?}/{buffer}");
@@ -273,7 +328,11 @@ fn alternation_is_exactly_once_across_processes() {
                 let mut procs = Vec::new();
                 for id in 0..3u32 {
                     let outs: Vec<_> = chans.iter().map(|c| c.writer()).collect();
-                    procs.push(place(CspProcess::function(alting_writer, (outs, id, 60)), mode, id as usize));
+                    procs.push(place(
+                        CspProcess::function(alting_writer, (outs, id, 60)),
+                        mode,
+                        id as usize,
+                    ));
                 }
                 for k in 0..3 {
                     let ins: Vec<_> = chans.iter().map(|c| c.reader()).collect();
@@ -281,17 +340,33 @@ fn alternation_is_exactly_once_across_processes() {
                 }
                 // A plain writer and a plain reader compete as well.
                 procs.push(place(
-                    CspProcess::function(|a| retiring_writer(a).map(|_| Vec::new()), (chans[0].writer(), 9, 60)),
+                    CspProcess::function(
+                        |a| retiring_writer(a).map(|_| Vec::new()),
+                        (chans[0].writer(), 9, 60),
+                    ),
                     mode,
                     0,
                 ));
-                procs.push(place(CspProcess::function(collecting_reader, chans[3].reader()), mode, 1));
+                procs.push(place(
+                    CspProcess::function(collecting_reader, chans[3].reader()),
+                    mode,
+                    1,
+                ));
                 drop(chans);
                 let out = parallel(procs).unwrap();
-                let all: Vec<(u32, u32)> = out.into_iter().flat_map(|o| o.value().unwrap()).collect();
+                let all: Vec<(u32, u32)> =
+                    out.into_iter().flat_map(|o| o.value().unwrap()).collect();
                 let set: BTreeSet<_> = all.iter().copied().collect();
-                assert_eq!(all.len(), 4 * 60, "{mode:?}/{buffer}: a value was lost or duplicated");
-                assert_eq!(set.len(), 4 * 60, "{mode:?}/{buffer}: a value was duplicated");
+                assert_eq!(
+                    all.len(),
+                    4 * 60,
+                    "{mode:?}/{buffer}: a value was lost or duplicated"
+                );
+                assert_eq!(
+                    set.len(),
+                    4 * 60,
+                    "{mode:?}/{buffer}: a value was duplicated"
+                );
             });
         }
     }
@@ -304,9 +379,17 @@ fn a_panic_becomes_an_error_and_poisons_the_network() {
             let c = Channel::<u32>::new().unwrap();
             let d = Channel::<u32>::new().unwrap();
             let r = parallel([
-                place(CspProcess::function(panicker, (c.reader(), d.writer())), mode, 0),
+                place(
+                    CspProcess::function(panicker, (c.reader(), d.writer())),
+                    mode,
+                    0,
+                ),
                 // Blocks writing to c until the panic poisons it.
-                place(CspProcess::function(|w: Writer<u32>| w.write(&1).map(|_| 0), c.writer()), mode, 1),
+                place(
+                    CspProcess::function(|w: Writer<u32>| w.write(&1).map(|_| 0), c.writer()),
+                    mode,
+                    1,
+                ),
                 place(CspProcess::function(counting_sink, d.reader()), mode, 2),
             ]);
             match r {
@@ -361,8 +444,13 @@ fn closures_capture_and_receive_ends() {
 fn forked_network(_: ()) -> Vec<u32> {
     let chans: Vec<Channel<u32>> = (0..2).map(|_| Channel::new().unwrap()).collect();
     let out = parallel([
-        CspProcess::function(|a| source(a).map(|_| 0), (chans[0].writer(), 50)).start_method(StartMethod::Fork),
-        CspProcess::function(|e| identity(e).map(|_| 0), (chans[0].reader(), chans[1].writer())).start_method(StartMethod::Fork),
+        CspProcess::function(|a| source(a).map(|_| 0), (chans[0].writer(), 50))
+            .start_method(StartMethod::Fork),
+        CspProcess::function(
+            |e| identity(e).map(|_| 0),
+            (chans[0].reader(), chans[1].writer()),
+        )
+        .start_method(StartMethod::Fork),
         CspProcess::function(sink, chans[1].reader()).start_method(StartMethod::Fork),
     ])
     .expect("forked network");

@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::backoff::Backoff;
 use super::chan::{self, Attempt, Chan, Posted, Withdrawn};
 use super::channel::{self, Reader, Writer};
 use super::error::ChannelError;
@@ -415,7 +416,10 @@ impl Round<'_> {
     /// Sleeps until one of our records changes or `deadline`.
     fn sleep(&self, deadline: Option<Instant>) {
         let mut words: Vec<(&std::sync::atomic::AtomicU32, u32)> = Vec::new();
-        let offer = self.offer.as_ref().map(|(_, c, idx)| (*c, *idx, chan::WAITING));
+        let offer = self
+            .offer
+            .as_ref()
+            .map(|(_, c, idx)| (*c, *idx, chan::WAITING));
         let all = self
             .watches
             .iter()
@@ -427,15 +431,17 @@ impl Round<'_> {
             .map(|(_, c, _)| c.wait_spin())
             .unwrap_or(0);
         let records: Vec<_> = all.collect();
-        // Spin a little first: a counterpart on another CPU is often close.
-        for _ in 0..spin / 4 {
+        // Spin and yield a little first: a counterpart is often close.
+        let mut backoff = Backoff::new(spin > 0);
+        while backoff.snooze() {
             if records.iter().any(|(c, idx, expected)| {
-                c.state_word(*idx).load(std::sync::atomic::Ordering::Acquire) & !chan::SLEEPING
+                c.state_word(*idx)
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    & !chan::SLEEPING
                     != *expected
             }) {
                 return;
             }
-            std::hint::spin_loop();
         }
         for (c, idx, expected) in &records {
             let word = c.state_word(*idx);
@@ -512,7 +518,8 @@ fn clone_error(e: &ChannelError) -> ChannelError {
 fn owner_token() -> u64 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(1);
-    (u64::from(sys::process::getpid() as u32) << 32) | u64::from(NEXT.fetch_add(1, Ordering::Relaxed))
+    (u64::from(sys::process::getpid() as u32) << 32)
+        | u64::from(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A cheap pseudo-random number (xorshift, seeded per thread from the

@@ -60,6 +60,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
+use super::backoff::Backoff;
 use super::lock;
 use super::memory::Memory;
 use crate::sys;
@@ -232,7 +233,7 @@ impl Drop for Guard<'_> {
 
 fn spins() -> (u32, u32) {
     if sys::affinity::cpus_available() > 1 {
-        (100, 4000)
+        (100, 1)
     } else {
         (0, 0)
     }
@@ -334,12 +335,16 @@ impl Chan {
         // SAFETY: i < capacity, so the slot lies inside the memory; its
         // first 4 bytes are an aligned atomic length, then `slot` bytes.
         unsafe {
-            let p = self.mem.base().add(self.geo.buf_off() + i * self.geo.buf_stride());
+            let p = self
+                .mem
+                .base()
+                .add(self.geo.buf_off() + i * self.geo.buf_stride());
             (&*(p as *const AtomicU32), p.add(SLOT_HEADER))
         }
     }
 
-    /// Spin iterations before sleeping (0 on a single CPU).
+    /// Whether waiting parties spin and yield before sleeping (not on a
+    /// single CPU): 0 or 1.
     pub fn wait_spin(&self) -> u32 {
         self.wait_spin
     }
@@ -517,12 +522,10 @@ impl Chan {
             }
             let mut s = r.state.load(Ordering::Acquire);
             while s & !SLEEPING == WATCHING {
-                match r.state.compare_exchange(
-                    s,
-                    NOTIFIED,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
+                match r
+                    .state
+                    .compare_exchange(s, NOTIFIED, Ordering::AcqRel, Ordering::Acquire)
+                {
                     Ok(_) => {
                         if s & SLEEPING != 0 {
                             g.wakes.push(idx);
@@ -687,12 +690,15 @@ impl Chan {
     /// state (without `SLEEPING`), or `None` at the deadline.
     fn wait_rec(&self, idx: u32, expected: u32, deadline: Option<Instant>) -> Option<u32> {
         let st = &self.rec(idx).state;
-        for _ in 0..self.wait_spin {
+        let mut backoff = Backoff::new(self.wait_spin > 0);
+        loop {
             let s = st.load(Ordering::Acquire) & !SLEEPING;
             if s != expected {
                 return Some(s);
             }
-            std::hint::spin_loop();
+            if !backoff.snooze() {
+                break;
+            }
         }
         loop {
             let s = st.load(Ordering::Acquire);

@@ -97,8 +97,7 @@ impl ChannelBuilder {
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
         let geo = Geometry {
             capacity: u32::try_from(self.capacity).map_err(|_| bad("buffer too large"))?,
-            nrecords: u32::try_from(self.waiters.max(2))
-                .map_err(|_| bad("too many waiters"))?,
+            nrecords: u32::try_from(self.waiters.max(2)).map_err(|_| bad("too many waiters"))?,
             slot: u32::try_from(self.max_message.max(16))
                 .map_err(|_| bad("max_message too large"))?,
         };
@@ -243,7 +242,10 @@ pub(crate) fn op_error(e: OpError) -> ChannelError {
 
 /// Encodes a message for `chan`, checking its size and that it carries no
 /// descriptors.
-pub(crate) fn encode<T: Serialize + ?Sized>(chan: &Chan, value: &T) -> Result<Vec<u8>, ChannelError> {
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    chan: &Chan,
+    value: &T,
+) -> Result<Vec<u8>, ChannelError> {
     let enc = codec::encode(value, 0)?;
     if !enc.fds.is_empty() {
         return Err(ChannelError::HandlesNotSupported);
@@ -278,11 +280,7 @@ impl<T: DeserializeOwned> Reader<T> {
     /// Like [`read`](Self::read), giving up with
     /// [`ChannelError::Timeout`] after `timeout` (nothing is taken then).
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
-        let bytes = self
-            .end
-            .chan()
-            .read(deadline(timeout))
-            .map_err(op_error)?;
+        let bytes = self.end.chan().read(deadline(timeout)).map_err(op_error)?;
         decode(&bytes)
     }
 }

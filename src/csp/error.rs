@@ -68,7 +68,9 @@ pub enum ProcessError {
     },
     /// A process ran as a closure but was asked to run as an OS process;
     /// only `fn(A) -> …` targets can.
-    #[error("process {name} is a closure and cannot run as an OS process; build it with CspProcess::new")]
+    #[error(
+        "process {name} is a closure and cannot run as an OS process; build it with CspProcess::new"
+    )]
     NotAFunction {
         /// The process's name.
         name: String,

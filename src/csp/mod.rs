@@ -84,6 +84,7 @@
 //!   which frees everyone waiting.
 
 mod alternation;
+mod backoff;
 mod chan;
 mod channel;
 mod error;
@@ -92,8 +93,6 @@ mod memory;
 mod process;
 
 pub use alternation::{Alternation, Fair};
-pub use channel::{
-    Channel, ChannelBuilder, DEFAULT_MAX_MESSAGE, DEFAULT_WAITERS, Reader, Writer,
-};
+pub use channel::{Channel, ChannelBuilder, DEFAULT_MAX_MESSAGE, DEFAULT_WAITERS, Reader, Writer};
 pub use error::{ChannelError, ProcessError};
 pub use process::{CspProcess, Outcome, Spawned, parallel, sequence, spawn};

@@ -153,7 +153,9 @@ impl<R: Send + 'static> CspProcess<R> {
                     error,
                 })?;
                 let p = Box::new(p);
-                Ok(Launched::Os(Box::new(move |name: &str| watch_os(name, held, p))))
+                Ok(Launched::Os(Box::new(move |name: &str| {
+                    watch_os(name, held, p)
+                })))
             }
         });
         CspProcess {
@@ -348,9 +350,7 @@ pub fn sequence<R: Send + 'static>(
 
 /// Starts the processes and returns at once (PyCSP's `Spawn`); wait for
 /// them with [`Spawned::join`].
-pub fn spawn<R: Send + 'static>(
-    processes: impl IntoIterator<Item = CspProcess<R>>,
-) -> Spawned<R> {
+pub fn spawn<R: Send + 'static>(processes: impl IntoIterator<Item = CspProcess<R>>) -> Spawned<R> {
     // Every OS process starts before any thread does, so that the fork
     // start method (refused once the parent has threads) works from a
     // single-threaded parent.
