@@ -381,18 +381,53 @@ impl<T> fmt::Debug for Writer<T> {
 // ---- passing ends to other processes ---------------------------------------
 
 thread_local! {
-    /// While set, serialising an end records its channel here instead of
-    /// producing a wire form (used to find the ends a process holds).
-    static COLLECT: RefCell<Option<Vec<Arc<Chan>>>> = const { RefCell::new(None) };
+    /// While set, serialising an end records its channel and side here
+    /// instead of producing a wire form (used to find the ends a process
+    /// holds).
+    static COLLECT: RefCell<Option<Vec<(Arc<Chan>, u32)>>> = const { RefCell::new(None) };
 }
 
-/// The channels of every end inside `value` (any serde type).
-pub(crate) fn channels_in<A: Serialize + ?Sized>(value: &A) -> Vec<Arc<Chan>> {
+/// The channels (and sides) of every end inside `value` (any serde type).
+pub(crate) fn channels_in<A: Serialize + ?Sized>(value: &A) -> Vec<(Arc<Chan>, u32)> {
     let previous = COLLECT.with(|c| c.borrow_mut().replace(Vec::new()));
     let _ = codec::encode(value, 0);
     COLLECT
         .with(|c| std::mem::replace(&mut *c.borrow_mut(), previous))
         .unwrap_or_default()
+}
+
+/// Extra counted ends a running process holds beside its own, so that its
+/// ends, dropped when its body returns, cannot retire a channel before the
+/// process has propagated poison to it.
+pub(crate) struct Held {
+    ends: Vec<(Arc<Chan>, u32)>,
+}
+
+impl Held {
+    /// Counts one more end for each of `ends`.
+    pub fn new(ends: &[(Arc<Chan>, u32)]) -> Held {
+        for (c, dir) in ends {
+            c.add_end(*dir);
+        }
+        Held {
+            ends: ends.to_vec(),
+        }
+    }
+
+    /// Poisons every channel.
+    pub fn poison(&self) {
+        for (c, _) in &self.ends {
+            c.poison();
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for (c, dir) in &self.ends {
+            c.remove_end(*dir);
+        }
+    }
 }
 
 /// The wire form of an end: the segment travels out of band.
@@ -407,7 +442,7 @@ impl Serialize for End {
         let collected = COLLECT.with(|c| {
             c.borrow_mut()
                 .as_mut()
-                .map(|v| v.push(self.flavor.chan().clone()))
+                .map(|v| v.push((self.flavor.chan().clone(), self.dir)))
                 .is_some()
         });
         if collected {

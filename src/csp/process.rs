@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::chan::Chan;
-use super::channel::channels_in;
+use super::channel::{Held, channels_in};
 use super::error::{ChannelError, ProcessError};
 use crate::error::{CodecError, JoinError};
 use crate::process::{Process, StartMethod, get_start_method};
@@ -91,7 +91,7 @@ type Watch<R> = Box<dyn FnOnce(&str) -> Result<JoinHandle<Ending<R>>, ProcessErr
 /// ```
 pub struct CspProcess<R> {
     name: String,
-    channels: Vec<Arc<Chan>>,
+    channels: Vec<(Arc<Chan>, u32)>,
     method: Option<StartMethod>,
     launch: Launch<R>,
 }
@@ -206,16 +206,19 @@ impl<R: Send + 'static> CspProcess<R> {
 }
 
 /// Runs `body` in a thread, turning its ending into an [`Outcome`] and
-/// poisoning `held` at once when it ends by poison, an error or a panic.
+/// poisoning the channels of `ends` at once when it ends by poison, an
+/// error or a panic (before its ends, dropped on return, retire them).
 fn thread<R: Send + 'static>(
     name: &str,
-    held: Vec<Arc<Chan>>,
+    ends: Vec<(Arc<Chan>, u32)>,
     body: impl FnOnce() -> Result<R, ChannelError> + Send + 'static,
 ) -> Result<JoinHandle<Ending<R>>, ProcessError> {
     let owned = name.to_string();
     std::thread::Builder::new()
         .name(owned.clone())
         .spawn(move || {
+            let held = Held::new(&ends);
+            drop(ends);
             let ending = match catch_unwind(AssertUnwindSafe(body)) {
                 Ok(Ok(r)) => Ok(Outcome::Done(r)),
                 Ok(Err(ChannelError::Poisoned)) => Ok(Outcome::Poisoned),
@@ -226,7 +229,9 @@ fn thread<R: Send + 'static>(
                     message: panic_message(&*panic),
                 }),
             };
-            propagate(&ending, &held);
+            if !matches!(ending, Ok(Outcome::Done(_)) | Ok(Outcome::Retired)) {
+                held.poison();
+            }
             ending
         })
         .map_err(|error| ProcessError::Thread {
@@ -239,7 +244,7 @@ fn thread<R: Send + 'static>(
 /// noticed (and its channels poisoned) as soon as it happens.
 fn watch_os<R>(
     name: &str,
-    held: Vec<Arc<Chan>>,
+    held: Vec<(Arc<Chan>, u32)>,
     mut p: Box<Process<OsResult<R>>>,
 ) -> Result<JoinHandle<Ending<R>>, ProcessError>
 where
@@ -272,7 +277,7 @@ where
 
 /// Poison ends the network on poison, panic, failure or death (a killed
 /// OS process cannot do it itself).
-fn propagate<R>(ending: &Ending<R>, held: &[Arc<Chan>]) {
+fn propagate<R>(ending: &Ending<R>, held: &[(Arc<Chan>, u32)]) {
     if !matches!(ending, Ok(Outcome::Done(_)) | Ok(Outcome::Retired)) {
         poison_all(held);
     }
@@ -285,8 +290,8 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic payload".into())
 }
 
-fn poison_all(channels: &[Arc<Chan>]) {
-    for c in channels {
+fn poison_all(channels: &[(Arc<Chan>, u32)]) {
+    for (c, _) in channels {
         c.poison();
     }
 }
@@ -468,22 +473,18 @@ where
     let target = unsafe {
         std::mem::transmute::<usize, fn(A) -> Result<R, ChannelError>>(address_at(call.target))
     };
-    let channels = channels_in(&call.args);
+    let held = Held::new(&channels_in(&call.args));
     let args = call.args;
-    match catch_unwind(AssertUnwindSafe(move || target(args))) {
+    let result = catch_unwind(AssertUnwindSafe(move || target(args)));
+    if !matches!(result, Ok(Ok(_)) | Ok(Err(ChannelError::Retired))) {
+        held.poison();
+    }
+    drop(held);
+    match result {
         Ok(Ok(r)) => Ok(Outcome::Done(r)),
-        Ok(Err(ChannelError::Poisoned)) => {
-            poison_all(&channels);
-            Ok(Outcome::Poisoned)
-        }
+        Ok(Err(ChannelError::Poisoned)) => Ok(Outcome::Poisoned),
         Ok(Err(ChannelError::Retired)) => Ok(Outcome::Retired),
-        Ok(Err(e)) => {
-            poison_all(&channels);
-            Err(RemoteError::from_error(e))
-        }
-        Err(panic) => {
-            poison_all(&channels);
-            resume_unwind(panic)
-        }
+        Ok(Err(e)) => Err(RemoteError::from_error(e)),
+        Err(panic) => resume_unwind(panic),
     }
 }
