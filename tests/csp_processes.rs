@@ -135,6 +135,38 @@ fn alting_writer(
     Ok(Vec::new())
 }
 
+/// Runs an alternation with every kind of guard inside an OS process.
+fn guard_tour(ins: (Reader<u32>, Reader<u32>)) -> Result<Vec<String>, ChannelError> {
+    let (a, b) = ins;
+    let mut log = Vec::new();
+    // Nothing is ready: the skip guard is chosen.
+    log.push(
+        Alternation::new()
+            .input(&a, |x| format!("a {x}"))
+            .skip(|| "skip".to_string())
+            .pri_select()?,
+    );
+    // Nothing comes: the timeout guard is chosen.
+    log.push(
+        Alternation::new()
+            .input(&a, |x| format!("a {x}"))
+            .timeout(std::time::Duration::from_millis(20), || {
+                "timeout".to_string()
+            })
+            .pri_select()?,
+    );
+    // The parent writes to b: the input guard on b is chosen; a is
+    // disabled by its precondition.
+    log.push(
+        Alternation::new()
+            .input_if(false, &a, |x| format!("a {x}"))
+            .input(&b, |x| format!("b {x}"))
+            .timeout(std::time::Duration::from_secs(30), || "late".to_string())
+            .pri_select()?,
+    );
+    Ok(log)
+}
+
 fn panicker(_ends: (Reader<u32>, Writer<u32>)) -> Result<u32, ChannelError> {
     panic!("boom in a CSP process")
 }
@@ -370,6 +402,28 @@ fn alternation_is_exactly_once_across_processes() {
             });
         }
     }
+}
+
+#[test]
+fn guards_and_preconditions_in_an_os_process() {
+    watchdog(60, || {
+        let a = Channel::<u32>::new().unwrap();
+        let b = Channel::<u32>::new().unwrap();
+        let _keep = a.writer();
+        let h = spawn([CspProcess::function(guard_tour, (a.reader(), b.reader()))
+            .start_method(StartMethod::Spawn)]);
+        // Rendezvous: returns once the child's alternation took it.
+        b.writer().write(&7).unwrap();
+        let out = h.join().unwrap();
+        assert_eq!(
+            out,
+            vec![Outcome::Done(vec![
+                "skip".to_string(),
+                "timeout".to_string(),
+                "b 7".to_string()
+            ])]
+        );
+    });
 }
 
 #[test]
