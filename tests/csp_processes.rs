@@ -135,6 +135,28 @@ fn alting_writer(
     Ok(Vec::new())
 }
 
+fn retire_then_wait(args: (Writer<u32>, Reader<u32>)) -> Result<u32, ChannelError> {
+    let (w, ack) = args;
+    w.write(&1)?;
+    // Retires at once, although the process goes on.
+    w.retire();
+    ack.read()
+}
+
+fn ack_after_retired(args: (Reader<u32>, Writer<u32>)) -> Result<u32, ChannelError> {
+    let (r, ack) = args;
+    let mut n = 0;
+    loop {
+        match r.read() {
+            Ok(_) => n += 1,
+            Err(ChannelError::Retired) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    ack.write(&n)?;
+    Ok(n)
+}
+
 /// Runs an alternation with every kind of guard inside an OS process.
 fn guard_tour(ins: (Reader<u32>, Reader<u32>)) -> Result<Vec<String>, ChannelError> {
     let (a, b) = ins;
@@ -424,6 +446,30 @@ fn guards_and_preconditions_in_an_os_process() {
             ])]
         );
     });
+}
+
+#[test]
+fn explicit_retire_inside_a_process_is_immediate() {
+    for mode in MODES {
+        watchdog(60, move || {
+            let c = Channel::<u32>::new().unwrap();
+            let ack = Channel::<u32>::new().unwrap();
+            let out = parallel([
+                place(
+                    CspProcess::function(retire_then_wait, (c.writer(), ack.reader())),
+                    mode,
+                    0,
+                ),
+                place(
+                    CspProcess::function(ack_after_retired, (c.reader(), ack.writer())),
+                    mode,
+                    1,
+                ),
+            ])
+            .unwrap();
+            assert_eq!(out, vec![Outcome::Done(1), Outcome::Done(1)], "{mode:?}");
+        });
+    }
 }
 
 #[test]

@@ -291,10 +291,14 @@ impl<T> Reader<T> {
         self.end.chan().poison();
     }
 
-    /// Retires this end (the same as dropping it). When every reader has
-    /// retired the channel is retired and writers get
-    /// [`ChannelError::Retired`].
-    pub fn retire(self) {}
+    /// Retires this end at once. When every reader has retired the
+    /// channel is retired and writers get [`ChannelError::Retired`].
+    /// Dropping the end does the same, except inside a CSP process that
+    /// was given it as an argument, where a dropped end retires when the
+    /// process ends (after it propagated poison, if it ended by poison).
+    pub fn retire(self) {
+        Held::release_one(self.end.chan(), chan::READ);
+    }
 
     /// Whether the channel is poisoned.
     pub fn is_poisoned(&self) -> bool {
@@ -350,10 +354,14 @@ impl<T> Writer<T> {
         self.end.chan().poison();
     }
 
-    /// Retires this end (the same as dropping it). When every writer has
-    /// retired, the channel is retired: readers get what is buffered, then
-    /// [`ChannelError::Retired`].
-    pub fn retire(self) {}
+    /// Retires this end at once. When every writer has retired, the
+    /// channel is retired: readers get what is buffered, then
+    /// [`ChannelError::Retired`]. Dropping the end does the same, except
+    /// inside a CSP process that was given it as an argument, where a
+    /// dropped end retires when the process ends.
+    pub fn retire(self) {
+        Held::release_one(self.end.chan(), chan::WRITE);
+    }
 
     /// Whether the channel is poisoned.
     pub fn is_poisoned(&self) -> bool {
@@ -396,19 +404,31 @@ pub(crate) fn channels_in<A: Serialize + ?Sized>(value: &A) -> Vec<(Arc<Chan>, u
         .unwrap_or_default()
 }
 
+thread_local! {
+    /// The extra counts held for the CSP process running on this thread
+    /// (see [`Held`]): channel, side, and whether already released.
+    static HELD: RefCell<Vec<(Arc<Chan>, u32, bool)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Extra counted ends a running process holds beside its own, so that its
 /// ends, dropped when its body returns, cannot retire a channel before the
-/// process has propagated poison to it.
+/// process has propagated poison to it. An explicit `retire()` inside the
+/// body releases the matching extra count at once.
 pub(crate) struct Held {
     ends: Vec<(Arc<Chan>, u32)>,
 }
 
 impl Held {
-    /// Counts one more end for each of `ends`.
+    /// Counts one more end for each of `ends`, on behalf of the process
+    /// running on this thread.
     pub fn new(ends: &[(Arc<Chan>, u32)]) -> Held {
         for (c, dir) in ends {
             c.add_end(*dir);
         }
+        HELD.with(|h| {
+            h.borrow_mut()
+                .extend(ends.iter().map(|(c, d)| (c.clone(), *d, false)))
+        });
         Held {
             ends: ends.to_vec(),
         }
@@ -420,12 +440,30 @@ impl Held {
             c.poison();
         }
     }
+
+    /// Releases the extra count for `chan`/`dir`, if this thread's process
+    /// holds one not yet released.
+    fn release_one(chan: &Arc<Chan>, dir: u32) {
+        let found = HELD.with(|h| {
+            h.borrow_mut()
+                .iter_mut()
+                .find(|(c, d, released)| !*released && *d == dir && Arc::ptr_eq(c, chan))
+                .map(|e| e.2 = true)
+                .is_some()
+        });
+        if found {
+            chan.remove_end(dir);
+        }
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        for (c, dir) in &self.ends {
-            c.remove_end(*dir);
+        let entries = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        for (c, dir, released) in entries {
+            if !released {
+                c.remove_end(dir);
+            }
         }
     }
 }

@@ -7,9 +7,12 @@
 //! * **Poison** ([`Channel::poison`], [`Reader::poison`],
 //!   [`Writer::poison`]): immediate; every blocked and later operation on
 //!   any end fails with [`ChannelError::Poisoned`].
-//! * **Retire**: dropping an end (or [`Reader::retire`]) retires it; when
-//!   every end of one side has retired the channel is retired: readers get
-//!   what was buffered, then [`ChannelError::Retired`].
+//! * **Retire**: [`Reader::retire`] / [`Writer::retire`] (or dropping the
+//!   end) retires it; when every end of one side has retired the channel is
+//!   retired: readers get what was buffered, then
+//!   [`ChannelError::Retired`]. Inside a CSP process, an end it was given
+//!   and merely dropped retires when the process ends, after poison
+//!   propagation.
 //! * [`CspProcess`], [`parallel`], [`sequence`], [`spawn`]: processes as
 //!   threads or OS processes; poison propagates from a process that ends
 //!   by it (or panics) to every channel it held.
