@@ -392,11 +392,14 @@ thread_local! {
     /// While set, serialising an end records its channel and side here
     /// instead of producing a wire form (used to find the ends a process
     /// holds).
-    static COLLECT: RefCell<Option<Vec<(Arc<Chan>, u32)>>> = const { RefCell::new(None) };
+    static COLLECT: RefCell<Option<Vec<EndRef>>> = const { RefCell::new(None) };
 }
 
+/// A channel and a side, uncounted.
+pub(crate) type EndRef = (Arc<Chan>, u32);
+
 /// The channels (and sides) of every end inside `value` (any serde type).
-pub(crate) fn channels_in<A: Serialize + ?Sized>(value: &A) -> Vec<(Arc<Chan>, u32)> {
+pub(crate) fn channels_in<A: Serialize + ?Sized>(value: &A) -> Vec<EndRef> {
     let previous = COLLECT.with(|c| c.borrow_mut().replace(Vec::new()));
     let _ = codec::encode(value, 0);
     COLLECT
