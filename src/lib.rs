@@ -15,6 +15,9 @@
 //!   processes; handles (other connections…) travel inside messages.
 //! * [`Listener`] and [`Client`]: connections over a Unix socket path or
 //!   TCP, authenticated with a shared key (HMAC-SHA256).
+//! * [`csp`]: Communicating Sequential Processes in the style of PyCSP:
+//!   channels with poison and retire, alternation, and
+//!   `parallel`/`sequence`/`spawn` over threads and OS processes.
 //!
 //! ```
 //! use multiproc::{Connection, Process, pipe};

@@ -407,3 +407,53 @@ fn alternation_and_plain_reader_compete_for_one_writer() {
         });
     }
 }
+
+#[test]
+fn poison_at_any_moment_ends_every_party() {
+    // Readers, writers and alternations busy on two channels; poison
+    // arrives at varying moments; everyone must come back with an error.
+    for flavor in FLAVORS {
+        watchdog(120, move || {
+            for round in 0..40u64 {
+                let a = channel::<u64>(flavor, (round % 3) as usize);
+                let b = channel::<u64>(flavor, 0);
+                let mut ts = Vec::new();
+                for k in 0..2 {
+                    let (w, r) = (a.writer(), b.reader());
+                    ts.push(std::thread::spawn(move || {
+                        loop {
+                            if w.write(&k).is_err() || r.read().is_err() {
+                                return;
+                            }
+                        }
+                    }));
+                    let (ra, rb, wb) = (a.reader(), b.reader(), b.writer());
+                    ts.push(std::thread::spawn(move || {
+                        loop {
+                            let r = Alternation::new()
+                                .input(&ra, |_| ())
+                                .input(&rb, |_| ())
+                                .output(&wb, &7, || ())
+                                .select();
+                            if r.is_err() {
+                                return;
+                            }
+                        }
+                    }));
+                }
+                std::thread::sleep(Duration::from_micros(round * 50));
+                if round % 2 == 0 {
+                    a.poison()
+                } else {
+                    b.poison()
+                }
+                // Poisoning one channel must end everyone: those blocked on
+                // the other one are released by the parties that fail
+                // first (they drop their ends, retiring it).
+                for t in ts {
+                    t.join().unwrap();
+                }
+            }
+        });
+    }
+}

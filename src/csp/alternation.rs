@@ -468,6 +468,11 @@ impl Round<'_> {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return;
         }
+        // A channel poisoned after our records were posted but before the
+        // poisoner's scan saw them: do not sleep (see `Chan::poison`).
+        if records.iter().any(|(c, _, _)| c.poisoned_now()) {
+            return;
+        }
         let words = &words[..words.len().min(sys::waitv::MAX_WORDS)];
         // Whatever the reason for waking, the caller re-checks every record.
         let _: Wake = sys::waitv::wait_any(words, deadline);

@@ -56,6 +56,15 @@
 //! | `hwm` | one past the highest record index ever allocated (under the lock) |
 //! | `buf_head`, `buf_len`, `seq` | ring buffer position and post counter (under the lock) |
 //! | `freed`, `free_sleepers` | futex word bumped on every release, and how many sleep on it (SeqCst pair, Dekker style: a releaser either sees a sleeper or the sleeper sees the bump) |
+//! | `magic`, `capacity`, `nrecords`, `slot`, `id` | written once at creation, before `magic` (Release); read once at open after `magic` (Acquire) |
+//!
+//! Words documented as "under the lock", and a record's `kind`, `seq`,
+//! `len`, `owner` and message bytes, are accessed with Relaxed atomics (or
+//! plain copies) while holding the lock: the lock's Acquire on `lock` and
+//! Release on `unlock` order them between holders. The exceptions, read
+//! without the lock, are `state` (see above), `flags` (Acquire loads; its
+//! bits are set with AcqRel), and the message of a `DONE` read record,
+//! which the owner reads after its Acquire load of `DONE`.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
@@ -364,6 +373,12 @@ impl Chan {
         self.header().flags.load(Ordering::Acquire) & POISONED != 0
     }
 
+    /// Whether the channel is poisoned, in the SeqCst order that pairs
+    /// with `poison` (checked by a sleeper after it set `SLEEPING`).
+    pub fn poisoned_now(&self) -> bool {
+        self.header().flags.load(Ordering::SeqCst) & POISONED != 0
+    }
+
     /// Whether the channel is retired.
     pub fn is_retired(&self) -> bool {
         self.header().flags.load(Ordering::Acquire) & RETIRED != 0
@@ -426,8 +441,11 @@ impl Chan {
     /// Poisons the channel: lock-free, immediate, permanent.
     pub fn poison(&self) {
         let h = self.header();
-        // AcqRel: whoever sees the flag sees everything before the poison.
-        h.flags.fetch_or(POISONED, Ordering::AcqRel);
+        // SeqCst, paired with the SeqCst record store in `alloc` and the
+        // SeqCst check in `poisoned_now`: a record posted under a lock taken
+        // just before the poison is either seen by the scan below (and
+        // aborted) or its owner sees the flag before it sleeps.
+        h.flags.fetch_or(POISONED, Ordering::SeqCst);
         lock::poison(&h.lock);
         self.abort_all();
         h.freed.fetch_add(1, Ordering::SeqCst);
@@ -437,7 +455,8 @@ impl Chan {
     fn abort_all(&self) {
         for idx in 0..self.geo.nrecords {
             let st = &self.rec(idx).state;
-            let mut s = st.load(Ordering::Acquire);
+            // SeqCst: see `poison`.
+            let mut s = st.load(Ordering::SeqCst);
             loop {
                 let base = s & !SLEEPING;
                 if !matches!(base, WAITING | WATCHING | NOTIFIED) {
@@ -558,7 +577,9 @@ impl Chan {
                 r.len.store(d.len() as u32, Ordering::Relaxed);
             }
             let state = if kind & WATCH != 0 { WATCHING } else { WAITING };
-            r.state.store(state, Ordering::Release);
+            // SeqCst (a Release at least, publishing the fields above):
+            // see `poison`.
+            r.state.store(state, Ordering::SeqCst);
             if idx >= h.hwm.load(Ordering::Relaxed) {
                 h.hwm.store(idx + 1, Ordering::Relaxed);
             }
@@ -711,6 +732,11 @@ impl Chan {
                     .is_err()
             {
                 continue;
+            }
+            // Poisoned after our record was posted but before the
+            // poisoner's scan could see it: do not sleep (see `poison`).
+            if self.poisoned_now() {
+                return Some(ABORTED);
             }
             let timeout = match deadline {
                 Some(d) => {
