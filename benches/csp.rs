@@ -7,6 +7,8 @@
 //! the ratios against PyCSP are printed (set `CSP_BENCH_PYCSP=0` to skip).
 //!
 //! Output: one `name<TAB>value<TAB>unit` line per row.
+//! `CSP_BENCH_FILTER=commstime/threads` runs only the rows whose name
+//! contains it.
 //!
 //! ```text
 //! cargo bench --bench csp
@@ -274,6 +276,8 @@ fn pycsp_rows() -> Option<BTreeMap<String, f64>> {
 }
 
 fn main() {
+    // CSP_BENCH_FILTER=substring runs only the matching rows (no ratios).
+    let filter = std::env::var("CSP_BENCH_FILTER").ok();
     let mut rows = BTreeMap::new();
     for pinned in [false, true] {
         pin(pinned);
@@ -311,15 +315,16 @@ fn main() {
             }),
         ];
         for (bench, what, unit, f) in benches {
-            row(
-                &mut rows,
-                format!("csp/{bench}/{what}/{tag}"),
-                median(3, f),
-                unit,
-            );
+            let name = format!("csp/{bench}/{what}/{tag}");
+            if filter.as_ref().is_none_or(|f| name.contains(f.as_str())) {
+                row(&mut rows, name, median(3, f), unit);
+            }
         }
     }
     pin(false);
+    if filter.is_some() {
+        return;
+    }
     // Ratios: how many times faster than the baseline (> 1: faster).
     for tag in ["unpinned", "pinned"] {
         for bench in ["commstime", "pingpong"] {
