@@ -54,6 +54,7 @@ use super::backoff::Backoff;
 use super::chan::{self, Attempt, Chan, Posted, Withdrawn};
 use super::channel::{self, Reader, Writer};
 use super::error::ChannelError;
+use super::spill::Outgoing;
 use crate::sys;
 use crate::sys::futex::Wake;
 
@@ -61,7 +62,7 @@ type Run<'a, R> = Box<dyn FnOnce(Option<Vec<u8>>) -> Result<R, ChannelError> + '
 
 enum Kind<'a> {
     Input(&'a Chan),
-    Output(&'a Chan, Result<Vec<u8>, ChannelError>),
+    Output(&'a Chan, Result<Outgoing, ChannelError>),
     Timeout(Duration),
     Skip,
 }
@@ -137,11 +138,12 @@ impl<'a, R> Alternation<'a, R> {
         reader: &'a Reader<T>,
         action: impl FnOnce(T) -> R + 'a,
     ) -> Self {
+        let chan: &'a Chan = reader.end.chan();
         self.guards.push(Guard {
             enabled: precondition,
-            kind: Kind::Input(reader.end.chan()),
+            kind: Kind::Input(chan),
             run: Box::new(move |bytes| {
-                let value = channel::decode::<T>(&bytes.unwrap_or_default())?;
+                let value = channel::decode::<T>(chan, bytes.unwrap_or_default())?;
                 Ok(action(value))
             }),
         });
@@ -171,7 +173,7 @@ impl<'a, R> Alternation<'a, R> {
         let bytes = if precondition {
             channel::encode(chan, value)
         } else {
-            Ok(Vec::new())
+            Ok(Outgoing::inline(Vec::new()))
         };
         self.guards.push(Guard {
             enabled: precondition,
@@ -253,6 +255,11 @@ impl<'a, R> Alternation<'a, R> {
     fn run(mut self, order: Vec<usize>) -> Result<(usize, R), ChannelError> {
         let (chosen, payload) = self.choose(&order)?;
         let guard = self.guards.swap_remove(chosen);
+        if let Kind::Output(_, Ok(out)) = guard.kind {
+            // Taken by a reader; the other guards' spilled messages are
+            // unlinked as they drop.
+            out.delivered();
+        }
         (guard.run)(payload).map(|r| (chosen, r))
     }
 
@@ -347,7 +354,7 @@ impl<'a, R> Alternation<'a, R> {
                         continue;
                     }
                     Kind::Input(c) => c.try_op(chan::READ, None, owner),
-                    Kind::Output(c, Ok(bytes)) => c.try_op(chan::WRITE, Some(bytes), owner),
+                    Kind::Output(c, Ok(out)) => c.try_op(chan::WRITE, Some(&out.bytes), owner),
                     Kind::Output(_, Err(_)) => continue,
                 };
                 match attempt {
@@ -370,7 +377,9 @@ impl<'a, R> Alternation<'a, R> {
                     .filter(|i| !retired.contains(i))
                     .filter_map(|&i| match &self.guards[i].kind {
                         Kind::Input(c) => Some((i, *c, chan::READ, None)),
-                        Kind::Output(c, Ok(b)) => Some((i, *c, chan::WRITE, Some(b.as_slice()))),
+                        Kind::Output(c, Ok(o)) => {
+                            Some((i, *c, chan::WRITE, Some(o.bytes.as_slice())))
+                        }
                         _ => None,
                     })
                     .filter(|(_, c, dir, _)| !want_watch || c.has_opposite_watch(*dir, owner))

@@ -72,6 +72,7 @@ use std::time::Instant;
 use super::backoff::Backoff;
 use super::lock;
 use super::memory::Memory;
+use super::spill;
 use crate::sys;
 use crate::sys::futex;
 
@@ -121,6 +122,7 @@ struct Header {
     freed: AtomicU32,
     free_sleepers: AtomicU32,
     id: AtomicU64,
+    max_message: AtomicU64,
 }
 
 #[repr(C)]
@@ -143,8 +145,11 @@ pub(crate) struct Geometry {
     pub capacity: u32,
     /// Parties that can wait on the channel at once.
     pub nrecords: u32,
-    /// The largest encoded message, in bytes.
+    /// The largest encoded message carried inline, in bytes (larger ones
+    /// spill, see `spill.rs`).
     pub slot: u32,
+    /// The largest encoded message at all.
+    pub max_message: u64,
 }
 
 impl Geometry {
@@ -264,6 +269,7 @@ impl Chan {
         h.capacity.store(geo.capacity, Ordering::Relaxed);
         h.nrecords.store(geo.nrecords, Ordering::Relaxed);
         h.slot.store(geo.slot, Ordering::Relaxed);
+        h.max_message.store(geo.max_message, Ordering::Relaxed);
         let id = (u64::from(sys::process::getpid() as u32) << 32)
             | u64::from(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         h.id.store(id, Ordering::Relaxed);
@@ -286,6 +292,7 @@ impl Chan {
                 capacity: 0,
                 nrecords: 0,
                 slot: 0,
+                max_message: 0,
             },
             lock_spin,
             wait_spin,
@@ -298,6 +305,7 @@ impl Chan {
             capacity: h.capacity.load(Ordering::Relaxed),
             nrecords: h.nrecords.load(Ordering::Relaxed),
             slot: h.slot.load(Ordering::Relaxed),
+            max_message: h.max_message.load(Ordering::Relaxed),
         };
         let _ = h;
         if geo.nrecords == 0 || geo.size() > chan.mem.len() {
@@ -363,9 +371,14 @@ impl Chan {
         self.header().id.load(Ordering::Relaxed)
     }
 
-    /// The largest message, in bytes.
+    /// The largest message carried inline, in bytes.
     pub fn slot(&self) -> usize {
         self.geo.slot as usize
+    }
+
+    /// The largest message at all, in bytes.
+    pub fn max_message(&self) -> u64 {
+        self.geo.max_message
     }
 
     /// Whether the channel is poisoned.
@@ -434,6 +447,10 @@ impl Chan {
             if let Ok(_g) = self.lock() {
                 h.flags.fetch_or(RETIRED, Ordering::AcqRel);
                 self.abort_all();
+                if dir == READ {
+                    // Nobody will read what is buffered.
+                    self.drain_buffer();
+                }
             }
         }
     }
@@ -441,12 +458,21 @@ impl Chan {
     /// Poisons the channel: lock-free, immediate, permanent.
     pub fn poison(&self) {
         let h = self.header();
+        // Best effort, only when nobody holds the lock: release what is
+        // buffered (spilled messages own named segments).
+        let locked = lock::try_lock(&h.lock);
+        if locked {
+            self.drain_buffer();
+        }
         // SeqCst, paired with the SeqCst record store in `alloc` and the
         // SeqCst check in `poisoned_now`: a record posted under a lock taken
         // just before the poison is either seen by the scan below (and
         // aborted) or its owner sees the flag before it sleeps.
         h.flags.fetch_or(POISONED, Ordering::SeqCst);
         lock::poison(&h.lock);
+        if locked {
+            lock::unlock(&h.lock);
+        }
         self.abort_all();
         h.freed.fetch_add(1, Ordering::SeqCst);
         futex::wake_all(&h.freed);
@@ -633,6 +659,13 @@ impl Chan {
             .store((head + 1) % self.geo.capacity, Ordering::Relaxed);
         h.buf_len.store(len - 1, Ordering::Relaxed);
         v
+    }
+
+    /// Under the lock: discards every buffered message.
+    fn drain_buffer(&self) {
+        while self.buf_len() > 0 {
+            spill::discard(&self.buf_pop());
+        }
     }
 
     fn buf_len(&self) -> u32 {

@@ -15,10 +15,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::chan::{self, Chan, Geometry, OpError};
 use super::error::ChannelError;
 use super::memory::Memory;
+use super::spill::{self, Outgoing};
 use crate::codec::{self, SharedFd};
 
-/// Default largest encoded message: 64 KiB.
-pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+/// Default largest encoded message: 512 MiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 512 * 1024 * 1024;
+/// Default largest encoded message carried inside the channel's own memory
+/// (larger ones travel through a shared-memory segment of their own): 64 KiB.
+pub const DEFAULT_SLOT_SIZE: usize = 64 * 1024;
 /// Default number of parties that can wait on one channel at once.
 pub const DEFAULT_WAITERS: usize = 64;
 
@@ -47,7 +51,8 @@ impl Flavor {
 /// use multiproc::csp::Channel;
 /// let ch: Channel<Vec<u8>> = Channel::builder()
 ///     .buffer(16)
-///     .max_message(1 << 20)
+///     .slot_size(4096)
+///     .max_message(1 << 30)
 ///     .build()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -55,6 +60,7 @@ impl Flavor {
 pub struct ChannelBuilder {
     capacity: usize,
     max_message: usize,
+    slot_size: usize,
     waiters: usize,
     threads_only: bool,
 }
@@ -69,10 +75,20 @@ impl ChannelBuilder {
 
     /// The largest encoded message the channel carries (default
     /// [`DEFAULT_MAX_MESSAGE`]); a larger one is refused with
-    /// [`ChannelError::TooLarge`]. Memory is reserved per waiting party and
-    /// per buffer slot but only touched pages cost anything.
+    /// [`ChannelError::TooLarge`], and a reader never accepts more.
     pub fn max_message(mut self, bytes: usize) -> Self {
         self.max_message = bytes;
+        self
+    }
+
+    /// The largest encoded message carried inside the channel's own memory
+    /// (default [`DEFAULT_SLOT_SIZE`]). Each waiting party and each buffer
+    /// slot reserves this much (only touched pages cost anything); a larger
+    /// message travels through a named shared-memory segment of its own
+    /// (`/dev/shm/multiproc-csp-…`), created by the writer and unlinked by
+    /// the reader, which costs a few system calls more.
+    pub fn slot_size(mut self, bytes: usize) -> Self {
+        self.slot_size = bytes;
         self
     }
 
@@ -98,8 +114,8 @@ impl ChannelBuilder {
         let geo = Geometry {
             capacity: u32::try_from(self.capacity).map_err(|_| bad("buffer too large"))?,
             nrecords: u32::try_from(self.waiters.max(2)).map_err(|_| bad("too many waiters"))?,
-            slot: u32::try_from(self.max_message.max(16))
-                .map_err(|_| bad("max_message too large"))?,
+            slot: u32::try_from(self.slot_size.max(32)).map_err(|_| bad("slot_size too large"))?,
+            max_message: self.max_message as u64,
         };
         let flavor = if self.threads_only {
             Flavor::Threads(Arc::new(Chan::create(Memory::heap(geo.size()), geo)))
@@ -185,6 +201,7 @@ impl Channel<()> {
         ChannelBuilder {
             capacity: 0,
             max_message: DEFAULT_MAX_MESSAGE,
+            slot_size: DEFAULT_SLOT_SIZE,
             waiters: DEFAULT_WAITERS,
             threads_only: false,
         }
@@ -241,26 +258,38 @@ pub(crate) fn op_error(e: OpError) -> ChannelError {
 }
 
 /// Encodes a message for `chan`, checking its size and that it carries no
-/// descriptors.
+/// descriptors; spills it to a segment of its own if it exceeds the slot.
 pub(crate) fn encode<T: Serialize + ?Sized>(
     chan: &Chan,
     value: &T,
-) -> Result<Vec<u8>, ChannelError> {
+) -> Result<Outgoing, ChannelError> {
     let enc = codec::encode(value, 0)?;
     if !enc.fds.is_empty() {
         return Err(ChannelError::HandlesNotSupported);
     }
-    if enc.bytes.len() > chan.slot() {
+    let len = enc.bytes.len();
+    if len as u64 > chan.max_message() {
         return Err(ChannelError::TooLarge {
-            len: enc.bytes.len(),
-            max: chan.slot(),
+            len,
+            max: chan.max_message() as usize,
         });
     }
-    Ok(enc.bytes)
+    if len <= chan.slot() {
+        return Ok(Outgoing::inline(enc.bytes));
+    }
+    Outgoing::spill(&enc.bytes).map_err(|e| {
+        ChannelError::Codec(crate::error::CodecError::Encode(format!(
+            "cannot spill a message of {len} bytes to shared memory: {e}"
+        )))
+    })
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ChannelError> {
-    Ok(codec::decode(bytes, &mut VecDeque::new())?)
+/// Decodes a message received from `chan` (fetching it from its segment if
+/// it was spilled).
+pub(crate) fn decode<T: DeserializeOwned>(chan: &Chan, bytes: Vec<u8>) -> Result<T, ChannelError> {
+    let bytes = spill::take(bytes, chan.max_message())
+        .map_err(|e| ChannelError::Codec(crate::error::CodecError::Decode(e)))?;
+    Ok(codec::decode(&bytes, &mut VecDeque::new())?)
 }
 
 /// The reading end of a [`Channel`]. Clone it for more readers; dropping
@@ -273,15 +302,15 @@ pub struct Reader<T> {
 impl<T: DeserializeOwned> Reader<T> {
     /// Takes the next value, waiting for a writer.
     pub fn read(&self) -> Result<T, ChannelError> {
-        let bytes = self.end.chan().read(None).map_err(op_error)?;
-        decode(&bytes)
+        let chan = self.end.chan();
+        decode(chan, chan.read(None).map_err(op_error)?)
     }
 
     /// Like [`read`](Self::read), giving up with
     /// [`ChannelError::Timeout`] after `timeout` (nothing is taken then).
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
-        let bytes = self.end.chan().read(deadline(timeout)).map_err(op_error)?;
-        decode(&bytes)
+        let chan = self.end.chan();
+        decode(chan, chan.read(deadline(timeout)).map_err(op_error)?)
     }
 }
 
@@ -335,16 +364,21 @@ impl<T: Serialize> Writer<T> {
     /// until it is in the buffer).
     pub fn write(&self, value: &T) -> Result<(), ChannelError> {
         let chan = self.end.chan();
-        let bytes = encode(chan, value)?;
-        chan.write(&bytes, None).map_err(op_error)
+        let out = encode(chan, value)?;
+        chan.write(&out.bytes, None).map_err(op_error)?;
+        out.delivered();
+        Ok(())
     }
 
     /// Like [`write`](Self::write), giving up with
     /// [`ChannelError::Timeout`] after `timeout` (nothing was written then).
     pub fn write_timeout(&self, value: &T, timeout: Duration) -> Result<(), ChannelError> {
         let chan = self.end.chan();
-        let bytes = encode(chan, value)?;
-        chan.write(&bytes, deadline(timeout)).map_err(op_error)
+        let out = encode(chan, value)?;
+        chan.write(&out.bytes, deadline(timeout))
+            .map_err(op_error)?;
+        out.delivered();
+        Ok(())
     }
 }
 

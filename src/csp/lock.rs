@@ -83,6 +83,15 @@ pub(crate) fn lock(word: &AtomicU32, spin: u32) -> Result<(), LockPoisoned> {
     }
 }
 
+/// Takes `word` if it is free and not poisoned, without waiting.
+pub(crate) fn try_lock(word: &AtomicU32) -> bool {
+    let v = word.load(Ordering::Relaxed);
+    v & (LOCKED | POISON) == 0
+        && word
+            .compare_exchange(v, v | LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// Releases `word`, waking one sleeper if there may be any.
 pub(crate) fn unlock(word: &AtomicU32) {
     // Release: our writes to the channel state happen-before the next

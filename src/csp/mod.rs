@@ -67,9 +67,13 @@
 //! # Limits and differences from PyCSP
 //!
 //! * Messages are serde values encoded with the crate's codec, at most
-//!   [`ChannelBuilder::max_message`] bytes each (default 64 KiB; larger
-//!   ones are refused with [`ChannelError::TooLarge`]); they cannot carry
-//!   handles (pass those as process arguments).
+//!   [`ChannelBuilder::max_message`] bytes each (default 512 MiB; larger
+//!   ones are refused with [`ChannelError::TooLarge`]). Up to
+//!   [`ChannelBuilder::slot_size`] (default 64 KiB) they travel inside the
+//!   channel's memory; larger ones through a named `/dev/shm` segment of
+//!   their own, unlinked by their reader (a process killed between writing
+//!   such a message and its delivery leaves the segment behind). They
+//!   cannot carry handles (pass those as process arguments).
 //! * At most [`ChannelBuilder::waiters`] parties wait on one channel at a
 //!   time (default 64); more wait for a place. An alternation sleeps on
 //!   all its channels with one `futex_waitv` (Linux 5.16+), up to 127
@@ -94,6 +98,7 @@ mod error;
 mod lock;
 mod memory;
 mod process;
+mod spill;
 
 pub use alternation::{Alternation, Fair};
 pub use channel::{Channel, ChannelBuilder, DEFAULT_MAX_MESSAGE, DEFAULT_WAITERS, Reader, Writer};
