@@ -101,6 +101,9 @@ mod process;
 mod spill;
 
 pub use alternation::{Alternation, Fair};
-pub use channel::{Channel, ChannelBuilder, DEFAULT_MAX_MESSAGE, DEFAULT_WAITERS, Reader, Writer};
+pub use channel::{
+    Channel, ChannelBuilder, DEFAULT_MAX_MESSAGE, DEFAULT_SLOT_SIZE, DEFAULT_WAITERS, Reader,
+    Writer,
+};
 pub use error::{ChannelError, ProcessError};
 pub use process::{CspProcess, Outcome, Spawned, parallel, sequence, spawn};
