@@ -157,6 +157,15 @@ fn ack_after_retired(args: (Reader<u32>, Writer<u32>)) -> Result<u32, ChannelErr
     Ok(n)
 }
 
+/// Receives a writer end inside a message over a connection, and writes.
+fn end_by_connection(conn: multiproc::Connection) -> u32 {
+    let w: Writer<u32> = conn.recv().expect("an end in a message");
+    for i in 0..5 {
+        w.write(&i).expect("write");
+    }
+    5
+}
+
 /// Runs an alternation with every kind of guard inside an OS process.
 fn guard_tour(ins: (Reader<u32>, Reader<u32>)) -> Result<Vec<String>, ChannelError> {
     let (a, b) = ins;
@@ -470,6 +479,25 @@ fn explicit_retire_inside_a_process_is_immediate() {
             assert_eq!(out, vec![Outcome::Done(1), Outcome::Done(1)], "{mode:?}");
         });
     }
+}
+
+#[test]
+fn an_end_travels_inside_a_connection_message() {
+    watchdog(60, || {
+        let c = Channel::<u32>::new().unwrap();
+        let r = c.reader();
+        let (ours, theirs) = multiproc::pipe(true).unwrap();
+        let mut p = Process::new(end_by_connection, theirs);
+        p.start().unwrap();
+        // Our copy is dropped right after sending; the end in flight keeps
+        // the writer side alive until the child adopts it.
+        ours.send(&c.writer()).unwrap();
+        let got: Vec<u32> = (0..5).map(|_| r.read().unwrap()).collect();
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        assert_eq!(p.join().unwrap(), 5);
+        // The child's end retired when it exited.
+        assert!(matches!(r.read(), Err(ChannelError::Retired)));
+    });
 }
 
 #[test]
