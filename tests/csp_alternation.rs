@@ -457,3 +457,30 @@ fn poison_at_any_moment_ends_every_party() {
         });
     }
 }
+
+#[test]
+fn one_alternation_over_both_flavors() {
+    // The flavors share one protocol, so an alternation can mix them.
+    watchdog(30, || {
+        let local = channel::<u32>(common::Flavor::Threads, 0);
+        let shared = channel::<u32>(common::Flavor::Shared, 0);
+        let (wl, ws) = (local.writer(), shared.writer());
+        let t = std::thread::spawn(move || {
+            ws.write(&2).unwrap();
+            wl.write(&1).unwrap();
+        });
+        let (rl, rs) = (local.reader(), shared.reader());
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            got.push(
+                Alternation::new()
+                    .input(&rl, |x| x)
+                    .input(&rs, |x| x)
+                    .pri_select()
+                    .unwrap(),
+            );
+        }
+        t.join().unwrap();
+        assert_eq!(got, vec![2, 1]);
+    });
+}
