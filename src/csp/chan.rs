@@ -167,7 +167,17 @@ impl Geometry {
     }
     /// Bytes of memory the channel needs.
     pub fn size(&self) -> usize {
-        self.buf_off() + self.capacity as usize * self.buf_stride()
+        self.checked_size().unwrap_or(usize::MAX)
+    }
+
+    /// Bytes of memory the channel needs, `None` if that overflows (a
+    /// geometry read from a segment is not trusted).
+    fn checked_size(&self) -> Option<usize> {
+        let slot = (u128::from(self.slot)).div_ceil(8) * 8;
+        let total = HEADER as u128
+            + u128::from(self.nrecords) * (REC as u128 + slot)
+            + u128::from(self.capacity) * (SLOT_HEADER as u128 + slot);
+        usize::try_from(total).ok()
     }
 }
 
@@ -308,7 +318,7 @@ impl Chan {
             max_message: h.max_message.load(Ordering::Relaxed),
         };
         let _ = h;
-        if geo.nrecords == 0 || geo.size() > chan.mem.len() {
+        if geo.nrecords == 0 || geo.checked_size().is_none_or(|n| n > chan.mem.len()) {
             return Err("channel segment geometry does not fit its size".into());
         }
         chan.geo = geo;

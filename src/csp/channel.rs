@@ -117,6 +117,9 @@ impl ChannelBuilder {
             slot: u32::try_from(self.slot_size.max(32)).map_err(|_| bad("slot_size too large"))?,
             max_message: self.max_message as u64,
         };
+        if geo.size() == usize::MAX || geo.size() > isize::MAX as usize {
+            return Err(bad("channel too large (buffer × slot_size)"));
+        }
         let flavor = if self.threads_only {
             Flavor::Threads(Arc::new(Chan::create(Memory::heap(geo.size()), geo)))
         } else {
