@@ -171,13 +171,23 @@ pub enum JoinError {
 /// Connecting, listening or authenticating failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// The peer does not hold the same authkey, or spoke out of protocol
-    /// during the handshake.
+    /// The peer does not hold the same authkey, or sent something other
+    /// than the expected handshake message (a foreign protocol, an
+    /// unsupported digest, garbage).
     #[error("authentication failed: {0}")]
     Auth(String),
     /// The handshake did not finish in time.
     #[error("the authentication handshake timed out")]
     HandshakeTimeout,
+    /// The handshake broke off below the message level: the peer closed,
+    /// or sent a frame that is oversize (more than 256 bytes during the
+    /// handshake), truncated or malformed.
+    #[error("the authentication handshake broke off: {0}")]
+    Handshake(#[source] RecvError),
+    /// No peer connected within the timeout (only from the `*_timeout`
+    /// forms).
+    #[error("no connection within the timeout")]
+    Timeout,
     /// The address could not be parsed.
     #[error("bad address {0:?}: expected a Unix socket path or host:port")]
     BadAddress(String),

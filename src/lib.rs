@@ -15,6 +15,17 @@
 //!   processes; handles (other connections…) travel inside messages.
 //! * [`Listener`] and [`Client`]: connections over a Unix socket path or
 //!   TCP, authenticated with a shared key (HMAC-SHA256).
+//! * [`Value`] and [`Array`] (and [`RawValue`], [`RawArray`]): plain data
+//!   in shared memory, with a robust lock and lock-free atomics;
+//!   [`SharedMemory`]: named segments.
+//! * [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`],
+//!   [`Condition`], [`Barrier`]: process-shared synchronization; a lock
+//!   whose holder dies reports [`LockError::OwnerDied`] to the next
+//!   acquirer, a barrier whose party dies breaks.
+//! * [`Pool`]: a pool of worker processes with `map`, `imap`,
+//!   `imap_unordered`, `starmap`, `apply` and `apply_async`; a worker that
+//!   dies fails only the task it held, and the pool replaces it (see
+//!   [`pool`]).
 //! * [`csp`]: Communicating Sequential Processes in the style of PyCSP:
 //!   channels with poison and retire, alternation, and
 //!   `parallel`/`sequence`/`spawn` over threads and OS processes.
@@ -52,14 +63,28 @@ pub mod codec;
 mod connection;
 pub mod csp;
 pub mod error;
+pub mod pool;
 mod process;
+mod shm;
+mod sync;
 // Some of the OS layer serves mechanisms still being built.
 #[allow(dead_code)]
 mod sys;
 
-pub use connection::{Connection, DEFAULT_MAX_FRAME, pipe, wait};
+pub use connection::{
+    Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, pipe, wait,
+};
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
+pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, PoolError, TaskError, WorkerExit};
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
     get_context, get_start_method, parent_process, set_start_method,
+};
+pub use shm::{
+    Array, ArrayError, ArrayGuard, IndexError, Plain, PlainAtomic, RawArray, RawValue,
+    SharedMemory, ShmError, Value, ValueGuard,
+};
+pub use sync::{
+    Barrier, BarrierError, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock,
+    LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore,
 };

@@ -3,14 +3,14 @@
 //! `poisontest.py`'s `Any_Alting2Any_Alting`), rewritten as Rust tests
 //! over threads for both in-memory flavors.
 
-mod common;
+mod csp_common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{FLAVORS, channel, watchdog};
+use csp_common::{FLAVORS, channel, watchdog};
 use multiproc::csp::{Alternation, ChannelError, Fair, Reader, Writer};
 
 fn writer(out: Writer<(u32, u32)>, id: u32, n: u32) {
@@ -462,8 +462,8 @@ fn poison_at_any_moment_ends_every_party() {
 fn one_alternation_over_both_flavors() {
     // The flavors share one protocol, so an alternation can mix them.
     watchdog(30, || {
-        let local = channel::<u32>(common::Flavor::Threads, 0);
-        let shared = channel::<u32>(common::Flavor::Shared, 0);
+        let local = channel::<u32>(csp_common::Flavor::Threads, 0);
+        let shared = channel::<u32>(csp_common::Flavor::Shared, 0);
         let (wl, ws) = (local.writer(), shared.writer());
         let t = std::thread::spawn(move || {
             ws.write(&2).unwrap();

@@ -3,12 +3,12 @@
 //! poison and retire), rewritten as Rust tests over threads, for both the
 //! private and the shared-memory flavor.
 
-mod common;
+mod csp_common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{FLAVORS, channel, watchdog};
+use csp_common::{FLAVORS, channel, watchdog};
 use multiproc::csp::{Channel, ChannelError, Reader, Writer};
 
 fn writer(out: Writer<(u32, u32)>, id: u32, n: u32) -> Result<(), ChannelError> {
@@ -240,11 +240,13 @@ fn large_messages_within_the_limit_travel_whole() {
     for flavor in FLAVORS {
         watchdog(30, move || {
             let ch: Channel<Vec<u8>> = match flavor {
-                common::Flavor::Threads => Channel::builder()
+                csp_common::Flavor::Threads => Channel::builder()
                     .max_message(4 << 20)
                     .threads_only()
                     .build(),
-                common::Flavor::Shared => Channel::builder().max_message(4 << 20).buffer(2).build(),
+                csp_common::Flavor::Shared => {
+                    Channel::builder().max_message(4 << 20).buffer(2).build()
+                }
             }
             .unwrap();
             let (r, w) = (ch.reader(), ch.writer());

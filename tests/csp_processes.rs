@@ -4,11 +4,11 @@
 //! with its processes as threads and as OS processes (spawn start method;
 //! fork from inside a single-threaded spawned child), and mixed.
 
-mod common;
+mod csp_common;
 
 use std::collections::BTreeSet;
 
-use common::watchdog;
+use csp_common::watchdog;
 use multiproc::csp::{
     Alternation, Channel, ChannelError, CspProcess, Outcome, ProcessError, Reader, Writer,
     parallel, sequence, spawn,

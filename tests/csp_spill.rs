@@ -5,11 +5,11 @@
 //! messages still buffered when the channel is poisoned or its readers
 //! retire. One test, so that nothing else in this binary spills meanwhile.
 
-mod common;
+mod csp_common;
 
 use std::time::Duration;
 
-use common::watchdog;
+use csp_common::watchdog;
 use multiproc::StartMethod;
 use multiproc::csp::{
     Alternation, Channel, ChannelError, CspProcess, Outcome, Reader, Writer, parallel,

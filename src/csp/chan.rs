@@ -256,7 +256,7 @@ impl Drop for Guard<'_> {
 }
 
 fn spins() -> (u32, u32) {
-    if sys::affinity::cpus_available() > 1 {
+    if sys::process::usable_cpus() > 1 {
         (100, 1)
     } else {
         (0, 0)

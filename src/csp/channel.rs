@@ -17,6 +17,7 @@ use super::error::ChannelError;
 use super::memory::Memory;
 use super::spill::{self, Outgoing};
 use crate::codec::{self, SharedFd};
+use crate::sys;
 
 /// Default largest encoded message: 512 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 512 * 1024 * 1024;
@@ -223,12 +224,20 @@ impl<T> fmt::Debug for Channel<T> {
 pub(crate) struct End {
     flavor: Flavor,
     dir: u32,
+    /// The process that counted this end. A copy inherited by a forked
+    /// child (which may drop the parent's objects it copied) is not the
+    /// child's end and must not retire anything.
+    pid: i32,
 }
 
 impl End {
     fn join(flavor: Flavor, dir: u32) -> End {
         flavor.chan().add_end(dir);
-        End { flavor, dir }
+        End {
+            flavor,
+            dir,
+            pid: sys::process::getpid(),
+        }
     }
 
     pub(crate) fn chan(&self) -> &Arc<Chan> {
@@ -244,7 +253,9 @@ impl Clone for End {
 
 impl Drop for End {
     fn drop(&mut self) {
-        self.flavor.chan().remove_end(self.dir);
+        if sys::process::getpid() == self.pid {
+            self.flavor.chan().remove_end(self.dir);
+        }
     }
 }
 
@@ -561,6 +572,7 @@ impl<'de> Deserialize<'de> for End {
         Ok(End {
             flavor: Flavor::Processes(Arc::new(chan)),
             dir: w.dir,
+            pid: sys::process::getpid(),
         })
     }
 }

@@ -53,6 +53,37 @@ pub fn send(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) ->
     }
 }
 
+/// Like [`send`], but never waits: a full socket buffer gives
+/// `ErrorKind::WouldBlock`.
+pub fn try_send(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+    loop {
+        let res = if fds.is_empty() {
+            rustix::net::sendmsg(fd, bufs, &mut SendAncillaryBuffer::default(), flags)
+        } else {
+            let mut space =
+                vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "too many descriptors in one message",
+                ));
+            }
+            rustix::net::sendmsg(fd, bufs, &mut control, flags)
+        };
+        match res {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Writes every byte of `bufs` (blocking), `fds` attached to the first byte.
 pub fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
@@ -151,4 +182,44 @@ pub fn set_buffer_sizes(fd: impl AsFd, bytes: usize) {
 /// Disables Nagle's algorithm on a TCP socket (best effort).
 pub fn set_nodelay(fd: impl AsFd) {
     let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
+}
+
+/// Connects a new `O_CLOEXEC` Unix stream socket to the socket file at
+/// `path`. Connecting waits only while the listener's backlog is full;
+/// `timeout` bounds that wait (`None`: no limit) and gives
+/// `ErrorKind::TimedOut`.
+pub fn connect_unix(
+    path: &std::path::Path,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<OwnedFd> {
+    use rustix::net::sockopt::{Timeout, set_socket_timeout};
+    let addr = rustix::net::SocketAddrUnix::new(path)?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    if let Some(t) = timeout {
+        // A zero SO_SNDTIMEO would mean "no limit".
+        let t = t.max(std::time::Duration::from_millis(1));
+        set_socket_timeout(&fd, Timeout::Send, Some(t))?;
+    }
+    loop {
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => break,
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) if timeout.is_some() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the listener's backlog stayed full",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if timeout.is_some() {
+        set_socket_timeout(&fd, Timeout::Send, None)?;
+    }
+    Ok(fd)
 }

@@ -1,0 +1,527 @@
+//! [`Listener`] and [`Client`]: [`Connection`]s between unrelated processes,
+//! over a Unix socket path or TCP, optionally authenticated with a shared
+//! key (Python's `multiprocessing.connection.Listener` / `Client`).
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use super::{Connection, auth};
+use crate::error::ConnectError;
+use crate::sys;
+
+/// Where a [`Listener`] listens: a Unix socket path or a TCP address.
+///
+/// Parsed from a string (see [`FromStr`](#impl-FromStr-for-Address)) and
+/// printed back in the same form, so an address can travel to another
+/// process as a `String`.
+///
+/// ```
+/// use multiproc::Address;
+/// let tcp: Address = "127.0.0.1:6000".parse()?;
+/// assert!(matches!(tcp, Address::Tcp(_)));
+/// let unix: Address = "/tmp/app.sock".parse()?;
+/// assert_eq!(unix, Address::Unix("/tmp/app.sock".into()));
+/// assert_eq!(tcp.to_string().parse::<Address>()?, tcp);
+/// # Ok::<(), multiproc::ConnectError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// A Unix-domain socket file. Connections over it can carry handles
+    /// (other connections, …) inside messages.
+    Unix(PathBuf),
+    /// A TCP address. Connections over it carry bytes only.
+    Tcp(SocketAddr),
+}
+
+impl Address {
+    /// Whether this is a Unix socket path.
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Address::Unix(_))
+    }
+}
+
+/// Parses `host:port` (`127.0.0.1:80`, `[::1]:80`, `localhost:80`; a host
+/// name is resolved and its first address taken) as TCP, and anything else
+/// as a Unix socket path. A string containing `/` is always a path, so a
+/// relative path that looks like `host:port` can be written `./name:80`.
+///
+/// ```
+/// use multiproc::{Address, ConnectError};
+/// assert!(matches!("localhost:80".parse(), Ok(Address::Tcp(_))));
+/// assert!(matches!("./name:80".parse(), Ok(Address::Unix(_))));
+/// assert!(matches!("".parse::<Address>(), Err(ConnectError::BadAddress(_))));
+/// ```
+impl FromStr for Address {
+    type Err = ConnectError;
+
+    fn from_str(s: &str) -> Result<Self, ConnectError> {
+        let bad = || ConnectError::BadAddress(s.to_string());
+        if s.is_empty() || s.contains('\0') {
+            return Err(bad());
+        }
+        if s.contains('/') {
+            return Ok(Address::Unix(PathBuf::from(s)));
+        }
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Address::Tcp(addr));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => s
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .map(Address::Tcp)
+                .ok_or_else(bad),
+            _ => Ok(Address::Unix(PathBuf::from(s))),
+        }
+    }
+}
+
+/// Prints `ip:port` for TCP and the path for Unix (non-UTF-8 bytes of a
+/// path are replaced, so such a path does not print back exactly).
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Unix(path) => write!(f, "{}", path.display()),
+            Address::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(addr: SocketAddr) -> Self {
+        Address::Tcp(addr)
+    }
+}
+
+impl From<PathBuf> for Address {
+    fn from(path: PathBuf) -> Self {
+        Address::Unix(path)
+    }
+}
+
+impl From<&Path> for Address {
+    fn from(path: &Path) -> Self {
+        Address::Unix(path.to_path_buf())
+    }
+}
+
+/// Anything [`Listener::bind`] and [`Client::connect`] accept as an
+/// address: an [`Address`], a string (parsed as by
+/// [`Address::from_str`](#impl-FromStr-for-Address)), a [`SocketAddr`], a
+/// `(host, port)` pair, or a [`Path`] (always a Unix socket path).
+pub trait ToAddress {
+    /// The address meant.
+    fn to_address(&self) -> Result<Address, ConnectError>;
+}
+
+impl ToAddress for Address {
+    fn to_address(&self) -> Result<Address, ConnectError> {
+        Ok(self.clone())
+    }
+}
+
+impl ToAddress for str {
+    fn to_address(&self) -> Result<Address, ConnectError> {
+        self.parse()
+    }
+}
+
+impl ToAddress for String {
+    fn to_address(&self) -> Result<Address, ConnectError> {
+        self.parse()
+    }
+}
+
+impl ToAddress for SocketAddr {
+    fn to_address(&self) -> Result<Address, ConnectError> {
+        Ok(Address::Tcp(*self))
+    }
+}
+
+impl ToAddress for (&str, u16) {
+    fn to_address(&self) -> Result<Address, ConnectError> {
+        let bad = || ConnectError::BadAddress(format!("{}:{}", self.0, self.1));
+        self.to_socket_addrs()
+            .map_err(|_| bad())?
+            .next()
+            .map(Address::Tcp)
+            .ok_or_else(bad)
+    }
+}
+
+impl ToAddress for Path {
+    fn to_address(&self) -> Result<Address, ConnectError> {
+        Ok(Address::Unix(self.to_path_buf()))
+    }
+}
+
+impl ToAddress for PathBuf {
+    fn to_address(&self) -> Result<Address, ConnectError> {
+        Ok(Address::Unix(self.clone()))
+    }
+}
+
+impl<T: ToAddress + ?Sized> ToAddress for &T {
+    fn to_address(&self) -> Result<Address, ConnectError> {
+        (**self).to_address()
+    }
+}
+
+enum Socket {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+/// The socket file a Unix listener created, removed again on drop by the
+/// process that created it, if it is still the same file.
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    pid: u32,
+}
+
+/// A bound socket accepting [`Connection`]s (Python's
+/// `multiprocessing.connection.Listener`).
+///
+/// With an authkey, every accepted peer must prove it holds the same key
+/// (and the listener proves it to the peer) before `accept` returns its
+/// connection: a mutual HMAC-SHA256 challenge/response, message for
+/// message the one of Python 3.12's `multiprocessing.connection`, bounded
+/// by [`handshake_timeout`](Self::handshake_timeout).
+///
+/// ```
+/// use multiproc::{Client, Listener};
+///
+/// let listener = Listener::bind("127.0.0.1:0", Some(b"secret"))?;
+/// let address = listener.address().clone(); // the real port
+/// let client = std::thread::spawn(move || -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+///     let conn = Client::connect(&address, Some(b"secret"))?;
+///     Ok(conn.recv::<String>()?)
+/// });
+/// let conn = listener.accept()?;
+/// conn.send("hello")?;
+/// assert_eq!(client.join().unwrap().unwrap(), "hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// A Unix listener removes its socket file when dropped (only the process
+/// that bound it, and only if the file was not replaced meanwhile).
+pub struct Listener {
+    socket: Socket,
+    address: Address,
+    authkey: Option<Vec<u8>>,
+    handshake_timeout: Duration,
+    socket_file: Option<SocketFile>,
+}
+
+impl Listener {
+    /// How long a peer has, by default, to complete the authentication
+    /// handshake: 5 seconds.
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Binds `address` and listens. With `authkey`, accepted peers must
+    /// hold the same key (see the type's documentation).
+    ///
+    /// A TCP address with port 0 gets a free port, reported by
+    /// [`address`](Self::address). A Unix socket path must not exist yet
+    /// (binding fails with an I/O error of kind `AddrInUse` otherwise, and
+    /// the existing file is left alone).
+    ///
+    /// ```
+    /// let path = std::env::temp_dir().join(format!("doc-bind-{}.sock", std::process::id()));
+    /// let listener = multiproc::Listener::bind(&path, None)?;
+    /// assert!(path.exists());
+    /// drop(listener);
+    /// assert!(!path.exists());
+    /// # Ok::<(), multiproc::ConnectError>(())
+    /// ```
+    pub fn bind(address: impl ToAddress, authkey: Option<&[u8]>) -> Result<Self, ConnectError> {
+        let (socket, address, socket_file) = match address.to_address()? {
+            Address::Unix(path) => {
+                let listener = UnixListener::bind(&path)?;
+                let meta = std::fs::symlink_metadata(&path)?;
+                let file = SocketFile {
+                    path: path.clone(),
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    pid: std::process::id(),
+                };
+                (Socket::Unix(listener), Address::Unix(path), Some(file))
+            }
+            Address::Tcp(addr) => {
+                let listener = TcpListener::bind(addr)?;
+                let bound = listener.local_addr()?;
+                (Socket::Tcp(listener), Address::Tcp(bound), None)
+            }
+        };
+        let listener = Listener {
+            socket,
+            address,
+            authkey: authkey.map(<[u8]>::to_vec),
+            handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
+            socket_file,
+        };
+        // Accepting waits in poll(2), so a peer that vanishes between the
+        // wake-up and accept(2), or another thread accepting first, cannot
+        // leave accept blocked past its timeout.
+        match &listener.socket {
+            Socket::Unix(l) => l.set_nonblocking(true)?,
+            Socket::Tcp(l) => l.set_nonblocking(true)?,
+        }
+        Ok(listener)
+    }
+
+    /// The address peers connect to; for TCP the bound address, with the
+    /// real port when bound to port 0.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Whether accepted peers must authenticate.
+    pub fn authenticates(&self) -> bool {
+        self.authkey.is_some()
+    }
+
+    /// How long one peer's authentication handshake may take.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// Sets how long one peer's authentication handshake may take (default
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](Self::DEFAULT_HANDSHAKE_TIMEOUT)). A
+    /// peer that has not finished by then is dropped and `accept` reports
+    /// [`ConnectError::HandshakeTimeout`].
+    pub fn set_handshake_timeout(&mut self, timeout: Duration) {
+        self.handshake_timeout = timeout;
+    }
+
+    /// Waits for the next peer and returns its connection, authenticated if
+    /// the listener has an authkey.
+    ///
+    /// The handshake runs here, bounded by
+    /// [`handshake_timeout`](Self::handshake_timeout). If that peer fails
+    /// it — wrong key ([`ConnectError::Auth`]), silence
+    /// ([`ConnectError::HandshakeTimeout`]), a broken frame
+    /// ([`ConnectError::Handshake`]) — its connection is closed and the
+    /// error returned; the listener stays usable and the next `accept`
+    /// serves the next peer. A peer that fails can hold one `accept` for at
+    /// most the handshake timeout; accepting from several threads at once
+    /// (`accept` takes `&self`) keeps others from waiting behind it.
+    pub fn accept(&self) -> Result<Connection, ConnectError> {
+        self.accept_until(None)
+    }
+
+    /// Like [`accept`](Self::accept), giving up with
+    /// [`ConnectError::Timeout`] if no peer connects within `timeout`. The
+    /// handshake of a peer that did connect has its own bound,
+    /// [`handshake_timeout`](Self::handshake_timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let listener = multiproc::Listener::bind("127.0.0.1:0", None)?;
+    /// let res = listener.accept_timeout(Duration::from_millis(10));
+    /// assert!(matches!(res, Err(multiproc::ConnectError::Timeout)));
+    /// # Ok::<(), multiproc::ConnectError>(())
+    /// ```
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection, ConnectError> {
+        self.accept_until(Some(Instant::now() + timeout))
+    }
+
+    /// Closes the listener (Python's `close`); dropping it does the same.
+    pub fn close(self) {}
+
+    fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection, ConnectError> {
+        let mut conn = loop {
+            if let Some(conn) = self.try_accept()? {
+                break conn;
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(ConnectError::Timeout);
+                    }
+                    Some(left)
+                }
+            };
+            sys::poll::wait_readable(&[self.as_fd()], left)?;
+        };
+        if let Some(key) = &self.authkey {
+            auth::serve(&mut conn, key, Some(self.handshake_timeout))?;
+        }
+        Ok(conn)
+    }
+
+    /// Accepts one pending peer, if there is one.
+    fn try_accept(&self) -> io::Result<Option<Connection>> {
+        let res = match &self.socket {
+            Socket::Unix(l) => l.accept().and_then(|(s, _)| {
+                s.set_nonblocking(false)?;
+                Ok((OwnedFd::from(s), true))
+            }),
+            Socket::Tcp(l) => l.accept().and_then(|(s, _)| {
+                s.set_nonblocking(false)?;
+                Ok((OwnedFd::from(s), false))
+            }),
+        };
+        match res {
+            Ok((fd, unix)) => {
+                if !unix {
+                    sys::socket::set_nodelay(&fd);
+                }
+                Ok(Some(Connection::from_fd(fd, unix, true, true)))
+            }
+            // Nothing pending, or the peer gave up before we took it.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.socket {
+            Socket::Unix(l) => l.as_fd(),
+            Socket::Tcp(l) => l.as_fd(),
+        }
+    }
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the key.
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("authenticates", &self.authkey.is_some())
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let Some(file) = &self.socket_file else {
+            return;
+        };
+        if file.pid != std::process::id() {
+            return;
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(&file.path)
+            && meta.dev() == file.dev
+            && meta.ino() == file.ino
+        {
+            let _ = std::fs::remove_file(&file.path);
+        }
+    }
+}
+
+/// Opens connections to a [`Listener`] (Python's
+/// `multiprocessing.connection.Client`).
+///
+/// ```
+/// use multiproc::{Client, Listener};
+///
+/// let path = std::env::temp_dir().join(format!("doc-client-{}.sock", std::process::id()));
+/// let listener = Listener::bind(&path, None)?;
+/// let conn = Client::connect(&path, None)?;
+/// let served = listener.accept()?;
+/// conn.send(&(1, "over a Unix socket"))?;
+/// assert_eq!(served.recv::<(i32, String)>()?.0, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub enum Client {}
+
+impl Client {
+    /// Connects to the listener at `address`. With `authkey`, runs the
+    /// handshake (the listener must hold the same key) before returning.
+    ///
+    /// Like Python's `Client`, this waits as long as the listener takes to
+    /// accept; [`connect_timeout`](Self::connect_timeout) bounds the wait.
+    /// A wrong key gives [`ConnectError::Auth`].
+    pub fn connect(
+        address: impl ToAddress,
+        authkey: Option<&[u8]>,
+    ) -> Result<Connection, ConnectError> {
+        Self::open(address.to_address()?, authkey, None)
+    }
+
+    /// Like [`connect`](Self::connect), giving up after `timeout` in all:
+    /// [`ConnectError::Timeout`] if the connection itself was not made in
+    /// time, [`ConnectError::HandshakeTimeout`] if the listener did not
+    /// accept and authenticate in time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Client, ConnectError, Listener};
+    ///
+    /// // A listener that never calls accept:
+    /// let listener = Listener::bind("127.0.0.1:0", Some(b"key"))?;
+    /// let res = Client::connect_timeout(listener.address(), Some(b"key"), Duration::from_millis(50));
+    /// assert!(matches!(res, Err(ConnectError::HandshakeTimeout)));
+    /// # Ok::<(), ConnectError>(())
+    /// ```
+    pub fn connect_timeout(
+        address: impl ToAddress,
+        authkey: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Connection, ConnectError> {
+        Self::open(address.to_address()?, authkey, Some(timeout))
+    }
+
+    fn open(
+        address: Address,
+        authkey: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<Connection, ConnectError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let timed_out = |e: io::Error| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                ConnectError::Timeout
+            } else {
+                ConnectError::Io(e)
+            }
+        };
+        let mut conn = match &address {
+            Address::Unix(path) => {
+                let fd = sys::socket::connect_unix(path, timeout).map_err(timed_out)?;
+                Connection::from_fd(fd, true, true, true)
+            }
+            Address::Tcp(addr) => {
+                let stream = match timeout {
+                    None => TcpStream::connect(addr),
+                    // A zero timeout is refused by connect_timeout.
+                    Some(t) => TcpStream::connect_timeout(addr, t.max(Duration::from_millis(1))),
+                }
+                .map_err(timed_out)?;
+                let fd = OwnedFd::from(stream);
+                sys::socket::set_nodelay(&fd);
+                Connection::from_fd(fd, false, true, true)
+            }
+        };
+        if let Some(key) = authkey {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            auth::join(&mut conn, key, left)?;
+        }
+        Ok(conn)
+    }
+}
