@@ -26,6 +26,9 @@
 //!   `imap_unordered`, `starmap`, `apply` and `apply_async`; a worker that
 //!   dies fails only the task it held, and the pool replaces it (see
 //!   [`pool`]).
+//! * [`csp`]: Communicating Sequential Processes in the style of PyCSP:
+//!   channels with poison and retire, alternation, and
+//!   `parallel`/`sequence`/`spawn` over threads and OS processes.
 //!
 //! ```
 //! use multiproc::{Connection, Process, pipe};
@@ -58,6 +61,7 @@
 
 pub mod codec;
 mod connection;
+pub mod csp;
 pub mod error;
 pub mod pool;
 mod process;

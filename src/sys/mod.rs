@@ -17,6 +17,7 @@
 //! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts |
 //! | [`robust_mutex`] | robust, process-shared pthread mutexes (owner death reported to the next locker) |
 //! | [`liveness`] | whether a process (pid + start time, so pid reuse is caught) still runs |
+//! | [`waitv`] | sleeping on several futex words at once |
 //!
 //! Code outside `sys` never calls `libc` or `rustix` directly.
 
@@ -28,3 +29,4 @@ pub mod random;
 pub mod robust_mutex;
 pub mod shm;
 pub mod socket;
+pub mod waitv;

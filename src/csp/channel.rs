@@ -1,0 +1,620 @@
+//! [`Channel`] and its typed ends [`Reader`] and [`Writer`]: one public
+//! handle per end over a private transport flavor.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::chan::{self, Chan, Geometry, OpError};
+use super::error::ChannelError;
+use super::memory::Memory;
+use super::spill::{self, Outgoing};
+use crate::codec::{self, SharedFd};
+use crate::sys;
+
+/// Default largest encoded message: 512 MiB.
+pub const DEFAULT_MAX_MESSAGE: usize = 512 * 1024 * 1024;
+/// Default largest encoded message carried inside the channel's own memory
+/// (larger ones travel through a shared-memory segment of their own): 64 KiB.
+pub const DEFAULT_SLOT_SIZE: usize = 64 * 1024;
+/// Default number of parties that can wait on one channel at once.
+pub const DEFAULT_WAITERS: usize = 64;
+
+/// The transport behind an end. Both flavors run the protocol of
+/// `chan.rs`; they differ in where its memory lives and so in who can reach
+/// it. A network flavor would be a third variant.
+#[derive(Clone)]
+pub(crate) enum Flavor {
+    /// Private heap memory: threads of this process only.
+    Threads(Arc<Chan>),
+    /// A shared memfd: threads, and OS processes the end is passed to.
+    Processes(Arc<Chan>),
+}
+
+impl Flavor {
+    pub(crate) fn chan(&self) -> &Arc<Chan> {
+        match self {
+            Flavor::Threads(c) | Flavor::Processes(c) => c,
+        }
+    }
+}
+
+/// Builds a [`Channel`] with non-default settings.
+///
+/// ```
+/// use multiproc::csp::Channel;
+/// let ch: Channel<Vec<u8>> = Channel::builder()
+///     .buffer(16)
+///     .slot_size(4096)
+///     .max_message(1 << 30)
+///     .build()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChannelBuilder {
+    capacity: usize,
+    max_message: usize,
+    slot_size: usize,
+    waiters: usize,
+    threads_only: bool,
+}
+
+impl ChannelBuilder {
+    /// Buffers up to `n` messages (0, the default: rendezvous, a write
+    /// completes when a reader has taken the value).
+    pub fn buffer(mut self, n: usize) -> Self {
+        self.capacity = n;
+        self
+    }
+
+    /// The largest encoded message the channel carries (default
+    /// [`DEFAULT_MAX_MESSAGE`]); a larger one is refused with
+    /// [`ChannelError::TooLarge`], and a reader never accepts more.
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
+    }
+
+    /// The largest encoded message carried inside the channel's own memory
+    /// (default [`DEFAULT_SLOT_SIZE`]). Each waiting party and each buffer
+    /// slot reserves this much (only touched pages cost anything); a larger
+    /// message travels through a named shared-memory segment of its own
+    /// (`/dev/shm/multiproc-csp-…`), created by the writer and unlinked by
+    /// the reader, which costs a few system calls more.
+    pub fn slot_size(mut self, bytes: usize) -> Self {
+        self.slot_size = bytes;
+        self
+    }
+
+    /// How many parties (blocked readers and writers, alternations) can
+    /// wait on the channel at once (default [`DEFAULT_WAITERS`]); more wait
+    /// for a free place.
+    pub fn waiters(mut self, n: usize) -> Self {
+        self.waiters = n;
+        self
+    }
+
+    /// Keeps the channel in private memory: a little cheaper to create and
+    /// uses no file descriptor, but its ends cannot be passed to another
+    /// process (encoding one fails).
+    pub fn threads_only(mut self) -> Self {
+        self.threads_only = true;
+        self
+    }
+
+    /// Creates the channel.
+    pub fn build<T>(self) -> io::Result<Channel<T>> {
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
+        let geo = Geometry {
+            capacity: u32::try_from(self.capacity).map_err(|_| bad("buffer too large"))?,
+            nrecords: u32::try_from(self.waiters.max(2)).map_err(|_| bad("too many waiters"))?,
+            slot: u32::try_from(self.slot_size.max(32)).map_err(|_| bad("slot_size too large"))?,
+            max_message: self.max_message as u64,
+        };
+        if geo.size() == usize::MAX || geo.size() > isize::MAX as usize {
+            return Err(bad("channel too large (buffer × slot_size)"));
+        }
+        let flavor = if self.threads_only {
+            Flavor::Threads(Arc::new(Chan::create(Memory::heap(geo.size()), geo)))
+        } else {
+            Flavor::Processes(Arc::new(Chan::create(Memory::shared(geo.size())?, geo)))
+        };
+        Ok(Channel {
+            flavor,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// A CSP channel carrying values of type `T` between any number of
+/// readers and writers: threads, or OS processes its ends are passed to.
+///
+/// Rendezvous by default: a write completes when a reader has taken the
+/// value. [`buffered`](Self::buffered) channels hold up to `n` values.
+///
+/// ```
+/// use multiproc::csp::Channel;
+///
+/// let ch = Channel::<String>::new()?;
+/// let (r, w) = (ch.reader(), ch.writer());
+/// let t = std::thread::spawn(move || w.write(&"hello".to_string()));
+/// assert_eq!(r.read()?, "hello");
+/// t.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Channel<T> {
+    flavor: Flavor,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Channel<T> {
+    /// A rendezvous channel that OS processes can share.
+    pub fn new() -> io::Result<Self> {
+        Channel::builder().build()
+    }
+
+    /// A channel buffering up to `n` values.
+    pub fn buffered(n: usize) -> io::Result<Self> {
+        Channel::builder().buffer(n).build()
+    }
+
+    /// A new reader end (PyCSP's `+channel` / `channel.reader()`).
+    pub fn reader(&self) -> Reader<T> {
+        Reader {
+            end: End::join(self.flavor.clone(), chan::READ),
+            _t: PhantomData,
+        }
+    }
+
+    /// A new writer end (PyCSP's `-channel` / `channel.writer()`).
+    pub fn writer(&self) -> Writer<T> {
+        Writer {
+            end: End::join(self.flavor.clone(), chan::WRITE),
+            _t: PhantomData,
+        }
+    }
+
+    /// Poisons the channel: every blocked and later operation on any end
+    /// fails with [`ChannelError::Poisoned`].
+    pub fn poison(&self) {
+        self.flavor.chan().poison();
+    }
+
+    /// Whether it is poisoned.
+    pub fn is_poisoned(&self) -> bool {
+        self.flavor.chan().is_poisoned()
+    }
+
+    /// Whether it is retired.
+    pub fn is_retired(&self) -> bool {
+        self.flavor.chan().is_retired()
+    }
+}
+
+impl Channel<()> {
+    /// Settings beyond the defaults; the message type is chosen by
+    /// [`ChannelBuilder::build`].
+    pub fn builder() -> ChannelBuilder {
+        ChannelBuilder {
+            capacity: 0,
+            max_message: DEFAULT_MAX_MESSAGE,
+            slot_size: DEFAULT_SLOT_SIZE,
+            waiters: DEFAULT_WAITERS,
+            threads_only: false,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Channel<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("id", &self.flavor.chan().id())
+            .finish()
+    }
+}
+
+/// One counted end, typed by the caller.
+pub(crate) struct End {
+    flavor: Flavor,
+    dir: u32,
+    /// The process that counted this end. A copy inherited by a forked
+    /// child (which may drop the parent's objects it copied) is not the
+    /// child's end and must not retire anything.
+    pid: i32,
+}
+
+impl End {
+    fn join(flavor: Flavor, dir: u32) -> End {
+        flavor.chan().add_end(dir);
+        End {
+            flavor,
+            dir,
+            pid: sys::process::getpid(),
+        }
+    }
+
+    pub(crate) fn chan(&self) -> &Arc<Chan> {
+        self.flavor.chan()
+    }
+}
+
+impl Clone for End {
+    fn clone(&self) -> End {
+        End::join(self.flavor.clone(), self.dir)
+    }
+}
+
+impl Drop for End {
+    fn drop(&mut self) {
+        if sys::process::getpid() == self.pid {
+            self.flavor.chan().remove_end(self.dir);
+        }
+    }
+}
+
+fn deadline(timeout: Duration) -> Option<Instant> {
+    Some(Instant::now() + timeout)
+}
+
+pub(crate) fn op_error(e: OpError) -> ChannelError {
+    match e {
+        OpError::Poisoned => ChannelError::Poisoned,
+        OpError::Retired => ChannelError::Retired,
+        OpError::Timeout => ChannelError::Timeout,
+    }
+}
+
+/// Encodes a message for `chan`, checking its size and that it carries no
+/// descriptors; spills it to a segment of its own if it exceeds the slot.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    chan: &Chan,
+    value: &T,
+) -> Result<Outgoing, ChannelError> {
+    let enc = codec::encode(value, 0)?;
+    if !enc.fds.is_empty() {
+        return Err(ChannelError::HandlesNotSupported);
+    }
+    let len = enc.bytes.len();
+    if len as u64 > chan.max_message() {
+        return Err(ChannelError::TooLarge {
+            len,
+            max: chan.max_message() as usize,
+        });
+    }
+    if len <= chan.slot() {
+        return Ok(Outgoing::inline(enc.bytes));
+    }
+    Outgoing::spill(&enc.bytes).map_err(|e| {
+        ChannelError::Codec(crate::error::CodecError::Encode(format!(
+            "cannot spill a message of {len} bytes to shared memory: {e}"
+        )))
+    })
+}
+
+/// Decodes a message received from `chan` (fetching it from its segment if
+/// it was spilled).
+pub(crate) fn decode<T: DeserializeOwned>(chan: &Chan, bytes: Vec<u8>) -> Result<T, ChannelError> {
+    let bytes = spill::take(bytes, chan.max_message())
+        .map_err(|e| ChannelError::Codec(crate::error::CodecError::Decode(e)))?;
+    Ok(codec::decode(&bytes, &mut VecDeque::new())?)
+}
+
+/// The reading end of a [`Channel`]. Clone it for more readers; dropping
+/// (or [`retire`](Self::retire)) retires this end.
+pub struct Reader<T> {
+    pub(crate) end: End,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Reader<T> {
+    /// Takes the next value, waiting for a writer.
+    pub fn read(&self) -> Result<T, ChannelError> {
+        let chan = self.end.chan();
+        decode(chan, chan.read(None).map_err(op_error)?)
+    }
+
+    /// Like [`read`](Self::read), giving up with
+    /// [`ChannelError::Timeout`] after `timeout` (nothing is taken then).
+    pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
+        let chan = self.end.chan();
+        decode(chan, chan.read(deadline(timeout)).map_err(op_error)?)
+    }
+}
+
+impl<T> Reader<T> {
+    /// Poisons the channel (see [`Channel::poison`]).
+    pub fn poison(&self) {
+        self.end.chan().poison();
+    }
+
+    /// Retires this end at once. When every reader has retired the
+    /// channel is retired and writers get [`ChannelError::Retired`].
+    /// Dropping the end does the same, except inside a CSP process that
+    /// was given it as an argument, where a dropped end retires when the
+    /// process ends (after it propagated poison, if it ended by poison).
+    pub fn retire(self) {
+        Held::release_one(self.end.chan(), chan::READ);
+    }
+
+    /// Whether the channel is poisoned.
+    pub fn is_poisoned(&self) -> bool {
+        self.end.chan().is_poisoned()
+    }
+}
+
+impl<T> Clone for Reader<T> {
+    fn clone(&self) -> Self {
+        Reader {
+            end: self.end.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Reader<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader")
+            .field("channel", &self.end.chan().id())
+            .finish()
+    }
+}
+
+/// The writing end of a [`Channel`]. Clone it for more writers; dropping
+/// (or [`retire`](Self::retire)) retires this end.
+pub struct Writer<T> {
+    pub(crate) end: End,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T: Serialize> Writer<T> {
+    /// Writes a value, waiting until a reader has taken it (or, buffered,
+    /// until it is in the buffer).
+    pub fn write(&self, value: &T) -> Result<(), ChannelError> {
+        let chan = self.end.chan();
+        let out = encode(chan, value)?;
+        chan.write(&out.bytes, None).map_err(op_error)?;
+        out.delivered();
+        Ok(())
+    }
+
+    /// Like [`write`](Self::write), giving up with
+    /// [`ChannelError::Timeout`] after `timeout` (nothing was written then).
+    pub fn write_timeout(&self, value: &T, timeout: Duration) -> Result<(), ChannelError> {
+        let chan = self.end.chan();
+        let out = encode(chan, value)?;
+        chan.write(&out.bytes, deadline(timeout))
+            .map_err(op_error)?;
+        out.delivered();
+        Ok(())
+    }
+}
+
+impl<T> Writer<T> {
+    /// Poisons the channel (see [`Channel::poison`]).
+    pub fn poison(&self) {
+        self.end.chan().poison();
+    }
+
+    /// Retires this end at once. When every writer has retired, the
+    /// channel is retired: readers get what is buffered, then
+    /// [`ChannelError::Retired`]. Dropping the end does the same, except
+    /// inside a CSP process that was given it as an argument, where a
+    /// dropped end retires when the process ends.
+    pub fn retire(self) {
+        Held::release_one(self.end.chan(), chan::WRITE);
+    }
+
+    /// Whether the channel is poisoned.
+    pub fn is_poisoned(&self) -> bool {
+        self.end.chan().is_poisoned()
+    }
+}
+
+impl<T> Clone for Writer<T> {
+    fn clone(&self) -> Self {
+        Writer {
+            end: self.end.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Writer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("channel", &self.end.chan().id())
+            .finish()
+    }
+}
+
+// ---- passing ends to other processes ---------------------------------------
+
+thread_local! {
+    /// While set, serialising an end records its channel and side here
+    /// instead of producing a wire form (used to find the ends a process
+    /// holds).
+    static COLLECT: RefCell<Option<Vec<EndRef>>> = const { RefCell::new(None) };
+}
+
+/// A channel and a side, uncounted.
+pub(crate) type EndRef = (Arc<Chan>, u32);
+
+/// The channels (and sides) of every end inside `value` (any serde type).
+pub(crate) fn channels_in<A: Serialize + ?Sized>(value: &A) -> Vec<EndRef> {
+    let previous = COLLECT.with(|c| c.borrow_mut().replace(Vec::new()));
+    let _ = codec::encode(value, 0);
+    COLLECT
+        .with(|c| std::mem::replace(&mut *c.borrow_mut(), previous))
+        .unwrap_or_default()
+}
+
+thread_local! {
+    /// The extra counts held for the CSP process running on this thread
+    /// (see [`Held`]): channel, side, and whether already released.
+    static HELD: RefCell<Vec<(Arc<Chan>, u32, bool)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Extra counted ends a running process holds beside its own, so that its
+/// ends, dropped when its body returns, cannot retire a channel before the
+/// process has propagated poison to it. An explicit `retire()` inside the
+/// body releases the matching extra count at once.
+pub(crate) struct Held {
+    ends: Vec<(Arc<Chan>, u32)>,
+}
+
+impl Held {
+    /// Counts one more end for each of `ends`, on behalf of the process
+    /// running on this thread.
+    pub fn new(ends: &[(Arc<Chan>, u32)]) -> Held {
+        for (c, dir) in ends {
+            c.add_end(*dir);
+        }
+        HELD.with(|h| {
+            h.borrow_mut()
+                .extend(ends.iter().map(|(c, d)| (c.clone(), *d, false)))
+        });
+        Held {
+            ends: ends.to_vec(),
+        }
+    }
+
+    /// Poisons every channel.
+    pub fn poison(&self) {
+        for (c, _) in &self.ends {
+            c.poison();
+        }
+    }
+
+    /// Releases the extra count for `chan`/`dir`, if this thread's process
+    /// holds one not yet released.
+    fn release_one(chan: &Arc<Chan>, dir: u32) {
+        let found = HELD.with(|h| {
+            h.borrow_mut()
+                .iter_mut()
+                .find(|(c, d, released)| !*released && *d == dir && Arc::ptr_eq(c, chan))
+                .map(|e| e.2 = true)
+                .is_some()
+        });
+        if found {
+            chan.remove_end(dir);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let entries = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        for (c, dir, released) in entries {
+            if !released {
+                c.remove_end(dir);
+            }
+        }
+    }
+}
+
+/// The wire form of an end: the segment travels out of band.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    fd: SharedFd,
+    dir: u32,
+}
+
+impl Serialize for End {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let collected = COLLECT.with(|c| {
+            c.borrow_mut()
+                .as_mut()
+                .map(|v| v.push((self.flavor.chan().clone(), self.dir)))
+                .is_some()
+        });
+        if collected {
+            return s.serialize_unit();
+        }
+        let Flavor::Processes(chan) = &self.flavor else {
+            return Err(serde::ser::Error::custom(
+                "this channel was built threads_only and cannot be passed to another process",
+            ));
+        };
+        let Some(fd) = chan.memory().fd() else {
+            return Err(serde::ser::Error::custom("channel without a segment"));
+        };
+        let r = Wire {
+            fd: fd.clone(),
+            dir: self.dir,
+        }
+        .serialize(s);
+        if r.is_ok() {
+            // The end in flight counts as an end of its side until the
+            // receiver adopts it, so that dropping the sender's copy
+            // meanwhile cannot retire the channel.
+            chan.add_end(self.dir);
+        }
+        r
+    }
+}
+
+impl<'de> Deserialize<'de> for End {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = Wire::deserialize(d)?;
+        if w.dir != chan::READ && w.dir != chan::WRITE {
+            return Err(serde::de::Error::custom("bad channel end direction"));
+        }
+        let mem = Memory::open(w.fd).map_err(serde::de::Error::custom)?;
+        let chan = Chan::open(mem).map_err(serde::de::Error::custom)?;
+        // Adopts the count the sender added for the end in flight.
+        Ok(End {
+            flavor: Flavor::Processes(Arc::new(chan)),
+            dir: w.dir,
+            pid: sys::process::getpid(),
+        })
+    }
+}
+
+/// A reader can be a [`Process`](crate::Process) argument (or travel in a
+/// message over a Unix-domain [`Connection`](crate::Connection)); a
+/// `threads_only` one cannot.
+impl<T> Serialize for Reader<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.end.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Reader<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let end = End::deserialize(d)?;
+        if end.dir != chan::READ {
+            return Err(serde::de::Error::custom("expected a reader end"));
+        }
+        Ok(Reader {
+            end,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// A writer can be a [`Process`](crate::Process) argument, like [`Reader`].
+impl<T> Serialize for Writer<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.end.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Writer<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let end = End::deserialize(d)?;
+        if end.dir != chan::WRITE {
+            return Err(serde::de::Error::custom("expected a writer end"));
+        }
+        Ok(Writer {
+            end,
+            _t: PhantomData,
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! Where a channel's state lives: a private heap block (the thread-only
+//! flavor) or a sealed memfd mapped shared (the flavor that other
+//! processes can open).
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::io;
+use std::os::fd::AsFd;
+use std::ptr::NonNull;
+
+use crate::codec::SharedFd;
+use crate::sys::shm::{self, Mapping};
+
+/// A zeroed, 8-byte-aligned block of memory holding one channel.
+pub(crate) enum Memory {
+    /// Private to this process.
+    Heap(HeapBlock),
+    /// A memfd segment, mapped shared; `fd` travels to other processes.
+    Shared {
+        /// The mapping (unmapped on drop).
+        map: Mapping,
+        /// The segment's descriptor.
+        fd: SharedFd,
+    },
+}
+
+impl Memory {
+    /// A private zeroed block of at least `len` bytes.
+    pub fn heap(len: usize) -> Memory {
+        Memory::Heap(HeapBlock::new(len))
+    }
+
+    /// A new sealed memfd of `len` zeroed bytes, mapped shared.
+    pub fn shared(len: usize) -> io::Result<Memory> {
+        let fd = shm::memfd("multiproc-csp-channel", len)?;
+        let map = Mapping::map(fd.as_fd(), len)?;
+        Ok(Memory::Shared {
+            map,
+            fd: SharedFd::new(fd),
+        })
+    }
+
+    /// Maps a segment received from another process.
+    pub fn open(fd: SharedFd) -> io::Result<Memory> {
+        let len = shm::size(fd.fd())?;
+        let map = Mapping::map(fd.fd(), len)?;
+        Ok(Memory::Shared { map, fd })
+    }
+
+    /// The first byte (8-byte aligned).
+    pub fn base(&self) -> *mut u8 {
+        match self {
+            Memory::Heap(block) => block.ptr.as_ptr(),
+            Memory::Shared { map, .. } => map.as_ptr(),
+        }
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Memory::Heap(block) => block.layout.size(),
+            Memory::Shared { map, .. } => map.len(),
+        }
+    }
+
+    /// The segment's descriptor, for the shared flavor.
+    pub fn fd(&self) -> Option<&SharedFd> {
+        match self {
+            Memory::Heap(_) => None,
+            Memory::Shared { fd, .. } => Some(fd),
+        }
+    }
+}
+
+/// A zeroed heap allocation, cache-line aligned, freed on drop. Large
+/// blocks come from the allocator's zeroed pages, so untouched parts cost
+/// nothing.
+pub(crate) struct HeapBlock {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: the block is plain memory accessed only through atomics and under
+// the channel protocol; the pointer is owned and freed once.
+unsafe impl Send for HeapBlock {}
+// SAFETY: as above.
+unsafe impl Sync for HeapBlock {}
+
+impl HeapBlock {
+    fn new(len: usize) -> HeapBlock {
+        let layout = Layout::from_size_align(len.max(64), 64).expect("channel size fits a Layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        HeapBlock { ptr, layout }
+    }
+}
+
+impl Drop for HeapBlock {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this very layout, freed only here.
+        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}

@@ -1,0 +1,109 @@
+//! Communicating Sequential Processes, in the style of PyCSP: processes
+//! that share nothing and talk over channels.
+//!
+//! * [`Channel`]: any number of [`Reader`]s and [`Writer`]s, rendezvous
+//!   by default or buffered; the same channel works between threads and
+//!   between OS processes (pass its ends as process arguments).
+//! * **Poison** ([`Channel::poison`], [`Reader::poison`],
+//!   [`Writer::poison`]): immediate; every blocked and later operation on
+//!   any end fails with [`ChannelError::Poisoned`].
+//! * **Retire**: [`Reader::retire`] / [`Writer::retire`] (or dropping the
+//!   end) retires it; when every end of one side has retired the channel is
+//!   retired: readers get what was buffered, then
+//!   [`ChannelError::Retired`]. Inside a CSP process, an end it was given
+//!   and merely dropped retires when the process ends, after poison
+//!   propagation.
+//! * [`CspProcess`], [`parallel`], [`sequence`], [`spawn`]: processes as
+//!   threads or OS processes; poison propagates from a process that ends
+//!   by it (or panics) to every channel it held.
+//! * [`Alternation`]: input, output, timeout and skip guards with
+//!   preconditions; [`pri_select`](Alternation::pri_select),
+//!   [`fair_select`](Alternation::fair_select),
+//!   [`select`](Alternation::select). Exactly the chosen guard's
+//!   operation happens, also across processes.
+//!
+//! ```
+//! use multiproc::csp::{Channel, ChannelError, CspProcess, Reader, Writer, parallel};
+//!
+//! fn source(out: Writer<u64>) -> Result<(), ChannelError> {
+//!     for i in 1..=10 {
+//!         out.write(&i)?;
+//!     }
+//!     Ok(()) // dropping `out` retires it
+//! }
+//!
+//! fn sink(inp: Reader<u64>) -> Result<(), ChannelError> {
+//!     let mut total = 0;
+//!     loop {
+//!         match inp.read() {
+//!             Ok(x) => total += x,
+//!             Err(ChannelError::Retired) => break,
+//!             Err(e) => return Err(e),
+//!         }
+//!     }
+//!     assert_eq!(total, 55);
+//!     Ok(())
+//! }
+//!
+//! let ch = Channel::new()?;
+//! // The source as an OS process, the sink as a thread.
+//! parallel([
+//!     CspProcess::function(source, ch.writer()).os(),
+//!     CspProcess::function(sink, ch.reader()),
+//! ])?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Transports
+//!
+//! Each end is one public handle over a private flavor (as in
+//! crossbeam-channel): `threads_only` channels keep their state in private
+//! memory, the default ones in a sealed memfd that travels to OS processes
+//! with the end. Both run one protocol (`chan.rs`: a lock-guarded table of
+//! waiting parties; the alternation protocol in `alternation.rs`), so the
+//! semantics are the same; a network flavor can be added without changing
+//! the API.
+//!
+//! # Limits and differences from PyCSP
+//!
+//! * Messages are serde values encoded with the crate's codec, at most
+//!   [`ChannelBuilder::max_message`] bytes each (default 512 MiB; larger
+//!   ones are refused with [`ChannelError::TooLarge`]). Up to
+//!   [`ChannelBuilder::slot_size`] (default 64 KiB) they travel inside the
+//!   channel's memory; larger ones through a named `/dev/shm` segment of
+//!   their own, unlinked by their reader (a process killed between writing
+//!   such a message and its delivery leaves the segment behind). They
+//!   cannot carry handles (pass those as process arguments).
+//! * At most [`ChannelBuilder::waiters`] parties wait on one channel at a
+//!   time (default 64); more wait for a place. An alternation sleeps on
+//!   all its channels with one `futex_waitv` (Linux 5.16+), up to 127
+//!   channel guards (more are polled every millisecond).
+//! * In an alternation a guard whose channel is retired (and drained)
+//!   drops out; the selection fails with [`ChannelError::Retired`] only
+//!   when every enabled channel guard has (PyCSP raises at the first
+//!   retired guard, which can strand values buffered on the others).
+//!   Poison still fails the selection at once.
+//! * An end passed to another process counts as an end from the moment it
+//!   is encoded; if the message is never decoded, that side never retires
+//!   (poison still works).
+//! * A process killed while holding a channel's lock leaves that lock
+//!   held; [`parallel`] poisons the channels of an OS process that dies,
+//!   which frees everyone waiting.
+
+mod alternation;
+mod backoff;
+mod chan;
+mod channel;
+mod error;
+mod lock;
+mod memory;
+mod process;
+mod spill;
+
+pub use alternation::{Alternation, Fair};
+pub use channel::{
+    Channel, ChannelBuilder, DEFAULT_MAX_MESSAGE, DEFAULT_SLOT_SIZE, DEFAULT_WAITERS, Reader,
+    Writer,
+};
+pub use error::{ChannelError, ProcessError};
+pub use process::{CspProcess, Outcome, Spawned, parallel, sequence, spawn};

@@ -1,0 +1,490 @@
+//! CSP processes and their composition: [`CspProcess`], [`parallel`],
+//! [`sequence`], [`spawn`].
+//!
+//! A process runs as a thread by default, or as an OS process (the
+//! crate's [`Process`](crate::Process)) when asked. Its body returns
+//! `Result<R, ChannelError>`, so `?` on a channel operation ends it. As in
+//! PyCSP, a process that ends by poison poisons every channel whose ends
+//! it was given as arguments; one that ends by retire has retired them
+//! (its ends were dropped); one that panics or fails otherwise poisons
+//! them too, so the rest of the network shuts down instead of hanging.
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::chan::Chan;
+use super::channel::{Held, channels_in};
+use super::error::{ChannelError, ProcessError};
+use crate::error::{CodecError, JoinError};
+use crate::process::{Process, StartMethod, get_start_method};
+
+/// How a CSP process ended, when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome<R> {
+    /// It returned a value.
+    Done(R),
+    /// It ended by poison (and poisoned the channels it held).
+    Poisoned,
+    /// It ended by retire (its ends are retired).
+    Retired,
+}
+
+impl<R> Outcome<R> {
+    /// The returned value, if it returned one.
+    pub fn value(self) -> Option<R> {
+        match self {
+            Outcome::Done(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+type Ending<R> = Result<Outcome<R>, ProcessError>;
+type Launch<R> =
+    Box<dyn FnOnce(&str, Option<StartMethod>) -> Result<Launched<R>, ProcessError> + Send>;
+
+/// A process just launched: a thread, or an OS process not yet watched.
+enum Launched<R> {
+    Thread(JoinHandle<Ending<R>>),
+    /// A started OS process; the closure starts the thread that waits for it.
+    Os(Watch<R>),
+}
+
+type Watch<R> = Box<dyn FnOnce(&str) -> Result<JoinHandle<Ending<R>>, ProcessError> + Send>;
+
+/// A process of a CSP network, not yet started.
+///
+/// ```
+/// use multiproc::csp::{Channel, ChannelError, CspProcess, Reader, Writer, parallel};
+///
+/// fn producer(out: Writer<u32>) -> Result<(), ChannelError> {
+///     for i in 0..3 {
+///         out.write(&i)?;
+///     }
+///     out.poison();
+///     Ok(())
+/// }
+///
+/// fn consumer(inp: Reader<u32>) -> Result<u32, ChannelError> {
+///     let mut sum = 0;
+///     loop {
+///         match inp.read() {
+///             Ok(x) => sum += x,
+///             Err(ChannelError::Poisoned) => return Ok(sum),
+///             Err(e) => return Err(e),
+///         }
+///     }
+/// }
+///
+/// let ch = Channel::new()?;
+/// let out = parallel([
+///     CspProcess::new(|w| producer(w).map(|_| 0), ch.writer()),
+///     CspProcess::new(consumer, ch.reader()),
+/// ])?;
+/// assert_eq!(out[1].clone().value(), Some(3));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CspProcess<R> {
+    name: String,
+    channels: Vec<(Arc<Chan>, u32)>,
+    method: Option<StartMethod>,
+    launch: Launch<R>,
+}
+
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+fn default_name() -> String {
+    format!("CspProcess-{}", COUNT.fetch_add(1, Ordering::Relaxed) + 1)
+}
+
+impl<R: Send + 'static> CspProcess<R> {
+    /// A process running `body(args)` in a thread. The channel ends inside
+    /// `args` (found through serde, in any position) are the ones poison
+    /// propagates to; `body` may also capture anything else.
+    pub fn new<A, F>(body: F, args: A) -> Self
+    where
+        A: Serialize + Send + 'static,
+        F: FnOnce(A) -> Result<R, ChannelError> + Send + 'static,
+    {
+        let channels = channels_in(&args);
+        let held = channels.clone();
+        let launch: Launch<R> = Box::new(move |name, method| {
+            if method.is_some() {
+                return Err(ProcessError::NotAFunction { name: name.into() });
+            }
+            thread(name, held, move || body(args)).map(Launched::Thread)
+        });
+        CspProcess {
+            name: default_name(),
+            channels,
+            method: None,
+            launch,
+        }
+    }
+
+    /// A process running the function `target(args)`: in a thread unless
+    /// [`os`](Self::os) or [`start_method`](Self::start_method) asks for
+    /// an OS process, which then receives `args` (channel ends included)
+    /// through the crate's codec.
+    pub fn function<A>(target: fn(A) -> Result<R, ChannelError>, args: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        let channels = channels_in(&args);
+        let held = channels.clone();
+        let launch: Launch<R> = Box::new(move |name, method| match method {
+            None => thread(name, held, move || target(args)).map(Launched::Thread),
+            Some(method) => {
+                let call = OsCall {
+                    target: offset_of(target as usize),
+                    args,
+                };
+                let mut p = Process::new(os_entry::<A, R>, call)
+                    .name(name)
+                    .start_method(method);
+                p.start().map_err(|error| ProcessError::Start {
+                    name: name.into(),
+                    error,
+                })?;
+                let p = Box::new(p);
+                Ok(Launched::Os(Box::new(move |name: &str| {
+                    watch_os(name, held, p)
+                })))
+            }
+        });
+        CspProcess {
+            name: default_name(),
+            channels,
+            method: None,
+            launch,
+        }
+    }
+
+    /// Names the process (default `CspProcess-N`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Runs it as an OS process with the default start method (only for
+    /// processes built with [`function`](Self::function)).
+    pub fn os(self) -> Self {
+        let m = get_start_method();
+        self.start_method(m)
+    }
+
+    /// Runs it as an OS process started with `method`.
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    fn launch(self) -> (String, Result<Launched<R>, ProcessError>) {
+        let CspProcess {
+            name,
+            channels,
+            method,
+            launch,
+        } = self;
+        let launched = launch(&name, method);
+        if launched.is_err() {
+            poison_all(&channels);
+        }
+        (name, launched)
+    }
+
+    fn start(self) -> Started<R> {
+        let (name, launched) = self.launch();
+        Started::from(name, launched)
+    }
+}
+
+/// Runs `body` in a thread, turning its ending into an [`Outcome`] and
+/// poisoning the channels of `ends` at once when it ends by poison, an
+/// error or a panic (before its ends, dropped on return, retire them).
+fn thread<R: Send + 'static>(
+    name: &str,
+    ends: Vec<(Arc<Chan>, u32)>,
+    body: impl FnOnce() -> Result<R, ChannelError> + Send + 'static,
+) -> Result<JoinHandle<Ending<R>>, ProcessError> {
+    let owned = name.to_string();
+    std::thread::Builder::new()
+        .name(owned.clone())
+        .spawn(move || {
+            let held = Held::new(&ends);
+            drop(ends);
+            let ending = match catch_unwind(AssertUnwindSafe(body)) {
+                Ok(Ok(r)) => Ok(Outcome::Done(r)),
+                Ok(Err(ChannelError::Poisoned)) => Ok(Outcome::Poisoned),
+                Ok(Err(ChannelError::Retired)) => Ok(Outcome::Retired),
+                Ok(Err(error)) => Err(ProcessError::Channel { name: owned, error }),
+                Err(panic) => Err(ProcessError::Panicked {
+                    name: owned,
+                    message: panic_message(&*panic),
+                }),
+            };
+            if !matches!(ending, Ok(Outcome::Done(_)) | Ok(Outcome::Retired)) {
+                held.poison();
+            }
+            ending
+        })
+        .map_err(|error| ProcessError::Thread {
+            name: name.into(),
+            error,
+        })
+}
+
+/// Waits for an OS process on a thread of its own, so that its death is
+/// noticed (and its channels poisoned) as soon as it happens.
+fn watch_os<R>(
+    name: &str,
+    held: Vec<(Arc<Chan>, u32)>,
+    mut p: Box<Process<OsResult<R>>>,
+) -> Result<JoinHandle<Ending<R>>, ProcessError>
+where
+    R: Send + DeserializeOwned + 'static,
+{
+    let owned = name.to_string();
+    std::thread::Builder::new()
+        .name(format!("{name}-watch"))
+        .spawn(move || {
+            let ending = match p.join() {
+                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(remote)) => Err(ProcessError::Channel {
+                    name: owned,
+                    error: remote.into_error(),
+                }),
+                Err(JoinError::Panicked { message }) => Err(ProcessError::Panicked {
+                    name: owned,
+                    message,
+                }),
+                Err(error) => Err(ProcessError::Join { name: owned, error }),
+            };
+            propagate(&ending, &held);
+            ending
+        })
+        .map_err(|error| ProcessError::Thread {
+            name: name.into(),
+            error,
+        })
+}
+
+/// Poison ends the network on poison, panic, failure or death (a killed
+/// OS process cannot do it itself).
+fn propagate<R>(ending: &Ending<R>, held: &[(Arc<Chan>, u32)]) {
+    if !matches!(ending, Ok(Outcome::Done(_)) | Ok(Outcome::Retired)) {
+        poison_all(held);
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+fn poison_all(channels: &[(Arc<Chan>, u32)]) {
+    for (c, _) in channels {
+        c.poison();
+    }
+}
+
+/// A started process.
+struct Started<R> {
+    name: String,
+    running: Result<JoinHandle<Ending<R>>, ProcessError>,
+}
+
+impl<R: Send + 'static> Started<R> {
+    fn from(name: String, launched: Result<Launched<R>, ProcessError>) -> Started<R> {
+        let running = launched.and_then(|l| match l {
+            Launched::Thread(h) => Ok(h),
+            Launched::Os(watch) => watch(&name),
+        });
+        Started { name, running }
+    }
+
+    /// Waits for it.
+    fn wait(self) -> Ending<R> {
+        match self.running {
+            Err(e) => Err(e),
+            Ok(h) => h.join().unwrap_or_else(|panic| {
+                Err(ProcessError::Panicked {
+                    name: self.name,
+                    message: panic_message(&*panic),
+                })
+            }),
+        }
+    }
+}
+
+/// Runs the processes concurrently and waits for all of them (PyCSP's
+/// `Parallel`). Returns their outcomes in order, or the first error in
+/// list order once every process has ended.
+///
+/// ```
+/// use multiproc::csp::{CspProcess, parallel};
+/// let outcomes = parallel([
+///     CspProcess::new(|x: u32| Ok(x * 2), 1),
+///     CspProcess::new(|x: u32| Ok(x * 2), 2),
+/// ])?;
+/// let values: Vec<u32> = outcomes.into_iter().filter_map(|o| o.value()).collect();
+/// assert_eq!(values, [2, 4]);
+/// # Ok::<(), multiproc::csp::ProcessError>(())
+/// ```
+pub fn parallel<R: Send + 'static>(
+    processes: impl IntoIterator<Item = CspProcess<R>>,
+) -> Result<Vec<Outcome<R>>, ProcessError> {
+    spawn(processes).join()
+}
+
+/// Runs the processes one after another, each finishing before the next
+/// starts (PyCSP's `Sequence`). Stops at the first error.
+pub fn sequence<R: Send + 'static>(
+    processes: impl IntoIterator<Item = CspProcess<R>>,
+) -> Result<Vec<Outcome<R>>, ProcessError> {
+    processes.into_iter().map(|p| p.start().wait()).collect()
+}
+
+/// Starts the processes and returns at once (PyCSP's `Spawn`); wait for
+/// them with [`Spawned::join`].
+pub fn spawn<R: Send + 'static>(processes: impl IntoIterator<Item = CspProcess<R>>) -> Spawned<R> {
+    // Every OS process starts before any thread does, so that the fork
+    // start method (refused once the parent has threads) works from a
+    // single-threaded parent.
+    let processes: Vec<CspProcess<R>> = processes.into_iter().collect();
+    let (os, threads): (Vec<_>, Vec<_>) = processes
+        .into_iter()
+        .enumerate()
+        .partition(|(_, p)| p.method.is_some());
+    let mut launched: Vec<(usize, String, Result<Launched<R>, ProcessError>)> = os
+        .into_iter()
+        .chain(threads)
+        .map(|(i, p)| {
+            let (name, l) = p.launch();
+            (i, name, l)
+        })
+        .collect();
+    launched.sort_by_key(|(i, _, _)| *i);
+    Spawned {
+        started: launched
+            .into_iter()
+            .map(|(_, name, l)| Started::from(name, l))
+            .collect(),
+    }
+}
+
+/// Processes started by [`spawn`].
+pub struct Spawned<R> {
+    started: Vec<Started<R>>,
+}
+
+impl<R: Send + 'static> Spawned<R> {
+    /// Waits for every process; their outcomes in order, or the first
+    /// error in list order.
+    pub fn join(self) -> Result<Vec<Outcome<R>>, ProcessError> {
+        let results: Vec<_> = self.started.into_iter().map(Started::wait).collect();
+        results.into_iter().collect()
+    }
+}
+
+// ---- OS processes ------------------------------------------------------
+
+/// What an OS process is started with: the target (as a distance from
+/// this binary's anchor) and its arguments.
+#[derive(Serialize, Deserialize)]
+struct OsCall<A> {
+    target: isize,
+    args: A,
+}
+
+/// A channel error, as it travels back from an OS process.
+#[derive(Serialize, Deserialize)]
+enum RemoteError {
+    Timeout,
+    TooLarge { len: u64, max: u64 },
+    HandlesNotSupported,
+    NoGuard,
+    Codec(String),
+}
+
+impl RemoteError {
+    fn from_error(e: ChannelError) -> RemoteError {
+        match e {
+            ChannelError::Timeout => RemoteError::Timeout,
+            ChannelError::TooLarge { len, max } => RemoteError::TooLarge {
+                len: len as u64,
+                max: max as u64,
+            },
+            ChannelError::HandlesNotSupported => RemoteError::HandlesNotSupported,
+            ChannelError::NoGuard => RemoteError::NoGuard,
+            other => RemoteError::Codec(other.to_string()),
+        }
+    }
+
+    fn into_error(self) -> ChannelError {
+        match self {
+            RemoteError::Timeout => ChannelError::Timeout,
+            RemoteError::TooLarge { len, max } => ChannelError::TooLarge {
+                len: len as usize,
+                max: max as usize,
+            },
+            RemoteError::HandlesNotSupported => ChannelError::HandlesNotSupported,
+            RemoteError::NoGuard => ChannelError::NoGuard,
+            RemoteError::Codec(m) => ChannelError::Codec(CodecError::Decode(m)),
+        }
+    }
+}
+
+type OsResult<R> = Result<Outcome<R>, RemoteError>;
+
+#[inline(never)]
+fn anchor() -> u32 {
+    std::hint::black_box(0x6373_0001)
+}
+
+fn offset_of(addr: usize) -> isize {
+    (addr as isize).wrapping_sub(anchor as fn() -> u32 as usize as isize)
+}
+
+fn address_at(offset: isize) -> usize {
+    (anchor as fn() -> u32 as usize as isize).wrapping_add(offset) as usize
+}
+
+/// Runs in the OS process: calls the target, propagates poison to the
+/// channels of its arguments, reports the outcome.
+fn os_entry<A, R>(call: OsCall<A>) -> OsResult<R>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize,
+{
+    // SAFETY: `call.target` is the distance of an `fn(A) -> Result<R,
+    // ChannelError>` from `anchor` in this same binary: the parent took it
+    // from a value of that type in `CspProcess::function`, with the same
+    // `A` and `R` that instantiated this function, and the process layer
+    // checked that the child runs the parent's binary before calling us.
+    let target = unsafe {
+        std::mem::transmute::<usize, fn(A) -> Result<R, ChannelError>>(address_at(call.target))
+    };
+    let held = Held::new(&channels_in(&call.args));
+    let args = call.args;
+    let result = catch_unwind(AssertUnwindSafe(move || target(args)));
+    if !matches!(result, Ok(Ok(_)) | Ok(Err(ChannelError::Retired))) {
+        held.poison();
+    }
+    drop(held);
+    match result {
+        Ok(Ok(r)) => Ok(Outcome::Done(r)),
+        Ok(Err(ChannelError::Poisoned)) => Ok(Outcome::Poisoned),
+        Ok(Err(ChannelError::Retired)) => Ok(Outcome::Retired),
+        Ok(Err(e)) => Err(RemoteError::from_error(e)),
+        Err(panic) => resume_unwind(panic),
+    }
+}
