@@ -15,6 +15,9 @@
 //!   processes; handles (other connections…) travel inside messages.
 //! * [`Listener`] and [`Client`]: connections over a Unix socket path or
 //!   TCP, authenticated with a shared key (HMAC-SHA256).
+//! * [`Manager`]: a server process owning shared lists, dicts,
+//!   [`Namespace`]s, queues, locks…, reached through proxies from any
+//!   process (see [`manager`]).
 //!
 //! ```
 //! use multiproc::{Connection, Process, pipe};
@@ -48,6 +51,7 @@
 pub mod codec;
 mod connection;
 pub mod error;
+pub mod manager;
 mod process;
 // Some of the OS layer serves mechanisms still being built.
 #[allow(dead_code)]
@@ -57,6 +61,11 @@ pub use connection::{
     Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, pipe, wait,
 };
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
+pub use manager::{
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
+    JoinableQueueProxy, ListProxy, LockProxy, Manager, ManagerError, Namespace, QueueProxy,
+    RLockProxy, SemaphoreProxy, ValueProxy,
+};
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
     get_context, get_start_method, parent_process, set_start_method,

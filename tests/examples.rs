@@ -53,11 +53,23 @@ fn pipe_prints_the_message() {
 #[test]
 fn tour_runs_every_program_in_order() {
     let out = run("tour");
-    let sections = ["1. Queue", "2. Pipe", "3. Manager", "4. Manager Namespace", "5. Value and Array", "6. CSP"];
+    let sections = [
+        "1. Queue",
+        "2. Pipe",
+        "3. Manager",
+        "4. Manager Namespace",
+        "5. Value and Array",
+        "6. CSP",
+    ];
     let mut at = 0;
     for s in sections {
-        let found = out[at..].find(&format!("== {s}")).unwrap_or_else(|| panic!("section {s} missing:\n{out}"));
+        let found = out[at..]
+            .find(&format!("== {s}"))
+            .unwrap_or_else(|| panic!("section {s} missing:\n{out}"));
         at += found;
     }
-    assert!(out.contains("== 2. Pipe ==\n(42, None, \"hello\")\n"), "{out}");
+    assert!(
+        out.contains("== 2. Pipe ==\n(42, None, \"hello\")\n"),
+        "{out}"
+    );
 }

@@ -11,7 +11,7 @@ mod context;
 mod identity;
 mod launcher;
 mod registry;
-mod target;
+pub(crate) mod target;
 
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
