@@ -113,7 +113,8 @@ fn locked_increments((lock, ns, n): (LockProxy, Namespace, u32)) -> Result<(), S
 
 fn producer((q, n): (QueueProxy<(u32, String)>, u32)) -> Result<(), String> {
     for i in 0..n {
-        q.put(&(i, format!("item {i}"))).map_err(|e| e.to_string())?;
+        q.put(&(i, format!("item {i}")))
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -133,7 +134,13 @@ fn joinable_consumer(q: JoinableQueueProxy<u32>) -> Result<u64, String> {
 fn event_and_barrier((ev, barrier): (EventProxy, BarrierProxy)) -> Result<usize, String> {
     ev.wait_timeout(LONG)
         .map_err(|e| e.to_string())
-        .and_then(|set| if set { Ok(()) } else { Err("event not set".into()) })?;
+        .and_then(|set| {
+            if set {
+                Ok(())
+            } else {
+                Err("event not set".into())
+            }
+        })?;
     barrier.wait_timeout(LONG).map_err(|e| e.to_string())
 }
 
@@ -146,7 +153,11 @@ fn condition_waiter((cond, ns): (ConditionProxy, Namespace)) -> Result<i64, Stri
         .map_err(e)?;
     let go = ns.get::<i64>("go").map_err(e)?;
     cond.release().map_err(e)?;
-    if ok { Ok(go) } else { Err("condition never came true".into()) }
+    if ok {
+        Ok(go)
+    } else {
+        Err("condition never came true".into())
+    }
 }
 
 /// Appends from a forked grandchild (this spawned child is single-threaded,
@@ -182,7 +193,9 @@ impl Served for Counter {
 }
 
 fn new_counter(args: Value) -> Result<Box<dyn Served>, String> {
-    Ok(Box::new(Counter(from_value(args).map_err(|e| e.to_string())?)))
+    Ok(Box::new(Counter(
+        from_value(args).map_err(|e| e.to_string())?,
+    )))
 }
 
 fn counter_user((c, n): (multiproc::manager::RemoteObject, i64)) -> Result<i64, String> {
@@ -219,7 +232,10 @@ fn list_operations_from_a_child_are_seen_by_the_parent() {
         assert_eq!(names, ["a", "c", "d", "z"]);
         assert_eq!(list.index(&rec("c", 3)).unwrap(), 1);
         assert!(list.contains(&rec("d", 4)).unwrap());
-        assert!(matches!(list.remove(&rec("q", 9)), Err(ManagerError::NotFound(_))));
+        assert!(matches!(
+            list.remove(&rec("q", 9)),
+            Err(ManagerError::NotFound(_))
+        ));
         assert!(matches!(list.get(10), Err(ManagerError::Index(_))));
         assert_eq!(list.get(-1).unwrap(), rec("z", 0));
         list.clear().unwrap();
@@ -232,7 +248,10 @@ fn dict_operations_and_nested_list_stick() {
     watchdog(60, || {
         let m = Manager::start().unwrap();
         let d = m
-            .dict([("shared".to_string(), vec![]), ("gone".to_string(), vec![0])])
+            .dict([
+                ("shared".to_string(), vec![]),
+                ("gone".to_string(), vec![0]),
+            ])
             .unwrap();
         let mut p = Process::new(dict_worker, d.clone());
         p.start().unwrap();
@@ -513,9 +532,25 @@ fn a_batch_is_one_round_trip_with_one_reply_per_operation() {
         let added = b.add_attr(&ns, "x", 1).unwrap();
         let replies = b.run().unwrap();
         assert_eq!(replies.len(), 15);
-        assert_eq!(replies[got].as_ref().unwrap().clone().decode::<i32>().unwrap(), 1);
+        assert_eq!(
+            replies[got]
+                .as_ref()
+                .unwrap()
+                .clone()
+                .decode::<i32>()
+                .unwrap(),
+            1
+        );
         assert!(matches!(replies[missing], Err(ManagerError::Key(_))));
-        assert_eq!(replies[added].as_ref().unwrap().clone().decode::<f64>().unwrap(), 2.5);
+        assert_eq!(
+            replies[added]
+                .as_ref()
+                .unwrap()
+                .clone()
+                .decode::<f64>()
+                .unwrap(),
+            2.5
+        );
         assert_eq!(list.len().unwrap(), 10);
         assert_eq!(ns.to_string(), "Namespace(x=2.5)");
 
@@ -575,8 +610,14 @@ fn namespace_prints_like_python() {
             ns.to_string(),
             "Namespace(f=0.5, flag=True, items=[1, 2], name='a', nothing=None, x=1)"
         );
-        assert!(matches!(ns.get::<i32>("missing"), Err(ManagerError::Key(_))));
-        assert!(matches!(ns.get::<String>("x"), Err(ManagerError::Convert(_))));
+        assert!(matches!(
+            ns.get::<i32>("missing"),
+            Err(ManagerError::Key(_))
+        ));
+        assert!(matches!(
+            ns.get::<String>("x"),
+            Err(ManagerError::Convert(_))
+        ));
         ns.list_at::<i32>("items").append(&3).unwrap();
         assert_eq!(ns.get::<Vec<i32>>("items").unwrap(), [1, 2, 3]);
         ns.del("x").unwrap();

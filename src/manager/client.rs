@@ -54,6 +54,9 @@ pub(crate) fn thread_number() -> u64 {
 
 struct Pool {
     pid: i32,
+    /// Held open, never used for requests: the server ends this process's
+    /// session (dropping its references) when it closes.
+    anchor: Option<Connection>,
     idle: Vec<Connection>,
 }
 
@@ -111,6 +114,7 @@ impl Endpoint {
             authkey,
             pool: Mutex::new(Pool {
                 pid: sys::process::getpid(),
+                anchor: None,
                 idle: Vec::new(),
             }),
         });
@@ -118,14 +122,22 @@ impl Endpoint {
         ep
     }
 
-    fn connect(&self) -> Result<Connection, ManagerError> {
+    fn connect(&self, anchor: bool) -> Result<Connection, ManagerError> {
         let conn = Client::connect_timeout(&self.address, self.authkey.as_deref(), CONNECT_TIMEOUT)
             .map_err(disconnected_on_connect)?;
         conn.send(&Request::Hello {
             session: session(),
             pid: sys::process::getpid(),
+            anchor,
         })
         .map_err(|_| ManagerError::Disconnected)?;
+        if anchor {
+            match conn.recv_timeout::<Answer>(CONNECT_TIMEOUT) {
+                Ok(Answer::One(Ok(_))) => {}
+                Ok(_) => return Err(ManagerError::Protocol("unexpected answer to Hello".into())),
+                Err(_) => return Err(ManagerError::Disconnected),
+            }
+        }
         Ok(conn)
     }
 
@@ -137,13 +149,19 @@ impl Endpoint {
                 // Inherited across fork: these are the parent's
                 // connections. Close our copies; the parent keeps its own.
                 pool.idle.clear();
+                pool.anchor = None;
                 pool.pid = pid;
+            }
+            if pool.anchor.is_none() {
+                // Opened under the pool lock, so it exists before any
+                // request of this process reaches the server.
+                pool.anchor = Some(self.connect(true)?);
             }
             if let Some(conn) = pool.idle.pop() {
                 return Ok(conn);
             }
         }
-        self.connect()
+        self.connect(false)
     }
 
     fn give(&self, conn: Connection) {

@@ -4,9 +4,11 @@
 //!
 //! Every connection opens with [`Request::Hello`] naming the client's
 //! *session* (a random number per client process): the server keeps the
-//! references a process holds per session, and drops them when the last
-//! connection of that session closes, so a client that dies without cleaning
-//! up leaks nothing.
+//! references a process holds per session, and drops them when the
+//! session's anchor connection closes, so a client that dies without
+//! cleaning up leaks nothing. The anchor carries no requests, so a request
+//! that breaks its connection (oversize, malformed) cannot end the session
+//! of a process that still holds proxies.
 
 use std::time::Duration;
 
@@ -21,8 +23,15 @@ pub(crate) type Path = Vec<Value>;
 /// A client's request.
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) enum Request {
-    /// First message of every connection.
-    Hello { session: u64, pid: i32 },
+    /// First message of every connection. A client process keeps one
+    /// *anchor* connection per server open and idle: the session (and
+    /// every reference it holds) ends when the anchor closes. Only an
+    /// anchor's Hello is answered (once the session is registered).
+    Hello {
+        session: u64,
+        pid: i32,
+        anchor: bool,
+    },
     /// Creates an object; replies its id, with one reference for this
     /// session.
     Create(Kind),

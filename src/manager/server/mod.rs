@@ -7,9 +7,10 @@
 //! Each object counts references per *session* (one per client process)
 //! and per *transit token* (a handle serialised to travel to another
 //! process, not yet claimed there). An object is freed when its total
-//! reaches zero. A session's references are dropped when its last
-//! connection closes, which is what happens when a client process exits
-//! or is killed without cleaning up. A transit reference lives until it is
+//! reaches zero. A session's references are dropped when its anchor
+//! connection closes (each client process keeps one per server, open and
+//! idle, for as long as it holds proxies of that server), which is what
+//! happens when a client process exits or is killed without cleaning up. A transit reference lives until it is
 //! claimed or the server stops.
 
 mod data;
@@ -126,7 +127,8 @@ struct Slot {
 
 #[derive(Default)]
 struct Session {
-    connections: u64,
+    /// Open anchor connections (one, unless a client reconnects).
+    anchors: u64,
     refs: HashMap<u64, u64>,
 }
 
@@ -151,10 +153,15 @@ impl Table {
         None
     }
 
-    fn add_session_ref(&mut self, session: u64, id: u64) {
-        if let Some(s) = self.sessions.get_mut(&session) {
-            *s.refs.entry(id).or_default() += 1;
-        }
+    /// Records a reference held by `session`; refused when the session
+    /// has no anchor (its references could never be dropped).
+    fn add_session_ref(&mut self, session: u64, id: u64) -> Result<(), Fault> {
+        let s = self
+            .sessions
+            .get_mut(&session)
+            .ok_or_else(|| Fault::Protocol("this session has no anchor connection".into()))?;
+        *s.refs.entry(id).or_default() += 1;
+        Ok(())
     }
 }
 
@@ -241,8 +248,10 @@ fn serve_connection(shared: &Shared, mut conn: Connection) {
         return;
     }
     conn.set_max_frame(shared.max_request);
-    let session = match conn.recv_timeout::<Request>(HANDSHAKE_TIMEOUT) {
-        Ok(Request::Hello { session, .. }) => session,
+    let (session, anchor) = match conn.recv_timeout::<Request>(HANDSHAKE_TIMEOUT) {
+        Ok(Request::Hello {
+            session, anchor, ..
+        }) => (session, anchor),
         Ok(_) => {
             let _ = conn.send(&Answer::One(Err(Fault::Protocol(
                 "a connection must open with Hello".into(),
@@ -253,8 +262,16 @@ fn serve_connection(shared: &Shared, mut conn: Connection) {
     };
     {
         let mut t = lock(&shared.table);
-        t.sessions.entry(session).or_default().connections += 1;
         t.connections += 1;
+        if anchor {
+            t.sessions.entry(session).or_default().anchors += 1;
+        }
+    }
+    // The client waits for this before any request of its session goes
+    // out on another connection.
+    if anchor && conn.send(&Answer::One(Ok(Value::None))).is_err() {
+        end_connection(shared, session, anchor);
+        return;
     }
     let caller = Caller {
         session,
@@ -280,20 +297,24 @@ fn serve_connection(shared: &Shared, mut conn: Connection) {
             break;
         }
     }
-    end_connection(shared, session);
+    end_connection(shared, session, anchor);
 }
 
-/// Closes one connection of `session`; the last one ends the session.
-fn end_connection(shared: &Shared, session: u64) {
+/// Closes one connection of `session`; closing its anchor ends the
+/// session.
+fn end_connection(shared: &Shared, session: u64, anchor: bool) {
     let mut freed = Vec::new();
     let ended = {
         let mut t = lock(&shared.table);
         t.connections -= 1;
+        if !anchor {
+            return;
+        }
         let Some(s) = t.sessions.get_mut(&session) else {
             return;
         };
-        s.connections -= 1;
-        if s.connections > 0 {
+        s.anchors -= 1;
+        if s.anchors > 0 {
             return;
         }
         let s = t.sessions.remove(&session).unwrap_or_default();
@@ -334,10 +355,11 @@ fn handle(shared: &Shared, request: Request, caller: &Caller<'_>) -> Answer {
                     .collect(),
             );
         }
-        Request::Create(kind) => Object::new(kind, &shared.registry).map(|object| {
+        Request::Create(kind) => Object::new(kind, &shared.registry).and_then(|object| {
             let mut t = lock(&shared.table);
             t.next_id += 1;
             let id = t.next_id;
+            t.add_session_ref(caller.session, id)?;
             t.objects.insert(
                 id,
                 Slot {
@@ -345,8 +367,7 @@ fn handle(shared: &Shared, request: Request, caller: &Caller<'_>) -> Answer {
                     refs: 1,
                 },
             );
-            t.add_session_ref(caller.session, id);
-            Value::Int(id.into())
+            Ok(Value::Int(id.into()))
         }),
         Request::Decref { id } => {
             let freed = {
@@ -387,7 +408,11 @@ fn handle(shared: &Shared, request: Request, caller: &Caller<'_>) -> Answer {
             let mut t = lock(&shared.table);
             match t.transit.remove(&token) {
                 Some(id) if t.objects.contains_key(&id) => {
-                    t.add_session_ref(caller.session, id);
+                    if let Err(f) = t.add_session_ref(caller.session, id) {
+                        // Keep the transit reference claimable.
+                        t.transit.insert(token, id);
+                        return Answer::One(Err(f));
+                    }
                     Ok(Value::Int(id.into()))
                 }
                 Some(id) => Err(Fault::NoSuchObject(id)),

@@ -64,9 +64,13 @@ pub(crate) fn wait_for<S, T>(
                 left.min(SLICE)
             }
         };
-        let (guard, res) = cv.wait_timeout(g, slice).unwrap_or_else(|e| e.into_inner());
-        g = guard;
-        if res.timed_out() && caller.gone() {
+        g = cv
+            .wait_timeout(g, slice)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        // Checked before `ready` runs again, so a client that died while
+        // waiting cannot take the item (or lock) it was waiting for.
+        if caller.gone() {
             return Err(Fault::ClientGone);
         }
     }
