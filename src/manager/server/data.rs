@@ -310,7 +310,7 @@ mod tests {
         apply(
             &mut root,
             DataKind::Dict,
-            &[k.clone()],
+            std::slice::from_ref(&k),
             Op::Append(Value::Int(3)),
         )
         .unwrap();
