@@ -289,3 +289,39 @@ fn oversize_and_truncated_requests_close_the_connection() {
         assert!(eventually(|| m.object_count().unwrap() == 1));
     });
 }
+
+#[test]
+fn a_server_started_again_at_the_same_address_gets_fresh_sessions() {
+    watchdog(60, || {
+        let path =
+            std::env::temp_dir().join(format!("multiproc-restart-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let serve = |path: std::path::PathBuf| {
+            let server = ManagerBuilder::new()
+                .address(&path)
+                .unwrap()
+                .authkey(b"k")
+                .bind()
+                .unwrap();
+            thread::spawn(move || server.serve_forever())
+        };
+        let first = serve(path.clone());
+        let m = Manager::connect(&path, Some(b"k")).unwrap();
+        let old = m.namespace().unwrap();
+        old.set("x", &1).unwrap();
+        m.shutdown_server().unwrap();
+        first.join().unwrap();
+        assert!(matches!(
+            old.get::<i32>("x"),
+            Err(ManagerError::Disconnected)
+        ));
+
+        let second = serve(path.clone());
+        let fresh = m.namespace().unwrap();
+        fresh.set("y", &2).unwrap();
+        assert_eq!(fresh.to_string(), "Namespace(y=2)");
+        drop((old, fresh));
+        m.shutdown_server().unwrap();
+        second.join().unwrap();
+    });
+}

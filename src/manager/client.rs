@@ -186,7 +186,10 @@ impl Endpoint {
                     "request of {len} bytes exceeds the frame cap of {max} bytes"
                 )));
             }
-            Err(_) => return Err(ManagerError::Disconnected),
+            Err(_) => {
+                self.forget_if_server_gone();
+                return Err(ManagerError::Disconnected);
+            }
         }
         match conn.recv::<Answer>() {
             Ok(answer) => {
@@ -194,7 +197,26 @@ impl Endpoint {
                 Ok(answer)
             }
             Err(RecvError::Codec(e)) => Err(ManagerError::Protocol(e.to_string())),
-            Err(_) => Err(ManagerError::Disconnected),
+            Err(_) => {
+                self.forget_if_server_gone();
+                Err(ManagerError::Disconnected)
+            }
+        }
+    }
+
+    /// After a broken connection: if the anchor is broken too, the server
+    /// is gone; forget every connection so that a server started again at
+    /// the same address gets a fresh session. (A connection the server
+    /// closed for a bad request leaves the anchor, and the session, alone.)
+    fn forget_if_server_gone(&self) {
+        let mut pool = lock(&self.pool);
+        let gone = pool
+            .anchor
+            .as_ref()
+            .is_some_and(|a| a.poll(Duration::ZERO).unwrap_or(true));
+        if gone {
+            pool.anchor = None;
+            pool.idle.clear();
         }
     }
 

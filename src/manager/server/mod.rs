@@ -19,7 +19,8 @@ mod sync;
 mod wait;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -172,6 +173,12 @@ struct Shared {
     authkey: Option<Vec<u8>>,
     max_request: usize,
     stop: AtomicBool,
+    /// The listener's address.
+    address: Address,
+    /// A duplicate of every open client connection, to cut them all when
+    /// the server stops.
+    open: Mutex<HashMap<u64, OwnedFd>>,
+    next_conn: AtomicU64,
 }
 
 /// A manager's server, bound and ready to serve (Python's
@@ -201,6 +208,7 @@ impl ManagerServer {
         authkey: Option<Vec<u8>>,
         max_request: usize,
     ) -> Self {
+        let address = listener.address().clone();
         ManagerServer {
             listener,
             shared: Arc::new(Shared {
@@ -209,6 +217,9 @@ impl ManagerServer {
                 authkey,
                 max_request,
                 stop: AtomicBool::new(false),
+                address,
+                open: Mutex::default(),
+                next_conn: AtomicU64::new(0),
             }),
         }
     }
@@ -221,10 +232,13 @@ impl ManagerServer {
 
     /// Serves clients until one of them asks the server to shut down
     /// ([`Manager::shutdown_server`](super::Manager::shutdown_server)).
-    /// Connections still open then are cut when the process exits.
+    /// Every client connection is then cut (their pending and later calls
+    /// fail with [`ManagerError::Disconnected`](super::ManagerError::Disconnected))
+    /// and the objects are freed as their sessions end.
     pub fn serve_forever(self) {
         while !self.shared.stop.load(Ordering::Acquire) {
-            match self.listener.accept_timeout(Duration::from_millis(100)) {
+            match self.listener.accept_timeout(Duration::from_millis(500)) {
+                Ok(_) if self.shared.stop.load(Ordering::Acquire) => break,
                 Ok(conn) => {
                     let shared = self.shared.clone();
                     let spawned = std::thread::Builder::new()
@@ -238,10 +252,28 @@ impl ManagerServer {
                 Err(_) => continue,
             }
         }
+        // Wake every connection thread: blocked receives see end of
+        // stream, blocked waits see their client gone.
+        for fd in lock(&self.shared.open).values() {
+            let _ = crate::sys::socket::shutdown(fd.as_fd(), true, true);
+        }
     }
 }
 
-fn serve_connection(shared: &Shared, mut conn: Connection) {
+fn serve_connection(shared: &Shared, conn: Connection) {
+    let key = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    if let Ok(fd) = crate::sys::socket::dup(conn.as_fd()) {
+        lock(&shared.open).insert(key, fd);
+    }
+    if shared.stop.load(Ordering::Acquire) {
+        lock(&shared.open).remove(&key);
+        return;
+    }
+    serve_client(shared, conn);
+    lock(&shared.open).remove(&key);
+}
+
+fn serve_client(shared: &Shared, mut conn: Connection) {
     if let Some(key) = &shared.authkey
         && auth::serve(&mut conn, key, Some(HANDSHAKE_TIMEOUT)).is_err()
     {
@@ -294,6 +326,9 @@ fn serve_connection(shared: &Shared, mut conn: Connection) {
         }
         if shutdown {
             shared.stop.store(true, Ordering::Release);
+            // Wake the accept loop at once: a bare connection (it finds
+            // `stop` set and drops it).
+            let _ = crate::Client::connect_timeout(&shared.address, None, HANDSHAKE_TIMEOUT);
             break;
         }
     }
