@@ -28,7 +28,7 @@
 //!   authkey; [`ManagerBuilder::bind`] serves on any TCP address or path
 //!   in the current process, for [`Manager::connect`] from unrelated
 //!   processes.
-//! * Connections are the crate's [`Listener`](crate::Listener) /
+//! * Connections are the crate's [`Listener`] /
 //!   [`Client`](crate::Client), authenticated with the authkey (Python
 //!   3.12's HMAC handshake). The server runs a thread per connection, so a
 //!   blocking call (a queue `get`, a lock `acquire`) blocks only its own
@@ -38,7 +38,7 @@
 //!   ([`ListProxy<T>`](crate::ListProxy), …) convert at the client.
 //! * A proxy is a handle: cloneable and usable from any thread (each call
 //!   borrows a connection from a per-process pool), and serialisable, so
-//!   it can be a [`Process`](crate::Process) argument (either start
+//!   it can be a [`Process`] argument (either start
 //!   method) or travel in a message; the receiving process opens its own
 //!   connections.
 //! * Objects are reference-counted across processes and freed when the
@@ -54,6 +54,20 @@
 //!   reaches a list stored in a dict, and its changes stick.
 //! * [`Batch`]: many operations in one round trip.
 //! * A lock held by a process that dies is released.
+
+//! # Limits
+//!
+//! * A proxy stored *as a value* inside a managed container is a
+//!   one-time handle (the first process to read it back claims its
+//!   reference); nest containers instead ([`DictProxy::list_at`](crate::DictProxy::list_at)).
+//! * A view on a nested container addresses it by path (key or index): a
+//!   list view at index 2 follows whatever is at index 2.
+//! * Calls that do not block by nature (list append, dict get…) have no
+//!   timeout: a server that is alive but stopped (`SIGSTOP`) holds them.
+//!   A server that is gone fails them at once.
+//! * Semaphore permits of a dead process are not given back (only locks
+//!   have owners); `notify` does not check that the caller holds the
+//!   condition's lock.
 
 mod batch;
 mod client;
@@ -107,6 +121,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Manager {
     endpoint: Arc<Endpoint>,
     server: Option<Process<()>>,
+    /// The process that started the server (a forked copy of the manager
+    /// must not stop it).
+    owner: i32,
 }
 
 impl std::fmt::Debug for Manager {
@@ -286,6 +303,7 @@ impl ManagerBuilder {
         Ok(Manager {
             endpoint: Endpoint::get(address, Some(authkey)),
             server: Some(process),
+            owner: crate::sys::process::getpid(),
         })
     }
 
@@ -346,6 +364,7 @@ impl Manager {
         Ok(Manager {
             endpoint,
             server: None,
+            owner: crate::sys::process::getpid(),
         })
     }
 
@@ -549,9 +568,15 @@ impl Manager {
 
     /// Stops the server this manager started and waits for it to exit
     /// (killing it if it does not within 5 s). Dropping the manager does
-    /// the same. For a [`connect`](Self::connect)ed manager this does
-    /// nothing; see [`shutdown_server`](Self::shutdown_server).
+    /// the same. For a [`connect`](Self::connect)ed manager, or a copy
+    /// inherited by a forked child, this does nothing; see
+    /// [`shutdown_server`](Self::shutdown_server).
     pub fn shutdown(&mut self) -> Result<(), ManagerError> {
+        if self.owner != crate::sys::process::getpid() {
+            // A copy inherited across fork: the server is the parent's.
+            std::mem::forget(self.server.take());
+            return Ok(());
+        }
         let Some(mut process) = self.server.take() else {
             return Ok(());
         };

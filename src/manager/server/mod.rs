@@ -188,6 +188,24 @@ struct Shared {
 /// with [`serve_forever`](Self::serve_forever) in the process that should
 /// own the objects. Clients reach it with
 /// [`Manager::connect`](super::Manager::connect).
+///
+/// # Reference counting
+///
+/// * Each client process has a *session* with the server, and keeps one
+///   idle *anchor* connection open for it. Creating an object gives the
+///   session one reference; dropping the last in-process clone of a proxy
+///   gives it back. Views on nested containers share their root's
+///   reference.
+/// * A proxy serialised for another process (a `Process` argument, a
+///   message) first takes a *transit* reference on the server, which the
+///   receiving process turns into a reference of its own session when it
+///   decodes the proxy; so the sender may drop its proxy at once.
+/// * When a session's anchor closes — the process exited, was killed, or
+///   dropped every proxy of this server — all its references are dropped
+///   and the locks it holds are released.
+/// * An object is freed when it has no reference left. A transit
+///   reference never claimed (a message that was never received) lives
+///   until the server stops.
 pub struct ManagerServer {
     listener: Listener,
     shared: Arc<Shared>,
