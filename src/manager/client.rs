@@ -22,6 +22,8 @@ use crate::error::{ConnectError, RecvError, SendError};
 use crate::sys;
 use crate::{Address, Client, Connection};
 
+/// How long a broken call waits to see whether the whole server is gone.
+const ANCHOR_GRACE: Duration = Duration::from_millis(200);
 /// How long opening a connection to a server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -186,10 +188,7 @@ impl Endpoint {
                     "request of {len} bytes exceeds the frame cap of {max} bytes"
                 )));
             }
-            Err(_) => {
-                self.forget_if_server_gone();
-                return Err(ManagerError::Disconnected);
-            }
+            Err(_) => return Err(self.broken()),
         }
         match conn.recv::<Answer>() {
             Ok(answer) => {
@@ -197,10 +196,19 @@ impl Endpoint {
                 Ok(answer)
             }
             Err(RecvError::Codec(e)) => Err(ManagerError::Protocol(e.to_string())),
-            Err(_) => {
-                self.forget_if_server_gone();
-                Err(ManagerError::Disconnected)
-            }
+            Err(_) => Err(self.broken()),
+        }
+    }
+
+    /// The error for a connection that broke mid-call: the server is gone,
+    /// or (its anchor still open) it hung up on this request.
+    fn broken(&self) -> ManagerError {
+        if self.forget_if_server_gone() {
+            ManagerError::Disconnected
+        } else {
+            ManagerError::Protocol(
+                "the server closed the connection on this request (too large or malformed)".into(),
+            )
         }
     }
 
@@ -208,16 +216,19 @@ impl Endpoint {
     /// is gone; forget every connection so that a server started again at
     /// the same address gets a fresh session. (A connection the server
     /// closed for a bad request leaves the anchor, and the session, alone.)
-    fn forget_if_server_gone(&self) {
+    fn forget_if_server_gone(&self) -> bool {
         let mut pool = lock(&self.pool);
         let gone = pool
             .anchor
             .as_ref()
-            .is_some_and(|a| a.poll(Duration::ZERO).unwrap_or(true));
+            // A dying server's sockets close one by one: give the anchor a
+            // moment to show its end of stream.
+            .is_none_or(|a| a.poll(ANCHOR_GRACE).unwrap_or(true));
         if gone {
             pool.anchor = None;
             pool.idle.clear();
         }
+        gone
     }
 
     /// Sends one request and returns its single reply.
