@@ -59,6 +59,9 @@ fn remote_role() {
             ns.add("n", 41).unwrap();
             let list = m.list(vec![1, 2, 3]).unwrap();
             list.append(&4).unwrap();
+            // A named object outlives this program.
+            let log = m.named("log").list::<String>([]).unwrap();
+            log.append(&"client was here".to_string()).unwrap();
             println!("CLIENT {} {:?}", ns, list.to_vec().unwrap());
         }
         other => panic!("unknown role {other}"),
@@ -129,8 +132,14 @@ fn remote_round(address: &str) {
     let _ = std::io::Read::read_to_string(&mut client_out, &mut String::new());
     assert!(wait_exit(&mut client.0).success());
 
-    // The client's objects went with it.
+    // The client's objects went with it, except the named one.
     let m = Manager::connect(bound.as_str(), Some(KEY)).unwrap();
+    assert_eq!(m.object_count().unwrap(), 1);
+    let log = m.named("log").list::<String>([]).unwrap();
+    assert_eq!(log.to_vec().unwrap(), ["client was here"]);
+    drop(log);
+    assert!(m.forget("log").unwrap());
+    assert!(!m.forget("log").unwrap());
     assert_eq!(m.object_count().unwrap(), 0);
 
     // A wrong key is refused; no key at all too.

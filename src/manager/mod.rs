@@ -72,6 +72,7 @@
 mod batch;
 mod client;
 mod error;
+mod factory;
 pub(crate) mod handle;
 mod protocol;
 mod proxy;
@@ -83,15 +84,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use batch::Batch;
-use client::{Endpoint, as_id};
+use client::Endpoint;
 pub use error::ManagerError;
-use handle::{Handle, Ref};
-use protocol::{DataKind, Kind, Request};
-use proxy::enc;
+pub use factory::Factory;
+use protocol::Request;
 pub use proxy::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
     JoinableQueueProxy, ListProxy, LockGuard, LockProxy, Namespace, QueueProxy, RLockProxy,
@@ -119,7 +118,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// made by [`connect`](Self::connect) only talks to a server that runs
 /// elsewhere.
 pub struct Manager {
-    endpoint: Arc<Endpoint>,
+    factory: Factory,
     server: Option<Process<()>>,
     /// The process that started the server (a forked copy of the manager
     /// must not stop it).
@@ -129,7 +128,7 @@ pub struct Manager {
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager")
-            .field("address", &self.endpoint.address)
+            .field("address", &self.endpoint().address)
             .field("owns_server", &self.server.is_some())
             .finish()
     }
@@ -301,7 +300,7 @@ impl ManagerBuilder {
         };
         let address: Address = bound.parse()?;
         Ok(Manager {
-            endpoint: Endpoint::get(address, Some(authkey)),
+            factory: Factory::new(Endpoint::get(address, Some(authkey))),
             server: Some(process),
             owner: crate::sys::process::getpid(),
         })
@@ -340,7 +339,21 @@ impl ManagerBuilder {
     }
 }
 
+/// A manager makes objects: `manager.list(…)`, `manager.queue(…)`, … are
+/// [`Factory`] methods.
+impl std::ops::Deref for Manager {
+    type Target = Factory;
+
+    fn deref(&self) -> &Factory {
+        &self.factory
+    }
+}
+
 impl Manager {
+    fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.factory.endpoint
+    }
+
     /// Starts a manager with the defaults (Python's
     /// `multiprocessing.Manager()`); see [`ManagerBuilder`] for options.
     pub fn start() -> Result<Manager, ManagerError> {
@@ -362,7 +375,7 @@ impl Manager {
         let endpoint = Endpoint::get(address.to_address()?, authkey.map(<[u8]>::to_vec));
         endpoint.call(&Request::Stats)?;
         Ok(Manager {
-            endpoint,
+            factory: Factory::new(endpoint),
             server: None,
             owner: crate::sys::process::getpid(),
         })
@@ -370,13 +383,13 @@ impl Manager {
 
     /// The server's address.
     pub fn address(&self) -> &Address {
-        &self.endpoint.address
+        &self.endpoint().address
     }
 
     /// The authkey clients must hold (to hand to
     /// [`connect`](Self::connect) in another program).
     pub fn authkey(&self) -> Option<&[u8]> {
-        self.endpoint.authkey.as_deref()
+        self.endpoint().authkey.as_deref()
     }
 
     /// The server process's id, for a manager that started one.
@@ -384,176 +397,46 @@ impl Manager {
         self.server.as_ref().and_then(Process::pid)
     }
 
-    fn new_object(&self, kind: Kind) -> Result<Handle, ManagerError> {
-        let id = as_id(self.endpoint.call(&Request::Create(kind))?)?;
-        Ok(Handle::new(Ref::held(self.endpoint.clone(), id)))
-    }
-
-    fn data(&self, kind: DataKind, value: Value) -> Result<Handle, ManagerError> {
-        self.new_object(Kind::Data(kind, value))
-    }
-
-    /// A new list holding `items` (Python's `manager.list(items)`).
-    pub fn list<T: Serialize + DeserializeOwned>(
-        &self,
-        items: impl IntoIterator<Item = T>,
-    ) -> Result<ListProxy<T>, ManagerError> {
-        let items = items
-            .into_iter()
-            .map(|x| enc(&x))
-            .collect::<Result<_, _>>()?;
-        Ok(ListProxy::from_handle(
-            self.data(DataKind::List, Value::List(items))?,
-        ))
-    }
-
-    /// A new dict holding `entries` (Python's `manager.dict(entries)`).
-    pub fn dict<K, V>(
-        &self,
-        entries: impl IntoIterator<Item = (K, V)>,
-    ) -> Result<DictProxy<K, V>, ManagerError>
-    where
-        K: Serialize + DeserializeOwned,
-        V: Serialize + DeserializeOwned,
-    {
-        let mut d = Dict::new();
-        for (k, v) in entries {
-            d.insert(enc(&k)?, enc(&v)?);
+    /// A factory whose objects are *named* on the server: the first call
+    /// for a name creates the object (from the arguments given then), and
+    /// every later call, from any process, returns the same object. The
+    /// server keeps a named object until [`forget`](Self::forget) or until
+    /// it stops. This is how separate programs share objects through a
+    /// remote manager (Python registers a function returning a global
+    /// object for that).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let jobs = manager.named("jobs").queue::<String>(0)?;
+    /// jobs.put(&"first".into())?;
+    /// // Elsewhere (another process, another program connected to it):
+    /// let same = manager.named("jobs").queue::<String>(0)?;
+    /// assert_eq!(same.get()?, "first");
+    /// // A name holds one kind of object.
+    /// assert!(manager.named("jobs").list::<i32>([]).is_err());
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
+    pub fn named(&self, name: &str) -> Factory {
+        Factory {
+            endpoint: self.factory.endpoint.clone(),
+            name: Some(name.to_string()),
         }
-        Ok(DictProxy::from_handle(
-            self.data(DataKind::Dict, Value::Dict(d))?,
-        ))
     }
 
-    /// A new, empty namespace (Python's `manager.Namespace()`).
-    pub fn namespace(&self) -> Result<Namespace, ManagerError> {
-        Ok(Namespace::from_handle(
-            self.data(DataKind::Namespace, Value::Dict(Dict::new()))?,
-        ))
-    }
-
-    /// A new value (Python's `manager.Value(typecode, value)`; the type
-    /// plays the typecode's part).
-    pub fn value<T: Serialize + DeserializeOwned>(
-        &self,
-        value: T,
-    ) -> Result<ValueProxy<T>, ManagerError> {
-        Ok(ValueProxy::from_handle(
-            self.data(DataKind::Value, enc(&value)?)?,
-        ))
-    }
-
-    /// A new fixed-length array (Python's `manager.Array(typecode, items)`).
-    pub fn array<T: Serialize + DeserializeOwned>(
-        &self,
-        items: &[T],
-    ) -> Result<ArrayProxy<T>, ManagerError> {
-        let items = items.iter().map(enc).collect::<Result<_, _>>()?;
-        Ok(ArrayProxy::from_handle(
-            self.data(DataKind::Array, Value::List(items))?,
-        ))
-    }
-
-    /// A new queue holding at most `maxsize` items (0: unbounded).
-    pub fn queue<T: Serialize + DeserializeOwned>(
-        &self,
-        maxsize: usize,
-    ) -> Result<QueueProxy<T>, ManagerError> {
-        Ok(QueueProxy::from_handle(self.new_object(Kind::Queue {
-            maxsize: maxsize as u64,
-            joinable: false,
-        })?))
-    }
-
-    /// A new joinable queue holding at most `maxsize` items (0:
-    /// unbounded).
-    pub fn joinable_queue<T: Serialize + DeserializeOwned>(
-        &self,
-        maxsize: usize,
-    ) -> Result<JoinableQueueProxy<T>, ManagerError> {
-        Ok(JoinableQueueProxy::from_handle(self.new_object(
-            Kind::Queue {
-                maxsize: maxsize as u64,
-                joinable: true,
-            },
-        )?))
-    }
-
-    /// A new lock.
-    pub fn lock(&self) -> Result<LockProxy, ManagerError> {
-        Ok(LockProxy::from_handle(self.new_object(Kind::Lock)?))
-    }
-
-    /// A new re-entrant lock.
-    pub fn rlock(&self) -> Result<RLockProxy, ManagerError> {
-        Ok(RLockProxy::from_handle(self.new_object(Kind::RLock)?))
-    }
-
-    /// A new semaphore with `value` permits.
-    pub fn semaphore(&self, value: usize) -> Result<SemaphoreProxy, ManagerError> {
-        Ok(SemaphoreProxy::from_handle(self.new_object(
-            Kind::Semaphore {
-                value: value as u64,
-                bounded: false,
-            },
-        )?))
-    }
-
-    /// A new semaphore with `value` permits that cannot be released above
-    /// `value`.
-    pub fn bounded_semaphore(&self, value: usize) -> Result<BoundedSemaphoreProxy, ManagerError> {
-        Ok(BoundedSemaphoreProxy::from_handle(self.new_object(
-            Kind::Semaphore {
-                value: value as u64,
-                bounded: true,
-            },
-        )?))
-    }
-
-    /// A new condition variable (with its own re-entrant lock).
-    pub fn condition(&self) -> Result<ConditionProxy, ManagerError> {
-        Ok(ConditionProxy::from_handle(
-            self.new_object(Kind::Condition)?,
-        ))
-    }
-
-    /// A new event.
-    pub fn event(&self) -> Result<EventProxy, ManagerError> {
-        Ok(EventProxy::from_handle(self.new_object(Kind::Event)?))
-    }
-
-    /// A new barrier for `parties` callers.
-    pub fn barrier(&self, parties: usize) -> Result<BarrierProxy, ManagerError> {
-        Ok(BarrierProxy::from_handle(self.new_object(
-            Kind::Barrier {
-                parties: parties as u64,
-            },
-        )?))
-    }
-
-    /// A new object of a type registered under `typeid`, built by its
-    /// constructor from `args`.
-    pub fn create<A: Serialize + ?Sized>(
-        &self,
-        typeid: &str,
-        args: &A,
-    ) -> Result<RemoteObject, ManagerError> {
-        Ok(RemoteObject::from_handle(self.new_object(
-            Kind::Custom {
-                typeid: typeid.to_string(),
-                args: enc(args)?,
-            },
-        )?))
+    /// Drops the server's reference to the object named `name` (it is
+    /// freed once no proxy holds it); `Ok(false)` if no such name.
+    pub fn forget(&self, name: &str) -> Result<bool, ManagerError> {
+        proxy::flag(self.endpoint().call(&Request::Unname(name.to_string()))?)
     }
 
     /// An empty [`Batch`] for this manager.
     pub fn batch(&self) -> Batch {
-        Batch::new(self.endpoint.clone())
+        Batch::new(self.endpoint().clone())
     }
 
     /// How many objects the server holds now (freed ones excluded).
     pub fn object_count(&self) -> Result<usize, ManagerError> {
-        match self.endpoint.call(&Request::Stats)? {
+        match self.endpoint().call(&Request::Stats)? {
             Value::Tuple(v) if v.len() == 3 => proxy::count(v[0].clone()),
             _ => Err(ManagerError::Protocol("malformed stats".into())),
         }
@@ -563,7 +446,7 @@ impl Manager {
     /// and later calls through any proxy fail with
     /// [`ManagerError::Disconnected`].
     pub fn shutdown_server(&self) -> Result<(), ManagerError> {
-        self.endpoint.call(&Request::Shutdown).map(drop)
+        self.endpoint().call(&Request::Shutdown).map(drop)
     }
 
     /// Stops the server this manager started and waits for it to exit
@@ -580,7 +463,7 @@ impl Manager {
         let Some(mut process) = self.server.take() else {
             return Ok(());
         };
-        let asked = self.endpoint.call(&Request::Shutdown);
+        let asked = self.endpoint().call(&Request::Shutdown);
         match process.join_timeout(STOP_TIMEOUT) {
             Ok(()) => Ok(()),
             Err(crate::JoinError::Timeout(_)) => {

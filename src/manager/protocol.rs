@@ -35,6 +35,12 @@ pub(crate) enum Request {
     /// Creates an object; replies its id, with one reference for this
     /// session.
     Create(Kind),
+    /// Returns the object named `name`, creating it from `kind` first if
+    /// the name is free; one reference for this session either way.
+    Named { name: String, kind: Kind },
+    /// Drops the server's reference to the object named `name`; replies
+    /// whether the name existed.
+    Unname(String),
     /// One operation on an object.
     Call { id: u64, path: Path, op: Op },
     /// Several operations, run in order; replies a list with one
@@ -80,6 +86,28 @@ pub(crate) enum Kind {
         typeid: String,
         args: Value,
     },
+}
+
+impl Kind {
+    /// The kind's name, to tell whether a named object is of the kind
+    /// asked for.
+    pub fn tag(&self) -> String {
+        match self {
+            Kind::Data(k, _) => format!("{k:?}"),
+            Kind::Queue {
+                joinable: false, ..
+            } => "Queue".into(),
+            Kind::Queue { joinable: true, .. } => "JoinableQueue".into(),
+            Kind::Lock => "Lock".into(),
+            Kind::RLock => "RLock".into(),
+            Kind::Semaphore { bounded: false, .. } => "Semaphore".into(),
+            Kind::Semaphore { bounded: true, .. } => "BoundedSemaphore".into(),
+            Kind::Condition => "Condition".into(),
+            Kind::Event => "Event".into(),
+            Kind::Barrier { .. } => "Barrier".into(),
+            Kind::Custom { typeid, .. } => typeid.clone(),
+        }
+    }
 }
 
 /// How a data object prints.

@@ -124,6 +124,8 @@ impl Object {
 struct Slot {
     object: Arc<Object>,
     refs: u64,
+    /// The kind it was made as (see `Kind::tag`).
+    tag: String,
 }
 
 #[derive(Default)]
@@ -139,6 +141,8 @@ struct Table {
     sessions: HashMap<u64, Session>,
     /// Transit token → object id.
     transit: HashMap<u64, u64>,
+    /// Named objects (each name holds one reference).
+    names: HashMap<String, u64>,
     connections: u64,
     next_id: u64,
 }
@@ -408,20 +412,67 @@ fn handle(shared: &Shared, request: Request, caller: &Caller<'_>) -> Answer {
                     .collect(),
             );
         }
-        Request::Create(kind) => Object::new(kind, &shared.registry).and_then(|object| {
+        Request::Create(kind) => {
+            let tag = kind.tag();
+            Object::new(kind, &shared.registry).and_then(|object| {
+                let mut t = lock(&shared.table);
+                t.next_id += 1;
+                let id = t.next_id;
+                t.add_session_ref(caller.session, id)?;
+                t.objects.insert(
+                    id,
+                    Slot {
+                        object: Arc::new(object),
+                        refs: 1,
+                        tag,
+                    },
+                );
+                Ok(Value::Int(id.into()))
+            })
+        }
+        Request::Named { name, kind } => {
+            let tag = kind.tag();
+            // Under the table lock, so that two processes asking for a new
+            // name at once get one object.
             let mut t = lock(&shared.table);
-            t.next_id += 1;
-            let id = t.next_id;
-            t.add_session_ref(caller.session, id)?;
-            t.objects.insert(
-                id,
-                Slot {
-                    object: Arc::new(object),
-                    refs: 1,
+            match t.names.get(&name).copied() {
+                Some(id) => match t.objects.get(&id) {
+                    Some(slot) if slot.tag == tag => t
+                        .add_session_ref(caller.session, id)
+                        .map(|()| Value::Int(id.into())),
+                    Some(slot) => Err(Fault::Type(format!(
+                        "{name:?} names a {}, not a {tag}",
+                        slot.tag
+                    ))),
+                    None => Err(Fault::NoSuchObject(id)),
                 },
-            );
-            Ok(Value::Int(id.into()))
-        }),
+                None => Object::new(kind, &shared.registry).and_then(|object| {
+                    t.next_id += 1;
+                    let id = t.next_id;
+                    t.add_session_ref(caller.session, id)?;
+                    t.objects.insert(
+                        id,
+                        Slot {
+                            object: Arc::new(object),
+                            refs: 2,
+                            tag,
+                        },
+                    );
+                    t.names.insert(name, id);
+                    Ok(Value::Int(id.into()))
+                }),
+            }
+        }
+        Request::Unname(name) => {
+            let freed = {
+                let mut t = lock(&shared.table);
+                match t.names.remove(&name) {
+                    Some(id) => Some(t.release(id, 1)),
+                    None => None,
+                }
+            };
+            Ok(Value::Bool(freed.is_some()))
+        }
         Request::Decref { id } => {
             let freed = {
                 let mut t = lock(&shared.table);
