@@ -260,7 +260,7 @@ impl ManagerBuilder {
     }
 
     /// Registers a type the server can build by name with
-    /// [`Manager::create`] (Python's `BaseManager.register`). Register
+    /// [`Factory::create`] (Python's `BaseManager.register`). Register
     /// before starting; the constructor must be a plain function of this
     /// executable.
     pub fn register(mut self, typeid: &str, constructor: Constructor) -> Self {

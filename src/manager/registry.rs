@@ -55,7 +55,7 @@ pub trait Served: Send + 'static {
 }
 
 /// Builds a served object from the arguments given to
-/// [`Manager::create`](super::Manager::create).
+/// [`Factory::create`](super::Factory::create).
 pub type Constructor = fn(Value) -> Result<Box<dyn Served>, String>;
 
 /// The registered constructors, by type name.

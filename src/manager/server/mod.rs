@@ -466,10 +466,7 @@ fn handle(shared: &Shared, request: Request, caller: &Caller<'_>) -> Answer {
         Request::Unname(name) => {
             let freed = {
                 let mut t = lock(&shared.table);
-                match t.names.remove(&name) {
-                    Some(id) => Some(t.release(id, 1)),
-                    None => None,
-                }
+                t.names.remove(&name).map(|id| t.release(id, 1))
             };
             Ok(Value::Bool(freed.is_some()))
         }
