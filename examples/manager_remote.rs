@@ -40,7 +40,10 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         "put" => {
             let manager = Manager::connect(address, Some(AUTHKEY))?;
             let message = args.get(2).cloned().unwrap_or_else(|| "hello".into());
-            manager.named("messages").queue::<String>(0)?.put(&message)?;
+            manager
+                .named("messages")
+                .queue::<String>(0)?
+                .put(&message)?;
             // Created with 0 by the first program to ask, atomically.
             manager.named("puts").value(0i64)?.add(1)?;
         }

@@ -624,3 +624,35 @@ fn namespace_prints_like_python() {
         assert!(!ns.has("x").unwrap());
     });
 }
+
+/// Connects as an unrelated client and appends to the named list.
+fn append_to_named((address, key, i): (String, Vec<u8>, i32)) -> Result<(), String> {
+    let m = Manager::connect(&address, Some(&key)).map_err(|e| e.to_string())?;
+    let log = m.named("log").list::<i32>([]).map_err(|e| e.to_string())?;
+    log.append(&i).map_err(|e| e.to_string())
+}
+
+#[test]
+fn named_objects_outlive_the_processes_that_open_them() {
+    watchdog(60, || {
+        let m = Manager::start().unwrap();
+        let key = m.authkey().unwrap().to_vec();
+        for i in 0..3 {
+            let mut p = Process::new(append_to_named, (m.address().to_string(), key.clone(), i));
+            p.start().unwrap();
+            p.join_timeout(LONG).unwrap().unwrap();
+        }
+        assert!(eventually(|| m.object_count().unwrap() == 1));
+        let log = m.named("log").list::<i32>([]).unwrap();
+        assert_eq!(log.to_vec().unwrap(), [0, 1, 2]);
+        assert!(matches!(
+            m.named("log").namespace(),
+            Err(ManagerError::Type(_))
+        ));
+        assert!(m.forget("log").unwrap());
+        // Still held by `log`, freed with it.
+        assert_eq!(m.object_count().unwrap(), 1);
+        drop(log);
+        assert_eq!(m.object_count().unwrap(), 0);
+    });
+}

@@ -437,9 +437,14 @@ fn handle(shared: &Shared, request: Request, caller: &Caller<'_>) -> Answer {
             let mut t = lock(&shared.table);
             match t.names.get(&name).copied() {
                 Some(id) => match t.objects.get(&id) {
-                    Some(slot) if slot.tag == tag => t
-                        .add_session_ref(caller.session, id)
-                        .map(|()| Value::Int(id.into())),
+                    Some(slot) if slot.tag == tag => {
+                        t.add_session_ref(caller.session, id).map(|()| {
+                            if let Some(slot) = t.objects.get_mut(&id) {
+                                slot.refs += 1;
+                            }
+                            Value::Int(id.into())
+                        })
+                    }
                     Some(slot) => Err(Fault::Type(format!(
                         "{name:?} names a {}, not a {tag}",
                         slot.tag
