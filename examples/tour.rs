@@ -7,6 +7,8 @@
 
 #[path = "pipe.rs"]
 mod pipe;
+#[path = "value_array.rs"]
+mod value_array;
 
 type Program = fn() -> Result<(), Box<dyn std::error::Error>>;
 
@@ -16,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("2. Pipe", Some(pipe::main)),
         ("3. Manager (shared list)", None),
         ("4. Manager Namespace", None),
-        ("5. Value and Array", None),
+        ("5. Value and Array", Some(value_array::main)),
         ("6. CSP", None),
     ];
     for (title, program) in programs {

@@ -15,6 +15,17 @@
 //!   processes; handles (other connections…) travel inside messages.
 //! * [`Listener`] and [`Client`]: connections over a Unix socket path or
 //!   TCP, authenticated with a shared key (HMAC-SHA256).
+//! * [`Value`] and [`Array`] (and [`RawValue`], [`RawArray`]): plain data
+//!   in shared memory, with a robust lock and lock-free atomics;
+//!   [`SharedMemory`]: named segments.
+//! * [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`],
+//!   [`Condition`], [`Barrier`]: process-shared synchronization; a lock
+//!   whose holder dies reports [`LockError::OwnerDied`] to the next
+//!   acquirer, a barrier whose party dies breaks.
+//! * [`Pool`]: a pool of worker processes with `map`, `imap`,
+//!   `imap_unordered`, `starmap`, `apply` and `apply_async`; a worker that
+//!   dies fails only the task it held, and the pool replaces it (see
+//!   [`pool`]).
 //! * [`Manager`]: a server process owning shared lists, dicts,
 //!   [`Namespace`]s, queues, locks…, reached through proxies from any
 //!   process (see [`manager`]).
@@ -52,7 +63,10 @@ pub mod codec;
 mod connection;
 pub mod error;
 pub mod manager;
+pub mod pool;
 mod process;
+mod shm;
+mod sync;
 // Some of the OS layer serves mechanisms still being built.
 #[allow(dead_code)]
 mod sys;
@@ -66,7 +80,16 @@ pub use manager::{
     JoinableQueueProxy, ListProxy, LockProxy, Manager, ManagerError, Namespace, QueueProxy,
     RLockProxy, SemaphoreProxy, ValueProxy,
 };
+pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, PoolError, TaskError, WorkerExit};
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
     get_context, get_start_method, parent_process, set_start_method,
+};
+pub use shm::{
+    Array, ArrayError, ArrayGuard, IndexError, Plain, PlainAtomic, RawArray, RawValue,
+    SharedMemory, ShmError, Value, ValueGuard,
+};
+pub use sync::{
+    Barrier, BarrierError, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock,
+    LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore,
 };

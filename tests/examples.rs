@@ -51,6 +51,14 @@ fn pipe_prints_the_message() {
 }
 
 #[test]
+fn value_array_prints_the_shared_values() {
+    assert_eq!(
+        run("value_array"),
+        "3.1415927\n[0, -1, -2, -3, -4, -5, -6, -7, -8, -9]\n"
+    );
+}
+
+#[test]
 fn tour_runs_every_program_in_order() {
     let out = run("tour");
     let sections = [

@@ -4,7 +4,11 @@
 //!
 //! The reader keeps one buffer per connection so that a small frame usually
 //! arrives in a single `recvmsg`, and checks every announced length against
-//! the connection's cap *before* allocating anything.
+//! the connection's cap *before* allocating anything. The buffer starts at
+//! one page and doubles (up to 64 KiB) whenever a read fills it: a
+//! connection that only ever carries a few small messages (a child's
+//! bootstrap and result) then never zeroes 64 KiB, which after a `fork`
+//! would also mean copying 16 write-protected pages.
 
 use std::collections::VecDeque;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -23,6 +27,8 @@ pub const DEFAULT_MAX_FRAME: usize = 512 << 20;
 /// protocol violation.
 const MAX_PENDING_FDS: usize = 4 * sys::socket::MAX_FDS_PER_MSG;
 const BUF_SIZE: usize = 64 << 10;
+/// The read buffer's first size (it grows to `BUF_SIZE`).
+const FIRST_BUF_SIZE: usize = 4 << 10;
 
 /// Writes the header for a body of `len` bytes; returns the header length.
 pub fn write_header(len: usize, out: &mut [u8; LONG_HEADER]) -> usize {
@@ -34,6 +40,11 @@ pub fn write_header(len: usize, out: &mut [u8; LONG_HEADER]) -> usize {
         out[4..12].copy_from_slice(&(len as u64).to_be_bytes());
         LONG_HEADER
     }
+}
+
+/// The cap actually enforced: no allocation can exceed `isize::MAX` bytes.
+fn cap(max: usize) -> usize {
+    max.min(isize::MAX as usize - LONG_HEADER)
 }
 
 /// Where the body of the next frame is.
@@ -51,8 +62,8 @@ pub struct Reader {
     end: usize,
     /// Descriptors received and not yet claimed by a message.
     pub fds: VecDeque<OwnedFd>,
-    /// A large frame being filled: (body, bytes filled).
-    large: Option<(Vec<u8>, usize)>,
+    /// A large frame being filled: (body, bytes filled, header length).
+    large: Option<(Vec<u8>, usize, usize)>,
     broken: bool,
     eof: bool,
     unix: bool,
@@ -72,9 +83,33 @@ impl Reader {
         }
     }
 
-    /// Bytes received and not yet consumed.
-    pub fn has_buffered(&self) -> bool {
-        self.end > self.start || self.large.is_some()
+    /// Whether the next receive completes without reading the socket: a
+    /// whole frame is buffered, or the error the receive will report is
+    /// already known (end of stream, a broken stream, a bad or oversized
+    /// header). Part of a frame does not count.
+    pub fn ready(&self, max: usize) -> bool {
+        if self.broken || self.eof {
+            return true;
+        }
+        if self.large.is_some() {
+            return false;
+        }
+        let b = &self.buf[self.start..self.end];
+        let Some(short) = b.get(..4) else {
+            return false;
+        };
+        let (hlen, len) = match i32::from_be_bytes(short.try_into().expect("4 bytes")) {
+            short if short >= 0 => (SHORT_HEADER, short as u64),
+            -1 => match b.get(4..12) {
+                Some(long) => (
+                    LONG_HEADER,
+                    u64::from_be_bytes(long.try_into().expect("8 bytes")),
+                ),
+                None => return false,
+            },
+            _ => return true,
+        };
+        len > cap(max) as u64 || (b.len() - hlen) as u64 >= len
     }
 
     /// A body in the buffer, and the descriptors waiting beside it.
@@ -131,8 +166,8 @@ impl Reader {
         want: usize,
         deadline: Option<Instant>,
     ) -> Result<(), RecvError> {
-        if self.buf.len() < BUF_SIZE.max(want) {
-            self.buf.resize(BUF_SIZE.max(want), 0);
+        if self.buf.len() < FIRST_BUF_SIZE.max(want) {
+            self.buf.resize(FIRST_BUF_SIZE.max(want), 0);
         }
         while self.end - self.start < want {
             if self.eof {
@@ -154,6 +189,10 @@ impl Reader {
                 self.eof = true;
             }
             self.end += n;
+            // A read that filled all the room suggests more is queued.
+            if self.end == self.buf.len() && self.buf.len() < BUF_SIZE {
+                self.buf.resize((2 * self.buf.len()).min(BUF_SIZE), 0);
+            }
         }
         Ok(())
     }
@@ -197,7 +236,7 @@ impl Reader {
         if self.broken {
             return Err(RecvError::Broken);
         }
-        if let Some((body, _)) = &self.large {
+        if let Some((body, _, _)) = &self.large {
             return Ok((0, body.len()));
         }
         self.fill(fd, SHORT_HEADER, deadline)?;
@@ -220,6 +259,7 @@ impl Reader {
             self.broken = true;
             return Err(RecvError::BadFrame);
         };
+        let max = cap(max);
         if len > max as u64 {
             self.broken = true;
             return Err(RecvError::TooLarge { len, max });
@@ -244,14 +284,20 @@ impl Reader {
             return Ok(Body::InBuffer(s, s + len));
         }
         if self.large.is_none() {
-            // The length was checked against the cap before this allocation.
-            let mut body = vec![0u8; len];
+            // The length was checked against the cap before this allocation;
+            // a cap beyond what memory allows gives an error, not an abort.
+            let mut body = Vec::new();
+            if body.try_reserve_exact(len).is_err() {
+                self.broken = true;
+                return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory).into());
+            }
+            body.resize(len, 0);
             let have = (self.end - self.start - hlen).min(len);
             body[..have].copy_from_slice(&self.buf[self.start + hlen..self.start + hlen + have]);
             self.consume(hlen + have);
-            self.large = Some((body, have));
+            self.large = Some((body, have, hlen));
         }
-        let (mut body, mut filled) = self.large.take().expect("large frame in progress");
+        let (mut body, mut filled, hlen) = self.large.take().expect("large frame in progress");
         while filled < body.len() {
             match Self::read_some(fd, self.unix, &mut body[filled..], &mut self.fds, deadline) {
                 Ok(0) => {
@@ -265,11 +311,58 @@ impl Reader {
                 }
                 Ok(n) => filled += n,
                 Err(e) => {
-                    self.large = Some((body, filled));
+                    self.large = Some((body, filled, hlen));
                     return Err(e);
                 }
             }
         }
         Ok(Body::Owned(body))
+    }
+
+    /// Reads the next whole frame into `dst[..len]` (`dst` holds at least
+    /// `len` bytes). A frame too large for the read buffer goes straight
+    /// into `dst`, without an allocation of its own.
+    pub fn read_body_into(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        hlen: usize,
+        len: usize,
+        dst: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), RecvError> {
+        let dst = &mut dst[..len];
+        if self.large.is_some() || hlen + len <= BUF_SIZE {
+            match self.read_body(fd, hlen, len, deadline)? {
+                Body::InBuffer(s, e) => dst.copy_from_slice(&self.buf[s..e]),
+                Body::Owned(v) => dst.copy_from_slice(&v),
+            }
+            return Ok(());
+        }
+        let have = (self.end - self.start - hlen).min(len);
+        dst[..have].copy_from_slice(&self.buf[self.start + hlen..self.start + hlen + have]);
+        self.consume(hlen + have);
+        let mut filled = have;
+        while filled < len {
+            match Self::read_some(fd, self.unix, &mut dst[filled..], &mut self.fds, deadline) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.broken = true;
+                    return Err(RecvError::Truncated {
+                        expected: (len + hlen) as u64,
+                        got: (filled + hlen) as u64,
+                    });
+                }
+                Ok(n) => filled += n,
+                Err(e) => {
+                    // Keep what arrived so that the frame is still received
+                    // whole by the next call, as `read_body` does.
+                    let mut body = vec![0u8; len];
+                    body[..filled].copy_from_slice(&dst[..filled]);
+                    self.large = Some((body, filled, hlen));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -13,6 +13,7 @@ mod wait;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,28 @@ impl Connection {
         }
     }
 
+    /// Wraps an existing connected Unix-domain stream socket, for example
+    /// one half of [`UnixStream::pair`] or a socket accepted elsewhere. The
+    /// result sends and receives in both directions and can carry handles;
+    /// the peer must speak the same framing (a 4-byte big-endian length, or
+    /// `-1` and an 8-byte length, before each message). The socket is put
+    /// in blocking mode.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let (mut raw, theirs) = UnixStream::pair()?;
+    /// let conn = multiproc::Connection::from_unix_stream(theirs)?;
+    /// raw.write_all(&[0, 0, 0, 2, b'h', b'i'])?;
+    /// assert_eq!(conn.recv_bytes()?, b"hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_unix_stream(stream: UnixStream) -> io::Result<Self> {
+        stream.set_nonblocking(false)?;
+        Ok(Connection::from_fd(OwnedFd::from(stream), true, true, true))
+    }
+
     /// Sets the largest frame this end accepts (default
     /// [`DEFAULT_MAX_FRAME`], 512 MiB) and sends. A longer frame is refused
     /// before anything is allocated.
@@ -199,7 +222,8 @@ impl Connection {
     }
 
     fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-        timeout.map(|t| Instant::now() + t)
+        // A timeout too long to represent means no limit.
+        timeout.and_then(|t| Instant::now().checked_add(t))
     }
 
     fn recv_with<R>(
@@ -238,12 +262,27 @@ impl Connection {
 
     /// Receives one message as raw bytes (Python's `recv_bytes`).
     pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
-        self.recv_with(None, |body, _| Ok(body.to_vec()))
+        self.recv_bytes_until(None)
     }
 
     /// Like [`recv_bytes`](Self::recv_bytes) with a timeout.
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
-        self.recv_with(Some(timeout), |body, _| Ok(body.to_vec()))
+        self.recv_bytes_until(Some(timeout))
+    }
+
+    /// One message as bytes; a frame too large for the read buffer already
+    /// has its own allocation, which is returned as it is (no second copy).
+    fn recv_bytes_until(&self, timeout: Option<Duration>) -> Result<Vec<u8>, RecvError> {
+        if !self.readable {
+            return Err(RecvError::NotReadable);
+        }
+        let deadline = Self::deadline(timeout);
+        let mut r = lock(&self.reader);
+        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
+        match r.read_body(self.fd.fd(), hlen, len, deadline)? {
+            Body::InBuffer(s, e) => Ok(r.body_and_fds(s, e).0.to_vec()),
+            Body::Owned(v) => Ok(v),
+        }
     }
 
     /// Receives one message into `buf` and returns its length (Python's
@@ -253,30 +292,29 @@ impl Connection {
         if !self.readable {
             return Err(RecvError::NotReadable);
         }
-        {
-            let mut r = lock(&self.reader);
-            let (_, len) = r.peek_header(self.fd.fd(), self.max_frame, None)?;
-            if len > buf.len() {
-                return Err(RecvError::BufferTooSmall {
-                    len,
-                    capacity: buf.len(),
-                });
-            }
+        let mut r = lock(&self.reader);
+        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, None)?;
+        if len > buf.len() {
+            return Err(RecvError::BufferTooSmall {
+                len,
+                capacity: buf.len(),
+            });
         }
-        self.recv_with(None, |body, _| {
-            buf[..body.len()].copy_from_slice(body);
-            Ok(body.len())
-        })
+        r.read_body_into(self.fd.fd(), hlen, len, buf, None)?;
+        Ok(len)
     }
 
-    /// Whether a message (or end of stream) can be received without
-    /// blocking, waiting up to `timeout` for one (`Duration::ZERO` just
-    /// checks). Like Python's `poll`.
+    /// Whether something can be received, waiting up to `timeout`
+    /// (`Duration::ZERO` just checks). Like Python's `poll`: `true` when a
+    /// whole message (or end of stream) is already buffered, or when new
+    /// bytes are waiting on the socket; in the latter case a message still
+    /// arriving can make `recv` wait for its end. Part of a message kept by
+    /// an earlier `recv_timeout` does not count on its own.
     pub fn poll(&self, timeout: Duration) -> io::Result<bool> {
         if !self.readable {
             return Ok(false);
         }
-        if lock(&self.reader).has_buffered() {
+        if self.has_buffered() {
             return Ok(true);
         }
         Ok(sys::poll::wait_readable(&[self.fd.fd()], Some(timeout))?[0])
@@ -286,14 +324,89 @@ impl Connection {
     /// [`RecvError::Disconnected`]. Dropping the connection does the same.
     pub fn close(self) {}
 
+    /// Whether a whole message (or an error to report) is buffered, so
+    /// that the next receive does not touch the socket.
     pub(crate) fn has_buffered(&self) -> bool {
-        lock(&self.reader).has_buffered()
+        lock(&self.reader).ready(self.max_frame)
+    }
+}
+
+/// A whole frame (header and body) ready to be written, and the
+/// descriptors that must travel with its first byte.
+pub(crate) struct RawFrame {
+    /// Header and body.
+    pub bytes: Vec<u8>,
+    /// Descriptors to attach.
+    pub fds: Vec<std::sync::Arc<OwnedFd>>,
+}
+
+/// Frames a value encoded by [`codec::encode`] with [`FRAME_ROOM`] bytes of
+/// room; the body length is `enc.bytes.len() - FRAME_ROOM`.
+pub(crate) fn frame_encoded(mut enc: codec::Encoded) -> RawFrame {
+    let body_len = enc.bytes.len() - frame::SHORT_HEADER;
+    let mut header = [0u8; frame::LONG_HEADER];
+    let hlen = frame::write_header(body_len, &mut header);
+    let bytes = if hlen == frame::SHORT_HEADER {
+        enc.bytes[..hlen].copy_from_slice(&header[..hlen]);
+        enc.bytes
+    } else {
+        let mut v = Vec::with_capacity(hlen + body_len);
+        v.extend_from_slice(&header[..hlen]);
+        v.extend_from_slice(&enc.bytes[frame::SHORT_HEADER..]);
+        v
+    };
+    RawFrame {
+        bytes,
+        fds: enc.fds,
+    }
+}
+
+impl Connection {
+    /// Writes as much of `bufs` as the socket takes without waiting,
+    /// `fds` attached to the first byte; `Ok(0)` when the socket is full.
+    /// The bytes must be whole frames (see [`frame_encoded`]), possibly
+    /// resumed where an earlier call stopped.
+    pub(crate) fn try_send_raw(
+        &self,
+        bufs: &[std::io::IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<usize, SendError> {
+        let _w = lock(&self.writer);
+        match sys::socket::try_send(self.fd.fd(), bufs, fds) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(send_error(e)),
+        }
+    }
+
+    /// Writes whole frames (see [`frame_encoded`]) that carry no
+    /// descriptors, waiting as long as it takes.
+    pub(crate) fn send_raw_all(&self, bytes: &[u8]) -> Result<(), SendError> {
+        let _w = lock(&self.writer);
+        sys::socket::send_all(self.fd.fd(), &[bytes], &[]).map_err(send_error)
     }
 }
 
 impl AsFd for Connection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.fd()
+    }
+}
+
+/// Same as [`Connection::from_unix_stream`].
+///
+/// ```
+/// use std::os::unix::net::UnixStream;
+/// let (_raw, theirs) = UnixStream::pair()?;
+/// let conn: multiproc::Connection = theirs.try_into()?;
+/// assert!(conn.readable() && conn.writable());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl TryFrom<UnixStream> for Connection {
+    type Error = io::Error;
+
+    fn try_from(stream: UnixStream) -> io::Result<Self> {
+        Connection::from_unix_stream(stream)
     }
 }
 

@@ -28,9 +28,14 @@ pub fn wait(conns: &[&Connection], timeout: Option<Duration>) -> io::Result<Vec<
     if !buffered.is_empty() {
         return Ok(buffered);
     }
-    let fds: Vec<_> = conns.iter().map(|c| c.as_fd()).collect();
+    // Only readable ends are watched: a write-only end's socket is shut
+    // down for reading and would always look ready.
+    let watched: Vec<usize> = (0..conns.len()).filter(|&i| conns[i].readable).collect();
+    let fds: Vec<_> = watched.iter().map(|&i| conns[i].as_fd()).collect();
     let ready = sys::poll::wait_readable(&fds, timeout)?;
-    Ok((0..conns.len())
-        .filter(|&i| ready[i] && conns[i].readable)
+    Ok(watched
+        .into_iter()
+        .zip(ready)
+        .filter_map(|(i, r)| r.then_some(i))
         .collect())
 }

@@ -30,7 +30,9 @@ pub use context::{Context, StartMethod, get_context, get_start_method, set_start
 pub use identity::{ProcessInfo, current_process, parent_process};
 use registry::Child;
 
-type Payload = Box<dyn FnOnce() -> Result<Encoded, CodecError> + Send>;
+/// Encodes the arguments; kept until the child has started, so a failed
+/// `start` can be retried, then dropped so the parent's copies of handles close.
+type Payload = Box<dyn Fn() -> Result<Encoded, CodecError> + Send>;
 
 /// A child process running `fn(A) -> R`.
 ///
@@ -108,12 +110,11 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// Starts the child.
     pub fn start(&mut self) -> Result<(), StartError> {
-        let payload = self.payload.take().ok_or(StartError::AlreadyStarted)?;
+        let payload = self.payload.as_ref().ok_or(StartError::AlreadyStarted)?;
         let method = self.method.unwrap_or_else(get_start_method);
         if method == StartMethod::Fork {
             let threads = sys::process::thread_count();
             if threads > 1 {
-                self.payload = Some(payload);
                 return Err(StartError::ForkWithThreads { threads });
             }
         }
@@ -137,6 +138,7 @@ impl<R: DeserializeOwned> Process<R> {
         };
         registry::register(child.clone());
         self.child = Some(child);
+        self.payload = None;
         Ok(())
     }
 
@@ -157,7 +159,7 @@ impl<R: DeserializeOwned> Process<R> {
         Ok(Child::new(pid, name, daemon, pidfd, conn))
     }
 
-    fn fork(&self, meta: child::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
+    fn fork(&mut self, meta: child::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
         use std::io::Write;
         let (ours, theirs) = sys::socket::stream_pair()?;
         let _ = std::io::stdout().flush();
@@ -165,24 +167,33 @@ impl<R: DeserializeOwned> Process<R> {
         match sys::process::fork()? {
             sys::process::Forked::Child => {
                 drop(ours);
+                // The child's copy of the arguments would keep the handles'
+                // descriptors open beside the ones the target receives.
+                self.payload = None;
                 registry::clear_after_fork();
                 let _ = sys::process::die_with_parent();
                 if sys::process::getppid() != meta.parent_pid {
                     sys::process::exit_now(70);
                 }
                 identity::set_after_start(&meta);
-                // The argument descriptors were inherited; take copies the
-                // child owns.
-                let fds = args
-                    .fds
-                    .iter()
-                    .filter_map(|f| sys::socket::dup(f.as_fd()).ok())
+                // The argument descriptors were inherited: take them over, so
+                // that dropping a handle in the child really closes it. Only
+                // a descriptor still shared with another object of this
+                // (copied) memory is duplicated instead.
+                let Encoded { bytes, fds } = args;
+                let fds = fds
+                    .into_iter()
+                    .filter_map(|f| {
+                        Arc::try_unwrap(f)
+                            .or_else(|f| sys::socket::dup(f.as_fd()))
+                            .ok()
+                    })
                     .collect();
                 let conn = Connection::from_fd(theirs, true, true, true);
                 // SAFETY: `self.trampoline` was made from a `Trampoline` in `new`.
                 let trampoline: target::Trampoline =
                     unsafe { std::mem::transmute::<usize, target::Trampoline>(self.trampoline) };
-                child::run_target(trampoline, self.target, &args.bytes[1..], fds, conn)
+                child::run_target(trampoline, self.target, &bytes[1..], fds, conn)
             }
             sys::process::Forked::Parent(pid) => {
                 drop(theirs);
@@ -206,7 +217,8 @@ impl<R: DeserializeOwned> Process<R> {
     /// [`JoinError::Timeout`] after `timeout` (the child keeps running and
     /// can be joined again).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, JoinError> {
-        self.join_until(Some(Instant::now() + timeout))
+        // A timeout too long to represent means no limit.
+        self.join_until(Instant::now().checked_add(timeout))
             .map_err(|e| match e {
                 JoinError::Timeout(_) => JoinError::Timeout(timeout),
                 e => e,
@@ -266,6 +278,11 @@ impl<R: DeserializeOwned> Process<R> {
         self.child
             .as_ref()
             .map_or(Ok(()), |c| c.signal(sys::process::SIGTERM))
+    }
+
+    /// The child's pidfd (readable once it has exited), once started.
+    pub(crate) fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.child.as_ref().map(|c| c.pidfd())
     }
 
     /// Stops the child at once (`SIGKILL`).

@@ -123,6 +123,11 @@ impl Child {
         self.pump(Some(Instant::now()))
     }
 
+    /// Its pidfd.
+    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
     /// Takes the outcome the child sent, if it sent one.
     pub fn take_outcome(&self) -> Option<Outcome> {
         lock(&self.state).outcome.take()

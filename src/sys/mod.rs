@@ -12,15 +12,19 @@
 //! | [`socket`] | socketpairs, Unix connect with a timeout, `sendmsg`/`recvmsg` carrying descriptors (`SCM_RIGHTS`), shutdown, `dup` |
 //! | [`poll`] | waiting for readiness on several descriptors with a timeout |
 //! | [`futex`] | wait/wake on a 32-bit word in (possibly shared) memory |
-//! | [`shm`] | memfd segments sealed against resizing, named `/dev/shm` segments, shared mappings |
+//! | [`shm`] | memfd segments sealed against resizing, named `/dev/shm` segments, shared mappings, positional I/O and `flock` on them |
 //! | [`random`] | bytes from the kernel's cryptographic generator (`getrandom`) |
 //! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts |
+//! | [`robust_mutex`] | robust, process-shared pthread mutexes (owner death reported to the next locker) |
+//! | [`liveness`] | whether a process (pid + start time, so pid reuse is caught) still runs |
 //!
 //! Code outside `sys` never calls `libc` or `rustix` directly.
 
 pub mod futex;
+pub mod liveness;
 pub mod poll;
 pub mod process;
 pub mod random;
+pub mod robust_mutex;
 pub mod shm;
 pub mod socket;

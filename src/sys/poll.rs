@@ -11,7 +11,8 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 ///
 /// Interrupted waits (`EINTR`) are resumed with the remaining time.
 pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout too long to represent means no limit.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
         .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
@@ -34,4 +35,59 @@ pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::R
         }
     }
     Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect())
+}
+
+/// What to wait for on one descriptor in [`wait_events`].
+#[derive(Debug, Clone, Copy)]
+pub struct Interest<'a> {
+    /// The descriptor.
+    pub fd: BorrowedFd<'a>,
+    /// Wake when it can be written to (besides readable or hung up).
+    pub write: bool,
+}
+
+/// Waits until at least one of `fds` is readable (or hung up, or in error),
+/// or writable where asked, or `timeout` passes (`None` waits forever).
+/// Returns `(readable, writable)` per descriptor; a hang-up or an error
+/// counts as both, so that the caller's next read or write reports it.
+pub fn wait_events(
+    fds: &[Interest<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<(bool, bool)>> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|i| {
+            let mut flags = PollFlags::IN;
+            if i.write {
+                flags |= PollFlags::OUT;
+            }
+            PollFd::from_borrowed_fd(i.fd, flags)
+        })
+        .collect();
+    loop {
+        let ts = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: left.subsec_nanos() as i64,
+            }
+        });
+        match rustix::event::poll(&mut pfds, ts.as_ref()) {
+            Ok(_) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| {
+            let r = p.revents();
+            let bad = r.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL);
+            (
+                bad || r.contains(PollFlags::IN),
+                bad || r.contains(PollFlags::OUT),
+            )
+        })
+        .collect())
 }

@@ -119,3 +119,63 @@ pub fn unlink_named(name: &str) -> io::Result<()> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// Reads up to `buf.len()` bytes at `offset` of the file behind `fd`.
+pub fn read_at(fd: impl AsFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    Ok(rustix::io::pread(fd, buf, offset)?)
+}
+
+/// Writes all of `buf` at `offset` of the file behind `fd`.
+pub fn write_all_at(fd: impl AsFd, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = rustix::io::pwrite(&fd, buf, offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// Takes an exclusive `flock` on the file behind `fd`, waiting for it;
+/// released when every descriptor of that open file is closed.
+pub fn lock_file(fd: impl AsFd) -> io::Result<()> {
+    loop {
+        match rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive) {
+            Err(Errno::INTR) => continue,
+            r => return Ok(r?),
+        }
+    }
+}
+
+/// The (device, inode) pair naming the file behind `fd`.
+pub fn file_id(fd: impl AsFd) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// The permission bits (`st_mode & 0o7777`) of the file behind `fd`.
+pub fn mode(fd: impl AsFd) -> io::Result<u32> {
+    Ok(rustix::fs::fstat(fd)?.st_mode & 0o7777)
+}
+
+/// The names of the named segments in `/dev/shm` (regular files only).
+pub fn list_named() -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("/dev/shm")? {
+        let entry = entry?;
+        if entry.file_type().is_ok_and(|t| t.is_file())
+            && let Ok(name) = entry.file_name().into_string()
+        {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Sets the permission bits of the file behind `fd` to owner read/write
+/// only (0600), whatever the umask did at creation.
+pub fn set_owner_only(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::fchmod(fd, Mode::RUSR | Mode::WUSR)?)
+}

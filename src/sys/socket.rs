@@ -53,6 +53,37 @@ pub fn send(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) ->
     }
 }
 
+/// Like [`send`], but never waits: a full socket buffer gives
+/// `ErrorKind::WouldBlock`.
+pub fn try_send(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+    loop {
+        let res = if fds.is_empty() {
+            rustix::net::sendmsg(fd, bufs, &mut SendAncillaryBuffer::default(), flags)
+        } else {
+            let mut space =
+                vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "too many descriptors in one message",
+                ));
+            }
+            rustix::net::sendmsg(fd, bufs, &mut control, flags)
+        };
+        match res {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Writes every byte of `bufs` (blocking), `fds` attached to the first byte.
 pub fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();

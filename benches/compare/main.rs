@@ -1,0 +1,152 @@
+//! `cargo bench --bench compare`: multiproc side by side with the raw-OS
+//! floor and Python's `multiprocessing`, measured in the same run,
+//! unpinned and pinned to CPU 0. See `benches/README.md`.
+//!
+//! Arguments (after `--`): substrings selecting rows by name, e.g.
+//! `cargo bench --bench compare -- pipe.pingpong`.
+//! `MULTIPROC_BENCH_QUICK=1` (or running without `--bench`, as
+//! `cargo test --benches` does) makes a short smoke run;
+//! `MULTIPROC_BENCH_NO_PYTHON=1` leaves the Python side out (for profiling).
+
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod harness;
+mod pipe;
+mod process;
+mod raw;
+mod sync;
+
+use harness::{Against, Ctx, Goal, Mode, Report, Row, Target};
+
+/// The targets the summary checks, read from the output, never asserted.
+const TARGETS: &[Target] = &[
+    Target {
+        row: "process.spawn",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.3),
+    },
+    Target {
+        row: "process.fork",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.5),
+    },
+    Target {
+        row: "pipe.pingpong.small",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.3),
+    },
+    Target {
+        row: "pipe.pingpong.small_typed",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.3),
+    },
+    Target {
+        row: "pipe.throughput.small",
+        against: Against::Python,
+        goal: Goal::AtLeast(3.0),
+    },
+    Target {
+        row: "pipe.throughput.small_typed",
+        against: Against::Python,
+        goal: Goal::AtLeast(3.0),
+    },
+    Target {
+        row: "pipe.throughput.1mib",
+        against: Against::Absolute,
+        goal: Goal::AtLeast(3.0),
+    },
+    Target {
+        row: "pipe.throughput.1mib_into",
+        against: Against::Absolute,
+        goal: Goal::AtLeast(3.0),
+    },
+    // Ratios are crate / other in the row's unit; these rows are times
+    // (lower is better), so "10x faster than Python" is at most 0.1.
+    Target {
+        row: "sync.value.locked_inc_2proc",
+        against: Against::Python,
+        goal: Goal::AtMost(0.1),
+    },
+    Target {
+        row: "sync.value.locked_inc_2proc",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.5),
+    },
+    Target {
+        row: "sync.lock.uncontended",
+        against: Against::Python,
+        goal: Goal::AtMost(0.4),
+    },
+    Target {
+        row: "sync.event.pingpong",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.5),
+    },
+    Target {
+        row: "sync.array.sum_1m",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.5),
+    },
+];
+
+/// Every row, in the order they run. Process rows come first: the fork
+/// rows need a single-threaded process (the harness never starts a
+/// thread, and neither do the pipe and sync rows, whose raw floors fork
+/// too; a row that starts threads must come after all of them).
+fn rows() -> Vec<Row> {
+    let mut rows = process::rows();
+    rows.extend(pipe::rows());
+    rows.extend(sync::rows());
+    rows
+}
+
+fn main() {
+    // The raw floor of `process.spawn` re-executes this binary with this
+    // variable set: it must cost no more than an exec and a start.
+    if std::env::var_os(process::EXIT_AT_ONCE).is_some() {
+        // SAFETY: _exit has no preconditions and never returns.
+        unsafe { libc::_exit(0) }
+    }
+
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`)
+    // the run is a smoke test, as with MULTIPROC_BENCH_QUICK=1.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let quick = !benching
+        || std::env::var("MULTIPROC_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let rows: Vec<Row> = rows()
+        .into_iter()
+        .filter(|r| filters.is_empty() || filters.iter().any(|f| r.name.contains(f.as_str())))
+        .collect();
+
+    let no_python = std::env::var_os("MULTIPROC_BENCH_NO_PYTHON").is_some();
+    let mut report = Report::new(no_python);
+    if no_python {
+        report.note("MULTIPROC_BENCH_NO_PYTHON is set: Python figures skipped");
+    }
+    report.note(&format!(
+        "multiproc compare: {} row(s), {} CPU(s){}",
+        rows.len(),
+        multiproc::cpu_count(),
+        if quick { ", quick mode" } else { "" }
+    ));
+    report.note("name\tvalue\tunit  (crate / raw floor / python; vs_* = crate / other)");
+    let mut modes = Vec::new();
+    for mode in [Mode::Unpinned, Mode::Pinned] {
+        if mode == Mode::Pinned
+            && let Err(e) = harness::pin_to_cpu0()
+        {
+            report.note(&format!("cannot pin to CPU 0 ({e}): pinned rows skipped"));
+            continue;
+        }
+        modes.push(mode);
+        let ctx = Ctx { quick, mode };
+        for row in &rows {
+            report.run_row(&ctx, row);
+        }
+    }
+    report.summary(TARGETS, &rows, &modes);
+}

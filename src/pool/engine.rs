@@ -1,0 +1,928 @@
+//! The pool's engine: its workers, the queue of chunks, the jobs waiting for
+//! results, and the step that moves them along.
+//!
+//! # Driving
+//!
+//! Nothing here has a thread of its own. Progress happens in [`Shared::step`]:
+//! dispatch queued chunks, then wait (without holding the state lock) until
+//! a worker sends a reply, dies, can take more bytes, or another thread
+//! wakes the step up; then take in what happened. Whoever waits on the pool
+//! drives it: [`Shared::wait_until`] runs steps while nobody else does, and
+//! otherwise sleeps on a condition variable that every step signals (a
+//! leader/follower scheme). A spawn pool keeps one background thread
+//! waiting forever, so work advances even when nobody waits (Python's
+//! behaviour); a fork pool has none, because a process must have a single
+//! thread to fork replacement workers.
+//!
+//! # Never blocking on a worker
+//!
+//! The pool writes to workers without waiting (`MSG_DONTWAIT`, keeping what
+//! did not fit in the worker's outbox until its socket is writable), so a
+//! worker that blocks sending a large result while the pool has a large
+//! chunk for it cannot deadlock the two.
+//!
+//! # Worker deaths
+//!
+//! Each worker has a private connection, a pidfd and a status word in
+//! shared memory ([`Board`]). When its connection ends or its pidfd becomes
+//! readable, the pool takes in every reply it did send, reaps it, and reads
+//! its status word: the chunk it held fails with
+//! [`TaskError::WorkerDied`]; the other chunks it had been sent go back to
+//! the front of the queue. Those are chunks it had not started, and chunks
+//! of tiny tasks (under 20 µs) whose replies it was holding back to send
+//! several in one write: their results died with it, so they run again
+//! (their functions are called a second time). If it died in the initializer, its chunks go
+//! back too, and after [`init_failure_limit`] initializer failures in a row
+//! (with no successful reply in between) the pool gives up: every pending
+//! task fails with [`TaskError::Initializer`] and no worker is started
+//! again, so a broken initializer cannot loop forever.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::board::{Board, INIT};
+use super::error::{TaskError, WorkerExit};
+use super::wire;
+use crate::codec;
+use crate::connection::{Connection, FRAME_ROOM, RawFrame, frame_encoded, pipe};
+use crate::error::{RecvError, StartError};
+use crate::process::Process;
+use crate::sys;
+use crate::sys::poll::Interest;
+
+/// Starts one worker process given its connection, status word and number.
+pub type StartWorker =
+    Box<dyn Fn(Connection, Board, u64) -> Result<Process<()>, StartError> + Send + Sync>;
+
+/// Longest single wait of a step, a safety net against a lost wake-up.
+const MAX_WAIT: Duration = Duration::from_millis(500);
+/// Chunks sent to one worker ahead of its replies, at least…
+const MIN_WINDOW: usize = 2;
+/// …and at most.
+const MAX_WINDOW: usize = 512;
+/// Work queued in a worker beyond the chunk it runs, in nanoseconds: enough
+/// to hide the round trip, little enough to keep workers balanced.
+const QUEUED_NS: f64 = 2_000_000.0;
+/// Frames gathered into one `sendmsg`.
+const GATHER: usize = 64;
+
+/// Hashes the pool's own sequential numbers (chunks, jobs): a multiply
+/// spreads them well enough, far cheaper than SipHash, and no outsider
+/// chooses them.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by the pool's sequential numbers.
+pub type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Initializer failures in a row after which the pool gives up.
+pub fn init_failure_limit(processes: usize) -> usize {
+    processes.max(3)
+}
+
+/// The pool's fixed settings.
+pub struct Config {
+    /// Number of workers.
+    pub processes: usize,
+    /// Chunks per worker before it is replaced.
+    pub maxtasks: Option<usize>,
+    /// How to start one.
+    pub start: StartWorker,
+}
+
+/// A chunk's raw reply: the frame's payload, where the outcomes start, and
+/// the descriptors that came with it.
+pub struct Payload {
+    pub bytes: Vec<u8>,
+    pub start: usize,
+    pub fds: Vec<OwnedFd>,
+    /// Whether every task of the chunk returned a value.
+    pub all_ok: bool,
+}
+
+impl Payload {
+    /// Decodes the outcomes of its `len` tasks.
+    pub fn decode<R: serde::de::DeserializeOwned>(self, len: usize) -> Vec<Result<R, TaskError>> {
+        wire::decode_outcomes(&self.bytes[self.start..], self.fds, len)
+    }
+}
+
+/// Decodes a chunk's result, or repeats its chunk-wide error for each task.
+pub fn expand<R: serde::de::DeserializeOwned>(
+    result: Result<Payload, TaskError>,
+    len: usize,
+) -> Vec<Result<R, TaskError>> {
+    match result {
+        Ok(p) => p.decode(len),
+        Err(e) => std::iter::repeat_with(|| Err(e.clone()))
+            .take(len)
+            .collect(),
+    }
+}
+
+/// Where a job's chunk stands.
+pub enum Slot {
+    /// Queued or running.
+    Pending,
+    /// Finished, not yet taken by the job's handle.
+    Done(Result<Payload, TaskError>),
+    /// Taken (or discarded).
+    Taken,
+}
+
+/// One `map`, `imap` or `apply`: its chunks and their results.
+pub struct Job {
+    /// Tasks in each chunk.
+    pub sizes: Vec<usize>,
+    /// Each chunk's state.
+    pub slots: Vec<Slot>,
+    /// Chunks finished.
+    pub done_chunks: usize,
+    /// Tasks finished.
+    pub done_items: usize,
+    /// Tasks submitted.
+    pub items: usize,
+    /// No more chunks will be added.
+    pub sealed: bool,
+    /// Finished chunks not yet taken, in the order they finished (kept
+    /// only for jobs consumed out of order).
+    pub finished: VecDeque<usize>,
+    unordered: bool,
+    /// Whether some finished chunk had a failed task.
+    pub any_failed: bool,
+    /// Its handle is gone: results are dropped as they come.
+    abandoned: bool,
+}
+
+impl Job {
+    /// Every chunk finished and no more will come.
+    pub fn complete(&self) -> bool {
+        self.sealed && self.done_chunks == self.slots.len()
+    }
+
+    /// Takes chunk `ordinal`'s result if it is finished.
+    pub fn take(&mut self, ordinal: usize) -> Option<Result<Payload, TaskError>> {
+        match std::mem::replace(&mut self.slots[ordinal], Slot::Taken) {
+            Slot::Done(r) => Some(r),
+            other => {
+                self.slots[ordinal] = other;
+                None
+            }
+        }
+    }
+}
+
+struct InFlight {
+    job: u64,
+    ordinal: usize,
+    frame: Arc<RawFrame>,
+}
+
+struct Worker {
+    key: u64,
+    pid: i32,
+    process: Process<()>,
+    pidfd: Arc<OwnedFd>,
+    conn: Arc<Connection>,
+    board: Board,
+    /// Frames not yet (fully) written, with the bytes already written.
+    outbox: VecDeque<(Arc<RawFrame>, usize)>,
+    /// Chunks sent (or in the outbox), oldest first, and when.
+    outstanding: VecDeque<(u64, Instant)>,
+    /// Chunks given to it in its life.
+    assigned: usize,
+    last_done: Instant,
+    stopping: bool,
+    dead: bool,
+    init_error: Option<String>,
+}
+
+/// Everything behind the pool's lock.
+pub struct State {
+    cfg: Config,
+    workers: Vec<Worker>,
+    queue: VecDeque<u64>,
+    inflight: IdMap<InFlight>,
+    /// The jobs, by number.
+    pub jobs: IdMap<Job>,
+    next_job: u64,
+    next_worker: u64,
+    driving: bool,
+    wake_pending: bool,
+    /// No new jobs.
+    pub closed: bool,
+    /// Stopped by `terminate`.
+    pub terminated: bool,
+    broken: Option<TaskError>,
+    init_failures: usize,
+    chunk_ns: f64,
+}
+
+/// The pool's state and the means to wait on it, shared by the pool and
+/// every handle.
+pub struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    wake_rx: OwnedFd,
+    wake_tx: OwnedFd,
+    next_chunk: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// A pool with no workers yet.
+    pub fn new(cfg: Config) -> std::io::Result<Arc<Shared>> {
+        let (wake_rx, wake_tx) = sys::socket::stream_pair()?;
+        Ok(Arc::new(Shared {
+            state: Mutex::new(State {
+                cfg,
+                workers: Vec::new(),
+                queue: VecDeque::new(),
+                inflight: IdMap::default(),
+                jobs: IdMap::default(),
+                next_job: 1,
+                next_worker: 1,
+                driving: false,
+                wake_pending: false,
+                closed: false,
+                terminated: false,
+                broken: None,
+                init_failures: 0,
+                chunk_ns: 1_000_000.0,
+            }),
+            changed: Condvar::new(),
+            wake_rx,
+            wake_tx,
+            next_chunk: AtomicU64::new(1),
+        }))
+    }
+
+    /// The state, locked.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Starts the initial workers; the first failure is returned.
+    pub fn start_workers(&self) -> Result<(), StartError> {
+        let mut st = self.lock();
+        while st.workers.len() < st.cfg.processes {
+            let w = st.start_worker()?;
+            st.workers.push(w);
+        }
+        Ok(())
+    }
+
+    /// A fresh chunk number.
+    pub fn chunk_id(&self) -> u64 {
+        self.next_chunk.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Frames one chunk: its number, the runner and target, the arguments.
+    pub fn encode_chunk<T: serde::Serialize>(
+        &self,
+        runner: wire::Runner,
+        target: usize,
+        items: &[T],
+    ) -> (u64, Result<RawFrame, TaskError>) {
+        use crate::process::target::offset_of;
+        let id = self.chunk_id();
+        let header = (id, offset_of(runner as usize), offset_of(target));
+        let frame = codec::encode(&(header.0, header.1, header.2, items), FRAME_ROOM)
+            .map_err(|e| TaskError::Encode(e.to_string()))
+            .and_then(|enc| {
+                let len = enc.bytes.len() - FRAME_ROOM;
+                if len > crate::DEFAULT_MAX_FRAME {
+                    Err(TaskError::Encode(format!(
+                        "a chunk of {len} bytes exceeds the message cap of {} bytes; use a smaller chunk size",
+                        crate::DEFAULT_MAX_FRAME
+                    )))
+                } else {
+                    Ok(frame_encoded(enc))
+                }
+            });
+        (id, frame)
+    }
+
+    /// Opens a job; refused once the pool is closed.
+    pub fn new_job(&self, unordered: bool) -> Result<u64, super::PoolError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(super::PoolError::Closed);
+        }
+        let id = st.next_job;
+        st.next_job += 1;
+        st.jobs.insert(
+            id,
+            Job {
+                sizes: Vec::new(),
+                slots: Vec::new(),
+                done_chunks: 0,
+                done_items: 0,
+                items: 0,
+                sealed: false,
+                finished: VecDeque::new(),
+                any_failed: false,
+                unordered,
+                abandoned: false,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Adds chunks (tasks per chunk, number, frame) to a job and sends what
+    /// the workers can take; `seal` says no more will come.
+    pub fn add_chunks(
+        &self,
+        job: u64,
+        chunks: Vec<(usize, u64, Result<RawFrame, TaskError>)>,
+        seal: bool,
+    ) {
+        let mut st = self.lock();
+        let stopped = if st.terminated {
+            Some(TaskError::Terminated)
+        } else {
+            st.broken.clone()
+        };
+        let mut finished_now = false;
+        for (len, id, frame) in chunks {
+            let Some(j) = st.jobs.get_mut(&job) else {
+                return;
+            };
+            let ordinal = j.slots.len();
+            j.sizes.push(len);
+            j.items += len;
+            let frame = match (frame, stopped.clone()) {
+                (Ok(f), None) => f,
+                (Ok(_), Some(e)) | (Err(e), _) => {
+                    j.slots.push(Slot::Done(Err(e)));
+                    j.done_chunks += 1;
+                    j.done_items += len;
+                    j.any_failed = true;
+                    if j.unordered {
+                        j.finished.push_back(ordinal);
+                    }
+                    finished_now = true;
+                    continue;
+                }
+            };
+            j.slots.push(Slot::Pending);
+            st.inflight.insert(
+                id,
+                InFlight {
+                    job,
+                    ordinal,
+                    frame: Arc::new(frame),
+                },
+            );
+            st.queue.push_back(id);
+        }
+        if seal && let Some(j) = st.jobs.get_mut(&job) {
+            j.sealed = true;
+            finished_now |= j.complete();
+        }
+        st.dispatch();
+        if st.workers.iter().any(|w| !w.outbox.is_empty()) || st.workers.len() < st.cfg.processes {
+            self.wake(&mut st);
+        }
+        drop(st);
+        if finished_now {
+            self.changed.notify_all();
+        }
+    }
+
+    /// The job's handle is gone: its tasks still run (as in Python), their
+    /// results are dropped.
+    pub fn abandon(&self, job: u64) {
+        let mut st = self.lock();
+        let remove = match st.jobs.get_mut(&job) {
+            Some(j) => {
+                j.sealed = true;
+                j.abandoned = true;
+                j.finished.clear();
+                for s in &mut j.slots {
+                    if matches!(s, Slot::Done(_)) {
+                        *s = Slot::Taken;
+                    }
+                }
+                j.complete()
+            }
+            None => false,
+        };
+        if remove {
+            st.jobs.remove(&job);
+        }
+        self.wake(&mut st);
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Wakes the thread driving the pool, if one waits.
+    fn wake(&self, st: &mut State) {
+        if st.driving && !st.wake_pending {
+            st.wake_pending = true;
+            let _ = sys::socket::try_send(self.wake_tx.as_fd(), &[IoSlice::new(&[1])], &[]);
+        }
+    }
+
+    /// Stops accepting jobs; the workers exit once the work is done.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        self.wake(&mut st);
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Kills every worker at once and fails every unfinished task with
+    /// [`TaskError::Terminated`].
+    pub fn terminate(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        if !st.terminated {
+            st.terminated = true;
+            for w in &st.workers {
+                let _ = w.process.kill();
+            }
+            let workers = std::mem::take(&mut st.workers);
+            for mut w in workers {
+                let _ = w.process.join_timeout(Duration::from_secs(5));
+            }
+            st.fail_all(TaskError::Terminated);
+        }
+        self.wake(&mut st);
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Waits until `done` holds (it may take results out of the state), or
+    /// until `deadline`; drives the pool meanwhile when nobody else does.
+    /// Returns the locked state and whether `done` held.
+    pub fn wait_until(
+        &self,
+        mut done: impl FnMut(&mut State) -> bool,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'_, State>, bool) {
+        let mut st = self.lock();
+        loop {
+            if done(&mut st) {
+                return (st, true);
+            }
+            if !st.driving {
+                st = match catch_unwind(AssertUnwindSafe(|| self.step(st, deadline))) {
+                    Ok(st) => st,
+                    Err(p) => {
+                        // A bug outside the step's own guards: fail every
+                        // task rather than leave the pool marked as driven.
+                        let mut st = self.lock();
+                        st.internal_failure(p);
+                        st.driving = false;
+                        self.changed.notify_all();
+                        st
+                    }
+                };
+                if done(&mut st) {
+                    return (st, true);
+                }
+            } else {
+                let now = Instant::now();
+                if deadline.is_none_or(|d| now < d) {
+                    let wait = deadline.map_or(MAX_WAIT, |d| (d - now).min(MAX_WAIT));
+                    st = self
+                        .changed
+                        .wait_timeout(st, wait)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return (st, false);
+            }
+        }
+    }
+
+    /// One round of driving (see the module docs).
+    fn step<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+    ) -> MutexGuard<'a, State> {
+        st.driving = true;
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| {
+            st.maintain();
+            st.dispatch();
+        })) {
+            st.internal_failure(p);
+        }
+        let watch: Vec<(u64, Arc<Connection>, Arc<OwnedFd>, bool)> = st
+            .workers
+            .iter()
+            .map(|w| (w.key, w.conn.clone(), w.pidfd.clone(), !w.outbox.is_empty()))
+            .collect();
+        let buffered = st.workers.iter().any(|w| w.conn.has_buffered());
+        drop(st);
+
+        let now = Instant::now();
+        let timeout = if buffered {
+            Duration::ZERO
+        } else {
+            deadline.map_or(MAX_WAIT, |d| d.saturating_duration_since(now).min(MAX_WAIT))
+        };
+        let mut interest: Vec<Interest<'_>> = Vec::with_capacity(1 + 2 * watch.len());
+        interest.push(Interest {
+            fd: self.wake_rx.as_fd(),
+            write: false,
+        });
+        for (_, conn, pidfd, write) in &watch {
+            interest.push(Interest {
+                fd: conn.as_fd(),
+                write: *write,
+            });
+            interest.push(Interest {
+                fd: pidfd.as_fd(),
+                write: false,
+            });
+        }
+        let ready = sys::poll::wait_events(&interest, Some(timeout))
+            .unwrap_or_else(|_| vec![(false, false); interest.len()]);
+        drop(interest);
+
+        let mut st = self.lock();
+        if ready[0].0 {
+            let mut buf = [0u8; 64];
+            while matches!(sys::socket::read(self.wake_rx.as_fd(), &mut buf, true), Ok(n) if n > 0)
+            {
+            }
+            st.wake_pending = false;
+        }
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| {
+            for (i, (key, conn, _, _)) in watch.iter().enumerate() {
+                let (readable, writable) = ready[1 + 2 * i];
+                let exited = ready[2 + 2 * i].0;
+                if readable || writable || exited || conn.has_buffered() {
+                    st.service(*key, readable, writable, exited);
+                }
+            }
+            st.maintain();
+            st.dispatch();
+        })) {
+            st.internal_failure(p);
+        }
+        st.driving = false;
+        self.changed.notify_all();
+        st
+    }
+}
+
+impl State {
+    /// Whether the pool has nothing left to do and no worker left: closed
+    /// and idle, terminated, or broken.
+    pub fn finished(&self) -> bool {
+        self.terminated
+            || (self.broken.is_some() && self.workers.is_empty())
+            || (self.closed && self.idle() && self.workers.is_empty())
+    }
+
+    /// Process ids of the workers alive.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.workers.iter().map(|w| w.pid).collect()
+    }
+
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.inflight.is_empty() && self.jobs.values().all(|j| j.sealed)
+    }
+
+    fn start_worker(&mut self) -> Result<Worker, StartError> {
+        let (ours, theirs) = pipe(true)?;
+        let board = Board::new()?;
+        let key = self.next_worker;
+        self.next_worker += 1;
+        let process = (self.cfg.start)(theirs, board.clone(), key)?;
+        let pidfd = match process.pidfd() {
+            Some(fd) => sys::socket::dup(fd)?,
+            None => return Err(StartError::Io(std::io::Error::other("worker has no pidfd"))),
+        };
+        Ok(Worker {
+            key,
+            pid: process.pid().unwrap_or(0),
+            process,
+            pidfd: Arc::new(pidfd),
+            conn: Arc::new(ours),
+            board,
+            outbox: VecDeque::new(),
+            outstanding: VecDeque::new(),
+            assigned: 0,
+            last_done: Instant::now(),
+            stopping: false,
+            dead: false,
+            init_error: None,
+        })
+    }
+
+    /// Starts missing workers, or stops them all once closed and idle.
+    fn maintain(&mut self) {
+        if self.terminated || self.broken.is_some() {
+            return;
+        }
+        if self.closed && self.idle() {
+            for w in &mut self.workers {
+                if !w.stopping && w.outstanding.is_empty() {
+                    w.stopping = true;
+                    let stop = codec::encode(&(wire::STOP, 0isize, 0isize), FRAME_ROOM)
+                        .expect("plain values encode");
+                    w.outbox.push_back((Arc::new(frame_encoded(stop)), 0));
+                    flush(w);
+                }
+            }
+            return;
+        }
+        while self.workers.len() < self.cfg.processes {
+            match self.start_worker() {
+                Ok(w) => self.workers.push(w),
+                Err(e) => {
+                    self.init_failures += 1;
+                    if self.init_failures >= init_failure_limit(self.cfg.processes) {
+                        self.break_pool(TaskError::Broken(format!("cannot start a worker: {e}")));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn window(&self) -> usize {
+        ((QUEUED_NS / self.chunk_ns.max(1.0)) as usize).clamp(MIN_WINDOW, MAX_WINDOW)
+    }
+
+    /// Gives queued chunks to the least busy workers with room, and writes.
+    fn dispatch(&mut self) {
+        if !self.queue.is_empty() {
+            let window = self.window();
+            let maxtasks = self.cfg.maxtasks;
+            while let Some(&id) = self.queue.front() {
+                let Some(w) = self
+                    .workers
+                    .iter_mut()
+                    .filter(|w| {
+                        !w.stopping
+                            && !w.dead
+                            && w.outstanding.len() < window
+                            && maxtasks.is_none_or(|m| w.assigned < m)
+                    })
+                    .min_by_key(|w| w.outstanding.len())
+                else {
+                    break;
+                };
+                self.queue.pop_front();
+                let Some(inf) = self.inflight.get(&id) else {
+                    continue;
+                };
+                w.outbox.push_back((inf.frame.clone(), 0));
+                w.outstanding.push_back((id, Instant::now()));
+                w.assigned += 1;
+            }
+        }
+        for w in &mut self.workers {
+            if !w.outbox.is_empty() {
+                flush(w);
+            }
+        }
+    }
+
+    /// Takes in what happened to worker `key`.
+    fn service(&mut self, key: u64, readable: bool, writable: bool, exited: bool) {
+        let Some(idx) = self.workers.iter().position(|w| w.key == key) else {
+            return;
+        };
+        let mut w = self.workers.swap_remove(idx);
+        if readable || w.conn.has_buffered() {
+            self.read_replies(&mut w);
+        }
+        if writable && !w.dead {
+            flush(&mut w);
+        }
+        if exited || w.dead {
+            w.dead = true;
+            self.read_replies(&mut w);
+            self.bury(w);
+        } else {
+            self.workers.push(w);
+        }
+    }
+
+    fn read_replies(&mut self, w: &mut Worker) {
+        loop {
+            match w.conn.recv_encoded(Some(Duration::ZERO)) {
+                Ok((payload, fds)) => self.on_reply(w, payload, fds),
+                Err(RecvError::Timeout) => return,
+                Err(_) => {
+                    w.dead = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_reply(&mut self, w: &mut Worker, payload: Vec<u8>, fds: Vec<OwnedFd>) {
+        let Ok(((chunk, kind, all_ok), rest)) =
+            codec::decode_payload::<(u64, u8, bool)>(&payload, Vec::new())
+        else {
+            // Not our protocol: treat the worker as broken.
+            w.dead = true;
+            return;
+        };
+        let start = payload.len() - rest.len();
+        let text = || {
+            codec::decode_payload::<String>(rest, Vec::new())
+                .map(|(s, _)| s)
+                .unwrap_or_default()
+        };
+        if kind == wire::INIT_FAILED {
+            w.init_error = Some(format!("the initializer panicked: {}", text()));
+            return;
+        }
+        self.init_failures = 0;
+        if let Some(pos) = w.outstanding.iter().position(|(c, _)| *c == chunk) {
+            let (_, sent) = w.outstanding.remove(pos).expect("position is valid");
+            let now = Instant::now();
+            let sample = now.duration_since(sent.max(w.last_done)).as_nanos() as f64;
+            w.last_done = now;
+            self.chunk_ns = self.chunk_ns * 0.875 + sample * 0.125;
+        }
+        let result = match kind {
+            wire::DONE => Ok(Payload {
+                bytes: payload,
+                start,
+                fds,
+                all_ok,
+            }),
+            wire::BAD_ARGS => Err(TaskError::Decode(text())),
+            wire::BAD_RESULT => Err(TaskError::Encode(text())),
+            other => Err(TaskError::Decode(format!("unknown reply kind {other}"))),
+        };
+        self.finish_chunk(chunk, result);
+    }
+
+    fn finish_chunk(&mut self, chunk: u64, result: Result<Payload, TaskError>) {
+        let Some(inf) = self.inflight.remove(&chunk) else {
+            return;
+        };
+        let Some(job) = self.jobs.get_mut(&inf.job) else {
+            return;
+        };
+        let failed = !matches!(&result, Ok(p) if p.all_ok);
+        job.any_failed |= failed;
+        job.done_chunks += 1;
+        job.done_items += job.sizes[inf.ordinal];
+        if job.abandoned {
+            job.slots[inf.ordinal] = Slot::Taken;
+            if job.complete() {
+                self.jobs.remove(&inf.job);
+            }
+        } else {
+            job.slots[inf.ordinal] = Slot::Done(result);
+            if job.unordered {
+                job.finished.push_back(inf.ordinal);
+            }
+        }
+    }
+
+    /// A worker died (or was told to stop and did): settle its chunks.
+    fn bury(&mut self, mut w: Worker) {
+        reap(&mut w.process);
+        let exit = match w.process.exitcode() {
+            Some(c) if c < 0 => WorkerExit::Signal(-c),
+            Some(c) => WorkerExit::Code(c),
+            None => WorkerExit::Code(-1),
+        };
+        let status = w.board.get();
+        let held: Vec<u64> = w.outstanding.drain(..).map(|(c, _)| c).collect();
+        if status == INIT {
+            self.init_failures += 1;
+            let message = w
+                .init_error
+                .take()
+                .unwrap_or_else(|| format!("worker process {} {exit} in the initializer", w.pid));
+            for &c in held.iter().rev() {
+                self.queue.push_front(c);
+            }
+            if self.init_failures >= init_failure_limit(self.cfg.processes) {
+                self.break_pool(TaskError::Initializer { message });
+            }
+            return;
+        }
+        for &c in held.iter().rev() {
+            if c == status {
+                self.finish_chunk(c, Err(TaskError::WorkerDied { pid: w.pid, exit }));
+            } else {
+                self.queue.push_front(c);
+            }
+        }
+    }
+
+    /// Fails every unfinished chunk with `error`.
+    fn fail_all(&mut self, error: TaskError) {
+        self.queue.clear();
+        for w in &mut self.workers {
+            w.outstanding.clear();
+            w.outbox.clear();
+        }
+        let ids: Vec<u64> = self.inflight.keys().copied().collect();
+        for id in ids {
+            self.finish_chunk(id, Err(error.clone()));
+        }
+    }
+
+    /// Gives up: kills the workers, fails all work, refuses new work.
+    fn break_pool(&mut self, error: TaskError) {
+        self.broken = Some(error.clone());
+        for w in &self.workers {
+            let _ = w.process.kill();
+        }
+        for mut w in std::mem::take(&mut self.workers) {
+            let _ = w.process.join_timeout(Duration::from_secs(5));
+        }
+        self.fail_all(error);
+    }
+
+    /// A bug in the engine: fail loudly through every task rather than hang.
+    fn internal_failure(&mut self, panic: Box<dyn std::any::Any + Send>) {
+        let message = format!("internal error: {}", wire::panic_message(panic));
+        self.break_pool(TaskError::Broken(message));
+    }
+}
+
+/// Waits for a worker that is ending (its connection closed) to exit,
+/// killing it if it lingers; its exit status is then known.
+fn reap(p: &mut Process<()>) {
+    if matches!(
+        p.join_timeout(Duration::from_millis(200)),
+        Err(crate::error::JoinError::Timeout(_))
+    ) {
+        let _ = p.kill();
+        let _ = p.join_timeout(Duration::from_secs(5));
+    }
+}
+
+/// Writes what the worker's socket takes of its outbox, without waiting.
+fn flush(w: &mut Worker) {
+    while let Some((first, off)) = w.outbox.front() {
+        let result = if !first.fds.is_empty() && *off == 0 {
+            let fds: Vec<BorrowedFd<'_>> = first.fds.iter().map(|f| f.as_fd()).collect();
+            w.conn.try_send_raw(&[IoSlice::new(&first.bytes)], &fds)
+        } else {
+            let mut bufs = Vec::with_capacity(GATHER.min(w.outbox.len()));
+            for (i, (f, off)) in w.outbox.iter().enumerate() {
+                if bufs.len() == GATHER || (i > 0 && !f.fds.is_empty()) {
+                    break;
+                }
+                bufs.push(IoSlice::new(&f.bytes[*off..]));
+            }
+            w.conn.try_send_raw(&bufs, &[])
+        };
+        match result {
+            Ok(0) => return,
+            Ok(mut n) => {
+                while n > 0 {
+                    let (f, off) = w.outbox.front_mut().expect("bytes were sent from it");
+                    let left = f.bytes.len() - *off;
+                    if n >= left {
+                        n -= left;
+                        w.outbox.pop_front();
+                    } else {
+                        *off += n;
+                        n = 0;
+                    }
+                }
+            }
+            Err(_) => {
+                // The worker is gone; its death is handled when seen.
+                w.dead = true;
+                w.outbox.clear();
+                return;
+            }
+        }
+    }
+}

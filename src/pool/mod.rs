@@ -1,0 +1,662 @@
+//! A pool of worker processes (Python's `multiprocessing.Pool`) that never
+//! hangs when a worker dies.
+//!
+//! ```
+//! use multiproc::Pool;
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! let pool = Pool::new(2)?;
+//! assert_eq!(pool.map(square, 0..5)?, vec![0, 1, 4, 9, 16]);
+//! let r = pool.apply_async(square, 12)?;
+//! assert_eq!(r.get()?, 144);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Failures are results
+//!
+//! Every task ends with its value or a [`TaskError`]; none is lost and no
+//! call waits for a task that can no longer finish:
+//!
+//! * a panic in a task is that task's [`TaskError::Panicked`], with the
+//!   panic message; the worker survives and the other tasks complete;
+//! * a worker that dies (killed by a signal, the OOM killer,
+//!   `std::process::exit`, a crash, or while sending its result) fails the
+//!   chunk it held with [`TaskError::WorkerDied`], naming the signal or
+//!   exit code; chunks it had been sent but had not started run on another
+//!   worker, and a replacement worker is started;
+//! * a result that does not decode is that task's [`TaskError::Decode`];
+//! * [`terminate`](Pool::terminate) (or dropping the pool) kills the
+//!   workers at once and fails what was pending with
+//!   [`TaskError::Terminated`].
+//!
+//! # Design
+//!
+//! Each worker has a private [`pipe`](crate::pipe) to the pool, so the pool
+//! knows exactly which chunks each worker holds, and a status word in
+//! shared memory naming the chunk it is running, so that after a death the
+//! pool fails exactly that chunk and re-sends the ones the worker had not
+//! started (rather than guessing, or, like Python, losing the task and
+//! hanging). The pool watches every worker's connection and pidfd. Chunks
+//! are sent ahead of the replies (a window of 2 to 512 chunks per worker,
+//! sized from the measured time per chunk so that about 2 ms of work waits
+//! in each worker), always without blocking, so throughput on tiny tasks
+//! is not bound by round trips and a slow worker cannot deadlock the pool.
+//! Work functions are plain `fn(A) -> R`; a worker finds them in its copy of
+//! the executable by their distance from a fixed function, as
+//! [`Process`](crate::Process) targets.
+//!
+//! The pool has no thread that must be alive for waits to finish: whoever
+//! waits on it (a `get`, `map`, iteration of an [`Imap`], `join`) drives it
+//! when no other thread does. A pool using the spawn start method also
+//! keeps one background thread driving it, so submitted work advances while
+//! nobody waits, as in Python. A pool using the fork start method has none
+//! (it must stay single-threaded to fork replacement workers): its work
+//! advances while you wait on it, and a chunk window's worth of tasks per
+//! worker runs as soon as it is submitted.
+//!
+//! # Initializer failures
+//!
+//! A worker that panics in, or dies during, the builder's initializer runs
+//! none of its chunks: they go back to the queue and a new worker is
+//! started. After `max(processes, 3)` such failures in a row, with no task
+//! completing in between, the pool stops starting workers and every pending
+//! and future task fails with [`TaskError::Initializer`], carrying the
+//! panic message or how the worker died. A failure that is only occasional
+//! therefore costs nothing but a restart, and a broken initializer cannot
+//! restart workers forever (Python's pool does).
+//!
+//! # Differences from Python
+//!
+//! * `map` waits for every task and returns the values, or the error of the
+//!   failed task with the lowest index ([`PoolError::Task`]);
+//!   [`map_results`](Pool::map_results) gives every task's `Result`.
+//! * `maxtasksperchild` counts chunks, as Python's does (a map chunk is one
+//!   task to Python's worker).
+//! * `starmap` takes `fn(A, B) -> R` and pairs; for other arities, pass a
+//!   tuple to `map` (`fn((A, B, C)) -> R`).
+//! * [`imap`](Pool::imap) reads its input lazily and keeps a bounded number
+//!   of chunks in flight, so an endless iterator works.
+//! * Dropping a result handle does not cancel its tasks (as in Python); its
+//!   results are discarded.
+
+mod board;
+mod engine;
+mod error;
+mod imap;
+mod progress;
+mod result;
+mod wire;
+mod worker;
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::process::{Process, StartMethod, cpu_count, get_start_method};
+use engine::{Config, Shared, StartWorker};
+pub use error::{PoolError, TaskError, WorkerExit};
+pub use imap::Imap;
+pub use progress::Progress;
+pub use result::{AsyncResult, MapResult};
+use worker::{WorkerArgs, worker_main};
+
+/// Chunks encoded and handed to the pool at a time by `map`, so workers
+/// start before a long input is fully encoded.
+const SUBMIT_BATCH: usize = 1024;
+/// Chunks an [`Imap`] keeps in flight per worker.
+const IMAP_AHEAD_PER_WORKER: usize = 256;
+
+/// A pool of worker processes running `fn(A) -> R` tasks.
+///
+/// Made by [`Pool::new`] or [`Pool::builder`]. All methods take `&self`;
+/// the pool can be shared between threads. Dropping it terminates it, like
+/// leaving Python's `with Pool() as p:` block; call [`close`](Self::close)
+/// and [`join`](Self::join) first to let the work finish.
+///
+/// See the [module documentation](crate::pool) for the failure rules and
+/// the design.
+pub struct Pool {
+    shared: Arc<Shared>,
+    processes: usize,
+    driver: Mutex<Option<JoinHandle<()>>>,
+}
+
+type MakeStart = Box<dyn FnOnce(Option<usize>, StartMethod) -> StartWorker>;
+
+/// Settings for a [`Pool`] (Python's `Pool(processes, initializer,
+/// initargs, maxtasksperchild, context)`).
+///
+/// ```
+/// use multiproc::{Pool, StartMethod};
+///
+/// fn setup(greeting: String) { assert_eq!(greeting, "hi"); }
+/// fn double(x: i32) -> i32 { 2 * x }
+///
+/// let pool = Pool::builder()
+///     .processes(2)
+///     .initializer(setup, "hi".to_string())
+///     .maxtasksperchild(100)
+///     .start_method(StartMethod::Spawn)
+///     .build()?;
+/// assert_eq!(pool.map(double, [1, 2, 3])?, vec![2, 4, 6]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    maxtasks: Option<usize>,
+    method: Option<StartMethod>,
+    init: Option<MakeStart>,
+}
+
+fn make_start<I>(
+    init: Option<(isize, I)>,
+    maxtasks: Option<usize>,
+    method: StartMethod,
+) -> StartWorker
+where
+    I: Serialize + DeserializeOwned + Clone + Send + 'static,
+{
+    let init = Mutex::new(init);
+    let prefix = match method {
+        StartMethod::Spawn => "SpawnPoolWorker",
+        StartMethod::Fork => "ForkPoolWorker",
+    };
+    Box::new(move |conn, board, n| {
+        let init = init.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let args = WorkerArgs {
+            conn,
+            board,
+            init,
+            maxtasks,
+        };
+        let mut p = Process::new(worker_main::<I>, args)
+            .name(format!("{prefix}-{n}"))
+            .daemon(true)
+            .start_method(method);
+        p.start()?;
+        Ok(p)
+    })
+}
+
+impl PoolBuilder {
+    /// Number of worker processes (default: [`cpu_count`]).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// Runs `f(args)` once in each worker when it starts (Python's
+    /// `initializer` and `initargs`). The arguments are encoded anew for
+    /// each worker, so handles in them (queues, connections…) reach every
+    /// worker. See the [module documentation](crate::pool) for what happens
+    /// when it fails.
+    pub fn initializer<I>(mut self, f: fn(I), args: I) -> Self
+    where
+        I: Serialize + DeserializeOwned + Clone + Send + 'static,
+    {
+        let offset = crate::process::target::offset_of(f as usize);
+        self.init = Some(Box::new(move |maxtasks, method| {
+            make_start(Some((offset, args)), maxtasks, method)
+        }));
+        self
+    }
+
+    /// Replaces each worker after it has run `n` chunks (Python's
+    /// `maxtasksperchild`; a chunk of a map counts as one). Default: never.
+    pub fn maxtasksperchild(mut self, n: usize) -> Self {
+        self.maxtasks = Some(n);
+        self
+    }
+
+    /// How workers start (default: [`get_start_method`]). With
+    /// [`StartMethod::Fork`] the process building the pool, and every
+    /// thread waiting on it, must be its only thread (see the module
+    /// documentation).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Pool, PoolError> {
+        let processes = self.processes.unwrap_or_else(cpu_count);
+        if processes == 0 {
+            return Err(PoolError::Invalid("a pool needs at least one process"));
+        }
+        if self.maxtasks == Some(0) {
+            return Err(PoolError::Invalid("maxtasksperchild must be at least 1"));
+        }
+        let method = self.method.unwrap_or_else(get_start_method);
+        let start = match self.init {
+            Some(make) => make(self.maxtasks, method),
+            None => make_start::<()>(None, self.maxtasks, method),
+        };
+        let shared = Shared::new(Config {
+            processes,
+            maxtasks: self.maxtasks,
+            start,
+        })?;
+        if let Err(e) = shared.start_workers() {
+            shared.terminate();
+            return Err(e.into());
+        }
+        let driver = if method == StartMethod::Spawn {
+            let s = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("multiproc-pool".into())
+                .spawn(move || {
+                    let _ = s.wait_until(|st| st.finished(), None);
+                });
+            match spawned {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    shared.terminate();
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Pool {
+            shared,
+            processes,
+            driver: Mutex::new(driver),
+        })
+    }
+}
+
+/// Python's default chunk size: the input split into about four chunks per
+/// worker.
+fn default_chunksize(len: usize, processes: usize) -> usize {
+    let (q, r) = (len / (processes * 4), len % (processes * 4));
+    (q + usize::from(r > 0)).max(1)
+}
+
+fn check_chunksize(chunksize: usize) -> Result<usize, PoolError> {
+    if chunksize == 0 {
+        Err(PoolError::Invalid("the chunk size must be at least 1"))
+    } else {
+        Ok(chunksize)
+    }
+}
+
+impl Pool {
+    /// A pool of `processes` workers with the default settings.
+    pub fn new(processes: usize) -> Result<Pool, PoolError> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// Settings for a pool.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            processes: None,
+            maxtasks: None,
+            method: None,
+            init: None,
+        }
+    }
+
+    /// Number of worker processes.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// Process ids of the workers alive right now.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        self.shared.lock().worker_pids()
+    }
+
+    fn submit<T: Serialize>(
+        &self,
+        runner: wire::Runner,
+        target: usize,
+        items: Vec<T>,
+        chunksize: usize,
+    ) -> Result<u64, PoolError> {
+        let job = self.shared.new_job(false)?;
+        let mut chunks = items.chunks(chunksize).peekable();
+        if chunks.peek().is_none() {
+            self.shared.add_chunks(job, Vec::new(), true);
+        }
+        while chunks.peek().is_some() {
+            let batch: Vec<_> = chunks
+                .by_ref()
+                .take(SUBMIT_BATCH)
+                .map(|c| {
+                    let (id, frame) = self.shared.encode_chunk(runner, target, c);
+                    (c.len(), id, frame)
+                })
+                .collect();
+            let last = chunks.peek().is_none();
+            self.shared.add_chunks(job, batch, last);
+        }
+        Ok(job)
+    }
+
+    /// Runs `f` on every item in the pool and returns the values in input
+    /// order, or the error of the failed task with the lowest index (after
+    /// every task has finished). The chunk size is Python's default: about
+    /// four chunks per worker.
+    pub fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_async(f, items)?.get()
+    }
+
+    /// Like [`map`](Self::map) with `chunksize` tasks per message.
+    pub fn map_chunked<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Vec<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_async_chunked(f, items, chunksize)?.get()
+    }
+
+    /// Like [`map`](Self::map), returning every task's own result.
+    ///
+    /// ```
+    /// use multiproc::{Pool, TaskError};
+    ///
+    /// fn inverse(x: i32) -> i32 { 100 / x }
+    ///
+    /// let pool = Pool::new(2)?;
+    /// let results = pool.map_results(inverse, [5, 0, 10])?;
+    /// assert_eq!(results[0], Ok(20));
+    /// assert!(matches!(&results[1], Err(TaskError::Panicked { message }) if message.contains("divide by zero")));
+    /// assert_eq!(results[2], Ok(10));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_results<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Result<R, TaskError>>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_async(f, items)?.get_results()
+    }
+
+    /// Submits a map without waiting; the handle gives the results.
+    pub fn map_async<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<MapResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes);
+        self.map_async_chunked(f, items, chunksize)
+    }
+
+    /// Like [`map_async`](Self::map_async) with `chunksize` tasks per
+    /// message.
+    pub fn map_async_chunked<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<MapResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        let chunksize = check_chunksize(chunksize)?;
+        let items: Vec<A> = items.into_iter().collect();
+        let n = items.len();
+        let runner: wire::Runner = wire::run_map::<A, R>;
+        let job = self.submit(runner, f as usize, items, chunksize)?;
+        Ok(MapResult::new(self.shared.clone(), job, n))
+    }
+
+    /// Runs `f(a, b)` for every pair (Python's `starmap`), results in
+    /// order; errors as for [`map`](Self::map).
+    ///
+    /// ```
+    /// fn add(a: i32, b: i32) -> i32 { a + b }
+    /// let pool = multiproc::Pool::new(2)?;
+    /// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, vec![3, 7]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn starmap<A, B, R>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<Vec<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        self.starmap_async(f, items)?.get()
+    }
+
+    /// Submits a [`starmap`](Self::starmap) without waiting.
+    pub fn starmap_async<A, B, R>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<MapResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        B: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        let items: Vec<(A, B)> = items.into_iter().collect();
+        let n = items.len();
+        let chunksize = default_chunksize(n, self.processes);
+        let runner: wire::Runner = wire::run_star::<A, B, R>;
+        let job = self.submit(runner, f as usize, items, chunksize)?;
+        Ok(MapResult::new(self.shared.clone(), job, n))
+    }
+
+    /// Runs `f(args)` in a worker and waits for its value (Python's
+    /// `apply`).
+    pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Submits `f(args)` without waiting (Python's `apply_async`).
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> Result<AsyncResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        let runner: wire::Runner = wire::run_map::<A, R>;
+        let job = self.submit(runner, f as usize, vec![args], 1)?;
+        Ok(AsyncResult::new(MapResult::new(
+            self.shared.clone(),
+            job,
+            1,
+        )))
+    }
+
+    fn imap_inner<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<Imap<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        let chunksize = check_chunksize(chunksize)?;
+        let mut iter = items.into_iter();
+        let total = match iter.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(lo),
+            _ => None,
+        };
+        let runner: wire::Runner = wire::run_map::<A, R>;
+        let target = f as usize;
+        let feed: imap::Feed = Box::new(move |shared: &Shared| {
+            let chunk: Vec<A> = iter.by_ref().take(chunksize).collect();
+            if chunk.is_empty() {
+                return None;
+            }
+            let (id, frame) = shared.encode_chunk(runner, target, &chunk);
+            Some((chunk.len(), id, frame))
+        });
+        let job = self.shared.new_job(!ordered)?;
+        Ok(Imap::new(
+            self.shared.clone(),
+            job,
+            ordered,
+            feed,
+            total,
+            IMAP_AHEAD_PER_WORKER * self.processes,
+        ))
+    }
+
+    /// Results one by one in input order, as they become available
+    /// (Python's `imap`, chunk size 1).
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let squares: Vec<u64> = pool.imap(square, 0..)?.take(4).map(Result::unwrap).collect();
+    /// assert_eq!(squares, vec![0, 1, 4, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn imap<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Imap<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        self.imap_inner(f, items, 1, true)
+    }
+
+    /// Like [`imap`](Self::imap) with `chunksize` tasks per message.
+    pub fn imap_chunked<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+    ) -> Result<Imap<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        self.imap_inner(f, items, chunksize, true)
+    }
+
+    /// Results one by one in the order they finish (Python's
+    /// `imap_unordered`, chunk size 1).
+    pub fn imap_unordered<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Imap<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        self.imap_inner(f, items, 1, false)
+    }
+
+    /// Like [`imap_unordered`](Self::imap_unordered) with `chunksize` tasks
+    /// per message.
+    pub fn imap_unordered_chunked<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+    ) -> Result<Imap<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        self.imap_inner(f, items, chunksize, false)
+    }
+
+    /// Accepts no new work; the workers exit once what was submitted is
+    /// done (Python's `close`).
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Kills the workers at once; unfinished tasks fail with
+    /// [`TaskError::Terminated`] (Python's `terminate`). Returns when every
+    /// worker has been reaped.
+    pub fn terminate(&self) {
+        self.shared.terminate();
+        self.join_driver();
+    }
+
+    /// After [`close`](Self::close) (or `terminate`), waits until the work
+    /// is done and every worker has exited.
+    pub fn join(&self) -> Result<(), PoolError> {
+        self.join_until(None, Duration::MAX)
+    }
+
+    /// Like [`join`](Self::join), giving up with [`PoolError::Timeout`]
+    /// after `timeout`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolError> {
+        self.join_until(Instant::now().checked_add(timeout), timeout)
+    }
+
+    fn join_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<(), PoolError> {
+        if !self.shared.lock().closed {
+            return Err(PoolError::NotClosed);
+        }
+        let (st, done) = self.shared.wait_until(|st| st.finished(), deadline);
+        drop(st);
+        if !done {
+            return Err(PoolError::Timeout(timeout));
+        }
+        self.join_driver();
+        Ok(())
+    }
+
+    fn join_driver(&self) {
+        let handle = self.driver.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .finish()
+    }
+}

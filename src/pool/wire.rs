@@ -1,0 +1,240 @@
+//! The messages between the pool and its workers, and the worker-side
+//! functions ("runners") that run one chunk of tasks.
+//!
+//! Pool → worker, one frame per chunk: postcard
+//! `(chunk: u64, runner: isize, target: isize)` followed by the chunk's
+//! arguments as a `Vec<A>`. `runner` and `target` are function addresses
+//! as distances from an anchor of the binary (see `process::target`), so a
+//! spawned worker (a fresh copy of the same executable) finds them. Chunk
+//! number [`STOP`] asks the worker to exit.
+//!
+//! Worker → pool, one frame per chunk: `(chunk: u64, kind: u8, all_ok:
+//! bool)` followed by, for [`DONE`], one codec-encoded [`Outcome`] per task
+//! (as byte strings, so that a result that does not decode spoils only its
+//! own task), their descriptors concatenated in order; for the other kinds,
+//! a message `String`.
+
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde::de::{DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::error::TaskError;
+use crate::codec::{self, Encoded};
+use crate::connection::FRAME_ROOM;
+
+/// The chunk number that tells a worker to exit.
+pub const STOP: u64 = 0;
+/// Reply: the chunk ran; one outcome per task follows.
+pub const DONE: u8 = 0;
+/// Reply: the chunk's arguments did not decode in the worker.
+pub const BAD_ARGS: u8 = 1;
+/// Reply: the chunk's results could not be sent (too large, too many
+/// handles).
+pub const BAD_RESULT: u8 = 2;
+/// Reply (chunk [`STOP`]): the initializer panicked.
+pub const INIT_FAILED: u8 = 3;
+
+/// Runs one chunk in a worker: decodes the arguments, calls the target on
+/// each, encodes the reply.
+pub type Runner = fn(target: usize, chunk: u64, payload: &[u8], fds: Vec<OwnedFd>) -> Encoded;
+
+/// One task's outcome as it travels back.
+#[derive(Serialize, Deserialize)]
+pub enum Outcome<R> {
+    /// The function returned.
+    Ok(R),
+    /// The function panicked, with this message.
+    Panicked(String),
+    /// The result could not be encoded.
+    Encode(String),
+}
+
+/// Borrowed bytes, serialised as a byte string.
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// A chunk's outcomes, each serialised on its own into a byte string, so
+/// that one that does not decode spoils only its own task. Handles inside
+/// them are numbered in the whole message (the enclosing
+/// [`codec::encode`] collects them).
+struct Items<'a, R>(&'a [Result<R, String>]);
+
+impl<R: Serialize> Serialize for Items<'_, R> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        let mut scratch = Vec::new();
+        for item in self.0 {
+            scratch.clear();
+            let encoded = match item {
+                Ok(r) => postcard::to_extend(&Outcome::Ok(r), std::mem::take(&mut scratch)),
+                Err(m) => postcard::to_extend(
+                    &Outcome::<()>::Panicked(m.clone()),
+                    std::mem::take(&mut scratch),
+                ),
+            };
+            scratch = match encoded {
+                Ok(v) => v,
+                Err(e) => postcard::to_extend(&Outcome::<()>::Encode(e.to_string()), Vec::new())
+                    .map_err(serde::ser::Error::custom)?,
+            };
+            seq.serialize_element(&Bytes(&scratch))?;
+        }
+        seq.end()
+    }
+}
+
+/// The decoded outcomes of a chunk (see [`Items`]).
+struct Outcomes<R>(Vec<Result<R, TaskError>>);
+
+struct OneOutcome<R>(PhantomData<R>);
+
+impl<'de, R: DeserializeOwned> Visitor<'de> for OneOutcome<R> {
+    type Value = Result<R, TaskError>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an encoded outcome")
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        Ok(match postcard::from_bytes::<Outcome<R>>(v) {
+            Ok(Outcome::Ok(r)) => Ok(r),
+            Ok(Outcome::Panicked(message)) => Err(TaskError::Panicked { message }),
+            Ok(Outcome::Encode(m)) => Err(TaskError::Encode(m)),
+            Err(e) => Err(TaskError::Decode(e.to_string())),
+        })
+    }
+}
+
+impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for OneOutcome<R> {
+    type Value = Result<R, TaskError>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_bytes(self)
+    }
+}
+
+impl<'de, R: DeserializeOwned> Deserialize<'de> for Outcomes<R> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Seq<R>(PhantomData<R>);
+        impl<'de, R: DeserializeOwned> Visitor<'de> for Seq<R> {
+            type Value = Outcomes<R>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of outcomes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(item) = seq.next_element_seed(OneOutcome::<R>(PhantomData))? {
+                    out.push(item);
+                }
+                Ok(Outcomes(out))
+            }
+        }
+        d.deserialize_seq(Seq(PhantomData))
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string())
+}
+
+/// A reply carrying only a message.
+pub fn message(chunk: u64, kind: u8, text: &str) -> Encoded {
+    match codec::encode(&(chunk, kind, false, text), FRAME_ROOM) {
+        Ok(e) => e,
+        // A string always encodes; keep the reply well formed regardless.
+        Err(_) => {
+            codec::encode(&(chunk, kind, false, ""), FRAME_ROOM).expect("plain values encode")
+        }
+    }
+}
+
+/// The reply for a chunk that ran: one outcome per task.
+pub fn done<R: Serialize>(chunk: u64, outcomes: &[Result<R, String>]) -> Encoded {
+    let all_ok = outcomes.iter().all(Result::is_ok);
+    match codec::encode(&(chunk, DONE, all_ok, Items(outcomes)), FRAME_ROOM) {
+        Ok(e) => e,
+        Err(e) => message(chunk, BAD_RESULT, &e.to_string()),
+    }
+}
+
+fn run_each<T, R>(chunk: u64, payload: &[u8], fds: Vec<OwnedFd>, f: impl Fn(T) -> R) -> Encoded
+where
+    T: DeserializeOwned,
+    R: Serialize,
+{
+    let items = match codec::decode_payload::<Vec<T>>(payload, fds) {
+        Ok((items, _)) => items,
+        Err(e) => return message(chunk, BAD_ARGS, &e.to_string()),
+    };
+    let outcomes: Vec<Result<R, String>> = items
+        .into_iter()
+        .map(|a| catch_unwind(AssertUnwindSafe(|| f(a))).map_err(panic_message))
+        .collect();
+    done(chunk, &outcomes)
+}
+
+/// The runner for `fn(A) -> R` targets.
+pub fn run_map<A: DeserializeOwned, R: Serialize>(
+    target: usize,
+    chunk: u64,
+    payload: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Encoded {
+    // SAFETY: `target` is the address of an `fn(A) -> R` of this binary: the
+    // pool took it from a value of that type together with this very
+    // runner's address (monomorphised for the same `A` and `R`), and a
+    // spawned worker checked the binary fingerprint at start-up.
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+    run_each(chunk, payload, fds, f)
+}
+
+/// The runner for `fn(A, B) -> R` targets (`starmap`).
+pub fn run_star<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
+    target: usize,
+    chunk: u64,
+    payload: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Encoded {
+    // SAFETY: as in `run_map`, for an `fn(A, B) -> R` sent with this runner.
+    let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(target) };
+    run_each(chunk, payload, fds, |(a, b): (A, B)| f(a, b))
+}
+
+/// Decodes the per-task outcomes of a [`DONE`] reply body (after its
+/// header), `len` of them expected.
+pub fn decode_outcomes<R: DeserializeOwned>(
+    body: &[u8],
+    fds: Vec<OwnedFd>,
+    len: usize,
+) -> Vec<Result<R, TaskError>> {
+    let mut out = match codec::decode_payload::<Outcomes<R>>(body, fds) {
+        Ok((items, _)) => items.0,
+        Err(e) => {
+            let e = TaskError::Decode(e.to_string());
+            return std::iter::repeat_with(|| Err(e.clone()))
+                .take(len)
+                .collect();
+        }
+    };
+    while out.len() < len {
+        out.push(Err(TaskError::Decode(
+            "the worker sent fewer results than tasks".into(),
+        )));
+    }
+    out.truncate(len);
+    out
+}

@@ -1,0 +1,160 @@
+//! The worker process: runs the initializer once, then chunks of tasks
+//! until told to stop, until its task budget (`maxtasksperchild`) is spent,
+//! or until the pool goes away.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::board::{Board, IDLE, INIT};
+use super::wire::{self, Runner};
+use crate::DEFAULT_MAX_FRAME;
+use crate::codec;
+use crate::connection::{Connection, FRAME_ROOM, frame_encoded};
+use crate::error::SendError;
+use crate::process::target;
+
+/// What a worker is started with.
+#[derive(Serialize, Deserialize)]
+pub struct WorkerArgs<I> {
+    /// Its private connection to the pool.
+    pub conn: Connection,
+    /// Its status word.
+    pub board: Board,
+    /// The initializer (as a distance from the binary's anchor) and its
+    /// arguments.
+    pub init: Option<(isize, I)>,
+    /// How many chunks it runs before exiting (`None`: no limit).
+    pub maxtasks: Option<usize>,
+}
+
+/// The worker's main loop (the target of every worker process).
+pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
+    let WorkerArgs {
+        conn,
+        board,
+        init,
+        maxtasks,
+    } = args;
+    board.set(INIT);
+    if let Some((offset, init_args)) = init {
+        // SAFETY: the pool took this distance from an `fn(I)` of this binary
+        // (the builder's `initializer`, typed with this very `I`); a spawned
+        // worker checked the binary fingerprint at start-up.
+        let f = unsafe { std::mem::transmute::<usize, fn(I)>(target::address_at(offset)) };
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(init_args))) {
+            let text = wire::panic_message(panic);
+            let _ = conn.send_encoded(wire::message(wire::STOP, wire::INIT_FAILED, &text));
+            return;
+        }
+    }
+    board.set(IDLE);
+    let mut done = 0usize;
+    let mut held = Held::default();
+    while maxtasks.is_none_or(|m| done < m) {
+        if !held.is_empty() && !conn.has_buffered() && !held.flush(&conn) {
+            return;
+        }
+        let Ok((payload, fds)) = conn.recv_encoded(None) else {
+            return;
+        };
+        let Ok(((chunk, runner, target_offset), rest)) =
+            codec::decode_payload::<(u64, isize, isize)>(&payload, Vec::new())
+        else {
+            return;
+        };
+        if chunk == wire::STOP {
+            held.flush(&conn);
+            return;
+        }
+        board.set(chunk);
+        // SAFETY: the pool took this distance from a `Runner` of this binary
+        // (`run_map`/`run_star` monomorphised for the target's types).
+        let runner = unsafe { std::mem::transmute::<usize, Runner>(target::address_at(runner)) };
+        let started = Instant::now();
+        let reply = runner(target::address_at(target_offset), chunk, rest, fds);
+        let tiny = started.elapsed() < TINY;
+        done += 1;
+        let last = maxtasks.is_some_and(|m| done >= m);
+        let sent = if reply.fds.is_empty() && reply.bytes.len() - FRAME_ROOM <= DEFAULT_MAX_FRAME {
+            held.push(frame_encoded(reply).bytes);
+            // The status word still names this chunk while its reply waits,
+            // so a death now fails it; replies held from earlier chunks are
+            // lost with the worker and those chunks run again elsewhere.
+            if tiny && !last && held.worth_holding() && conn.has_buffered() {
+                true
+            } else {
+                held.flush(&conn)
+            }
+        } else {
+            held.flush(&conn) && send_reply(&conn, chunk, reply)
+        };
+        board.set(IDLE);
+        if !sent {
+            return;
+        }
+    }
+    held.flush(&conn);
+}
+
+/// A chunk that ran for less than this is "tiny": its reply may wait for
+/// the next ones, to share one write.
+const TINY: Duration = Duration::from_micros(20);
+/// Most replies held back…
+const HOLD_MAX: usize = 64;
+/// …and for at most this long.
+const HOLD_FOR: Duration = Duration::from_millis(1);
+
+/// Replies of tiny chunks, held back while more work is already buffered,
+/// so that a burst of tiny tasks costs one write per many results.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    count: usize,
+    since: Option<Instant>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn push(&mut self, frame: Vec<u8>) {
+        if self.bytes.is_empty() {
+            self.bytes = frame;
+        } else {
+            self.bytes.extend_from_slice(&frame);
+        }
+        self.count += 1;
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn worth_holding(&self) -> bool {
+        self.count < HOLD_MAX && self.since.is_some_and(|t| t.elapsed() < HOLD_FOR)
+    }
+
+    /// Writes the held replies; whether the pool is still there.
+    fn flush(&mut self, conn: &Connection) -> bool {
+        if self.count == 0 {
+            return true;
+        }
+        let ok = conn.send_raw_all(&self.bytes).is_ok();
+        self.bytes.clear();
+        self.count = 0;
+        self.since = None;
+        ok
+    }
+}
+
+/// Sends one reply, or a message saying why it could not be sent.
+fn send_reply(conn: &Connection, chunk: u64, reply: crate::codec::Encoded) -> bool {
+    match conn.send_encoded(reply) {
+        Ok(()) => true,
+        Err(e @ (SendError::TooLarge { .. } | SendError::Codec(_))) => conn
+            .send_encoded(wire::message(chunk, wire::BAD_RESULT, &e.to_string()))
+            .is_ok(),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,43 @@
+//! Shared memory: typed [`Value`]s and [`Array`]s of [`Plain`] data (with
+//! a robust lock, or raw), and named [`SharedMemory`] segments.
+//!
+//! A `Value` or `Array` lives in its own anonymous memory file (memfd),
+//! sealed against resizing so no process can make another's mapping fault,
+//! and reaches other processes only as a descriptor: passed as a
+//! [`Process`](crate::Process) argument (either start method) or inside a
+//! message. Nothing is left behind in the file system, and the memory goes
+//! away with the last handle in any process. Named segments, for programs
+//! that find each other by name, are [`SharedMemory`].
+//!
+//! ```
+//! use multiproc::{Array, Process, Value};
+//!
+//! fn child((num, arr): (Value<f64>, Array<i32>)) {
+//!     num.set(3.1415927).unwrap();
+//!     for x in arr.get_lock().unwrap().iter_mut() {
+//!         *x = -*x;
+//!     }
+//! }
+//!
+//! let num = Value::new(0.0)?;
+//! let arr = Array::from_iter(0..10)?;
+//! let mut p = Process::new(child, (num.clone(), arr.clone()));
+//! p.start()?;
+//! p.join()?;
+//! assert_eq!(num.get().unwrap(), 3.1415927);
+//! assert_eq!(arr.to_vec().unwrap(), [0, -1, -2, -3, -4, -5, -6, -7, -8, -9]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod array;
+mod error;
+mod plain;
+pub(crate) mod segment;
+mod shared_memory;
+mod value;
+
+pub use array::{Array, ArrayGuard, RawArray};
+pub use error::{ArrayError, IndexError, ShmError};
+pub use plain::{Plain, PlainAtomic};
+pub use shared_memory::SharedMemory;
+pub use value::{RawValue, Value, ValueGuard};

@@ -1,0 +1,58 @@
+//! Is a given process still running? Answered from `/proc/<pid>/stat`,
+//! comparing the process's start time so that a recycled pid (pids wrap
+//! after `/proc/sys/kernel/pid_max`, often only 32768) is not mistaken for
+//! the original process, and treating zombies (killed, not yet reaped) as
+//! dead.
+
+use std::sync::OnceLock;
+
+/// A process identity that survives pid reuse: its pid and its start time
+/// (clock ticks after boot, field 22 of `/proc/<pid>/stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    /// The pid.
+    pub pid: i32,
+    /// When it started, in clock ticks after boot.
+    pub start: u64,
+}
+
+/// The start time of `pid`, or `None` when no such process runs (it never
+/// existed, was reaped, or is a zombie).
+pub fn start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may contain spaces and parentheses, so
+    // split after the last ')'.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" || state == "x" {
+        return None;
+    }
+    // `state` was field 3; starttime is field 22.
+    fields.nth(22 - 4)?.parse().ok()
+}
+
+/// This process's identity (computed once).
+pub fn me() -> ProcessId {
+    static ME: OnceLock<(i32, u64)> = OnceLock::new();
+    let pid = super::process::getpid();
+    let &(cached_pid, start) = ME.get_or_init(|| (pid, start_time(pid).unwrap_or(0)));
+    if cached_pid == pid {
+        ProcessId { pid, start }
+    } else {
+        // A forked child inherited the parent's cache.
+        ProcessId {
+            pid,
+            start: start_time(pid).unwrap_or(0),
+        }
+    }
+}
+
+/// Whether the process `id` still runs.
+pub fn is_running(id: ProcessId) -> bool {
+    start_time(id.pid) == Some(id.start)
+}

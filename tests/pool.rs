@@ -1,0 +1,735 @@
+//! The process pool end to end, with real workers, real kills and both
+//! start methods: results in order and out of order, panics, workers that
+//! exit, abort or are SIGKILLed mid-task or while sending their result,
+//! results that do not decode, initializers that fail, worker recycling,
+//! terminate/close/join, progress, timeouts and handles as arguments.
+//!
+//! Every scenario runs twice (see `both_methods!`): with the spawn method
+//! under a watchdog, and with the fork method in a single-threaded spawned
+//! child.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{Method, wait_gone};
+use multiproc::pool::Progress;
+use multiproc::{Connection, Pool, PoolError, TaskError, WorkerExit, pipe};
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------- targets
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: i32, b: i32) -> i32 {
+    a + b
+}
+
+fn panic_on_three(x: i32) -> i32 {
+    if x == 3 {
+        panic!("three is not allowed");
+    }
+    x * 10
+}
+
+/// `(x, trigger, code)`: exits the worker with `code` when `x == trigger`.
+fn exit_on((x, trigger, code): (u32, u32, i32)) -> u32 {
+    if x == trigger {
+        std::process::exit(code);
+    }
+    x
+}
+
+fn abort_on((x, trigger): (u32, u32)) -> u32 {
+    if x == trigger {
+        std::process::abort();
+    }
+    x
+}
+
+/// Writes the worker's pid to `path` when `x == trigger`, then sleeps long
+/// enough to be killed from outside.
+fn report_and_hang((x, trigger, path): (u32, u32, PathBuf)) -> u32 {
+    if x == trigger {
+        std::fs::write(&path, std::process::id().to_string()).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+    x
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn my_pid(_: u32) -> u32 {
+    std::process::id()
+}
+
+/// A result whose encoding kills the worker: it dies while sending it.
+struct DiesWhenSent;
+
+impl Serialize for DiesWhenSent {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        std::process::exit(42)
+    }
+}
+
+impl<'de> Deserialize<'de> for DiesWhenSent {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(DiesWhenSent)
+    }
+}
+
+fn dies_when_sent(_: ()) -> DiesWhenSent {
+    DiesWhenSent
+}
+
+/// Returns a large result and has a thread SIGKILL the worker while the
+/// result is being encoded and written.
+fn killed_while_sending(len: usize) -> Vec<u8> {
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(2));
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &std::process::id().to_string()])
+            .status();
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    vec![7u8; len]
+}
+
+/// Decodes only from even numbers.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "u32")]
+struct Even(u32);
+
+impl TryFrom<u32> for Even {
+    type Error = String;
+    fn try_from(v: u32) -> Result<Self, String> {
+        if v.is_multiple_of(2) {
+            Ok(Even(v))
+        } else {
+            Err(format!("{v} is odd"))
+        }
+    }
+}
+
+fn even_identity(x: u32) -> Even {
+    Even(x)
+}
+
+fn init_panics(_: ()) {
+    panic!("initializer refuses");
+}
+
+fn init_exits(code: i32) {
+    std::process::exit(code);
+}
+
+/// Fails (exits) only for the first worker to run it: the one that creates
+/// the marker file.
+fn init_fails_once(marker: PathBuf) {
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .is_ok()
+    {
+        std::process::exit(9);
+    }
+}
+
+fn send_on(conn: Connection) -> u32 {
+    conn.send(&"from the worker").unwrap();
+    1
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn pool(m: Method, n: usize) -> Pool {
+    Pool::builder()
+        .processes(n)
+        .start_method(m.start())
+        .build()
+        .expect("build the pool")
+}
+
+fn temp_path(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!(
+        "multiproc-pool-{tag}-{}-{nanos}",
+        std::process::id()
+    ))
+}
+
+/// Waits for `path` to hold something, calling `drive` meanwhile (a fork
+/// pool advances only while someone waits on it).
+fn wait_for_file(path: &PathBuf, drive: impl Fn()) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        drive();
+        if let Ok(s) = std::fs::read_to_string(path)
+            && !s.is_empty()
+        {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn assert_workers_back(p: &Pool, dead: i32) {
+    // A later job runs on a full set of workers, none of them the dead one.
+    assert_eq!(p.map(square, 0..8u64).unwrap()[7], 49);
+    let pids = p.worker_pids();
+    assert_eq!(pids.len(), p.processes(), "{pids:?}");
+    assert!(!pids.contains(&dead), "{pids:?} still lists {dead}");
+}
+
+// ---------------------------------------------------------------- scenarios
+
+fn results_in_every_form(m: Method) {
+    let p = pool(m, 2);
+    let expected: Vec<u64> = (0..100).map(|x| x * x).collect();
+    assert_eq!(p.map(square, 0..100).unwrap(), expected);
+    assert_eq!(p.map_chunked(square, 0..100, 1).unwrap(), expected);
+    assert_eq!(p.map_chunked(square, 0..100, 7).unwrap(), expected);
+    assert_eq!(p.map(square, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
+    let ordered: Vec<u64> = p
+        .imap(square, 0..100)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ordered, expected);
+    let chunked: Vec<u64> = p
+        .imap_chunked(square, 0..100, 9)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(chunked, expected);
+    let mut unordered: Vec<u64> = p
+        .imap_unordered(square, 0..100)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort_unstable();
+    assert_eq!(unordered, expected);
+    // An endless input is read lazily.
+    let first: Vec<u64> = p
+        .imap(square, 0..)
+        .unwrap()
+        .take(5)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(first, vec![0, 1, 4, 9, 16]);
+    assert_eq!(p.starmap(add, [(1, 2), (30, 40)]).unwrap(), vec![3, 70]);
+    assert_eq!(p.apply(square, 9).unwrap(), 81);
+    let handles: Vec<_> = (0..10u64)
+        .map(|i| p.apply_async(square, i).unwrap())
+        .collect();
+    let got: Vec<u64> = handles.iter().map(|h| h.get().unwrap()).collect();
+    assert_eq!(got, (0..10u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(handles[3].successful(), Some(true));
+    assert!(matches!(handles[3].get(), Err(PoolError::AlreadyTaken)));
+    let m = p.map_async(square, 0..10).unwrap();
+    m.wait();
+    assert!(m.ready());
+    assert_eq!(m.successful(), Some(true));
+    assert_eq!(m.progress(), (10, 10));
+    assert_eq!(m.get().unwrap()[9], 81);
+}
+
+fn a_panic_fails_only_its_task(m: Method) {
+    let p = pool(m, 2);
+    let before = p.worker_pids();
+    let results = p.map_results(panic_on_three, 0..8).unwrap();
+    for (i, r) in results.iter().enumerate() {
+        if i == 3 {
+            assert!(
+                matches!(r, Err(TaskError::Panicked { message }) if message == "three is not allowed"),
+                "{r:?}"
+            );
+        } else {
+            assert_eq!(r, &Ok(i as i32 * 10));
+        }
+    }
+    match p.map_chunked(panic_on_three, 0..8, 1) {
+        Err(PoolError::Task {
+            index: 3,
+            error: TaskError::Panicked { .. },
+        }) => {}
+        other => panic!("expected task 3's panic, got {other:?}"),
+    }
+    let r = p.apply_async(panic_on_three, 3).unwrap();
+    r.wait();
+    assert_eq!(r.successful(), Some(false));
+    // Panics do not cost a worker.
+    assert_eq!(p.worker_pids().len(), 2);
+    let mut after = p.worker_pids();
+    let mut before = before;
+    after.sort_unstable();
+    before.sort_unstable();
+    assert_eq!(before, after);
+}
+
+fn exit_mid_task_fails_that_task(m: Method) {
+    let p = pool(m, 2);
+    let items: Vec<(u32, u32, i32)> = (0..20).map(|x| (x, 5, 7)).collect();
+    let results = p.map_chunked(exit_on, items.clone(), 1).map(|_| ());
+    let results_all = match results {
+        Err(PoolError::Task { index: 5, error }) => error,
+        other => panic!("expected task 5 to fail, got {other:?}"),
+    };
+    let TaskError::WorkerDied { pid, exit } = results_all else {
+        panic!("expected a worker death, got {results_all:?}");
+    };
+    assert_eq!(exit, WorkerExit::Code(7));
+    assert!(wait_gone(pid, Duration::from_secs(10)));
+    // Every other task completed.
+    let all = p
+        .map_async_chunked(exit_on, items, 1)
+        .unwrap()
+        .get_results()
+        .unwrap();
+    for (i, r) in all.iter().enumerate() {
+        if i == 5 {
+            assert!(
+                matches!(
+                    r,
+                    Err(TaskError::WorkerDied {
+                        exit: WorkerExit::Code(7),
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        } else {
+            assert_eq!(r, &Ok(i as u32));
+        }
+    }
+    assert_workers_back(&p, pid);
+}
+
+fn abort_mid_task_names_the_signal(m: Method) {
+    let p = pool(m, 2);
+    let results = p.map_results(abort_on, (0..10).map(|x| (x, 4))).unwrap();
+    // The default chunk size here is 2: task 4 shares its chunk with 5.
+    for (i, r) in results.iter().enumerate() {
+        if i == 4 || i == 5 {
+            match r {
+                Err(
+                    e @ TaskError::WorkerDied {
+                        exit: WorkerExit::Signal(6),
+                        ..
+                    },
+                ) => {
+                    assert!(e.to_string().contains("SIGABRT"), "{e}")
+                }
+                other => panic!("task {i}: {other:?}"),
+            }
+        } else {
+            assert_eq!(r, &Ok(i as u32));
+        }
+    }
+}
+
+fn sigkill_from_outside_mid_task(m: Method) {
+    let p = pool(m, 2);
+    let path = temp_path("kill");
+    let items: Vec<(u32, u32, PathBuf)> = (0..12).map(|x| (x, 6, path.clone())).collect();
+    let job = p.map_async_chunked(report_and_hang, items, 1).unwrap();
+    let pid: i32 = wait_for_file(&path, || {
+        job.ready();
+    })
+    .trim()
+    .parse()
+    .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let results = job.get_results().unwrap();
+    let _ = std::fs::remove_file(&path);
+    for (i, r) in results.iter().enumerate() {
+        if i == 6 {
+            match r {
+                Err(
+                    e @ TaskError::WorkerDied {
+                        pid: p2,
+                        exit: WorkerExit::Signal(9),
+                    },
+                ) => {
+                    assert_eq!(*p2, pid);
+                    assert!(e.to_string().contains("SIGKILL"), "{e}");
+                }
+                other => panic!("task 6: {other:?}"),
+            }
+        } else {
+            assert_eq!(r, &Ok(i as u32));
+        }
+    }
+    assert_workers_back(&p, pid);
+}
+
+fn a_death_fails_the_whole_chunk_only(m: Method) {
+    let p = pool(m, 2);
+    let items: Vec<(u32, u32, i32)> = (0..16).map(|x| (x, 5, 3)).collect();
+    let results = p
+        .map_async_chunked(exit_on, items, 4)
+        .unwrap()
+        .get_results()
+        .unwrap();
+    for (i, r) in results.iter().enumerate() {
+        if (4..8).contains(&i) {
+            assert!(
+                matches!(
+                    r,
+                    Err(TaskError::WorkerDied {
+                        exit: WorkerExit::Code(3),
+                        ..
+                    })
+                ),
+                "{i}: {r:?}"
+            );
+        } else {
+            assert_eq!(r, &Ok(i as u32), "{i}");
+        }
+    }
+}
+
+fn dying_while_sending_the_result(m: Method) {
+    let p = pool(m, 2);
+    match p.apply(dies_when_sent, ()) {
+        Err(PoolError::Task {
+            error:
+                TaskError::WorkerDied {
+                    exit: WorkerExit::Code(42),
+                    ..
+                },
+            ..
+        }) => {}
+        other => panic!("expected a death with code 42, got {:?}", other.map(|_| ())),
+    }
+    match p.apply(killed_while_sending, 32 << 20) {
+        Err(PoolError::Task {
+            error:
+                TaskError::WorkerDied {
+                    exit: WorkerExit::Signal(9),
+                    ..
+                },
+            ..
+        }) => {}
+        other => panic!("expected a SIGKILL death, got {:?}", other.map(|v| v.len())),
+    }
+    assert_eq!(p.map(square, 0..4).unwrap(), vec![0, 1, 4, 9]);
+}
+
+fn an_undecodable_result_fails_its_task(m: Method) {
+    let p = pool(m, 2);
+    // `Even(x)` with an odd `x` encodes (as a u32) but does not decode.
+    let results = p.map_results(even_identity, 0..6u32).unwrap();
+    for (i, r) in results.iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(r, &Ok(Even(i as u32)));
+        } else {
+            assert!(matches!(r, Err(TaskError::Decode(_))), "{i}: {r:?}");
+        }
+    }
+}
+
+fn initializer_panics_always(m: Method) {
+    let p = Pool::builder()
+        .processes(2)
+        .start_method(m.start())
+        .initializer(init_panics, ())
+        .build()
+        .unwrap();
+    let results = p.map_results(square, 0..5).unwrap();
+    for r in &results {
+        assert!(
+            matches!(r, Err(TaskError::Initializer { message }) if message.contains("initializer refuses")),
+            "{r:?}"
+        );
+    }
+    // No worker is restarted for ever: the pool stopped trying.
+    assert!(p.worker_pids().is_empty());
+    assert!(matches!(
+        p.apply(square, 1),
+        Err(PoolError::Task {
+            error: TaskError::Initializer { .. },
+            ..
+        })
+    ));
+}
+
+fn initializer_exits_always(m: Method) {
+    let p = Pool::builder()
+        .processes(2)
+        .start_method(m.start())
+        .initializer(init_exits, 5)
+        .build()
+        .unwrap();
+    match p.apply(square, 3) {
+        Err(PoolError::Task {
+            error: TaskError::Initializer { message },
+            ..
+        }) => assert!(message.contains("exited with code 5"), "{message}"),
+        other => panic!("expected an initializer failure, got {other:?}"),
+    }
+}
+
+fn initializer_failing_once_costs_a_restart(m: Method) {
+    let marker = temp_path("init-once");
+    let p = Pool::builder()
+        .processes(2)
+        .start_method(m.start())
+        .initializer(init_fails_once, marker.clone())
+        .build()
+        .unwrap();
+    let expected: Vec<u64> = (0..40).map(|x| x * x).collect();
+    assert_eq!(p.map_chunked(square, 0..40, 1).unwrap(), expected);
+    assert!(marker.exists());
+    let _ = std::fs::remove_file(&marker);
+}
+
+fn maxtasksperchild_recycles_workers(m: Method) {
+    let p = Pool::builder()
+        .processes(2)
+        .start_method(m.start())
+        .maxtasksperchild(2)
+        .build()
+        .unwrap();
+    let pids = p.map_chunked(my_pid, 0..20, 1).unwrap();
+    let distinct: HashSet<u32> = pids.iter().copied().collect();
+    assert!(
+        distinct.len() >= 10,
+        "{} workers for 20 tasks",
+        distinct.len()
+    );
+    for pid in &distinct {
+        assert!(pids.iter().filter(|p| *p == pid).count() <= 2);
+    }
+}
+
+fn terminate_with_pending_tasks(m: Method) {
+    let p = pool(m, 2);
+    let pids = p.worker_pids();
+    let job = p
+        .map_async_chunked(sleep_ms, vec![20_000u64; 50], 1)
+        .unwrap();
+    let one = p.apply_async(sleep_ms, 20_000).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let start = Instant::now();
+    p.terminate();
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "terminate took {:?}",
+        start.elapsed()
+    );
+    for pid in pids {
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "worker {pid} survived"
+        );
+    }
+    let results = job.get_results().unwrap();
+    assert!(results.iter().all(|r| r == &Err(TaskError::Terminated)));
+    assert!(matches!(
+        one.get(),
+        Err(PoolError::Task {
+            error: TaskError::Terminated,
+            ..
+        })
+    ));
+    assert!(matches!(p.apply(square, 1), Err(PoolError::Closed)));
+    assert!(p.worker_pids().is_empty());
+}
+
+fn dropping_the_pool_terminates_it(m: Method) {
+    let p = pool(m, 2);
+    let pids = p.worker_pids();
+    let job = p.apply_async(sleep_ms, 20_000).unwrap();
+    drop(p);
+    for pid in pids {
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "worker {pid} survived"
+        );
+    }
+    assert!(matches!(
+        job.get_timeout(Duration::from_secs(10)),
+        Err(PoolError::Task {
+            error: TaskError::Terminated,
+            ..
+        })
+    ));
+}
+
+fn close_then_join_finishes_the_work(m: Method) {
+    let p = pool(m, 2);
+    assert!(matches!(p.join(), Err(PoolError::NotClosed)));
+    let pids = p.worker_pids();
+    let job = p.map_async_chunked(sleep_ms, vec![20u64; 10], 1).unwrap();
+    p.close();
+    assert!(matches!(p.apply(square, 1), Err(PoolError::Closed)));
+    p.join_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(job.get().unwrap(), vec![20u64; 10]);
+    for pid in pids {
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "worker {pid} still runs"
+        );
+    }
+    assert!(p.worker_pids().is_empty());
+}
+
+fn progress_and_timeouts(m: Method) {
+    let p = pool(m, 2);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let got = p
+        .map_async_chunked(sleep_ms, vec![5u64; 12], 1)
+        .unwrap()
+        .with_progress(move |done, total| s.lock().unwrap().push((done, total)))
+        .get()
+        .unwrap();
+    assert_eq!(got.len(), 12);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.last(), Some(&(12, Some(12))), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+
+    struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>, bool);
+    impl Progress for Count {
+        fn update(&mut self, done: usize, _: Option<usize>) {
+            self.0.store(done, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn finish(&mut self) {
+            self.1 = true;
+            self.0.fetch_add(1000, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let items: Vec<u64> = p
+        .imap(square, 0..7u64)
+        .unwrap()
+        .with_progress(Count(n.clone(), false))
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(items.len(), 7);
+    assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1007);
+
+    let slow = p.apply_async(sleep_ms, 300).unwrap();
+    assert!(matches!(
+        slow.get_timeout(Duration::from_millis(1)),
+        Err(PoolError::Timeout(_))
+    ));
+    assert!(!slow.wait_timeout(Duration::ZERO) || slow.ready());
+    assert_eq!(slow.get_timeout(Duration::from_secs(30)).unwrap(), 300);
+}
+
+fn handles_travel_as_arguments(m: Method) {
+    let p = pool(m, 2);
+    let (mine, theirs) = pipe(true).unwrap();
+    assert_eq!(p.apply(send_on, theirs).unwrap(), 1);
+    let msg: String = mine.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(msg, "from the worker");
+}
+
+fn echo_len(v: Vec<u8>) -> (usize, Vec<u8>) {
+    (v.len(), v)
+}
+
+fn large_arguments_and_results(m: Method) {
+    // Several megabytes each way, many in flight: the pool must keep
+    // writing chunks while workers write results, without deadlock.
+    let p = pool(m, 2);
+    let items: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 1 << 20]).collect();
+    let out = p.map_chunked(echo_len, items, 1).unwrap();
+    for (i, (len, v)) in out.iter().enumerate() {
+        assert_eq!(*len, 1 << 20);
+        assert!(v.iter().all(|&b| b == i as u8));
+    }
+}
+
+fn dropped_imap_then_close_and_join(m: Method) {
+    let p = pool(m, 2);
+    let mut it = p.imap(sleep_ms, vec![5u64; 100]).unwrap();
+    assert_eq!(it.next(), Some(Ok(5)));
+    drop(it);
+    let mut endless = p.imap_unordered(square, 0..).unwrap();
+    assert!(endless.next().unwrap().is_ok());
+    drop(endless);
+    p.close();
+    p.join_timeout(Duration::from_secs(30)).unwrap();
+    assert!(p.worker_pids().is_empty());
+}
+
+both_methods!(
+    large_arguments_and_results,
+    dropped_imap_then_close_and_join,
+    results_in_every_form,
+    a_panic_fails_only_its_task,
+    exit_mid_task_fails_that_task,
+    abort_mid_task_names_the_signal,
+    sigkill_from_outside_mid_task,
+    a_death_fails_the_whole_chunk_only,
+    dying_while_sending_the_result,
+    an_undecodable_result_fails_its_task,
+    initializer_panics_always,
+    initializer_exits_always,
+    initializer_failing_once_costs_a_restart,
+    maxtasksperchild_recycles_workers,
+    terminate_with_pending_tasks,
+    dropping_the_pool_terminates_it,
+    close_then_join_finishes_the_work,
+    progress_and_timeouts,
+    handles_travel_as_arguments,
+);
+
+#[test]
+fn bad_arguments_are_errors() {
+    assert!(matches!(Pool::new(0), Err(PoolError::Invalid(_))));
+    assert!(matches!(
+        Pool::builder().processes(1).maxtasksperchild(0).build(),
+        Err(PoolError::Invalid(_))
+    ));
+    let p = Pool::new(1).unwrap();
+    assert!(matches!(
+        p.map_chunked(square, 0..3, 0),
+        Err(PoolError::Invalid(_))
+    ));
+}
+
+#[test]
+fn several_threads_share_one_pool() {
+    common::watchdog(common::LIMIT, || {
+        let p = Pool::new(2).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let p = &p;
+                s.spawn(move || {
+                    for round in 0..5u64 {
+                        let base = t * 1000 + round * 100;
+                        let got = p.map_chunked(square, base..base + 50, 3).unwrap();
+                        let want: Vec<u64> = (base..base + 50).map(|x| x * x).collect();
+                        assert_eq!(got, want);
+                        assert_eq!(p.apply(square, base).unwrap(), base * base);
+                    }
+                });
+            }
+        });
+    })
+}
