@@ -6,9 +6,14 @@
 //! pinned to CPU 0 (`sched_setaffinity`, inherited by the children).
 //!
 //! ```text
-//! cargo bench --bench manager            # full run
-//! cargo bench --bench manager -- quick   # fewer iterations
+//! cargo bench --bench manager                        # full run
+//! MULTIPROC_BENCH_QUICK=1 cargo bench --bench manager  # fewer iterations
+//! MULTIPROC_BENCH_NO_PYTHON=1 cargo bench --bench manager
 //! ```
+//!
+//! Python runs before and after ours; `ratio/...` rows compare against
+//! Python's better figure: ours / Python's for `ops/s`, Python's / ours for
+//! `ms` (above 1 is faster either way).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -212,12 +217,21 @@ fn main() {
         // Not under `cargo bench` (e.g. `cargo test --benches`): built, not run.
         return;
     }
-    let quick = args.iter().any(|a| a == "quick");
+    let quick = args.iter().any(|a| a == "quick")
+        || std::env::var_os("MULTIPROC_BENCH_QUICK").is_some_and(|v| v == "1");
+    let python = std::env::var_os("MULTIPROC_BENCH_NO_PYTHON").is_none_or(|v| v != "1");
     let n = if quick { 2_000 } else { 20_000 };
     let mut ours = HashMap::new();
     // Python before and after ours (the script pins itself for its pinned
     // rows); ratios use Python's better figure of the two, so noise on
     // this shared machine does not flatter ours.
+    let python_rows = |quick| {
+        if python {
+            python_rows(quick)
+        } else {
+            HashMap::new()
+        }
+    };
     let before = python_rows(quick);
     run("unpinned", n, &mut ours);
     pin_to_cpu0();
