@@ -118,8 +118,12 @@ fn killing_the_server_fails_pending_and_later_calls_promptly() {
             Err(ManagerError::Disconnected)
         ));
         assert!(matches!(m.namespace(), Err(ManagerError::Disconnected)));
-        // Shutting down a dead server is not an error.
+        // Shutting down a dead server is not an error, and removes the
+        // socket file it left.
         m.shutdown().unwrap();
+        if let multiproc::Address::Unix(path) = m.address() {
+            assert!(!path.exists());
+        }
     });
 }
 

@@ -464,7 +464,14 @@ impl Manager {
             return Ok(());
         };
         let asked = self.endpoint().call(&Request::Shutdown);
-        match process.join_timeout(STOP_TIMEOUT) {
+        let joined = process.join_timeout(STOP_TIMEOUT);
+        // A server that was killed leaves its socket file behind.
+        if let Address::Unix(path) = &self.endpoint().address
+            && !matches!(joined, Err(crate::JoinError::Timeout(_)))
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        match joined {
             Ok(()) => Ok(()),
             Err(crate::JoinError::Timeout(_)) => {
                 let _ = process.kill();
