@@ -476,6 +476,9 @@ impl Manager {
             Err(crate::JoinError::Timeout(_)) => {
                 let _ = process.kill();
                 let _ = process.join_timeout(STOP_TIMEOUT);
+                if let Address::Unix(path) = &self.endpoint().address {
+                    let _ = std::fs::remove_file(path);
+                }
                 Err(ManagerError::Server(
                     "did not stop in time and was killed".into(),
                 ))
