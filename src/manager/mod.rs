@@ -65,6 +65,9 @@
 //! * Calls that do not block by nature (list append, dict get…) have no
 //!   timeout: a server that is alive but stopped (`SIGSTOP`) holds them.
 //!   A server that is gone fails them at once.
+//! * A path into a nested container is at most 64 keys long, and a value
+//!   sent to the server at most [`MAX_DEPTH`] levels deep; a tree built
+//!   deeper than [`MAX_DEPTH`] by nesting cannot be read back in one piece.
 //! * Semaphore permits of a dead process are not given back (only locks
 //!   have owners); `notify` does not check that the caller holds the
 //!   condition's lock.

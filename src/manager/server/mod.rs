@@ -34,6 +34,11 @@ use crate::{Address, Connection, Listener};
 
 /// How long a new connection has to authenticate and say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest path into a value tree. With values at most
+/// [`MAX_DEPTH`](super::value::MAX_DEPTH) deep on the wire, this bounds how
+/// deep a stored tree can grow (and so the recursion that clones, compares
+/// and drops it on a connection thread's stack).
+const MAX_PATH: usize = 64;
 /// Stack of a connection thread.
 const STACK: usize = 512 << 10;
 
@@ -92,6 +97,11 @@ impl Object {
     fn apply(&self, path: &[Value], op: Op, caller: &Caller<'_>) -> Reply {
         if !path.is_empty() && !matches!(self, Object::Data { .. }) {
             return Err(Fault::Type("only lists, dicts and namespaces nest".into()));
+        }
+        if path.len() > MAX_PATH {
+            return Err(Fault::Type(format!(
+                "paths into an object are at most {MAX_PATH} keys long"
+            )));
         }
         match self {
             Object::Data { kind, value } => data::apply(&mut lock(value), *kind, path, op),
