@@ -29,6 +29,9 @@
 //! * [`csp`]: Communicating Sequential Processes in the style of PyCSP:
 //!   channels with poison and retire, alternation, and
 //!   `parallel`/`sequence`/`spawn` over threads and OS processes.
+//! * [`Manager`]: a server process owning shared lists, dicts,
+//!   [`Namespace`]s, queues, locks…, reached through proxies from any
+//!   process (see [`manager`]).
 //!
 //! ```
 //! use multiproc::{Connection, Process, pipe};
@@ -63,6 +66,7 @@ pub mod codec;
 mod connection;
 pub mod csp;
 pub mod error;
+pub mod manager;
 pub mod pool;
 mod process;
 mod shm;
@@ -75,6 +79,11 @@ pub use connection::{
     Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, pipe, wait,
 };
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
+pub use manager::{
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
+    JoinableQueueProxy, ListProxy, LockProxy, Manager, ManagerError, Namespace, QueueProxy,
+    RLockProxy, SemaphoreProxy, ValueProxy,
+};
 pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, PoolError, TaskError, WorkerExit};
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,

@@ -5,7 +5,7 @@
 //! the crate's codec, so handles inside them (including other
 //! `Connection`s) travel too, as in Python's `multiprocessing.reduction`.
 
-mod auth;
+pub(crate) mod auth;
 mod frame;
 mod listener;
 mod wait;

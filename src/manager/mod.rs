@@ -1,0 +1,502 @@
+//! Managers: a server process that owns shared objects — lists, dicts,
+//! namespaces, values, queues, locks… — and proxies through which any
+//! process manipulates them (Python's `multiprocessing.Manager()`).
+//!
+//! An update made through a proxy by any process is seen by all: every
+//! proxy call is a request to the server, which holds the only copy.
+//!
+//! ```
+//! use multiproc::{Manager, ListProxy, Process};
+//!
+//! fn insert_record(records: ListProxy<(String, i32)>) {
+//!     records.append(&("English".into(), 3)).unwrap();
+//! }
+//!
+//! let manager = Manager::start()?;
+//! let records = manager.list(vec![("Computers".to_string(), 1), ("Histoty".to_string(), 5)])?;
+//! let mut p = Process::new(insert_record, records.clone());
+//! p.start()?;
+//! p.join()?;
+//! assert_eq!(records.len()?, 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # How it works
+//!
+//! * [`Manager::start`] spawns the server (a copy of the running
+//!   executable), listening on a fresh Unix socket path with a random
+//!   authkey; [`ManagerBuilder::bind`] serves on any TCP address or path
+//!   in the current process, for [`Manager::connect`] from unrelated
+//!   processes.
+//! * Connections are the crate's [`Listener`] /
+//!   [`Client`](crate::Client), authenticated with the authkey (Python
+//!   3.12's HMAC handshake). The server runs a thread per connection, so a
+//!   blocking call (a queue `get`, a lock `acquire`) blocks only its own
+//!   connection.
+//! * The server stores values as [`Value`] trees, so any serde type works
+//!   without registering it and containers nest. Typed proxies
+//!   ([`ListProxy<T>`](crate::ListProxy), …) convert at the client.
+//! * A proxy is a handle: cloneable and usable from any thread (each call
+//!   borrows a connection from a per-process pool), and serialisable, so
+//!   it can be a [`Process`] argument (either start
+//!   method) or travel in a message; the receiving process opens its own
+//!   connections.
+//! * Objects are reference-counted across processes and freed when the
+//!   last proxy goes, including when a process dies without cleaning up:
+//!   see the server's reference-counting rule in [`ManagerServer`].
+//!
+//! # Better than Python, on purpose
+//!
+//! * Atomic read-modify-write on the server: [`Namespace::add`](crate::Namespace::add),
+//!   [`DictProxy::add`](crate::DictProxy::add), [`ValueProxy::add`](crate::ValueProxy::add)
+//!   (and `mul`): two processes incrementing one counter lose nothing.
+//! * Nested containers as live proxies: [`DictProxy::list_at`](crate::DictProxy::list_at)
+//!   reaches a list stored in a dict, and its changes stick.
+//! * [`Batch`]: many operations in one round trip.
+//! * A lock held by a process that dies is released.
+
+//! # Limits
+//!
+//! * A proxy stored *as a value* inside a managed container is a
+//!   one-time handle (the first process to read it back claims its
+//!   reference); nest containers instead ([`DictProxy::list_at`](crate::DictProxy::list_at)).
+//! * A view on a nested container addresses it by path (key or index): a
+//!   list view at index 2 follows whatever is at index 2.
+//! * Calls that do not block by nature (list append, dict get…) have no
+//!   timeout: a server that is alive but stopped (`SIGSTOP`) holds them.
+//!   A server that is gone fails them at once.
+//! * A path into a nested container is at most 64 keys long, and a value
+//!   sent to the server at most [`MAX_DEPTH`] levels deep; a tree built
+//!   deeper than [`MAX_DEPTH`] by nesting cannot be read back in one piece.
+//! * Semaphore permits of a dead process are not given back (only locks
+//!   have owners); `notify` does not check that the caller holds the
+//!   condition's lock.
+
+mod batch;
+mod client;
+mod error;
+mod factory;
+pub(crate) mod handle;
+mod protocol;
+mod proxy;
+mod registry;
+mod server;
+mod value;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use batch::Batch;
+use client::Endpoint;
+pub use error::ManagerError;
+pub use factory::Factory;
+use protocol::Request;
+pub use proxy::{
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
+    JoinableQueueProxy, ListProxy, LockGuard, LockProxy, Namespace, QueueProxy, RLockProxy,
+    RemoteObject, SemaphoreProxy, ValueProxy,
+};
+use registry::Registry;
+pub use registry::{Constructor, Served};
+pub use server::ManagerServer;
+pub use value::{ConvertError, Dict, MAX_DEPTH, Value, from_value, to_value};
+
+use crate::{Address, Connection, Listener, Process, StartMethod, ToAddress};
+
+/// Default cap on one request the server accepts: 64 MiB.
+pub const DEFAULT_MAX_REQUEST: usize = 64 << 20;
+/// How long [`Manager::start`] waits for the server to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the server to exit before killing it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to a manager's server, and the factory of its objects
+/// (Python's `SyncManager`).
+///
+/// A manager made by [`start`](Self::start) owns its server process and
+/// shuts it down when dropped (Python's `with Manager() as manager:`). One
+/// made by [`connect`](Self::connect) only talks to a server that runs
+/// elsewhere.
+pub struct Manager {
+    factory: Factory,
+    server: Option<Process<()>>,
+    /// The process that started the server (a forked copy of the manager
+    /// must not stop it).
+    owner: i32,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("address", &self.endpoint().address)
+            .field("owns_server", &self.server.is_some())
+            .finish()
+    }
+}
+
+/// Configures a manager before it starts: address, authkey, registered
+/// types.
+///
+/// ```
+/// use multiproc::manager::{ManagerBuilder, Served, Value};
+///
+/// struct Echo;
+/// impl Served for Echo {
+///     fn call(&mut self, method: &str, args: Value) -> Result<Value, String> {
+///         Ok(Value::Tuple(vec![Value::Str(method.into()), args]))
+///     }
+/// }
+/// fn new_echo(_: Value) -> Result<Box<dyn Served>, String> {
+///     Ok(Box::new(Echo))
+/// }
+///
+/// let manager = ManagerBuilder::new().register("Echo", new_echo).start()?;
+/// let echo = manager.create("Echo", &())?;
+/// let (m, n): (String, i32) = echo.call("hello", &7)?;
+/// assert_eq!((m.as_str(), n), ("hello", 7));
+/// # Ok::<(), multiproc::ManagerError>(())
+/// ```
+#[derive(Default)]
+pub struct ManagerBuilder {
+    address: Option<Address>,
+    authkey: Option<Vec<u8>>,
+    registry: Registry,
+    max_request: Option<usize>,
+}
+
+impl std::fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("address", &self.address)
+            .field("registered", &self.registry.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The arguments of the spawned server process.
+#[derive(Serialize, Deserialize)]
+struct ServerArgs {
+    address: String,
+    authkey: Option<Vec<u8>>,
+    registry: Vec<(String, isize)>,
+    max_request: u64,
+    ready: Connection,
+}
+
+/// The server process's target.
+fn run_server(args: ServerArgs) {
+    let bound = args
+        .address
+        .parse::<Address>()
+        .and_then(|a| server::bind(&a));
+    let listener = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = args.ready.send(&Err::<String, String>(e.to_string()));
+            return;
+        }
+    };
+    let server = ManagerServer::new(
+        listener,
+        registry::from_offsets(args.registry),
+        args.authkey,
+        usize::try_from(args.max_request).unwrap_or(usize::MAX),
+    );
+    if args
+        .ready
+        .send(&Ok::<String, String>(server.address().to_string()))
+        .is_err()
+    {
+        return;
+    }
+    drop(args.ready);
+    server.serve_forever();
+}
+
+fn fresh_path() -> Address {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut r = [0u8; 4];
+    let _ = crate::sys::random::fill(&mut r);
+    let name = format!(
+        "multiproc-mgr-{}-{}-{:08x}.sock",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        u32::from_ne_bytes(r)
+    );
+    Address::Unix(std::env::temp_dir().join(name))
+}
+
+fn random_key() -> Vec<u8> {
+    let mut k = vec![0u8; 32];
+    let _ = crate::sys::random::fill(&mut k);
+    k
+}
+
+impl ManagerBuilder {
+    /// A builder with the defaults: a fresh Unix socket path, a random
+    /// authkey (for [`start`](Self::start)), no registered types.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves on `address` (a Unix socket path or `host:port`; port 0
+    /// picks a free port).
+    pub fn address(mut self, address: impl ToAddress) -> Result<Self, ManagerError> {
+        self.address = Some(address.to_address()?);
+        Ok(self)
+    }
+
+    /// Requires clients to prove they hold `key`.
+    pub fn authkey(mut self, key: &[u8]) -> Self {
+        self.authkey = Some(key.to_vec());
+        self
+    }
+
+    /// Caps the size of one request (default [`DEFAULT_MAX_REQUEST`]); a
+    /// larger one closes the client's connection.
+    pub fn max_request(mut self, bytes: usize) -> Self {
+        self.max_request = Some(bytes);
+        self
+    }
+
+    /// Registers a type the server can build by name with
+    /// [`Factory::create`] (Python's `BaseManager.register`). Register
+    /// before starting; the constructor must be a plain function of this
+    /// executable.
+    pub fn register(mut self, typeid: &str, constructor: Constructor) -> Self {
+        self.registry.insert(typeid.to_string(), constructor);
+        self
+    }
+
+    /// Starts the server in a new process (spawn start method) and
+    /// connects to it.
+    pub fn start(self) -> Result<Manager, ManagerError> {
+        let address = self.address.clone().unwrap_or_else(fresh_path);
+        let authkey = self.authkey.clone().unwrap_or_else(random_key);
+        let (ours, theirs) = crate::pipe(true).map_err(|e| ManagerError::Server(e.to_string()))?;
+        let args = ServerArgs {
+            address: address.to_string(),
+            authkey: Some(authkey.clone()),
+            registry: registry::to_offsets(&self.registry),
+            max_request: self.max_request.unwrap_or(DEFAULT_MAX_REQUEST) as u64,
+            ready: theirs,
+        };
+        let mut process = Process::new(run_server, args)
+            .name("SyncManager")
+            .daemon(true)
+            .start_method(StartMethod::Spawn);
+        process.start()?;
+        let bound = match ours.recv_timeout::<Result<String, String>>(START_TIMEOUT) {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                let _ = process.join_timeout(STOP_TIMEOUT);
+                return Err(ManagerError::Server(e));
+            }
+            Err(e) => {
+                let _ = process.kill();
+                let _ = process.join_timeout(STOP_TIMEOUT);
+                return Err(ManagerError::Server(format!("did not start: {e}")));
+            }
+        };
+        let address: Address = bound.parse()?;
+        Ok(Manager {
+            factory: Factory::new(Endpoint::get(address, Some(authkey))),
+            server: Some(process),
+            owner: crate::sys::process::getpid(),
+        })
+    }
+
+    /// Binds a server in this process, to be run with
+    /// [`ManagerServer::serve_forever`] (Python's
+    /// `BaseManager.get_server()`). Without an [`authkey`](Self::authkey)
+    /// any local or network peer that can reach the address may connect.
+    ///
+    /// ```
+    /// use multiproc::manager::{Manager, ManagerBuilder};
+    ///
+    /// let server = ManagerBuilder::new().address("127.0.0.1:0")?.authkey(b"secret").bind()?;
+    /// let address = server.address().clone();
+    /// let serving = std::thread::spawn(move || server.serve_forever());
+    ///
+    /// let client = Manager::connect(&address, Some(b"secret"))?;
+    /// let ns = client.namespace()?;
+    /// ns.set("x", &1)?;
+    /// assert_eq!(ns.to_string(), "Namespace(x=1)");
+    /// drop(ns);
+    /// client.shutdown_server()?;
+    /// serving.join().unwrap();
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
+    pub fn bind(self) -> Result<ManagerServer, ManagerError> {
+        let address = self.address.unwrap_or_else(fresh_path);
+        let listener = Listener::bind(&address, None)?;
+        Ok(ManagerServer::new(
+            listener,
+            self.registry,
+            self.authkey,
+            self.max_request.unwrap_or(DEFAULT_MAX_REQUEST),
+        ))
+    }
+}
+
+/// A manager makes objects: `manager.list(…)`, `manager.queue(…)`, … are
+/// [`Factory`] methods.
+impl std::ops::Deref for Manager {
+    type Target = Factory;
+
+    fn deref(&self) -> &Factory {
+        &self.factory
+    }
+}
+
+impl Manager {
+    fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.factory.endpoint
+    }
+
+    /// Starts a manager with the defaults (Python's
+    /// `multiprocessing.Manager()`); see [`ManagerBuilder`] for options.
+    pub fn start() -> Result<Manager, ManagerError> {
+        ManagerBuilder::new().start()
+    }
+
+    /// A builder for a manager with options.
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::new()
+    }
+
+    /// Connects to a server that runs elsewhere (started by
+    /// [`ManagerBuilder::bind`] in another program, or by another
+    /// process's [`start`](Self::start)), checking that it answers.
+    pub fn connect(
+        address: impl ToAddress,
+        authkey: Option<&[u8]>,
+    ) -> Result<Manager, ManagerError> {
+        let endpoint = Endpoint::get(address.to_address()?, authkey.map(<[u8]>::to_vec));
+        endpoint.call(&Request::Stats)?;
+        Ok(Manager {
+            factory: Factory::new(endpoint),
+            server: None,
+            owner: crate::sys::process::getpid(),
+        })
+    }
+
+    /// The server's address.
+    pub fn address(&self) -> &Address {
+        &self.endpoint().address
+    }
+
+    /// The authkey clients must hold (to hand to
+    /// [`connect`](Self::connect) in another program).
+    pub fn authkey(&self) -> Option<&[u8]> {
+        self.endpoint().authkey.as_deref()
+    }
+
+    /// The server process's id, for a manager that started one.
+    pub fn pid(&self) -> Option<i32> {
+        self.server.as_ref().and_then(Process::pid)
+    }
+
+    /// A factory whose objects are *named* on the server: the first call
+    /// for a name creates the object (from the arguments given then), and
+    /// every later call, from any process, returns the same object. The
+    /// server keeps a named object until [`forget`](Self::forget) or until
+    /// it stops. This is how separate programs share objects through a
+    /// remote manager (Python registers a function returning a global
+    /// object for that).
+    ///
+    /// ```
+    /// let manager = multiproc::Manager::start()?;
+    /// let jobs = manager.named("jobs").queue::<String>(0)?;
+    /// jobs.put(&"first".into())?;
+    /// // Elsewhere (another process, another program connected to it):
+    /// let same = manager.named("jobs").queue::<String>(0)?;
+    /// assert_eq!(same.get()?, "first");
+    /// // A name holds one kind of object.
+    /// assert!(manager.named("jobs").list::<i32>([]).is_err());
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
+    pub fn named(&self, name: &str) -> Factory {
+        Factory {
+            endpoint: self.factory.endpoint.clone(),
+            name: Some(name.to_string()),
+        }
+    }
+
+    /// Drops the server's reference to the object named `name` (it is
+    /// freed once no proxy holds it); `Ok(false)` if no such name.
+    pub fn forget(&self, name: &str) -> Result<bool, ManagerError> {
+        proxy::flag(self.endpoint().call(&Request::Unname(name.to_string()))?)
+    }
+
+    /// An empty [`Batch`] for this manager.
+    pub fn batch(&self) -> Batch {
+        Batch::new(self.endpoint().clone())
+    }
+
+    /// How many objects the server holds now (freed ones excluded).
+    pub fn object_count(&self) -> Result<usize, ManagerError> {
+        match self.endpoint().call(&Request::Stats)? {
+            Value::Tuple(v) if v.len() == 3 => proxy::count(v[0].clone()),
+            _ => Err(ManagerError::Protocol("malformed stats".into())),
+        }
+    }
+
+    /// Asks the server to stop, whoever started it. Its objects are gone
+    /// and later calls through any proxy fail with
+    /// [`ManagerError::Disconnected`].
+    pub fn shutdown_server(&self) -> Result<(), ManagerError> {
+        self.endpoint().call(&Request::Shutdown).map(drop)
+    }
+
+    /// Stops the server this manager started and waits for it to exit
+    /// (killing it if it does not within 5 s). Dropping the manager does
+    /// the same. For a [`connect`](Self::connect)ed manager, or a copy
+    /// inherited by a forked child, this does nothing; see
+    /// [`shutdown_server`](Self::shutdown_server).
+    pub fn shutdown(&mut self) -> Result<(), ManagerError> {
+        if self.owner != crate::sys::process::getpid() {
+            // A copy inherited across fork: the server is the parent's.
+            std::mem::forget(self.server.take());
+            return Ok(());
+        }
+        let Some(mut process) = self.server.take() else {
+            return Ok(());
+        };
+        let asked = self.endpoint().call(&Request::Shutdown);
+        let joined = process.join_timeout(STOP_TIMEOUT);
+        // A server that was killed leaves its socket file behind.
+        if let Address::Unix(path) = &self.endpoint().address
+            && !matches!(joined, Err(crate::JoinError::Timeout(_)))
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        match joined {
+            Ok(()) => Ok(()),
+            Err(crate::JoinError::Timeout(_)) => {
+                let _ = process.kill();
+                let _ = process.join_timeout(STOP_TIMEOUT);
+                if let Address::Unix(path) = &self.endpoint().address {
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(ManagerError::Server(
+                    "did not stop in time and was killed".into(),
+                ))
+            }
+            // Killed from outside, or already gone.
+            Err(e) => match asked {
+                Err(ManagerError::Disconnected) => Ok(()),
+                _ => Err(e.into()),
+            },
+        }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

@@ -1,0 +1,358 @@
+//! Operations on value trees: the server side of lists, dicts, namespaces,
+//! values and arrays. A path of keys/indices selects the part of the tree
+//! an operation applies to, which is how a list inside a dict is reached as
+//! a live proxy.
+
+use crate::manager::protocol::{DataKind, Fault, Op, Reply};
+use crate::manager::value::{Dict, Value};
+
+/// Normalises a Python-style index (negative counts from the end).
+fn index(len: usize, key: &Value) -> Result<usize, Fault> {
+    let Value::Int(i) = key else {
+        return Err(Fault::Type(format!(
+            "list indices must be integers, not {}",
+            key.type_name()
+        )));
+    };
+    let n = len as i128;
+    let j = if *i < 0 { i + n } else { *i };
+    if j < 0 || j >= n {
+        return Err(Fault::Index(format!(
+            "index {i} out of range for length {len}"
+        )));
+    }
+    Ok(j as usize)
+}
+
+/// The part of `root` that `path` names.
+pub(crate) fn navigate<'a>(root: &'a mut Value, path: &[Value]) -> Result<&'a mut Value, Fault> {
+    let mut at = root;
+    for key in path {
+        at = match at {
+            Value::List(v) | Value::Tuple(v) => {
+                let i = index(v.len(), key)?;
+                &mut v[i]
+            }
+            Value::Dict(d) => d.get_mut(key).ok_or_else(|| Fault::Key(key.repr()))?,
+            other => {
+                return Err(Fault::Type(format!(
+                    "{} object is not subscriptable",
+                    other.type_name()
+                )));
+            }
+        };
+    }
+    Ok(at)
+}
+
+fn list(v: &mut Value) -> Result<&mut Vec<Value>, Fault> {
+    match v {
+        Value::List(l) => Ok(l),
+        other => Err(Fault::Type(format!(
+            "expected a list, found {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn seq(v: &Value) -> Result<&[Value], Fault> {
+    match v {
+        Value::List(l) | Value::Tuple(l) => Ok(l),
+        other => Err(Fault::Type(format!(
+            "expected a list, found {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn dict(v: &mut Value) -> Result<&mut Dict, Fault> {
+    match v {
+        Value::Dict(d) => Ok(d),
+        other => Err(Fault::Type(format!(
+            "expected a dict, found {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn arith(a: &Value, b: &Value, mul: bool) -> Result<Value, Fault> {
+    let overflow = || Fault::Arithmetic("integer overflow".into());
+    Ok(match (a, b) {
+        (Value::Int(x), Value::Int(y)) => Value::Int(if mul {
+            x.checked_mul(*y).ok_or_else(overflow)?
+        } else {
+            x.checked_add(*y).ok_or_else(overflow)?
+        }),
+        (Value::Float(x), Value::Float(y)) => Value::Float(if mul { x * y } else { x + y }),
+        (Value::Int(x), Value::Float(y)) | (Value::Float(y), Value::Int(x)) => {
+            let x = *x as f64;
+            Value::Float(if mul { x * y } else { x + y })
+        }
+        (Value::Str(x), Value::Str(y)) if !mul => Value::Str(format!("{x}{y}")),
+        (Value::List(x), Value::List(y)) if !mul => {
+            Value::List(x.iter().chain(y).cloned().collect())
+        }
+        _ => {
+            return Err(Fault::Arithmetic(format!(
+                "unsupported operand types for {}: {} and {}",
+                if mul { "*" } else { "+" },
+                a.type_name(),
+                b.type_name()
+            )));
+        }
+    })
+}
+
+/// `at[key] op= operand` (or `at op= operand`), returning the new value.
+fn update(at: &mut Value, key: Option<Value>, operand: &Value, mul: bool) -> Result<Value, Fault> {
+    let target = match &key {
+        None => at,
+        Some(k) => navigate(at, std::slice::from_ref(k))?,
+    };
+    let new = arith(target, operand, mul)?;
+    *target = new.clone();
+    Ok(new)
+}
+
+fn found(v: Option<Value>) -> Value {
+    Value::List(v.into_iter().collect())
+}
+
+/// Python's `Namespace.__repr__`: public attributes as `name=repr`, sorted.
+pub(crate) fn namespace_repr(v: &Value) -> String {
+    let mut parts: Vec<String> = match v {
+        Value::Dict(d) => d
+            .iter()
+            .filter_map(|(k, v)| match k {
+                Value::Str(name) if !name.starts_with('_') => Some(format!("{name}={}", v.repr())),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    parts.sort();
+    format!("Namespace({})", parts.join(", "))
+}
+
+/// Applies `op` to the part of `root` named by `path`.
+pub(crate) fn apply(root: &mut Value, kind: DataKind, path: &[Value], op: Op) -> Reply {
+    let at = navigate(root, path)?;
+    Ok(match op {
+        Op::Get => at.clone(),
+        Op::Set(v) => {
+            *at = v;
+            Value::None
+        }
+        Op::Len => Value::Int(match at {
+            Value::List(v) | Value::Tuple(v) => v.len(),
+            Value::Dict(d) => d.len(),
+            Value::Str(s) => s.chars().count(),
+            Value::Bytes(b) => b.len(),
+            other => {
+                return Err(Fault::Type(format!(
+                    "object of type {} has no len()",
+                    other.type_name()
+                )));
+            }
+        } as i128),
+        Op::Item(key) => navigate(at, std::slice::from_ref(&key))?.clone(),
+        Op::Lookup(key) => found(dict(at)?.get(&key).cloned()),
+        Op::SetItem(key, v) => {
+            match at {
+                Value::List(l) => {
+                    let i = index(l.len(), &key)?;
+                    l[i] = v;
+                }
+                Value::Dict(d) => {
+                    d.insert(key, v);
+                }
+                other => {
+                    return Err(Fault::Type(format!(
+                        "{} object does not support item assignment",
+                        other.type_name()
+                    )));
+                }
+            }
+            Value::None
+        }
+        Op::DelItem { key, lenient } => match at {
+            Value::List(l) => {
+                let i = index(l.len(), &key)?;
+                l.remove(i)
+            }
+            Value::Dict(d) => {
+                let old = d.shift_remove(&key);
+                if lenient {
+                    found(old)
+                } else {
+                    old.ok_or_else(|| Fault::Key(key.repr()))?
+                }
+            }
+            other => {
+                return Err(Fault::Type(format!(
+                    "{} object does not support item deletion",
+                    other.type_name()
+                )));
+            }
+        },
+        Op::Append(v) => {
+            list(at)?.push(v);
+            Value::None
+        }
+        Op::Extend(vs) => {
+            list(at)?.extend(vs);
+            Value::None
+        }
+        Op::Insert(i, v) => {
+            let l = list(at)?;
+            let n = l.len() as i64;
+            let j = if i < 0 { (i + n).max(0) } else { i.min(n) };
+            l.insert(j as usize, v);
+            Value::None
+        }
+        Op::Pop(i) => {
+            let l = list(at)?;
+            if l.is_empty() {
+                return Err(Fault::Index("pop from empty list".into()));
+            }
+            let j = match i {
+                None => l.len() - 1,
+                Some(i) => index(l.len(), &Value::Int(i.into()))?,
+            };
+            l.remove(j)
+        }
+        Op::Remove(v) => {
+            let l = list(at)?;
+            let Some(i) = l.iter().position(|x| *x == v) else {
+                return Err(Fault::NotFound(format!("{} is not in list", v.repr())));
+            };
+            l.remove(i);
+            Value::None
+        }
+        Op::Index(v) => match seq(at)?.iter().position(|x| *x == v) {
+            Some(i) => Value::Int(i as i128),
+            None => return Err(Fault::NotFound(format!("{} is not in list", v.repr()))),
+        },
+        Op::Count(v) => Value::Int(seq(at)?.iter().filter(|x| **x == v).count() as i128),
+        Op::Contains(v) => Value::Bool(match at {
+            Value::Dict(d) => d.contains_key(&v),
+            Value::Str(s) => matches!(&v, Value::Str(sub) if s.contains(sub.as_str())),
+            other => seq(other)?.contains(&v),
+        }),
+        Op::Sort { reverse } => {
+            let l = list(at)?;
+            l.sort();
+            if reverse {
+                l.reverse();
+            }
+            Value::None
+        }
+        Op::Reverse => {
+            list(at)?.reverse();
+            Value::None
+        }
+        Op::Clear => {
+            match at {
+                Value::List(l) => l.clear(),
+                Value::Dict(d) => d.clear(),
+                other => {
+                    return Err(Fault::Type(format!(
+                        "{} object cannot be cleared",
+                        other.type_name()
+                    )));
+                }
+            }
+            Value::None
+        }
+        Op::Keys => Value::List(dict(at)?.keys().cloned().collect()),
+        Op::Values => Value::List(dict(at)?.values().cloned().collect()),
+        Op::Items => Value::List(
+            dict(at)?
+                .iter()
+                .map(|(k, v)| Value::Tuple(vec![k.clone(), v.clone()]))
+                .collect(),
+        ),
+        Op::Update(pairs) => {
+            dict(at)?.extend(pairs);
+            Value::None
+        }
+        Op::SetDefault(k, v) => dict(at)?.entry(k).or_insert(v).clone(),
+        Op::Add(key, operand) => update(at, key, &operand, false)?,
+        Op::Mul(key, operand) => update(at, key, &operand, true)?,
+        Op::Repr => Value::Str(if kind == DataKind::Namespace && path.is_empty() {
+            namespace_repr(at)
+        } else {
+            at.repr()
+        }),
+        other => {
+            return Err(Fault::Unsupported(format!(
+                "{other:?} is not an operation on a {}",
+                at.type_name()
+            )));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::value::to_value;
+
+    #[test]
+    fn nested_paths_reach_inner_containers() {
+        let mut root = to_value(
+            &[("k", vec![1, 2])]
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
+        .unwrap();
+        let k = Value::Str("k".into());
+        apply(
+            &mut root,
+            DataKind::Dict,
+            std::slice::from_ref(&k),
+            Op::Append(Value::Int(3)),
+        )
+        .unwrap();
+        let got = apply(&mut root, DataKind::Dict, &[k], Op::Get).unwrap();
+        assert_eq!(got.repr(), "[1, 2, 3]");
+    }
+
+    #[test]
+    fn namespace_prints_sorted_like_python() {
+        let mut ns = Value::Dict(Dict::new());
+        for (n, v) in [
+            ("y", Value::Int(1)),
+            ("x", Value::Int(1)),
+            ("_h", Value::None),
+        ] {
+            apply(
+                &mut ns,
+                DataKind::Namespace,
+                &[],
+                Op::SetItem(Value::Str(n.into()), v),
+            )
+            .unwrap();
+        }
+        let r = apply(&mut ns, DataKind::Namespace, &[], Op::Repr).unwrap();
+        assert_eq!(r, Value::Str("Namespace(x=1, y=1)".into()));
+    }
+
+    #[test]
+    fn arithmetic_is_checked() {
+        let mut v = Value::Int(i128::MAX);
+        assert!(matches!(
+            apply(&mut v, DataKind::Value, &[], Op::Add(None, Value::Int(1))),
+            Err(Fault::Arithmetic(_))
+        ));
+        let mut f = Value::Int(2);
+        let r = apply(
+            &mut f,
+            DataKind::Value,
+            &[],
+            Op::Mul(None, Value::Float(1.5)),
+        )
+        .unwrap();
+        assert_eq!(r, Value::Float(3.0));
+    }
+}

@@ -1,0 +1,337 @@
+//! A manager's server under failure: the server killed, clients killed
+//! mid-call or without cleaning up, and unauthenticated, garbage, oversize
+//! and truncated requests. Every scenario uses real processes and a
+//! watchdog.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use multiproc::manager::ManagerBuilder;
+use multiproc::{
+    Client, ConnectError, Connection, LockProxy, Manager, ManagerError, Namespace, Process,
+    QueueProxy, RecvError,
+};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let body = thread::spawn(move || {
+        let out = f();
+        let _ = tx.send(());
+        out
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => body
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test did not finish within {secs} s"),
+    }
+}
+
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + LONG;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+fn kill(pid: i32) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// Checks that the server still serves: a round of operations on a fresh
+/// object.
+fn still_serving(m: &Manager) {
+    let list = m.list(vec![1, 2, 3]).expect("create after the incident");
+    list.append(&4).expect("append after the incident");
+    assert_eq!(list.to_vec().unwrap(), [1, 2, 3, 4]);
+}
+
+// ---- child targets -----------------------------------------------------------
+
+/// Blocks on the queue; reports how the call ended.
+fn blocked_getter((q, ns): (QueueProxy<i32>, Namespace)) -> String {
+    ns.set("ready", &true).expect("ready");
+    match q.get() {
+        Ok(x) => format!("got {x}"),
+        Err(ManagerError::Disconnected) => "disconnected".into(),
+        Err(e) => format!("other: {e}"),
+    }
+}
+
+/// Connects as an unrelated client, creates objects, holds a lock, and
+/// waits to be killed.
+fn hoarder((address, key, lock, ready): (String, Vec<u8>, LockProxy, Connection)) {
+    let m = Manager::connect(&address, Some(&key)).expect("connect");
+    let keep = (
+        m.list(vec![1]).unwrap(),
+        m.dict([(1, 2)]).unwrap(),
+        m.namespace().unwrap(),
+    );
+    lock.acquire().expect("acquire");
+    ready.send(&()).expect("ready");
+    thread::sleep(Duration::from_secs(600));
+    drop(keep);
+}
+
+// ---- tests ------------------------------------------------------------------
+
+#[test]
+fn killing_the_server_fails_pending_and_later_calls_promptly() {
+    watchdog(60, || {
+        let mut m = Manager::start().unwrap();
+        let q = m.queue::<i32>(0).unwrap();
+        let ns = m.namespace().unwrap();
+        let list = m.list(vec![1]).unwrap();
+        // A call pending in a child process and one in a thread here.
+        let mut child = Process::new(blocked_getter, (q.clone(), ns.clone()));
+        child.start().unwrap();
+        assert!(eventually(|| ns.has("ready").unwrap_or(false)));
+        let waiter = {
+            let q = q.clone();
+            thread::spawn(move || q.get())
+        };
+        thread::sleep(Duration::from_millis(200));
+        kill(m.pid().unwrap());
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Err(ManagerError::Disconnected)
+        ));
+        assert_eq!(child.join_timeout(LONG).unwrap(), "disconnected");
+        // Later calls, on pooled connections or new ones.
+        assert!(matches!(list.len(), Err(ManagerError::Disconnected)));
+        assert!(matches!(
+            ns.get::<bool>("ready"),
+            Err(ManagerError::Disconnected)
+        ));
+        assert!(matches!(m.namespace(), Err(ManagerError::Disconnected)));
+        // Shutting down a dead server is not an error, and removes the
+        // socket file it left.
+        m.shutdown().unwrap();
+        if let multiproc::Address::Unix(path) = m.address() {
+            assert!(!path.exists());
+        }
+    });
+}
+
+#[test]
+fn a_client_killed_mid_call_does_not_disturb_the_others() {
+    watchdog(60, || {
+        let m = Manager::start().unwrap();
+        let q = m.queue::<i32>(0).unwrap();
+        let ns = m.namespace().unwrap();
+        let mut child = Process::new(blocked_getter, (q.clone(), ns.clone()));
+        child.start().unwrap();
+        assert!(eventually(|| ns.has("ready").unwrap()));
+        thread::sleep(Duration::from_millis(200));
+        child.kill().unwrap();
+        let _ = child.join_timeout(LONG);
+        // The dead client's pending get must not take this item.
+        q.put(&1).unwrap();
+        assert_eq!(q.get_timeout(LONG).unwrap(), 1);
+        still_serving(&m);
+    });
+}
+
+#[test]
+fn a_client_that_dies_without_cleaning_up_leaks_nothing() {
+    watchdog(60, || {
+        let m = Manager::start().unwrap();
+        let lock = m.lock().unwrap();
+        let before = m.object_count().unwrap();
+        let (ready, theirs) = multiproc::pipe(true).unwrap();
+        let mut child = Process::new(
+            hoarder,
+            (
+                m.address().to_string(),
+                m.authkey().unwrap().to_vec(),
+                lock.clone(),
+                theirs,
+            ),
+        );
+        child.start().unwrap();
+        ready.recv_timeout::<()>(LONG).unwrap();
+        assert_eq!(m.object_count().unwrap(), before + 3);
+        assert!(!lock.try_acquire().unwrap());
+        child.kill().unwrap();
+        let _ = child.join_timeout(LONG);
+        // Its objects are freed and its lock released.
+        assert!(eventually(|| m.object_count().unwrap() == before));
+        assert!(lock.acquire_timeout(LONG).unwrap());
+        lock.release().unwrap();
+        still_serving(&m);
+    });
+}
+
+#[test]
+fn a_wrong_authkey_is_refused_and_the_server_goes_on() {
+    watchdog(60, || {
+        let m = Manager::start().unwrap();
+        let res = Manager::connect(m.address(), Some(b"not the key"));
+        assert!(matches!(
+            res,
+            Err(ManagerError::Connect(ConnectError::Auth(_)))
+        ));
+        // No key at all: the server's challenge is all this peer gets.
+        let conn = Client::connect_timeout(m.address(), None, LONG).unwrap();
+        let _ = conn.send_bytes(b"let me in");
+        let mut closed = false;
+        for _ in 0..4 {
+            match conn.recv_bytes_timeout(LONG) {
+                Ok(_) => continue,
+                Err(RecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert!(closed, "the server kept an unauthenticated connection");
+        still_serving(&m);
+    });
+}
+
+/// Opens an authenticated connection and returns a raw stream on it.
+fn raw(m: &Manager) -> (Connection, UnixStream) {
+    let conn = Client::connect_timeout(m.address(), m.authkey(), LONG).unwrap();
+    let fd = conn.as_fd().try_clone_to_owned().unwrap();
+    (conn, UnixStream::from(fd))
+}
+
+/// `Request::Hello { session: 1, pid: 1, anchor: false }` as a frame:
+/// length, descriptor count, postcard (variant 0, varint 1, zigzag 1,
+/// false).
+const HELLO: [u8; 9] = [0, 0, 0, 5, 0, 0, 1, 2, 0];
+
+/// Reads until the server hangs up; fails if it does not.
+fn server_hangs_up(conn: &Connection) {
+    for _ in 0..4 {
+        match conn.recv_bytes_timeout(LONG) {
+            Ok(_) => continue,
+            Err(RecvError::Disconnected) | Err(RecvError::Truncated { .. }) => return,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    panic!("the server kept a misbehaving connection");
+}
+
+#[test]
+fn garbage_requests_close_the_connection_and_the_server_goes_on() {
+    watchdog(60, || {
+        let m = Manager::start().unwrap();
+        // Garbage instead of Hello.
+        let (conn, mut s) = raw(&m);
+        s.write_all(&[0, 0, 0, 3, 0, 0xff, 0xff]).unwrap();
+        server_hangs_up(&conn);
+        // Hello, then a frame that is no request.
+        let (conn, mut s) = raw(&m);
+        s.write_all(&HELLO).unwrap();
+        s.write_all(&[0, 0, 0, 5, 0, 0x7f, 1, 2, 3]).unwrap();
+        server_hangs_up(&conn);
+        // A malformed frame header (negative length other than -1).
+        let (conn, mut s) = raw(&m);
+        s.write_all(&HELLO).unwrap();
+        s.write_all(&[0xff, 0xff, 0xff, 0xf0]).unwrap();
+        server_hangs_up(&conn);
+        // A deeply nested value.
+        let (conn, mut s) = raw(&m);
+        s.write_all(&HELLO).unwrap();
+        // Request::Create(Kind::Data(List, Value::List([Value::List([...])])))
+        let mut body = vec![0u8, 1, 0, 0];
+        for _ in 0..10_000 {
+            body.extend([6, 1]); // List, one element
+        }
+        body.push(0); // None
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend(body);
+        s.write_all(&frame).unwrap();
+        server_hangs_up(&conn);
+        still_serving(&m);
+    });
+}
+
+#[test]
+fn oversize_and_truncated_requests_close_the_connection() {
+    watchdog(60, || {
+        let m = ManagerBuilder::new().max_request(1024).start().unwrap();
+        // An announced length over the cap: refused before reading it.
+        let (conn, mut s) = raw(&m);
+        s.write_all(&HELLO).unwrap();
+        s.write_all(&(1u32 << 30).to_be_bytes()).unwrap();
+        server_hangs_up(&conn);
+        // A real frame over the cap.
+        let (conn, mut s) = raw(&m);
+        s.write_all(&HELLO).unwrap();
+        let big = vec![0u8; 4096];
+        s.write_all(&(big.len() as u32).to_be_bytes()).unwrap();
+        let _ = s.write_all(&big);
+        server_hangs_up(&conn);
+        // A truncated frame: the client hangs up half-way.
+        let (conn, mut s) = raw(&m);
+        s.write_all(&HELLO).unwrap();
+        s.write_all(&[0, 0, 0, 100, 0, 1, 2]).unwrap();
+        drop(s);
+        drop(conn);
+        // A request over the cap sent through a proxy fails cleanly.
+        let list = m.list::<String>([]).unwrap();
+        let res = list.append(&"x".repeat(4096));
+        assert!(
+            matches!(res, Err(ManagerError::Protocol(_))),
+            "an oversize request: {res:?}"
+        );
+        // The process's session (and so the list) survived.
+        list.append(&"small".into()).unwrap();
+        assert_eq!(list.len().unwrap(), 1);
+        still_serving(&m);
+        assert!(eventually(|| m.object_count().unwrap() == 1));
+    });
+}
+
+#[test]
+fn a_server_started_again_at_the_same_address_gets_fresh_sessions() {
+    watchdog(60, || {
+        let path =
+            std::env::temp_dir().join(format!("multiproc-restart-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let serve = |path: std::path::PathBuf| {
+            let server = ManagerBuilder::new()
+                .address(&path)
+                .unwrap()
+                .authkey(b"k")
+                .bind()
+                .unwrap();
+            thread::spawn(move || server.serve_forever())
+        };
+        let first = serve(path.clone());
+        let m = Manager::connect(&path, Some(b"k")).unwrap();
+        let old = m.namespace().unwrap();
+        old.set("x", &1).unwrap();
+        m.shutdown_server().unwrap();
+        first.join().unwrap();
+        assert!(matches!(
+            old.get::<i32>("x"),
+            Err(ManagerError::Disconnected)
+        ));
+
+        let second = serve(path.clone());
+        let fresh = m.namespace().unwrap();
+        fresh.set("y", &2).unwrap();
+        assert_eq!(fresh.to_string(), "Namespace(y=2)");
+        drop((old, fresh));
+        m.shutdown_server().unwrap();
+        second.join().unwrap();
+    });
+}
