@@ -15,6 +15,9 @@
 //!   processes; handles (other connections…) travel inside messages.
 //! * [`Listener`] and [`Client`]: connections over a Unix socket path or
 //!   TCP, authenticated with a shared key (HMAC-SHA256).
+//! * [`Queue`], [`SimpleQueue`], [`JoinableQueue`]: FIFOs in shared memory
+//!   for any mix of producers and consumers, safe against any of them
+//!   being killed (see [`queue`]).
 //!
 //! ```
 //! use multiproc::{Connection, Process, pipe};
@@ -49,6 +52,7 @@ pub mod codec;
 mod connection;
 pub mod error;
 mod process;
+pub mod queue;
 // Some of the OS layer serves mechanisms still being built.
 #[allow(dead_code)]
 mod sys;
@@ -58,4 +62,8 @@ pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, Start
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
     get_context, get_start_method, parent_process, set_start_method,
+};
+pub use queue::{
+    GetError, GetTimeoutError, JoinableQueue, PutError, PutTimeoutError, Queue, QueueBuilder,
+    SimpleQueue, TaskDoneError, TasksPending, TryGetError, TryPutError,
 };

@@ -12,13 +12,15 @@
 //! | [`socket`] | socketpairs, `sendmsg`/`recvmsg` carrying descriptors (`SCM_RIGHTS`), shutdown, `dup` |
 //! | [`poll`] | waiting for readiness on several descriptors with a timeout |
 //! | [`futex`] | wait/wake on a 32-bit word in (possibly shared) memory |
-//! | [`shm`] | memfd segments sealed against resizing, named `/dev/shm` segments, shared mappings |
-//! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts |
+//! | [`shm`] | memfd segments sealed against resizing, named `/dev/shm` segments, shared mappings, hole punching and preallocation |
+//! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts, the affinity mask |
+//! | [`robust`] | a process-shared robust mutex that reports its owner's death |
 //!
 //! Code outside `sys` never calls `libc` or `rustix` directly.
 
 pub mod futex;
 pub mod poll;
 pub mod process;
+pub mod robust;
 pub mod shm;
 pub mod socket;
