@@ -166,7 +166,10 @@ fn producer_killed_inside_put_leaves_nothing_behind() {
         q.put_bytes(b"before").unwrap();
         // Die after writing nothing, a few bytes, exactly up to a segment
         // end, across one boundary, across many (into cold segments).
-        for (k, written) in [0usize, 10, 65_520, 70_000, 700_000, 3 << 20].into_iter().enumerate() {
+        for (k, written) in [0usize, 10, 65_520, 70_000, 700_000, 3 << 20]
+            .into_iter()
+            .enumerate()
+        {
             for _ in 0..2 {
                 let mut p = Process::new(producer_dies_mid_put, (q.clone(), written));
                 p.start().unwrap();
@@ -186,7 +189,10 @@ fn producer_killed_inside_put_leaves_nothing_behind() {
         // Memory went back: only the ring (and what the consumer stands
         // in) stays.
         let idle = q.memory_usage().unwrap();
-        assert!(idle <= (128 << 10) + (64 << 10) + (64 << 10), "idle queue holds {idle} bytes");
+        assert!(
+            idle <= (128 << 10) + (64 << 10) + (64 << 10),
+            "idle queue holds {idle} bytes"
+        );
     });
 }
 
@@ -231,7 +237,9 @@ fn check_message(m: &[u8]) -> Option<(u32, u32)> {
     }
     let body = &m[..16 + len];
     let h = u64::from_le_bytes(m[16 + len..].try_into().unwrap());
-    if h != fnv(body) || m[16..16 + len] != pattern((u64::from(inc) << 32) | u64::from(seq), len)[..] {
+    if h != fnv(body)
+        || m[16..16 + len] != pattern((u64::from(inc) << 32) | u64::from(seq), len)[..]
+    {
         return None;
     }
     Some((inc, seq))
@@ -272,14 +280,16 @@ fn stress_producer(args: (Queue<()>, Connection, u32)) {
 fn stress_consumer(args: (Queue<()>, Connection)) {
     let (q, conn) = args;
     loop {
-        let got = q.get_bytes_with(Some(Duration::from_millis(200)), |m| match check_message(m) {
-            Some((inc, seq)) => {
-                conn.send_bytes(&event(b'T', inc, seq)).unwrap();
-                Some((inc, seq))
-            }
-            None => {
-                conn.send_bytes(&event(b'X', 0, 0)).unwrap();
-                None
+        let got = q.get_bytes_with(Some(Duration::from_millis(200)), |m| {
+            match check_message(m) {
+                Some((inc, seq)) => {
+                    conn.send_bytes(&event(b'T', inc, seq)).unwrap();
+                    Some((inc, seq))
+                }
+                None => {
+                    conn.send_bytes(&event(b'X', 0, 0)).unwrap();
+                    None
+                }
             }
         });
         if let Ok(Some((inc, seq))) = got {
@@ -348,9 +358,11 @@ impl Stress {
     }
 }
 
-fn run_stress(q: Queue<()>, secs: f64, seed: u64, producers: usize, consumers: usize) {
+/// `jq` is only used to read how many puts ever committed (nobody calls
+/// `task_done`, so that is its count of unfinished tasks).
+fn run_stress(jq: JoinableQueue<()>, secs: f64, seed: u64, producers: usize, consumers: usize) {
     let mut s = Stress {
-        q,
+        q: (*jq).clone(),
         rng: Rng(seed | 1),
         next_inc: 0,
         workers: Vec::new(),
@@ -443,7 +455,9 @@ fn run_stress(q: Queue<()>, secs: f64, seed: u64, producers: usize, consumers: u
     // No duplicates, nothing that was never put.
     for (&(inc, seq), &n) in &finals {
         assert_eq!(n, 1, "message {inc}/{seq} delivered {n} times");
-        let a = *acked.get(&inc).unwrap_or_else(|| panic!("message from unknown producer {inc}"));
+        let a = *acked
+            .get(&inc)
+            .unwrap_or_else(|| panic!("message from unknown producer {inc}"));
         // `seq == a` is the put in progress when its producer died.
         assert!(seq <= a, "message {inc}/{seq} was never put (acked {a})");
     }
@@ -467,6 +481,14 @@ fn run_stress(q: Queue<()>, secs: f64, seed: u64, producers: usize, consumers: u
         }
     }
     assert!(in_doubt <= s.consumer_kills);
+    // Every committed put was observed by exactly one consumer: the number
+    // of distinct messages seen equals the number of commits.
+    let seen: std::collections::HashSet<_> = finals.keys().chain(tentative_only.keys()).collect();
+    assert_eq!(
+        seen.len(),
+        jq.unfinished_tasks(),
+        "committed puts and deliveries differ"
+    );
     eprintln!(
         "stress: seed {seed:#x}, {} kills ({} consumers), {messages} acknowledged messages, \
          {in_doubt} consumed by gets killed after their commit",
@@ -502,10 +524,10 @@ fn random_kills_unbounded_queue() {
     watchdog(secs as u64 + 120, move || {
         // A small ring and capacity: backlogs spill into cold segments and
         // reach the capacity, so every path is taken under fire.
-        let q: Queue<()> = Queue::builder()
+        let q = Queue::builder()
             .ring_size(256 << 10)
             .capacity(64 << 20)
-            .build()
+            .build_joinable()
             .unwrap();
         run_stress(q, secs, stress_seed(), 3, 3);
     });
@@ -515,11 +537,11 @@ fn random_kills_unbounded_queue() {
 fn random_kills_bounded_queue() {
     let secs = stress_secs(20.0) / 2.0;
     watchdog(secs as u64 + 120, move || {
-        let q: Queue<()> = Queue::builder()
+        let q = Queue::builder()
             .maxsize(16)
             .ring_size(128 << 10)
             .capacity(32 << 20)
-            .build()
+            .build_joinable()
             .unwrap();
         run_stress(q, secs, stress_seed().rotate_left(17), 2, 2);
     });
