@@ -25,10 +25,10 @@ fn watchdog<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static
 }
 
 /// What an idle queue may hold after a backlog of `backlog` bytes: its
-/// ring, the segment its consumers stand in, the header and bitmap pages,
+/// ring, the segment its consumers stand in, the header and bitmap pages (two bitmaps),
 /// and 8 bytes of segment table per 64 KiB segment the backlog reached.
 fn idle_bound(ring: usize, backlog: usize) -> usize {
-    ring + (64 << 10) + (12 << 10) + (backlog / 8192).next_multiple_of(4096)
+    ring + (64 << 10) + (16 << 10) + (backlog / 8192).next_multiple_of(4096)
 }
 
 /// A deterministic byte pattern for message `n` of `len` bytes.

@@ -360,7 +360,14 @@ impl Stress {
 
 /// `jq` is only used to read how many puts ever committed (nobody calls
 /// `task_done`, so that is its count of unfinished tasks).
-fn run_stress(jq: JoinableQueue<()>, secs: f64, seed: u64, producers: usize, consumers: usize) {
+fn run_stress(
+    jq: JoinableQueue<()>,
+    (ring, capacity): (usize, usize),
+    secs: f64,
+    seed: u64,
+    producers: usize,
+    consumers: usize,
+) {
     let mut s = Stress {
         q: (*jq).clone(),
         rng: Rng(seed | 1),
@@ -489,10 +496,18 @@ fn run_stress(jq: JoinableQueue<()>, secs: f64, seed: u64, producers: usize, con
         jq.unfinished_tasks(),
         "committed puts and deliveries differ"
     );
+    let idle = s.q.memory_usage().unwrap();
     eprintln!(
         "stress: seed {seed:#x}, {} kills ({} consumers), {messages} acknowledged messages, \
-         {in_doubt} consumed by gets killed after their commit",
+         {in_doubt} consumed by gets killed after their commit, {idle} bytes held when drained",
         s.kills, s.consumer_kills
+    );
+    // Memory went back: the ring, the segment the consumer stands in, a few
+    // segments of slack for the estimate of kept segments (which deaths can
+    // skew), and the bookkeeping pages.
+    assert!(
+        idle <= ring + 4 * (64 << 10) + (16 << 10) + (capacity / 8192).next_multiple_of(4096),
+        "drained queue holds {idle} bytes"
     );
     // The queue still works.
     s.q.put_bytes(b"end").unwrap();
@@ -524,12 +539,13 @@ fn random_kills_unbounded_queue() {
     watchdog(secs as u64 + 120, move || {
         // A small ring and capacity: backlogs spill into cold segments and
         // reach the capacity, so every path is taken under fire.
+        let sizes = (256 << 10, 64 << 20);
         let q = Queue::builder()
-            .ring_size(256 << 10)
-            .capacity(64 << 20)
+            .ring_size(sizes.0)
+            .capacity(sizes.1)
             .build_joinable()
             .unwrap();
-        run_stress(q, secs, stress_seed(), 3, 3);
+        run_stress(q, sizes, secs, stress_seed(), 3, 3);
     });
 }
 
@@ -537,12 +553,13 @@ fn random_kills_unbounded_queue() {
 fn random_kills_bounded_queue() {
     let secs = stress_secs(20.0) / 2.0;
     watchdog(secs as u64 + 120, move || {
+        let sizes = (128 << 10, 32 << 20);
         let q = Queue::builder()
             .maxsize(16)
-            .ring_size(128 << 10)
-            .capacity(32 << 20)
+            .ring_size(sizes.0)
+            .capacity(sizes.1)
             .build_joinable()
             .unwrap();
-        run_stress(q, secs, stress_seed().rotate_left(17), 2, 2);
+        run_stress(q, sizes, secs, stress_seed().rotate_left(17), 2, 2);
     });
 }

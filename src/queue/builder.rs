@@ -7,10 +7,12 @@ use super::joinable::JoinableQueue;
 use super::ring::{Geometry, MAX_CAPACITY, Ring, SEG};
 use super::simple::SimpleQueue;
 
-/// Default hot ring: 4 MiB. Messages up to about 1 MiB flow through it
-/// with three or more in flight and no page faults; it is touched lazily
-/// (one 64 KiB segment at a time, as the backlog requires), so a queue
-/// that only ever carried small messages holds a few segments.
+/// Default ring size: 4 MiB, the memory of free segments a queue keeps for
+/// reuse. Enough that messages of 1 MiB flow with several in flight and no
+/// page faults, and that a standing backlog recycles its segments instead
+/// of faulting fresh ones; small enough for hundreds of queues. Segments
+/// are touched lazily (64 KiB at a time, as the traffic requires), so a
+/// queue that only ever carried small messages holds a couple of them.
 pub const DEFAULT_RING_SIZE: usize = 4 << 20;
 
 /// Default capacity (address space for queued data): 16 GiB. It is a sparse
@@ -61,9 +63,9 @@ impl QueueBuilder {
         self
     }
 
-    /// Bytes kept resident for steady traffic once used (rounded up to
-    /// 64 KiB segments, at least two). Larger backlogs spill beyond it and
-    /// are given back once consumed.
+    /// Bytes of free segments kept in memory for reuse (rounded up to
+    /// 64 KiB segments, at least two): what an idle queue may hold. Larger
+    /// backlogs take memory beyond it and give it back once consumed.
     pub fn ring_size(mut self, bytes: usize) -> Self {
         self.ring = bytes;
         self

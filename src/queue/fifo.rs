@@ -219,8 +219,9 @@ impl<T> Queue<T> {
         self.ring().max_message()
     }
 
-    /// Bytes of memory the queue's shared segment holds right now: its hot
-    /// ring once used, plus whatever a backlog spilled beyond it.
+    /// Bytes of memory the queue's shared segment holds right now: the
+    /// segments holding queued messages, up to a ring's worth of free ones
+    /// kept for reuse, and a few pages of bookkeeping.
     pub fn memory_usage(&self) -> io::Result<usize> {
         self.ring().allocated_bytes()
     }

@@ -36,25 +36,25 @@
 //!
 //! **Unbounded and large messages.** The memfd is sized once to the
 //! queue's capacity (16 GiB by default) and is sparse: pages cost memory
-//! only once written. Steady traffic circulates through the *hot* ring
-//! (4 MiB by default, grown a segment at a time as needed), never faulting
-//! once warm. When the backlog outgrows it, producers link *cold*
-//! segments into the circle (backed first with `fallocate`, so an
-//! exhausted machine gives an error rather than `SIGBUS`); consumers punch
-//! cold segments out of the file as they leave them (`fallocate(PUNCH_HOLE)`
-//! is allowed on a resize-sealed memfd) and producers later unlink them.
-//! So `put` never waits while the queue holds less than its capacity, a
-//! 1 GiB backlog with no consumer costs 1 GiB only until it is read, a
-//! message may be as large as the capacity (records straddle segments),
-//! and an idle queue costs at most its hot ring.
+//! only once written. Producers take 64 KiB segments as they need them
+//! (backed first with `fallocate`, so an exhausted machine gives an error
+//! rather than `SIGBUS`) and link them into the circle; consumers leaving
+//! a segment keep it in memory for reuse while fewer than a ring's worth
+//! (4 MiB by default) of free segments are kept, and otherwise punch it
+//! out of the file (`fallocate(PUNCH_HOLE)` is allowed on a resize-sealed
+//! memfd). So `put` never waits while the queue holds less than its
+//! capacity, a 1 GiB backlog with no consumer costs 1 GiB only until it is
+//! read, a message may be nearly as large as the capacity (records
+//! straddle segments), steady traffic never faults once warm (even with a
+//! standing backlog), and an idle queue costs at most its ring.
 //!
 //! Alternatives weighed: a chain of separate memfds per overflow would need
 //! every new descriptor delivered to every consumer (a segment server
 //! thread, or fragile `/proc/<pid>/fd` paths into a producer that may have
-//! exited); a single sparse circular log without a hot ring would fault
-//! fresh pages forever in steady state (about 0.4 ns per byte here, which
-//! caps large-message throughput near 2.5 GB/s). The reserved sparse file
-//! with a reused hot circle has neither problem; its cost is address space
+//! exited); a single sparse circular log that punches what it consumed
+//! would fault fresh pages forever in steady state (about 0.4 ns per byte
+//! here, which caps large-message throughput near 2.5 GB/s). The reserved
+//! sparse file with a circle of recycled segments has neither problem; its cost is address space
 //! (the capacity is mapped in every process) and a capacity limit.
 //!
 //! **Waiting** (`wait.rs`): spin briefly, then sleep on a futex; a waiter

@@ -11,9 +11,10 @@
 //!
 //! ```text
 //! 0          Header (immutable geometry, then one cache line per shared word group)
-//! 4 KiB      segment table: nslots × u64  [lseg: u32 | next: u32]
-//! ...        slot bitmap:   nslots bits   (1 = the slot is a member of the circle)
-//! 64 KiB k   data:          nslots × 64 KiB segments
+//! 4 KiB      segment table:   nslots × u64  [lseg: u32 | next: u32]
+//! ...        slot bitmap:     nslots bits   (1 = the slot is a member of the circle)
+//! ...        resident bitmap: nslots bits   (1 = the segment's memory is in place)
+//! 64 KiB k   data:            nslots × 64 KiB segments
 //! ```
 //!
 //! The file is sized once (`ftruncate`) to the queue's *capacity* (16 GiB by
@@ -39,22 +40,25 @@
 //! unconsumed bytes and the arc `(P .. C)` of free segments. A producer
 //! leaving segment `A` looks at `X = A.next`:
 //!
-//! * `X != C`: `X` is free. A *hot* slot (index below the ring size) is
-//!   reused in place; a *cold* one (its memory was given back by the
-//!   consumer) is unlinked and returned to the bitmap, and the producer
-//!   looks again.
+//! * `X != C`: `X` is free. If its memory is still in place (its resident
+//!   bit) it is reused in place; otherwise it is unlinked, its slot
+//!   returned to the bitmap, and the producer looks again.
 //! * `X == C`: the queue has caught up with itself; a slot from the bitmap
-//!   (hot ones first, they have the lowest indices) is backed with memory
-//!   (`fallocate`, so exhaustion is an error, not `SIGBUS`), given the next
-//!   logical number and linked in after `A`.
+//!   is backed with memory (`fallocate`, so exhaustion is an error, not
+//!   `SIGBUS`), given the next logical number and linked in after `A`.
 //!
-//! A consumer leaving a cold segment punches it out of the file
-//! (`fallocate(PUNCH_HOLE)`) *before* publishing its new `c_slot`, so a
-//! producer never sees a segment free whose hole is still to be punched.
-//! Steady traffic therefore circulates through at most the hot ring with
-//! no page faults, an unbounded backlog spills into cold segments, and once
-//! consumed those cost nothing again: an idle queue holds at most its hot
-//! ring (plus 8 bytes per table entry and one bit per slot ever touched).
+//! A consumer leaving a segment decides its fate *before* publishing its
+//! new `c_slot`, so a producer never sees a segment free whose fate is
+//! still open: while fewer than `keep` free segments are resident (the
+//! counter `free_resident`; `keep` is the ring size, 4 MiB by default), it
+//! keeps it in memory for producers to reuse; otherwise it punches it out
+//! of the file (`fallocate(PUNCH_HOLE)`). So steady traffic, even with a
+//! standing backlog, circulates through resident segments with no page
+//! faults (only a growing backlog takes fresh memory), a backlog of any
+//! size up to the capacity spills into new segments, and once consumed
+//! those cost nothing again: an idle queue holds at most its ring, plus the
+//! segment its consumers stand in and 8 bytes of table and two bits per
+//! slot ever used.
 //!
 //! # State table: every shared word
 //!
@@ -65,10 +69,12 @@
 //! | `alloc_hint` | producer | P lock | lowest slot index that may be clear in the bitmap | Relaxed |
 //! | `seen_get` | producer | P lock | a `get_seq` seen earlier (lower bound, for `maxsize`) | Relaxed |
 //! | `head` | consumer | C lock | `[get_seq: u32 \| head position: u32]`, the consumers' **commit** | SeqCst store after the record was copied out; producers load Acquire |
-//! | `c_slot` | consumer | C lock | slot of `cseg(head)`: the first segment producers must not touch | Release store after the cold segments left behind are punched; producers load Acquire |
+//! | `c_slot` | consumer | C lock | slot of `cseg(head)`: the first segment producers must not touch | Release store after the segments left behind are kept or punched; producers load Acquire |
 //! | `seen_put` | consumer | C lock | a `put_seq` seen earlier (lower bound) | Relaxed |
 //! | table entry | producer | P lock | `[lseg \| next]` of a slot | Relaxed: consumers read an entry only after an Acquire load of a `tail` stored after it |
-//! | bitmap words | producer | P lock | circle membership (a superset of it) | Relaxed |
+//! | slot bitmap words | producer | P lock | circle membership (a superset of it) | Relaxed |
+//! | resident bit of a slot | consumer, when releasing it (C lock); producer, when taking a slot not in the circle (P lock) | the two never touch the same slot at once | whether the segment's memory is in place | atomic bit RMW, Relaxed; the producer reads a free slot's bit after its Acquire of `c_slot` |
+//! | `free_resident` | consumer (+1 when keeping), producer (−1 when reusing) | both locks, separately | estimate of resident free segments, compared with `keep` | Relaxed RMW: a policy hint, never a correctness input |
 //! | `done` | `task_done` | CAS | tasks finished (`JoinableQueue`) | SeqCst CAS |
 //! | events | waiters / notifiers | none | see `wait.rs` | SeqCst |
 //!
@@ -83,9 +89,10 @@
 //! |---|---|---|
 //! | in `put`, before the `tail` store | bytes and perhaps linked segments beyond the tail: invisible, the segments are free | nothing to repair: the next producer writes over them |
 //! | between linking and the bitmap (either order) | a bitmap bit set for a slot outside the circle (bits are set before linking and cleared after unlinking), perhaps backed by memory | the next P lock holder, told `OwnerDied`, rebuilds the bitmap from the circle and punches such orphans |
+//! | in `put`, after linking fresh segments | free segments in memory beyond the ring's worth | `OwnerDied` (or the failing `put` itself): walk the free arc, punch those beyond `keep`, recount `free_resident` |
 //! | in `put`, after the `tail` store | a committed message; `p_slot` possibly one segment behind | `OwnerDied`: walk from `p_slot` along `next` to the segment whose `lseg` is `cseg(tail)` |
 //! | in `get`, before the `head` store | nothing consumed: the next `get` returns the same message | nothing |
-//! | in `get`, after the `head` store | the message consumed (the `get` had done everything but return); `c_slot` behind, cold segments maybe not punched | `OwnerDied`: walk from `c_slot` to `cseg(head)`, punching cold slots (punching twice is harmless; no producer reuses them until `c_slot` moves) |
+//! | in `get`, after the `head` store | the message consumed (the `get` had done everything but return); `c_slot` behind, segments left behind not yet kept or punched | `OwnerDied`: walk from `c_slot` to `cseg(head)` deciding each again (punching twice is harmless; no producer reuses them until `c_slot` moves) |
 //! | holding either lock | the lock | the kernel marks it owner-dead; the next locker repairs as above |
 //! | between a commit and its wake-up call | sleepers not woken | sleepers re-check every [`SLICE`](super::wait::SLICE) |
 //!
@@ -198,10 +205,11 @@ struct Header {
     version: u32,
     seg_shift: u32,
     nslots: u32,
-    hot: u32,
+    keep: u32,
     maxsize: u32,
     _reserved: u32,
     bitmap_off: u64,
+    resident_off: u64,
     data_off: u64,
     total_len: u64,
     producer: ProducerSide,
@@ -209,6 +217,7 @@ struct Header {
     consumer: ConsumerSide,
     head: Line<AtomicU64>,
     c_slot: Line<AtomicU32>,
+    free_resident: Line<AtomicU32>,
     data_event: Event,
     space_event: Event,
     join_event: Event,
@@ -222,7 +231,7 @@ const _: () = assert!(std::mem::size_of::<Header>() <= TABLE_OFF);
 pub(crate) struct Geometry {
     /// 0: unbounded; otherwise the most messages the queue holds.
     pub maxsize: u32,
-    /// Bytes of hot ring (kept resident, never punched).
+    /// Bytes of free segments kept resident for reuse (the ring size).
     pub ring: usize,
     /// Bytes of address space for data.
     pub capacity: usize,
@@ -274,9 +283,10 @@ pub(crate) struct Ring {
     fd: SharedFd,
     map: sys::shm::Mapping,
     nslots: u32,
-    hot: u32,
+    keep: u32,
     maxsize: u32,
     bitmap_off: usize,
+    resident_off: usize,
     data_off: usize,
 }
 
@@ -319,7 +329,7 @@ impl Ring {
     pub(crate) fn create(geo: Geometry) -> io::Result<Ring> {
         let capacity = geo.capacity.clamp(2 * SEG, MAX_CAPACITY);
         let nslots = capacity.div_ceil(SEG) as u32;
-        let hot = (geo.ring.div_ceil(SEG) as u32).clamp(2, nslots);
+        let keep = (geo.ring.div_ceil(SEG) as u32).clamp(2, nslots);
         if geo.maxsize > i32::MAX as u32 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -329,7 +339,8 @@ impl Ring {
         let table_len = nslots as usize * 8;
         let bitmap_off = (TABLE_OFF + table_len).next_multiple_of(4096);
         let bitmap_len = (nslots as usize).div_ceil(64) * 8;
-        let data_off = (bitmap_off + bitmap_len).next_multiple_of(SEG);
+        let resident_off = bitmap_off + bitmap_len;
+        let data_off = (resident_off + bitmap_len).next_multiple_of(SEG);
         let total = data_off + nslots as usize * SEG;
         let fd = sys::shm::memfd("multiproc-queue", total)?;
         let map = sys::shm::Mapping::map(std::os::fd::AsFd::as_fd(&fd), total)?;
@@ -345,9 +356,10 @@ impl Ring {
             (&raw mut (*h).version).write(VERSION);
             (&raw mut (*h).seg_shift).write(SEG_SHIFT);
             (&raw mut (*h).nslots).write(nslots);
-            (&raw mut (*h).hot).write(hot);
+            (&raw mut (*h).keep).write(keep);
             (&raw mut (*h).maxsize).write(geo.maxsize);
             (&raw mut (*h).bitmap_off).write(bitmap_off as u64);
+            (&raw mut (*h).resident_off).write(resident_off as u64);
             (&raw mut (*h).data_off).write(data_off as u64);
             (&raw mut (*h).total_len).write(total as u64);
             RobustMutex::init(&raw mut (*h).producer.lock)?;
@@ -358,15 +370,18 @@ impl Ring {
             (*t).store(entry(cseg(0) & LSEG_MASK, 0), Ordering::Relaxed);
             let b = base.add(bitmap_off).cast::<AtomicU64>();
             (*b).store(1, Ordering::Relaxed);
+            let r = base.add(resident_off).cast::<AtomicU64>();
+            (*r).store(1, Ordering::Relaxed);
         }
         sys::shm::allocate(std::os::fd::AsFd::as_fd(&fd), data_off, SEG)?;
         Ok(Ring {
             fd: SharedFd::new(fd),
             map,
             nslots,
-            hot,
+            keep,
             maxsize: geo.maxsize,
             bitmap_off,
+            resident_off,
             data_off,
         })
     }
@@ -383,31 +398,40 @@ impl Ring {
         // SAFETY: the mapping holds at least a page, so the header fields
         // are in bounds; the geometry fields were written once by the
         // creator before the descriptor was shared and never change.
-        let (magic, version, seg_shift, nslots, hot, maxsize, bitmap_off, data_off, total) = unsafe {
+        let (magic, version, seg_shift, nslots, keep, maxsize) = unsafe {
             (
                 (&raw const (*h).magic).read(),
                 (&raw const (*h).version).read(),
                 (&raw const (*h).seg_shift).read(),
                 (&raw const (*h).nslots).read(),
-                (&raw const (*h).hot).read(),
+                (&raw const (*h).keep).read(),
                 (&raw const (*h).maxsize).read(),
+            )
+        };
+        // SAFETY: as above.
+        let (bitmap_off, resident_off, data_off, total) = unsafe {
+            (
                 (&raw const (*h).bitmap_off).read() as usize,
+                (&raw const (*h).resident_off).read() as usize,
                 (&raw const (*h).data_off).read() as usize,
                 (&raw const (*h).total_len).read() as usize,
             )
         };
         let table_end = TABLE_OFF + nslots as usize * 8;
+        let bitmap_len = (nslots as usize).div_ceil(64) * 8;
         let ok = magic == MAGIC
             && version == VERSION
             && seg_shift == SEG_SHIFT
             && nslots >= 2
             && (nslots as usize) <= MAX_CAPACITY / SEG
-            && hot >= 2
-            && hot <= nslots
+            && keep >= 2
+            && keep <= nslots
             && maxsize <= i32::MAX as u32
             && bitmap_off >= table_end
             && bitmap_off % 8 == 0
-            && data_off >= bitmap_off + (nslots as usize).div_ceil(64) * 8
+            && resident_off >= bitmap_off + bitmap_len
+            && resident_off % 8 == 0
+            && data_off >= resident_off + bitmap_len
             && data_off % SEG == 0
             && total == data_off + nslots as usize * SEG
             && total == len;
@@ -418,9 +442,10 @@ impl Ring {
             fd,
             map,
             nslots,
-            hot,
+            keep,
             maxsize,
             bitmap_off,
+            resident_off,
             data_off,
         })
     }
@@ -462,6 +487,34 @@ impl Ring {
                 .as_ptr()
                 .add(self.bitmap_off + word * 8)
                 .cast::<AtomicU64>()
+        }
+    }
+
+    /// Word of the resident bitmap holding slot `i`'s bit (1: the
+    /// segment's memory is in place; 0: it was punched).
+    fn resident_word(&self, i: u32) -> &AtomicU64 {
+        debug_assert!(i < self.nslots);
+        // SAFETY: the resident bitmap has `ceil(nslots / 64)` words from
+        // `resident_off` (validated), 8-byte aligned, inside the mapping.
+        unsafe {
+            &*self
+                .map
+                .as_ptr()
+                .add(self.resident_off + (i as usize / 64) * 8)
+                .cast::<AtomicU64>()
+        }
+    }
+
+    fn is_resident(&self, i: u32) -> bool {
+        self.resident_word(i).load(Ordering::Relaxed) & (1 << (i % 64)) != 0
+    }
+
+    fn set_resident(&self, i: u32, yes: bool) {
+        let w = self.resident_word(i);
+        if yes {
+            w.fetch_or(1 << (i % 64), Ordering::Relaxed);
+        } else {
+            w.fetch_and(!(1 << (i % 64)), Ordering::Relaxed);
         }
     }
 
@@ -557,17 +610,29 @@ impl Ring {
             len: 0,
             limit: self.max_message(),
             fail: None,
+            allocated: false,
+        };
+        let start_slot = w.slot;
+        let failed = |w: &mut Writer<'_>, f: PutFail| {
+            if w.allocated {
+                // Segments linked for nothing: give back what exceeds the
+                // ring.
+                self.trim_free(start_slot)?;
+            }
+            Err(f)
         };
         if w.off == SEG && !w.advance() {
-            return Err(w.fail.take().unwrap_or(PutFail::NoSpace(None)));
+            let f = w.fail.take().unwrap_or(PutFail::NoSpace(None));
+            return failed(&mut w, f);
         }
         let (hdr_slot, hdr_off) = (w.slot, w.off);
         w.off += HDR;
         if let Err(msg) = write(&mut w) {
-            return Err(w.fail.take().unwrap_or(PutFail::Encode(msg)));
+            let f = w.fail.take().unwrap_or(PutFail::Encode(msg));
+            return failed(&mut w, f);
         }
         if let Some(f) = w.fail.take() {
-            return Err(f);
+            return failed(&mut w, f);
         }
         let len = w.len;
         w.off = align8(w.off);
@@ -633,11 +698,12 @@ impl Ring {
             while orphans != 0 {
                 let i = (w * 64) as u32 + orphans.trailing_zeros();
                 orphans &= orphans - 1;
-                if i >= self.hot && i < self.nslots {
+                if i < self.nslots {
                     self.punch(i);
                 }
             }
         }
+        self.trim_free(start)?;
         h.producer.alloc_hint.store(0, Ordering::Relaxed);
         h.producer.seen_get.store(
             unpack(h.head.0.load(Ordering::Acquire)).0,
@@ -646,8 +712,38 @@ impl Ring {
         Ok(())
     }
 
-    /// Takes a clear slot from the bitmap (lowest first, so hot slots are
-    /// preferred) and backs it with memory.
+    /// Walks the free arc after the tail segment `p`: keeps the first
+    /// `keep` resident segments, punches the others, and recounts
+    /// `free_resident`. Run by a P lock holder after a death or a failed
+    /// `put`, which can leave segments linked and backed but unused.
+    /// (The count is an estimate: consumers may be releasing more.)
+    fn trim_free(&self, p: u32) -> io::Result<()> {
+        let h = self.header();
+        let c = h.c_slot.0.load(Ordering::Acquire);
+        let mut kept = 0;
+        let mut f = self.next(p)?;
+        let mut steps = 0;
+        while f != c && f != p {
+            if self.is_resident(f) {
+                if kept < self.keep {
+                    kept += 1;
+                } else {
+                    self.set_resident(f, false);
+                    self.punch(f);
+                }
+            }
+            f = self.next(f)?;
+            steps += 1;
+            if steps > self.nslots {
+                return Err(corrupt("free segments do not end"));
+            }
+        }
+        h.free_resident.0.store(kept, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes a clear slot from the bitmap (lowest first) and backs it with
+    /// memory.
     fn alloc_slot(&self) -> Result<u32, PutFail> {
         let h = self.header();
         let words = (self.nslots as usize).div_ceil(64);
@@ -679,6 +775,9 @@ impl Ring {
         // Set before linking: the bitmap stays a superset of the circle.
         self.bitmap(y as usize / 64)
             .fetch_or(1 << (y % 64), Ordering::Relaxed);
+        // No consumer looks at a slot outside the circle, so the producer
+        // may write its resident bit here.
+        self.set_resident(y, true);
         h.producer.alloc_hint.store(y + 1, Ordering::Relaxed);
         Ok(y)
     }
@@ -776,7 +875,15 @@ impl Ring {
         let start = s;
         let mut steps = 0;
         while lseg_of(self.entry(s).load(Ordering::Relaxed)) != target {
-            if s >= self.hot {
+            // Keep up to `keep` free segments in memory for producers to
+            // reuse without faults; give the others back. The counter is an
+            // estimate (a death between its update and the bit's can skew
+            // it by one; the producer recounts after a death).
+            if h.free_resident.0.load(Ordering::Relaxed) < self.keep {
+                self.set_resident(s, true);
+                h.free_resident.0.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.set_resident(s, false);
                 self.punch(s);
             }
             s = self.next(s)?;
@@ -875,6 +982,8 @@ pub(crate) struct Writer<'a> {
     len: usize,
     limit: usize,
     fail: Option<PutFail>,
+    /// Whether a fresh slot was linked in.
+    allocated: bool,
 }
 
 impl Writer<'_> {
@@ -936,20 +1045,23 @@ impl Writer<'_> {
             let c = h.c_slot.0.load(Ordering::Acquire);
             if x != c {
                 let ex = r.entry(x).load(Ordering::Relaxed);
-                if x < r.hot {
-                    // A free hot segment: reuse it in place.
+                if r.is_resident(x) {
+                    // A free segment still in memory: reuse it in place.
                     r.entry(x)
                         .store(entry(lseg, next_of(ex)), Ordering::Relaxed);
+                    let _ =
+                        h.free_resident
+                            .0
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                n.checked_sub(1)
+                            });
                     self.slot = x;
                     break;
                 }
-                // A free cold segment: unlink it, then clear its bit, and
-                // look again. The consumer punched it when it left it; punch
-                // again in case it never held data (a put that failed or
-                // died after linking it).
+                // A free segment whose memory the consumer gave back: unlink
+                // it, then clear its bit, and look again.
                 r.entry(a)
                     .store(entry(lseg_of(ea), next_of(ex)), Ordering::Relaxed);
-                r.punch(x);
                 r.free_slot(x);
                 steps += 1;
                 if steps > r.nslots {
@@ -958,6 +1070,7 @@ impl Writer<'_> {
                 continue;
             }
             let y = r.alloc_slot()?;
+            self.allocated = true;
             r.entry(y).store(entry(lseg, x), Ordering::Relaxed);
             r.entry(a).store(entry(lseg_of(ea), y), Ordering::Relaxed);
             self.slot = y;
