@@ -139,8 +139,10 @@ fn put_mib(args: (Queue<()>, u64)) {
 }
 
 /// 1 MiB messages, raw bytes, one producer process: bytes per second.
-fn queue_1mib(n: u64) -> f64 {
-    let q: Queue<()> = Queue::new().unwrap();
+/// `maxsize` 0: unbounded (the producer may run ahead and take fresh
+/// memory); otherwise the producer stays at most that many messages ahead.
+fn queue_1mib(n: u64, maxsize: usize) -> f64 {
+    let q: Queue<()> = Queue::with_maxsize(maxsize).unwrap();
     let mut p = Process::new(put_mib, (q.clone(), n));
     p.start().unwrap();
     let mut buf = Vec::new();
@@ -483,35 +485,58 @@ fn pin_to_cpu0() {
     rustix::thread::sched_setaffinity(None, &set).unwrap();
 }
 
+/// Whether the row group `name` was selected (`QUEUE_BENCH_ONLY`, a
+/// comma-separated list; all by default).
+fn selected(name: &str) -> bool {
+    match std::env::var("QUEUE_BENCH_ONLY") {
+        Ok(list) => list.split(',').any(|s| s.trim() == name),
+        Err(_) => true,
+    }
+}
+
 fn run(mode: &str) {
     let budget = if quick() {
         Duration::from_millis(100)
     } else {
         Duration::from_secs(1)
     };
-    let q = queue_1p1c(scale(4_000_000));
-    let raw = raw_ring_1p1c(scale(4_000_000));
-    row("queue_1p1c_small", mode, q / 1e6, "M msg/s");
-    row("raw_spsc_ring_1p1c_small", mode, raw / 1e6, "M msg/s");
-    row("queue_1p1c_vs_raw_ring", mode, q / raw, "ratio");
-    row(
-        "queue_2p2c_small",
-        mode,
-        queue_2p2c(scale(1_000_000)) / 1e6,
-        "M msg/s",
-    );
-    row("queue_1mib", mode, queue_1mib(scale(2000)) / 1e9, "GB/s");
-    let pp = queue_pingpong(budget);
-    let raw_pp = raw_futex_pingpong(budget);
-    row("queue_pingpong", mode, pp, "us/round trip");
-    row("raw_futex_pingpong", mode, raw_pp, "us/round trip");
-    row("queue_pingpong_vs_raw_futex", mode, pp / raw_pp, "ratio");
+    if selected("1p1c") {
+        let q = queue_1p1c(scale(4_000_000));
+        let raw = raw_ring_1p1c(scale(4_000_000));
+        row("queue_1p1c_small", mode, q / 1e6, "M msg/s");
+        row("raw_spsc_ring_1p1c_small", mode, raw / 1e6, "M msg/s");
+        row("queue_1p1c_vs_raw_ring", mode, q / raw, "ratio");
+    }
+    if selected("2p2c") {
+        row(
+            "queue_2p2c_small",
+            mode,
+            queue_2p2c(scale(1_000_000)) / 1e6,
+            "M msg/s",
+        );
+    }
+    if selected("1mib") {
+        row("queue_1mib", mode, queue_1mib(scale(2000), 0) / 1e9, "GB/s");
+        row(
+            "queue_1mib_maxsize4",
+            mode,
+            queue_1mib(scale(2000), 4) / 1e9,
+            "GB/s",
+        );
+    }
+    if selected("pingpong") {
+        let pp = queue_pingpong(budget);
+        let raw_pp = raw_futex_pingpong(budget);
+        row("queue_pingpong", mode, pp, "us/round trip");
+        row("raw_futex_pingpong", mode, raw_pp, "us/round trip");
+        row("queue_pingpong_vs_raw_futex", mode, pp / raw_pp, "ratio");
+    }
 }
 
 fn main() {
     // `cargo test --benches` runs bench binaries with `--bench`-less args;
     // only measure when asked to (cargo bench passes `--bench`).
-    if !std::env::args().any(|a| a == "--bench") && std::env::var_os("QUEUE_BENCH_RUN").is_none() {
+    if !std::env::args().any(|a| a == "--bench") {
         println!("queue bench: pass --bench (cargo bench) to measure");
         return;
     }

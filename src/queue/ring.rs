@@ -106,7 +106,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::wait::{Event, spin_allowed};
+use super::wait::{Event, Spin, spin_allowed};
 use crate::codec::SharedFd;
 use crate::sys;
 use crate::sys::robust::{Acquired, RobustMutex};
@@ -288,6 +288,9 @@ pub(crate) struct Ring {
     bitmap_off: usize,
     resident_off: usize,
     data_off: usize,
+    /// This process's spin budgets for waiting on data, on a get, on the
+    /// tasks.
+    spins: [Spin; 3],
 }
 
 /// Holds a side's lock; unlocks on drop (also when a user callback
@@ -383,6 +386,7 @@ impl Ring {
             bitmap_off,
             resident_off,
             data_off,
+            spins: [Spin::new(), Spin::new(), Spin::new()],
         })
     }
 
@@ -447,6 +451,7 @@ impl Ring {
             bitmap_off,
             resident_off,
             data_off,
+            spins: [Spin::new(), Spin::new(), Spin::new()],
         })
     }
 
@@ -914,6 +919,7 @@ impl Ring {
                 g != p
             },
             deadline,
+            &self.spins[0],
         )
     }
 
@@ -924,6 +930,7 @@ impl Ring {
         h.space_event.wait_until(
             || unpack(h.head.0.load(Ordering::SeqCst)).0 != seen,
             deadline,
+            &self.spins[1],
         )
     }
 
@@ -968,7 +975,7 @@ impl Ring {
     pub(crate) fn wait_all_done(&self, deadline: Option<Instant>) -> bool {
         self.header()
             .join_event
-            .wait_until(|| self.unfinished() == 0, deadline)
+            .wait_until(|| self.unfinished() == 0, deadline, &self.spins[2])
     }
 }
 

@@ -1,5 +1,6 @@
-//! Waiting for a condition on shared memory: spin briefly, then sleep on a
-//! futex, with a waiter flag so that the side that makes the condition
+//! Waiting for a condition on shared memory: spin briefly (for an adaptive
+//! budget of at most 50 µs, and not at all when this process may run on
+//! only one CPU), then sleep on a futex, with a waiter flag so that the side that makes the condition
 //! true skips the wake-up system call when nobody sleeps (an "event
 //! count", as in Dmitry Vyukov's eventcount and folly's `EventCount`).
 //!
@@ -34,8 +35,41 @@ use crate::sys;
 /// own (the bound on the delay a notifier killed mid-notify can cause).
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
-/// How long to spin before sleeping, when spinning can help.
-const SPIN: Duration = Duration::from_micros(50);
+/// The most a waiter spins before sleeping.
+const MAX_SPIN_NS: u32 = 50_000;
+
+/// The least spin budget: keeps probing whether spinning pays again.
+const MIN_SPIN_NS: u32 = 1_000;
+
+/// A process-local spin budget for one kind of wait, adapted to how long
+/// waits turn out to be: a wait that ends within [`MAX_SPIN_NS`] raises
+/// the budget to twice its length (spinning that long would have caught
+/// it), a longer one halves it. On an idle machine with both sides on
+/// their own CPUs, waits are short and both spin, for sub-microsecond
+/// hand-offs; on a loaded one, waits are long and spinning fades out
+/// instead of stealing the CPU the other side needs.
+pub(crate) struct Spin(AtomicU32);
+
+impl Spin {
+    pub(crate) const fn new() -> Spin {
+        Spin(AtomicU32::new(MAX_SPIN_NS))
+    }
+
+    fn budget(&self) -> Duration {
+        Duration::from_nanos(u64::from(self.0.load(Ordering::Relaxed)))
+    }
+
+    fn learn(&self, waited: Duration) {
+        let b = self.0.load(Ordering::Relaxed);
+        let w = waited.as_nanos().min(u128::from(u32::MAX)) as u32;
+        let next = if w <= MAX_SPIN_NS {
+            b.max(w.saturating_mul(2)).min(MAX_SPIN_NS)
+        } else {
+            (b / 2).max(MIN_SPIN_NS)
+        };
+        self.0.store(next, Ordering::Relaxed);
+    }
+}
 
 /// A wake-up channel in shared memory. All-zero bytes are a valid, idle
 /// event.
@@ -65,29 +99,40 @@ impl Event {
         &self,
         mut ready: impl FnMut() -> bool,
         deadline: Option<Instant>,
+        spin: &Spin,
     ) -> bool {
         if ready() {
             return true;
         }
+        let start = Instant::now();
         if spin_allowed() {
-            let start = Instant::now();
+            let budget = spin.budget();
             let mut i = 0u32;
             loop {
-                for _ in 0..64 {
+                for _ in 0..16 {
                     std::hint::spin_loop();
                 }
                 if ready() {
+                    spin.learn(start.elapsed());
                     return true;
                 }
                 i += 1;
-                if i.is_multiple_of(8) {
+                if i.is_multiple_of(16) {
                     let now = Instant::now();
-                    if now - start >= SPIN || deadline.is_some_and(|d| now >= d) {
+                    if now - start >= budget || deadline.is_some_and(|d| now >= d) {
                         break;
                     }
                 }
             }
         }
+        let done = self.sleep_until(ready, deadline);
+        if done {
+            spin.learn(start.elapsed());
+        }
+        done
+    }
+
+    fn sleep_until(&self, mut ready: impl FnMut() -> bool, deadline: Option<Instant>) -> bool {
         loop {
             // Acquire: pairs with the notifier's Release bump.
             let seen = self.seq.load(Ordering::Acquire);
