@@ -249,7 +249,6 @@ impl<T> Queue<T> {
             if self.is_closed() {
                 return Err(PutFailure::Closed);
             }
-            let seen = ring.get_seq();
             match ring.try_put(mode.lock_deadline(), &mut write) {
                 Ok(()) => return Ok(()),
                 Err(PutFail::Full) => {}
@@ -261,6 +260,21 @@ impl<T> Queue<T> {
                         })));
                     }
                 }
+                Err(PutFail::TooLarge) => return Err(PutFailure::TooLarge),
+                Err(PutFail::Encode(m)) => return Err(PutFailure::Encode(CodecError::Encode(m))),
+                Err(PutFail::LockTimeout) => return Err(PutFailure::Timeout),
+                Err(PutFail::Io(e)) => return Err(PutFailure::Io(e)),
+            }
+            if let Mode::NoWait = mode {
+                return Err(PutFailure::Full);
+            }
+            // Note how many gets happened, then try once more: a get between
+            // the failed attempt and this read is not missed, and any later
+            // one ends the wait below.
+            let seen = ring.get_seq();
+            match ring.try_put(mode.lock_deadline(), &mut write) {
+                Ok(()) => return Ok(()),
+                Err(PutFail::Full) | Err(PutFail::NoSpace(_)) => {}
                 Err(PutFail::TooLarge) => return Err(PutFailure::TooLarge),
                 Err(PutFail::Encode(m)) => return Err(PutFailure::Encode(CodecError::Encode(m))),
                 Err(PutFail::LockTimeout) => return Err(PutFailure::Timeout),
