@@ -5,7 +5,8 @@
 //! Rows: one producer to one consumer (small messages), two to two, 1 MiB
 //! messages, a ping-pong round trip over two queues, the memory of an idle
 //! queue; floors: a raw shared-memory SPSC ring (same record format and
-//! wait policy, no locks, no crash safety) and a raw futex ping-pong.
+//! codec, a fixed 50 µs spin then futex with a waiter flag, no locks, no
+//! crash safety) and a raw futex ping-pong (no spinning).
 //! The floors talk to the OS directly (memfd, mmap, futex): they measure
 //! the machine, not the crate. `benches/queue.py` measures Python's
 //! `multiprocessing.Queue` for the ratios.
@@ -204,8 +205,8 @@ const RAW_CAP: usize = 4 << 20;
 struct Line<T>(T);
 
 /// A raw SPSC byte ring: `[len: u64][payload padded to 8]` records, one
-/// commit index per side, cached opposite index, spin then futex with a
-/// waiter flag (the queue's wait policy), no locks, no crash safety.
+/// commit index per side, cached opposite index, spin (50 µs) then futex
+/// with a waiter flag, no locks, no crash safety.
 #[repr(C)]
 struct RawRing {
     head: Line<AtomicU64>,
@@ -285,7 +286,7 @@ fn spin_allowed() -> bool {
         .unwrap_or(true)
 }
 
-/// The same eventcount as the queue: spin ~50 µs when another CPU can
+/// The queue's eventcount with a fixed spin: ~50 µs when another CPU can
 /// run, then sleep with a flag.
 fn raw_wait(flag: &AtomicU32, seq: &AtomicU32, spin: bool, mut ready: impl FnMut() -> bool) {
     if ready() {

@@ -1,5 +1,5 @@
 //! Waiting for a condition on shared memory: spin briefly (for an adaptive
-//! budget of at most 50 µs, and not at all when this process may run on
+//! budget of at most 20 µs, and not at all when this process may run on
 //! only one CPU), then sleep on a futex, with a waiter flag so that the side that makes the condition
 //! true skips the wake-up system call when nobody sleeps (an "event
 //! count", as in Dmitry Vyukov's eventcount and folly's `EventCount`).
@@ -36,38 +36,48 @@ use crate::sys;
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
 /// The most a waiter spins before sleeping.
-const MAX_SPIN_NS: u32 = 50_000;
+const MAX_SPIN_NS: u32 = 20_000;
 
-/// The least spin budget: keeps probing whether spinning pays again.
-const MIN_SPIN_NS: u32 = 1_000;
+/// The least spin budget.
+const MIN_SPIN_NS: u32 = 500;
 
-/// A process-local spin budget for one kind of wait, adapted to how long
-/// waits turn out to be: a wait that ends within [`MAX_SPIN_NS`] raises
-/// the budget to twice its length (spinning that long would have caught
-/// it), a longer one halves it. On an idle machine with both sides on
-/// their own CPUs, waits are short and both spin, for sub-microsecond
-/// hand-offs; on a loaded one, waits are long and spinning fades out
-/// instead of stealing the CPU the other side needs.
-pub(crate) struct Spin(AtomicU32);
+/// A process-local spin budget for one kind of wait. A wait that ends
+/// while spinning proves spinning pays (the other side is running on
+/// another CPU): the budget goes back to its maximum. A wait that has to
+/// sleep halves it, so that on a loaded machine, where the other side
+/// needs the CPU we would spin on, spinning fades out; every 32nd wait
+/// spins the full budget again to notice when that changes.
+pub(crate) struct Spin {
+    budget: AtomicU32,
+    waits: AtomicU32,
+}
 
 impl Spin {
     pub(crate) const fn new() -> Spin {
-        Spin(AtomicU32::new(MAX_SPIN_NS))
+        Spin {
+            budget: AtomicU32::new(MAX_SPIN_NS),
+            waits: AtomicU32::new(0),
+        }
     }
 
     fn budget(&self) -> Duration {
-        Duration::from_nanos(u64::from(self.0.load(Ordering::Relaxed)))
+        let n = self.waits.fetch_add(1, Ordering::Relaxed);
+        let b = if n.is_multiple_of(32) {
+            MAX_SPIN_NS
+        } else {
+            self.budget.load(Ordering::Relaxed)
+        };
+        Duration::from_nanos(u64::from(b))
     }
 
-    fn learn(&self, waited: Duration) {
-        let b = self.0.load(Ordering::Relaxed);
-        let w = waited.as_nanos().min(u128::from(u32::MAX)) as u32;
-        let next = if w <= MAX_SPIN_NS {
-            b.max(w.saturating_mul(2)).min(MAX_SPIN_NS)
+    fn paid(&self, yes: bool) {
+        let b = self.budget.load(Ordering::Relaxed);
+        let next = if yes {
+            MAX_SPIN_NS
         } else {
             (b / 2).max(MIN_SPIN_NS)
         };
-        self.0.store(next, Ordering::Relaxed);
+        self.budget.store(next, Ordering::Relaxed);
     }
 }
 
@@ -104,8 +114,8 @@ impl Event {
         if ready() {
             return true;
         }
-        let start = Instant::now();
         if spin_allowed() {
+            let start = Instant::now();
             let budget = spin.budget();
             let mut i = 0u32;
             loop {
@@ -113,23 +123,20 @@ impl Event {
                     std::hint::spin_loop();
                 }
                 if ready() {
-                    spin.learn(start.elapsed());
+                    spin.paid(true);
                     return true;
                 }
                 i += 1;
-                if i.is_multiple_of(16) {
+                if i.is_multiple_of(8) {
                     let now = Instant::now();
                     if now - start >= budget || deadline.is_some_and(|d| now >= d) {
                         break;
                     }
                 }
             }
+            spin.paid(false);
         }
-        let done = self.sleep_until(ready, deadline);
-        if done {
-            spin.learn(start.elapsed());
-        }
-        done
+        self.sleep_until(ready, deadline)
     }
 
     fn sleep_until(&self, mut ready: impl FnMut() -> bool, deadline: Option<Instant>) -> bool {
