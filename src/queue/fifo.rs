@@ -116,6 +116,7 @@ struct RingFlavor<'w, 'r>(&'w mut Writer<'r>);
 impl postcard::ser_flavors::Flavor for RingFlavor<'_, '_> {
     type Output = ();
 
+    #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
         if self.0.write(data) {
             Ok(())
@@ -124,6 +125,7 @@ impl postcard::ser_flavors::Flavor for RingFlavor<'_, '_> {
         }
     }
 
+    #[inline]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
         self.try_extend(&[data])
     }

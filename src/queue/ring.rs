@@ -531,6 +531,7 @@ impl Ring {
     }
 
     /// `i` if it names a slot, else a corruption error.
+    #[inline]
     fn checked(&self, i: u32) -> io::Result<u32> {
         if i < self.nslots {
             Ok(i)
@@ -996,7 +997,30 @@ pub(crate) struct Writer<'a> {
 impl Writer<'_> {
     /// Appends `data`; `false` when out of room (the reason is kept for
     /// `try_put`).
-    pub(crate) fn write(&mut self, mut data: &[u8]) -> bool {
+    #[inline]
+    pub(crate) fn write(&mut self, data: &[u8]) -> bool {
+        let n = data.len();
+        if n <= 16 && self.off + n <= SEG && self.len + n <= self.limit && self.fail.is_none() {
+            // Small pieces (most of what a serialiser emits): copy inline
+            // rather than through `memcpy`.
+            // SAFETY: as in `write_slow`: [off, off + n) is inside segment
+            // `slot`, past the committed tail, owned by this P lock holder.
+            // Volatile stores keep the compiler from turning the loop back
+            // into a `memcpy` call.
+            unsafe {
+                let dst = self.ring.seg_ptr(self.slot).add(self.off);
+                for (i, &b) in data.iter().enumerate() {
+                    dst.add(i).write_volatile(b);
+                }
+            }
+            self.off += n;
+            self.len += n;
+            return true;
+        }
+        self.write_slow(data)
+    }
+
+    fn write_slow(&mut self, mut data: &[u8]) -> bool {
         if self.fail.is_some() {
             return false;
         }
