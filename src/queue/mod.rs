@@ -59,8 +59,8 @@
 //!
 //! **Waiting** (`wait.rs`): spin briefly, then sleep on a futex; a waiter
 //! flag lets `put` and `get` skip the wake-up system call when nobody
-//! sleeps. The spin budget (at most 20 µs) adapts: it is restored whenever
-//! a spin catches the event and halved whenever the waiter had to sleep,
+//! sleeps. The spin budget (at most 20 µs) adapts: it doubles whenever a
+//! spin catches the event and halves whenever the waiter had to sleep,
 //! so spinning fades out on a loaded machine, where it would steal the CPU
 //! the other side needs. No spinning at all when the process may run on
 //! only one CPU (its affinity mask). No lock is ever held while waiting.

@@ -42,10 +42,10 @@ const MAX_SPIN_NS: u32 = 20_000;
 const MIN_SPIN_NS: u32 = 500;
 
 /// A process-local spin budget for one kind of wait. A wait that ends
-/// while spinning proves spinning pays (the other side is running on
-/// another CPU): the budget goes back to its maximum. A wait that has to
+/// while spinning shows spinning pays (the other side is running on
+/// another CPU): the budget doubles, up to its maximum. A wait that has to
 /// sleep halves it, so that on a loaded machine, where the other side
-/// needs the CPU we would spin on, spinning fades out; every 32nd wait
+/// needs the CPU we would spin on, spinning fades out; every 128th wait
 /// spins the full budget again to notice when that changes.
 pub(crate) struct Spin {
     budget: AtomicU32,
@@ -62,7 +62,7 @@ impl Spin {
 
     fn budget(&self) -> Duration {
         let n = self.waits.fetch_add(1, Ordering::Relaxed);
-        let b = if n.is_multiple_of(32) {
+        let b = if n.is_multiple_of(128) {
             MAX_SPIN_NS
         } else {
             self.budget.load(Ordering::Relaxed)
@@ -73,7 +73,7 @@ impl Spin {
     fn paid(&self, yes: bool) {
         let b = self.budget.load(Ordering::Relaxed);
         let next = if yes {
-            MAX_SPIN_NS
+            b.saturating_mul(2).min(MAX_SPIN_NS)
         } else {
             (b / 2).max(MIN_SPIN_NS)
         };
