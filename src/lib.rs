@@ -32,6 +32,9 @@
 //! * [`Manager`]: a server process owning shared lists, dicts,
 //!   [`Namespace`]s, queues, locks…, reached through proxies from any
 //!   process (see [`manager`]).
+//! * [`Queue`], [`SimpleQueue`], [`JoinableQueue`]: FIFOs in shared memory
+//!   for any mix of producers and consumers, safe against any of them
+//!   being killed (see [`queue`]).
 //!
 //! ```
 //! use multiproc::{Connection, Process, pipe};
@@ -69,6 +72,7 @@ pub mod error;
 pub mod manager;
 pub mod pool;
 mod process;
+pub mod queue;
 mod shm;
 mod sync;
 // Some of the OS layer serves mechanisms still being built.
@@ -88,6 +92,10 @@ pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, PoolError, TaskE
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
     get_context, get_start_method, parent_process, set_start_method,
+};
+pub use queue::{
+    GetError, GetTimeoutError, JoinableQueue, PutError, PutTimeoutError, Queue, QueueBuilder,
+    SimpleQueue, TaskDoneError, TasksPending, TryGetError, TryPutError,
 };
 pub use shm::{
     Array, ArrayError, ArrayGuard, IndexError, Plain, PlainAtomic, RawArray, RawValue,

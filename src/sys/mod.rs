@@ -12,10 +12,11 @@
 //! | [`socket`] | socketpairs, Unix connect with a timeout, `sendmsg`/`recvmsg` carrying descriptors (`SCM_RIGHTS`), shutdown, `dup` |
 //! | [`poll`] | waiting for readiness on several descriptors with a timeout |
 //! | [`futex`] | wait/wake on a 32-bit word in (possibly shared) memory |
-//! | [`shm`] | memfd segments sealed against resizing, named `/dev/shm` segments, shared mappings, positional I/O and `flock` on them |
+//! | [`shm`] | memfd segments sealed against resizing, named `/dev/shm` segments, shared mappings, positional I/O, `flock`, hole punching and preallocation |
 //! | [`random`] | bytes from the kernel's cryptographic generator (`getrandom`) |
-//! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts |
+//! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts, the affinity mask |
 //! | [`robust_mutex`] | robust, process-shared pthread mutexes (owner death reported to the next locker) |
+//! | [`robust`] | a process-shared robust mutex that reports its owner's death |
 //! | [`liveness`] | whether a process (pid + start time, so pid reuse is caught) still runs |
 //! | [`waitv`] | sleeping on several futex words at once |
 //!
@@ -26,6 +27,7 @@ pub mod liveness;
 pub mod poll;
 pub mod process;
 pub mod random;
+pub mod robust;
 pub mod robust_mutex;
 pub mod shm;
 pub mod socket;

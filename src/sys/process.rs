@@ -186,6 +186,14 @@ pub fn cpu_count() -> usize {
     if n > 0 { n as usize } else { 1 }
 }
 
+/// How many CPUs this process may run on (its affinity mask), at least 1.
+pub fn affinity_cpus() -> usize {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (set.count() as usize).max(1),
+        Err(_) => cpu_count(),
+    }
+}
+
 /// Ends the process at once with `code`, without running exit handlers
 /// (used by children, whose exit handlers belong to the parent's program).
 pub fn exit_now(code: i32) -> ! {

@@ -179,3 +179,37 @@ pub fn list_named() -> io::Result<Vec<String>> {
 pub fn set_owner_only(fd: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fchmod(fd, Mode::RUSR | Mode::WUSR)?)
 }
+
+/// Gives the memory behind `len` bytes at `offset` of the memory file back
+/// to the system (`fallocate(PUNCH_HOLE)`); the range reads as zeros
+/// afterwards and costs nothing until written again. Allowed on a file
+/// sealed against resizing (only a write seal forbids it).
+pub fn punch_hole(fd: BorrowedFd<'_>, offset: usize, len: usize) -> io::Result<()> {
+    use rustix::fs::FallocateFlags;
+    Ok(rustix::fs::fallocate(
+        fd,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        offset as u64,
+        len as u64,
+    )?)
+}
+
+/// Backs `len` bytes at `offset` of the memory file with memory now
+/// (`fallocate`), so that writing there later cannot fault for lack of
+/// memory: an exhausted system answers here, with an error
+/// (`ENOSPC`/`ENOMEM`), instead of with `SIGBUS` on a store.
+pub fn allocate(fd: BorrowedFd<'_>, offset: usize, len: usize) -> io::Result<()> {
+    use rustix::fs::FallocateFlags;
+    Ok(rustix::fs::fallocate(
+        fd,
+        FallocateFlags::KEEP_SIZE,
+        offset as u64,
+        len as u64,
+    )?)
+}
+
+/// How many bytes of memory back the file behind `fd` right now (its
+/// allocated blocks, not its size).
+pub fn allocated_bytes(fd: impl AsFd) -> io::Result<usize> {
+    Ok(rustix::fs::fstat(fd)?.st_blocks as usize * 512)
+}

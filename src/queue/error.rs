@@ -1,0 +1,220 @@
+//! Errors of queue operations, one type per operation and waiting mode, in
+//! the style of crossbeam-channel's `err.rs`: the put errors hand the value
+//! back, the timed forms have their own `Timeout` variant.
+
+use std::fmt;
+use std::io;
+
+use crate::error::CodecError;
+
+macro_rules! put_error {
+    (
+        $(#[$doc:meta])*
+        $name:ident { $(#[$wdoc:meta])* $wait:ident => $wait_msg:literal }
+    ) => {
+        $(#[$doc])*
+        pub enum $name<T> {
+            $(#[$wdoc])*
+            $wait(T),
+            /// This handle was closed with `close`.
+            Closed(T),
+            /// The message is larger than the queue can ever hold (its
+            /// capacity less two segments).
+            TooLarge(T),
+            /// The value could not be serialised; nothing was queued.
+            Encode(T, CodecError),
+            /// The OS failed (out of memory with nothing queued, or corrupt
+            /// shared state); nothing was queued.
+            Io(T, io::Error),
+        }
+
+        impl<T> $name<T> {
+            /// The value that was not queued.
+            pub fn into_inner(self) -> T {
+                match self {
+                    $name::$wait(v)
+                    | $name::Closed(v)
+                    | $name::TooLarge(v)
+                    | $name::Encode(v, _)
+                    | $name::Io(v, _) => v,
+                }
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $name::$wait(_) => f.write_str(concat!(stringify!($wait), "(..)")),
+                    $name::Closed(_) => f.write_str("Closed(..)"),
+                    $name::TooLarge(_) => f.write_str("TooLarge(..)"),
+                    $name::Encode(_, e) => f.debug_tuple("Encode").field(&"..").field(e).finish(),
+                    $name::Io(_, e) => f.debug_tuple("Io").field(&"..").field(e).finish(),
+                }
+            }
+        }
+
+        impl<T> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $name::$wait(_) => f.write_str($wait_msg),
+                    $name::Closed(_) => f.write_str("the queue handle is closed"),
+                    $name::TooLarge(_) => f.write_str("the message is larger than the queue's capacity"),
+                    $name::Encode(_, e) => write!(f, "cannot put the value: {e}"),
+                    $name::Io(_, e) => write!(f, "cannot put the value: {e}"),
+                }
+            }
+        }
+
+        impl<T> std::error::Error for $name<T> {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    $name::Encode(_, e) => Some(e),
+                    $name::Io(_, e) => Some(e),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+/// Why [`Queue::put`](crate::Queue::put) failed.
+///
+/// `put` waits while the queue is full, so it has no `Full` variant.
+pub enum PutError<T> {
+    /// This handle was closed with `close`.
+    Closed(T),
+    /// The message is larger than the queue can ever hold (its capacity
+    /// less two segments).
+    TooLarge(T),
+    /// The value could not be serialised; nothing was queued.
+    Encode(T, CodecError),
+    /// The OS failed (out of memory with nothing queued, or corrupt shared
+    /// state); nothing was queued.
+    Io(T, io::Error),
+}
+
+impl<T> PutError<T> {
+    /// The value that was not queued.
+    pub fn into_inner(self) -> T {
+        match self {
+            PutError::Closed(v)
+            | PutError::TooLarge(v)
+            | PutError::Encode(v, _)
+            | PutError::Io(v, _) => v,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::TooLarge(_) => f.write_str("TooLarge(..)"),
+            PutError::Encode(_, e) => f.debug_tuple("Encode").field(&"..").field(e).finish(),
+            PutError::Io(_, e) => f.debug_tuple("Io").field(&"..").field(e).finish(),
+        }
+    }
+}
+
+impl<T> fmt::Display for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Closed(_) => f.write_str("the queue handle is closed"),
+            PutError::TooLarge(_) => f.write_str("the message is larger than the queue's capacity"),
+            PutError::Encode(_, e) => write!(f, "cannot put the value: {e}"),
+            PutError::Io(_, e) => write!(f, "cannot put the value: {e}"),
+        }
+    }
+}
+
+impl<T> std::error::Error for PutError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PutError::Encode(_, e) => Some(e),
+            PutError::Io(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+put_error! {
+    /// Why [`Queue::put_nowait`](crate::Queue::put_nowait) failed.
+    TryPutError {
+        /// The queue is full (`maxsize` messages, or its storage is
+        /// exhausted for now).
+        Full => "the queue is full"
+    }
+}
+
+put_error! {
+    /// Why [`Queue::put_timeout`](crate::Queue::put_timeout) failed.
+    PutTimeoutError {
+        /// The queue stayed full for the whole timeout.
+        Timeout => "the queue stayed full until the timeout"
+    }
+}
+
+/// Why [`Queue::get`](crate::Queue::get) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    /// This handle was closed with `close`.
+    #[error("the queue handle is closed")]
+    Closed,
+    /// A message was taken but does not decode as the requested type (it
+    /// is consumed all the same, so one bad message cannot block the
+    /// queue).
+    #[error(transparent)]
+    Decode(#[from] CodecError),
+    /// The OS failed, or the shared state is corrupt.
+    #[error("cannot get from the queue: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why [`Queue::get_nowait`](crate::Queue::get_nowait) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TryGetError {
+    /// Nothing is queued.
+    #[error("the queue is empty")]
+    Empty,
+    /// This handle was closed with `close`.
+    #[error("the queue handle is closed")]
+    Closed,
+    /// A message was taken but does not decode (it is consumed).
+    #[error(transparent)]
+    Decode(#[from] CodecError),
+    /// The OS failed, or the shared state is corrupt.
+    #[error("cannot get from the queue: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why [`Queue::get_timeout`](crate::Queue::get_timeout) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GetTimeoutError {
+    /// No message arrived within the timeout.
+    #[error("no message arrived within the timeout")]
+    Timeout,
+    /// This handle was closed with `close`.
+    #[error("the queue handle is closed")]
+    Closed,
+    /// A message was taken but does not decode (it is consumed).
+    #[error(transparent)]
+    Decode(#[from] CodecError),
+    /// The OS failed, or the shared state is corrupt.
+    #[error("cannot get from the queue: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// [`JoinableQueue::task_done`](crate::JoinableQueue::task_done) was called
+/// more times than messages were put (Python's `ValueError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("task_done() called more times than there were items put")]
+pub struct TaskDoneError;
+
+/// [`JoinableQueue::join_timeout`](crate::JoinableQueue::join_timeout)
+/// gave up with tasks still unfinished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{unfinished} tasks still unfinished at the timeout")]
+pub struct TasksPending {
+    /// Messages put and not yet marked done when the timeout passed.
+    pub unfinished: usize,
+}
