@@ -32,10 +32,13 @@ fn progress(total: usize) -> impl multiproc::pool::Progress + 'static {
 fn progress(total: usize) -> impl multiproc::pool::Progress + 'static {
     move |done: usize, _total: Option<usize>| {
         let filled = done * 20 / total.max(1);
-        eprintln!(
-            "[{}{}] {done}/{total}",
+        // One line on the terminal, redrawn in place (stderr, so the
+        // output checked by the tests stays deterministic).
+        eprint!(
+            "\r[{}{}] {done}/{total}{}",
             "#".repeat(filled),
-            "-".repeat(20 - filled)
+            "-".repeat(20 - filled),
+            if done == total { "\n" } else { "" }
         );
     }
 }

@@ -11,7 +11,7 @@ fn f(q: Queue<Message>) {
     q.put((42, None, "hello".to_string())).unwrap();
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let q = Queue::new()?;
     let mut p = Process::new(f, q.clone());
     p.start()?;

@@ -68,10 +68,65 @@ fn pool_prints_squares() {
     );
 }
 
+const MANAGER_LIST: &str = "A New record is added\n\nName: Computers\nScore: 1\n\nName: Histoty\nScore: 5\n\nName: Hindi\nScore: 9\n\nName: English\nScore: 3\n\n";
+const NAMESPACE: &str = "before Namespace(x=1, y=1)\nafter Namespace(x=6, y=10)\n";
+const QUEUE: &str = "(42, None, \"hello\")\n";
+const VALUE_ARRAY: &str = "3.1415927\n[0, -1, -2, -3, -4, -5, -6, -7, -8, -9]\n";
+
+#[test]
+fn queue_prints_the_message() {
+    assert_eq!(run("queue"), QUEUE);
+}
+
+#[test]
+fn manager_list_prints_every_record() {
+    assert_eq!(run("manager_list"), MANAGER_LIST);
+}
+
+#[test]
+fn namespace_prints_before_and_after() {
+    assert_eq!(run("namespace"), NAMESPACE);
+}
+
+/// `P1 exiting` and `P2 exiting` in either order, then `Terminating`:
+/// once with threads, once with OS processes.
+fn check_csp(out: &str) {
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    for half in lines.chunks(3) {
+        let mut exits = [half[0], half[1]];
+        exits.sort();
+        assert_eq!(exits, ["P1 exiting", "P2 exiting"], "{out}");
+        assert_eq!(half[2], "Terminating", "{out}");
+    }
+}
+
+#[test]
+fn csp_prints_both_exits_then_terminating_twice() {
+    check_csp(&run("csp"));
+}
+
+#[test]
+fn csp_pipeline_squares_and_sums() {
+    let expect: String = (1..=10u64)
+        .map(|i| format!("{}\n", i * i))
+        .collect::<String>()
+        + "total 385\n";
+    assert_eq!(run("csp_pipeline"), expect);
+}
+
 #[test]
 fn tour_runs_every_program_in_order() {
     let out = run("tour");
-    let sections = [
+    let section = |title: &str| -> &str {
+        let start = out
+            .find(&format!("== {title}"))
+            .unwrap_or_else(|| panic!("section {title} missing:\n{out}"));
+        let body = &out[start..];
+        let body = &body[body.find('\n').expect("title line") + 1..];
+        &body[..body.find("\n== ").unwrap_or(body.len())]
+    };
+    let order = [
         "1. Queue",
         "2. Pipe",
         "3. Manager",
@@ -80,15 +135,23 @@ fn tour_runs_every_program_in_order() {
         "6. CSP",
         "7. Pool",
     ];
-    let mut at = 0;
-    for s in sections {
-        let found = out[at..]
-            .find(&format!("== {s}"))
-            .unwrap_or_else(|| panic!("section {s} missing:\n{out}"));
-        at += found;
-    }
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|t| out.find(&format!("== {t}")).expect("section"))
+        .collect();
     assert!(
-        out.contains("== 2. Pipe ==\n(42, None, \"hello\")\n"),
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "sections out of order:\n{out}"
+    );
+    // Each section is its program's output (then a blank line).
+    assert_eq!(section("1. Queue"), QUEUE);
+    assert_eq!(section("2. Pipe"), "(42, None, \"hello\")\n");
+    assert_eq!(section("3. Manager"), MANAGER_LIST);
+    assert_eq!(section("4. Manager Namespace"), NAMESPACE);
+    assert_eq!(section("5. Value and Array"), VALUE_ARRAY);
+    check_csp(section("6. CSP").trim_end());
+    assert!(
+        section("7. Pool").starts_with("squares: [0, 1, 4, 9"),
         "{out}"
     );
 }
