@@ -200,10 +200,7 @@ fn crate_commstime(f: Flavour, n: u64) -> BenchResult<f64> {
 fn crate_pingpong(f: Flavour, n: u64) -> BenchResult<f64> {
     let (a, b) = (chan(f)?, chan(f)?);
     let out = parallel([
-        placed(
-            CspProcess::function(pinger, (a.writer(), b.reader(), n)),
-            f,
-        ),
+        placed(CspProcess::function(pinger, (a.writer(), b.reader(), n)), f),
         placed(CspProcess::function(ponger, (a.reader(), b.writer())), f),
     ])?;
     result_of(&out, 0)

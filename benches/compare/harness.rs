@@ -52,7 +52,7 @@ impl Unit {
             Unit::Count,
         ]
         .into_iter()
-            .find(|u| u.label() == s)
+        .find(|u| u.label() == s)
     }
 }
 

@@ -331,7 +331,10 @@ fn raw_clients(clients: usize, per: u64, op: u8) -> BenchResult<(f64, u64)> {
     }
     server.wait()?;
     let secs = b.end.load(Ordering::SeqCst).saturating_sub(t0) as f64 / 1e9;
-    Ok((clients as f64 * per as f64 / secs, b.count.load(Ordering::SeqCst)))
+    Ok((
+        clients as f64 * per as f64 / secs,
+        b.count.load(Ordering::SeqCst),
+    ))
 }
 
 fn raw_round_trips(n: u64) -> BenchResult<f64> {
