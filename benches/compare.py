@@ -23,6 +23,11 @@ import statistics
 import sys
 import time
 
+# benches/ holds other scripts (a queue.py, say) that must not shadow the
+# standard modules multiprocessing imports (managers imports `queue`).
+if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
+    del sys.path[0]
+
 QUICK = os.environ.get("MULTIPROC_BENCH_QUICK", "") not in ("", "0")
 
 SMALL = 16
@@ -411,6 +416,291 @@ ROWS = {
     "sync.event.pingpong": sync_event_pingpong,
     "sync.array.sum_1m": sync_array_sum_1m,
 }
+
+
+# ---- CSP: PyCSP 0.9.2 (the "python" figure of the csp.* rows) ----
+
+
+def pycsp():
+    """Imports PyCSP 0.9.2 (pip install pycsp==0.9.2), or exits with a note
+    that the harness prints. On Python 3.11 it needs PYCSP_HOST and
+    collections.Callable set before the import."""
+    import collections
+    import collections.abc
+
+    collections.Callable = collections.abc.Callable
+    os.environ.setdefault("PYCSP_HOST", "127.0.0.1")
+    try:
+        import pycsp.parallel as csp
+    except Exception as e:
+        sys.exit(f"PyCSP not available ({e!r}); pip install pycsp==0.9.2: row skipped")
+    return csp
+
+
+def pycsp_network(csp, decorate):
+    @decorate
+    def prefix(cin, cout):
+        cout(0)
+        while True:
+            cout(cin())
+
+    @decorate
+    def delta(cin, cout1, cout2):
+        while True:
+            x = cin()
+            cout1(x)
+            cout2(x)
+
+    @decorate
+    def succ(cin, cout):
+        while True:
+            cout(cin() + 1)
+
+    @decorate
+    def consumer(cin, n, result):
+        for _ in range(50):
+            cin()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            cin()
+        result((time.perf_counter() - t0) * 1e6 / (4 * n))
+        csp.poison(cin)
+
+    @decorate
+    def pinger(cout, cin, n, result):
+        for i in range(50):
+            cout(i)
+            cin()
+        t0 = time.perf_counter()
+        for i in range(n):
+            cout(i)
+            cin()
+        result((time.perf_counter() - t0) * 1e6 / n)
+        csp.poison(cout)
+
+    @decorate
+    def ponger(cin, cout):
+        while True:
+            cout(cin())
+
+    @csp.process
+    def collector(cin, out):
+        out.append(cin())
+
+    return prefix, delta, succ, consumer, pinger, ponger, collector
+
+
+def pycsp_row(bench, flavour):
+    """Commstime (us per communication) or ping-pong (us per round trip)
+    with PyCSP threads (@process) or OS processes (@multiprocess); the
+    median of a few networks."""
+    csp = pycsp()
+    deco = csp.process if flavour == "threads" else csp.multiprocess
+    prefix, delta, succ, consumer, pinger, ponger, collector = pycsp_network(csp, deco)
+    n = pick(200, 1000) if flavour == "threads" else pick(100, 500)
+
+    def commstime():
+        a, b, c, d, r = (csp.Channel() for _ in range(5))
+        out = []
+        csp.Parallel(
+            prefix(c.reader(), a.writer()),
+            delta(a.reader(), b.writer(), d.writer()),
+            succ(b.reader(), c.writer()),
+            consumer(d.reader(), n, r.writer()),
+            collector(r.reader(), out),
+        )
+        return out[0]
+
+    def pingpong():
+        a, b, r = (csp.Channel() for _ in range(3))
+        out = []
+        csp.Parallel(
+            pinger(a.writer(), b.reader(), n, r.writer()),
+            ponger(a.reader(), b.writer()),
+            collector(r.reader(), out),
+        )
+        return out[0]
+
+    v = batches(0, pick(1, 3), commstime if bench == "commstime" else pingpong)
+    csp.shutdown()
+    return v, "us"
+
+
+def csp_commstime_processes():
+    return pycsp_row("commstime", "processes")
+
+
+def csp_pingpong_processes():
+    return pycsp_row("pingpong", "processes")
+
+
+def csp_commstime_threads():
+    return pycsp_row("commstime", "threads")
+
+
+def csp_pingpong_threads():
+    return pycsp_row("pingpong", "threads")
+
+
+# ---- the Manager ----
+
+
+def manager_sizes():
+    # (warm-up runs, measured runs, operations per run), as on the Rust side
+    return 0, pick(1, 3), pick(1_000, 10_000)
+
+
+def mgr_list_append(lst, n, out):
+    for i in range(100):
+        lst.append(i)
+    t0 = time.perf_counter()
+    for i in range(n):
+        lst.append(i)
+    out.put(n / (time.perf_counter() - t0))
+
+
+def mgr_list_append_threads(lst, n, out):
+    import threading
+
+    lst.append(0)
+
+    def work():
+        for i in range(n // 4):
+            lst.append(i)
+
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    out.put(n // 4 * 4 / (time.perf_counter() - t0))
+
+
+def mgr_dict_set_get(d, n, out):
+    keys = [f"key{i}" for i in range(64)]
+    for k in keys:
+        d[k] = 0
+    t0 = time.perf_counter()
+    for i in range(n):
+        k = keys[i % 64]
+        d[k] = i
+        d[k]
+    out.put(2 * n / (time.perf_counter() - t0))
+
+
+def mgr_ns_set_get(ns, n, out):
+    ns.x = 0
+    t0 = time.perf_counter()
+    for i in range(n):
+        ns.x = i
+        ns.x
+    out.put(2 * n / (time.perf_counter() - t0))
+
+
+def mgr_in_child(target, *args):
+    q = mp.Queue()
+    p = mp.get_context("fork").Process(target=target, args=(*args, q))
+    p.start()
+    v = q.get(timeout=300)
+    p.join()
+    return v
+
+
+def manager_proxy_row(target, make, divide):
+    warm, reps, n = manager_sizes()
+    with mp.Manager() as m:
+        v = batches(warm, reps, lambda: mgr_in_child(target, make(m), n // divide))
+    return v, "ops/s"
+
+
+def manager_list_append_child():
+    return manager_proxy_row(mgr_list_append, lambda m: m.list(), 1)
+
+
+def manager_list_append_4threads_child():
+    return manager_proxy_row(mgr_list_append_threads, lambda m: m.list(), 1)
+
+
+def manager_dict_set_get_child():
+    return manager_proxy_row(mgr_dict_set_get, lambda m: m.dict(), 2)
+
+
+def manager_namespace_set_get_child():
+    return manager_proxy_row(mgr_ns_set_get, lambda m: m.Namespace(), 2)
+
+
+def mgr_add(ns, ready, go, n, ends, i):
+    ready.release()
+    go.wait()
+    for _ in range(n):
+        ns.counter += 1  # a get and a set: not atomic
+    ends[i] = time.monotonic_ns()
+
+
+def mgr_adds(m, per):
+    """Two children add 1 to ns.counter `per` times each; (ops/s from the
+    start signal to the last child's last add, final count)."""
+    ctx = mp.get_context("fork")
+    ns = m.Namespace()
+    ns.counter = 0
+    ready, go = ctx.Semaphore(0), ctx.Event()
+    ends = ctx.RawArray("q", 2)
+    ps = [ctx.Process(target=mgr_add, args=(ns, ready, go, per, ends, i)) for i in range(2)]
+    for p in ps:
+        p.start()
+    for _ in ps:
+        if not ready.acquire(timeout=60):
+            raise RuntimeError("children not ready")
+    t0 = time.monotonic_ns()
+    go.set()
+    for p in ps:
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f"child exited with {p.exitcode}")
+    return 2 * per * 1e9 / (max(ends) - t0), ns.counter
+
+
+def manager_atomic_add_2proc():
+    warm, reps, n = manager_sizes()
+    with mp.Manager() as m:
+        v = batches(warm, reps, lambda: mgr_adds(m, n // 2)[0])
+    return v, "ops/s"
+
+
+def manager_atomic_add_2proc_count():
+    # The same increments per process as the Rust side's count row.
+    with mp.Manager() as m:
+        return mgr_adds(m, pick(1_000, 5_000))[1], "count"
+
+
+def manager_start_shutdown():
+    def once():
+        t0 = time.perf_counter()
+        m = mp.Manager()
+        m.shutdown()
+        return (time.perf_counter() - t0) * 1e6
+
+    return batches(pick(0, 1), pick(3, 11), once), "us"
+
+
+ROWS.update(
+    {
+        "csp.commstime.processes": csp_commstime_processes,
+        "csp.pingpong.processes": csp_pingpong_processes,
+        "csp.commstime.threads": csp_commstime_threads,
+        "csp.commstime.threads_shm": csp_commstime_threads,
+        "csp.pingpong.threads": csp_pingpong_threads,
+        "csp.pingpong.threads_shm": csp_pingpong_threads,
+        "manager.list_append_child": manager_list_append_child,
+        "manager.list_append_4threads_child": manager_list_append_4threads_child,
+        "manager.dict_set_get_child": manager_dict_set_get_child,
+        "manager.namespace_set_get_child": manager_namespace_set_get_child,
+        "manager.atomic_add_2proc": manager_atomic_add_2proc,
+        "manager.atomic_add_2proc_count": manager_atomic_add_2proc_count,
+        "manager.start_shutdown": manager_start_shutdown,
+    }
+)
 
 
 def main(argv):

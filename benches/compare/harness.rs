@@ -24,6 +24,10 @@ pub enum Unit {
     MsgsPerSec,
     /// Payload bytes per second, in 10^9 (higher is better).
     GBPerSec,
+    /// Operations (e.g. proxy round trips) per second (higher is better).
+    OpsPerSec,
+    /// A count, e.g. a shared counter's final value (a correctness figure).
+    Count,
 }
 
 impl Unit {
@@ -33,13 +37,22 @@ impl Unit {
             Unit::Micros => "us",
             Unit::MsgsPerSec => "msgs/s",
             Unit::GBPerSec => "GB/s",
+            Unit::OpsPerSec => "ops/s",
+            Unit::Count => "count",
         }
     }
 
     fn parse(s: &str) -> Option<Unit> {
-        [Unit::Nanos, Unit::Micros, Unit::MsgsPerSec, Unit::GBPerSec]
-            .into_iter()
-            .find(|u| u.label() == s)
+        [
+            Unit::Nanos,
+            Unit::Micros,
+            Unit::MsgsPerSec,
+            Unit::GBPerSec,
+            Unit::OpsPerSec,
+            Unit::Count,
+        ]
+        .into_iter()
+        .find(|u| u.label() == s)
     }
 }
 

@@ -16,6 +16,9 @@ mod process;
 mod raw;
 mod sync;
 
+mod csp;
+mod manager;
+
 use harness::{Against, Ctx, Goal, Mode, Report, Row, Target};
 
 /// The targets the summary checks, read from the output, never asserted.
@@ -87,6 +90,51 @@ const TARGETS: &[Target] = &[
         against: Against::Raw,
         goal: Goal::AtMost(1.5),
     },
+    // CSP rows are µs per communication: "30x faster than PyCSP" is at
+    // most 1/30 (0.0333); "faster than sync_channel(0)" is below 1.
+    Target {
+        row: "csp.commstime.threads",
+        against: Against::Python,
+        goal: Goal::AtMost(0.0333),
+    },
+    Target {
+        row: "csp.commstime.threads",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.0),
+    },
+    Target {
+        row: "csp.commstime.processes",
+        against: Against::Python,
+        goal: Goal::AtMost(0.0333),
+    },
+    // Manager proxy rows are ops/s (higher is better).
+    Target {
+        row: "manager.list_append_child",
+        against: Against::Python,
+        goal: Goal::AtLeast(10.0),
+    },
+    Target {
+        row: "manager.dict_set_get_child",
+        against: Against::Python,
+        goal: Goal::AtLeast(10.0),
+    },
+    Target {
+        row: "manager.namespace_set_get_child",
+        against: Against::Python,
+        goal: Goal::AtLeast(10.0),
+    },
+    // The count must be exact: crate count / raw count (exact by
+    // construction) is 1 (`manager.atomic_add_2proc` fails on a wrong count).
+    Target {
+        row: "manager.atomic_add_2proc_count",
+        against: Against::Raw,
+        goal: Goal::AtLeast(1.0),
+    },
+    Target {
+        row: "manager.start_shutdown",
+        against: Against::Python,
+        goal: Goal::AtMost(1.0),
+    },
 ];
 
 /// Every row, in the order they run. Process rows come first: the fork
@@ -97,6 +145,11 @@ fn rows() -> Vec<Row> {
     let mut rows = process::rows();
     rows.extend(pipe::rows());
     rows.extend(sync::rows());
+    // CSP between OS processes and the Manager fork raw floors; the CSP
+    // thread rows start threads in the bench process, so they come last.
+    rows.extend(csp::process_rows());
+    rows.extend(manager::rows());
+    rows.extend(csp::thread_rows());
     rows
 }
 

@@ -92,7 +92,7 @@ fn check_status(status: i32) -> BenchResult<()> {
 
 /// `posix_spawn("/proc/self/exe")` with the environment prepared once,
 /// plus [`EXIT_AT_ONCE`].
-struct RawSpawn {
+pub struct RawSpawn {
     path: CString,
     _env: Vec<CString>,
     argv: [*mut libc::c_char; 2],
@@ -100,7 +100,7 @@ struct RawSpawn {
 }
 
 impl RawSpawn {
-    fn new() -> BenchResult<Self> {
+    pub fn new() -> BenchResult<Self> {
         let path = CString::new("/proc/self/exe")?;
         let mut env: Vec<CString> = std::env::vars_os()
             .filter(|(k, _)| k.as_bytes() != EXIT_AT_ONCE.as_bytes())
@@ -123,7 +123,7 @@ impl RawSpawn {
         })
     }
 
-    fn start_join(&self) -> BenchResult<f64> {
+    pub fn start_join(&self) -> BenchResult<f64> {
         let t0 = Instant::now();
         let mut pid: libc::pid_t = 0;
         // SAFETY: `path` is NUL-terminated; `argv` and `envp` are
