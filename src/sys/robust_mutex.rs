@@ -23,10 +23,6 @@ use std::time::{Duration, Instant};
 
 use rustix::time::{ClockId, clock_gettime};
 
-/// `FUTEX_WAITERS`: some thread sleeps (or is about to sleep) on the word.
-pub const FUTEX_WAITERS: u32 = 0x8000_0000;
-/// `FUTEX_OWNER_DIED`: set by the kernel when the owner ended holding it.
-pub const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
 /// The owner's thread id in the futex word.
 pub const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 

@@ -168,17 +168,6 @@ pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
 }
 
-/// Whether `fd` is a Unix-domain socket (so it can carry descriptors).
-pub fn is_unix_socket(fd: BorrowedFd<'_>) -> bool {
-    matches!(rustix::net::getsockname(fd), Ok(addr) if addr.address_family() == AddressFamily::UNIX)
-}
-
-/// Enlarges the kernel's send and receive buffers (best effort).
-pub fn set_buffer_sizes(fd: impl AsFd, bytes: usize) {
-    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&fd, bytes);
-    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, bytes);
-}
-
 /// Disables Nagle's algorithm on a TCP socket (best effort).
 pub fn set_nodelay(fd: impl AsFd) {
     let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
