@@ -75,8 +75,6 @@ mod process;
 pub mod queue;
 mod shm;
 mod sync;
-// Some of the OS layer serves mechanisms still being built.
-#[allow(dead_code)]
 mod sys;
 
 pub use connection::{

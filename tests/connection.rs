@@ -44,10 +44,6 @@ fn typed_frame(fd_count: u8, postcard: &[u8]) -> Vec<u8> {
     f
 }
 
-fn body_with_watchdog(f: impl FnOnce() + Send + 'static) {
-    watchdog(LIMIT, f)
-}
-
 // ------------------------------------------------------- handles as args
 
 /// Echoes typed strings until told to stop; returns how many. (Not until
@@ -297,7 +293,7 @@ both_methods!(
 
 #[test]
 fn peer_closed_gives_disconnected() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let (a, b) = pipe(true).unwrap();
         drop(b);
         assert!(matches!(a.recv::<u8>(), Err(RecvError::Disconnected)));
@@ -324,7 +320,7 @@ fn peer_closed_gives_disconnected() {
 
 #[test]
 fn truncated_frames() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         // Inside the header.
         let (mut raw, conn) = raw_pair();
         raw.write_all(&[0, 0]).unwrap();
@@ -364,7 +360,7 @@ fn truncated_frames() {
 
 #[test]
 fn oversized_frames_are_refused_without_allocating() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let cap = multiproc::DEFAULT_MAX_FRAME;
         for (bytes, len) in [
             (long_header(4 << 30), 4u64 << 30),
@@ -420,7 +416,7 @@ fn absurd_length_without_cap_is_an_error() {
 
 #[test]
 fn negative_length_is_a_bad_frame() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         for len in [-2, -1000, i32::MIN] {
             let (mut raw, conn) = raw_pair();
             raw.write_all(&header(len)).unwrap();
@@ -432,7 +428,7 @@ fn negative_length_is_a_bad_frame() {
 
 #[test]
 fn undecodable_message_leaves_connection_usable() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let (mut raw, conn) = raw_pair();
         // A string whose length prefix is absurd.
         raw.write_all(&typed_frame(0, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]))
@@ -475,7 +471,7 @@ fn undecodable_message_leaves_connection_usable() {
 
 #[test]
 fn timeouts_keep_partial_messages() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let (a, b) = pipe(true).unwrap();
         let t = Duration::from_millis(20);
         assert!(matches!(b.recv_timeout::<u8>(t), Err(RecvError::Timeout)));
@@ -556,7 +552,7 @@ fn timeouts_keep_partial_messages() {
 /// error still counts the header, as for a frame cut in one receive.
 #[test]
 fn truncated_after_timeout() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let (mut raw, conn) = raw_pair();
         let (half_tx, half_rx) = mpsc::channel();
         let (go_tx, go_rx) = mpsc::channel::<()>();
@@ -590,7 +586,7 @@ fn truncated_after_timeout() {
 
 #[test]
 fn recv_bytes_into_small_buffer_keeps_message() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let (a, b) = pipe(true).unwrap();
         let msg = pattern(100);
         a.send_bytes(&msg).unwrap();
@@ -630,7 +626,7 @@ fn recv_bytes_into_small_buffer_keeps_message() {
 
 #[test]
 fn one_way_pipe_refuses_the_wrong_direction() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let (reader, writer) = pipe(false).unwrap();
         assert!(reader.readable() && !reader.writable());
         assert!(writer.writable() && !writer.readable());
@@ -655,7 +651,7 @@ fn one_way_pipe_refuses_the_wrong_direction() {
 
 #[test]
 fn poll_and_wait_on_several() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let pairs: Vec<(Connection, Connection)> = (0..3).map(|_| pipe(true).unwrap()).collect();
         let readers: Vec<&Connection> = pairs.iter().map(|p| &p.0).collect();
         let t = Duration::from_millis(20);
@@ -713,7 +709,7 @@ fn poll_and_wait_on_several() {
 
 #[test]
 fn empty_and_huge_messages() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let (a, b) = pipe(true).unwrap();
         a.send_bytes(&[]).unwrap();
         assert_eq!(b.recv_bytes().unwrap(), Vec::<u8>::new());
@@ -738,7 +734,7 @@ fn empty_and_huge_messages() {
 
 #[test]
 fn frame_cap_is_configurable() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let (mut a, mut b) = pipe(true).unwrap();
         a.set_max_frame(1000);
         assert_eq!(a.max_frame(), 1000);
@@ -793,7 +789,7 @@ fn frame_cap_travels_with_the_connection() {
 
 #[test]
 fn wraps_a_unix_stream_with_the_documented_framing() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let (mut raw, conn) = raw_pair();
         conn.send_bytes(b"abc").unwrap();
         let mut got = [0u8; 7];
@@ -828,7 +824,7 @@ fn wraps_a_unix_stream_with_the_documented_framing() {
 /// connection: the size check and the receive must see the same message.
 #[test]
 fn recv_bytes_into_from_two_threads() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let (a, b) = pipe(true).unwrap();
         let b = std::sync::Arc::new(b);
         let n = 50_000;
@@ -876,7 +872,7 @@ fn recv_bytes_into_from_two_threads() {
 /// `Duration::MAX` means "no limit" rather than an arithmetic overflow.
 #[test]
 fn longest_timeouts_mean_no_limit() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let (a, b) = pipe(true).unwrap();
         a.send(&1u8).unwrap();
         assert!(b.poll(Duration::MAX).unwrap());
@@ -897,7 +893,7 @@ fn count_handles(conns: Vec<Connection>) -> usize {
 /// kernel's limit for one `sendmsg`.
 #[test]
 fn handle_count_limit() {
-    body_with_watchdog(|| {
+    watchdog(LIMIT, || {
         let pairs: Vec<(Connection, Connection)> = (0..254).map(|_| pipe(true).unwrap()).collect();
         let (ours, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
         let (a, b) = pipe(true).unwrap();

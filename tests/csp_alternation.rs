@@ -3,6 +3,7 @@
 //! `poisontest.py`'s `Any_Alting2Any_Alting`), rewritten as Rust tests
 //! over threads for both in-memory flavors.
 
+mod common;
 mod csp_common;
 
 use std::collections::BTreeSet;
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use csp_common::{FLAVORS, channel, watchdog};
+use common::watchdog;
+use csp_common::{FLAVORS, channel};
 use multiproc::csp::{Alternation, ChannelError, Fair, Reader, Writer};
 
 fn writer(out: Writer<(u32, u32)>, id: u32, n: u32) {
@@ -23,7 +25,7 @@ fn writer(out: Writer<(u32, u32)>, id: u32, n: u32) {
 fn any_to_one_alting_reader_gets_every_message_once() {
     for flavor in FLAVORS {
         for buffer in [0, 3] {
-            watchdog(60, move || {
+            watchdog(Duration::from_secs(60), move || {
                 let chans: Vec<_> = (0..4)
                     .map(|_| channel::<(u32, u32)>(flavor, buffer))
                     .collect();
@@ -148,7 +150,7 @@ fn skip_guard_is_chosen_when_nothing_is_ready() {
 #[test]
 fn timeout_guard_fires_and_nothing_is_taken() {
     for flavor in FLAVORS {
-        watchdog(30, move || {
+        watchdog(Duration::from_secs(30), move || {
             let a = channel::<u32>(flavor, 0);
             let (r, w) = (a.reader(), a.writer());
             let start = Instant::now();
@@ -172,7 +174,7 @@ fn timeout_guard_fires_and_nothing_is_taken() {
 #[test]
 fn timeout_guard_loses_to_a_writer_that_comes_in_time() {
     for flavor in FLAVORS {
-        watchdog(30, move || {
+        watchdog(Duration::from_secs(30), move || {
             let a = channel::<u32>(flavor, 0);
             let (r, w) = (a.reader(), a.writer());
             let t = std::thread::spawn(move || {
@@ -222,7 +224,7 @@ fn preconditions_disable_guards() {
 fn output_guards_write_exactly_the_chosen_value() {
     for flavor in FLAVORS {
         for buffer in [0, 1] {
-            watchdog(30, move || {
+            watchdog(Duration::from_secs(30), move || {
                 let chans: Vec<_> = (0..4).map(|_| channel::<u32>(flavor, buffer)).collect();
                 let ws: Vec<_> = chans.iter().map(|c| c.writer()).collect();
                 let readers: Vec<_> = chans
@@ -265,7 +267,7 @@ fn output_guards_write_exactly_the_chosen_value() {
 fn alting_writers_meet_alting_readers_exactly_once() {
     for flavor in FLAVORS {
         for buffer in [0, 2] {
-            watchdog(120, move || {
+            watchdog(Duration::from_secs(120), move || {
                 let chans: Vec<_> = (0..4).map(|_| channel::<u32>(flavor, buffer)).collect();
                 let writers: Vec<_> = (0..4u32)
                     .map(|id| {
@@ -331,7 +333,7 @@ fn alting_writers_meet_alting_readers_exactly_once() {
 #[test]
 fn poison_ends_a_waiting_alternation() {
     for flavor in FLAVORS {
-        watchdog(30, move || {
+        watchdog(Duration::from_secs(30), move || {
             let a = channel::<u32>(flavor, 0);
             let b = channel::<u32>(flavor, 0);
             let (ra, rb) = (a.reader(), b.reader());
@@ -353,7 +355,7 @@ fn poison_ends_a_waiting_alternation() {
 #[test]
 fn retire_ends_a_waiting_alternation_after_the_buffer_drains() {
     for flavor in FLAVORS {
-        watchdog(30, move || {
+        watchdog(Duration::from_secs(30), move || {
             let a = channel::<u32>(flavor, 2);
             let ra = a.reader();
             let wa = a.writer();
@@ -371,7 +373,7 @@ fn retire_ends_a_waiting_alternation_after_the_buffer_drains() {
 fn alternation_and_plain_reader_compete_for_one_writer() {
     // Each value goes to exactly one of them.
     for flavor in FLAVORS {
-        watchdog(60, move || {
+        watchdog(Duration::from_secs(60), move || {
             let a = channel::<u32>(flavor, 0);
             let w = a.writer();
             let plain = a.reader();
@@ -413,7 +415,7 @@ fn poison_at_any_moment_ends_every_party() {
     // Readers, writers and alternations busy on two channels; poison
     // arrives at varying moments; everyone must come back with an error.
     for flavor in FLAVORS {
-        watchdog(120, move || {
+        watchdog(Duration::from_secs(120), move || {
             for round in 0..40u64 {
                 let a = channel::<u64>(flavor, (round % 3) as usize);
                 let b = channel::<u64>(flavor, 0);
@@ -461,7 +463,7 @@ fn poison_at_any_moment_ends_every_party() {
 #[test]
 fn one_alternation_over_both_flavors() {
     // The flavors share one protocol, so an alternation can mix them.
-    watchdog(30, || {
+    watchdog(Duration::from_secs(30), || {
         let local = channel::<u32>(csp_common::Flavor::Threads, 0);
         let shared = channel::<u32>(csp_common::Flavor::Shared, 0);
         let (wl, ws) = (local.writer(), shared.writer());

@@ -3,12 +3,14 @@
 //! poison and retire), rewritten as Rust tests over threads, for both the
 //! private and the shared-memory flavor.
 
+mod common;
 mod csp_common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use csp_common::{FLAVORS, channel, watchdog};
+use common::watchdog;
+use csp_common::{FLAVORS, channel};
 use multiproc::csp::{Channel, ChannelError, Reader, Writer};
 
 fn writer(out: Writer<(u32, u32)>, id: u32, n: u32) -> Result<(), ChannelError> {
@@ -33,7 +35,7 @@ fn reader_until_retired(inp: Reader<(u32, u32)>) -> Vec<(u32, u32)> {
 fn one_to_one_in_order() {
     for flavor in FLAVORS {
         for buffer in [0, 1, 5] {
-            watchdog(30, move || {
+            watchdog(Duration::from_secs(30), move || {
                 let ch = channel::<(u32, u32)>(flavor, buffer);
                 let (r, w) = (ch.reader(), ch.writer());
                 let t = std::thread::spawn(move || writer(w, 1, 100));
@@ -53,7 +55,7 @@ fn one_to_one_in_order() {
 fn any_to_any_delivers_everything_once() {
     for flavor in FLAVORS {
         for buffer in [0, 20] {
-            watchdog(60, move || {
+            watchdog(Duration::from_secs(60), move || {
                 let ch = channel::<(u32, u32)>(flavor, buffer);
                 let mut ts = Vec::new();
                 for id in 0..4 {
@@ -89,7 +91,7 @@ fn any_to_any_delivers_everything_once() {
 #[test]
 fn rendezvous_write_waits_for_a_reader() {
     for flavor in FLAVORS {
-        watchdog(30, move || {
+        watchdog(Duration::from_secs(30), move || {
             let ch = channel::<u8>(flavor, 0);
             let w = ch.writer();
             let _r = ch.reader();
@@ -104,7 +106,7 @@ fn rendezvous_write_waits_for_a_reader() {
 #[test]
 fn buffered_write_completes_until_full() {
     for flavor in FLAVORS {
-        watchdog(30, move || {
+        watchdog(Duration::from_secs(30), move || {
             let ch = channel::<u8>(flavor, 3);
             let (r, w) = (ch.reader(), ch.writer());
             for i in 0..3 {
@@ -131,7 +133,7 @@ fn buffered_write_completes_until_full() {
 #[test]
 fn poison_wakes_blocked_readers_and_writers() {
     for flavor in FLAVORS {
-        watchdog(30, move || {
+        watchdog(Duration::from_secs(30), move || {
             let ch = channel::<u32>(flavor, 0);
             let readers: Vec<_> = (0..3)
                 .map(|_| {
@@ -172,7 +174,7 @@ fn poison_discards_buffered_values() {
 #[test]
 fn retiring_all_writers_lets_readers_drain_then_retires() {
     for flavor in FLAVORS {
-        watchdog(30, move || {
+        watchdog(Duration::from_secs(30), move || {
             let ch = channel::<u32>(flavor, 5);
             let r = ch.reader();
             let w1 = ch.writer();
@@ -195,7 +197,7 @@ fn retiring_all_writers_lets_readers_drain_then_retires() {
 #[test]
 fn retiring_all_readers_fails_writers_at_once() {
     for flavor in FLAVORS {
-        watchdog(30, move || {
+        watchdog(Duration::from_secs(30), move || {
             let ch = channel::<u32>(flavor, 0);
             let r = ch.reader();
             let w = ch.writer();
@@ -210,7 +212,7 @@ fn retiring_all_readers_fails_writers_at_once() {
 #[test]
 fn retire_wakes_a_blocked_reader() {
     for flavor in FLAVORS {
-        watchdog(30, move || {
+        watchdog(Duration::from_secs(30), move || {
             let ch = channel::<u32>(flavor, 0);
             let r = ch.reader();
             let w = ch.writer();
@@ -238,7 +240,7 @@ fn too_large_messages_are_refused_with_the_limit() {
 #[test]
 fn large_messages_within_the_limit_travel_whole() {
     for flavor in FLAVORS {
-        watchdog(30, move || {
+        watchdog(Duration::from_secs(30), move || {
             let ch: Channel<Vec<u8>> = match flavor {
                 csp_common::Flavor::Threads => Channel::builder()
                     .max_message(4 << 20)
@@ -269,7 +271,7 @@ fn threads_only_ends_refuse_to_travel() {
 
 #[test]
 fn many_waiters_beyond_the_record_table_still_complete() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let ch: Channel<u32> = Channel::builder().waiters(2).build().unwrap();
         let writers: Vec<_> = (0..8)
             .map(|i| {

@@ -4,11 +4,13 @@
 //! with its processes as threads and as OS processes (spawn start method;
 //! fork from inside a single-threaded spawned child), and mixed.
 
+mod common;
 mod csp_common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
-use csp_common::watchdog;
+use common::watchdog;
 use multiproc::csp::{
     Alternation, Channel, ChannelError, CspProcess, Outcome, ProcessError, Reader, Writer,
     parallel, sequence, spawn,
@@ -212,7 +214,7 @@ fn aborter(_inp: Reader<u32>) -> Result<u32, ChannelError> {
 fn parallel_runs_processes_concurrently() {
     // ping and pong must run at the same time: each waits for the other.
     for mode in MODES {
-        watchdog(60, move || {
+        watchdog(Duration::from_secs(60), move || {
             let a = Channel::new().unwrap();
             let b = Channel::new().unwrap();
             let out = parallel([
@@ -236,7 +238,7 @@ fn parallel_runs_processes_concurrently() {
 #[test]
 fn sequence_runs_processes_one_after_another() {
     for mode in MODES {
-        watchdog(60, move || {
+        watchdog(Duration::from_secs(60), move || {
             // The second process reads what the first left in a buffer,
             // so the first must have finished.
             let c = Channel::<u32>::buffered(10).unwrap();
@@ -280,7 +282,7 @@ fn sequence_runs_processes_one_after_another() {
 #[test]
 fn spawn_returns_at_once_and_join_waits() {
     for mode in MODES {
-        watchdog(60, move || {
+        watchdog(Duration::from_secs(60), move || {
             let c = Channel::<u32>::new().unwrap();
             let handle = spawn([place(
                 CspProcess::function(counting_sink, c.reader()),
@@ -303,7 +305,7 @@ fn poison_propagates_through_a_pipeline() {
     // PyCSP's PoisonTest: source → identity → identity → sink; the source
     // poisons its output and the poison travels to the end.
     for mode in MODES {
-        watchdog(60, move || {
+        watchdog(Duration::from_secs(60), move || {
             let chans: Vec<Channel<u32>> = (0..3).map(|_| Channel::new().unwrap()).collect();
             let out = parallel([
                 place(
@@ -349,7 +351,7 @@ fn retire_propagates_any_to_any() {
     // readers end when every writer has retired.
     for mode in MODES {
         for buffer in [0, 5] {
-            watchdog(90, move || {
+            watchdog(Duration::from_secs(90), move || {
                 let c = Channel::<(u32, u32)>::buffered(buffer).unwrap();
                 let mut procs = Vec::new();
                 for id in 0..4 {
@@ -385,7 +387,7 @@ fn alternation_is_exactly_once_across_processes() {
     // separate OS processes: every value is taken exactly once.
     for mode in [Mode::Spawn, Mode::Mixed] {
         for buffer in [0, 2] {
-            watchdog(120, move || {
+            watchdog(Duration::from_secs(120), move || {
                 let chans: Vec<Channel<(u32, u32)>> =
                     (0..4).map(|_| Channel::buffered(buffer).unwrap()).collect();
                 let mut procs = Vec::new();
@@ -437,7 +439,7 @@ fn alternation_is_exactly_once_across_processes() {
 
 #[test]
 fn guards_and_preconditions_in_an_os_process() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let a = Channel::<u32>::new().unwrap();
         let b = Channel::<u32>::new().unwrap();
         let _keep = a.writer();
@@ -460,7 +462,7 @@ fn guards_and_preconditions_in_an_os_process() {
 #[test]
 fn explicit_retire_inside_a_process_is_immediate() {
     for mode in MODES {
-        watchdog(60, move || {
+        watchdog(Duration::from_secs(60), move || {
             let c = Channel::<u32>::new().unwrap();
             let ack = Channel::<u32>::new().unwrap();
             let out = parallel([
@@ -483,7 +485,7 @@ fn explicit_retire_inside_a_process_is_immediate() {
 
 #[test]
 fn an_end_travels_inside_a_connection_message() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let c = Channel::<u32>::new().unwrap();
         let r = c.reader();
         let (ours, theirs) = multiproc::pipe(true).unwrap();
@@ -503,7 +505,7 @@ fn an_end_travels_inside_a_connection_message() {
 #[test]
 fn a_panic_becomes_an_error_and_poisons_the_network() {
     for mode in MODES {
-        watchdog(60, move || {
+        watchdog(Duration::from_secs(60), move || {
             let c = Channel::<u32>::new().unwrap();
             let d = Channel::<u32>::new().unwrap();
             let r = parallel([
@@ -535,7 +537,7 @@ fn a_panic_becomes_an_error_and_poisons_the_network() {
 
 #[test]
 fn a_killed_os_process_poisons_its_channels() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let c = Channel::<u32>::new().unwrap();
         let r = parallel([
             CspProcess::function(aborter, c.reader()).start_method(StartMethod::Spawn),
@@ -554,7 +556,7 @@ fn closures_cannot_run_as_os_processes() {
 
 #[test]
 fn closures_capture_and_receive_ends() {
-    watchdog(30, || {
+    watchdog(Duration::from_secs(30), || {
         let c = Channel::<String>::new().unwrap();
         let w = c.writer();
         let greeting = String::from("hello");
@@ -593,7 +595,7 @@ fn forked_network(_: ()) -> Vec<u32> {
 
 #[test]
 fn fork_start_method_from_a_single_threaded_parent() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let mut p = Process::new(forked_network, ()).start_method(StartMethod::Spawn);
         p.start().unwrap();
         let out = p.join_timeout(std::time::Duration::from_secs(50)).unwrap();

@@ -5,11 +5,12 @@
 //! messages still buffered when the channel is poisoned or its readers
 //! retire. One test, so that nothing else in this binary spills meanwhile.
 
+mod common;
 mod csp_common;
 
 use std::time::Duration;
 
-use csp_common::watchdog;
+use common::watchdog;
 use multiproc::StartMethod;
 use multiproc::csp::{
     Alternation, Channel, ChannelError, CspProcess, Outcome, Reader, Writer, parallel,
@@ -60,7 +61,7 @@ fn small_slots<T>(buffer: usize) -> Channel<T> {
 
 #[test]
 fn spilled_messages_arrive_whole_and_leave_nothing_behind() {
-    watchdog(120, || {
+    watchdog(Duration::from_secs(120), || {
         let before = spilled_segments().len();
 
         // Between threads, rendezvous and buffered.

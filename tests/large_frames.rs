@@ -3,9 +3,9 @@
 //! received by `recv_bytes` (returned without a second copy) and by
 //! `recv_bytes_into` (read straight into the caller's buffer).
 
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
+use common::{LIMIT, watchdog};
 use multiproc::{Connection, Process, RecvError, pipe};
 
 /// Byte `i` of the frame numbered `k`.
@@ -21,29 +21,11 @@ fn send_frames((conn, sizes): (Connection, Vec<u32>)) -> usize {
     sizes.len()
 }
 
-/// Runs `body` on a thread and fails if it has not finished in 60 s.
-fn with_watchdog(body: impl FnOnce() + Send + 'static) {
-    let (done, finished) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        body();
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(Duration::from_secs(60)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = t.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test did not finish within 60 s"),
-    }
-}
-
 const BUF: usize = 64 << 10;
 
 #[test]
 fn many_small_frames_arrive_in_order() {
-    with_watchdog(|| {
+    watchdog(LIMIT, || {
         // Sizes that straddle the growing buffer's boundaries; all sent
         // before the parent reads, so reads come back full.
         let sizes: Vec<u32> = (0..5000u32).map(|k| (k * 37) % 700).collect();
@@ -60,7 +42,7 @@ fn many_small_frames_arrive_in_order() {
 
 #[test]
 fn frames_around_the_buffer_size_with_recv_bytes() {
-    with_watchdog(|| {
+    watchdog(LIMIT, || {
         let sizes: Vec<u32> = [
             BUF - 4,
             BUF - 3,
@@ -90,7 +72,7 @@ fn frames_around_the_buffer_size_with_recv_bytes() {
 
 #[test]
 fn large_frames_with_recv_bytes_into() {
-    with_watchdog(|| {
+    watchdog(LIMIT, || {
         let sizes: Vec<u32> = [1 << 20, 16, 200 << 10, 0, 70 << 10, 1 << 20, BUF - 4]
             .iter()
             .map(|&n| n as u32)
@@ -124,7 +106,7 @@ fn large_frames_with_recv_bytes_into() {
 
 #[test]
 fn recv_bytes_into_a_buffer_of_exactly_the_frame_size() {
-    with_watchdog(|| {
+    watchdog(LIMIT, || {
         let sizes = vec![(1 << 20) + 3, 5];
         let (ours, theirs) = pipe(true).unwrap();
         let mut p = Process::new(send_frames, (theirs, sizes.clone()));

@@ -1,39 +1,22 @@
 //! `Listener` / `Client` over Unix socket paths and TCP loopback, with and
 //! without an authkey, against well-behaved, silent and hostile peers.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
+use common::{LONG, watchdog};
 use multiproc::{
     Address, Client, ConnectError, Connection, Listener, Process, RecvError, SendError, pipe,
 };
 use serde::{Deserialize, Serialize};
 
 const KEY: &[u8] = b"the shared secret";
-const LONG: Duration = Duration::from_secs(30);
-
-/// Runs `f` on a thread and fails the test if it has not finished within
-/// `secs` seconds.
-fn watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let body = thread::spawn(move || {
-        let out = f();
-        let _ = tx.send(());
-        out
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => body
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test did not finish within {secs} s"),
-    }
-}
-
 /// A fresh socket path in the temp directory, unique per test.
 fn socket_path(name: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!(
@@ -213,7 +196,7 @@ fn read_frame(r: &mut dyn Read) -> std::io::Result<Vec<u8>> {
 
 #[test]
 fn unix_round_trip_without_key() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let path = socket_path("plain");
         let listener = Listener::bind(&path, None).unwrap();
         assert_eq!(listener.address(), &Address::Unix(path.clone()));
@@ -224,7 +207,7 @@ fn unix_round_trip_without_key() {
 
 #[test]
 fn unix_round_trip_with_key() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let listener = Listener::bind(socket_path("keyed"), Some(KEY)).unwrap();
         assert!(listener.authenticates());
         round_trip(&listener, Some(KEY), 3);
@@ -234,7 +217,7 @@ fn unix_round_trip_with_key() {
 
 #[test]
 fn tcp_round_trip_without_key() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let listener = Listener::bind(tcp_loopback(), None).unwrap();
         match listener.address() {
             Address::Tcp(addr) => assert_ne!(addr.port(), 0, "the real port is reported"),
@@ -246,7 +229,7 @@ fn tcp_round_trip_without_key() {
 
 #[test]
 fn tcp_round_trip_with_key() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let listener = Listener::bind(("127.0.0.1", 0), Some(KEY)).unwrap();
         round_trip(&listener, Some(KEY), 6);
         round_trip(&listener, Some(KEY), 7);
@@ -255,7 +238,7 @@ fn tcp_round_trip_with_key() {
 
 #[test]
 fn several_clients_at_once() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let listener = Listener::bind(socket_path("several"), Some(KEY)).unwrap();
         let mut children: Vec<_> = (0..4)
             .map(|_| start_echo_client(&listener, Some(KEY)))
@@ -294,17 +277,19 @@ fn wrong_key_case(address: Address) {
 
 #[test]
 fn wrong_key_fails_on_both_sides_unix() {
-    watchdog(60, || wrong_key_case(Address::Unix(socket_path("wrong"))));
+    watchdog(Duration::from_secs(60), || {
+        wrong_key_case(Address::Unix(socket_path("wrong")))
+    });
 }
 
 #[test]
 fn wrong_key_fails_on_both_sides_tcp() {
-    watchdog(60, || wrong_key_case(tcp_loopback()));
+    watchdog(Duration::from_secs(60), || wrong_key_case(tcp_loopback()));
 }
 
 #[test]
 fn keyless_client_is_refused_and_its_message_not_delivered() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let listener = Listener::bind(socket_path("keyless"), Some(KEY)).unwrap();
         let mut child = Process::new(keyless_client, listener.address().to_string());
         child.start().unwrap();
@@ -346,12 +331,14 @@ fn silent_case(address: Address) {
 
 #[test]
 fn silent_client_does_not_block_others_unix() {
-    watchdog(60, || silent_case(Address::Unix(socket_path("silent"))));
+    watchdog(Duration::from_secs(60), || {
+        silent_case(Address::Unix(socket_path("silent")))
+    });
 }
 
 #[test]
 fn silent_client_does_not_block_others_tcp() {
-    watchdog(60, || silent_case(tcp_loopback()));
+    watchdog(Duration::from_secs(60), || silent_case(tcp_loopback()));
 }
 
 /// Whether an error is the one expected.
@@ -463,12 +450,14 @@ fn garbage_case(address: Address) {
 
 #[test]
 fn garbage_handshakes_are_typed_errors_unix() {
-    watchdog(60, || garbage_case(Address::Unix(socket_path("garbage"))));
+    watchdog(Duration::from_secs(60), || {
+        garbage_case(Address::Unix(socket_path("garbage")))
+    });
 }
 
 #[test]
 fn garbage_handshakes_are_typed_errors_tcp() {
-    watchdog(60, || garbage_case(tcp_loopback()));
+    watchdog(Duration::from_secs(60), || garbage_case(tcp_loopback()));
 }
 
 // ---- the client against hostile listeners ----------------------------------
@@ -491,7 +480,7 @@ fn against_fake<T: Send + 'static>(
 
 #[test]
 fn client_refuses_bad_challenges() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let mut four_gib = (-1i32).to_be_bytes().to_vec();
         four_gib.extend_from_slice(&(4u64 << 30).to_be_bytes());
         let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
@@ -531,7 +520,7 @@ fn client_refuses_bad_challenges() {
 
 #[test]
 fn client_times_out_on_a_silent_listener() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let (res, ()) = against_fake(
             |s| {
                 // Hold the connection open, say nothing, until the client
@@ -553,7 +542,7 @@ fn client_times_out_on_a_silent_listener() {
 /// answer the client's: the client must refuse it (the check is mutual).
 #[test]
 fn client_refuses_an_impostor_listener() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let (res, verdict) = against_fake(
             |mut s| {
                 let challenge = [b"#CHALLENGE#{sha256}".as_slice(), &[7u8; 40]].concat();
@@ -578,7 +567,7 @@ fn client_refuses_an_impostor_listener() {
 
 #[test]
 fn connection_passes_over_unix_listener() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let listener = Listener::bind(socket_path("handles"), Some(KEY)).unwrap();
         let mut child = Process::new(
             handle_client,
@@ -601,7 +590,7 @@ fn connection_passes_over_unix_listener() {
 
 #[test]
 fn connection_does_not_pass_over_tcp() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let listener = Listener::bind(tcp_loopback(), Some(KEY)).unwrap();
         let address = listener.address().clone();
         let client = thread::spawn(move || {
@@ -625,7 +614,7 @@ fn connection_does_not_pass_over_tcp() {
 #[test]
 fn addresses_parse_and_print() {
     // Parsing a host name resolves it.
-    watchdog(60, addresses_parse_and_print_body);
+    watchdog(Duration::from_secs(60), addresses_parse_and_print_body);
 }
 
 fn addresses_parse_and_print_body() {
@@ -680,7 +669,7 @@ fn socket_file_is_removed_on_drop_only_if_ours() {
 
 #[test]
 fn accept_and_connect_time_out() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let listener = Listener::bind(socket_path("timeout"), Some(KEY)).unwrap();
         assert!(matches!(
             listener.accept_timeout(Duration::from_millis(50)),

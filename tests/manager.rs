@@ -2,47 +2,18 @@
 //! forked children, atomic server-side arithmetic, nested containers,
 //! batches, registered types, and reference counting across processes.
 
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::thread;
+use std::time::Duration;
+
+use common::{LONG, eventually, watchdog};
 use multiproc::manager::{ManagerBuilder, Served, Value, from_value};
 use multiproc::{
     BarrierProxy, ConditionProxy, DictProxy, EventProxy, JoinableQueueProxy, ListProxy, LockProxy,
     Manager, ManagerError, Namespace, Process, QueueProxy, StartMethod, ValueProxy,
 };
 use serde::{Deserialize, Serialize};
-
-const LONG: Duration = Duration::from_secs(30);
-
-/// Runs `f` on a thread and fails the test if it has not finished within
-/// `secs` seconds.
-fn watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let body = thread::spawn(move || {
-        let out = f();
-        let _ = tx.send(());
-        out
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => body
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test did not finish within {secs} s"),
-    }
-}
-
-/// Waits until `f` holds, for at most `LONG`.
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + LONG;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Record {
@@ -220,7 +191,7 @@ fn use_after_parent_dropped(list: ListProxy<String>) -> Result<Vec<String>, Stri
 
 #[test]
 fn list_operations_from_a_child_are_seen_by_the_parent() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let list = m.list(vec![rec("b", 2), rec("c", 3)]).unwrap();
         let mut p = Process::new(list_worker, list.clone());
@@ -245,7 +216,7 @@ fn list_operations_from_a_child_are_seen_by_the_parent() {
 
 #[test]
 fn dict_operations_and_nested_list_stick() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let d = m
             .dict([
@@ -276,7 +247,7 @@ fn dict_operations_and_nested_list_stick() {
 
 #[test]
 fn atomic_adds_from_two_processes_lose_nothing() {
-    watchdog(120, || {
+    watchdog(Duration::from_secs(120), || {
         let m = Manager::start().unwrap();
         let ns = m.namespace().unwrap();
         ns.set("counter", &0).unwrap();
@@ -310,7 +281,7 @@ fn atomic_adds_from_two_processes_lose_nothing() {
 
 #[test]
 fn a_manager_lock_serialises_read_modify_write() {
-    watchdog(120, || {
+    watchdog(Duration::from_secs(120), || {
         let m = Manager::start().unwrap();
         let lock = m.lock().unwrap();
         let ns = m.namespace().unwrap();
@@ -331,7 +302,7 @@ fn a_manager_lock_serialises_read_modify_write() {
 
 #[test]
 fn queues_carry_items_between_processes() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let q = m.queue::<(u32, String)>(4).unwrap();
         let mut p = Process::new(producer, (q.clone(), 50));
@@ -365,7 +336,7 @@ fn queues_carry_items_between_processes() {
 
 #[test]
 fn events_barriers_and_conditions_across_processes() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let ev = m.event().unwrap();
         let barrier = m.barrier(3).unwrap();
@@ -375,7 +346,7 @@ fn events_barriers_and_conditions_across_processes() {
         for p in &mut ps {
             p.start().unwrap();
         }
-        assert!(eventually(|| barrier.n_waiting().unwrap() == 0));
+        assert!(eventually(LONG, || barrier.n_waiting().unwrap() == 0));
         ev.set().unwrap();
         let mine = barrier.wait_timeout(LONG).unwrap();
         let mut indices = vec![mine];
@@ -399,7 +370,7 @@ fn events_barriers_and_conditions_across_processes() {
         ns.set("go", &0).unwrap();
         let mut w = Process::new(condition_waiter, (cond.clone(), ns.clone()));
         w.start().unwrap();
-        assert!(eventually(|| ns.has("waiting").unwrap()));
+        assert!(eventually(LONG, || ns.has("waiting").unwrap()));
         cond.acquire().unwrap();
         ns.set("go", &5).unwrap();
         cond.notify_all().unwrap();
@@ -410,7 +381,7 @@ fn events_barriers_and_conditions_across_processes() {
 
 #[test]
 fn rlock_and_semaphores() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let r = m.rlock().unwrap();
         r.acquire().unwrap();
@@ -448,7 +419,7 @@ fn rlock_and_semaphores() {
 
 #[test]
 fn proxies_are_shared_by_threads() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let list = m.list::<u32>([]).unwrap();
         let q = m.queue::<u32>(0).unwrap();
@@ -478,7 +449,7 @@ fn proxies_are_shared_by_threads() {
 
 #[test]
 fn fork_children_of_a_spawned_child_get_their_own_connections() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let list = m.list::<i32>([]).unwrap();
         let mut p = Process::new(fork_from_spawned_child, list.clone());
@@ -490,7 +461,7 @@ fn fork_children_of_a_spawned_child_get_their_own_connections() {
 
 #[test]
 fn registered_types_are_served_by_name() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = ManagerBuilder::new()
             .register("Counter", new_counter)
             .start()
@@ -516,7 +487,7 @@ fn registered_types_are_served_by_name() {
 
 #[test]
 fn a_batch_is_one_round_trip_with_one_reply_per_operation() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let list = m.list::<u32>([]).unwrap();
         let d = m.dict::<String, i32>([]).unwrap();
@@ -563,7 +534,7 @@ fn a_batch_is_one_round_trip_with_one_reply_per_operation() {
 
 #[test]
 fn objects_are_freed_when_the_last_proxy_goes() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         assert_eq!(m.object_count().unwrap(), 0);
         let list = m.list(vec!["parent".to_string()]).unwrap();
@@ -580,7 +551,7 @@ fn objects_are_freed_when_the_last_proxy_goes() {
         assert_eq!(seen, ["parent", "from child"]);
         // Parent's reference dropped at `start` (the argument was moved);
         // the child's went with the child.
-        assert!(eventually(|| m.object_count().unwrap() == 0));
+        assert!(eventually(LONG, || m.object_count().unwrap() == 0));
 
         // Nested views share their root's reference.
         let d = m.dict([("k".to_string(), vec![1])]).unwrap();
@@ -596,7 +567,7 @@ fn objects_are_freed_when_the_last_proxy_goes() {
 
 #[test]
 fn namespace_prints_like_python() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let ns = m.namespace().unwrap();
         ns.set("x", &1).unwrap();
@@ -634,7 +605,7 @@ fn append_to_named((address, key, i): (String, Vec<u8>, i32)) -> Result<(), Stri
 
 #[test]
 fn named_objects_outlive_the_processes_that_open_them() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let key = m.authkey().unwrap().to_vec();
         for i in 0..3 {
@@ -642,7 +613,7 @@ fn named_objects_outlive_the_processes_that_open_them() {
             p.start().unwrap();
             p.join_timeout(LONG).unwrap().unwrap();
         }
-        assert!(eventually(|| m.object_count().unwrap() == 1));
+        assert!(eventually(LONG, || m.object_count().unwrap() == 1));
         let log = m.named("log").list::<i32>([]).unwrap();
         assert_eq!(log.to_vec().unwrap(), [0, 1, 2]);
         assert!(matches!(

@@ -3,46 +3,20 @@
 //! and truncated requests. Every scenario uses real processes and a
 //! watchdog.
 
+mod common;
+
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{LONG, eventually, watchdog};
 use multiproc::manager::ManagerBuilder;
 use multiproc::{
     Client, ConnectError, Connection, LockProxy, Manager, ManagerError, Namespace, Process,
     QueueProxy, RecvError,
 };
-
-const LONG: Duration = Duration::from_secs(30);
-
-fn watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let body = thread::spawn(move || {
-        let out = f();
-        let _ = tx.send(());
-        out
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => body
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test did not finish within {secs} s"),
-    }
-}
-
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + LONG;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
 
 fn kill(pid: i32) {
     let status = std::process::Command::new("kill")
@@ -91,7 +65,7 @@ fn hoarder((address, key, lock, ready): (String, Vec<u8>, LockProxy, Connection)
 
 #[test]
 fn killing_the_server_fails_pending_and_later_calls_promptly() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let mut m = Manager::start().unwrap();
         let q = m.queue::<i32>(0).unwrap();
         let ns = m.namespace().unwrap();
@@ -99,7 +73,7 @@ fn killing_the_server_fails_pending_and_later_calls_promptly() {
         // A call pending in a child process and one in a thread here.
         let mut child = Process::new(blocked_getter, (q.clone(), ns.clone()));
         child.start().unwrap();
-        assert!(eventually(|| ns.has("ready").unwrap_or(false)));
+        assert!(eventually(LONG, || ns.has("ready").unwrap_or(false)));
         let waiter = {
             let q = q.clone();
             thread::spawn(move || q.get())
@@ -129,13 +103,13 @@ fn killing_the_server_fails_pending_and_later_calls_promptly() {
 
 #[test]
 fn a_client_killed_mid_call_does_not_disturb_the_others() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let q = m.queue::<i32>(0).unwrap();
         let ns = m.namespace().unwrap();
         let mut child = Process::new(blocked_getter, (q.clone(), ns.clone()));
         child.start().unwrap();
-        assert!(eventually(|| ns.has("ready").unwrap()));
+        assert!(eventually(LONG, || ns.has("ready").unwrap()));
         thread::sleep(Duration::from_millis(200));
         child.kill().unwrap();
         let _ = child.join_timeout(LONG);
@@ -148,7 +122,7 @@ fn a_client_killed_mid_call_does_not_disturb_the_others() {
 
 #[test]
 fn a_client_that_dies_without_cleaning_up_leaks_nothing() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let lock = m.lock().unwrap();
         let before = m.object_count().unwrap();
@@ -169,7 +143,7 @@ fn a_client_that_dies_without_cleaning_up_leaks_nothing() {
         child.kill().unwrap();
         let _ = child.join_timeout(LONG);
         // Its objects are freed and its lock released.
-        assert!(eventually(|| m.object_count().unwrap() == before));
+        assert!(eventually(LONG, || m.object_count().unwrap() == before));
         assert!(lock.acquire_timeout(LONG).unwrap());
         lock.release().unwrap();
         still_serving(&m);
@@ -178,7 +152,7 @@ fn a_client_that_dies_without_cleaning_up_leaks_nothing() {
 
 #[test]
 fn a_wrong_authkey_is_refused_and_the_server_goes_on() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         let res = Manager::connect(m.address(), Some(b"not the key"));
         assert!(matches!(
@@ -230,7 +204,7 @@ fn server_hangs_up(conn: &Connection) {
 
 #[test]
 fn garbage_requests_close_the_connection_and_the_server_goes_on() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = Manager::start().unwrap();
         // Garbage instead of Hello.
         let (conn, mut s) = raw(&m);
@@ -265,7 +239,7 @@ fn garbage_requests_close_the_connection_and_the_server_goes_on() {
 
 #[test]
 fn oversize_and_truncated_requests_close_the_connection() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let m = ManagerBuilder::new().max_request(1024).start().unwrap();
         // An announced length over the cap: refused before reading it.
         let (conn, mut s) = raw(&m);
@@ -296,13 +270,13 @@ fn oversize_and_truncated_requests_close_the_connection() {
         list.append(&"small".into()).unwrap();
         assert_eq!(list.len().unwrap(), 1);
         still_serving(&m);
-        assert!(eventually(|| m.object_count().unwrap() == 1));
+        assert!(eventually(LONG, || m.object_count().unwrap() == 1));
     });
 }
 
 #[test]
 fn a_server_started_again_at_the_same_address_gets_fresh_sessions() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let path =
             std::env::temp_dir().join(format!("multiproc-restart-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);

@@ -2,33 +2,20 @@
 //! independently (this test binary re-executed with a role in the
 //! environment), over TCP and over a Unix socket path, with an authkey.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::watchdog;
 use multiproc::manager::ManagerBuilder;
 use multiproc::{ConnectError, Manager, ManagerError};
 
 const KEY: &[u8] = b"remote manager key";
 const ROLE: &str = "MULTIPROC_MANAGER_REMOTE_ROLE";
 const ADDRESS: &str = "MULTIPROC_MANAGER_REMOTE_ADDRESS";
-
-fn watchdog<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let body = thread::spawn(move || {
-        let out = f();
-        let _ = tx.send(());
-        out
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => body
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test did not finish within {secs} s"),
-    }
-}
 
 /// Runs only when this binary is re-executed with a role: the server, or a
 /// client. Otherwise it does nothing.
@@ -167,7 +154,7 @@ fn a_remote_manager_over_tcp() {
     if std::env::var(ROLE).is_ok() {
         return;
     }
-    watchdog(90, || remote_round("127.0.0.1:0"));
+    watchdog(Duration::from_secs(90), || remote_round("127.0.0.1:0"));
 }
 
 #[test]
@@ -177,5 +164,7 @@ fn a_remote_manager_over_a_unix_path() {
     }
     let path = std::env::temp_dir().join(format!("multiproc-remote-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    watchdog(90, move || remote_round(path.to_str().unwrap()));
+    watchdog(Duration::from_secs(90), move || {
+        remote_round(path.to_str().unwrap())
+    });
 }

@@ -4,25 +4,13 @@
 //! (FIFO order, maxsize, timeouts, JoinableQueue accounting, the child
 //! that puts and exits before anyone reads), rewritten for this crate.
 
+mod common;
+
 use std::collections::HashSet;
-use std::sync::mpsc;
 use std::time::Duration;
 
+use common::watchdog;
 use multiproc::*;
-
-/// Runs `f` on a thread and fails the test if it does not finish within
-/// `secs` seconds.
-fn watchdog<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(Ok(r)) => r,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("watchdog: test did not finish within {secs} s"),
-    }
-}
 
 /// What an idle queue may hold after a backlog of `backlog` bytes: its
 /// ring, the segment its consumers stand in, the header and bitmap pages (two bitmaps),
@@ -46,7 +34,7 @@ fn pattern(n: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn fifo_order_qsize_and_empty() {
-    watchdog(30, || {
+    watchdog(Duration::from_secs(30), || {
         let q: Queue<(u32, String)> = Queue::new().unwrap();
         assert!(q.empty());
         assert_eq!(q.maxsize(), 0);
@@ -69,7 +57,7 @@ fn fifo_order_qsize_and_empty() {
 
 #[test]
 fn bounded_queue_hands_values_back_and_blocks() {
-    watchdog(30, || {
+    watchdog(Duration::from_secs(30), || {
         let q: Queue<String> = Queue::with_maxsize(2).unwrap();
         q.put("a".into()).unwrap();
         q.put_nowait("b".into()).unwrap();
@@ -97,7 +85,7 @@ fn bounded_queue_hands_values_back_and_blocks() {
 
 #[test]
 fn many_threads_each_message_once() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let q: Queue<u64> = Queue::builder().maxsize(64).build().unwrap();
         const PRODUCERS: u64 = 4;
         const PER: u64 = 20_000;
@@ -144,7 +132,7 @@ fn many_threads_each_message_once() {
 
 #[test]
 fn per_producer_order_is_kept_for_one_consumer() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let q: Queue<(u8, u32)> = Queue::new().unwrap();
         let producers: Vec<_> = (0..3u8)
             .map(|p| {
@@ -170,7 +158,7 @@ fn per_producer_order_is_kept_for_one_consumer() {
 
 #[test]
 fn messages_larger_than_the_ring() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         // A 128 KiB ring: these messages straddle many segments, spill into
         // cold ones, and must come back intact.
         let q: Queue<String> = Queue::builder().ring_size(128 << 10).build().unwrap();
@@ -221,7 +209,7 @@ fn messages_larger_than_the_ring() {
 
 #[test]
 fn message_larger_than_capacity_is_refused() {
-    watchdog(30, || {
+    watchdog(Duration::from_secs(30), || {
         let q: Queue<()> = Queue::builder()
             .ring_size(128 << 10)
             .capacity(1 << 20)
@@ -253,7 +241,7 @@ fn message_larger_than_capacity_is_refused() {
 
 #[test]
 fn close_and_bad_values() {
-    watchdog(30, || {
+    watchdog(Duration::from_secs(30), || {
         let q: Queue<Connection> = Queue::new().unwrap();
         let (a, _b) = pipe(true).unwrap();
         // Handles cannot travel through a queue; the value comes back.
@@ -280,7 +268,7 @@ fn close_and_bad_values() {
 
 #[test]
 fn get_bytes_with_reads_in_place_and_keeps_message_on_panic() {
-    watchdog(30, || {
+    watchdog(Duration::from_secs(30), || {
         let q: Queue<()> = Queue::new().unwrap();
         q.put_bytes(b"first").unwrap();
         q.put_bytes(b"second").unwrap();
@@ -302,7 +290,7 @@ fn get_bytes_with_reads_in_place_and_keeps_message_on_panic() {
 
 #[test]
 fn idle_queue_costs_at_most_its_ring() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let ring = 256 << 10;
         let q: Queue<()> = Queue::builder().ring_size(ring).build().unwrap();
         let fresh = q.memory_usage().unwrap();
@@ -356,7 +344,7 @@ fn child_echo(args: (Queue<u64>, Queue<u64>)) -> u64 {
 
 #[test]
 fn spawn_child_puts_parent_gets() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let q = Queue::new().unwrap();
         let mut p = Process::new(child_put_hello, q.clone());
         p.start().unwrap();
@@ -370,7 +358,7 @@ fn spawn_child_puts_parent_gets() {
 
 #[test]
 fn spawn_child_round_trips() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let input: Queue<u64> = Queue::with_maxsize(8).unwrap();
         let output: Queue<u64> = Queue::new().unwrap();
         let mut p = Process::new(child_echo, (input.clone(), output.clone()));
@@ -397,7 +385,7 @@ fn child_put_10_mib(q: Queue<()>) -> usize {
 
 #[test]
 fn child_puts_10_mib_and_is_joined_before_anyone_reads() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let q: Queue<()> = Queue::new().unwrap();
         let mut p = Process::new(child_put_10_mib, q.clone());
         p.start().unwrap();
@@ -421,7 +409,7 @@ fn send_queue_over_connection(conn: Connection) -> String {
 
 #[test]
 fn queue_handle_travels_inside_a_message() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let (a, b) = pipe(true).unwrap();
         let mut p = Process::new(send_queue_over_connection, b);
         p.start().unwrap();
@@ -469,7 +457,7 @@ fn fork_scenario(q: Queue<u32>) -> u64 {
 
 #[test]
 fn fork_start_method_from_a_single_threaded_child() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let q: Queue<u32> = Queue::new().unwrap();
         let mut p = Process::new(fork_scenario, q.clone());
         p.start().unwrap();
@@ -497,7 +485,7 @@ fn process_producer(args: (Queue<u64>, u64, u64)) {
 
 #[test]
 fn processes_many_producers_many_consumers() {
-    watchdog(90, || {
+    watchdog(Duration::from_secs(90), || {
         let q: Queue<u64> = Queue::with_maxsize(100).unwrap();
         let mut consumers: Vec<_> = (0..3)
             .map(|_| {
@@ -538,7 +526,7 @@ fn processes_many_producers_many_consumers() {
 
 #[test]
 fn unbounded_gigabyte_without_consumer() {
-    watchdog(120, || {
+    watchdog(Duration::from_secs(120), || {
         let q: Queue<()> = Queue::new().unwrap();
         const N: u64 = 1024;
         let mut msg = vec![0u8; 1 << 20];
@@ -577,7 +565,7 @@ fn joinable_worker(q: JoinableQueue<u32>) -> u32 {
 
 #[test]
 fn joinable_queue_join_waits_for_task_done() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let q: JoinableQueue<u32> = JoinableQueue::new().unwrap();
         // Nothing put: join returns at once, task_done is an error.
         q.join();
@@ -619,7 +607,7 @@ fn simple_child(q: SimpleQueue<Vec<String>>) {
 
 #[test]
 fn simple_queue_between_processes() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let q: SimpleQueue<Vec<String>> = SimpleQueue::new().unwrap();
         assert!(q.empty());
         let mut p = Process::new(simple_child, q.clone());

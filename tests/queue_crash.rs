@@ -7,24 +7,14 @@
 //! `MULTIPROC_QUEUE_STRESS_SECS` for a longer run and
 //! `MULTIPROC_QUEUE_STRESS_SEED` to replay a seed.
 
+mod common;
+
 use std::collections::HashMap;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::watchdog;
 use multiproc::*;
 use serde::{Serialize, Serializer};
-
-fn watchdog<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(Ok(r)) => r,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("watchdog: test did not finish within {secs} s"),
-    }
-}
 
 /// Ends this process at once with SIGKILL, as an outside killer would.
 fn die_now() -> ! {
@@ -70,7 +60,7 @@ fn consumer_dies_holding_message(q: Queue<()>) {
 
 #[test]
 fn consumer_killed_inside_get_does_not_consume() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let q: Queue<()> = Queue::builder().ring_size(128 << 10).build().unwrap();
         // A small message, one that straddles segments, one larger than the
         // ring.
@@ -161,7 +151,7 @@ fn reinterpret<A, B>(q: Queue<A>) -> Queue<B> {
 
 #[test]
 fn producer_killed_inside_put_leaves_nothing_behind() {
-    watchdog(90, || {
+    watchdog(Duration::from_secs(90), || {
         let q: Queue<()> = Queue::builder().ring_size(128 << 10).build().unwrap();
         q.put_bytes(b"before").unwrap();
         // Die after writing nothing, a few bytes, exactly up to a segment
@@ -536,7 +526,7 @@ fn stress_seed() -> u64 {
 #[test]
 fn random_kills_unbounded_queue() {
     let secs = stress_secs(20.0);
-    watchdog(secs as u64 + 120, move || {
+    watchdog(Duration::from_secs(secs as u64 + 120), move || {
         // A small ring and capacity: backlogs spill into cold segments and
         // reach the capacity, so every path is taken under fire.
         let sizes = (256 << 10, 64 << 20);
@@ -552,7 +542,7 @@ fn random_kills_unbounded_queue() {
 #[test]
 fn random_kills_bounded_queue() {
     let secs = stress_secs(20.0) / 2.0;
-    watchdog(secs as u64 + 120, move || {
+    watchdog(Duration::from_secs(secs as u64 + 120), move || {
         let sizes = (128 << 10, 32 << 20);
         let q = Queue::builder()
             .maxsize(16)

@@ -5,74 +5,16 @@
 //! tests on threads, so each fork scenario runs inside a spawned child,
 //! which is single-threaded, and forks from there.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
-use std::sync::mpsc;
 use std::time::Duration;
 
+use common::{LONG, both, ensure, join, start, watchdog};
 use multiproc::*;
-
-const LONG: Duration = Duration::from_secs(30);
-
-/// Runs `f` on a thread; fails the test if it has not finished after
-/// `secs` seconds.
-fn watchdog<F: FnOnce() + Send + 'static>(secs: u64, f: F) {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("watchdog: no result after {secs} s"),
-    }
-}
-
-fn method(fork: bool) -> StartMethod {
-    if fork {
-        StartMethod::Fork
-    } else {
-        StartMethod::Spawn
-    }
-}
-
-/// Runs `scenario(false)` here (children spawned) and `scenario(true)`
-/// inside a spawned child (children forked), under a watchdog.
-fn both(scenario: fn(bool) -> Result<(), String>) {
-    watchdog(120, move || {
-        scenario(false).unwrap_or_else(|e| panic!("spawn: {e}"));
-        let mut p = Process::new(scenario, true).start_method(StartMethod::Spawn);
-        p.start().unwrap();
-        p.join_timeout(Duration::from_secs(100))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("fork: {e}"));
-    });
-}
-
-fn ensure(cond: bool, what: impl Into<String>) -> Result<(), String> {
-    if cond { Ok(()) } else { Err(what.into()) }
-}
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
-}
-
-fn start<A, R>(f: fn(A) -> R, args: A, fork: bool) -> Result<Process<R>, String>
-where
-    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-    R: serde::Serialize + serde::de::DeserializeOwned,
-{
-    let mut p = Process::new(f, args).start_method(method(fork));
-    p.start().map_err(err)?;
-    Ok(p)
-}
-
-fn join<R: serde::de::DeserializeOwned>(p: &mut Process<R>) -> Result<R, String> {
-    p.join_timeout(LONG).map_err(err)
 }
 
 fn unique(tag: &str) -> String {
@@ -192,7 +134,7 @@ fn move_particles(a: Array<Particle>) {
 
 #[test]
 fn arrays_of_structs_and_errors() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let ps: Vec<Particle> = (0..5)
             .map(|i| Particle {
                 pos: [i as f32, 0.0, 0.0],
@@ -241,7 +183,7 @@ fn arrays_of_structs_and_errors() {
 
 #[test]
 fn whole_slice_sum_under_one_lock() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let n = 1_000_000;
         let a = Array::<f64>::new(n).unwrap();
         {
@@ -424,7 +366,7 @@ fn crashed_creators_segments_are_reclaimed() {
 #[test]
 fn foreign_segments_are_attached_but_never_reclaimed() {
     let _one_at_a_time = serial();
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let name = unique("foreign");
         std::fs::write(format!("/dev/shm/{name}"), [5u8; 100]).unwrap();
         let shm = SharedMemory::attach(&name).unwrap();
@@ -444,7 +386,7 @@ fn foreign_segments_are_attached_but_never_reclaimed() {
 #[test]
 fn shared_memory_bad_input() {
     let _one_at_a_time = serial();
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         for bad in ["", "/", "a/b", "..", &"x".repeat(300)] {
             assert!(
                 matches!(SharedMemory::create(bad, 8), Err(ShmError::InvalidName(_))),

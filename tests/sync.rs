@@ -5,71 +5,12 @@
 //! tests on threads, so each fork scenario runs inside a spawned child,
 //! which is single-threaded, and forks from there.
 
-use std::sync::mpsc;
+mod common;
+
 use std::time::Duration;
 
+use common::{LONG, both, ensure, join, start, watchdog};
 use multiproc::*;
-
-const LONG: Duration = Duration::from_secs(30);
-
-/// Runs `f` on a thread; fails the test if it has not finished after
-/// `secs` seconds.
-fn watchdog<F: FnOnce() + Send + 'static>(secs: u64, f: F) {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            // The body panicked: re-raise its panic.
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("watchdog: no result after {secs} s"),
-    }
-}
-
-fn method(fork: bool) -> StartMethod {
-    if fork {
-        StartMethod::Fork
-    } else {
-        StartMethod::Spawn
-    }
-}
-
-/// Runs `scenario(false)` here (children spawned) and `scenario(true)`
-/// inside a spawned child (children forked), under a watchdog.
-fn both(scenario: fn(bool) -> Result<(), String>) {
-    watchdog(120, move || {
-        scenario(false).unwrap_or_else(|e| panic!("spawn: {e}"));
-        let mut p = Process::new(scenario, true).start_method(StartMethod::Spawn);
-        p.start().unwrap();
-        p.join_timeout(Duration::from_secs(100))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("fork: {e}"));
-    });
-}
-
-fn ensure(cond: bool, what: impl Into<String>) -> Result<(), String> {
-    if cond { Ok(()) } else { Err(what.into()) }
-}
-
-fn start<A, R>(f: fn(A) -> R, args: A, fork: bool) -> Result<Process<R>, String>
-where
-    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
-    R: serde::Serialize + serde::de::DeserializeOwned,
-{
-    let mut p = Process::new(f, args).start_method(method(fork));
-    p.start().map_err(|e| e.to_string())?;
-    Ok(p)
-}
-
-fn join<R: serde::de::DeserializeOwned>(p: &mut Process<R>) -> Result<R, String> {
-    p.join_timeout(LONG).map_err(|e| e.to_string())
-}
 
 fn sleep_forever() -> ! {
     loop {
@@ -264,7 +205,7 @@ fn hold_array((a, ev): (Array<u8>, Event)) {
 
 #[test]
 fn array_lock_holder_killed_reports_owner_died() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let a = Array::<u8>::new(4).unwrap();
         let ev = Event::new().unwrap();
         let p = start(hold_array, (a.clone(), ev.clone()), false).unwrap();
@@ -281,7 +222,7 @@ fn array_lock_holder_killed_reports_owner_died() {
 
 #[test]
 fn thread_exiting_with_the_lock_reports_owner_died() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let lock = Lock::new().unwrap();
         let l2 = lock.clone();
         std::thread::spawn(move || {
@@ -296,7 +237,7 @@ fn thread_exiting_with_the_lock_reports_owner_died() {
 
 #[test]
 fn relocking_a_lock_is_an_error_not_a_hang() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let lock = Lock::new().unwrap();
         let _g = lock.acquire().unwrap();
         assert!(matches!(lock.acquire(), Err(LockError::WouldDeadlock)));
@@ -309,7 +250,7 @@ fn relocking_a_lock_is_an_error_not_a_hang() {
 
 #[test]
 fn rlock_recursion_and_threads() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let lock = RLock::new().unwrap();
         let a = lock.acquire().unwrap();
         let b = lock.try_acquire().unwrap();
@@ -377,7 +318,7 @@ fn release_later(sem: BoundedSemaphore) {
 
 #[test]
 fn semaphore_wakes_and_times_out() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let sem = BoundedSemaphore::new(1).unwrap();
         assert_eq!(
             sem.release(),
@@ -467,7 +408,7 @@ fn condition_wakes_a_waiter_in_another_process() {
 
 #[test]
 fn condition_over_rlock_restores_depth_and_times_out() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let lock = RLock::new().unwrap();
         let cond = Condition::with_lock(lock.clone()).unwrap();
         let outer = lock.acquire().unwrap();
@@ -500,7 +441,7 @@ fn grab_and_die((cond, ev): (Condition, Event)) {
 
 #[test]
 fn condition_waiter_recovers_lock_of_killed_notifier() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let cond = Condition::new().unwrap();
         let ev = Event::new().unwrap();
         let mut g = cond.acquire().unwrap();
@@ -618,7 +559,7 @@ fn barrier_broken_by_killed_party() {
 
 #[test]
 fn barrier_timeout_abort_and_reset() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let b = Barrier::new(2).unwrap();
         let mut p = start(wait_at_barrier, b.clone(), false).unwrap();
         // Let the child arrive, then time out here? No: with two parties our
@@ -649,7 +590,7 @@ fn barrier_timeout_abort_and_reset() {
 
 #[test]
 fn handles_refuse_another_type() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let (a, b) = pipe(true).unwrap();
         a.send(&Value::new(5u32).unwrap()).unwrap();
         let r = b.recv::<Value<i64>>();
@@ -684,7 +625,7 @@ fn leak_a_guard(_: ()) -> bool {
 fn leaked_guard_keeps_its_memory_mapped() {
     // In a child of its own, where no other test's mappings can fill the
     // hole an unmapped lock would leave: a fault there kills the child.
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let mut p = start(leak_a_guard, (), false).unwrap();
         let r = p.join_timeout(LONG);
         assert!(matches!(r, Ok(true)), "{r:?}");
@@ -698,7 +639,7 @@ fn wait_on_semaphore((sem, ev): (Semaphore, Event)) {
 
 #[test]
 fn killed_semaphore_waiter_takes_nothing() {
-    watchdog(60, || {
+    watchdog(Duration::from_secs(60), || {
         let sem = Semaphore::new(0).unwrap();
         let ev = Event::new().unwrap();
         let mut p = start(wait_on_semaphore, (sem.clone(), ev.clone()), false).unwrap();

@@ -44,7 +44,7 @@
 //! is not bound by round trips and a slow worker cannot deadlock the pool.
 //! Work functions are plain `fn(A) -> R`; a worker finds them in its copy of
 //! the executable by their distance from a fixed function, as
-//! [`Process`](crate::Process) targets.
+//! [`Process`] targets.
 //!
 //! The pool has no thread that must be alive for waits to finish: whoever
 //! waits on it (a `get`, `map`, iteration of an [`Imap`], `join`) drives it

@@ -78,7 +78,7 @@
 //! | `done` | `task_done` | CAS | tasks finished (`JoinableQueue`) | SeqCst CAS |
 //! | events | waiters / notifiers | none | see `wait.rs` | SeqCst |
 //!
-//! The robust mutexes are glibc's (`sys::robust`); their own words are
+//! The robust mutexes are glibc's (`sys::robust_mutex`); their own words are
 //! theirs.
 //!
 //! # Crash recovery
@@ -109,7 +109,7 @@ use std::time::Instant;
 use super::wait::{Event, Spin, spin_allowed};
 use crate::codec::SharedFd;
 use crate::sys;
-use crate::sys::robust::{Acquired, RobustMutex};
+use crate::sys::robust_mutex::{LockFailed, Locked, RobustMutex};
 
 /// log2 of the segment size.
 const SEG_SHIFT: u32 = 16;
@@ -304,27 +304,26 @@ impl Drop for Guard<'_> {
 }
 
 fn acquire(m: &RobustMutex, deadline: Option<Instant>) -> io::Result<Option<(Guard<'_>, bool)>> {
-    let got = |a: Acquired| Some((Guard(m), a == Acquired::OwnerDied));
-    if let Some(a) = m.try_lock()? {
-        return Ok(got(a));
+    // `Ok(None)`: not acquired in time; any other failure is an error.
+    let got = |r: Result<Locked, LockFailed>| match r {
+        Ok(how) => Ok(Some((Guard(m), how == Locked::OwnerDied))),
+        Err(LockFailed::Timeout) => Ok(None),
+        Err(e) => Err(e.into()),
+    };
+    if let Some(g) = got(m.try_lock())? {
+        return Ok(Some(g));
     }
     if spin_allowed() {
         for _ in 0..200 {
             for _ in 0..32 {
                 std::hint::spin_loop();
             }
-            if let Some(a) = m.try_lock()? {
-                return Ok(got(a));
+            if let Some(g) = got(m.try_lock())? {
+                return Ok(Some(g));
             }
         }
     }
-    match deadline {
-        None => Ok(got(m.lock()?)),
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            Ok(m.lock_timeout(left)?.and_then(got))
-        }
-    }
+    got(m.lock(deadline.map(|d| d.saturating_duration_since(Instant::now()))))
 }
 
 impl Ring {

@@ -46,6 +46,72 @@ fn check_index(index: usize, len: usize) -> Result<(), IndexError> {
     }
 }
 
+/// Implements the atomic element operations (which never take a lock) for
+/// an array type with `len` and `ptr()`.
+macro_rules! element_atomics {
+    ($(#[$doc:meta])* $array:ident) => {
+        $(#[$doc])*
+        impl<T: PlainAtomic> $array<T> {
+            fn at(&self, index: usize) -> Result<*mut T, IndexError> {
+                check_index(index, self.len)?;
+                // SAFETY: `index < len`, so the element is inside the data area.
+                Ok(unsafe { self.ptr().add(index) })
+            }
+
+            /// Reads element `index` atomically.
+            pub fn load(&self, index: usize) -> Result<T, IndexError> {
+                let p = self.at(index)?;
+                // SAFETY: an aligned element in mapped memory.
+                Ok(unsafe { T::atomic_load(p) })
+            }
+
+            /// Writes element `index` atomically.
+            pub fn store(&self, index: usize, value: T) -> Result<(), IndexError> {
+                let p = self.at(index)?;
+                // SAFETY: as in `load`.
+                unsafe { T::atomic_store(p, value) };
+                Ok(())
+            }
+
+            /// Adds to element `index` atomically (wrapping); returns the old
+            /// value.
+            pub fn fetch_add(&self, index: usize, delta: T) -> Result<T, IndexError> {
+                let p = self.at(index)?;
+                // SAFETY: as in `load`.
+                Ok(unsafe { T::atomic_fetch_add(p, delta) })
+            }
+
+            /// Subtracts from element `index` atomically (wrapping); returns the
+            /// old value.
+            pub fn fetch_sub(&self, index: usize, delta: T) -> Result<T, IndexError> {
+                let p = self.at(index)?;
+                // SAFETY: as in `load`.
+                Ok(unsafe { T::atomic_fetch_sub(p, delta) })
+            }
+
+            /// Replaces element `index` atomically; returns the old value.
+            pub fn swap(&self, index: usize, value: T) -> Result<T, IndexError> {
+                let p = self.at(index)?;
+                // SAFETY: as in `load`.
+                Ok(unsafe { T::atomic_swap(p, value) })
+            }
+
+            /// Stores `new` in element `index` if it holds `current`; the inner
+            /// result is the previous value, `Ok` if it was `current`.
+            pub fn compare_exchange(
+                &self,
+                index: usize,
+                current: T,
+                new: T,
+            ) -> Result<Result<T, T>, IndexError> {
+                let p = self.at(index)?;
+                // SAFETY: as in `load`.
+                Ok(unsafe { T::atomic_compare_exchange(p, current, new) })
+            }
+        }
+    };
+}
+
 /// A fixed-length array of plain `T` in shared memory, with a robust lock
 /// (Python's `multiprocessing.Array`).
 ///
@@ -197,65 +263,10 @@ impl<T: Plain> Array<T> {
     }
 }
 
-/// Atomic element operations; they do not take the lock.
-impl<T: PlainAtomic> Array<T> {
-    fn at(&self, index: usize) -> Result<*mut T, IndexError> {
-        check_index(index, self.len)?;
-        // SAFETY: `index < len`, so the element is inside the data area.
-        Ok(unsafe { self.ptr().add(index) })
-    }
-
-    /// Reads element `index` atomically.
-    pub fn load(&self, index: usize) -> Result<T, IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: an aligned element in mapped memory.
-        Ok(unsafe { T::atomic_load(p) })
-    }
-
-    /// Writes element `index` atomically.
-    pub fn store(&self, index: usize, value: T) -> Result<(), IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_store(p, value) };
-        Ok(())
-    }
-
-    /// Adds to element `index` atomically (wrapping); returns the old
-    /// value.
-    pub fn fetch_add(&self, index: usize, delta: T) -> Result<T, IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: as in `load`.
-        Ok(unsafe { T::atomic_fetch_add(p, delta) })
-    }
-
-    /// Subtracts from element `index` atomically (wrapping); returns the
-    /// old value.
-    pub fn fetch_sub(&self, index: usize, delta: T) -> Result<T, IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: as in `load`.
-        Ok(unsafe { T::atomic_fetch_sub(p, delta) })
-    }
-
-    /// Replaces element `index` atomically; returns the old value.
-    pub fn swap(&self, index: usize, value: T) -> Result<T, IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: as in `load`.
-        Ok(unsafe { T::atomic_swap(p, value) })
-    }
-
-    /// Stores `new` in element `index` if it holds `current`; the inner
-    /// result is the previous value, `Ok` if it was `current`.
-    pub fn compare_exchange(
-        &self,
-        index: usize,
-        current: T,
-        new: T,
-    ) -> Result<Result<T, T>, IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: as in `load`.
-        Ok(unsafe { T::atomic_compare_exchange(p, current, new) })
-    }
-}
+element_atomics!(
+    /// Atomic element operations; they do not take the lock.
+    Array
+);
 
 impl<T: Plain> Clone for Array<T> {
     fn clone(&self) -> Self {
@@ -468,65 +479,10 @@ impl<T: Plain> RawArray<T> {
     }
 }
 
-/// Atomic element operations.
-impl<T: PlainAtomic> RawArray<T> {
-    fn at(&self, index: usize) -> Result<*mut T, IndexError> {
-        check_index(index, self.len)?;
-        // SAFETY: `index < len`, so the element is inside the data area.
-        Ok(unsafe { self.ptr().add(index) })
-    }
-
-    /// Reads element `index` atomically.
-    pub fn load(&self, index: usize) -> Result<T, IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: an aligned element in mapped memory.
-        Ok(unsafe { T::atomic_load(p) })
-    }
-
-    /// Writes element `index` atomically.
-    pub fn store(&self, index: usize, value: T) -> Result<(), IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_store(p, value) };
-        Ok(())
-    }
-
-    /// Adds to element `index` atomically (wrapping); returns the old
-    /// value.
-    pub fn fetch_add(&self, index: usize, delta: T) -> Result<T, IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: as in `load`.
-        Ok(unsafe { T::atomic_fetch_add(p, delta) })
-    }
-
-    /// Subtracts from element `index` atomically (wrapping); returns the
-    /// old value.
-    pub fn fetch_sub(&self, index: usize, delta: T) -> Result<T, IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: as in `load`.
-        Ok(unsafe { T::atomic_fetch_sub(p, delta) })
-    }
-
-    /// Replaces element `index` atomically; returns the old value.
-    pub fn swap(&self, index: usize, value: T) -> Result<T, IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: as in `load`.
-        Ok(unsafe { T::atomic_swap(p, value) })
-    }
-
-    /// Stores `new` in element `index` if it holds `current`; the inner
-    /// result is the previous value, `Ok` if it was `current`.
-    pub fn compare_exchange(
-        &self,
-        index: usize,
-        current: T,
-        new: T,
-    ) -> Result<Result<T, T>, IndexError> {
-        let p = self.at(index)?;
-        // SAFETY: as in `load`.
-        Ok(unsafe { T::atomic_compare_exchange(p, current, new) })
-    }
-}
+element_atomics!(
+    /// Atomic element operations.
+    RawArray
+);
 
 impl<T: Plain> Clone for RawArray<T> {
     fn clone(&self) -> Self {

@@ -22,6 +22,53 @@ use crate::sync::LockError;
 use crate::sync::mutex::{MutexSegment, map_result};
 use crate::sync::raw_mutex::RawRobustMutex;
 
+/// Implements the atomic operations (which never take a lock) for a value
+/// type with `ptr()`. `$how` ends the first sentence of `load` and
+/// `store`, `$counter` follows `fetch_add`'s.
+macro_rules! value_atomics {
+    ($value:ident, $how:literal, $counter:literal) => {
+        impl<T: PlainAtomic> $value<T> {
+            #[doc = concat!("Reads the value atomically", $how, ".")]
+            pub fn load(&self) -> T {
+                // SAFETY: the data is an aligned `T` in mapped memory,
+                // accessed atomically by every atomic operation.
+                unsafe { T::atomic_load(self.ptr()) }
+            }
+
+            #[doc = concat!("Writes the value atomically", $how, ".")]
+            pub fn store(&self, value: T) {
+                // SAFETY: as in `load`.
+                unsafe { T::atomic_store(self.ptr(), value) }
+            }
+
+            /// Replaces the value atomically; returns the old one.
+            pub fn swap(&self, value: T) -> T {
+                // SAFETY: as in `load`.
+                unsafe { T::atomic_swap(self.ptr(), value) }
+            }
+
+            #[doc = concat!("Adds atomically (wrapping); returns the old value.", $counter)]
+            pub fn fetch_add(&self, delta: T) -> T {
+                // SAFETY: as in `load`.
+                unsafe { T::atomic_fetch_add(self.ptr(), delta) }
+            }
+
+            /// Subtracts atomically (wrapping); returns the old value.
+            pub fn fetch_sub(&self, delta: T) -> T {
+                // SAFETY: as in `load`.
+                unsafe { T::atomic_fetch_sub(self.ptr(), delta) }
+            }
+
+            /// Stores `new` if the value is `current`; returns the previous value,
+            /// `Ok` if it was `current`.
+            pub fn compare_exchange(&self, current: T, new: T) -> Result<T, T> {
+                // SAFETY: as in `load`.
+                unsafe { T::atomic_compare_exchange(self.ptr(), current, new) }
+            }
+        }
+    };
+}
+
 /// A value of plain type `T` in shared memory, with a robust lock
 /// (Python's `multiprocessing.Value`).
 ///
@@ -133,46 +180,11 @@ impl<T: Plain> Value<T> {
     }
 }
 
-impl<T: PlainAtomic> Value<T> {
-    /// Reads the value atomically, without the lock.
-    pub fn load(&self) -> T {
-        // SAFETY: the data is an aligned `T` in mapped memory, accessed
-        // atomically by every atomic operation.
-        unsafe { T::atomic_load(self.ptr()) }
-    }
-
-    /// Writes the value atomically, without the lock.
-    pub fn store(&self, value: T) {
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_store(self.ptr(), value) }
-    }
-
-    /// Replaces the value atomically; returns the old one.
-    pub fn swap(&self, value: T) -> T {
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_swap(self.ptr(), value) }
-    }
-
-    /// Adds atomically (wrapping); returns the old value. A counter
-    /// incremented this way from several processes loses nothing.
-    pub fn fetch_add(&self, delta: T) -> T {
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_fetch_add(self.ptr(), delta) }
-    }
-
-    /// Subtracts atomically (wrapping); returns the old value.
-    pub fn fetch_sub(&self, delta: T) -> T {
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_fetch_sub(self.ptr(), delta) }
-    }
-
-    /// Stores `new` if the value is `current`; returns the previous value,
-    /// `Ok` if it was `current`.
-    pub fn compare_exchange(&self, current: T, new: T) -> Result<T, T> {
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_compare_exchange(self.ptr(), current, new) }
-    }
-}
+value_atomics!(
+    Value,
+    ", without the lock",
+    " A counter incremented this way from several processes loses nothing."
+);
 
 impl<T: Plain> Clone for Value<T> {
     fn clone(&self) -> Self {
@@ -303,44 +315,7 @@ impl<T: Plain> RawValue<T> {
     }
 }
 
-impl<T: PlainAtomic> RawValue<T> {
-    /// Reads the value atomically.
-    pub fn load(&self) -> T {
-        // SAFETY: an aligned `T` in mapped memory.
-        unsafe { T::atomic_load(self.ptr()) }
-    }
-
-    /// Writes the value atomically.
-    pub fn store(&self, value: T) {
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_store(self.ptr(), value) }
-    }
-
-    /// Adds atomically (wrapping); returns the old value.
-    pub fn fetch_add(&self, delta: T) -> T {
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_fetch_add(self.ptr(), delta) }
-    }
-
-    /// Subtracts atomically (wrapping); returns the old value.
-    pub fn fetch_sub(&self, delta: T) -> T {
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_fetch_sub(self.ptr(), delta) }
-    }
-
-    /// Replaces the value atomically; returns the old one.
-    pub fn swap(&self, value: T) -> T {
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_swap(self.ptr(), value) }
-    }
-
-    /// Stores `new` if the value is `current`; returns the previous value,
-    /// `Ok` if it was `current`.
-    pub fn compare_exchange(&self, current: T, new: T) -> Result<T, T> {
-        // SAFETY: as in `load`.
-        unsafe { T::atomic_compare_exchange(self.ptr(), current, new) }
-    }
-}
+value_atomics!(RawValue, "", "");
 
 impl<T: Plain> Clone for RawValue<T> {
     fn clone(&self) -> Self {

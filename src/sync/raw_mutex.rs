@@ -177,6 +177,12 @@ impl RawRobustMutex {
         let depth = &self.shared().depth;
         let r = match r {
             Ok(how) => {
+                if how == Locked::OwnerDied {
+                    // The lock stays usable; the caller is told the data
+                    // it guards may be half-updated. It holds the mutex,
+                    // so this cannot fail.
+                    let _ = self.shared().mutex.mark_consistent();
+                }
                 depth.store(1, Ordering::Relaxed);
                 Ok(how)
             }

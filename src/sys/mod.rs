@@ -16,7 +16,6 @@
 //! | [`random`] | bytes from the kernel's cryptographic generator (`getrandom`) |
 //! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts, the affinity mask |
 //! | [`robust_mutex`] | robust, process-shared pthread mutexes (owner death reported to the next locker) |
-//! | [`robust`] | a process-shared robust mutex that reports its owner's death |
 //! | [`liveness`] | whether a process (pid + start time, so pid reuse is caught) still runs |
 //! | [`waitv`] | sleeping on several futex words at once |
 //!
@@ -27,7 +26,6 @@ pub mod liveness;
 pub mod poll;
 pub mod process;
 pub mod random;
-pub mod robust;
 pub mod robust_mutex;
 pub mod shm;
 pub mod socket;

@@ -17,23 +17,7 @@ pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::R
         .iter()
         .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
         .collect();
-    loop {
-        let ts = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                Some(Timespec {
-                    tv_sec: left.as_secs() as i64,
-                    tv_nsec: left.subsec_nanos() as i64,
-                })
-            }
-        };
-        match rustix::event::poll(&mut pfds, ts.as_ref()) {
-            Ok(_) => break,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    poll_until(&mut pfds, deadline)?;
     Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect())
 }
 
@@ -65,20 +49,7 @@ pub fn wait_events(
             PollFd::from_borrowed_fd(i.fd, flags)
         })
         .collect();
-    loop {
-        let ts = deadline.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
-            Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: left.subsec_nanos() as i64,
-            }
-        });
-        match rustix::event::poll(&mut pfds, ts.as_ref()) {
-            Ok(_) => break,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    poll_until(&mut pfds, deadline)?;
     Ok(pfds
         .iter()
         .map(|p| {
@@ -90,4 +61,23 @@ pub fn wait_events(
             )
         })
         .collect())
+}
+
+/// `poll` until something is ready or `deadline` passes (`None`: no
+/// limit), retried on `EINTR`.
+fn poll_until(pfds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<()> {
+    loop {
+        let ts = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: left.subsec_nanos() as i64,
+            }
+        });
+        match rustix::event::poll(pfds, ts.as_ref()) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }

@@ -152,14 +152,6 @@ pub const SIGTERM: i32 = libc::SIGTERM;
 /// `SIGKILL`'s number.
 pub const SIGKILL: i32 = libc::SIGKILL;
 
-/// Sends `sig` to this very process.
-pub fn signal_self(sig: i32) {
-    // SAFETY: kill(2) on our own pid with a valid signal number.
-    unsafe {
-        libc::kill(libc::getpid(), sig);
-    }
-}
-
 /// This process's id.
 pub fn getpid() -> i32 {
     rustix::process::getpid().as_raw_nonzero().get()

@@ -6,7 +6,13 @@
 //! and links every robust mutex the thread holds into it. When a thread
 //! ends for any reason (including `SIGKILL` of its process) the kernel walks
 //! that list, sets `FUTEX_OWNER_DIED` in the futex word of every mutex still
-//! held and wakes one waiter, whose lock call then returns `EOWNERDEAD`.
+//! held and wakes one waiter, whose lock call then returns `EOWNERDEAD`
+//! ([`Locked::OwnerDied`]). The owner is named by its kernel thread id, so
+//! a recycled process id cannot fool it. The new owner repairs what the
+//! dead one left half done, calls [`RobustMutex::mark_consistent`], and
+//! carries on; a mutex unlocked without that becomes unusable
+//! (`ENOTRECOVERABLE`).
+//!
 //! Going through glibc rather than registering a list of our own keeps the
 //! one list per thread that glibc already owns.
 
@@ -17,10 +23,6 @@ use std::time::{Duration, Instant};
 
 use rustix::time::{ClockId, clock_gettime};
 
-/// `FUTEX_WAITERS`: some thread sleeps (or is about to sleep) on the word.
-pub const FUTEX_WAITERS: u32 = 0x8000_0000;
-/// `FUTEX_OWNER_DIED`: set by the kernel when the owner ended holding it.
-pub const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
 /// The owner's thread id in the futex word.
 pub const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 
@@ -41,9 +43,9 @@ unsafe impl Send for RobustMutex {}
 pub enum Locked {
     /// Normally.
     Clean,
-    /// The previous owner ended while holding it. The mutex has already
-    /// been marked consistent again (`pthread_mutex_consistent`), so it
-    /// stays usable; the data it protects may be half-updated.
+    /// The previous owner ended while holding it; the data it protects
+    /// may be half-updated. Repair it, then call
+    /// [`RobustMutex::mark_consistent`] before unlocking.
     OwnerDied,
 }
 
@@ -55,9 +57,20 @@ pub enum LockFailed {
     /// The calling thread already holds it.
     Deadlock,
     /// Any other error: a corrupted mutex, or `ENOTRECOVERABLE` (a holder
-    /// ended and the next one unlocked it without making it consistent,
-    /// which this module never does).
+    /// ended and the next one unlocked it without making it consistent).
     Os(io::Error),
+}
+
+impl From<LockFailed> for io::Error {
+    /// The errno the failed pthread call returned (`ETIMEDOUT`, `EDEADLK`,
+    /// or the error itself).
+    fn from(e: LockFailed) -> io::Error {
+        match e {
+            LockFailed::Timeout => io::Error::from_raw_os_error(libc::ETIMEDOUT),
+            LockFailed::Deadlock => io::Error::from_raw_os_error(libc::EDEADLK),
+            LockFailed::Os(e) => e,
+        }
+    }
 }
 
 impl RobustMutex {
@@ -181,16 +194,20 @@ impl RobustMutex {
     #[cold]
     fn failed(&self, rc: libc::c_int) -> Result<Locked, LockFailed> {
         match rc {
-            libc::EOWNERDEAD => {
-                // SAFETY: EOWNERDEAD means we now hold the mutex, which is
-                // exactly when pthread_mutex_consistent may be called.
-                unsafe { libc::pthread_mutex_consistent(self.raw()) };
-                Ok(Locked::OwnerDied)
-            }
+            libc::EOWNERDEAD => Ok(Locked::OwnerDied),
             libc::ETIMEDOUT => Err(LockFailed::Timeout),
             libc::EDEADLK => Err(LockFailed::Deadlock),
             e => Err(LockFailed::Os(io::Error::from_raw_os_error(e))),
         }
+    }
+
+    /// After [`Locked::OwnerDied`] and repair: makes the mutex usable
+    /// again. Call before `unlock`.
+    pub fn mark_consistent(&self) -> io::Result<()> {
+        // SAFETY: as in `lock`; the calling thread holds the mutex (it was
+        // told `OwnerDied`), which is when pthread_mutex_consistent may be
+        // called.
+        check(unsafe { libc::pthread_mutex_consistent(self.raw()) })
     }
 
     /// Unlocks. Fails with `EPERM` when the calling thread does not hold it.

@@ -60,11 +60,6 @@ impl Mapping {
     pub fn len(&self) -> usize {
         self.len
     }
-
-    /// Whether it is empty (never, by construction).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
 
 impl Drop for Mapping {
@@ -153,11 +148,6 @@ pub fn lock_file(fd: impl AsFd) -> io::Result<()> {
 pub fn file_id(fd: impl AsFd) -> io::Result<(u64, u64)> {
     let st = rustix::fs::fstat(fd)?;
     Ok((st.st_dev, st.st_ino))
-}
-
-/// The permission bits (`st_mode & 0o7777`) of the file behind `fd`.
-pub fn mode(fd: impl AsFd) -> io::Result<u32> {
-    Ok(rustix::fs::fstat(fd)?.st_mode & 0o7777)
 }
 
 /// The names of the named segments in `/dev/shm` (regular files only).

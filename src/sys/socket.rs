@@ -29,28 +29,7 @@ pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Sends some prefix of `bufs`, with `fds` attached to the first byte.
 /// Returns how many bytes went out. Never raises `SIGPIPE`.
 pub fn send(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-    let flags = SendFlags::NOSIGNAL;
-    loop {
-        let res = if fds.is_empty() {
-            rustix::net::sendmsg(fd, bufs, &mut SendAncillaryBuffer::default(), flags)
-        } else {
-            let mut space =
-                vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-            let mut control = SendAncillaryBuffer::new(&mut space);
-            if !control.push(SendAncillaryMessage::ScmRights(fds)) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "too many descriptors in one message",
-                ));
-            }
-            rustix::net::sendmsg(fd, bufs, &mut control, flags)
-        };
-        match res {
-            Ok(n) => return Ok(n),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    sendmsg(fd, bufs, fds, SendFlags::NOSIGNAL)
 }
 
 /// Like [`send`], but never waits: a full socket buffer gives
@@ -60,7 +39,16 @@ pub fn try_send(
     bufs: &[IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
-    let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+    sendmsg(fd, bufs, fds, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)
+}
+
+/// `sendmsg` with `fds` as `SCM_RIGHTS`, retried on `EINTR`.
+fn sendmsg(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+    flags: SendFlags,
+) -> io::Result<usize> {
     loop {
         let res = if fds.is_empty() {
             rustix::net::sendmsg(fd, bufs, &mut SendAncillaryBuffer::default(), flags)
@@ -166,17 +154,6 @@ pub fn shutdown(fd: BorrowedFd<'_>, read: bool, write: bool) -> io::Result<()> {
 /// A second descriptor for the same open file, `O_CLOEXEC`.
 pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
-}
-
-/// Whether `fd` is a Unix-domain socket (so it can carry descriptors).
-pub fn is_unix_socket(fd: BorrowedFd<'_>) -> bool {
-    matches!(rustix::net::getsockname(fd), Ok(addr) if addr.address_family() == AddressFamily::UNIX)
-}
-
-/// Enlarges the kernel's send and receive buffers (best effort).
-pub fn set_buffer_sizes(fd: impl AsFd, bytes: usize) {
-    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&fd, bytes);
-    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&fd, bytes);
 }
 
 /// Disables Nagle's algorithm on a TCP socket (best effort).

@@ -3,7 +3,7 @@
 //! fork start method, which is refused in libtest's multi-threaded process),
 //! and looking at other processes and at descriptors through `/proc`.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::mpsc;
@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 /// Generous bound for one test body or one scenario child.
 pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// Generous bound for one step inside a test (a child's join, a reply).
+pub const LONG: Duration = Duration::from_secs(30);
 
 /// A start method that can travel as a `Process` argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,11 +68,20 @@ where
     A: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned,
 {
+    in_child_within(LIMIT, scenario, args)
+}
+
+/// [`in_child`] with another bound than [`LIMIT`].
+pub fn in_child_within<A, R>(limit: Duration, scenario: fn(A) -> R, args: A) -> R
+where
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned,
+{
     let mut p = Process::new(scenario, args)
         .name("scenario")
         .start_method(StartMethod::Spawn);
     p.start().expect("start the scenario child");
-    match p.join_timeout(LIMIT) {
+    match p.join_timeout(limit) {
         Ok(value) => value,
         Err(JoinError::Timeout(t)) => {
             let _ = p.kill();
@@ -79,6 +91,51 @@ where
         Err(JoinError::Panicked { message }) => panic!("in the scenario child: {message}"),
         Err(e) => panic!("the scenario child failed: {e}"),
     }
+}
+
+// ------------------------------------------- scenarios returning `Result`
+//
+// A scenario `fn(fork: bool) -> Result<(), String>` reports what went wrong
+// instead of panicking, and starts its children with [`start`].
+
+/// The start method for a scenario's `fork` flag.
+pub fn method(fork: bool) -> StartMethod {
+    if fork {
+        StartMethod::Fork
+    } else {
+        StartMethod::Spawn
+    }
+}
+
+/// Runs `scenario(false)` here (children spawned) and `scenario(true)`
+/// inside a spawned child (children forked), under a watchdog.
+pub fn both(scenario: fn(bool) -> Result<(), String>) {
+    watchdog(Duration::from_secs(120), move || {
+        scenario(false).unwrap_or_else(|e| panic!("spawn: {e}"));
+        in_child_within(Duration::from_secs(100), scenario, true)
+            .unwrap_or_else(|e| panic!("fork: {e}"));
+    });
+}
+
+/// `Err(what)` unless `cond`.
+pub fn ensure(cond: bool, what: impl Into<String>) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(what.into()) }
+}
+
+/// Starts `f(args)` with the method for `fork`.
+pub fn start<A, R>(f: fn(A) -> R, args: A, fork: bool) -> Result<Process<R>, String>
+where
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned,
+{
+    let mut p = Process::new(f, args).start_method(method(fork));
+    p.start().map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
+/// Joins `p`, waiting at most [`LONG`].
+pub fn join<R: DeserializeOwned>(p: &mut Process<R>) -> Result<R, String> {
+    p.join_timeout(LONG).map_err(|e| e.to_string())
 }
 
 /// Defines, for each scenario `fn name(Method)`, a module `name` with two
@@ -120,11 +177,11 @@ pub fn is_gone(pid: i32) -> bool {
     }
 }
 
-/// Waits up to `limit` for process `pid` to end; whether it did.
-pub fn wait_gone(pid: i32, limit: Duration) -> bool {
+/// Waits up to `limit` for `f` to hold; whether it did.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        if is_gone(pid) {
+        if f() {
             return true;
         }
         if Instant::now() >= deadline {
@@ -132,6 +189,11 @@ pub fn wait_gone(pid: i32, limit: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Waits up to `limit` for process `pid` to end; whether it did.
+pub fn wait_gone(pid: i32, limit: Duration) -> bool {
+    eventually(limit, || is_gone(pid))
 }
 
 /// The inode numbers of the sockets this process has open
