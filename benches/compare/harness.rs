@@ -24,6 +24,8 @@ pub enum Unit {
     MsgsPerSec,
     /// Payload bytes per second, in 10^9 (higher is better).
     GBPerSec,
+    /// Bytes of memory (lower is better).
+    Bytes,
 }
 
 impl Unit {
@@ -33,13 +35,20 @@ impl Unit {
             Unit::Micros => "us",
             Unit::MsgsPerSec => "msgs/s",
             Unit::GBPerSec => "GB/s",
+            Unit::Bytes => "B",
         }
     }
 
     fn parse(s: &str) -> Option<Unit> {
-        [Unit::Nanos, Unit::Micros, Unit::MsgsPerSec, Unit::GBPerSec]
-            .into_iter()
-            .find(|u| u.label() == s)
+        [
+            Unit::Nanos,
+            Unit::Micros,
+            Unit::MsgsPerSec,
+            Unit::GBPerSec,
+            Unit::Bytes,
+        ]
+        .into_iter()
+        .find(|u| u.label() == s)
     }
 }
 

@@ -92,7 +92,7 @@ fn check_status(status: i32) -> BenchResult<()> {
 
 /// `posix_spawn("/proc/self/exe")` with the environment prepared once,
 /// plus [`EXIT_AT_ONCE`].
-struct RawSpawn {
+pub struct RawSpawn {
     path: CString,
     _env: Vec<CString>,
     argv: [*mut libc::c_char; 2],
@@ -100,7 +100,7 @@ struct RawSpawn {
 }
 
 impl RawSpawn {
-    fn new() -> BenchResult<Self> {
+    pub fn new() -> BenchResult<Self> {
         let path = CString::new("/proc/self/exe")?;
         let mut env: Vec<CString> = std::env::vars_os()
             .filter(|(k, _)| k.as_bytes() != EXIT_AT_ONCE.as_bytes())
@@ -125,6 +125,13 @@ impl RawSpawn {
 
     fn start_join(&self) -> BenchResult<f64> {
         let t0 = Instant::now();
+        let pid = self.start()?;
+        Self::join(pid)?;
+        Ok(micros_per_op(t0, 1))
+    }
+
+    /// Starts a copy of this binary that exits at once; returns its pid.
+    pub fn start(&self) -> BenchResult<i32> {
         let mut pid: libc::pid_t = 0;
         // SAFETY: `path` is NUL-terminated; `argv` and `envp` are
         // NULL-terminated arrays of NUL-terminated strings owned by `self`
@@ -142,7 +149,12 @@ impl RawSpawn {
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc).into());
         }
-        check_status(raw::waitpid(pid)?)?;
-        Ok(micros_per_op(t0, 1))
+        Ok(pid)
+    }
+
+    /// Reaps a child [`start`](Self::start)ed; an error unless it exited
+    /// with status 0.
+    pub fn join(pid: i32) -> BenchResult<()> {
+        check_status(raw::waitpid(pid)?)
     }
 }
