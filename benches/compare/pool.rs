@@ -5,8 +5,8 @@
 //! * `pool.map.chunksize1_100k`: `map_chunked(square, 0..N, 1)`, N = 100k
 //!   (10k in quick mode); ns per task. Raw: every task a frame of one
 //!   `u64` (4-byte big-endian length + payload), answered by a frame with
-//!   its square; tasks dealt to the two workers in turn, up to 16 KiB of
-//!   frames in flight per worker.
+//!   its square; tasks dealt to the two workers in turn, up to 32 frames
+//!   in flight per worker.
 //! * `pool.map.default_100k`: `map(square, 0..N)` (Python's default chunk
 //!   size: about four chunks per worker); ns per task. Raw: the same
 //!   chunks, one frame of `u64`s each.
@@ -38,9 +38,12 @@ use crate::raw::{self, FrameReader, RawChild};
 
 const WORKERS: usize = 2;
 
-/// Bytes of task frames the raw map keeps in flight per worker: far below
-/// a socket's buffer, so that neither side can block the other for good.
+/// Bytes of task frames the raw map keeps in flight per worker, and the
+/// most frames: far below what a socket's buffer holds (which counts
+/// every small write as a buffer of its own, around 1 KiB), so that
+/// neither side can block the other for good.
 const RAW_IN_FLIGHT: usize = 16 << 10;
+const RAW_IN_FLIGHT_FRAMES: usize = 32;
 
 pub fn rows() -> Vec<Row> {
     vec![
@@ -189,7 +192,7 @@ impl RawWorkers {
     /// the workers in turn.
     fn map(&mut self, n: u64, chunk: u64) -> BenchResult<f64> {
         let nchunks = n.div_ceil(chunk);
-        let window = (RAW_IN_FLIGHT / (4 + 8 * chunk as usize)).max(1);
+        let window = (RAW_IN_FLIGHT / (4 + 8 * chunk as usize)).clamp(1, RAW_IN_FLIGHT_FRAMES);
         let mut results = vec![0u64; n as usize];
         let mut pending: Vec<VecDeque<u64>> = vec![VecDeque::new(); self.fds.len()];
         let mut next = 0;
