@@ -14,7 +14,8 @@ Rust side.
 Rows without a Python counterpart (marked `python: false` on the Rust
 side) are not here: `sync.value.fetch_add_2proc`, since Python has no
 lock-free counter on a shared Value (counting from several processes
-takes the lock: `sync.value.locked_inc_2proc`).
+takes the lock: `sync.value.locked_inc_2proc`); `queue.memory.*`, since a
+Python queue's memory is a pipe's buffer in the kernel.
 """
 
 import multiprocessing as mp
@@ -401,6 +402,213 @@ def sync_array_sum_1m():
     return batches(warm, reps, batch), "us"
 
 
+# ---- queues (children forked; startup is not measured) ----
+
+
+def queue_put_n(q, n):
+    for i in range(n):
+        q.put(i)
+
+
+def queue_1p1c_small():
+    """A child puts n ints; messages/s from the first received to the last."""
+    ctx = mp.get_context("fork")
+    warm, reps, n = 0, pick(1, 3), pick(5_000, 200_000)
+
+    def batch():
+        q = ctx.Queue()
+        p = ctx.Process(target=queue_put_n, args=(q, n))
+        p.start()
+        if q.get() != 0:
+            raise RuntimeError("bad first message")
+        t0 = time.perf_counter()
+        for i in range(1, n):
+            if q.get() != i:
+                raise RuntimeError("out of order")
+        secs = time.perf_counter() - t0
+        p.join()
+        return (n - 1) / secs
+
+    return batches(warm, reps, batch), "msgs/s"
+
+
+def queue_produce_after_go(q, ready, go, n):
+    ready.release()
+    go.wait()
+    for i in range(n):
+        q.put(i)
+    q.put(None)
+
+
+def queue_consume_until_stop(q, ready, out):
+    ready.release()
+    count = 0
+    while q.get() is not None:
+        count += 1
+    out.put((count, time.monotonic_ns()))
+
+
+def queue_2p2c_small():
+    """Two producers put n ints each then a sentinel; two consumers get
+    until their first sentinel and stamp the time (CLOCK_MONOTONIC, as on
+    the Rust side); messages/s from the start signal to the last stamp."""
+    ctx = mp.get_context("fork")
+    warm, reps, n = 0, pick(1, 3), pick(5_000, 100_000)
+
+    def batch():
+        q, out = ctx.Queue(), ctx.Queue()
+        ready, go = ctx.Semaphore(0), ctx.Event()
+        consumers = [
+            ctx.Process(target=queue_consume_until_stop, args=(q, ready, out))
+            for _ in range(2)
+        ]
+        producers = [
+            ctx.Process(target=queue_produce_after_go, args=(q, ready, go, n))
+            for _ in range(2)
+        ]
+        for p in consumers + producers:
+            p.start()
+        for _ in range(4):
+            if not ready.acquire(timeout=60):
+                raise RuntimeError("children not ready")
+        t0 = time.monotonic_ns()
+        go.set()
+        got = [out.get() for _ in range(2)]
+        for p in consumers + producers:
+            p.join()
+        total = sum(c for c, _ in got)
+        if total != 2 * n:
+            raise RuntimeError(f"{total} of {2 * n} messages")
+        return total / ((max(t for _, t in got) - t0) / 1e9)
+
+    return batches(warm, reps, batch), "msgs/s"
+
+
+def queue_put_mib(q, n):
+    msg = b"\x5a" * BIG
+    for _ in range(n):
+        q.put(msg)
+
+
+def queue_1mib(maxsize):
+    ctx = mp.get_context("fork")
+    warm, reps, n = 0, pick(1, 3), pick(16, 256)
+
+    def batch():
+        q = ctx.Queue(maxsize)
+        p = ctx.Process(target=queue_put_mib, args=(q, n))
+        p.start()
+        if len(q.get()) != BIG:
+            raise RuntimeError("bad message")
+        t0 = time.perf_counter()
+        for _ in range(n - 1):
+            if len(q.get()) != BIG:
+                raise RuntimeError("bad message")
+        secs = time.perf_counter() - t0
+        p.join()
+        return (n - 1) * BIG / secs / 1e9
+
+    return batches(warm, reps, batch), "GB/s"
+
+
+def queue_throughput_1mib():
+    return queue_1mib(0)
+
+
+def queue_throughput_1mib_maxsize4():
+    return queue_1mib(4)
+
+
+def queue_echo(ping, pong):
+    while True:
+        v = ping.get()
+        pong.put(v)
+        if v is None:
+            return
+
+
+def queue_pingpong():
+    ctx = mp.get_context("fork")
+    ping, pong = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=queue_echo, args=(ping, pong))
+    p.start()
+    warm, reps, n = 1, pick(3, 9), pick(200, 2000)
+
+    def batch():
+        t0 = time.perf_counter()
+        for i in range(n):
+            ping.put(i)
+            if pong.get() != i:
+                raise RuntimeError("bad echo")
+        return (time.perf_counter() - t0) * 1e6 / n
+
+    v = batches(warm, reps, batch)
+    ping.put(None)
+    pong.get()
+    p.join()
+    return v, "us"
+
+
+# ---- pool (Python's default context) ----
+
+
+def square(x):
+    return x * x
+
+
+def pool_map_sizes():
+    return pick(5_000, 100_000)
+
+
+def pool_map_chunksize1_100k():
+    """One run: it takes seconds."""
+    n = pool_map_sizes()
+    with mp.Pool(2) as p:
+        p.map(square, range(1000))
+        t0 = time.perf_counter()
+        p.map(square, range(n), chunksize=1)
+        return (time.perf_counter() - t0) * 1e9 / n, "ns"
+
+
+def pool_map_default_100k():
+    n = pool_map_sizes()
+    with mp.Pool(2) as p:
+        p.map(square, range(1000))
+
+        def batch():
+            t0 = time.perf_counter()
+            p.map(square, range(n))
+            return (time.perf_counter() - t0) * 1e9 / n
+
+        return batches(1, pick(1, 3), batch), "ns"
+
+
+def pool_apply_async_roundtrip():
+    k = pick(200, 1000)
+    with mp.Pool(2) as p:
+        p.map(square, range(1000))
+
+        def batch():
+            t0 = time.perf_counter()
+            for i in range(k):
+                if p.apply_async(square, (i,)).get() != i * i:
+                    raise RuntimeError("bad answer")
+            return (time.perf_counter() - t0) * 1e6 / k
+
+        return batches(1, pick(2, 5), batch), "us"
+
+
+def pool_pool2_start_shutdown():
+    def batch():
+        t0 = time.perf_counter()
+        p = mp.Pool(2)
+        p.close()
+        p.join()
+        return (time.perf_counter() - t0) * 1e6
+
+    return batches(1, pick(2, 5), batch), "us"
+
+
 ROWS = {
     "process.spawn": process_spawn,
     "process.fork": process_fork,
@@ -415,6 +623,15 @@ ROWS = {
     "sync.lock.uncontended": sync_lock_uncontended,
     "sync.event.pingpong": sync_event_pingpong,
     "sync.array.sum_1m": sync_array_sum_1m,
+    "queue.1p1c.small": queue_1p1c_small,
+    "queue.2p2c.small": queue_2p2c_small,
+    "queue.throughput.1mib": queue_throughput_1mib,
+    "queue.throughput.1mib_maxsize4": queue_throughput_1mib_maxsize4,
+    "queue.pingpong": queue_pingpong,
+    "pool.map.chunksize1_100k": pool_map_chunksize1_100k,
+    "pool.map.default_100k": pool_map_default_100k,
+    "pool.apply_async.roundtrip": pool_apply_async_roundtrip,
+    "pool.pool2.start_shutdown": pool_pool2_start_shutdown,
 }
 
 

@@ -28,6 +28,8 @@ pub enum Unit {
     OpsPerSec,
     /// A count, e.g. a shared counter's final value (a correctness figure).
     Count,
+    /// Bytes of memory (lower is better).
+    Bytes,
 }
 
 impl Unit {
@@ -39,6 +41,7 @@ impl Unit {
             Unit::GBPerSec => "GB/s",
             Unit::OpsPerSec => "ops/s",
             Unit::Count => "count",
+            Unit::Bytes => "B",
         }
     }
 
@@ -50,6 +53,7 @@ impl Unit {
             Unit::GBPerSec,
             Unit::OpsPerSec,
             Unit::Count,
+            Unit::Bytes,
         ]
         .into_iter()
         .find(|u| u.label() == s)

@@ -12,7 +12,9 @@
 
 mod harness;
 mod pipe;
+mod pool;
 mod process;
+mod queue;
 mod raw;
 mod sync;
 
@@ -135,20 +137,57 @@ const TARGETS: &[Target] = &[
         against: Against::Python,
         goal: Goal::AtMost(1.0),
     },
+    Target {
+        row: "queue.1p1c.small",
+        against: Against::Python,
+        goal: Goal::AtLeast(50.0),
+    },
+    Target {
+        row: "queue.1p1c.small",
+        against: Against::Raw,
+        goal: Goal::AtLeast(0.4),
+    },
+    Target {
+        row: "queue.2p2c.small",
+        against: Against::Python,
+        goal: Goal::AtLeast(20.0),
+    },
+    Target {
+        row: "queue.throughput.1mib",
+        against: Against::Absolute,
+        goal: Goal::AtLeast(5.0),
+    },
+    Target {
+        row: "queue.pingpong",
+        against: Against::Raw,
+        goal: Goal::AtMost(2.0),
+    },
+    // A time per task: "20x faster than Python" is at most 0.05.
+    Target {
+        row: "pool.map.chunksize1_100k",
+        against: Against::Python,
+        goal: Goal::AtMost(0.05),
+    },
 ];
 
 /// Every row, in the order they run. Process rows come first: the fork
 /// rows need a single-threaded process (the harness never starts a
-/// thread, and neither do the pipe and sync rows, whose raw floors fork
-/// too; a row that starts threads must come after all of them).
+/// thread, and neither do the pipe, sync and queue rows, whose raw floors
+/// fork too; a row that starts threads must come after all of them).
+/// The pool rows start a thread (a spawn pool's driver) and join it before
+/// each of their own raw floors forks; they run last.
 fn rows() -> Vec<Row> {
     let mut rows = process::rows();
     rows.extend(pipe::rows());
     rows.extend(sync::rows());
-    // CSP between OS processes and the Manager fork raw floors; the CSP
-    // thread rows start threads in the bench process, so they come last.
+    rows.extend(queue::rows());
+    // CSP between OS processes and the Manager fork raw floors.
     rows.extend(csp::process_rows());
     rows.extend(manager::rows());
+    // The pool starts (and joins) a driver thread around its raw floors'
+    // forks; the CSP thread rows start threads in the bench process, so
+    // they come last.
+    rows.extend(pool::rows());
     rows.extend(csp::thread_rows());
     rows
 }

@@ -125,6 +125,13 @@ impl RawSpawn {
 
     pub fn start_join(&self) -> BenchResult<f64> {
         let t0 = Instant::now();
+        let pid = self.start()?;
+        Self::join(pid)?;
+        Ok(micros_per_op(t0, 1))
+    }
+
+    /// Starts a copy of this binary that exits at once; returns its pid.
+    pub fn start(&self) -> BenchResult<i32> {
         let mut pid: libc::pid_t = 0;
         // SAFETY: `path` is NUL-terminated; `argv` and `envp` are
         // NULL-terminated arrays of NUL-terminated strings owned by `self`
@@ -142,7 +149,12 @@ impl RawSpawn {
         if rc != 0 {
             return Err(std::io::Error::from_raw_os_error(rc).into());
         }
-        check_status(raw::waitpid(pid)?)?;
-        Ok(micros_per_op(t0, 1))
+        Ok(pid)
+    }
+
+    /// Reaps a child [`start`](Self::start)ed; an error unless it exited
+    /// with status 0.
+    pub fn join(pid: i32) -> BenchResult<()> {
+        check_status(raw::waitpid(pid)?)
     }
 }

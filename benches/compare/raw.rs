@@ -175,8 +175,8 @@ impl FrameReader {
         }
     }
 
-    /// The next frame's payload (frames must fit the buffer); `None` at
-    /// end of stream.
+    /// The next frame's payload (the buffer grows for a frame larger
+    /// than it); `None` at end of stream.
     pub fn next<'a>(&'a mut self, fd: BorrowedFd<'_>) -> io::Result<Option<&'a [u8]>> {
         if !self.fill(fd, 4)? {
             return Ok(None);
@@ -201,6 +201,9 @@ impl FrameReader {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
+                if self.buf.len() < want {
+                    self.buf.resize(want, 0);
+                }
             }
             match read_some(fd, &mut self.buf[self.end..])? {
                 0 => return Ok(false),
