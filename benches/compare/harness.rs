@@ -6,9 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::error::Error;
+use std::fmt::Display;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use multiproc::{Event, Process, Semaphore};
+use serde::de::DeserializeOwned;
 
 /// What a row function returns on failure.
 pub type BenchResult<T> = Result<T, Box<dyn Error>>;
@@ -200,6 +204,81 @@ pub fn micros_per_op(t0: Instant, ops: u64) -> f64 {
 /// Nanoseconds per operation for `ops` operations that started at `t0`.
 pub fn nanos_per_op(t0: Instant, ops: u64) -> f64 {
     t0.elapsed().as_secs_f64() * 1e9 / ops as f64
+}
+
+/// Operations per second for `ops` operations between `t0` and `end`
+/// ([`monotonic_ns`] stamps).
+pub fn per_sec_between(t0: u64, end: u64, ops: u64) -> f64 {
+    ops as f64 / (end.saturating_sub(t0) as f64 / 1e9)
+}
+
+/// Nanoseconds per operation for `ops` operations between `t0` and `end`
+/// ([`monotonic_ns`] stamps).
+pub fn nanos_per_op_between(t0: u64, end: u64, ops: u64) -> f64 {
+    end.saturating_sub(t0) as f64 / ops as f64
+}
+
+/// An error naming `what` unless `got == want`.
+pub fn check_eq<T: PartialEq + Display>(what: &str, got: T, want: T) -> BenchResult<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what} is {got}, wanted {want}").into())
+    }
+}
+
+/// Crate children started for one measurement, killed if dropped before
+/// they were joined (a failed row must not leave them waiting).
+pub struct Crew<R: DeserializeOwned>(Vec<Process<R>>);
+
+impl<R: DeserializeOwned> Crew<R> {
+    pub fn new() -> Self {
+        Crew(Vec::new())
+    }
+
+    /// Starts `p` and keeps it.
+    pub fn start(&mut self, mut p: Process<R>) -> BenchResult<()> {
+        p.start()?;
+        self.0.push(p);
+        Ok(())
+    }
+
+    /// Joins them all; what they returned, in start order.
+    pub fn join(mut self) -> BenchResult<Vec<R>> {
+        let mut out = Vec::with_capacity(self.0.len());
+        for mut p in std::mem::take(&mut self.0) {
+            out.push(p.join()?);
+        }
+        Ok(out)
+    }
+}
+
+impl<R: DeserializeOwned> Drop for Crew<R> {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            let _ = p.kill();
+            let _ = p.join();
+        }
+    }
+}
+
+/// The crate side's start handshake: waits until `children` have each
+/// released `ready` (within `timeout` each), then sets `go`; returns when
+/// it did ([`monotonic_ns`]).
+pub fn go_when_ready(
+    ready: &Semaphore,
+    go: &Event,
+    children: usize,
+    timeout: Duration,
+) -> BenchResult<u64> {
+    for _ in 0..children {
+        if !ready.acquire_timeout(timeout) {
+            return Err("crate children not ready".into());
+        }
+    }
+    let t0 = monotonic_ns();
+    go.set();
+    Ok(t0)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the

@@ -29,16 +29,16 @@
 //! round trip per operation, as the crate does.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use multiproc::{DictProxy, Event, ListProxy, Manager, Namespace, Process, Semaphore};
 
-use crate::harness::{BenchResult, Ctx, Figures, Row, Unit, alternate, monotonic_ns};
-use crate::process::RawSpawn;
-use crate::raw::{
-    FrameReader, Line, RawChild, Shared, Zeroable, futex_wait, futex_wake, socketpair, write_all,
+use crate::harness::{
+    BenchResult, Ctx, Figures, Row, Unit, alternate, check_eq, monotonic_ns, per_sec_between,
 };
+use crate::process::RawSpawn;
+use crate::raw::{FrameReader, Line, RawChild, Shared, StartGate, Zeroable, socketpair, write_all};
 
 /// How long to wait for a child's result or readiness.
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -192,9 +192,7 @@ const OP_ADD: u8 = 1;
 /// and the server's final counter.
 #[repr(C)]
 struct Board {
-    ready: Line<AtomicU32>,
-    go: Line<AtomicU32>,
-    end: Line<AtomicU64>,
+    gate: StartGate,
     count: Line<AtomicU64>,
 }
 
@@ -303,36 +301,23 @@ fn raw_clients(clients: usize, per: u64, op: u8) -> BenchResult<(f64, u64)> {
         let fd = c.as_fd();
         kids.push(RawChild::fork(|| {
             let mut reader = FrameReader::new();
-            b.ready.fetch_add(1, Ordering::SeqCst);
-            futex_wake(&b.ready, 1);
-            while b.go.load(Ordering::SeqCst) == 0 {
-                futex_wait(&b.go, 0);
-            }
+            b.gate.arrive();
+            b.gate.wait_go();
             for i in 0..per {
                 round_trip(fd, &mut reader, op, if op == OP_ADD { 1 } else { i })
                     .expect("raw round trip");
             }
-            b.end.fetch_max(monotonic_ns(), Ordering::SeqCst);
+            b.gate.finish();
         })?);
     }
     drop(mine);
-    loop {
-        let r = b.ready.load(Ordering::SeqCst);
-        if r as usize >= clients {
-            break;
-        }
-        futex_wait(&b.ready, r);
-    }
-    let t0 = monotonic_ns();
-    b.go.store(1, Ordering::SeqCst);
-    futex_wake(&b.go, i32::MAX);
+    let t0 = b.gate.open_when_ready(clients);
     for k in kids {
         k.wait()?;
     }
     server.wait()?;
-    let secs = b.end.load(Ordering::SeqCst).saturating_sub(t0) as f64 / 1e9;
     Ok((
-        clients as f64 * per as f64 / secs,
+        per_sec_between(t0, b.gate.end(), clients as u64 * per),
         b.count.load(Ordering::SeqCst),
     ))
 }
@@ -430,16 +415,7 @@ fn crate_adds(m: &Manager, per: u64) -> BenchResult<(f64, u64)> {
     for p in &mut kids {
         end = end.max(p.join_timeout(TIMEOUT)??);
     }
-    let secs = end.saturating_sub(t0) as f64 / 1e9;
-    Ok((2.0 * per as f64 / secs, ns.get::<u64>("counter")?))
-}
-
-fn check_count(side: &str, got: u64, want: u64) -> BenchResult<()> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("{side} counter is {got}, wanted {want}").into())
-    }
+    Ok((per_sec_between(t0, end, 2 * per), ns.get::<u64>("counter")?))
 }
 
 fn atomic_add_2proc(ctx: &Ctx) -> BenchResult<Figures> {
@@ -451,12 +427,12 @@ fn atomic_add_2proc(ctx: &Ctx) -> BenchResult<Figures> {
         reps,
         || {
             let (rate, count) = crate_adds(&m, per)?;
-            check_count("crate", count, 2 * per)?;
+            check_eq("crate counter", count, 2 * per)?;
             Ok(rate)
         },
         || {
             let (rate, count) = raw_clients(2, per, OP_ADD)?;
-            check_count("raw", count, 2 * per)?;
+            check_eq("raw counter", count, 2 * per)?;
             Ok(rate)
         },
     )

@@ -22,7 +22,7 @@ use std::time::Instant;
 use multiproc::{Connection, Process, pipe};
 
 use crate::harness::{BenchResult, Ctx, Figures, Row, Unit, alternate, micros_per_op};
-use crate::raw::{self, FrameReader};
+use crate::raw::{self, FrameReader, RawChild};
 
 const SMALL: usize = 16;
 const BIG: usize = 1 << 20;
@@ -135,17 +135,7 @@ fn blast((conn, kind): (Connection, u8)) {
 
 /// Echoes frames until an empty one or end of stream.
 fn raw_echo(fd: OwnedFd) {
-    let mut r = FrameReader::new();
-    let mut out = Vec::with_capacity(64);
-    while let Some(m) = r.next(fd.as_fd()).expect("read") {
-        if m.is_empty() {
-            return;
-        }
-        out.clear();
-        out.extend_from_slice(&(m.len() as u32).to_be_bytes());
-        out.extend_from_slice(m);
-        raw::write_all(fd.as_fd(), &[&out]).expect("write");
-    }
+    raw::serve_frames(fd, |m, out| out.extend_from_slice(m));
 }
 
 /// The raw counterpart of [`blast`]: one `write` per small frame, one
@@ -177,7 +167,7 @@ struct Peers {
     conn: Connection,
     child: Process<()>,
     raw: OwnedFd,
-    raw_pid: i32,
+    raw_child: RawChild,
 }
 
 impl Peers {
@@ -193,12 +183,12 @@ impl Peers {
         let mut child = Process::new(target, args(theirs));
         child.start()?;
         let (raw, raw_theirs) = raw::socketpair()?;
-        let raw_pid = raw::fork_child(raw.as_fd(), move || raw_body(raw_theirs))?;
+        let raw_child = RawChild::fork_closing(raw.as_fd(), move || raw_body(raw_theirs))?;
         Ok(Peers {
             conn,
             child,
             raw,
-            raw_pid,
+            raw_child,
         })
     }
 
@@ -208,10 +198,7 @@ impl Peers {
         stop(&self.conn)?;
         raw::write_all(self.raw.as_fd(), &[&[0u8; 4]])?;
         self.child.join()?;
-        let status = raw::waitpid(self.raw_pid)?;
-        if status != 0 {
-            return Err(format!("raw child ended with wait status {status:#x}").into());
-        }
+        self.raw_child.wait()?;
         Ok(())
     }
 }
@@ -290,61 +277,97 @@ fn pingpong_small_typed(ctx: &Ctx) -> BenchResult<Figures> {
 
 // ---- throughput ----
 
+/// Times one stream of `n` small messages: `start` asks the sender for
+/// them, `next` receives one (`false` at the terminator); messages per
+/// second. `who` names the sender in errors.
+fn small_stream(
+    who: &str,
+    n: u64,
+    start: impl FnOnce() -> BenchResult<()>,
+    mut next: impl FnMut() -> BenchResult<bool>,
+) -> BenchResult<f64> {
+    let t0 = Instant::now();
+    start()?;
+    let mut got = 0u64;
+    while next()? {
+        got += 1;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if got != n {
+        return Err(format!("{who}: {got} of {n} messages").into());
+    }
+    Ok(n as f64 / secs)
+}
+
+/// Times one stream of `n` 1 MiB messages: `start` asks the sender for
+/// them, `next` receives one and returns its length (0 at the
+/// terminator); payload GB/s. `who` names the sender in errors.
+fn big_stream_rate(
+    who: &str,
+    n: u64,
+    start: impl FnOnce() -> BenchResult<()>,
+    mut next: impl FnMut() -> BenchResult<usize>,
+) -> BenchResult<f64> {
+    let t0 = Instant::now();
+    start()?;
+    let mut bytes = 0u64;
+    loop {
+        let len = next()?;
+        if len == 0 {
+            break;
+        }
+        bytes += len as u64;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    if bytes != n * BIG as u64 {
+        return Err(format!("{who}: {bytes} bytes, wanted {}", n * BIG as u64).into());
+    }
+    Ok(bytes as f64 / secs / 1e9)
+}
+
 /// Asks the raw child for `n` frames and receives them through a
 /// [`FrameReader`]; returns messages per second.
 fn raw_small_stream(fd: &OwnedFd, reader: &mut FrameReader, n: u64) -> BenchResult<f64> {
     let go = raw::frame(&n.to_le_bytes());
-    let t0 = Instant::now();
-    raw::write_all(fd.as_fd(), &[&go])?;
-    let mut got = 0u64;
-    loop {
-        match reader.next(fd.as_fd())? {
-            Some([]) => break,
-            Some(_) => got += 1,
-            None => return Err("raw sender: end of stream".into()),
-        }
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    if got != n {
-        return Err(format!("raw sender: {got} of {n} messages").into());
-    }
-    Ok(n as f64 / secs)
+    small_stream(
+        "raw sender",
+        n,
+        || Ok(raw::write_all(fd.as_fd(), &[&go])?),
+        || match reader.next(fd.as_fd())? {
+            Some([]) => Ok(false),
+            Some(_) => Ok(true),
+            None => Err("raw sender: end of stream".into()),
+        },
+    )
 }
 
 /// Asks the raw child for `n` 1 MiB frames and reads each into `buf`;
 /// returns payload GB/s.
 fn raw_big_stream(fd: &OwnedFd, buf: &mut [u8], n: u64) -> BenchResult<f64> {
     let go = raw::frame(&n.to_le_bytes());
-    let t0 = Instant::now();
-    raw::write_all(fd.as_fd(), &[&go])?;
-    let mut bytes = 0u64;
-    loop {
-        let mut header = [0u8; 4];
-        if !raw::read_exact(fd.as_fd(), &mut header)? {
-            return Err("raw sender: end of stream".into());
-        }
-        let len = u32::from_be_bytes(header) as usize;
-        if len == 0 {
-            break;
-        }
-        if !raw::read_exact(fd.as_fd(), &mut buf[..len])? {
-            return Err("raw sender: end of stream".into());
-        }
-        bytes += len as u64;
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    if bytes != n * BIG as u64 {
-        return Err(format!("raw sender: {bytes} bytes, wanted {}", n * BIG as u64).into());
-    }
-    Ok(bytes as f64 / secs / 1e9)
+    big_stream_rate(
+        "raw sender",
+        n,
+        || Ok(raw::write_all(fd.as_fd(), &[&go])?),
+        || {
+            let mut header = [0u8; 4];
+            if !raw::read_exact(fd.as_fd(), &mut header)? {
+                return Err("raw sender: end of stream".into());
+            }
+            let len = u32::from_be_bytes(header) as usize;
+            if len > 0 && !raw::read_exact(fd.as_fd(), &mut buf[..len])? {
+                return Err("raw sender: end of stream".into());
+            }
+            Ok(len)
+        },
+    )
 }
 
-fn go(conn: &Connection, n: u64) -> BenchResult<Instant> {
-    let t0 = Instant::now();
+/// Asks the crate child for `n` messages.
+fn go(conn: &Connection, n: u64) -> BenchResult<()> {
     conn.send_bytes(&n.to_le_bytes())?;
-    Ok(t0)
+    Ok(())
 }
-
 fn small_sizes(ctx: &Ctx) -> (usize, usize, u64) {
     (1, ctx.pick(2, 5), ctx.pick(5_000, 100_000))
 }
@@ -357,16 +380,12 @@ fn throughput_small(ctx: &Ctx) -> BenchResult<Figures> {
         warm,
         reps,
         || {
-            let t0 = go(&peers.conn, n)?;
-            let mut got = 0u64;
-            while !peers.conn.recv_bytes()?.is_empty() {
-                got += 1;
-            }
-            let secs = t0.elapsed().as_secs_f64();
-            if got != n {
-                return Err(format!("sender: {got} of {n} messages").into());
-            }
-            Ok(n as f64 / secs)
+            small_stream(
+                "sender",
+                n,
+                || go(&peers.conn, n),
+                || Ok(!peers.conn.recv_bytes()?.is_empty()),
+            )
         },
         || raw_small_stream(&peers.raw, &mut reader, n),
     )?;
@@ -382,20 +401,12 @@ fn throughput_small_typed(ctx: &Ctx) -> BenchResult<Figures> {
         warm,
         reps,
         || {
-            let t0 = go(&peers.conn, n)?;
-            let mut got = 0u64;
-            loop {
-                let m: Small = peers.conn.recv()?;
-                if m.0 == STOP {
-                    break;
-                }
-                got += 1;
-            }
-            let secs = t0.elapsed().as_secs_f64();
-            if got != n {
-                return Err(format!("sender: {got} of {n} messages").into());
-            }
-            Ok(n as f64 / secs)
+            small_stream(
+                "sender",
+                n,
+                || go(&peers.conn, n),
+                || Ok(peers.conn.recv::<Small>()?.0 != STOP),
+            )
         },
         || raw_small_stream(&peers.raw, &mut reader, n),
     )?;
@@ -424,24 +435,18 @@ fn big_stream(ctx: &Ctx, into: bool) -> BenchResult<Figures> {
         warm,
         reps,
         || {
-            let t0 = go(&peers.conn, n)?;
-            let mut bytes = 0u64;
-            loop {
-                let len = if into {
-                    peers.conn.recv_bytes_into(&mut buf)?
-                } else {
-                    peers.conn.recv_bytes()?.len()
-                };
-                if len == 0 {
-                    break;
-                }
-                bytes += len as u64;
-            }
-            let secs = t0.elapsed().as_secs_f64();
-            if bytes != n * BIG as u64 {
-                return Err(format!("sender: {bytes} bytes, wanted {}", n * BIG as u64).into());
-            }
-            Ok(bytes as f64 / secs / 1e9)
+            big_stream_rate(
+                "sender",
+                n,
+                || go(&peers.conn, n),
+                || {
+                    Ok(if into {
+                        peers.conn.recv_bytes_into(&mut buf)?
+                    } else {
+                        peers.conn.recv_bytes()?.len()
+                    })
+                },
+            )
         },
         || raw_big_stream(&peers.raw, &mut raw_buf, n),
     )?;

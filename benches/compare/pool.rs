@@ -123,20 +123,12 @@ fn crate_map(n: u64, chunksize: Option<usize>) -> BenchResult<f64> {
 /// Answers every frame of `u64`s (little-endian) with the frame of their
 /// squares, until an empty frame or end of stream.
 fn raw_worker(fd: OwnedFd) {
-    let mut reader = FrameReader::new();
-    let mut out = Vec::new();
-    while let Some(m) = reader.next(fd.as_fd()).expect("read") {
-        if m.is_empty() {
-            return;
-        }
-        out.clear();
-        out.extend_from_slice(&(m.len() as u32).to_be_bytes());
+    raw::serve_frames(fd, |m, out| {
         for x in m.chunks_exact(8) {
             let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
             out.extend_from_slice(&square(x).to_le_bytes());
         }
-        raw::write_all(fd.as_fd(), &[&out]).expect("write");
-    }
+    });
 }
 
 /// Forked [`raw_worker`]s, each on its own socketpair.

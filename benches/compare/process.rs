@@ -77,17 +77,8 @@ fn raw_fork_join() -> BenchResult<f64> {
         0 => unsafe { libc::_exit(0) },
         _ => {}
     }
-    let status = raw::waitpid(pid)?;
-    check_status(status)?;
+    raw::check_status(raw::waitpid(pid)?)?;
     Ok(micros_per_op(t0, 1))
-}
-
-fn check_status(status: i32) -> BenchResult<()> {
-    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
-        Ok(())
-    } else {
-        Err(format!("raw child ended with wait status {status:#x}").into())
-    }
 }
 
 /// `posix_spawn("/proc/self/exe")` with the environment prepared once,
@@ -155,6 +146,6 @@ impl RawSpawn {
     /// Reaps a child [`start`](Self::start)ed; an error unless it exited
     /// with status 0.
     pub fn join(pid: i32) -> BenchResult<()> {
-        check_status(raw::waitpid(pid)?)
+        Ok(raw::check_status(raw::waitpid(pid)?)?)
     }
 }

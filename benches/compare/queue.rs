@@ -39,12 +39,14 @@ use std::time::{Duration, Instant};
 
 use multiproc::queue::DEFAULT_RING_SIZE;
 use multiproc::{Event, Process, Queue, Semaphore};
-use serde::de::DeserializeOwned;
 
 use crate::harness::{
-    BenchResult, Ctx, Figures, Row, Unit, alternate, micros_per_op, monotonic_ns,
+    BenchResult, Crew, Ctx, Figures, Row, Unit, alternate, check_eq, go_when_ready, micros_per_op,
+    monotonic_ns, per_sec_between,
 };
-use crate::raw::{FutexFlag, Line, RawChild, Shared, Zeroable, futex_wait, futex_wake};
+use crate::raw::{
+    FutexPingPong, Line, RawChild, Shared, StartGate, Zeroable, futex_wait, futex_wake,
+};
 
 /// How long the two-to-two row waits for its children to be ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -109,41 +111,6 @@ pub fn rows() -> Vec<Row> {
 
 // ---- crate children ----
 
-/// Crate children started for one measurement, killed if dropped before
-/// they were joined (a failed row must not leave them waiting).
-struct Crew<R: DeserializeOwned>(Vec<Process<R>>);
-
-impl<R: DeserializeOwned> Crew<R> {
-    fn new() -> Self {
-        Crew(Vec::new())
-    }
-
-    /// Starts `p` and keeps it.
-    fn start(&mut self, mut p: Process<R>) -> BenchResult<()> {
-        p.start()?;
-        self.0.push(p);
-        Ok(())
-    }
-
-    /// Joins them all; what they returned, in start order.
-    fn join(mut self) -> BenchResult<Vec<R>> {
-        let mut out = Vec::with_capacity(self.0.len());
-        for mut p in std::mem::take(&mut self.0) {
-            out.push(p.join()?);
-        }
-        Ok(out)
-    }
-}
-
-impl<R: DeserializeOwned> Drop for Crew<R> {
-    fn drop(&mut self) {
-        for p in &mut self.0 {
-            let _ = p.kill();
-            let _ = p.join();
-        }
-    }
-}
-
 fn put_n((q, n): (Queue<u64>, u64)) {
     for i in 0..n {
         q.put(i).expect("put");
@@ -192,11 +159,7 @@ fn echo((ping, pong): (Queue<u64>, Queue<u64>)) {
 }
 
 fn check_value(got: u64, want: u64) -> BenchResult<()> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("got {got}, wanted {want}").into())
-    }
+    check_eq("value", got, want)
 }
 
 // ---- the raw SPSC ring ----
@@ -493,44 +456,23 @@ fn crate_two_to_two(n: u64) -> BenchResult<f64> {
             (q.clone(), ready.clone(), go.clone(), n),
         ))?;
     }
-    for _ in 0..4 {
-        if !ready.acquire_timeout(READY_TIMEOUT) {
-            return Err("crate children not ready".into());
-        }
-    }
-    let t0 = monotonic_ns();
-    go.set();
+    let t0 = go_when_ready(&ready, &go, 4, READY_TIMEOUT)?;
     producers.join()?;
     let got = consumers.join()?;
     check_value(got.iter().map(|g| g.0).sum(), 2 * n)?;
     let end = got.iter().map(|g| g.1).max().unwrap_or(t0);
-    Ok(2.0 * n as f64 / (end.saturating_sub(t0) as f64 / 1e9))
+    Ok(per_sec_between(t0, end, 2 * n))
 }
 
 /// Two raw rings and the start handshake of their four children.
 #[repr(C)]
 struct TwoRings {
-    ready: Line<AtomicU32>,
-    go: Line<AtomicU32>,
-    end: Line<AtomicU64>,
+    gate: StartGate,
     rings: [RawRing; 2],
 }
 
 // SAFETY: every field is zeroable and shared through `&` only.
 unsafe impl Zeroable for TwoRings {}
-
-impl TwoRings {
-    fn arrive(&self) {
-        self.ready.fetch_add(1, Ordering::SeqCst);
-        futex_wake(&self.ready, 1);
-    }
-
-    fn wait_go(&self) {
-        while self.go.load(Ordering::SeqCst) == 0 {
-            futex_wait(&self.go, 0);
-        }
-    }
-}
 
 fn raw_two_to_two(n: u64) -> BenchResult<f64> {
     let shared = Shared::<TwoRings>::new()?;
@@ -539,37 +481,27 @@ fn raw_two_to_two(n: u64) -> BenchResult<f64> {
     for ring in &s.rings {
         kids.push(RawChild::fork(|| {
             let mut c = RawConsumer::new(ring);
-            s.arrive();
+            s.gate.arrive();
             let mut buf = Vec::new();
             let mut count = 0;
             while raw_get(&mut c, &mut buf).expect("decode") != STOP {
                 count += 1;
             }
-            s.end.fetch_max(monotonic_ns(), Ordering::SeqCst);
+            s.gate.finish();
             assert_eq!(count, n, "raw consumer count");
         })?);
         kids.push(RawChild::fork(|| {
             let mut p = RawProducer::new(ring);
-            s.arrive();
-            s.wait_go();
+            s.gate.arrive();
+            s.gate.wait_go();
             raw_put_n(&mut p, n, Some(STOP));
         })?);
     }
-    loop {
-        let r = s.ready.load(Ordering::SeqCst);
-        if r >= 4 {
-            break;
-        }
-        futex_wait(&s.ready, r);
-    }
-    let t0 = monotonic_ns();
-    s.go.store(1, Ordering::SeqCst);
-    futex_wake(&s.go, i32::MAX);
+    let t0 = s.gate.open_when_ready(4);
     for k in kids {
         k.wait()?;
     }
-    let end = s.end.load(Ordering::SeqCst);
-    Ok(2.0 * n as f64 / (end.saturating_sub(t0) as f64 / 1e9))
+    Ok(per_sec_between(t0, s.gate.end(), 2 * n))
 }
 
 fn two_to_two(ctx: &Ctx) -> BenchResult<Figures> {
@@ -590,11 +522,7 @@ fn big_rate(n: u64, t0: Instant) -> f64 {
 }
 
 fn check_len(got: usize) -> BenchResult<()> {
-    if got == MIB {
-        Ok(())
-    } else {
-        Err(format!("message of {got} bytes, wanted {MIB}").into())
-    }
+    check_eq("message length", got, MIB)
 }
 
 fn crate_1mib(n: u64, maxsize: usize) -> BenchResult<f64> {
@@ -647,16 +575,6 @@ fn throughput_1mib_maxsize4(ctx: &Ctx) -> BenchResult<Figures> {
 
 // ---- ping-pong ----
 
-#[repr(C)]
-struct PingPong {
-    ping: Line<FutexFlag>,
-    pong: Line<FutexFlag>,
-    stop: Line<AtomicU32>,
-}
-
-// SAFETY: every field is zeroable and shared through `&` only.
-unsafe impl Zeroable for PingPong {}
-
 fn pingpong(ctx: &Ctx) -> BenchResult<Figures> {
     // (warm-up batches, measured batches, round trips per batch)
     let (warm, reps, n) = (1, ctx.pick(3, 9), ctx.pick(200u64, 2_000));
@@ -664,17 +582,7 @@ fn pingpong(ctx: &Ctx) -> BenchResult<Figures> {
     let pong = Queue::<u64>::new()?;
     let mut crew = Crew::new();
     crew.start(Process::new(echo, (ping.clone(), pong.clone())))?;
-    let pp = Shared::<PingPong>::new()?;
-    let pp = &*pp;
-    let raw_echo = RawChild::fork(|| {
-        loop {
-            pp.ping.wait_clear();
-            if pp.stop.load(Ordering::SeqCst) != 0 {
-                return;
-            }
-            pp.pong.set();
-        }
-    })?;
+    let raw_echo = FutexPingPong::start()?;
     let figures = alternate(
         warm,
         reps,
@@ -686,21 +594,12 @@ fn pingpong(ctx: &Ctx) -> BenchResult<Figures> {
             }
             Ok(micros_per_op(t0, n))
         },
-        || {
-            let t0 = Instant::now();
-            for _ in 0..n {
-                pp.ping.set();
-                pp.pong.wait_clear();
-            }
-            Ok(micros_per_op(t0, n))
-        },
+        || Ok(raw_echo.round_trips(n)),
     )?;
     ping.put(STOP)?;
     check_value(pong.get()?, STOP)?;
     crew.join()?;
-    pp.stop.store(1, Ordering::SeqCst);
-    pp.ping.set();
-    raw_echo.wait()?;
+    raw_echo.stop()?;
     Ok(figures)
 }
 

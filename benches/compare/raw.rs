@@ -12,8 +12,11 @@
 use std::cell::UnsafeCell;
 use std::io;
 use std::ops::Deref;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::harness::{micros_per_op, monotonic_ns};
 
 /// A connected pair of Unix stream sockets (`O_CLOEXEC`), default buffer
 /// sizes, as `multiproc::pipe(true)` makes them.
@@ -36,27 +39,14 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Forks a child that closes `close_in_child` (the parent's end of a
-/// socketpair, so that only the parent holds it), runs `body` and exits
-/// with `_exit` (0, or 1 if `body` panicked). Returns the child's pid.
-///
-/// The bench process never starts a thread, so the child gets a consistent
-/// copy of every lock (allocator, stdio) and may run ordinary Rust code.
-pub fn fork_child(close_in_child: BorrowedFd<'_>, body: impl FnOnce()) -> io::Result<i32> {
-    let fd = close_in_child.as_raw_fd();
-    fork_pid(move || {
-        // SAFETY: in the child, this copy of the descriptor belongs to no
-        // Rust owner that will run again (the child ends in _exit).
-        unsafe { libc::close(fd) };
-        body()
-    })
-}
-
 /// Forks a child that runs `body` and exits with `_exit` (0, or 1 if
-/// `body` panicked); returns its pid. Same single-thread argument as
-/// [`fork_child`].
+/// `body` panicked); returns its pid.
+///
+/// The bench process never starts a thread before its last forking row,
+/// so the child gets a consistent copy of every lock (allocator, stdio)
+/// and may run ordinary Rust code.
 fn fork_pid(body: impl FnOnce()) -> io::Result<i32> {
-    // SAFETY: the bench process is single-threaded (see `fork_child`).
+    // SAFETY: the bench process is single-threaded (see above).
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => {
@@ -66,6 +56,17 @@ fn fork_pid(body: impl FnOnce()) -> io::Result<i32> {
             unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
         pid => Ok(pid),
+    }
+}
+
+/// `Ok` if a child's wait `status` says it exited with status 0.
+pub fn check_status(status: i32) -> io::Result<()> {
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "raw child ended with wait status {status:#x}"
+        )))
     }
 }
 
@@ -214,6 +215,25 @@ impl FrameReader {
     }
 }
 
+/// Answers every frame on `fd` until an empty one or end of stream:
+/// `answer` appends the reply's payload for a request's, and the framed
+/// reply goes out in one `write`.
+pub fn serve_frames(fd: OwnedFd, mut answer: impl FnMut(&[u8], &mut Vec<u8>)) {
+    let mut reader = FrameReader::new();
+    let mut out = Vec::with_capacity(64);
+    while let Some(m) = reader.next(fd.as_fd()).expect("read") {
+        if m.is_empty() {
+            return;
+        }
+        out.clear();
+        out.extend_from_slice(&[0; 4]);
+        answer(m, &mut out);
+        let len = (out.len() - 4) as u32;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        write_all(fd.as_fd(), &[&out]).expect("write");
+    }
+}
+
 /// A forked child that is killed and reaped if dropped before
 /// [`wait`](Self::wait): a row that fails half-way must not leave a
 /// child asleep on a futex nobody will wake.
@@ -222,10 +242,26 @@ pub struct RawChild {
 }
 
 impl RawChild {
-    /// Forks a child running `body` (see [`fork_child`]).
+    /// Forks a child running `body` (see [`fork_pid`]).
     pub fn fork(body: impl FnOnce()) -> io::Result<RawChild> {
         Ok(RawChild {
             pid: fork_pid(body)?,
+        })
+    }
+
+    /// Forks a child that first closes `close_in_child` (the parent's end
+    /// of a socketpair, so that only the parent holds it), then runs
+    /// `body`.
+    pub fn fork_closing(
+        close_in_child: BorrowedFd<'_>,
+        body: impl FnOnce(),
+    ) -> io::Result<RawChild> {
+        let fd = close_in_child.as_raw_fd();
+        RawChild::fork(move || {
+            // SAFETY: in the child, this copy of the descriptor belongs to
+            // no Rust owner that will run again (the child ends in _exit).
+            unsafe { libc::close(fd) };
+            body()
         })
     }
 
@@ -233,13 +269,7 @@ impl RawChild {
     pub fn wait(self) -> io::Result<()> {
         let pid = self.pid;
         std::mem::forget(self);
-        let status = waitpid(pid)?;
-        if status != 0 {
-            return Err(io::Error::other(format!(
-                "raw child ended with wait status {status:#x}"
-            )));
-        }
-        Ok(())
+        check_status(waitpid(pid)?)
     }
 }
 
@@ -443,6 +473,110 @@ impl FutexFlag {
     }
 }
 
+/// The start handshake of a raw run's children, on its own cache lines
+/// at the head of their shared page: each child [`arrive`](Self::arrive)s
+/// and (if it is timed from the start) [`wait_go`](Self::wait_go)es; the
+/// bench process waits for all of them, then [`open`](Self::open)s the
+/// gate; each child stamps when it [`finish`](Self::finish)ed.
+#[repr(C)]
+pub struct StartGate {
+    ready: Line<AtomicU32>,
+    go: Line<AtomicU32>,
+    end: Line<AtomicU64>,
+}
+
+impl StartGate {
+    /// In a child: counts it as ready.
+    pub fn arrive(&self) {
+        self.ready.fetch_add(1, Ordering::SeqCst);
+        futex_wake(&self.ready, 1);
+    }
+
+    /// In a child: sleeps until the gate is open.
+    pub fn wait_go(&self) {
+        while self.go.load(Ordering::SeqCst) == 0 {
+            futex_wait(&self.go, 0);
+        }
+    }
+
+    /// In a child: records [`monotonic_ns`] now as its finishing time
+    /// (the latest of all is kept).
+    pub fn finish(&self) {
+        self.end.fetch_max(monotonic_ns(), Ordering::SeqCst);
+    }
+
+    /// Waits until `children` have arrived, then opens the gate; returns
+    /// when it opened ([`monotonic_ns`]).
+    pub fn open_when_ready(&self, children: usize) -> u64 {
+        loop {
+            let r = self.ready.load(Ordering::SeqCst);
+            if r as usize >= children {
+                break;
+            }
+            futex_wait(&self.ready, r);
+        }
+        let t0 = monotonic_ns();
+        self.go.store(1, Ordering::SeqCst);
+        futex_wake(&self.go, i32::MAX);
+        t0
+    }
+
+    /// The latest finishing time of the children.
+    pub fn end(&self) -> u64 {
+        self.end.load(Ordering::SeqCst)
+    }
+}
+
+/// The raw ping-pong floor: a forked echo answering each `ping` flag
+/// with a `pong` flag (store + wake / wait + clear, no spinning).
+pub struct FutexPingPong {
+    echo: RawChild,
+    flags: Shared<PingPongFlags>,
+}
+
+#[repr(C)]
+struct PingPongFlags {
+    ping: Line<FutexFlag>,
+    pong: Line<FutexFlag>,
+    stop: Line<AtomicU32>,
+}
+
+impl FutexPingPong {
+    /// Forks the echo.
+    pub fn start() -> io::Result<Self> {
+        let flags = Shared::<PingPongFlags>::new()?;
+        let pp = &*flags;
+        let echo = RawChild::fork(|| {
+            loop {
+                pp.ping.wait_clear();
+                if pp.stop.load(Ordering::SeqCst) != 0 {
+                    return;
+                }
+                pp.pong.set();
+            }
+        })?;
+        Ok(FutexPingPong { echo, flags })
+    }
+
+    /// µs per round trip over `n` round trips.
+    pub fn round_trips(&self, n: u64) -> f64 {
+        let pp = &*self.flags;
+        let t0 = Instant::now();
+        for _ in 0..n {
+            pp.ping.set();
+            pp.pong.wait_clear();
+        }
+        micros_per_op(t0, n)
+    }
+
+    /// Stops the echo and reaps it.
+    pub fn stop(self) -> io::Result<()> {
+        self.flags.stop.store(1, Ordering::SeqCst);
+        self.flags.ping.set();
+        self.echo.wait()
+    }
+}
+
 // SAFETY: atomics are valid at zero and shared through `&` by design.
 unsafe impl Zeroable for std::sync::atomic::AtomicU32 {}
 // SAFETY: as above.
@@ -457,3 +591,7 @@ unsafe impl Zeroable for FutexFlag {}
 unsafe impl Zeroable for RobustMutex {}
 // SAFETY: a line of a zeroable `T` plus padding.
 unsafe impl<T: Zeroable> Zeroable for Line<T> {}
+// SAFETY: three zeroable lines.
+unsafe impl Zeroable for StartGate {}
+// SAFETY: three zeroable lines.
+unsafe impl Zeroable for PingPongFlags {}

@@ -32,17 +32,17 @@
 //! neither process start-up nor `join`/`waitpid` is measured.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use multiproc::{Array, Connection, Event, Lock, Process, Semaphore, Value, pipe};
 
 use crate::harness::{
-    BenchResult, Ctx, Figures, Row, Unit, alternate, alternate_all, micros_per_op, monotonic_ns,
-    nanos_per_op,
+    BenchResult, Crew, Ctx, Figures, Row, Unit, alternate, alternate_all, check_eq, go_when_ready,
+    micros_per_op, monotonic_ns, nanos_per_op, nanos_per_op_between,
 };
 use crate::raw::{
-    FutexFlag, FutexMutex, Line, RawChild, RobustMutex, Shared, Zeroable, futex_wait, futex_wake,
+    FutexMutex, FutexPingPong, Line, RawChild, RobustMutex, Shared, StartGate, Zeroable,
 };
 
 /// How long the two-process rows wait for their children to be ready.
@@ -129,75 +129,33 @@ fn inc_fetch_add((v, ready, go, n): IncArgs) -> u64 {
     monotonic_ns()
 }
 
-/// Crate children started for one measurement, killed if dropped before
-/// they were joined (a failed row must not leave them waiting).
-#[derive(Default)]
-struct Crew(Vec<Process<u64>>);
-
-impl Crew {
-    /// Joins them all; the latest of their finishing times.
-    fn join(mut self) -> BenchResult<u64> {
-        let mut last = 0;
-        while let Some(mut p) = self.0.pop() {
-            last = last.max(p.join()?);
-        }
-        Ok(last)
-    }
-}
-
-impl Drop for Crew {
-    fn drop(&mut self) {
-        for p in &mut self.0 {
-            let _ = p.kill();
-            let _ = p.join();
-        }
-    }
-}
-
 /// Two crate children running `target`; ns per increment over both.
 fn crate_two(target: fn(IncArgs) -> u64, n: u64) -> BenchResult<f64> {
     let v = Value::new(0u64)?;
     let ready = Semaphore::new(0)?;
     let go = Event::new()?;
-    let mut crew = Crew::default();
+    let mut crew = Crew::new();
     for _ in 0..2 {
-        let mut p = Process::new(target, (v.clone(), ready.clone(), go.clone(), n));
-        p.start()?;
-        crew.0.push(p);
+        crew.start(Process::new(
+            target,
+            (v.clone(), ready.clone(), go.clone(), n),
+        ))?;
     }
-    for _ in 0..2 {
-        if !ready.acquire_timeout(READY_TIMEOUT) {
-            return Err("crate children not ready".into());
-        }
-    }
-    let t0 = monotonic_ns();
-    go.set();
-    let end = crew.join()?;
+    let t0 = go_when_ready(&ready, &go, 2, READY_TIMEOUT)?;
+    let end = crew.join()?.into_iter().max().unwrap_or(0);
     check_count(v.load(), 2 * n)?;
-    Ok(span_per_op(t0, end, 2 * n))
-}
-
-/// ns per operation for `ops` operations between `t0` and `end`
-/// ([`monotonic_ns`] stamps).
-fn span_per_op(t0: u64, end: u64, ops: u64) -> f64 {
-    end.saturating_sub(t0) as f64 / ops as f64
+    Ok(nanos_per_op_between(t0, end, 2 * n))
 }
 
 fn check_count(got: u64, want: u64) -> BenchResult<()> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("counter is {got}, wanted {want}").into())
-    }
+    check_eq("counter", got, want)
 }
 
 /// The raw floor's shared page: start handshake, the latest finishing
 /// time, a lock, the counter.
 #[repr(C)]
 struct Counter<M> {
-    ready: Line<AtomicU32>,
-    go: Line<AtomicU32>,
-    end: Line<AtomicU64>,
+    gate: StartGate,
     lock: Line<M>,
     count: Line<AtomicU64>,
 }
@@ -268,30 +226,18 @@ fn raw_two<M: RawLock>(n: u64, body: fn(&Counter<M>, u64)) -> BenchResult<f64> {
     let mut kids = Vec::with_capacity(2);
     for _ in 0..2 {
         kids.push(RawChild::fork(|| {
-            c.ready.fetch_add(1, Ordering::SeqCst);
-            futex_wake(&c.ready, 1);
-            while c.go.load(Ordering::SeqCst) == 0 {
-                futex_wait(&c.go, 0);
-            }
+            c.gate.arrive();
+            c.gate.wait_go();
             body(c, n);
-            c.end.fetch_max(monotonic_ns(), Ordering::SeqCst);
+            c.gate.finish();
         })?);
     }
-    loop {
-        let r = c.ready.load(Ordering::SeqCst);
-        if r >= 2 {
-            break;
-        }
-        futex_wait(&c.ready, r);
-    }
-    let t0 = monotonic_ns();
-    c.go.store(1, Ordering::SeqCst);
-    futex_wake(&c.go, i32::MAX);
+    let t0 = c.gate.open_when_ready(2);
     for k in kids {
         k.wait()?;
     }
     check_count(c.count.load(Ordering::SeqCst), 2 * n)?;
-    Ok(span_per_op(t0, c.end.load(Ordering::SeqCst), 2 * n))
+    Ok(nanos_per_op_between(t0, c.gate.end(), 2 * n))
 }
 
 fn locked_inc_2proc(ctx: &Ctx) -> BenchResult<Figures> {
@@ -480,32 +426,12 @@ fn event_driver(conn: Connection) -> Result<(), String> {
     run().map_err(|e| e.to_string())
 }
 
-#[repr(C)]
-struct PingPong {
-    ping: Line<FutexFlag>,
-    pong: Line<FutexFlag>,
-    stop: Line<AtomicU32>,
-}
-
-// SAFETY: every field is zeroable and shared through `&` only.
-unsafe impl Zeroable for PingPong {}
-
 fn event_pingpong(ctx: &Ctx) -> BenchResult<Figures> {
     let (warm, reps, n) = pingpong_sizes(ctx);
     let (conn, theirs) = pipe(true)?;
     let mut driver = Process::new(event_driver, theirs);
     driver.start()?;
-    let pp = Shared::<PingPong>::new()?;
-    let pp = &*pp;
-    let echo = RawChild::fork(|| {
-        loop {
-            pp.ping.wait_clear();
-            if pp.stop.load(Ordering::SeqCst) != 0 {
-                return;
-            }
-            pp.pong.set();
-        }
-    })?;
+    let echo = FutexPingPong::start()?;
     let figures = alternate(
         warm,
         reps,
@@ -513,20 +439,11 @@ fn event_pingpong(ctx: &Ctx) -> BenchResult<Figures> {
             conn.send(&n)?;
             Ok(conn.recv::<f64>()?)
         },
-        || {
-            let t0 = Instant::now();
-            for _ in 0..n {
-                pp.ping.set();
-                pp.pong.wait_clear();
-            }
-            Ok(micros_per_op(t0, n))
-        },
+        || Ok(echo.round_trips(n)),
     )?;
     conn.send(&0u64)?;
     driver.join()??;
-    pp.stop.store(1, Ordering::SeqCst);
-    pp.ping.set();
-    echo.wait()?;
+    echo.stop()?;
     Ok(figures)
 }
 
