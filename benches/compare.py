@@ -185,21 +185,27 @@ def small_sizes():
     return 1, pick(2, 5), pick(5_000, 100_000)
 
 
+def small_stream(c, n, more):
+    """Asks the sender on `c` for `n` messages and receives them (`more()`
+    is false at the terminator); messages/s."""
+    t0 = time.perf_counter()
+    c.send(n)
+    got = 0
+    while more():
+        got += 1
+    secs = time.perf_counter() - t0
+    if got != n:
+        raise RuntimeError(f"{got} of {n} messages")
+    return n / secs
+
+
 def pipe_throughput_small():
     peer = Peer(blast, "small")
     c = peer.conn
     warm, reps, n = small_sizes()
 
     def batch():
-        t0 = time.perf_counter()
-        c.send(n)
-        got = 0
-        while c.recv_bytes():
-            got += 1
-        secs = time.perf_counter() - t0
-        if got != n:
-            raise RuntimeError(f"{got} of {n} messages")
-        return n / secs
+        return small_stream(c, n, lambda: c.recv_bytes())
 
     v = batches(warm, reps, batch)
     c.send(0)
@@ -213,15 +219,7 @@ def pipe_throughput_small_typed():
     warm, reps, n = small_sizes()
 
     def batch():
-        t0 = time.perf_counter()
-        c.send(n)
-        got = 0
-        while c.recv() is not None:
-            got += 1
-        secs = time.perf_counter() - t0
-        if got != n:
-            raise RuntimeError(f"{got} of {n} messages")
-        return n / secs
+        return small_stream(c, n, lambda: c.recv() is not None)
 
     v = batches(warm, reps, batch)
     c.send(0)
