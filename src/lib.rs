@@ -4,37 +4,35 @@
 //! talk to them, with typed messages, `Result` errors, timeouts everywhere,
 //! and children that cannot outlive or hang their parent.
 //!
-//! The crate follows the order of the tutorial it grew from: Queue, Pipe,
-//! Manager, Namespace, Value/Array, CSP. Available today:
+//! The crate follows the order of the tutorial it grew from:
 //!
-//! * [`Process`]: run `fn(A) -> R` in a child (start methods
-//!   [`StartMethod::Spawn`], the default, and [`StartMethod::Fork`]);
-//!   `join()` returns the child's value, its panic, or the signal that
-//!   killed it.
-//! * [`pipe`] and [`Connection`]: framed, typed messages between two
-//!   processes; handles (other connections…) travel inside messages.
-//! * [`Listener`] and [`Client`]: connections over a Unix socket path or
-//!   TCP, authenticated with a shared key (HMAC-SHA256).
-//! * [`Value`] and [`Array`] (and [`RawValue`], [`RawArray`]): plain data
-//!   in shared memory, with a robust lock and lock-free atomics;
-//!   [`SharedMemory`]: named segments.
-//! * [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Event`],
-//!   [`Condition`], [`Barrier`]: process-shared synchronization; a lock
-//!   whose holder dies reports [`LockError::OwnerDied`] to the next
-//!   acquirer, a barrier whose party dies breaks.
-//! * [`Pool`]: a pool of worker processes with `map`, `imap`,
-//!   `imap_unordered`, `starmap`, `apply` and `apply_async`; a worker that
-//!   dies fails only the task it held, and the pool replaces it (see
-//!   [`pool`]).
-//! * [`csp`]: Communicating Sequential Processes in the style of PyCSP:
-//!   channels with poison and retire, alternation, and
-//!   `parallel`/`sequence`/`spawn` over threads and OS processes.
-//! * [`Manager`]: a server process owning shared lists, dicts,
-//!   [`Namespace`]s, queues, locks…, reached through proxies from any
-//!   process (see [`manager`]).
-//! * [`Queue`], [`SimpleQueue`], [`JoinableQueue`]: FIFOs in shared memory
-//!   for any mix of producers and consumers, safe against any of them
-//!   being killed (see [`queue`]).
+//! 1. [`Queue`], [`SimpleQueue`], [`JoinableQueue`]: FIFOs in shared memory
+//!    for any mix of producers and consumers, safe against any of them
+//!    being killed (see [`queue`]).
+//! 2. [`pipe`] and [`Connection`]: framed, typed messages between two
+//!    processes; handles (other connections…) travel inside messages.
+//!    [`Listener`] and [`Client`]: connections over a Unix socket path or
+//!    TCP, authenticated with a shared key (HMAC-SHA256).
+//! 3. [`Manager`]: a server process owning shared lists, dicts, queues,
+//!    locks…, reached through proxies from any process (see [`manager`]);
+//! 4. and its [`Namespace`]s.
+//! 5. [`Value`] and [`Array`] (and [`RawValue`], [`RawArray`]): plain data
+//!    in shared memory, with a robust lock and lock-free atomics;
+//!    [`SharedMemory`]: named segments. [`Lock`], [`RLock`], [`Semaphore`],
+//!    [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`]:
+//!    process-shared synchronization; a lock whose holder dies reports
+//!    [`LockError::OwnerDied`] to the next acquirer, a barrier whose party
+//!    dies breaks.
+//! 6. [`csp`]: Communicating Sequential Processes in the style of PyCSP:
+//!    channels with poison and retire, alternation, and
+//!    `parallel`/`sequence`/`spawn` over threads and OS processes.
+//!
+//! Beneath them all, [`Process`] runs `fn(A) -> R` in a child (start methods
+//! [`StartMethod::Spawn`], the default, and [`StartMethod::Fork`]); `join()`
+//! returns the child's value, its panic, or the signal that killed it. And
+//! [`Pool`] is a pool of worker processes with `map`, `imap`,
+//! `imap_unordered`, `starmap`, `apply` and `apply_async`; a worker that dies
+//! fails only the task it held, and the pool replaces it (see [`pool`]).
 //!
 //! ```
 //! use multiproc::{Connection, Process, pipe};
