@@ -323,6 +323,74 @@ fn idle_queue_costs_at_most_its_ring() {
     });
 }
 
+/// Serialises `.0` bytes, then fails: a `put` that writes into the ring
+/// and is abandoned.
+struct FailsLate(usize);
+
+impl serde::Serialize for FailsLate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&vec![7u8; self.0])?;
+        t.serialize_element(&Refuse)?;
+        t.end()
+    }
+}
+
+struct Refuse;
+
+impl serde::Serialize for Refuse {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refused after writing"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FailsLate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <Vec<u8>>::deserialize(d).map(|v| FailsLate(v.len()))
+    }
+}
+
+impl std::fmt::Debug for FailsLate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FailsLate({})", self.0)
+    }
+}
+
+#[test]
+fn abandoned_puts_do_not_grow_the_idle_queue() {
+    watchdog(Duration::from_secs(60), || {
+        let ring = 256 << 10;
+        let q: Queue<FailsLate> = Queue::builder().ring_size(ring).build().unwrap();
+        for round in 0..5u64 {
+            // A backlog of 16 segments, half consumed: the ring's worth of
+            // the segments left behind stays resident for reuse.
+            for n in 0..8u64 {
+                q.put_bytes(&pattern(round + n, 128 << 10)).unwrap();
+            }
+            for n in 0..4u64 {
+                assert!(q.get_bytes().unwrap() == pattern(round + n, 128 << 10));
+            }
+            // A put that writes through those kept segments and then
+            // fails: nothing is queued, the value comes back.
+            match q.put(FailsLate(192 << 10)) {
+                Err(PutError::Encode(v, _)) => assert_eq!(v.0, 192 << 10),
+                other => panic!("expected Encode, got {other:?}"),
+            }
+            assert_eq!(q.qsize(), 4);
+            // Draining the rest keeps no more than the ring.
+            for n in 4..8u64 {
+                assert!(q.get_bytes().unwrap() == pattern(round + n, 128 << 10));
+            }
+            let idle = q.memory_usage().unwrap();
+            assert!(
+                idle <= idle_bound(ring, 1 << 20),
+                "round {round}: idle queue holds {idle} bytes"
+            );
+        }
+    });
+}
+
 // ----- processes -----
 
 fn child_put_hello(q: Queue<(i32, Option<i32>, String)>) {

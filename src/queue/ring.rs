@@ -74,7 +74,8 @@
 //! | table entry | producer | P lock | `[lseg \| next]` of a slot | Relaxed: consumers read an entry only after an Acquire load of a `tail` stored after it |
 //! | slot bitmap words | producer | P lock | circle membership (a superset of it) | Relaxed |
 //! | resident bit of a slot | consumer, when releasing it (C lock); producer, when taking a slot not in the circle (P lock) | the two never touch the same slot at once | whether the segment's memory is in place | atomic bit RMW, Relaxed; the producer reads a free slot's bit after its Acquire of `c_slot` |
-//! | `free_resident` | consumer (+1 when keeping), producer (−1 when reusing) | both locks, separately | estimate of resident free segments, compared with `keep` | Relaxed RMW: a policy hint, never a correctness input |
+//! | `free_resident` | consumer (+1 when keeping), producer (−1 when reusing); recounted holding both locks | both locks, separately | resident free segments, compared with `keep`; exact except after a death or a failed `put` (until the recount) | Relaxed RMW: a policy input, never a correctness one |
+//! | `recount` | consumer repairing after a death (C lock); P lock holder | P lock to clear | `free_resident` may be off: the next P lock holder recounts it under both locks | Relaxed |
 //! | `done` | `task_done` | CAS | tasks finished (`JoinableQueue`) | SeqCst CAS |
 //! | events | waiters / notifiers | none | see `wait.rs` | SeqCst |
 //!
@@ -88,11 +89,11 @@
 //! | dies … | left behind | repaired by |
 //! |---|---|---|
 //! | in `put`, before the `tail` store | bytes and perhaps linked segments beyond the tail: invisible, the segments are free | nothing to repair: the next producer writes over them |
-//! | between linking and the bitmap (either order) | a bitmap bit set for a slot outside the circle (bits are set before linking and cleared after unlinking), perhaps backed by memory | the next P lock holder, told `OwnerDied`, rebuilds the bitmap from the circle and punches such orphans |
-//! | in `put`, after linking fresh segments | free segments in memory beyond the ring's worth | `OwnerDied` (or the failing `put` itself): walk the free arc, punch those beyond `keep`, recount `free_resident` |
+//! | in `put`, between taking a slot and linking it | a bitmap bit set for a slot outside the circle (bits are set before backing and linking, and cleared after unlinking), perhaps backed by memory | the next P lock holder, told `OwnerDied`, rebuilds the bitmap from the circle and punches such orphans |
+//! | in `put`, after linking fresh or reusing kept segments | free segments in memory beyond the ring's worth, `free_resident` too low | `OwnerDied` (or the failing `put` itself): holding the C lock too, so that no consumer keeps segments meanwhile, walk the free arc, punch those beyond `keep`, recount `free_resident` exactly |
 //! | in `put`, after the `tail` store | a committed message; `p_slot` possibly one segment behind | `OwnerDied`: walk from `p_slot` along `next` to the segment whose `lseg` is `cseg(tail)` |
 //! | in `get`, before the `head` store | nothing consumed: the next `get` returns the same message | nothing |
-//! | in `get`, after the `head` store | the message consumed (the `get` had done everything but return); `c_slot` behind, segments left behind not yet kept or punched | `OwnerDied`: walk from `c_slot` to `cseg(head)` deciding each again (punching twice is harmless; no producer reuses them until `c_slot` moves) |
+//! | in `get`, after the `head` store | the message consumed (the `get` had done everything but return); `c_slot` behind, segments left behind not yet kept or punched | `OwnerDied`: walk from `c_slot` to `cseg(head)` deciding each again (punching twice is harmless; no producer reuses them until `c_slot` moves); a segment kept twice overstates `free_resident`, so the repairer sets `recount` |
 //! | holding either lock | the lock | the kernel marks it owner-dead; the next locker repairs as above |
 //! | between a commit and its wake-up call | sleepers not woken | sleepers re-check every [`SLICE`](super::wait::SLICE) |
 //!
@@ -129,7 +130,7 @@ pub(crate) const MAX_CAPACITY: usize = 31 << 30;
 /// Where the segment table starts.
 const TABLE_OFF: usize = 4096;
 const MAGIC: u64 = u64::from_le_bytes(*b"mpqueue\0");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Record header size.
 const HDR: usize = 8;
 
@@ -183,6 +184,9 @@ struct ProducerSide {
     p_slot: AtomicU32,
     alloc_hint: AtomicU32,
     seen_get: AtomicU32,
+    /// Nonzero: a consumer repaired its side after a death, so
+    /// `free_resident` may be off; the next P lock holder recounts it.
+    recount: AtomicU32,
 }
 
 /// Consumer-private words (read only by consumers).
@@ -591,6 +595,11 @@ impl Ring {
         if died {
             self.recover_producer()?;
             h.producer.lock.mark_consistent()?;
+        } else if h.producer.recount.load(Ordering::Relaxed) != 0 {
+            self.recount_free(
+                self.checked(h.producer.p_slot.load(Ordering::Relaxed))?,
+                lock_deadline,
+            )?;
         }
         // Relaxed: only P lock holders store `tail`, and the lock orders us
         // after the last of them.
@@ -619,10 +628,10 @@ impl Ring {
         };
         let start_slot = w.slot;
         let failed = |w: &mut Writer<'_>, f: PutFail| {
-            if w.allocated {
-                // Segments linked for nothing: give back what exceeds the
-                // ring.
-                self.trim_free(start_slot)?;
+            if w.allocated || w.slot != start_slot {
+                // Segments linked, or kept ones reused, for nothing:
+                // recount, and give back what exceeds the ring.
+                self.recount_free(start_slot, lock_deadline)?;
             }
             Err(f)
         };
@@ -704,24 +713,42 @@ impl Ring {
                 let i = (w * 64) as u32 + orphans.trailing_zeros();
                 orphans &= orphans - 1;
                 if i < self.nslots {
+                    self.set_resident(i, false);
                     self.punch(i);
                 }
             }
         }
-        self.trim_free(start)?;
         h.producer.alloc_hint.store(0, Ordering::Relaxed);
         h.producer.seen_get.store(
             unpack(h.head.0.load(Ordering::Acquire)).0,
             Ordering::Relaxed,
         );
+        self.recount_free(start, None)
+    }
+
+    /// Runs [`trim_free`](Self::trim_free) with the C lock held too, so
+    /// that no consumer moves `c_slot` or `free_resident` meanwhile and the
+    /// count it stores is exact. Run by a P lock holder (lock order: P,
+    /// then C). If the C lock is not had by `deadline`, the recount is
+    /// left for the next `put`.
+    fn recount_free(&self, p: u32, deadline: Option<Instant>) -> io::Result<()> {
+        let h = self.header();
+        h.producer.recount.store(1, Ordering::Relaxed);
+        let Some(guard) = self.lock_consumer(deadline)? else {
+            return Ok(());
+        };
+        self.trim_free(p)?;
+        h.producer.recount.store(0, Ordering::Relaxed);
+        drop(guard);
         Ok(())
     }
 
     /// Walks the free arc after the tail segment `p`: keeps the first
     /// `keep` resident segments, punches the others, and recounts
-    /// `free_resident`. Run by a P lock holder after a death or a failed
-    /// `put`, which can leave segments linked and backed but unused.
-    /// (The count is an estimate: consumers may be releasing more.)
+    /// `free_resident`. Run holding both locks (see
+    /// [`recount_free`](Self::recount_free)) after a death or a failed
+    /// `put`, which can leave segments linked and backed but unused, or
+    /// the count off.
     fn trim_free(&self, p: u32) -> io::Result<()> {
         let h = self.header();
         let c = h.c_slot.0.load(Ordering::Acquire);
@@ -769,7 +796,14 @@ impl Ring {
         let Some(y) = found else {
             return Err(PutFail::NoSpace(None));
         };
+        // Set before backing and linking: the bitmap stays a superset of
+        // the circle and of the backed slots outside it, so a death at any
+        // point here leaves an orphan that recovery finds and punches.
+        self.bitmap(y as usize / 64)
+            .fetch_or(1 << (y % 64), Ordering::Relaxed);
         if let Err(e) = sys::shm::allocate(self.fd.fd(), self.data_off + y as usize * SEG, SEG) {
+            self.punch(y);
+            self.free_slot(y);
             return Err(match e.kind() {
                 io::ErrorKind::StorageFull | io::ErrorKind::OutOfMemory => {
                     PutFail::NoSpace(Some(e))
@@ -777,9 +811,6 @@ impl Ring {
                 _ => PutFail::Io(e),
             });
         }
-        // Set before linking: the bitmap stays a superset of the circle.
-        self.bitmap(y as usize / 64)
-            .fetch_or(1 << (y % 64), Ordering::Relaxed);
         // No consumer looks at a slot outside the circle, so the producer
         // may write its resident bit here.
         self.set_resident(y, true);
@@ -816,14 +847,9 @@ impl Ring {
         body: impl FnOnce(&Record<'_>) -> R,
     ) -> Result<R, GetFail> {
         let h = self.header();
-        let Some((guard, died)) = acquire(&h.consumer.lock, lock_deadline)? else {
+        let Some(guard) = self.lock_consumer(lock_deadline)? else {
             return Err(GetFail::LockTimeout);
         };
-        if died {
-            let (_, pos) = unpack(h.head.0.load(Ordering::Relaxed));
-            self.release_to(cseg(pos))?;
-            h.consumer.lock.mark_consistent()?;
-        }
         // Relaxed: only C lock holders store `head`.
         let (seq, pos) = unpack(h.head.0.load(Ordering::Relaxed));
         let seen = h.consumer.seen_put.load(Ordering::Relaxed);
@@ -871,6 +897,24 @@ impl Ring {
         Ok(out)
     }
 
+    /// Takes the C lock, repairing the consumer side if its last holder
+    /// died (see the module docs); `None` if not had by `deadline`.
+    fn lock_consumer(&self, deadline: Option<Instant>) -> io::Result<Option<Guard<'_>>> {
+        let h = self.header();
+        let Some((guard, died)) = acquire(&h.consumer.lock, deadline)? else {
+            return Ok(None);
+        };
+        if died {
+            let (_, pos) = unpack(h.head.0.load(Ordering::Relaxed));
+            self.release_to(cseg(pos))?;
+            // The dead holder may have counted a segment it had not yet
+            // released, which was just counted again.
+            h.producer.recount.store(1, Ordering::Relaxed);
+            h.consumer.lock.mark_consistent()?;
+        }
+        Ok(Some(guard))
+    }
+
     /// Moves `c_slot` forward to the segment numbered `target`, punching
     /// the cold segments left behind (normal release and crash repair
     /// alike). Idempotent.
@@ -881,9 +925,9 @@ impl Ring {
         let mut steps = 0;
         while lseg_of(self.entry(s).load(Ordering::Relaxed)) != target {
             // Keep up to `keep` free segments in memory for producers to
-            // reuse without faults; give the others back. The counter is an
-            // estimate (a death between its update and the bit's can skew
-            // it by one; the producer recounts after a death).
+            // reuse without faults; give the others back. The counter is
+            // exact except after a death, which asks the producers to
+            // recount it.
             if h.free_resident.0.load(Ordering::Relaxed) < self.keep {
                 self.set_resident(s, true);
                 h.free_resident.0.fetch_add(1, Ordering::Relaxed);
