@@ -479,6 +479,14 @@ fn timeouts_keep_partial_messages() {
         assert!(!b.poll(t).unwrap());
         a.send(&3u8).unwrap();
         assert_eq!(b.recv_timeout::<u8>(t).unwrap(), 3);
+        // A zero timeout takes what is queued and never waits.
+        let z = Duration::ZERO;
+        assert!(matches!(b.recv_timeout::<u8>(z), Err(RecvError::Timeout)));
+        a.send(&4u8).unwrap();
+        a.send_bytes(b"five").unwrap();
+        assert_eq!(b.recv_timeout::<u8>(z).unwrap(), 4);
+        assert_eq!(b.recv_bytes_timeout(z).unwrap(), b"five");
+        assert!(matches!(b.recv_bytes_timeout(z), Err(RecvError::Timeout)));
 
         // Small message in pieces: header, part of the body, the rest.
         let (mut raw, conn) = raw_pair();

@@ -134,19 +134,20 @@ impl Reader {
         fds: &mut VecDeque<OwnedFd>,
         deadline: Option<Instant>,
     ) -> Result<usize, RecvError> {
-        if let Some(d) = deadline {
+        // With a deadline, every read is non-blocking: bytes already queued
+        // cost neither a clock read nor a poll, and a wait never outlasts
+        // the deadline (even if another process sharing the descriptor
+        // takes the bytes the poll announced).
+        let n = loop {
+            let n = Self::recv_once(fd, unix, dst, fds, deadline.is_some());
+            let Some(d) = deadline else { break n };
+            if !matches!(&n, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
+                break n;
+            }
             let left = d.saturating_duration_since(Instant::now());
-            if !sys::poll::wait_readable(&[fd], Some(left))?[0] {
+            if left.is_zero() || !sys::poll::wait_readable(&[fd], Some(left))?[0] {
                 return Err(RecvError::Timeout);
             }
-        }
-        let n = if unix {
-            let mut got = Vec::new();
-            let n = sys::socket::recv(fd, dst, &mut got, false);
-            fds.extend(got);
-            n
-        } else {
-            sys::socket::read(fd, dst, false)
         };
         if fds.len() > MAX_PENDING_FDS {
             fds.clear();
@@ -156,6 +157,25 @@ impl Reader {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(0),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One `recv` (with the descriptors that come along, on Unix
+    /// sockets).
+    fn recv_once(
+        fd: BorrowedFd<'_>,
+        unix: bool,
+        dst: &mut [u8],
+        fds: &mut VecDeque<OwnedFd>,
+        nonblocking: bool,
+    ) -> std::io::Result<usize> {
+        if unix {
+            let mut got = Vec::new();
+            let n = sys::socket::recv(fd, dst, &mut got, nonblocking);
+            fds.extend(got);
+            n
+        } else {
+            sys::socket::read(fd, dst, nonblocking)
         }
     }
 

@@ -53,8 +53,10 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
     board.set(IDLE);
     let mut done = 0usize;
     let mut held = Held::default();
+    let mut last_end = Instant::now();
     while maxtasks.is_none_or(|m| done < m) {
-        if !held.is_empty() && !conn.has_buffered() && !held.flush(&conn) {
+        let buffered = conn.has_buffered();
+        if !held.is_empty() && !buffered && !held.flush(&conn) {
             return;
         }
         let Ok((payload, fds)) = conn.recv_encoded(None) else {
@@ -73,17 +75,21 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
         // SAFETY: the pool took this distance from a `Runner` of this binary
         // (`run_map`/`run_star` monomorphised for the target's types).
         let runner = unsafe { std::mem::transmute::<usize, Runner>(target::address_at(runner)) };
-        let started = Instant::now();
+        // A chunk that was already buffered starts when the last one ended
+        // (one clock read per chunk in a burst of tiny ones).
+        let started = if buffered { last_end } else { Instant::now() };
         let reply = runner(target::address_at(target_offset), chunk, rest, fds);
-        let tiny = started.elapsed() < TINY;
+        let ended = Instant::now();
+        last_end = ended;
+        let tiny = ended.duration_since(started) < TINY;
         done += 1;
         let last = maxtasks.is_some_and(|m| done >= m);
         let sent = if reply.fds.is_empty() && reply.bytes.len() - FRAME_ROOM <= DEFAULT_MAX_FRAME {
-            held.push(frame_encoded(reply).bytes);
+            held.push(frame_encoded(reply).bytes, ended);
             // The status word still names this chunk while its reply waits,
             // so a death now fails it; replies held from earlier chunks are
             // lost with the worker and those chunks run again elsewhere.
-            if tiny && !last && held.worth_holding() && conn.has_buffered() {
+            if tiny && !last && held.worth_holding(ended) && conn.has_buffered() {
                 true
             } else {
                 held.flush(&conn)
@@ -121,18 +127,18 @@ impl Held {
         self.count == 0
     }
 
-    fn push(&mut self, frame: Vec<u8>) {
+    fn push(&mut self, frame: Vec<u8>, now: Instant) {
         if self.bytes.is_empty() {
             self.bytes = frame;
         } else {
             self.bytes.extend_from_slice(&frame);
         }
         self.count += 1;
-        self.since.get_or_insert_with(Instant::now);
+        self.since.get_or_insert(now);
     }
 
-    fn worth_holding(&self) -> bool {
-        self.count < HOLD_MAX && self.since.is_some_and(|t| t.elapsed() < HOLD_FOR)
+    fn worth_holding(&self, now: Instant) -> bool {
+        self.count < HOLD_MAX && self.since.is_some_and(|t| now.duration_since(t) < HOLD_FOR)
     }
 
     /// Writes the held replies; whether the pool is still there.
