@@ -72,6 +72,7 @@ pub mod pool;
 mod process;
 pub mod queue;
 mod shm;
+mod spin;
 mod sync;
 mod sys;
 

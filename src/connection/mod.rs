@@ -22,6 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, SharedFd};
 use crate::error::{RecvError, SendError};
+use crate::spin::Spin;
 use crate::sys;
 pub use frame::DEFAULT_MAX_FRAME;
 /// Header room to reserve when encoding a message for [`Connection::send_encoded`].
@@ -255,6 +256,26 @@ impl Connection {
             }
             Body::Owned(v) => f(&v, &mut r.fds),
         }
+    }
+
+    /// Like [`recv`](Self::recv), but first polls without sleeping for up
+    /// to `spin`'s budget (when another CPU can run the sender), so that an
+    /// answer arriving within microseconds costs no wake-up. For the
+    /// request/reply loops of the manager.
+    pub(crate) fn recv_spin<T: DeserializeOwned>(&self, spin: &Spin) -> Result<T, RecvError> {
+        let mut got = None;
+        spin.spin_until(
+            || match self.recv_timeout::<T>(Duration::ZERO) {
+                Err(RecvError::Timeout) => false,
+                r => {
+                    got = Some(r);
+                    true
+                }
+            },
+            None,
+            0,
+        );
+        got.unwrap_or_else(|| self.recv())
     }
 
     /// Receives one serde value, waiting as long as it takes.

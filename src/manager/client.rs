@@ -19,6 +19,7 @@ use super::protocol::{Fault, Reply, Request};
 use super::server::Answer;
 use super::value::Value;
 use crate::error::{ConnectError, RecvError, SendError};
+use crate::spin::Spin;
 use crate::sys;
 use crate::{Address, Client, Connection};
 
@@ -67,6 +68,8 @@ pub(crate) struct Endpoint {
     pub address: Address,
     pub authkey: Option<Vec<u8>>,
     pool: Mutex<Pool>,
+    /// How long waiting for an answer spins before sleeping.
+    spin: Spin,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -119,6 +122,7 @@ impl Endpoint {
                 anchor: None,
                 idle: Vec::new(),
             }),
+            spin: Spin::new(),
         });
         map.insert(key, Arc::downgrade(&ep));
         ep
@@ -190,7 +194,7 @@ impl Endpoint {
             }
             Err(_) => return Err(self.broken()),
         }
-        match conn.recv::<Answer>() {
+        match conn.recv_spin::<Answer>(&self.spin) {
             Ok(answer) => {
                 self.give(conn);
                 Ok(answer)

@@ -107,8 +107,9 @@ use std::ptr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::wait::{Event, Spin, spin_allowed};
+use super::wait::Event;
 use crate::codec::SharedFd;
+use crate::spin::{Spin, spin_allowed};
 use crate::sys;
 use crate::sys::robust_mutex::{LockFailed, Locked, RobustMutex};
 

@@ -1,7 +1,7 @@
-//! Waiting for a condition on shared memory: spin briefly (for an adaptive
-//! budget of at most 20 µs, and not at all when this process may run on
-//! only one CPU), then sleep on a futex, with a waiter flag so that the side that makes the condition
-//! true skips the wake-up system call when nobody sleeps (an "event
+//! Waiting for a condition on shared memory: spin briefly (see
+//! [`Spin`]), then sleep on a futex, with a waiter flag so that the side
+//! that makes the condition true skips the wake-up system call when nobody
+//! sleeps (an "event
 //! count", as in Dmitry Vyukov's eventcount and folly's `EventCount`).
 //!
 //! # Protocol
@@ -26,60 +26,15 @@
 //! [`SLICE`] to re-check, which bounds the delay when a notifier is killed
 //! between its store and its wake-up.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::spin::Spin;
 use crate::sys;
 
 /// Longest single sleep before a sleeper re-checks its condition on its
 /// own (the bound on the delay a notifier killed mid-notify can cause).
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
-
-/// The most a waiter spins before sleeping.
-const MAX_SPIN_NS: u32 = 20_000;
-
-/// The least spin budget.
-const MIN_SPIN_NS: u32 = 500;
-
-/// A process-local spin budget for one kind of wait. A wait that ends
-/// while spinning shows spinning pays (the other side is running on
-/// another CPU): the budget doubles, up to its maximum. A wait that has to
-/// sleep halves it, so that on a loaded machine, where the other side
-/// needs the CPU we would spin on, spinning fades out; every 128th wait
-/// spins the full budget again to notice when that changes.
-pub(crate) struct Spin {
-    budget: AtomicU32,
-    waits: AtomicU32,
-}
-
-impl Spin {
-    pub(crate) const fn new() -> Spin {
-        Spin {
-            budget: AtomicU32::new(MAX_SPIN_NS),
-            waits: AtomicU32::new(0),
-        }
-    }
-
-    fn budget(&self) -> Duration {
-        let n = self.waits.fetch_add(1, Ordering::Relaxed);
-        let b = if n.is_multiple_of(128) {
-            MAX_SPIN_NS
-        } else {
-            self.budget.load(Ordering::Relaxed)
-        };
-        Duration::from_nanos(u64::from(b))
-    }
-
-    fn paid(&self, yes: bool) {
-        let b = self.budget.load(Ordering::Relaxed);
-        let next = if yes {
-            b.saturating_mul(2).min(MAX_SPIN_NS)
-        } else {
-            (b / 2).max(MIN_SPIN_NS)
-        };
-        self.budget.store(next, Ordering::Relaxed);
-    }
-}
 
 /// A wake-up channel in shared memory. All-zero bytes are a valid, idle
 /// event.
@@ -114,27 +69,8 @@ impl Event {
         if ready() {
             return true;
         }
-        if spin_allowed() {
-            let start = Instant::now();
-            let budget = spin.budget();
-            let mut i = 0u32;
-            loop {
-                for _ in 0..16 {
-                    std::hint::spin_loop();
-                }
-                if ready() {
-                    spin.paid(true);
-                    return true;
-                }
-                i += 1;
-                if i.is_multiple_of(8) {
-                    let now = Instant::now();
-                    if now - start >= budget || deadline.is_some_and(|d| now >= d) {
-                        break;
-                    }
-                }
-            }
-            spin.paid(false);
+        if spin.spin_until(&mut ready, deadline, 16) {
+            return true;
         }
         self.sleep_until(ready, deadline)
     }
@@ -164,27 +100,4 @@ impl Event {
             }
         }
     }
-}
-
-/// Whether spinning can help: not when this process may only run on one
-/// CPU (the other side cannot make progress while we spin). The affinity
-/// mask is re-read at most every 100 ms, so pinning a running process is
-/// noticed.
-pub(crate) fn spin_allowed() -> bool {
-    static CACHE: AtomicU64 = AtomicU64::new(0);
-    // Layout: [allowed+1: 2 bits][millis since START: 62 bits]; 0 = unknown.
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    let now_ms = start.elapsed().as_millis() as u64 & ((1 << 62) - 1);
-    let cached = CACHE.load(Ordering::Relaxed);
-    if cached != 0 {
-        let at = cached & ((1 << 62) - 1);
-        if now_ms.wrapping_sub(at) < 100 {
-            return (cached >> 62) == 2;
-        }
-    }
-    let allowed = sys::process::affinity_cpus() > 1;
-    let tag: u64 = if allowed { 2 } else { 1 };
-    CACHE.store((tag << 62) | now_ms, Ordering::Relaxed);
-    allowed
 }

@@ -30,6 +30,7 @@ use super::registry::{Registry, Served};
 use super::value::Value;
 use crate::connection::auth;
 use crate::error::RecvError;
+use crate::spin::Spin;
 use crate::{Address, Connection, Listener};
 
 /// How long a new connection has to authenticate and say hello.
@@ -341,8 +342,11 @@ fn serve_client(shared: &Shared, mut conn: Connection) {
         session,
         conn: &conn,
     };
+    // A client making calls in a loop sends its next request within
+    // microseconds of our answer.
+    let spin = Spin::new();
     loop {
-        let request = match conn.recv::<Request>() {
+        let request = match conn.recv_spin::<Request>(&spin) {
             Ok(r) => r,
             Err(RecvError::Codec(e)) => {
                 // Garbage: say why, then hang up.
