@@ -627,3 +627,68 @@ fn named_objects_outlive_the_processes_that_open_them() {
         assert_eq!(m.object_count().unwrap(), 0);
     });
 }
+
+fn big_messages(list: ListProxy<Vec<u8>>) -> Result<usize, String> {
+    // Requests and answers larger than the shared-memory slot, between
+    // small ones, in both directions.
+    let big = vec![7u8; 100 << 10];
+    list.append(&big).map_err(|e| e.to_string())?;
+    list.append(&vec![1, 2, 3]).map_err(|e| e.to_string())?;
+    let first = list.get(1).map_err(|e| e.to_string())?;
+    let all = list.to_vec().map_err(|e| e.to_string())?;
+    if first != big || all.len() != 3 || all[2] != [1, 2, 3] {
+        return Err("a big message came back wrong".into());
+    }
+    Ok(all.iter().map(Vec::len).sum())
+}
+
+/// `big_messages` in a child forked after this process used the list (so
+/// the child starts with copies of its connections and mailboxes), then
+/// the list again here.
+fn fork_big_messages(list: ListProxy<Vec<u8>>) -> Result<usize, String> {
+    let before = list.len().map_err(|e| e.to_string())?;
+    let mut p = Process::new(big_messages, list.clone()).start_method(StartMethod::Fork);
+    p.start().map_err(|e| e.to_string())?;
+    let total = p.join_timeout(LONG).map_err(|e| e.to_string())??;
+    if list.len().map_err(|e| e.to_string())? != before + 2 {
+        return Err("the forking process lost its connection".into());
+    }
+    Ok(total)
+}
+
+#[test]
+fn messages_larger_than_the_mailbox_go_by_the_socket() {
+    watchdog(Duration::from_secs(60), || {
+        let m = Manager::start().unwrap();
+        let list = m.list::<Vec<u8>>([]).unwrap();
+        list.append(&vec![9u8; 200 << 10]).unwrap();
+        for fork in [false, true] {
+            let total = if fork {
+                common::in_child(fork_big_messages, list.clone()).unwrap()
+            } else {
+                let mut p = Process::new(big_messages, list.clone());
+                p.start().unwrap();
+                p.join_timeout(LONG).unwrap().unwrap()
+            };
+            assert_eq!(total, (200 << 10) + (100 << 10) + 3);
+            assert_eq!(list.pop().unwrap(), [1, 2, 3]);
+            assert_eq!(list.pop().unwrap().len(), 100 << 10);
+        }
+        // Many threads at once, each on its own connection and mailbox.
+        let hs: Vec<_> = (0..4)
+            .map(|i| {
+                let list = list.clone();
+                thread::spawn(move || {
+                    for n in 0..200u32 {
+                        let len = if n % 50 == 0 { 70 << 10 } else { 8 };
+                        list.append(&vec![i as u8; len]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(list.len().unwrap(), 1 + 4 * 200);
+    });
+}

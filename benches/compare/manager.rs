@@ -26,7 +26,10 @@
 //! its own memory, and answers with a framed 8-byte reply; its clients are
 //! forked processes making the same number of round trips, timed from a
 //! start signal to the last one's last reply. Every raw figure counts one
-//! round trip per operation, as the crate does.
+//! round trip per operation, as the crate does. It is the floor of a
+//! socket transport: the crate's proxies on the same host exchange
+//! requests and answers through a shared-memory mailbox beside the socket
+//! (spinning briefly, then a futex), so they can beat it.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::error::ManagerError;
+use super::mailbox::{Mailbox, Way};
 use super::protocol::{Fault, Reply, Request};
 use super::server::Answer;
 use super::value::Value;
@@ -60,7 +61,30 @@ struct Pool {
     /// Held open, never used for requests: the server ends this process's
     /// session (dropping its references) when it closes.
     anchor: Option<Connection>,
-    idle: Vec<Connection>,
+    idle: Vec<Link>,
+}
+
+/// One request connection, with its shared-memory mailbox when the server
+/// is on this host (a Unix socket).
+struct Link {
+    conn: Connection,
+    mailbox: Option<Mailbox>,
+}
+
+impl Link {
+    fn send(&self, request: &Request) -> Result<(), SendError> {
+        match &self.mailbox {
+            Some(mb) => mb.send(Way::Request, request, &self.conn),
+            None => self.conn.send(request),
+        }
+    }
+
+    fn recv(&self, spin: &Spin) -> Result<Answer, RecvError> {
+        match &self.mailbox {
+            Some(mb) => mb.recv(Way::Answer, &self.conn),
+            None => self.conn.recv_spin(spin),
+        }
+    }
 }
 
 /// A server as seen from this process.
@@ -147,7 +171,27 @@ impl Endpoint {
         Ok(conn)
     }
 
-    fn take(&self) -> Result<Connection, ManagerError> {
+    /// A request connection, with a mailbox over a Unix socket (if the
+    /// server takes it).
+    fn open_link(&self) -> Result<Link, ManagerError> {
+        let conn = self.connect(false)?;
+        let mut mailbox = None;
+        // (Without one, the connection works on as it is.)
+        if matches!(self.address, Address::Unix(_))
+            && let Ok((mb, fd)) = Mailbox::create()
+        {
+            conn.send(&Request::Mailbox(fd))
+                .map_err(|_| ManagerError::Disconnected)?;
+            match conn.recv_timeout::<Answer>(CONNECT_TIMEOUT) {
+                Ok(Answer::One(Ok(_))) => mailbox = Some(mb),
+                Ok(_) => {}
+                Err(_) => return Err(ManagerError::Disconnected),
+            }
+        }
+        Ok(Link { conn, mailbox })
+    }
+
+    fn take(&self) -> Result<Link, ManagerError> {
         {
             let mut pool = lock(&self.pool);
             let pid = sys::process::getpid();
@@ -163,40 +207,40 @@ impl Endpoint {
                 // request of this process reaches the server.
                 pool.anchor = Some(self.connect(true)?);
             }
-            if let Some(conn) = pool.idle.pop() {
-                return Ok(conn);
+            if let Some(link) = pool.idle.pop() {
+                return Ok(link);
             }
         }
-        self.connect(false)
+        self.open_link()
     }
 
-    fn give(&self, conn: Connection) {
+    fn give(&self, link: Link) {
         let mut pool = lock(&self.pool);
         if pool.pid == sys::process::getpid() {
-            pool.idle.push(conn);
+            pool.idle.push(link);
         }
     }
 
     /// Sends one request and waits for its answer.
     pub fn exchange(&self, request: &Request) -> Result<Answer, ManagerError> {
-        let conn = self.take()?;
-        match conn.send(request) {
+        let link = self.take()?;
+        match link.send(request) {
             Ok(()) => {}
             Err(SendError::Codec(e)) => {
-                self.give(conn);
+                self.give(link);
                 return Err(ManagerError::Convert(super::ConvertError(e.to_string())));
             }
             Err(SendError::TooLarge { len, max }) => {
-                self.give(conn);
+                self.give(link);
                 return Err(ManagerError::Protocol(format!(
                     "request of {len} bytes exceeds the frame cap of {max} bytes"
                 )));
             }
             Err(_) => return Err(self.broken()),
         }
-        match conn.recv_spin::<Answer>(&self.spin) {
+        match link.recv(&self.spin) {
             Ok(answer) => {
-                self.give(conn);
+                self.give(link);
                 Ok(answer)
             }
             Err(RecvError::Codec(e)) => Err(ManagerError::Protocol(e.to_string())),

@@ -59,6 +59,9 @@ pub(crate) enum Request {
     Stats,
     /// Stops the server after replying.
     Shutdown,
+    /// Offers a shared-memory mailbox for the rest of this connection's
+    /// requests and answers (same host only); answered on the socket.
+    Mailbox(crate::codec::SharedFd),
 }
 
 /// The kinds of object a manager serves.

@@ -102,7 +102,7 @@ mod fifo;
 mod joinable;
 mod ring;
 mod simple;
-mod wait;
+pub(crate) mod wait;
 
 pub use builder::{DEFAULT_CAPACITY, DEFAULT_RING_SIZE, QueueBuilder};
 pub use error::{

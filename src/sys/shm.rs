@@ -81,6 +81,13 @@ pub fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Whether the file behind `fd` is sealed against shrinking and growing
+/// (so that a mapping of it can never fault past its end).
+pub fn resize_sealed(fd: impl AsFd) -> io::Result<bool> {
+    let seals = rustix::fs::fcntl_get_seals(fd)?;
+    Ok(seals.contains(SealFlags::SHRINK | SealFlags::GROW))
+}
+
 /// The size of the file behind `fd`.
 pub fn size(fd: impl AsFd) -> io::Result<usize> {
     Ok(rustix::fs::fstat(fd)?.st_size as usize)

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use self::wait::{Caller, lock};
+use super::mailbox::{Mailbox, Way};
 use super::protocol::{DataKind, Fault, Kind, Op, Reply, Request};
 use super::registry::{Registry, Served};
 use super::value::Value;
@@ -345,19 +346,46 @@ fn serve_client(shared: &Shared, mut conn: Connection) {
     // A client making calls in a loop sends its next request within
     // microseconds of our answer.
     let spin = Spin::new();
+    let mut mailbox: Option<Mailbox> = None;
+    let mut first = true;
     loop {
-        let request = match conn.recv_spin::<Request>(&spin) {
+        let got = match &mailbox {
+            Some(mb) => mb.recv::<Request>(Way::Request, &conn),
+            None => conn.recv_spin::<Request>(&spin),
+        };
+        let answer_with = |answer: &Answer| match &mailbox {
+            Some(mb) => mb.send(Way::Answer, answer, &conn),
+            None => conn.send(answer),
+        };
+        let request = match got {
             Ok(r) => r,
             Err(RecvError::Codec(e)) => {
                 // Garbage: say why, then hang up.
-                let _ = conn.send(&Answer::One(Err(Fault::Protocol(e.to_string()))));
+                let _ = answer_with(&Answer::One(Err(Fault::Protocol(e.to_string()))));
                 break;
             }
             Err(_) => break,
         };
+        if first
+            && !anchor
+            && let Request::Mailbox(fd) = request
+        {
+            // Answered on the socket; from then on, the mailbox.
+            first = false;
+            let (mb, reply) = match Mailbox::attach(fd) {
+                Ok(mb) => (Some(mb), Ok(Value::None)),
+                Err(e) => (None, Err(Fault::Protocol(format!("mailbox refused: {e}")))),
+            };
+            if conn.send(&Answer::One(reply)).is_err() {
+                break;
+            }
+            mailbox = mb;
+            continue;
+        }
+        first = false;
         let shutdown = matches!(request, Request::Shutdown);
         let answer = handle(shared, request, &caller);
-        if conn.send(&answer).is_err() {
+        if answer_with(&answer).is_err() {
             break;
         }
         if shutdown {
@@ -551,6 +579,9 @@ fn handle(shared: &Shared, request: Request, caller: &Caller<'_>) -> Answer {
         }
         Request::Shutdown => Ok(Value::None),
         Request::Hello { .. } => Err(Fault::Protocol("Hello sent twice".into())),
+        Request::Mailbox(_) => Err(Fault::Protocol(
+            "a mailbox is offered once, first, on a request connection".into(),
+        )),
     })
 }
 
