@@ -714,8 +714,8 @@ impl Ring {
                 let i = (w * 64) as u32 + orphans.trailing_zeros();
                 orphans &= orphans - 1;
                 if i < self.nslots {
-                    self.set_resident(i, false);
                     self.punch(i);
+                    self.set_resident(i, false);
                 }
             }
         }
@@ -761,8 +761,8 @@ impl Ring {
                 if kept < self.keep {
                     kept += 1;
                 } else {
-                    self.set_resident(f, false);
                     self.punch(f);
+                    self.set_resident(f, false);
                 }
             }
             f = self.next(f)?;
@@ -820,7 +820,11 @@ impl Ring {
     }
 
     /// Gives slot `i`'s memory back. Punching twice is harmless; failing
-    /// to punch only costs memory.
+    /// to punch only costs memory. Callers punch *before* clearing the
+    /// slot's resident bit: a death in between leaves a bit that says
+    /// "resident" over a hole (reusing it only faults in fresh pages),
+    /// never a cleared bit over memory, which a producer would unlink and
+    /// forget while it still holds memory.
     fn punch(&self, i: u32) {
         let _ = sys::shm::punch_hole(self.fd.fd(), self.data_off + i as usize * SEG, SEG);
     }
@@ -933,8 +937,8 @@ impl Ring {
                 self.set_resident(s, true);
                 h.free_resident.0.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.set_resident(s, false);
                 self.punch(s);
+                self.set_resident(s, false);
             }
             s = self.next(s)?;
             steps += 1;
