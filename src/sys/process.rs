@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
@@ -152,9 +153,30 @@ pub const SIGTERM: i32 = libc::SIGTERM;
 /// `SIGKILL`'s number.
 pub const SIGKILL: i32 = libc::SIGKILL;
 
-/// This process's id.
+/// This process's id, cached: proxies and pools compare it on every call
+/// to notice that they were inherited across `fork`, and the system call
+/// costs about as much as a shared-memory round trip. A `pthread_atfork`
+/// handler clears the cache in every child forked through libc's `fork`
+/// (which is how this crate, std and every wrapper fork); a process
+/// cloned by a raw `clone` system call would see its parent's id.
 pub fn getpid() -> i32 {
-    rustix::process::getpid().as_raw_nonzero().get()
+    static PID: AtomicI32 = AtomicI32::new(0);
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget_in_child() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    let pid = PID.load(Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    HOOK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic (async-
+        // signal-safe, as a handler run in a forked child must be).
+        unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+    });
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    PID.store(pid, Ordering::Relaxed);
+    pid
 }
 
 /// The parent's id (0 when there is none).
