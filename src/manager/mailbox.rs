@@ -44,6 +44,7 @@ use serde::de::DeserializeOwned;
 
 use crate::Connection;
 use crate::codec::{self, SharedFd};
+use crate::connection::FRAME_ROOM;
 use crate::error::{RecvError, SendError};
 use crate::queue::wait::Event;
 use crate::spin::Spin;
@@ -175,23 +176,25 @@ impl Mailbox {
         value: &T,
         conn: &Connection,
     ) -> Result<(), SendError> {
-        let enc = codec::encode(value, 0)?;
+        // Encoded once, with room for a frame header in case it goes on
+        // the socket.
+        let enc = codec::encode(value, FRAME_ROOM)?;
+        let body = &enc.bytes[FRAME_ROOM..];
         // Refused before it is announced, so the peer never waits for it.
-        let body = enc.bytes.len() - 1;
-        if body > conn.max_frame() {
+        if body.len() > conn.max_frame() {
             return Err(SendError::TooLarge {
-                len: body,
+                len: body.len(),
                 max: conn.max_frame(),
             });
         }
         let (slot, data) = self.slot(way);
-        if enc.fds.is_empty() && enc.bytes.len() <= SLOT_BYTES {
+        if enc.fds.is_empty() && body.len() <= SLOT_BYTES {
             // SAFETY: the slot is ours to write (the peer reads it only
             // after our `full` store below, and wrote its last message
-            // there before we received it); `bytes` is a separate buffer
+            // there before we received it); `body` is a separate buffer
             // of at most SLOT_BYTES.
-            unsafe { std::ptr::copy_nonoverlapping(enc.bytes.as_ptr(), data, enc.bytes.len()) };
-            slot.len.store(enc.bytes.len() as u32, Ordering::Relaxed);
+            unsafe { std::ptr::copy_nonoverlapping(body.as_ptr(), data, body.len()) };
+            slot.len.store(body.len() as u32, Ordering::Relaxed);
             slot.full.store(1, Ordering::SeqCst);
             slot.event.notify();
             return Ok(());
@@ -199,7 +202,7 @@ impl Mailbox {
         slot.len.store(ON_SOCKET, Ordering::Relaxed);
         slot.full.store(1, Ordering::SeqCst);
         slot.event.notify();
-        conn.send(value)
+        conn.send_encoded(enc)
     }
 
     /// Receives the next message coming `way`. [`RecvError::Disconnected`]
@@ -211,22 +214,23 @@ impl Mailbox {
         // SeqCst: the load half of the event's protocol.
         let ready = || slot.full.load(Ordering::SeqCst) == 1 || closed.load(Ordering::SeqCst) != 0;
         loop {
-            let woke = slot
-                .event
-                .wait_until(ready, Some(Instant::now() + CHECK), &self.spin);
             if slot.full.load(Ordering::SeqCst) == 1 {
                 break;
             }
-            if woke {
-                // Closed by the other side.
+            if closed.load(Ordering::SeqCst) != 0 {
                 return Err(RecvError::Disconnected);
             }
-            // Nothing for a while. The peer sends nothing on the socket
-            // unless announced in the slot, so a readable socket means it
-            // is gone.
-            let fd = std::os::fd::AsFd::as_fd(conn);
-            if sys::poll::wait_readable(&[fd], Some(Duration::ZERO))?[0] {
-                return Err(RecvError::Disconnected);
+            if !slot
+                .event
+                .wait_until(ready, Some(Instant::now() + CHECK), &self.spin)
+            {
+                // Nothing for a while. The peer sends nothing on the socket
+                // unless announced in the slot, so a readable socket means
+                // it is gone.
+                let fd = std::os::fd::AsFd::as_fd(conn);
+                if sys::poll::wait_readable(&[fd], Some(Duration::ZERO))?[0] {
+                    return Err(RecvError::Disconnected);
+                }
             }
         }
         // Acquire: pairs with the sender's SeqCst `full` store, after which
@@ -241,12 +245,11 @@ impl Mailbox {
             slot.full.store(0, Ordering::Release);
             return Err(RecvError::BadFrame);
         }
-        // The connection's cap holds here too (the body, as on the socket).
-        let body_len = (len as usize).saturating_sub(1);
-        if body_len > conn.max_frame() {
+        // The connection's cap holds here too.
+        if len as usize > conn.max_frame() {
             slot.full.store(0, Ordering::Release);
             return Err(RecvError::TooLarge {
-                len: body_len as u64,
+                len: u64::from(len),
                 max: conn.max_frame(),
             });
         }
