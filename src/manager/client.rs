@@ -18,9 +18,9 @@ use super::error::ManagerError;
 use super::mailbox::{Mailbox, Way};
 use super::protocol::{Fault, Reply, Request};
 use super::server::Answer;
+use super::transport::Transport;
 use super::value::Value;
 use crate::error::{ConnectError, RecvError, SendError};
-use crate::spin::Spin;
 use crate::sys;
 use crate::{Address, Client, Connection};
 
@@ -61,30 +61,9 @@ struct Pool {
     /// Held open, never used for requests: the server ends this process's
     /// session (dropping its references) when it closes.
     anchor: Option<Connection>,
-    idle: Vec<Link>,
-}
-
-/// One request connection, with its shared-memory mailbox when the server
-/// is on this host (a Unix socket).
-struct Link {
-    conn: Connection,
-    mailbox: Option<Mailbox>,
-}
-
-impl Link {
-    fn send(&self, request: &Request) -> Result<(), SendError> {
-        match &self.mailbox {
-            Some(mb) => mb.send(Way::Request, request, &self.conn),
-            None => self.conn.send(request),
-        }
-    }
-
-    fn recv(&self, spin: &Spin) -> Result<Answer, RecvError> {
-        match &self.mailbox {
-            Some(mb) => mb.recv(Way::Answer, &self.conn),
-            None => self.conn.recv_spin(spin),
-        }
-    }
+    /// Request connections not in use, each with its mailbox when the
+    /// server is on this host (a Unix socket).
+    idle: Vec<Transport>,
 }
 
 /// A server as seen from this process.
@@ -92,8 +71,6 @@ pub(crate) struct Endpoint {
     pub address: Address,
     pub authkey: Option<Vec<u8>>,
     pool: Mutex<Pool>,
-    /// How long waiting for an answer spins before sleeping.
-    spin: Spin,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -146,7 +123,6 @@ impl Endpoint {
                 anchor: None,
                 idle: Vec::new(),
             }),
-            spin: Spin::new(),
         });
         map.insert(key, Arc::downgrade(&ep));
         ep
@@ -173,25 +149,25 @@ impl Endpoint {
 
     /// A request connection, with a mailbox over a Unix socket (if the
     /// server takes it).
-    fn open_link(&self) -> Result<Link, ManagerError> {
-        let conn = self.connect(false)?;
-        let mut mailbox = None;
+    fn open_link(&self) -> Result<Transport, ManagerError> {
+        let mut link = Transport::new(self.connect(false)?);
         // (Without one, the connection works on as it is.)
         if matches!(self.address, Address::Unix(_))
             && let Ok((mb, fd)) = Mailbox::create()
         {
-            conn.send(&Request::Mailbox(fd))
+            link.conn
+                .send(&Request::Mailbox(fd))
                 .map_err(|_| ManagerError::Disconnected)?;
-            match conn.recv_timeout::<Answer>(CONNECT_TIMEOUT) {
-                Ok(Answer::One(Ok(_))) => mailbox = Some(mb),
+            match link.conn.recv_timeout::<Answer>(CONNECT_TIMEOUT) {
+                Ok(Answer::One(Ok(_))) => link.use_mailbox(mb),
                 Ok(_) => {}
                 Err(_) => return Err(ManagerError::Disconnected),
             }
         }
-        Ok(Link { conn, mailbox })
+        Ok(link)
     }
 
-    fn take(&self) -> Result<Link, ManagerError> {
+    fn take(&self) -> Result<Transport, ManagerError> {
         {
             let mut pool = lock(&self.pool);
             let pid = sys::process::getpid();
@@ -214,7 +190,7 @@ impl Endpoint {
         self.open_link()
     }
 
-    fn give(&self, link: Link) {
+    fn give(&self, link: Transport) {
         let mut pool = lock(&self.pool);
         if pool.pid == sys::process::getpid() {
             pool.idle.push(link);
@@ -224,7 +200,7 @@ impl Endpoint {
     /// Sends one request and waits for its answer.
     pub fn exchange(&self, request: &Request) -> Result<Answer, ManagerError> {
         let link = self.take()?;
-        match link.send(request) {
+        match link.send(Way::Request, request) {
             Ok(()) => {}
             Err(SendError::Codec(e)) => {
                 self.give(link);
@@ -238,7 +214,7 @@ impl Endpoint {
             }
             Err(_) => return Err(self.broken()),
         }
-        match link.recv(&self.spin) {
+        match link.recv::<Answer>(Way::Answer) {
             Ok(answer) => {
                 self.give(link);
                 Ok(answer)

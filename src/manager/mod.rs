@@ -83,11 +83,12 @@ mod client;
 mod error;
 mod factory;
 pub(crate) mod handle;
-pub(crate) mod mailbox;
+mod mailbox;
 mod protocol;
 mod proxy;
 mod registry;
 mod server;
+mod transport;
 mod value;
 
 use std::sync::Arc;

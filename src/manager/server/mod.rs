@@ -28,10 +28,10 @@ use self::wait::{Caller, lock};
 use super::mailbox::{Mailbox, Way};
 use super::protocol::{DataKind, Fault, Kind, Op, Reply, Request};
 use super::registry::{Registry, Served};
+use super::transport::Transport;
 use super::value::Value;
 use crate::connection::auth;
 use crate::error::RecvError;
-use crate::spin::Spin;
 use crate::{Address, Connection, Listener};
 
 /// How long a new connection has to authenticate and say hello.
@@ -339,29 +339,19 @@ fn serve_client(shared: &Shared, mut conn: Connection) {
         end_connection(shared, session, anchor);
         return;
     }
-    let caller = Caller {
-        session,
-        conn: &conn,
-    };
     // A client making calls in a loop sends its next request within
-    // microseconds of our answer.
-    let spin = Spin::new();
-    let mut mailbox: Option<Mailbox> = None;
+    // microseconds of our answer: the transport polls briefly first.
+    let mut t = Transport::new(conn);
     let mut first = true;
     loop {
-        let got = match &mailbox {
-            Some(mb) => mb.recv::<Request>(Way::Request, &conn),
-            None => conn.recv_spin::<Request>(&spin),
-        };
-        let answer_with = |answer: &Answer| match &mailbox {
-            Some(mb) => mb.send(Way::Answer, answer, &conn),
-            None => conn.send(answer),
-        };
-        let request = match got {
+        let request = match t.recv::<Request>(Way::Request) {
             Ok(r) => r,
             Err(RecvError::Codec(e)) => {
                 // Garbage: say why, then hang up.
-                let _ = answer_with(&Answer::One(Err(Fault::Protocol(e.to_string()))));
+                let _ = t.send(
+                    Way::Answer,
+                    &Answer::One(Err(Fault::Protocol(e.to_string()))),
+                );
                 break;
             }
             Err(_) => break,
@@ -376,16 +366,22 @@ fn serve_client(shared: &Shared, mut conn: Connection) {
                 Ok(mb) => (Some(mb), Ok(Value::None)),
                 Err(e) => (None, Err(Fault::Protocol(format!("mailbox refused: {e}")))),
             };
-            if conn.send(&Answer::One(reply)).is_err() {
+            if t.send(Way::Answer, &Answer::One(reply)).is_err() {
                 break;
             }
-            mailbox = mb;
+            if let Some(mb) = mb {
+                t.use_mailbox(mb);
+            }
             continue;
         }
         first = false;
         let shutdown = matches!(request, Request::Shutdown);
+        let caller = Caller {
+            session,
+            conn: &t.conn,
+        };
         let answer = handle(shared, request, &caller);
-        if answer_with(&answer).is_err() {
+        if t.send(Way::Answer, &answer).is_err() {
             break;
         }
         if shutdown {
