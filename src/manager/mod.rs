@@ -70,7 +70,7 @@
 //!   list view at index 2 follows whatever is at index 2.
 //! * Calls that do not block by nature (list append, dict get…) have no
 //!   timeout: a server that is alive but stopped (`SIGSTOP`) holds them.
-//!   A server that is gone fails them within a tenth of a second.
+//!   A server that is gone fails them within a few tenths of a second.
 //! * A path into a nested container is at most 64 keys long, and a value
 //!   sent to the server at most [`MAX_DEPTH`] levels deep; a tree built
 //!   deeper than [`MAX_DEPTH`] by nesting cannot be read back in one piece.
