@@ -686,3 +686,35 @@ fn simple_queue_between_processes() {
         assert!(q.empty());
     });
 }
+
+#[test]
+fn a_get_callback_may_put_into_its_own_queue() {
+    watchdog(Duration::from_secs(60), || {
+        let q: Queue<FailsLate> = Queue::builder().ring_size(256 << 10).build().unwrap();
+        // Kept segments to reuse, and a message to take.
+        for n in 0..8u64 {
+            q.put_bytes(&pattern(n, 128 << 10)).unwrap();
+        }
+        for n in 0..8u64 {
+            assert!(q.get_bytes().unwrap() == pattern(n, 128 << 10));
+        }
+        q.put_bytes(b"first").unwrap();
+        let inner = q.clone();
+        let got = q
+            .get_bytes_with(Some(Duration::from_secs(5)), move |bytes| {
+                // While this get holds its side of the queue: a put that
+                // fails half-way (and so tidies the ring), then one that
+                // succeeds. Neither may wait for the get to finish.
+                let failed = match inner.put(FailsLate(192 << 10)) {
+                    Err(PutError::Encode(v, _)) => v.0,
+                    other => panic!("expected Encode, got {other:?}"),
+                };
+                inner.put_bytes(b"second").unwrap();
+                (bytes.to_vec(), failed)
+            })
+            .unwrap();
+        assert_eq!(got, (b"first".to_vec(), 192 << 10));
+        assert_eq!(q.get_bytes().unwrap(), b"second");
+        assert!(q.empty());
+    });
+}

@@ -597,10 +597,7 @@ impl Ring {
             self.recover_producer()?;
             h.producer.lock.mark_consistent()?;
         } else if h.producer.recount.load(Ordering::Relaxed) != 0 {
-            self.recount_free(
-                self.checked(h.producer.p_slot.load(Ordering::Relaxed))?,
-                lock_deadline,
-            )?;
+            self.recount_free(self.checked(h.producer.p_slot.load(Ordering::Relaxed))?)?;
         }
         // Relaxed: only P lock holders store `tail`, and the lock orders us
         // after the last of them.
@@ -632,7 +629,7 @@ impl Ring {
             if w.allocated || w.slot != start_slot {
                 // Segments linked, or kept ones reused, for nothing:
                 // recount, and give back what exceeds the ring.
-                self.recount_free(start_slot, lock_deadline)?;
+                self.recount_free(start_slot)?;
             }
             Err(f)
         };
@@ -724,18 +721,21 @@ impl Ring {
             unpack(h.head.0.load(Ordering::Acquire)).0,
             Ordering::Relaxed,
         );
-        self.recount_free(start, None)
+        self.recount_free(start)
     }
 
     /// Runs [`trim_free`](Self::trim_free) with the C lock held too, so
     /// that no consumer moves `c_slot` or `free_resident` meanwhile and the
-    /// count it stores is exact. Run by a P lock holder (lock order: P,
-    /// then C). If the C lock is not had by `deadline`, the recount is
-    /// left for the next `put`.
-    fn recount_free(&self, p: u32, deadline: Option<Instant>) -> io::Result<()> {
+    /// count it stores is exact. Run by a P lock holder. It only tries the
+    /// C lock (with a brief spin), never waits for it: a consumer's
+    /// callback may be putting into this very queue while it holds the C
+    /// lock. If the C lock is busy, the recount is left for the next `put`.
+    fn recount_free(&self, p: u32) -> io::Result<()> {
         let h = self.header();
         h.producer.recount.store(1, Ordering::Relaxed);
-        let Some(guard) = self.lock_consumer(deadline)? else {
+        // Busy, or held by this very thread (a callback): later. (A broken
+        // C lock is the next `get`'s to report.)
+        let Ok(Some(guard)) = self.lock_consumer(Some(Instant::now())) else {
             return Ok(());
         };
         self.trim_free(p)?;
