@@ -75,6 +75,7 @@ mod shm;
 mod spin;
 mod sync;
 mod sys;
+mod wait;
 
 pub use connection::{
     Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, pipe, wait,

@@ -25,6 +25,7 @@ use sha2::Sha256;
 use super::Connection;
 use crate::error::{ConnectError, RecvError, SendError};
 use crate::sys;
+use crate::wait::Deadline;
 
 /// Opens a challenge.
 const CHALLENGE: &[u8] = b"#CHALLENGE#";
@@ -77,7 +78,7 @@ fn capped(
     timeout: Option<Duration>,
     f: impl FnOnce(&Connection, Option<Instant>) -> Result<(), ConnectError>,
 ) -> Result<(), ConnectError> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = Deadline::from_timeout(timeout).instant();
     let cap = conn.max_frame();
     conn.set_max_frame(MAX_MESSAGE);
     let res = f(conn, deadline);

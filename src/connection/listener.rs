@@ -10,11 +10,12 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Connection, auth};
 use crate::error::ConnectError;
 use crate::sys;
+use crate::wait::Deadline;
 
 /// Where a [`Listener`] listens: a Unix socket path or a TCP address.
 ///
@@ -317,7 +318,7 @@ impl Listener {
     /// most the handshake timeout; accepting from several threads at once
     /// (`accept` takes `&self`) keeps others from waiting behind it.
     pub fn accept(&self) -> Result<Connection, ConnectError> {
-        self.accept_until(None)
+        self.accept_until(Deadline::NEVER)
     }
 
     /// Like [`accept`](Self::accept), giving up with
@@ -333,27 +334,21 @@ impl Listener {
     /// # Ok::<(), multiproc::ConnectError>(())
     /// ```
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection, ConnectError> {
-        self.accept_until(Some(Instant::now() + timeout))
+        self.accept_until(Deadline::after(timeout))
     }
 
     /// Closes the listener (Python's `close`); dropping it does the same.
     pub fn close(self) {}
 
-    fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection, ConnectError> {
+    fn accept_until(&self, deadline: Deadline) -> Result<Connection, ConnectError> {
         let mut conn = loop {
             if let Some(conn) = self.try_accept()? {
                 break conn;
             }
-            let left = match deadline {
-                None => None,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(ConnectError::Timeout);
-                    }
-                    Some(left)
-                }
-            };
+            let left = deadline.remaining();
+            if left == Some(Duration::ZERO) {
+                return Err(ConnectError::Timeout);
+            }
             sys::poll::wait_readable(&[self.as_fd()], left)?;
         };
         if let Some(key) = &self.authkey {
@@ -493,7 +488,8 @@ impl Client {
         authkey: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<Connection, ConnectError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = Deadline::from_timeout(timeout);
+        let timeout = deadline.remaining();
         let timed_out = |e: io::Error| {
             if e.kind() == io::ErrorKind::TimedOut {
                 ConnectError::Timeout
@@ -519,8 +515,7 @@ impl Client {
             }
         };
         if let Some(key) = authkey {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            auth::join(&mut conn, key, left)?;
+            auth::join(&mut conn, key, deadline.remaining())?;
         }
         Ok(conn)
     }

@@ -24,6 +24,7 @@ use crate::codec::{self, SharedFd};
 use crate::error::{RecvError, SendError};
 use crate::spin::Spin;
 use crate::sys;
+use crate::wait::Deadline;
 pub use frame::DEFAULT_MAX_FRAME;
 /// Header room to reserve when encoding a message for [`Connection::send_encoded`].
 pub(crate) const FRAME_ROOM: usize = frame::SHORT_HEADER;
@@ -96,12 +97,6 @@ fn send_error(e: io::Error) -> SendError {
         | io::ErrorKind::NotConnected => SendError::Disconnected,
         _ => SendError::Io(e),
     }
-}
-
-/// An instant in the past (the first time it is asked for).
-fn past() -> Instant {
-    static PAST: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *PAST.get_or_init(Instant::now)
 }
 
 impl Connection {
@@ -228,14 +223,10 @@ impl Connection {
         sys::socket::send_all(self.fd.fd(), &[&header[..hlen], data], &[]).map_err(send_error)
     }
 
+    /// A zero timeout reads only what is queued (and, polled in a loop,
+    /// pays no clock read); see [`Deadline`].
     fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-        match timeout {
-            // Any instant already passed will do: only what is queued is
-            // read, and callers polling in a loop pay no clock read.
-            Some(t) if t.is_zero() => Some(past()),
-            // A timeout too long to represent means no limit.
-            t => t.and_then(|t| Instant::now().checked_add(t)),
-        }
+        Deadline::from_timeout(timeout).instant()
     }
 
     fn recv_with<R>(

@@ -18,6 +18,7 @@ use super::memory::Memory;
 use super::spill::{self, Outgoing};
 use crate::codec::{self, SharedFd};
 use crate::sys;
+use crate::wait::Deadline;
 
 /// Default largest encoded message: 512 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 512 * 1024 * 1024;
@@ -260,7 +261,7 @@ impl Drop for End {
 }
 
 fn deadline(timeout: Duration) -> Option<Instant> {
-    Some(Instant::now() + timeout)
+    Deadline::after(timeout).instant()
 }
 
 pub(crate) fn op_error(e: OpError) -> ChannelError {

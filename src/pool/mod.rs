@@ -97,6 +97,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::process::{Process, StartMethod, cpu_count, get_start_method};
+use crate::wait::Deadline;
 use engine::{Config, Shared, StartWorker};
 pub use error::{PoolError, TaskError, WorkerExit};
 pub use imap::Imap;
@@ -623,7 +624,7 @@ impl Pool {
     /// Like [`join`](Self::join), giving up with [`PoolError::Timeout`]
     /// after `timeout`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolError> {
-        self.join_until(Instant::now().checked_add(timeout), timeout)
+        self.join_until(Deadline::after(timeout).instant(), timeout)
     }
 
     fn join_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<(), PoolError> {

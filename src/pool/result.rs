@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use super::engine::{Shared, Slot, expand};
 use super::error::{PoolError, TaskError};
 use super::progress::Progress;
+use crate::wait::Deadline;
 
 /// The results of a [`Pool::map_async`](crate::Pool::map_async), in input
 /// order once complete.
@@ -141,7 +142,7 @@ impl<R: DeserializeOwned> MapResult<R> {
 
     /// Waits up to `timeout`; whether every task has finished.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(Instant::now().checked_add(timeout))
+        self.wait_until(Deadline::after(timeout).instant())
     }
 
     /// `None` until ready; then whether every task returned a value.

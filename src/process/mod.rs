@@ -26,6 +26,7 @@ use crate::connection::{Connection, FRAME_ROOM};
 use crate::error::{CodecError, JoinError, StartError};
 use crate::sys;
 use crate::sys::process::Exit;
+use crate::wait::Deadline;
 pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
 pub use identity::{ProcessInfo, current_process, parent_process};
 use registry::Child;
@@ -218,7 +219,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// can be joined again).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, JoinError> {
         // A timeout too long to represent means no limit.
-        self.join_until(Instant::now().checked_add(timeout))
+        self.join_until(Deadline::after(timeout).instant())
             .map_err(|e| match e {
                 JoinError::Timeout(_) => JoinError::Timeout(timeout),
                 e => e,
