@@ -17,7 +17,7 @@ use super::error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetError, TryPutError,
 };
 use super::ring::{GetFail, PutFail, Record, Ring, Writer};
-use crate::codec::SharedFd;
+use crate::codec::{self, SharedFd};
 use crate::error::CodecError;
 use crate::wait::Deadline;
 
@@ -532,7 +532,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn encode_into(value: &T) -> impl FnMut(&mut Writer<'_>) -> Result<(), String> + '_ {
-        move |w| postcard::serialize_with_flavor(value, RingFlavor(w)).map_err(|e| e.to_string())
+        move |w| {
+            postcard::serialize_with_flavor(value, RingFlavor(w))
+                .map_err(|e| codec::encode_error(value, e))
+        }
     }
 
     /// Puts `value` at the back of the queue, waiting while the queue is
