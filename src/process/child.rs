@@ -101,7 +101,7 @@ pub fn run_target(
             let _ = conn.send_encoded(encoded);
             finish(0)
         }
-        Ok(Err(message)) => report(&conn, target::OUTCOME_BAD_ARGS, &message),
+        Ok(Err((tag, message))) => report(&conn, tag, &message),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<&str>()

@@ -305,6 +305,10 @@ fn decode_outcome<R: DeserializeOwned>(
             let (message, _) = codec::decode_payload::<String>(rest, Vec::new())?;
             Err(JoinError::Panicked { message })
         }
+        target::OUTCOME_BAD_RESULT => {
+            let (message, _) = codec::decode_payload::<String>(rest, Vec::new())?;
+            Err(JoinError::Codec(CodecError::Encode(message)))
+        }
         _ => {
             let (message, _) = codec::decode_payload::<String>(rest, Vec::new())?;
             Err(JoinError::Codec(CodecError::Decode(message)))
