@@ -48,6 +48,12 @@ const MAX_DIGEST_NAME: usize = 8;
 /// Digests Python 3.12 may propose; all but sha256 are refused here.
 const KNOWN_DIGESTS: [&[u8]; 5] = [b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384"];
 
+/// Whether `frame` is a listener's challenge: what a client that holds no
+/// authkey receives first from a listener that requires one.
+pub(crate) fn is_challenge(frame: &[u8]) -> bool {
+    frame.starts_with(CHALLENGE)
+}
+
 /// The listener's side: challenge the client, then answer its challenge.
 pub(crate) fn serve(
     conn: &mut Connection,
