@@ -15,7 +15,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -223,12 +223,6 @@ impl Connection {
         sys::socket::send_all(self.fd.fd(), &[&header[..hlen], data], &[]).map_err(send_error)
     }
 
-    /// A zero timeout reads only what is queued (and, polled in a loop,
-    /// pays no clock read); see [`Deadline`].
-    fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-        Deadline::from_timeout(timeout).instant()
-    }
-
     fn recv_with<R>(
         &self,
         timeout: Option<Duration>,
@@ -237,7 +231,8 @@ impl Connection {
         if !self.readable {
             return Err(RecvError::NotReadable);
         }
-        let deadline = Self::deadline(timeout);
+        // A zero timeout reads only what is queued (and pays no clock read).
+        let deadline = Deadline::from_timeout(timeout).instant();
         let mut r = lock(&self.reader);
         let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
         match r.read_body(self.fd.fd(), hlen, len, deadline)? {
@@ -299,7 +294,8 @@ impl Connection {
         if !self.readable {
             return Err(RecvError::NotReadable);
         }
-        let deadline = Self::deadline(timeout);
+        // A zero timeout reads only what is queued (and pays no clock read).
+        let deadline = Deadline::from_timeout(timeout).instant();
         let mut r = lock(&self.reader);
         let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
         match r.read_body(self.fd.fd(), hlen, len, deadline)? {

@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -260,10 +260,6 @@ impl Drop for End {
     }
 }
 
-fn deadline(timeout: Duration) -> Option<Instant> {
-    Deadline::after(timeout).instant()
-}
-
 pub(crate) fn op_error(e: OpError) -> ChannelError {
     match e {
         OpError::Poisoned => ChannelError::Poisoned,
@@ -325,7 +321,11 @@ impl<T: DeserializeOwned> Reader<T> {
     /// [`ChannelError::Timeout`] after `timeout` (nothing is taken then).
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
         let chan = self.end.chan();
-        decode(chan, chan.read(deadline(timeout)).map_err(op_error)?)
+        decode(
+            chan,
+            chan.read(Deadline::after(timeout).instant())
+                .map_err(op_error)?,
+        )
     }
 }
 
@@ -390,7 +390,7 @@ impl<T: Serialize> Writer<T> {
     pub fn write_timeout(&self, value: &T, timeout: Duration) -> Result<(), ChannelError> {
         let chan = self.end.chan();
         let out = encode(chan, value)?;
-        chan.write(&out.bytes, deadline(timeout))
+        chan.write(&out.bytes, Deadline::after(timeout).instant())
             .map_err(op_error)?;
         out.delivered();
         Ok(())
