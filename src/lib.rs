@@ -58,7 +58,21 @@
 //! the ELF `.init_array`), runs the target and exits, so no guard is needed
 //! in `main` and children work from binaries, examples, tests and benches.
 //! Targets are named by their distance from a fixed function of the same
-//! binary, which ASLR does not change.
+//! binary, which ASLR does not change. Since `main` never runs in a spawned
+//! child, a logger installed there is missing in it: install it in the
+//! target, or in a pool's [`initializer`](PoolBuilder::initializer).
+//!
+//! A panic in a child (under either start method) is reported once: its
+//! message comes back to the parent ([`JoinError::Panicked`], a pool's
+//! [`TaskError::Panicked`]), and the child writes one line to its stderr,
+//! `multiproc: <name> (pid N) panicked at <file:line:col>: <message>`,
+//! followed by a backtrace only when `RUST_BACKTRACE` asks for one. A
+//! target may install its own panic hook instead.
+//!
+//! ## Platform
+//!
+//! Linux with glibc only (Linux 5.16 or newer for `futex_waitv`, glibc 2.29
+//! or newer); other targets fail to compile with one error saying so.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
