@@ -196,6 +196,11 @@ impl PoolBuilder {
     /// each worker, so handles in them (queues, connections…) reach every
     /// worker. See the [module documentation](crate::pool) for what happens
     /// when it fails.
+    ///
+    /// It is also where a worker's logger belongs: a spawned worker never
+    /// runs the program's `main`, so a logger installed there is missing in
+    /// the worker (use the logger's `try_init` form, which is harmless in a
+    /// forked worker that inherited one).
     pub fn initializer<I>(mut self, f: fn(I), args: I) -> Self
     where
         I: Serialize + DeserializeOwned + Clone + Send + 'static,
