@@ -29,6 +29,9 @@ pub const DEFAULT_MAX_FRAME: usize = 512 << 20;
 /// protocol violation.
 const MAX_PENDING_FDS: usize = 4 * sys::socket::MAX_FDS_PER_MSG;
 const BUF_SIZE: usize = 64 << 10;
+/// The capacity a large frame's buffer starts with (its zeroed, resident
+/// part starts at `BUF_SIZE`).
+const FIRST_LARGE_CAPACITY: usize = 1 << 20;
 /// The read buffer's first size (it grows to `BUF_SIZE`).
 const FIRST_BUF_SIZE: usize = 4 << 10;
 
@@ -60,14 +63,15 @@ pub enum Body {
 /// A frame too large for the read buffer, being received into its own
 /// allocation.
 ///
-/// The allocation follows the bytes that arrive, not the length the header
-/// announced: it starts at the read buffer's size (or what is already
-/// buffered) and doubles whenever it is full, up to the announced length.
-/// A peer announcing 500 MiB and sending one byte thus pins 64 KiB, not
-/// 500 MiB; an honest large frame costs at most one doubling's worth of
-/// `realloc`, which for such sizes moves pages (`mremap`) rather than
-/// copying bytes, and every byte is still read straight into the frame's
-/// final buffer.
+/// The memory follows the bytes that arrive, not the length the header
+/// announced: the zeroed room read into starts at the read buffer's size
+/// (or what is already buffered) and doubles whenever it is full, up to the
+/// announced length; the capacity behind it runs ahead (1 MiB, then four
+/// times over) but is not touched until zeroed. A peer announcing 500 MiB
+/// and sending one byte thus makes 64 KiB resident, not 500 MiB. An honest
+/// frame is still read straight into its final buffer; a frame of up to
+/// 1 MiB is never reallocated, a larger one a few times (for such sizes
+/// `realloc` mostly moves pages, `mremap`, rather than copying bytes).
 struct Large {
     /// The bytes so far; `body.len()` is the room zeroed so far, `filled`
     /// of which have arrived.
@@ -94,14 +98,30 @@ impl Large {
         Ok(large)
     }
 
-    /// Makes room for `room` bytes in all (`room <= len`). Fails if memory
+    /// Makes room for `room` bytes in all (`room <= len`), zeroed. The
+    /// capacity runs ahead of the room (at least [`FIRST_LARGE_CAPACITY`],
+    /// then four times over) so that few reallocations happen; pages of it
+    /// not zeroed yet are not touched, so not resident. Fails if memory
     /// cannot be had (the cap allows more than there is): an error, not an
     /// abort.
     fn grow_to(&mut self, room: usize) -> Result<(), RecvError> {
-        if room > self.body.len() {
-            if self.body.try_reserve_exact(room - self.body.len()).is_err() {
+        if room > self.body.capacity() {
+            let capacity = self
+                .body
+                .capacity()
+                .saturating_mul(4)
+                .max(FIRST_LARGE_CAPACITY)
+                .min(self.len)
+                .max(room);
+            if self
+                .body
+                .try_reserve_exact(capacity - self.body.len())
+                .is_err()
+            {
                 return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory).into());
             }
+        }
+        if room > self.body.len() {
             self.body.resize(room, 0);
         }
         Ok(())
