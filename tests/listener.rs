@@ -684,3 +684,59 @@ fn debug_output_hides_the_key() {
     assert!(shown.contains("authenticates: true"));
     assert!(!shown.contains("secret"));
 }
+
+// ---- several threads accepting at once ----------------------------------------
+
+/// Threads accepting from one authenticating listener share the
+/// handshakes: every client is served by exactly one of them, and a thread
+/// waiting with a short timeout returns on time while another drives the
+/// handshakes with no timeout at all.
+#[test]
+fn several_threads_accept_at_once() {
+    watchdog(Duration::from_secs(60), || {
+        let listener = Listener::bind(tcp_loopback(), Some(KEY)).unwrap();
+        let address = listener.address().clone();
+        thread::scope(|s| {
+            let acceptors: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..2)
+                            .map(|_| {
+                                let conn = listener.accept().unwrap();
+                                let n: u32 = conn.recv().unwrap();
+                                conn.send(&(n * 10)).unwrap();
+                                n
+                            })
+                            .collect::<Vec<u32>>()
+                    })
+                })
+                .collect();
+            // Some thread leads with no timeout by now; this one waits
+            // and gives up.
+            thread::sleep(Duration::from_millis(50));
+            assert!(matches!(
+                listener.accept_timeout(Duration::from_millis(50)),
+                Err(ConnectError::Timeout)
+            ));
+            let clients: Vec<_> = (0..8u32)
+                .map(|n| {
+                    let address = address.clone();
+                    s.spawn(move || {
+                        let conn = Client::connect_timeout(&address, Some(KEY), LONG).unwrap();
+                        conn.send(&n).unwrap();
+                        assert_eq!(conn.recv_timeout::<u32>(LONG).unwrap(), n * 10);
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.join().unwrap();
+            }
+            let mut served: Vec<u32> = acceptors
+                .into_iter()
+                .flat_map(|a| a.join().unwrap())
+                .collect();
+            served.sort();
+            assert_eq!(served, (0..8).collect::<Vec<_>>());
+        });
+    });
+}
