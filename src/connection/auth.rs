@@ -40,7 +40,7 @@ const DIGEST_PREFIX: &[u8] = b"{sha256}";
 /// Length of an HMAC-SHA256.
 const MAC_LENGTH: usize = 32;
 /// Largest handshake frame accepted.
-const MAX_MESSAGE: usize = 256;
+pub(super) const MAX_MESSAGE: usize = 256;
 /// Legacy (MD5-only) challenges and responses have these lengths.
 const LEGACY_LENGTHS: [usize; 2] = [20, 16];
 /// Longest digest name Python accepts (`sha3_384`).
@@ -97,6 +97,26 @@ fn deliver_challenge(
     key: &[u8],
     deadline: Option<Instant>,
 ) -> Result<(), ConnectError> {
+    let message = send_challenge(conn)?;
+    let response = recv(conn, deadline)?;
+    judge_response(conn, key, &message, &response)
+}
+
+fn answer_challenge(
+    conn: &Connection,
+    key: &[u8],
+    deadline: Option<Instant>,
+) -> Result<(), ConnectError> {
+    let frame = recv(conn, deadline)?;
+    answer(conn, key, &frame)?;
+    judge_verdict(&recv(conn, deadline)?)
+}
+
+/// A challenge as sent: the digest prefix and the random bytes.
+pub(super) type Challenge = [u8; DIGEST_PREFIX.len() + MESSAGE_LENGTH];
+
+/// Sends a fresh challenge; returns it, for [`judge_response`].
+pub(super) fn send_challenge(conn: &Connection) -> Result<Challenge, ConnectError> {
     let mut message = [0u8; DIGEST_PREFIX.len() + MESSAGE_LENGTH];
     message[..DIGEST_PREFIX.len()].copy_from_slice(DIGEST_PREFIX);
     sys::random::fill(&mut message[DIGEST_PREFIX.len()..])?;
@@ -104,8 +124,18 @@ fn deliver_challenge(
     frame.extend_from_slice(CHALLENGE);
     frame.extend_from_slice(&message);
     send(conn, &frame)?;
-    let response = recv(conn, deadline)?;
-    match verify(key, &message, &response) {
+    Ok(message)
+}
+
+/// Checks the peer's `response` to our challenge `message` and sends the
+/// verdict.
+pub(super) fn judge_response(
+    conn: &Connection,
+    key: &[u8],
+    message: &Challenge,
+    response: &[u8],
+) -> Result<(), ConnectError> {
+    match verify(key, message, response) {
         Ok(()) => send(conn, WELCOME),
         Err(e) => {
             // The peer may already be gone; the verdict is ours either way.
@@ -115,14 +145,10 @@ fn deliver_challenge(
     }
 }
 
-fn answer_challenge(
-    conn: &Connection,
-    key: &[u8],
-    deadline: Option<Instant>,
-) -> Result<(), ConnectError> {
-    let frame = recv(conn, deadline)?;
+/// Answers the peer's challenge `frame`.
+pub(super) fn answer(conn: &Connection, key: &[u8], frame: &[u8]) -> Result<(), ConnectError> {
     let Some(message) = frame.strip_prefix(CHALLENGE) else {
-        return Err(auth(format!("expected a challenge, got {}", shown(&frame))));
+        return Err(auth(format!("expected a challenge, got {}", shown(frame))));
     };
     if message.len() < LEGACY_LENGTHS[0] {
         return Err(auth(format!(
@@ -134,8 +160,11 @@ fn answer_challenge(
     let mut response = Vec::with_capacity(DIGEST_PREFIX.len() + MAC_LENGTH);
     response.extend_from_slice(DIGEST_PREFIX);
     response.extend_from_slice(&mac(key)?.chain_update(message).finalize().into_bytes());
-    send(conn, &response)?;
-    let verdict = recv(conn, deadline)?;
+    send(conn, &response)
+}
+
+/// Reads the peer's verdict on our answer.
+pub(super) fn judge_verdict(verdict: &[u8]) -> Result<(), ConnectError> {
     if verdict == WELCOME {
         Ok(())
     } else if verdict == FAILURE {
@@ -143,7 +172,7 @@ fn answer_challenge(
             "the peer rejected our digest (different authkey)".into(),
         ))
     } else {
-        Err(auth(format!("expected a verdict, got {}", shown(&verdict))))
+        Err(auth(format!("expected a verdict, got {}", shown(verdict))))
     }
 }
 

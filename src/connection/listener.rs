@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::handshake::{self, Handshakes};
 use super::{Connection, auth};
 use crate::error::ConnectError;
 use crate::sys;
@@ -197,7 +198,13 @@ struct SocketFile {
 /// (and the listener proves it to the peer) before `accept` returns its
 /// connection: a mutual HMAC-SHA256 challenge/response, message for
 /// message the one of Python 3.12's `multiprocessing.connection`, bounded
-/// by [`handshake_timeout`](Self::handshake_timeout).
+/// by [`handshake_timeout`](Self::handshake_timeout). Handshakes run
+/// concurrently, driven from inside `accept`: peers that connect and stay
+/// silent cannot hold up a good client behind them. At most 128 handshakes
+/// are in progress at once; a new peer beyond that closes the oldest one.
+/// A peer that fails its handshake (wrong key, silence, garbage) is closed
+/// and never returned, so one bad peer cannot end a server's accept loop;
+/// the peer itself gets the error ([`ConnectError::Auth`], …).
 ///
 /// ```
 /// use multiproc::{Client, Listener};
@@ -222,6 +229,7 @@ pub struct Listener {
     authkey: Option<Vec<u8>>,
     handshake_timeout: Duration,
     socket_file: Option<SocketFile>,
+    handshakes: Handshakes,
 }
 
 impl Listener {
@@ -270,6 +278,7 @@ impl Listener {
             authkey: authkey.map(<[u8]>::to_vec),
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             socket_file,
+            handshakes: Handshakes::new(),
         };
         // Accepting waits in poll(2), so a peer that vanishes between the
         // wake-up and accept(2), or another thread accepting first, cannot
@@ -298,9 +307,12 @@ impl Listener {
     }
 
     /// Sets how long one peer's authentication handshake may take (default
-    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](Self::DEFAULT_HANDSHAKE_TIMEOUT)). A
-    /// peer that has not finished by then is dropped and `accept` reports
-    /// [`ConnectError::HandshakeTimeout`].
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](Self::DEFAULT_HANDSHAKE_TIMEOUT)),
+    /// counted from the moment the peer is accepted. A peer that has not
+    /// finished by then is closed (and sees
+    /// [`ConnectError::HandshakeTimeout`] on its side, or an error of the
+    /// next read or write); `accept` goes on with the other peers. Applies to
+    /// peers accepted after the change.
     pub fn set_handshake_timeout(&mut self, timeout: Duration) {
         self.handshake_timeout = timeout;
     }
@@ -308,23 +320,25 @@ impl Listener {
     /// Waits for the next peer and returns its connection, authenticated if
     /// the listener has an authkey.
     ///
-    /// The handshake runs here, bounded by
-    /// [`handshake_timeout`](Self::handshake_timeout). If that peer fails
-    /// it — wrong key ([`ConnectError::Auth`]), silence
-    /// ([`ConnectError::HandshakeTimeout`]), a broken frame
-    /// ([`ConnectError::Handshake`]) — its connection is closed and the
-    /// error returned; the listener stays usable and the next `accept`
-    /// serves the next peer. A peer that fails can hold one `accept` for at
-    /// most the handshake timeout; accepting from several threads at once
-    /// (`accept` takes `&self`) keeps others from waiting behind it.
+    /// With an authkey, `accept` challenges every new peer at once and
+    /// drives all handshakes in progress together, each bounded by
+    /// [`handshake_timeout`](Self::handshake_timeout), and returns the first
+    /// to complete. A peer that fails its handshake — wrong key, silence
+    /// past its deadline, a broken frame — is closed and skipped, not
+    /// reported: the errors `accept` returns concern the listener itself
+    /// (an I/O error of `accept(2)` or `poll(2)`, such as running out of
+    /// descriptors). Handshakes only progress while some thread is inside
+    /// `accept`; several threads may accept at once (`accept` takes
+    /// `&self`), one of them driving the handshakes for all.
     pub fn accept(&self) -> Result<Connection, ConnectError> {
         self.accept_until(Deadline::NEVER)
     }
 
     /// Like [`accept`](Self::accept), giving up with
-    /// [`ConnectError::Timeout`] if no peer connects within `timeout`. The
-    /// handshake of a peer that did connect has its own bound,
-    /// [`handshake_timeout`](Self::handshake_timeout).
+    /// [`ConnectError::Timeout`] if no peer has connected (and, with an
+    /// authkey, authenticated) within `timeout`. Handshakes still in
+    /// progress then carry on, each within its own
+    /// [`handshake_timeout`](Self::handshake_timeout), at the next `accept`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -341,20 +355,21 @@ impl Listener {
     pub fn close(self) {}
 
     fn accept_until(&self, deadline: Deadline) -> Result<Connection, ConnectError> {
-        let mut conn = loop {
+        if let Some(key) = &self.authkey {
+            return self
+                .handshakes
+                .accept(self, key, self.handshake_timeout, deadline.instant());
+        }
+        loop {
             if let Some(conn) = self.try_accept()? {
-                break conn;
+                return Ok(conn);
             }
             let left = deadline.remaining();
             if left == Some(Duration::ZERO) {
                 return Err(ConnectError::Timeout);
             }
             sys::poll::wait_readable(&[self.as_fd()], left)?;
-        };
-        if let Some(key) = &self.authkey {
-            auth::serve(&mut conn, key, Some(self.handshake_timeout))?;
         }
-        Ok(conn)
     }
 
     /// Accepts one pending peer, if there is one.
@@ -389,6 +404,16 @@ impl Listener {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+impl handshake::Accept for Listener {
+    fn listening(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+
+    fn try_accept(&self) -> io::Result<Option<Connection>> {
+        Listener::try_accept(self)
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub(crate) mod auth;
 mod frame;
+mod handshake;
 mod listener;
 mod wait;
 
