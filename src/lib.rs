@@ -98,6 +98,7 @@ pub use shm::{
     Array, ArrayError, ArrayGuard, IndexError, Plain, PlainAtomic, RawArray, RawValue,
     SharedMemory, ShmError, Value, ValueGuard,
 };
+pub use shm::{ShareableItem, ShareableList, ShareableListError, SharedMemoryManager};
 pub use sync::{
     Barrier, BarrierError, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock,
     LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore,
