@@ -342,8 +342,7 @@ impl ShareableList {
         let mut offsets = Vec::with_capacity(n + 1);
         for (i, w) in header.chunks_exact(8).enumerate() {
             let v = i64::from_ne_bytes(w.try_into().unwrap_or([0; 8]));
-            let off = usize::try_from(v)
-                .map_err(|_| corrupt(format!("item {i} starts at {v}")))?;
+            let off = usize::try_from(v).map_err(|_| corrupt(format!("item {i} starts at {v}")))?;
             if let Some(&prev) = offsets.last()
                 && (off < prev || off - prev < ALIGN)
             {
@@ -635,10 +634,16 @@ mod tests {
         l.set(1, b"bytes\0".to_vec().into()).unwrap();
         assert_eq!(
             l.to_vec().unwrap(),
-            [ShareableItem::Float(-0.5), ShareableItem::Bytes(b"bytes".to_vec())]
+            [
+                ShareableItem::Float(-0.5),
+                ShareableItem::Bytes(b"bytes".to_vec())
+            ]
         );
         assert_eq!(l.count(&ShareableItem::Float(-0.5)).unwrap(), 1);
-        assert_eq!(l.index(&ShareableItem::Bytes(b"bytes".to_vec())).unwrap(), Some(1));
+        assert_eq!(
+            l.index(&ShareableItem::Bytes(b"bytes".to_vec())).unwrap(),
+            Some(1)
+        );
         assert_eq!(l.index(&ShareableItem::None).unwrap(), None);
         assert!(matches!(l.get(2), Err(ShareableListError::Index(_))));
         assert!(l.set(5, ShareableItem::None).is_err());

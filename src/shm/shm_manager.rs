@@ -127,7 +127,6 @@ fn run_tracker(args: TrackerArgs) {
     drop(segments);
 }
 
-
 /// Creates named shared memory segments and [`ShareableList`]s and removes
 /// them all when it shuts down (Python's `SharedMemoryManager`), even if
 /// the process that started it is killed (see the module docs).
