@@ -421,6 +421,67 @@ mod tests {
         assert!(postcard::from_bytes::<Value>(&bytes).is_err());
     }
 
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Blob {
+        name: String,
+        data: Vec<u8>,
+        chunks: Vec<Vec<u8>>,
+        maybe: Option<Vec<u8>>,
+        small: [u8; 3],
+        words: Vec<u16>,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(tag = "kind")]
+    enum Tagged {
+        Data { payload: Vec<u8> },
+    }
+
+    #[test]
+    fn byte_vectors_are_bytes() {
+        let v = to_value(&vec![1u8, 2, 255]).unwrap();
+        assert!(matches!(&v, Value::Bytes(b) if b == &[1, 2, 255]));
+        assert_eq!(v.repr(), "b'\\x01\\x02\\xff'");
+        assert_eq!(from_value::<Vec<u8>>(v.clone()).unwrap(), [1, 2, 255]);
+        // Other integer sequences stay lists; an empty one too.
+        assert!(matches!(to_value(&vec![1u16, 2]).unwrap(), Value::List(_)));
+        assert!(matches!(to_value(&Vec::<u8>::new()).unwrap(), Value::List(_)));
+        assert!(from_value::<Vec<u8>>(to_value(&Vec::<u8>::new()).unwrap())
+            .unwrap()
+            .is_empty());
+        // Old-style lists of small integers still read as bytes.
+        let list = Value::List(vec![Value::Int(7), Value::Int(8)]);
+        assert_eq!(from_value::<Vec<u8>>(list).unwrap(), [7, 8]);
+        let b = Blob {
+            name: "x".into(),
+            data: (0..=255).collect(),
+            chunks: vec![vec![1], vec![], vec![2, 3]],
+            maybe: Some(vec![9; 10]),
+            small: [1, 2, 3],
+            words: vec![1, 300],
+        };
+        let v = to_value(&b).unwrap();
+        let Value::Dict(d) = &v else { panic!("not a dict") };
+        assert!(matches!(d[&Value::Str("data".into())], Value::Bytes(_)));
+        let back: Blob = from_value(v.clone()).unwrap();
+        assert_eq!(back, b);
+        let wire = postcard::to_allocvec(&v).unwrap();
+        assert!(wire.len() < 400, "{} bytes on the wire", wire.len());
+        let w: Value = postcard::from_bytes(&wire).unwrap();
+        assert_eq!(from_value::<Blob>(w).unwrap(), b);
+        // Through serde's buffering of internally tagged enums.
+        let t = Tagged::Data { payload: vec![4, 5, 6] };
+        assert_eq!(from_value::<Tagged>(to_value(&t).unwrap()).unwrap(), t);
+        // Bytes still read as a string when they are UTF-8.
+        assert_eq!(
+            from_value::<String>(Value::Bytes(b"hi".to_vec())).unwrap(),
+            "hi"
+        );
+        assert!(from_value::<String>(Value::Bytes(vec![0xff])).is_err());
+        // A byte that does not fit is an error, not a wrap.
+        assert!(from_value::<Vec<i8>>(Value::Bytes(vec![200])).is_err());
+    }
+
     #[test]
     fn int_reads_as_float() {
         assert_eq!(from_value::<f64>(Value::Int(3)).unwrap(), 3.0);
