@@ -14,12 +14,16 @@
 //! | integers (up to 128 bits) | [`Value::Int`] | `1` |
 //! | `f32`, `f64` | [`Value::Float`] | `1.5` |
 //! | `char`, `String`, unit enum variant | [`Value::Str`] | `'a'` |
-//! | bytes (`serialize_bytes`) | [`Value::Bytes`] | `b'a'` |
-//! | `Vec`, slices, sets | [`Value::List`] | `[1, 2]` |
+//! | bytes (`serialize_bytes`), and any non-empty sequence of `u8` (`Vec<u8>`, `&[u8]`…) | [`Value::Bytes`] | `b'a'` |
+//! | `Vec`, slices, sets (of other types, or empty) | [`Value::List`] | `[1, 2]` |
 //! | tuples, tuple structs | [`Value::Tuple`] | `(1, 2)` |
 //! | maps, structs, other enum variants (`{variant: content}`) | [`Value::Dict`] | `{'a': 1}` |
 //!
 //! `Some(x)` is stored as `x` itself, so `Some(None)` reads back as `None`.
+//! Bytes read back as any sequence of integers (a `Vec<u8>` is stored as
+//! one buffer, not a `Value` per byte, and costs about what Python's
+//! `bytes` costs); a nested list view ([`list_at`](crate::DictProxy::list_at))
+//! does not reach into them.
 //!
 //! ```
 //! use multiproc::manager::{Value, from_value, to_value};
@@ -445,10 +449,15 @@ mod tests {
         assert_eq!(from_value::<Vec<u8>>(v.clone()).unwrap(), [1, 2, 255]);
         // Other integer sequences stay lists; an empty one too.
         assert!(matches!(to_value(&vec![1u16, 2]).unwrap(), Value::List(_)));
-        assert!(matches!(to_value(&Vec::<u8>::new()).unwrap(), Value::List(_)));
-        assert!(from_value::<Vec<u8>>(to_value(&Vec::<u8>::new()).unwrap())
-            .unwrap()
-            .is_empty());
+        assert!(matches!(
+            to_value(&Vec::<u8>::new()).unwrap(),
+            Value::List(_)
+        ));
+        assert!(
+            from_value::<Vec<u8>>(to_value(&Vec::<u8>::new()).unwrap())
+                .unwrap()
+                .is_empty()
+        );
         // Old-style lists of small integers still read as bytes.
         let list = Value::List(vec![Value::Int(7), Value::Int(8)]);
         assert_eq!(from_value::<Vec<u8>>(list).unwrap(), [7, 8]);
@@ -461,7 +470,9 @@ mod tests {
             words: vec![1, 300],
         };
         let v = to_value(&b).unwrap();
-        let Value::Dict(d) = &v else { panic!("not a dict") };
+        let Value::Dict(d) = &v else {
+            panic!("not a dict")
+        };
         assert!(matches!(d[&Value::Str("data".into())], Value::Bytes(_)));
         let back: Blob = from_value(v.clone()).unwrap();
         assert_eq!(back, b);
@@ -470,7 +481,9 @@ mod tests {
         let w: Value = postcard::from_bytes(&wire).unwrap();
         assert_eq!(from_value::<Blob>(w).unwrap(), b);
         // Through serde's buffering of internally tagged enums.
-        let t = Tagged::Data { payload: vec![4, 5, 6] };
+        let t = Tagged::Data {
+            payload: vec![4, 5, 6],
+        };
         assert_eq!(from_value::<Tagged>(to_value(&t).unwrap()).unwrap(), t);
         // Bytes still read as a string when they are UTF-8.
         assert_eq!(
