@@ -276,7 +276,7 @@ enum WireOut<'a> {
     Int(i128),
     Float(f64),
     Str(&'a str),
-    Bytes(&'a [u8]),
+    Bytes(BytesOut<'a>),
     List(&'a [Value]),
     Tuple(&'a [Value]),
     Dict(DictOut<'a>),
@@ -297,10 +297,59 @@ enum WireIn {
     Int(i128),
     Float(f64),
     Str(String),
-    Bytes(Vec<u8>),
+    Bytes(BytesIn),
     List(Vec<Value>),
     Tuple(Vec<Value>),
     Dict(Vec<(Value, Value)>),
+}
+
+/// Bytes written whole (`serialize_bytes`); a `&[u8]` would go byte by
+/// byte. Postcard writes both the same way (a length, then the bytes).
+struct BytesOut<'a>(&'a [u8]);
+
+impl Serialize for BytesOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// Bytes read whole (`deserialize_byte_buf`), not byte by byte as a
+/// `Vec<u8>` would be.
+struct BytesIn(Vec<u8>);
+
+impl<'de> Deserialize<'de> for BytesIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bytes;
+
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = BytesIn;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<BytesIn, E> {
+                Ok(BytesIn(v.to_vec()))
+            }
+
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<BytesIn, E> {
+                Ok(BytesIn(v))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BytesIn, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(BytesIn(out))
+            }
+        }
+
+        d.deserialize_byte_buf(Bytes)
+    }
 }
 
 /// The wire form (a tagged enum); see the module's notes.
@@ -312,7 +361,7 @@ impl Serialize for Value {
             Value::Int(i) => WireOut::Int(*i),
             Value::Float(f) => WireOut::Float(*f),
             Value::Str(x) => WireOut::Str(x),
-            Value::Bytes(b) => WireOut::Bytes(b),
+            Value::Bytes(b) => WireOut::Bytes(BytesOut(b)),
             Value::List(v) => WireOut::List(v),
             Value::Tuple(v) => WireOut::Tuple(v),
             Value::Dict(d) => WireOut::Dict(DictOut(d)),
@@ -343,7 +392,7 @@ impl<'de> Deserialize<'de> for Value {
             WireIn::Int(i) => Value::Int(i),
             WireIn::Float(f) => Value::Float(f),
             WireIn::Str(s) => Value::Str(s),
-            WireIn::Bytes(b) => Value::Bytes(b),
+            WireIn::Bytes(b) => Value::Bytes(b.0),
             WireIn::List(v) => Value::List(v),
             WireIn::Tuple(v) => Value::Tuple(v),
             WireIn::Dict(pairs) => Value::Dict(pairs.into_iter().collect()),
@@ -476,6 +525,11 @@ mod tests {
         assert!(matches!(d[&Value::Str("data".into())], Value::Bytes(_)));
         let back: Blob = from_value(v.clone()).unwrap();
         assert_eq!(back, b);
+        // On the wire: the variant, the length, the bytes, as before.
+        assert_eq!(
+            postcard::to_allocvec(&Value::Bytes(vec![1, 2, 3])).unwrap(),
+            [5, 3, 1, 2, 3]
+        );
         let wire = postcard::to_allocvec(&v).unwrap();
         assert!(wire.len() < 400, "{} bytes on the wire", wire.len());
         let w: Value = postcard::from_bytes(&wire).unwrap();
