@@ -83,11 +83,7 @@ fn run_tracker(args: TrackerArgs) {
         return;
     }
     let mut segments: Vec<SharedMemory> = Vec::new();
-    loop {
-        let ready = match sys::poll::wait_readable(&[conn.as_fd(), signals.as_fd()], None) {
-            Ok(r) => r,
-            Err(_) => break,
-        };
+    while let Ok(ready) = sys::poll::wait_readable(&[conn.as_fd(), signals.as_fd()], None) {
         if ready[1] {
             break;
         }
