@@ -298,6 +298,14 @@ fn a_list_travels_to_a_child() {
 // ------------------------------------------------------- SharedMemoryManager
 
 #[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<ShareableList>();
+    check::<SharedMemoryManager>();
+    check::<ShareableItem>();
+}
+
+#[test]
 fn manager_removes_its_segments_at_shutdown() {
     watchdog(LIMIT, || {
         let mut smm = SharedMemoryManager::start().unwrap();
@@ -314,13 +322,22 @@ fn manager_removes_its_segments_at_shutdown() {
         assert_eq!(held, want);
         drop((shm, list));
         assert!(names.iter().all(|n| exists(n)));
+        // From several threads at once.
+        let smm_ref = &smm;
+        let more: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|i| s.spawn(move || smm_ref.shared_memory(10 + i).unwrap().name().to_string()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(smm.segment_names().unwrap().len(), 6);
         // Python reads a managed list too.
         let list = ShareableList::open(&names[1]).unwrap();
         assert!(python(PY_ATTACH, &[&names[1]]).contains("ValueError"));
         assert_eq!(list.get(0).unwrap(), "py".into());
         assert!(matches!(smm.shared_memory(0), Err(ShmError::ZeroSize)));
         smm.shutdown().unwrap();
-        assert!(names.iter().all(|n| !exists(n)));
+        assert!(names.iter().chain(&more).all(|n| !exists(n)));
         assert!(wait_gone(pid, LONG));
         assert!(matches!(smm.shared_memory(8), Err(ShmError::Manager(_))));
     })

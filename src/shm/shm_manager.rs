@@ -148,7 +148,10 @@ fn run_tracker(args: TrackerArgs) {
 /// ```
 pub struct SharedMemoryManager {
     conn: Mutex<Connection>,
-    tracker: Option<Process<()>>,
+    /// Behind a mutex only so that the manager is `Sync`.
+    tracker: Mutex<Option<Process<()>>>,
+    /// The tracker's pid, until shut down.
+    pid: Option<i32>,
     /// The process that started the tracker (a forked copy of the manager
     /// does nothing).
     owner: i32,
@@ -186,13 +189,14 @@ impl SharedMemoryManager {
         }
         Ok(SharedMemoryManager {
             conn: Mutex::new(ours),
-            tracker: Some(tracker),
+            pid: tracker.pid(),
+            tracker: Mutex::new(Some(tracker)),
             owner,
         })
     }
 
     fn call(&self, command: &Command) -> Result<Reply, ShmError> {
-        if self.tracker.is_none() {
+        if self.pid.is_none() {
             return Err(ShmError::Manager("shut down".into()));
         }
         if self.owner != sys::process::getpid() {
@@ -241,7 +245,7 @@ impl SharedMemoryManager {
 
     /// The tracking process's id (until shut down).
     pub fn pid(&self) -> Option<i32> {
-        self.tracker.as_ref().and_then(Process::pid)
+        self.pid
     }
 
     /// Removes every segment made through this manager and stops its
@@ -249,11 +253,17 @@ impl SharedMemoryManager {
     /// later calls fail with [`ShmError::Manager`]. In a forked copy of the
     /// owner this does nothing.
     pub fn shutdown(&mut self) -> Result<(), ShmError> {
+        self.pid = None;
+        let tracker = self
+            .tracker
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if self.owner != sys::process::getpid() {
-            std::mem::forget(self.tracker.take());
+            std::mem::forget(tracker);
             return Ok(());
         }
-        let Some(mut tracker) = self.tracker.take() else {
+        let Some(mut tracker) = tracker else {
             return Ok(());
         };
         let asked = {
