@@ -18,7 +18,8 @@
 //! 4. and its [`Namespace`]s.
 //! 5. [`Value`] and [`Array`] (and [`RawValue`], [`RawArray`]): plain data
 //!    in shared memory, with a robust lock and lock-free atomics;
-//!    [`SharedMemory`]: named segments. [`Lock`], [`RLock`], [`Semaphore`],
+//!    [`SharedMemory`]: named segments ([`ShareableList`], Python's layout;
+//!    [`SharedMemoryManager`]). [`Lock`], [`RLock`], [`Semaphore`],
 //!    [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`]:
 //!    process-shared synchronization; a lock whose holder dies reports
 //!    [`LockError::OwnerDied`] to the next acquirer, a barrier whose party
