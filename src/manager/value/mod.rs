@@ -20,10 +20,12 @@
 //! | maps, structs, other enum variants (`{variant: content}`) | [`Value::Dict`] | `{'a': 1}` |
 //!
 //! `Some(x)` is stored as `x` itself, so `Some(None)` reads back as `None`.
-//! Bytes read back as any sequence of integers (a `Vec<u8>` is stored as
-//! one buffer, not a `Value` per byte, and costs about what Python's
-//! `bytes` costs); a nested list view ([`list_at`](crate::DictProxy::list_at))
-//! does not reach into them.
+//! Bytes read back as any sequence of integers. A `Vec<u8>` is stored as
+//! one buffer, not a `Value` per byte, though serde still hands it over
+//! byte by byte on both conversions; a type that serializes with
+//! `serialize_bytes` (such as `serde_bytes::ByteBuf`) is copied whole. A
+//! nested list view ([`list_at`](crate::DictProxy::list_at)) does not
+//! reach into bytes.
 //!
 //! ```
 //! use multiproc::manager::{Value, from_value, to_value};
