@@ -28,6 +28,15 @@
 //! the same item may see a mix of old and new. Every read is checked, so
 //! such a mix (or any damaged segment) is an error value, never a crash.
 //! Guard items that several processes write with a [`Lock`](crate::Lock).
+//!
+//! | dies here | left behind | repaired by |
+//! |---|---|---|
+//! | creating the list, before the one copy of the whole image | a segment of zeros (count 0) or a partial image | the creator's segment is stale and removed by the next `create` (see [`SharedMemory`]) |
+//! | in `set`, between the format, the kind and the value | one item mixing old and new: a value of the new type made of old bytes, or a read error ([`ShareableListError::Corrupt`] / [`ShareableListError::Utf8`]) | the next `set` of that item; no other item is touched |
+//!
+//! The header (count and slot offsets) is written once, at creation, and
+//! read once per handle, when opening; reads and writes after that check
+//! every format, kind and length against the slots read then.
 
 use std::fmt;
 
