@@ -10,6 +10,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -78,6 +79,11 @@ sl.shm.close()
 fn rust_creates_python_reads_and_writes() {
     watchdog(LIMIT, || {
         let list = ShareableList::new(sample()).unwrap();
+        let mode = std::fs::metadata(std::path::Path::new("/dev/shm").join(list.name()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         let format = list.format_string().unwrap();
         let out = python(PY_ATTACH, &[list.name()]);
         let lines: Vec<&str> = out.lines().collect();
