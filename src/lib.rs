@@ -18,7 +18,8 @@
 //! 4. and its [`Namespace`]s.
 //! 5. [`Value`] and [`Array`] (and [`RawValue`], [`RawArray`]): plain data
 //!    in shared memory, with a robust lock and lock-free atomics;
-//!    [`SharedMemory`]: named segments. [`Lock`], [`RLock`], [`Semaphore`],
+//!    [`SharedMemory`]: named segments ([`ShareableList`], Python's layout;
+//!    [`SharedMemoryManager`]). [`Lock`], [`RLock`], [`Semaphore`],
 //!    [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`]:
 //!    process-shared synchronization; a lock whose holder dies reports
 //!    [`LockError::OwnerDied`] to the next acquirer, a barrier whose party
@@ -110,6 +111,7 @@ mod spin;
 mod sync;
 #[cfg(target_os = "linux")]
 mod sys;
+#[cfg(target_os = "linux")]
 mod wait;
 
 #[cfg(target_os = "linux")]
@@ -141,6 +143,8 @@ pub use shm::{
     Array, ArrayError, ArrayGuard, IndexError, Plain, PlainAtomic, RawArray, RawValue,
     SharedMemory, ShmError, Value, ValueGuard,
 };
+#[cfg(target_os = "linux")]
+pub use shm::{ShareableItem, ShareableList, ShareableListError, SharedMemoryManager};
 #[cfg(target_os = "linux")]
 pub use sync::{
     Barrier, BarrierError, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock,
