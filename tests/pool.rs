@@ -67,6 +67,16 @@ fn sleep_ms(ms: u64) -> u64 {
     ms
 }
 
+/// Sleeps `ms` milliseconds; returns `ms` and when it ended (nanoseconds
+/// of the wall clock, which every process on the machine shares).
+fn sleep_stamp(ms: u64) -> (u64, u128) {
+    std::thread::sleep(Duration::from_millis(ms));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (ms, now.as_nanos())
+}
+
 fn my_pid(_: u32) -> u32 {
     std::process::id()
 }
@@ -677,7 +687,58 @@ fn dropped_imap_then_close_and_join(m: Method) {
     assert!(p.worker_pids().is_empty());
 }
 
+/// Asserts that every task but the first (the long one) ended before it.
+fn short_ones_ended_first(results: &[(u64, u128)]) {
+    let (long_ms, long_end) = results[0];
+    let late: Vec<usize> = (1..results.len())
+        .filter(|&i| results[i].1 >= long_end)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "tasks {late:?} of {} ended after the {long_ms} ms one",
+        results.len() - 1
+    );
+}
+
+/// Python's pool: no task waits behind a busy worker while another is
+/// idle. Two workers, one 2 s task and twenty 10 ms ones: all the short
+/// ones end while the long one still runs.
+fn no_task_waits_behind_a_long_one(m: Method) {
+    let p = pool(m, 2);
+    let mut input = vec![2000u64];
+    input.extend([10u64; 20]);
+    let results = p.map_chunked(sleep_stamp, input.clone(), 1).unwrap();
+    short_ones_ended_first(&results);
+    // The same, one `apply_async` per task.
+    let handles: Vec<_> = input
+        .iter()
+        .map(|&ms| p.apply_async(sleep_stamp, ms).unwrap())
+        .collect();
+    let results: Vec<(u64, u128)> = handles.iter().map(|h| h.get().unwrap()).collect();
+    short_ones_ended_first(&results);
+}
+
+/// After a warm-up with tiny tasks the pool sends many chunks ahead; a
+/// long task among them must not hold back the tiny ones queued behind it.
+fn no_task_waits_behind_a_long_one_after_warm_up(m: Method) {
+    let p = pool(m, 2);
+    for _ in 0..3 {
+        assert_eq!(
+            p.map_chunked(square, 0..20_000u64, 1).unwrap().len(),
+            20_000
+        );
+    }
+    let mut input = vec![1000u64];
+    input.extend([0u64; 255]);
+    let results = p.map_chunked(sleep_stamp, input, 1).unwrap();
+    short_ones_ended_first(&results);
+    // The pool still works as before afterwards.
+    assert_eq!(p.map(square, 0..100u64).unwrap()[99], 99 * 99);
+}
+
 both_methods!(
+    no_task_waits_behind_a_long_one,
+    no_task_waits_behind_a_long_one_after_warm_up,
     large_arguments_and_results,
     dropped_imap_then_close_and_join,
     results_in_every_form,
@@ -732,4 +793,31 @@ fn several_threads_share_one_pool() {
             }
         });
     })
+}
+
+/// Restricts this process to one CPU, then builds a pool of the default
+/// size; returns its size and `cpu_count()`.
+fn default_pool_under_one_cpu(_: ()) -> (usize, usize, usize) {
+    let mine = rustix::thread::sched_getaffinity(None).unwrap();
+    let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&c| mine.is_set(c))
+        .unwrap();
+    let mut one = rustix::thread::CpuSet::new();
+    one.set(cpu);
+    rustix::thread::sched_setaffinity(None, &one).unwrap();
+    let p = Pool::builder().build().unwrap();
+    assert_eq!(p.map(square, 0..10u64).unwrap()[9], 81);
+    (p.processes(), p.worker_pids().len(), multiproc::cpu_count())
+}
+
+#[test]
+fn default_size_follows_cpu_affinity() {
+    let (processes, pids, cpus) = common::in_child(default_pool_under_one_cpu, ());
+    assert_eq!((processes, pids), (1, 1));
+    // `cpu_count` stays Python's: the CPUs online, not the usable ones.
+    assert_eq!(cpus, multiproc::cpu_count());
+    // Without a restriction the default follows the usable CPUs too.
+    let usable = std::thread::available_parallelism().unwrap().get();
+    let p = Pool::builder().build().unwrap();
+    assert_eq!(p.processes(), usable);
 }

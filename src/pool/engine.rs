@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::board::{Board, INIT};
+use super::board::{Board, INIT, seq_le};
 use super::error::{TaskError, WorkerExit};
 use super::wire;
 use crate::codec;
@@ -68,6 +68,11 @@ const MAX_WINDOW: usize = 512;
 /// Work queued in a worker beyond the chunk it runs, in nanoseconds: enough
 /// to hide the round trip, little enough to keep workers balanced.
 const QUEUED_NS: f64 = 2_000_000.0;
+/// An idle worker takes back the chunks waiting behind another worker's
+/// chunk once that one has run this long: long enough that the tail of a
+/// map of tiny tasks is not shuffled around, short enough that no task
+/// waits noticeably behind a long one.
+const STEAL_AFTER: Duration = Duration::from_millis(2);
 /// Frames gathered into one `sendmsg`.
 const GATHER: usize = 64;
 
@@ -201,6 +206,14 @@ struct InFlight {
     frame: Arc<RawFrame>,
 }
 
+/// A chunk given to a worker.
+struct Sent {
+    chunk: u64,
+    at: Instant,
+    /// The sequence number of its message (see [`Board`]).
+    seq: u32,
+}
+
 struct Worker {
     key: u64,
     pid: i32,
@@ -210,8 +223,13 @@ struct Worker {
     board: Board,
     /// Frames not yet (fully) written, with the bytes already written.
     outbox: VecDeque<(Arc<RawFrame>, usize)>,
-    /// Chunks sent (or in the outbox), oldest first, and when.
-    outstanding: VecDeque<(u64, Instant)>,
+    /// Chunks sent (or in the outbox), oldest first.
+    outstanding: VecDeque<Sent>,
+    /// Messages put in its outbox so far (the sequence number of the last).
+    sent_seq: u32,
+    /// Chunks were taken back from it: it gets no new ones until it
+    /// replies (it is stuck on a long chunk).
+    robbed: bool,
     /// Chunks given to it in its life.
     assigned: usize,
     last_done: Instant,
@@ -406,7 +424,7 @@ impl Shared {
             j.sealed = true;
             finished_now |= j.complete();
         }
-        st.dispatch();
+        st.dispatch(false);
         if st.workers.iter().any(|w| !w.outbox.is_empty()) || st.workers.len() < st.cfg.processes {
             self.wake(&mut st);
         }
@@ -536,7 +554,7 @@ impl Shared {
         st.driving = true;
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| {
             st.maintain();
-            st.dispatch();
+            st.dispatch(true);
         })) {
             st.internal_failure(p);
         }
@@ -546,13 +564,16 @@ impl Shared {
             .map(|w| (w.key, w.conn.clone(), w.pidfd.clone(), !w.outbox.is_empty()))
             .collect();
         let buffered = st.workers.iter().any(|w| w.conn.has_buffered());
+        let steal_at = st.next_steal();
         drop(st);
 
         let now = Instant::now();
         let timeout = if buffered {
             Duration::ZERO
         } else {
-            deadline.map_or(MAX_WAIT, |d| d.saturating_duration_since(now).min(MAX_WAIT))
+            let wait =
+                deadline.map_or(MAX_WAIT, |d| d.saturating_duration_since(now).min(MAX_WAIT));
+            steal_at.map_or(wait, |t| wait.min(t.saturating_duration_since(now)))
         };
         let mut interest: Vec<Interest<'_>> = Vec::with_capacity(1 + 2 * watch.len());
         interest.push(Interest {
@@ -590,7 +611,7 @@ impl Shared {
                 }
             }
             st.maintain();
-            st.dispatch();
+            st.dispatch(true);
         })) {
             st.internal_failure(p);
         }
@@ -637,6 +658,8 @@ impl State {
             board,
             outbox: VecDeque::new(),
             outstanding: VecDeque::new(),
+            sent_seq: 0,
+            robbed: false,
             assigned: 0,
             last_done: Instant::now(),
             stopping: false,
@@ -656,7 +679,7 @@ impl State {
                     w.stopping = true;
                     let stop = codec::encode(&(wire::STOP, 0isize, 0isize), FRAME_ROOM)
                         .expect("plain values encode");
-                    w.outbox.push_back((Arc::new(frame_encoded(stop)), 0));
+                    w.push(Arc::new(frame_encoded(stop)));
                     flush(w);
                 }
             }
@@ -681,32 +704,15 @@ impl State {
     }
 
     /// Gives queued chunks to the least busy workers with room, and writes.
-    fn dispatch(&mut self) {
-        if !self.queue.is_empty() {
-            let window = self.window();
-            let maxtasks = self.cfg.maxtasks;
-            let now = Instant::now();
-            while let Some(&id) = self.queue.front() {
-                let Some(w) = self
-                    .workers
-                    .iter_mut()
-                    .filter(|w| {
-                        !w.stopping
-                            && !w.dead
-                            && w.outstanding.len() < window
-                            && maxtasks.is_none_or(|m| w.assigned < m)
-                    })
-                    .min_by_key(|w| w.outstanding.len())
-                else {
-                    break;
-                };
-                self.queue.pop_front();
-                let Some(inf) = self.inflight.get(&id) else {
-                    continue;
-                };
-                w.outbox.push_back((inf.frame.clone(), 0));
-                w.outstanding.push_back((id, now));
-                w.assigned += 1;
+    /// With `steal`, a worker left idle takes back the chunks that wait
+    /// behind a long one in another worker (see [`State::steal`]).
+    fn dispatch(&mut self, steal: bool) {
+        loop {
+            if !self.queue.is_empty() {
+                self.assign();
+            }
+            if !(steal && self.queue.is_empty() && self.steal(Instant::now())) {
+                break;
             }
         }
         for w in &mut self.workers {
@@ -714,6 +720,118 @@ impl State {
                 flush(w);
             }
         }
+    }
+
+    /// Whether worker `w` may be given another chunk now.
+    fn can_take(&self, w: &Worker, window: usize) -> bool {
+        !w.stopping
+            && !w.dead
+            && !w.robbed
+            && w.outstanding.len() < window
+            && self.cfg.maxtasks.is_none_or(|m| w.assigned < m)
+    }
+
+    /// Moves queued chunks to the workers with the fewest outstanding.
+    fn assign(&mut self) {
+        let window = self.window();
+        let now = Instant::now();
+        while let Some(&id) = self.queue.front() {
+            let Some(i) = (0..self.workers.len())
+                .filter(|&i| self.can_take(&self.workers[i], window))
+                .min_by_key(|&i| self.workers[i].outstanding.len())
+            else {
+                break;
+            };
+            self.queue.pop_front();
+            let Some(inf) = self.inflight.get(&id) else {
+                continue;
+            };
+            let frame = inf.frame.clone();
+            let w = &mut self.workers[i];
+            let seq = w.push(frame);
+            w.outstanding.push_back(Sent {
+                chunk: id,
+                at: now,
+                seq,
+            });
+            w.assigned += 1;
+        }
+    }
+
+    /// A worker that could take a chunk has none, and none is queued.
+    fn someone_idle(&self) -> bool {
+        let window = self.window();
+        self.workers
+            .iter()
+            .any(|w| w.outstanding.is_empty() && self.can_take(w, window))
+    }
+
+    /// Since when worker `w` has run its oldest outstanding chunk (as far
+    /// as the pool can tell), if it holds chunks it has not started.
+    fn stuck_since(w: &Worker) -> Option<Instant> {
+        if w.dead || w.stopping || w.outstanding.len() < 2 {
+            return None;
+        }
+        let last = w.outstanding.back().expect("not empty").seq;
+        if seq_le(last, w.board.claimed()) {
+            return None;
+        }
+        Some(
+            w.outstanding
+                .front()
+                .expect("not empty")
+                .at
+                .max(w.last_done),
+        )
+    }
+
+    /// When the next [`steal`](Self::steal) could take something, if a
+    /// worker is idle now.
+    fn next_steal(&self) -> Option<Instant> {
+        if !self.queue.is_empty() || !self.someone_idle() {
+            return None;
+        }
+        self.workers
+            .iter()
+            .filter_map(Self::stuck_since)
+            .min()
+            .map(|t| t + STEAL_AFTER)
+    }
+
+    /// With nothing queued and a worker idle, takes back the chunks not yet
+    /// started by a worker whose current chunk has run for [`STEAL_AFTER`]
+    /// (the worker skips them, see [`Board`]) and queues them again, in
+    /// order, at the front. Whether anything was taken.
+    fn steal(&mut self, now: Instant) -> bool {
+        if !self.someone_idle() {
+            return false;
+        }
+        let Some(victim) = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| Self::stuck_since(w).map(|t| (i, t)))
+            .filter(|&(_, t)| now.saturating_duration_since(t) >= STEAL_AFTER)
+            .min_by_key(|&(_, t)| t)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let w = &mut self.workers[victim];
+        let claimed = w.board.revoke(w.sent_seq);
+        let keep = w
+            .outstanding
+            .iter()
+            .position(|s| !seq_le(s.seq, claimed))
+            .unwrap_or(w.outstanding.len());
+        let taken: Vec<u64> = w.outstanding.drain(keep..).map(|s| s.chunk).collect();
+        w.assigned -= taken.len();
+        // Until it replies to what it kept (if it started anything).
+        w.robbed = !w.outstanding.is_empty();
+        for &c in taken.iter().rev() {
+            self.queue.push_front(c);
+        }
+        !taken.is_empty()
     }
 
     /// Takes in what happened to worker `key`.
@@ -771,8 +889,9 @@ impl State {
             return;
         }
         self.init_failures = 0;
-        if let Some(pos) = w.outstanding.iter().position(|(c, _)| *c == chunk) {
-            let (_, sent) = w.outstanding.remove(pos).expect("position is valid");
+        w.robbed = false;
+        if let Some(pos) = w.outstanding.iter().position(|s| s.chunk == chunk) {
+            let sent = w.outstanding.remove(pos).expect("position is valid").at;
             let sample = now.duration_since(sent.max(w.last_done)).as_nanos() as f64;
             w.last_done = now;
             self.chunk_ns = self.chunk_ns * 0.875 + sample * 0.125;
@@ -824,7 +943,7 @@ impl State {
             None => WorkerExit::Code(-1),
         };
         let status = w.board.get();
-        let held: Vec<u64> = w.outstanding.drain(..).map(|(c, _)| c).collect();
+        let held: Vec<u64> = w.outstanding.drain(..).map(|s| s.chunk).collect();
         if status == INIT {
             self.init_failures += 1;
             let message = w
@@ -877,6 +996,15 @@ impl State {
     fn internal_failure(&mut self, panic: Box<dyn std::any::Any + Send>) {
         let message = format!("internal error: {}", wire::panic_message(panic));
         self.break_pool(TaskError::Broken(message));
+    }
+}
+
+impl Worker {
+    /// Puts a message in the outbox; returns its sequence number.
+    fn push(&mut self, frame: Arc<RawFrame>) -> u32 {
+        self.outbox.push_back((frame, 0));
+        self.sent_seq = self.sent_seq.wrapping_add(1);
+        self.sent_seq
     }
 }
 

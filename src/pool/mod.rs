@@ -42,6 +42,12 @@
 //! sized from the measured time per chunk so that about 2 ms of work waits
 //! in each worker), always without blocking, so throughput on tiny tasks
 //! is not bound by round trips and a slow worker cannot deadlock the pool.
+//! A chunk sent ahead is not lost to a worker that gets stuck on a long
+//! one: when another worker is idle and nothing is queued, the pool takes
+//! back (through a claim word in shared memory, so each chunk runs exactly
+//! once) every chunk the stuck worker has not started, and the idle
+//! workers run them. As in Python, no task waits behind a busy worker while
+//! another worker is idle (for more than about 2 ms).
 //! Work functions are plain `fn(A) -> R`; a worker finds them in its copy of
 //! the executable by their distance from a fixed function, as
 //! [`Process`] targets.
@@ -96,7 +102,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::process::{Process, StartMethod, cpu_count, get_start_method};
+use crate::process::{Process, StartMethod, get_start_method, usable_cpu_count};
 use engine::{Config, Shared, StartWorker};
 pub use error::{PoolError, TaskError, WorkerExit};
 pub use imap::Imap;
@@ -184,7 +190,10 @@ where
 }
 
 impl PoolBuilder {
-    /// Number of worker processes (default: [`cpu_count`]).
+    /// Number of worker processes (default: the number of CPUs this process
+    /// may use, its CPU affinity and cgroup CPU quota taken into account,
+    /// which can be fewer than [`cpu_count`](crate::cpu_count) in a
+    /// container or under `taskset`).
     pub fn processes(mut self, n: usize) -> Self {
         self.processes = Some(n);
         self
@@ -224,7 +233,7 @@ impl PoolBuilder {
 
     /// Starts the workers.
     pub fn build(self) -> Result<Pool, PoolError> {
-        let processes = self.processes.unwrap_or_else(cpu_count);
+        let processes = self.processes.unwrap_or_else(usable_cpu_count);
         if processes == 0 {
             return Err(PoolError::Invalid("a pool needs at least one process"));
         }

@@ -54,6 +54,8 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
     let mut done = 0usize;
     let mut held = Held::default();
     let mut last_end = Instant::now();
+    // The sequence number of the last message received (see `Board`).
+    let mut seq = 0u32;
     while maxtasks.is_none_or(|m| done < m) {
         let buffered = conn.has_buffered();
         if !held.is_empty() && !buffered && !held.flush(&conn) {
@@ -62,6 +64,7 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
         let Ok((payload, fds)) = conn.recv_encoded(None) else {
             return;
         };
+        seq = seq.wrapping_add(1);
         let Ok(((chunk, runner, target_offset), rest)) =
             codec::decode_payload::<(u64, isize, isize)>(&payload, Vec::new())
         else {
@@ -70,6 +73,10 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
         if chunk == wire::STOP {
             held.flush(&conn);
             return;
+        }
+        if !board.claim(seq) {
+            // The pool took this chunk back for an idle worker.
+            continue;
         }
         board.set(chunk);
         // SAFETY: the pool took this distance from a `Runner` of this binary

@@ -324,7 +324,16 @@ pub fn active_children() -> Vec<ProcessInfo> {
         .collect()
 }
 
-/// Number of CPUs online (Python's `cpu_count()`).
+/// Number of CPUs online (Python's `cpu_count()`), whether or not this
+/// process may use them all.
 pub fn cpu_count() -> usize {
     sys::process::cpu_count()
+}
+
+/// Number of CPUs this process may actually use: its CPU affinity mask and
+/// its cgroup's CPU quota taken into account (the rules of
+/// `std::thread::available_parallelism`); at least 1. The default size of a
+/// [`Pool`](crate::Pool).
+pub(crate) fn usable_cpu_count() -> usize {
+    std::thread::available_parallelism().map_or_else(|_| cpu_count(), |n| n.get())
 }
