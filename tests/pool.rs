@@ -252,7 +252,7 @@ fn results_in_every_form(m: Method) {
     let got: Vec<u64> = handles.iter().map(|h| h.get().unwrap()).collect();
     assert_eq!(got, (0..10u64).map(|x| x * x).collect::<Vec<_>>());
     assert_eq!(handles[3].successful(), Some(true));
-    assert!(matches!(handles[3].get(), Err(PoolError::AlreadyTaken)));
+    assert_eq!(handles[3].get().unwrap(), 9);
     let m = p.map_async(square, 0..10).unwrap();
     m.wait();
     assert!(m.ready());
@@ -736,7 +736,134 @@ fn no_task_waits_behind_a_long_one_after_warm_up(m: Method) {
     assert_eq!(p.map(square, 0..100u64).unwrap()[99], 99 * 99);
 }
 
+/// As in Python, a result can be read again, and `ready`, `successful`
+/// and `wait_timeout` keep answering; the consuming forms hand it over.
+fn results_can_be_read_again(m: Method) {
+    let p = pool(m, 2);
+    let r = p.apply_async(square, 6).unwrap();
+    for _ in 0..3 {
+        assert_eq!(r.get().unwrap(), 36);
+        assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), 36);
+        assert!(r.ready());
+        assert!(r.wait_timeout(Duration::ZERO));
+        assert_eq!(r.successful(), Some(true));
+    }
+    assert_eq!(r.into_value().unwrap(), 36);
+
+    let bad = p.apply_async(panic_on_three, 3).unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            bad.get(),
+            Err(PoolError::Task {
+                index: 0,
+                error: TaskError::Panicked { .. }
+            })
+        ));
+        assert_eq!(bad.successful(), Some(false));
+    }
+
+    let all = p.map_async(square, 0..20u64).unwrap();
+    let first = all.get().unwrap();
+    assert_eq!(all.get().unwrap(), first);
+    assert_eq!(all.get_results().unwrap()[19], Ok(361));
+    assert_eq!(all.successful(), Some(true));
+    assert_eq!(all.into_values().unwrap(), first);
+
+    let mixed = p.map_async(panic_on_three, 0..5).unwrap();
+    assert!(matches!(mixed.get(), Err(PoolError::Task { index: 3, .. })));
+    assert!(matches!(mixed.get(), Err(PoolError::Task { index: 3, .. })));
+    let results = mixed.into_results().unwrap();
+    assert_eq!(results[4], Ok(40));
+    assert!(results[3].is_err());
+}
+
+/// Python's `callback` / `error_callback`: called in the parent once the
+/// result is there, before the handle reports it ready; still called when
+/// the handle was dropped.
+fn callbacks_run_when_results_arrive(m: Method) {
+    use std::sync::mpsc;
+    let p = pool(m, 2);
+    let long = Duration::from_secs(30);
+
+    let (tx, rx) = mpsc::channel();
+    let (etx, erx) = mpsc::channel::<TaskError>();
+    let r = p
+        .apply_async_with(
+            square,
+            7,
+            move |v: &u64| tx.send(*v).unwrap(),
+            move |e| etx.send(e.clone()).unwrap(),
+        )
+        .unwrap();
+    if m == Method::Spawn {
+        // A spawn pool has its own thread: nobody needs to wait.
+        assert_eq!(rx.recv_timeout(long).unwrap(), 49);
+    }
+    assert_eq!(r.get().unwrap(), 49);
+    // The callback ran before `get` returned.
+    if m == Method::Fork {
+        assert_eq!(rx.try_recv().unwrap(), 49);
+    }
+    assert!(erx.try_recv().is_err());
+
+    let (tx, rx) = mpsc::channel::<i32>();
+    let (etx, erx) = mpsc::channel();
+    let r = p
+        .apply_async_with(
+            panic_on_three,
+            3,
+            move |v| tx.send(*v).unwrap(),
+            move |e| etx.send(e.clone()).unwrap(),
+        )
+        .unwrap();
+    assert!(r.get().is_err());
+    assert!(matches!(
+        erx.try_recv().unwrap(),
+        TaskError::Panicked { .. }
+    ));
+    assert!(rx.try_recv().is_err());
+
+    let (tx, rx) = mpsc::channel();
+    let r = p
+        .map_async_with(
+            square,
+            0..5u64,
+            move |v: &[u64]| tx.send(v.to_vec()).unwrap(),
+            |_| panic!("no task failed"),
+        )
+        .unwrap();
+    r.wait();
+    assert_eq!(rx.try_recv().unwrap(), vec![0, 1, 4, 9, 16]);
+    assert_eq!(r.get().unwrap(), vec![0, 1, 4, 9, 16]);
+
+    let (etx, erx) = mpsc::channel();
+    let r = p
+        .map_async_with(
+            panic_on_three,
+            0..6,
+            |_: &[i32]| panic!("a task failed"),
+            move |e| etx.send(e.to_string()).unwrap(),
+        )
+        .unwrap();
+    r.wait();
+    assert!(erx.try_recv().unwrap().contains("task 3 failed"));
+
+    // A dropped handle's callback still runs.
+    let (tx, rx) = mpsc::channel();
+    drop(
+        p.apply_async_with(sleep_ms, 50, move |v: &u64| tx.send(*v).unwrap(), |_| {})
+            .unwrap(),
+    );
+    if m == Method::Fork {
+        // A fork pool moves while someone waits on it.
+        assert_eq!(p.apply(sleep_ms, 100).unwrap(), 100);
+    }
+    assert_eq!(rx.recv_timeout(long).unwrap(), 50);
+}
+
 both_methods!(
+    results_can_be_read_again,
+    callbacks_run_when_results_arrive,
     no_task_waits_behind_a_long_one,
     no_task_waits_behind_a_long_one_after_warm_up,
     large_arguments_and_results,

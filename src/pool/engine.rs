@@ -158,6 +158,14 @@ pub enum Slot {
     Taken,
 }
 
+/// Runs under the pool's lock when a job with callbacks completes: takes
+/// its results out of the job, and returns what to call once the lock is
+/// released (the user's callback).
+pub type Hook = Box<dyn FnOnce(&mut Job) -> Callback + Send>;
+
+/// A user's callback, ready to run.
+pub type Callback = Box<dyn FnOnce() + Send>;
+
 /// One `map`, `imap` or `apply`: its chunks and their results.
 pub struct Job {
     /// Tasks in each chunk.
@@ -180,12 +188,21 @@ pub struct Job {
     pub any_failed: bool,
     /// Its handle is gone: results are dropped as they come.
     abandoned: bool,
+    /// Runs when the job completes (a job submitted with callbacks).
+    hook: Option<Hook>,
+    /// Its callback is running (or waits for the lock to be released).
+    in_callback: bool,
 }
 
 impl Job {
     /// Every chunk finished and no more will come.
     pub fn complete(&self) -> bool {
         self.sealed && self.done_chunks == self.slots.len()
+    }
+
+    /// Complete, and its callback (if any) has returned.
+    pub fn settled(&self) -> bool {
+        self.complete() && self.hook.is_none() && !self.in_callback
     }
 
     /// Takes chunk `ordinal`'s result if it is finished.
@@ -257,6 +274,8 @@ pub struct State {
     broken: Option<TaskError>,
     init_failures: usize,
     chunk_ns: f64,
+    /// Callbacks of completed jobs, to run once the lock is released.
+    callbacks: Vec<(u64, Callback)>,
 }
 
 /// The pool's state and the means to wait on it, shared by the pool and
@@ -293,6 +312,7 @@ impl Shared {
                 broken: None,
                 init_failures: 0,
                 chunk_ns: 1_000_000.0,
+                callbacks: Vec::new(),
             }),
             changed: Condvar::new(),
             wake_rx,
@@ -349,6 +369,15 @@ impl Shared {
 
     /// Opens a job; refused once the pool is closed.
     pub fn new_job(&self, unordered: bool) -> Result<u64, super::PoolError> {
+        self.new_job_with(unordered, None)
+    }
+
+    /// Opens a job whose `hook` runs when it completes.
+    pub fn new_job_with(
+        &self,
+        unordered: bool,
+        hook: Option<Hook>,
+    ) -> Result<u64, super::PoolError> {
         let mut st = self.lock();
         if st.closed {
             return Err(super::PoolError::Closed);
@@ -368,6 +397,8 @@ impl Shared {
                 any_failed: false,
                 unordered,
                 abandoned: false,
+                hook,
+                in_callback: false,
             },
         );
         Ok(id)
@@ -424,10 +455,12 @@ impl Shared {
             j.sealed = true;
             finished_now |= j.complete();
         }
+        st.check_hook(job);
         st.dispatch(false);
         if st.workers.iter().any(|w| !w.outbox.is_empty()) || st.workers.len() < st.cfg.processes {
             self.wake(&mut st);
         }
+        let st = self.run_callbacks(st);
         drop(st);
         if finished_now {
             self.changed.notify_all();
@@ -439,6 +472,11 @@ impl Shared {
     pub fn abandon(&self, job: u64) {
         let mut st = self.lock();
         let remove = match st.jobs.get_mut(&job) {
+            // Its callback still runs when it completes, as in Python.
+            Some(j) if j.hook.is_some() || j.in_callback => {
+                j.sealed = true;
+                false
+            }
             Some(j) => {
                 j.sealed = true;
                 j.abandoned = true;
@@ -458,6 +496,29 @@ impl Shared {
         self.wake(&mut st);
         drop(st);
         self.changed.notify_all();
+    }
+
+    /// Runs the callbacks of jobs that completed, without the lock; then
+    /// the jobs are settled (and their handles' waits end).
+    fn run_callbacks<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if st.callbacks.is_empty() {
+            return st;
+        }
+        let calls = std::mem::take(&mut st.callbacks);
+        drop(st);
+        let mut ids = Vec::with_capacity(calls.len());
+        for (id, call) in calls {
+            // A panicking callback must not stop the pool (its message is
+            // printed by the panic hook).
+            let _ = catch_unwind(AssertUnwindSafe(call));
+            ids.push(id);
+        }
+        let mut st = self.lock();
+        for id in ids {
+            st.jobs.remove(&id);
+        }
+        self.changed.notify_all();
+        st
     }
 
     /// Wakes the thread driving the pool, if one waits.
@@ -494,6 +555,7 @@ impl Shared {
             st.fail_all(TaskError::Terminated);
         }
         self.wake(&mut st);
+        let st = self.run_callbacks(st);
         drop(st);
         self.changed.notify_all();
     }
@@ -617,7 +679,7 @@ impl Shared {
         }
         st.driving = false;
         self.changed.notify_all();
-        st
+        self.run_callbacks(st)
     }
 }
 
@@ -931,6 +993,23 @@ impl State {
             if job.unordered {
                 job.finished.push_back(inf.ordinal);
             }
+            self.check_hook(inf.job);
+        }
+    }
+
+    /// Runs the hook of job `id` if it has just completed; its callback
+    /// waits in `callbacks`.
+    fn check_hook(&mut self, id: u64) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if !job.complete() {
+            return;
+        }
+        if let Some(hook) = job.hook.take() {
+            job.in_callback = true;
+            let call = hook(job);
+            self.callbacks.push((id, call));
         }
     }
 

@@ -327,7 +327,18 @@ impl Pool {
         items: Vec<T>,
         chunksize: usize,
     ) -> Result<u64, PoolError> {
-        let job = self.shared.new_job(false)?;
+        self.submit_with(runner, target, items, chunksize, None)
+    }
+
+    fn submit_with<T: Serialize>(
+        &self,
+        runner: wire::Runner,
+        target: usize,
+        items: Vec<T>,
+        chunksize: usize,
+        hook: Option<engine::Hook>,
+    ) -> Result<u64, PoolError> {
+        let job = self.shared.new_job_with(false, hook)?;
         let mut chunks = items.chunks(chunksize).peekable();
         if chunks.peek().is_none() {
             self.shared.add_chunks(job, Vec::new(), true);
@@ -360,7 +371,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        self.map_async(f, items)?.get()
+        self.map_async(f, items)?.into_values()
     }
 
     /// Like [`map`](Self::map) with `chunksize` tasks per message.
@@ -374,7 +385,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        self.map_async_chunked(f, items, chunksize)?.get()
+        self.map_async_chunked(f, items, chunksize)?.into_values()
     }
 
     /// Like [`map`](Self::map), returning every task's own result.
@@ -400,7 +411,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        self.map_async(f, items)?.get_results()
+        self.map_async(f, items)?.into_results()
     }
 
     /// Submits a map without waiting; the handle gives the results.
@@ -457,7 +468,7 @@ impl Pool {
         B: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        self.starmap_async(f, items)?.get()
+        self.starmap_async(f, items)?.into_values()
     }
 
     /// Submits a [`starmap`](Self::starmap) without waiting.
@@ -486,7 +497,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        self.apply_async(f, args)?.get()
+        self.apply_async(f, args)?.into_value()
     }
 
     /// Submits `f(args)` without waiting (Python's `apply_async`).
@@ -502,6 +513,84 @@ impl Pool {
             job,
             1,
         )))
+    }
+
+    /// Like [`apply_async`](Self::apply_async), calling `callback` with the
+    /// value, or `error_callback` with the error, once the task has
+    /// finished (Python's `callback` and `error_callback`). They run in the
+    /// parent, in the thread driving the pool (a spawn pool's own thread;
+    /// for a fork pool, a thread waiting on it), before the handle reports
+    /// the task ready; they should return quickly. The value stays
+    /// available from the handle.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    ///
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let r = pool.apply_async_with(square, 5, move |v: &u64| tx.send(*v).unwrap(), |_| {})?;
+    /// assert_eq!(r.get()?, 25);
+    /// assert_eq!(rx.recv()?, 25);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply_async_with<A, R>(
+        &self,
+        f: fn(A) -> R,
+        args: A,
+        callback: impl FnOnce(&R) + Send + 'static,
+        error_callback: impl FnOnce(&TaskError) + Send + 'static,
+    ) -> Result<AsyncResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let runner: wire::Runner = wire::run_map::<A, R>;
+        let call = result::apply_hook(callback, error_callback);
+        let inner = MapResult::with_callback(self.shared.clone(), 1, call, |hook| {
+            self.submit_with(runner, f as usize, vec![args], 1, Some(hook))
+        })?;
+        Ok(AsyncResult::new(inner))
+    }
+
+    /// Like [`map_async`](Self::map_async), calling `callback` with the
+    /// values once every task has returned one, or `error_callback` with
+    /// the error of the failed task with the lowest index (Python's
+    /// `callback` and `error_callback`; they run as for
+    /// [`apply_async_with`](Self::apply_async_with)).
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    ///
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let r = pool.map_async_with(square, 0..4, move |v: &[u64]| tx.send(v.to_vec()).unwrap(), |_| {})?;
+    /// r.wait();
+    /// assert_eq!(rx.recv()?, vec![0, 1, 4, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_async_with<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        callback: impl FnOnce(&[R]) + Send + 'static,
+        error_callback: impl FnOnce(&PoolError) + Send + 'static,
+    ) -> Result<MapResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let n = items.len();
+        let chunksize = default_chunksize(n, self.processes);
+        let runner: wire::Runner = wire::run_map::<A, R>;
+        let call = result::map_hook(callback, error_callback);
+        MapResult::with_callback(self.shared.clone(), n, call, |hook| {
+            self.submit_with(runner, f as usize, items, chunksize, Some(hook))
+        })
     }
 
     fn imap_inner<A, R, I>(
