@@ -77,7 +77,7 @@ mod sync;
 mod sys;
 
 pub use connection::{
-    Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, pipe, wait,
+    Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, Waitable, pipe, wait,
 };
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
 pub use manager::{

@@ -861,7 +861,31 @@ fn callbacks_run_when_results_arrive(m: Method) {
     assert_eq!(rx.recv_timeout(long).unwrap(), 50);
 }
 
+/// `Imap::next_timeout` gives up without losing the iterator (Python's
+/// `next(timeout)`), in order and unordered.
+fn imap_next_timeout(m: Method) {
+    let p = pool(m, 2);
+    for ordered in [true, false] {
+        let input = vec![400u64, 400];
+        let mut it = if ordered {
+            p.imap(sleep_ms, input).unwrap()
+        } else {
+            p.imap_unordered(sleep_ms, input).unwrap()
+        };
+        assert!(matches!(
+            it.next_timeout(Duration::ZERO),
+            Err(PoolError::Timeout(_))
+        ));
+        let long = Duration::from_secs(30);
+        assert_eq!(it.next_timeout(long).unwrap(), Some(Ok(400)));
+        assert_eq!(it.next_timeout(long).unwrap(), Some(Ok(400)));
+        assert_eq!(it.next_timeout(long).unwrap(), None);
+        assert_eq!(it.next_timeout(Duration::MAX).unwrap(), None);
+    }
+}
+
 both_methods!(
+    imap_next_timeout,
     results_can_be_read_again,
     callbacks_run_when_results_arrive,
     no_task_waits_behind_a_long_one,
