@@ -30,6 +30,36 @@ fn add(a: i32, b: i32) -> i32 {
     a + b
 }
 
+fn sum3(a: i64, b: i64, c: u8) -> i64 {
+    a + b + i64::from(c)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sum12(
+    a: u8,
+    b: u16,
+    c: u32,
+    d: u64,
+    e: i8,
+    f: i16,
+    g: i32,
+    h: i64,
+    i: usize,
+    j: isize,
+    k: u8,
+    l: u8,
+) -> i64 {
+    [
+        a as i64, b as i64, c as i64, d as i64, e as i64, f as i64, g as i64, h,
+    ]
+    .iter()
+    .sum::<i64>()
+        + i as i64
+        + j as i64
+        + k as i64
+        + l as i64
+}
+
 fn panic_on_three(x: i32) -> i32 {
     if x == 3 {
         panic!("three is not allowed");
@@ -245,6 +275,20 @@ fn results_in_every_form(m: Method) {
         .collect();
     assert_eq!(first, vec![0, 1, 4, 9, 16]);
     assert_eq!(p.starmap(add, [(1, 2), (30, 40)]).unwrap(), vec![3, 70]);
+    // Any arity from 1 to 12, and closures that capture nothing.
+    assert_eq!(p.starmap(square, [(3u64,)]).unwrap(), vec![9]);
+    assert_eq!(
+        p.starmap(sum3, [(1, 2, 3u8), (4, 5, 6)]).unwrap(),
+        vec![6, 15]
+    );
+    let twelve = (
+        1u8, 2u16, 3u32, 4u64, 5i8, 6i16, 7i32, 8i64, 9usize, 10isize, 11u8, 12u8,
+    );
+    assert_eq!(p.starmap(sum12, vec![twelve; 3]).unwrap(), vec![78; 3]);
+    let neg = p.starmap(|a: i32, b: i32| -(a * b), [(2, 3)]).unwrap();
+    assert_eq!(neg, vec![-6]);
+    let r = p.starmap_async(sum3, [(1, 1, 1u8)]).unwrap();
+    assert_eq!(r.get().unwrap(), vec![3]);
     assert_eq!(p.apply(square, 9).unwrap(), 81);
     let handles: Vec<_> = (0..10u64)
         .map(|i| p.apply_async(square, i).unwrap())

@@ -79,8 +79,9 @@
 //!   [`map_results`](Pool::map_results) gives every task's `Result`.
 //! * `maxtasksperchild` counts chunks, as Python's does (a map chunk is one
 //!   task to Python's worker).
-//! * `starmap` takes `fn(A, B) -> R` and pairs; for other arities, pass a
-//!   tuple to `map` (`fn((A, B, C)) -> R`).
+//! * `starmap` takes a function item of 1 to 12 arguments and tuples of
+//!   them ([`StarFn`]); a function pointer or a capturing closure cannot be
+//!   found by a worker.
 //! * [`imap`](Pool::imap) reads its input lazily and keeps a bounded number
 //!   of chunks in flight, so an endless iterator works.
 //! * Dropping a result handle does not cancel its tasks (as in Python); its
@@ -92,6 +93,7 @@ mod error;
 mod imap;
 mod progress;
 mod result;
+mod star;
 mod wire;
 mod worker;
 
@@ -108,6 +110,7 @@ pub use error::{PoolError, TaskError, WorkerExit};
 pub use imap::Imap;
 pub use progress::Progress;
 pub use result::{AsyncResult, MapResult};
+pub use star::StarFn;
 use worker::{WorkerArgs, worker_main};
 
 /// Chunks encoded and handed to the pool at a time by `map`, so workers
@@ -449,44 +452,48 @@ impl Pool {
         Ok(MapResult::new(self.shared.clone(), job, n))
     }
 
-    /// Runs `f(a, b)` for every pair (Python's `starmap`), results in
-    /// order; errors as for [`map`](Self::map).
+    /// Runs `f(a, b, …)` for every tuple `(a, b, …)` (Python's `starmap`),
+    /// results in order; errors as for [`map`](Self::map). `f` takes 1 to
+    /// 12 arguments and must be a function item (see [`StarFn`]).
     ///
     /// ```
     /// fn add(a: i32, b: i32) -> i32 { a + b }
+    /// fn volume(x: u32, y: u32, z: u32) -> u32 { x * y * z }
     /// let pool = multiproc::Pool::new(2)?;
     /// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, vec![3, 7]);
+    /// assert_eq!(pool.starmap(volume, [(1, 2, 3), (2, 2, 2)])?, vec![6, 8]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn starmap<A, B, R>(
+    pub fn starmap<F, T>(
         &self,
-        f: fn(A, B) -> R,
-        items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<Vec<R>, PoolError>
+        f: F,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<F::Output>, PoolError>
     where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        B: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
+        F: StarFn<T>,
+        T: Serialize,
     {
         self.starmap_async(f, items)?.into_values()
     }
 
     /// Submits a [`starmap`](Self::starmap) without waiting.
-    pub fn starmap_async<A, B, R>(
+    pub fn starmap_async<F, T>(
         &self,
-        f: fn(A, B) -> R,
-        items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<MapResult<R>, PoolError>
+        f: F,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<MapResult<F::Output>, PoolError>
     where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        B: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
+        F: StarFn<T>,
+        T: Serialize,
     {
-        let items: Vec<(A, B)> = items.into_iter().collect();
+        let items: Vec<T> = items.into_iter().collect();
         let n = items.len();
         let chunksize = default_chunksize(n, self.processes);
-        let runner: wire::Runner = wire::run_star::<A, B, R>;
-        let job = self.submit(runner, f as usize, items, chunksize)?;
+        let runner = f.runner();
+        // SAFETY: `runner` is the address of a `Runner` of this binary
+        // (`StarFn::runner` made it from one).
+        let runner = unsafe { std::mem::transmute::<usize, wire::Runner>(runner) };
+        let job = self.submit(runner, runner as usize, items, chunksize)?;
         Ok(MapResult::new(self.shared.clone(), job, n))
     }
 

@@ -80,7 +80,7 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
         }
         board.set(chunk);
         // SAFETY: the pool took this distance from a `Runner` of this binary
-        // (`run_map`/`run_star` monomorphised for the target's types).
+        // (`run_map`, or a `StarFn` runner, monomorphised for the target's types).
         let runner = unsafe { std::mem::transmute::<usize, Runner>(target::address_at(runner)) };
         // A chunk that was already buffered starts when the last one ended
         // (one clock read per chunk in a burst of tiny ones).
