@@ -86,6 +86,16 @@
 //!   of chunks in flight, so an endless iterator works.
 //! * Dropping a result handle does not cancel its tasks (as in Python); its
 //!   results are discarded.
+//! * Results stay in their handle, so `get` can be called again, as in
+//!   Python; it returns a copy (`R: Clone`). [`AsyncResult::into_value`]
+//!   and [`MapResult::into_values`] hand the results over without one
+//!   (what [`map`](Pool::map) and [`apply`](Pool::apply) use).
+//! * Python's `callback` and `error_callback` are the closures given to
+//!   [`apply_async_with`](Pool::apply_async_with) and
+//!   [`map_async_with`](Pool::map_async_with). They run in the thread
+//!   driving the pool: a spawn pool's own thread, so without anyone
+//!   waiting; in a fork pool (no thread of its own), a thread waiting on
+//!   the pool.
 
 mod board;
 mod engine;
