@@ -171,3 +171,32 @@ impl<'de> Deserialize<'de> for Board {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_and_revocations_never_overlap() {
+        let b = Board::new().unwrap();
+        assert!(b.claim(1));
+        assert!(b.claim(2));
+        // Messages 3..=5 sent; the pool takes them back while 2 runs.
+        assert_eq!(b.revoke(5), 2);
+        assert!(!b.claim(3) && !b.claim(4) && !b.claim(5));
+        // Message 6, sent after, is the worker's again.
+        assert!(b.claim(6));
+        assert_eq!(b.claimed(), 6);
+        // Nothing more was sent: a revocation takes nothing.
+        assert_eq!(b.revoke(6), 6);
+        assert!(b.claim(7));
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_around() {
+        assert!(seq_le(u32::MAX, 0));
+        assert!(seq_le(u32::MAX - 1, 3));
+        assert!(!seq_le(2, u32::MAX));
+        assert!(seq_le(5, 5) && !seq_le(6, 5));
+    }
+}
