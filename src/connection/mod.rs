@@ -32,7 +32,7 @@ pub(crate) const FRAME_ROOM: usize = frame::SHORT_HEADER;
 use frame::{Body, Reader};
 
 pub use listener::{Address, Client, Listener, ToAddress};
-pub use wait::wait;
+pub use wait::{Waitable, wait};
 
 /// One end of a two-way (or one-way) message channel.
 ///
