@@ -116,11 +116,13 @@ fn kill_and_join<R: serde::de::DeserializeOwned + std::fmt::Debug>(
 /// Waiter A (long timeout) and waiter B (short) wait on a condition; A is
 /// killed and reaped; a `notify(1)` right after must wake B, not the dead
 /// A. Several rounds, as a notify used to reach the dead waiter whenever it
-/// came before the server's periodic check of A's connection.
+/// came before the server's periodic check of A's connection. Every other
+/// round the notify comes first and reaches A alive, which is killed
+/// before it returns: the wake-up must pass on to B.
 fn notify_skips_a_killed_waiter(fork: bool) -> Result<(), String> {
     let e = |e: ManagerError| e.to_string();
     let m = Manager::start().map_err(e)?;
-    for round in 0..5 {
+    for round in 0..6 {
         let cond = m.condition().map_err(e)?;
         let ns = m.namespace().map_err(e)?;
         let args = |flag: &str, ms: u64| (cond.clone(), ns.clone(), flag.to_string(), ms);
@@ -138,10 +140,19 @@ fn notify_skips_a_killed_waiter(fork: bool) -> Result<(), String> {
         // the lock is ours, both wait, A first.
         ensure(cond.acquire_timeout(LONG).map_err(e)?, "lock never freed")?;
         cond.release().map_err(e)?;
-        kill_and_join(&mut a)?;
-        cond.acquire().map_err(e)?;
-        cond.notify(1).map_err(e)?;
-        cond.release().map_err(e)?;
+        if round % 2 == 0 {
+            kill_and_join(&mut a)?;
+            cond.acquire().map_err(e)?;
+            cond.notify(1).map_err(e)?;
+            cond.release().map_err(e)?;
+        } else {
+            // The notify reaches A, alive; A dies before it can return
+            // (it waits for the lock, held here): B gets the wake-up.
+            cond.acquire().map_err(e)?;
+            cond.notify(1).map_err(e)?;
+            kill_and_join(&mut a)?;
+            cond.release().map_err(e)?;
+        }
         let woken = join(&mut b)?;
         ensure(
             woken == Ok(true),
