@@ -440,6 +440,29 @@ fn sigkill_from_outside_mid_task(m: Method) {
     assert_workers_back(&p, pid);
 }
 
+/// A terminal's Ctrl-C reaches the whole foreground process group: the
+/// workers ignore it (the pool's owner decides), busy or idle.
+fn sigint_leaves_the_workers_to_the_pool(m: Method) {
+    let p = pool(m, 2);
+    assert_eq!(p.map(square, 0..4u64).unwrap(), [0, 1, 4, 9]);
+    let mut pids = p.worker_pids();
+    let job = p.map_async_chunked(sleep_ms, vec![300u64; 4], 1).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    for pid in &pids {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let results = job.get_results().unwrap();
+    assert!(results.iter().all(|r| r == &Ok(300)), "{results:?}");
+    let mut after = p.worker_pids();
+    pids.sort_unstable();
+    after.sort_unstable();
+    assert_eq!(pids, after);
+}
+
 fn a_death_fails_the_whole_chunk_only(m: Method) {
     let p = pool(m, 2);
     let items: Vec<(u32, u32, i32)> = (0..16).map(|x| (x, 5, 3)).collect();
@@ -957,6 +980,7 @@ both_methods!(
     exit_mid_task_fails_that_task,
     abort_mid_task_names_the_signal,
     sigkill_from_outside_mid_task,
+    sigint_leaves_the_workers_to_the_pool,
     a_death_fails_the_whole_chunk_only,
     dying_while_sending_the_result,
     an_undecodable_result_fails_its_task,

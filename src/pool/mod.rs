@@ -96,6 +96,14 @@
 //!   driving the pool: a spawn pool's own thread, so without anyone
 //!   waiting; in a fork pool (no thread of its own), a thread waiting on
 //!   the pool.
+//! * Workers ignore `SIGINT`. A terminal's Ctrl-C goes to the whole
+//!   foreground process group; Python's workers get a `KeyboardInterrupt`
+//!   that kills them mid-task (and can hang the pool). Here the pool's
+//!   owner alone decides: left at the default, Ctrl-C kills the owner and
+//!   the workers die with it; an owner that handles `SIGINT` can let the
+//!   work finish ([`close`](Pool::close) and [`join`](Pool::join)) or stop
+//!   it ([`terminate`](Pool::terminate)). An initializer may restore the
+//!   default if tasks should be interrupted themselves.
 
 mod board;
 mod engine;

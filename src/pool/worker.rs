@@ -38,6 +38,9 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
         init,
         maxtasks,
     } = args;
+    // Ctrl-C in a terminal reaches the whole process group: the pool's
+    // owner decides (see the pool docs); the worker dies with it anyway.
+    let _ = crate::sys::process::ignore_interrupt();
     board.set(INIT);
     if let Some((offset, init_args)) = init {
         // SAFETY: the pool took this distance from an `fn(I)` of this binary

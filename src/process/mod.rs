@@ -56,6 +56,13 @@ type Payload = Box<dyn Fn() -> Result<Encoded, CodecError> + Send>;
 /// Dropping a `Process` does not stop the child. A child dies with its
 /// parent (`PR_SET_PDEATHSIG`); when the parent's `main` returns, daemon
 /// children are terminated and the others waited for, as in Python.
+///
+/// A child, daemon or not, handles signals as its own program: a
+/// terminal's Ctrl-C, sent to the whole foreground process group, kills
+/// it unless its target says otherwise, as in Python (where it raises
+/// `KeyboardInterrupt` in the child). The helper processes the crate runs
+/// itself, a manager's server and pool workers, ignore `SIGINT` and leave
+/// Ctrl-C to their owner.
 pub struct Process<R> {
     name: Option<String>,
     daemon: bool,
