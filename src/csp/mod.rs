@@ -101,6 +101,8 @@ mod process;
 mod spill;
 
 pub use alternation::{Alternation, Fair};
+#[doc(hidden)]
+pub use chan::{CrashPoint, crash_at};
 pub use channel::{
     Channel, ChannelBuilder, DEFAULT_MAX_MESSAGE, DEFAULT_SLOT_SIZE, DEFAULT_WAITERS, Reader,
     Writer,
