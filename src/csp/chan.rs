@@ -107,6 +107,7 @@ pub(crate) const SLEEPING: u32 = 1 << 31;
 
 const POISONED: u32 = 1;
 const RETIRED: u32 = 2;
+const SPILLED: u32 = 4;
 
 /// Why a channel operation did not complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -488,6 +489,50 @@ impl Chan {
         self.header().id.load(Ordering::Relaxed)
     }
 
+    /// Notes that a message of this channel went to a segment of its own
+    /// (so that dropping or repairing the channel sweeps segments).
+    pub fn mark_spilled(&self) {
+        let h = self.header();
+        if h.flags.load(Ordering::Relaxed) & SPILLED == 0 {
+            h.flags.fetch_or(SPILLED, Ordering::AcqRel);
+        }
+    }
+
+    /// What the names of this channel's spill segments carry.
+    pub fn spill_tag(&self) -> String {
+        format!("{:x}", self.id())
+    }
+
+    /// Under the lock: unlinks the spill segments of this channel that no
+    /// running process can still deliver (see `spill.rs`).
+    fn sweep_segments(&self) {
+        if self.header().flags.load(Ordering::Acquire) & SPILLED == 0 {
+            return;
+        }
+        let mut held = Vec::new();
+        let mut keep = |p: *const u8, len: u32| {
+            if len > 0 && self.copy_out(p, 1)[0] == 0xFF {
+                held.push(self.copy_out(p, len));
+            }
+        };
+        for idx in 0..self.hwm() {
+            let r = self.rec(idx);
+            let s = r.state.load(Ordering::Acquire) & !SLEEPING;
+            let kind = r.kind.load(Ordering::Relaxed);
+            if (kind == WRITE && matches!(s, WAITING | ABORTED | DONE))
+                || (kind == READ && s == DONE)
+            {
+                keep(self.rec_data(idx), r.len.load(Ordering::Relaxed));
+            }
+        }
+        let (head, len) = self.buf_word();
+        for k in 0..len {
+            let (slot_len, p) = self.buf_slot((head + k) % self.geo.buf_slots());
+            keep(p, slot_len.load(Ordering::Relaxed));
+        }
+        spill::sweep(&self.spill_tag(), &held);
+    }
+
     /// The largest message carried inline, in bytes.
     pub fn slot(&self) -> usize {
         self.geo.slot as usize
@@ -568,9 +613,14 @@ impl Chan {
                         s == DONE || s == TAKEN
                     };
                 if taken {
+                    // The dead reader took the front message: its segment,
+                    // if any, is nobody's now.
+                    spill::discard(&self.buf_front());
                     let (head, len) = unpack(old);
-                    h.buf
-                        .store(pack((head + 1) % self.geo.buf_slots(), len), Ordering::Relaxed);
+                    h.buf.store(
+                        pack((head + 1) % self.geo.buf_slots(), len),
+                        Ordering::Relaxed,
+                    );
                 }
             }
             h.intent_rec.store(0, Ordering::Relaxed);
@@ -592,6 +642,7 @@ impl Chan {
             }
         }
         self.sweep();
+        self.sweep_segments();
         h.freed.fetch_add(1, Ordering::SeqCst);
         futex::wake_all(&h.freed);
     }
@@ -612,7 +663,23 @@ impl Chan {
         }
         orphans
     }
+}
 
+impl Drop for Chan {
+    /// Sweeps the channel's spill segments that nobody will deliver (only
+    /// if it ever spilled; see `spill.rs`).
+    fn drop(&mut self) {
+        if self.header().flags.load(Ordering::Acquire) & SPILLED == 0 {
+            return;
+        }
+        if let Some(got) = lock::lock(&self.header().lock, 0) {
+            let _g = self.held(got);
+            self.sweep_segments();
+        }
+    }
+}
+
+impl Chan {
     /// Under the lock: record `idx`'s owner is gone (its mutex is free).
     /// A message the channel still owes a reader (a dead writer's waiting
     /// record, or a dead reader's completed one it never copied out)
@@ -637,7 +704,9 @@ impl Chan {
             _ => {
                 if (kind == WRITE && s != DONE) || (kind == READ && s == DONE) {
                     // A dead writer's message nobody will read (aborted).
-                    spill::discard(&self.copy_out(self.rec_data(idx), r.len.load(Ordering::Relaxed)));
+                    spill::discard(
+                        &self.copy_out(self.rec_data(idx), r.len.load(Ordering::Relaxed)),
+                    );
                 }
                 r.owner.store(0, Ordering::Relaxed);
                 r.state.store(FREE, Ordering::Release);
@@ -655,10 +724,54 @@ impl Chan {
     /// died, reclaims the records of dead owners. Returns whether an orphan
     /// message waits for a reader. Waiting parties call it every [`SLICE`].
     pub fn heal(&self) -> bool {
+        if self.header().flags.load(Ordering::Acquire) & (POISONED | RETIRED) != 0 {
+            // A poisoner or retirer may have died before aborting everyone.
+            self.abort_all();
+        }
         match self.lock() {
             Ok(_g) => self.sweep(),
             Err(_) => false,
         }
+    }
+
+    /// The channel's words and records, for diagnosing a test.
+    pub fn debug_state(&self) -> String {
+        let h = self.header();
+        let mut out = format!(
+            "lock {:#x} flags {} readers {} writers {} hwm {} buf {:?} intent {:#x}\n",
+            h.lock.word(),
+            h.flags.load(Ordering::Relaxed),
+            h.readers.load(Ordering::Relaxed),
+            h.writers.load(Ordering::Relaxed),
+            self.hwm(),
+            self.buf_word(),
+            h.intent_rec.load(Ordering::Relaxed),
+        );
+        for idx in 0..self.hwm() {
+            let r = self.rec(idx);
+            out += &format!(
+                "  rec {idx}: state {:#x} kind {} seq {} len {} owner {:#x} held {:#x}\n",
+                r.state.load(Ordering::Relaxed),
+                r.kind.load(Ordering::Relaxed),
+                r.seq.load(Ordering::Relaxed),
+                r.len.load(Ordering::Relaxed),
+                r.owner.load(Ordering::Relaxed),
+                r.held.word(),
+            );
+        }
+        out
+    }
+
+    /// How many committed records of direction `dir` wait (tests use it
+    /// to order parties).
+    pub fn waiting(&self, dir: u32) -> usize {
+        (0..self.hwm())
+            .filter(|&idx| {
+                let r = self.rec(idx);
+                r.kind.load(Ordering::Relaxed) == dir
+                    && r.state.load(Ordering::Acquire) & !SLEEPING == WAITING
+            })
+            .count()
     }
 
     /// The error a dead (aborted) operation reports.
@@ -800,10 +913,20 @@ impl Chan {
         if r.owner.load(Ordering::Relaxed) != ORPHAN {
             return self.complete(g, idx);
         }
-        let ok = r
-            .state
-            .compare_exchange(WAITING, FREE, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok();
+        // A dead owner may have left `SLEEPING` set.
+        let mut s = r.state.load(Ordering::Relaxed);
+        let ok = loop {
+            if s & !SLEEPING != WAITING {
+                break false;
+            }
+            match r
+                .state
+                .compare_exchange(s, FREE, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break true,
+                Err(now) => s = now,
+            }
+        };
         if ok {
             r.owner.store(0, Ordering::Relaxed);
             let h = self.header();
@@ -947,7 +1070,9 @@ impl Chan {
         self.copy_in(p, data);
         slot_len.store(data.len() as u32, Ordering::Relaxed);
         crash_point(CrashPoint::BufferCopied);
-        self.header().buf.store(pack(head, len + 1), Ordering::Relaxed);
+        self.header()
+            .buf
+            .store(pack(head, len + 1), Ordering::Relaxed);
     }
 
     /// Under the lock: a copy of the front message (not removed).
@@ -988,7 +1113,7 @@ impl Chan {
         let h = self.header();
         if self.buf_len() > 0 {
             let (head, len) = self.buf_word();
-            let v = self.buf_front();
+            let (v, name) = spill::claim(self.buf_front());
             let slots = self.geo.buf_slots();
             // Room freed: move the oldest waiting writer in, or tell
             // watching writers. The move is written down first (the
@@ -1022,6 +1147,7 @@ impl Chan {
             }
             h.buf.store(next, Ordering::Relaxed);
             h.intent_rec.store(0, Ordering::Relaxed);
+            spill::unlink(name);
             crash_point(CrashPoint::BufferTaken);
             if !moved {
                 self.poke(g, WRITE, owner);
@@ -1030,11 +1156,14 @@ impl Chan {
         }
         while let Some(w) = self.live_oldest(WRITE) {
             let msg = self.copy_out(self.rec_data(w), self.rec(w).len.load(Ordering::Relaxed));
+            let (msg, name) = spill::claim(msg);
             crash_point(CrashPoint::ReadCopied);
             if self.take_write(g, w) {
+                spill::unlink(name);
                 crash_point(CrashPoint::ReadCompleted);
                 return Ok(Attempt::Done(Some(msg)));
             }
+            spill::unclaim(msg);
         }
         if self.is_retired() {
             return Err(OpError::Retired);
@@ -1175,13 +1304,18 @@ impl Chan {
             if let Attempt::Done(v) = a {
                 return Ok(Err(Attempt::Done(v)));
             }
-            if let Some(idx) = self.alloc(kind, 0, data) {
+            let mut idx = self.alloc(kind, 0, data);
+            if idx.is_none() {
+                // Every record is in use: some may be dead parties'.
+                if self.sweep() && kind == READ {
+                    continue;
+                }
+                idx = self.alloc(kind, 0, data);
+            }
+            if let Some(idx) = idx {
                 // Tell watching alternations of the other side.
                 self.poke(&mut g, if kind == READ { WRITE } else { READ }, 0);
                 return Ok(Ok(idx));
-            }
-            if self.sweep() {
-                continue;
             }
             let h = self.header();
             h.free_sleepers.fetch_add(1, Ordering::SeqCst);
@@ -1216,11 +1350,17 @@ impl Chan {
                     }
                 }
                 DONE => {
-                    let msg = (r.kind.load(Ordering::Relaxed) == READ).then(|| {
+                    let (msg, name) = if r.kind.load(Ordering::Relaxed) == READ {
                         crash_point(CrashPoint::DoneUnread);
-                        self.copy_out(self.rec_data(idx), r.len.load(Ordering::Relaxed))
-                    });
+                        let (m, name) = spill::claim(
+                            self.copy_out(self.rec_data(idx), r.len.load(Ordering::Relaxed)),
+                        );
+                        (Some(m), name)
+                    } else {
+                        (None, None)
+                    };
                     self.release_as(idx, TAKEN);
+                    spill::unlink(name);
                     return Withdrawn::Completed(msg);
                 }
                 _ => {
