@@ -418,7 +418,7 @@ impl Rng {
 /// bytes, its length chosen from the id (a few spill).
 fn stress_len(id: u64) -> usize {
     let mut r = Rng(id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    if r.next() % 10 == 0 {
+    if r.next().is_multiple_of(10) {
         300 + (r.next() % 3000) as usize
     } else {
         8 + (r.next() % 120) as usize

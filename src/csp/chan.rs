@@ -3,17 +3,21 @@
 //! areas, and an optional ring buffer. The same code runs over private heap
 //! memory (threads) and over a shared memfd mapping (processes); nothing in
 //! it holds a pointer that would not mean the same in another process.
+//! Any party may die at any instruction (a process killed inside a channel
+//! operation); the others go on (see *Crash recovery*).
 //!
 //! # Memory layout
 //!
 //! ```text
-//! [Header, 128 B][Rec; nrecords][record data; nrecords × slot][buffer slot; capacity × (8 + slot)]
+//! [Header, 192 B][Rec, 128 B; nrecords][record data; nrecords × slot][buffer slot; (capacity + 1) × (8 + slot)]
 //! ```
 //!
 //! The header's geometry (`capacity`, `nrecords`, `slot`) is written once
 //! at creation; a process opening the segment reads it once, checks that it
 //! fits the mapping, and keeps its own copy, so a peer that scribbles on
-//! the header later cannot make us read or write outside the mapping.
+//! the header later cannot make us read or write outside the mapping. The
+//! buffer has one spare slot, so that a message can be moved in before the
+//! one whose room it takes is released.
 //!
 //! # Records
 //!
@@ -24,16 +28,25 @@
 //! *watch* (`WATCH | READ`, `WATCH | WRITE`): an alternation asking to be
 //! told when the other side becomes ready, which nobody can complete.
 //!
+//! Each record has a robust mutex, `held`, which its owner's thread holds
+//! from posting the record (it takes it in `alloc`, under the lock) to
+//! releasing it (after the `FREE`/`TAKEN` store). So whether a record's
+//! owner is alive is a `trylock` away: busy (or "mine") means alive;
+//! owner-dead, or free while the record is not, means its owner is gone.
+//! A completer checks its counterpart this way before completing it
+//! (`live_oldest`): no writer hands a message to a dead reader.
+//!
 //! ## State table of `Rec::state`
 //!
 //! | value | meaning | set by |
 //! |---|---|---|
-//! | `FREE` 0 | unused | owner (release), or owner's withdrawal CAS |
-//! | `WAITING` 1 | committed, completable | poster, under the lock |
+//! | `FREE` 0 | unused | owner (release, withdrawal CAS), or a lock holder reclaiming a dead owner's record |
+//! | `WAITING` 1 | committed, completable | poster, under the lock; a lock holder turning a dead reader's `DONE` record into an orphan write |
 //! | `WATCHING` 2 | watch, not completable | poster under the lock; owner re-arms `NOTIFIED → WATCHING` |
 //! | `DONE` 3 | completed: a read record holds the message | a counterpart, under the lock, by CAS from `WAITING` |
 //! | `NOTIFIED` 4 | a watched event happened | a counterpart, under the lock, by CAS from `WATCHING` |
 //! | `ABORTED` 5 | poisoned or retired while pending | poisoner (lock-free CAS) or retirer (under the lock) |
+//! | `TAKEN` 6 | unused, and was completed last time (free for `alloc`, like `FREE`) | owner, releasing a `DONE` record; tells a repairer that a completion happened |
 //! | bit 31 `SLEEPING` | the owner sleeps (or is about to) on this word | owner, by CAS; whoever changes the state wakes it |
 //!
 //! Every transition out of `WAITING` is a CAS, so a completer's
@@ -41,30 +54,75 @@
 //! poisoner's `WAITING → ABORTED` race safely: exactly one wins. A
 //! completer writes the message into a read record *before* its Release
 //! CAS, and the owner reads it after an Acquire load that sees `DONE`. A
-//! record becomes reusable (`FREE`) only by its owner, with Release, after
-//! it read the message; allocation happens under the lock with an Acquire
-//! load, so no allocation can overwrite a message still being read, and no
-//! completer copying under the lock can see its record reallocated.
+//! record becomes reusable (`FREE`/`TAKEN`) only by its owner, with
+//! Release, after it read the message (or by a lock holder once its owner
+//! is dead); allocation happens under the lock with an Acquire load, so no
+//! allocation can overwrite a message still being read, and no completer
+//! copying under the lock can see its record reallocated.
+//!
+//! `Rec::owner` is an alternation's token, 0 for a plain read or write, or
+//! `ORPHAN`: the record holds a message whose writer (or whose reader, for
+//! a completed read record) died; it is a committed write with no owner,
+//! which the reader that takes it frees (`WAITING → FREE`).
 //!
 //! ## Header words
 //!
 //! | word | meaning |
 //! |---|---|
-//! | `lock` | see `lock.rs` |
-//! | `flags` | `POISONED` (set lock-free, never cleared), `RETIRED` (set under the lock, never cleared) |
-//! | `readers`, `writers` | live ends of each side; the decrement to 0 retires the channel (under the lock) |
-//! | `hwm` | one past the highest record index ever allocated (under the lock) |
-//! | `buf_head`, `buf_len`, `seq` | ring buffer position and post counter (under the lock) |
+//! | `lock` | the robust mutex of `lock.rs`; a holder that dies leaves it owner-dead |
+//! | `flags` | `POISONED`, `RETIRED`, `SPILLED` (set lock-free with AcqRel, never cleared) |
+//! | `readers`, `writers` | live ends of each side; the decrement to 0 sets `RETIRED`, then aborts the waiting parties under the lock |
+//! | `hwm` | one past the highest record index ever allocated (under the lock; stored before the record is posted) |
+//! | `buf` | `[head: u32 \| len: u32]` of the ring buffer: one store publishes a push or a pop (under the lock) |
+//! | `intent_buf`, `intent_orphan`, `intent_rec` | a pop that moves a waiting writer in: the buffer word before, whether the writer is an orphan, and `[record + 1 \| its seq]` (nonzero while the move is under way; under the lock) |
+//! | `seq` | post counter (under the lock) |
 //! | `freed`, `free_sleepers` | futex word bumped on every release, and how many sleep on it (SeqCst pair, Dekker style: a releaser either sees a sleeper or the sleeper sees the bump) |
 //! | `magic`, `capacity`, `nrecords`, `slot`, `id` | written once at creation, before `magic` (Release); read once at open after `magic` (Acquire) |
 //!
 //! Words documented as "under the lock", and a record's `kind`, `seq`,
 //! `len`, `owner` and message bytes, are accessed with Relaxed atomics (or
-//! plain copies) while holding the lock: the lock's Acquire on `lock` and
-//! Release on `unlock` order them between holders. The exceptions, read
-//! without the lock, are `state` (see above), `flags` (Acquire loads; its
-//! bits are set with AcqRel), and the message of a `DONE` read record,
-//! which the owner reads after its Acquire load of `DONE`.
+//! plain copies) while holding the lock: the mutex's acquire and release
+//! order them between holders (a holder that died included: the next one
+//! acquires through the kernel's owner-died path). The exceptions, read
+//! without the lock, are `state` (see above), `flags` (Acquire loads), and
+//! the message of a `DONE` read record, which the owner reads after its
+//! Acquire load of `DONE`.
+//!
+//! # Crash recovery
+//!
+//! Every change under the lock that others act on is one store or CAS
+//! made after everything it publishes was written, so a holder that dies
+//! before it changed nothing and one that dies after it did all of it; the
+//! one exception, a pop that moves a writer in (a CAS on the writer's
+//! record, then the buffer store), writes its intent first. Waiting
+//! parties sleep at most [`SLICE`] at a time and then `heal`: take the lock
+//! (repairing it if its holder died) and reclaim dead owners' records.
+//!
+//! | dies … | left behind | repaired by |
+//! |---|---|---|
+//! | holding the lock, anywhere | the lock, owner-dead | the next locker (`Locked::OwnerDied`) runs `repair`: resolves an intent, finishes a retirement or poisoning (abort, drain), re-sends every notification and wake-up, reclaims dead owners' records, sweeps spill segments, then marks the mutex consistent |
+//! | writing into a free buffer slot, before the `buf` store | bytes in a slot outside `[head, head + len)` | nothing: the write did not happen |
+//! | after taking the buffer front (the `buf` store) | a message consumed by a reader that never returned | nothing: like a reader dying just after `read` returned |
+//! | moving a writer in, between the intent and the writer's CAS | intent set, writer still `WAITING` | `repair`: `buf` unchanged, so the dead reader's pop is undone (front kept, writer still waits) |
+//! | moving a writer in, between the CAS and the `buf` store | intent set, writer `DONE`/`TAKEN` (an orphan: `FREE`) with the same `seq` | `repair`: does the `buf` store (front consumed by the dead reader) |
+//! | copying into a waiting reader's record, before the CAS | bytes in a `WAITING` record | nothing: the next writer writes over them |
+//! | completing a record, before the futex wake (sent after unlocking) | an owner asleep on a changed word | the owner's slice ends; `repair` also wakes every sleeper |
+//! | notifying watches, half way | alternations not told | `repair` notifies every watch (a spurious notification costs a rescan) |
+//! | posting, after `alloc` took the record's mutex | a `FREE` record with an owner-dead mutex | the next `alloc` takes it (`OwnerDied`) |
+//! | with its record posted (`WAITING`, `WATCHING`, `NOTIFIED`, `ABORTED`) | the record, owner-dead | a completer skips and reclaims it (`live_oldest`), or a `heal`/`repair`/full `alloc` sweep does: a write becomes an orphan (delivered whole to the next reader), anything else is freed |
+//! | after its read record was completed, before copying out | a `DONE` read record holding the message | a sweep turns it into an orphan write: the next reader gets the message (the writer has returned) |
+//! | after a completion of its write record, before releasing it | a `DONE` write record | a sweep frees it |
+//! | releasing, between the `FREE`/`TAKEN` store and unlocking `held` | a free record with an owner-dead mutex | the next `alloc` takes it |
+//! | retiring: after the last end's decrement, before `RETIRED` | a count of 0 and no flag: the channel never retires | not repaired (one instruction; poison still works) |
+//! | retiring or poisoning, after the flag, before aborting everyone | parties waiting on a retired or poisoned channel | `heal` (every slice) and `repair` abort them |
+//!
+//! What a writer sees when its reader dies: a rendezvous `write` returns
+//! once a reader that was alive when it took the value has it — in its
+//! own memory, or (when the writer completed the reader's waiting record)
+//! in that record. If that reader dies before copying it out, the value
+//! goes to the next reader as an orphan; if it dies after, the value is
+//! lost with it, exactly as if it had died just after `read` returned.
+//! Either way the writer is not told. A write is never delivered twice.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -218,7 +276,7 @@ pub(crate) fn crash_point(point: CrashPoint) {
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER);
-const _: () = assert!(std::mem::size_of::<Rec>() <= REC && REC % 8 == 0);
+const _: () = assert!(std::mem::size_of::<Rec>() <= REC && REC.is_multiple_of(8));
 
 /// The geometry of a channel, fixed at creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1417,7 +1475,7 @@ impl Chan {
             match self.post_blocking(WRITE, Some(data), deadline)? {
                 Err(_) => return Ok(()),
                 Ok(idx) => {
-                    if let Ok(_) = self.finish(idx, deadline)? {
+                    if self.finish(idx, deadline)?.is_ok() {
                         return Ok(());
                     }
                 }
