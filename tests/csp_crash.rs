@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{both, ensure, eventually, join, start, watchdog};
-use multiproc::csp::{Channel, ChannelError, CrashPoint, Reader, Writer, crash_at};
+use multiproc::csp::{Alternation, Channel, ChannelError, CrashPoint, Reader, Writer, crash_at};
 use multiproc::{JoinError, Process};
 
 /// Message `n`: `len` bytes (at least 8), starting with `n`.
@@ -399,6 +399,72 @@ fn writer_dies_spilling(fork: bool) -> Result<(), String> {
 #[test]
 fn writer_killed_spilling_leaves_no_segment() {
     both(writer_dies_spilling);
+}
+
+// ---- an alternation dies ----------------------------------------------------
+
+/// Offers message `n` on `out` and reads `inp`, dying at `point`.
+fn die_selecting(args: (Writer<Vec<u8>>, Reader<Vec<u8>>, CrashPoint, u64, usize)) {
+    let (out, inp, point, n, len) = args;
+    crash_at(Some(point));
+    let _ = Alternation::new()
+        .output(&out, &msg(n, len), || ())
+        .input(&inp, |_: Vec<u8>| ())
+        .pri_select();
+    crash_at(None);
+}
+
+/// An alternation killed holding a channel's lock just after posting a
+/// watch (nothing offered: nothing delivered), or asleep with its offer
+/// posted (the offered message is delivered whole, once); either way both
+/// channels go on working.
+fn alternation_dies(fork: bool, len: usize) -> Result<(), String> {
+    for point in [CrashPoint::Posted, CrashPoint::AltSleeping] {
+        let (a, b) = (channel(0), channel(0));
+        let (ra, wa, rb, wb) = (a.reader(), a.writer(), b.reader(), b.writer());
+        let stag = chan_tag(&wa);
+        let mut p = start(
+            die_selecting,
+            (wa.clone(), rb.clone(), point, 100, len),
+            fork,
+        )?;
+        expect_killed(&mut p)?;
+        if point == CrashPoint::AltSleeping {
+            read_is(&ra, 100, len).map_err(|e| format!("{point:?}: {e}"))?;
+        }
+        nothing_more(&ra).map_err(|e| format!("{point:?}: {e}"))?;
+        match wb.write_timeout(&msg(1, len), Duration::from_millis(300)) {
+            Err(ChannelError::Timeout) => {}
+            other => {
+                return Err(format!(
+                    "{point:?}: a write to a dead alternation gave {other:?}"
+                ));
+            }
+        }
+        // Both channels still carry messages.
+        let mut q = start(survivor_reads, ra.clone(), fork)?;
+        wa.write_timeout(&msg(2, len), Duration::from_secs(20))
+            .map_err(|e| format!("{point:?}: {e}"))?;
+        ensure(
+            is_msg(&join(&mut q)??, 2, len),
+            format!("{point:?}: wrong message"),
+        )?;
+        let mut q = start(survivor_reads, rb.clone(), fork)?;
+        wb.write_timeout(&msg(3, len), Duration::from_secs(20))
+            .map_err(|e| format!("{point:?}: {e}"))?;
+        ensure(
+            is_msg(&join(&mut q)??, 3, len),
+            format!("{point:?}: wrong message"),
+        )?;
+        drop((ra, wa, rb, wb, a, b));
+        no_segments(&stag).map_err(|e| format!("{point:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn alternation_killed_inside_a_selection() {
+    both(|fork| sizes(fork, alternation_dies));
 }
 
 // ---- random kills --------------------------------------------------------------

@@ -433,6 +433,7 @@ struct Round<'r> {
 impl Round<'_> {
     /// Sleeps until one of our records changes or `deadline`.
     fn sleep(&self, deadline: Option<Instant>) {
+        chan::crash_point(chan::CrashPoint::AltSleeping);
         let mut words: Vec<(&std::sync::atomic::AtomicU32, u32)> = Vec::new();
         let offer = self
             .offer

@@ -255,6 +255,8 @@ pub enum CrashPoint {
     DoneUnread,
     /// A writer created the segment of a large message, before posting it.
     Spilled,
+    /// An alternation posted its watches and offer and is about to sleep.
+    AltSleeping,
     /// The last end of a side set the channel's retired flag, before
     /// aborting the waiting parties.
     Retiring,
