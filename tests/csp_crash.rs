@@ -4,8 +4,10 @@
 //! message delivered whole or not at all, never twice, and no spill
 //! segment left behind; then the same under random kills.
 //!
-//! The random stress test runs ~15 s; set `MULTIPROC_CSP_STRESS_SECS` for
-//! a longer run and `MULTIPROC_CSP_STRESS_SEED` to replay a seed.
+//! The random stress test runs ~20 s (at least 500 kills); set
+//! `MULTIPROC_CSP_STRESS_SECS` for a longer run,
+//! `MULTIPROC_CSP_STRESS_SEED` to replay a seed, and
+//! `MULTIPROC_CSP_STRESS_VERBOSE` to watch it (with the channel's state).
 
 mod common;
 
