@@ -398,7 +398,8 @@ pub struct Writer<T> {
 
 impl<T: Serialize> Writer<T> {
     /// Writes a value, waiting until a reader has taken it (or, buffered,
-    /// until it is in the buffer).
+    /// until it is in the buffer). What happens to it when that reader is
+    /// killed is described in the [module docs](super#failure-a-party-killed-inside-a-channel).
     pub fn write(&self, value: &T) -> Result<(), ChannelError> {
         let chan = self.end.chan();
         let out = encode(chan, value)?;
