@@ -397,13 +397,22 @@ impl<'a, R> Alternation<'a, R> {
                     Err(e) => return Err(channel::op_error(e)),
                 }
             }
-            // 4. Sleep.
-            let mut deadline = timeout;
+            // 4. Sleep, for one slice at most: then look for dead parties
+            // (see `Chan::heal`) on every channel and go round again.
+            let slice = Instant::now() + chan::SLICE;
+            let mut deadline = Some(timeout.map_or(slice, |d| d.min(slice)));
             if polling || alt.watches.len() + 1 > sys::waitv::MAX_WORDS {
                 let poll = Instant::now() + Duration::from_millis(1);
                 deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
             }
             alt.sleep(deadline);
+            if Instant::now() >= slice {
+                for &i in order {
+                    if let Kind::Input(c) | Kind::Output(c, _) = &self.guards[i].kind {
+                        c.heal();
+                    }
+                }
+            }
             // 5. Withdraw.
             if let Some((i, chan, idx)) = alt.offer.take() {
                 match chan.withdraw(idx) {
@@ -426,6 +435,7 @@ struct Round<'r> {
 impl Round<'_> {
     /// Sleeps until one of our records changes or `deadline`.
     fn sleep(&self, deadline: Option<Instant>) {
+        chan::crash_point(chan::CrashPoint::AltSleeping);
         let mut words: Vec<(&std::sync::atomic::AtomicU32, u32)> = Vec::new();
         let offer = self
             .offer

@@ -197,6 +197,13 @@ impl<T> Channel<T> {
     pub fn is_retired(&self) -> bool {
         self.flavor.chan().is_retired()
     }
+
+    /// A dump of the channel's shared words, for diagnosing tests. Not
+    /// part of the API.
+    #[doc(hidden)]
+    pub fn debug_state(&self) -> String {
+        self.flavor.chan().debug_state()
+    }
 }
 
 impl Channel<()> {
@@ -288,7 +295,8 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     if len <= chan.slot() {
         return Ok(Outgoing::inline(enc.bytes));
     }
-    Outgoing::spill(&enc.bytes).map_err(|e| {
+    chan.mark_spilled();
+    Outgoing::spill(&enc.bytes, &chan.spill_tag()).map_err(|e| {
         ChannelError::Codec(crate::error::CodecError::Encode(format!(
             "cannot spill a message of {len} bytes to shared memory: {e}"
         )))
@@ -330,6 +338,21 @@ impl<T: DeserializeOwned> Reader<T> {
 }
 
 impl<T> Reader<T> {
+    /// The part of the names of the channel's spill segments that names
+    /// the channel (tests look for leftovers). Not part of the API.
+    #[doc(hidden)]
+    pub fn spill_tag(&self) -> String {
+        self.end.chan().spill_tag()
+    }
+
+    /// How many readers and writers wait on the channel right now (a hint
+    /// for tests that must order parties). Not part of the API.
+    #[doc(hidden)]
+    pub fn waiting(&self) -> (usize, usize) {
+        let c = self.end.chan();
+        (c.waiting(chan::READ), c.waiting(chan::WRITE))
+    }
+
     /// Poisons the channel (see [`Channel::poison`]).
     pub fn poison(&self) {
         self.end.chan().poison();
@@ -376,7 +399,8 @@ pub struct Writer<T> {
 
 impl<T: Serialize> Writer<T> {
     /// Writes a value, waiting until a reader has taken it (or, buffered,
-    /// until it is in the buffer).
+    /// until it is in the buffer). What happens to it when that reader is
+    /// killed is described in the [module docs](super#failure-a-party-killed-inside-a-channel).
     pub fn write(&self, value: &T) -> Result<(), ChannelError> {
         let chan = self.end.chan();
         let out = encode(chan, value)?;
@@ -398,6 +422,21 @@ impl<T: Serialize> Writer<T> {
 }
 
 impl<T> Writer<T> {
+    /// The part of the names of the channel's spill segments that names
+    /// the channel (tests look for leftovers). Not part of the API.
+    #[doc(hidden)]
+    pub fn spill_tag(&self) -> String {
+        self.end.chan().spill_tag()
+    }
+
+    /// How many readers and writers wait on the channel right now (a hint
+    /// for tests that must order parties). Not part of the API.
+    #[doc(hidden)]
+    pub fn waiting(&self) -> (usize, usize) {
+        let c = self.end.chan();
+        (c.waiting(chan::READ), c.waiting(chan::WRITE))
+    }
+
     /// Poisons the channel (see [`Channel::poison`]).
     pub fn poison(&self) {
         self.end.chan().poison();

@@ -71,9 +71,10 @@
 //!   ones are refused with [`ChannelError::TooLarge`]). Up to
 //!   [`ChannelBuilder::slot_size`] (default 64 KiB) they travel inside the
 //!   channel's memory; larger ones through a named `/dev/shm` segment of
-//!   their own, unlinked by their reader (a process killed between writing
-//!   such a message and its delivery leaves the segment behind). They
-//!   cannot carry handles (pass those as process arguments).
+//!   their own, unlinked by their reader. A segment whose writer or reader
+//!   was killed mid-transfer is unlinked when the channel repairs after
+//!   the death, or when a process drops its last handle to the channel.
+//!   They cannot carry handles (pass those as process arguments).
 //! * At most [`ChannelBuilder::waiters`] parties wait on one channel at a
 //!   time (default 64); more wait for a place. An alternation sleeps on
 //!   all its channels with one `futex_waitv` (Linux 5.16+), up to 127
@@ -86,9 +87,32 @@
 //! * An end passed to another process counts as an end from the moment it
 //!   is encoded; if the message is never decoded, that side never retires
 //!   (poison still works).
-//! * A process killed while holding a channel's lock leaves that lock
-//!   held; [`parallel`] poisons the channels of an OS process that dies,
-//!   which frees everyone waiting.
+//!
+//! # Failure: a party killed inside a channel
+//!
+//! Any process may be killed at any instruction, inside a channel
+//! operation or not, and the others go on: the channel's lock is a robust
+//! mutex (the next party to take it repairs what the dead holder left
+//! half done), every waiting party holds a robust mutex of its own (so a
+//! dead one is recognised: no writer hands a value to a dead reader, and
+//! its place is freed), and waiting parties look for the dead every 100
+//! ms. A write is delivered whole or not at all, and never twice:
+//!
+//! * a writer killed before its message entered the channel wrote nothing;
+//!   one killed after (buffered, or waiting with it) wrote it: a reader
+//!   gets it.
+//! * a rendezvous `write` returns once a reader that was alive when it took
+//!   the value has it. If that reader dies before its `read` returns, the
+//!   value goes to the next reader when the reader had not copied it out
+//!   yet, and is lost with it when it had (as for a reader killed just
+//!   after `read` returned); the writer is not told either way.
+//!
+//! A killed process's ends stay counted: a channel does not retire
+//! because a member was killed (it still retires when the others retire
+//! their ends and the killed one had none of that side), and nothing is
+//! poisoned by the death itself. [`parallel`] adds PyCSP's rule on top: an
+//! OS process of the network that dies (killed, or by a panic) poisons
+//! the channels of its arguments, which ends the network.
 
 mod alternation;
 mod backoff;
@@ -101,6 +125,8 @@ mod process;
 mod spill;
 
 pub use alternation::{Alternation, Fair};
+#[doc(hidden)]
+pub use chan::{CrashPoint, crash_at};
 pub use channel::{
     Channel, ChannelBuilder, DEFAULT_MAX_MESSAGE, DEFAULT_SLOT_SIZE, DEFAULT_WAITERS, Reader,
     Writer,

@@ -11,6 +11,21 @@
 //! Descriptor layout: `[0xFF][len: u64 LE][name bytes]`. An inline
 //! message starts with the codec's descriptor count, which is always 0 on
 //! a channel (messages cannot carry descriptors), so the two never mix.
+//!
+//! # Crashes
+//!
+//! A segment is named `multiproc-csp-<channel>-<pid>-<start>-<n>-<nanos>`:
+//! its channel and the process that wrote it (pid and start time, so that a
+//! recycled pid is not mistaken for it). A reader *claims* a descriptor,
+//! opening the segment, while the channel still holds it (under the lock,
+//! or before releasing its completed record), and unlinks the name right
+//! after taking the message; what it hands on is a claimed descriptor
+//! `[0xFE][len: u64 LE][fd: i32 LE]` naming its open descriptor. So a
+//! segment's name exists only while the channel holds its descriptor or
+//! its writer still runs, and [`sweep`] may unlink any other: a segment of
+//! a writer killed before posting it, or of a reader killed between
+//! taking it and unlinking it. The channel sweeps when it repairs after a
+//! death and when a process drops it.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +34,7 @@ use crate::sys;
 use crate::sys::shm::Mapping;
 
 const SPILL: u8 = 0xFF;
+const CLAIMED: u8 = 0xFE;
 const PREFIX: &str = "/multiproc-csp-";
 
 /// An encoded message on its way into a channel.
@@ -38,16 +54,19 @@ impl Outgoing {
         }
     }
 
-    /// Puts `message` in a new named segment and describes it.
-    pub fn spill(message: &[u8]) -> std::io::Result<Outgoing> {
+    /// Puts `message` in a new named segment of channel `tag` and
+    /// describes it.
+    pub fn spill(message: &[u8], tag: &str) -> std::io::Result<Outgoing> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
+        let me = sys::liveness::me();
         let name = format!(
-            "{PREFIX}{}-{}-{nanos:x}",
-            sys::process::getpid(),
+            "{PREFIX}{tag}-{}-{}-{}-{nanos:x}",
+            me.pid,
+            me.start,
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let fd = sys::shm::create_named(&name, message.len())?;
@@ -64,6 +83,7 @@ impl Outgoing {
         bytes.extend_from_slice(&(message.len() as u64).to_le_bytes());
         bytes.extend_from_slice(name.as_bytes());
         out.bytes = bytes;
+        super::chan::crash_point(super::chan::CrashPoint::Spilled);
         Ok(out)
     }
 
@@ -95,16 +115,92 @@ fn parse(bytes: &[u8]) -> Option<(&str, u64)> {
     valid.then_some((name, len))
 }
 
+/// A message leaving the channel for a reader: a spill descriptor is
+/// claimed (its segment opened), so that its name may go; returns the
+/// message to hand on and the name to unlink once it left the channel.
+pub(crate) fn claim(bytes: Vec<u8>) -> (Vec<u8>, Option<String>) {
+    let Some((name, len)) = parse(&bytes) else {
+        return (bytes, None);
+    };
+    let Ok(fd) = sys::shm::open_named(name) else {
+        // Reported by `take`.
+        return (bytes, None);
+    };
+    let name = name.to_string();
+    let mut out = Vec::with_capacity(13);
+    out.push(CLAIMED);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&std::os::fd::IntoRawFd::into_raw_fd(fd).to_le_bytes());
+    (out, Some(name))
+}
+
+/// Gives up a claim that did not take the message (closes the segment).
+pub(crate) fn unclaim(bytes: Vec<u8>) {
+    if bytes.len() == 13 && bytes[0] == CLAIMED {
+        let raw = i32::from_le_bytes(bytes[9..13].try_into().unwrap_or_default());
+        drop(sys::process::adopt_inherited_fd(raw));
+    }
+}
+
+/// Unlinks the name of a claimed segment.
+pub(crate) fn unlink(name: Option<String>) {
+    if let Some(name) = name {
+        let _ = sys::shm::unlink_named(&name);
+    }
+}
+
+/// The segment names `tag`'s channel may unlink: its own, whose writer no
+/// longer runs, and that `referenced` (the descriptors the channel holds)
+/// does not name.
+pub(crate) fn sweep(tag: &str, referenced: &[Vec<u8>]) {
+    let Ok(names) = sys::shm::list_named() else {
+        return;
+    };
+    let ours = format!("{}{tag}-", &PREFIX[1..]);
+    for name in names {
+        let Some(rest) = name.strip_prefix(&ours) else {
+            continue;
+        };
+        let mut parts = rest.split('-');
+        let (Some(Ok(pid)), Some(Ok(start))) = (
+            parts.next().map(str::parse::<i32>),
+            parts.next().map(str::parse::<u64>),
+        ) else {
+            continue;
+        };
+        let full = format!("/{name}");
+        if sys::liveness::is_running(sys::liveness::ProcessId { pid, start })
+            || referenced
+                .iter()
+                .any(|b| parse(b).is_some_and(|(n, _)| n == full))
+        {
+            continue;
+        }
+        let _ = sys::shm::unlink_named(&full);
+    }
+}
+
 /// A received message as the codec sees it: inline messages as they are;
 /// spilled ones copied out of their segment, which is unlinked. `max`
 /// bounds what a descriptor may announce.
 pub(crate) fn take(bytes: Vec<u8>, max: u64) -> Result<Vec<u8>, String> {
-    if bytes.first() != Some(&SPILL) {
-        return Ok(bytes);
-    }
-    let (name, len) = parse(&bytes).ok_or("malformed spilled-message descriptor")?;
-    let fd = sys::shm::open_named(name).map_err(|e| format!("spilled message {name}: {e}"))?;
-    let _ = sys::shm::unlink_named(name);
+    let (fd, len) = match bytes.first() {
+        Some(&CLAIMED) if bytes.len() == 13 => {
+            let len = u64::from_le_bytes(bytes[1..9].try_into().unwrap_or_default());
+            let raw = i32::from_le_bytes(bytes[9..13].try_into().unwrap_or_default());
+            let fd = sys::process::adopt_inherited_fd(raw)
+                .map_err(|e| format!("claimed spilled message: {e}"))?;
+            (fd, len)
+        }
+        Some(&SPILL) => {
+            let (name, len) = parse(&bytes).ok_or("malformed spilled-message descriptor")?;
+            let fd =
+                sys::shm::open_named(name).map_err(|e| format!("spilled message {name}: {e}"))?;
+            let _ = sys::shm::unlink_named(name);
+            (fd, len)
+        }
+        _ => return Ok(bytes),
+    };
     if len > max {
         return Err(format!(
             "spilled message of {len} bytes exceeds the limit of {max}"

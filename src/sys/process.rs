@@ -210,6 +210,17 @@ pub fn affinity_cpus() -> usize {
 
 /// Ends the process at once with `code`, without running exit handlers
 /// (used by children, whose exit handlers belong to the parent's program).
+/// Ends this process at once with `SIGKILL`, as an outside killer would
+/// (the crash points of tests use it).
+pub fn kill_self() -> ! {
+    // SAFETY: kill(2) on our own pid with a valid signal has no memory
+    // preconditions; SIGKILL cannot be caught, so nothing runs after it.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    exit_now(137)
+}
+
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit has no preconditions and does not return.
     unsafe { libc::_exit(code) }
