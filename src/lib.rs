@@ -76,6 +76,7 @@ mod spin;
 mod sync;
 mod sys;
 
+pub use connection::ListenerBuilder;
 pub use connection::{
     Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, pipe, wait,
 };
@@ -86,6 +87,7 @@ pub use manager::{
     RLockProxy, SemaphoreProxy, ValueProxy,
 };
 pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, PoolError, TaskError, WorkerExit};
+pub use process::{AUTHKEY_LEN, authkey, set_authkey};
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
     get_context, get_start_method, parent_process, set_start_method,
@@ -102,3 +104,18 @@ pub use sync::{
     Barrier, BarrierError, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock,
     LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore,
 };
+
+/// Hooks for the crate's own tests of failure paths; not part of the API.
+#[doc(hidden)]
+pub mod __test_hooks {
+    /// Makes the OS random source fail (`true`) or work again (`false`)
+    /// for this process, so a test can see what a failure gives.
+    pub fn random_fails(on: bool) {
+        crate::sys::random::force_failure(on);
+    }
+
+    /// Forgets this process's authkey, so the next use draws a new one.
+    pub fn forget_authkey() {
+        crate::process::forget_authkey();
+    }
+}

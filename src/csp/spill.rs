@@ -13,7 +13,6 @@
 //! a channel (messages cannot carry descriptors), so the two never mix.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sys;
 use crate::sys::shm::Mapping;
@@ -40,16 +39,7 @@ impl Outgoing {
 
     /// Puts `message` in a new named segment and describes it.
     pub fn spill(message: &[u8]) -> std::io::Result<Outgoing> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let name = format!(
-            "{PREFIX}{}-{}-{nanos:x}",
-            sys::process::getpid(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("{PREFIX}{}", sys::random::hex(16)?);
         let fd = sys::shm::create_named(&name, message.len())?;
         let mut out = Outgoing {
             bytes: Vec::new(),
