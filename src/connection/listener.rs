@@ -639,11 +639,16 @@ impl ListenerBuilder {
 /// use multiproc::{Client, Listener};
 ///
 /// let path = std::env::temp_dir().join(format!("doc-client-{}.sock", std::process::id()));
+/// // Both sides use this process's authkey: the handshake needs the
+/// // listener to accept while the client connects.
 /// let listener = Listener::bind(&path, None)?;
+/// let serving = std::thread::spawn(move || -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
+///     let served = listener.accept()?;
+///     Ok(served.recv::<(i32, String)>()?.0)
+/// });
 /// let conn = Client::connect(&path, None)?;
-/// let served = listener.accept()?;
 /// conn.send(&(1, "over a Unix socket"))?;
-/// assert_eq!(served.recv::<(i32, String)>()?.0, 1);
+/// assert_eq!(serving.join().unwrap().unwrap(), 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]

@@ -294,7 +294,7 @@ impl ManagerBuilder {
     /// let open = ManagerBuilder::new().address("0.0.0.0:0")?.no_authkey().bind();
     /// assert!(matches!(open, Err(ManagerError::Connect(ConnectError::Unauthenticated(_)))));
     ///
-    /// let mut m = ManagerBuilder::new().no_authkey().start()?;
+    /// let m = ManagerBuilder::new().no_authkey().start()?;
     /// let other = Manager::connect_unauthenticated(m.address())?;
     /// assert_eq!(other.list([1, 2])?.len()?, 2);
     /// # Ok::<(), ManagerError>(())

@@ -104,9 +104,10 @@ pub fn create_named(name: &str, len: usize) -> io::Result<OwnedFd> {
         OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
         Mode::RUSR | Mode::WUSR,
     )?;
-    if let Err(e) = set_owner_only(&fd).and_then(|()| Ok(rustix::fs::ftruncate(&fd, len as u64)?)) {
+    let sized = set_owner_only(&fd).and_then(|()| Ok(rustix::fs::ftruncate(&fd, len as u64)?));
+    if let Err(e) = sized {
         let _ = rustix::shm::unlink(name);
-        return Err(e.into());
+        return Err(e);
     }
     Ok(fd)
 }
