@@ -705,4 +705,9 @@ fn debug_output_hides_the_key() {
     let shown = format!("{listener:?}");
     assert!(shown.contains("authenticates: true"));
     assert!(!shown.contains("secret"));
+    let builder = format!("{:?}", Listener::builder().authkey(KEY));
+    assert!(
+        !builder.contains("secret") && !builder.contains("116"),
+        "{builder}"
+    );
 }

@@ -523,7 +523,7 @@ impl Drop for Listener {
 }
 
 /// Which key a listener or a manager's server asks its peers for.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) enum KeyChoice {
     /// This process's [`authkey`](crate::authkey).
     #[default]
@@ -533,6 +533,18 @@ pub(crate) enum KeyChoice {
     /// None: peers are not authenticated. `anywhere` lifts the refusal on
     /// TCP addresses that are not loopback.
     Without { anywhere: bool },
+}
+
+/// Never prints the key.
+impl fmt::Debug for KeyChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyChoice::Default => f.write_str("the process's authkey"),
+            KeyChoice::Given(_) => f.write_str("a given authkey"),
+            KeyChoice::Without { anywhere: false } => f.write_str("no authkey, local only"),
+            KeyChoice::Without { anywhere: true } => f.write_str("no authkey, any address"),
+        }
+    }
 }
 
 impl KeyChoice {
