@@ -889,6 +889,25 @@ def manager_atomic_add_2proc_count():
         return mgr_adds(m, pick(1_000, 5_000))[1], "count"
 
 
+def manager_bytes_1mib():
+    # A 1 MiB bytes stored in a Namespace attribute and read back, us per
+    # store and read (as on the Rust side).
+    reps, n = pick(1, 5), pick(3, 20)
+    big = bytes(i % 251 for i in range(1 << 20))
+    with mp.Manager() as m:
+        ns = m.Namespace()
+
+        def once():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                ns.data = big
+                if len(ns.data) != len(big):
+                    raise RuntimeError("bytes read back differ")
+            return (time.perf_counter() - t0) * 1e6 / n
+
+        return batches(1, reps, once), "us"
+
+
 def manager_start_shutdown():
     def once():
         t0 = time.perf_counter()
@@ -913,6 +932,7 @@ ROWS.update(
         "manager.namespace_set_get_child": manager_namespace_set_get_child,
         "manager.atomic_add_2proc": manager_atomic_add_2proc,
         "manager.atomic_add_2proc_count": manager_atomic_add_2proc_count,
+        "manager.bytes_1mib": manager_bytes_1mib,
         "manager.start_shutdown": manager_start_shutdown,
     }
 )

@@ -1,7 +1,8 @@
 //! A process pool: squares of 0..10 through `map`, then a slower function
-//! through `imap_unordered` with a progress display (an `indicatif` bar
-//! with `--features progress`, text lines on stderr otherwise). Results
-//! finish in any order; they are printed sorted.
+//! through `imap_unordered` with a progress display on stderr: a bar on a
+//! terminal (an `indicatif` bar with `--features progress`), plain lines
+//! when stderr is a file or a pipe. Results finish in any order; they are
+//! printed sorted.
 //!
 //! ```text
 //! $ cargo run --example pool
@@ -9,9 +10,11 @@
 //! slow squares (sorted): [0, 1, 4, 9, 16, 25, 36, 49, 64, 81, 100, 121, 144, 169, 196, 225, 256, 289, 324, 361]
 //! ```
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use multiproc::Pool;
+use multiproc::pool::Progress;
 
 fn square(x: u64) -> u64 {
     x * x
@@ -23,24 +26,27 @@ fn slow_square(x: u64) -> u64 {
     x * x
 }
 
-#[cfg(feature = "progress")]
-fn progress(total: usize) -> impl multiproc::pool::Progress + 'static {
-    indicatif::ProgressBar::new(total as u64)
-}
-
-#[cfg(not(feature = "progress"))]
-fn progress(total: usize) -> impl multiproc::pool::Progress + 'static {
-    move |done: usize, _total: Option<usize>| {
+/// The progress display on stderr (so the output checked by the tests stays
+/// deterministic): a bar redrawn in place on a terminal (`indicatif`'s with
+/// `--features progress`), plain lines otherwise (a log file, a pipe).
+fn progress(total: usize) -> Box<dyn Progress> {
+    if !std::io::stderr().is_terminal() {
+        return Box::new(move |done: usize, _total: Option<usize>| {
+            eprintln!("slow squares: {done}/{total} done");
+        });
+    }
+    #[cfg(feature = "progress")]
+    return Box::new(indicatif::ProgressBar::new(total as u64));
+    #[cfg(not(feature = "progress"))]
+    Box::new(move |done: usize, _total: Option<usize>| {
         let filled = done * 20 / total.max(1);
-        // One line on the terminal, redrawn in place (stderr, so the
-        // output checked by the tests stays deterministic).
         eprint!(
             "\r[{}{}] {done}/{total}{}",
             "#".repeat(filled),
             "-".repeat(20 - filled),
             if done == total { "\n" } else { "" }
         );
-    }
+    })
 }
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {

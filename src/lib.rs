@@ -19,7 +19,8 @@
 //! 4. and its [`Namespace`]s.
 //! 5. [`Value`] and [`Array`] (and [`RawValue`], [`RawArray`]): plain data
 //!    in shared memory, with a robust lock and lock-free atomics;
-//!    [`SharedMemory`]: named segments. [`Lock`], [`RLock`], [`Semaphore`],
+//!    [`SharedMemory`]: named segments ([`ShareableList`], Python's layout;
+//!    [`SharedMemoryManager`]). [`Lock`], [`RLock`], [`Semaphore`],
 //!    [`BoundedSemaphore`], [`Event`], [`Condition`], [`Barrier`]:
 //!    process-shared synchronization; a lock whose holder dies reports
 //!    [`LockError::OwnerDied`] to the next acquirer, a barrier whose party
@@ -59,54 +60,104 @@
 //! the ELF `.init_array`), runs the target and exits, so no guard is needed
 //! in `main` and children work from binaries, examples, tests and benches.
 //! Targets are named by their distance from a fixed function of the same
-//! binary, which ASLR does not change.
+//! binary, which ASLR does not change. Since `main` never runs in a spawned
+//! child, a logger installed there is missing in it: install it in the
+//! target, or in a pool's [`initializer`](PoolBuilder::initializer).
+//!
+//! A panic in a child (under either start method) is reported once: its
+//! message comes back to the parent ([`JoinError::Panicked`], a pool's
+//! [`TaskError::Panicked`]), and the child writes one line to its stderr,
+//! `multiproc: <name> (pid N) panicked at <file:line:col>: <message>`,
+//! followed by a backtrace only when `RUST_BACKTRACE` asks for one. A
+//! target may install its own panic hook instead.
+//!
+//! ## Platform
+//!
+//! Linux with glibc only (Linux 5.16 or newer for `futex_waitv`, glibc 2.29
+//! or newer); other targets fail to compile with one error saying so.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
-pub mod codec;
-mod connection;
-pub mod csp;
-pub mod error;
-pub mod manager;
-pub mod pool;
-mod process;
-pub mod queue;
-mod shm;
-mod spin;
-mod sync;
-mod sys;
+// Linux with glibc only: pidfd, memfd, `futex_waitv` (kernel 5.16 or newer)
+// and glibc's robust mutexes and `posix_spawn` (glibc 2.29 or newer). Every
+// module below is compiled on Linux only, so another target sees this one
+// error instead of a wall of them.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+compile_error!(
+    "multiproc supports Linux with glibc only (pidfd, memfd, futex_waitv and robust mutexes: Linux 5.16 or newer, glibc 2.29 or newer)"
+);
 
+#[cfg(target_os = "linux")]
+pub mod codec;
+#[cfg(target_os = "linux")]
+mod connection;
+#[cfg(target_os = "linux")]
+pub mod csp;
+#[cfg(target_os = "linux")]
+pub mod error;
+#[cfg(target_os = "linux")]
+pub mod manager;
+#[cfg(target_os = "linux")]
+pub mod pool;
+#[cfg(target_os = "linux")]
+mod process;
+#[cfg(target_os = "linux")]
+pub mod queue;
+#[cfg(target_os = "linux")]
+mod shm;
+#[cfg(target_os = "linux")]
+mod spin;
+#[cfg(target_os = "linux")]
+mod sync;
+#[cfg(target_os = "linux")]
+mod sys;
+#[cfg(target_os = "linux")]
+mod wait;
+
+#[cfg(target_os = "linux")]
 pub use connection::ListenerBuilder;
+#[cfg(target_os = "linux")]
 pub use connection::{
     Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, pipe, wait,
 };
+#[cfg(target_os = "linux")]
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
+#[cfg(target_os = "linux")]
 pub use manager::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
     JoinableQueueProxy, ListProxy, LockProxy, Manager, ManagerError, Namespace, QueueProxy,
     RLockProxy, SemaphoreProxy, ValueProxy,
 };
+#[cfg(target_os = "linux")]
 pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, PoolError, TaskError, WorkerExit};
+#[cfg(target_os = "linux")]
 pub use process::{AUTHKEY_LEN, authkey, set_authkey};
+#[cfg(target_os = "linux")]
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
     get_context, get_start_method, parent_process, set_start_method,
 };
+#[cfg(target_os = "linux")]
 pub use queue::{
     GetError, GetTimeoutError, JoinableQueue, PutError, PutTimeoutError, Queue, QueueBuilder,
     SimpleQueue, TaskDoneError, TasksPending, TryGetError, TryPutError,
 };
+#[cfg(target_os = "linux")]
 pub use shm::{
     Array, ArrayError, ArrayGuard, IndexError, Plain, PlainAtomic, RawArray, RawValue,
     SharedMemory, ShmError, Value, ValueGuard,
 };
+#[cfg(target_os = "linux")]
+pub use shm::{ShareableItem, ShareableList, ShareableListError, SharedMemoryManager};
+#[cfg(target_os = "linux")]
 pub use sync::{
     Barrier, BarrierError, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock,
     LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore,
 };
 
 /// Hooks for the crate's own tests of failure paths; not part of the API.
+#[cfg(target_os = "linux")]
 #[doc(hidden)]
 pub mod __test_hooks {
     /// Makes the OS random source fail (`true`) or work again (`false`)

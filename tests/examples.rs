@@ -15,7 +15,9 @@ fn example(name: &str) -> PathBuf {
     p
 }
 
-/// Runs an example with a watchdog and returns its stdout.
+/// Runs an example with a watchdog and returns its stdout. Its stderr (a
+/// progress display) is kept out of the test run's output and shown only
+/// if the example fails.
 fn run(name: &str) -> String {
     let path = example(name);
     assert!(
@@ -25,10 +27,14 @@ fn run(name: &str) -> String {
     );
     let mut child = Command::new(&path)
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start example");
     let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
     let reader = std::thread::spawn(move || std::io::read_to_string(stdout).expect("read stdout"));
+    let err_reader =
+        std::thread::spawn(move || std::io::read_to_string(stderr).expect("read stderr"));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -41,7 +47,11 @@ fn run(name: &str) -> String {
         std::thread::sleep(Duration::from_millis(10));
     };
     let out = reader.join().expect("reader");
-    assert!(status.success(), "example {name} failed: {status}\n{out}");
+    let err = err_reader.join().expect("stderr reader");
+    assert!(
+        status.success(),
+        "example {name} failed: {status}\n{out}\nstderr:\n{err}"
+    );
     out
 }
 

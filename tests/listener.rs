@@ -268,6 +268,23 @@ fn several_clients_at_once() {
 
 // ---- wrong keys ---------------------------------------------------------------
 
+/// Runs `f` on another thread while this one keeps accepting (each accept
+/// must give nothing: no peer in these cases may be accepted), and returns
+/// what `f` returned. Handshakes only progress while someone accepts.
+fn while_accepting<T: Send>(listener: &Listener, f: impl FnOnce() -> T + Send) -> T {
+    thread::scope(|s| {
+        let done = s.spawn(f);
+        while !done.is_finished() {
+            match listener.accept_timeout(Duration::from_millis(50)) {
+                Err(ConnectError::Timeout) => {}
+                Ok(_) => panic!("a peer that failed its handshake was accepted"),
+                Err(e) => panic!("accept failed: {e:?}"),
+            }
+        }
+        done.join().unwrap()
+    })
+}
+
 fn wrong_key_case(address: Address) {
     let listener = Listener::bind(address, Some(KEY)).unwrap();
     let mut child = Process::new(
@@ -275,11 +292,10 @@ fn wrong_key_case(address: Address) {
         (listener.address().to_string(), b"not the key".to_vec()),
     );
     child.start().unwrap();
-    match listener.accept_timeout(LONG) {
-        Err(ConnectError::Auth(_)) => {}
-        other => panic!("expected an auth error on the listener, got {other:?}"),
-    }
-    assert_eq!(child.join_timeout(LONG).unwrap(), "auth");
+    // The listener skips the failed peer (no error from accept); the peer
+    // gets the auth error.
+    let verdict = while_accepting(&listener, || child.join_timeout(LONG).unwrap());
+    assert_eq!(verdict, "auth");
     // The listener still serves, and what it delivers next comes from the
     // good client, not from the rejected one.
     round_trip(&listener, Some(KEY), 20);
@@ -303,11 +319,8 @@ fn keyless_client_is_refused_and_its_message_not_delivered() {
         let listener = Listener::bind(socket_path("keyless"), Some(KEY)).unwrap();
         let mut child = Process::new(keyless_client, listener.address().to_string());
         child.start().unwrap();
-        match listener.accept_timeout(LONG) {
-            Err(ConnectError::Auth(_)) => {}
-            other => panic!("expected an auth error, got {other:?}"),
-        }
-        let (challenge, verdict) = child.join_timeout(LONG).unwrap().unwrap();
+        let (challenge, verdict) =
+            while_accepting(&listener, || child.join_timeout(LONG).unwrap().unwrap());
         assert!(challenge.starts_with(b"#CHALLENGE#{sha256}"));
         assert_eq!(challenge.len(), b"#CHALLENGE#{sha256}".len() + 40);
         assert_eq!(verdict, b"#FAILURE#");
@@ -322,21 +335,21 @@ fn silent_case(address: Address) {
     listener.set_handshake_timeout(Duration::from_secs(1));
     let mut silent = Raw::connect(listener.address());
     let mut good = start_echo_client(&listener, Some(KEY));
-    match listener.accept_timeout(LONG) {
-        Err(ConnectError::HandshakeTimeout) => {}
-        other => panic!("expected a handshake timeout for the silent peer, got {other:?}"),
-    }
-    // The silent peer got its challenge, then the listener hung up.
-    let stream = silent.stream();
-    let challenge = read_frame(stream).unwrap();
-    assert!(challenge.starts_with(b"#CHALLENGE#"));
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
-    assert!(rest.is_empty());
-    // The good client, queued behind it, is served.
+    // The good client, connected after the silent peer, is served without
+    // waiting for the silent peer's handshake to time out.
     let conn = listener.accept_timeout(LONG).unwrap();
     serve_echo(&conn, 30);
     assert_eq!(good.join_timeout(LONG).unwrap(), Ok(30));
+    // The silent peer got its challenge, then the listener hung up.
+    let rest = while_accepting(&listener, || {
+        let stream = silent.stream();
+        let challenge = read_frame(stream).unwrap();
+        assert!(challenge.starts_with(b"#CHALLENGE#"));
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        rest
+    });
+    assert!(rest.is_empty());
 }
 
 #[test]
@@ -354,11 +367,13 @@ fn silent_client_does_not_block_others_tcp() {
 /// Whether an error is the one expected.
 type Expect = fn(&ConnectError) -> bool;
 
-/// What a hostile client writes, and the error the listener must give.
+/// What a hostile client writes, and whether the listener answers it with
+/// a `#FAILURE#` verdict (a well-formed but wrong response) before hanging
+/// up, or hangs up at once (a broken frame, which leaves nothing to judge).
 struct Garbage {
     name: &'static str,
     bytes: Vec<u8>,
-    expect: Expect,
+    judged: bool,
 }
 
 fn garbage_cases() -> Vec<Garbage> {
@@ -368,76 +383,38 @@ fn garbage_cases() -> Vec<Garbage> {
     over_cap.truncate(100);
     let mut truncated = frame(&[b'y'; 40]);
     truncated.truncate(4 + 10);
+    let case = |name, bytes, judged| Garbage {
+        name,
+        bytes,
+        judged,
+    };
     vec![
-        Garbage {
-            name: "not a response",
-            bytes: frame(b"hello, this is not a digest"),
-            expect: |e| matches!(e, ConnectError::Auth(_)),
-        },
-        Garbage {
-            name: "unsupported digest",
-            bytes: frame(&[b"{sha384}".as_slice(), &[0u8; 48]].concat()),
-            expect: |e| matches!(e, ConnectError::Auth(_)),
-        },
-        Garbage {
-            name: "right shape, wrong digest",
-            bytes: frame(&[b"{sha256}".as_slice(), &[0u8; 32]].concat()),
-            expect: |e| matches!(e, ConnectError::Auth(_)),
-        },
-        Garbage {
-            name: "empty frame",
-            bytes: frame(b""),
-            expect: |e| matches!(e, ConnectError::Auth(_)),
-        },
-        Garbage {
-            name: "malformed header",
-            bytes: b"\xff\xff\xff\xfeGARBAGE GARBAGE".to_vec(),
-            expect: |e| matches!(e, ConnectError::Handshake(RecvError::BadFrame)),
-        },
-        Garbage {
-            name: "4 GiB length prefix",
-            bytes: four_gib,
-            expect: |e| {
-                matches!(
-                    e,
-                    ConnectError::Handshake(RecvError::TooLarge { len, max: 256 })
-                        if *len == 4 << 30
-                )
-            },
-        },
-        Garbage {
-            name: "257 bytes, over the handshake cap",
-            bytes: over_cap,
-            expect: |e| {
-                matches!(
-                    e,
-                    ConnectError::Handshake(RecvError::TooLarge { len: 257, .. })
-                )
-            },
-        },
-        Garbage {
-            name: "truncated frame",
-            bytes: truncated,
-            expect: |e| {
-                matches!(
-                    e,
-                    ConnectError::Handshake(RecvError::Truncated {
-                        expected: 44,
-                        got: 14
-                    })
-                )
-            },
-        },
-        Garbage {
-            name: "truncated header",
-            bytes: vec![0, 0],
-            expect: |e| matches!(e, ConnectError::Handshake(RecvError::Truncated { .. })),
-        },
-        Garbage {
-            name: "nothing, then close",
-            bytes: Vec::new(),
-            expect: |e| matches!(e, ConnectError::Handshake(RecvError::Disconnected)),
-        },
+        case(
+            "not a response",
+            frame(b"hello, this is not a digest"),
+            true,
+        ),
+        case(
+            "unsupported digest",
+            frame(&[b"{sha384}".as_slice(), &[0u8; 48]].concat()),
+            true,
+        ),
+        case(
+            "right shape, wrong digest",
+            frame(&[b"{sha256}".as_slice(), &[0u8; 32]].concat()),
+            true,
+        ),
+        case("empty frame", frame(b""), true),
+        case(
+            "malformed header",
+            b"\xff\xff\xff\xfeGARBAGE GARBAGE".to_vec(),
+            false,
+        ),
+        case("4 GiB length prefix", four_gib, false),
+        case("257 bytes, over the handshake cap", over_cap, false),
+        case("truncated frame", truncated, false),
+        case("truncated header", vec![0, 0], false),
+        case("nothing, then close", Vec::new(), false),
     ]
 }
 
@@ -447,10 +424,21 @@ fn garbage_case(address: Address) {
         let mut raw = Raw::connect(listener.address());
         raw.stream().write_all(&case.bytes).unwrap();
         raw.shutdown_write();
-        match listener.accept_timeout(LONG) {
-            Err(e) => assert!((case.expect)(&e), "{}: unexpected error {e:?}", case.name),
-            Ok(_) => panic!("{}: a hostile peer was accepted", case.name),
-        }
+        // Not accepted; challenged, maybe judged, then hung up on.
+        let (challenge, rest) = while_accepting(&listener, || {
+            let stream = raw.stream();
+            let challenge = read_frame(stream).unwrap();
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+            (challenge, rest)
+        });
+        assert!(challenge.starts_with(b"#CHALLENGE#"), "{}", case.name);
+        let expected = if case.judged {
+            frame(b"#FAILURE#")
+        } else {
+            Vec::new()
+        };
+        assert_eq!(rest, expected, "{}", case.name);
         drop(raw);
         round_trip_in_thread(&listener, Some(KEY), 40 + i as u32);
     }
@@ -459,14 +447,14 @@ fn garbage_case(address: Address) {
 }
 
 #[test]
-fn garbage_handshakes_are_typed_errors_unix() {
+fn garbage_handshakes_are_closed_and_skipped_unix() {
     watchdog(Duration::from_secs(60), || {
         garbage_case(Address::Unix(socket_path("garbage")))
     });
 }
 
 #[test]
-fn garbage_handshakes_are_typed_errors_tcp() {
+fn garbage_handshakes_are_closed_and_skipped_tcp() {
     watchdog(Duration::from_secs(60), || garbage_case(tcp_loopback()));
 }
 
@@ -710,4 +698,60 @@ fn debug_output_hides_the_key() {
         !builder.contains("secret") && !builder.contains("116"),
         "{builder}"
     );
+}
+
+// ---- several threads accepting at once ----------------------------------------
+
+/// Threads accepting from one authenticating listener share the
+/// handshakes: every client is served by exactly one of them, and a thread
+/// waiting with a short timeout returns on time while another drives the
+/// handshakes with no timeout at all.
+#[test]
+fn several_threads_accept_at_once() {
+    watchdog(Duration::from_secs(60), || {
+        let listener = Listener::bind(tcp_loopback(), Some(KEY)).unwrap();
+        let address = listener.address().clone();
+        thread::scope(|s| {
+            let acceptors: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..2)
+                            .map(|_| {
+                                let conn = listener.accept().unwrap();
+                                let n: u32 = conn.recv().unwrap();
+                                conn.send(&(n * 10)).unwrap();
+                                n
+                            })
+                            .collect::<Vec<u32>>()
+                    })
+                })
+                .collect();
+            // Some thread leads with no timeout by now; this one waits
+            // and gives up.
+            thread::sleep(Duration::from_millis(50));
+            assert!(matches!(
+                listener.accept_timeout(Duration::from_millis(50)),
+                Err(ConnectError::Timeout)
+            ));
+            let clients: Vec<_> = (0..8u32)
+                .map(|n| {
+                    let address = address.clone();
+                    s.spawn(move || {
+                        let conn = Client::connect_timeout(&address, Some(KEY), LONG).unwrap();
+                        conn.send(&n).unwrap();
+                        assert_eq!(conn.recv_timeout::<u32>(LONG).unwrap(), n * 10);
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.join().unwrap();
+            }
+            let mut served: Vec<u32> = acceptors
+                .into_iter()
+                .flat_map(|a| a.join().unwrap())
+                .collect();
+            served.sort();
+            assert_eq!(served, (0..8).collect::<Vec<_>>());
+        });
+    });
 }

@@ -32,6 +32,7 @@ fn add(a: i32, b: i32) -> i32 {
 
 fn panic_on_three(x: i32) -> i32 {
     if x == 3 {
+        common::quiet_panics();
         panic!("three is not allowed");
     }
     x * 10
@@ -124,6 +125,7 @@ fn even_identity(x: u32) -> Even {
 }
 
 fn init_panics(_: ()) {
+    common::quiet_panics();
     panic!("initializer refuses");
 }
 
@@ -610,6 +612,20 @@ fn progress_and_timeouts(m: Method) {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.last(), Some(&(12, Some(12))), "{seen:?}");
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+
+    // Default chunks hold many tasks; the sink still sees every count once.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let got = p
+        .map_async(square, 0..1000u64)
+        .unwrap()
+        .with_progress(move |done, total| s.lock().unwrap().push((done, total)))
+        .get()
+        .unwrap();
+    assert_eq!(got[999], 999 * 999);
+    let seen = seen.lock().unwrap().clone();
+    let want: Vec<_> = (0..=1000).map(|n| (n, Some(1000))).collect();
+    assert_eq!(seen, want);
 
     struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>, bool);
     impl Progress for Count {

@@ -7,9 +7,12 @@
 #[macro_use]
 mod common;
 
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use common::{LIMIT, Method, in_child, pattern, wait_gone, watchdog};
+use multiproc::codec::SharedFd;
 use multiproc::{
     Connection, JoinError, Process, RecvError, StartError, StartMethod, active_children, cpu_count,
     current_process, parent_process, pipe,
@@ -70,10 +73,12 @@ fn exit_with(code: i32) {
 }
 
 fn panic_with(message: String) {
+    common::quiet_panics();
     panic!("{message}")
 }
 
 fn panic_static(_: ()) {
+    common::quiet_panics();
     panic!("a static message")
 }
 
@@ -262,6 +267,53 @@ fn panics_are_reported(m: Method) {
     }
 }
 
+/// `(write end of a pipe, RUST_BACKTRACE)`: sends this child's stderr into
+/// the pipe, sets the variable, then panics (with the crate's own report).
+fn panic_into_pipe((stderr, backtrace): (SharedFd, String)) {
+    // SAFETY: descriptor 2 is replaced by a duplicate of a descriptor this
+    // function owns; nothing holds a borrow of the old stderr.
+    let replaced = unsafe { libc::dup2(stderr.fd().as_raw_fd(), 2) };
+    assert_eq!(replaced, 2, "dup2 onto stderr");
+    drop(stderr);
+    // SAFETY: this child runs no other thread that reads or writes the
+    // environment.
+    unsafe { std::env::set_var("RUST_BACKTRACE", backtrace) };
+    panic!("boom on stderr")
+}
+
+fn a_panic_is_reported_in_one_line(m: Method) {
+    for (backtrace, lines_wanted) in [("0", 1..2), ("1", 2..usize::MAX)] {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let args = (SharedFd::new(writer.into()), backtrace.to_string());
+        let mut p = Process::new(panic_into_pipe, args).start_method(m.start());
+        p.start().unwrap();
+        match p.join() {
+            Err(JoinError::Panicked { message }) => assert_eq!(message, "boom on stderr"),
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        // The child is gone and the process handle with it: the pipe ends.
+        drop(p);
+        let mut stderr = String::new();
+        reader.read_to_string(&mut stderr).unwrap();
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("multiproc: Process-")
+                && first.contains(" panicked at tests/process.rs:")
+                && first.ends_with(": boom on stderr"),
+            "RUST_BACKTRACE={backtrace}: {stderr}"
+        );
+        assert!(
+            lines_wanted.contains(&stderr.lines().count()),
+            "RUST_BACKTRACE={backtrace}: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains("stack backtrace:"),
+            backtrace != "0",
+            "{stderr}"
+        );
+    }
+}
+
 fn identities(m: Method) {
     let me = current_process();
     assert_eq!(me.pid, std::process::id() as i32);
@@ -348,6 +400,7 @@ both_methods!(
     exit_codes,
     kill_and_terminate,
     panics_are_reported,
+    a_panic_is_reported_in_one_line,
     identities,
     active_children_lists_running,
     start_twice,

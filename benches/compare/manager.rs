@@ -15,6 +15,11 @@
 //! * `manager.atomic_add_2proc_count`: the counter's final value after
 //!   the same run, with the same N on every side: Python's lost updates
 //!   show as `vs_python` above 1.
+//! * `manager.bytes_1mib`: a 1 MiB `Vec<u8>` stored in a Namespace
+//!   attribute and read back (`Namespace::set` + `get`), µs per store and
+//!   read. Raw: a forked echo of one 1 MiB frame over a socketpair (the
+//!   same bytes each way, one round trip). Python: `ns.data = b` +
+//!   `ns.data` with a 1 MiB `bytes`.
 //! * `manager.start_shutdown`: `Manager::start` + `shutdown`, µs. Raw:
 //!   `posix_spawn` of the bench binary, which exits at once, + `waitpid`
 //!   (a server process cannot start and stop faster). Python:
@@ -82,6 +87,12 @@ pub fn rows() -> Vec<Row> {
             name: "manager.atomic_add_2proc_count",
             unit: Unit::Count,
             run: atomic_add_2proc_count,
+            python: true,
+        },
+        Row {
+            name: "manager.bytes_1mib",
+            unit: Unit::Micros,
+            run: bytes_1mib,
             python: true,
         },
         Row {
@@ -450,6 +461,48 @@ fn atomic_add_2proc_count(ctx: &Ctx) -> BenchResult<Figures> {
         || Ok(crate_adds(&m, per)?.1 as f64),
         || Ok(raw_clients(2, per, OP_ADD)?.1 as f64),
     )
+}
+
+// ---- bytes ----
+
+const MIB: usize = 1 << 20;
+
+fn bytes_1mib(ctx: &Ctx) -> BenchResult<Figures> {
+    let (warm, reps, n) = (1, ctx.pick(1, 5), ctx.pick(3, 20));
+    let m = Manager::start()?;
+    let ns = m.namespace()?;
+    let big: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
+    let (raw, raw_theirs) = socketpair()?;
+    let echo = RawChild::fork_closing(raw.as_fd(), move || {
+        crate::raw::serve_frames(raw_theirs, |m, out| out.extend_from_slice(m))
+    })?;
+    let framed = crate::raw::frame(&big);
+    let mut reader = FrameReader::new();
+    let figures = alternate(
+        warm,
+        reps,
+        || {
+            let t0 = Instant::now();
+            for _ in 0..n {
+                ns.set("data", &big)?;
+                let back: Vec<u8> = ns.get("data")?;
+                check_eq("bytes read back", back.len(), MIB)?;
+            }
+            Ok(t0.elapsed().as_secs_f64() * 1e6 / n as f64)
+        },
+        || {
+            let t0 = Instant::now();
+            for _ in 0..n {
+                write_all(raw.as_fd(), &[&framed])?;
+                let back = reader.next(raw.as_fd())?.ok_or("raw echo hung up")?;
+                check_eq("raw bytes echoed", back.len(), MIB)?;
+            }
+            Ok(t0.elapsed().as_secs_f64() * 1e6 / n as f64)
+        },
+    )?;
+    write_all(raw.as_fd(), &[&[0u8; 4]])?;
+    echo.wait()?;
+    Ok(figures)
 }
 
 // ---- start + shutdown ----

@@ -22,7 +22,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::CodecError;
+
+mod explain;
 pub use crate::sys::socket::MAX_FDS_PER_MSG as MAX_FDS;
+pub(crate) use explain::encode_error;
 
 thread_local! {
     static ENCODING: RefCell<Option<Vec<Arc<OwnedFd>>>> = const { RefCell::new(None) };
@@ -50,11 +53,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, room: usize) -> Result<Encoded, 
     let mut bytes = Vec::with_capacity(room + 64);
     bytes.resize(room + 1, 0);
     let previous = ENCODING.with(|e| e.borrow_mut().replace(Vec::new()));
-    let result = postcard::to_extend(value, bytes);
+    let result = postcard::to_extend(value, bytes).map_err(|e| encode_error(value, e));
     let fds = ENCODING
         .with(|e| std::mem::replace(&mut *e.borrow_mut(), previous))
         .unwrap_or_default();
-    let mut bytes = result.map_err(|e| CodecError::Encode(e.to_string()))?;
+    let mut bytes = result.map_err(CodecError::Encode)?;
     if fds.len() > MAX_FDS {
         return Err(CodecError::TooManyHandles(fds.len()));
     }
@@ -144,6 +147,11 @@ impl AsFd for SharedFd {
     }
 }
 
+/// Why a handle holding a descriptor fails to encode outside [`encode`].
+const NOT_HERE: &str = "a multiproc handle holding a file descriptor (a Connection, or a value \
+     containing one) cannot be encoded here: this way carries bytes only, not descriptors (send the \
+     handle over a Connection, or pass it to a Process, instead)";
+
 impl Serialize for SharedFd {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let index = ENCODING.with(|e| {
@@ -154,9 +162,7 @@ impl Serialize for SharedFd {
         });
         match index {
             Some(i) => s.serialize_u32(i as u32),
-            None => Err(serde::ser::Error::custom(
-                "a multiproc handle can only be encoded by multiproc (it carries a file descriptor)",
-            )),
+            None => Err(serde::ser::Error::custom(NOT_HERE)),
         }
     }
 }

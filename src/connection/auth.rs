@@ -25,6 +25,7 @@ use sha2::Sha256;
 use super::Connection;
 use crate::error::{ConnectError, RecvError, SendError};
 use crate::sys;
+use crate::wait::Deadline;
 
 /// Opens a challenge.
 const CHALLENGE: &[u8] = b"#CHALLENGE#";
@@ -39,13 +40,19 @@ const DIGEST_PREFIX: &[u8] = b"{sha256}";
 /// Length of an HMAC-SHA256.
 const MAC_LENGTH: usize = 32;
 /// Largest handshake frame accepted.
-const MAX_MESSAGE: usize = 256;
+pub(super) const MAX_MESSAGE: usize = 256;
 /// Legacy (MD5-only) challenges and responses have these lengths.
 const LEGACY_LENGTHS: [usize; 2] = [20, 16];
 /// Longest digest name Python accepts (`sha3_384`).
 const MAX_DIGEST_NAME: usize = 8;
 /// Digests Python 3.12 may propose; all but sha256 are refused here.
 const KNOWN_DIGESTS: [&[u8]; 5] = [b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384"];
+
+/// Whether `frame` is a listener's challenge: what a client that holds no
+/// authkey receives first from a listener that requires one.
+pub(crate) fn is_challenge(frame: &[u8]) -> bool {
+    frame.starts_with(CHALLENGE)
+}
 
 /// The listener's side: challenge the client, then answer its challenge.
 pub(crate) fn serve(
@@ -77,7 +84,7 @@ fn capped(
     timeout: Option<Duration>,
     f: impl FnOnce(&Connection, Option<Instant>) -> Result<(), ConnectError>,
 ) -> Result<(), ConnectError> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = Deadline::from_timeout(timeout).instant();
     let cap = conn.max_frame();
     conn.set_max_frame(MAX_MESSAGE);
     let res = f(conn, deadline);
@@ -90,15 +97,51 @@ fn deliver_challenge(
     key: &[u8],
     deadline: Option<Instant>,
 ) -> Result<(), ConnectError> {
+    let message = new_challenge()?;
+    send_challenge(conn, &message)?;
+    let response = recv(conn, deadline)?;
+    judge_response(conn, key, &message, &response)
+}
+
+fn answer_challenge(
+    conn: &Connection,
+    key: &[u8],
+    deadline: Option<Instant>,
+) -> Result<(), ConnectError> {
+    let frame = recv(conn, deadline)?;
+    answer(conn, key, &frame)?;
+    judge_verdict(&recv(conn, deadline)?)
+}
+
+/// A challenge as sent: the digest prefix and the random bytes.
+pub(super) type Challenge = [u8; DIGEST_PREFIX.len() + MESSAGE_LENGTH];
+
+/// A fresh challenge, to send and later give to [`judge_response`]; an
+/// error if the OS random source fails (nothing predictable is sent).
+pub(super) fn new_challenge() -> Result<Challenge, ConnectError> {
     let mut message = [0u8; DIGEST_PREFIX.len() + MESSAGE_LENGTH];
     message[..DIGEST_PREFIX.len()].copy_from_slice(DIGEST_PREFIX);
     sys::random::fill(&mut message[DIGEST_PREFIX.len()..])?;
+    Ok(message)
+}
+
+/// Sends the challenge `message` (from [`new_challenge`]).
+pub(super) fn send_challenge(conn: &Connection, message: &Challenge) -> Result<(), ConnectError> {
     let mut frame = Vec::with_capacity(CHALLENGE.len() + message.len());
     frame.extend_from_slice(CHALLENGE);
-    frame.extend_from_slice(&message);
-    send(conn, &frame)?;
-    let response = recv(conn, deadline)?;
-    match verify(key, &message, &response) {
+    frame.extend_from_slice(message);
+    send(conn, &frame)
+}
+
+/// Checks the peer's `response` to our challenge `message` and sends the
+/// verdict.
+pub(super) fn judge_response(
+    conn: &Connection,
+    key: &[u8],
+    message: &Challenge,
+    response: &[u8],
+) -> Result<(), ConnectError> {
+    match verify(key, message, response) {
         Ok(()) => send(conn, WELCOME),
         Err(e) => {
             // The peer may already be gone; the verdict is ours either way.
@@ -108,14 +151,10 @@ fn deliver_challenge(
     }
 }
 
-fn answer_challenge(
-    conn: &Connection,
-    key: &[u8],
-    deadline: Option<Instant>,
-) -> Result<(), ConnectError> {
-    let frame = recv(conn, deadline)?;
+/// Answers the peer's challenge `frame`.
+pub(super) fn answer(conn: &Connection, key: &[u8], frame: &[u8]) -> Result<(), ConnectError> {
     let Some(message) = frame.strip_prefix(CHALLENGE) else {
-        return Err(auth(format!("expected a challenge, got {}", shown(&frame))));
+        return Err(auth(format!("expected a challenge, got {}", shown(frame))));
     };
     if message.len() < LEGACY_LENGTHS[0] {
         return Err(auth(format!(
@@ -127,8 +166,11 @@ fn answer_challenge(
     let mut response = Vec::with_capacity(DIGEST_PREFIX.len() + MAC_LENGTH);
     response.extend_from_slice(DIGEST_PREFIX);
     response.extend_from_slice(&mac(key)?.chain_update(message).finalize().into_bytes());
-    send(conn, &response)?;
-    let verdict = recv(conn, deadline)?;
+    send(conn, &response)
+}
+
+/// Reads the peer's verdict on our answer.
+pub(super) fn judge_verdict(verdict: &[u8]) -> Result<(), ConnectError> {
     if verdict == WELCOME {
         Ok(())
     } else if verdict == FAILURE {
@@ -136,7 +178,7 @@ fn answer_challenge(
             "the peer rejected our digest (different authkey)".into(),
         ))
     } else {
-        Err(auth(format!("expected a verdict, got {}", shown(&verdict))))
+        Err(auth(format!("expected a verdict, got {}", shown(verdict))))
     }
 }
 

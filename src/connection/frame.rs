@@ -4,7 +4,9 @@
 //!
 //! The reader keeps one buffer per connection so that a small frame usually
 //! arrives in a single `recvmsg`, and checks every announced length against
-//! the connection's cap *before* allocating anything. The buffer starts at
+//! the connection's cap *before* allocating anything. A frame too large for
+//! that buffer gets its own allocation, which grows with the bytes that
+//! arrive rather than with the announced length (see `Large`). The buffer starts at
 //! one page and doubles (up to 64 KiB) whenever a read fills it: a
 //! connection that only ever carries a few small messages (a child's
 //! bootstrap and result) then never zeroes 64 KiB, which after a `fork`
@@ -27,6 +29,9 @@ pub const DEFAULT_MAX_FRAME: usize = 512 << 20;
 /// protocol violation.
 const MAX_PENDING_FDS: usize = 4 * sys::socket::MAX_FDS_PER_MSG;
 const BUF_SIZE: usize = 64 << 10;
+/// The capacity a large frame's buffer starts with (its zeroed, resident
+/// part starts at `BUF_SIZE`).
+const FIRST_LARGE_CAPACITY: usize = 1 << 20;
 /// The read buffer's first size (it grows to `BUF_SIZE`).
 const FIRST_BUF_SIZE: usize = 4 << 10;
 
@@ -55,6 +60,89 @@ pub enum Body {
     Owned(Vec<u8>),
 }
 
+/// A frame too large for the read buffer, being received into its own
+/// allocation.
+///
+/// The memory follows the bytes that arrive, not the length the header
+/// announced: the zeroed room read into starts at the read buffer's size
+/// (or what is already buffered) and doubles whenever it is full, up to the
+/// announced length; the capacity behind it runs ahead (1 MiB, then four
+/// times over) but is not touched until zeroed. A peer announcing 500 MiB
+/// and sending one byte thus makes 64 KiB resident, not 500 MiB. An honest
+/// frame is still read straight into its final buffer; a frame of up to
+/// 1 MiB is never reallocated, a larger one a few times (for such sizes
+/// `realloc` mostly moves pages, `mremap`, rather than copying bytes).
+struct Large {
+    /// The bytes so far; `body.len()` is the room zeroed so far, `filled`
+    /// of which have arrived.
+    body: Vec<u8>,
+    filled: usize,
+    /// The announced body length.
+    len: usize,
+    /// The header length.
+    hlen: usize,
+}
+
+impl Large {
+    /// Starts a frame of `len` body bytes whose first bytes are `have`.
+    fn new(have: &[u8], len: usize, hlen: usize) -> Result<Self, RecvError> {
+        let mut large = Large {
+            body: Vec::new(),
+            filled: 0,
+            len,
+            hlen,
+        };
+        large.grow_to(have.len().max(BUF_SIZE).min(len))?;
+        large.body[..have.len()].copy_from_slice(have);
+        large.filled = have.len();
+        Ok(large)
+    }
+
+    /// Makes room for `room` bytes in all (`room <= len`), zeroed. The
+    /// capacity runs ahead of the room (at least [`FIRST_LARGE_CAPACITY`],
+    /// then four times over) so that few reallocations happen; pages of it
+    /// not zeroed yet are not touched, so not resident. Fails if memory
+    /// cannot be had (the cap allows more than there is): an error, not an
+    /// abort.
+    fn grow_to(&mut self, room: usize) -> Result<(), RecvError> {
+        if room > self.body.capacity() {
+            let capacity = self
+                .body
+                .capacity()
+                .saturating_mul(4)
+                .max(FIRST_LARGE_CAPACITY)
+                .min(self.len)
+                .max(room);
+            if self
+                .body
+                .try_reserve_exact(capacity - self.body.len())
+                .is_err()
+            {
+                return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory).into());
+            }
+        }
+        if room > self.body.len() {
+            self.body.resize(room, 0);
+        }
+        Ok(())
+    }
+
+    /// The room to read into next: the rest of what is allocated, after
+    /// doubling it if it is full.
+    fn room(&mut self) -> Result<&mut [u8], RecvError> {
+        if self.filled == self.body.len() {
+            self.grow_to(
+                self.body
+                    .len()
+                    .saturating_mul(2)
+                    .max(BUF_SIZE)
+                    .min(self.len),
+            )?;
+        }
+        Ok(&mut self.body[self.filled..])
+    }
+}
+
 /// The reading half of a connection.
 pub struct Reader {
     buf: Vec<u8>,
@@ -62,8 +150,8 @@ pub struct Reader {
     end: usize,
     /// Descriptors received and not yet claimed by a message.
     pub fds: VecDeque<OwnedFd>,
-    /// A large frame being filled: (body, bytes filled, header length).
-    large: Option<(Vec<u8>, usize, usize)>,
+    /// A large frame being filled.
+    large: Option<Large>,
     broken: bool,
     eof: bool,
     unix: bool,
@@ -256,8 +344,8 @@ impl Reader {
         if self.broken {
             return Err(RecvError::Broken);
         }
-        if let Some((body, _, _)) = &self.large {
-            return Ok((0, body.len()));
+        if let Some(large) = &self.large {
+            return Ok((0, large.len));
         }
         self.fill(fd, SHORT_HEADER, deadline)?;
         let short = i32::from_be_bytes(
@@ -303,40 +391,47 @@ impl Reader {
             // consume() may reset start/end to 0 but leaves the bytes in place.
             return Ok(Body::InBuffer(s, s + len));
         }
-        if self.large.is_none() {
-            // The length was checked against the cap before this allocation;
-            // a cap beyond what memory allows gives an error, not an abort.
-            let mut body = Vec::new();
-            if body.try_reserve_exact(len).is_err() {
-                self.broken = true;
-                return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory).into());
+        let mut large = match self.large.take() {
+            Some(large) => large,
+            None => {
+                // The length was checked against the cap before this; the
+                // allocation grows with the bytes that arrive.
+                let have = (self.end - self.start - hlen).min(len);
+                let b = self.start + hlen;
+                let large = Large::new(&self.buf[b..b + have], len, hlen);
+                if large.is_err() {
+                    self.broken = true;
+                }
+                let large = large?;
+                self.consume(hlen + have);
+                large
             }
-            body.resize(len, 0);
-            let have = (self.end - self.start - hlen).min(len);
-            body[..have].copy_from_slice(&self.buf[self.start + hlen..self.start + hlen + have]);
-            self.consume(hlen + have);
-            self.large = Some((body, have, hlen));
-        }
-        let (mut body, mut filled, hlen) = self.large.take().expect("large frame in progress");
-        while filled < body.len() {
-            match Self::read_some(fd, self.unix, &mut body[filled..], &mut self.fds, deadline) {
+        };
+        while large.filled < large.len {
+            let room = match large.room() {
+                Ok(room) => room,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            };
+            match Self::read_some(fd, self.unix, room, &mut self.fds, deadline) {
                 Ok(0) => {
                     self.eof = true;
                     self.broken = true;
-                    let expected = (body.len() + hlen) as u64;
                     return Err(RecvError::Truncated {
-                        expected,
-                        got: (filled + hlen) as u64,
+                        expected: (large.len + large.hlen) as u64,
+                        got: (large.filled + large.hlen) as u64,
                     });
                 }
-                Ok(n) => filled += n,
+                Ok(n) => large.filled += n,
                 Err(e) => {
-                    self.large = Some((body, filled, hlen));
+                    self.large = Some(large);
                     return Err(e);
                 }
             }
         }
-        Ok(Body::Owned(body))
+        Ok(Body::Owned(large.body))
     }
 
     /// Reads the next whole frame into `dst[..len]` (`dst` holds at least
@@ -376,9 +471,10 @@ impl Reader {
                 Err(e) => {
                     // Keep what arrived so that the frame is still received
                     // whole by the next call, as `read_body` does.
-                    let mut body = vec![0u8; len];
-                    body[..filled].copy_from_slice(&dst[..filled]);
-                    self.large = Some((body, filled, hlen));
+                    match Large::new(&dst[..filled], len, hlen) {
+                        Ok(large) => self.large = Some(large),
+                        Err(_) => self.broken = true,
+                    }
                     return Err(e);
                 }
             }

@@ -12,11 +12,13 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use super::handshake::{self, Handshakes};
 use super::{Connection, auth};
 use crate::error::ConnectError;
 use crate::sys;
+use crate::wait::Deadline;
 
 /// Where a [`Listener`] listens: a Unix socket path or a TCP address.
 ///
@@ -244,6 +246,14 @@ struct SocketFile {
 /// [`ListenerBuilder::no_authkey`] (Unix sockets and loopback TCP) or
 /// [`ListenerBuilder::allow_unauthenticated`] (any address).
 ///
+/// Handshakes run concurrently, driven from inside `accept`: peers that
+/// connect and stay silent cannot hold up a good client behind them. At
+/// most 128 handshakes are in progress at once; a new peer beyond that
+/// closes the oldest one. A peer that fails its handshake (wrong key,
+/// silence, garbage) is closed and never returned, so one bad peer cannot
+/// end a server's accept loop; the peer itself gets the error
+/// ([`ConnectError::Auth`], …).
+///
 /// A Unix socket file is created owner-only (mode 0600, whatever the
 /// umask).
 ///
@@ -270,6 +280,7 @@ pub struct Listener {
     authkey: Option<Vec<u8>>,
     handshake_timeout: Duration,
     socket_file: Option<SocketFile>,
+    handshakes: Handshakes,
 }
 
 impl Listener {
@@ -357,6 +368,7 @@ impl Listener {
             authkey,
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             socket_file,
+            handshakes: Handshakes::new(),
         };
         // Accepting waits in poll(2), so a peer that vanishes between the
         // wake-up and accept(2), or another thread accepting first, cannot
@@ -385,9 +397,12 @@ impl Listener {
     }
 
     /// Sets how long one peer's authentication handshake may take (default
-    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](Self::DEFAULT_HANDSHAKE_TIMEOUT)). A
-    /// peer that has not finished by then is dropped and `accept` reports
-    /// [`ConnectError::HandshakeTimeout`].
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`](Self::DEFAULT_HANDSHAKE_TIMEOUT)),
+    /// counted from the moment the peer is accepted. A peer that has not
+    /// finished by then is closed (and sees
+    /// [`ConnectError::HandshakeTimeout`] on its side, or an error of the
+    /// next read or write); `accept` goes on with the other peers. Applies to
+    /// peers accepted after the change.
     pub fn set_handshake_timeout(&mut self, timeout: Duration) {
         self.handshake_timeout = timeout;
     }
@@ -395,23 +410,25 @@ impl Listener {
     /// Waits for the next peer and returns its connection, authenticated if
     /// the listener has an authkey.
     ///
-    /// The handshake runs here, bounded by
-    /// [`handshake_timeout`](Self::handshake_timeout). If that peer fails
-    /// it — wrong key ([`ConnectError::Auth`]), silence
-    /// ([`ConnectError::HandshakeTimeout`]), a broken frame
-    /// ([`ConnectError::Handshake`]) — its connection is closed and the
-    /// error returned; the listener stays usable and the next `accept`
-    /// serves the next peer. A peer that fails can hold one `accept` for at
-    /// most the handshake timeout; accepting from several threads at once
-    /// (`accept` takes `&self`) keeps others from waiting behind it.
+    /// With an authkey, `accept` challenges every new peer at once and
+    /// drives all handshakes in progress together, each bounded by
+    /// [`handshake_timeout`](Self::handshake_timeout), and returns the first
+    /// to complete. A peer that fails its handshake — wrong key, silence
+    /// past its deadline, a broken frame — is closed and skipped, not
+    /// reported: the errors `accept` returns concern the listener itself
+    /// (an I/O error of `accept(2)` or `poll(2)`, such as running out of
+    /// descriptors). Handshakes only progress while some thread is inside
+    /// `accept`; several threads may accept at once (`accept` takes
+    /// `&self`), one of them driving the handshakes for all.
     pub fn accept(&self) -> Result<Connection, ConnectError> {
-        self.accept_until(None)
+        self.accept_until(Deadline::NEVER)
     }
 
     /// Like [`accept`](Self::accept), giving up with
-    /// [`ConnectError::Timeout`] if no peer connects within `timeout`. The
-    /// handshake of a peer that did connect has its own bound,
-    /// [`handshake_timeout`](Self::handshake_timeout).
+    /// [`ConnectError::Timeout`] if no peer has connected (and, with an
+    /// authkey, authenticated) within `timeout`. Handshakes still in
+    /// progress then carry on, each within its own
+    /// [`handshake_timeout`](Self::handshake_timeout), at the next `accept`.
     ///
     /// ```
     /// use std::time::Duration;
@@ -421,33 +438,28 @@ impl Listener {
     /// # Ok::<(), multiproc::ConnectError>(())
     /// ```
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection, ConnectError> {
-        self.accept_until(Some(Instant::now() + timeout))
+        self.accept_until(Deadline::after(timeout))
     }
 
     /// Closes the listener (Python's `close`); dropping it does the same.
     pub fn close(self) {}
 
-    fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection, ConnectError> {
-        let mut conn = loop {
-            if let Some(conn) = self.try_accept()? {
-                break conn;
-            }
-            let left = match deadline {
-                None => None,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(ConnectError::Timeout);
-                    }
-                    Some(left)
-                }
-            };
-            sys::poll::wait_readable(&[self.as_fd()], left)?;
-        };
+    fn accept_until(&self, deadline: Deadline) -> Result<Connection, ConnectError> {
         if let Some(key) = &self.authkey {
-            auth::serve(&mut conn, key, Some(self.handshake_timeout))?;
+            return self
+                .handshakes
+                .accept(self, key, self.handshake_timeout, deadline.instant());
         }
-        Ok(conn)
+        loop {
+            if let Some(conn) = self.try_accept()? {
+                return Ok(conn);
+            }
+            let left = deadline.remaining();
+            if left == Some(Duration::ZERO) {
+                return Err(ConnectError::Timeout);
+            }
+            sys::poll::wait_readable(&[self.as_fd()], left)?;
+        }
     }
 
     /// Accepts one pending peer, if there is one.
@@ -482,6 +494,16 @@ impl Listener {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+impl handshake::Accept for Listener {
+    fn listening(&self) -> BorrowedFd<'_> {
+        self.as_fd()
+    }
+
+    fn try_accept(&self) -> io::Result<Option<Connection>> {
+        Listener::try_accept(self)
     }
 }
 
@@ -730,7 +752,8 @@ impl Client {
         authkey: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<Connection, ConnectError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = Deadline::from_timeout(timeout);
+        let timeout = deadline.remaining();
         let timed_out = |e: io::Error| {
             if e.kind() == io::ErrorKind::TimedOut {
                 ConnectError::Timeout
@@ -756,8 +779,7 @@ impl Client {
             }
         };
         if let Some(key) = authkey {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            auth::join(&mut conn, key, left)?;
+            auth::join(&mut conn, key, deadline.remaining())?;
         }
         Ok(conn)
     }

@@ -7,6 +7,7 @@
 
 pub(crate) mod auth;
 mod frame;
+mod handshake;
 mod listener;
 mod wait;
 
@@ -15,7 +16,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -24,6 +25,7 @@ use crate::codec::{self, SharedFd};
 use crate::error::{RecvError, SendError};
 use crate::spin::Spin;
 use crate::sys;
+use crate::wait::Deadline;
 pub use frame::DEFAULT_MAX_FRAME;
 /// Header room to reserve when encoding a message for [`Connection::send_encoded`].
 pub(crate) const FRAME_ROOM: usize = frame::SHORT_HEADER;
@@ -97,12 +99,6 @@ fn send_error(e: io::Error) -> SendError {
         | io::ErrorKind::NotConnected => SendError::Disconnected,
         _ => SendError::Io(e),
     }
-}
-
-/// An instant in the past (the first time it is asked for).
-fn past() -> Instant {
-    static PAST: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *PAST.get_or_init(Instant::now)
 }
 
 impl Connection {
@@ -229,16 +225,6 @@ impl Connection {
         sys::socket::send_all(self.fd.fd(), &[&header[..hlen], data], &[]).map_err(send_error)
     }
 
-    fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-        match timeout {
-            // Any instant already passed will do: only what is queued is
-            // read, and callers polling in a loop pay no clock read.
-            Some(t) if t.is_zero() => Some(past()),
-            // A timeout too long to represent means no limit.
-            t => t.and_then(|t| Instant::now().checked_add(t)),
-        }
-    }
-
     fn recv_with<R>(
         &self,
         timeout: Option<Duration>,
@@ -247,7 +233,8 @@ impl Connection {
         if !self.readable {
             return Err(RecvError::NotReadable);
         }
-        let deadline = Self::deadline(timeout);
+        // A zero timeout reads only what is queued (and pays no clock read).
+        let deadline = Deadline::from_timeout(timeout).instant();
         let mut r = lock(&self.reader);
         let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
         match r.read_body(self.fd.fd(), hlen, len, deadline)? {
@@ -309,7 +296,8 @@ impl Connection {
         if !self.readable {
             return Err(RecvError::NotReadable);
         }
-        let deadline = Self::deadline(timeout);
+        // A zero timeout reads only what is queued (and pays no clock read).
+        let deadline = Deadline::from_timeout(timeout).instant();
         let mut r = lock(&self.reader);
         let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
         match r.read_body(self.fd.fd(), hlen, len, deadline)? {

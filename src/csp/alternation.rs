@@ -57,6 +57,7 @@ use super::error::ChannelError;
 use super::spill::Outgoing;
 use crate::sys;
 use crate::sys::futex::Wake;
+use crate::wait::Deadline;
 
 type Run<'a, R> = Box<dyn FnOnce(Option<Vec<u8>>) -> Result<R, ChannelError> + 'a>;
 
@@ -287,7 +288,8 @@ impl<'a, R> Alternation<'a, R> {
         let timeout = order
             .iter()
             .filter_map(|&i| match self.guards[i].kind {
-                Kind::Timeout(d) => Some(start + d),
+                // Too long to represent: this guard never fires.
+                Kind::Timeout(d) => Deadline::after_from(start, d).instant(),
                 _ => None,
             })
             .min();

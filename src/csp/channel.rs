@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -18,6 +18,7 @@ use super::memory::Memory;
 use super::spill::{self, Outgoing};
 use crate::codec::{self, SharedFd};
 use crate::sys;
+use crate::wait::Deadline;
 
 /// Default largest encoded message: 512 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 512 * 1024 * 1024;
@@ -259,10 +260,6 @@ impl Drop for End {
     }
 }
 
-fn deadline(timeout: Duration) -> Option<Instant> {
-    Some(Instant::now() + timeout)
-}
-
 pub(crate) fn op_error(e: OpError) -> ChannelError {
     match e {
         OpError::Poisoned => ChannelError::Poisoned,
@@ -324,7 +321,11 @@ impl<T: DeserializeOwned> Reader<T> {
     /// [`ChannelError::Timeout`] after `timeout` (nothing is taken then).
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
         let chan = self.end.chan();
-        decode(chan, chan.read(deadline(timeout)).map_err(op_error)?)
+        decode(
+            chan,
+            chan.read(Deadline::after(timeout).instant())
+                .map_err(op_error)?,
+        )
     }
 }
 
@@ -389,7 +390,7 @@ impl<T: Serialize> Writer<T> {
     pub fn write_timeout(&self, value: &T, timeout: Duration) -> Result<(), ChannelError> {
         let chan = self.end.chan();
         let out = encode(chan, value)?;
-        chan.write(&out.bytes, deadline(timeout))
+        chan.write(&out.bytes, Deadline::after(timeout).instant())
             .map_err(op_error)?;
         out.delivered();
         Ok(())

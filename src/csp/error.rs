@@ -69,7 +69,7 @@ pub enum ProcessError {
     /// A process ran as a closure but was asked to run as an OS process;
     /// only `fn(A) -> …` targets can.
     #[error(
-        "process {name} is a closure and cannot run as an OS process; build it with CspProcess::new"
+        "process {name} is a closure and cannot run as an OS process; build it with CspProcess::function"
     )]
     NotAFunction {
         /// The process's name.

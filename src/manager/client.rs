@@ -8,7 +8,7 @@
 //! holding its own connection. After `fork` the child finds the pool
 //! belongs to another process and starts its own (with its own session).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -20,6 +20,8 @@ use super::protocol::{Fault, Reply, Request};
 use super::server::Answer;
 use super::transport::Transport;
 use super::value::Value;
+use crate::codec;
+use crate::connection::auth;
 use crate::error::{ConnectError, RecvError, SendError};
 use crate::sys;
 use crate::{Address, Client, Connection};
@@ -142,7 +144,19 @@ impl Endpoint {
         })
         .map_err(|_| ManagerError::Disconnected)?;
         if anchor {
-            match conn.recv_timeout::<Answer>(CONNECT_TIMEOUT) {
+            // Read as bytes first: a keyed server answers a client without
+            // the key with its challenge (then hangs up), which must read
+            // as a refused key, not as a gone server.
+            let frame = match conn.recv_bytes_timeout(CONNECT_TIMEOUT) {
+                Ok(frame) => frame,
+                Err(_) => return Err(ManagerError::Disconnected),
+            };
+            if self.authkey.is_none() && auth::is_challenge(&frame) {
+                return Err(ManagerError::Connect(ConnectError::Auth(
+                    "the manager's server requires an authkey, and none was given".into(),
+                )));
+            }
+            match codec::decode::<Answer>(&frame, &mut VecDeque::new()) {
                 Ok(Answer::One(Ok(_))) => {}
                 Ok(_) => return Err(ManagerError::Protocol("unexpected answer to Hello".into())),
                 Err(_) => return Err(ManagerError::Disconnected),

@@ -37,7 +37,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -49,6 +49,7 @@ use crate::error::{RecvError, SendError};
 use crate::queue::wait::Event;
 use crate::spin::Spin;
 use crate::sys;
+use crate::wait::Deadline;
 
 /// Bytes of message one slot holds.
 pub(crate) const SLOT_BYTES: usize = 64 << 10;
@@ -222,7 +223,7 @@ impl Mailbox {
             }
             if !slot
                 .event
-                .wait_until(ready, Some(Instant::now() + CHECK), &self.spin)
+                .wait_until(ready, Deadline::after(CHECK).instant(), &self.spin)
             {
                 // Nothing for a while. The peer sends nothing on the socket
                 // unless announced in the slot, so a readable socket means

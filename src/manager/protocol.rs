@@ -124,7 +124,9 @@ pub(crate) enum DataKind {
 }
 
 /// How long a blocking operation may wait: `None` forever,
-/// `Some(Duration::ZERO)` not at all.
+/// `Some(Duration::ZERO)` not at all. The server turns it into a
+/// [`Deadline`](crate::wait::Deadline), so a duration too long to
+/// represent (`Duration::MAX`) is no limit, like `None`.
 pub(crate) type Block = Option<Duration>;
 
 /// An operation on an object (or on the part of it a path names).

@@ -97,6 +97,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::process::{Process, StartMethod, cpu_count, get_start_method};
+use crate::wait::Deadline;
 use engine::{Config, Shared, StartWorker};
 pub use error::{PoolError, TaskError, WorkerExit};
 pub use imap::Imap;
@@ -195,6 +196,11 @@ impl PoolBuilder {
     /// each worker, so handles in them (queues, connections…) reach every
     /// worker. See the [module documentation](crate::pool) for what happens
     /// when it fails.
+    ///
+    /// It is also where a worker's logger belongs: a spawned worker never
+    /// runs the program's `main`, so a logger installed there is missing in
+    /// the worker (use the logger's `try_init` form, which is harmless in a
+    /// forked worker that inherited one).
     pub fn initializer<I>(mut self, f: fn(I), args: I) -> Self
     where
         I: Serialize + DeserializeOwned + Clone + Send + 'static,
@@ -623,7 +629,7 @@ impl Pool {
     /// Like [`join`](Self::join), giving up with [`PoolError::Timeout`]
     /// after `timeout`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolError> {
-        self.join_until(Instant::now().checked_add(timeout), timeout)
+        self.join_until(Deadline::after(timeout).instant(), timeout)
     }
 
     fn join_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<(), PoolError> {

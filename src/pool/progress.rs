@@ -32,6 +32,27 @@ impl<F: FnMut(usize, Option<usize>) + Send> Progress for F {
     }
 }
 
+/// A boxed sink, so that the display can be chosen at run time (a bar on
+/// a terminal, plain lines in a log).
+///
+/// ```
+/// use multiproc::pool::Progress;
+///
+/// let sink: Box<dyn Progress> = Box::new(|done: usize, total: Option<usize>| {
+///     eprintln!("{done} of {total:?}");
+/// });
+/// # let _ = sink;
+/// ```
+impl Progress for Box<dyn Progress> {
+    fn update(&mut self, done: usize, total: Option<usize>) {
+        (**self).update(done, total)
+    }
+
+    fn finish(&mut self) {
+        (**self).finish()
+    }
+}
+
 /// An `indicatif` bar follows the job: its length is set from the total,
 /// its position from the tasks done, and it is finished at the end.
 #[cfg(feature = "progress")]

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use super::engine::{Shared, Slot, expand};
 use super::error::{PoolError, TaskError};
 use super::progress::Progress;
+use crate::wait::Deadline;
 
 /// The results of a [`Pool::map_async`](crate::Pool::map_async), in input
 /// order once complete.
@@ -56,7 +57,11 @@ impl<R: DeserializeOwned> MapResult<R> {
     }
 
     /// Reports progress to `sink` while this handle is waited on
-    /// (`get`, `wait`…), and once more when the job is complete.
+    /// (`get`, `wait`…), and once more when the job is complete: one
+    /// update per task, counting from 0 to [`len`](Self::len). Workers
+    /// return a chunk of tasks at a time, so the updates for a chunk arrive
+    /// together (`map_async_chunked` with a smaller chunk size makes them
+    /// steadier).
     pub fn with_progress(self, sink: impl Progress + 'static) -> Self {
         *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(sink));
         self
@@ -82,8 +87,12 @@ impl<R: DeserializeOwned> MapResult<R> {
     fn report(&self, done: usize, complete: bool) {
         let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = p.as_mut() {
-            if self.reported.swap(done, Ordering::Relaxed) != done {
-                p.update(done, Some(self.total));
+            // Tasks finish a chunk at a time; the sink still hears of every
+            // task, one count per update and in order, as from an `Imap`.
+            let last = self.reported.swap(done, Ordering::Relaxed);
+            let first = if last == usize::MAX { 0 } else { last + 1 };
+            for n in first..=done {
+                p.update(n, Some(self.total));
             }
             if complete {
                 p.finish();
@@ -141,7 +150,7 @@ impl<R: DeserializeOwned> MapResult<R> {
 
     /// Waits up to `timeout`; whether every task has finished.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(Instant::now().checked_add(timeout))
+        self.wait_until(Deadline::after(timeout).instant())
     }
 
     /// `None` until ready; then whether every task returned a value.

@@ -75,15 +75,20 @@ impl<R: Serialize> Serialize for Items<'_, R> {
         for item in self.0 {
             scratch.clear();
             let encoded = match item {
-                Ok(r) => postcard::to_extend(&Outcome::Ok(r), std::mem::take(&mut scratch)),
+                Ok(r) => {
+                    let outcome = Outcome::Ok(r);
+                    postcard::to_extend(&outcome, std::mem::take(&mut scratch))
+                        .map_err(|e| codec::encode_error(&outcome, e))
+                }
                 Err(m) => postcard::to_extend(
                     &Outcome::<()>::Panicked(m.clone()),
                     std::mem::take(&mut scratch),
-                ),
+                )
+                .map_err(|e| e.to_string()),
             };
             scratch = match encoded {
                 Ok(v) => v,
-                Err(e) => postcard::to_extend(&Outcome::<()>::Encode(e.to_string()), Vec::new())
+                Err(why) => postcard::to_extend(&Outcome::<()>::Encode(why), Vec::new())
                     .map_err(serde::ser::Error::custom)?,
             };
             seq.serialize_element(&Bytes(&scratch))?;

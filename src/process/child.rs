@@ -97,13 +97,14 @@ pub fn run_target(
     fds: Vec<OwnedFd>,
     conn: Connection,
 ) -> ! {
+    report_panics_in_one_line();
     let result = catch_unwind(AssertUnwindSafe(|| trampoline(target, payload, fds)));
     match result {
         Ok(Ok(encoded)) => {
             let _ = conn.send_encoded(encoded);
             finish(0)
         }
-        Ok(Err(message)) => report(&conn, target::OUTCOME_BAD_ARGS, &message),
+        Ok(Err((tag, message))) => report(&conn, tag, &message),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<&str>()
@@ -113,6 +114,47 @@ pub fn run_target(
             report(&conn, target::OUTCOME_PANIC, &message)
         }
     }
+}
+
+/// Replaces the panic hook of this child: a panic is reported as one line
+/// on stderr, `multiproc: <name> (pid N) panicked at <file:line:col>:
+/// <message>`, followed by a backtrace only when `RUST_BACKTRACE` asks for
+/// one (any value but `0`; `full` for every frame), as std's hook decides.
+/// The message also reaches the parent (`JoinError::Panicked`, or the
+/// pool's `TaskError::Panicked`), so the line is the only other trace. The
+/// report is written in one piece, so reports of concurrent children do not
+/// interleave. A target may install a hook of its own instead.
+fn report_panics_in_one_line() {
+    let name = identity::current_process().name;
+    std::panic::set_hook(Box::new(move |info| {
+        use std::fmt::Write as _;
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("non-string panic payload");
+        let mut report = format!(
+            "multiproc: {name} (pid {}) panicked",
+            sys::process::getpid()
+        );
+        if let Some(at) = info.location() {
+            let _ = write!(report, " at {at}");
+        }
+        let _ = writeln!(report, ": {message}");
+        match std::env::var("RUST_BACKTRACE").as_deref() {
+            Err(_) | Ok("0") => {}
+            Ok(style) => {
+                let trace = std::backtrace::Backtrace::force_capture();
+                let _ = if style == "full" {
+                    writeln!(report, "stack backtrace:\n{trace:#}")
+                } else {
+                    writeln!(report, "stack backtrace:\n{trace}")
+                };
+            }
+        }
+        let _ = std::io::stderr().write_all(report.as_bytes());
+    }));
 }
 
 fn report(conn: &Connection, tag: u8, message: &str) -> ! {

@@ -26,6 +26,7 @@ use crate::connection::{Connection, FRAME_ROOM};
 use crate::error::{CodecError, JoinError, StartError};
 use crate::sys;
 use crate::sys::process::Exit;
+use crate::wait::Deadline;
 pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
 pub(crate) use identity::forget_authkey;
 pub use identity::{
@@ -225,7 +226,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// can be joined again).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, JoinError> {
         // A timeout too long to represent means no limit.
-        self.join_until(Instant::now().checked_add(timeout))
+        self.join_until(Deadline::after(timeout).instant())
             .map_err(|e| match e {
                 JoinError::Timeout(_) => JoinError::Timeout(timeout),
                 e => e,
@@ -310,6 +311,10 @@ fn decode_outcome<R: DeserializeOwned>(
         target::OUTCOME_PANIC => {
             let (message, _) = codec::decode_payload::<String>(rest, Vec::new())?;
             Err(JoinError::Panicked { message })
+        }
+        target::OUTCOME_BAD_RESULT => {
+            let (message, _) = codec::decode_payload::<String>(rest, Vec::new())?;
+            Err(JoinError::Codec(CodecError::Encode(message)))
         }
         _ => {
             let (message, _) = codec::decode_payload::<String>(rest, Vec::new())?;

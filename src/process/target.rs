@@ -12,10 +12,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, Encoded};
+use crate::error::CodecError;
 
-/// Runs a target on encoded arguments and encodes its outcome.
+/// Runs a target on encoded arguments and encodes its outcome; on failure,
+/// the outcome tag to report ([`OUTCOME_BAD_ARGS`] or
+/// [`OUTCOME_BAD_RESULT`]) and why.
 pub type Trampoline =
-    fn(target: usize, payload: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, String>;
+    fn(target: usize, payload: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, (u8, String)>;
 
 #[inline(never)]
 fn anchor() -> u32 {
@@ -48,18 +51,30 @@ pub const OUTCOME_OK: u8 = 0;
 pub const OUTCOME_PANIC: u8 = 1;
 /// The arguments did not decode; a `String` message follows.
 pub const OUTCOME_BAD_ARGS: u8 = 2;
+/// The target's return value did not encode; a `String` message follows.
+pub const OUTCOME_BAD_RESULT: u8 = 3;
 
 /// The trampoline for targets of type `fn(A) -> R`.
 pub fn trampoline<A: DeserializeOwned, R: Serialize>(
     target: usize,
     payload: &[u8],
     fds: Vec<OwnedFd>,
-) -> Result<Encoded, String> {
+) -> Result<Encoded, (u8, String)> {
     // SAFETY: `target` is the address of an `fn(A) -> R` in this very binary:
     // the parent took it from a value of that type, sent its distance from
     // `anchor`, and the child checked the binary fingerprint before calling.
     let f: fn(A) -> R = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
-    let (args, _) = codec::decode_payload::<A>(payload, fds).map_err(|e| e.to_string())?;
+    let (args, _) =
+        codec::decode_payload::<A>(payload, fds).map_err(|e| (OUTCOME_BAD_ARGS, e.to_string()))?;
     let ret = f(args);
-    codec::encode(&(OUTCOME_OK, &ret), crate::connection::FRAME_ROOM).map_err(|e| e.to_string())
+    codec::encode(&(OUTCOME_OK, &ret), crate::connection::FRAME_ROOM).map_err(|e| {
+        let why = match e {
+            CodecError::Encode(why) => why,
+            e => e.to_string(),
+        };
+        (
+            OUTCOME_BAD_RESULT,
+            format!("the child's return value: {why}"),
+        )
+    })
 }

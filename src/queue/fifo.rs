@@ -17,28 +17,30 @@ use super::error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetError, TryPutError,
 };
 use super::ring::{GetFail, PutFail, Record, Ring, Writer};
-use crate::codec::SharedFd;
+use crate::codec::{self, SharedFd};
 use crate::error::CodecError;
+use crate::wait::Deadline;
 
 /// How long an operation may wait.
 #[derive(Clone, Copy)]
 enum Mode {
-    Block,
-    Until(Instant),
+    /// Until the deadline (which may be never).
+    Wait(Deadline),
+    /// Not at all: full or empty is reported as such, not as a timeout.
     NoWait,
 }
 
 impl Mode {
+    const BLOCK: Mode = Mode::Wait(Deadline::NEVER);
+
     fn timeout(t: Duration) -> Mode {
-        Instant::now()
-            .checked_add(t)
-            .map_or(Mode::Block, Mode::Until)
+        Mode::Wait(Deadline::after(t))
     }
 
     fn lock_deadline(self) -> Option<Instant> {
         match self {
-            Mode::Until(d) => Some(d),
-            _ => None,
+            Mode::Wait(d) => d.instant(),
+            Mode::NoWait => None,
         }
     }
 }
@@ -284,14 +286,16 @@ impl<T> Queue<T> {
             }
             match mode {
                 Mode::NoWait => return Err(PutFailure::Full),
-                Mode::Block => {
-                    ring.wait_get(seen, None);
-                }
-                Mode::Until(d) => {
-                    if !ring.wait_get(seen, Some(d)) {
-                        return Err(PutFailure::Timeout);
+                Mode::Wait(d) => match d.instant() {
+                    None => {
+                        ring.wait_get(seen, None);
                     }
-                }
+                    Some(d) => {
+                        if !ring.wait_get(seen, Some(d)) {
+                            return Err(PutFailure::Timeout);
+                        }
+                    }
+                },
             }
         }
     }
@@ -317,14 +321,16 @@ impl<T> Queue<T> {
             }
             match mode {
                 Mode::NoWait => return Err(GetFailure::Empty),
-                Mode::Block => {
-                    ring.wait_data(None);
-                }
-                Mode::Until(d) => {
-                    if !ring.wait_data(Some(d)) {
-                        return Err(GetFailure::Timeout);
+                Mode::Wait(d) => match d.instant() {
+                    None => {
+                        ring.wait_data(None);
                     }
-                }
+                    Some(d) => {
+                        if !ring.wait_data(Some(d)) {
+                            return Err(GetFailure::Timeout);
+                        }
+                    }
+                },
             }
         }
     }
@@ -332,7 +338,7 @@ impl<T> Queue<T> {
     /// Puts raw bytes as one message, without encoding; waits while the
     /// queue is full. Read them back with the `get_bytes` family.
     pub fn put_bytes(&self, data: &[u8]) -> Result<(), PutError<()>> {
-        self.put_raw(Mode::Block, |w| bytes_into(w, data))
+        self.put_raw(Mode::BLOCK, |w| bytes_into(w, data))
             .map_err(|f| put_error((), f))
     }
 
@@ -356,7 +362,7 @@ impl<T> Queue<T> {
 
     /// Takes the oldest message as raw bytes, waiting for one.
     pub fn get_bytes(&self) -> Result<Vec<u8>, GetError> {
-        self.get_raw(Mode::Block, record_to_vec)
+        self.get_raw(Mode::BLOCK, record_to_vec)
             .map_err(get_error)?
             .map_err(GetError::Io)
     }
@@ -384,7 +390,7 @@ impl<T> Queue<T> {
         buf: &mut Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<usize, GetTimeoutError> {
-        let mode = timeout.map_or(Mode::Block, Mode::timeout);
+        let mode = timeout.map_or(Mode::BLOCK, Mode::timeout);
         self.get_raw(mode, |rec| {
             buf.clear();
             rec.copy_to(buf).map(|_| buf.len())
@@ -415,7 +421,7 @@ impl<T> Queue<T> {
         timeout: Option<Duration>,
         f: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, GetTimeoutError> {
-        let mode = timeout.map_or(Mode::Block, Mode::timeout);
+        let mode = timeout.map_or(Mode::BLOCK, Mode::timeout);
         self.get_raw(mode, |rec| match rec.contiguous() {
             Some(bytes) => Ok(f(bytes)),
             None => {
@@ -526,14 +532,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn encode_into(value: &T) -> impl FnMut(&mut Writer<'_>) -> Result<(), String> + '_ {
-        move |w| postcard::serialize_with_flavor(value, RingFlavor(w)).map_err(|e| e.to_string())
+        move |w| {
+            postcard::serialize_with_flavor(value, RingFlavor(w))
+                .map_err(|e| codec::encode_error(value, e))
+        }
     }
 
     /// Puts `value` at the back of the queue, waiting while the queue is
     /// full (only a queue with a `maxsize`, or one whose storage is
     /// exhausted, is ever full). The value is handed back on error.
     pub fn put(&self, value: T) -> Result<(), PutError<T>> {
-        match self.put_raw(Mode::Block, Self::encode_into(&value)) {
+        match self.put_raw(Mode::BLOCK, Self::encode_into(&value)) {
             Ok(()) => Ok(()),
             Err(f) => Err(put_error(value, f)),
         }
@@ -559,7 +568,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes the message at the front of the queue, waiting for one.
     pub fn get(&self) -> Result<T, GetError> {
         match self
-            .get_raw(Mode::Block, decode_record::<T>)
+            .get_raw(Mode::BLOCK, decode_record::<T>)
             .map_err(get_error)?
         {
             Ok(v) => Ok(v),

@@ -5,13 +5,14 @@
 use std::fmt;
 use std::io;
 use std::ops::Deref;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{TaskDoneError, TasksPending};
 use super::fifo::Queue;
+use crate::wait::Deadline;
 
 /// A [`Queue`] that also counts unfinished tasks: every `put` adds one,
 /// every [`task_done`](Self::task_done) removes one, and
@@ -94,7 +95,7 @@ impl<T> JoinableQueue<T> {
 
     /// Like [`join`](Self::join), giving up after `timeout`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), TasksPending> {
-        let deadline = Instant::now().checked_add(timeout);
+        let deadline = Deadline::after(timeout).instant();
         if self.inner.shared.ring.wait_all_done(deadline) {
             Ok(())
         } else {

@@ -104,7 +104,52 @@ pub enum ShmError {
     /// A read or write outside the segment.
     #[error(transparent)]
     OutOfBounds(#[from] IndexError),
+    /// A [`SharedMemoryManager`](crate::SharedMemoryManager) could not
+    /// start, or its tracking process is gone.
+    #[error("shared memory manager: {0}")]
+    Manager(String),
     /// Any other OS error.
     #[error("shared memory failed: {0}")]
     Io(#[from] io::Error),
+}
+
+/// A [`ShareableList`](crate::ShareableList) operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareableListError {
+    /// Creating, opening or accessing the segment failed.
+    #[error(transparent)]
+    Shm(#[from] ShmError),
+    /// The index is past the end of the list.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// A string or byte string does not fit the item's slot (Python's
+    /// `ValueError: bytes/str item exceeds available storage`).
+    #[error("item {index}: {len} bytes exceed the slot's {capacity}")]
+    TooLong {
+        /// The item.
+        index: usize,
+        /// The UTF-8 or byte length given.
+        len: usize,
+        /// The slot's size, fixed at creation.
+        capacity: usize,
+    },
+    /// A string or byte string too long for the format (Python's limit:
+    /// its slot size must be at most 7 digits).
+    #[error("item {index}: {len} bytes are too many for a shareable list")]
+    ItemTooLarge {
+        /// The item.
+        index: usize,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A string item is not valid UTF-8 (Python's `UnicodeDecodeError`).
+    #[error("item {index}: the string is not valid UTF-8")]
+    Utf8 {
+        /// The item.
+        index: usize,
+    },
+    /// The segment does not hold a shareable list in Python's layout (or
+    /// a reader raced with a writer of the same item).
+    #[error("not a valid shareable list: {0}")]
+    Corrupt(String),
 }

@@ -33,11 +33,15 @@ mod array;
 mod error;
 mod plain;
 pub(crate) mod segment;
+mod shareable_list;
 mod shared_memory;
+mod shm_manager;
 mod value;
 
 pub use array::{Array, ArrayGuard, RawArray};
-pub use error::{ArrayError, IndexError, ShmError};
+pub use error::{ArrayError, IndexError, ShareableListError, ShmError};
 pub use plain::{Plain, PlainAtomic};
+pub use shareable_list::{ShareableItem, ShareableList};
 pub use shared_memory::SharedMemory;
+pub use shm_manager::SharedMemoryManager;
 pub use value::{RawValue, Value, ValueGuard};

@@ -191,14 +191,14 @@ impl Barrier {
     /// Waits until all parties wait; returns this party's arrival index
     /// (`0..parties`, the last arrival gets `parties - 1`).
     pub fn wait(&self) -> Result<usize, BarrierError> {
-        self.inner.wait_until(Deadline::after(None))
+        self.inner.wait_until(Deadline::NEVER)
     }
 
     /// Like [`wait`](Self::wait), for at most `timeout`; a timeout breaks
     /// the barrier for everyone ([`BarrierError::Timeout`] here,
     /// [`BarrierError::Broken`] for the others), as in Python.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<usize, BarrierError> {
-        self.inner.wait_until(Deadline::after(Some(timeout)))
+        self.inner.wait_until(Deadline::after(timeout))
     }
 
     /// Breaks the barrier: current and future waits fail with
@@ -347,7 +347,7 @@ impl Inner {
             if deadline.expired() {
                 return self.give_up(g, idx, TIMED_OUT, 0, BarrierError::Timeout);
             }
-            futex_wait(&st.seq, s, Deadline::after(Some(deadline.slice(SLICE))));
+            futex_wait(&st.seq, s, Deadline::after(deadline.slice(SLICE)));
             if Instant::now() >= next_check {
                 if let Some((slot, word, pid)) = self.dead_holder() {
                     // Free the slot so that a reset barrier does not break

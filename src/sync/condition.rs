@@ -185,7 +185,7 @@ impl ConditionGuard<'_> {
     /// [`LockError::OwnerDied`]: while this thread slept, a holder of the
     /// lock died; the lock is held again.
     pub fn wait(&mut self) -> Result<(), LockError<()>> {
-        self.wait_until(Deadline::after(None))
+        self.wait_until(Deadline::NEVER)
             .map(drop)
             .map_err(|e| e.map(drop))
     }
@@ -193,7 +193,7 @@ impl ConditionGuard<'_> {
     /// Like [`wait`](Self::wait), for at most `timeout`; `Ok(false)` if it
     /// timed out (the lock is held again either way).
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<bool, LockError<bool>> {
-        self.wait_until(Deadline::after(Some(timeout)))
+        self.wait_until(Deadline::after(timeout))
     }
 
     /// Waits until `predicate()` holds (checked with the lock held, first
@@ -221,7 +221,7 @@ impl ConditionGuard<'_> {
         mut predicate: impl FnMut() -> bool,
         timeout: Duration,
     ) -> Result<bool, LockError<bool>> {
-        let deadline = Deadline::after(Some(timeout));
+        let deadline = Deadline::after(timeout);
         let mut died = false;
         let mut ok = predicate();
         while !ok && !deadline.expired() {

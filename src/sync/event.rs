@@ -99,13 +99,13 @@ impl Event {
 
     /// Waits until the event is set.
     pub fn wait(&self) {
-        self.wait_until(Deadline::after(None));
+        self.wait_until(Deadline::NEVER);
     }
 
     /// Waits at most `timeout` for the event to be set; returns whether it
     /// is set (Python's `wait(timeout)`).
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(Deadline::after(Some(timeout)))
+        self.wait_until(Deadline::after(timeout))
     }
 
     fn wait_until(&self, deadline: Deadline) -> bool {

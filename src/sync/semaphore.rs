@@ -101,7 +101,7 @@ impl Core {
         if timeout == Some(Duration::ZERO) {
             return false;
         }
-        let deadline = Deadline::after(timeout);
+        let deadline = Deadline::from_timeout(timeout);
         if self.spin.spin_until(|| self.try_take()) {
             return true;
         }

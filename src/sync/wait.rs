@@ -10,10 +10,11 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::sys;
 use crate::sys::futex::Wake;
+pub(crate) use crate::wait::Deadline;
 
 /// The most spin iterations before sleeping (each a `spin_loop` hint,
 /// some tens of nanoseconds): a few microseconds in all.
@@ -82,36 +83,6 @@ impl Spinner {
             .store((budget / 2).max(MIN_SPINS), Ordering::Relaxed);
         false
     }
-}
-
-/// An optional point in time after which a wait gives up.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Deadline(Option<Instant>);
-
-impl Deadline {
-    /// `timeout` from now (`None`: never).
-    pub fn after(timeout: Option<Duration>) -> Deadline {
-        Deadline(timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future)))
-    }
-
-    /// Time left: `None` for no deadline, `Some(ZERO)` once passed.
-    pub fn remaining(&self) -> Option<Duration> {
-        self.0.map(|d| d.saturating_duration_since(Instant::now()))
-    }
-
-    /// Whether it has passed.
-    pub fn expired(&self) -> bool {
-        self.remaining() == Some(Duration::ZERO)
-    }
-
-    /// The time left, at most `slice`.
-    pub fn slice(&self, slice: Duration) -> Duration {
-        self.remaining().map_or(slice, |r| r.min(slice))
-    }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(60 * 60 * 24 * 365 * 30)
 }
 
 /// Sleeps while `word == expected`, until `deadline`.

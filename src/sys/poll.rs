@@ -2,17 +2,19 @@
 
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 
+use crate::wait::Deadline;
+
 /// Waits until at least one of `fds` is readable (or hung up), or `timeout`
-/// passes (`None` waits forever). Returns one flag per descriptor.
+/// passes (`None` waits forever; so does a timeout too long to represent).
+/// Returns one flag per descriptor.
 ///
 /// Interrupted waits (`EINTR`) are resumed with the remaining time.
 pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
-    // A timeout too long to represent means no limit.
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = Deadline::from_timeout(timeout);
     let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
         .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
@@ -38,7 +40,7 @@ pub fn wait_events(
     fds: &[Interest<'_>],
     timeout: Option<Duration>,
 ) -> io::Result<Vec<(bool, bool)>> {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = Deadline::from_timeout(timeout);
     let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
         .map(|i| {
@@ -63,16 +65,13 @@ pub fn wait_events(
         .collect())
 }
 
-/// `poll` until something is ready or `deadline` passes (`None`: no
-/// limit), retried on `EINTR`.
-fn poll_until(pfds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<()> {
+/// `poll` until something is ready or `deadline` passes, retried on
+/// `EINTR`.
+fn poll_until(pfds: &mut [PollFd<'_>], deadline: Deadline) -> io::Result<()> {
     loop {
-        let ts = deadline.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
-            Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: left.subsec_nanos() as i64,
-            }
+        let ts = deadline.remaining().map(|left| Timespec {
+            tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: left.subsec_nanos() as i64,
         });
         match rustix::event::poll(pfds, ts.as_ref()) {
             Ok(_) => return Ok(()),

@@ -117,6 +117,17 @@ pub fn both(scenario: fn(bool) -> Result<(), String>) {
     });
 }
 
+/// Called first by a target that panics on purpose: in a child process it
+/// silences the crate's panic report (one line on stderr, with a backtrace
+/// under `RUST_BACKTRACE`), so the test run stays quiet; the message still
+/// reaches the parent's error value. In the test process itself (a CSP
+/// process run as a thread) it does nothing: libtest captures that output.
+pub fn quiet_panics() {
+    if multiproc::parent_process().is_some() {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
+}
+
 /// `Err(what)` unless `cond`.
 pub fn ensure(cond: bool, what: impl Into<String>) -> Result<(), String> {
     if cond { Ok(()) } else { Err(what.into()) }

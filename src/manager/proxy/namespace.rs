@@ -76,8 +76,8 @@ impl Namespace {
     }
 
     /// Atomically adds `delta` to the attribute on the server and returns
-    /// the new value (ints and floats mix as in Python; strings and lists
-    /// concatenate).
+    /// the new value (ints and floats mix as in Python; strings, lists and
+    /// bytes concatenate).
     pub fn add<N: Serialize + DeserializeOwned>(
         &self,
         attr: &str,

@@ -6,13 +6,14 @@
 //! connection. A lock held by a process that dies is released when the
 //! server notices the process's connections closing.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{count, flag};
 use crate::manager::client::thread_number;
 use crate::manager::error::ManagerError;
 use crate::manager::handle::{Handle, proxy_common};
 use crate::manager::protocol::{Block, Op};
+use crate::wait::Deadline;
 
 fn acquire(h: &Handle, block: Block) -> Result<bool, ManagerError> {
     flag(h.call(Op::Acquire {
@@ -168,18 +169,15 @@ impl ConditionProxy {
         mut predicate: impl FnMut() -> bool,
         timeout: Option<Duration>,
     ) -> Result<bool, ManagerError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = Deadline::from_timeout(timeout);
         loop {
             if predicate() {
                 return Ok(true);
             }
-            match deadline {
+            match deadline.remaining() {
                 None => self.wait()?,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(predicate());
-                    }
+                Some(Duration::ZERO) => return Ok(predicate()),
+                Some(left) => {
                     self.wait_timeout(left)?;
                 }
             }

@@ -92,6 +92,15 @@ fn arith(a: &Value, b: &Value, mul: bool) -> Result<Value, Fault> {
         (Value::List(x), Value::List(y)) if !mul => {
             Value::List(x.iter().chain(y).cloned().collect())
         }
+        // A non-empty `Vec<u8>` is stored as bytes, an empty one as `[]`.
+        (Value::Bytes(x), Value::Bytes(y)) if !mul => {
+            Value::Bytes(x.iter().chain(y).copied().collect())
+        }
+        (Value::Bytes(x), Value::List(e)) | (Value::List(e), Value::Bytes(x))
+            if !mul && e.is_empty() =>
+        {
+            Value::Bytes(x.clone())
+        }
         _ => {
             return Err(Fault::Arithmetic(format!(
                 "unsupported operand types for {}: {} and {}",

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::Connection;
 use crate::manager::protocol::{Block, Fault};
 use crate::sys;
+use crate::wait::Deadline;
 
 /// How often a blocked operation checks that its client is still there.
 const SLICE: Duration = Duration::from_millis(100);
@@ -48,7 +49,9 @@ pub(crate) fn wait_for<S, T>(
     caller: &Caller<'_>,
     mut ready: impl FnMut(&mut S) -> Option<T>,
 ) -> Result<T, Fault> {
-    let deadline = block.map(|d| Instant::now() + d);
+    // A wait too long to represent is no limit (see `Deadline`), whatever
+    // a client sent.
+    let deadline = Deadline::from_timeout(block).instant();
     let mut g = lock(m);
     loop {
         if let Some(x) = ready(&mut g) {

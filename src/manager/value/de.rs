@@ -35,7 +35,16 @@ impl<'de> de::Deserializer<'de> for Value {
             Value::Int(i) => visit_int(i, visitor),
             Value::Float(f) => visitor.visit_f64(f),
             Value::Str(s) => visitor.visit_string(s),
-            Value::Bytes(b) => visitor.visit_byte_buf(b),
+            // A sequence of `u8`s: what a `Vec<u8>` (stored as bytes, see
+            // `ser`) asks for, also through serde's buffering of tagged
+            // enums and flattened fields. Types asking for bytes get them
+            // whole in `deserialize_bytes`.
+            Value::Bytes(b) => {
+                let mut seq = SeqDeserializer::new(b.into_iter());
+                let out = visitor.visit_seq(&mut seq)?;
+                seq.end()?;
+                Ok(out)
+            }
             Value::List(v) | Value::Tuple(v) => {
                 let mut seq = SeqDeserializer::new(v.into_iter());
                 let out = visitor.visit_seq(&mut seq)?;
@@ -86,8 +95,21 @@ impl<'de> de::Deserializer<'de> for Value {
                 visitor.visit_byte_buf(bytes?)
             }
             Value::Str(s) => visitor.visit_byte_buf(s.into_bytes()),
+            Value::Bytes(b) => visitor.visit_byte_buf(b),
             v => v.deserialize_any(visitor),
         }
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
+        match self {
+            // A string type takes UTF-8 bytes (and checks them).
+            Value::Bytes(b) => visitor.visit_byte_buf(b),
+            v => v.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
+        self.deserialize_string(visitor)
     }
 
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
@@ -147,7 +169,7 @@ impl<'de> de::Deserializer<'de> for Value {
     }
 
     forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 char str string
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 char
         seq tuple tuple_struct map struct identifier ignored_any
     }
 }

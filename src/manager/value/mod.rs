@@ -14,12 +14,18 @@
 //! | integers (up to 128 bits) | [`Value::Int`] | `1` |
 //! | `f32`, `f64` | [`Value::Float`] | `1.5` |
 //! | `char`, `String`, unit enum variant | [`Value::Str`] | `'a'` |
-//! | bytes (`serialize_bytes`) | [`Value::Bytes`] | `b'a'` |
-//! | `Vec`, slices, sets | [`Value::List`] | `[1, 2]` |
+//! | bytes (`serialize_bytes`), and any non-empty sequence of `u8` (`Vec<u8>`, `&[u8]`…) | [`Value::Bytes`] | `b'a'` |
+//! | `Vec`, slices, sets (of other types, or empty) | [`Value::List`] | `[1, 2]` |
 //! | tuples, tuple structs | [`Value::Tuple`] | `(1, 2)` |
 //! | maps, structs, other enum variants (`{variant: content}`) | [`Value::Dict`] | `{'a': 1}` |
 //!
 //! `Some(x)` is stored as `x` itself, so `Some(None)` reads back as `None`.
+//! Bytes read back as any sequence of integers. A `Vec<u8>` is stored as
+//! one buffer, not a `Value` per byte, though serde still hands it over
+//! byte by byte on both conversions; a type that serializes with
+//! `serialize_bytes` (such as `serde_bytes::ByteBuf`) is copied whole. A
+//! nested list view ([`list_at`](crate::DictProxy::list_at)) does not
+//! reach into bytes.
 //!
 //! ```
 //! use multiproc::manager::{Value, from_value, to_value};
@@ -272,7 +278,7 @@ enum WireOut<'a> {
     Int(i128),
     Float(f64),
     Str(&'a str),
-    Bytes(&'a [u8]),
+    Bytes(BytesOut<'a>),
     List(&'a [Value]),
     Tuple(&'a [Value]),
     Dict(DictOut<'a>),
@@ -293,10 +299,59 @@ enum WireIn {
     Int(i128),
     Float(f64),
     Str(String),
-    Bytes(Vec<u8>),
+    Bytes(BytesIn),
     List(Vec<Value>),
     Tuple(Vec<Value>),
     Dict(Vec<(Value, Value)>),
+}
+
+/// Bytes written whole (`serialize_bytes`); a `&[u8]` would go byte by
+/// byte. Postcard writes both the same way (a length, then the bytes).
+struct BytesOut<'a>(&'a [u8]);
+
+impl Serialize for BytesOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// Bytes read whole (`deserialize_byte_buf`), not byte by byte as a
+/// `Vec<u8>` would be.
+struct BytesIn(Vec<u8>);
+
+impl<'de> Deserialize<'de> for BytesIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Bytes;
+
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = BytesIn;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<BytesIn, E> {
+                Ok(BytesIn(v.to_vec()))
+            }
+
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<BytesIn, E> {
+                Ok(BytesIn(v))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BytesIn, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(BytesIn(out))
+            }
+        }
+
+        d.deserialize_byte_buf(Bytes)
+    }
 }
 
 /// The wire form (a tagged enum); see the module's notes.
@@ -308,7 +363,7 @@ impl Serialize for Value {
             Value::Int(i) => WireOut::Int(*i),
             Value::Float(f) => WireOut::Float(*f),
             Value::Str(x) => WireOut::Str(x),
-            Value::Bytes(b) => WireOut::Bytes(b),
+            Value::Bytes(b) => WireOut::Bytes(BytesOut(b)),
             Value::List(v) => WireOut::List(v),
             Value::Tuple(v) => WireOut::Tuple(v),
             Value::Dict(d) => WireOut::Dict(DictOut(d)),
@@ -339,7 +394,7 @@ impl<'de> Deserialize<'de> for Value {
             WireIn::Int(i) => Value::Int(i),
             WireIn::Float(f) => Value::Float(f),
             WireIn::Str(s) => Value::Str(s),
-            WireIn::Bytes(b) => Value::Bytes(b),
+            WireIn::Bytes(b) => Value::Bytes(b.0),
             WireIn::List(v) => Value::List(v),
             WireIn::Tuple(v) => Value::Tuple(v),
             WireIn::Dict(pairs) => Value::Dict(pairs.into_iter().collect()),
@@ -419,6 +474,81 @@ mod tests {
         }
         let bytes = postcard::to_allocvec(&v).unwrap();
         assert!(postcard::from_bytes::<Value>(&bytes).is_err());
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Blob {
+        name: String,
+        data: Vec<u8>,
+        chunks: Vec<Vec<u8>>,
+        maybe: Option<Vec<u8>>,
+        small: [u8; 3],
+        words: Vec<u16>,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    #[serde(tag = "kind")]
+    enum Tagged {
+        Data { payload: Vec<u8> },
+    }
+
+    #[test]
+    fn byte_vectors_are_bytes() {
+        let v = to_value(&vec![1u8, 2, 255]).unwrap();
+        assert!(matches!(&v, Value::Bytes(b) if b == &[1, 2, 255]));
+        assert_eq!(v.repr(), "b'\\x01\\x02\\xff'");
+        assert_eq!(from_value::<Vec<u8>>(v.clone()).unwrap(), [1, 2, 255]);
+        // Other integer sequences stay lists; an empty one too.
+        assert!(matches!(to_value(&vec![1u16, 2]).unwrap(), Value::List(_)));
+        assert!(matches!(
+            to_value(&Vec::<u8>::new()).unwrap(),
+            Value::List(_)
+        ));
+        assert!(
+            from_value::<Vec<u8>>(to_value(&Vec::<u8>::new()).unwrap())
+                .unwrap()
+                .is_empty()
+        );
+        // Old-style lists of small integers still read as bytes.
+        let list = Value::List(vec![Value::Int(7), Value::Int(8)]);
+        assert_eq!(from_value::<Vec<u8>>(list).unwrap(), [7, 8]);
+        let b = Blob {
+            name: "x".into(),
+            data: (0..=255).collect(),
+            chunks: vec![vec![1], vec![], vec![2, 3]],
+            maybe: Some(vec![9; 10]),
+            small: [1, 2, 3],
+            words: vec![1, 300],
+        };
+        let v = to_value(&b).unwrap();
+        let Value::Dict(d) = &v else {
+            panic!("not a dict")
+        };
+        assert!(matches!(d[&Value::Str("data".into())], Value::Bytes(_)));
+        let back: Blob = from_value(v.clone()).unwrap();
+        assert_eq!(back, b);
+        // On the wire: the variant, the length, the bytes, as before.
+        assert_eq!(
+            postcard::to_allocvec(&Value::Bytes(vec![1, 2, 3])).unwrap(),
+            [5, 3, 1, 2, 3]
+        );
+        let wire = postcard::to_allocvec(&v).unwrap();
+        assert!(wire.len() < 400, "{} bytes on the wire", wire.len());
+        let w: Value = postcard::from_bytes(&wire).unwrap();
+        assert_eq!(from_value::<Blob>(w).unwrap(), b);
+        // Through serde's buffering of internally tagged enums.
+        let t = Tagged::Data {
+            payload: vec![4, 5, 6],
+        };
+        assert_eq!(from_value::<Tagged>(to_value(&t).unwrap()).unwrap(), t);
+        // Bytes still read as a string when they are UTF-8.
+        assert_eq!(
+            from_value::<String>(Value::Bytes(b"hi".to_vec())).unwrap(),
+            "hi"
+        );
+        assert!(from_value::<String>(Value::Bytes(vec![0xff])).is_err());
+        // A byte that does not fit is an error, not a wrap.
+        assert!(from_value::<Vec<i8>>(Value::Bytes(vec![200])).is_err());
     }
 
     #[test]

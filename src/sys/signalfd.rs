@@ -1,0 +1,58 @@
+//! Signals as readable descriptors (`signalfd`), for a process that must
+//! clean up on a signal without running code in a signal handler.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// `SIGINT`'s number.
+pub const SIGINT: i32 = libc::SIGINT;
+/// `SIGHUP`'s number.
+pub const SIGHUP: i32 = libc::SIGHUP;
+
+/// Blocks `signals` in the calling thread and returns a descriptor
+/// (`O_CLOEXEC`, non-blocking) that is readable while one of them is
+/// pending. Call it before the process starts other threads, which
+/// inherit the mask; a thread that does not block them would take the
+/// default action instead.
+pub fn take_signals(signals: &[i32]) -> io::Result<OwnedFd> {
+    // SAFETY: `set` is a plain C struct, initialised by sigemptyset before
+    // any other use; the pointers passed are to it and live for each call.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            if libc::sigaddset(&mut set, sig) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Ignores `sig` from now on (`SIG_IGN`; kept across `exec`).
+pub fn ignore_signal(sig: i32) -> io::Result<()> {
+    // SAFETY: SIG_IGN installs no handler code; `sig` is checked by the
+    // kernel.
+    let prev = unsafe { libc::signal(sig, libc::SIG_IGN) };
+    if prev == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Asks the kernel to send `SIGTERM` (instead of the crate's usual
+/// `SIGKILL`) to this process when the thread that created it exits, so
+/// that it can clean up first (`PR_SET_PDEATHSIG`).
+pub fn term_with_parent() -> io::Result<()> {
+    Ok(rustix::process::set_parent_process_death_signal(Some(
+        rustix::process::Signal::TERM,
+    ))?)
+}
