@@ -335,6 +335,11 @@ fn listening_without_a_key_on_a_public_address_is_refused() {
 }
 
 // ---- 4. owner-only sockets and segments, whatever the umask ----------------
+//
+// Socket files (a listener's, a bound manager's), named segments
+// (SharedMemory, ShareableList, SharedMemoryManager, CSP spills) and memory
+// files (queues, values, arrays, locks, CSP channels, pool boards, manager
+// mailboxes), in a child whose umask is 0.
 
 fn shm_names(prefixes: &[&str]) -> BTreeSet<String> {
     std::fs::read_dir("/dev/shm")
@@ -437,6 +442,19 @@ fn modes_scenario(_: ()) -> Result<(), String> {
         "SharedMemory::create",
         mode(&Path::new("/dev/shm").join(named.name())).map_err(err)?,
     );
+    let shared_list =
+        multiproc::ShareableList::new(vec![multiproc::ShareableItem::Int(1)]).map_err(err)?;
+    check(
+        "ShareableList::new",
+        mode(&Path::new("/dev/shm").join(shared_list.name())).map_err(err)?,
+    );
+    let smm = multiproc::SharedMemoryManager::start().map_err(err)?;
+    let managed = smm.shared_memory(4096).map_err(err)?;
+    check(
+        "SharedMemoryManager::shared_memory",
+        mode(&Path::new("/dev/shm").join(managed.name())).map_err(err)?,
+    );
+    drop((managed, smm, shared_list));
     let spills_before = shm_names(&["multiproc-csp-"]);
     let c: Channel<Vec<u8>> = Channel::builder()
         .slot_size(1024)
