@@ -119,7 +119,7 @@ mod wait;
 pub use connection::ListenerBuilder;
 #[cfg(target_os = "linux")]
 pub use connection::{
-    Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, pipe, wait,
+    Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, Waitable, pipe, wait,
 };
 #[cfg(target_os = "linux")]
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};

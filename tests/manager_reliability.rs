@@ -11,16 +11,21 @@ use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
 
-use common::{LONG, eventually, watchdog};
+use common::{LONG, both, ensure, eventually, join, start, watchdog};
 use multiproc::manager::ManagerBuilder;
 use multiproc::{
-    Client, ConnectError, Connection, LockProxy, Manager, ManagerError, Namespace, Process,
-    QueueProxy, RecvError,
+    BarrierProxy, Client, ConditionProxy, ConnectError, Connection, JoinError, LockProxy, Manager,
+    ManagerError, Namespace, Process, QueueProxy, RecvError,
 };
 
 fn kill(pid: i32) {
+    signal("-KILL", pid);
+}
+
+/// Sends `sig` (`"-INT"`, `"-KILL"`) to process `pid`.
+fn signal(sig: &str, pid: i32) {
     let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
+        .args([sig, &pid.to_string()])
         .status()
         .expect("run kill");
     assert!(status.success());
@@ -61,7 +66,195 @@ fn hoarder((address, key, lock, ready): (String, Vec<u8>, LockProxy, Connection)
     drop(keep);
 }
 
+/// Waits on `cond` for `ms` milliseconds, after setting `flag` in `ns`
+/// (while holding the condition's lock); whether it was notified.
+fn condition_waiter(
+    (cond, ns, flag, ms): (ConditionProxy, Namespace, String, u64),
+) -> Result<bool, String> {
+    let e = |e: ManagerError| e.to_string();
+    cond.acquire().map_err(e)?;
+    ns.set(&flag, &true).map_err(e)?;
+    let woken = cond.wait_timeout(Duration::from_millis(ms)).map_err(e)?;
+    cond.release().map_err(e)?;
+    Ok(woken)
+}
+
+fn barrier_waiter(b: BarrierProxy) -> String {
+    match b.wait_timeout(LONG) {
+        Ok(i) => format!("passed {i}"),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+/// Starts a manager in this process, sends its server's pid, and waits to
+/// be killed.
+fn manager_owner(pids: Connection) {
+    // On TCP: a process killed by a signal leaves no socket file behind.
+    let m = ManagerBuilder::new()
+        .address("127.0.0.1:0")
+        .and_then(ManagerBuilder::start)
+        .expect("start a manager");
+    pids.send(&m.pid().expect("the server's pid"))
+        .expect("send the pid");
+    thread::sleep(Duration::from_secs(600));
+}
+
+/// Kills `p` and reaps it.
+fn kill_and_join<R: serde::de::DeserializeOwned + std::fmt::Debug>(
+    p: &mut Process<R>,
+) -> Result<(), String> {
+    p.kill().map_err(|e| e.to_string())?;
+    let joined = p.join_timeout(LONG);
+    ensure(
+        matches!(joined, Err(JoinError::Killed { .. })),
+        format!("join of the killed child: {joined:?}"),
+    )
+}
+
+// ---- scenarios (both start methods) -----------------------------------------
+
+/// Waiter A (long timeout) and waiter B (short) wait on a condition; A is
+/// killed and reaped; a `notify(1)` right after must wake B, not the dead
+/// A. Several rounds, as a notify used to reach the dead waiter whenever it
+/// came before the server's periodic check of A's connection. Every other
+/// round the notify comes first and reaches A alive, which is killed
+/// before it returns: the wake-up must pass on to B.
+fn notify_skips_a_killed_waiter(fork: bool) -> Result<(), String> {
+    let e = |e: ManagerError| e.to_string();
+    let m = Manager::start().map_err(e)?;
+    for round in 0..6 {
+        let cond = m.condition().map_err(e)?;
+        let ns = m.namespace().map_err(e)?;
+        let args = |flag: &str, ms: u64| (cond.clone(), ns.clone(), flag.to_string(), ms);
+        let mut a = start(condition_waiter, args("a", 30_000), fork)?;
+        ensure(
+            eventually(LONG, || ns.has("a").unwrap_or(false)),
+            "waiter A never came",
+        )?;
+        let mut b = start(condition_waiter, args("b", 5_000), fork)?;
+        ensure(
+            eventually(LONG, || ns.has("b").unwrap_or(false)),
+            "waiter B never came",
+        )?;
+        // Each set its flag holding the lock and frees it by waiting: once
+        // the lock is ours, both wait, A first.
+        ensure(cond.acquire_timeout(LONG).map_err(e)?, "lock never freed")?;
+        cond.release().map_err(e)?;
+        if round % 2 == 0 {
+            kill_and_join(&mut a)?;
+            cond.acquire().map_err(e)?;
+            cond.notify(1).map_err(e)?;
+            cond.release().map_err(e)?;
+        } else {
+            // The notify reaches A, alive; A dies before it can return
+            // (it waits for the lock, held here): B gets the wake-up.
+            cond.acquire().map_err(e)?;
+            cond.notify(1).map_err(e)?;
+            kill_and_join(&mut a)?;
+            cond.release().map_err(e)?;
+        }
+        let woken = join(&mut b)?;
+        ensure(
+            woken == Ok(true),
+            format!("round {round}: the live waiter got {woken:?}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// A party killed (and reaped) while counted at a manager barrier: the
+/// next arrival must see a broken barrier at once, never pass with the
+/// dead party; `broken` and `n_waiting` agree. Several rounds, as the
+/// server used to notice the death only at its periodic check.
+fn barrier_arrival_after_a_party_died(fork: bool) -> Result<(), String> {
+    let e = |e: ManagerError| e.to_string();
+    let m = Manager::start().map_err(e)?;
+    for round in 0..6 {
+        let b = m.barrier(2).map_err(e)?;
+        let mut child = start(barrier_waiter, b.clone(), fork)?;
+        ensure(
+            eventually(LONG, || b.n_waiting().unwrap_or(0) == 1),
+            "the child never arrived",
+        )?;
+        kill_and_join(&mut child)?;
+        if round % 2 == 1 {
+            // Asked first, the state already shows the death.
+            let (broken, n) = (b.broken().map_err(e)?, b.n_waiting().map_err(e)?);
+            ensure(
+                broken && n == 0,
+                format!("round {round}: broken {broken}, n_waiting {n}"),
+            )?;
+        }
+        let mine = b.wait_timeout(Duration::from_secs(5));
+        ensure(
+            matches!(mine, Err(ManagerError::BrokenBarrier)),
+            format!("round {round}: wait after the death: {mine:?}"),
+        )?;
+        let (broken, n) = (b.broken().map_err(e)?, b.n_waiting().map_err(e)?);
+        ensure(
+            broken && n == 0,
+            format!("round {round}: after: broken {broken}, n_waiting {n}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// A terminal's Ctrl-C reaches the whole foreground process group: the
+/// manager's server ignores it, and still dies with its owner (here the
+/// owner dies of the same SIGINT).
+fn ctrl_c_to_owner_and_server(fork: bool) -> Result<(), String> {
+    let (ours, theirs) = multiproc::pipe(true).map_err(|e| e.to_string())?;
+    let mut owner = start(manager_owner, theirs, fork)?;
+    let server: i32 = ours.recv_timeout(LONG).map_err(|e| e.to_string())?;
+    signal("-INT", server);
+    thread::sleep(Duration::from_millis(300));
+    ensure(!common::is_gone(server), "SIGINT stopped the server")?;
+    signal("-INT", owner.pid().unwrap_or(0));
+    let joined = owner.join_timeout(LONG);
+    ensure(
+        matches!(joined, Err(JoinError::Killed { signal: 2 })),
+        format!("the owner: {joined:?}"),
+    )?;
+    ensure(
+        common::wait_gone(server, LONG),
+        "the server outlived its owner",
+    )
+}
+
+#[test]
+fn a_notify_goes_to_a_live_waiter_not_a_killed_one() {
+    both(notify_skips_a_killed_waiter);
+}
+
+#[test]
+fn a_barrier_party_killed_while_waiting_breaks_the_barrier_at_once() {
+    both(barrier_arrival_after_a_party_died);
+}
+
+#[test]
+fn ctrl_c_leaves_the_server_to_its_owner() {
+    both(ctrl_c_to_owner_and_server);
+}
+
 // ---- tests ------------------------------------------------------------------
+
+#[test]
+fn sigint_does_not_stop_the_manager_server() {
+    watchdog(Duration::from_secs(60), || {
+        let m = Manager::start().unwrap();
+        let ns = m.namespace().unwrap();
+        ns.set("x", &1).unwrap();
+        let q = m.queue::<i32>(0).unwrap();
+        let pid = m.pid().unwrap();
+        signal("-INT", pid);
+        thread::sleep(Duration::from_millis(300));
+        assert!(!common::is_gone(pid), "SIGINT stopped the server");
+        assert_eq!(ns.get::<i32>("x").unwrap(), 1);
+        q.put(&7).unwrap();
+        assert_eq!(q.get_timeout(LONG).unwrap(), 7);
+        still_serving(&m);
+    });
+}
 
 #[test]
 fn killing_the_server_fails_pending_and_later_calls_promptly() {

@@ -30,6 +30,36 @@ fn add(a: i32, b: i32) -> i32 {
     a + b
 }
 
+fn sum3(a: i64, b: i64, c: u8) -> i64 {
+    a + b + i64::from(c)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sum12(
+    a: u8,
+    b: u16,
+    c: u32,
+    d: u64,
+    e: i8,
+    f: i16,
+    g: i32,
+    h: i64,
+    i: usize,
+    j: isize,
+    k: u8,
+    l: u8,
+) -> i64 {
+    [
+        a as i64, b as i64, c as i64, d as i64, e as i64, f as i64, g as i64, h,
+    ]
+    .iter()
+    .sum::<i64>()
+        + i as i64
+        + j as i64
+        + k as i64
+        + l as i64
+}
+
 fn panic_on_three(x: i32) -> i32 {
     if x == 3 {
         common::quiet_panics();
@@ -66,6 +96,16 @@ fn report_and_hang((x, trigger, path): (u32, u32, PathBuf)) -> u32 {
 fn sleep_ms(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms
+}
+
+/// Sleeps `ms` milliseconds; returns `ms` and when it ended (nanoseconds
+/// of the wall clock, which every process on the machine shares).
+fn sleep_stamp(ms: u64) -> (u64, u128) {
+    std::thread::sleep(Duration::from_millis(ms));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (ms, now.as_nanos())
 }
 
 fn my_pid(_: u32) -> u32 {
@@ -237,6 +277,20 @@ fn results_in_every_form(m: Method) {
         .collect();
     assert_eq!(first, vec![0, 1, 4, 9, 16]);
     assert_eq!(p.starmap(add, [(1, 2), (30, 40)]).unwrap(), vec![3, 70]);
+    // Any arity from 1 to 12, and closures that capture nothing.
+    assert_eq!(p.starmap(square, [(3u64,)]).unwrap(), vec![9]);
+    assert_eq!(
+        p.starmap(sum3, [(1, 2, 3u8), (4, 5, 6)]).unwrap(),
+        vec![6, 15]
+    );
+    let twelve = (
+        1u8, 2u16, 3u32, 4u64, 5i8, 6i16, 7i32, 8i64, 9usize, 10isize, 11u8, 12u8,
+    );
+    assert_eq!(p.starmap(sum12, vec![twelve; 3]).unwrap(), vec![78; 3]);
+    let neg = p.starmap(|a: i32, b: i32| -(a * b), [(2, 3)]).unwrap();
+    assert_eq!(neg, vec![-6]);
+    let r = p.starmap_async(sum3, [(1, 1, 1u8)]).unwrap();
+    assert_eq!(r.get().unwrap(), vec![3]);
     assert_eq!(p.apply(square, 9).unwrap(), 81);
     let handles: Vec<_> = (0..10u64)
         .map(|i| p.apply_async(square, i).unwrap())
@@ -244,7 +298,7 @@ fn results_in_every_form(m: Method) {
     let got: Vec<u64> = handles.iter().map(|h| h.get().unwrap()).collect();
     assert_eq!(got, (0..10u64).map(|x| x * x).collect::<Vec<_>>());
     assert_eq!(handles[3].successful(), Some(true));
-    assert!(matches!(handles[3].get(), Err(PoolError::AlreadyTaken)));
+    assert_eq!(handles[3].get().unwrap(), 9);
     let m = p.map_async(square, 0..10).unwrap();
     m.wait();
     assert!(m.ready());
@@ -384,6 +438,29 @@ fn sigkill_from_outside_mid_task(m: Method) {
         }
     }
     assert_workers_back(&p, pid);
+}
+
+/// A terminal's Ctrl-C reaches the whole foreground process group: the
+/// workers ignore it (the pool's owner decides), busy or idle.
+fn sigint_leaves_the_workers_to_the_pool(m: Method) {
+    let p = pool(m, 2);
+    assert_eq!(p.map(square, 0..4u64).unwrap(), [0, 1, 4, 9]);
+    let mut pids = p.worker_pids();
+    let job = p.map_async_chunked(sleep_ms, vec![300u64; 4], 1).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    for pid in &pids {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let results = job.get_results().unwrap();
+    assert!(results.iter().all(|r| r == &Ok(300)), "{results:?}");
+    let mut after = p.worker_pids();
+    pids.sort_unstable();
+    after.sort_unstable();
+    assert_eq!(pids, after);
 }
 
 fn a_death_fails_the_whole_chunk_only(m: Method) {
@@ -693,7 +770,209 @@ fn dropped_imap_then_close_and_join(m: Method) {
     assert!(p.worker_pids().is_empty());
 }
 
+/// Asserts that every task but the first (the long one) ended before it.
+fn short_ones_ended_first(results: &[(u64, u128)]) {
+    let (long_ms, long_end) = results[0];
+    let late: Vec<usize> = (1..results.len())
+        .filter(|&i| results[i].1 >= long_end)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "tasks {late:?} of {} ended after the {long_ms} ms one",
+        results.len() - 1
+    );
+}
+
+/// Python's pool: no task waits behind a busy worker while another is
+/// idle. Two workers, one 2 s task and twenty 10 ms ones: all the short
+/// ones end while the long one still runs.
+fn no_task_waits_behind_a_long_one(m: Method) {
+    let p = pool(m, 2);
+    let mut input = vec![2000u64];
+    input.extend([10u64; 20]);
+    let results = p.map_chunked(sleep_stamp, input.clone(), 1).unwrap();
+    short_ones_ended_first(&results);
+    // The same, one `apply_async` per task.
+    let handles: Vec<_> = input
+        .iter()
+        .map(|&ms| p.apply_async(sleep_stamp, ms).unwrap())
+        .collect();
+    let results: Vec<(u64, u128)> = handles.iter().map(|h| h.get().unwrap()).collect();
+    short_ones_ended_first(&results);
+}
+
+/// After a warm-up with tiny tasks the pool sends many chunks ahead; a
+/// long task among them must not hold back the tiny ones queued behind it.
+fn no_task_waits_behind_a_long_one_after_warm_up(m: Method) {
+    let p = pool(m, 2);
+    for _ in 0..3 {
+        assert_eq!(
+            p.map_chunked(square, 0..20_000u64, 1).unwrap().len(),
+            20_000
+        );
+    }
+    let mut input = vec![1000u64];
+    input.extend([0u64; 255]);
+    let results = p.map_chunked(sleep_stamp, input, 1).unwrap();
+    short_ones_ended_first(&results);
+    // The pool still works as before afterwards.
+    assert_eq!(p.map(square, 0..100u64).unwrap()[99], 99 * 99);
+}
+
+/// As in Python, a result can be read again, and `ready`, `successful`
+/// and `wait_timeout` keep answering; the consuming forms hand it over.
+fn results_can_be_read_again(m: Method) {
+    let p = pool(m, 2);
+    let r = p.apply_async(square, 6).unwrap();
+    for _ in 0..3 {
+        assert_eq!(r.get().unwrap(), 36);
+        assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), 36);
+        assert!(r.ready());
+        assert!(r.wait_timeout(Duration::ZERO));
+        assert_eq!(r.successful(), Some(true));
+    }
+    assert_eq!(r.into_value().unwrap(), 36);
+
+    let bad = p.apply_async(panic_on_three, 3).unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            bad.get(),
+            Err(PoolError::Task {
+                index: 0,
+                error: TaskError::Panicked { .. }
+            })
+        ));
+        assert_eq!(bad.successful(), Some(false));
+    }
+
+    let all = p.map_async(square, 0..20u64).unwrap();
+    let first = all.get().unwrap();
+    assert_eq!(all.get().unwrap(), first);
+    assert_eq!(all.get_results().unwrap()[19], Ok(361));
+    assert_eq!(all.successful(), Some(true));
+    assert_eq!(all.into_values().unwrap(), first);
+
+    let mixed = p.map_async(panic_on_three, 0..5).unwrap();
+    assert!(matches!(mixed.get(), Err(PoolError::Task { index: 3, .. })));
+    assert!(matches!(mixed.get(), Err(PoolError::Task { index: 3, .. })));
+    let results = mixed.into_results().unwrap();
+    assert_eq!(results[4], Ok(40));
+    assert!(results[3].is_err());
+}
+
+/// Python's `callback` / `error_callback`: called in the parent once the
+/// result is there, before the handle reports it ready; still called when
+/// the handle was dropped.
+fn callbacks_run_when_results_arrive(m: Method) {
+    use std::sync::mpsc;
+    let p = pool(m, 2);
+    let long = Duration::from_secs(30);
+
+    let (tx, rx) = mpsc::channel();
+    let (etx, erx) = mpsc::channel::<TaskError>();
+    let r = p
+        .apply_async_with(
+            square,
+            7,
+            move |v: &u64| tx.send(*v).unwrap(),
+            move |e| etx.send(e.clone()).unwrap(),
+        )
+        .unwrap();
+    if m == Method::Spawn {
+        // A spawn pool has its own thread: nobody needs to wait.
+        assert_eq!(rx.recv_timeout(long).unwrap(), 49);
+    }
+    assert_eq!(r.get().unwrap(), 49);
+    // The callback ran before `get` returned.
+    if m == Method::Fork {
+        assert_eq!(rx.try_recv().unwrap(), 49);
+    }
+    assert!(erx.try_recv().is_err());
+
+    let (tx, rx) = mpsc::channel::<i32>();
+    let (etx, erx) = mpsc::channel();
+    let r = p
+        .apply_async_with(
+            panic_on_three,
+            3,
+            move |v| tx.send(*v).unwrap(),
+            move |e| etx.send(e.clone()).unwrap(),
+        )
+        .unwrap();
+    assert!(r.get().is_err());
+    assert!(matches!(
+        erx.try_recv().unwrap(),
+        TaskError::Panicked { .. }
+    ));
+    assert!(rx.try_recv().is_err());
+
+    let (tx, rx) = mpsc::channel();
+    let r = p
+        .map_async_with(
+            square,
+            0..5u64,
+            move |v: &[u64]| tx.send(v.to_vec()).unwrap(),
+            |_| panic!("no task failed"),
+        )
+        .unwrap();
+    r.wait();
+    assert_eq!(rx.try_recv().unwrap(), vec![0, 1, 4, 9, 16]);
+    assert_eq!(r.get().unwrap(), vec![0, 1, 4, 9, 16]);
+
+    let (etx, erx) = mpsc::channel();
+    let r = p
+        .map_async_with(
+            panic_on_three,
+            0..6,
+            |_: &[i32]| panic!("a task failed"),
+            move |e| etx.send(e.to_string()).unwrap(),
+        )
+        .unwrap();
+    r.wait();
+    assert!(erx.try_recv().unwrap().contains("task 3 failed"));
+
+    // A dropped handle's callback still runs.
+    let (tx, rx) = mpsc::channel();
+    drop(
+        p.apply_async_with(sleep_ms, 50, move |v: &u64| tx.send(*v).unwrap(), |_| {})
+            .unwrap(),
+    );
+    if m == Method::Fork {
+        // A fork pool moves while someone waits on it.
+        assert_eq!(p.apply(sleep_ms, 100).unwrap(), 100);
+    }
+    assert_eq!(rx.recv_timeout(long).unwrap(), 50);
+}
+
+/// `Imap::next_timeout` gives up without losing the iterator (Python's
+/// `next(timeout)`), in order and unordered.
+fn imap_next_timeout(m: Method) {
+    let p = pool(m, 2);
+    for ordered in [true, false] {
+        let input = vec![400u64, 400];
+        let mut it = if ordered {
+            p.imap(sleep_ms, input).unwrap()
+        } else {
+            p.imap_unordered(sleep_ms, input).unwrap()
+        };
+        assert!(matches!(
+            it.next_timeout(Duration::ZERO),
+            Err(PoolError::Timeout(_))
+        ));
+        let long = Duration::from_secs(30);
+        assert_eq!(it.next_timeout(long).unwrap(), Some(Ok(400)));
+        assert_eq!(it.next_timeout(long).unwrap(), Some(Ok(400)));
+        assert_eq!(it.next_timeout(long).unwrap(), None);
+        assert_eq!(it.next_timeout(Duration::MAX).unwrap(), None);
+    }
+}
+
 both_methods!(
+    imap_next_timeout,
+    results_can_be_read_again,
+    callbacks_run_when_results_arrive,
+    no_task_waits_behind_a_long_one,
+    no_task_waits_behind_a_long_one_after_warm_up,
     large_arguments_and_results,
     dropped_imap_then_close_and_join,
     results_in_every_form,
@@ -701,6 +980,7 @@ both_methods!(
     exit_mid_task_fails_that_task,
     abort_mid_task_names_the_signal,
     sigkill_from_outside_mid_task,
+    sigint_leaves_the_workers_to_the_pool,
     a_death_fails_the_whole_chunk_only,
     dying_while_sending_the_result,
     an_undecodable_result_fails_its_task,
@@ -748,4 +1028,31 @@ fn several_threads_share_one_pool() {
             }
         });
     })
+}
+
+/// Restricts this process to one CPU, then builds a pool of the default
+/// size; returns its size and `cpu_count()`.
+fn default_pool_under_one_cpu(_: ()) -> (usize, usize, usize) {
+    let mine = rustix::thread::sched_getaffinity(None).unwrap();
+    let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&c| mine.is_set(c))
+        .unwrap();
+    let mut one = rustix::thread::CpuSet::new();
+    one.set(cpu);
+    rustix::thread::sched_setaffinity(None, &one).unwrap();
+    let p = Pool::builder().build().unwrap();
+    assert_eq!(p.map(square, 0..10u64).unwrap()[9], 81);
+    (p.processes(), p.worker_pids().len(), multiproc::cpu_count())
+}
+
+#[test]
+fn default_size_follows_cpu_affinity() {
+    let (processes, pids, cpus) = common::in_child(default_pool_under_one_cpu, ());
+    assert_eq!((processes, pids), (1, 1));
+    // `cpu_count` stays Python's: the CPUs online, not the usable ones.
+    assert_eq!(cpus, multiproc::cpu_count());
+    // Without a restriction the default follows the usable CPUs too.
+    let usable = std::thread::available_parallelism().unwrap().get();
+    let p = Pool::builder().build().unwrap();
+    assert_eq!(p.processes(), usable);
 }

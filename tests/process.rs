@@ -600,3 +600,59 @@ fn exit_waits_for_worker_spawn() {
 fn exit_waits_for_worker_fork() {
     daemon_terminated_worker_waited(Method::Fork, Some(4));
 }
+
+fn nap_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// `sentinel` becomes readable when the child ends; `multiproc::wait`
+/// takes processes, connections and descriptors together and says which
+/// are ready; `close` refuses a running child and releases a finished one.
+fn sentinel_wait_and_close(m: Method) {
+    use multiproc::{Waitable, wait};
+    let mut short = multiproc::Process::new(nap_ms, 50).start_method(m.start());
+    let mut long = multiproc::Process::new(nap_ms, 60_000).start_method(m.start());
+    assert!(short.sentinel().is_none());
+    assert_eq!(
+        wait(&[&short], Some(Duration::ZERO)).unwrap(),
+        Vec::<usize>::new()
+    );
+    short.start().unwrap();
+    long.start().unwrap();
+    let (a, b) = multiproc::pipe(true).unwrap();
+    {
+        let objects: [&dyn Waitable; 3] = [&a, &long, &short];
+        assert_eq!(
+            wait(&objects, Some(Duration::from_secs(30))).unwrap(),
+            vec![2]
+        );
+        b.send(&1u8).unwrap();
+        assert_eq!(
+            wait(&objects, Some(Duration::from_secs(30))).unwrap(),
+            vec![0, 2]
+        );
+        let fd = short.sentinel().unwrap();
+        assert_eq!(wait(&[&fd], Some(Duration::ZERO)).unwrap(), vec![0]);
+        let fd = long.sentinel().unwrap();
+        assert_eq!(
+            wait(&[&fd], Some(Duration::ZERO)).unwrap(),
+            Vec::<usize>::new()
+        );
+    }
+    let err = long.close().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ResourceBusy);
+    assert!(long.pid().is_some());
+    long.kill().unwrap();
+    assert!(long.join_timeout(Duration::from_secs(30)).is_err());
+    long.close().unwrap();
+    assert_eq!(short.join_timeout(Duration::from_secs(30)).unwrap(), 50);
+    short.close().unwrap();
+    assert_eq!((short.pid(), short.exitcode()), (None, None));
+    assert!(short.sentinel().is_none());
+    assert!(matches!(short.join(), Err(JoinError::NotStarted)));
+    // Never started: nothing to release.
+    multiproc::Process::new(nap_ms, 1).close().unwrap();
+}
+
+both_methods!(sentinel_wait_and_close);

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LONG, both, ensure, join, start, watchdog};
+use common::{LONG, both, ensure, eventually, join, start, watchdog};
 use multiproc::*;
 
 fn sleep_forever() -> ! {
@@ -555,6 +555,74 @@ fn barrier_party_killed(fork: bool) -> Result<(), String> {
 #[test]
 fn barrier_broken_by_killed_party() {
     both(barrier_party_killed);
+}
+
+/// Starts a party that waits at `b` (two parties), waits until it is
+/// counted, then SIGKILLs and reaps it; returns its pid.
+fn kill_a_counted_party(b: &Barrier, fork: bool) -> Result<i32, String> {
+    let mut child = start(wait_at_barrier, b.clone(), fork)?;
+    ensure(
+        eventually(LONG, || b.n_waiting() == 1),
+        "the child never arrived",
+    )?;
+    let pid = child.pid().unwrap_or(0);
+    child.kill().map_err(|e| e.to_string())?;
+    let joined = child.join_timeout(LONG);
+    ensure(
+        matches!(joined, Err(JoinError::Killed { .. })),
+        format!("join of the killed party: {joined:?}"),
+    )?;
+    Ok(pid)
+}
+
+/// A party killed while counted in the barrier: the next arrival must not
+/// complete the barrier with it (it used to return `Ok(1)`).
+fn barrier_arrival_after_a_party_died(fork: bool) -> Result<(), String> {
+    let b = Barrier::new(2).map_err(|e| e.to_string())?;
+    let pid = kill_a_counted_party(&b, fork)?;
+    let mine = b.wait_timeout(Duration::from_secs(5));
+    ensure(
+        matches!(mine, Err(BarrierError::PartyDied { pid: p }) if p == pid),
+        format!("wait after the death of {pid}: {mine:?}"),
+    )?;
+    ensure(
+        b.broken() && b.n_waiting() == 0,
+        format!("after: broken {} n_waiting {}", b.broken(), b.n_waiting()),
+    )?;
+    // A reset makes it usable again.
+    b.reset().map_err(|e| e.to_string())?;
+    let mut other = start(wait_at_barrier, b.clone(), fork)?;
+    let mine = b.wait_timeout(LONG).map_err(|e| e.to_string())?;
+    let theirs = join(&mut other)?;
+    ensure(
+        theirs.starts_with("passed") && mine < 2,
+        format!("after reset: {mine} {theirs}"),
+    )
+}
+
+#[test]
+fn barrier_arrival_sees_a_killed_waiter() {
+    both(barrier_arrival_after_a_party_died);
+}
+
+/// The same death, seen through `broken` and `n_waiting` before any wait.
+fn barrier_state_after_a_party_died(fork: bool) -> Result<(), String> {
+    let b = Barrier::new(2).map_err(|e| e.to_string())?;
+    let pid = kill_a_counted_party(&b, fork)?;
+    ensure(
+        b.broken() && b.n_waiting() == 0,
+        format!("after: broken {} n_waiting {}", b.broken(), b.n_waiting()),
+    )?;
+    let mine = b.wait_timeout(Duration::from_secs(5));
+    ensure(
+        matches!(mine, Err(BarrierError::PartyDied { pid: p }) if p == pid),
+        format!("wait after the death of {pid}: {mine:?}"),
+    )
+}
+
+#[test]
+fn barrier_state_shows_a_killed_waiter() {
+    both(barrier_state_after_a_party_died);
 }
 
 #[test]

@@ -33,7 +33,7 @@ use frame::{Body, Reader};
 
 pub(crate) use listener::KeyChoice;
 pub use listener::{Address, Client, Listener, ListenerBuilder, ToAddress};
-pub use wait::wait;
+pub use wait::{Waitable, wait};
 
 /// One end of a two-way (or one-way) message channel.
 ///

@@ -1,41 +1,98 @@
-//! Waiting on several connections at once (Python's
-//! `multiprocessing.connection.wait`).
+//! Waiting on several connections, processes and descriptors at once
+//! (Python's `multiprocessing.connection.wait`).
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use super::Connection;
 use crate::sys;
 
-/// Waits until at least one of `conns` has a message (or end of stream) to
-/// read, or `timeout` passes (`None`: no limit). Returns the indices of the
-/// ready connections, in order; empty on timeout.
+/// Something [`wait`] can wait on: a [`Connection`] (a message or end of
+/// stream to read), a [`Process`](crate::Process) (it ended), or a
+/// descriptor ([`BorrowedFd`], [`OwnedFd`]: it is readable).
+pub trait Waitable {
+    /// The descriptor whose readability means "ready"; `None`: never ready
+    /// (a process not started, a write-only connection end).
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// Ready without looking at the descriptor (data already read and
+    /// buffered).
+    fn ready_now(&self) -> bool {
+        false
+    }
+}
+
+impl Waitable for Connection {
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        // A write-only end's socket is shut down for reading and would
+        // always look ready.
+        self.readable.then(|| self.as_fd())
+    }
+
+    fn ready_now(&self) -> bool {
+        self.readable && self.has_buffered()
+    }
+}
+
+impl Waitable for BorrowedFd<'_> {
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+}
+
+impl Waitable for OwnedFd {
+    fn wait_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+}
+
+/// Waits until at least one of `objects` is ready, or `timeout` passes
+/// (`None`: no limit; a timeout too long to represent means no limit).
+/// Returns the indices of the ready ones, in order; empty on timeout.
+///
+/// A connection is ready when it has a message (or end of stream) to read,
+/// a process when it has ended, a descriptor when it is readable. Objects
+/// of one type can be passed as they are; to mix types, wait on
+/// `dyn Waitable` (`wait::<dyn Waitable>(&[&conn, &process], …)`).
 ///
 /// ```
 /// use std::time::Duration;
+/// use multiproc::{Process, Waitable, wait};
+///
+/// fn nap(ms: u64) { std::thread::sleep(Duration::from_millis(ms)) }
+///
 /// let (a, b) = multiproc::pipe(true)?;
 /// let (c, d) = multiproc::pipe(true)?;
 /// b.send(&1u8)?;
-/// assert_eq!(multiproc::wait(&[&a, &c], Some(Duration::from_secs(1)))?, vec![0]);
+/// assert_eq!(wait(&[&a, &c], Some(Duration::from_secs(1)))?, vec![0]);
+/// let mut p = Process::new(nap, 10);
+/// p.start()?;
+/// assert_eq!(wait::<dyn Waitable>(&[&c, &p], Some(Duration::from_secs(30)))?, vec![1]);
+/// p.join()?;
 /// # drop(d);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn wait(conns: &[&Connection], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
-    let buffered: Vec<usize> = (0..conns.len())
-        .filter(|&i| conns[i].readable && conns[i].has_buffered())
+pub fn wait<W: Waitable + ?Sized>(
+    objects: &[&W],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<usize>> {
+    let buffered: Vec<usize> = (0..objects.len())
+        .filter(|&i| objects[i].ready_now())
         .collect();
     if !buffered.is_empty() {
         return Ok(buffered);
     }
-    // Only readable ends are watched: a write-only end's socket is shut
-    // down for reading and would always look ready.
-    let watched: Vec<usize> = (0..conns.len()).filter(|&i| conns[i].readable).collect();
-    let fds: Vec<_> = watched.iter().map(|&i| conns[i].as_fd()).collect();
+    let watched: Vec<(usize, BorrowedFd<'_>)> = objects
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| o.wait_fd().map(|fd| (i, fd)))
+        .collect();
+    let fds: Vec<BorrowedFd<'_>> = watched.iter().map(|&(_, fd)| fd).collect();
     let ready = sys::poll::wait_readable(&fds, timeout)?;
     Ok(watched
         .into_iter()
         .zip(ready)
-        .filter_map(|(i, r)| r.then_some(i))
+        .filter_map(|((i, _), r)| r.then_some(i))
         .collect())
 }

@@ -66,6 +66,12 @@
 //!   reaches a list stored in a dict, and its changes stick.
 //! * [`Batch`]: many operations in one round trip.
 //! * A lock held by a process that dies is released.
+//! * A client that dies while waiting takes nothing with it: a `notify`
+//!   reaches a waiter that is still there, and a barrier party killed while
+//!   waiting breaks the barrier for the next arrival at once.
+//! * The server process of [`Manager::start`] ignores `SIGINT` (as
+//!   Python's does), so a Ctrl-C in the terminal, which reaches the whole
+//!   process group, leaves it to its owner; it still dies with the owner.
 
 //! # Limits
 //!
@@ -213,6 +219,9 @@ struct ServerArgs {
 
 /// The server process's target.
 fn run_server(args: ServerArgs) {
+    // Ctrl-C in a terminal reaches the whole process group: the server
+    // stays for its owner (as Python's does), and dies with it.
+    let _ = crate::sys::process::ignore_interrupt();
     let bound = args
         .address
         .parse::<Address>()

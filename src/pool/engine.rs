@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::board::{Board, INIT};
+use super::board::{Board, INIT, seq_le};
 use super::error::{TaskError, WorkerExit};
 use super::wire;
 use crate::codec;
@@ -68,6 +68,11 @@ const MAX_WINDOW: usize = 512;
 /// Work queued in a worker beyond the chunk it runs, in nanoseconds: enough
 /// to hide the round trip, little enough to keep workers balanced.
 const QUEUED_NS: f64 = 2_000_000.0;
+/// An idle worker takes back the chunks waiting behind another worker's
+/// chunk once that one has run this long: long enough that the tail of a
+/// map of tiny tasks is not shuffled around, short enough that no task
+/// waits noticeably behind a long one.
+const STEAL_AFTER: Duration = Duration::from_millis(2);
 /// Frames gathered into one `sendmsg`.
 const GATHER: usize = 64;
 
@@ -153,6 +158,14 @@ pub enum Slot {
     Taken,
 }
 
+/// Runs under the pool's lock when a job with callbacks completes: takes
+/// its results out of the job, and returns what to call once the lock is
+/// released (the user's callback).
+pub type Hook = Box<dyn FnOnce(&mut Job) -> Callback + Send>;
+
+/// A user's callback, ready to run.
+pub type Callback = Box<dyn FnOnce() + Send>;
+
 /// One `map`, `imap` or `apply`: its chunks and their results.
 pub struct Job {
     /// Tasks in each chunk.
@@ -175,12 +188,21 @@ pub struct Job {
     pub any_failed: bool,
     /// Its handle is gone: results are dropped as they come.
     abandoned: bool,
+    /// Runs when the job completes (a job submitted with callbacks).
+    hook: Option<Hook>,
+    /// Its callback is running (or waits for the lock to be released).
+    in_callback: bool,
 }
 
 impl Job {
     /// Every chunk finished and no more will come.
     pub fn complete(&self) -> bool {
         self.sealed && self.done_chunks == self.slots.len()
+    }
+
+    /// Complete, and its callback (if any) has returned.
+    pub fn settled(&self) -> bool {
+        self.complete() && self.hook.is_none() && !self.in_callback
     }
 
     /// Takes chunk `ordinal`'s result if it is finished.
@@ -201,6 +223,14 @@ struct InFlight {
     frame: Arc<RawFrame>,
 }
 
+/// A chunk given to a worker.
+struct Sent {
+    chunk: u64,
+    at: Instant,
+    /// The sequence number of its message (see [`Board`]).
+    seq: u32,
+}
+
 struct Worker {
     key: u64,
     pid: i32,
@@ -210,8 +240,13 @@ struct Worker {
     board: Board,
     /// Frames not yet (fully) written, with the bytes already written.
     outbox: VecDeque<(Arc<RawFrame>, usize)>,
-    /// Chunks sent (or in the outbox), oldest first, and when.
-    outstanding: VecDeque<(u64, Instant)>,
+    /// Chunks sent (or in the outbox), oldest first.
+    outstanding: VecDeque<Sent>,
+    /// Messages put in its outbox so far (the sequence number of the last).
+    sent_seq: u32,
+    /// Chunks were taken back from it: it gets no new ones until it
+    /// replies (it is stuck on a long chunk).
+    robbed: bool,
     /// Chunks given to it in its life.
     assigned: usize,
     last_done: Instant,
@@ -239,6 +274,8 @@ pub struct State {
     broken: Option<TaskError>,
     init_failures: usize,
     chunk_ns: f64,
+    /// Callbacks of completed jobs, to run once the lock is released.
+    callbacks: Vec<(u64, Callback)>,
 }
 
 /// The pool's state and the means to wait on it, shared by the pool and
@@ -275,6 +312,7 @@ impl Shared {
                 broken: None,
                 init_failures: 0,
                 chunk_ns: 1_000_000.0,
+                callbacks: Vec::new(),
             }),
             changed: Condvar::new(),
             wake_rx,
@@ -331,6 +369,15 @@ impl Shared {
 
     /// Opens a job; refused once the pool is closed.
     pub fn new_job(&self, unordered: bool) -> Result<u64, super::PoolError> {
+        self.new_job_with(unordered, None)
+    }
+
+    /// Opens a job whose `hook` runs when it completes.
+    pub fn new_job_with(
+        &self,
+        unordered: bool,
+        hook: Option<Hook>,
+    ) -> Result<u64, super::PoolError> {
         let mut st = self.lock();
         if st.closed {
             return Err(super::PoolError::Closed);
@@ -350,6 +397,8 @@ impl Shared {
                 any_failed: false,
                 unordered,
                 abandoned: false,
+                hook,
+                in_callback: false,
             },
         );
         Ok(id)
@@ -406,10 +455,12 @@ impl Shared {
             j.sealed = true;
             finished_now |= j.complete();
         }
-        st.dispatch();
+        st.check_hook(job);
+        st.dispatch(false);
         if st.workers.iter().any(|w| !w.outbox.is_empty()) || st.workers.len() < st.cfg.processes {
             self.wake(&mut st);
         }
+        let st = self.run_callbacks(st);
         drop(st);
         if finished_now {
             self.changed.notify_all();
@@ -421,6 +472,11 @@ impl Shared {
     pub fn abandon(&self, job: u64) {
         let mut st = self.lock();
         let remove = match st.jobs.get_mut(&job) {
+            // Its callback still runs when it completes, as in Python.
+            Some(j) if j.hook.is_some() || j.in_callback => {
+                j.sealed = true;
+                false
+            }
             Some(j) => {
                 j.sealed = true;
                 j.abandoned = true;
@@ -440,6 +496,29 @@ impl Shared {
         self.wake(&mut st);
         drop(st);
         self.changed.notify_all();
+    }
+
+    /// Runs the callbacks of jobs that completed, without the lock; then
+    /// the jobs are settled (and their handles' waits end).
+    fn run_callbacks<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if st.callbacks.is_empty() {
+            return st;
+        }
+        let calls = std::mem::take(&mut st.callbacks);
+        drop(st);
+        let mut ids = Vec::with_capacity(calls.len());
+        for (id, call) in calls {
+            // A panicking callback must not stop the pool (its message is
+            // printed by the panic hook).
+            let _ = catch_unwind(AssertUnwindSafe(call));
+            ids.push(id);
+        }
+        let mut st = self.lock();
+        for id in ids {
+            st.jobs.remove(&id);
+        }
+        self.changed.notify_all();
+        st
     }
 
     /// Wakes the thread driving the pool, if one waits.
@@ -476,6 +555,7 @@ impl Shared {
             st.fail_all(TaskError::Terminated);
         }
         self.wake(&mut st);
+        let st = self.run_callbacks(st);
         drop(st);
         self.changed.notify_all();
     }
@@ -536,7 +616,7 @@ impl Shared {
         st.driving = true;
         if let Err(p) = catch_unwind(AssertUnwindSafe(|| {
             st.maintain();
-            st.dispatch();
+            st.dispatch(true);
         })) {
             st.internal_failure(p);
         }
@@ -546,13 +626,16 @@ impl Shared {
             .map(|w| (w.key, w.conn.clone(), w.pidfd.clone(), !w.outbox.is_empty()))
             .collect();
         let buffered = st.workers.iter().any(|w| w.conn.has_buffered());
+        let steal_at = st.next_steal();
         drop(st);
 
         let now = Instant::now();
         let timeout = if buffered {
             Duration::ZERO
         } else {
-            deadline.map_or(MAX_WAIT, |d| d.saturating_duration_since(now).min(MAX_WAIT))
+            let wait =
+                deadline.map_or(MAX_WAIT, |d| d.saturating_duration_since(now).min(MAX_WAIT));
+            steal_at.map_or(wait, |t| wait.min(t.saturating_duration_since(now)))
         };
         let mut interest: Vec<Interest<'_>> = Vec::with_capacity(1 + 2 * watch.len());
         interest.push(Interest {
@@ -590,13 +673,13 @@ impl Shared {
                 }
             }
             st.maintain();
-            st.dispatch();
+            st.dispatch(true);
         })) {
             st.internal_failure(p);
         }
         st.driving = false;
         self.changed.notify_all();
-        st
+        self.run_callbacks(st)
     }
 }
 
@@ -637,6 +720,8 @@ impl State {
             board,
             outbox: VecDeque::new(),
             outstanding: VecDeque::new(),
+            sent_seq: 0,
+            robbed: false,
             assigned: 0,
             last_done: Instant::now(),
             stopping: false,
@@ -656,7 +741,7 @@ impl State {
                     w.stopping = true;
                     let stop = codec::encode(&(wire::STOP, 0isize, 0isize), FRAME_ROOM)
                         .expect("plain values encode");
-                    w.outbox.push_back((Arc::new(frame_encoded(stop)), 0));
+                    w.push(Arc::new(frame_encoded(stop)));
                     flush(w);
                 }
             }
@@ -681,32 +766,15 @@ impl State {
     }
 
     /// Gives queued chunks to the least busy workers with room, and writes.
-    fn dispatch(&mut self) {
-        if !self.queue.is_empty() {
-            let window = self.window();
-            let maxtasks = self.cfg.maxtasks;
-            let now = Instant::now();
-            while let Some(&id) = self.queue.front() {
-                let Some(w) = self
-                    .workers
-                    .iter_mut()
-                    .filter(|w| {
-                        !w.stopping
-                            && !w.dead
-                            && w.outstanding.len() < window
-                            && maxtasks.is_none_or(|m| w.assigned < m)
-                    })
-                    .min_by_key(|w| w.outstanding.len())
-                else {
-                    break;
-                };
-                self.queue.pop_front();
-                let Some(inf) = self.inflight.get(&id) else {
-                    continue;
-                };
-                w.outbox.push_back((inf.frame.clone(), 0));
-                w.outstanding.push_back((id, now));
-                w.assigned += 1;
+    /// With `steal`, a worker left idle takes back the chunks that wait
+    /// behind a long one in another worker (see [`State::steal`]).
+    fn dispatch(&mut self, steal: bool) {
+        loop {
+            if !self.queue.is_empty() {
+                self.assign();
+            }
+            if !(steal && self.queue.is_empty() && self.steal(Instant::now())) {
+                break;
             }
         }
         for w in &mut self.workers {
@@ -714,6 +782,118 @@ impl State {
                 flush(w);
             }
         }
+    }
+
+    /// Whether worker `w` may be given another chunk now.
+    fn can_take(&self, w: &Worker, window: usize) -> bool {
+        !w.stopping
+            && !w.dead
+            && !w.robbed
+            && w.outstanding.len() < window
+            && self.cfg.maxtasks.is_none_or(|m| w.assigned < m)
+    }
+
+    /// Moves queued chunks to the workers with the fewest outstanding.
+    fn assign(&mut self) {
+        let window = self.window();
+        let now = Instant::now();
+        while let Some(&id) = self.queue.front() {
+            let Some(i) = (0..self.workers.len())
+                .filter(|&i| self.can_take(&self.workers[i], window))
+                .min_by_key(|&i| self.workers[i].outstanding.len())
+            else {
+                break;
+            };
+            self.queue.pop_front();
+            let Some(inf) = self.inflight.get(&id) else {
+                continue;
+            };
+            let frame = inf.frame.clone();
+            let w = &mut self.workers[i];
+            let seq = w.push(frame);
+            w.outstanding.push_back(Sent {
+                chunk: id,
+                at: now,
+                seq,
+            });
+            w.assigned += 1;
+        }
+    }
+
+    /// A worker that could take a chunk has none, and none is queued.
+    fn someone_idle(&self) -> bool {
+        let window = self.window();
+        self.workers
+            .iter()
+            .any(|w| w.outstanding.is_empty() && self.can_take(w, window))
+    }
+
+    /// Since when worker `w` has run its oldest outstanding chunk (as far
+    /// as the pool can tell), if it holds chunks it has not started.
+    fn stuck_since(w: &Worker) -> Option<Instant> {
+        if w.dead || w.stopping || w.outstanding.len() < 2 {
+            return None;
+        }
+        let last = w.outstanding.back().expect("not empty").seq;
+        if seq_le(last, w.board.claimed()) {
+            return None;
+        }
+        Some(
+            w.outstanding
+                .front()
+                .expect("not empty")
+                .at
+                .max(w.last_done),
+        )
+    }
+
+    /// When the next [`steal`](Self::steal) could take something, if a
+    /// worker is idle now.
+    fn next_steal(&self) -> Option<Instant> {
+        if !self.queue.is_empty() || !self.someone_idle() {
+            return None;
+        }
+        self.workers
+            .iter()
+            .filter_map(Self::stuck_since)
+            .min()
+            .map(|t| t + STEAL_AFTER)
+    }
+
+    /// With nothing queued and a worker idle, takes back the chunks not yet
+    /// started by a worker whose current chunk has run for [`STEAL_AFTER`]
+    /// (the worker skips them, see [`Board`]) and queues them again, in
+    /// order, at the front. Whether anything was taken.
+    fn steal(&mut self, now: Instant) -> bool {
+        if !self.someone_idle() {
+            return false;
+        }
+        let Some(victim) = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| Self::stuck_since(w).map(|t| (i, t)))
+            .filter(|&(_, t)| now.saturating_duration_since(t) >= STEAL_AFTER)
+            .min_by_key(|&(_, t)| t)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let w = &mut self.workers[victim];
+        let claimed = w.board.revoke(w.sent_seq);
+        let keep = w
+            .outstanding
+            .iter()
+            .position(|s| !seq_le(s.seq, claimed))
+            .unwrap_or(w.outstanding.len());
+        let taken: Vec<u64> = w.outstanding.drain(keep..).map(|s| s.chunk).collect();
+        w.assigned -= taken.len();
+        // Until it replies to what it kept (if it started anything).
+        w.robbed = !w.outstanding.is_empty();
+        for &c in taken.iter().rev() {
+            self.queue.push_front(c);
+        }
+        !taken.is_empty()
     }
 
     /// Takes in what happened to worker `key`.
@@ -771,8 +951,9 @@ impl State {
             return;
         }
         self.init_failures = 0;
-        if let Some(pos) = w.outstanding.iter().position(|(c, _)| *c == chunk) {
-            let (_, sent) = w.outstanding.remove(pos).expect("position is valid");
+        w.robbed = false;
+        if let Some(pos) = w.outstanding.iter().position(|s| s.chunk == chunk) {
+            let sent = w.outstanding.remove(pos).expect("position is valid").at;
             let sample = now.duration_since(sent.max(w.last_done)).as_nanos() as f64;
             w.last_done = now;
             self.chunk_ns = self.chunk_ns * 0.875 + sample * 0.125;
@@ -812,6 +993,23 @@ impl State {
             if job.unordered {
                 job.finished.push_back(inf.ordinal);
             }
+            self.check_hook(inf.job);
+        }
+    }
+
+    /// Runs the hook of job `id` if it has just completed; its callback
+    /// waits in `callbacks`.
+    fn check_hook(&mut self, id: u64) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if !job.complete() {
+            return;
+        }
+        if let Some(hook) = job.hook.take() {
+            job.in_callback = true;
+            let call = hook(job);
+            self.callbacks.push((id, call));
         }
     }
 
@@ -824,7 +1022,7 @@ impl State {
             None => WorkerExit::Code(-1),
         };
         let status = w.board.get();
-        let held: Vec<u64> = w.outstanding.drain(..).map(|(c, _)| c).collect();
+        let held: Vec<u64> = w.outstanding.drain(..).map(|s| s.chunk).collect();
         if status == INIT {
             self.init_failures += 1;
             let message = w
@@ -877,6 +1075,15 @@ impl State {
     fn internal_failure(&mut self, panic: Box<dyn std::any::Any + Send>) {
         let message = format!("internal error: {}", wire::panic_message(panic));
         self.break_pool(TaskError::Broken(message));
+    }
+}
+
+impl Worker {
+    /// Puts a message in the outbox; returns its sequence number.
+    fn push(&mut self, frame: Arc<RawFrame>) -> u32 {
+        self.outbox.push_back((frame, 0));
+        self.sent_seq = self.sent_seq.wrapping_add(1);
+        self.sent_seq
     }
 }
 

@@ -98,7 +98,8 @@ pub enum PoolError {
     /// the handle stays usable.
     #[error("no result within {0:?}")]
     Timeout(Duration),
-    /// The result was already taken by an earlier `get`.
+    /// The results were lost (only an internal error gives this: results
+    /// stay in their handle, so `get` can be called again).
     #[error("the result was already taken")]
     AlreadyTaken,
     /// An argument is out of range (no processes, a chunk size of zero).

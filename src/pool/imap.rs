@@ -4,11 +4,12 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
 use super::engine::{Shared, expand};
-use super::error::TaskError;
+use super::error::{PoolError, TaskError};
 use super::progress::Progress;
 use crate::connection::RawFrame;
 
@@ -119,20 +120,40 @@ impl<R: DeserializeOwned> Imap<R> {
     }
 }
 
-impl<R: DeserializeOwned> Iterator for Imap<R> {
-    type Item = Result<R, TaskError>;
+impl<R: DeserializeOwned> Imap<R> {
+    /// Like [`next`](Iterator::next), giving up with
+    /// [`PoolError::Timeout`] if no result is ready within `timeout`
+    /// (Python's `next(timeout)`); the iterator stays usable. `Ok(None)`:
+    /// every result was yielded.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let mut it = pool.imap(square, 0..3)?;
+    /// assert_eq!(it.next_timeout(Duration::from_secs(30))?, Some(Ok(0)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Result<R, TaskError>>, PoolError> {
+        self.next_until(Instant::now().checked_add(timeout))
+            .ok_or(PoolError::Timeout(timeout))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next result, or `None` at `deadline`.
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Option<Result<R, TaskError>>> {
         loop {
             if let Some(item) = self.buffer.pop_front() {
                 self.yielded += 1;
                 if let Some(p) = self.progress.as_mut() {
                     p.update(self.yielded, self.total);
                 }
-                return Some(item);
+                return Some(Some(item));
             }
             if self.done {
-                return None;
+                return Some(None);
             }
             self.top_up();
             if self.feed.is_none() && self.consumed == self.submitted {
@@ -140,10 +161,10 @@ impl<R: DeserializeOwned> Iterator for Imap<R> {
                 if let Some(p) = self.progress.as_mut() {
                     p.finish();
                 }
-                return None;
+                return Some(None);
             }
             let (job, ordered, next) = (self.job, self.ordered, self.next);
-            let (mut st, _) = self.shared.wait_until(
+            let (mut st, ready) = self.shared.wait_until(
                 |st| match st.jobs.get(&job) {
                     None => true,
                     Some(j) if ordered => {
@@ -151,8 +172,11 @@ impl<R: DeserializeOwned> Iterator for Imap<R> {
                     }
                     Some(j) => !j.finished.is_empty(),
                 },
-                None,
+                deadline,
             );
+            if !ready {
+                return None;
+            }
             let taken = st.jobs.get_mut(&job).and_then(|j| {
                 let ordinal = if ordered {
                     next
@@ -178,6 +202,14 @@ impl<R: DeserializeOwned> Iterator for Imap<R> {
                 }
             }
         }
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for Imap<R> {
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_until(None).flatten()
     }
 }
 

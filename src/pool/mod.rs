@@ -42,6 +42,12 @@
 //! sized from the measured time per chunk so that about 2 ms of work waits
 //! in each worker), always without blocking, so throughput on tiny tasks
 //! is not bound by round trips and a slow worker cannot deadlock the pool.
+//! A chunk sent ahead is not lost to a worker that gets stuck on a long
+//! one: when another worker is idle and nothing is queued, the pool takes
+//! back (through a claim word in shared memory, so each chunk runs exactly
+//! once) every chunk the stuck worker has not started, and the idle
+//! workers run them. As in Python, no task waits behind a busy worker while
+//! another worker is idle (for more than about 2 ms).
 //! Work functions are plain `fn(A) -> R`; a worker finds them in its copy of
 //! the executable by their distance from a fixed function, as
 //! [`Process`] targets.
@@ -73,12 +79,31 @@
 //!   [`map_results`](Pool::map_results) gives every task's `Result`.
 //! * `maxtasksperchild` counts chunks, as Python's does (a map chunk is one
 //!   task to Python's worker).
-//! * `starmap` takes `fn(A, B) -> R` and pairs; for other arities, pass a
-//!   tuple to `map` (`fn((A, B, C)) -> R`).
+//! * `starmap` takes a function item of 1 to 12 arguments and tuples of
+//!   them ([`StarFn`]); a function pointer or a capturing closure cannot be
+//!   found by a worker.
 //! * [`imap`](Pool::imap) reads its input lazily and keeps a bounded number
 //!   of chunks in flight, so an endless iterator works.
 //! * Dropping a result handle does not cancel its tasks (as in Python); its
 //!   results are discarded.
+//! * Results stay in their handle, so `get` can be called again, as in
+//!   Python; it returns a copy (`R: Clone`). [`AsyncResult::into_value`]
+//!   and [`MapResult::into_values`] hand the results over without one
+//!   (what [`map`](Pool::map) and [`apply`](Pool::apply) use).
+//! * Python's `callback` and `error_callback` are the closures given to
+//!   [`apply_async_with`](Pool::apply_async_with) and
+//!   [`map_async_with`](Pool::map_async_with). They run in the thread
+//!   driving the pool: a spawn pool's own thread, so without anyone
+//!   waiting; in a fork pool (no thread of its own), a thread waiting on
+//!   the pool.
+//! * Workers ignore `SIGINT`. A terminal's Ctrl-C goes to the whole
+//!   foreground process group; Python's workers get a `KeyboardInterrupt`
+//!   that kills them mid-task (and can hang the pool). Here the pool's
+//!   owner alone decides: left at the default, Ctrl-C kills the owner and
+//!   the workers die with it; an owner that handles `SIGINT` can let the
+//!   work finish ([`close`](Pool::close) and [`join`](Pool::join)) or stop
+//!   it ([`terminate`](Pool::terminate)). An initializer may restore the
+//!   default if tasks should be interrupted themselves.
 
 mod board;
 mod engine;
@@ -86,6 +111,7 @@ mod error;
 mod imap;
 mod progress;
 mod result;
+mod star;
 mod wire;
 mod worker;
 
@@ -96,13 +122,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::process::{Process, StartMethod, cpu_count, get_start_method};
+use crate::process::{Process, StartMethod, get_start_method, usable_cpu_count};
 use crate::wait::Deadline;
 use engine::{Config, Shared, StartWorker};
 pub use error::{PoolError, TaskError, WorkerExit};
 pub use imap::Imap;
 pub use progress::Progress;
 pub use result::{AsyncResult, MapResult};
+pub use star::StarFn;
 use worker::{WorkerArgs, worker_main};
 
 /// Chunks encoded and handed to the pool at a time by `map`, so workers
@@ -185,7 +212,10 @@ where
 }
 
 impl PoolBuilder {
-    /// Number of worker processes (default: [`cpu_count`]).
+    /// Number of worker processes (default: the number of CPUs this process
+    /// may use, its CPU affinity and cgroup CPU quota taken into account,
+    /// which can be fewer than [`cpu_count`](crate::cpu_count) in a
+    /// container or under `taskset`).
     pub fn processes(mut self, n: usize) -> Self {
         self.processes = Some(n);
         self
@@ -230,7 +260,7 @@ impl PoolBuilder {
 
     /// Starts the workers.
     pub fn build(self) -> Result<Pool, PoolError> {
-        let processes = self.processes.unwrap_or_else(cpu_count);
+        let processes = self.processes.unwrap_or_else(usable_cpu_count);
         if processes == 0 {
             return Err(PoolError::Invalid("a pool needs at least one process"));
         }
@@ -324,7 +354,18 @@ impl Pool {
         items: Vec<T>,
         chunksize: usize,
     ) -> Result<u64, PoolError> {
-        let job = self.shared.new_job(false)?;
+        self.submit_with(runner, target, items, chunksize, None)
+    }
+
+    fn submit_with<T: Serialize>(
+        &self,
+        runner: wire::Runner,
+        target: usize,
+        items: Vec<T>,
+        chunksize: usize,
+        hook: Option<engine::Hook>,
+    ) -> Result<u64, PoolError> {
+        let job = self.shared.new_job_with(false, hook)?;
         let mut chunks = items.chunks(chunksize).peekable();
         if chunks.peek().is_none() {
             self.shared.add_chunks(job, Vec::new(), true);
@@ -357,7 +398,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        self.map_async(f, items)?.get()
+        self.map_async(f, items)?.into_values()
     }
 
     /// Like [`map`](Self::map) with `chunksize` tasks per message.
@@ -371,7 +412,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        self.map_async_chunked(f, items, chunksize)?.get()
+        self.map_async_chunked(f, items, chunksize)?.into_values()
     }
 
     /// Like [`map`](Self::map), returning every task's own result.
@@ -397,7 +438,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        self.map_async(f, items)?.get_results()
+        self.map_async(f, items)?.into_results()
     }
 
     /// Submits a map without waiting; the handle gives the results.
@@ -435,44 +476,48 @@ impl Pool {
         Ok(MapResult::new(self.shared.clone(), job, n))
     }
 
-    /// Runs `f(a, b)` for every pair (Python's `starmap`), results in
-    /// order; errors as for [`map`](Self::map).
+    /// Runs `f(a, b, …)` for every tuple `(a, b, …)` (Python's `starmap`),
+    /// results in order; errors as for [`map`](Self::map). `f` takes 1 to
+    /// 12 arguments and must be a function item (see [`StarFn`]).
     ///
     /// ```
     /// fn add(a: i32, b: i32) -> i32 { a + b }
+    /// fn volume(x: u32, y: u32, z: u32) -> u32 { x * y * z }
     /// let pool = multiproc::Pool::new(2)?;
     /// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, vec![3, 7]);
+    /// assert_eq!(pool.starmap(volume, [(1, 2, 3), (2, 2, 2)])?, vec![6, 8]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn starmap<A, B, R>(
+    pub fn starmap<F, T>(
         &self,
-        f: fn(A, B) -> R,
-        items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<Vec<R>, PoolError>
+        f: F,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<F::Output>, PoolError>
     where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        B: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
+        F: StarFn<T>,
+        T: Serialize,
     {
-        self.starmap_async(f, items)?.get()
+        self.starmap_async(f, items)?.into_values()
     }
 
     /// Submits a [`starmap`](Self::starmap) without waiting.
-    pub fn starmap_async<A, B, R>(
+    pub fn starmap_async<F, T>(
         &self,
-        f: fn(A, B) -> R,
-        items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<MapResult<R>, PoolError>
+        f: F,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<MapResult<F::Output>, PoolError>
     where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        B: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
+        F: StarFn<T>,
+        T: Serialize,
     {
-        let items: Vec<(A, B)> = items.into_iter().collect();
+        let items: Vec<T> = items.into_iter().collect();
         let n = items.len();
         let chunksize = default_chunksize(n, self.processes);
-        let runner: wire::Runner = wire::run_star::<A, B, R>;
-        let job = self.submit(runner, f as usize, items, chunksize)?;
+        let runner = f.runner();
+        // SAFETY: `runner` is the address of a `Runner` of this binary
+        // (`StarFn::runner` made it from one).
+        let runner = unsafe { std::mem::transmute::<usize, wire::Runner>(runner) };
+        let job = self.submit(runner, runner as usize, items, chunksize)?;
         Ok(MapResult::new(self.shared.clone(), job, n))
     }
 
@@ -483,7 +528,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        self.apply_async(f, args)?.get()
+        self.apply_async(f, args)?.into_value()
     }
 
     /// Submits `f(args)` without waiting (Python's `apply_async`).
@@ -499,6 +544,84 @@ impl Pool {
             job,
             1,
         )))
+    }
+
+    /// Like [`apply_async`](Self::apply_async), calling `callback` with the
+    /// value, or `error_callback` with the error, once the task has
+    /// finished (Python's `callback` and `error_callback`). They run in the
+    /// parent, in the thread driving the pool (a spawn pool's own thread;
+    /// for a fork pool, a thread waiting on it), before the handle reports
+    /// the task ready; they should return quickly. The value stays
+    /// available from the handle.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    ///
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let r = pool.apply_async_with(square, 5, move |v: &u64| tx.send(*v).unwrap(), |_| {})?;
+    /// assert_eq!(r.get()?, 25);
+    /// assert_eq!(rx.recv()?, 25);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply_async_with<A, R>(
+        &self,
+        f: fn(A) -> R,
+        args: A,
+        callback: impl FnOnce(&R) + Send + 'static,
+        error_callback: impl FnOnce(&TaskError) + Send + 'static,
+    ) -> Result<AsyncResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let runner: wire::Runner = wire::run_map::<A, R>;
+        let call = result::apply_hook(callback, error_callback);
+        let inner = MapResult::with_callback(self.shared.clone(), 1, call, |hook| {
+            self.submit_with(runner, f as usize, vec![args], 1, Some(hook))
+        })?;
+        Ok(AsyncResult::new(inner))
+    }
+
+    /// Like [`map_async`](Self::map_async), calling `callback` with the
+    /// values once every task has returned one, or `error_callback` with
+    /// the error of the failed task with the lowest index (Python's
+    /// `callback` and `error_callback`; they run as for
+    /// [`apply_async_with`](Self::apply_async_with)).
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    ///
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let r = pool.map_async_with(square, 0..4, move |v: &[u64]| tx.send(v.to_vec()).unwrap(), |_| {})?;
+    /// r.wait();
+    /// assert_eq!(rx.recv()?, vec![0, 1, 4, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_async_with<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        callback: impl FnOnce(&[R]) + Send + 'static,
+        error_callback: impl FnOnce(&PoolError) + Send + 'static,
+    ) -> Result<MapResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let n = items.len();
+        let chunksize = default_chunksize(n, self.processes);
+        let runner: wire::Runner = wire::run_map::<A, R>;
+        let call = result::map_hook(callback, error_callback);
+        MapResult::with_callback(self.shared.clone(), n, call, |hook| {
+            self.submit_with(runner, f as usize, items, chunksize, Some(hook))
+        })
     }
 
     fn imap_inner<A, R, I>(

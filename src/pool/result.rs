@@ -2,30 +2,134 @@
 //! [`MapResult`] for a whole map (Python's `ApplyResult` and `MapResult`).
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::engine::{Shared, Slot, expand};
+use super::engine::{Callback, Hook, Job, Shared, Slot, expand};
 use super::error::{PoolError, TaskError};
 use super::progress::Progress;
 use crate::wait::Deadline;
+
+/// A job's results once taken out of the pool: kept in the handle, so they
+/// can be read again (as in Python).
+pub(crate) enum Results<R> {
+    /// Every task returned a value.
+    Values(Vec<R>),
+    /// Some task failed.
+    Mixed(Vec<Result<R, TaskError>>),
+}
+
+impl<R> Results<R> {
+    fn new(results: Vec<Result<R, TaskError>>) -> Self {
+        if results.iter().all(Result::is_ok) {
+            Results::Values(results.into_iter().filter_map(Result::ok).collect())
+        } else {
+            Results::Mixed(results)
+        }
+    }
+
+    fn first_error(&self) -> Option<(usize, &TaskError)> {
+        match self {
+            Results::Values(_) => None,
+            Results::Mixed(v) => v
+                .iter()
+                .enumerate()
+                .find_map(|(i, r)| r.as_ref().err().map(|e| (i, e))),
+        }
+    }
+
+    fn values(self) -> Result<Vec<R>, PoolError> {
+        match self {
+            Results::Values(v) => Ok(v),
+            Results::Mixed(v) => first_error(v),
+        }
+    }
+
+    fn results(self) -> Vec<Result<R, TaskError>> {
+        match self {
+            Results::Values(v) => v.into_iter().map(Ok).collect(),
+            Results::Mixed(v) => v,
+        }
+    }
+}
+
+impl<R: Clone> Results<R> {
+    fn cloned_values(&self) -> Result<Vec<R>, PoolError> {
+        match (self, self.first_error()) {
+            (Results::Values(v), _) => Ok(v.clone()),
+            (_, Some((index, e))) => Err(PoolError::Task {
+                index,
+                error: e.clone(),
+            }),
+            (Results::Mixed(v), None) => {
+                Ok(v.iter().filter_map(|r| r.as_ref().ok().cloned()).collect())
+            }
+        }
+    }
+
+    fn cloned_results(&self) -> Vec<Result<R, TaskError>> {
+        match self {
+            Results::Values(v) => v.iter().cloned().map(Ok).collect(),
+            Results::Mixed(v) => v.clone(),
+        }
+    }
+}
+
+type Cell<R> = Arc<OnceLock<Results<R>>>;
+
+/// A user's callback on a job's results.
+type OnResults<R> = Box<dyn FnOnce(&Results<R>) + Send>;
+
+/// Decodes a job's results, taking them out of it.
+fn decode_job<R: DeserializeOwned>(job: &mut Job) -> Vec<Result<R, TaskError>> {
+    let slots = std::mem::take(&mut job.slots);
+    let sizes = std::mem::take(&mut job.sizes);
+    let mut out = Vec::with_capacity(job.items);
+    for (slot, len) in slots.into_iter().zip(sizes) {
+        match slot {
+            Slot::Done(r) => out.extend(expand::<R>(r, len)),
+            _ => out.extend(
+                std::iter::repeat_with(|| Err(TaskError::Broken("the result went missing".into())))
+                    .take(len),
+            ),
+        }
+    }
+    out
+}
+
+/// The hook of a job submitted with callbacks: decodes its results into
+/// `cell` (under the pool's lock) and returns the call of `call` on them.
+fn hook<R>(cell: Cell<R>, call: OnResults<R>) -> Hook
+where
+    R: DeserializeOwned + Send + Sync + 'static,
+{
+    Box::new(move |job: &mut Job| -> Callback {
+        let _ = cell.set(Results::new(decode_job::<R>(job)));
+        Box::new(move || {
+            if let Some(r) = cell.get() {
+                call(r);
+            }
+        })
+    })
+}
 
 /// The results of a [`Pool::map_async`](crate::Pool::map_async), in input
 /// order once complete.
 ///
 /// Waiting on it (`get`, `wait`, `ready`…) also drives the pool when no
-/// other thread does. Dropping it does not cancel the tasks (as in Python);
-/// their results are discarded.
+/// other thread does. The results stay in the handle once they arrived, so
+/// `get` can be called again (as in Python); [`into_values`](Self::into_values)
+/// and [`into_results`](Self::into_results) hand them over without a copy.
+/// Dropping it does not cancel the tasks (as in Python); their results are
+/// discarded (its callbacks, if it has any, still run).
 pub struct MapResult<R> {
     shared: Arc<Shared>,
     job: u64,
     total: usize,
-    taken: AtomicBool,
-    /// Set when the results are taken: 1 all succeeded, 2 some failed.
-    outcome: std::sync::atomic::AtomicU8,
+    cell: Cell<R>,
     progress: Mutex<Option<Box<dyn Progress>>>,
     reported: AtomicUsize,
     _r: PhantomData<fn() -> R>,
@@ -42,18 +146,55 @@ fn first_error<R>(results: Vec<Result<R, TaskError>>) -> Result<Vec<R>, PoolErro
     Ok(out)
 }
 
+/// What `callback` and `error_callback` of a map receive.
+pub(crate) fn map_hook<R>(
+    callback: impl FnOnce(&[R]) + Send + 'static,
+    error_callback: impl FnOnce(&PoolError) + Send + 'static,
+) -> impl FnOnce(&Results<R>) + Send + 'static {
+    move |r: &Results<R>| match r {
+        Results::Values(v) => callback(v),
+        Results::Mixed(_) => {
+            if let Some((index, e)) = r.first_error() {
+                error_callback(&PoolError::Task {
+                    index,
+                    error: e.clone(),
+                });
+            }
+        }
+    }
+}
+
 impl<R: DeserializeOwned> MapResult<R> {
     pub(crate) fn new(shared: Arc<Shared>, job: u64, total: usize) -> Self {
+        Self::with_cell(shared, job, total, Arc::new(OnceLock::new()))
+    }
+
+    fn with_cell(shared: Arc<Shared>, job: u64, total: usize, cell: Cell<R>) -> Self {
         MapResult {
             shared,
             job,
             total,
-            taken: AtomicBool::new(false),
-            outcome: std::sync::atomic::AtomicU8::new(0),
+            cell,
             progress: Mutex::new(None),
             reported: AtomicUsize::new(usize::MAX),
             _r: PhantomData,
         }
+    }
+
+    /// A handle whose job calls `call` on its results once complete (in the
+    /// thread driving the pool); returns the hook to open the job with.
+    pub(crate) fn with_callback(
+        shared: Arc<Shared>,
+        total: usize,
+        call: impl FnOnce(&Results<R>) + Send + 'static,
+        submit: impl FnOnce(Hook) -> Result<u64, PoolError>,
+    ) -> Result<Self, PoolError>
+    where
+        R: Send + Sync + 'static,
+    {
+        let cell: Cell<R> = Arc::new(OnceLock::new());
+        let job = submit(hook(cell.clone(), Box::new(call)))?;
+        Ok(Self::with_cell(shared, job, total, cell))
     }
 
     /// Reports progress to `sink` while this handle is waited on
@@ -103,10 +244,14 @@ impl<R: DeserializeOwned> MapResult<R> {
         }
     }
 
-    /// Waits until complete or `deadline`; whether it is complete.
+    /// Waits until complete (and its callback has returned) or `deadline`;
+    /// whether it is complete.
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
         let job = self.job;
         loop {
+            if self.cell.get().is_some() && !self.shared.lock().jobs.contains_key(&job) {
+                return true;
+            }
             let watching = self
                 .progress
                 .lock()
@@ -116,14 +261,14 @@ impl<R: DeserializeOwned> MapResult<R> {
             let (st, _) = self.shared.wait_until(
                 |st| match st.jobs.get(&job) {
                     None => true,
-                    Some(j) => j.complete() || (watching && j.done_items != reported),
+                    Some(j) => j.settled() || (watching && j.done_items != reported),
                 },
                 deadline,
             );
             let (done, complete) = st
                 .jobs
                 .get(&job)
-                .map_or((self.total, true), |j| (j.done_items, j.complete()));
+                .map_or((self.total, true), |j| (j.done_items, j.settled()));
             drop(st);
             if watching {
                 self.report(done, complete);
@@ -158,44 +303,64 @@ impl<R: DeserializeOwned> MapResult<R> {
         if !self.ready() {
             return None;
         }
-        match self.outcome.load(Ordering::Relaxed) {
-            1 => return Some(true),
-            2 => return Some(false),
-            _ => {}
-        }
-        let st = self.shared.lock();
-        st.jobs.get(&self.job).map(|j| !j.any_failed)
+        self.fill().map(|r| matches!(r, Results::Values(_)))
     }
 
-    fn take(&self) -> Result<Vec<Result<R, TaskError>>, PoolError> {
-        if self.taken.swap(true, Ordering::Relaxed) {
-            return Err(PoolError::AlreadyTaken);
+    /// Once complete: the results, taken out of the pool into the handle
+    /// on first use.
+    fn fill(&self) -> Option<&Results<R>> {
+        if let Some(r) = self.cell.get() {
+            return Some(r);
         }
         let job = self.shared.lock().jobs.remove(&self.job);
-        let Some(job) = job else {
-            return Err(PoolError::AlreadyTaken);
-        };
-        self.outcome
-            .store(if job.any_failed { 2 } else { 1 }, Ordering::Relaxed);
-        let mut out = Vec::with_capacity(job.items);
-        for (slot, len) in job.slots.into_iter().zip(job.sizes) {
-            match slot {
-                Slot::Done(r) => out.extend(expand::<R>(r, len)),
-                _ => out.extend(
-                    std::iter::repeat_with(|| {
-                        Err(TaskError::Broken("the result went missing".into()))
-                    })
-                    .take(len),
-                ),
-            }
+        if let Some(mut job) = job {
+            let _ = self.cell.set(Results::new(decode_job::<R>(&mut job)));
         }
-        Ok(out)
+        self.cell.get()
     }
 
+    fn filled(&self) -> Result<&Results<R>, PoolError> {
+        // Only missing if a bug lost the job.
+        self.fill().ok_or(PoolError::AlreadyTaken)
+    }
+
+    fn wait_for(&self, timeout: Duration) -> Result<(), PoolError> {
+        if self.wait_timeout(timeout) {
+            Ok(())
+        } else {
+            Err(PoolError::Timeout(timeout))
+        }
+    }
+
+    /// Waits for every task and hands over each one's result, in input
+    /// order (without copying them).
+    pub fn into_results(self) -> Result<Vec<Result<R, TaskError>>, PoolError> {
+        self.into_inner().map(Results::results)
+    }
+
+    /// Waits for every task and hands over the values in input order, or
+    /// the error of the failed task with the lowest index.
+    pub fn into_values(self) -> Result<Vec<R>, PoolError> {
+        self.into_inner()?.values()
+    }
+
+    fn into_inner(mut self) -> Result<Results<R>, PoolError> {
+        self.wait();
+        self.filled()?;
+        // The hook's copy of the cell is gone once its callback returned
+        // (the job is settled), so the handle is its only owner.
+        Arc::get_mut(&mut self.cell)
+            .and_then(OnceLock::take)
+            .ok_or(PoolError::AlreadyTaken)
+    }
+}
+
+impl<R: DeserializeOwned + Clone> MapResult<R> {
     /// Waits for every task and returns each one's result, in input order.
+    /// Can be called again: the results stay in the handle.
     pub fn get_results(&self) -> Result<Vec<Result<R, TaskError>>, PoolError> {
         self.wait();
-        self.take()
+        Ok(self.filled()?.cloned_results())
     }
 
     /// Like [`get_results`](Self::get_results), giving up with
@@ -204,28 +369,28 @@ impl<R: DeserializeOwned> MapResult<R> {
         &self,
         timeout: Duration,
     ) -> Result<Vec<Result<R, TaskError>>, PoolError> {
-        if !self.wait_timeout(timeout) {
-            return Err(PoolError::Timeout(timeout));
-        }
-        self.take()
+        self.wait_for(timeout)?;
+        Ok(self.filled()?.cloned_results())
     }
 
     /// Waits for every task and returns the values in input order, or the
-    /// error of the failed task with the lowest index.
+    /// error of the failed task with the lowest index. Can be called again.
     pub fn get(&self) -> Result<Vec<R>, PoolError> {
-        first_error(self.get_results()?)
+        self.wait();
+        self.filled()?.cloned_values()
     }
 
     /// Like [`get`](Self::get), giving up with [`PoolError::Timeout`] after
     /// `timeout` (the handle stays usable).
     pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>, PoolError> {
-        first_error(self.get_results_timeout(timeout)?)
+        self.wait_for(timeout)?;
+        self.filled()?.cloned_values()
     }
 }
 
 impl<R> Drop for MapResult<R> {
     fn drop(&mut self) {
-        if !self.taken.load(Ordering::Relaxed) {
+        if self.cell.get().is_none() {
             self.shared.abandon(self.job);
         }
     }
@@ -243,6 +408,11 @@ impl<R> std::fmt::Debug for MapResult<R> {
 /// The result of one task submitted with
 /// [`Pool::apply_async`](crate::Pool::apply_async).
 ///
+/// As in Python, [`get`](Self::get), [`ready`](Self::ready),
+/// [`successful`](Self::successful) and [`wait_timeout`](Self::wait_timeout)
+/// can be called any number of times; [`into_value`](Self::into_value) hands
+/// the value over without a copy.
+///
 /// ```
 /// use multiproc::Pool;
 ///
@@ -251,37 +421,52 @@ impl<R> std::fmt::Debug for MapResult<R> {
 /// let pool = Pool::new(2)?;
 /// let r = pool.apply_async(square, 7)?;
 /// assert_eq!(r.get()?, 49);
+/// assert_eq!(r.get()?, 49);
 /// assert_eq!(r.successful(), Some(true));
+/// assert_eq!(r.into_value()?, 49);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct AsyncResult<R>(MapResult<R>);
+
+fn one<R>(results: Vec<Result<R, TaskError>>) -> Result<R, PoolError> {
+    match results.into_iter().next() {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(error)) => Err(PoolError::Task { index: 0, error }),
+        None => Err(PoolError::Task {
+            index: 0,
+            error: TaskError::Broken("the result went missing".into()),
+        }),
+    }
+}
+
+/// What `callback` and `error_callback` of an apply receive.
+pub(crate) fn apply_hook<R>(
+    callback: impl FnOnce(&R) + Send + 'static,
+    error_callback: impl FnOnce(&TaskError) + Send + 'static,
+) -> impl FnOnce(&Results<R>) + Send + 'static {
+    move |r: &Results<R>| match r {
+        Results::Values(v) => {
+            if let Some(v) = v.first() {
+                callback(v);
+            }
+        }
+        Results::Mixed(v) => {
+            if let Some(Err(e)) = v.first() {
+                error_callback(e);
+            }
+        }
+    }
+}
 
 impl<R: DeserializeOwned> AsyncResult<R> {
     pub(crate) fn new(inner: MapResult<R>) -> Self {
         AsyncResult(inner)
     }
 
-    fn one(results: Vec<Result<R, TaskError>>) -> Result<R, PoolError> {
-        match results.into_iter().next() {
-            Some(Ok(v)) => Ok(v),
-            Some(Err(error)) => Err(PoolError::Task { index: 0, error }),
-            None => Err(PoolError::Task {
-                index: 0,
-                error: TaskError::Broken("the result went missing".into()),
-            }),
-        }
-    }
-
-    /// Waits for the task and returns its value or its error.
-    pub fn get(&self) -> Result<R, PoolError> {
-        Self::one(self.0.get_results()?)
-    }
-
-    /// Like [`get`](Self::get), giving up with [`PoolError::Timeout`] after
-    /// `timeout` (the handle stays usable).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<R, PoolError> {
-        Self::one(self.0.get_results_timeout(timeout)?)
+    /// Waits for the task and hands over its value (or its error).
+    pub fn into_value(self) -> Result<R, PoolError> {
+        one(self.0.into_results()?)
     }
 
     /// Whether the task has finished (never blocks).
@@ -302,5 +487,19 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// Waits up to `timeout`; whether the task has finished.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.0.wait_timeout(timeout)
+    }
+}
+
+impl<R: DeserializeOwned + Clone> AsyncResult<R> {
+    /// Waits for the task and returns its value or its error. Can be
+    /// called again.
+    pub fn get(&self) -> Result<R, PoolError> {
+        one(self.0.get_results()?)
+    }
+
+    /// Like [`get`](Self::get), giving up with [`PoolError::Timeout`] after
+    /// `timeout` (the handle stays usable).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R, PoolError> {
+        one(self.0.get_results_timeout(timeout)?)
     }
 }

@@ -176,7 +176,7 @@ pub fn done<R: Serialize>(chunk: u64, outcomes: &[Result<R, String>]) -> Encoded
     }
 }
 
-fn run_each<T, R>(chunk: u64, payload: &[u8], fds: Vec<OwnedFd>, f: impl Fn(T) -> R) -> Encoded
+pub fn run_each<T, R>(chunk: u64, payload: &[u8], fds: Vec<OwnedFd>, f: impl Fn(T) -> R) -> Encoded
 where
     T: DeserializeOwned,
     R: Serialize,
@@ -205,18 +205,6 @@ pub fn run_map<A: DeserializeOwned, R: Serialize>(
     // spawned worker checked the binary fingerprint at start-up.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
     run_each(chunk, payload, fds, f)
-}
-
-/// The runner for `fn(A, B) -> R` targets (`starmap`).
-pub fn run_star<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
-    target: usize,
-    chunk: u64,
-    payload: &[u8],
-    fds: Vec<OwnedFd>,
-) -> Encoded {
-    // SAFETY: as in `run_map`, for an `fn(A, B) -> R` sent with this runner.
-    let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(target) };
-    run_each(chunk, payload, fds, |(a, b): (A, B)| f(a, b))
 }
 
 /// Decodes the per-task outcomes of a [`DONE`] reply body (after its

@@ -38,6 +38,9 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
         init,
         maxtasks,
     } = args;
+    // Ctrl-C in a terminal reaches the whole process group: the pool's
+    // owner decides (see the pool docs); the worker dies with it anyway.
+    let _ = crate::sys::process::ignore_interrupt();
     board.set(INIT);
     if let Some((offset, init_args)) = init {
         // SAFETY: the pool took this distance from an `fn(I)` of this binary
@@ -54,6 +57,8 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
     let mut done = 0usize;
     let mut held = Held::default();
     let mut last_end = Instant::now();
+    // The sequence number of the last message received (see `Board`).
+    let mut seq = 0u32;
     while maxtasks.is_none_or(|m| done < m) {
         let buffered = conn.has_buffered();
         if !held.is_empty() && !buffered && !held.flush(&conn) {
@@ -62,6 +67,7 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
         let Ok((payload, fds)) = conn.recv_encoded(None) else {
             return;
         };
+        seq = seq.wrapping_add(1);
         let Ok(((chunk, runner, target_offset), rest)) =
             codec::decode_payload::<(u64, isize, isize)>(&payload, Vec::new())
         else {
@@ -71,9 +77,13 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
             held.flush(&conn);
             return;
         }
+        if !board.claim(seq) {
+            // The pool took this chunk back for an idle worker.
+            continue;
+        }
         board.set(chunk);
         // SAFETY: the pool took this distance from a `Runner` of this binary
-        // (`run_map`/`run_star` monomorphised for the target's types).
+        // (`run_map`, or a `StarFn` runner, monomorphised for the target's types).
         let runner = unsafe { std::mem::transmute::<usize, Runner>(target::address_at(runner)) };
         // A chunk that was already buffered starts when the last one ended
         // (one clock read per chunk in a burst of tiny ones).

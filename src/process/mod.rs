@@ -59,6 +59,13 @@ type Payload = Box<dyn Fn() -> Result<Encoded, CodecError> + Send>;
 /// Dropping a `Process` does not stop the child. A child dies with its
 /// parent (`PR_SET_PDEATHSIG`); when the parent's `main` returns, daemon
 /// children are terminated and the others waited for, as in Python.
+///
+/// A child, daemon or not, handles signals as its own program: a
+/// terminal's Ctrl-C, sent to the whole foreground process group, kills
+/// it unless its target says otherwise, as in Python (where it raises
+/// `KeyboardInterrupt` in the child). The helper processes the crate runs
+/// itself, a manager's server and pool workers, ignore `SIGINT` and leave
+/// Ctrl-C to their owner.
 pub struct Process<R> {
     name: Option<String>,
     daemon: bool,
@@ -293,6 +300,56 @@ impl<R: DeserializeOwned> Process<R> {
         self.child.as_ref().map(|c| c.pidfd())
     }
 
+    /// A descriptor that becomes readable when the child ends (Python's
+    /// `sentinel`; a pidfd), once started. Pass it to `poll`/`epoll`, or the
+    /// process itself to [`wait`](crate::wait).
+    ///
+    /// ```
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// let mut p = multiproc::Process::new(nap, 10);
+    /// assert!(p.sentinel().is_none());
+    /// p.start()?;
+    /// assert!(p.sentinel().is_some());
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sentinel(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.pidfd()
+    }
+
+    /// Releases what the handle holds (its pidfd, its connection to the
+    /// child; Python's `close`). Fails with
+    /// [`ErrorKind::ResourceBusy`](std::io::ErrorKind::ResourceBusy) while
+    /// the child still runs. Afterwards the handle knows nothing of the
+    /// child: `pid`, `exitcode` and `sentinel` give `None`, `join` gives
+    /// [`JoinError::NotStarted`]. A process never started can be closed.
+    ///
+    /// ```
+    /// fn one(_: ()) -> u8 { 1 }
+    /// let mut p = multiproc::Process::new(one, ());
+    /// p.start()?;
+    /// assert_eq!(p.join()?, 1);
+    /// p.close()?;
+    /// assert_eq!(p.pid(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&mut self) -> std::io::Result<()> {
+        if let Some(c) = &self.child {
+            if c.poll_exit()?.is_none() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ResourceBusy,
+                    "cannot close a process that is still running",
+                ));
+            }
+            // Reaped: the registry no longer lists it, so dropping the last
+            // handle closes its pidfd.
+            drop(c.take_outcome());
+        }
+        self.child = None;
+        self.payload = None;
+        Ok(())
+    }
+
     /// Stops the child at once (`SIGKILL`).
     pub fn kill(&self) -> std::io::Result<()> {
         self.child
@@ -336,7 +393,22 @@ pub fn active_children() -> Vec<ProcessInfo> {
         .collect()
 }
 
-/// Number of CPUs online (Python's `cpu_count()`).
+impl<R> crate::connection::Waitable for Process<R> {
+    fn wait_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.child.as_ref().map(|c| c.pidfd())
+    }
+}
+
+/// Number of CPUs online (Python's `cpu_count()`), whether or not this
+/// process may use them all.
 pub fn cpu_count() -> usize {
     sys::process::cpu_count()
+}
+
+/// Number of CPUs this process may actually use: its CPU affinity mask and
+/// its cgroup's CPU quota taken into account (the rules of
+/// `std::thread::available_parallelism`); at least 1. The default size of a
+/// [`Pool`](crate::Pool).
+pub(crate) fn usable_cpu_count() -> usize {
+    std::thread::available_parallelism().map_or_else(|_| cpu_count(), |n| n.get())
 }

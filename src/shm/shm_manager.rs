@@ -73,7 +73,7 @@ fn run_tracker(args: TrackerArgs) {
             return;
         }
     };
-    let _ = sys::signalfd::ignore_signal(sys::signalfd::SIGINT);
+    let _ = sys::process::ignore_interrupt();
     if let Err(e) = sys::signalfd::term_with_parent() {
         let _ = conn.send(&Reply::Failed(format!("parent death signal: {e}")));
         return;

@@ -25,10 +25,14 @@
 //! `slots` (pid and start time, so a recycled pid is not mistaken for the
 //! original) and deregisters when its last handle to that copy drops.
 //! Waiters sleep in slices of [`SLICE`]; after each they check that every
-//! registered process still runs. A registered process that no longer
-//! runs (killed, crashed, exited without dropping its handle) breaks the
-//! barrier with [`BarrierError::PartyDied`], and its slot is freed so that
-//! a [`reset`](Barrier::reset) makes the barrier usable again. Threads of
+//! registered process still runs. A party that arrives while others are
+//! counted checks the same before counting itself in (else it could
+//! complete the barrier with a dead party), and so do
+//! [`broken`](Barrier::broken) and [`n_waiting`](Barrier::n_waiting). A
+//! registered process that no longer runs (killed, crashed, exited without
+//! dropping its handle) breaks the barrier with
+//! [`BarrierError::PartyDied`], and its slot is freed so that a
+//! [`reset`](Barrier::reset) makes the barrier usable again. Threads of
 //! one process count as that process: a thread that dies in a live process
 //! is not detected (use a timeout).
 
@@ -173,8 +177,10 @@ impl Barrier {
         self.inner.seg.segment().len() as u32
     }
 
-    /// How many parties wait right now (0 when broken).
+    /// How many parties wait right now (0 when broken, which a dead
+    /// party makes it: see the module docs).
     pub fn n_waiting(&self) -> u32 {
+        self.inner.notice_death();
         let st = self.inner.state();
         if st.broken.load(Ordering::SeqCst) != INTACT {
             0
@@ -183,8 +189,10 @@ impl Barrier {
         }
     }
 
-    /// Whether the barrier is broken.
+    /// Whether the barrier is broken (by [`abort`](Self::abort), a
+    /// timeout, or a registered process that died while others wait).
     pub fn broken(&self) -> bool {
+        self.inner.notice_death();
         self.inner.state().broken.load(Ordering::SeqCst) != INTACT
     }
 
@@ -315,12 +323,57 @@ impl Inner {
         self.broken_error().map(Err)
     }
 
+    /// A registered process that died while others wait (the check an
+    /// arriving party makes); `None` when no one waits or the barrier is
+    /// broken already. Read without the lock: `/proc` reads would hold up
+    /// every other arrival.
+    fn dead_while_waited(&self) -> Option<(usize, u64, i32)> {
+        let st = self.state();
+        if st.count.load(Ordering::SeqCst) == 0 || st.broken.load(Ordering::SeqCst) != INTACT {
+            return None;
+        }
+        self.dead_holder()
+    }
+
+    /// Breaks the barrier over `dead` (found by `dead_holder`), freeing
+    /// its slot so that a reset barrier does not break again over the same
+    /// death. The internal lock must be held. Whether this call broke it.
+    fn break_for_death_locked(&self, (slot, word, pid): (usize, u64, i32)) -> bool {
+        self.free_slot(slot, word);
+        self.break_locked(DIED, pid)
+    }
+
+    /// Frees slot `slot` if it still holds `word` (a dead process's).
+    fn free_slot(&self, slot: usize, word: u64) {
+        let _ = self
+            .slot_word(slot)
+            .compare_exchange(word, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// For the state queries: breaks the barrier if a party died while
+    /// others wait, as the next arrival would.
+    fn notice_death(&self) {
+        if let Some(dead) = self.dead_while_waited()
+            && let Ok(_guard) = self.lock()
+        {
+            self.break_for_death_locked(dead);
+        }
+    }
+
     fn wait_until(&self, deadline: Deadline) -> Result<usize, BarrierError> {
         let st = self.state();
+        // Parties already counted may have died since they arrived: a
+        // sleeping party notices within a slice, but this arrival must not
+        // count itself in (or complete the barrier) beside a dead one.
+        let dead = self.dead_while_waited();
         let (g, idx) = {
             let guard = self.lock()?;
             if let Some(e) = self.broken_error() {
                 return Err(e);
+            }
+            if let Some(d) = dead {
+                self.break_for_death_locked(d);
+                return Err(self.broken_error().unwrap_or(BarrierError::Broken));
             }
             let g = st.generation.load(Ordering::Relaxed);
             let idx = st.count.load(Ordering::Relaxed);
@@ -345,38 +398,36 @@ impl Inner {
                 return r;
             }
             if deadline.expired() {
-                return self.give_up(g, idx, TIMED_OUT, 0, BarrierError::Timeout);
+                return self.give_up(g, idx, None);
             }
             futex_wait(&st.seq, s, Deadline::after(deadline.slice(SLICE)));
             if Instant::now() >= next_check {
-                if let Some((slot, word, pid)) = self.dead_holder() {
-                    // Free the slot so that a reset barrier does not break
-                    // again over the same death.
-                    let _ = self.slot_word(slot).compare_exchange(
-                        word,
-                        0,
-                        Ordering::SeqCst,
-                        Ordering::SeqCst,
-                    );
-                    return self.give_up(g, idx, DIED, pid, BarrierError::PartyDied { pid });
+                if let Some(dead) = self.dead_holder() {
+                    return self.give_up(g, idx, Some(dead));
                 }
                 next_check = Instant::now() + SLICE;
             }
         }
     }
 
-    /// Breaks generation `g` (unless it was decided meanwhile) and
-    /// returns this waiter's result.
+    /// Breaks generation `g` (unless it was decided meanwhile) over a
+    /// timeout (`dead` is `None`) or the death `dead`, and returns this
+    /// waiter's result.
     fn give_up(
         &self,
         g: u32,
         idx: usize,
-        why: u32,
-        pid: i32,
-        err: BarrierError,
+        dead: Option<(usize, u64, i32)>,
     ) -> Result<usize, BarrierError> {
         let _guard = self.lock()?;
         let st = self.state();
+        let (why, pid, err) = match dead {
+            None => (TIMED_OUT, 0, BarrierError::Timeout),
+            Some((slot, word, pid)) => {
+                self.free_slot(slot, word);
+                (DIED, pid, BarrierError::PartyDied { pid })
+            }
+        };
         if st.generation.load(Ordering::SeqCst) == g && self.break_locked(why, pid) {
             return Err(err);
         }

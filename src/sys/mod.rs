@@ -18,7 +18,7 @@
 //! | [`robust_mutex`] | robust, process-shared pthread mutexes (owner death reported to the next locker) |
 //! | [`liveness`] | whether a process (pid + start time, so pid reuse is caught) still runs |
 //! | [`waitv`] | sleeping on several futex words at once |
-//! | [`signalfd`] | signals read from a descriptor, ignoring a signal, `SIGTERM` on the parent's death |
+//! | [`signalfd`] | signals read from a descriptor, `SIGTERM` on the parent's death |
 //!
 //! Code outside `sys` never calls `libc` or `rustix` directly.
 

@@ -247,6 +247,20 @@ pub fn die_with_parent() -> io::Result<()> {
     ))?)
 }
 
+/// Makes this process ignore `SIGINT`, the signal a terminal's Ctrl-C
+/// sends to its whole foreground process group. For the helper processes
+/// the crate runs on its user's behalf (a manager's server, pool workers):
+/// their owner decides what Ctrl-C means, and they die with it.
+pub fn ignore_interrupt() -> io::Result<()> {
+    // SAFETY: installing `SIG_IGN` runs no handler code; it only changes
+    // the signal's disposition for the whole process.
+    let old = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    if old == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether the calling thread is the process's main thread.
 pub fn is_main_thread() -> bool {
     rustix::thread::gettid() == rustix::process::getpid()

@@ -4,8 +4,6 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-/// `SIGINT`'s number.
-pub const SIGINT: i32 = libc::SIGINT;
 /// `SIGHUP`'s number.
 pub const SIGHUP: i32 = libc::SIGHUP;
 
@@ -35,17 +33,6 @@ pub fn take_signals(signals: &[i32]) -> io::Result<OwnedFd> {
         }
         Ok(OwnedFd::from_raw_fd(fd))
     }
-}
-
-/// Ignores `sig` from now on (`SIG_IGN`; kept across `exec`).
-pub fn ignore_signal(sig: i32) -> io::Result<()> {
-    // SAFETY: SIG_IGN installs no handler code; `sig` is checked by the
-    // kernel.
-    let prev = unsafe { libc::signal(sig, libc::SIG_IGN) };
-    if prev == libc::SIG_ERR {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Asks the kernel to send `SIGTERM` (instead of the crate's usual

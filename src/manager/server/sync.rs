@@ -7,11 +7,17 @@
 //! client thread's number. When a session ends (its process died or
 //! dropped every connection), the locks it holds are released, so a
 //! crashed holder cannot block everyone else forever.
+//!
+//! A client that dies while it waits takes nothing with it: a notify goes
+//! only to a waiter still there (and is passed on if its receiver turns
+//! out dead before it returns), and a barrier party arriving beside a dead
+//! one finds the barrier broken, never passes with it. Both check the
+//! waiters' connections ([`Watch`]) at that moment, not a slice later.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Condvar, Mutex};
 
-use super::wait::{Caller, lock, wait_for};
+use super::wait::{Caller, Watch, lock, wait_for};
 use crate::manager::protocol::{Block, Fault, Op, Reply};
 use crate::manager::value::Value;
 
@@ -176,8 +182,28 @@ impl Semaphore {
 struct CondState {
     lock: Reentrant,
     next_ticket: u64,
-    waiting: VecDeque<u64>,
+    /// Waiting tickets, oldest first, each with a watch on its client.
+    waiting: VecDeque<(u64, Option<Watch>)>,
     notified: HashSet<u64>,
+}
+
+impl CondState {
+    /// Moves up to `n` waiters whose clients are still there from
+    /// `waiting` to `notified`, oldest first. A dead client's ticket is
+    /// dropped (its connection thread leaves on its own).
+    fn notify(&mut self, n: u64) {
+        let mut left = n;
+        while left > 0 {
+            let Some((ticket, watch)) = self.waiting.pop_front() else {
+                break;
+            };
+            if watch.as_ref().is_some_and(Watch::gone) {
+                continue;
+            }
+            self.notified.insert(ticket);
+            left -= 1;
+        }
+    }
 }
 
 /// A condition variable with its own re-entrant lock (Python's
@@ -205,20 +231,12 @@ impl Condition {
             }
             Op::Wait { thread, block } => self.wait((caller.session, thread), block, caller),
             Op::Notify(n) => {
-                let mut s = lock(&self.state);
-                for _ in 0..n {
-                    let Some(t) = s.waiting.pop_front() else {
-                        break;
-                    };
-                    s.notified.insert(t);
-                }
+                lock(&self.state).notify(n);
                 self.cv.notify_all();
                 Ok(Value::None)
             }
             Op::NotifyAll => {
-                let mut s = lock(&self.state);
-                let all: Vec<u64> = s.waiting.drain(..).collect();
-                s.notified.extend(all);
+                lock(&self.state).notify(u64::MAX);
                 self.cv.notify_all();
                 Ok(Value::None)
             }
@@ -236,7 +254,7 @@ impl Condition {
             s.lock = Reentrant::default();
             let ticket = s.next_ticket;
             s.next_ticket += 1;
-            s.waiting.push_back(ticket);
+            s.waiting.push_back((ticket, caller.watch()));
             self.cv.notify_all();
             (ticket, depth)
         };
@@ -247,24 +265,41 @@ impl Condition {
             Ok(()) => true,
             Err(Fault::Timeout) => {
                 let mut s = lock(&self.state);
-                s.waiting.retain(|t| *t != ticket);
+                s.waiting.retain(|(t, _)| *t != ticket);
                 // A notify may have come in between.
                 s.notified.remove(&ticket)
             }
             Err(f) => {
                 let mut s = lock(&self.state);
-                s.waiting.retain(|t| *t != ticket);
-                s.notified.remove(&ticket);
+                s.waiting.retain(|(t, _)| *t != ticket);
+                if s.notified.remove(&ticket) {
+                    // Notified but gone: the wake-up goes to another.
+                    s.notify(1);
+                    self.cv.notify_all();
+                }
                 return Err(f);
             }
         };
         // Take the lock back, at its old depth, however long that takes.
-        wait_for(&self.state, &self.cv, None, caller, |s| {
+        let back = wait_for(&self.state, &self.cv, None, caller, |s| {
             s.lock.owner.is_none().then(|| {
                 s.lock.owner = Some(me);
                 s.lock.count = depth;
             })
-        })?;
+        });
+        if back.is_err() || caller.gone() {
+            // The client died after its wake-up: it neither keeps the lock
+            // nor uses up the notify.
+            let mut s = lock(&self.state);
+            if back.is_ok() {
+                s.lock = Reentrant::default();
+            }
+            if notified {
+                s.notify(1);
+            }
+            self.cv.notify_all();
+            return Err(back.err().unwrap_or(Fault::ClientGone));
+        }
         Ok(Value::Bool(notified))
     }
 
@@ -314,6 +349,35 @@ struct BarrierState {
     broken: bool,
     /// A generation ended by `reset` (its waiters see a broken barrier).
     reset_generation: Option<u64>,
+    /// The current generation's waiters (ticket, watch on the client);
+    /// emptied when the generation ends, and each leaving waiter removes
+    /// its own.
+    waiters: Vec<(u64, Option<Watch>)>,
+    next_ticket: u64,
+}
+
+impl BarrierState {
+    /// Breaks the barrier if a waiting client is gone (a party arriving
+    /// now must not pass with it); whether it is broken.
+    fn notice_death(&mut self, cv: &Condvar) -> bool {
+        if !self.broken
+            && self
+                .waiters
+                .iter()
+                .any(|(_, w)| w.as_ref().is_some_and(Watch::gone))
+        {
+            self.broken = true;
+            cv.notify_all();
+        }
+        self.broken
+    }
+
+    /// Moves on to the next generation.
+    fn next_generation(&mut self) {
+        self.count = 0;
+        self.generation += 1;
+        self.waiters.clear();
+    }
 }
 
 /// A barrier for a fixed number of parties.
@@ -331,6 +395,8 @@ impl Barrier {
                 generation: 0,
                 broken: false,
                 reset_generation: None,
+                waiters: Vec::new(),
+                next_ticket: 0,
             }),
             cv: Condvar::new(),
         }
@@ -349,34 +415,40 @@ impl Barrier {
                 if s.count > 0 {
                     s.reset_generation = Some(s.generation);
                 }
-                s.generation += 1;
-                s.count = 0;
+                s.next_generation();
                 s.broken = false;
                 self.cv.notify_all();
                 Ok(Value::None)
             }
             Op::Parties => Ok(Value::Int(lock(&self.state).parties.into())),
-            Op::NWaiting => Ok(Value::Int(lock(&self.state).count.into())),
-            Op::Broken => Ok(Value::Bool(lock(&self.state).broken)),
+            Op::NWaiting => {
+                // 0 when broken, as the shared-memory barrier says.
+                let mut s = lock(&self.state);
+                let n = if s.notice_death(&self.cv) { 0 } else { s.count };
+                Ok(Value::Int(n.into()))
+            }
+            Op::Broken => Ok(Value::Bool(lock(&self.state).notice_death(&self.cv))),
             other => Err(Fault::Unsupported(format!("{other:?} on a barrier"))),
         }
     }
 
     fn wait(&self, block: Block, caller: &Caller<'_>) -> Reply {
-        let (index, generation) = {
+        let (index, generation, ticket) = {
             let mut s = lock(&self.state);
-            if s.broken {
+            if s.notice_death(&self.cv) {
                 return Err(Fault::BrokenBarrier);
             }
             let index = s.count;
             s.count += 1;
             if s.count == s.parties {
-                s.count = 0;
-                s.generation += 1;
+                s.next_generation();
                 self.cv.notify_all();
                 return Ok(Value::Int(index.into()));
             }
-            (index, s.generation)
+            let ticket = s.next_ticket;
+            s.next_ticket += 1;
+            s.waiters.push((ticket, caller.watch()));
+            (index, s.generation, ticket)
         };
         let res = wait_for(&self.state, &self.cv, block, caller, |s| {
             if s.generation != generation {
@@ -387,13 +459,14 @@ impl Barrier {
                 None
             }
         });
+        let mut s = lock(&self.state);
+        s.waiters.retain(|(t, _)| *t != ticket);
         match res {
             Ok(true) => Ok(Value::Int(index.into())),
             Ok(false) => Err(Fault::BrokenBarrier),
             Err(f) => {
                 // A timeout (or a vanished waiter) breaks the barrier for
                 // everyone, as in Python.
-                let mut s = lock(&self.state);
                 if s.generation == generation {
                     s.broken = true;
                     self.cv.notify_all();

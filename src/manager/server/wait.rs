@@ -3,8 +3,14 @@
 //! object's own condition variable, in slices, checking between slices
 //! that the client is still there (a client killed mid-call must not, say,
 //! take a queue item with it).
+//!
+//! Between slices a waiter learns of its own client's death late: an object
+//! that hands something to a waiter (a condition's notify) or counts its
+//! waiters (a barrier) keeps a [`Watch`] on each waiting client, so that
+//! whoever acts on the waiters can check, at that moment, that they are
+//! still there.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,10 +33,35 @@ impl Caller<'_> {
     /// Whether the client has hung up. While it waits for a reply a client
     /// sends nothing, so a readable connection means end of stream.
     pub fn gone(&self) -> bool {
-        matches!(
-            sys::poll::wait_readable(&[self.conn.as_fd()], Some(Duration::ZERO)),
-            Ok(r) if r[0]
-        )
+        hung_up(self.conn.as_fd())
+    }
+
+    /// A watch on this client for as long as its call waits (`None` if the
+    /// connection cannot be duplicated: out of descriptors; the waiter
+    /// still notices its client's death itself, a slice later).
+    pub fn watch(&self) -> Option<Watch> {
+        sys::socket::dup(self.conn.as_fd()).ok().map(Watch)
+    }
+}
+
+fn hung_up(fd: BorrowedFd<'_>) -> bool {
+    matches!(
+        sys::poll::wait_readable(&[fd], Some(Duration::ZERO)),
+        Ok(r) if r[0]
+    )
+}
+
+/// A waiting client's connection, held by the object it waits on so that
+/// others can ask whether it is still there. Valid only while the call
+/// waits: once answered, the client may send again and its connection
+/// turns readable, so the waiter must drop its watch (or the object forget
+/// it) before the answer goes out.
+pub(crate) struct Watch(OwnedFd);
+
+impl Watch {
+    /// Whether the watched client has hung up (see [`Caller::gone`]).
+    pub fn gone(&self) -> bool {
+        hung_up(self.0.as_fd())
     }
 }
 

@@ -1,0 +1,100 @@
+//! [`StarFn`]: what [`Pool::starmap`](crate::Pool::starmap) accepts, a
+//! function of 1 to 12 arguments called with the fields of each input
+//! tuple (Python's `starmap`), implemented by a macro for every arity as
+//! the standard library does for tuples.
+//!
+//! A worker must find the function in its own copy of the executable. A
+//! `fn(A) -> R` pointer is found by its distance from an anchor (see
+//! `process::target`); here the function is a *function item* (or a closure
+//! that captures nothing): a type with no bytes, whose one value is the
+//! function. The worker runs a runner monomorphised for that type, which
+//! makes its own copy of the value (nothing to copy: the type is
+//! zero-sized and `Copy`) and calls it with the tuple's fields.
+
+use std::os::fd::OwnedFd;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::wire::{self, Runner};
+use crate::codec::Encoded;
+
+mod sealed {
+    pub trait Sealed<Args> {}
+}
+
+/// A function taking the fields of an `Args` tuple (1 to 12 of them), run
+/// by [`Pool::starmap`](crate::Pool::starmap). Implemented for function
+/// items and for closures that capture nothing; not for function pointers
+/// or capturing closures (a worker could not find them): using one is a
+/// compile-time error ("starmap needs a function item"):
+///
+/// ```compile_fail
+/// fn add(a: i32, b: i32) -> i32 { a + b }
+/// let pool = multiproc::Pool::new(1).unwrap();
+/// let pointer: fn(i32, i32) -> i32 = add;
+/// pool.starmap(pointer, [(1, 2)]).unwrap();
+/// ```
+pub trait StarFn<Args>: sealed::Sealed<Args> + Copy + Send + 'static {
+    /// What the function returns.
+    type Output: Serialize + DeserializeOwned;
+
+    /// The worker-side runner for this function.
+    #[doc(hidden)]
+    fn runner(self) -> usize;
+}
+
+macro_rules! star_fn {
+    ($($a:ident)+) => {
+        impl<F, R, $($a,)+> sealed::Sealed<($($a,)+)> for F where F: Fn($($a),+) -> R + Copy {}
+
+        impl<F, R, $($a,)+> StarFn<($($a,)+)> for F
+        where
+            F: Fn($($a),+) -> R + Copy + Send + 'static,
+            R: Serialize + DeserializeOwned,
+            $($a: Serialize + DeserializeOwned + Send + 'static,)+
+        {
+            type Output = R;
+
+            fn runner(self) -> usize {
+                #[allow(non_snake_case)]
+                fn run<F, R, $($a,)+>(
+                    _target: usize,
+                    chunk: u64,
+                    payload: &[u8],
+                    fds: Vec<OwnedFd>,
+                ) -> Encoded
+                where
+                    F: Fn($($a),+) -> R + Copy,
+                    R: Serialize,
+                    $($a: DeserializeOwned,)+
+                {
+                    const { assert!(size_of::<F>() == 0, "starmap needs a function item") };
+                    // SAFETY: `F` is zero-sized (checked above) and `Copy`,
+                    // and the pool holds a value of it (the function passed
+                    // to `starmap`): this makes a copy of that value, with
+                    // no bytes to read. A spawned worker checked that it
+                    // runs the same binary.
+                    let f: F = unsafe { std::mem::MaybeUninit::<F>::uninit().assume_init() };
+                    wire::run_each(chunk, payload, fds, |($($a,)+): ($($a,)+)| f($($a),+))
+                }
+                const { assert!(size_of::<F>() == 0, "starmap needs a function item") };
+                let runner: Runner = run::<F, R, $($a,)+>;
+                runner as usize
+            }
+        }
+    };
+}
+
+star_fn!(A);
+star_fn!(A B);
+star_fn!(A B C);
+star_fn!(A B C D);
+star_fn!(A B C D E);
+star_fn!(A B C D E G);
+star_fn!(A B C D E G H);
+star_fn!(A B C D E G H I);
+star_fn!(A B C D E G H I J);
+star_fn!(A B C D E G H I J K);
+star_fn!(A B C D E G H I J K L);
+star_fn!(A B C D E G H I J K L M);
