@@ -191,6 +191,15 @@ pub enum ConnectError {
     /// The address could not be parsed.
     #[error("bad address {0:?}: expected a Unix socket path or host:port")]
     BadAddress(String),
+    /// Listening without an authkey on a TCP address that is not loopback
+    /// was refused: every host that can reach the port could connect. Give
+    /// an authkey (or keep the default one), or opt out explicitly with
+    /// `allow_unauthenticated()` on the listener's or manager's builder.
+    #[error(
+        "refusing to listen on {0} without an authkey: any host that can reach it could \
+         connect; give an authkey, or opt out with allow_unauthenticated()"
+    )]
+    Unauthenticated(std::net::SocketAddr),
     /// The OS failed.
     #[error("connection failed: {0}")]
     Io(#[from] io::Error),

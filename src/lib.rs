@@ -12,7 +12,8 @@
 //! 2. [`pipe`] and [`Connection`]: framed, typed messages between two
 //!    processes; handles (other connections…) travel inside messages.
 //!    [`Listener`] and [`Client`]: connections over a Unix socket path or
-//!    TCP, authenticated with a shared key (HMAC-SHA256).
+//!    TCP, authenticated with a shared key (HMAC-SHA256); by default the
+//!    process's [`authkey`], which children inherit.
 //! 3. [`Manager`]: a server process owning shared lists, dicts, queues,
 //!    locks…, reached through proxies from any process (see [`manager`]);
 //! 4. and its [`Namespace`]s.
@@ -115,6 +116,8 @@ mod sys;
 mod wait;
 
 #[cfg(target_os = "linux")]
+pub use connection::ListenerBuilder;
+#[cfg(target_os = "linux")]
 pub use connection::{
     Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, Waitable, pipe, wait,
 };
@@ -128,6 +131,8 @@ pub use manager::{
 };
 #[cfg(target_os = "linux")]
 pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, PoolError, TaskError, WorkerExit};
+#[cfg(target_os = "linux")]
+pub use process::{AUTHKEY_LEN, authkey, set_authkey};
 #[cfg(target_os = "linux")]
 pub use process::{
     Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
@@ -150,3 +155,19 @@ pub use sync::{
     Barrier, BarrierError, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock,
     LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore,
 };
+
+/// Hooks for the crate's own tests of failure paths; not part of the API.
+#[cfg(target_os = "linux")]
+#[doc(hidden)]
+pub mod __test_hooks {
+    /// Makes the OS random source fail (`true`) or work again (`false`)
+    /// for this process, so a test can see what a failure gives.
+    pub fn random_fails(on: bool) {
+        crate::sys::random::force_failure(on);
+    }
+
+    /// Forgets this process's authkey, so the next use draws a new one.
+    pub fn forget_authkey() {
+        crate::process::forget_authkey();
+    }
+}

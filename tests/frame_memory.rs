@@ -69,7 +69,10 @@ fn echo(conn: Connection, stalled: Option<Arc<AtomicUsize>>) {
 /// current resident memory, once every stalled connection is waiting for
 /// its body; then serves until told to stop.
 fn receiver(control: Connection) -> Result<(), String> {
-    let listener = Listener::bind("127.0.0.1:0", None).map_err(|e| e.to_string())?;
+    let listener = Listener::builder()
+        .no_authkey()
+        .bind("127.0.0.1:0")
+        .map_err(|e| e.to_string())?;
     control
         .send(&listener.address().to_string())
         .map_err(|e| e.to_string())?;
@@ -107,7 +110,7 @@ fn announced_but_unsent_frames_do_not_pin_memory(m: Method) {
     p.start().unwrap();
     let address: String = ours.recv_timeout(LONG).unwrap();
     // The good connection first: it is accepted first.
-    let good = Client::connect_timeout(&address, None, LONG).unwrap();
+    let good = Client::connect_unauthenticated_timeout(&address, LONG).unwrap();
     echoed(&good, 10);
     let stalled: Vec<TcpStream> = (0..STALLED)
         .map(|_| {

@@ -1,5 +1,6 @@
 //! `Listener` / `Client` over Unix socket paths and TCP loopback, with and
-//! without an authkey, against well-behaved, silent and hostile peers.
+//! without an authkey, against well-behaved, silent and hostile peers. (The
+//! default authkey and the refusals are in `tests/security.rs`.)
 
 mod common;
 
@@ -61,10 +62,17 @@ impl Job {
 
 // ---- child process targets ------------------------------------------------
 
+/// Connects with `key`, or without authenticating for `None`.
+fn connect(address: &str, key: Option<&[u8]>) -> Result<Connection, ConnectError> {
+    match key {
+        Some(key) => Client::connect_timeout(address, Some(key), LONG),
+        None => Client::connect_unauthenticated_timeout(address, LONG),
+    }
+}
+
 /// Connects, answers one job, waits for "bye", returns the job's id.
 fn echo_client((address, key): (String, Option<Vec<u8>>)) -> Result<u32, String> {
-    let conn =
-        Client::connect_timeout(&address, key.as_deref(), LONG).map_err(|e| e.to_string())?;
+    let conn = connect(&address, key.as_deref()).map_err(|e| e.to_string())?;
     let job: Job = conn.recv_timeout(LONG).map_err(|e| e.to_string())?;
     conn.send(&job.answered()).map_err(|e| e.to_string())?;
     let bye: String = conn.recv_timeout(LONG).map_err(|e| e.to_string())?;
@@ -90,7 +98,7 @@ fn wrong_key_client((address, key): (String, Vec<u8>)) -> String {
 /// Connects without a key to a listener that wants one and sends an
 /// application message; returns the two frames it gets back.
 fn keyless_client(address: String) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let conn = Client::connect_timeout(&address, None, LONG).map_err(|e| e.to_string())?;
+    let conn = connect(&address, None).map_err(|e| e.to_string())?;
     conn.send("leaked").map_err(|e| e.to_string())?;
     let first = conn.recv_bytes_timeout(LONG).map_err(|e| e.to_string())?;
     let second = conn.recv_bytes_timeout(LONG).map_err(|e| e.to_string())?;
@@ -99,8 +107,7 @@ fn keyless_client(address: String) -> Result<(Vec<u8>, Vec<u8>), String> {
 
 /// Receives a connection over the listener connection and talks on it.
 fn handle_client((address, key): (String, Option<Vec<u8>>)) -> Result<String, String> {
-    let conn =
-        Client::connect_timeout(&address, key.as_deref(), LONG).map_err(|e| e.to_string())?;
+    let conn = connect(&address, key.as_deref()).map_err(|e| e.to_string())?;
     let passed: Connection = conn.recv_timeout(LONG).map_err(|e| e.to_string())?;
     passed
         .send("over the passed connection")
@@ -198,7 +205,7 @@ fn read_frame(r: &mut dyn Read) -> std::io::Result<Vec<u8>> {
 fn unix_round_trip_without_key() {
     watchdog(Duration::from_secs(60), || {
         let path = socket_path("plain");
-        let listener = Listener::bind(&path, None).unwrap();
+        let listener = Listener::builder().no_authkey().bind(&path).unwrap();
         assert_eq!(listener.address(), &Address::Unix(path.clone()));
         round_trip(&listener, None, 1);
         round_trip(&listener, None, 2);
@@ -218,7 +225,10 @@ fn unix_round_trip_with_key() {
 #[test]
 fn tcp_round_trip_without_key() {
     watchdog(Duration::from_secs(60), || {
-        let listener = Listener::bind(tcp_loopback(), None).unwrap();
+        let listener = Listener::builder()
+            .no_authkey()
+            .bind(tcp_loopback())
+            .unwrap();
         match listener.address() {
             Address::Tcp(addr) => assert_ne!(addr.port(), 0, "the real port is reported"),
             other => panic!("not TCP: {other:?}"),
@@ -683,6 +693,11 @@ fn debug_output_hides_the_key() {
     let shown = format!("{listener:?}");
     assert!(shown.contains("authenticates: true"));
     assert!(!shown.contains("secret"));
+    let builder = format!("{:?}", Listener::builder().authkey(KEY));
+    assert!(
+        !builder.contains("secret") && !builder.contains("116"),
+        "{builder}"
+    );
 }
 
 // ---- several threads accepting at once ----------------------------------------

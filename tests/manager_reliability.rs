@@ -353,7 +353,7 @@ fn a_wrong_authkey_is_refused_and_the_server_goes_on() {
             Err(ManagerError::Connect(ConnectError::Auth(_)))
         ));
         // No key at all: the server's challenge is all this peer gets.
-        let conn = Client::connect_timeout(m.address(), None, LONG).unwrap();
+        let conn = Client::connect_unauthenticated_timeout(m.address(), LONG).unwrap();
         let _ = conn.send_bytes(b"let me in");
         let mut closed = false;
         for _ in 0..4 {

@@ -97,7 +97,8 @@ fn deliver_challenge(
     key: &[u8],
     deadline: Option<Instant>,
 ) -> Result<(), ConnectError> {
-    let message = send_challenge(conn)?;
+    let message = new_challenge()?;
+    send_challenge(conn, &message)?;
     let response = recv(conn, deadline)?;
     judge_response(conn, key, &message, &response)
 }
@@ -115,16 +116,21 @@ fn answer_challenge(
 /// A challenge as sent: the digest prefix and the random bytes.
 pub(super) type Challenge = [u8; DIGEST_PREFIX.len() + MESSAGE_LENGTH];
 
-/// Sends a fresh challenge; returns it, for [`judge_response`].
-pub(super) fn send_challenge(conn: &Connection) -> Result<Challenge, ConnectError> {
+/// A fresh challenge, to send and later give to [`judge_response`]; an
+/// error if the OS random source fails (nothing predictable is sent).
+pub(super) fn new_challenge() -> Result<Challenge, ConnectError> {
     let mut message = [0u8; DIGEST_PREFIX.len() + MESSAGE_LENGTH];
     message[..DIGEST_PREFIX.len()].copy_from_slice(DIGEST_PREFIX);
     sys::random::fill(&mut message[DIGEST_PREFIX.len()..])?;
+    Ok(message)
+}
+
+/// Sends the challenge `message` (from [`new_challenge`]).
+pub(super) fn send_challenge(conn: &Connection, message: &Challenge) -> Result<(), ConnectError> {
     let mut frame = Vec::with_capacity(CHALLENGE.len() + message.len());
     frame.extend_from_slice(CHALLENGE);
-    frame.extend_from_slice(&message);
-    send(conn, &frame)?;
-    Ok(message)
+    frame.extend_from_slice(message);
+    send(conn, &frame)
 }
 
 /// Checks the peer's `response` to our challenge `message` and sends the

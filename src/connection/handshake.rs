@@ -77,17 +77,25 @@ enum Outcome {
 
 impl InProgress {
     /// Accepts `conn` into a handshake: lowers its frame cap and sends the
-    /// challenge. `None` if the peer cannot even be challenged.
-    fn start(mut conn: Connection, deadline: Option<Instant>) -> Option<Self> {
+    /// challenge. `Ok(None)` if the peer cannot even be challenged; an
+    /// error if the OS random source fails (the listener's failure, not
+    /// the peer's: `accept` reports it).
+    fn start(
+        mut conn: Connection,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Self>, ConnectError> {
+        let message = auth::new_challenge()?;
         let max_frame = conn.max_frame();
         conn.set_max_frame(auth::MAX_MESSAGE);
-        let message = auth::send_challenge(&conn).ok()?;
-        Some(InProgress {
+        if auth::send_challenge(&conn, &message).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(InProgress {
             conn,
             step: Step::Response(message),
             deadline,
             max_frame,
-        })
+        }))
     }
 
     /// Takes the steps the bytes already received allow, without waiting.
@@ -293,7 +301,7 @@ impl Lead<'_> {
             let Some(conn) = listener.try_accept()? else {
                 break;
             };
-            let Some(h) = InProgress::start(conn, Instant::now().checked_add(handshake_timeout))
+            let Some(h) = InProgress::start(conn, Instant::now().checked_add(handshake_timeout))?
             else {
                 continue;
             };

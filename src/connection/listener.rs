@@ -1,6 +1,8 @@
 //! [`Listener`] and [`Client`]: [`Connection`]s between unrelated processes,
-//! over a Unix socket path or TCP, optionally authenticated with a shared
-//! key (Python's `multiprocessing.connection.Listener` / `Client`).
+//! over a Unix socket (a path or an abstract name) or TCP, authenticated
+//! with a shared key (Python's `multiprocessing.connection.Listener` /
+//! `Client`): the one given, else this process's
+//! [`authkey`](crate::authkey); going without needs an explicit opt-out.
 
 use std::fmt;
 use std::io;
@@ -19,6 +21,13 @@ use crate::sys;
 use crate::wait::Deadline;
 
 /// Where a [`Listener`] listens: a Unix socket path or a TCP address.
+///
+/// A Unix "path" whose first byte is NUL (`"\0name"`, as in Python) is a
+/// name in Linux's abstract socket namespace: no file is created, nothing
+/// is left behind when the listener goes, and file permissions do not
+/// apply (any local process in the same network namespace can connect, so
+/// the authkey is what keeps others out). [`Manager::start`](crate::Manager::start)
+/// listens on such a name.
 ///
 /// Parsed from a string (see [`FromStr`](#impl-FromStr-for-Address)) and
 /// printed back in the same form, so an address can travel to another
@@ -47,12 +56,28 @@ impl Address {
     pub fn is_unix(&self) -> bool {
         matches!(self, Address::Unix(_))
     }
+
+    /// Whether this is a name in the abstract Unix socket namespace (a
+    /// path starting with NUL), which leaves no file behind.
+    ///
+    /// ```
+    /// use multiproc::Address;
+    /// let a: Address = "\0my-service".parse()?;
+    /// assert!(a.is_unix() && a.is_abstract());
+    /// assert!(!"/tmp/app.sock".parse::<Address>()?.is_abstract());
+    /// # Ok::<(), multiproc::ConnectError>(())
+    /// ```
+    pub fn is_abstract(&self) -> bool {
+        matches!(self, Address::Unix(p) if sys::socket::is_abstract(p))
+    }
 }
 
 /// Parses `host:port` (`127.0.0.1:80`, `[::1]:80`, `localhost:80`; a host
 /// name is resolved and its first address taken) as TCP, and anything else
 /// as a Unix socket path. A string containing `/` is always a path, so a
 /// relative path that looks like `host:port` can be written `./name:80`.
+/// A leading NUL makes an abstract name (see [`Address`]); a NUL anywhere
+/// else is refused.
 ///
 /// ```
 /// use multiproc::{Address, ConnectError};
@@ -65,6 +90,12 @@ impl FromStr for Address {
 
     fn from_str(s: &str) -> Result<Self, ConnectError> {
         let bad = || ConnectError::BadAddress(s.to_string());
+        if let Some(name) = s.strip_prefix('\0') {
+            if name.is_empty() || name.contains('\0') {
+                return Err(bad());
+            }
+            return Ok(Address::Unix(PathBuf::from(s)));
+        }
         if s.is_empty() || s.contains('\0') {
             return Err(bad());
         }
@@ -87,7 +118,8 @@ impl FromStr for Address {
 }
 
 /// Prints `ip:port` for TCP and the path for Unix (non-UTF-8 bytes of a
-/// path are replaced, so such a path does not print back exactly).
+/// path are replaced, so such a path does not print back exactly; an
+/// abstract name prints with its leading NUL).
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -113,6 +145,14 @@ impl From<&Path> for Address {
     fn from(path: &Path) -> Self {
         Address::Unix(path.to_path_buf())
     }
+}
+
+/// `key`, or this process's authkey.
+fn key_or_default(key: Option<&[u8]>) -> Result<Vec<u8>, ConnectError> {
+    Ok(match key {
+        Some(k) => k.to_vec(),
+        None => crate::authkey()?,
+    })
 }
 
 /// Anything [`Listener::bind`] and [`Client::connect`] accept as an
@@ -194,17 +234,28 @@ struct SocketFile {
 /// A bound socket accepting [`Connection`]s (Python's
 /// `multiprocessing.connection.Listener`).
 ///
-/// With an authkey, every accepted peer must prove it holds the same key
-/// (and the listener proves it to the peer) before `accept` returns its
+/// Every accepted peer must prove it holds the listener's authkey (and the
+/// listener proves it to the peer) before `accept` returns its
 /// connection: a mutual HMAC-SHA256 challenge/response, message for
 /// message the one of Python 3.12's `multiprocessing.connection`, bounded
-/// by [`handshake_timeout`](Self::handshake_timeout). Handshakes run
-/// concurrently, driven from inside `accept`: peers that connect and stay
-/// silent cannot hold up a good client behind them. At most 128 handshakes
-/// are in progress at once; a new peer beyond that closes the oldest one.
-/// A peer that fails its handshake (wrong key, silence, garbage) is closed
-/// and never returned, so one bad peer cannot end a server's accept loop;
-/// the peer itself gets the error ([`ConnectError::Auth`], …).
+/// by [`handshake_timeout`](Self::handshake_timeout). The key is the one
+/// given to [`bind`](Self::bind), or else this process's
+/// [`authkey`](crate::authkey) (which children inherit, so a listener and
+/// the clients in its process family agree without passing a key). A
+/// listener without a key is made only on request:
+/// [`ListenerBuilder::no_authkey`] (Unix sockets and loopback TCP) or
+/// [`ListenerBuilder::allow_unauthenticated`] (any address).
+///
+/// Handshakes run concurrently, driven from inside `accept`: peers that
+/// connect and stay silent cannot hold up a good client behind them. At
+/// most 128 handshakes are in progress at once; a new peer beyond that
+/// closes the oldest one. A peer that fails its handshake (wrong key,
+/// silence, garbage) is closed and never returned, so one bad peer cannot
+/// end a server's accept loop; the peer itself gets the error
+/// ([`ConnectError::Auth`], …).
+///
+/// A Unix socket file is created owner-only (mode 0600, whatever the
+/// umask).
 ///
 /// ```
 /// use multiproc::{Client, Listener};
@@ -237,8 +288,10 @@ impl Listener {
     /// handshake: 5 seconds.
     pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-    /// Binds `address` and listens. With `authkey`, accepted peers must
-    /// hold the same key (see the type's documentation).
+    /// Binds `address` and listens. Accepted peers must hold `authkey`, or
+    /// with `None` this process's [`authkey`](crate::authkey) (see the
+    /// type's documentation; [`builder`](Self::builder) makes a listener
+    /// without a key).
     ///
     /// A TCP address with port 0 gets a free port, reported by
     /// [`address`](Self::address). A Unix socket path must not exist yet
@@ -254,17 +307,54 @@ impl Listener {
     /// # Ok::<(), multiproc::ConnectError>(())
     /// ```
     pub fn bind(address: impl ToAddress, authkey: Option<&[u8]>) -> Result<Self, ConnectError> {
-        let (socket, address, socket_file) = match address.to_address()? {
+        let address = address.to_address()?;
+        let key = match authkey {
+            Some(k) => k.to_vec(),
+            None => crate::authkey()?,
+        };
+        Self::open(address, Some(key))
+    }
+
+    /// A builder, for a listener with options (going without an authkey).
+    ///
+    /// ```
+    /// use multiproc::{Client, Listener};
+    ///
+    /// // No handshake: allowed on Unix sockets and loopback TCP only.
+    /// let listener = Listener::builder().no_authkey().bind("127.0.0.1:0")?;
+    /// assert!(!listener.authenticates());
+    /// let client = Client::connect_unauthenticated(listener.address())?;
+    /// let served = listener.accept()?;
+    /// client.send("hi")?;
+    /// assert_eq!(served.recv::<String>()?, "hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder() -> ListenerBuilder {
+        ListenerBuilder::default()
+    }
+
+    /// A listener that runs no handshake, whatever the address (for a
+    /// server that authenticates on its own threads).
+    pub(crate) fn bind_raw(address: &Address) -> Result<Self, ConnectError> {
+        Self::open(address.clone(), None)
+    }
+
+    fn open(address: Address, authkey: Option<Vec<u8>>) -> Result<Self, ConnectError> {
+        let (socket, address, socket_file) = match address {
             Address::Unix(path) => {
-                let listener = UnixListener::bind(&path)?;
-                let meta = std::fs::symlink_metadata(&path)?;
-                let file = SocketFile {
-                    path: path.clone(),
-                    dev: meta.dev(),
-                    ino: meta.ino(),
-                    pid: std::process::id(),
+                let listener = UnixListener::from(sys::socket::listen_unix(&path)?);
+                let file = if sys::socket::is_abstract(&path) {
+                    None
+                } else {
+                    let meta = std::fs::symlink_metadata(&path)?;
+                    Some(SocketFile {
+                        path: path.clone(),
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                        pid: std::process::id(),
+                    })
                 };
-                (Socket::Unix(listener), Address::Unix(path), Some(file))
+                (Socket::Unix(listener), Address::Unix(path), file)
             }
             Address::Tcp(addr) => {
                 let listener = TcpListener::bind(addr)?;
@@ -275,7 +365,7 @@ impl Listener {
         let listener = Listener {
             socket,
             address,
-            authkey: authkey.map(<[u8]>::to_vec),
+            authkey,
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             socket_file,
             handshakes: Handshakes::new(),
@@ -454,6 +544,128 @@ impl Drop for Listener {
     }
 }
 
+/// Which key a listener or a manager's server asks its peers for.
+#[derive(Clone, Default)]
+pub(crate) enum KeyChoice {
+    /// This process's [`authkey`](crate::authkey).
+    #[default]
+    Default,
+    /// A key given by the user.
+    Given(Vec<u8>),
+    /// None: peers are not authenticated. `anywhere` lifts the refusal on
+    /// TCP addresses that are not loopback.
+    Without { anywhere: bool },
+}
+
+/// Never prints the key.
+impl fmt::Debug for KeyChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyChoice::Default => f.write_str("the process's authkey"),
+            KeyChoice::Given(_) => f.write_str("a given authkey"),
+            KeyChoice::Without { anywhere: false } => f.write_str("no authkey, local only"),
+            KeyChoice::Without { anywhere: true } => f.write_str("no authkey, any address"),
+        }
+    }
+}
+
+impl KeyChoice {
+    /// The key to ask peers of `address` for (`None`: no handshake), or
+    /// the refusal to listen on a reachable TCP address without one.
+    pub(crate) fn resolve(&self, address: &Address) -> Result<Option<Vec<u8>>, ConnectError> {
+        match self {
+            KeyChoice::Default => Ok(Some(crate::authkey()?)),
+            KeyChoice::Given(k) => Ok(Some(k.clone())),
+            KeyChoice::Without { anywhere } => match address {
+                Address::Tcp(addr) if !anywhere && !is_loopback(addr) => {
+                    Err(ConnectError::Unauthenticated(*addr))
+                }
+                _ => Ok(None),
+            },
+        }
+    }
+}
+
+/// Whether only this host can reach `addr` (`127.0.0.0/8`, `::1`, or an
+/// IPv4-mapped loopback address).
+fn is_loopback(addr: &SocketAddr) -> bool {
+    match addr {
+        SocketAddr::V4(a) => a.ip().is_loopback(),
+        SocketAddr::V6(a) => {
+            a.ip().is_loopback() || a.ip().to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Options for a [`Listener`]: which authkey its peers must hold, or
+/// none. Made by [`Listener::builder`].
+///
+/// Without an authkey, anyone who can reach the address can connect and
+/// send messages. On a Unix socket file (mode 0600) that is only this
+/// user; on an abstract name or on loopback TCP, any local process; on any
+/// other TCP address, any host that can route to it — so binding there
+/// without a key is refused ([`ConnectError::Unauthenticated`]) unless
+/// [`allow_unauthenticated`](Self::allow_unauthenticated) says it is
+/// meant.
+///
+/// ```
+/// use multiproc::{ConnectError, Listener};
+///
+/// let refused = Listener::builder().no_authkey().bind("0.0.0.0:0");
+/// assert!(matches!(refused, Err(ConnectError::Unauthenticated(_))));
+/// let keyed = Listener::builder().authkey(b"secret").bind("0.0.0.0:0")?;
+/// assert!(keyed.authenticates());
+/// # Ok::<(), ConnectError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ListenerBuilder {
+    key: KeyChoice,
+}
+
+impl ListenerBuilder {
+    /// A builder with the default: peers must hold this process's
+    /// [`authkey`](crate::authkey).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Peers must hold `key`.
+    pub fn authkey(mut self, key: &[u8]) -> Self {
+        self.key = KeyChoice::Given(key.to_vec());
+        self
+    }
+
+    /// No authentication: any peer that can reach the address is accepted.
+    /// Only for a Unix socket or a loopback TCP address; binding another
+    /// TCP address this way is refused with
+    /// [`ConnectError::Unauthenticated`].
+    pub fn no_authkey(mut self) -> Self {
+        self.key = KeyChoice::Without { anywhere: false };
+        self
+    }
+
+    /// No authentication, on any address, a public one included: every
+    /// host that can reach the port can connect and send messages. Say so
+    /// only on a network where that is meant.
+    ///
+    /// ```
+    /// let listener = multiproc::Listener::builder().allow_unauthenticated().bind("0.0.0.0:0")?;
+    /// assert!(!listener.authenticates());
+    /// # Ok::<(), multiproc::ConnectError>(())
+    /// ```
+    pub fn allow_unauthenticated(mut self) -> Self {
+        self.key = KeyChoice::Without { anywhere: true };
+        self
+    }
+
+    /// Binds `address` and listens (see [`Listener::bind`]).
+    pub fn bind(self, address: impl ToAddress) -> Result<Listener, ConnectError> {
+        let address = address.to_address()?;
+        let key = self.key.resolve(&address)?;
+        Listener::open(address, key)
+    }
+}
+
 /// Opens connections to a [`Listener`] (Python's
 /// `multiprocessing.connection.Client`).
 ///
@@ -461,19 +673,26 @@ impl Drop for Listener {
 /// use multiproc::{Client, Listener};
 ///
 /// let path = std::env::temp_dir().join(format!("doc-client-{}.sock", std::process::id()));
+/// // Both sides use this process's authkey: the handshake needs the
+/// // listener to accept while the client connects.
 /// let listener = Listener::bind(&path, None)?;
+/// let serving = std::thread::spawn(move || -> Result<i32, Box<dyn std::error::Error + Send + Sync>> {
+///     let served = listener.accept()?;
+///     Ok(served.recv::<(i32, String)>()?.0)
+/// });
 /// let conn = Client::connect(&path, None)?;
-/// let served = listener.accept()?;
 /// conn.send(&(1, "over a Unix socket"))?;
-/// assert_eq!(served.recv::<(i32, String)>()?.0, 1);
+/// assert_eq!(serving.join().unwrap().unwrap(), 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub enum Client {}
 
 impl Client {
-    /// Connects to the listener at `address`. With `authkey`, runs the
-    /// handshake (the listener must hold the same key) before returning.
+    /// Connects to the listener at `address` and runs the handshake before
+    /// returning: the listener must hold `authkey`, or with `None` this
+    /// process's [`authkey`](crate::authkey). A listener without a key is
+    /// reached with [`connect_unauthenticated`](Self::connect_unauthenticated).
     ///
     /// Like Python's `Client`, this waits as long as the listener takes to
     /// accept; [`connect_timeout`](Self::connect_timeout) bounds the wait.
@@ -482,7 +701,8 @@ impl Client {
         address: impl ToAddress,
         authkey: Option<&[u8]>,
     ) -> Result<Connection, ConnectError> {
-        Self::open(address.to_address()?, authkey, None)
+        let address = address.to_address()?;
+        Self::open(address, Some(&key_or_default(authkey)?), None)
     }
 
     /// Like [`connect`](Self::connect), giving up after `timeout` in all:
@@ -505,10 +725,29 @@ impl Client {
         authkey: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Connection, ConnectError> {
-        Self::open(address.to_address()?, authkey, Some(timeout))
+        let address = address.to_address()?;
+        Self::open(address, Some(&key_or_default(authkey)?), Some(timeout))
     }
 
-    fn open(
+    /// Connects to a listener that runs no handshake (one made with
+    /// [`ListenerBuilder::no_authkey`] or
+    /// [`allow_unauthenticated`](ListenerBuilder::allow_unauthenticated)).
+    pub fn connect_unauthenticated(address: impl ToAddress) -> Result<Connection, ConnectError> {
+        Self::open(address.to_address()?, None, None)
+    }
+
+    /// Like [`connect_unauthenticated`](Self::connect_unauthenticated),
+    /// giving up with [`ConnectError::Timeout`] if the connection is not
+    /// made within `timeout`.
+    pub fn connect_unauthenticated_timeout(
+        address: impl ToAddress,
+        timeout: Duration,
+    ) -> Result<Connection, ConnectError> {
+        Self::open(address.to_address()?, None, Some(timeout))
+    }
+
+    /// Connects, running the handshake with `authkey` if there is one.
+    pub(crate) fn open(
         address: Address,
         authkey: Option<&[u8]>,
         timeout: Option<Duration>,

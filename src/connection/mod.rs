@@ -31,7 +31,8 @@ pub use frame::DEFAULT_MAX_FRAME;
 pub(crate) const FRAME_ROOM: usize = frame::SHORT_HEADER;
 use frame::{Body, Reader};
 
-pub use listener::{Address, Client, Listener, ToAddress};
+pub(crate) use listener::KeyChoice;
+pub use listener::{Address, Client, Listener, ListenerBuilder, ToAddress};
 pub use wait::{Waitable, wait};
 
 /// One end of a two-way (or one-way) message channel.

@@ -14,7 +14,7 @@
 //!
 //! # Crashes
 //!
-//! A segment is named `multiproc-csp-<channel>-<pid>-<start>-<n>-<nanos>`:
+//! A segment is named `multiproc-csp-<channel>-<pid>-<start>-<random>`:
 //! its channel and the process that wrote it (pid and start time, so that a
 //! recycled pid is not mistaken for it). A reader *claims* a descriptor,
 //! opening the segment, while the channel still holds it (under the lock,
@@ -28,7 +28,6 @@
 //! death and when a process drops it.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sys;
 use crate::sys::shm::Mapping;
@@ -57,17 +56,12 @@ impl Outgoing {
     /// Puts `message` in a new named segment of channel `tag` and
     /// describes it.
     pub fn spill(message: &[u8], tag: &str) -> std::io::Result<Outgoing> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
         let me = sys::liveness::me();
         let name = format!(
-            "{PREFIX}{tag}-{}-{}-{}-{nanos:x}",
+            "{PREFIX}{tag}-{}-{}-{}",
             me.pid,
             me.start,
-            NEXT.fetch_add(1, Ordering::Relaxed)
+            sys::random::hex(8)?
         );
         let fd = sys::shm::create_named(&name, message.len())?;
         let mut out = Outgoing {

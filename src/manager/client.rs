@@ -35,17 +35,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// This process's session number: random, and new after `fork`.
-pub(crate) fn session() -> u64 {
+/// This process's session number: random, and new after `fork`. Fails
+/// only if the OS random source does.
+pub(crate) fn session() -> io::Result<u64> {
     static SESSION: Mutex<(i32, u64)> = Mutex::new((0, 0));
     let pid = sys::process::getpid();
     let mut s = lock(&SESSION);
     if s.0 != pid || s.1 == 0 {
-        let mut b = [0u8; 8];
-        let _ = sys::random::fill(&mut b);
-        *s = (pid, u64::from_ne_bytes(b) | 1);
+        *s = (pid, sys::random::u64()? | 1);
     }
-    s.1
+    Ok(s.1)
 }
 
 /// A number for the calling thread, unique in this process (with the
@@ -131,10 +130,15 @@ impl Endpoint {
     }
 
     fn connect(&self, anchor: bool) -> Result<Connection, ManagerError> {
-        let conn = Client::connect_timeout(&self.address, self.authkey.as_deref(), CONNECT_TIMEOUT)
-            .map_err(disconnected_on_connect)?;
+        let session = session().map_err(|e| ManagerError::Connect(ConnectError::Io(e)))?;
+        let conn = Client::open(
+            self.address.clone(),
+            self.authkey.as_deref(),
+            Some(CONNECT_TIMEOUT),
+        )
+        .map_err(disconnected_on_connect)?;
         conn.send(&Request::Hello {
-            session: session(),
+            session,
             pid: sys::process::getpid(),
             anchor,
         })

@@ -23,7 +23,9 @@ pub enum ManagerError {
     /// The server process could not be started.
     #[error("cannot start the manager's server: {0}")]
     Start(#[from] StartError),
-    /// The server process failed while starting or stopping.
+    /// The server process failed while starting or stopping, or could not
+    /// serve a request for a reason of its own (its OS random source
+    /// failed).
     #[error("the manager's server failed: {0}")]
     Server(String),
     /// Joining the server process failed.
@@ -99,6 +101,7 @@ impl From<Fault> for ManagerError {
             Fault::Remote(s) => ManagerError::Remote(s),
             Fault::Unsupported(s) => ManagerError::Unsupported(s),
             Fault::Protocol(s) => ManagerError::Protocol(s),
+            Fault::Server(s) => ManagerError::Server(s),
             Fault::ClientGone => ManagerError::Disconnected,
         }
     }

@@ -278,6 +278,16 @@ mod tests {
     use super::*;
     use crate::pipe;
 
+    #[test]
+    fn a_mailbox_is_owner_only() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::PermissionsExt;
+        let (_mb, fd) = Mailbox::create().unwrap();
+        let path = format!("/proc/self/fd/{}", fd.fd().as_raw_fd());
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o600);
+    }
+
     /// Runs `f` with a watchdog: a regression fails instead of hanging.
     fn within(f: impl FnOnce() + Send + 'static) {
         let (tx, rx) = std::sync::mpsc::channel();

@@ -24,10 +24,16 @@
 //! # How it works
 //!
 //! * [`Manager::start`] spawns the server (a copy of the running
-//!   executable), listening on a fresh Unix socket path with a random
-//!   authkey; [`ManagerBuilder::bind`] serves on any TCP address or path
+//!   executable), listening on a fresh name in Linux's abstract Unix
+//!   socket namespace (no file to leave behind, whatever happens to the
+//!   processes); [`ManagerBuilder::bind`] serves on any TCP address or path
 //!   in the current process, for [`Manager::connect`] from unrelated
 //!   processes.
+//! * Clients must hold the server's authkey: the one given to the builder,
+//!   or else this process's [`authkey`](crate::authkey), which every child
+//!   inherits (Python's `current_process().authkey`). A server without a
+//!   key is made only on request ([`ManagerBuilder::no_authkey`],
+//!   [`ManagerBuilder::allow_unauthenticated`]).
 //! * Connections are the crate's [`Listener`] /
 //!   [`Client`](crate::Client), authenticated with the authkey (Python
 //!   3.12's HMAC handshake). The server runs a thread per connection, so a
@@ -98,7 +104,6 @@ mod transport;
 mod value;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -118,7 +123,10 @@ pub use registry::{Constructor, Served};
 pub use server::ManagerServer;
 pub use value::{ConvertError, Dict, MAX_DEPTH, Value, from_value, to_value};
 
-use crate::{Address, Connection, Listener, Process, StartMethod, ToAddress};
+use crate::connection::KeyChoice;
+use crate::{
+    Address, ConnectError, Connection, Listener, Process, StartError, StartMethod, ToAddress,
+};
 
 /// Default cap on one request the server accepts: 64 MiB.
 pub const DEFAULT_MAX_REQUEST: usize = 64 << 20;
@@ -154,6 +162,15 @@ impl std::fmt::Debug for Manager {
 /// Configures a manager before it starts: address, authkey, registered
 /// types.
 ///
+/// By default clients must hold this process's [`authkey`](crate::authkey)
+/// (children inherit it); [`authkey`](Self::authkey) sets another. A server
+/// that lets anyone connect is made only on request:
+/// [`no_authkey`](Self::no_authkey) on a Unix socket or loopback TCP,
+/// [`allow_unauthenticated`](Self::allow_unauthenticated) on any address.
+/// Its requests are typed values, not code (Python's manager protocol
+/// runs pickles), but whoever connects can read, change and free every
+/// object it holds and stop it: an open port is still an open port.
+///
 /// ```
 /// use multiproc::manager::{ManagerBuilder, Served, Value};
 ///
@@ -176,7 +193,7 @@ impl std::fmt::Debug for Manager {
 #[derive(Default)]
 pub struct ManagerBuilder {
     address: Option<Address>,
-    authkey: Option<Vec<u8>>,
+    key: KeyChoice,
     registry: Registry,
     max_request: Option<usize>,
 }
@@ -233,28 +250,28 @@ fn run_server(args: ServerArgs) {
     server.serve_forever();
 }
 
-fn fresh_path() -> Address {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let mut r = [0u8; 4];
-    let _ = crate::sys::random::fill(&mut r);
-    let name = format!(
-        "multiproc-mgr-{}-{}-{:08x}.sock",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        u32::from_ne_bytes(r)
-    );
-    Address::Unix(std::env::temp_dir().join(name))
-}
-
-fn random_key() -> Vec<u8> {
-    let mut k = vec![0u8; 32];
-    let _ = crate::sys::random::fill(&mut k);
-    k
+/// A fresh name in the abstract Unix socket namespace: nothing on the
+/// file system, gone with the server's socket.
+fn fresh_address() -> Result<Address, std::io::Error> {
+    let name = format!("\0multiproc-mgr-{}", crate::sys::random::hex(16)?);
+    Ok(Address::Unix(name.into()))
 }
 
 impl ManagerBuilder {
-    /// A builder with the defaults: a fresh Unix socket path, a random
-    /// authkey (for [`start`](Self::start)), no registered types.
+    /// The address to serve on, and the key to ask clients for.
+    fn address_and_key(&self) -> Result<(Address, Option<Vec<u8>>), ConnectError> {
+        let address = match &self.address {
+            Some(a) => a.clone(),
+            None => fresh_address()?,
+        };
+        let key = self.key.resolve(&address)?;
+        Ok((address, key))
+    }
+}
+
+impl ManagerBuilder {
+    /// A builder with the defaults: a fresh abstract Unix socket name, this
+    /// process's [`authkey`](crate::authkey), no registered types.
     pub fn new() -> Self {
         Self::default()
     }
@@ -266,9 +283,42 @@ impl ManagerBuilder {
         Ok(self)
     }
 
-    /// Requires clients to prove they hold `key`.
+    /// Requires clients to prove they hold `key` (instead of this
+    /// process's [`authkey`](crate::authkey)).
     pub fn authkey(mut self, key: &[u8]) -> Self {
-        self.authkey = Some(key.to_vec());
+        self.key = KeyChoice::Given(key.to_vec());
+        self
+    }
+
+    /// Lets clients in without an authkey (they connect with
+    /// [`Manager::connect_unauthenticated`]). Only on a Unix socket or a
+    /// loopback TCP address: serving another TCP address this way is
+    /// refused with [`ConnectError::Unauthenticated`] (see
+    /// [`allow_unauthenticated`](Self::allow_unauthenticated)).
+    ///
+    /// ```
+    /// use multiproc::manager::{Manager, ManagerBuilder, ManagerError};
+    /// use multiproc::ConnectError;
+    ///
+    /// let open = ManagerBuilder::new().address("0.0.0.0:0")?.no_authkey().bind();
+    /// assert!(matches!(open, Err(ManagerError::Connect(ConnectError::Unauthenticated(_)))));
+    ///
+    /// let m = ManagerBuilder::new().no_authkey().start()?;
+    /// let other = Manager::connect_unauthenticated(m.address())?;
+    /// assert_eq!(other.list([1, 2])?.len()?, 2);
+    /// # Ok::<(), ManagerError>(())
+    /// ```
+    pub fn no_authkey(mut self) -> Self {
+        self.key = KeyChoice::Without { anywhere: false };
+        self
+    }
+
+    /// Lets clients in without an authkey on any address, a public TCP
+    /// address included: every host that can reach the port can read,
+    /// change and free the server's objects and stop it. Say so only on a
+    /// network where that is meant.
+    pub fn allow_unauthenticated(mut self) -> Self {
+        self.key = KeyChoice::Without { anywhere: true };
         self
     }
 
@@ -291,12 +341,15 @@ impl ManagerBuilder {
     /// Starts the server in a new process (spawn start method) and
     /// connects to it.
     pub fn start(self) -> Result<Manager, ManagerError> {
-        let address = self.address.clone().unwrap_or_else(fresh_path);
-        let authkey = self.authkey.clone().unwrap_or_else(random_key);
+        let (address, authkey) = self.address_and_key().map_err(|e| match e {
+            // The OS random source failed (for the name or the key).
+            ConnectError::Io(e) => ManagerError::Start(StartError::Io(e)),
+            e => ManagerError::Connect(e),
+        })?;
         let (ours, theirs) = crate::pipe(true).map_err(|e| ManagerError::Server(e.to_string()))?;
         let args = ServerArgs {
             address: address.to_string(),
-            authkey: Some(authkey.clone()),
+            authkey: authkey.clone(),
             registry: registry::to_offsets(&self.registry),
             max_request: self.max_request.unwrap_or(DEFAULT_MAX_REQUEST) as u64,
             ready: theirs,
@@ -320,7 +373,7 @@ impl ManagerBuilder {
         };
         let address: Address = bound.parse()?;
         Ok(Manager {
-            factory: Factory::new(Endpoint::get(address, Some(authkey))),
+            factory: Factory::new(Endpoint::get(address, authkey)),
             server: Some(process),
             owner: crate::sys::process::getpid(),
         })
@@ -328,8 +381,9 @@ impl ManagerBuilder {
 
     /// Binds a server in this process, to be run with
     /// [`ManagerServer::serve_forever`] (Python's
-    /// `BaseManager.get_server()`). Without an [`authkey`](Self::authkey)
-    /// any local or network peer that can reach the address may connect.
+    /// `BaseManager.get_server()`). Clients must hold the key (see the
+    /// type's documentation); a Unix socket file is made owner-only (mode
+    /// 0600, whatever the umask).
     ///
     /// ```
     /// use multiproc::manager::{Manager, ManagerBuilder};
@@ -348,12 +402,12 @@ impl ManagerBuilder {
     /// # Ok::<(), multiproc::ManagerError>(())
     /// ```
     pub fn bind(self) -> Result<ManagerServer, ManagerError> {
-        let address = self.address.unwrap_or_else(fresh_path);
-        let listener = Listener::bind(&address, None)?;
+        let (address, authkey) = self.address_and_key()?;
+        let listener = Listener::bind_raw(&address)?;
         Ok(ManagerServer::new(
             listener,
             self.registry,
-            self.authkey,
+            authkey,
             self.max_request.unwrap_or(DEFAULT_MAX_REQUEST),
         ))
     }
@@ -387,12 +441,30 @@ impl Manager {
 
     /// Connects to a server that runs elsewhere (started by
     /// [`ManagerBuilder::bind`] in another program, or by another
-    /// process's [`start`](Self::start)), checking that it answers.
+    /// process's [`start`](Self::start)), checking that it answers. The
+    /// server must hold `authkey`, or with `None` this process's
+    /// [`authkey`](crate::authkey) (Python's default too).
     pub fn connect(
         address: impl ToAddress,
         authkey: Option<&[u8]>,
     ) -> Result<Manager, ManagerError> {
-        let endpoint = Endpoint::get(address.to_address()?, authkey.map(<[u8]>::to_vec));
+        let address = address.to_address()?;
+        let key = match authkey {
+            Some(k) => k.to_vec(),
+            None => crate::authkey().map_err(ConnectError::Io)?,
+        };
+        Self::connect_with(address, Some(key))
+    }
+
+    /// Connects to a server that asks for no authkey (made with
+    /// [`ManagerBuilder::no_authkey`] or
+    /// [`allow_unauthenticated`](ManagerBuilder::allow_unauthenticated)).
+    pub fn connect_unauthenticated(address: impl ToAddress) -> Result<Manager, ManagerError> {
+        Self::connect_with(address.to_address()?, None)
+    }
+
+    fn connect_with(address: Address, key: Option<Vec<u8>>) -> Result<Manager, ManagerError> {
+        let endpoint = Endpoint::get(address, key);
         endpoint.call(&Request::Stats)?;
         Ok(Manager {
             factory: Factory::new(endpoint),
@@ -407,7 +479,8 @@ impl Manager {
     }
 
     /// The authkey clients must hold (to hand to
-    /// [`connect`](Self::connect) in another program).
+    /// [`connect`](Self::connect) in another program); `None` for a server
+    /// that asks for none.
     pub fn authkey(&self) -> Option<&[u8]> {
         self.endpoint().authkey.as_deref()
     }
@@ -485,8 +558,10 @@ impl Manager {
         };
         let asked = self.endpoint().call(&Request::Shutdown);
         let joined = process.join_timeout(STOP_TIMEOUT);
-        // A server that was killed leaves its socket file behind.
+        // A server that was killed leaves its socket file behind (an
+        // abstract name has none).
         if let Address::Unix(path) = &self.endpoint().address
+            && !self.endpoint().address.is_abstract()
             && !matches!(joined, Err(crate::JoinError::Timeout(_)))
         {
             let _ = std::fs::remove_file(path);
@@ -496,7 +571,9 @@ impl Manager {
             Err(crate::JoinError::Timeout(_)) => {
                 let _ = process.kill();
                 let _ = process.join_timeout(STOP_TIMEOUT);
-                if let Address::Unix(path) = &self.endpoint().address {
+                if let Address::Unix(path) = &self.endpoint().address
+                    && !self.endpoint().address.is_abstract()
+                {
                     let _ = std::fs::remove_file(path);
                 }
                 Err(ManagerError::Server(

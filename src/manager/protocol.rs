@@ -246,6 +246,8 @@ pub(crate) enum Fault {
     Remote(String),
     Unsupported(String),
     Protocol(String),
+    /// The server itself failed (its OS random source, …).
+    Server(String),
     /// The client hung up while the server waited on its behalf.
     ClientGone,
 }

@@ -36,6 +36,8 @@ pub struct Meta {
     pub daemon: bool,
     pub parent_pid: i32,
     pub parent_name: String,
+    /// The parent's authkey, this process's from now on.
+    pub authkey: Vec<u8>,
 }
 
 #[ctor::ctor(unsafe, priority = late)]

@@ -28,7 +28,10 @@ use crate::sys;
 use crate::sys::process::Exit;
 use crate::wait::Deadline;
 pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
-pub use identity::{ProcessInfo, current_process, parent_process};
+pub(crate) use identity::forget_authkey;
+pub use identity::{
+    AUTHKEY_LEN, ProcessInfo, authkey, current_process, parent_process, set_authkey,
+};
 use registry::Child;
 
 /// Encodes the arguments; kept until the child has started, so a failed
@@ -127,6 +130,9 @@ impl<R: DeserializeOwned> Process<R> {
             }
         }
         let args = payload()?;
+        // Drawn now if this is its first use, so that a forked child shares
+        // it too.
+        let authkey = identity::authkey()?;
         let (identity, default_name) = identity::next_child();
         let name = self.name.clone().unwrap_or(default_name);
         let me = current_process();
@@ -139,6 +145,7 @@ impl<R: DeserializeOwned> Process<R> {
             daemon: self.daemon,
             parent_pid: me.pid,
             parent_name: me.name,
+            authkey,
         };
         let child = match method {
             StartMethod::Spawn => self.spawn(meta, args)?,

@@ -45,8 +45,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -271,17 +270,8 @@ impl SharedMemory {
     /// Creates a segment of `size` bytes under a new unique name (Python's
     /// `SharedMemory(create=True, size=size)`).
     pub fn new(size: usize) -> Result<SharedMemory, ShmError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
         loop {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let name = format!(
-                "mp-{}-{}-{:08x}",
-                sys::process::getpid(),
-                COUNTER.fetch_add(1, Ordering::Relaxed),
-                nanos
-            );
+            let name = format!("mp-{}", sys::random::hex(8)?);
             match Self::create(&name, size) {
                 Err(ShmError::Exists(_)) => continue,
                 r => return r,

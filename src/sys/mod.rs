@@ -9,11 +9,11 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | [`socket`] | socketpairs, Unix connect with a timeout, `sendmsg`/`recvmsg` carrying descriptors (`SCM_RIGHTS`), shutdown, `dup` |
+//! | [`socket`] | socketpairs, Unix listen (owner-only socket files, abstract names) and connect with a timeout, `sendmsg`/`recvmsg` carrying descriptors (`SCM_RIGHTS`), shutdown, `dup` |
 //! | [`poll`] | waiting for readiness on several descriptors with a timeout |
 //! | [`futex`] | wait/wake on a 32-bit word in (possibly shared) memory |
-//! | [`shm`] | memfd segments sealed against resizing, named `/dev/shm` segments, shared mappings, positional I/O, `flock`, hole punching and preallocation |
-//! | [`random`] | bytes from the kernel's cryptographic generator (`getrandom`) |
+//! | [`shm`] | owner-only memfd segments sealed against resizing, named `/dev/shm` segments, shared mappings, positional I/O, `flock`, hole punching and preallocation |
+//! | [`random`] | bytes from the kernel's cryptographic generator (rustix's `getrandom`); a failure is an error |
 //! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts, the affinity mask |
 //! | [`robust_mutex`] | robust, process-shared pthread mutexes (owner death reported to the next locker) |
 //! | [`liveness`] | whether a process (pid + start time, so pid reuse is caught) still runs |

@@ -73,9 +73,12 @@ impl Drop for Mapping {
 }
 
 /// A new anonymous memory file of `len` zeroed bytes, `O_CLOEXEC`, sealed
-/// so that nobody can shrink or grow it.
+/// so that nobody can shrink or grow it, owner-only (mode 0600: the kernel
+/// makes memory files 0777, reachable through `/proc/<pid>/fd` by whoever
+/// may inspect this process).
 pub fn memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    set_owner_only(&fd)?;
     rustix::fs::ftruncate(&fd, len as u64)?;
     rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
     Ok(fd)
@@ -93,17 +96,18 @@ pub fn size(fd: impl AsFd) -> io::Result<usize> {
     Ok(rustix::fs::fstat(fd)?.st_size as usize)
 }
 
-/// Creates the named segment `/dev/shm/<name>` (mode 0600) of `len` zeroed
-/// bytes; fails if it exists.
+/// Creates the named segment `/dev/shm/<name>` (mode 0600, whatever the
+/// umask) of `len` zeroed bytes; fails if it exists.
 pub fn create_named(name: &str, len: usize) -> io::Result<OwnedFd> {
     let fd = rustix::shm::open(
         name,
         OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
         Mode::RUSR | Mode::WUSR,
     )?;
-    if let Err(e) = rustix::fs::ftruncate(&fd, len as u64) {
+    let sized = set_owner_only(&fd).and_then(|()| Ok(rustix::fs::ftruncate(&fd, len as u64)?));
+    if let Err(e) = sized {
         let _ = rustix::shm::unlink(name);
-        return Err(e.into());
+        return Err(e);
     }
     Ok(fd)
 }

@@ -170,7 +170,7 @@ pub fn connect_unix(
     timeout: Option<std::time::Duration>,
 ) -> io::Result<OwnedFd> {
     use rustix::net::sockopt::{Timeout, set_socket_timeout};
-    let addr = rustix::net::SocketAddrUnix::new(path)?;
+    let addr = unix_address(path)?;
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::STREAM,
@@ -197,6 +197,62 @@ pub fn connect_unix(
     }
     if timeout.is_some() {
         set_socket_timeout(&fd, Timeout::Send, None)?;
+    }
+    Ok(fd)
+}
+
+/// Whether `path` names a socket in Linux's abstract namespace (its first
+/// byte is NUL, as in Python): no file, gone with the last descriptor.
+pub fn is_abstract(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().first() == Some(&0)
+}
+
+/// The socket address for a Unix socket path, or for an abstract name
+/// written as a path whose first byte is NUL.
+fn unix_address(path: &std::path::Path) -> io::Result<rustix::net::SocketAddrUnix> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    if is_abstract(path) {
+        Ok(rustix::net::SocketAddrUnix::new_abstract_name(&bytes[1..])?)
+    } else {
+        Ok(rustix::net::SocketAddrUnix::new(path)?)
+    }
+}
+
+/// How many connections may wait to be accepted (the kernel caps it at
+/// `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;
+
+/// A new `O_CLOEXEC`, non-blocking Unix stream socket listening at `path`
+/// (a file path, or an abstract name: see [`is_abstract`]).
+///
+/// A socket file is made owner-only (mode 0600, whatever the umask) before
+/// the socket starts listening, so no other user can connect even for an
+/// instant. Fails with `AddrInUse` if `path` exists.
+pub fn listen_unix(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use rustix::fs::Mode;
+    let addr = unix_address(path)?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    rustix::net::bind(&fd, &addr)?;
+    if !is_abstract(path) {
+        // Until `listen`, a connect is refused whatever the mode, so
+        // nobody gets in before the mode is right.
+        if let Err(e) = rustix::fs::chmod(path, Mode::RUSR | Mode::WUSR) {
+            let _ = rustix::fs::unlink(path);
+            return Err(e.into());
+        }
+    }
+    if let Err(e) = rustix::net::listen(&fd, BACKLOG) {
+        if !is_abstract(path) {
+            let _ = rustix::fs::unlink(path);
+        }
+        return Err(e.into());
     }
     Ok(fd)
 }

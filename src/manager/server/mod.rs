@@ -388,7 +388,7 @@ fn serve_client(shared: &Shared, mut conn: Connection) {
             shared.stop.store(true, Ordering::Release);
             // Wake the accept loop at once: a bare connection (it finds
             // `stop` set and drops it).
-            let _ = crate::Client::connect_timeout(&shared.address, None, HANDSHAKE_TIMEOUT);
+            let _ = crate::Client::open(shared.address.clone(), None, Some(HANDSHAKE_TIMEOUT));
             break;
         }
     }
@@ -535,18 +535,25 @@ fn handle(shared: &Shared, request: Request, caller: &Caller<'_>) -> Answer {
         }
         Request::Export { id } => {
             let mut t = lock(&shared.table);
-            match t.objects.get_mut(&id) {
-                Some(slot) => {
-                    slot.refs += 1;
-                    let mut token = random_u64();
-                    while token == 0 || t.transit.contains_key(&token) {
-                        token = random_u64();
-                    }
-                    t.transit.insert(token, id);
-                    Ok(Value::Int(token.into()))
-                }
-                None => Err(Fault::NoSuchObject(id)),
+            if !t.objects.contains_key(&id) {
+                return Answer::One(Err(Fault::NoSuchObject(id)));
             }
+            let token = loop {
+                match crate::sys::random::u64() {
+                    Ok(n) if n != 0 && !t.transit.contains_key(&n) => break n,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        return Answer::One(Err(Fault::Server(format!(
+                            "cannot make a transit token: {e}"
+                        ))));
+                    }
+                }
+            };
+            if let Some(slot) = t.objects.get_mut(&id) {
+                slot.refs += 1;
+            }
+            t.transit.insert(token, id);
+            Ok(Value::Int(token.into()))
         }
         Request::Claim { token } => {
             let mut t = lock(&shared.table);
@@ -581,13 +588,7 @@ fn handle(shared: &Shared, request: Request, caller: &Caller<'_>) -> Answer {
     })
 }
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = crate::sys::random::fill(&mut b);
-    u64::from_ne_bytes(b)
-}
-
-/// Binds the default local address or the given one.
+/// Binds the given address; the server runs the handshake itself.
 pub(crate) fn bind(address: &Address) -> Result<Listener, crate::ConnectError> {
-    Listener::bind(address, None)
+    Listener::bind_raw(address)
 }
