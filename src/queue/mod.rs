@@ -99,6 +99,7 @@
 mod builder;
 mod error;
 mod fifo;
+mod iter;
 mod joinable;
 mod ring;
 mod simple;
@@ -109,6 +110,8 @@ pub use error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, TaskDoneError, TasksPending, TryGetError,
     TryPutError,
 };
+pub(crate) use fifo::after_fork;
 pub use fifo::Queue;
+pub use iter::{IntoIter, Iter, TryIter};
 pub use joinable::JoinableQueue;
 pub use simple::SimpleQueue;
