@@ -13,10 +13,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::builder::QueueBuilder;
-use super::iter::{Iter, TryIter};
 use super::error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetError, TryPutError,
 };
+use super::iter::{Iter, TryIter};
 use super::ring::{GetFail, PutFail, Record, Ring, Writer};
 use crate::codec::{self, SharedFd};
 use crate::error::CodecError;
@@ -154,10 +154,7 @@ impl Shared {
     fn release_producer(&self) {
         // AcqRel: the last one sees every other handle's release.
         if self.producers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.writer
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
+            self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
             self.ring.note_hangup();
         }
     }
@@ -509,8 +506,7 @@ impl<T> Queue<T> {
             if self.shared.producers_gone().map_err(GetFailure::Io)? {
                 // A last message may have been committed just before its
                 // producer left: look once more.
-                return match ring.try_get(mode.lock_deadline(), |rec| body.take().map(|f| f(rec)))
-                {
+                return match ring.try_get(mode.lock_deadline(), |rec| body.take().map(|f| f(rec))) {
                     Ok(Some(r)) => Ok(r),
                     Ok(None) => Err(GetFailure::Io(io::Error::other(
                         "queue callback already used",
@@ -769,7 +765,6 @@ impl<T: Serialize> Queue<T> {
             Err(f) => Err(try_put_error(value, f)),
         }
     }
-
 }
 
 /// The get side needs only `T: DeserializeOwned`.

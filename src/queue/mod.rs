@@ -110,8 +110,8 @@ pub use error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, TaskDoneError, TasksPending, TryGetError,
     TryPutError,
 };
-pub(crate) use fifo::after_fork;
 pub use fifo::Queue;
+pub(crate) use fifo::after_fork;
 pub use iter::{IntoIter, Iter, TryIter};
 pub use joinable::JoinableQueue;
 pub use simple::SimpleQueue;
