@@ -104,13 +104,11 @@ fn iteration_ends_after_producer_killed_scenario(fork: bool) -> Result<(), Strin
         std::thread::sleep(Duration::from_micros(delay));
         p.kill().map_err(|e| e.to_string())?;
         // Consume concurrently with the kill: the loop must end by itself.
-        let mut n = 0u32;
-        for r in &q {
+        for (n, r) in q.iter().enumerate() {
             ensure(
-                r == reading(n),
+                r == reading(n as u32),
                 format!("round {round}: reading {n} is {r:?}"),
             )?;
-            n += 1;
         }
         ensure(
             matches!(q.get_nowait(), Err(TryGetError::Disconnected)),
