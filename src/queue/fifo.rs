@@ -486,6 +486,7 @@ impl<T> Queue<T> {
     fn get_raw<R>(&self, mode: Mode, body: impl FnOnce(&Record<'_>) -> R) -> Result<R, GetFailure> {
         let ring = self.ring();
         let mut body = Some(body);
+        let mut spun = false;
         loop {
             let got = ring.try_get(mode.lock_deadline(), |rec| body.take().map(|f| f(rec)));
             match got {
@@ -499,9 +500,19 @@ impl<T> Queue<T> {
                 Err(GetFail::LockTimeout) => return Err(GetFailure::Timeout),
                 Err(GetFail::Io(e)) => return Err(GetFailure::Io(e)),
             }
-            // Empty. Read `hangups` before looking at the producers: a
-            // producer that leaves after the look bumps it after, which
-            // ends the wait below.
+            // Empty. Spin first (before any look at the producers, so that
+            // a consumer just behind its producer pays nothing more).
+            if let Mode::Wait(d) = mode
+                && !spun
+            {
+                spun = true;
+                if ring.spin_data(d.instant()) {
+                    continue;
+                }
+            }
+            // Read `hangups` before looking at the producers: a producer
+            // that leaves after the look bumps it after, which ends the
+            // sleep below.
             let hangups = ring.hangups();
             if self.shared.producers_gone().map_err(GetFailure::Io)? {
                 // A last message may have been committed just before its
@@ -523,7 +534,7 @@ impl<T> Queue<T> {
                     // again (one killed bumps nothing).
                     let slice = Instant::now() + super::wait::SLICE;
                     let until = d.instant().map_or(slice, |d| d.min(slice));
-                    if !ring.wait_data(Some(until), hangups)
+                    if !ring.sleep_data(Some(until), hangups)
                         && d.instant().is_some_and(|d| Instant::now() >= d)
                     {
                         return Err(GetFailure::Timeout);

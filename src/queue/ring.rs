@@ -961,19 +961,29 @@ impl Ring {
     // Waiting
     // ---------------------------------------------------------------
 
-    /// Waits until the queue looks non-empty, or [`hangups`](Self::hangups)
-    /// moves away from `hangups_seen`, or the deadline passes; `false` only
-    /// at the deadline.
-    pub(crate) fn wait_data(&self, deadline: Option<Instant>, hangups_seen: u32) -> bool {
+    /// Whether the queue looks non-empty.
+    fn has_data(&self) -> bool {
         let h = self.header();
-        h.data_event.wait_until(
-            || {
-                let (g, _) = unpack(h.head.0.load(Ordering::SeqCst));
-                let (p, _) = unpack(h.tail.0.load(Ordering::SeqCst));
-                g != p || h.hangups.0.load(Ordering::SeqCst) != hangups_seen
-            },
+        let (g, _) = unpack(h.head.0.load(Ordering::SeqCst));
+        let (p, _) = unpack(h.tail.0.load(Ordering::SeqCst));
+        g != p
+    }
+
+    /// Spins briefly (the adaptive budget of `wait.rs`) until the queue
+    /// looks non-empty; `false` if it did not, or spinning cannot help.
+    pub(crate) fn spin_data(&self, deadline: Option<Instant>) -> bool {
+        self.spins[0].spin_until(|| self.has_data(), deadline, 16)
+    }
+
+    /// Sleeps until the queue looks non-empty, or
+    /// [`hangups`](Self::hangups) moves away from `hangups_seen`, or the
+    /// deadline passes; `false` only at the deadline. No spinning: call
+    /// [`spin_data`](Self::spin_data) first.
+    pub(crate) fn sleep_data(&self, deadline: Option<Instant>, hangups_seen: u32) -> bool {
+        let h = self.header();
+        h.data_event.sleep_until(
+            || self.has_data() || h.hangups.0.load(Ordering::SeqCst) != hangups_seen,
             deadline,
-            &self.spins[0],
         )
     }
 
