@@ -258,11 +258,18 @@ pub struct Queue<T> {
 /// closed.
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
-        let producer = self.producer.load(Ordering::Relaxed);
-        if producer {
-            // Relaxed: like `Arc::clone`, the new count is covered by ours.
-            self.shared.producers.fetch_add(1, Ordering::Relaxed);
-        }
+        // Relaxed: like `Arc::clone`, the new count is covered by ours. A
+        // count already at zero means that another thread closed this very
+        // handle meanwhile, and this process's producer end is gone: the
+        // clone is closed too.
+        let producer = self.producer.load(Ordering::Relaxed)
+            && self
+                .shared
+                .producers
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n > 0).then(|| n + 1)
+                })
+                .is_ok();
         Queue {
             shared: self.shared.clone(),
             producer: AtomicBool::new(producer),
