@@ -451,3 +451,42 @@ fn postcard_string(bytes: &[u8]) -> String {
     let len = bytes[0] as usize;
     String::from_utf8(bytes[1..1 + len].to_vec()).unwrap()
 }
+
+#[test]
+fn a_handle_in_flight_keeps_the_queue_connected() {
+    watchdog(LIMIT, || {
+        let q: Queue<u32> = Queue::new().unwrap();
+        let rx = q.clone();
+        rx.close();
+        // The only producer travels in a socket: nobody holds it, the
+        // kernel does.
+        let (a, b) = pipe(true).unwrap();
+        a.send(&q).unwrap();
+        drop(q);
+        assert!(matches!(
+            rx.get_timeout(Duration::from_millis(300)),
+            Err(GetTimeoutError::Timeout)
+        ));
+        let arrived: Queue<u32> = b.recv().unwrap();
+        assert!(!arrived.is_closed());
+        arrived.put(5).unwrap();
+        drop(arrived);
+        assert_eq!(rx.iter().collect::<Vec<_>>(), [5]);
+
+        // Sent and never received: when the receiving end goes, so does
+        // the handle in it.
+        let rx: Queue<u32> = Queue::new().unwrap();
+        let q = rx.clone();
+        rx.close();
+        let (a, b) = pipe(true).unwrap();
+        a.send(&q).unwrap();
+        drop(q);
+        assert!(matches!(rx.get_nowait(), Err(TryGetError::Empty)));
+        drop(b);
+        drop(a);
+        assert!(matches!(
+            rx.get_timeout(Duration::from_secs(30)),
+            Err(GetTimeoutError::Disconnected)
+        ));
+    });
+}
