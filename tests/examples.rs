@@ -89,6 +89,14 @@ fn queue_prints_the_message() {
 }
 
 #[test]
+fn queue_iter_loop_ends_when_the_producer_is_done() {
+    assert_eq!(
+        run("queue_iter"),
+        "order 1: 3 × apple\norder 2: 1 × pear\norder 3: 12 × plum\n16 items in all\n"
+    );
+}
+
+#[test]
 fn manager_list_prints_every_record() {
     assert_eq!(run("manager_list"), MANAGER_LIST);
 }

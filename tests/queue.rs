@@ -258,11 +258,14 @@ fn close_and_bad_values() {
         assert!(matches!(q.get(), Err(GetError::Decode(_))));
         assert_eq!(q.get().unwrap(), "fine");
 
+        // `close` closes this handle only, and only its putting side.
         let other = q.clone();
         q.close();
-        assert!(q.is_closed() && other.is_closed());
+        assert!(q.is_closed() && !other.is_closed());
         assert!(matches!(q.put("x".into()), Err(PutError::Closed(_))));
-        assert!(matches!(q.get_nowait(), Err(TryGetError::Closed)));
+        other.put("y".into()).unwrap();
+        assert_eq!(q.get_nowait().unwrap(), "y");
+        assert!(matches!(q.get_nowait(), Err(TryGetError::Empty)));
     });
 }
 

@@ -186,6 +186,7 @@ impl<R: DeserializeOwned> Process<R> {
                 // descriptors open beside the ones the target receives.
                 self.payload = None;
                 registry::clear_after_fork();
+                crate::queue::after_fork();
                 let _ = sys::process::die_with_parent();
                 if sys::process::getppid() != meta.parent_pid {
                     sys::process::exit_now(70);

@@ -100,7 +100,7 @@ impl QueueBuilder {
 
     /// Creates a [`Queue`].
     pub fn build<T>(&self) -> io::Result<Queue<T>> {
-        Ok(Queue::from_ring(self.ring()?))
+        Queue::from_ring(self.ring()?)
     }
 
     /// Creates a [`JoinableQueue`].

@@ -157,9 +157,16 @@ put_error! {
 /// Why [`Queue::get`](crate::Queue::get) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GetError {
-    /// This handle was closed with `close`.
+    /// Not returned any more: a closed handle still gets (`close` only
+    /// ends putting). Kept so that existing matches compile.
     #[error("the queue handle is closed")]
     Closed,
+    /// The queue is empty and no producer handle is left anywhere: every
+    /// one was dropped or closed, or its process ended (see
+    /// [`Queue`](crate::Queue#producers-close-and-the-end-of-the-messages)).
+    /// Nothing will ever arrive.
+    #[error("the queue is empty and every producer is gone")]
+    Disconnected,
     /// A message was taken but does not decode as the requested type (it
     /// is consumed all the same, so one bad message cannot block the
     /// queue).
@@ -176,9 +183,16 @@ pub enum TryGetError {
     /// Nothing is queued.
     #[error("the queue is empty")]
     Empty,
-    /// This handle was closed with `close`.
+    /// Not returned any more: a closed handle still gets (`close` only
+    /// ends putting). Kept so that existing matches compile.
     #[error("the queue handle is closed")]
     Closed,
+    /// The queue is empty and no producer handle is left anywhere: every
+    /// one was dropped or closed, or its process ended (see
+    /// [`Queue`](crate::Queue#producers-close-and-the-end-of-the-messages)).
+    /// Nothing will ever arrive.
+    #[error("the queue is empty and every producer is gone")]
+    Disconnected,
     /// A message was taken but does not decode (it is consumed).
     #[error(transparent)]
     Decode(#[from] CodecError),
@@ -193,9 +207,16 @@ pub enum GetTimeoutError {
     /// No message arrived within the timeout.
     #[error("no message arrived within the timeout")]
     Timeout,
-    /// This handle was closed with `close`.
+    /// Not returned any more: a closed handle still gets (`close` only
+    /// ends putting). Kept so that existing matches compile.
     #[error("the queue handle is closed")]
     Closed,
+    /// The queue is empty and no producer handle is left anywhere: every
+    /// one was dropped or closed, or its process ended (see
+    /// [`Queue`](crate::Queue#producers-close-and-the-end-of-the-messages)).
+    /// Nothing will ever arrive.
+    #[error("the queue is empty and every producer is gone")]
+    Disconnected,
     /// A message was taken but does not decode (it is consumed).
     #[error(transparent)]
     Decode(#[from] CodecError),

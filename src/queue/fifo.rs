@@ -5,8 +5,8 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -16,9 +16,11 @@ use super::builder::QueueBuilder;
 use super::error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetError, TryPutError,
 };
+use super::iter::{Iter, TryIter};
 use super::ring::{GetFail, PutFail, Record, Ring, Writer};
 use crate::codec::{self, SharedFd};
 use crate::error::CodecError;
+use crate::sys;
 use crate::wait::Deadline;
 
 /// How long an operation may wait.
@@ -59,15 +61,127 @@ enum PutFailure {
 enum GetFailure {
     Empty,
     Timeout,
-    Closed,
+    Disconnected,
     Io(io::Error),
 }
 
-/// What one process holds for a queue: the mapped ring and this
-/// process's `close` flag, shared by every clone of the handle.
+/// What one process holds for a queue, shared by the clones of a handle:
+/// the mapped ring and this process's part in the producer count.
+///
+/// # Counting producers
+///
+/// Every queue has a *hang-up socket pair*, made with it. Every process
+/// that holds at least one producer handle holds a descriptor of the
+/// `writer` end (a handle passed to another process carries it along, so
+/// a handle in flight in a socket counts too); every handle holds the
+/// `watch` end. When the last `writer` descriptor anywhere is closed — its
+/// holders dropped or closed their handles, or exited, or were killed —
+/// the kernel reports `POLLHUP` on `watch`. The count is the kernel's, so
+/// it survives any death and needs no repair.
+///
+/// Inside a process, `producers` counts the producer handles: every
+/// clone of a producer adds one (a process-local atomic, never touched by
+/// `put` or `get`); the last one to go closes this process's descriptor
+/// and bumps the ring's `hangups` word so that sleeping consumers look at
+/// `watch` at once (a killed process bumps nothing: sleepers look at least
+/// every [`SLICE`](super::wait::SLICE)).
+///
+/// A consumer looks (one `poll`) only when it finds the queue empty, and
+/// then at most once per `hangups` change or per slice. Once every writer
+/// is gone no new producer can appear (a producer handle can only be made
+/// from one), so `gone` is final.
 pub(super) struct Shared {
     pub(super) ring: Ring,
-    closed: AtomicBool,
+    /// Producer handles of this queue in this process.
+    producers: AtomicUsize,
+    /// This process's `writer` descriptor while it has producer handles.
+    writer: Mutex<Option<SharedFd>>,
+    /// The consumers' end of the hang-up socket.
+    watch: SharedFd,
+    /// `hangups` when `watch` was last looked at (`u64::MAX`: never).
+    looked_seq: AtomicU64,
+    /// When `watch` was last looked at (nanoseconds after [`epoch`]).
+    looked_at: AtomicU64,
+    /// Every producer is gone, for good.
+    gone: AtomicBool,
+}
+
+/// Zero for `looked_at`.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Every `Shared` of this process, for [`after_fork`].
+static ALL: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// In a child made by `fork`: closes the `writer` descriptors inherited
+/// with the parent's memory. The parent's handles in this copy are never
+/// used by the child (it runs the target with the arguments it was given,
+/// which carry their own descriptors), and left open they would keep the
+/// queue connected for as long as the child lives: a forked consumer
+/// would wait for itself.
+pub(crate) fn after_fork() {
+    let all = ALL.lock().unwrap_or_else(|e| e.into_inner());
+    for shared in all.iter().filter_map(Weak::upgrade) {
+        shared
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+}
+
+impl Shared {
+    fn new(ring: Ring, watch: SharedFd, writer: Option<SharedFd>) -> Arc<Shared> {
+        let producers = usize::from(writer.is_some());
+        let shared = Arc::new(Shared {
+            ring,
+            producers: AtomicUsize::new(producers),
+            writer: Mutex::new(writer),
+            watch,
+            looked_seq: AtomicU64::new(u64::MAX),
+            looked_at: AtomicU64::new(0),
+            gone: AtomicBool::new(false),
+        });
+        let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&shared));
+        shared
+    }
+
+    /// One producer handle of this process went away.
+    fn release_producer(&self) {
+        // AcqRel: the last one sees every other handle's release.
+        if self.producers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.ring.note_hangup();
+        }
+    }
+
+    /// Whether every producer handle, in every process, is gone. Looks at
+    /// the hang-up socket only if the ring's `hangups` moved, or a slice
+    /// passed, since the last look.
+    fn producers_gone(&self) -> io::Result<bool> {
+        if self.gone.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let seq = u64::from(self.ring.hangups());
+        let now = epoch().elapsed().as_nanos() as u64;
+        let slice = super::wait::SLICE.as_nanos() as u64;
+        if self.looked_seq.load(Ordering::Relaxed) == seq
+            && now.saturating_sub(self.looked_at.load(Ordering::Relaxed)) < slice
+        {
+            return Ok(false);
+        }
+        self.looked_seq.store(seq, Ordering::Relaxed);
+        self.looked_at.store(now, Ordering::Relaxed);
+        let gone = sys::poll::hung_up(self.watch.fd())?;
+        if gone {
+            self.gone.store(true, Ordering::Relaxed);
+        }
+        Ok(gone)
+    }
 }
 
 /// A first-in first-out queue of `T` shared by any number of producers and
@@ -98,16 +212,76 @@ pub(super) struct Shared {
 /// shared memory. Values holding handles (connections, queues) cannot be
 /// put: they fail with [`PutError::Encode`]; pass those as process
 /// arguments or over a `Connection`.
+///
+/// # Producers, `close` and the end of the messages
+///
+/// Every handle is a *producer* until it is [closed](Self::close) or
+/// dropped: its clones are producers too, and so is the handle a child
+/// process receives from it (as an argument or inside a message). When
+/// the queue is empty and no producer is left anywhere — dropped, closed,
+/// or gone with a process that exited or was killed, even by `SIGKILL` —
+/// `get` fails with [`GetError::Disconnected`] instead of waiting
+/// forever, and iterating over the queue ([`iter`](Self::iter), `for msg
+/// in &queue`) ends.
+///
+/// A consumer's own handle counts as a producer too: close it first, so
+/// that the loop ends once the others are gone. A closed handle still
+/// gets; it only puts no more (`put` fails with `Closed`).
+///
+/// ```
+/// use multiproc::{Process, Queue};
+///
+/// fn produce(q: Queue<u32>) {
+///     for i in 1..=3 {
+///         q.put(i).unwrap();
+///     }
+/// } // `q` is dropped: this producer is gone
+///
+/// let q = Queue::new()?;
+/// let mut p = Process::new(produce, q.clone());
+/// p.start()?;
+/// q.close(); // this process only consumes
+/// let got: Vec<u32> = q.iter().collect(); // ends when `produce` is done
+/// assert_eq!(got, [1, 2, 3]);
+/// p.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Queue<T> {
     pub(super) shared: Arc<Shared>,
+    /// This handle is a producer (not closed): it holds one count in
+    /// `shared.producers`.
+    producer: AtomicBool,
     _t: PhantomData<fn(T) -> T>,
 }
 
+/// A clone of a producer is a producer; a clone of a closed handle is
+/// closed.
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
+        // Relaxed: like `Arc::clone`, the new count is covered by ours. A
+        // count already at zero means that another thread closed this very
+        // handle meanwhile, and this process's producer end is gone: the
+        // clone is closed too.
+        let producer = self.producer.load(Ordering::Relaxed)
+            && self
+                .shared
+                .producers
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n > 0).then(|| n + 1)
+                })
+                .is_ok();
         Queue {
             shared: self.shared.clone(),
+            producer: AtomicBool::new(producer),
             _t: PhantomData,
+        }
+    }
+}
+
+impl<T> Drop for Queue<T> {
+    fn drop(&mut self) {
+        if *self.producer.get_mut() {
+            self.shared.release_producer();
         }
     }
 }
@@ -181,14 +355,13 @@ enum GetFailureOr {
 }
 
 impl<T> Queue<T> {
-    pub(super) fn from_ring(ring: Ring) -> Self {
-        Queue {
-            shared: Arc::new(Shared {
-                ring,
-                closed: AtomicBool::new(false),
-            }),
+    pub(super) fn from_ring(ring: Ring) -> io::Result<Self> {
+        let (watch, writer) = sys::socket::stream_pair()?;
+        Ok(Queue {
+            shared: Shared::new(ring, SharedFd::new(watch), Some(SharedFd::new(writer))),
+            producer: AtomicBool::new(true),
             _t: PhantomData,
-        }
+        })
     }
 
     fn ring(&self) -> &Ring {
@@ -230,17 +403,34 @@ impl<T> Queue<T> {
         self.ring().allocated_bytes()
     }
 
-    /// Closes this process's handle (and its clones): later `put`s and
-    /// `get`s through it fail with `Closed`. Other processes are not
-    /// affected, and queued messages stay. Python's `close`; there is no
-    /// feeder thread to flush, so nothing else happens.
+    /// Declares that this handle will put no more (Python's `close`):
+    /// later `put`s through it fail with `Closed`, and it stops counting
+    /// as a producer (see [Producers](Self#producers-close-and-the-end-of-the-messages)).
+    /// It still gets. Only this handle is closed: its clones, and handles
+    /// in other processes, are not. Queued messages stay. There is no
+    /// feeder thread to flush, so nothing else happens. Closing twice does
+    /// nothing more.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(1)?;
+    /// q.close();
+    /// assert!(matches!(q.put(2), Err(multiproc::PutError::Closed(2))));
+    /// assert_eq!(q.get()?, 1);
+    /// // No producer left and nothing queued: the queue is finished.
+    /// assert!(matches!(q.get(), Err(multiproc::GetError::Disconnected)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Relaxed);
+        if self.producer.swap(false, Ordering::Relaxed) {
+            self.shared.release_producer();
+        }
     }
 
-    /// Whether [`close`](Self::close) was called on this handle.
+    /// Whether [`close`](Self::close) was called on this handle (or it was
+    /// made from a closed one).
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Relaxed)
+        !self.producer.load(Ordering::Relaxed)
     }
 
     fn put_raw(
@@ -303,10 +493,8 @@ impl<T> Queue<T> {
     fn get_raw<R>(&self, mode: Mode, body: impl FnOnce(&Record<'_>) -> R) -> Result<R, GetFailure> {
         let ring = self.ring();
         let mut body = Some(body);
+        let mut spun = false;
         loop {
-            if self.is_closed() {
-                return Err(GetFailure::Closed);
-            }
             let got = ring.try_get(mode.lock_deadline(), |rec| body.take().map(|f| f(rec)));
             match got {
                 Ok(Some(r)) => return Ok(r),
@@ -319,18 +507,46 @@ impl<T> Queue<T> {
                 Err(GetFail::LockTimeout) => return Err(GetFailure::Timeout),
                 Err(GetFail::Io(e)) => return Err(GetFailure::Io(e)),
             }
+            // Empty. Spin first (before any look at the producers, so that
+            // a consumer just behind its producer pays nothing more).
+            if let Mode::Wait(d) = mode
+                && !spun
+            {
+                spun = true;
+                if ring.spin_data(d.instant()) {
+                    continue;
+                }
+            }
+            // Read `hangups` before looking at the producers: a producer
+            // that leaves after the look bumps it after, which ends the
+            // sleep below.
+            let hangups = ring.hangups();
+            if self.shared.producers_gone().map_err(GetFailure::Io)? {
+                // A last message may have been committed just before its
+                // producer left: look once more.
+                return match ring.try_get(mode.lock_deadline(), |rec| body.take().map(|f| f(rec))) {
+                    Ok(Some(r)) => Ok(r),
+                    Ok(None) => Err(GetFailure::Io(io::Error::other(
+                        "queue callback already used",
+                    ))),
+                    Err(GetFail::Empty) => Err(GetFailure::Disconnected),
+                    Err(GetFail::LockTimeout) => Err(GetFailure::Timeout),
+                    Err(GetFail::Io(e)) => Err(GetFailure::Io(e)),
+                };
+            }
             match mode {
                 Mode::NoWait => return Err(GetFailure::Empty),
-                Mode::Wait(d) => match d.instant() {
-                    None => {
-                        ring.wait_data(None);
+                Mode::Wait(d) => {
+                    // Wake at least once a slice to look at the producers
+                    // again (one killed bumps nothing).
+                    let slice = Instant::now() + super::wait::SLICE;
+                    let until = d.instant().map_or(slice, |d| d.min(slice));
+                    if !ring.sleep_data(Some(until), hangups)
+                        && d.instant().is_some_and(|d| Instant::now() >= d)
+                    {
+                        return Err(GetFailure::Timeout);
                     }
-                    Some(d) => {
-                        if !ring.wait_data(Some(d)) {
-                            return Err(GetFailure::Timeout);
-                        }
-                    }
-                },
+                }
             }
         }
     }
@@ -485,7 +701,7 @@ fn put_timeout_error<T>(v: T, f: PutFailure) -> PutTimeoutError<T> {
 
 fn get_error(f: GetFailure) -> GetError {
     match f {
-        GetFailure::Closed => GetError::Closed,
+        GetFailure::Disconnected => GetError::Disconnected,
         GetFailure::Io(e) => GetError::Io(e),
         GetFailure::Empty | GetFailure::Timeout => GetError::Io(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -497,7 +713,7 @@ fn get_error(f: GetFailure) -> GetError {
 fn try_get_error(f: GetFailure) -> TryGetError {
     match f {
         GetFailure::Empty | GetFailure::Timeout => TryGetError::Empty,
-        GetFailure::Closed => TryGetError::Closed,
+        GetFailure::Disconnected => TryGetError::Disconnected,
         GetFailure::Io(e) => TryGetError::Io(e),
     }
 }
@@ -505,12 +721,12 @@ fn try_get_error(f: GetFailure) -> TryGetError {
 fn get_timeout_error(f: GetFailure) -> GetTimeoutError {
     match f {
         GetFailure::Empty | GetFailure::Timeout => GetTimeoutError::Timeout,
-        GetFailure::Closed => GetTimeoutError::Closed,
+        GetFailure::Disconnected => GetTimeoutError::Disconnected,
         GetFailure::Io(e) => GetTimeoutError::Io(e),
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
+impl<T> Queue<T> {
     /// A new unbounded queue: `put` never waits (up to the capacity, 16 GiB
     /// by default). Python's `Queue()`.
     pub fn new() -> io::Result<Self> {
@@ -530,7 +746,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn with_maxsize(maxsize: usize) -> io::Result<Self> {
         QueueBuilder::new().maxsize(maxsize).build()
     }
+}
 
+/// The put side needs only `T: Serialize`.
+impl<T: Serialize> Queue<T> {
     fn encode_into(value: &T) -> impl FnMut(&mut Writer<'_>) -> Result<(), String> + '_ {
         move |w| {
             postcard::serialize_with_flavor(value, RingFlavor(w))
@@ -564,8 +783,48 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Err(f) => Err(try_put_error(value, f)),
         }
     }
+}
+
+/// The get side needs only `T: DeserializeOwned`.
+impl<T: DeserializeOwned> Queue<T> {
+    /// An iterator that waits for each message and ends when the queue is
+    /// empty and every producer is gone (or at the first other error; see
+    /// [`Iter`]). `for msg in &queue` does the same.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// for word in ["a", "b"] {
+    ///     q.put(word.to_string())?;
+    /// }
+    /// q.close(); // the only producer: the loop ends once the queue is empty
+    /// let words: Vec<String> = q.iter().collect();
+    /// assert_eq!(words, ["a", "b"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter::new(self)
+    }
+
+    /// An iterator over the messages queued now: it never waits, and ends
+    /// when the queue is empty (see [`TryIter`]).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// assert_eq!(q.try_iter().sum::<i32>(), 3);
+    /// assert!(q.empty()); // `q` is still a producer: more may come later
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        TryIter::new(self)
+    }
 
     /// Takes the message at the front of the queue, waiting for one.
+    ///
+    /// Fails with [`GetError::Disconnected`] when the queue is empty and no
+    /// producer handle is left anywhere (see
+    /// [Producers](Self#producers-close-and-the-end-of-the-messages)).
     pub fn get(&self) -> Result<T, GetError> {
         match self
             .get_raw(Mode::BLOCK, decode_record::<T>)
@@ -625,9 +884,17 @@ impl<T> fmt::Debug for Queue<T> {
 
 /// The wire form of a queue handle passed to another process: the memfd
 /// travels out of band; the geometry is read back from the segment itself.
+///
+/// `watch` and `writer` are the ends of the hang-up socket (see
+/// [`Shared`]); `writer` travels only with a producer handle, and makes
+/// the received handle a producer. A handle in flight keeps its `writer`
+/// descriptor open (the kernel holds descriptors in transit), so the queue
+/// stays connected until the receiver has it, or dies.
 #[derive(Serialize, Deserialize)]
 struct Wire {
     fd: SharedFd,
+    watch: SharedFd,
+    writer: Option<SharedFd>,
 }
 
 /// A `Queue` can be sent to another process (as a `Process` argument or
@@ -635,8 +902,20 @@ struct Wire {
 /// same shared memory.
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let writer = if self.producer.load(Ordering::Relaxed) {
+            // `None` only in a forked child's copy of a parent's handle.
+            self.shared
+                .writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        } else {
+            None
+        };
         Wire {
             fd: self.ring().fd().clone(),
+            watch: self.shared.watch.clone(),
+            writer,
         }
         .serialize(s)
     }
@@ -646,6 +925,11 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
         let ring = Ring::attach(w.fd).map_err(serde::de::Error::custom)?;
-        Ok(Queue::from_ring(ring))
+        let producer = w.writer.is_some();
+        Ok(Queue {
+            shared: Shared::new(ring, w.watch, w.writer),
+            producer: AtomicBool::new(producer),
+            _t: PhantomData,
+        })
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{TaskDoneError, TasksPending};
 use super::fifo::Queue;
+use super::iter::Iter;
 use crate::wait::Deadline;
 
 /// A [`Queue`] that also counts unfinished tasks: every `put` adds one,
@@ -106,7 +107,7 @@ impl<T> JoinableQueue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+impl<T> JoinableQueue<T> {
     /// A new unbounded joinable queue.
     pub fn new() -> io::Result<Self> {
         Ok(JoinableQueue {
@@ -120,6 +121,18 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         Ok(JoinableQueue {
             inner: Queue::with_maxsize(maxsize)?,
         })
+    }
+}
+
+/// `for msg in &queue`: see [`Queue::iter`] (`iter` and `try_iter` come
+/// through `Deref`). Each message still needs its
+/// [`task_done`](JoinableQueue::task_done).
+impl<'a, T: DeserializeOwned> IntoIterator for &'a JoinableQueue<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Iter<'a, T> {
+        self.inner.iter()
     }
 }
 

@@ -14,6 +14,63 @@
 //! passed to a child as a [`Process`](crate::Process) argument or inside a
 //! message on a [`Connection`](crate::Connection); both start methods work.
 //!
+//! # Iterating, and the end of the messages
+//!
+//! `for msg in &queue` (or [`Queue::iter`]) waits for each message and ends
+//! when the queue is empty and no *producer* is left; [`Queue::try_iter`]
+//! takes what is queued now without waiting. Every handle is a producer
+//! until it is [closed](Queue::close) or dropped, in whichever process it
+//! lives; a process that exits or is killed (`SIGKILL` included) drops its
+//! handles. A consumer closes its own handle first, so that the loop does
+//! not wait for itself. `get` then fails with [`GetError::Disconnected`].
+//!
+//! ```
+//! use multiproc::{Process, Queue};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! struct Job {
+//!     id: u32,
+//!     name: String,
+//! }
+//!
+//! fn producer(jobs: Queue<Job>) {
+//!     for id in 0..3 {
+//!         jobs.put(Job { id, name: format!("job {id}") }).unwrap();
+//!     }
+//! } // the handle is dropped: this producer is gone
+//!
+//! fn consumer(jobs: Queue<Job>) -> Vec<u32> {
+//!     jobs.close(); // this handle only reads
+//!     let mut ids = Vec::new();
+//!     for job in &jobs {
+//!         ids.push(job.id);
+//!     }
+//!     ids // the loop ended by itself
+//! }
+//!
+//! let jobs = Queue::new()?;
+//! let mut c = Process::new(consumer, jobs.clone());
+//! let mut p = Process::new(producer, jobs); // the parent keeps no handle
+//! c.start()?;
+//! p.start()?;
+//! p.join()?;
+//! assert_eq!(c.join()?, [0, 1, 2]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Producers are counted by the kernel, not in the shared memory: every
+//! process holding a producer handle holds one end of a socket pair made
+//! with the queue (handles carry it to other processes, also while in
+//! flight in a socket), every handle holds the other end, and when the
+//! last producer end anywhere is closed the kernel reports a hang-up on
+//! it. Nothing to repair after a death, and nothing on the path of `put`
+//! and `get`: a consumer looks at the socket (one `poll`) only when it
+//! finds the queue empty, at most once per change and per 100 ms, and a
+//! process whose last producer handle goes away wakes sleeping consumers.
+//! A forked child closes the producer ends it inherited with its parent's
+//! memory: only the handles it was given count for it.
+//!
 //! # Design
 //!
 //! Everything lives in one memfd per queue, sealed against resizing so
@@ -90,15 +147,19 @@
 //!
 //! * Values holding handles (connections, queues) cannot be put in a
 //!   queue; pass them as process arguments or over a `Connection`.
-//! * `close` marks this process's handle closed; there is no feeder
-//!   thread, so `join_thread` and `cancel_join_thread` have nothing to do
-//!   and do not exist.
+//! * `close` closes this handle only (not its clones), and only for
+//!   putting: a closed handle still gets, which is how a consumer stops
+//!   counting as a producer. There is no feeder thread, so `join_thread`
+//!   and `cancel_join_thread` have nothing to do and do not exist.
+//! * A queue knows when every producer is gone ([`GetError::Disconnected`],
+//!   iteration ends); in Python a `get` on such a queue waits forever.
 //! * A message that does not decode as `T` is consumed and reported as
 //!   [`GetError::Decode`] (Python would raise from `get` likewise).
 
 mod builder;
 mod error;
 mod fifo;
+mod iter;
 mod joinable;
 mod ring;
 mod simple;
@@ -110,5 +171,7 @@ pub use error::{
     TryPutError,
 };
 pub use fifo::Queue;
+pub(crate) use fifo::after_fork;
+pub use iter::{IntoIter, Iter, TryIter};
 pub use joinable::JoinableQueue;
 pub use simple::SimpleQueue;

@@ -77,6 +77,7 @@
 //! | `free_resident` | consumer (+1 when keeping), producer (−1 when reusing); recounted holding both locks | both locks, separately | resident free segments, compared with `keep`; exact except after a death or a failed `put` (until the recount) | Relaxed RMW: a policy input, never a correctness one |
 //! | `recount` | consumer repairing after a death (C lock); P lock holder | P lock to clear | `free_resident` may be off: the next P lock holder recounts it under both locks | Relaxed |
 //! | `done` | `task_done` | CAS | tasks finished (`JoinableQueue`) | SeqCst CAS |
+//! | `hangups` | a process whose last producer handle went away (`fifo.rs`) | none | bumped after that process closed its end of the hang-up socket, so that sleeping consumers look whether producers are left | SeqCst RMW, then `data_event` is notified; consumers load SeqCst |
 //! | events | waiters / notifiers | none | see `wait.rs` | SeqCst |
 //!
 //! The robust mutexes are glibc's (`sys::robust_mutex`); their own words are
@@ -96,6 +97,7 @@
 //! | in `get`, after the `head` store | the message consumed (the `get` had done everything but return); `c_slot` behind, segments left behind not yet kept or punched | `OwnerDied`: walk from `c_slot` to `cseg(head)` deciding each again (punching twice is harmless; no producer reuses them until `c_slot` moves); a segment kept twice overstates `free_resident`, so the repairer sets `recount` |
 //! | holding either lock | the lock | the kernel marks it owner-dead; the next locker repairs as above |
 //! | between a commit and its wake-up call | sleepers not woken | sleepers re-check every [`SLICE`](super::wait::SLICE) |
+//! | holding producer handles (its end of the hang-up socket, see `fifo.rs`) | nothing in this memory: the kernel closes its descriptors, `hangups` is not bumped | consumers that sleep look at the socket every [`SLICE`](super::wait::SLICE) |
 //!
 //! So a message is visible exactly when its `tail` store happened, and
 //! consumed exactly when its `head` store happened; both are single
@@ -131,7 +133,7 @@ pub(crate) const MAX_CAPACITY: usize = 31 << 30;
 /// Where the segment table starts.
 const TABLE_OFF: usize = 4096;
 const MAGIC: u64 = u64::from_le_bytes(*b"mpqueue\0");
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Record header size.
 const HDR: usize = 8;
 
@@ -227,6 +229,7 @@ struct Header {
     space_event: Event,
     join_event: Event,
     done: Line<AtomicU32>,
+    hangups: Line<AtomicU32>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= TABLE_OFF);
@@ -958,18 +961,45 @@ impl Ring {
     // Waiting
     // ---------------------------------------------------------------
 
-    /// Waits until the queue looks non-empty (or the deadline passes).
-    pub(crate) fn wait_data(&self, deadline: Option<Instant>) -> bool {
+    /// Whether the queue looks non-empty.
+    fn has_data(&self) -> bool {
         let h = self.header();
-        h.data_event.wait_until(
-            || {
-                let (g, _) = unpack(h.head.0.load(Ordering::SeqCst));
-                let (p, _) = unpack(h.tail.0.load(Ordering::SeqCst));
-                g != p
-            },
+        let (g, _) = unpack(h.head.0.load(Ordering::SeqCst));
+        let (p, _) = unpack(h.tail.0.load(Ordering::SeqCst));
+        g != p
+    }
+
+    /// Spins briefly (the adaptive budget of `wait.rs`) until the queue
+    /// looks non-empty; `false` if it did not, or spinning cannot help.
+    pub(crate) fn spin_data(&self, deadline: Option<Instant>) -> bool {
+        self.spins[0].spin_until(|| self.has_data(), deadline, 16)
+    }
+
+    /// Sleeps until the queue looks non-empty, or
+    /// [`hangups`](Self::hangups) moves away from `hangups_seen`, or the
+    /// deadline passes; `false` only at the deadline. No spinning: call
+    /// [`spin_data`](Self::spin_data) first.
+    pub(crate) fn sleep_data(&self, deadline: Option<Instant>, hangups_seen: u32) -> bool {
+        let h = self.header();
+        h.data_event.sleep_until(
+            || self.has_data() || h.hangups.0.load(Ordering::SeqCst) != hangups_seen,
             deadline,
-            &self.spins[0],
         )
+    }
+
+    /// How many times a process gave up its last producer handle.
+    pub(crate) fn hangups(&self) -> u32 {
+        // SeqCst: the load half of the handshake in `note_hangup`.
+        self.header().hangups.0.load(Ordering::SeqCst)
+    }
+
+    /// Tells sleeping consumers that this process holds no producer handle
+    /// any more (call after closing its end of the hang-up socket).
+    pub(crate) fn note_hangup(&self) {
+        let h = self.header();
+        // SeqCst: the store half of the waiter handshake (`wait.rs`).
+        h.hangups.0.fetch_add(1, Ordering::SeqCst);
+        h.data_event.notify();
     }
 
     /// Waits until some `get` commits after `seen` was read from

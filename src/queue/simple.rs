@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{GetError, GetTimeoutError, PutError};
 use super::fifo::Queue;
+use super::iter::{Iter, TryIter};
 
 /// An unbounded FIFO with just `put`, `get` and `empty`, like Python's
 /// `SimpleQueue`. Same machinery and guarantees as [`Queue`].
@@ -43,26 +44,38 @@ impl<T> SimpleQueue<T> {
         self.inner.empty()
     }
 
-    /// Closes this process's handle (see [`Queue::close`]).
+    /// Declares that this handle will put no more: it stops counting as
+    /// a producer and still gets (see [`Queue::close`]).
     pub fn close(&self) {
         self.inner.close()
     }
-}
 
-impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// Whether [`close`](Self::close) was called on this handle.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
     /// A new, empty queue.
     pub fn new() -> io::Result<Self> {
         Ok(SimpleQueue {
             inner: Queue::new()?,
         })
     }
+}
 
+/// The put side needs only `T: Serialize`.
+impl<T: Serialize> SimpleQueue<T> {
     /// Puts `value` at the back; never waits (see [`Queue::put`]).
     pub fn put(&self, value: T) -> Result<(), PutError<T>> {
         self.inner.put(value)
     }
+}
 
-    /// Takes the front message, waiting for one.
+/// The get side needs only `T: DeserializeOwned`.
+impl<T: DeserializeOwned> SimpleQueue<T> {
+    /// Takes the front message, waiting for one; fails with
+    /// [`GetError::Disconnected`] once it is empty and every producer is
+    /// gone (see [`Queue::get`]).
     pub fn get(&self) -> Result<T, GetError> {
         self.inner.get()
     }
@@ -70,6 +83,37 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// Like [`get`](Self::get), waiting at most `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
         self.inner.get_timeout(timeout)
+    }
+
+    /// Waits for each message; ends when the queue is empty and every
+    /// producer is gone (see [`Queue::iter`]). `for msg in &queue` does
+    /// the same.
+    ///
+    /// ```
+    /// let q = multiproc::SimpleQueue::new()?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// q.close();
+    /// assert_eq!(q.iter().collect::<Vec<i32>>(), [1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        self.inner.iter()
+    }
+
+    /// Takes the messages queued now, without waiting (see
+    /// [`Queue::try_iter`]).
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        self.inner.try_iter()
+    }
+}
+
+impl<'a, T: DeserializeOwned> IntoIterator for &'a SimpleQueue<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Iter<'a, T> {
+        self.inner.iter()
     }
 }
 

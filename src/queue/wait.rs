@@ -75,7 +75,13 @@ impl Event {
         self.sleep_until(ready, deadline)
     }
 
-    fn sleep_until(&self, mut ready: impl FnMut() -> bool, deadline: Option<Instant>) -> bool {
+    /// Like [`wait_until`](Self::wait_until) without the spinning: for a
+    /// caller that spun already.
+    pub(crate) fn sleep_until(
+        &self,
+        mut ready: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+    ) -> bool {
         loop {
             // Acquire: pairs with the notifier's Release bump.
             let seen = self.seq.load(Ordering::Acquire);

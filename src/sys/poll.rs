@@ -80,3 +80,21 @@ fn poll_until(pfds: &mut [PollFd<'_>], deadline: Deadline) -> io::Result<()> {
         }
     }
 }
+
+/// Whether every other end of `fd` is gone: a zero-timeout `poll` that
+/// reports `POLLHUP` (for a socket, the peer and every duplicate of it
+/// were closed, by their owners or by the kernel when they died).
+pub fn hung_up(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pfds = [PollFd::from_borrowed_fd(fd, PollFlags::empty())];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        match rustix::event::poll(&mut pfds, Some(&zero)) {
+            Ok(_) => return Ok(pfds[0].revents().contains(PollFlags::HUP)),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Iterators over a queue's messages: [`Iter`] waits for each message and
+//! ends when the producers are gone, [`TryIter`] takes what is queued now,
+//! [`IntoIter`] is `Iter` owning its handle.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+
+use super::fifo::Queue;
+
+/// Waits for each message; ends when the queue is empty and every producer
+/// is gone ([`GetError::Disconnected`](crate::GetError::Disconnected)), or at the first other error
+/// (a message that does not decode, an OS failure): call
+/// [`Queue::get`] to see those. Made by [`Queue::iter`] and
+/// `for msg in &queue`.
+#[must_use = "iterators do nothing unless consumed"]
+pub struct Iter<'a, T> {
+    queue: &'a Queue<T>,
+}
+
+impl<'a, T> Iter<'a, T> {
+    pub(super) fn new(queue: &'a Queue<T>) -> Self {
+        Iter { queue }
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        next_blocking(self.queue)
+    }
+}
+
+impl<T> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter").finish_non_exhaustive()
+    }
+}
+
+/// Takes the messages queued now, without waiting; ends when the queue is
+/// empty (or at the first error, as [`Iter`]). Made by
+/// [`Queue::try_iter`].
+#[must_use = "iterators do nothing unless consumed"]
+pub struct TryIter<'a, T> {
+    queue: &'a Queue<T>,
+}
+
+impl<'a, T> TryIter<'a, T> {
+    pub(super) fn new(queue: &'a Queue<T>) -> Self {
+        TryIter { queue }
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for TryIter<'_, T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.queue.get_nowait().ok()
+    }
+}
+
+impl<T> fmt::Debug for TryIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TryIter").finish_non_exhaustive()
+    }
+}
+
+/// [`Iter`] owning its handle: made by `for msg in queue`.
+#[must_use = "iterators do nothing unless consumed"]
+pub struct IntoIter<T> {
+    queue: Queue<T>,
+}
+
+impl<T> IntoIter<T> {
+    pub(super) fn new(queue: Queue<T>) -> Self {
+        IntoIter { queue }
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for IntoIter<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        next_blocking(&self.queue)
+    }
+}
+
+impl<T> fmt::Debug for IntoIter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntoIter").finish_non_exhaustive()
+    }
+}
+
+fn next_blocking<T: DeserializeOwned>(queue: &Queue<T>) -> Option<T> {
+    queue.get().ok()
+}
+
+impl<'a, T: DeserializeOwned> IntoIterator for &'a Queue<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Iter<'a, T> {
+        Iter::new(self)
+    }
+}
+
+impl<T: DeserializeOwned> IntoIterator for Queue<T> {
+    type Item = T;
+    type IntoIter = IntoIter<T>;
+
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter::new(self)
+    }
+}
