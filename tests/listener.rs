@@ -366,7 +366,17 @@ fn garbage_cases() -> Vec<Garbage> {
         },
         Garbage {
             name: "unsupported digest",
+            bytes: frame(&[b"{sha3_256}".as_slice(), &[0u8; 32]].concat()),
+            expect: |e| matches!(e, ConnectError::Auth(_)),
+        },
+        Garbage {
+            name: "sha384, wrong digest",
             bytes: frame(&[b"{sha384}".as_slice(), &[0u8; 48]].concat()),
+            expect: |e| matches!(e, ConnectError::Auth(_)),
+        },
+        Garbage {
+            name: "legacy md5, wrong digest",
+            bytes: frame(&[0u8; 16]),
             expect: |e| matches!(e, ConnectError::Auth(_)),
         },
         Garbage {
@@ -488,8 +498,13 @@ fn client_refuses_bad_challenges() {
                 matches!(e, ConnectError::Auth(_))
             }),
             (
-                "legacy md5 challenge",
+                "legacy md5 challenge, answered, then no verdict",
                 frame(&[b"#CHALLENGE#".as_slice(), &[1; 20]].concat()),
+                |e| matches!(e, ConnectError::Handshake(RecvError::Disconnected)),
+            ),
+            (
+                "sha3 challenge",
+                frame(&[b"#CHALLENGE#{sha3_256}".as_slice(), &[1; 40]].concat()),
                 |e| matches!(e, ConnectError::Auth(_)),
             ),
             ("short challenge", frame(b"#CHALLENGE#short"), |e| {
