@@ -156,16 +156,17 @@ pub fn value_from_slice(bytes: &[u8]) -> Result<Value, PickleError> {
     serde_pickle::value_from_slice(bytes, de_options()).map_err(map_error)
 }
 
-/// Unpickles `bytes` allowing, beside plain data, the globals for which
+/// Unpickles `bytes` as a [`Value`] allowing, beside plain data, the globals for which
 /// `allow(module, name)` holds: they are never instantiated, an instance of
 /// one decodes as its constructor arguments or its state (a tuple or a dict).
 /// Returns the value and every global named, in order.
-pub(crate) fn from_slice_allowing<T: DeserializeOwned>(
+pub(crate) fn value_from_slice_allowing(
     bytes: &[u8],
     allow: &dyn Fn(&str, &str) -> bool,
-) -> Result<(T, Vec<(String, String)>), PickleError> {
+) -> Result<(Value, Vec<(String, String)>), PickleError> {
     let globals = scan(bytes, &|m, n| data_global(m, n) || allow(m, n))?;
-    Ok((decode(bytes)?, globals))
+    let value = serde_pickle::value_from_slice(bytes, de_options()).map_err(map_error)?;
+    Ok((value, globals))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, PickleError> {
