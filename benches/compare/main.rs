@@ -20,6 +20,7 @@ mod sync;
 
 mod csp;
 mod manager;
+mod pickle;
 
 use harness::{Against, Ctx, Goal, Mode, Report, Row, Target};
 
@@ -181,6 +182,7 @@ fn rows() -> Vec<Row> {
     rows.extend(pipe::rows());
     rows.extend(sync::rows());
     rows.extend(queue::rows());
+    rows.extend(pickle::rows());
     // CSP between OS processes and the Manager fork raw floors.
     rows.extend(csp::process_rows());
     rows.extend(manager::rows());
