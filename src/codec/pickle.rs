@@ -209,14 +209,24 @@ fn data_global(module: &str, name: &str) -> bool {
     )
 }
 
-/// One value on the scanner's stack.
+/// One value on the scanner's stack: a scalar, or a container (or object)
+/// in the node table, which later opcodes may fill.
+#[derive(Clone, Copy)]
+enum Item {
+    /// A scalar of `weight` bytes; for a string, where its bytes are (kept
+    /// for `STACK_GLOBAL`).
+    Leaf {
+        weight: u64,
+        text: Option<(usize, usize)>,
+    },
+    /// Index into the node table.
+    Node(usize),
+}
+
+/// A container or an object.
 struct Node {
-    /// Bytes this value takes by itself.
-    own: u64,
     /// Values it contains (shared ones are copied when decoded).
-    kids: Vec<usize>,
-    /// Short strings, kept for `STACK_GLOBAL`.
-    text: Option<String>,
+    kids: Vec<Item>,
 }
 
 /// Walks the opcodes of `bytes` without building anything: checks every
@@ -245,9 +255,9 @@ struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
     nodes: Vec<Node>,
-    stack: Vec<usize>,
+    stack: Vec<Item>,
     marks: Vec<usize>,
-    memo: HashMap<u64, usize>,
+    memo: HashMap<u64, Item>,
     globals: Vec<(String, String)>,
 }
 
@@ -298,30 +308,41 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn node(&mut self, own: u64, kids: Vec<usize>, text: Option<String>) -> usize {
-        self.nodes.push(Node { own, kids, text });
-        self.nodes.len() - 1
+    /// Pushes a new container holding `kids`.
+    fn push_node(&mut self, kids: Vec<Item>) {
+        self.nodes.push(Node { kids });
+        self.stack.push(Item::Node(self.nodes.len() - 1));
     }
 
     fn push_atom(&mut self, payload: usize) {
-        let id = self.node(NODE_WEIGHT + payload as u64, Vec::new(), None);
-        self.stack.push(id);
+        self.stack.push(Item::Leaf {
+            weight: NODE_WEIGHT + payload as u64,
+            text: None,
+        });
     }
 
+    /// Pushes the string or bytes that end at the current position.
     fn push_text(&mut self, raw_len: usize) {
-        let start = self.pos - raw_len;
-        let text = (raw_len <= 256)
-            .then(|| {
-                std::str::from_utf8(&self.bytes[start..self.pos])
-                    .ok()
-                    .map(str::to_owned)
-            })
-            .flatten();
-        let id = self.node(NODE_WEIGHT + raw_len as u64, Vec::new(), text);
-        self.stack.push(id);
+        self.stack.push(Item::Leaf {
+            weight: NODE_WEIGHT + raw_len as u64,
+            text: Some((self.pos - raw_len, raw_len)),
+        });
     }
 
-    fn pop(&mut self) -> Result<usize, PickleError> {
+    /// The string an item holds, if it is a short UTF-8 one.
+    fn text(&self, item: Item) -> Option<String> {
+        match item {
+            Item::Leaf {
+                text: Some((start, len)),
+                ..
+            } if len <= 256 => std::str::from_utf8(&self.bytes[start..start + len])
+                .ok()
+                .map(str::to_owned),
+            _ => None,
+        }
+    }
+
+    fn pop(&mut self) -> Result<Item, PickleError> {
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() <= floor {
             return malformed(format!("stack underflow at offset {}", self.pos));
@@ -329,16 +350,19 @@ impl<'a> Scanner<'a> {
         Ok(self.stack.pop().expect("checked above"))
     }
 
+    /// The container on top of the stack, for the opcodes that fill it.
     fn top(&mut self) -> Result<&mut Node, PickleError> {
         let floor = self.marks.last().copied().unwrap_or(0);
-        if self.stack.len() <= floor {
-            return malformed(format!("stack underflow at offset {}", self.pos));
+        match self.stack.last() {
+            Some(&Item::Node(id)) if self.stack.len() > floor => Ok(&mut self.nodes[id]),
+            Some(_) if self.stack.len() > floor => {
+                malformed(format!("adding items to a scalar at offset {}", self.pos))
+            }
+            _ => malformed(format!("stack underflow at offset {}", self.pos)),
         }
-        let id = *self.stack.last().expect("checked above");
-        Ok(&mut self.nodes[id])
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<usize>, PickleError> {
+    fn pop_mark(&mut self) -> Result<Vec<Item>, PickleError> {
         match self.marks.pop() {
             Some(m) if m <= self.stack.len() => Ok(self.stack.split_off(m)),
             _ => malformed(format!("no mark at offset {}", self.pos)),
@@ -382,15 +406,15 @@ impl<'a> Scanner<'a> {
 
     fn memo_get(&mut self, key: u64) -> Result<(), PickleError> {
         match self.memo.get(&key) {
-            Some(&id) => {
-                self.stack.push(id);
+            Some(&item) => {
+                self.stack.push(item);
                 Ok(())
             }
             None => malformed(format!("memo entry {key} is missing")),
         }
     }
 
-    fn run(&mut self, allow: &dyn Fn(&str, &str) -> bool) -> Result<usize, PickleError> {
+    fn run(&mut self, allow: &dyn Fn(&str, &str) -> bool) -> Result<Item, PickleError> {
         loop {
             let op = self.take(1).or_else(|_| malformed("no STOP opcode"))?[0];
             match op {
@@ -482,7 +506,7 @@ impl<'a> Scanner<'a> {
                     self.push_text(n);
                 }
                 // Containers.
-                b')' | b']' | b'}' | 0x8f => self.push_atom(0),
+                b')' | b']' | b'}' | 0x8f => self.push_node(Vec::new()),
                 b'a' => {
                     let v = self.pop()?;
                     self.top()?.kids.push(v);
@@ -498,8 +522,7 @@ impl<'a> Scanner<'a> {
                 }
                 b't' | b'l' | b'd' | 0x91 => {
                     let items = self.pop_mark()?;
-                    let id = self.node(NODE_WEIGHT, items, None);
-                    self.stack.push(id);
+                    self.push_node(items);
                 }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
@@ -508,8 +531,7 @@ impl<'a> Scanner<'a> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    let id = self.node(NODE_WEIGHT, items, None);
-                    self.stack.push(id);
+                    self.push_node(items);
                 }
                 // Memo.
                 b'p' => {
@@ -550,34 +572,27 @@ impl<'a> Scanner<'a> {
                     } else {
                         Vec::new()
                     };
-                    let id = self.node(NODE_WEIGHT, kids, None);
-                    self.stack.push(id);
+                    self.push_node(kids);
                 }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    match (
-                        self.nodes[module].text.clone(),
-                        self.nodes[name].text.clone(),
-                    ) {
+                    match (self.text(module), self.text(name)) {
                         (Some(module), Some(name)) => self.global(module, name, allow)?,
                         _ => return malformed("STACK_GLOBAL without two strings"),
                     }
-                    let id = self.node(NODE_WEIGHT, Vec::new(), None);
-                    self.stack.push(id);
+                    self.push_node(Vec::new());
                 }
                 b'R' | 0x81 => {
                     let args = self.pop()?;
                     self.pop()?;
-                    let id = self.node(NODE_WEIGHT, vec![args], None);
-                    self.stack.push(id);
+                    self.push_node(vec![args]);
                 }
                 0x92 => {
                     let kwargs = self.pop()?;
                     let args = self.pop()?;
                     self.pop()?;
-                    let id = self.node(NODE_WEIGHT, vec![args, kwargs], None);
-                    self.stack.push(id);
+                    self.push_node(vec![args, kwargs]);
                 }
                 b'o' => {
                     let mut items = self.pop_mark()?;
@@ -585,8 +600,7 @@ impl<'a> Scanner<'a> {
                         return malformed("OBJ without a class");
                     }
                     items.remove(0);
-                    let id = self.node(NODE_WEIGHT, items, None);
-                    self.stack.push(id);
+                    self.push_node(items);
                 }
                 b'b' => {
                     let state = self.pop()?;
@@ -611,9 +625,17 @@ impl<'a> Scanner<'a> {
     }
 
     /// Checks depth, cycles and the expanded size of `root`.
-    fn bound(&self, root: usize, input: usize) -> Result<(), PickleError> {
+    fn bound(&self, root: Item, input: usize) -> Result<(), PickleError> {
         let budget = 64 * input as u64 + (1 << 20);
-        // Per node: 0 unvisited, 1 on the path, 2 done; with its weight and depth.
+        let root = match root {
+            Item::Leaf { weight, .. } if weight > budget => {
+                return Err(PickleError::TooLarge(format!("{weight} bytes")));
+            }
+            Item::Leaf { .. } => return Ok(()),
+            Item::Node(id) => id,
+        };
+        // Per node: 0 unvisited, 1 on the path, 2 done; with its weight
+        // (bytes once every shared reference is copied) and depth.
         let mut state = vec![0u8; self.nodes.len()];
         let mut weight = vec![0u64; self.nodes.len()];
         let mut depth = vec![0usize; self.nodes.len()];
@@ -623,26 +645,35 @@ impl<'a> Scanner<'a> {
         while let Some(&mut (id, ref mut next)) = path.last_mut() {
             if let Some(&kid) = self.nodes[id].kids.get(*next) {
                 *next += 1;
-                match state[kid] {
-                    0 => {
-                        if path.len() >= MAX_DEPTH {
-                            return Err(PickleError::TooDeep { max: MAX_DEPTH });
+                if let Item::Node(kid) = kid {
+                    match state[kid] {
+                        0 => {
+                            if path.len() >= MAX_DEPTH {
+                                return Err(PickleError::TooDeep { max: MAX_DEPTH });
+                            }
+                            state[kid] = 1;
+                            path.push((kid, 0));
                         }
-                        state[kid] = 1;
-                        path.push((kid, 0));
+                        1 => return Err(PickleError::Recursive),
+                        _ => {}
                     }
-                    1 => return Err(PickleError::Recursive),
-                    _ => {}
                 }
                 continue;
             }
             path.pop();
-            let node = &self.nodes[id];
-            let mut w = node.own;
+            let mut w = NODE_WEIGHT;
             let mut d = 1;
-            for &kid in &node.kids {
-                w = w.saturating_add(weight[kid]);
-                d = d.max(depth[kid] + 1);
+            for &kid in &self.nodes[id].kids {
+                match kid {
+                    Item::Leaf { weight: kw, .. } => {
+                        w = w.saturating_add(kw);
+                        d = d.max(2);
+                    }
+                    Item::Node(k) => {
+                        w = w.saturating_add(weight[k]);
+                        d = d.max(depth[k] + 1);
+                    }
+                }
             }
             if w > budget {
                 return Err(PickleError::TooLarge(format!(
