@@ -205,3 +205,99 @@ fn rust_client_uses_a_python_sync_manager() {
 fn rust_client_calls_a_user_base_manager() {
     each(user_manager);
 }
+
+/// A Python `SyncManager` client against `python::serve`, sharing a list
+/// with a Rust client of the same server.
+const PY_CLIENT: &str = r#"
+import sys
+from multiprocessing.managers import SyncManager, ListProxy, Token, RemoteError
+port, key, shared_id = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
+m = SyncManager(address=('127.0.0.1', port), authkey=key)
+m.connect()
+l = m.list([1, 2])
+l.append(3)
+l.extend([4])
+assert len(l) == 4 and l[0] == 1 and l[-1] == 4, l._getvalue()
+l[1] = 'two'
+assert l.pop() == 4
+assert 'two' in l and l.index(3) == 2
+assert l._getvalue() == [1, 'two', 3], l._getvalue()
+d = m.dict()
+d['a'] = 1
+d.update({'b': [2, 3]})
+assert d.get('a') == 1 and d.get('zz') is None and 'b' in d and len(d) == 2
+try:
+    d['zz']
+except RemoteError as e:
+    assert 'KeyError' in str(e), e
+else:
+    raise AssertionError('no error for a missing key')
+assert d._getvalue() == {'a': 1, 'b': [2, 3]}, d._getvalue()
+ns = m.Namespace()
+ns.x = 5
+ns.name = 'py'
+assert ns.x == 5 and ns.name == 'py'
+try:
+    ns.missing
+except RemoteError:
+    pass
+else:
+    raise AssertionError('no error for a missing attribute')
+shared = ListProxy(Token('list', ('127.0.0.1', port), shared_id), 'pickle', authkey=key)
+shared.append('from python')
+print('ok', flush=True)
+"#;
+
+fn python_client(py: &Python) {
+    let label = &py.label;
+    let server = python::serve("127.0.0.1:0", KEY.as_bytes()).unwrap();
+    let port = match server.address() {
+        multiproc::Address::Tcp(a) => a.port().to_string(),
+        other => panic!("{other:?}"),
+    };
+    let rust = python::connect(server.address(), KEY.as_bytes()).unwrap();
+    let shared = rust.list(&["from rust"]).unwrap();
+    let mut script = Script::start(py, PY_CLIENT, &[&port, KEY, shared.id()]);
+    assert_eq!(script.line(), "ok", "{label}");
+    let (ok, err) = script.finish();
+    assert!(ok, "{label}: {err}");
+    assert_eq!(
+        shared.value::<Vec<String>>().unwrap(),
+        ["from rust", "from python"],
+        "{label}"
+    );
+    // Python's proxies released their references when it exited.
+    assert_eq!(server.number_of_objects(), 1, "{label}");
+    drop(shared);
+    assert_eq!(server.number_of_objects(), 0, "{label}");
+}
+
+#[test]
+fn python_client_uses_a_rust_server() {
+    each(python_client);
+}
+
+#[test]
+fn python_client_with_a_wrong_key_is_refused() {
+    watchdog(LIMIT, || {
+        let server = python::serve("127.0.0.1:0", KEY.as_bytes()).unwrap();
+        let port = match server.address() {
+            multiproc::Address::Tcp(a) => a.port().to_string(),
+            other => panic!("{other:?}"),
+        };
+        let script = r#"
+import sys
+from multiprocessing.managers import SyncManager
+m = SyncManager(address=('127.0.0.1', int(sys.argv[1])), authkey=b'wrong')
+try:
+    m.connect()
+except Exception as e:
+    print('refused', type(e).__name__, flush=True)
+"#;
+        let mut s = Script::start(&python_common::python3(), script, &[&port]);
+        assert_eq!(s.line(), "refused AuthenticationError");
+        // The server still serves the right key.
+        let m = python::connect(server.address(), KEY.as_bytes()).unwrap();
+        assert_eq!(m.number_of_objects().unwrap(), 0);
+    });
+}

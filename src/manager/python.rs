@@ -1,6 +1,8 @@
-//! A client for a Python manager: a Rust process creates and uses the
-//! shared objects of a Python `multiprocessing.managers.SyncManager` (or of
-//! any `BaseManager` with `register`ed typeids), as Python's proxies do.
+//! Python's manager protocol, both ways: [`connect`] is a client for a
+//! Python manager (a Rust process creates and uses the shared objects of a
+//! Python `multiprocessing.managers.SyncManager`, or of any `BaseManager`
+//! with `register`ed typeids, as Python's proxies do), and [`serve`] is a
+//! server that Python clients use for `list`, `dict` and `Namespace`.
 //!
 //! The protocol is the one of CPython's `Lib/multiprocessing/managers.py`,
 //! over [`Connection`]s with the pickle codec ([`crate::codec::pickle`]):
@@ -488,4 +490,486 @@ fn strings(v: Value) -> Result<Vec<String>, PyManagerError> {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A manager server that Python clients use: `BaseManager(address,
+/// authkey).connect()` (or `SyncManager`), then `manager.list(...)`,
+/// `manager.dict()`, `manager.Namespace()` and their proxies, as against a
+/// Python manager. [`connect`] works against it too, so Rust and Python
+/// processes can share the same objects.
+///
+/// This is a server mode of its own: the crate's [`Manager`](crate::Manager)
+/// speaks the crate's protocol (postcard, handles), this one speaks
+/// Python's (pickles). It holds the objects as pickle [`Value`]s in this
+/// process, serves each connection on a thread, and stops when dropped.
+/// Differences from a Python manager: only the typeids `list`, `dict` and
+/// `Namespace`; a method that fails answers `#TRACEBACK`, so the Python
+/// caller sees `RemoteError` (e.g. `RemoteError('KeyError: ...')`) rather
+/// than the original exception class; `keys()`, `values()` and `items()`
+/// return lists; a request holding anything but plain data is refused.
+///
+/// ```
+/// use multiproc::manager::python;
+///
+/// let server = python::serve("127.0.0.1:0", b"secret")?;
+/// let client = python::connect(server.address(), b"secret")?;
+/// let list = client.list(&[1, 2])?;
+/// list.call::<()>("append", (3,))?;
+/// assert_eq!(list.value::<Vec<i32>>()?, [1, 2, 3]);
+/// # Ok::<(), python::PyManagerError>(())
+/// ```
+pub fn serve(address: impl ToAddress, authkey: &[u8]) -> Result<PyServer, PyManagerError> {
+    let listener = crate::connection::Listener::bind(address, Some(authkey))?;
+    let address = listener.address().clone();
+    let shared = Arc::new(Served {
+        objects: Mutex::new(std::collections::HashMap::new()),
+        next_id: std::sync::atomic::AtomicU64::new(1),
+        stop: std::sync::atomic::AtomicBool::new(false),
+    });
+    let s = Arc::clone(&shared);
+    let accepter = std::thread::Builder::new()
+        .name("python-manager".into())
+        .spawn(move || accept_loop(listener, s))
+        .map_err(|e| PyManagerError::Connect(ConnectError::Io(e)))?;
+    Ok(PyServer {
+        address,
+        shared,
+        accepter: Some(accepter),
+    })
+}
+
+/// A running [`serve`] server; dropping it stops accepting and ends the
+/// connections as they next ask for something.
+pub struct PyServer {
+    address: Address,
+    shared: Arc<Served>,
+    accepter: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PyServer {
+    /// Where Python clients connect (with port 0 bound, the port chosen).
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// How many objects are alive (referenced by some proxy).
+    pub fn number_of_objects(&self) -> usize {
+        lock(&self.shared.objects).len()
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.accepter.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Served {
+    /// id -> (object, reference count)
+    objects: Mutex<std::collections::HashMap<String, (Obj, u64)>>,
+    next_id: std::sync::atomic::AtomicU64,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+enum Obj {
+    List(Vec<Value>),
+    Dict(std::collections::BTreeMap<HashableValue, Value>),
+    Namespace(std::collections::BTreeMap<String, Value>),
+}
+
+const LIST_METHODS: &[&str] = &[
+    "__contains__",
+    "__delitem__",
+    "__getitem__",
+    "__len__",
+    "__setitem__",
+    "append",
+    "count",
+    "extend",
+    "index",
+    "insert",
+    "pop",
+    "remove",
+    "reverse",
+];
+const DICT_METHODS: &[&str] = &[
+    "__contains__",
+    "__delitem__",
+    "__getitem__",
+    "__len__",
+    "__setitem__",
+    "clear",
+    "copy",
+    "get",
+    "items",
+    "keys",
+    "pop",
+    "setdefault",
+    "update",
+    "values",
+];
+const NAMESPACE_METHODS: &[&str] = &["__getattribute__", "__setattr__", "__delattr__"];
+
+/// How often a blocked accept or receive looks at the stop flag.
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn accept_loop(listener: crate::connection::Listener, shared: Arc<Served>) {
+    use std::sync::atomic::Ordering;
+    let mut workers = Vec::new();
+    while !shared.stop.load(Ordering::Acquire) {
+        // A peer with a wrong key or a broken handshake fails alone.
+        if let Ok(conn) = listener.accept_timeout(POLL) {
+            let s = Arc::clone(&shared);
+            if let Ok(t) = std::thread::Builder::new()
+                .name("python-manager-conn".into())
+                .spawn(move || serve_connection(conn, s))
+            {
+                workers.push(t);
+            }
+        }
+        workers.retain(|t| !t.is_finished());
+    }
+    for t in workers {
+        let _ = t.join();
+    }
+}
+
+/// Serves requests on one connection until the peer hangs up or the
+/// server stops.
+fn serve_connection(conn: Connection, shared: Arc<Served>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let bytes = match conn.recv_bytes_timeout(POLL) {
+            Ok(b) => b,
+            Err(RecvError::Timeout) if !shared.stop.load(Ordering::Acquire) => continue,
+            Err(_) => return,
+        };
+        let reply = match pickle::value_from_slice(&bytes) {
+            Ok(request) => handle(&shared, request),
+            Err(e) => Err(format!("the request is refused: {e}")),
+        };
+        let (kind, value) = match reply {
+            Ok(v) => ("#RETURN", v),
+            Err(text) => ("#TRACEBACK", Value::String(text)),
+        };
+        let msg = Value::Tuple(vec![Value::String(kind.into()), value]);
+        let Ok(out) = pickle::value_to_vec(&msg) else {
+            return;
+        };
+        if conn.send_bytes(&out).is_err() {
+            return;
+        }
+    }
+}
+
+/// One request `(ident, name, args, kwds)`; the error is the text of a
+/// `#TRACEBACK` reply.
+fn handle(shared: &Served, request: Value) -> Result<Value, String> {
+    let Value::Tuple(parts) = request else {
+        return Err("a request is a 4-tuple".into());
+    };
+    let Ok([ident, name, args, kwds]) = <[Value; 4]>::try_from(parts) else {
+        return Err("a request is a 4-tuple".into());
+    };
+    let Value::String(name) = name else {
+        return Err("the method name is not a string".into());
+    };
+    let args = match args {
+        Value::Tuple(a) | Value::List(a) => a,
+        Value::None => Vec::new(),
+        other => return Err(format!("arguments {other} are not a tuple")),
+    };
+    let kwds = match kwds {
+        Value::Dict(d) => d,
+        _ => Default::default(),
+    };
+    match ident {
+        Value::None => control(shared, &name, args, kwds),
+        Value::String(id) => {
+            let mut objects = lock(&shared.objects);
+            let Some((obj, _)) = objects.get_mut(&id) else {
+                return Err(format!("KeyError: {id:?} (no such shared object)"));
+            };
+            call_method(obj, &name, args)
+        }
+        other => Err(format!("bad object id {other}")),
+    }
+}
+
+fn control(
+    shared: &Served,
+    name: &str,
+    args: Vec<Value>,
+    kwds: std::collections::BTreeMap<HashableValue, Value>,
+) -> Result<Value, String> {
+    let mut args = args.into_iter();
+    match name {
+        "dummy" | "accept_connection" => Ok(Value::None),
+        "number_of_objects" => Ok(Value::I64(lock(&shared.objects).len() as i64)),
+        "create" => {
+            let typeid = match args.next() {
+                Some(Value::String(t)) => t,
+                _ => return Err("create needs a typeid".into()),
+            };
+            let (obj, exposed) = match typeid.as_str() {
+                "list" => (
+                    Obj::List(match args.next() {
+                        None => Vec::new(),
+                        Some(Value::List(v) | Value::Tuple(v)) => v,
+                        Some(other) => return Err(format!("TypeError: list({other})")),
+                    }),
+                    LIST_METHODS,
+                ),
+                "dict" => {
+                    let mut d = match args.next() {
+                        None => Default::default(),
+                        Some(Value::Dict(d)) => d,
+                        Some(other) => return Err(format!("TypeError: dict({other})")),
+                    };
+                    d.extend(kwds);
+                    (Obj::Dict(d), DICT_METHODS)
+                }
+                "Namespace" => {
+                    let mut ns = std::collections::BTreeMap::new();
+                    for (k, v) in kwds {
+                        if let HashableValue::String(k) = k {
+                            ns.insert(k, v);
+                        }
+                    }
+                    (Obj::Namespace(ns), NAMESPACE_METHODS)
+                }
+                other => return Err(format!("KeyError: {other:?} (typeid not served here)")),
+            };
+            let id = format!(
+                "{:x}",
+                shared
+                    .next_id
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            lock(&shared.objects).insert(id.clone(), (obj, 1));
+            Ok(Value::Tuple(vec![
+                Value::String(id),
+                Value::Tuple(exposed.iter().map(|m| Value::String((*m).into())).collect()),
+            ]))
+        }
+        "incref" | "decref" => {
+            let Some(Value::String(id)) = args.next() else {
+                return Err(format!("{name} needs an object id"));
+            };
+            let mut objects = lock(&shared.objects);
+            let Some(entry) = objects.get_mut(&id) else {
+                return Err(format!("KeyError: {id:?}"));
+            };
+            if name == "incref" {
+                entry.1 += 1;
+            } else {
+                entry.1 = entry.1.saturating_sub(1);
+                if entry.1 == 0 {
+                    objects.remove(&id);
+                }
+            }
+            Ok(Value::None)
+        }
+        "shutdown" => {
+            shared
+                .stop
+                .store(true, std::sync::atomic::Ordering::Release);
+            Ok(Value::None)
+        }
+        other => Err(format!("AssertionError: {other:?} unrecognized")),
+    }
+}
+
+fn call_method(obj: &mut Obj, name: &str, args: Vec<Value>) -> Result<Value, String> {
+    let arg = |i: usize| {
+        args.get(i)
+            .cloned()
+            .ok_or_else(|| format!("TypeError: {name} takes more arguments"))
+    };
+    match obj {
+        Obj::List(list) => {
+            let index = |v: Value, len: usize, insert: bool| -> Result<usize, String> {
+                let Value::I64(i) = v else {
+                    return Err(format!("TypeError: list indices must be integers, not {v}"));
+                };
+                let len_i = len as i64;
+                let j = if i < 0 { i + len_i } else { i };
+                let max = if insert { len_i } else { len_i - 1 };
+                if insert {
+                    return Ok(j.clamp(0, len_i) as usize);
+                }
+                if j < 0 || j > max {
+                    return Err("IndexError: list index out of range".into());
+                }
+                Ok(j as usize)
+            };
+            match name {
+                "#GETVALUE" => Ok(Value::List(list.clone())),
+                "__len__" => Ok(Value::I64(list.len() as i64)),
+                "__contains__" => Ok(Value::Bool(list.contains(&arg(0)?))),
+                "__getitem__" => Ok(list[index(arg(0)?, list.len(), false)?].clone()),
+                "__setitem__" => {
+                    let i = index(arg(0)?, list.len(), false)?;
+                    list[i] = arg(1)?;
+                    Ok(Value::None)
+                }
+                "__delitem__" => {
+                    let i = index(arg(0)?, list.len(), false)?;
+                    list.remove(i);
+                    Ok(Value::None)
+                }
+                "append" => {
+                    list.push(arg(0)?);
+                    Ok(Value::None)
+                }
+                "extend" => match arg(0)? {
+                    Value::List(v) | Value::Tuple(v) => {
+                        list.extend(v);
+                        Ok(Value::None)
+                    }
+                    other => Err(format!("TypeError: cannot extend with {other}")),
+                },
+                "insert" => {
+                    let i = index(arg(0)?, list.len(), true)?;
+                    list.insert(i, arg(1)?);
+                    Ok(Value::None)
+                }
+                "pop" => {
+                    if list.is_empty() {
+                        return Err("IndexError: pop from empty list".into());
+                    }
+                    let at = args.first().cloned().unwrap_or(Value::I64(-1));
+                    let i = index(at, list.len(), false)?;
+                    Ok(list.remove(i))
+                }
+                "remove" | "index" => {
+                    let x = arg(0)?;
+                    match list.iter().position(|v| *v == x) {
+                        Some(i) if name == "index" => Ok(Value::I64(i as i64)),
+                        Some(i) => {
+                            list.remove(i);
+                            Ok(Value::None)
+                        }
+                        None => Err(format!("ValueError: {x} is not in list")),
+                    }
+                }
+                "count" => {
+                    let x = arg(0)?;
+                    Ok(Value::I64(list.iter().filter(|v| **v == x).count() as i64))
+                }
+                "reverse" => {
+                    list.reverse();
+                    Ok(Value::None)
+                }
+                other => Err(not_exposed(other, LIST_METHODS)),
+            }
+        }
+        Obj::Dict(dict) => {
+            let key = |v: Value| {
+                v.into_hashable()
+                    .map_err(|_| "TypeError: unhashable key".to_string())
+            };
+            match name {
+                "#GETVALUE" | "copy" => Ok(Value::Dict(dict.clone())),
+                "__len__" => Ok(Value::I64(dict.len() as i64)),
+                "__contains__" => Ok(Value::Bool(dict.contains_key(&key(arg(0)?)?))),
+                "__getitem__" => {
+                    let k = key(arg(0)?)?;
+                    dict.get(&k)
+                        .cloned()
+                        .ok_or_else(|| format!("KeyError: {}", k.into_value()))
+                }
+                "get" => Ok(dict
+                    .get(&key(arg(0)?)?)
+                    .cloned()
+                    .unwrap_or_else(|| args.get(1).cloned().unwrap_or(Value::None))),
+                "__setitem__" => {
+                    dict.insert(key(arg(0)?)?, arg(1)?);
+                    Ok(Value::None)
+                }
+                "__delitem__" => {
+                    let k = key(arg(0)?)?;
+                    match dict.remove(&k) {
+                        Some(_) => Ok(Value::None),
+                        None => Err(format!("KeyError: {}", k.into_value())),
+                    }
+                }
+                "pop" => {
+                    let k = key(arg(0)?)?;
+                    match (dict.remove(&k), args.get(1)) {
+                        (Some(v), _) => Ok(v),
+                        (None, Some(d)) => Ok(d.clone()),
+                        (None, None) => Err(format!("KeyError: {}", k.into_value())),
+                    }
+                }
+                "setdefault" => {
+                    let default = args.get(1).cloned().unwrap_or(Value::None);
+                    Ok(dict.entry(key(arg(0)?)?).or_insert(default).clone())
+                }
+                "update" => match arg(0)? {
+                    Value::Dict(d) => {
+                        dict.extend(d);
+                        Ok(Value::None)
+                    }
+                    other => Err(format!("TypeError: cannot update with {other}")),
+                },
+                "clear" => {
+                    dict.clear();
+                    Ok(Value::None)
+                }
+                "keys" => Ok(Value::List(
+                    dict.keys().map(|k| k.clone().into_value()).collect(),
+                )),
+                "values" => Ok(Value::List(dict.values().cloned().collect())),
+                "items" => Ok(Value::List(
+                    dict.iter()
+                        .map(|(k, v)| Value::Tuple(vec![k.clone().into_value(), v.clone()]))
+                        .collect(),
+                )),
+                other => Err(not_exposed(other, DICT_METHODS)),
+            }
+        }
+        Obj::Namespace(ns) => {
+            let attr = |v: Value| match v {
+                Value::String(s) => Ok(s),
+                other => Err(format!(
+                    "TypeError: attribute name must be a string, not {other}"
+                )),
+            };
+            match name {
+                "#GETVALUE" => Ok(Value::Dict(
+                    ns.iter()
+                        .map(|(k, v)| (HashableValue::String(k.clone()), v.clone()))
+                        .collect(),
+                )),
+                "__getattribute__" => {
+                    let a = attr(arg(0)?)?;
+                    ns.get(&a).cloned().ok_or_else(|| {
+                        format!("AttributeError: 'Namespace' object has no attribute {a:?}")
+                    })
+                }
+                "__setattr__" => {
+                    ns.insert(attr(arg(0)?)?, arg(1)?);
+                    Ok(Value::None)
+                }
+                "__delattr__" => {
+                    let a = attr(arg(0)?)?;
+                    match ns.remove(&a) {
+                        Some(_) => Ok(Value::None),
+                        None => Err(format!("AttributeError: {a}")),
+                    }
+                }
+                other => Err(not_exposed(other, NAMESPACE_METHODS)),
+            }
+        }
+    }
+}
+
+fn not_exposed(method: &str, exposed: &[&str]) -> String {
+    format!("AttributeError: method {method:?} is not in exposed={exposed:?}")
 }
