@@ -955,6 +955,9 @@ ROWS.update(
     {
         "codec.pickle.encode_1mib_ints": codec_pickle_encode_1mib_ints,
         "codec.pickle.decode_1mib_ints": codec_pickle_decode_1mib_ints,
+        # A Python client of a Python manager: the same measurement as
+        # manager.list_append_child (the Rust row serves the manager itself).
+        "manager.python_client.list_append": manager_list_append_child,
     }
 )
 

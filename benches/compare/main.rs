@@ -21,6 +21,7 @@ mod sync;
 mod csp;
 mod manager;
 mod pickle;
+mod python_manager;
 
 use harness::{Against, Ctx, Goal, Mode, Report, Row, Target};
 
@@ -191,6 +192,8 @@ fn rows() -> Vec<Row> {
     // they come last.
     rows.extend(pool::rows());
     rows.extend(csp::thread_rows());
+    // Serves a manager from threads of the bench process.
+    rows.extend(python_manager::rows());
     rows
 }
 
