@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// One Python interpreter.
 #[derive(Clone, Debug)]
@@ -79,10 +79,23 @@ fn works(path: &PathBuf) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Prepended to every script: the interpreter exits as soon as its stdin
+/// closes, i.e. when the test process is gone, even if it died without
+/// running `Drop` (a watchdog timeout, a kill).
+const ORPHAN_GUARD: &str = "import os as _os, threading as _th
+def _orphan_guard():
+    while _os.read(0, 4096):
+        pass
+    _os._exit(3)
+_th.Thread(target=_orphan_guard, daemon=True).start()
+";
+
 /// A running `python -c script args…`; killed and reaped on drop.
 pub struct Script {
     child: Child,
     out: BufReader<ChildStdout>,
+    /// Held open while the script runs (see [`ORPHAN_GUARD`]).
+    _stdin: Option<ChildStdin>,
 }
 
 impl Script {
@@ -90,15 +103,20 @@ impl Script {
     pub fn start(python: &Python, script: &str, args: &[&str]) -> Script {
         let mut child = Command::new(&python.path)
             .arg("-c")
-            .arg(script)
+            .arg(format!("{ORPHAN_GUARD}{script}"))
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start python");
         let out = BufReader::new(child.stdout.take().unwrap());
-        Script { child, out }
+        let stdin = child.stdin.take();
+        Script {
+            child,
+            out,
+            _stdin: stdin,
+        }
     }
 
     /// The next line the script prints (without the newline); panics with
