@@ -299,11 +299,17 @@ impl PyProxy {
         if slot.is_none() {
             let conn = self.inner.open()?;
             let name = format!("multiproc-{}", std::process::id());
-            request(&conn, None, "accept_connection", vec![Value::String(name)])?;
+            request(
+                &conn,
+                None,
+                "accept_connection",
+                vec![Value::String(name)],
+                None,
+            )?;
             *slot = Some(conn);
         }
         let conn = slot.as_ref().expect("opened above");
-        let res = request(conn, Some(&self.id), method, args);
+        let res = request(conn, Some(&self.id), method, args, None);
         if matches!(res, Err(PyManagerError::Send(_) | PyManagerError::Recv(_))) {
             // The stream may be out of step; the next call reconnects.
             *slot = None;
@@ -315,11 +321,17 @@ impl PyProxy {
 impl Drop for PyProxy {
     fn drop(&mut self) {
         // The server may already be gone; the reference dies with it then.
-        let _ = self
-            .inner
-            .control("decref", vec![Value::String(self.id.clone())]);
+        // A stopped or wedged server must not hang the drop.
+        let _ = self.inner.control_within(
+            "decref",
+            vec![Value::String(self.id.clone())],
+            Some(DROP_TIMEOUT),
+        );
     }
 }
+
+/// How long dropping a proxy waits for the server to take its `decref`.
+const DROP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Inner {
     fn open(&self) -> Result<Connection, PyManagerError> {
@@ -328,8 +340,21 @@ impl Inner {
 
     /// One control request on a connection of its own.
     fn control(&self, name: &str, args: Vec<Value>) -> Result<Value, PyManagerError> {
-        let conn = self.open()?;
-        match request(&conn, None, name, args)? {
+        self.control_within(name, args, None)
+    }
+
+    /// [`control`](Self::control), giving up after `timeout` in all.
+    fn control_within(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Value, PyManagerError> {
+        let conn = match timeout {
+            None => self.open()?,
+            Some(t) => Client::connect_timeout(&self.address, Some(&self.authkey), t)?,
+        };
+        match request(&conn, None, name, args, timeout)? {
             Reply::Value(v) => Ok(v),
             Reply::Proxy { .. } => {
                 Err(PyManagerError::Protocol(format!("{name} returned a proxy")))
@@ -353,6 +378,7 @@ fn request(
     ident: Option<&str>,
     name: &str,
     args: Vec<Value>,
+    timeout: Option<std::time::Duration>,
 ) -> Result<Reply, PyManagerError> {
     let msg = Value::Tuple(vec![
         ident.map_or(Value::None, |s| Value::String(s.into())),
@@ -361,7 +387,10 @@ fn request(
         Value::Dict(Default::default()),
     ]);
     conn.send_bytes(&pickle::value_to_vec(&msg)?)?;
-    let bytes = conn.recv_bytes()?;
+    let bytes = match timeout {
+        None => conn.recv_bytes()?,
+        Some(t) => conn.recv_bytes_timeout(t)?,
+    };
     let (reply, globals) = pickle::value_from_slice_allowing(&bytes, &manager_global)?;
     let (kind, result) = match reply {
         Value::Tuple(v) if v.len() == 2 => {
