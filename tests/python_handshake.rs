@@ -106,7 +106,6 @@ fn rust_listener(py: &Python, our_key: &str) {
 fn each(f: fn(&Python, &str), key: &'static str) {
     watchdog(LIMIT, move || {
         let pythons = interpreters(&VERSIONS);
-        assert!(!pythons.is_empty(), "no Python found at all");
         for py in &pythons {
             f(py, key);
         }

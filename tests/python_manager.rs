@@ -189,7 +189,6 @@ fn user_manager(py: &Python) {
 fn each(f: fn(&Python)) {
     watchdog(LIMIT, move || {
         let pythons = interpreters(&VERSIONS);
-        assert!(!pythons.is_empty(), "no Python found at all");
         for py in &pythons {
             f(py);
         }

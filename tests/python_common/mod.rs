@@ -20,7 +20,7 @@ pub struct Python {
 
 /// The pyenv interpreters of the given minor versions (`"3.8"`, …), plus
 /// `python3.N` on PATH when pyenv lacks one. A version found nowhere is
-/// reported on stderr as skipped.
+/// reported on stderr as skipped; if none is found, `python3` is used.
 pub fn interpreters(versions: &[&str]) -> Vec<Python> {
     let root = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
@@ -56,6 +56,10 @@ pub fn interpreters(versions: &[&str]) -> Vec<Python> {
                 eprintln!("note: Python {version} not found (pyenv or PATH); its cases are skipped")
             }
         }
+    }
+    if found.is_empty() {
+        eprintln!("note: none of Python {versions:?} found; testing python3 on PATH instead");
+        found.push(python3());
     }
     found
 }
