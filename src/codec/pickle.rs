@@ -34,7 +34,9 @@
 //!
 //! An integer that does not fit the requested Rust type is
 //! [`PickleError::IntOverflow`] (a Python `int` has no size limit; decode
-//! into [`Value`] to keep it as a big integer).
+//! into [`Value`] with [`value_from_slice`] to keep it as a big integer).
+//! Integers pass through `i64` on the way: one from 2^63 to 2^64 - 1 is
+//! an overflow even for a `u64` target.
 //!
 //! [`Connection`]: crate::Connection
 //! [`Connection::send_pickle`]: crate::Connection::send_pickle
