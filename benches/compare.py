@@ -938,6 +938,50 @@ ROWS.update(
 )
 
 
+# ---- pickle codec ----
+
+
+def pickle_ints():
+    return [(i * 7919) % 1_000_003 - 500_000 for i in range(1 << 17)]
+
+
+def pickle_time(f, n):
+    samples = []
+    for i in range(1 + pick(3, 11)):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            f()
+        if i >= 1:
+            samples.append((time.perf_counter() - t0) * 1e6 / n)
+    return statistics.median(samples)
+
+
+def codec_pickle_encode_1mib_ints():
+    import pickle
+    v = pickle_ints()
+    return pickle_time(lambda: pickle.dumps(v, protocol=4), pick(2, 20)), "us"
+
+
+def codec_pickle_decode_1mib_ints():
+    import pickle
+    v = pickle_ints()
+    data = pickle.dumps(v, protocol=4)
+    if pickle.loads(data) != v:
+        raise RuntimeError("pickle round trip")
+    return pickle_time(lambda: pickle.loads(data), pick(2, 20)), "us"
+
+
+ROWS.update(
+    {
+        "codec.pickle.encode_1mib_ints": codec_pickle_encode_1mib_ints,
+        "codec.pickle.decode_1mib_ints": codec_pickle_decode_1mib_ints,
+        # A Python client of a Python manager: the same measurement as
+        # manager.list_append_child (the Rust row serves the manager itself).
+        "manager.python_client.list_append": manager_list_append_child,
+    }
+)
+
+
 def main(argv):
     global QUICK
     mode = "unpinned"

@@ -23,6 +23,10 @@ pub enum CodecError {
         /// Descriptors that actually arrived.
         received: usize,
     },
+    /// A pickle could not be written or read (the Python codec of
+    /// [`Connection::send_pickle`](crate::Connection::send_pickle)).
+    #[error(transparent)]
+    Pickle(#[from] crate::codec::pickle::PickleError),
 }
 
 /// Sending on a [`Connection`](crate::Connection) failed.

@@ -12,8 +12,9 @@
 //! 2. [`pipe`] and [`Connection`]: framed, typed messages between two
 //!    processes; handles (other connections…) travel inside messages.
 //!    [`Listener`] and [`Client`]: connections over a Unix socket path or
-//!    TCP, authenticated with a shared key (HMAC-SHA256); by default the
-//!    process's [`authkey`], which children inherit.
+//!    TCP, authenticated with a shared key (HMAC-SHA256, or the HMAC-MD5
+//!    of Python 3.11 and older); by default the process's [`authkey`],
+//!    which children inherit.
 //! 3. [`Manager`]: a server process owning shared lists, dicts, queues,
 //!    locks…, reached through proxies from any process (see [`manager`]);
 //! 4. and its [`Namespace`]s.

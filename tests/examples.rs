@@ -173,3 +173,11 @@ fn tour_runs_every_program_in_order() {
         "{out}"
     );
 }
+
+#[test]
+fn python_peer_consumes_the_python_producers_jobs() {
+    assert_eq!(
+        run("python_peer"),
+        "0: job 0 (weight 0)\n1: job 1 (weight 1.5)\n2: job 2 (weight 3)\n3: job 3 (weight 4.5)\n4: job 4 (weight 6)\ntotal weight 15\n"
+    );
+}

@@ -396,9 +396,15 @@ fn garbage_cases() -> Vec<Garbage> {
         ),
         case(
             "unsupported digest",
+            frame(&[b"{sha3_256}".as_slice(), &[0u8; 32]].concat()),
+            true,
+        ),
+        case(
+            "sha384, wrong digest",
             frame(&[b"{sha384}".as_slice(), &[0u8; 48]].concat()),
             true,
         ),
+        case("legacy md5, wrong digest", frame(&[0u8; 16]), true),
         case(
             "right shape, wrong digest",
             frame(&[b"{sha256}".as_slice(), &[0u8; 32]].concat()),
@@ -486,8 +492,13 @@ fn client_refuses_bad_challenges() {
                 matches!(e, ConnectError::Auth(_))
             }),
             (
-                "legacy md5 challenge",
+                "legacy md5 challenge, answered, then no verdict",
                 frame(&[b"#CHALLENGE#".as_slice(), &[1; 20]].concat()),
+                |e| matches!(e, ConnectError::Handshake(RecvError::Disconnected)),
+            ),
+            (
+                "sha3 challenge",
+                frame(&[b"#CHALLENGE#{sha3_256}".as_slice(), &[1; 40]].concat()),
                 |e| matches!(e, ConnectError::Auth(_)),
             ),
             ("short challenge", frame(b"#CHALLENGE#short"), |e| {

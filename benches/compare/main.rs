@@ -20,6 +20,8 @@ mod sync;
 
 mod csp;
 mod manager;
+mod pickle;
+mod python_manager;
 
 use harness::{Against, Ctx, Goal, Mode, Report, Row, Target};
 
@@ -181,6 +183,7 @@ fn rows() -> Vec<Row> {
     rows.extend(pipe::rows());
     rows.extend(sync::rows());
     rows.extend(queue::rows());
+    rows.extend(pickle::rows());
     // CSP between OS processes and the Manager fork raw floors.
     rows.extend(csp::process_rows());
     rows.extend(manager::rows());
@@ -189,6 +192,8 @@ fn rows() -> Vec<Row> {
     // they come last.
     rows.extend(pool::rows());
     rows.extend(csp::thread_rows());
+    // Serves a manager from threads of the bench process.
+    rows.extend(python_manager::rows());
     rows
 }
 

@@ -24,6 +24,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::CodecError;
 
 mod explain;
+pub mod pickle;
 pub use crate::sys::socket::MAX_FDS_PER_MSG as MAX_FDS;
 pub(crate) use explain::encode_error;
 

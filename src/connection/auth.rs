@@ -11,16 +11,30 @@
 //! ```
 //!
 //! The listener challenges first, then the roles swap, so each side proves
-//! it holds the key. Only HMAC-SHA256 is spoken: a peer proposing another
-//! digest (or the unprefixed HMAC-MD5 of Python 3.11 and older) is refused.
-//! Every handshake frame is capped at 256 bytes and the whole exchange
-//! runs against one deadline.
+//! it holds the key. Every handshake frame is capped at 256 bytes and the
+//! whole exchange runs against one deadline.
+//!
+//! Python 3.11 and older speak the legacy form: a challenge of 20 random
+//! bytes with no `{digest}` prefix, answered by a bare 16-byte HMAC-MD5.
+//! Like Python 3.12 this side
+//!
+//! - always challenges in the modern form (`{sha256}` + 40 bytes): a legacy
+//!   peer takes the whole message as its challenge and answers a bare
+//!   HMAC-MD5 of it, which is accepted, as is a prefixed answer in md5,
+//!   sha256 or sha384 (the peer picks; the MAC covers the prefix we sent,
+//!   so the choice cannot be forged in transit);
+//! - answers in the form it is challenged with: a bare HMAC-MD5 to a
+//!   legacy 20-byte challenge, the named digest to a prefixed one.
+//!
+//! Digests Python knows but this side lacks (`sha3_256`, `sha3_384`) are
+//! refused with [`ConnectError::Auth`].
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use md5::Md5;
+use sha2::{Sha256, Sha384};
 
 use super::Connection;
 use crate::error::{ConnectError, RecvError, SendError};
@@ -35,18 +49,93 @@ const WELCOME: &[u8] = b"#WELCOME#";
 const FAILURE: &[u8] = b"#FAILURE#";
 /// Random bytes in a challenge.
 const MESSAGE_LENGTH: usize = 40;
-/// The digest this side speaks, as named in the messages.
+/// The digest this side challenges with, as named in the messages.
 const DIGEST_PREFIX: &[u8] = b"{sha256}";
-/// Length of an HMAC-SHA256.
-const MAC_LENGTH: usize = 32;
 /// Largest handshake frame accepted.
 pub(super) const MAX_MESSAGE: usize = 256;
 /// Legacy (MD5-only) challenges and responses have these lengths.
 const LEGACY_LENGTHS: [usize; 2] = [20, 16];
 /// Longest digest name Python accepts (`sha3_384`).
 const MAX_DIGEST_NAME: usize = 8;
-/// Digests Python 3.12 may propose; all but sha256 are refused here.
+/// Digests Python 3.12 may propose; the sha3 ones are refused here.
 const KNOWN_DIGESTS: [&[u8]; 5] = [b"md5", b"sha256", b"sha384", b"sha3_256", b"sha3_384"];
+
+/// A digest spoken in the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Digest {
+    Md5,
+    Sha256,
+    Sha384,
+}
+
+/// How a challenge or a response names its digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// No prefix: HMAC-MD5, Python 3.11 and older.
+    Legacy,
+    /// A `{name}` prefix.
+    Prefixed(Digest),
+}
+
+impl Form {
+    fn digest(self) -> Digest {
+        match self {
+            Form::Legacy => Digest::Md5,
+            Form::Prefixed(d) => d,
+        }
+    }
+}
+
+impl Digest {
+    fn name(self) -> &'static str {
+        match self {
+            Digest::Md5 => "md5",
+            Digest::Sha256 => "sha256",
+            Digest::Sha384 => "sha384",
+        }
+    }
+
+    /// HMAC of `message` keyed with `key`.
+    fn tag(self, key: &[u8], message: &[u8]) -> Result<Vec<u8>, ConnectError> {
+        fn with<M: Mac + KeyInit>(key: &[u8], message: &[u8]) -> Result<Vec<u8>, ConnectError> {
+            let mac = <M as KeyInit>::new_from_slice(key)
+                .map_err(|_| auth("the authkey is unusable".into()))?;
+            Ok(mac.chain_update(message).finalize().into_bytes().to_vec())
+        }
+        match self {
+            Digest::Md5 => with::<Hmac<Md5>>(key, message),
+            Digest::Sha256 => with::<Hmac<Sha256>>(key, message),
+            Digest::Sha384 => with::<Hmac<Sha384>>(key, message),
+        }
+    }
+
+    /// Whether `got` is the HMAC of `message`, compared in constant time.
+    fn verify(self, key: &[u8], message: &[u8], got: &[u8]) -> Result<bool, ConnectError> {
+        fn with<M: Mac + KeyInit>(
+            key: &[u8],
+            message: &[u8],
+            got: &[u8],
+        ) -> Result<bool, ConnectError> {
+            let mac = <M as KeyInit>::new_from_slice(key)
+                .map_err(|_| auth("the authkey is unusable".into()))?;
+            // `verify_slice` compares in constant time.
+            Ok(mac.chain_update(message).verify_slice(got).is_ok())
+        }
+        match self {
+            Digest::Md5 => with::<Hmac<Md5>>(key, message, got),
+            Digest::Sha256 => with::<Hmac<Sha256>>(key, message, got),
+            Digest::Sha384 => with::<Hmac<Sha384>>(key, message, got),
+        }
+    }
+
+    fn mac_length(self) -> usize {
+        match self {
+            Digest::Md5 => 16,
+            Digest::Sha256 => 32,
+            Digest::Sha384 => 48,
+        }
+    }
+}
 
 /// Whether `frame` is a listener's challenge: what a client that holds no
 /// authkey receives first from a listener that requires one.
@@ -162,10 +251,7 @@ pub(super) fn answer(conn: &Connection, key: &[u8], frame: &[u8]) -> Result<(), 
             message.len()
         )));
     }
-    digest_payload(message)?;
-    let mut response = Vec::with_capacity(DIGEST_PREFIX.len() + MAC_LENGTH);
-    response.extend_from_slice(DIGEST_PREFIX);
-    response.extend_from_slice(&mac(key)?.chain_update(message).finalize().into_bytes());
+    let response = respond(key, message)?;
     send(conn, &response)
 }
 
@@ -182,29 +268,47 @@ pub(super) fn judge_verdict(verdict: &[u8]) -> Result<(), ConnectError> {
     }
 }
 
-/// Checks `response` against the challenge `message` we sent.
+/// Our response to the challenge `message`, in the form it was asked in:
+/// a bare HMAC-MD5 to a legacy challenge, `{name}` + HMAC otherwise. The
+/// MAC covers the whole message, prefix included.
+fn respond(key: &[u8], message: &[u8]) -> Result<Vec<u8>, ConnectError> {
+    let (form, _) = digest_payload(message)?;
+    let tag = form.digest().tag(key, message)?;
+    Ok(match form {
+        Form::Legacy => tag,
+        Form::Prefixed(d) => [format!("{{{}}}", d.name()).as_bytes(), &tag].concat(),
+    })
+}
+
+/// Checks `response` against the challenge `message` we sent. The peer
+/// picks the digest (a bare response is HMAC-MD5).
 fn verify(key: &[u8], message: &[u8], response: &[u8]) -> Result<(), ConnectError> {
-    let got = digest_payload(response)?;
-    if got.len() != MAC_LENGTH {
+    let (form, got) = digest_payload(response)?;
+    let digest = form.digest();
+    if got.len() != digest.mac_length() {
         return Err(auth(format!(
-            "expected a sha256 digest of {MAC_LENGTH} bytes, got {}",
+            "expected a {} digest of {} bytes, got {}",
+            digest.name(),
+            digest.mac_length(),
             got.len()
         )));
     }
-    // `verify_slice` compares in constant time.
-    mac(key)?
-        .chain_update(message)
-        .verify_slice(got)
-        .map_err(|_| auth("the peer's digest is wrong (different authkey)".into()))
+    if digest.verify(key, message, got)? {
+        Ok(())
+    } else {
+        Err(auth(
+            "the peer's digest is wrong (different authkey)".into(),
+        ))
+    }
 }
 
-/// Splits `{sha256}payload` and returns the payload; refuses legacy
-/// (unprefixed) and other digests.
-fn digest_payload(message: &[u8]) -> Result<&[u8], ConnectError> {
+/// Splits a challenge or response into its form and payload, as Python
+/// 3.12's `_get_digest_name_and_payload`: a message of a legacy length
+/// (20 or 16 bytes) is unprefixed HMAC-MD5, anything else must open with
+/// `{md5}`, `{sha256}` or `{sha384}`; other digests are refused.
+fn digest_payload(message: &[u8]) -> Result<(Form, &[u8]), ConnectError> {
     if LEGACY_LENGTHS.contains(&message.len()) {
-        return Err(auth(
-            "the peer speaks the legacy HMAC-MD5 handshake, which is not supported".into(),
-        ));
+        return Ok((Form::Legacy, message));
     }
     let name = match message.split_first() {
         Some((b'{', rest)) => rest
@@ -214,23 +318,24 @@ fn digest_payload(message: &[u8]) -> Result<&[u8], ConnectError> {
             .map(|end| &rest[..end]),
         _ => None,
     };
-    match name {
-        Some(b"sha256") => Ok(&message[DIGEST_PREFIX.len()..]),
-        Some(name) if KNOWN_DIGESTS.contains(&name) => Err(auth(format!(
-            "the peer asks for digest {}; only sha256 is supported",
-            name.escape_ascii()
-        ))),
-        _ => Err(auth(format!(
-            "missing or unknown digest prefix in {}",
-            shown(message)
-        ))),
-    }
-}
-
-/// HMAC-SHA256 keyed with `key` (HMAC takes keys of every length; the
-/// error cannot happen).
-fn mac(key: &[u8]) -> Result<Hmac<Sha256>, ConnectError> {
-    Hmac::<Sha256>::new_from_slice(key).map_err(|_| auth("the authkey is unusable".into()))
+    let digest = match name {
+        Some(b"md5") => Digest::Md5,
+        Some(b"sha256") => Digest::Sha256,
+        Some(b"sha384") => Digest::Sha384,
+        Some(name) if KNOWN_DIGESTS.contains(&name) => {
+            return Err(auth(format!(
+                "the peer asks for digest {}; only md5, sha256 and sha384 are supported",
+                name.escape_ascii()
+            )));
+        }
+        _ => {
+            return Err(auth(format!(
+                "missing or unknown digest prefix in {}",
+                shown(message)
+            )));
+        }
+    };
+    Ok((Form::Prefixed(digest), &message[digest.name().len() + 2..]))
 }
 
 fn auth(why: String) -> ConnectError {
@@ -269,15 +374,29 @@ fn recv(conn: &Connection, deadline: Option<Instant>) -> Result<Vec<u8>, Connect
 mod tests {
     use super::*;
 
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     #[test]
     fn digest_prefix_parsing() {
         let msg = [b"{sha256}".as_slice(), &[7u8; 40]].concat();
-        assert_eq!(digest_payload(&msg).unwrap(), &[7u8; 40]);
+        assert_eq!(
+            digest_payload(&msg).unwrap(),
+            (Form::Prefixed(Digest::Sha256), [7u8; 40].as_slice())
+        );
+        let md5 = [b"{md5}".as_slice(), &[7u8; 16]].concat();
+        assert_eq!(digest_payload(&md5).unwrap().0, Form::Prefixed(Digest::Md5));
+        for legacy in [vec![0u8; 20], vec![0u8; 16]] {
+            assert_eq!(
+                digest_payload(&legacy).unwrap(),
+                (Form::Legacy, legacy.as_slice())
+            );
+        }
         for bad in [
-            [b"{sha384}".as_slice(), &[0u8; 40]].concat(),
+            [b"{sha3_256}".as_slice(), &[0u8; 40]].concat(),
             [b"{sha256".as_slice(), &[0u8; 40]].concat(),
-            vec![0u8; 20],
-            vec![0u8; 16],
+            vec![0u8; 21],
             b"{}".to_vec(),
             b"{verylongdigestname}xxxxxxxxxxxxxxxxxxxxxxx".to_vec(),
             Vec::new(),
@@ -292,36 +411,45 @@ mod tests {
     #[test]
     fn response_verifies_only_with_the_same_key() {
         let message = [b"{sha256}".as_slice(), &[1u8; 40]].concat();
-        let tag = mac(b"key")
-            .unwrap()
-            .chain_update(&message)
-            .finalize()
-            .into_bytes();
-        let response = [DIGEST_PREFIX, tag.as_slice()].concat();
-        verify(b"key", &message, &response).unwrap();
-        assert!(matches!(
-            verify(b"other", &message, &response),
-            Err(ConnectError::Auth(_))
-        ));
-        assert!(matches!(
-            verify(b"key", &message, &response[..response.len() - 1]),
-            Err(ConnectError::Auth(_))
-        ));
+        for response in [
+            respond(b"key", &message).unwrap(),
+            // A legacy peer answers a bare HMAC-MD5 of the whole message.
+            Digest::Md5.tag(b"key", &message).unwrap(),
+            [
+                b"{sha384}".as_slice(),
+                &Digest::Sha384.tag(b"key", &message).unwrap(),
+            ]
+            .concat(),
+        ] {
+            verify(b"key", &message, &response).unwrap();
+            assert!(matches!(
+                verify(b"other", &message, &response),
+                Err(ConnectError::Auth(_))
+            ));
+            assert!(matches!(
+                verify(b"key", &message, &response[..response.len() - 1]),
+                Err(ConnectError::Auth(_))
+            ));
+        }
     }
 
-    /// A known answer: HMAC-SHA256 of a fixed challenge, as Python's
-    /// `hmac.new(b"secret", b"{sha256}" + bytes(range(40)), "sha256")`.
+    /// Known answers, as Python's `hmac.new(b"secret", message, digest)`.
     #[test]
-    fn known_answer() {
+    fn known_answers() {
         let message = [b"{sha256}".as_slice(), &(0u8..40).collect::<Vec<_>>()].concat();
-        let tag = mac(b"secret")
-            .unwrap()
-            .chain_update(&message)
-            .finalize()
-            .into_bytes();
-        let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, KNOWN_ANSWER);
+        let modern = respond(b"secret", &message).unwrap();
+        assert_eq!(&modern[..8], b"{sha256}");
+        assert_eq!(hex(&modern[8..]), KNOWN_SHA256);
+        assert_eq!(
+            hex(&Digest::Md5.tag(b"secret", &message).unwrap()),
+            KNOWN_MD5_OF_MODERN
+        );
+        // A legacy 20-byte challenge gets a bare HMAC-MD5.
+        let legacy: Vec<u8> = (0u8..20).collect();
+        assert_eq!(hex(&respond(b"secret", &legacy).unwrap()), KNOWN_MD5_LEGACY);
     }
 
-    const KNOWN_ANSWER: &str = "fc57fbe650d6124b98215e7b5d197d5807ad69982d275a9735ea2d56f1fa6989";
+    const KNOWN_SHA256: &str = "fc57fbe650d6124b98215e7b5d197d5807ad69982d275a9735ea2d56f1fa6989";
+    const KNOWN_MD5_OF_MODERN: &str = "8e48d2bb349b4b72b9382999ed5b62eb";
+    const KNOWN_MD5_LEGACY: &str = "7defa9cc46abc3583325d17ccda75190";
 }

@@ -236,8 +236,10 @@ struct SocketFile {
 ///
 /// Every accepted peer must prove it holds the listener's authkey (and the
 /// listener proves it to the peer) before `accept` returns its
-/// connection: a mutual HMAC-SHA256 challenge/response, message for
-/// message the one of Python 3.12's `multiprocessing.connection`, bounded
+/// connection: a mutual HMAC challenge/response, message for message the
+/// one of Python 3.12's `multiprocessing.connection` (the listener
+/// challenges with SHA-256 and accepts the bare HMAC-MD5 answer of Python
+/// 3.11 and older, so every Python 3 peer with the key gets in), bounded
 /// by [`handshake_timeout`](Self::handshake_timeout). The key is the one
 /// given to [`bind`](Self::bind), or else this process's
 /// [`authkey`](crate::authkey) (which children inherit, so a listener and

@@ -98,6 +98,7 @@ pub(crate) mod handle;
 mod mailbox;
 mod protocol;
 mod proxy;
+pub mod python;
 mod registry;
 mod server;
 mod transport;
