@@ -130,8 +130,9 @@ pub use manager::{
 pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, PoolError, TaskError, WorkerExit};
 #[cfg(target_os = "linux")]
 pub use process::{
-    Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
-    get_context, get_start_method, parent_process, set_start_method,
+    Builder, Context, JoinHandle, JoinTimeoutError, Process, ProcessInfo, StartMethod, Stdio,
+    active_children, cpu_count, current_process, get_context, get_start_method, parent_process,
+    set_start_method, spawn, start_method,
 };
 #[cfg(target_os = "linux")]
 pub use queue::{
