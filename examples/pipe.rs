@@ -14,7 +14,7 @@ fn f(conn: Connection) {
 }
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (parent_conn, child_conn) = pipe(true)?;
+    let (parent_conn, child_conn) = pipe()?;
     let mut p = Process::new(f, child_conn);
     p.start()?;
     let msg: (i32, Option<i32>, String) = parent_conn.recv()?;

@@ -43,7 +43,7 @@
 //!     7
 //! }
 //!
-//! let (parent_end, child_end) = pipe(true)?;
+//! let (parent_end, child_end) = pipe()?;
 //! let mut p = Process::new(child, child_end);
 //! p.start()?;
 //! let msg: (i32, Option<i32>, String) = parent_end.recv()?;
@@ -116,7 +116,8 @@ mod wait;
 
 #[cfg(target_os = "linux")]
 pub use connection::{
-    Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, Waitable, pipe, wait,
+    Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, Waitable, pipe,
+    pipe_simplex, wait,
 };
 #[cfg(target_os = "linux")]
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
