@@ -6,7 +6,7 @@
 //! (42, None, "hello")
 //! ```
 
-use multiproc::{Connection, Process, pipe};
+use multiproc::{Connection, pipe};
 
 fn f(conn: Connection) {
     conn.send(&(42, None::<i32>, "hello")).expect("send");
@@ -15,10 +15,9 @@ fn f(conn: Connection) {
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (parent_conn, child_conn) = pipe()?;
-    let mut p = Process::new(f, child_conn);
-    p.start()?;
+    let child = multiproc::spawn(f, child_conn);
     let msg: (i32, Option<i32>, String) = parent_conn.recv()?;
     println!("{msg:?}");
-    p.join()?;
+    child.join()?;
     Ok(())
 }

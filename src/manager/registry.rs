@@ -15,7 +15,7 @@ use super::value::Value;
 
 /// A type whose methods a manager serves by name.
 ///
-/// Arguments and return values are [`AnyValue`]s; use
+/// Arguments and return values are [`AnyValue`](super::AnyValue)s; use
 /// [`from_value`](super::from_value) and [`to_value`](super::to_value) to
 /// work with typed ones. An `Err` reaches the caller as
 /// [`ManagerError::Remote`](super::ManagerError::Remote).
