@@ -35,7 +35,7 @@ fn panic_with(message: String) {
 /// (name, daemon) as the child sees itself.
 fn who(_: ()) -> (String, bool) {
     let me = current_process();
-    (me.name, me.daemon)
+    (me.name().to_string(), me.daemon())
 }
 
 /// The values of `keys` in the child's environment, and how many times
@@ -249,4 +249,17 @@ fn a_handle_moves_between_threads() {
         let joined = std::thread::spawn(move || child.join().unwrap());
         assert_eq!(joined.join().unwrap(), 10);
     });
+}
+
+/// Variables no process can hold are refused before anything starts.
+#[test]
+fn bad_environment_is_a_start_error() {
+    for (key, value) in [("", "x"), ("A=B", "x"), ("A\0B", "x"), ("OK_NAME", "x\0y")] {
+        match Builder::new().env(key, value).spawn(add_one, 1) {
+            Err(StartError::Io(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{key:?}")
+            }
+            other => panic!("{key:?}={value:?}: expected InvalidInput, got {other:?}"),
+        }
+    }
 }

@@ -132,6 +132,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// Starts the child.
     pub fn start(&mut self) -> Result<(), StartError> {
         let payload = self.payload.as_ref().ok_or(StartError::AlreadyStarted)?;
+        check_env(&self.setup.env)?;
         let method = self.method.unwrap_or_else(context::start_method);
         if method == StartMethod::Fork {
             let threads = sys::process::thread_count();
@@ -385,6 +386,23 @@ impl<R> Process<R> {
     }
 }
 
+/// Refuses environment variables no process can hold (as
+/// `std::process::Command` and Python's `os.environ` do): an empty name, a
+/// name with `=`, or a NUL byte anywhere.
+fn check_env(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> Result<(), StartError> {
+    use std::os::unix::ffi::OsStrExt;
+    for (key, value) in env {
+        let (k, v) = (key.as_bytes(), value.as_bytes());
+        if k.is_empty() || k.contains(&b'=') || k.contains(&0) || v.contains(&0) {
+            return Err(StartError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid environment variable for the child: {key:?}={value:?}"),
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl<R> std::fmt::Debug for Process<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Process")
@@ -419,6 +437,27 @@ fn decode_outcome<R: DeserializeOwned>(
             let (message, _) = codec::decode_payload::<String>(rest, Vec::new())?;
             Err(JoinError::Codec(CodecError::Decode(message)))
         }
+    }
+}
+
+impl ProcessInfo {
+    /// Its name (`MainProcess`, `Process-N`, or the one it was given).
+    ///
+    /// ```
+    /// assert_eq!(multiproc::current_process().name(), "MainProcess");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether it was started as a daemon.
+    pub fn daemon(&self) -> bool {
+        self.daemon
     }
 }
 

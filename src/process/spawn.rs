@@ -65,9 +65,9 @@ pub enum Stdio {
 /// use multiproc::{Builder, StartMethod, Stdio};
 ///
 /// fn greet(who: String) -> String {
-///     let me = multiproc::current_process().name;
+///     let me = multiproc::current_process();
 ///     let lang = std::env::var("GREETING_LANG").unwrap_or_default();
-///     format!("{me} greets {who} in {lang}")
+///     format!("{} greets {who} in {lang}", me.name())
 /// }
 ///
 /// let child = Builder::new()
@@ -97,7 +97,7 @@ impl Builder {
     }
 
     /// Names the child (default `Process-N`); the child sees it as
-    /// [`current_process().name`](crate::current_process).
+    /// [`current_process().name()`](crate::ProcessInfo::name).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -118,7 +118,9 @@ impl Builder {
 
     /// Sets environment variable `key` to `value` in the child (replacing an
     /// inherited one), under either start method. The parent's environment
-    /// is not changed.
+    /// is not changed. A name that is empty or holds `=` or NUL, or a value
+    /// holding NUL, makes `spawn` fail with
+    /// [`ErrorKind::InvalidInput`](std::io::ErrorKind::InvalidInput).
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         let key = key.as_ref().to_os_string();
         self.setup.env.retain(|(k, _)| *k != key);
