@@ -76,7 +76,9 @@
 //!   [`Semaphore::get_value`]). Setters live on builders ([`Builder`],
 //!   [`PoolBuilder`], [`QueueBuilder`]); [`Process`] keeps Python's
 //!   constructor keywords as builder-style setters (`name`, `daemon`,
-//!   `start_method`), so its name is read with [`Process::get_name`].
+//!   `start_method`), so its name is read with [`Process::get_name`]. A
+//!   `get` that is an operation rather than a getter keeps its name
+//!   ([`Queue::get`], [`AsyncResult::get`], a manager batch's `get_attr`).
 //! * **Locks**: a guard over shared *data* is taken with `lock()` /
 //!   `try_lock()` / `lock_timeout()`, as with `std::sync::Mutex`
 //!   ([`Value::lock`], [`Array::lock`]; Python's name `get_lock`). A

@@ -254,10 +254,7 @@ impl<R> JoinHandle<R> {
     /// Whether the child has ended (its value, if any, waits for
     /// [`join`](Self::join)). Does not block.
     pub fn is_finished(&self) -> bool {
-        self.process
-            .child
-            .as_ref()
-            .is_none_or(|c| !matches!(c.poll_exit(), Ok(None)))
+        !self.process.is_alive()
     }
 
     /// The child's process id.
