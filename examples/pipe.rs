@@ -6,7 +6,7 @@
 //! (42, None, "hello")
 //! ```
 
-use multiproc::{Connection, Process, pipe};
+use multiproc::{Connection, pipe};
 
 fn f(conn: Connection) {
     conn.send(&(42, None::<i32>, "hello")).expect("send");
@@ -14,11 +14,10 @@ fn f(conn: Connection) {
 }
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (parent_conn, child_conn) = pipe(true)?;
-    let mut p = Process::new(f, child_conn);
-    p.start()?;
+    let (parent_conn, child_conn) = pipe()?;
+    let child = multiproc::spawn(f, child_conn);
     let msg: (i32, Option<i32>, String) = parent_conn.recv()?;
     println!("{msg:?}");
-    p.join()?;
+    child.join()?;
     Ok(())
 }

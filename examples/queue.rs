@@ -3,7 +3,7 @@
 //!
 //! Output: `(42, None, "hello")`
 
-use multiproc::{Process, Queue};
+use multiproc::Queue;
 
 type Message = (i32, Option<i32>, String);
 
@@ -13,9 +13,8 @@ fn f(q: Queue<Message>) {
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let q = Queue::new()?;
-    let mut p = Process::new(f, q.clone());
-    p.start()?;
+    let child = multiproc::spawn(f, q.clone());
     println!("{:?}", q.get()?); // prints "(42, None, "hello")"
-    p.join()?;
+    child.join()?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use multiproc::{Array, Process, Value};
 #[allow(clippy::approx_constant)]
 fn f((num, arr): (Value<f64>, Array<i32>)) {
     num.set(3.1415927).unwrap();
-    for x in arr.get_lock().unwrap().iter_mut() {
+    for x in arr.lock().unwrap().iter_mut() {
         *x = -*x;
     }
 }

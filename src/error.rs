@@ -161,7 +161,9 @@ pub enum JoinError {
     /// The process was never started.
     #[error("the process was not started")]
     NotStarted,
-    /// Its value was already taken by an earlier `join`.
+    /// Its value was already taken by an earlier `join` (only from
+    /// [`Process`](crate::Process); a [`JoinHandle`](crate::JoinHandle) is
+    /// consumed by its `join`).
     #[error("the process was already joined")]
     AlreadyJoined,
     /// The child's arguments or return value did not decode.

@@ -4,6 +4,38 @@
 //! talk to them, with typed messages, `Result` errors, timeouts everywhere,
 //! and children that cannot outlive or hang their parent.
 //!
+//! ## Starting a child
+//!
+//! [`spawn`] runs `fn(A) -> R` in a child process, as `std::thread::spawn`
+//! runs a closure on a thread; [`JoinHandle::join`] returns the child's
+//! value, its panic, or the signal that killed it. The argument and the
+//! value are any serde types, and handles (connections, queues, shared
+//! values, locks…) inside the argument arrive usable in the child.
+//!
+//! ```
+//! use multiproc::{Connection, pipe};
+//!
+//! fn child(conn: Connection) -> usize {
+//!     conn.send(&(42, None::<i32>, "hello")).unwrap();
+//!     7
+//! }
+//!
+//! let (parent_end, child_end) = pipe()?;
+//! let handle = multiproc::spawn(child, child_end);
+//! let msg: (i32, Option<i32>, String) = parent_end.recv()?;
+//! assert_eq!(msg, (42, None, "hello".into()));
+//! assert_eq!(handle.join()?, 7);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A [`Builder`] sets the child's name, daemon flag, start method
+//! ([`StartMethod::Spawn`], the default, or [`StartMethod::Fork`]),
+//! environment variables and standard streams, like
+//! `std::thread::Builder`; its [`spawn`](Builder::spawn) returns a
+//! [`StartError`] where [`spawn`] panics. [`Process`] is the same child in
+//! Python's shape: made with [`Process::new`], then
+//! [`start`](Process::start)ed and [`join`](Process::join)ed.
+//!
 //! The crate follows the order of the tutorial it grew from:
 //!
 //! 1. [`Queue`], [`SimpleQueue`], [`JoinableQueue`]: FIFOs in shared memory
@@ -30,29 +62,46 @@
 //!    channels with poison and retire, alternation, and
 //!    `parallel`/`sequence`/`spawn` over threads and OS processes.
 //!
-//! Beneath them all, [`Process`] runs `fn(A) -> R` in a child (start methods
-//! [`StartMethod::Spawn`], the default, and [`StartMethod::Fork`]); `join()`
-//! returns the child's value, its panic, or the signal that killed it. And
-//! [`Pool`] is a pool of worker processes with `map`, `imap`,
+//! Beside them, [`Pool`] is a pool of worker processes with `map`, `imap`,
 //! `imap_unordered`, `starmap`, `apply` and `apply_async`; a worker that dies
 //! fails only the task it held, and the pool replaces it (see [`pool`]).
 //!
-//! ```
-//! use multiproc::{Connection, Process, pipe};
+//! ## Naming
 //!
-//! fn child(conn: Connection) -> usize {
-//!     conn.send(&(42, None::<i32>, "hello")).unwrap();
-//!     7
-//! }
+//! Rust names come first; where Python's name differs, it is kept as an
+//! alias documented as "Python's name", so code ported from Python reads
+//! the same.
 //!
-//! let (parent_end, child_end) = pipe(true)?;
-//! let mut p = Process::new(child, child_end);
-//! p.start()?;
-//! let msg: (i32, Option<i32>, String) = parent_end.recv()?;
-//! assert_eq!(msg, (42, None, "hello".into()));
-//! assert_eq!(p.join()?, 7);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! * **Getters have no `get_`**: [`JoinHandle::name`], [`start_method()`],
+//!   [`JoinHandle::code`] / [`Process::code`], [`Semaphore::value`]
+//!   (Python's names: [`Process::exitcode`], [`get_start_method`],
+//!   [`Semaphore::get_value`]). Setters live on builders ([`Builder`],
+//!   [`PoolBuilder`], [`QueueBuilder`]); [`Process`] keeps Python's
+//!   constructor keywords as builder-style setters (`name`, `daemon`,
+//!   `start_method`), so its name is read with [`Process::get_name`]. A
+//!   `get` that is an operation rather than a getter keeps its name
+//!   ([`Queue::get`], [`AsyncResult::get`], a manager batch's `get_attr`).
+//! * **Locks**: a guard over shared *data* is taken with `lock()` /
+//!   `try_lock()` / `lock_timeout()`, as with `std::sync::Mutex`
+//!   ([`Value::lock`], [`Array::lock`]; Python's name `get_lock`). A
+//!   synchronization *primitive* with no data of its own keeps Python's
+//!   `acquire()` / `try_acquire()` / `acquire_timeout()` ([`Lock`],
+//!   [`RLock`], [`Condition`], [`Semaphore`], and the manager's proxies).
+//!   Either way the guard releases on drop.
+//! * **Sending**: a call that only encodes the message borrows it
+//!   ([`Connection::send`]`(&T)`: the caller keeps its value); a call that
+//!   can hand the message back when it cannot be delivered takes it by
+//!   value ([`Queue::put`]`(T)`: its errors, and those of `put_nowait` and
+//!   `put_timeout`, carry the value back, as `std::sync::mpsc` and
+//!   crossbeam do).
+//! * **Pipes**: [`pipe()`] gives two duplex ends; [`pipe_simplex()`] gives
+//!   `(reader, writer)` (Python's `Pipe()` and `Pipe(duplex=False)`).
+//! * **Two values**: [`Value`] is Python's `multiprocessing.Value`, plain
+//!   data in shared memory; the dynamic tree a manager's server stores is
+//!   [`manager::AnyValue`], and a manager-held value is reached through a
+//!   [`ValueProxy`].
+//! * `_timeout` forms take a [`Duration`](std::time::Duration); `try_`
+//!   forms do not wait.
 //!
 //! ## How a child starts
 //!
@@ -120,7 +169,8 @@ mod wait;
 pub use connection::ListenerBuilder;
 #[cfg(target_os = "linux")]
 pub use connection::{
-    Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, Waitable, pipe, wait,
+    Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, Waitable, pipe,
+    pipe_simplex, wait,
 };
 #[cfg(target_os = "linux")]
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
@@ -136,8 +186,9 @@ pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, PoolError, TaskE
 pub use process::{AUTHKEY_LEN, authkey, set_authkey};
 #[cfg(target_os = "linux")]
 pub use process::{
-    Context, Process, ProcessInfo, StartMethod, active_children, cpu_count, current_process,
-    get_context, get_start_method, parent_process, set_start_method,
+    Builder, Context, JoinHandle, JoinTimeoutError, Process, ProcessInfo, StartMethod, Stdio,
+    active_children, cpu_count, current_process, get_context, get_start_method, parent_process,
+    set_start_method, spawn, start_method,
 };
 #[cfg(target_os = "linux")]
 pub use queue::{

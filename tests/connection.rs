@@ -15,7 +15,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{LIMIT, Method, pattern, socket_inodes, watchdog};
-use multiproc::{CodecError, Connection, JoinError, Process, RecvError, SendError, pipe, wait};
+use multiproc::{
+    CodecError, Connection, JoinError, Process, RecvError, SendError, pipe, pipe_simplex, wait,
+};
 use serde::{Deserialize, Serialize};
 
 /// A connection whose peer is a raw socket.
@@ -85,7 +87,7 @@ fn answer_all(ends: Ends) -> String {
 fn conn_in_message(ctl: Connection) {
     let (n, got): (u32, Connection) = ctl.recv().unwrap();
     got.send(&format!("via the received end {n}")).unwrap();
-    let (mine, yours) = pipe(true).unwrap();
+    let (mine, yours) = pipe().unwrap();
     ctl.send(&vec![yours]).unwrap();
     let question: String = mine.recv().unwrap();
     mine.send(&format!("answer to {question}")).unwrap();
@@ -102,7 +104,7 @@ fn one_way((reader, writer): (Connection, Connection)) -> (bool, bool) {
 
 fn connections_as_arguments(m: Method) {
     // A single connection.
-    let (here, there) = pipe(true).unwrap();
+    let (here, there) = pipe().unwrap();
     let mut p = Process::new(echo, there).start_method(m.start());
     p.start().unwrap();
     for i in 0..3 {
@@ -116,7 +118,7 @@ fn connections_as_arguments(m: Method) {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for _ in 0..7 {
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         ours.push(a);
         theirs.push(b);
     }
@@ -145,10 +147,10 @@ fn connections_as_arguments(m: Method) {
     );
 
     // Connections inside messages, both ways.
-    let (ctl, ctl_child) = pipe(true).unwrap();
+    let (ctl, ctl_child) = pipe().unwrap();
     let mut p = Process::new(conn_in_message, ctl_child).start_method(m.start());
     p.start().unwrap();
-    let (x, y) = pipe(true).unwrap();
+    let (x, y) = pipe().unwrap();
     ctl.send(&(5u32, y)).unwrap();
     assert_eq!(
         x.recv_timeout::<String>(LIMIT).unwrap(),
@@ -169,8 +171,8 @@ fn connections_as_arguments(m: Method) {
     ));
 
     // One-way ends.
-    let (r1, w1) = pipe(false).unwrap();
-    let (r2, w2) = pipe(false).unwrap();
+    let (r1, w1) = pipe_simplex().unwrap();
+    let (r2, w2) = pipe_simplex().unwrap();
     let mut p = Process::new(one_way, (r1, w2)).start_method(m.start());
     p.start().unwrap();
     w1.send(&21u32).unwrap();
@@ -197,7 +199,7 @@ fn holds_and_spawns((peer, ctl, extra): (Connection, Connection, Vec<Connection>
     g.start().unwrap();
     let leaked = g.join().unwrap();
 
-    let (keep, keep_child) = pipe(true).unwrap();
+    let (keep, keep_child) = pipe().unwrap();
     let mut g = Process::new(wait_for_stop, keep_child).start_method(multiproc::StartMethod::Spawn);
     g.start().unwrap();
     assert_eq!(keep.recv::<String>().unwrap(), "ready");
@@ -217,9 +219,9 @@ fn wait_for_stop(conn: Connection) {
 }
 
 fn nothing_leaks_into_grandchildren(m: Method) {
-    let (watch, peer) = pipe(true).unwrap();
-    let (ctl, ctl_child) = pipe(true).unwrap();
-    let extra: Vec<Connection> = (0..4).map(|_| pipe(true).unwrap().0).collect();
+    let (watch, peer) = pipe().unwrap();
+    let (ctl, ctl_child) = pipe().unwrap();
+    let extra: Vec<Connection> = (0..4).map(|_| pipe().unwrap().0).collect();
     let mut p = Process::new(holds_and_spawns, (peer, ctl_child, extra)).start_method(m.start());
     p.start().unwrap();
     assert_eq!(ctl.recv_timeout::<String>(LIMIT).unwrap(), "dropped");
@@ -245,7 +247,7 @@ fn ready_then_block(conn: Connection) {
 }
 
 fn killed_peer_disconnects(m: Method) {
-    let (here, there) = pipe(true).unwrap();
+    let (here, there) = pipe().unwrap();
     let mut p = Process::new(ready_then_block, there).start_method(m.start());
     p.start().unwrap();
     assert_eq!(here.recv_timeout::<String>(LIMIT).unwrap(), "ready");
@@ -271,7 +273,7 @@ fn echo_bytes(conn: Connection) -> usize {
 
 fn huge_and_empty_across_processes(m: Method) {
     for len in [0, 64 << 20] {
-        let (here, there) = pipe(true).unwrap();
+        let (here, there) = pipe().unwrap();
         let mut p = Process::new(echo_bytes, there).start_method(m.start());
         p.start().unwrap();
         let data = pattern(len);
@@ -294,7 +296,7 @@ both_methods!(
 #[test]
 fn peer_closed_gives_disconnected() {
     watchdog(LIMIT, || {
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         drop(b);
         assert!(matches!(a.recv::<u8>(), Err(RecvError::Disconnected)));
         assert!(matches!(a.recv_bytes(), Err(RecvError::Disconnected)));
@@ -302,7 +304,7 @@ fn peer_closed_gives_disconnected() {
         assert!(matches!(a.send(&1u8), Err(SendError::Disconnected)));
 
         // A message sent before closing is delivered first.
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         b.send(&7u8).unwrap();
         b.close();
         assert_eq!(a.recv::<u8>().unwrap(), 7);
@@ -462,7 +464,7 @@ fn undecodable_message_leaves_connection_usable() {
         assert_eq!(conn.recv::<String>().unwrap(), "ok");
 
         // A well-formed message of another type.
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         a.send(&"not a number").unwrap();
         a.send(&5u64).unwrap();
         assert!(matches!(b.recv::<u64>(), Err(RecvError::Codec(_))));
@@ -473,7 +475,7 @@ fn undecodable_message_leaves_connection_usable() {
 #[test]
 fn timeouts_keep_partial_messages() {
     watchdog(LIMIT, || {
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         let t = Duration::from_millis(20);
         assert!(matches!(b.recv_timeout::<u8>(t), Err(RecvError::Timeout)));
         assert!(matches!(b.recv_bytes_timeout(t), Err(RecvError::Timeout)));
@@ -596,7 +598,7 @@ fn truncated_after_timeout() {
 #[test]
 fn recv_bytes_into_small_buffer_keeps_message() {
     watchdog(LIMIT, || {
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         let msg = pattern(100);
         a.send_bytes(&msg).unwrap();
         let mut small = [0u8; 10];
@@ -636,7 +638,7 @@ fn recv_bytes_into_small_buffer_keeps_message() {
 #[test]
 fn one_way_pipe_refuses_the_wrong_direction() {
     watchdog(LIMIT, || {
-        let (reader, writer) = pipe(false).unwrap();
+        let (reader, writer) = pipe_simplex().unwrap();
         assert!(reader.readable() && !reader.writable());
         assert!(writer.writable() && !writer.readable());
         assert!(matches!(reader.send(&1u8), Err(SendError::NotWritable)));
@@ -661,7 +663,7 @@ fn one_way_pipe_refuses_the_wrong_direction() {
 #[test]
 fn poll_and_wait_on_several() {
     watchdog(LIMIT, || {
-        let pairs: Vec<(Connection, Connection)> = (0..3).map(|_| pipe(true).unwrap()).collect();
+        let pairs: Vec<(Connection, Connection)> = (0..3).map(|_| pipe().unwrap()).collect();
         let readers: Vec<&Connection> = pairs.iter().map(|p| &p.0).collect();
         let t = Duration::from_millis(20);
         assert!(wait(&readers, Some(t)).unwrap().is_empty());
@@ -686,7 +688,7 @@ fn poll_and_wait_on_several() {
         assert_eq!(readers[0].recv::<u8>().unwrap(), 11);
 
         // Waiting with no limit, a message arriving later.
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         let sender = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             b.send(&"late").unwrap();
@@ -702,8 +704,8 @@ fn poll_and_wait_on_several() {
         assert!(matches!(a.recv::<u8>(), Err(RecvError::Disconnected)));
 
         // A write-only end is never ready and does not stop the wait.
-        let (r, w) = pipe(false).unwrap();
-        let (c, d) = pipe(true).unwrap();
+        let (r, w) = pipe_simplex().unwrap();
+        let (c, d) = pipe().unwrap();
         let sender = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             d.send(&1u8).unwrap();
@@ -719,7 +721,7 @@ fn poll_and_wait_on_several() {
 #[test]
 fn empty_and_huge_messages() {
     watchdog(LIMIT, || {
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         a.send_bytes(&[]).unwrap();
         assert_eq!(b.recv_bytes().unwrap(), Vec::<u8>::new());
         a.send_bytes(&[]).unwrap();
@@ -744,7 +746,7 @@ fn empty_and_huge_messages() {
 #[test]
 fn frame_cap_is_configurable() {
     watchdog(LIMIT, || {
-        let (mut a, mut b) = pipe(true).unwrap();
+        let (mut a, mut b) = pipe().unwrap();
         a.set_max_frame(1000);
         assert_eq!(a.max_frame(), 1000);
         assert!(matches!(
@@ -784,7 +786,7 @@ fn capped_receiver(conn: Connection) -> (usize, String) {
 #[test]
 fn frame_cap_travels_with_the_connection() {
     watchdog(LIMIT, || {
-        let (a, mut b) = pipe(true).unwrap();
+        let (a, mut b) = pipe().unwrap();
         b.set_max_frame(64);
         let mut p = Process::new(capped_receiver, b);
         p.start().unwrap();
@@ -834,7 +836,7 @@ fn wraps_a_unix_stream_with_the_documented_framing() {
 #[test]
 fn recv_bytes_into_from_two_threads() {
     watchdog(LIMIT, || {
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         let b = std::sync::Arc::new(b);
         let n = 50_000;
         let sender = std::thread::spawn(move || {
@@ -882,7 +884,7 @@ fn recv_bytes_into_from_two_threads() {
 #[test]
 fn longest_timeouts_mean_no_limit() {
     watchdog(LIMIT, || {
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         a.send(&1u8).unwrap();
         assert!(b.poll(Duration::MAX).unwrap());
         assert_eq!(wait(&[&b], Some(Duration::MAX)).unwrap(), vec![0]);
@@ -903,9 +905,9 @@ fn count_handles(conns: Vec<Connection>) -> usize {
 #[test]
 fn handle_count_limit() {
     watchdog(LIMIT, || {
-        let pairs: Vec<(Connection, Connection)> = (0..254).map(|_| pipe(true).unwrap()).collect();
+        let pairs: Vec<(Connection, Connection)> = (0..254).map(|_| pipe().unwrap()).collect();
         let (ours, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         assert!(matches!(
             a.send(&theirs),
             Err(SendError::Codec(CodecError::TooManyHandles(254)))
@@ -918,7 +920,7 @@ fn handle_count_limit() {
             )))
         ));
 
-        let pairs: Vec<(Connection, Connection)> = (0..253).map(|_| pipe(true).unwrap()).collect();
+        let pairs: Vec<(Connection, Connection)> = (0..253).map(|_| pipe().unwrap()).collect();
         let (ours2, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
         a.send(&theirs).unwrap();
         drop(theirs);
@@ -937,8 +939,7 @@ fn handle_count_limit() {
         // Two full messages queued back to back arrive whole.
         let mut keep = Vec::new();
         for round in 0..2u32 {
-            let pairs: Vec<(Connection, Connection)> =
-                (0..253).map(|_| pipe(true).unwrap()).collect();
+            let pairs: Vec<(Connection, Connection)> = (0..253).map(|_| pipe().unwrap()).collect();
             let (ours, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
             a.send(&(round, theirs)).unwrap();
             keep.push(ours);

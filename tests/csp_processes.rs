@@ -489,7 +489,7 @@ fn an_end_travels_inside_a_connection_message() {
     watchdog(Duration::from_secs(60), || {
         let c = Channel::<u32>::new().unwrap();
         let r = c.reader();
-        let (ours, theirs) = multiproc::pipe(true).unwrap();
+        let (ours, theirs) = multiproc::pipe().unwrap();
         let mut p = Process::new(end_by_connection, theirs);
         p.start().unwrap();
         // Our copy is dropped right after sending; the end in flight keeps

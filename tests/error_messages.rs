@@ -38,7 +38,7 @@ fn encode_message(e: &CodecError) -> &str {
 #[test]
 fn a_connection_put_into_a_queue_says_what_and_why() {
     watchdog(LIMIT, || {
-        let (a, _b) = multiproc::pipe(true).unwrap();
+        let (a, _b) = multiproc::pipe().unwrap();
         let q = Queue::<Connection>::new().unwrap();
         let Err(PutError::Encode(_, e)) = q.put(a) else {
             panic!("a Connection went into a Queue");
@@ -61,7 +61,7 @@ fn a_connection_put_into_a_queue_says_what_and_why() {
             panic!("the refused value was queued");
         };
         assert_eq!(encode_message(&e), REFUSAL);
-        let (a, _b) = multiproc::pipe(true).unwrap();
+        let (a, _b) = multiproc::pipe().unwrap();
         let Err(SendError::Codec(e)) = a.send(&("x", Refuses)) else {
             panic!("the refused value was sent");
         };

@@ -105,7 +105,7 @@ fn echoed(good: &Connection, len: usize) {
 }
 
 fn announced_but_unsent_frames_do_not_pin_memory(m: Method) {
-    let (ours, theirs) = pipe(true).unwrap();
+    let (ours, theirs) = pipe().unwrap();
     let mut p = Process::new(receiver, theirs).start_method(m.start());
     p.start().unwrap();
     let address: String = ours.recv_timeout(LONG).unwrap();

@@ -29,7 +29,7 @@ fn many_small_frames_arrive_in_order() {
         // Sizes that straddle the growing buffer's boundaries; all sent
         // before the parent reads, so reads come back full.
         let sizes: Vec<u32> = (0..5000u32).map(|k| (k * 37) % 700).collect();
-        let (ours, theirs) = pipe(true).unwrap();
+        let (ours, theirs) = pipe().unwrap();
         let mut p = Process::new(send_frames, (theirs, sizes.clone()));
         p.start().unwrap();
         for (k, &len) in sizes.iter().enumerate() {
@@ -57,7 +57,7 @@ fn frames_around_the_buffer_size_with_recv_bytes() {
         .iter()
         .map(|&n| n as u32)
         .collect();
-        let (ours, theirs) = pipe(true).unwrap();
+        let (ours, theirs) = pipe().unwrap();
         let mut p = Process::new(send_frames, (theirs, sizes.clone()));
         p.start().unwrap();
         for (k, &len) in sizes.iter().enumerate() {
@@ -77,7 +77,7 @@ fn large_frames_with_recv_bytes_into() {
             .iter()
             .map(|&n| n as u32)
             .collect();
-        let (ours, theirs) = pipe(true).unwrap();
+        let (ours, theirs) = pipe().unwrap();
         let mut p = Process::new(send_frames, (theirs, sizes.clone()));
         p.start().unwrap();
         let mut buf = vec![0u8; 2 << 20];
@@ -108,7 +108,7 @@ fn large_frames_with_recv_bytes_into() {
 fn recv_bytes_into_a_buffer_of_exactly_the_frame_size() {
     watchdog(LIMIT, || {
         let sizes = vec![(1 << 20) + 3, 5];
-        let (ours, theirs) = pipe(true).unwrap();
+        let (ours, theirs) = pipe().unwrap();
         let mut p = Process::new(send_frames, (theirs, sizes.clone()));
         p.start().unwrap();
         let mut exact = vec![0u8; (1 << 20) + 3];

@@ -584,7 +584,7 @@ fn connection_passes_over_unix_listener() {
         );
         child.start().unwrap();
         let conn = listener.accept_timeout(LONG).unwrap();
-        let (mine, theirs) = pipe(true).unwrap();
+        let (mine, theirs) = pipe().unwrap();
         conn.send(&theirs).unwrap();
         drop(theirs);
         let got: String = mine.recv_timeout(LONG).unwrap();
@@ -607,7 +607,7 @@ fn connection_does_not_pass_over_tcp() {
             conn.recv_timeout::<String>(LONG).unwrap()
         });
         let conn = listener.accept_timeout(LONG).unwrap();
-        let (_mine, theirs) = pipe(true).unwrap();
+        let (_mine, theirs) = pipe().unwrap();
         assert!(matches!(
             conn.send(&theirs),
             Err(SendError::HandlesNotSupported)

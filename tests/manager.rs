@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{LONG, eventually, watchdog};
-use multiproc::manager::{ManagerBuilder, Served, Value, from_value};
+use multiproc::manager::{AnyValue, ManagerBuilder, Served, from_value};
 use multiproc::{
     BarrierProxy, ConditionProxy, DictProxy, EventProxy, JoinableQueueProxy, ListProxy, LockProxy,
     Manager, ManagerError, Namespace, Process, QueueProxy, StartMethod, ValueProxy,
@@ -150,20 +150,20 @@ fn fork_from_spawned_child(list: ListProxy<i32>) -> Result<i32, String> {
 struct Counter(i64);
 
 impl Served for Counter {
-    fn call(&mut self, method: &str, args: Value) -> Result<Value, String> {
+    fn call(&mut self, method: &str, args: AnyValue) -> Result<AnyValue, String> {
         match method {
             "add" => {
                 self.0 += from_value::<i64>(args).map_err(|e| e.to_string())?;
-                Ok(Value::Int(self.0.into()))
+                Ok(AnyValue::Int(self.0.into()))
             }
-            "get" => Ok(Value::Int(self.0.into())),
+            "get" => Ok(AnyValue::Int(self.0.into())),
             "fail" => Err("asked to fail".into()),
             other => Err(format!("no method {other}")),
         }
     }
 }
 
-fn new_counter(args: Value) -> Result<Box<dyn Served>, String> {
+fn new_counter(args: AnyValue) -> Result<Box<dyn Served>, String> {
     Ok(Box::new(Counter(
         from_value(args).map_err(|e| e.to_string())?,
     )))

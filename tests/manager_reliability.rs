@@ -203,7 +203,7 @@ fn barrier_arrival_after_a_party_died(fork: bool) -> Result<(), String> {
 /// manager's server ignores it, and still dies with its owner (here the
 /// owner dies of the same SIGINT).
 fn ctrl_c_to_owner_and_server(fork: bool) -> Result<(), String> {
-    let (ours, theirs) = multiproc::pipe(true).map_err(|e| e.to_string())?;
+    let (ours, theirs) = multiproc::pipe().map_err(|e| e.to_string())?;
     let mut owner = start(manager_owner, theirs, fork)?;
     let server: i32 = ours.recv_timeout(LONG).map_err(|e| e.to_string())?;
     signal("-INT", server);
@@ -319,7 +319,7 @@ fn a_client_that_dies_without_cleaning_up_leaks_nothing() {
         let m = Manager::start().unwrap();
         let lock = m.lock().unwrap();
         let before = m.object_count().unwrap();
-        let (ready, theirs) = multiproc::pipe(true).unwrap();
+        let (ready, theirs) = multiproc::pipe().unwrap();
         let mut child = Process::new(
             hoarder,
             (

@@ -735,7 +735,7 @@ fn progress_and_timeouts(m: Method) {
 
 fn handles_travel_as_arguments(m: Method) {
     let p = pool(m, 2);
-    let (mine, theirs) = pipe(true).unwrap();
+    let (mine, theirs) = pipe().unwrap();
     assert_eq!(p.apply(send_on, theirs).unwrap(), 1);
     let msg: String = mine.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(msg, "from the worker");

@@ -58,7 +58,7 @@ fn checksum(v: Vec<u8>) -> (usize, u64) {
 
 /// Returns one end of a pipe it made, after writing to the other end.
 fn hand_back_a_pipe(greeting: String) -> (String, Connection) {
-    let (mine, yours) = pipe(true).unwrap();
+    let (mine, yours) = pipe().unwrap();
     mine.send(&greeting).unwrap();
     ("kept".into(), yours)
 }
@@ -222,7 +222,7 @@ fn exit_codes(m: Method) {
 
 fn kill_and_terminate(m: Method) {
     for (sig, code) in [(9, -9), (15, -15)] {
-        let (here, there) = pipe(true).unwrap();
+        let (here, there) = pipe().unwrap();
         let mut p = Process::new(ready_then_wait, there).start_method(m.start());
         p.start().unwrap();
         assert_eq!(here.recv_timeout::<String>(LIMIT).unwrap(), "ready");
@@ -353,7 +353,7 @@ fn identities(m: Method) {
 }
 
 fn active_children_lists_running(m: Method) {
-    let (here, there) = pipe(true).unwrap();
+    let (here, there) = pipe().unwrap();
     let mut p = Process::new(ready_then_wait, there)
         .name("listed")
         .start_method(m.start());
@@ -494,11 +494,11 @@ fn doomed_parent((report, mut holds): (Connection, Vec<Connection>)) {
 #[test]
 fn grandchildren_die_with_killed_parent() {
     watchdog(LIMIT, || {
-        let (report, report_child) = pipe(true).unwrap();
+        let (report, report_child) = pipe().unwrap();
         let mut ours = Vec::new();
         let mut theirs = Vec::new();
         for _ in 0..5 {
-            let (a, b) = pipe(true).unwrap();
+            let (a, b) = pipe().unwrap();
             ours.push(a);
             theirs.push(b);
         }
@@ -555,7 +555,7 @@ fn leaves_grandchildren((m, done, exit_code): (Method, Connection, Option<i32>))
 
 fn daemon_terminated_worker_waited(m: Method, exit_code: Option<i32>) {
     watchdog(LIMIT, move || {
-        let (done, done_child) = pipe(true).unwrap();
+        let (done, done_child) = pipe().unwrap();
         let mut child = Process::new(leaves_grandchildren, (m, done_child, exit_code));
         child.start().unwrap();
         let (daemon, worker) = match (child.join_timeout(LIMIT), exit_code) {
@@ -620,7 +620,7 @@ fn sentinel_wait_and_close(m: Method) {
     );
     short.start().unwrap();
     long.start().unwrap();
-    let (a, b) = multiproc::pipe(true).unwrap();
+    let (a, b) = multiproc::pipe().unwrap();
     {
         let objects: [&dyn Waitable; 3] = [&a, &long, &short];
         assert_eq!(

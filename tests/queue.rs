@@ -243,7 +243,7 @@ fn message_larger_than_capacity_is_refused() {
 fn close_and_bad_values() {
     watchdog(Duration::from_secs(30), || {
         let q: Queue<Connection> = Queue::new().unwrap();
-        let (a, _b) = pipe(true).unwrap();
+        let (a, _b) = pipe().unwrap();
         // Handles cannot travel through a queue; the value comes back.
         match q.put(a) {
             Err(PutError::Encode(conn, _)) => drop(conn),
@@ -481,7 +481,7 @@ fn send_queue_over_connection(conn: Connection) -> String {
 #[test]
 fn queue_handle_travels_inside_a_message() {
     watchdog(Duration::from_secs(60), || {
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         let mut p = Process::new(send_queue_over_connection, b);
         p.start().unwrap();
         let input: Queue<String> = Queue::new().unwrap();

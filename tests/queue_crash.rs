@@ -144,7 +144,7 @@ impl<'de> serde::Deserialize<'de> for DieWhileSerialisingWire {
 /// The same queue handle with another element type (through a pipe, as a
 /// process would receive it).
 fn reinterpret<A, B>(q: Queue<A>) -> Queue<B> {
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     a.send(&q).unwrap();
     b.recv().unwrap()
 }
@@ -317,7 +317,7 @@ struct Stress {
 
 impl Stress {
     fn start(&mut self, role: Role) {
-        let (ours, theirs) = pipe(true).unwrap();
+        let (ours, theirs) = pipe().unwrap();
         let inc = self.next_inc;
         self.next_inc += 1;
         let mut p = match role {

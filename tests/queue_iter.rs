@@ -460,7 +460,7 @@ fn a_handle_in_flight_keeps_the_queue_connected() {
         rx.close();
         // The only producer travels in a socket: nobody holds it, the
         // kernel does.
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         a.send(&q).unwrap();
         drop(q);
         assert!(matches!(
@@ -478,7 +478,7 @@ fn a_handle_in_flight_keeps_the_queue_connected() {
         let rx: Queue<u32> = Queue::new().unwrap();
         let q = rx.clone();
         rx.close();
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         a.send(&q).unwrap();
         drop(q);
         assert!(matches!(rx.get_nowait(), Err(TryGetError::Empty)));

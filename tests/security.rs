@@ -565,7 +565,7 @@ fn exit_with_managers(report: Connection) {
 
 fn exit_scenario(fork: bool) -> Result<(), String> {
     let before = crate_files();
-    let (ours, theirs) = pipe(true).map_err(err)?;
+    let (ours, theirs) = pipe().map_err(err)?;
     let mut p = start(exit_with_managers, theirs, fork)?;
     let servers: [i32; 2] = ours.recv_timeout(LONG).map_err(err)?;
     match p.join_timeout(LONG) {

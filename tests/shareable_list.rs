@@ -371,7 +371,7 @@ fn owner((report, forget): (Connection, bool)) {
 }
 
 fn owner_dies(fork: bool, forget: bool) -> Result<(), String> {
-    let (ours, theirs) = pipe(true).map_err(err)?;
+    let (ours, theirs) = pipe().map_err(err)?;
     let mut p = start(owner, (theirs, forget), fork)?;
     let (names, tracker): (Vec<String>, Option<i32>) = ours.recv_timeout(LONG).map_err(err)?;
     let tracker = tracker.ok_or("no tracker pid")?;

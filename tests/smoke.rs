@@ -20,7 +20,7 @@ fn spawn_square() {
 
 #[test]
 fn spawn_pipe() {
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let mut p = Process::new(talk, b);
     p.start().unwrap();
     let m: (i32, Option<i32>, String) = a.recv().unwrap();

@@ -659,7 +659,7 @@ fn barrier_timeout_abort_and_reset() {
 #[test]
 fn handles_refuse_another_type() {
     watchdog(Duration::from_secs(60), || {
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         a.send(&Value::new(5u32).unwrap()).unwrap();
         let r = b.recv::<Value<i64>>();
         assert!(matches!(r, Err(RecvError::Codec(_))), "{r:?}");

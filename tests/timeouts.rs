@@ -250,7 +250,7 @@ fn sync_and_shm_timeouts() {
 #[test]
 fn connection_timeouts() {
     watchdog(LIMIT, || {
-        let (a, b) = multiproc::pipe(true).unwrap();
+        let (a, b) = multiproc::pipe().unwrap();
         assert!(matches!(
             a.recv_timeout::<u32>(ZERO),
             Err(RecvError::Timeout)

@@ -1,7 +1,7 @@
 //! `pipe()` / `Connection` between the bench process and a child.
 //!
 //! Each row starts one crate child (`Process`, spawn start method, over
-//! `multiproc::pipe(true)`) and one raw child (`fork`, over a plain
+//! `multiproc::pipe()`) and one raw child (`fork`, over a plain
 //! `socketpair`, raw `read`/`write`/`writev` with the same framing: 4-byte
 //! big-endian length + payload), then measures them alternately.
 //!
@@ -179,7 +179,7 @@ impl Peers {
     where
         A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
     {
-        let (conn, theirs) = pipe(true)?;
+        let (conn, theirs) = pipe()?;
         let mut child = Process::new(target, args(theirs));
         child.start()?;
         let (raw, raw_theirs) = raw::socketpair()?;

@@ -19,7 +19,7 @@ use std::time::Instant;
 use crate::harness::{micros_per_op, monotonic_ns};
 
 /// A connected pair of Unix stream sockets (`O_CLOEXEC`), default buffer
-/// sizes, as `multiproc::pipe(true)` makes them.
+/// sizes, as `multiproc::pipe()` makes them.
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two descriptors socketpair writes.

@@ -428,7 +428,7 @@ fn event_driver(conn: Connection) -> Result<(), String> {
 
 fn event_pingpong(ctx: &Ctx) -> BenchResult<Figures> {
     let (warm, reps, n) = pingpong_sizes(ctx);
-    let (conn, theirs) = pipe(true)?;
+    let (conn, theirs) = pipe()?;
     let mut driver = Process::new(event_driver, theirs);
     driver.start()?;
     let echo = FutexPingPong::start()?;

@@ -707,7 +707,7 @@ impl crate::Connection {
     /// returns as the corresponding object (see [`to_vec`]).
     ///
     /// ```
-    /// let (a, b) = multiproc::pipe(true)?;
+    /// let (a, b) = multiproc::pipe()?;
     /// a.send_pickle(&("job", 7, vec![1.5, 2.5]))?;
     /// let got: (String, u32, Vec<f64>) = b.recv_pickle()?;
     /// assert_eq!(got, ("job".into(), 7, vec![1.5, 2.5]));
@@ -741,7 +741,7 @@ impl crate::Connection {
     /// ```
     /// use multiproc::codec::pickle::Value;
     ///
-    /// let (a, b) = multiproc::pipe(true)?;
+    /// let (a, b) = multiproc::pipe()?;
     /// a.send_pickle_value(&Value::Bytes(b"raw".to_vec()))?;
     /// assert_eq!(b.recv_pickle_value()?, Value::Bytes(b"raw".to_vec()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -42,7 +42,7 @@ pub use wait::{Waitable, wait};
 /// threads never interleave.
 ///
 /// ```
-/// let (a, b) = multiproc::pipe(true)?;
+/// let (a, b) = multiproc::pipe()?;
 /// a.send(&(42, None::<i32>, "hello"))?;
 /// let got: (i32, Option<i32>, String) = b.recv()?;
 /// assert_eq!(got, (42, None, "hello".to_string()));
@@ -58,34 +58,44 @@ pub struct Connection {
     writer: Mutex<()>,
 }
 
-/// Creates a connected pair of [`Connection`]s, like Python's
-/// `multiprocessing.Pipe(duplex)`.
-///
-/// With `duplex` both ends send and receive; otherwise the first end only
-/// receives and the second only sends.
+/// Creates a connected pair of duplex [`Connection`]s: both ends send and
+/// receive (Python's `multiprocessing.Pipe()`).
 ///
 /// ```
-/// let (reader, writer) = multiproc::pipe(false)?;
+/// let (a, b) = multiproc::pipe()?;
+/// a.send(&"ping")?;
+/// assert_eq!(b.recv::<String>()?, "ping");
+/// b.send(&"pong")?;
+/// assert_eq!(a.recv::<String>()?, "pong");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn pipe() -> io::Result<(Connection, Connection)> {
+    let (a, b) = sys::socket::stream_pair()?;
+    Ok((
+        Connection::from_fd(a, true, true, true),
+        Connection::from_fd(b, true, true, true),
+    ))
+}
+
+/// Creates a one-way pair of [`Connection`]s, returned as
+/// `(reader, writer)`: the first end only receives, the second only sends
+/// (Python's `multiprocessing.Pipe(duplex=False)`, same order).
+///
+/// ```
+/// let (reader, writer) = multiproc::pipe_simplex()?;
 /// writer.send_bytes(b"ping")?;
 /// assert_eq!(reader.recv_bytes()?, b"ping");
 /// assert!(reader.send_bytes(b"no").is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn pipe(duplex: bool) -> io::Result<(Connection, Connection)> {
+pub fn pipe_simplex() -> io::Result<(Connection, Connection)> {
     let (a, b) = sys::socket::stream_pair()?;
-    if duplex {
-        Ok((
-            Connection::from_fd(a, true, true, true),
-            Connection::from_fd(b, true, true, true),
-        ))
-    } else {
-        sys::socket::shutdown(a.as_fd(), false, true)?;
-        sys::socket::shutdown(b.as_fd(), true, false)?;
-        Ok((
-            Connection::from_fd(a, true, true, false),
-            Connection::from_fd(b, true, false, true),
-        ))
-    }
+    sys::socket::shutdown(a.as_fd(), false, true)?;
+    sys::socket::shutdown(b.as_fd(), true, false)?;
+    Ok((
+        Connection::from_fd(a, true, true, false),
+        Connection::from_fd(b, true, false, true),
+    ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

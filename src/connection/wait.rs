@@ -62,8 +62,8 @@ impl Waitable for OwnedFd {
 ///
 /// fn nap(ms: u64) { std::thread::sleep(Duration::from_millis(ms)) }
 ///
-/// let (a, b) = multiproc::pipe(true)?;
-/// let (c, d) = multiproc::pipe(true)?;
+/// let (a, b) = multiproc::pipe()?;
+/// let (c, d) = multiproc::pipe()?;
 /// b.send(&1u8)?;
 /// assert_eq!(wait(&[&a, &c], Some(Duration::from_secs(1)))?, vec![0]);
 /// let mut p = Process::new(nap, 10);

@@ -318,7 +318,7 @@ mod tests {
     }
 
     fn messages_cross() {
-        let (client_conn, server_conn) = pipe(true).unwrap();
+        let (client_conn, server_conn) = pipe().unwrap();
         let (client, fd) = Mailbox::create().unwrap();
         let server = Mailbox::attach(fd).unwrap();
         let t = std::thread::spawn(move || {
@@ -350,7 +350,7 @@ mod tests {
     }
 
     fn peer_gone_or_over_the_cap() {
-        let (client_conn, mut server_conn) = pipe(true).unwrap();
+        let (client_conn, mut server_conn) = pipe().unwrap();
         let (client, fd) = Mailbox::create().unwrap();
         let server = Mailbox::attach(fd).unwrap();
         // Over the receiving connection's cap: refused, not decoded.

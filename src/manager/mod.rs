@@ -45,7 +45,7 @@
 //!   microseconds instead of a socket round trip and a wake-up. The socket
 //!   stays open beside it, carrying what does not fit (messages over
 //!   64 KiB) and telling each side when the other is gone.
-//! * The server stores values as [`Value`] trees, so any serde type works
+//! * The server stores values as [`AnyValue`] trees, so any serde type works
 //!   without registering it and containers nest. Typed proxies
 //!   ([`ListProxy<T>`](crate::ListProxy), …) convert at the client.
 //! * A proxy is a handle: cloneable and usable from any thread (each call
@@ -122,7 +122,11 @@ pub use proxy::{
 use registry::Registry;
 pub use registry::{Constructor, Served};
 pub use server::ManagerServer;
-pub use value::{ConvertError, Dict, MAX_DEPTH, Value, from_value, to_value};
+pub use value::{ConvertError, Dict, MAX_DEPTH, Value as AnyValue, from_value, to_value};
+
+/// The earlier name of [`AnyValue`], kept for code written against it.
+#[deprecated(note = "renamed `AnyValue`, so that it is not confused with `multiproc::Value`")]
+pub type Value = AnyValue;
 
 use crate::connection::KeyChoice;
 use crate::{
@@ -173,15 +177,15 @@ impl std::fmt::Debug for Manager {
 /// object it holds and stop it: an open port is still an open port.
 ///
 /// ```
-/// use multiproc::manager::{ManagerBuilder, Served, Value};
+/// use multiproc::manager::{AnyValue, ManagerBuilder, Served};
 ///
 /// struct Echo;
 /// impl Served for Echo {
-///     fn call(&mut self, method: &str, args: Value) -> Result<Value, String> {
-///         Ok(Value::Tuple(vec![Value::Str(method.into()), args]))
+///     fn call(&mut self, method: &str, args: AnyValue) -> Result<AnyValue, String> {
+///         Ok(AnyValue::Tuple(vec![AnyValue::Str(method.into()), args]))
 ///     }
 /// }
-/// fn new_echo(_: Value) -> Result<Box<dyn Served>, String> {
+/// fn new_echo(_: AnyValue) -> Result<Box<dyn Served>, String> {
 ///     Ok(Box::new(Echo))
 /// }
 ///
@@ -347,7 +351,7 @@ impl ManagerBuilder {
             ConnectError::Io(e) => ManagerError::Start(StartError::Io(e)),
             e => ManagerError::Connect(e),
         })?;
-        let (ours, theirs) = crate::pipe(true).map_err(|e| ManagerError::Server(e.to_string()))?;
+        let (ours, theirs) = crate::pipe().map_err(|e| ManagerError::Server(e.to_string()))?;
         let args = ServerArgs {
             address: address.to_string(),
             authkey: authkey.clone(),
@@ -531,7 +535,7 @@ impl Manager {
     /// How many objects the server holds now (freed ones excluded).
     pub fn object_count(&self) -> Result<usize, ManagerError> {
         match self.endpoint().call(&Request::Stats)? {
-            Value::Tuple(v) if v.len() == 3 => proxy::count(v[0].clone()),
+            AnyValue::Tuple(v) if v.len() == 3 => proxy::count(v[0].clone()),
             _ => Err(ManagerError::Protocol("malformed stats".into())),
         }
     }

@@ -15,7 +15,7 @@ use super::value::Value;
 
 /// A type whose methods a manager serves by name.
 ///
-/// Arguments and return values are [`Value`]s; use
+/// Arguments and return values are [`AnyValue`](super::AnyValue)s; use
 /// [`from_value`](super::from_value) and [`to_value`](super::to_value) to
 /// work with typed ones. An `Err` reaches the caller as
 /// [`ManagerError::Remote`](super::ManagerError::Remote).
@@ -25,28 +25,28 @@ use super::value::Value;
 /// the rest of the server.
 ///
 /// ```
-/// use multiproc::manager::{Served, Value, from_value, to_value};
+/// use multiproc::manager::{AnyValue, Served, from_value, to_value};
 ///
 /// struct Counter(i64);
 ///
 /// impl Served for Counter {
-///     fn call(&mut self, method: &str, args: Value) -> Result<Value, String> {
+///     fn call(&mut self, method: &str, args: AnyValue) -> Result<AnyValue, String> {
 ///         match method {
 ///             "add" => {
 ///                 self.0 += from_value::<i64>(args).map_err(|e| e.to_string())?;
-///                 Ok(Value::Int(self.0.into()))
+///                 Ok(AnyValue::Int(self.0.into()))
 ///             }
-///             "get" => Ok(Value::Int(self.0.into())),
+///             "get" => Ok(AnyValue::Int(self.0.into())),
 ///             _ => Err(format!("Counter has no method {method}")),
 ///         }
 ///     }
 /// }
 ///
-/// fn new_counter(args: Value) -> Result<Box<dyn Served>, String> {
+/// fn new_counter(args: AnyValue) -> Result<Box<dyn Served>, String> {
 ///     Ok(Box::new(Counter(from_value(args).map_err(|e| e.to_string())?)))
 /// }
-/// # let mut c = new_counter(Value::Int(1)).unwrap();
-/// # assert_eq!(c.call("add", Value::Int(2)).unwrap(), Value::Int(3));
+/// # let mut c = new_counter(AnyValue::Int(1)).unwrap();
+/// # assert_eq!(c.call("add", AnyValue::Int(2)).unwrap(), AnyValue::Int(3));
 /// # let _ = to_value(&1);
 /// ```
 pub trait Served: Send + 'static {

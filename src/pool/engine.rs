@@ -702,7 +702,7 @@ impl State {
     }
 
     fn start_worker(&mut self) -> Result<Worker, StartError> {
-        let (ours, theirs) = pipe(true)?;
+        let (ours, theirs) = pipe()?;
         let board = Board::new()?;
         let key = self.next_worker;
         self.next_worker += 1;

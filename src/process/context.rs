@@ -22,20 +22,29 @@ static DEFAULT: AtomicU8 = AtomicU8::new(0);
 /// Sets the start method used by processes that do not choose one.
 ///
 /// ```
-/// use multiproc::{StartMethod, get_start_method, set_start_method};
+/// use multiproc::{StartMethod, set_start_method, start_method};
 /// set_start_method(StartMethod::Spawn);
-/// assert_eq!(get_start_method(), StartMethod::Spawn);
+/// assert_eq!(start_method(), StartMethod::Spawn);
 /// ```
 pub fn set_start_method(method: StartMethod) {
     DEFAULT.store(method as u8, Ordering::Relaxed);
 }
 
 /// The start method used by processes that do not choose one.
-pub fn get_start_method() -> StartMethod {
+///
+/// ```
+/// assert_eq!(multiproc::start_method(), multiproc::StartMethod::Spawn);
+/// ```
+pub fn start_method() -> StartMethod {
     match DEFAULT.load(Ordering::Relaxed) {
         1 => StartMethod::Fork,
         _ => StartMethod::Spawn,
     }
+}
+
+/// Python's name for [`start_method`].
+pub fn get_start_method() -> StartMethod {
+    start_method()
 }
 
 /// A start method bundled with the constructors that use it (Python's
@@ -55,12 +64,28 @@ pub struct Context {
     method: StartMethod,
 }
 
-/// A [`Context`] for `method`.
+/// A [`Context`] for `method` (Python's name for [`Context::new`]).
 pub fn get_context(method: StartMethod) -> Context {
-    Context { method }
+    Context::new(method)
 }
 
 impl Context {
+    /// A context whose processes start with `method`.
+    ///
+    /// ```
+    /// use multiproc::{Context, StartMethod};
+    /// assert_eq!(Context::new(StartMethod::Fork).start_method(), StartMethod::Fork);
+    /// ```
+    pub fn new(method: StartMethod) -> Self {
+        Context { method }
+    }
+
+    /// A [`Builder`](crate::Builder) whose processes start with this
+    /// context's method.
+    pub fn builder(&self) -> crate::Builder {
+        crate::Builder::new().start_method(self.method)
+    }
+
     /// Its start method.
     pub fn start_method(&self) -> StartMethod {
         self.method

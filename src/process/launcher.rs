@@ -12,17 +12,18 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Sender, channel};
 
 use crate::sys;
+use crate::sys::process::ChildSetup;
 
-type Request = (OwnedFd, &'static str, Sender<io::Result<i32>>);
+type Request = (OwnedFd, &'static str, ChildSetup, Sender<io::Result<i32>>);
 
 static LAUNCHER: Mutex<Option<Sender<Request>>> = Mutex::new(None);
 
 /// Re-executes the current binary with `keep` inherited (its number in
-/// `env_key`), from a thread that outlives the child. Returns its pid.
-/// `keep` is closed in this process afterwards.
-pub fn spawn_self(keep: OwnedFd, env_key: &'static str) -> io::Result<i32> {
+/// `env_key`) and `setup` applied, from a thread that outlives the child.
+/// Returns its pid. `keep` is closed in this process afterwards.
+pub fn spawn_self(keep: OwnedFd, env_key: &'static str, setup: ChildSetup) -> io::Result<i32> {
     if sys::process::is_main_thread() {
-        return sys::process::spawn_self(keep.as_fd(), env_key);
+        return sys::process::spawn_self(keep.as_fd(), env_key, &setup);
     }
     let (reply, answer) = channel();
     {
@@ -34,15 +35,15 @@ pub fn spawn_self(keep: OwnedFd, env_key: &'static str) -> io::Result<i32> {
                 std::thread::Builder::new()
                     .name("multiproc-launcher".into())
                     .spawn(move || {
-                        for (fd, key, reply) in rx {
-                            let _ = reply.send(sys::process::spawn_self(fd.as_fd(), key));
+                        for (fd, key, setup, reply) in rx {
+                            let _ = reply.send(sys::process::spawn_self(fd.as_fd(), key, &setup));
                         }
                     })?;
                 *launcher = Some(tx.clone());
                 tx
             }
         };
-        tx.send((keep, env_key, reply))
+        tx.send((keep, env_key, setup, reply))
             .map_err(|_| io::Error::other("launcher thread is gone"))?;
     }
     answer

@@ -11,6 +11,7 @@ mod context;
 mod identity;
 mod launcher;
 mod registry;
+mod spawn;
 pub(crate) mod target;
 
 use std::marker::PhantomData;
@@ -25,24 +26,34 @@ use crate::codec::{self, Encoded};
 use crate::connection::{Connection, FRAME_ROOM};
 use crate::error::{CodecError, JoinError, StartError};
 use crate::sys;
-use crate::sys::process::Exit;
+use crate::sys::process::{ChildSetup, Exit};
 use crate::wait::Deadline;
+pub use context::start_method;
 pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
 pub(crate) use identity::forget_authkey;
 pub use identity::{
     AUTHKEY_LEN, ProcessInfo, authkey, current_process, parent_process, set_authkey,
 };
 use registry::Child;
+pub use spawn::{Builder, JoinHandle, JoinTimeoutError, Stdio, spawn};
 
 /// Encodes the arguments; kept until the child has started, so a failed
 /// `start` can be retried, then dropped so the parent's copies of handles close.
 type Payload = Box<dyn Fn() -> Result<Encoded, CodecError> + Send>;
 
-/// A child process running `fn(A) -> R`.
+/// A child process running `fn(A) -> R`, in Python's shape: made first,
+/// started later, joined through `&mut self`.
 ///
-/// Build it with [`Process::new`], adjust it with [`name`](Self::name),
-/// [`daemon`](Self::daemon) and [`start_method`](Self::start_method), then
-/// [`start`](Self::start) and [`join`](Self::join) it.
+/// To start a child in one call, as `std::thread::spawn` does, use
+/// [`spawn`](crate::spawn) or a [`Builder`]; they return a [`JoinHandle`]
+/// and run on this same machinery.
+///
+/// Build it with [`Process::new`] (or [`Builder::process`], which can also
+/// set the child's environment and standard streams), adjust it with
+/// [`name`](Self::name), [`daemon`](Self::daemon) and
+/// [`start_method`](Self::start_method) (builder-style, like the keywords
+/// of Python's constructor), then [`start`](Self::start) and
+/// [`join`](Self::join) it.
 ///
 /// ```
 /// use multiproc::Process;
@@ -70,6 +81,7 @@ pub struct Process<R> {
     name: Option<String>,
     daemon: bool,
     method: Option<StartMethod>,
+    setup: ChildSetup,
     trampoline: usize,
     target: usize,
     payload: Option<Payload>,
@@ -91,6 +103,7 @@ impl<R: DeserializeOwned> Process<R> {
             name: None,
             daemon: false,
             method: None,
+            setup: ChildSetup::default(),
             trampoline: trampoline as usize,
             target: target as usize,
             payload: Some(Box::new(move || codec::encode(&args, 0))),
@@ -113,7 +126,7 @@ impl<R: DeserializeOwned> Process<R> {
         self
     }
 
-    /// Chooses how it starts (default: [`get_start_method`]).
+    /// Chooses how it starts (default: [`start_method()`](crate::start_method)).
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = Some(method);
         self
@@ -122,7 +135,8 @@ impl<R: DeserializeOwned> Process<R> {
     /// Starts the child.
     pub fn start(&mut self) -> Result<(), StartError> {
         let payload = self.payload.as_ref().ok_or(StartError::AlreadyStarted)?;
-        let method = self.method.unwrap_or_else(get_start_method);
+        check_env(&self.setup.env)?;
+        let method = self.method.unwrap_or_else(context::start_method);
         if method == StartMethod::Fork {
             let threads = sys::process::thread_count();
             if threads > 1 {
@@ -160,7 +174,7 @@ impl<R: DeserializeOwned> Process<R> {
     fn spawn(&self, meta: child::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
         let (ours, theirs) = sys::socket::stream_pair()?;
         let conn = Connection::from_fd(ours, true, true, true);
-        let pid = launcher::spawn_self(theirs, child::ENV_KEY)?;
+        let pid = launcher::spawn_self(theirs, child::ENV_KEY, self.setup.clone())?;
         let pidfd = sys::process::pidfd_open(pid)?;
         let (name, daemon) = (meta.name.clone(), meta.daemon);
         // One message: [fd count][meta][args], the arguments' descriptors
@@ -189,6 +203,9 @@ impl<R: DeserializeOwned> Process<R> {
                 crate::queue::after_fork();
                 let _ = sys::process::die_with_parent();
                 if sys::process::getppid() != meta.parent_pid {
+                    sys::process::exit_now(70);
+                }
+                if self.setup.apply_single_threaded().is_err() {
                     sys::process::exit_now(70);
                 }
                 identity::set_after_start(&meta);
@@ -258,7 +275,9 @@ impl<R: DeserializeOwned> Process<R> {
             }),
         }
     }
+}
 
+impl<R> Process<R> {
     /// Whether the child has started and not yet ended.
     pub fn is_alive(&self) -> bool {
         self.child
@@ -271,7 +290,9 @@ impl<R: DeserializeOwned> Process<R> {
         self.child.as_ref().map(|c| c.pid)
     }
 
-    /// Its name.
+    /// Its name: the one given, or once started the default `Process-N`.
+    /// (Not `name()`: on a `Process`, [`name`](Self::name) sets it, as
+    /// Python's constructor keyword; [`JoinHandle::name`] gets.)
     pub fn get_name(&self) -> Option<&str> {
         self.child
             .as_ref()
@@ -281,6 +302,20 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// How it ended: `None` while running (or not started), its exit code
     /// once it exited, `-N` when signal `N` killed it (as in Python).
+    ///
+    /// ```
+    /// fn three(_: ()) { std::process::exit(3) }
+    /// let mut p = multiproc::Process::new(three, ());
+    /// p.start()?;
+    /// let _ = p.join();
+    /// assert_eq!(p.code(), Some(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn code(&self) -> Option<i32> {
+        self.exitcode()
+    }
+
+    /// Python's name for [`code`](Self::code).
     pub fn exitcode(&self) -> Option<i32> {
         match self.child.as_ref()?.poll_exit() {
             Ok(Some(Exit::Code(c))) => Some(c),
@@ -359,6 +394,38 @@ impl<R: DeserializeOwned> Process<R> {
     }
 }
 
+/// Refuses environment variables no process can hold (as
+/// `std::process::Command` and Python's `os.environ` do): an empty name, a
+/// name with `=`, or a NUL byte anywhere.
+fn check_env(env: &[(std::ffi::OsString, std::ffi::OsString)]) -> Result<(), StartError> {
+    use std::os::unix::ffi::OsStrExt;
+    for (key, value) in env {
+        let (k, v) = (key.as_bytes(), value.as_bytes());
+        if k.is_empty() || k.contains(&b'=') || k.contains(&0) || v.contains(&0) {
+            return Err(StartError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid environment variable for the child: {key:?}={value:?}"),
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl<R> std::fmt::Debug for Process<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field(
+                "name",
+                &self.child.as_ref().map(|c| &c.name).or(self.name.as_ref()),
+            )
+            .field("pid", &self.child.as_ref().map(|c| c.pid))
+            .field("daemon", &self.daemon)
+            .field("start_method", &self.method)
+            .field("started", &self.child.is_some())
+            .finish()
+    }
+}
+
 fn decode_outcome<R: DeserializeOwned>(
     payload: &[u8],
     fds: Vec<std::os::fd::OwnedFd>,
@@ -378,6 +445,27 @@ fn decode_outcome<R: DeserializeOwned>(
             let (message, _) = codec::decode_payload::<String>(rest, Vec::new())?;
             Err(JoinError::Codec(CodecError::Decode(message)))
         }
+    }
+}
+
+impl ProcessInfo {
+    /// Its name (`MainProcess`, `Process-N`, or the one it was given).
+    ///
+    /// ```
+    /// assert_eq!(multiproc::current_process().name(), "MainProcess");
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Whether it was started as a daemon.
+    pub fn daemon(&self) -> bool {
+        self.daemon
     }
 }
 

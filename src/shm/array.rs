@@ -7,7 +7,7 @@
 //! The header records the element type and the length.
 //!
 //! Whole-slice access costs one lock acquisition: the guard of
-//! [`Array::get_lock`] dereferences to `&mut [T]`, so summing a million
+//! [`Array::lock`] dereferences to `&mut [T]`, so summing a million
 //! elements runs at the speed of summing a `Vec`, where Python's per-item
 //! access takes the lock a million times.
 
@@ -115,7 +115,7 @@ macro_rules! element_atomics {
 /// A fixed-length array of plain `T` in shared memory, with a robust lock
 /// (Python's `multiprocessing.Array`).
 ///
-/// [`get_lock`](Self::get_lock) gives the whole slice under one
+/// [`lock`](Self::lock) (Python's `get_lock`) gives the whole slice under one
 /// acquisition; [`get`](Self::get), [`set`](Self::set) and
 /// [`to_vec`](Self::to_vec) take the lock once each. Integer elements also
 /// have lock-free atomic operations ([`fetch_add`](Self::fetch_add)…).
@@ -124,7 +124,7 @@ macro_rules! element_atomics {
 /// use multiproc::{Array, Process};
 ///
 /// fn negate(a: Array<i32>) {
-///     for x in a.get_lock().unwrap().iter_mut() {
+///     for x in a.lock().unwrap().iter_mut() {
 ///         *x = -*x;
 ///     }
 /// }
@@ -197,7 +197,7 @@ impl<T: Plain> Array<T> {
         self.len == 0
     }
 
-    fn lock(
+    fn lock_with(
         &self,
         timeout: Option<Duration>,
     ) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
@@ -214,9 +214,14 @@ impl<T: Plain> Array<T> {
     }
 
     /// Acquires the lock, waiting as long as it takes; the guard
-    /// dereferences to `&mut [T]`.
+    /// dereferences to `&mut [T]` (the lock is released when it drops).
+    pub fn lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
+        self.lock_with(None)
+    }
+
+    /// Python's name for [`lock`](Self::lock) (`with a.get_lock():`).
     pub fn get_lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        self.lock(None)
+        self.lock()
     }
 
     /// Acquires the lock, waiting at most `timeout`.
@@ -224,30 +229,30 @@ impl<T: Plain> Array<T> {
         &self,
         timeout: Duration,
     ) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        self.lock(Some(timeout))
+        self.lock_with(Some(timeout))
     }
 
     /// Acquires the lock if it is free.
     pub fn try_lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        self.lock(Some(Duration::ZERO))
+        self.lock_with(Some(Duration::ZERO))
     }
 
     /// Element `index`, read under the lock (Python's `a[i]`).
     pub fn get(&self, index: usize) -> Result<T, ArrayError<T>> {
         check_index(index, self.len)?;
-        Ok(map_result(self.get_lock(), |g| g[index])?)
+        Ok(map_result(self.lock(), |g| g[index])?)
     }
 
     /// Sets element `index` under the lock (Python's `a[i] = x`); done
     /// even when [`LockError::OwnerDied`] is returned.
     pub fn set(&self, index: usize, value: T) -> Result<(), ArrayError<()>> {
         check_index(index, self.len)?;
-        Ok(map_result(self.get_lock(), |mut g| g[index] = value)?)
+        Ok(map_result(self.lock(), |mut g| g[index] = value)?)
     }
 
     /// A copy of every element, under one acquisition (Python's `a[:]`).
     pub fn to_vec(&self) -> Result<Vec<T>, LockError<Vec<T>>> {
-        map_result(self.get_lock(), |g| g.to_vec())
+        map_result(self.lock(), |g| g.to_vec())
     }
 
     /// Overwrites every element from `src`, of the same length, under one
@@ -259,7 +264,7 @@ impl<T: Plain> Array<T> {
                 got: src.len(),
             });
         }
-        Ok(map_result(self.get_lock(), |mut g| g.copy_from_slice(src))?)
+        Ok(map_result(self.lock(), |mut g| g.copy_from_slice(src))?)
     }
 }
 

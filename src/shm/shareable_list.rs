@@ -136,7 +136,7 @@ impl From<()> for ShareableItem {
 /// `b'a'`, `None`.
 impl fmt::Display for ShareableItem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::manager::Value;
+        use crate::manager::AnyValue as Value;
         let v = match self {
             ShareableItem::Int(i) => Value::Int((*i).into()),
             ShareableItem::Float(x) => Value::Float(*x),

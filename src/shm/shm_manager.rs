@@ -161,7 +161,7 @@ impl SharedMemoryManager {
     /// Starts the tracking process (Python's `SharedMemoryManager()` +
     /// `start()`).
     pub fn start() -> Result<SharedMemoryManager, ShmError> {
-        let (ours, theirs) = crate::pipe(true)?;
+        let (ours, theirs) = crate::pipe()?;
         let owner = sys::process::getpid();
         let mut tracker = Process::new(
             run_tracker,

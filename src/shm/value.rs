@@ -72,7 +72,7 @@ macro_rules! value_atomics {
 /// A value of plain type `T` in shared memory, with a robust lock
 /// (Python's `multiprocessing.Value`).
 ///
-/// [`get_lock`](Self::get_lock) returns a guard giving `&mut T`;
+/// [`lock`](Self::lock) (Python's `get_lock`) returns a guard giving `&mut T`;
 /// [`get`](Self::get) and [`set`](Self::set) take the lock for one read or
 /// write. For integer types, [`fetch_add`](Self::fetch_add) and the other
 /// atomic operations work without the lock.
@@ -84,7 +84,7 @@ macro_rules! value_atomics {
 /// use multiproc::{Process, Value};
 ///
 /// fn child(v: Value<i64>) {
-///     *v.get_lock().unwrap() += 41;
+///     *v.lock().unwrap() += 41;
 ///     v.fetch_add(1);
 /// }
 ///
@@ -132,7 +132,7 @@ impl<T: Plain> Value<T> {
         self.inner.data().cast()
     }
 
-    fn lock(
+    fn lock_with(
         &self,
         timeout: Option<Duration>,
     ) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
@@ -148,10 +148,15 @@ impl<T: Plain> Value<T> {
         })
     }
 
-    /// Acquires the lock, waiting as long as it takes (Python's
-    /// `with v.get_lock():`).
+    /// Acquires the lock, waiting as long as it takes; the guard
+    /// dereferences to `&mut T` (the lock is released when it drops).
+    pub fn lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
+        self.lock_with(None)
+    }
+
+    /// Python's name for [`lock`](Self::lock) (`with v.get_lock():`).
     pub fn get_lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.lock(None)
+        self.lock()
     }
 
     /// Acquires the lock, waiting at most `timeout`.
@@ -159,24 +164,24 @@ impl<T: Plain> Value<T> {
         &self,
         timeout: Duration,
     ) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.lock(Some(timeout))
+        self.lock_with(Some(timeout))
     }
 
     /// Acquires the lock if it is free.
     pub fn try_lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.lock(Some(Duration::ZERO))
+        self.lock_with(Some(Duration::ZERO))
     }
 
     /// Reads the value under the lock (Python's `v.value`).
     /// [`LockError::OwnerDied`] carries the value read.
     pub fn get(&self) -> Result<T, LockError<T>> {
-        map_result(self.get_lock(), |g| *g)
+        map_result(self.lock(), |g| *g)
     }
 
     /// Writes the value under the lock (Python's `v.value = x`). The write
     /// happens even when [`LockError::OwnerDied`] is returned.
     pub fn set(&self, value: T) -> Result<(), LockError<()>> {
-        map_result(self.get_lock(), |mut g| *g = value)
+        map_result(self.lock(), |mut g| *g = value)
     }
 }
 

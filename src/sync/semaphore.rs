@@ -176,16 +176,21 @@ macro_rules! semaphore {
                 self.core.acquire(Some(Duration::ZERO))
             }
 
-            /// The current count (Python's `get_value`).
-            pub fn get_value(&self) -> u32 {
+            /// The current count.
+            pub fn value(&self) -> u32 {
                 self.core.value()
+            }
+
+            /// Python's name for [`value`](Self::value).
+            pub fn get_value(&self) -> u32 {
+                self.value()
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($name))
-                    .field("value", &self.get_value())
+                    .field("value", &self.value())
                     .finish()
             }
         }

@@ -1,7 +1,7 @@
 //! Processes: re-executing the current binary, `fork`, pidfds, exit status,
 //! signals, ids and counts.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -19,10 +19,49 @@ pub enum Exit {
     Signal(i32),
 }
 
+/// What a child gets besides a copy of its parent: environment variables
+/// set (or replaced) and standard streams sent to `/dev/null`.
+#[derive(Debug, Clone, Default)]
+pub struct ChildSetup {
+    /// Variables to set in the child, replacing inherited ones of the same name.
+    pub env: Vec<(OsString, OsString)>,
+    /// For descriptors 0, 1 and 2: whether to open `/dev/null` there.
+    pub null_stdio: [bool; 3],
+}
+
+impl ChildSetup {
+    /// Applies the setup in a forked child. Only call while the process
+    /// has a single thread (right after `fork`).
+    pub fn apply_single_threaded(&self) -> io::Result<()> {
+        for (key, value) in &self.env {
+            // SAFETY: called right after fork in a child that has a single
+            // thread, so nothing can read the environment concurrently.
+            unsafe { std::env::set_var(key, value) };
+        }
+        if self.null_stdio.iter().any(|&n| n) {
+            let null = rustix::fs::open(
+                "/dev/null",
+                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?;
+            for (target, _) in self.null_stdio.iter().enumerate().filter(|(_, n)| **n) {
+                // SAFETY: dup2 onto 0, 1 or 2 only replaces what that standard
+                // descriptor referred to; `null` is open for the call.
+                if unsafe { libc::dup2(null.as_raw_fd(), target as libc::c_int) } < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Starts a fresh copy of the running executable (`/proc/self/exe`) with
-/// `posix_spawn`, the current environment plus `env_key=<descriptor number>`,
-/// and `keep` open at that number (every other descriptor is `O_CLOEXEC`).
-pub fn spawn_self(keep: BorrowedFd<'_>, env_key: &str) -> io::Result<i32> {
+/// `posix_spawn`, the current environment plus `setup.env` plus
+/// `env_key=<descriptor number>`, `keep` open at that number (every other
+/// descriptor is `O_CLOEXEC`) and the standard streams `setup` asks for
+/// opened on `/dev/null`.
+pub fn spawn_self(keep: BorrowedFd<'_>, env_key: &str, setup: &ChildSetup) -> io::Result<i32> {
     let fd = keep.as_raw_fd();
     let fd_text = fd.to_string();
     let extra_env = (env_key, fd_text.as_str());
@@ -33,6 +72,8 @@ pub fn spawn_self(keep: BorrowedFd<'_>, env_key: &str) -> io::Result<i32> {
         .unwrap_or_else(|| path.clone());
     let mut env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k.as_bytes() != extra_env.0.as_bytes())
+        .filter(|(k, _)| setup.env.iter().all(|(key, _)| key != k))
+        .chain(setup.env.iter().cloned())
         .filter_map(|(k, v)| {
             let mut kv = k.as_bytes().to_vec();
             kv.push(b'=');
@@ -45,6 +86,7 @@ pub fn spawn_self(keep: BorrowedFd<'_>, env_key: &str) -> io::Result<i32> {
     let mut envp: Vec<*mut libc::c_char> = env.iter().map(|s| s.as_ptr() as *mut _).collect();
     envp.push(std::ptr::null_mut());
 
+    let dev_null = CString::new("/dev/null").expect("no NUL");
     let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
     // SAFETY: `actions` is initialised by posix_spawn_file_actions_init before
     // any other use and destroyed below on every path.
@@ -52,15 +94,31 @@ pub fn spawn_self(keep: BorrowedFd<'_>, env_key: &str) -> io::Result<i32> {
         check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
     }
     let mut pid: libc::pid_t = 0;
-    // SAFETY: `actions` was initialised above; `path`, `argv` and `envp` are
+    // SAFETY: `actions` was initialised above; `path`, `dev_null`, `argv` and `envp` are
     // NUL-terminated strings and NULL-terminated arrays that outlive the call.
     let res = unsafe {
         // dup2(fd, fd) clears O_CLOEXEC on `fd` in the child only (glibc >= 2.29).
-        let r = check(libc::posix_spawn_file_actions_adddup2(
+        let mut r = check(libc::posix_spawn_file_actions_adddup2(
             actions.as_mut_ptr(),
             fd,
             fd,
         ));
+        for (target, _) in setup.null_stdio.iter().enumerate().filter(|(_, n)| **n) {
+            let flags = if target == 0 {
+                libc::O_RDONLY
+            } else {
+                libc::O_WRONLY
+            };
+            r = r.and_then(|_| {
+                check(libc::posix_spawn_file_actions_addopen(
+                    actions.as_mut_ptr(),
+                    target as libc::c_int,
+                    dev_null.as_ptr(),
+                    flags,
+                    0,
+                ))
+            });
+        }
         let r = r.and_then(|_| {
             check(libc::posix_spawn(
                 &mut pid,

@@ -1,5 +1,5 @@
 //! Typed proxies: handles on a manager's objects that convert `T` to and
-//! from the server's [`Value`](super::Value) form at the client.
+//! from the server's [`AnyValue`](super::AnyValue) form at the client.
 
 mod dict;
 mod list;

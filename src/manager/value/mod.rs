@@ -28,7 +28,7 @@
 //! reach into bytes.
 //!
 //! ```
-//! use multiproc::manager::{Value, from_value, to_value};
+//! use multiproc::manager::{from_value, to_value};
 //!
 //! let v = to_value(&("Computers", 1))?;
 //! assert_eq!(v.to_string(), "('Computers', 1)");
@@ -52,7 +52,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// A dictionary of values, in insertion order (like Python's `dict`).
 pub type Dict = IndexMap<Value, Value>;
 
-/// A self-describing value (see the module docs).
+/// A self-describing value: the form in which a manager's server keeps
+/// everything it holds ([`to_value`] and [`from_value`] convert). Not to be
+/// confused with [`multiproc::Value`](crate::Value), a plain value in
+/// shared memory.
 ///
 /// Values are ordered and hashed the way Python compares them where that
 /// makes sense: numbers compare by magnitude whatever their kind
