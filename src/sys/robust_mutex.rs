@@ -87,18 +87,16 @@ const NO_FAST_PATH: usize = 1;
 
 thread_local! {
     /// This thread's robust-list head (0: not looked up yet;
-    /// [`NO_FAST_PATH`]: pthread only).
-    static HEAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    /// This thread's kernel tid (0: not looked up yet, or forked since).
-    static TID: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// [`NO_FAST_PATH`]: pthread only) and kernel tid (0: not looked up
+    /// yet, or forked since), in one cell: one thread-local access.
+    static ME: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// This thread's list head and tid, or `None` where the fast path is not
 /// available.
 #[inline(always)]
 fn me() -> Option<(*mut RobustListHead, u32)> {
-    let head = HEAD.with(|h| h.get());
-    let tid = TID.with(|t| t.get());
+    let (head, tid) = ME.with(|m| m.get());
     if head > NO_FAST_PATH && tid != 0 {
         return Some((head as *mut RobustListHead, tid));
     }
@@ -111,12 +109,12 @@ fn me_slow() -> Option<(*mut RobustListHead, u32)> {
     extern "C" fn forget_tid_in_child() {
         // A const-initialised thread-local without destructor: a plain
         // store, as async-signal-safe as the handler must be.
-        TID.with(|t| t.set(0));
+        ME.with(|m| m.set((m.get().0, 0)));
     }
-    let mut head = HEAD.with(|h| h.get());
+    let mut head = ME.with(|m| m.get().0);
     if head == 0 {
         head = lookup_head().map_or(NO_FAST_PATH, |h| h as usize);
-        HEAD.with(|h| h.set(head));
+        ME.with(|m| m.set((head, 0)));
     }
     if head == NO_FAST_PATH {
         return None;
@@ -127,7 +125,7 @@ fn me_slow() -> Option<(*mut RobustListHead, u32)> {
         unsafe { libc::pthread_atfork(None, None, Some(forget_tid_in_child)) };
     });
     let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-    TID.with(|t| t.set(tid));
+    ME.with(|m| m.set((head, tid)));
     Some((head as *mut RobustListHead, tid))
 }
 
