@@ -5,9 +5,12 @@ One function per row, named like the Rust rows (`pipe.pingpong.small` is
 `pipe_pingpong_small`), each returning (value, unit) in the Rust row's
 unit. Prints one TSV line per row: `<row>.<mode>.python<TAB>value<TAB>unit`.
 
-    python3 benches/compare.py [--pinned|--unpinned] [--quick] [row ...]
+    python3 benches/compare.py [--unpinned|--same_core|--cross_core] [--quick] [row ...]
 
---pinned restricts the process (and its children) to CPU 0 first.
+--same_core (or its old name --pinned) restricts the process (and its
+children) to CPU 0 first. --cross_core pins the process to CPU 0 and the
+far end of every round trip (the child calling `pin_child`) to CPU 1; the
+Rust side asks for it on round-trip rows only.
 --quick (or MULTIPROC_BENCH_QUICK=1) makes a short smoke run, as on the
 Rust side.
 
@@ -33,6 +36,25 @@ QUICK = os.environ.get("MULTIPROC_BENCH_QUICK", "") not in ("", "0")
 
 SMALL = 16
 BIG = 1 << 20
+
+
+# The CPU the far end of a round trip pins itself to (--cross_core), or None.
+CHILD_CPU = None
+
+
+def pin_child(cpu=None):
+    """Called first thing by the far end of a round trip (an echoing child,
+    a pool worker's initializer, a manager client): with --cross_core pins
+    this process to CPU 1, otherwise does nothing."""
+    cpu = CHILD_CPU if cpu is None else cpu
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+def pinned_call(target, *args):
+    """Runs target(*args) after pin_child (a Process target)."""
+    pin_child()
+    return target(*args)
 
 
 def pick(quick, full):
@@ -117,7 +139,9 @@ class Peer:
 
     def __init__(self, target, *args):
         self.conn, theirs = mp.Pipe(True)
-        self.proc = mp.get_context("fork").Process(target=target, args=(theirs, *args))
+        self.proc = mp.get_context("fork").Process(
+            target=pinned_call, args=(target, theirs, *args)
+        )
         self.proc.start()
         theirs.close()
 
@@ -346,6 +370,7 @@ def sync_lock_uncontended():
 
 
 def event_echo(ping, pong, stop):
+    pin_child()
     while True:
         ping.wait()
         ping.clear()
@@ -518,6 +543,7 @@ def queue_throughput_1mib_maxsize4():
 
 
 def queue_echo(ping, pong):
+    pin_child()
     while True:
         v = ping.get()
         pong.put(v)
@@ -583,7 +609,7 @@ def pool_map_default_100k():
 
 def pool_apply_async_roundtrip():
     k = pick(200, 1000)
-    with mp.Pool(2) as p:
+    with mp.Pool(2, initializer=pin_child, initargs=(CHILD_CPU,)) as p:
         p.map(square, range(1000))
 
         def batch():
@@ -695,6 +721,7 @@ def pycsp_network(csp, decorate):
 
     @decorate
     def ponger(cin, cout):
+        pin_child()
         while True:
             cout(cin())
 
@@ -815,7 +842,7 @@ def mgr_ns_set_get(ns, n, out):
 
 def mgr_in_child(target, *args):
     q = mp.Queue()
-    p = mp.get_context("fork").Process(target=target, args=(*args, q))
+    p = mp.get_context("fork").Process(target=pinned_call, args=(target, *args, q))
     p.start()
     v = q.get(timeout=300)
     p.join()
@@ -983,22 +1010,26 @@ ROWS.update(
 
 
 def main(argv):
-    global QUICK
+    global QUICK, CHILD_CPU
     mode = "unpinned"
     wanted = []
     for a in argv:
-        if a == "--pinned":
-            mode = "pinned"
+        if a in ("--pinned", "--same_core"):
+            mode = "same_core"
         elif a == "--unpinned":
             mode = "unpinned"
+        elif a == "--cross_core":
+            mode = "cross_core"
         elif a == "--quick":
             QUICK = True
         elif a.startswith("-"):
             sys.exit(f"unknown option {a}")
         else:
             wanted.append(a)
-    if mode == "pinned":
+    if mode in ("same_core", "cross_core"):
         os.sched_setaffinity(0, {0})
+    if mode == "cross_core":
+        CHILD_CPU = 1
     for name in wanted:
         if name not in ROWS:
             sys.exit(f"no Python row named {name}")

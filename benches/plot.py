@@ -8,7 +8,8 @@ Reads one recorded run of `cargo bench --bench compare` (the TSV it prints)
 and writes:
 
 * benches/results/latest.svg: per row, the crate, the raw OS floor and
-  Python as bars on a log scale, unpinned and pinned side by side. Every
+  Python as bars on a log scale, unpinned, same-core and cross-core side
+  by side (rows that are not round trips have no cross-core figures). Every
   figure is drawn as its cost relative to the raw floor (time per operation
   divided by the floor's; for throughput rows, the floor's rate divided by
   the figure), so 1x is the floor and shorter is faster whatever the unit;
@@ -33,7 +34,9 @@ SVG_OUT = RESULTS / "latest.svg"
 BENCH_README = BENCHES / "README.md"
 MAIN_README = BENCHES.parent / "README.md"
 
-MODES = ("unpinned", "pinned")
+MODES = ("unpinned", "same_core", "cross_core")
+# Mode names of older runs, read as today's.
+OLD_MODES = {"pinned": "same_core"}
 SIDES = ("crate", "raw", "python")
 COLOURS = {"crate": "#2b6cb0", "raw": "#8a8a8a", "python": "#dd8a2e"}
 LABELS = {"crate": "multiproc", "raw": "raw OS floor", "python": "Python"}
@@ -80,6 +83,8 @@ def parse(path):
             continue
         name, value, unit = parts
         pieces = name.split(".")
+        if len(pieces) >= 3:
+            pieces[-2] = OLD_MODES.get(pieces[-2], pieces[-2])
         if len(pieces) < 3 or pieces[-2] not in MODES:
             continue
         row, mode, side = ".".join(pieces[:-2]), pieces[-2], pieces[-1]
@@ -143,7 +148,7 @@ def svg(path, header, rows, order):
 
     label_w, panel_w, gap = 250, 430, 30
     bar_h, row_h, top = 7, 30, 112
-    width = label_w + 2 * panel_w + gap + 20
+    width = label_w + len(MODES) * panel_w + (len(MODES) - 1) * gap + 20
     height = top + row_h * len(plotted) + 40
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -200,6 +205,8 @@ def svg(path, header, rows, order):
         for i, mode in enumerate(MODES):
             px = label_w + i * (panel_w + gap)
             figures = rows[row].get(mode, {})
+            if not figures:
+                continue
             raw = figures.get("raw")
             for k, side in enumerate(SIDES):
                 by = y + 4 + k * (bar_h + 1)
@@ -231,8 +238,10 @@ def full_table(path, rows, order):
         f"From `benches/results/{path.name}`"
         " (the figures are the run's medians; see the row list below for what each measures).",
         "",
-        "| row | unpinned: multiproc | raw floor | Python | pinned: multiproc | raw floor | Python |",
-        "|---|--:|--:|--:|--:|--:|--:|",
+        "| row | "
+        + " | ".join(f"{mode}: multiproc | raw floor | Python" for mode in MODES)
+        + " |",
+        "|---" + "|--:" * (3 * len(MODES)) + "|",
     ]
     for row in order:
         unit = rows[row].get("unit", "")
@@ -247,7 +256,7 @@ def full_table(path, rows, order):
 def summary_table(path, rows):
     lines = [
         f"Unpinned medians from `benches/results/{path.name}`;"
-        " every row, the pinned figures and the plot are in `benches/README.md`.",
+        " every row, the same-core and cross-core figures and the plot are in `benches/README.md`.",
         "",
         "| what | multiproc | raw OS floor | Python |",
         "|---|--:|--:|--:|",

@@ -236,6 +236,75 @@ fn thread_exiting_with_the_lock_reports_owner_died() {
 }
 
 #[test]
+fn thread_exiting_with_several_locks_reports_only_those_it_held() {
+    // Locks taken and released out of order: the ones still held when the
+    // thread ends report OwnerDied, the released ones do not.
+    watchdog(Duration::from_secs(60), || {
+        let (a, b, c) = (
+            Lock::new().unwrap(),
+            Lock::new().unwrap(),
+            Lock::new().unwrap(),
+        );
+        let v = Value::new(0u32).unwrap();
+        let (a2, b2, c2, v2) = (a.clone(), b.clone(), c.clone(), v.clone());
+        std::thread::spawn(move || {
+            let ga = a2.acquire().unwrap();
+            let gb = b2.acquire().unwrap();
+            let gc = c2.acquire().unwrap();
+            let mut gv = v2.get_lock().unwrap();
+            *gv = 7;
+            drop(gb);
+            std::mem::forget(gv);
+            drop(ga);
+            std::mem::forget(gc);
+        })
+        .join()
+        .unwrap();
+        assert!(a.try_acquire().is_ok(), "released lock a");
+        assert!(b.try_acquire().is_ok(), "released lock b");
+        assert!(c.acquire_timeout(LONG).unwrap_err().is_owner_died());
+        match v.get_lock() {
+            Err(LockError::OwnerDied(g)) => assert_eq!(*g, 7),
+            Err(e) => panic!("expected OwnerDied, got {e:?}"),
+            Ok(_) => panic!("expected OwnerDied, got a clean acquisition"),
+        }
+        assert!(c.acquire().is_ok() && v.get().is_ok());
+    });
+}
+
+fn child_of_a_lock_user(fork: bool) -> Result<(), String> {
+    // The parent thread locks first (so it knows its own thread id), then
+    // starts the child: a forked child must take the lock under its own
+    // id, so that the parent sees it held (not as its own) and learns of
+    // its death.
+    let lock = Lock::new().map_err(|e| e.to_string())?;
+    drop(lock.acquire().map_err(|e| e.to_string())?);
+    let ev = Event::new().map_err(|e| e.to_string())?;
+    let mut p = start(hold_lock, (lock.clone(), ev.clone()), fork)?;
+    ensure(ev.wait_timeout(LONG), "child never took the lock")?;
+    ensure(
+        matches!(lock.try_acquire(), Err(LockError::Timeout)),
+        "try_acquire on the child's lock",
+    )?;
+    p.kill().map_err(|e| e.to_string())?;
+    ensure(
+        lock.acquire_timeout(LONG)
+            .err()
+            .is_some_and(|e| e.is_owner_died()),
+        "expected OwnerDied",
+    )?;
+    ensure(
+        matches!(p.join_timeout(LONG), Err(JoinError::Killed { .. })),
+        "child not killed",
+    )
+}
+
+#[test]
+fn child_of_a_lock_user_owns_the_lock_as_itself() {
+    both(child_of_a_lock_user);
+}
+
+#[test]
 fn relocking_a_lock_is_an_error_not_a_hang() {
     watchdog(Duration::from_secs(60), || {
         let lock = Lock::new().unwrap();

@@ -42,12 +42,14 @@ pub fn process_rows() -> Vec<Row> {
             unit: Unit::Micros,
             run: commstime_processes,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "csp.pingpong.processes",
             unit: Unit::Micros,
             run: pingpong_processes,
             python: true,
+            round_trip: true,
         },
     ]
 }
@@ -60,24 +62,28 @@ pub fn thread_rows() -> Vec<Row> {
             unit: Unit::Micros,
             run: commstime_threads,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "csp.commstime.threads_shm",
             unit: Unit::Micros,
             run: commstime_threads_shm,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "csp.pingpong.threads",
             unit: Unit::Micros,
             run: pingpong_threads,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "csp.pingpong.threads_shm",
             unit: Unit::Micros,
             run: pingpong_threads_shm,
             python: true,
+            round_trip: false,
         },
     ]
 }
@@ -145,6 +151,7 @@ fn pinger((out, inp, n): (Writer<u64>, Reader<u64>, u64)) -> Result<f64, Channel
 }
 
 fn ponger((inp, out): (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
+    crate::harness::pin_child();
     loop {
         out.write(&inp.read()?)?;
     }
@@ -301,6 +308,7 @@ fn raw_pingpong(n: u64) -> BenchResult<f64> {
     let pp = Shared::<[Slot; 2]>::new()?;
     let [ping, pong] = &*pp;
     let echo = RawChild::fork(|| {
+        crate::harness::pin_child();
         for _ in 0..rounds {
             let x = ping.read();
             pong.write(x);

@@ -1,5 +1,5 @@
-//! The comparison harness: rows, modes (unpinned / pinned to CPU 0),
-//! medians, the Python side, and the TSV output.
+//! The comparison harness: rows, modes (unpinned / same core / cross
+//! core), medians, the Python side, and the TSV output.
 //!
 //! Every output line is `name<TAB>value<TAB>unit`; lines starting with `#`
 //! are notes and the summary table.
@@ -9,6 +9,7 @@ use std::error::Error;
 use std::fmt::Display;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use multiproc::{Event, Process, Semaphore};
@@ -64,20 +65,76 @@ impl Unit {
     }
 }
 
-/// Whether the bench process (and so every child) runs on CPU 0 only.
+/// Where the bench process and its children run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Wherever the scheduler puts them.
     Unpinned,
-    Pinned,
+    /// Everything on CPU 0 (the bench process pins itself; children
+    /// inherit it). Formerly called `pinned`.
+    SameCore,
+    /// The bench process on CPU 0, the far end of every round trip on
+    /// CPU 1: that child calls [`pin_child`] first thing. Round-trip rows
+    /// only ([`Row::round_trip`]).
+    CrossCore,
 }
 
 impl Mode {
     pub fn label(self) -> &'static str {
         match self {
             Mode::Unpinned => "unpinned",
-            Mode::Pinned => "pinned",
+            Mode::SameCore => "same_core",
+            Mode::CrossCore => "cross_core",
         }
     }
+}
+
+/// The environment variable that tells a child which CPU to pin itself to
+/// in [`Mode::CrossCore`] (spawned children read it; forked ones also see
+/// [`CHILD_CPU`]).
+const CHILD_CPU_ENV: &str = "MULTIPROC_BENCH_CHILD_CPU";
+
+/// The CPU the far end of a round trip pins itself to, or -1 for none.
+static CHILD_CPU: AtomicI32 = AtomicI32::new(-1);
+
+/// Enters `mode` for the rest of the run (modes run in the order
+/// unpinned, same core, cross core: pinning is never undone). Called by
+/// `main` while the bench process is single-threaded.
+pub fn enter_mode(mode: Mode) -> std::io::Result<()> {
+    match mode {
+        Mode::Unpinned => Ok(()),
+        Mode::SameCore => pin_to(0),
+        Mode::CrossCore => {
+            pin_to(0)?;
+            CHILD_CPU.store(1, Ordering::Relaxed);
+            // SAFETY: `main` calls this between rows, while the bench
+            // process runs no other thread that could read the environment.
+            unsafe { std::env::set_var(CHILD_CPU_ENV, "1") };
+            Ok(())
+        }
+    }
+}
+
+/// Called first thing by the far end of a round trip (an echoing child, a
+/// pool worker's initializer, a manager client): in [`Mode::CrossCore`]
+/// pins this process to CPU 1, otherwise does nothing. Panics if pinning
+/// fails (the row then reports an error rather than a wrong placement).
+pub fn pin_child() {
+    let mut cpu = CHILD_CPU.load(Ordering::Relaxed);
+    if cpu < 0 {
+        cpu = std::env::var(CHILD_CPU_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1);
+    }
+    if cpu >= 0 {
+        pin_to(cpu as usize).expect("pin the child to its CPU");
+    }
+}
+
+/// [`pin_child`] in the shape of a pool initializer.
+pub fn pin_child_init(_: ()) {
+    pin_child();
 }
 
 /// What a row function sees.
@@ -116,6 +173,9 @@ pub struct Row {
     /// Whether `compare.py` has this row; `false` where Python has no
     /// counterpart (the row then has no Python figure).
     pub python: bool,
+    /// Whether the row is a round trip between two processes, whose far
+    /// end calls [`pin_child`]: such rows also run in [`Mode::CrossCore`].
+    pub round_trip: bool,
 }
 
 /// What a summary target compares.
@@ -295,14 +355,14 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Restricts this process (and every child it starts from now on) to CPU 0.
-pub fn pin_to_cpu0() -> std::io::Result<()> {
+/// Restricts this process (and every child it starts from now on) to `cpu`.
+fn pin_to(cpu: usize) -> std::io::Result<()> {
     // SAFETY: an all-zero cpu_set_t is a valid empty set; CPU_ZERO/CPU_SET
     // only write inside it, and sched_setaffinity reads `size_of` bytes.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(0, &mut set);
+        libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -431,7 +491,7 @@ impl Report {
         println!("#");
         println!("# targets (read, not asserted); ratios are crate / other in the row's unit");
         println!(
-            "# {:<38} {:<9} {:>12} {:>10}  result",
+            "# {:<38} {:<10} {:>12} {:>10}  result",
             "figure", "mode", "measured", "goal"
         );
         for t in targets
@@ -466,8 +526,12 @@ impl Report {
                         )
                     }
                 };
+                if mode == Mode::CrossCore && !rows.iter().any(|r| r.name == t.row && r.round_trip)
+                {
+                    continue;
+                }
                 println!(
-                    "# {label:<38} {:<9} {measured:>12} {goal:>10}  {result}",
+                    "# {label:<38} {:<10} {measured:>12} {goal:>10}  {result}",
                     mode.label()
                 );
             }

@@ -1,6 +1,7 @@
 //! `cargo bench --bench compare`: multiproc side by side with the raw-OS
 //! floor and Python's `multiprocessing`, measured in the same run,
-//! unpinned and pinned to CPU 0. See `benches/README.md`.
+//! unpinned, all on CPU 0 (`same_core`) and, for round trips, across CPUs
+//! 0 and 1 (`cross_core`). See `benches/README.md`.
 //!
 //! Arguments (after `--`): substrings selecting rows by name, e.g.
 //! `cargo bench --bench compare -- pipe.pingpong`.
@@ -232,16 +233,21 @@ fn main() {
     ));
     report.note("name\tvalue\tunit  (crate / raw floor / python; vs_* = crate / other)");
     let mut modes = Vec::new();
-    for mode in [Mode::Unpinned, Mode::Pinned] {
-        if mode == Mode::Pinned
-            && let Err(e) = harness::pin_to_cpu0()
-        {
-            report.note(&format!("cannot pin to CPU 0 ({e}): pinned rows skipped"));
+    for mode in [Mode::Unpinned, Mode::SameCore, Mode::CrossCore] {
+        if mode == Mode::CrossCore && multiproc::cpu_count() < 2 {
+            report.note("one CPU only: cross_core rows skipped");
+            continue;
+        }
+        if let Err(e) = harness::enter_mode(mode) {
+            report.note(&format!("cannot pin ({e}): {} rows skipped", mode.label()));
             continue;
         }
         modes.push(mode);
         let ctx = Ctx { quick, mode };
-        for row in &rows {
+        for row in rows
+            .iter()
+            .filter(|r| mode != Mode::CrossCore || r.round_trip)
+        {
             report.run_row(&ctx, row);
         }
     }

@@ -58,48 +58,56 @@ pub fn rows() -> Vec<Row> {
             unit: Unit::OpsPerSec,
             run: list_append_child,
             python: true,
+            round_trip: true,
         },
         Row {
             name: "manager.list_append_4threads_child",
             unit: Unit::OpsPerSec,
             run: list_append_4threads_child,
             python: true,
+            round_trip: true,
         },
         Row {
             name: "manager.dict_set_get_child",
             unit: Unit::OpsPerSec,
             run: dict_set_get_child,
             python: true,
+            round_trip: true,
         },
         Row {
             name: "manager.namespace_set_get_child",
             unit: Unit::OpsPerSec,
             run: namespace_set_get_child,
             python: true,
+            round_trip: true,
         },
         Row {
             name: "manager.atomic_add_2proc",
             unit: Unit::OpsPerSec,
             run: atomic_add_2proc,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "manager.atomic_add_2proc_count",
             unit: Unit::Count,
             run: atomic_add_2proc_count,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "manager.bytes_1mib",
             unit: Unit::Micros,
             run: bytes_1mib,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "manager.start_shutdown",
             unit: Unit::Micros,
             run: start_shutdown,
             python: true,
+            round_trip: false,
         },
     ]
 }
@@ -121,6 +129,7 @@ fn count_size(ctx: &Ctx) -> u64 {
 const WARM_OPS: u64 = 100;
 
 fn list_append((list, n): (ListProxy<u64>, u64)) -> Result<f64, String> {
+    crate::harness::pin_child();
     let run = || -> BenchResult<f64> {
         for i in 0..WARM_OPS {
             list.append(&i)?;
@@ -137,6 +146,7 @@ fn list_append((list, n): (ListProxy<u64>, u64)) -> Result<f64, String> {
 /// Four threads appending through clones of one proxy (each borrows a
 /// pooled connection of its own).
 fn list_append_threads((list, n): (ListProxy<u64>, u64)) -> Result<f64, String> {
+    crate::harness::pin_child();
     list.append(&0).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let threads: Vec<_> = (0..4)
@@ -157,6 +167,7 @@ fn list_append_threads((list, n): (ListProxy<u64>, u64)) -> Result<f64, String> 
 }
 
 fn dict_set_get((d, n): (DictProxy<String, u64>, u64)) -> Result<f64, String> {
+    crate::harness::pin_child();
     let run = || -> BenchResult<f64> {
         let keys: Vec<String> = (0..64).map(|i| format!("key{i}")).collect();
         for k in &keys {
@@ -174,6 +185,7 @@ fn dict_set_get((d, n): (DictProxy<String, u64>, u64)) -> Result<f64, String> {
 }
 
 fn namespace_set_get((ns, n): (Namespace, u64)) -> Result<f64, String> {
+    crate::harness::pin_child();
     let run = || -> BenchResult<f64> {
         ns.set("x", &0u64)?;
         let t0 = Instant::now();
@@ -314,6 +326,7 @@ fn raw_clients(clients: usize, per: u64, op: u8) -> BenchResult<(f64, u64)> {
     for c in &mine {
         let fd = c.as_fd();
         kids.push(RawChild::fork(|| {
+            crate::harness::pin_child();
             let mut reader = FrameReader::new();
             b.gate.arrive();
             b.gate.wait_go();

@@ -38,36 +38,42 @@ pub fn rows() -> Vec<Row> {
             unit: Unit::Micros,
             run: pingpong_small,
             python: true,
+            round_trip: true,
         },
         Row {
             name: "pipe.pingpong.small_typed",
             unit: Unit::Micros,
             run: pingpong_small_typed,
             python: true,
+            round_trip: true,
         },
         Row {
             name: "pipe.throughput.small",
             unit: Unit::MsgsPerSec,
             run: throughput_small,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "pipe.throughput.small_typed",
             unit: Unit::MsgsPerSec,
             run: throughput_small_typed,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "pipe.throughput.1mib",
             unit: Unit::GBPerSec,
             run: throughput_1mib,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "pipe.throughput.1mib_into",
             unit: Unit::GBPerSec,
             run: throughput_1mib_into,
             python: true,
+            round_trip: false,
         },
     ]
 }
@@ -76,6 +82,7 @@ pub fn rows() -> Vec<Row> {
 
 /// Echoes byte messages until an empty one.
 fn echo_bytes(conn: Connection) {
+    crate::harness::pin_child();
     loop {
         let m = conn.recv_bytes().expect("recv_bytes");
         if m.is_empty() {
@@ -87,6 +94,7 @@ fn echo_bytes(conn: Connection) {
 
 /// Echoes typed messages until one with `STOP`.
 fn echo_typed(conn: Connection) {
+    crate::harness::pin_child();
     loop {
         let m: Small = conn.recv().expect("recv");
         if m.0 == STOP {
@@ -135,6 +143,7 @@ fn blast((conn, kind): (Connection, u8)) {
 
 /// Echoes frames until an empty one or end of stream.
 fn raw_echo(fd: OwnedFd) {
+    crate::harness::pin_child();
     raw::serve_frames(fd, |m, out| out.extend_from_slice(m));
 }
 

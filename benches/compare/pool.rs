@@ -54,24 +54,28 @@ pub fn rows() -> Vec<Row> {
             unit: Unit::Nanos,
             run: map_chunksize1,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "pool.map.default_100k",
             unit: Unit::Nanos,
             run: map_default,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "pool.apply_async.roundtrip",
             unit: Unit::Micros,
             run: apply_async_roundtrip,
             python: true,
+            round_trip: true,
         },
         Row {
             name: "pool.pool2.start_shutdown",
             unit: Unit::Micros,
             run: start_shutdown,
             python: true,
+            round_trip: false,
         },
     ]
 }
@@ -123,6 +127,7 @@ fn crate_map(n: u64, chunksize: Option<usize>) -> BenchResult<f64> {
 /// Answers every frame of `u64`s (little-endian) with the frame of their
 /// squares, until an empty frame or end of stream.
 fn raw_worker(fd: OwnedFd) {
+    crate::harness::pin_child();
     raw::serve_frames(fd, |m, out| {
         for x in m.chunks_exact(8) {
             let x = u64::from_le_bytes(x.try_into().expect("8 bytes"));
@@ -300,7 +305,10 @@ fn apply_async_roundtrip(ctx: &Ctx) -> BenchResult<Figures> {
         warm,
         reps,
         || {
-            let pool = Pool::new(WORKERS)?;
+            let pool = Pool::builder()
+                .processes(WORKERS)
+                .initializer(crate::harness::pin_child_init, ())
+                .build()?;
             check_squares(&pool.map(square, 0..1000u64)?, 1000)?;
             let t0 = Instant::now();
             for i in 0..k {

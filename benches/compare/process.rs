@@ -27,12 +27,14 @@ pub fn rows() -> Vec<Row> {
             unit: Unit::Micros,
             run: fork,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "process.spawn",
             unit: Unit::Micros,
             run: spawn,
             python: true,
+            round_trip: false,
         },
     ]
 }

@@ -69,42 +69,49 @@ pub fn rows() -> Vec<Row> {
             unit: Unit::MsgsPerSec,
             run: one_to_one,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "queue.2p2c.small",
             unit: Unit::MsgsPerSec,
             run: two_to_two,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "queue.throughput.1mib",
             unit: Unit::GBPerSec,
             run: throughput_1mib,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "queue.throughput.1mib_maxsize4",
             unit: Unit::GBPerSec,
             run: throughput_1mib_maxsize4,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "queue.pingpong",
             unit: Unit::Micros,
             run: pingpong,
             python: true,
+            round_trip: true,
         },
         Row {
             name: "queue.memory.idle_fresh",
             unit: Unit::Bytes,
             run: memory_fresh,
             python: false,
+            round_trip: false,
         },
         Row {
             name: "queue.memory.idle_after_100k",
             unit: Unit::Bytes,
             run: memory_after_100k,
             python: false,
+            round_trip: false,
         },
     ]
 }
@@ -149,6 +156,7 @@ fn consume_until_stop((q, ready): (Queue<u64>, Semaphore)) -> (u64, u64) {
 
 /// Echoes values from `ping` to `pong` until (and including) [`STOP`].
 fn echo((ping, pong): (Queue<u64>, Queue<u64>)) {
+    crate::harness::pin_child();
     loop {
         let v = ping.get().expect("get");
         pong.put(v).expect("put");

@@ -547,6 +547,7 @@ impl FutexPingPong {
         let flags = Shared::<PingPongFlags>::new()?;
         let pp = &*flags;
         let echo = RawChild::fork(|| {
+            crate::harness::pin_child();
             loop {
                 pp.ping.wait_clear();
                 if pp.stop.load(Ordering::SeqCst) != 0 {

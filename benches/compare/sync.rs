@@ -9,8 +9,8 @@
 //! * `sync.value.locked_inc_2proc`: two children each add 1 to a shared
 //!   `Value<u64>` N times, `*v.get_lock()? += 1`; ns per increment (over
 //!   both). Raw: the same with a minimal futex mutex; `raw_robust`: with a
-//!   robust process-shared pthread mutex (what the crate's locks are made
-//!   of). Python: `with v.get_lock(): v.value += 1`.
+//!   robust process-shared pthread mutex (the crate's locks run its
+//!   protocol inline, without the pthread calls). Python: `with v.get_lock(): v.value += 1`.
 //! * `sync.value.fetch_add_2proc`: the same with `Value::fetch_add`
 //!   against `AtomicU64::fetch_add` on shared memory. Python has no
 //!   lock-free counter: no Python figure.
@@ -57,36 +57,42 @@ pub fn rows() -> Vec<Row> {
             unit: Unit::Nanos,
             run: locked_inc_2proc,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "sync.value.fetch_add_2proc",
             unit: Unit::Nanos,
             run: fetch_add_2proc,
             python: false,
+            round_trip: false,
         },
         Row {
             name: "sync.value.locked_inc_uncontended",
             unit: Unit::Nanos,
             run: locked_inc_uncontended,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "sync.lock.uncontended",
             unit: Unit::Nanos,
             run: lock_uncontended,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "sync.event.pingpong",
             unit: Unit::Micros,
             run: event_pingpong,
             python: true,
+            round_trip: true,
         },
         Row {
             name: "sync.array.sum_1m",
             unit: Unit::Micros,
             run: array_sum_1m,
             python: true,
+            round_trip: false,
         },
     ]
 }
@@ -382,6 +388,7 @@ fn pingpong_sizes(ctx: &Ctx) -> (usize, usize, u64) {
 
 /// Answers every `ping` with a `pong` until `stop` is set.
 fn event_echo((ping, pong, stop): (Event, Event, Event)) {
+    crate::harness::pin_child();
     loop {
         ping.wait();
         ping.clear();

@@ -25,10 +25,15 @@
 //! thread from a recycled id (pids wrap after `pid_max`, 32768 by default),
 //! and relies on `/proc` and on every process sharing one pid namespace. A
 //! futex word of our own on the kernel's robust list is not possible
-//! either: the kernel keeps one list per thread, and glibc owns it. The
-//! price of the robust pthread mutex is speed: glibc's robust lock and
-//! unlock cost two to four times a minimal futex mutex (tens of
-//! nanoseconds; see the `sync.*` rows of `benches/compare`).
+//! either: the kernel keeps one list per thread, and glibc owns it. What
+//! this crate does instead is run glibc's robust protocol inline on
+//! glibc's own list (see [`crate::sys::robust_mutex`]): lock and unlock
+//! are one atomic each plus a few stores linking the mutex into the
+//! thread's list, against glibc's calls, which cost two to four times a
+//! minimal futex mutex. What remains above the minimal futex mutex (about
+//! 2x uncontended, see the `sync.*` rows of `benches/compare`) is that
+//! list bookkeeping — the price of telling a thread's death, not just a
+//! process's — and the `held` count below.
 //!
 //! # The futex word
 //!
@@ -76,7 +81,8 @@ use crate::sys::robust_mutex::{FUTEX_TID_MASK, LockFailed, Locked, RobustMutex};
 #[repr(C)]
 pub(crate) struct SharedMutex {
     mutex: RobustMutex,
-    /// How many times the owner holds it (recursive use only); written by
+    /// How many times the owner holds it (recursive locks only; stays 0
+    /// in a non-recursive one); written by
     /// the owning thread alone, so relaxed ordering suffices: the mutex's
     /// own acquire/release orders it for the next owner.
     depth: AtomicU32,
@@ -183,7 +189,11 @@ impl RawRobustMutex {
                     // so this cannot fail.
                     let _ = self.shared().mutex.mark_consistent();
                 }
-                depth.store(1, Ordering::Relaxed);
+                // Only a recursive lock keeps a depth (a non-recursive
+                // one is held once or not at all).
+                if self.recursive {
+                    depth.store(1, Ordering::Relaxed);
+                }
                 Ok(how)
             }
             Err(LockFailed::Deadlock) if self.recursive => {
@@ -218,14 +228,16 @@ impl RawRobustMutex {
     /// Only the owning thread may call it.
     #[inline]
     pub fn release(&self) {
-        let depth = &self.shared().depth;
-        let d = depth.load(Ordering::Relaxed);
         self.sub_held(1);
-        if self.recursive && d > 1 {
-            depth.store(d - 1, Ordering::Relaxed);
-            return;
+        if self.recursive {
+            let depth = &self.shared().depth;
+            let d = depth.load(Ordering::Relaxed);
+            if d > 1 {
+                depth.store(d - 1, Ordering::Relaxed);
+                return;
+            }
+            depth.store(0, Ordering::Relaxed);
         }
-        depth.store(0, Ordering::Relaxed);
         // An error here means the caller is not the owner; the guard types
         // (not `Send`) make that impossible.
         let _ = self.shared().mutex.unlock();
@@ -234,6 +246,10 @@ impl RawRobustMutex {
     /// Releases every level at once (for a condition wait); returns the
     /// depth to restore with [`reacquire`](Self::reacquire).
     pub fn release_all(&self) -> u32 {
+        if !self.recursive {
+            self.release();
+            return 1;
+        }
         let depth = self.shared().depth.load(Ordering::Relaxed).max(1);
         self.sub_held(depth as usize - 1);
         self.shared().depth.store(1, Ordering::Relaxed);
@@ -245,8 +261,10 @@ impl RawRobustMutex {
     /// the same depth, waiting as long as it takes.
     pub fn reacquire(&self, depth: u32) -> Result<Locked, LockFailed> {
         let r = self.acquire(None)?;
-        self.shared().depth.store(depth, Ordering::Relaxed);
-        self.add_held(depth as usize - 1);
+        if self.recursive {
+            self.shared().depth.store(depth, Ordering::Relaxed);
+            self.add_held(depth as usize - 1);
+        }
         Ok(r)
     }
 }

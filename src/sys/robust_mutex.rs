@@ -13,8 +13,44 @@
 //! carries on; a mutex unlocked without that becomes unusable
 //! (`ENOTRECOVERABLE`).
 //!
-//! Going through glibc rather than registering a list of our own keeps the
-//! one list per thread that glibc already owns.
+//! # The fast path: glibc's protocol, without the calls
+//!
+//! Where the C library is glibc on a 64-bit target (checked once per
+//! thread: the kernel's robust-list head registered by glibc must have the
+//! futex offset of glibc's 64-bit `pthread_mutex_t`), lock and unlock do
+//! not call pthread at all: they run glibc's robust protocol inline, on
+//! the same words, in the same thread's list. That costs one
+//! compare-and-swap plus a handful of plain stores into the thread's list,
+//! where `pthread_mutex_lock`/`unlock` of a robust mutex cost two to four
+//! times a minimal futex mutex (the kind checks, `__owner`/`__nusers`
+//! bookkeeping and two non-inlined calls). The words used, in glibc's
+//! 64-bit `pthread_mutex_t`:
+//!
+//! | offset | field | who writes it |
+//! |---|---|---|
+//! | 0 | `__lock`, the futex word: `0` free, else owner tid \| `FUTEX_WAITERS` \| `FUTEX_OWNER_DIED` | lockers (CAS), the owner's unlock (swap to 0), the kernel at the owner's death |
+//! | 24 | `__list.__prev`: the previous node of the owner's robust list | the owner, on enqueue; glibc or this code dequeuing a neighbour |
+//! | 32 | `__list.__next`: the next node (the kernel's list entry points here; `futex_offset` = -32) | as above |
+//!
+//! Enqueue and dequeue copy glibc's `ENQUEUE_MUTEX`/`DEQUEUE_MUTEX`
+//! (a doubly linked list whose empty head points at itself, with glibc's
+//! `robust_prev` word in front of the head), so that glibc's own robust
+//! mutexes and these can sit in one list in any order. Before the
+//! compare-and-swap of a lock and before the dequeue of an unlock, the
+//! node is published in the head's `list_op_pending` (as glibc does), so a
+//! thread killed between the two steps is still covered by the kernel.
+//! Owner death is then exactly what glibc gives: the kernel sets
+//! `FUTEX_OWNER_DIED` and clears the tid for every node still listed when
+//! the thread ends, and wakes one sleeper; the next locker takes the word
+//! (dropping the bit) and is told [`Locked::OwnerDied`]. As the bit is
+//! gone from the word, [`RobustMutex::mark_consistent`] has nothing to do
+//! on this path.
+//!
+//! Tids change across `fork`: the per-thread cache is cleared by a
+//! `pthread_atfork` child handler (glibc re-registers the same, emptied,
+//! list head in the child). Elsewhere (another C library, a 32-bit
+//! target), every call goes through pthread as before; the word protocol
+//! is the same, so both paths may meet on one mutex.
 
 use std::cell::UnsafeCell;
 use std::io;
@@ -23,8 +59,102 @@ use std::time::{Duration, Instant};
 
 use rustix::time::{ClockId, clock_gettime};
 
+use crate::sys::futex::{self, Wake};
+
 /// The owner's thread id in the futex word.
 pub const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+/// Someone sleeps on the word (or is about to): unlock must wake one.
+const FUTEX_WAITERS: u32 = 0x8000_0000;
+/// The owner's thread ended holding it (set by the kernel).
+const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+
+/// Offset of `__list.__prev` in glibc's 64-bit `pthread_mutex_t`.
+const PREV_OFFSET: usize = 24;
+/// Offset of `__list.__next`, where the kernel's list entries point.
+const NEXT_OFFSET: usize = 32;
+
+/// The kernel's `struct robust_list_head` (glibc's `robust_head` in the
+/// thread descriptor).
+#[repr(C)]
+struct RobustListHead {
+    list: *mut u8,
+    futex_offset: isize,
+    list_op_pending: *mut u8,
+}
+
+/// [`RobustListHead`] pointer value of a thread that must use pthread.
+const NO_FAST_PATH: usize = 1;
+
+thread_local! {
+    /// This thread's robust-list head (0: not looked up yet;
+    /// [`NO_FAST_PATH`]: pthread only) and kernel tid (0: not looked up
+    /// yet, or forked since), in one cell: one thread-local access.
+    static ME: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// This thread's list head and tid, or `None` where the fast path is not
+/// available.
+#[inline(always)]
+fn me() -> Option<(*mut RobustListHead, u32)> {
+    let (head, tid) = ME.with(|m| m.get());
+    if head > NO_FAST_PATH && tid != 0 {
+        return Some((head as *mut RobustListHead, tid));
+    }
+    me_slow()
+}
+
+#[cold]
+fn me_slow() -> Option<(*mut RobustListHead, u32)> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget_tid_in_child() {
+        // A const-initialised thread-local without destructor: a plain
+        // store, as async-signal-safe as the handler must be.
+        ME.with(|m| m.set((m.get().0, 0)));
+    }
+    let mut head = ME.with(|m| m.get().0);
+    if head == 0 {
+        head = lookup_head().map_or(NO_FAST_PATH, |h| h as usize);
+        ME.with(|m| m.set((head, 0)));
+    }
+    if head == NO_FAST_PATH {
+        return None;
+    }
+    HOOK.call_once(|| {
+        // SAFETY: registers a handler that only stores to a thread-local
+        // cell (see above).
+        unsafe { libc::pthread_atfork(None, None, Some(forget_tid_in_child)) };
+    });
+    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    ME.with(|m| m.set((head, tid)));
+    Some((head as *mut RobustListHead, tid))
+}
+
+/// The robust-list head the C library registered for this thread, if it
+/// is glibc's 64-bit layout.
+fn lookup_head() -> Option<*mut RobustListHead> {
+    if !cfg!(all(target_env = "gnu", target_pointer_width = "64")) {
+        return None;
+    }
+    let mut head: *mut RobustListHead = std::ptr::null_mut();
+    let mut len: libc::size_t = 0;
+    // SAFETY: get_robust_list(0, ..) writes this thread's head pointer and
+    // its length into the two places given, which outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0 as libc::c_long,
+            &mut head as *mut *mut RobustListHead,
+            &mut len as *mut libc::size_t,
+        )
+    };
+    if rc != 0 || head.is_null() || len != std::mem::size_of::<RobustListHead>() {
+        return None;
+    }
+    // SAFETY: the head lives in this thread's descriptor for the thread's
+    // lifetime; only this thread (and the kernel at its exit) uses it.
+    let offset = unsafe { (*head).futex_offset };
+    (offset == -(NEXT_OFFSET as isize)).then_some(head)
+}
 
 /// A `pthread_mutex_t` initialised robust, process-shared and
 /// error-checking. It must live at a fixed address (shared memory) from
@@ -136,6 +266,17 @@ impl RobustMutex {
     /// wait by as much.
     #[inline]
     pub fn lock(&self, timeout: Option<Duration>) -> Result<Locked, LockFailed> {
+        if let Some(me) = me() {
+            if self.take_free(me) {
+                return Ok(Locked::Clean);
+            }
+            return self.fast_lock(me, timeout);
+        }
+        self.pthread_lock(timeout)
+    }
+
+    #[inline(never)]
+    fn pthread_lock(&self, timeout: Option<Duration>) -> Result<Locked, LockFailed> {
         match timeout {
             // SAFETY: the mutex was initialised by `init` (the owner of the
             // shared memory guarantees it) and stays mapped while `self` is
@@ -175,6 +316,17 @@ impl RobustMutex {
     /// Locks if nobody holds it.
     #[inline]
     pub fn try_lock(&self) -> Result<Locked, LockFailed> {
+        if let Some(me) = me() {
+            if self.take_free(me) {
+                return Ok(Locked::Clean);
+            }
+            return self.fast_lock(me, Some(Duration::ZERO));
+        }
+        self.pthread_try_lock()
+    }
+
+    #[inline(never)]
+    fn pthread_try_lock(&self) -> Result<Locked, LockFailed> {
         // SAFETY: as in `lock`.
         let rc = unsafe { libc::pthread_mutex_trylock(self.raw()) };
         if rc == libc::EBUSY {
@@ -204,6 +356,10 @@ impl RobustMutex {
     /// After [`Locked::OwnerDied`] and repair: makes the mutex usable
     /// again. Call before `unlock`.
     pub fn mark_consistent(&self) -> io::Result<()> {
+        if me().is_some() {
+            // The fast path dropped FUTEX_OWNER_DIED when it took the word.
+            return Ok(());
+        }
         // SAFETY: as in `lock`; the calling thread holds the mutex (it was
         // told `OwnerDied`), which is when pthread_mutex_consistent may be
         // called.
@@ -213,9 +369,199 @@ impl RobustMutex {
     /// Unlocks. Fails with `EPERM` when the calling thread does not hold it.
     #[inline]
     pub fn unlock(&self) -> io::Result<()> {
+        if let Some(me) = me() {
+            return self.fast_unlock(me);
+        }
+        self.pthread_unlock()
+    }
+
+    #[inline(never)]
+    fn pthread_unlock(&self) -> io::Result<()> {
         // SAFETY: as in `lock`; an error-checking mutex refuses an unlock by
         // a thread that does not own it instead of corrupting it.
         check(unsafe { libc::pthread_mutex_unlock(self.raw()) })
+    }
+
+    /// The futex word as an atomic.
+    #[inline(always)]
+    fn futex_word(&self) -> &AtomicU32 {
+        // SAFETY: see `word`.
+        unsafe { AtomicU32::from_ptr(self.raw().cast::<u32>()) }
+    }
+
+    /// The address of `__list.__next`: this mutex's entry in a robust
+    /// list.
+    #[inline(always)]
+    fn entry(&self) -> *mut u8 {
+        // SAFETY: inside the mutex (40 bytes on 64-bit glibc).
+        unsafe { self.raw().cast::<u8>().add(NEXT_OFFSET) }
+    }
+
+    /// Publishes (or, with null, clears) the list operation under way, in
+    /// program order with the surrounding word and list updates.
+    #[inline(always)]
+    fn set_pending(head: *mut RobustListHead, entry: *mut u8) {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        // SAFETY: `head` is this thread's registered robust-list head (see
+        // `me`); only this thread writes it.
+        unsafe { std::ptr::write_volatile(&raw mut (*head).list_op_pending, entry) };
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+
+    /// glibc's `ENQUEUE_MUTEX`: links this mutex at the front of the
+    /// thread's robust list. Called by the owner, with the word taken.
+    #[inline(always)]
+    fn enqueue(&self, head: *mut RobustListHead) {
+        let entry = self.entry();
+        // SAFETY: `head` is this thread's list head; its `list` points at
+        // the `__next` field of the first node (or at the head itself,
+        // behind which glibc keeps the `robust_prev` word, when empty), so
+        // the word 8 bytes before it is that node's `__prev`. Only this
+        // thread changes its list; the node fields are this mutex's.
+        unsafe {
+            let first = (*head).list;
+            let first_prev = ((first as usize & !1) - 8) as *mut *mut u8;
+            first_prev.write(entry);
+            entry.cast::<*mut u8>().write(first);
+            self.raw()
+                .cast::<u8>()
+                .add(PREV_OFFSET)
+                .cast::<*mut u8>()
+                .write(head.cast());
+            // The node is complete before the kernel can reach it.
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+            (*head).list = entry;
+        }
+    }
+
+    /// glibc's `DEQUEUE_MUTEX`: unlinks this mutex from the owner's list.
+    #[inline(always)]
+    fn dequeue(&self) {
+        let entry = self.entry();
+        // SAFETY: the calling thread owns the mutex, so the node is in its
+        // list (linked by `enqueue` or by glibc) and its neighbours' link
+        // words are 8 bytes before the addresses stored in it.
+        unsafe {
+            let prev_field = self.raw().cast::<u8>().add(PREV_OFFSET).cast::<*mut u8>();
+            let next = entry.cast::<*mut u8>().read();
+            let prev = prev_field.read();
+            (((next as usize & !1) - 8) as *mut *mut u8).write(prev);
+            ((prev as usize & !1) as *mut *mut u8).write(next);
+            prev_field.write(std::ptr::null_mut());
+            entry.cast::<*mut u8>().write(std::ptr::null_mut());
+        }
+    }
+
+    /// The uncontended lock: takes a free word (0) in one
+    /// compare-and-swap and lists the mutex; `false` (nothing changed but
+    /// `list_op_pending`, which [`fast_lock`](Self::fast_lock) rewrites)
+    /// if the word was not free.
+    #[inline(always)]
+    fn take_free(&self, (head, tid): (*mut RobustListHead, u32)) -> bool {
+        Self::set_pending(head, self.entry());
+        // Acquire: the owner's writes before its release swap are visible.
+        let ok = self
+            .futex_word()
+            .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        if ok {
+            self.enqueue(head);
+            Self::set_pending(head, std::ptr::null_mut());
+        }
+        ok
+    }
+
+    /// The lock when the word was not free (held, or left by a dead
+    /// owner).
+    #[inline(never)]
+    fn fast_lock(
+        &self,
+        (head, tid): (*mut RobustListHead, u32),
+        timeout: Option<Duration>,
+    ) -> Result<Locked, LockFailed> {
+        Self::set_pending(head, self.entry());
+        let cur = self.futex_word().load(Ordering::Relaxed);
+        let r = self.lock_contended(tid, cur, timeout);
+        if r.is_ok() {
+            self.enqueue(head);
+        }
+        Self::set_pending(head, std::ptr::null_mut());
+        r
+    }
+
+    /// glibc's `__lll_robust_lock_wait`, with a relative timeout.
+    #[cold]
+    fn lock_contended(
+        &self,
+        tid: u32,
+        mut cur: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Locked, LockFailed> {
+        let word = self.futex_word();
+        let start = Instant::now();
+        // After sleeping, others may sleep too: take the word with
+        // FUTEX_WAITERS so that our unlock wakes one.
+        let mut waiters = 0;
+        loop {
+            let owner = cur & FUTEX_TID_MASK;
+            if owner == tid {
+                return Err(LockFailed::Deadlock);
+            }
+            if owner == 0 {
+                // Free, or left by a dead owner (FUTEX_OWNER_DIED): take it,
+                // dropping that bit and keeping FUTEX_WAITERS.
+                let new = tid | (cur & FUTEX_WAITERS) | waiters;
+                match word.compare_exchange(cur, new, Ordering::Acquire, Ordering::Relaxed) {
+                    Ok(_) if cur & FUTEX_OWNER_DIED != 0 => return Ok(Locked::OwnerDied),
+                    Ok(_) => return Ok(Locked::Clean),
+                    Err(c) => {
+                        cur = c;
+                        continue;
+                    }
+                }
+            }
+            let left = match timeout {
+                None => None,
+                Some(t) => match t.checked_sub(start.elapsed()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Err(LockFailed::Timeout),
+                },
+            };
+            if cur & FUTEX_WAITERS == 0 {
+                let want = cur | FUTEX_WAITERS;
+                if let Err(c) =
+                    word.compare_exchange(cur, want, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    cur = c;
+                    continue;
+                }
+                cur = want;
+            }
+            if futex::wait(word, cur, left) == Wake::TimedOut
+                && timeout.is_some_and(|t| start.elapsed() >= t)
+            {
+                return Err(LockFailed::Timeout);
+            }
+            waiters = FUTEX_WAITERS;
+            cur = word.load(Ordering::Relaxed);
+        }
+    }
+
+    #[inline(always)]
+    fn fast_unlock(&self, (head, tid): (*mut RobustListHead, u32)) -> io::Result<()> {
+        let word = self.futex_word();
+        if word.load(Ordering::Relaxed) & FUTEX_TID_MASK != tid {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        Self::set_pending(head, self.entry());
+        self.dequeue();
+        // Release: our writes under the lock reach the next owner.
+        let old = word.swap(0, Ordering::Release);
+        if old & FUTEX_WAITERS != 0 {
+            futex::wake(word, 1);
+        }
+        Self::set_pending(head, std::ptr::null_mut());
+        Ok(())
     }
 
     /// The futex word (`__lock`, the first field of glibc's mutex on every
