@@ -27,12 +27,14 @@ pub fn rows() -> Vec<Row> {
             unit: Unit::Micros,
             run: encode,
             python: true,
+            round_trip: false,
         },
         Row {
             name: "codec.pickle.decode_1mib_ints",
             unit: Unit::Micros,
             run: decode,
             python: true,
+            round_trip: false,
         },
     ]
 }

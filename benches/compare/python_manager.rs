@@ -41,6 +41,7 @@ pub fn rows() -> Vec<Row> {
         unit: Unit::OpsPerSec,
         run: list_append,
         python: true,
+        round_trip: false,
     }]
 }
 
