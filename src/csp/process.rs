@@ -100,6 +100,16 @@ pub struct CspProcess<R> {
     launch: Launch<R>,
 }
 
+impl<R> std::fmt::Debug for CspProcess<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CspProcess")
+            .field("name", &self.name)
+            .field("channels", &self.channels.len())
+            .field("start_method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 fn default_name() -> String {
@@ -432,6 +442,15 @@ pub fn spawn<R: Send + 'static>(processes: impl IntoIterator<Item = CspProcess<R
 #[must_use = "dropping `Spawned` detaches the processes; call `join` to wait for them"]
 pub struct Spawned<R> {
     started: Vec<Started<R>>,
+}
+
+impl<R> std::fmt::Debug for Spawned<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.started.iter().map(|s| s.name.as_str()).collect();
+        f.debug_struct("Spawned")
+            .field("processes", &names)
+            .finish()
+    }
 }
 
 impl<R: Send + 'static> Spawned<R> {
