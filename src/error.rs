@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// Turning a value into a message, or a message back into a value, failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The value could not be serialised.
     #[error("cannot encode the value: {0}")]
@@ -31,6 +32,7 @@ pub enum CodecError {
 
 /// Sending on a [`Connection`](crate::Connection) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The other end is closed (or its process died).
     #[error("the other end of the connection is closed")]
@@ -59,6 +61,7 @@ pub enum SendError {
 
 /// Receiving from a [`Connection`](crate::Connection) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecvError {
     /// The other end closed (or its process died) with no message pending.
     #[error("the other end of the connection is closed")]
@@ -112,6 +115,7 @@ pub enum RecvError {
 
 /// Starting a [`Process`](crate::Process) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// `start` was called twice.
     #[error("the process was already started")]
@@ -136,6 +140,7 @@ pub enum StartError {
 
 /// Why [`Process::join`](crate::Process::join) has no return value.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum JoinError {
     /// The target panicked in the child.
     #[error("the child panicked: {message}")]
@@ -176,6 +181,7 @@ pub enum JoinError {
 
 /// Connecting, listening or authenticating failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The peer does not hold the same authkey, or sent something other
     /// than the expected handshake message (a foreign protocol, an

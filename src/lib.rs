@@ -128,6 +128,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+#![warn(missing_debug_implementations)]
 
 // Linux with glibc only: pidfd, memfd, `futex_waitv` (kernel 5.16 or newer)
 // and glibc's robust mutexes and `posix_spawn` (glibc 2.29 or newer). Every

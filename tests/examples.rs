@@ -134,6 +134,14 @@ fn csp_pipeline_squares_and_sums() {
 }
 
 #[test]
+fn csp_stages_returns_three_types() {
+    assert_eq!(
+        run("csp_stages"),
+        "4\n5\n3\n5\nsent 4 words, longest \"quick\", 17 letters\n"
+    );
+}
+
+#[test]
 fn tour_runs_every_program_in_order() {
     let out = run("tour");
     let section = |title: &str| -> &str {

@@ -42,6 +42,15 @@ pub struct Encoded {
     pub fds: Vec<Arc<OwnedFd>>,
 }
 
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded")
+            .field("bytes", &self.bytes.len())
+            .field("fds", &self.fds.len())
+            .finish()
+    }
+}
+
 impl Encoded {
     /// The descriptors, borrowed for a `sendmsg`.
     pub fn borrowed_fds(&self) -> Vec<BorrowedFd<'_>> {

@@ -63,6 +63,7 @@ const NODE_WEIGHT: u64 = 32;
 
 /// A pickle could not be written or read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PickleError {
     /// The value could not be written as a pickle.
     #[error("cannot pickle the value: {0}")]

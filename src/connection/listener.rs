@@ -620,6 +620,7 @@ fn is_loopback(addr: &SocketAddr) -> bool {
 /// # Ok::<(), ConnectError>(())
 /// ```
 #[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until it builds"]
 pub struct ListenerBuilder {
     key: KeyChoice,
 }

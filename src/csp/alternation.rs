@@ -571,3 +571,11 @@ fn random() -> usize {
         x as usize
     })
 }
+
+impl<R> std::fmt::Debug for Alternation<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alternation")
+            .field("guards", &self.guards.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -59,6 +59,7 @@ impl Flavor {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until it builds"]
 pub struct ChannelBuilder {
     capacity: usize,
     max_message: usize,

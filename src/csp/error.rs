@@ -4,6 +4,7 @@ use crate::error::{CodecError, JoinError, StartError};
 
 /// A channel operation (read, write, alternation) did not happen.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChannelError {
     /// The channel is poisoned: every operation on any of its ends fails.
     #[error("the channel is poisoned")]
@@ -49,6 +50,7 @@ impl ChannelError {
 /// Running CSP processes with [`parallel`](super::parallel),
 /// [`sequence`](super::sequence) or [`spawn`](super::spawn) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProcessError {
     /// A process panicked (its channels were poisoned).
     #[error("process {name} panicked: {message}")]

@@ -16,6 +16,10 @@
 //! * [`CspProcess`], [`parallel`], [`sequence`], [`spawn`]: processes as
 //!   threads or OS processes; poison propagates from a process that ends
 //!   by it (or panics) to every channel it held.
+//!   [`CspProcess::thread`] runs a closure in a thread,
+//!   [`CspProcess::os_process`] a function in an OS process; a tuple of
+//!   processes returning different types runs with [`Parallel`] or
+//!   [`parallel!`](crate::parallel!) and gives a tuple of outcomes.
 //! * [`Alternation`]: input, output, timeout and skip guards with
 //!   preconditions; [`pri_select`](Alternation::pri_select),
 //!   [`fair_select`](Alternation::fair_select),
@@ -132,4 +136,4 @@ pub use channel::{
     Writer,
 };
 pub use error::{ChannelError, ProcessError};
-pub use process::{CspProcess, Outcome, Spawned, parallel, sequence, spawn};
+pub use process::{CspProcess, Outcome, Parallel, Spawned, parallel, sequence, spawn};

@@ -23,6 +23,9 @@ use super::error::{ChannelError, ProcessError};
 use crate::error::{CodecError, JoinError};
 use crate::process::{Process, StartMethod, get_start_method};
 
+mod tuple;
+pub use tuple::Parallel;
+
 /// How a CSP process ended, when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome<R> {
@@ -89,11 +92,22 @@ type Watch<R> = Box<dyn FnOnce(&str) -> Result<JoinHandle<Ending<R>>, ProcessErr
 /// assert_eq!(out[1].clone().value(), Some(3));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[must_use = "a CSP process does nothing until it is run by `parallel`, `sequence` or `spawn`"]
 pub struct CspProcess<R> {
     name: String,
     channels: Vec<(Arc<Chan>, u32)>,
     method: Option<StartMethod>,
     launch: Launch<R>,
+}
+
+impl<R> std::fmt::Debug for CspProcess<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CspProcess")
+            .field("name", &self.name)
+            .field("channels", &self.channels.len())
+            .field("start_method", &self.method)
+            .finish_non_exhaustive()
+    }
 }
 
 static COUNT: AtomicUsize = AtomicUsize::new(0);
@@ -164,6 +178,49 @@ impl<R: Send + 'static> CspProcess<R> {
             method: None,
             launch,
         }
+    }
+
+    /// A process running the closure `body(args)` in a thread: the same as
+    /// [`new`](Self::new), under the name that says where it runs.
+    ///
+    /// ```
+    /// use multiproc::csp::{CspProcess, parallel};
+    /// let offset = 10;
+    /// let out = parallel([CspProcess::thread(move |x: u32| Ok(x + offset), 1)])?;
+    /// assert_eq!(out[0].clone().value(), Some(11));
+    /// # Ok::<(), multiproc::csp::ProcessError>(())
+    /// ```
+    pub fn thread<A, F>(body: F, args: A) -> Self
+    where
+        A: Serialize + Send + 'static,
+        F: FnOnce(A) -> Result<R, ChannelError> + Send + 'static,
+    {
+        Self::new(body, args)
+    }
+
+    /// A process running the function `target(args)` as an OS process
+    /// started with the default start method: the same as
+    /// [`function(target, args).os()`](Self::function). Its arguments
+    /// (channel ends included) and its result travel through the crate's
+    /// codec; [`start_method`](Self::start_method) picks another method.
+    ///
+    /// ```
+    /// use multiproc::csp::{ChannelError, CspProcess, parallel};
+    ///
+    /// fn double(x: u32) -> Result<u32, ChannelError> {
+    ///     Ok(x * 2)
+    /// }
+    ///
+    /// let out = parallel([CspProcess::os_process(double, 21)])?;
+    /// assert_eq!(out[0].clone().value(), Some(42));
+    /// # Ok::<(), multiproc::csp::ProcessError>(())
+    /// ```
+    pub fn os_process<A>(target: fn(A) -> Result<R, ChannelError>, args: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        Self::function(target, args).os()
     }
 
     /// Names the process (default `CspProcess-N`).
@@ -382,8 +439,18 @@ pub fn spawn<R: Send + 'static>(processes: impl IntoIterator<Item = CspProcess<R
 }
 
 /// Processes started by [`spawn`].
+#[must_use = "dropping `Spawned` detaches the processes; call `join` to wait for them"]
 pub struct Spawned<R> {
     started: Vec<Started<R>>,
+}
+
+impl<R> std::fmt::Debug for Spawned<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.started.iter().map(|s| s.name.as_str()).collect();
+        f.debug_struct("Spawned")
+            .field("processes", &names)
+            .finish()
+    }
 }
 
 impl<R: Send + 'static> Spawned<R> {

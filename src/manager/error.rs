@@ -11,6 +11,7 @@ use crate::error::{ConnectError, JoinError, StartError};
 /// named after the Python exceptions they replace (`IndexError`,
 /// `KeyError`, `ValueError`, `queue.Empty`, …).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ManagerError {
     /// The server is gone (shut down, killed, or the connection broke).
     /// Every call made after the server died, and every call waiting on it

@@ -196,6 +196,7 @@ impl std::fmt::Debug for Manager {
 /// # Ok::<(), multiproc::ManagerError>(())
 /// ```
 #[derive(Default)]
+#[must_use = "a builder does nothing until it builds"]
 pub struct ManagerBuilder {
     address: Option<Address>,
     key: KeyChoice,

@@ -46,6 +46,7 @@ use crate::error::{ConnectError, RecvError, SendError};
 
 /// A call to a Python manager failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PyManagerError {
     /// Connecting or authenticating failed.
     #[error("cannot reach the Python manager: {0}")]
@@ -125,6 +126,15 @@ pub struct PyProxy {
     typeid: String,
     id: String,
     exposed: Vec<String>,
+}
+
+impl std::fmt::Debug for PyManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the authkey.
+        f.debug_struct("PyManager")
+            .field("address", &self.inner.address)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for PyProxy {
@@ -573,6 +583,15 @@ pub struct PyServer {
     address: Address,
     shared: Arc<Served>,
     accepter: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PyServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PyServer")
+            .field("address", &self.address)
+            .field("running", &self.accepter.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PyServer {

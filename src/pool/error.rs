@@ -32,6 +32,7 @@ impl fmt::Display for WorkerExit {
 /// Why one task has no result. Every task of a pool ends with a value or
 /// one of these; none is lost.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TaskError {
     /// The task's function panicked; the other tasks are unaffected.
     #[error("the task panicked: {message}")]
@@ -77,6 +78,7 @@ pub enum TaskError {
 
 /// A pool operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PoolError {
     /// A task failed: the one with the lowest index among the failed ones.
     #[error("task {index} failed: {error}")]

@@ -28,6 +28,7 @@ pub(crate) type Feed =
 /// pool is terminated, the iterator yields [`TaskError::Terminated`] for
 /// the tasks in flight and then ends, without consuming the rest of the
 /// input. Dropping it stops feeding; tasks already sent still run.
+#[must_use = "iterators do nothing unless consumed; the tasks run either way"]
 pub struct Imap<R> {
     shared: Arc<Shared>,
     job: u64,

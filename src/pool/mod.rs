@@ -153,7 +153,7 @@ pub struct Pool {
     driver: Mutex<Option<JoinHandle<()>>>,
 }
 
-type MakeStart = Box<dyn FnOnce(Option<usize>, StartMethod) -> StartWorker>;
+type MakeStart = Box<dyn FnOnce(Option<usize>, StartMethod) -> StartWorker + Send>;
 
 /// Settings for a [`Pool`] (Python's `Pool(processes, initializer,
 /// initargs, maxtasksperchild, context)`).
@@ -173,12 +173,23 @@ type MakeStart = Box<dyn FnOnce(Option<usize>, StartMethod) -> StartWorker>;
 /// assert_eq!(pool.map(double, [1, 2, 3])?, vec![2, 4, 6]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[must_use]
+#[must_use = "a builder does nothing until it builds"]
 pub struct PoolBuilder {
     processes: Option<usize>,
     maxtasks: Option<usize>,
     method: Option<StartMethod>,
     init: Option<MakeStart>,
+}
+
+impl std::fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("processes", &self.processes)
+            .field("maxtasksperchild", &self.maxtasks)
+            .field("start_method", &self.method)
+            .field("initializer", &self.init.is_some())
+            .finish()
+    }
 }
 
 fn make_start<I>(

@@ -125,6 +125,7 @@ where
 /// and [`into_results`](Self::into_results) hand them over without a copy.
 /// Dropping it does not cancel the tasks (as in Python); their results are
 /// discarded (its callbacks, if it has any, still run).
+#[must_use = "the results are discarded unless waited for"]
 pub struct MapResult<R> {
     shared: Arc<Shared>,
     job: u64,
@@ -427,6 +428,7 @@ impl<R> std::fmt::Debug for MapResult<R> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
+#[must_use = "the result is discarded unless waited for"]
 pub struct AsyncResult<R>(MapResult<R>);
 
 fn one<R>(results: Vec<Result<R, TaskError>>) -> Result<R, PoolError> {

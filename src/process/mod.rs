@@ -39,7 +39,9 @@ pub use spawn::{Builder, JoinHandle, JoinTimeoutError, Stdio, spawn};
 
 /// Encodes the arguments; kept until the child has started, so a failed
 /// `start` can be retried, then dropped so the parent's copies of handles close.
-type Payload = Box<dyn Fn() -> Result<Encoded, CodecError> + Send>;
+/// In a `Mutex` (only ever reached through `&mut`, so never locked by
+/// two) so that `Process` is `Sync` without asking `A: Sync`.
+type Payload = std::sync::Mutex<Box<dyn Fn() -> Result<Encoded, CodecError> + Send>>;
 
 /// A child process running `fn(A) -> R`, in Python's shape: made first,
 /// started later, joined through `&mut self`.
@@ -77,6 +79,7 @@ type Payload = Box<dyn Fn() -> Result<Encoded, CodecError> + Send>;
 /// `KeyboardInterrupt` in the child). The helper processes the crate runs
 /// itself, a manager's server and pool workers, ignore `SIGINT` and leave
 /// Ctrl-C to their owner.
+#[must_use = "a process does nothing until `start` is called"]
 pub struct Process<R> {
     name: Option<String>,
     daemon: bool,
@@ -106,7 +109,9 @@ impl<R: DeserializeOwned> Process<R> {
             setup: ChildSetup::default(),
             trampoline: trampoline as usize,
             target: target as usize,
-            payload: Some(Box::new(move || codec::encode(&args, 0))),
+            payload: Some(std::sync::Mutex::new(Box::new(move || {
+                codec::encode(&args, 0)
+            }))),
             child: None,
             joined: false,
             _ret: PhantomData,
@@ -134,7 +139,12 @@ impl<R: DeserializeOwned> Process<R> {
 
     /// Starts the child.
     pub fn start(&mut self) -> Result<(), StartError> {
-        let payload = self.payload.as_ref().ok_or(StartError::AlreadyStarted)?;
+        let payload = self
+            .payload
+            .as_mut()
+            .ok_or(StartError::AlreadyStarted)?
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         check_env(&self.setup.env)?;
         let method = self.method.unwrap_or_else(context::start_method);
         if method == StartMethod::Fork {

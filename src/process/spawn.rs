@@ -220,6 +220,7 @@ pub struct JoinHandle<R> {
 }
 
 /// Why [`JoinHandle::join_timeout`] has no value.
+#[non_exhaustive]
 pub enum JoinTimeoutError<R> {
     /// The child still runs after the timeout; here is its handle back.
     Timeout(JoinHandle<R>),

@@ -34,6 +34,7 @@ pub const DEFAULT_CAPACITY: usize = 16 << 30;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until it builds"]
 pub struct QueueBuilder {
     maxsize: usize,
     ring: usize,

@@ -80,6 +80,7 @@ macro_rules! put_error {
 /// Why [`Queue::put`](crate::Queue::put) failed.
 ///
 /// `put` waits while the queue is full, so it has no `Full` variant.
+#[non_exhaustive]
 pub enum PutError<T> {
     /// This handle was closed with `close`.
     Closed(T),
@@ -156,6 +157,7 @@ put_error! {
 
 /// Why [`Queue::get`](crate::Queue::get) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GetError {
     /// Not returned any more: a closed handle still gets (`close` only
     /// ends putting). Kept so that existing matches compile.
@@ -179,6 +181,7 @@ pub enum GetError {
 
 /// Why [`Queue::get_nowait`](crate::Queue::get_nowait) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TryGetError {
     /// Nothing is queued.
     #[error("the queue is empty")]
@@ -203,6 +206,7 @@ pub enum TryGetError {
 
 /// Why [`Queue::get_timeout`](crate::Queue::get_timeout) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GetTimeoutError {
     /// No message arrived within the timeout.
     #[error("no message arrived within the timeout")]

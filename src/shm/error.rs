@@ -16,6 +16,7 @@ pub struct IndexError {
 }
 
 /// An [`Array`](crate::Array) convenience method failed.
+#[non_exhaustive]
 pub enum ArrayError<G> {
     /// The index is out of range.
     Index(IndexError),
@@ -87,6 +88,7 @@ impl<G> std::error::Error for ArrayError<G> {}
 
 /// A [`SharedMemory`](crate::SharedMemory) operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ShmError {
     /// Names are 1 to 200 bytes, without `/` (a leading `/` is dropped)
     /// or NUL.
@@ -115,6 +117,7 @@ pub enum ShmError {
 
 /// A [`ShareableList`](crate::ShareableList) operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ShareableListError {
     /// Creating, opening or accessing the segment failed.
     #[error(transparent)]

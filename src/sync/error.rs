@@ -10,6 +10,7 @@ use std::io;
 /// `G` is what the operation produces when it does get the lock: a guard,
 /// or the result of a convenience method such as
 /// [`Value::get`](crate::Value::get).
+#[non_exhaustive]
 pub enum LockError<G> {
     /// The previous holder ended (its process was killed, or its thread
     /// exited) while holding the lock. The lock *was* acquired and `G` is
@@ -103,6 +104,7 @@ impl<G> std::error::Error for LockError<G> {}
 
 /// Why a [`Barrier`](crate::Barrier) wait did not pass.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BarrierError {
     /// The barrier is broken: [`abort`](crate::Barrier::abort) was called,
     /// it was [`reset`](crate::Barrier::reset) while this party waited,
@@ -129,6 +131,7 @@ pub enum BarrierError {
 /// Releasing a [`Semaphore`](crate::Semaphore) or
 /// [`BoundedSemaphore`](crate::BoundedSemaphore) failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReleaseError {
     /// A bounded semaphore was released more times than acquired.
     #[error("semaphore released too many times (bound {bound})")]
