@@ -317,6 +317,8 @@ impl<'a, R> Alternation<'a, R> {
         // Guards whose channel is retired (and drained): they can never
         // complete and drop out of the selection.
         let mut retired: Vec<usize> = Vec::new();
+        // Whether this selection already waited for a returning counterpart.
+        let mut waited = false;
         let channel_guards = order
             .iter()
             .filter(|&&i| matches!(self.guards[i].kind, Kind::Input(_) | Kind::Output(..)))
@@ -331,9 +333,13 @@ impl<'a, R> Alternation<'a, R> {
                         Kind::Output(c, _) => (*c, chan::WRITE),
                         _ => continue,
                     };
-                    match chan.post_watch(dir, owner).map_err(channel::op_error)? {
-                        Posted::Record(idx) => alt.watches.push((i, chan, idx)),
-                        _ => polling = true,
+                    match chan.post_watch(dir, owner) {
+                        Ok(Posted::Record(idx)) => alt.watches.push((i, chan, idx)),
+                        // Raised when the scan meets this guard, so that a
+                        // guard before it that is ready still wins.
+                        Err(chan::OpError::Poisoned) => {}
+                        Err(e) => return Err(channel::op_error(e)),
+                        Ok(_) => polling = true,
                     }
                 }
             } else {
@@ -341,11 +347,29 @@ impl<'a, R> Alternation<'a, R> {
                     chan.rearm(*idx);
                 }
             }
-            // 2. Scan.
+            // 2. Scan. `passed`: channel guards found not ready, which a
+            // later guard's completion would pass over.
             let now = Instant::now();
+            let mut passed: Vec<usize> = Vec::new();
+            let mut rescan = false;
             for &i in order {
                 if retired.contains(&i) {
                     continue;
+                }
+                if !waited && matches!(self.guards[i].kind, Kind::Input(_) | Kind::Output(..)) {
+                    // A guard we prefer to this one whose counterpart is
+                    // only coming back from its last handover: wait for it
+                    // (briefly, once per selection), then scan again.
+                    let back = passed.iter().find_map(|&p| {
+                        let (c, dir) = guard_chan(&self.guards[p].kind)?;
+                        c.returning(dir).map(|idx| (c, dir, idx))
+                    });
+                    if let Some((c, dir, idx)) = back {
+                        c.await_return(dir, idx);
+                        waited = true;
+                        rescan = true;
+                        break;
+                    }
                 }
                 let attempt = match &self.guards[i].kind {
                     Kind::Skip => return Ok((i, None)),
@@ -361,13 +385,16 @@ impl<'a, R> Alternation<'a, R> {
                 };
                 match attempt {
                     Ok(Attempt::Done(v)) => return Ok((i, v)),
-                    Ok(Attempt::NotReady) => {}
+                    Ok(Attempt::NotReady) => passed.push(i),
                     Err(chan::OpError::Retired) => {
                         retired.push(i);
                         alt.drop_watch(i);
                     }
                     Err(e) => return Err(channel::op_error(e)),
                 }
+            }
+            if rescan {
+                continue;
             }
             if channel_guards > 0 && retired.len() == channel_guards {
                 return Err(ChannelError::Retired);
@@ -421,6 +448,15 @@ impl<'a, R> Alternation<'a, R> {
                 }
             }
         }
+    }
+}
+
+/// The channel and direction of a channel guard.
+fn guard_chan<'c>(kind: &Kind<'c>) -> Option<(&'c Chan, u32)> {
+    match kind {
+        Kind::Input(c) => Some((*c, chan::READ)),
+        Kind::Output(c, Ok(_)) => Some((*c, chan::WRITE)),
+        _ => None,
     }
 }
 

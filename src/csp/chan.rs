@@ -145,6 +145,10 @@ const SLOT_HEADER: usize = 8;
 /// message left in a dead reader's record).
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
+/// How long a selection waits at most for a counterpart it prefers that
+/// is coming back from its previous handover (see `Chan::await_return`).
+pub(crate) const RETURN_WAIT: Duration = Duration::from_millis(2);
+
 /// `Rec::owner` of a record whose owner died holding a message the channel
 /// still owes a reader (an *orphan*): any reader may take it.
 const ORPHAN: u64 = u64::MAX;
@@ -1551,6 +1555,70 @@ impl Chan {
             }
             None => Posted::NoRoom,
         })
+    }
+
+    /// Whether the other side of `dir` looks ready, read without the lock
+    /// (a hint): a committed counterpart record waits, or (buffered) the
+    /// buffer has a message for a reader or room for a writer.
+    fn looks_ready(&self, dir: u32) -> bool {
+        let other = if dir == READ { WRITE } else { READ };
+        if self.geo.capacity > 0 {
+            let len = self.buf_len();
+            if (dir == READ && len > 0) || (dir == WRITE && len < self.geo.capacity) {
+                return true;
+            }
+        }
+        self.oldest(other).is_some()
+    }
+
+    /// Whether a counterpart of `dir` (a writer, for a reader) is *coming
+    /// back*: a record of its was completed (`DONE`) and it has not woken
+    /// up to collect it yet, and it is alive. A hint, read without the
+    /// lock; see [`await_return`](Self::await_return).
+    pub fn returning(&self, dir: u32) -> Option<u32> {
+        let other = if dir == READ { WRITE } else { READ };
+        (0..self.hwm()).find(|&idx| {
+            let r = self.rec(idx);
+            r.kind.load(Ordering::Relaxed) == other
+                && r.state.load(Ordering::Acquire) & !SLEEPING == DONE
+                && r.owner.load(Ordering::Relaxed) != ORPHAN
+        })
+    }
+
+    /// Waits, for at most [`RETURN_WAIT`], until the counterpart of `dir`
+    /// that was completed in record `idx` (see [`returning`](Self::returning))
+    /// is ready again, or plainly gone: first until it collected its
+    /// completion (its release bumps `freed`), then a few spins and yields
+    /// for it to post again. Fair and priority selection use it so that a
+    /// party offering all the time is not passed over merely because it
+    /// was still waking up from its previous handover (see
+    /// `alternation.rs`).
+    pub fn await_return(&self, dir: u32, idx: u32) {
+        let h = self.header();
+        let r = self.rec(idx);
+        let end = Instant::now() + RETURN_WAIT;
+        let collecting = || r.state.load(Ordering::Acquire) & !SLEEPING == DONE;
+        if collecting() && lock::holder_gone(&r.held) {
+            return;
+        }
+        let mut backoff = Backoff::new(self.wait_spin > 0);
+        while collecting() && backoff.snooze() {}
+        while collecting() && !self.looks_ready(dir) {
+            h.free_sleepers.fetch_add(1, Ordering::SeqCst);
+            let seen = h.freed.load(Ordering::SeqCst);
+            let now = Instant::now();
+            if collecting() && now < end {
+                futex::wait(&h.freed, seen, Some(end - now));
+            }
+            h.free_sleepers.fetch_sub(1, Ordering::SeqCst);
+            if Instant::now() >= end {
+                return;
+            }
+        }
+        // Collected: it returned from its operation; give it a moment to
+        // offer again.
+        let mut backoff = Backoff::new(true);
+        while !self.looks_ready(dir) && backoff.snooze() {}
     }
 
     /// Whether someone other than `owner` watches for the opposite of
