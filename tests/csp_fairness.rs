@@ -30,6 +30,10 @@ fn always_writing((out, id): (Writer<u32>, u32)) -> Result<(), String> {
 
 /// How many of `SELECTS` selections each of two inputs won.
 fn count(a: &Reader<u32>, b: &Reader<u32>, fair: bool) -> Result<[usize; 2], String> {
+    // Both writers are running (and offering) from here on.
+    for r in [a, b] {
+        r.read().map_err(|e| e.to_string())?;
+    }
     let mut won = [0usize; 2];
     let mut state = Fair::new();
     for _ in 0..SELECTS {

@@ -255,6 +255,9 @@ impl<'a, R> Alternation<'a, R> {
 
     fn run(mut self, order: Vec<usize>) -> Result<(usize, R), ChannelError> {
         let (chosen, payload) = self.choose(&order)?;
+        if let Some((c, dir)) = guard_chan(&self.guards[chosen].kind) {
+            c.handed_over(dir);
+        }
         let guard = self.guards.swap_remove(chosen);
         if let Kind::Output(_, Ok(out)) = guard.kind {
             // Taken by a reader; the other guards' spilled messages are
@@ -362,10 +365,10 @@ impl<'a, R> Alternation<'a, R> {
                     // (briefly, once per selection), then scan again.
                     let back = passed.iter().find_map(|&p| {
                         let (c, dir) = guard_chan(&self.guards[p].kind)?;
-                        c.returning(dir).map(|idx| (c, dir, idx))
+                        c.returning(dir).map(|d| (p, d))
                     });
-                    if let Some((c, dir, idx)) = back {
-                        c.await_return(dir, idx);
+                    if let Some((p, d)) = back {
+                        alt.await_notified(p, Instant::now() + d);
                         waited = true;
                         rescan = true;
                         break;
@@ -533,6 +536,49 @@ impl Round<'_> {
         let words = &words[..words.len().min(sys::waitv::MAX_WORDS)];
         // Whatever the reason for waking, the caller re-checks every record.
         let _: Wake = sys::waitv::wait_any(words, deadline);
+    }
+
+    /// Sleeps until the watch of guard `guard` is notified (its
+    /// counterpart is ready), aborted, or `deadline`. Without a watch
+    /// (every record was in use), yields the CPU a few times instead.
+    fn await_notified(&self, guard: usize, deadline: Instant) {
+        let Some((_, c, idx)) = self.watches.iter().find(|(g, _, _)| *g == guard) else {
+            let mut backoff = Backoff::new(true);
+            while backoff.snooze() {}
+            return;
+        };
+        let word = c.state_word(*idx);
+        let mut backoff = Backoff::new(c.wait_spin() > 0);
+        while word.load(std::sync::atomic::Ordering::Acquire) & !chan::SLEEPING == chan::WATCHING {
+            if backoff.snooze() {
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let s = word.load(std::sync::atomic::Ordering::Acquire);
+            if s & !chan::SLEEPING != chan::WATCHING {
+                return;
+            }
+            // Tell whoever notifies the watch that it must wake us.
+            if s & chan::SLEEPING == 0
+                && word
+                    .compare_exchange(
+                        s,
+                        s | chan::SLEEPING,
+                        std::sync::atomic::Ordering::AcqRel,
+                        std::sync::atomic::Ordering::Acquire,
+                    )
+                    .is_err()
+            {
+                continue;
+            }
+            if c.poisoned_now() {
+                return;
+            }
+            let _: Wake = sys::waitv::wait_any(&[(word, chan::WATCHING | chan::SLEEPING)], Some(deadline));
+        }
     }
 
     /// Releases every record still held (the offer is resolved by then).

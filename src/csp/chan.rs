@@ -76,6 +76,7 @@
 //! | `buf` | `[head: u32 \| len: u32]` of the ring buffer: one store publishes a push or a pop (under the lock) |
 //! | `intent_buf`, `intent_orphan`, `intent_rec` | a pop that moves a waiting writer in: the buffer word before, whether the writer is an orphan, and `[record + 1 \| its seq]` (nonzero while the move is under way; under the lock) |
 //! | `seq` | post counter (under the lock) |
+//! | `collected_read`, `collected_write` | monotonic nanoseconds when a party of that side last completed an operation (Relaxed, lock-free; a hint for selection, see `returning`) |
 //! | `freed`, `free_sleepers` | futex word bumped on every release, and how many sleep on it (SeqCst pair, Dekker style: a releaser either sees a sleeper or the sleeper sees the bump) |
 //! | `magic`, `capacity`, `nrecords`, `slot`, `id` | written once at creation, before `magic` (Release); read once at open after `magic` (Acquire) |
 //!
@@ -146,8 +147,12 @@ const SLOT_HEADER: usize = 8;
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
 /// How long a selection waits at most for a counterpart it prefers that
-/// is coming back from its previous handover (see `Chan::await_return`).
-pub(crate) const RETURN_WAIT: Duration = Duration::from_millis(2);
+/// was completed but has not woken up yet (see `Chan::returning`).
+pub(crate) const RETURN_WAIT: Duration = Duration::from_millis(20);
+
+/// How long after collecting a completion a party still counts as coming
+/// back (see `Chan::returning`).
+pub(crate) const RECENT: Duration = Duration::from_millis(5);
 
 /// `Rec::owner` of a record whose owner died holding a message the channel
 /// still owes a reader (an *orphan*): any reader may take it.
@@ -198,6 +203,8 @@ struct Header {
     max_message: AtomicU64,
     intent_buf: AtomicU64,
     intent_rec: AtomicU64,
+    collected_read: AtomicU64,
+    collected_write: AtomicU64,
     lock: RobustMutex,
 }
 
@@ -1478,13 +1485,13 @@ impl Chan {
     /// buffered, until it is in the buffer).
     pub fn write(&self, data: &[u8], deadline: Option<Instant>) -> Result<(), OpError> {
         loop {
-            match self.post_blocking(WRITE, Some(data), deadline)? {
-                Err(_) => return Ok(()),
-                Ok(idx) => {
-                    if self.finish(idx, deadline)?.is_ok() {
-                        return Ok(());
-                    }
-                }
+            let done = match self.post_blocking(WRITE, Some(data), deadline)? {
+                Err(_) => true,
+                Ok(idx) => self.finish(idx, deadline)?.is_ok(),
+            };
+            if done {
+                self.handed_over(WRITE);
+                return Ok(());
             }
         }
     }
@@ -1492,14 +1499,14 @@ impl Chan {
     /// Reads one encoded message.
     pub fn read(&self, deadline: Option<Instant>) -> Result<Vec<u8>, OpError> {
         loop {
-            match self.post_blocking(READ, None, deadline)? {
-                Err(Attempt::Done(v)) => return Ok(v.unwrap_or_default()),
+            let got = match self.post_blocking(READ, None, deadline)? {
+                Err(Attempt::Done(v)) => Some(v),
                 Err(Attempt::NotReady) => unreachable!("post_blocking returns only completions"),
-                Ok(idx) => {
-                    if let Ok(v) = self.finish(idx, deadline)? {
-                        return Ok(v.unwrap_or_default());
-                    }
-                }
+                Ok(idx) => self.finish(idx, deadline)?.ok(),
+            };
+            if let Some(v) = got {
+                self.handed_over(READ);
+                return Ok(v.unwrap_or_default());
             }
         }
     }
@@ -1557,68 +1564,47 @@ impl Chan {
         })
     }
 
-    /// Whether the other side of `dir` looks ready, read without the lock
-    /// (a hint): a committed counterpart record waits, or (buffered) the
-    /// buffer has a message for a reader or room for a writer.
-    fn looks_ready(&self, dir: u32) -> bool {
-        let other = if dir == READ { WRITE } else { READ };
-        if self.geo.capacity > 0 {
-            let len = self.buf_len();
-            if (dir == READ && len > 0) || (dir == WRITE && len < self.geo.capacity) {
-                return true;
-            }
-        }
-        self.oldest(other).is_some()
-    }
-
     /// Whether a counterpart of `dir` (a writer, for a reader) is *coming
-    /// back*: a record of its was completed (`DONE`) and it has not woken
-    /// up to collect it yet, and it is alive. A hint, read without the
-    /// lock; see [`await_return`](Self::await_return).
-    pub fn returning(&self, dir: u32) -> Option<u32> {
+    /// back* from its last handover on this channel, and if so how long to
+    /// wait for it at most: a record of a live counterpart was completed
+    /// (`DONE`) and it has not collected it yet (at most [`RETURN_WAIT`]),
+    /// or one completed an operation less than [`RECENT`] ago (the rest
+    /// of that). A hint, read without the lock. Fair and priority
+    /// selection wait this long for a guard they prefer, so that a party
+    /// offering all the time is not passed over merely because it was
+    /// still waking up from its previous handover (see `alternation.rs`).
+    pub fn returning(&self, dir: u32) -> Option<Duration> {
         let other = if dir == READ { WRITE } else { READ };
-        (0..self.hwm()).find(|&idx| {
+        let done = (0..self.hwm()).any(|idx| {
             let r = self.rec(idx);
             r.kind.load(Ordering::Relaxed) == other
                 && r.state.load(Ordering::Acquire) & !SLEEPING == DONE
                 && r.owner.load(Ordering::Relaxed) != ORPHAN
-        })
+                && !lock::holder_gone(&r.held)
+        });
+        if done {
+            return Some(RETURN_WAIT);
+        }
+        let at = self.collected(other).load(Ordering::Relaxed);
+        let ago = Duration::from_nanos(sys::waitv::monotonic_ns().saturating_sub(at));
+        (at != 0 && ago < RECENT).then(|| RECENT - ago)
     }
 
-    /// Waits, for at most [`RETURN_WAIT`], until the counterpart of `dir`
-    /// that was completed in record `idx` (see [`returning`](Self::returning))
-    /// is ready again, or plainly gone: first until it collected its
-    /// completion (its release bumps `freed`), then a few spins and yields
-    /// for it to post again. Fair and priority selection use it so that a
-    /// party offering all the time is not passed over merely because it
-    /// was still waking up from its previous handover (see
-    /// `alternation.rs`).
-    pub fn await_return(&self, dir: u32, idx: u32) {
+    /// Notes that a party of side `kind` just completed an operation
+    /// (a hint for selections, see [`returning`](Self::returning)).
+    pub fn handed_over(&self, kind: u32) {
+        self.collected(kind)
+            .store(sys::waitv::monotonic_ns(), Ordering::Relaxed);
+    }
+
+    /// When a party of side `kind` last completed an operation.
+    fn collected(&self, kind: u32) -> &AtomicU64 {
         let h = self.header();
-        let r = self.rec(idx);
-        let end = Instant::now() + RETURN_WAIT;
-        let collecting = || r.state.load(Ordering::Acquire) & !SLEEPING == DONE;
-        if collecting() && lock::holder_gone(&r.held) {
-            return;
+        if kind == READ {
+            &h.collected_read
+        } else {
+            &h.collected_write
         }
-        let mut backoff = Backoff::new(self.wait_spin > 0);
-        while collecting() && backoff.snooze() {}
-        while collecting() && !self.looks_ready(dir) {
-            h.free_sleepers.fetch_add(1, Ordering::SeqCst);
-            let seen = h.freed.load(Ordering::SeqCst);
-            let now = Instant::now();
-            if collecting() && now < end {
-                futex::wait(&h.freed, seen, Some(end - now));
-            }
-            h.free_sleepers.fetch_sub(1, Ordering::SeqCst);
-            if Instant::now() >= end {
-                return;
-            }
-        }
-        // Collected: it returned from its operation; give it a moment to
-        // offer again.
-        let mut backoff = Backoff::new(true);
-        while !self.looks_ready(dir) && backoff.snooze() {}
     }
 
     /// Whether someone other than `owner` watches for the opposite of
