@@ -365,10 +365,10 @@ impl<'a, R> Alternation<'a, R> {
                     // (briefly, once per selection), then scan again.
                     let back = passed.iter().find_map(|&p| {
                         let (c, dir) = guard_chan(&self.guards[p].kind)?;
-                        c.returning(dir).map(|d| (p, d))
+                        c.returning(dir).map(|r| (p, r))
                     });
-                    if let Some((p, d)) = back {
-                        alt.await_notified(p, Instant::now() + d);
+                    if let Some((p, r)) = back {
+                        alt.await_return(p, r);
                         waited = true;
                         rescan = true;
                         break;
@@ -387,7 +387,13 @@ impl<'a, R> Alternation<'a, R> {
                     Kind::Output(_, Err(_)) => continue,
                 };
                 match attempt {
-                    Ok(Attempt::Done(v)) => return Ok((i, v)),
+                    Ok(Attempt::Done(v)) => {
+                        if !passed.is_empty() && std::env::var_os("MPDEBUG").is_some() {
+                            let info: Vec<_> = passed.iter().map(|&p| { let (c, d) = guard_chan(&self.guards[p].kind).unwrap(); (c.returning(d), c.debug_state()) }).collect();
+                            eprintln!("LOSS waited={waited} {info:?}");
+                        }
+                        return Ok((i, v));
+                    }
                     Ok(Attempt::NotReady) => passed.push(i),
                     Err(chan::OpError::Retired) => {
                         retired.push(i);
@@ -538,10 +544,14 @@ impl Round<'_> {
         let _: Wake = sys::waitv::wait_any(words, deadline);
     }
 
-    /// Sleeps until the watch of guard `guard` is notified (its
-    /// counterpart is ready), aborted, or `deadline`. Without a watch
-    /// (every record was in use), yields the CPU a few times instead.
-    fn await_notified(&self, guard: usize, deadline: Instant) {
+    /// Waits for the counterpart of guard `guard`, which is coming back
+    /// from its last handover (`back`), until the guard's watch is
+    /// notified (the counterpart is ready again) or aborted: spins and
+    /// yields a little, then, unless the counterpart is known to be doing
+    /// something else (a thread asleep), sleeps for at most
+    /// [`chan::RETURN_WAIT`]. Without a watch (every record was in use),
+    /// only yields a few times.
+    fn await_return(&self, guard: usize, back: chan::Returning) {
         let Some((_, c, idx)) = self.watches.iter().find(|(g, _, _)| *g == guard) else {
             let mut backoff = Backoff::new(true);
             while backoff.snooze() {}
@@ -549,9 +559,16 @@ impl Round<'_> {
         };
         let word = c.state_word(*idx);
         let mut backoff = Backoff::new(c.wait_spin() > 0);
+        let mut deadline = None;
         while word.load(std::sync::atomic::Ordering::Acquire) & !chan::SLEEPING == chan::WATCHING {
             if backoff.snooze() {
                 continue;
+            }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + chan::RETURN_WAIT);
+            if let chan::Returning::Recent { pid, tid } = back
+                && !sys::liveness::thread_runnable(pid, tid)
+            {
+                return;
             }
             let now = Instant::now();
             if now >= deadline {

@@ -76,7 +76,7 @@
 //! | `buf` | `[head: u32 \| len: u32]` of the ring buffer: one store publishes a push or a pop (under the lock) |
 //! | `intent_buf`, `intent_orphan`, `intent_rec` | a pop that moves a waiting writer in: the buffer word before, whether the writer is an orphan, and `[record + 1 \| its seq]` (nonzero while the move is under way; under the lock) |
 //! | `seq` | post counter (under the lock) |
-//! | `collected_read`, `collected_write` | monotonic nanoseconds when a party of that side last completed an operation (Relaxed, lock-free; a hint for selection, see `returning`) |
+//! | `read_at`, `read_party`, `write_at`, `write_party` | when (monotonic nanoseconds) a party of that side last completed an operation, and which (`[pid \| tid]`); Relaxed, lock-free, a hint for selection (see `returning`) |
 //! | `freed`, `free_sleepers` | futex word bumped on every release, and how many sleep on it (SeqCst pair, Dekker style: a releaser either sees a sleeper or the sleeper sees the bump) |
 //! | `magic`, `capacity`, `nrecords`, `slot`, `id` | written once at creation, before `magic` (Release); read once at open after `magic` (Acquire) |
 //!
@@ -147,12 +147,23 @@ const SLOT_HEADER: usize = 8;
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
 /// How long a selection waits at most for a counterpart it prefers that
-/// was completed but has not woken up yet (see `Chan::returning`).
+/// is coming back (see `Chan::returning`).
 pub(crate) const RETURN_WAIT: Duration = Duration::from_millis(20);
 
-/// How long after collecting a completion a party still counts as coming
+/// How long after completing an operation a party still counts as coming
 /// back (see `Chan::returning`).
-pub(crate) const RECENT: Duration = Duration::from_millis(5);
+pub(crate) const RECENT: Duration = Duration::from_millis(20);
+
+/// A counterpart coming back from its last handover (see `Chan::returning`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Returning {
+    /// Its record was completed; it is alive and has not woken up yet.
+    Collecting,
+    /// Thread `tid` of process `pid` completed an operation a moment ago;
+    /// worth waiting for only while it runs (or waits for a CPU): asleep,
+    /// it waits for something else.
+    Recent { pid: i32, tid: i32 },
+}
 
 /// `Rec::owner` of a record whose owner died holding a message the channel
 /// still owes a reader (an *orphan*): any reader may take it.
@@ -203,8 +214,10 @@ struct Header {
     max_message: AtomicU64,
     intent_buf: AtomicU64,
     intent_rec: AtomicU64,
-    collected_read: AtomicU64,
-    collected_write: AtomicU64,
+    read_at: AtomicU64,
+    read_party: AtomicU64,
+    write_at: AtomicU64,
+    write_party: AtomicU64,
     lock: RobustMutex,
 }
 
@@ -1565,15 +1578,15 @@ impl Chan {
     }
 
     /// Whether a counterpart of `dir` (a writer, for a reader) is *coming
-    /// back* from its last handover on this channel, and if so how long to
-    /// wait for it at most: a record of a live counterpart was completed
-    /// (`DONE`) and it has not collected it yet (at most [`RETURN_WAIT`]),
-    /// or one completed an operation less than [`RECENT`] ago (the rest
-    /// of that). A hint, read without the lock. Fair and priority
-    /// selection wait this long for a guard they prefer, so that a party
-    /// offering all the time is not passed over merely because it was
-    /// still waking up from its previous handover (see `alternation.rs`).
-    pub fn returning(&self, dir: u32) -> Option<Duration> {
+    /// back* from its last handover on this channel (a hint, read without
+    /// the lock; see [`Returning`]): a live counterpart's record was
+    /// completed (`DONE`) and it has not collected it yet, or one
+    /// completed an operation less than [`RECENT`] ago. Fair and priority
+    /// selection wait a little for a guard they prefer in this state, so
+    /// that a party offering all the time is not passed over merely
+    /// because it was still waking up from its previous handover (see
+    /// `alternation.rs`).
+    pub fn returning(&self, dir: u32) -> Option<Returning> {
         let other = if dir == READ { WRITE } else { READ };
         let done = (0..self.hwm()).any(|idx| {
             let r = self.rec(idx);
@@ -1583,27 +1596,36 @@ impl Chan {
                 && !lock::holder_gone(&r.held)
         });
         if done {
-            return Some(RETURN_WAIT);
+            return Some(Returning::Collecting);
         }
-        let at = self.collected(other).load(Ordering::Relaxed);
+        let (at, party) = self.last_party(other);
+        let at = at.load(Ordering::Relaxed);
+        let party = party.load(Ordering::Relaxed);
         let ago = Duration::from_nanos(sys::waitv::monotonic_ns().saturating_sub(at));
-        (at != 0 && ago < RECENT).then(|| RECENT - ago)
+        (at != 0 && ago < RECENT).then_some(Returning::Recent {
+            pid: (party >> 32) as i32,
+            tid: party as i32,
+        })
     }
 
-    /// Notes that a party of side `kind` just completed an operation
-    /// (a hint for selections, see [`returning`](Self::returning)).
+    /// Notes that this thread, a party of side `kind`, just completed an
+    /// operation (a hint for selections, see [`returning`](Self::returning)).
     pub fn handed_over(&self, kind: u32) {
-        self.collected(kind)
-            .store(sys::waitv::monotonic_ns(), Ordering::Relaxed);
+        let (at, party) = self.last_party(kind);
+        let me = (u64::from(sys::process::getpid() as u32) << 32)
+            | u64::from(sys::process::gettid() as u32);
+        party.store(me, Ordering::Relaxed);
+        at.store(sys::waitv::monotonic_ns(), Ordering::Relaxed);
     }
 
-    /// When a party of side `kind` last completed an operation.
-    fn collected(&self, kind: u32) -> &AtomicU64 {
+    /// When a party of side `kind` last completed an operation, and which
+    /// (`[pid | tid]`).
+    fn last_party(&self, kind: u32) -> (&AtomicU64, &AtomicU64) {
         let h = self.header();
         if kind == READ {
-            &h.collected_read
+            (&h.read_at, &h.read_party)
         } else {
-            &h.collected_write
+            (&h.write_at, &h.write_party)
         }
     }
 
