@@ -18,7 +18,26 @@
 //!    order: a skip guard is ready, a timeout guard is ready once its
 //!    deadline passed, a channel guard completes under its channel's lock
 //!    against a committed counterpart record (`WAITING → DONE` by CAS) or
-//!    the buffer. The first that completes is chosen.
+//!    the buffer. The first that completes is chosen; a guard whose
+//!    channel is poisoned fails the selection when the scan reaches it
+//!    (its watch could not be posted; an earlier ready guard wins).
+//!
+//!    **Coming back.** The scan sees only counterparts that are already
+//!    waiting. One that offers all the time is absent for a moment after
+//!    each handover (it must wake up, return, and offer again; an OS
+//!    process takes longest), and a scan that went on to a later guard
+//!    then would pass it over nearly every time: fair selection would
+//!    starve it, priority selection would serve the wrong guard. So
+//!    before completing a later channel guard, the scan asks each earlier
+//!    channel guard that was not ready whether its counterpart is coming
+//!    back (`Chan::returning`: a live party's record was completed and it
+//!    has not woken yet, or a party of that side completed an operation
+//!    less than 20 ms ago). If one is, the selection waits for it — a few
+//!    spins and yields, then, unless that party's thread is asleep (on
+//!    something else: it is not coming back soon), a sleep on that guard's
+//!    watch of at most 20 ms — and scans again. It waits so at most once
+//!    per selection, so a counterpart that does not come back costs one
+//!    bounded delay, never a hang.
 //! 3. **Offer.** Post one committed record on one channel guard: the one
 //!    with the smallest channel id among those where another alternation
 //!    watches the opposite direction, else the smallest id overall. Two
@@ -224,18 +243,52 @@ impl<'a, R> Alternation<'a, R> {
     /// Chooses the first ready guard in the order they were added, waiting
     /// if none is ready, and runs its action.
     ///
-    /// Fails with [`ChannelError::Poisoned`] as soon as the channel of an
-    /// enabled guard is poisoned (and nothing was chosen first); a guard
-    /// whose channel is retired (and drained) drops out, and the selection
-    /// fails with [`ChannelError::Retired`] once every enabled channel guard
-    /// has; [`ChannelError::NoGuard`] when no guard is enabled.
+    /// The guards are looked at in that order, and the first that is ready
+    /// or whose channel is poisoned decides: a ready guard before a
+    /// poisoned one is chosen (as in PyCSP, which raises poison when it
+    /// meets the poisoned guard), a poisoned one before any ready guard
+    /// fails the selection with [`ChannelError::Poisoned`]; so does poison
+    /// while the selection waits. A guard whose channel is retired (and
+    /// drained) drops out, and the selection fails with
+    /// [`ChannelError::Retired`] once every enabled channel guard has;
+    /// [`ChannelError::NoGuard`] when no guard is enabled.
+    ///
+    /// A guard whose counterpart offers all the time wins even when that
+    /// counterpart is still coming back from its previous handover (a
+    /// writer in another process takes a while to wake up): before taking
+    /// a later guard, the selection waits a little for it (see the
+    /// module's protocol, step 2). So with two writers that always write,
+    /// the first guard is served nearly every time.
     pub fn pri_select(self) -> Result<R, ChannelError> {
         let order: Vec<usize> = (0..self.guards.len()).collect();
         self.run(order).map(|(_, r)| r)
     }
 
     /// Like [`pri_select`](Self::pri_select) but starting after the guard
-    /// `fair` chose last time, so that no ready guard waits forever.
+    /// `fair` chose last time, so that no ready guard waits forever, and
+    /// writers (or readers) that offer all the time share the selections
+    /// evenly, whether they are threads or OS processes. Poison follows
+    /// the same order: a guard ready before the poisoned one in this
+    /// selection's order is chosen.
+    ///
+    /// ```
+    /// use multiproc::csp::{Alternation, Channel, Fair};
+    ///
+    /// let a = Channel::<u32>::buffered(4)?;
+    /// let b = Channel::<u32>::buffered(4)?;
+    /// let (ra, rb) = (a.reader(), b.reader());
+    /// for _ in 0..2 {
+    ///     a.writer().write(&1)?;
+    ///     b.writer().write(&2)?;
+    /// }
+    /// let mut fair = Fair::new();
+    /// let mut got = Vec::new();
+    /// for _ in 0..4 {
+    ///     got.push(Alternation::new().input(&ra, |x| x).input(&rb, |x| x).fair_select(&mut fair)?);
+    /// }
+    /// assert_eq!(got, [1, 2, 1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fair_select(self, fair: &mut Fair) -> Result<R, ChannelError> {
         let n = self.guards.len().max(1);
         let start = fair.next % n;
@@ -387,13 +440,7 @@ impl<'a, R> Alternation<'a, R> {
                     Kind::Output(_, Err(_)) => continue,
                 };
                 match attempt {
-                    Ok(Attempt::Done(v)) => {
-                        if !passed.is_empty() && std::env::var_os("MPDEBUG").is_some() {
-                            let info: Vec<_> = passed.iter().map(|&p| { let (c, d) = guard_chan(&self.guards[p].kind).unwrap(); (c.returning(d), c.debug_state()) }).collect();
-                            eprintln!("LOSS waited={waited} {info:?}");
-                        }
-                        return Ok((i, v));
-                    }
+                    Ok(Attempt::Done(v)) => return Ok((i, v)),
                     Ok(Attempt::NotReady) => passed.push(i),
                     Err(chan::OpError::Retired) => {
                         retired.push(i);
@@ -594,7 +641,8 @@ impl Round<'_> {
             if c.poisoned_now() {
                 return;
             }
-            let _: Wake = sys::waitv::wait_any(&[(word, chan::WATCHING | chan::SLEEPING)], Some(deadline));
+            let _: Wake =
+                sys::waitv::wait_any(&[(word, chan::WATCHING | chan::SLEEPING)], Some(deadline));
         }
     }
 

@@ -83,7 +83,12 @@
 //!   drops out; the selection fails with [`ChannelError::Retired`] only
 //!   when every enabled channel guard has (PyCSP raises at the first
 //!   retired guard, which can strand values buffered on the others).
-//!   Poison still fails the selection at once.
+//!   Poison fails the selection when it reaches the poisoned guard in its
+//!   order, as in PyCSP: a guard ready before it is chosen instead.
+//! * Fair and priority selection wait briefly (at most 20 ms, once per
+//!   selection) for a preferred guard whose counterpart is coming back
+//!   from its previous handover, so that parties offering all the time are
+//!   served by the selection's order also across processes.
 //! * An end passed to another process counts as an end from the moment it
 //!   is encoded; if the message is never decoded, that side never retires
 //!   (poison still works).
