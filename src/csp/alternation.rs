@@ -276,10 +276,10 @@ impl<'a, R> Alternation<'a, R> {
     ///
     /// let a = Channel::<u32>::buffered(4)?;
     /// let b = Channel::<u32>::buffered(4)?;
-    /// let (ra, rb) = (a.reader(), b.reader());
+    /// let (ra, rb, wa, wb) = (a.reader(), b.reader(), a.writer(), b.writer());
     /// for _ in 0..2 {
-    ///     a.writer().write(&1)?;
-    ///     b.writer().write(&2)?;
+    ///     wa.write(&1)?;
+    ///     wb.write(&2)?;
     /// }
     /// let mut fair = Fair::new();
     /// let mut got = Vec::new();
