@@ -134,10 +134,17 @@ use super::memory::Memory;
 use super::spill;
 use crate::sys;
 use crate::sys::futex;
+use crate::sys::liveness::{self, ProcessId};
 use crate::sys::robust_mutex::{Locked, RobustMutex};
 
 const MAGIC: u32 = 0x6373_7032;
 const HEADER: usize = 192;
+/// Slots of the holder table (processes holding ends, see *Ends of dead
+/// processes*), and the size of one.
+const HOLDERS: usize = 32;
+const HOLDER: usize = 24;
+/// Where the records start.
+const RECS: usize = HEADER + HOLDERS * HOLDER;
 const REC: usize = 128;
 const SLOT_HEADER: usize = 8;
 
@@ -219,6 +226,29 @@ struct Header {
     write_at: AtomicU64,
     write_party: AtomicU64,
     lock: RobustMutex,
+}
+
+/// One process holding ends of the channel: its identity (pid 0: a free
+/// slot) and how many ends of each side it holds.
+#[repr(C)]
+struct Holder {
+    pid: AtomicU32,
+    readers: AtomicU32,
+    writers: AtomicU32,
+    _pad: AtomicU32,
+    start: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<Holder>() == HOLDER);
+
+impl Holder {
+    fn side(&self, dir: u32) -> &AtomicU32 {
+        if dir == READ {
+            &self.readers
+        } else {
+            &self.writers
+        }
+    }
 }
 
 #[repr(C)]
@@ -323,7 +353,7 @@ impl Geometry {
         (self.slot as usize).div_ceil(8) * 8
     }
     fn data_off(&self) -> usize {
-        HEADER + self.nrecords as usize * REC
+        RECS + self.nrecords as usize * REC
     }
     fn buf_off(&self) -> usize {
         self.data_off() + self.nrecords as usize * self.slot_stride()
@@ -349,7 +379,7 @@ impl Geometry {
     /// geometry read from a segment is not trusted).
     fn checked_size(&self) -> Option<usize> {
         let slot = (u128::from(self.slot)).div_ceil(8) * 8;
-        let total = HEADER as u128
+        let total = RECS as u128
             + u128::from(self.nrecords) * (REC as u128 + slot)
             + (u128::from(self.capacity) + u128::from(self.capacity > 0))
                 * (SLOT_HEADER as u128 + slot);
@@ -461,7 +491,7 @@ impl Chan {
                 .expect("initialise a channel lock");
             for idx in 0..geo.nrecords as usize {
                 RobustMutex::init(
-                    base.add(HEADER + idx * REC + std::mem::offset_of!(Rec, held))
+                    base.add(RECS + idx * REC + std::mem::offset_of!(Rec, held))
                         .cast(),
                 )
                 .expect("initialise a channel record");
@@ -484,7 +514,7 @@ impl Chan {
     /// Opens a channel created by another process in `mem`, checking that
     /// its geometry fits the memory.
     pub fn open(mem: Memory) -> Result<Chan, String> {
-        if mem.len() < HEADER {
+        if mem.len() < RECS {
             return Err("channel segment too small".into());
         }
         let (lock_spin, wait_spin) = spins();
@@ -535,7 +565,7 @@ impl Chan {
         // SAFETY: idx < nrecords, so the record lies inside the memory
         // (geometry checked against the size); records are 32-byte aligned
         // atomics.
-        unsafe { &*(self.mem.base().add(HEADER + idx * REC) as *const Rec) }
+        unsafe { &*(self.mem.base().add(RECS + idx * REC) as *const Rec) }
     }
 
     fn rec_data(&self, idx: u32) -> *mut u8 {
@@ -808,6 +838,7 @@ impl Chan {
     /// died, reclaims the records of dead owners. Returns whether an orphan
     /// message waits for a reader. Waiting parties call it every [`SLICE`].
     pub fn heal(&self) -> bool {
+        self.release_dead();
         if self.header().flags.load(Ordering::Acquire) & (POISONED | RETIRED) != 0 {
             // A poisoner or retirer may have died before aborting everyone.
             self.abort_all();
@@ -869,15 +900,138 @@ impl Chan {
 
     // ---- ends, poison, retire ------------------------------------------
 
-    /// Counts one more end on side `dir`.
+    fn holder(&self, i: usize) -> &Holder {
+        let i = i.min(HOLDERS - 1);
+        // SAFETY: the holder table lies inside the memory (`RECS` bytes at
+        // least, checked in create/open), 8-byte aligned, all atomics.
+        unsafe { &*(self.mem.base().add(HEADER + i * HOLDER) as *const Holder) }
+    }
+
+    /// The holder slot of process `id`, claimed if `claim` and it has
+    /// none (a free slot, or one of a dead process holding nothing).
+    fn holder_of(&self, id: ProcessId, claim: bool) -> Option<&Holder> {
+        let pid = id.pid as u32;
+        let mine = (0..HOLDERS).map(|i| self.holder(i)).find(|s| {
+            s.pid.load(Ordering::Acquire) == pid && s.start.load(Ordering::Acquire) == id.start
+        });
+        if mine.is_some() || !claim {
+            return mine;
+        }
+        for i in 0..HOLDERS {
+            let s = self.holder(i);
+            let old = s.pid.load(Ordering::Acquire);
+            let reusable = old == 0
+                || (s.readers.load(Ordering::Acquire) == 0
+                    && s.writers.load(Ordering::Acquire) == 0
+                    && !liveness::is_running(ProcessId {
+                        pid: old as i32,
+                        start: s.start.load(Ordering::Acquire),
+                    }));
+            if reusable
+                && s.pid
+                    .compare_exchange(old, pid, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                s.readers.store(0, Ordering::Release);
+                s.writers.store(0, Ordering::Release);
+                s.start.store(id.start, Ordering::Release);
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Adds `delta` (±1) to the ends of side `dir` that process `id` holds
+    /// (a decrement only if it holds one); whether it did. A process that
+    /// finds the table full is not registered (its ends are then not
+    /// released if it dies).
+    fn hold(&self, id: ProcessId, dir: u32, delta: i32) -> bool {
+        if delta > 0 {
+            let Some(s) = self.holder_of(id, true) else {
+                return false;
+            };
+            s.side(dir).fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        // Two threads claiming at once may have given the process two
+        // slots: take the count from whichever holds one.
+        (0..HOLDERS).map(|i| self.holder(i)).any(|s| {
+            s.pid.load(Ordering::Acquire) == id.pid as u32
+                && s.start.load(Ordering::Acquire) == id.start
+                && s.side(dir)
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .is_ok()
+        })
+    }
+
+    /// Counts one more end on side `dir`, held by this process.
     pub fn add_end(&self, dir: u32) {
         let h = self.header();
         let c = if dir == READ { &h.readers } else { &h.writers };
         c.fetch_add(1, Ordering::AcqRel);
+        self.hold(liveness::me(), dir, 1);
     }
 
-    /// Counts one end less on side `dir`; the last one retires the channel.
+    /// Takes over an end that process `from` counted for it (an end in
+    /// flight, see `channel.rs`): this process holds it now. If `from`
+    /// died meanwhile and its ends were released, counts it anew.
+    pub fn adopt_end(&self, dir: u32, from: ProcessId) {
+        if self.hold(from, dir, -1) {
+            self.hold(liveness::me(), dir, 1);
+        } else {
+            self.add_end(dir);
+        }
+    }
+
+    /// Counts one end less on side `dir`, held by this process; the last
+    /// one retires the channel.
     pub fn remove_end(&self, dir: u32) {
+        self.hold(liveness::me(), dir, -1);
+        self.drop_end(dir);
+    }
+
+    /// Releases the ends of every process that died holding some: they
+    /// count as retired (see *Ends of dead processes*). Returns whether
+    /// it released any.
+    pub fn release_dead(&self) -> bool {
+        let me = sys::process::getpid() as u32;
+        let mut any = false;
+        for i in 0..HOLDERS {
+            let s = self.holder(i);
+            let pid = s.pid.load(Ordering::Acquire);
+            if pid == 0 || pid == me {
+                continue;
+            }
+            let (r, w) = (
+                s.readers.load(Ordering::Acquire),
+                s.writers.load(Ordering::Acquire),
+            );
+            if r == 0 && w == 0 {
+                continue;
+            }
+            let id = ProcessId {
+                pid: pid as i32,
+                start: s.start.load(Ordering::Acquire),
+            };
+            if liveness::is_running(id) {
+                continue;
+            }
+            // Each count is taken by exactly one releaser.
+            for (dir, c) in [(READ, &s.readers), (WRITE, &s.writers)] {
+                while c
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    self.drop_end(dir);
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+
+    /// One end of side `dir` less in the channel's count.
+    fn drop_end(&self, dir: u32) {
         let h = self.header();
         let c = if dir == READ { &h.readers } else { &h.writers };
         let prev = c.fetch_sub(1, Ordering::AcqRel);
