@@ -25,7 +25,7 @@ where
         .map_err(|e| format!("the child did not start: {e}"))?;
     Ok(p)
 }
-use multiproc::csp::{Channel, ChannelError, Reader, Writer};
+use multiproc::csp::{Channel, ChannelError, CspProcess, ProcessError, Reader, Writer, parallel};
 
 /// Holds a writer and never writes: says it is ready (it has its end),
 /// then sleeps until killed.
@@ -126,4 +126,31 @@ fn a_killed_reader_process_retires_its_end() {
 #[test]
 fn a_killed_writer_process_leaves_the_live_writers() {
     both(killed_one_of_two_writers_keeps_the_channel);
+}
+
+/// Kills itself (`SIGKILL`) once it holds its end.
+fn self_killer(_inp: Reader<u32>) -> Result<u32, ChannelError> {
+    // SAFETY: kill(2) on our own pid with a valid signal.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    Ok(0)
+}
+
+fn killed_inside_parallel(fork: bool) -> Result<(), String> {
+    let c = Channel::<u32>::new().map_err(|e| e.to_string())?;
+    let r = parallel([
+        CspProcess::function(self_killer, c.reader()).start_method(common::method(fork)),
+        CspProcess::function(|w: Writer<u32>| w.write(&1).map(|_| 0), c.writer()),
+    ]);
+    ensure(
+        matches!(r, Err(ProcessError::Join { .. })),
+        format!("parallel: {r:?}"),
+    )?;
+    // Its end was released like any dead process's, and `parallel`, which
+    // propagates every failure, poisoned the channel.
+    ensure(c.is_poisoned(), "the channel is not poisoned")
+}
+
+#[test]
+fn a_process_killed_inside_parallel_fails_the_network() {
+    both(killed_inside_parallel);
 }

@@ -9,7 +9,7 @@
 //! # Memory layout
 //!
 //! ```text
-//! [Header, 192 B][Rec, 128 B; nrecords][record data; nrecords × slot][buffer slot; (capacity + 1) × (8 + slot)]
+//! [Header, 192 B][Holder, 24 B; 32][Rec, 128 B; nrecords][record data; nrecords × slot][buffer slot; (capacity + 1) × (8 + slot)]
 //! ```
 //!
 //! The header's geometry (`capacity`, `nrecords`, `slot`) is written once
@@ -78,6 +78,7 @@
 //! | `seq` | post counter (under the lock) |
 //! | `read_at`, `read_party`, `write_at`, `write_party` | when (monotonic nanoseconds) a party of that side last completed an operation, and which (`[pid \| tid]`); Relaxed, lock-free, a hint for selection (see `returning`) |
 //! | `freed`, `free_sleepers` | futex word bumped on every release, and how many sleep on it (SeqCst pair, Dekker style: a releaser either sees a sleeper or the sleeper sees the bump) |
+//! | holder table (after the header, 32 slots: `pid`, `start`, `readers`, `writers`) | the processes holding ends and how many of each side: a process claims a slot by CAS on `pid` (free: 0, or a dead process's holding nothing), then stores `start`; it alone adds to its counts; a decrement (its own, a receiver adopting an end in flight, or `release_dead`) never goes below 0 (CAS) |
 //! | `magic`, `capacity`, `nrecords`, `slot`, `id` | written once at creation, before `magic` (Release); read once at open after `magic` (Acquire) |
 //!
 //! Words documented as "under the lock", and a record's `kind`, `seq`,
@@ -114,6 +115,8 @@
 //! | after its read record was completed, before copying out | a `DONE` read record holding the message | a sweep turns it into an orphan write: the next reader gets the message (the writer has returned) |
 //! | after a completion of its write record, before releasing it | a `DONE` write record | a sweep frees it |
 //! | releasing, between the `FREE`/`TAKEN` store and unlocking `held` | a free record with an owner-dead mutex | the next `alloc` takes it |
+//! | holding ends (any time) | counts in its holder slot and in `readers`/`writers` | `heal` (`release_dead`): a holder no longer running has its counts taken one by one (a CAS each, so exactly once) and dropped from `readers`/`writers`, retiring the channel if they were the last |
+//! | claiming a holder slot, after the `pid` CAS, before `start` | a slot with counts 0 and the wrong start time | the next claimer reuses it (counts 0, process not running) |
 //! | retiring: after the last end's decrement, before `RETIRED` | a count of 0 and no flag: the channel never retires | not repaired (one instruction; poison still works) |
 //! | retiring or poisoning, after the flag, before aborting everyone | parties waiting on a retired or poisoned channel | `heal` (every slice) and `repair` abort them |
 //!
