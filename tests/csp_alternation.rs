@@ -486,3 +486,67 @@ fn one_alternation_over_both_flavors() {
         assert_eq!(got, vec![2, 1]);
     });
 }
+
+#[test]
+fn a_ready_guard_before_a_poisoned_one_wins() {
+    // PyCSP checks the guards in order and raises poison when it meets a
+    // poisoned guard: an earlier ready guard is chosen, a later one is not.
+    for flavor in FLAVORS {
+        let q = channel::<u32>(flavor, 4);
+        let p = channel::<u32>(flavor, 0);
+        let (qr, pr, qw) = (q.reader(), p.reader(), q.writer());
+        for v in [1, 2, 3] {
+            qw.write(&v).unwrap();
+        }
+        p.poison();
+        let got = Alternation::new()
+            .input(&qr, |x| x)
+            .input(&pr, |x| x)
+            .pri_select();
+        assert!(matches!(got, Ok(1)), "{flavor:?}");
+        let got = Alternation::new()
+            .input(&pr, |x| x)
+            .input(&qr, |x| x)
+            .pri_select();
+        assert!(matches!(got, Err(ChannelError::Poisoned)), "{flavor:?}");
+        // Fair: the same rule in the fair order (q first, then p first).
+        let mut fair = Fair::new();
+        let got = Alternation::new()
+            .input(&qr, |x| x)
+            .input(&pr, |x| x)
+            .fair_select(&mut fair);
+        assert!(matches!(got, Ok(2)), "{flavor:?}");
+        let got = Alternation::new()
+            .input(&qr, |x| x)
+            .input(&pr, |x| x)
+            .fair_select(&mut fair);
+        assert!(matches!(got, Err(ChannelError::Poisoned)), "{flavor:?}");
+        // An output guard before the poisoned one, with room: written.
+        let o = channel::<u32>(flavor, 1);
+        let (ow, or) = (o.writer(), o.reader());
+        let got = Alternation::new()
+            .output(&ow, &9, || 0)
+            .input(&pr, |x| x)
+            .pri_select();
+        assert!(matches!(got, Ok(0)), "{flavor:?}");
+        assert!(matches!(or.read(), Ok(9)));
+        // Nothing ready but the poisoned guard: poison, at once.
+        let got = Alternation::new()
+            .output(&ow, &9, || 0)
+            .input(&pr, |x| x)
+            .pri_select();
+        assert!(
+            matches!(got, Ok(0)),
+            "{flavor:?}: the buffer had room again"
+        );
+        let got = watchdog(Duration::from_secs(30), move || {
+            Alternation::new()
+                .output(&ow, &10, || 0)
+                .input(&p.reader(), |x| x)
+                .pri_select()
+        });
+        assert!(matches!(got, Err(ChannelError::Poisoned)), "{flavor:?}");
+        // q still holds 3.
+        assert!(matches!(qr.read(), Ok(3)));
+    }
+}

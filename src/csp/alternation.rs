@@ -18,7 +18,26 @@
 //!    order: a skip guard is ready, a timeout guard is ready once its
 //!    deadline passed, a channel guard completes under its channel's lock
 //!    against a committed counterpart record (`WAITING → DONE` by CAS) or
-//!    the buffer. The first that completes is chosen.
+//!    the buffer. The first that completes is chosen; a guard whose
+//!    channel is poisoned fails the selection when the scan reaches it
+//!    (its watch could not be posted; an earlier ready guard wins).
+//!
+//!    **Coming back.** The scan sees only counterparts that are already
+//!    waiting. One that offers all the time is absent for a moment after
+//!    each handover (it must wake up, return, and offer again; an OS
+//!    process takes longest), and a scan that went on to a later guard
+//!    then would pass it over nearly every time: fair selection would
+//!    starve it, priority selection would serve the wrong guard. So
+//!    before completing a later channel guard, the scan asks each earlier
+//!    channel guard that was not ready whether its counterpart is coming
+//!    back (`Chan::returning`: a live party's record was completed and it
+//!    has not woken yet, or a party of that side completed an operation
+//!    less than 20 ms ago). If one is, the selection waits for it — a few
+//!    spins and yields, then, unless that party's thread is asleep (on
+//!    something else: it is not coming back soon), a sleep on that guard's
+//!    watch of at most 20 ms — and scans again. It waits so at most once
+//!    per selection, so a counterpart that does not come back costs one
+//!    bounded delay, never a hang.
 //! 3. **Offer.** Post one committed record on one channel guard: the one
 //!    with the smallest channel id among those where another alternation
 //!    watches the opposite direction, else the smallest id overall. Two
@@ -224,18 +243,52 @@ impl<'a, R> Alternation<'a, R> {
     /// Chooses the first ready guard in the order they were added, waiting
     /// if none is ready, and runs its action.
     ///
-    /// Fails with [`ChannelError::Poisoned`] as soon as the channel of an
-    /// enabled guard is poisoned (and nothing was chosen first); a guard
-    /// whose channel is retired (and drained) drops out, and the selection
-    /// fails with [`ChannelError::Retired`] once every enabled channel guard
-    /// has; [`ChannelError::NoGuard`] when no guard is enabled.
+    /// The guards are looked at in that order, and the first that is ready
+    /// or whose channel is poisoned decides: a ready guard before a
+    /// poisoned one is chosen (as in PyCSP, which raises poison when it
+    /// meets the poisoned guard), a poisoned one before any ready guard
+    /// fails the selection with [`ChannelError::Poisoned`]; so does poison
+    /// while the selection waits. A guard whose channel is retired (and
+    /// drained) drops out, and the selection fails with
+    /// [`ChannelError::Retired`] once every enabled channel guard has;
+    /// [`ChannelError::NoGuard`] when no guard is enabled.
+    ///
+    /// A guard whose counterpart offers all the time wins even when that
+    /// counterpart is still coming back from its previous handover (a
+    /// writer in another process takes a while to wake up): before taking
+    /// a later guard, the selection waits a little for it (see the
+    /// module's protocol, step 2). So with two writers that always write,
+    /// the first guard is served nearly every time.
     pub fn pri_select(self) -> Result<R, ChannelError> {
         let order: Vec<usize> = (0..self.guards.len()).collect();
         self.run(order).map(|(_, r)| r)
     }
 
     /// Like [`pri_select`](Self::pri_select) but starting after the guard
-    /// `fair` chose last time, so that no ready guard waits forever.
+    /// `fair` chose last time, so that no ready guard waits forever, and
+    /// writers (or readers) that offer all the time share the selections
+    /// evenly, whether they are threads or OS processes. Poison follows
+    /// the same order: a guard ready before the poisoned one in this
+    /// selection's order is chosen.
+    ///
+    /// ```
+    /// use multiproc::csp::{Alternation, Channel, Fair};
+    ///
+    /// let a = Channel::<u32>::buffered(4)?;
+    /// let b = Channel::<u32>::buffered(4)?;
+    /// let (ra, rb, wa, wb) = (a.reader(), b.reader(), a.writer(), b.writer());
+    /// for _ in 0..2 {
+    ///     wa.write(&1)?;
+    ///     wb.write(&2)?;
+    /// }
+    /// let mut fair = Fair::new();
+    /// let mut got = Vec::new();
+    /// for _ in 0..4 {
+    ///     got.push(Alternation::new().input(&ra, |x| x).input(&rb, |x| x).fair_select(&mut fair)?);
+    /// }
+    /// assert_eq!(got, [1, 2, 1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fair_select(self, fair: &mut Fair) -> Result<R, ChannelError> {
         let n = self.guards.len().max(1);
         let start = fair.next % n;
@@ -255,6 +308,9 @@ impl<'a, R> Alternation<'a, R> {
 
     fn run(mut self, order: Vec<usize>) -> Result<(usize, R), ChannelError> {
         let (chosen, payload) = self.choose(&order)?;
+        if let Some((c, dir)) = guard_chan(&self.guards[chosen].kind) {
+            c.handed_over(dir);
+        }
         let guard = self.guards.swap_remove(chosen);
         if let Kind::Output(_, Ok(out)) = guard.kind {
             // Taken by a reader; the other guards' spilled messages are
@@ -317,6 +373,8 @@ impl<'a, R> Alternation<'a, R> {
         // Guards whose channel is retired (and drained): they can never
         // complete and drop out of the selection.
         let mut retired: Vec<usize> = Vec::new();
+        // Whether this selection already waited for a returning counterpart.
+        let mut waited = false;
         let channel_guards = order
             .iter()
             .filter(|&&i| matches!(self.guards[i].kind, Kind::Input(_) | Kind::Output(..)))
@@ -331,9 +389,13 @@ impl<'a, R> Alternation<'a, R> {
                         Kind::Output(c, _) => (*c, chan::WRITE),
                         _ => continue,
                     };
-                    match chan.post_watch(dir, owner).map_err(channel::op_error)? {
-                        Posted::Record(idx) => alt.watches.push((i, chan, idx)),
-                        _ => polling = true,
+                    match chan.post_watch(dir, owner) {
+                        Ok(Posted::Record(idx)) => alt.watches.push((i, chan, idx)),
+                        // Raised when the scan meets this guard, so that a
+                        // guard before it that is ready still wins.
+                        Err(chan::OpError::Poisoned) => {}
+                        Err(e) => return Err(channel::op_error(e)),
+                        Ok(_) => polling = true,
                     }
                 }
             } else {
@@ -341,11 +403,29 @@ impl<'a, R> Alternation<'a, R> {
                     chan.rearm(*idx);
                 }
             }
-            // 2. Scan.
+            // 2. Scan. `passed`: channel guards found not ready, which a
+            // later guard's completion would pass over.
             let now = Instant::now();
+            let mut passed: Vec<usize> = Vec::new();
+            let mut rescan = false;
             for &i in order {
                 if retired.contains(&i) {
                     continue;
+                }
+                if !waited && matches!(self.guards[i].kind, Kind::Input(_) | Kind::Output(..)) {
+                    // A guard we prefer to this one whose counterpart is
+                    // only coming back from its last handover: wait for it
+                    // (briefly, once per selection), then scan again.
+                    let back = passed.iter().find_map(|&p| {
+                        let (c, dir) = guard_chan(&self.guards[p].kind)?;
+                        c.returning(dir).map(|r| (p, r))
+                    });
+                    if let Some((p, r)) = back {
+                        alt.await_return(p, r);
+                        waited = true;
+                        rescan = true;
+                        break;
+                    }
                 }
                 let attempt = match &self.guards[i].kind {
                     Kind::Skip => return Ok((i, None)),
@@ -361,13 +441,16 @@ impl<'a, R> Alternation<'a, R> {
                 };
                 match attempt {
                     Ok(Attempt::Done(v)) => return Ok((i, v)),
-                    Ok(Attempt::NotReady) => {}
+                    Ok(Attempt::NotReady) => passed.push(i),
                     Err(chan::OpError::Retired) => {
                         retired.push(i);
                         alt.drop_watch(i);
                     }
                     Err(e) => return Err(channel::op_error(e)),
                 }
+            }
+            if rescan {
+                continue;
             }
             if channel_guards > 0 && retired.len() == channel_guards {
                 return Err(ChannelError::Retired);
@@ -421,6 +504,15 @@ impl<'a, R> Alternation<'a, R> {
                 }
             }
         }
+    }
+}
+
+/// The channel and direction of a channel guard.
+fn guard_chan<'c>(kind: &Kind<'c>) -> Option<(&'c Chan, u32)> {
+    match kind {
+        Kind::Input(c) => Some((*c, chan::READ)),
+        Kind::Output(c, Ok(_)) => Some((*c, chan::WRITE)),
+        _ => None,
     }
 }
 
@@ -497,6 +589,61 @@ impl Round<'_> {
         let words = &words[..words.len().min(sys::waitv::MAX_WORDS)];
         // Whatever the reason for waking, the caller re-checks every record.
         let _: Wake = sys::waitv::wait_any(words, deadline);
+    }
+
+    /// Waits for the counterpart of guard `guard`, which is coming back
+    /// from its last handover (`back`), until the guard's watch is
+    /// notified (the counterpart is ready again) or aborted: spins and
+    /// yields a little, then, unless the counterpart is known to be doing
+    /// something else (a thread asleep), sleeps for at most
+    /// [`chan::RETURN_WAIT`]. Without a watch (every record was in use),
+    /// only yields a few times.
+    fn await_return(&self, guard: usize, back: chan::Returning) {
+        let Some((_, c, idx)) = self.watches.iter().find(|(g, _, _)| *g == guard) else {
+            let mut backoff = Backoff::new(true);
+            while backoff.snooze() {}
+            return;
+        };
+        let word = c.state_word(*idx);
+        let mut backoff = Backoff::new(c.wait_spin() > 0);
+        let mut deadline = None;
+        while word.load(std::sync::atomic::Ordering::Acquire) & !chan::SLEEPING == chan::WATCHING {
+            if backoff.snooze() {
+                continue;
+            }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + chan::RETURN_WAIT);
+            if let chan::Returning::Recent { pid, tid } = back
+                && !sys::liveness::thread_runnable(pid, tid)
+            {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let s = word.load(std::sync::atomic::Ordering::Acquire);
+            if s & !chan::SLEEPING != chan::WATCHING {
+                return;
+            }
+            // Tell whoever notifies the watch that it must wake us.
+            if s & chan::SLEEPING == 0
+                && word
+                    .compare_exchange(
+                        s,
+                        s | chan::SLEEPING,
+                        std::sync::atomic::Ordering::AcqRel,
+                        std::sync::atomic::Ordering::Acquire,
+                    )
+                    .is_err()
+            {
+                continue;
+            }
+            if c.poisoned_now() {
+                return;
+            }
+            let _: Wake =
+                sys::waitv::wait_any(&[(word, chan::WATCHING | chan::SLEEPING)], Some(deadline));
+        }
     }
 
     /// Releases every record still held (the offer is resolved by then).

@@ -9,7 +9,7 @@
 //! # Memory layout
 //!
 //! ```text
-//! [Header, 192 B][Rec, 128 B; nrecords][record data; nrecords × slot][buffer slot; (capacity + 1) × (8 + slot)]
+//! [Header, 192 B][Holder, 24 B; 32][Rec, 128 B; nrecords][record data; nrecords × slot][buffer slot; (capacity + 1) × (8 + slot)]
 //! ```
 //!
 //! The header's geometry (`capacity`, `nrecords`, `slot`) is written once
@@ -76,7 +76,9 @@
 //! | `buf` | `[head: u32 \| len: u32]` of the ring buffer: one store publishes a push or a pop (under the lock) |
 //! | `intent_buf`, `intent_orphan`, `intent_rec` | a pop that moves a waiting writer in: the buffer word before, whether the writer is an orphan, and `[record + 1 \| its seq]` (nonzero while the move is under way; under the lock) |
 //! | `seq` | post counter (under the lock) |
+//! | `read_at`, `read_party`, `write_at`, `write_party` | when (monotonic nanoseconds) a party of that side last completed an operation, and which (`[pid \| tid]`); Relaxed, lock-free, a hint for selection (see `returning`) |
 //! | `freed`, `free_sleepers` | futex word bumped on every release, and how many sleep on it (SeqCst pair, Dekker style: a releaser either sees a sleeper or the sleeper sees the bump) |
+//! | holder table (after the header, 32 slots: `pid`, `start`, `readers`, `writers`) | the processes holding ends and how many of each side: a process claims a slot by CAS on `pid` (free: 0, or a dead process's holding nothing), then stores `start`; it alone adds to its counts; a decrement (its own, a receiver adopting an end in flight, or `release_dead`) never goes below 0 (CAS) |
 //! | `magic`, `capacity`, `nrecords`, `slot`, `id` | written once at creation, before `magic` (Release); read once at open after `magic` (Acquire) |
 //!
 //! Words documented as "under the lock", and a record's `kind`, `seq`,
@@ -113,6 +115,8 @@
 //! | after its read record was completed, before copying out | a `DONE` read record holding the message | a sweep turns it into an orphan write: the next reader gets the message (the writer has returned) |
 //! | after a completion of its write record, before releasing it | a `DONE` write record | a sweep frees it |
 //! | releasing, between the `FREE`/`TAKEN` store and unlocking `held` | a free record with an owner-dead mutex | the next `alloc` takes it |
+//! | holding ends (any time) | counts in its holder slot and in `readers`/`writers` | `heal` (`release_dead`): a holder no longer running has its counts taken one by one (a CAS each, so exactly once) and dropped from `readers`/`writers`, retiring the channel if they were the last |
+//! | claiming a holder slot, after the `pid` CAS, before `start` | a slot with counts 0 and the wrong start time | the next claimer reuses it (counts 0, process not running) |
 //! | retiring: after the last end's decrement, before `RETIRED` | a count of 0 and no flag: the channel never retires | not repaired (one instruction; poison still works) |
 //! | retiring or poisoning, after the flag, before aborting everyone | parties waiting on a retired or poisoned channel | `heal` (every slice) and `repair` abort them |
 //!
@@ -133,10 +137,17 @@ use super::memory::Memory;
 use super::spill;
 use crate::sys;
 use crate::sys::futex;
+use crate::sys::liveness::{self, ProcessId};
 use crate::sys::robust_mutex::{Locked, RobustMutex};
 
 const MAGIC: u32 = 0x6373_7032;
 const HEADER: usize = 192;
+/// Slots of the holder table (processes holding ends, see *Ends of dead
+/// processes*), and the size of one.
+const HOLDERS: usize = 32;
+const HOLDER: usize = 24;
+/// Where the records start.
+const RECS: usize = HEADER + HOLDERS * HOLDER;
 const REC: usize = 128;
 const SLOT_HEADER: usize = 8;
 
@@ -144,6 +155,25 @@ const SLOT_HEADER: usize = 8;
 /// lock holder that died, a wake-up a dying process never sent, a
 /// message left in a dead reader's record).
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
+
+/// How long a selection waits at most for a counterpart it prefers that
+/// is coming back (see `Chan::returning`).
+pub(crate) const RETURN_WAIT: Duration = Duration::from_millis(20);
+
+/// How long after completing an operation a party still counts as coming
+/// back (see `Chan::returning`).
+pub(crate) const RECENT: Duration = Duration::from_millis(20);
+
+/// A counterpart coming back from its last handover (see `Chan::returning`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Returning {
+    /// Its record was completed; it is alive and has not woken up yet.
+    Collecting,
+    /// Thread `tid` of process `pid` completed an operation a moment ago;
+    /// worth waiting for only while it runs (or waits for a CPU): asleep,
+    /// it waits for something else.
+    Recent { pid: i32, tid: i32 },
+}
 
 /// `Rec::owner` of a record whose owner died holding a message the channel
 /// still owes a reader (an *orphan*): any reader may take it.
@@ -194,7 +224,34 @@ struct Header {
     max_message: AtomicU64,
     intent_buf: AtomicU64,
     intent_rec: AtomicU64,
+    read_at: AtomicU64,
+    read_party: AtomicU64,
+    write_at: AtomicU64,
+    write_party: AtomicU64,
     lock: RobustMutex,
+}
+
+/// One process holding ends of the channel: its identity (pid 0: a free
+/// slot) and how many ends of each side it holds.
+#[repr(C)]
+struct Holder {
+    pid: AtomicU32,
+    readers: AtomicU32,
+    writers: AtomicU32,
+    _pad: AtomicU32,
+    start: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<Holder>() == HOLDER);
+
+impl Holder {
+    fn side(&self, dir: u32) -> &AtomicU32 {
+        if dir == READ {
+            &self.readers
+        } else {
+            &self.writers
+        }
+    }
 }
 
 #[repr(C)]
@@ -299,7 +356,7 @@ impl Geometry {
         (self.slot as usize).div_ceil(8) * 8
     }
     fn data_off(&self) -> usize {
-        HEADER + self.nrecords as usize * REC
+        RECS + self.nrecords as usize * REC
     }
     fn buf_off(&self) -> usize {
         self.data_off() + self.nrecords as usize * self.slot_stride()
@@ -325,7 +382,7 @@ impl Geometry {
     /// geometry read from a segment is not trusted).
     fn checked_size(&self) -> Option<usize> {
         let slot = (u128::from(self.slot)).div_ceil(8) * 8;
-        let total = HEADER as u128
+        let total = RECS as u128
             + u128::from(self.nrecords) * (REC as u128 + slot)
             + (u128::from(self.capacity) + u128::from(self.capacity > 0))
                 * (SLOT_HEADER as u128 + slot);
@@ -437,7 +494,7 @@ impl Chan {
                 .expect("initialise a channel lock");
             for idx in 0..geo.nrecords as usize {
                 RobustMutex::init(
-                    base.add(HEADER + idx * REC + std::mem::offset_of!(Rec, held))
+                    base.add(RECS + idx * REC + std::mem::offset_of!(Rec, held))
                         .cast(),
                 )
                 .expect("initialise a channel record");
@@ -460,7 +517,7 @@ impl Chan {
     /// Opens a channel created by another process in `mem`, checking that
     /// its geometry fits the memory.
     pub fn open(mem: Memory) -> Result<Chan, String> {
-        if mem.len() < HEADER {
+        if mem.len() < RECS {
             return Err("channel segment too small".into());
         }
         let (lock_spin, wait_spin) = spins();
@@ -511,7 +568,7 @@ impl Chan {
         // SAFETY: idx < nrecords, so the record lies inside the memory
         // (geometry checked against the size); records are 32-byte aligned
         // atomics.
-        unsafe { &*(self.mem.base().add(HEADER + idx * REC) as *const Rec) }
+        unsafe { &*(self.mem.base().add(RECS + idx * REC) as *const Rec) }
     }
 
     fn rec_data(&self, idx: u32) -> *mut u8 {
@@ -784,6 +841,7 @@ impl Chan {
     /// died, reclaims the records of dead owners. Returns whether an orphan
     /// message waits for a reader. Waiting parties call it every [`SLICE`].
     pub fn heal(&self) -> bool {
+        self.release_dead();
         if self.header().flags.load(Ordering::Acquire) & (POISONED | RETIRED) != 0 {
             // A poisoner or retirer may have died before aborting everyone.
             self.abort_all();
@@ -845,15 +903,138 @@ impl Chan {
 
     // ---- ends, poison, retire ------------------------------------------
 
-    /// Counts one more end on side `dir`.
+    fn holder(&self, i: usize) -> &Holder {
+        let i = i.min(HOLDERS - 1);
+        // SAFETY: the holder table lies inside the memory (`RECS` bytes at
+        // least, checked in create/open), 8-byte aligned, all atomics.
+        unsafe { &*(self.mem.base().add(HEADER + i * HOLDER) as *const Holder) }
+    }
+
+    /// The holder slot of process `id`, claimed if `claim` and it has
+    /// none (a free slot, or one of a dead process holding nothing).
+    fn holder_of(&self, id: ProcessId, claim: bool) -> Option<&Holder> {
+        let pid = id.pid as u32;
+        let mine = (0..HOLDERS).map(|i| self.holder(i)).find(|s| {
+            s.pid.load(Ordering::Acquire) == pid && s.start.load(Ordering::Acquire) == id.start
+        });
+        if mine.is_some() || !claim {
+            return mine;
+        }
+        for i in 0..HOLDERS {
+            let s = self.holder(i);
+            let old = s.pid.load(Ordering::Acquire);
+            let reusable = old == 0
+                || (s.readers.load(Ordering::Acquire) == 0
+                    && s.writers.load(Ordering::Acquire) == 0
+                    && !liveness::is_running(ProcessId {
+                        pid: old as i32,
+                        start: s.start.load(Ordering::Acquire),
+                    }));
+            if reusable
+                && s.pid
+                    .compare_exchange(old, pid, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                s.readers.store(0, Ordering::Release);
+                s.writers.store(0, Ordering::Release);
+                s.start.store(id.start, Ordering::Release);
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Adds `delta` (±1) to the ends of side `dir` that process `id` holds
+    /// (a decrement only if it holds one); whether it did. A process that
+    /// finds the table full is not registered (its ends are then not
+    /// released if it dies).
+    fn hold(&self, id: ProcessId, dir: u32, delta: i32) -> bool {
+        if delta > 0 {
+            let Some(s) = self.holder_of(id, true) else {
+                return false;
+            };
+            s.side(dir).fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        // Two threads claiming at once may have given the process two
+        // slots: take the count from whichever holds one.
+        (0..HOLDERS).map(|i| self.holder(i)).any(|s| {
+            s.pid.load(Ordering::Acquire) == id.pid as u32
+                && s.start.load(Ordering::Acquire) == id.start
+                && s.side(dir)
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .is_ok()
+        })
+    }
+
+    /// Counts one more end on side `dir`, held by this process.
     pub fn add_end(&self, dir: u32) {
         let h = self.header();
         let c = if dir == READ { &h.readers } else { &h.writers };
         c.fetch_add(1, Ordering::AcqRel);
+        self.hold(liveness::me(), dir, 1);
     }
 
-    /// Counts one end less on side `dir`; the last one retires the channel.
+    /// Takes over an end that process `from` counted for it (an end in
+    /// flight, see `channel.rs`): this process holds it now. If `from`
+    /// died meanwhile and its ends were released, counts it anew.
+    pub fn adopt_end(&self, dir: u32, from: ProcessId) {
+        if self.hold(from, dir, -1) {
+            self.hold(liveness::me(), dir, 1);
+        } else {
+            self.add_end(dir);
+        }
+    }
+
+    /// Counts one end less on side `dir`, held by this process; the last
+    /// one retires the channel.
     pub fn remove_end(&self, dir: u32) {
+        self.hold(liveness::me(), dir, -1);
+        self.drop_end(dir);
+    }
+
+    /// Releases the ends of every process that died holding some: they
+    /// count as retired (see *Ends of dead processes*). Returns whether
+    /// it released any.
+    pub fn release_dead(&self) -> bool {
+        let me = sys::process::getpid() as u32;
+        let mut any = false;
+        for i in 0..HOLDERS {
+            let s = self.holder(i);
+            let pid = s.pid.load(Ordering::Acquire);
+            if pid == 0 || pid == me {
+                continue;
+            }
+            let (r, w) = (
+                s.readers.load(Ordering::Acquire),
+                s.writers.load(Ordering::Acquire),
+            );
+            if r == 0 && w == 0 {
+                continue;
+            }
+            let id = ProcessId {
+                pid: pid as i32,
+                start: s.start.load(Ordering::Acquire),
+            };
+            if liveness::is_running(id) {
+                continue;
+            }
+            // Each count is taken by exactly one releaser.
+            for (dir, c) in [(READ, &s.readers), (WRITE, &s.writers)] {
+                while c
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    self.drop_end(dir);
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+
+    /// One end of side `dir` less in the channel's count.
+    fn drop_end(&self, dir: u32) {
         let h = self.header();
         let c = if dir == READ { &h.readers } else { &h.writers };
         let prev = c.fetch_sub(1, Ordering::AcqRel);
@@ -1474,13 +1655,13 @@ impl Chan {
     /// buffered, until it is in the buffer).
     pub fn write(&self, data: &[u8], deadline: Option<Instant>) -> Result<(), OpError> {
         loop {
-            match self.post_blocking(WRITE, Some(data), deadline)? {
-                Err(_) => return Ok(()),
-                Ok(idx) => {
-                    if self.finish(idx, deadline)?.is_ok() {
-                        return Ok(());
-                    }
-                }
+            let done = match self.post_blocking(WRITE, Some(data), deadline)? {
+                Err(_) => true,
+                Ok(idx) => self.finish(idx, deadline)?.is_ok(),
+            };
+            if done {
+                self.handed_over(WRITE);
+                return Ok(());
             }
         }
     }
@@ -1488,14 +1669,14 @@ impl Chan {
     /// Reads one encoded message.
     pub fn read(&self, deadline: Option<Instant>) -> Result<Vec<u8>, OpError> {
         loop {
-            match self.post_blocking(READ, None, deadline)? {
-                Err(Attempt::Done(v)) => return Ok(v.unwrap_or_default()),
+            let got = match self.post_blocking(READ, None, deadline)? {
+                Err(Attempt::Done(v)) => Some(v),
                 Err(Attempt::NotReady) => unreachable!("post_blocking returns only completions"),
-                Ok(idx) => {
-                    if let Ok(v) = self.finish(idx, deadline)? {
-                        return Ok(v.unwrap_or_default());
-                    }
-                }
+                Ok(idx) => self.finish(idx, deadline)?.ok(),
+            };
+            if let Some(v) = got {
+                self.handed_over(READ);
+                return Ok(v.unwrap_or_default());
             }
         }
     }
@@ -1551,6 +1732,58 @@ impl Chan {
             }
             None => Posted::NoRoom,
         })
+    }
+
+    /// Whether a counterpart of `dir` (a writer, for a reader) is *coming
+    /// back* from its last handover on this channel (a hint, read without
+    /// the lock; see [`Returning`]): a live counterpart's record was
+    /// completed (`DONE`) and it has not collected it yet, or one
+    /// completed an operation less than [`RECENT`] ago. Fair and priority
+    /// selection wait a little for a guard they prefer in this state, so
+    /// that a party offering all the time is not passed over merely
+    /// because it was still waking up from its previous handover (see
+    /// `alternation.rs`).
+    pub fn returning(&self, dir: u32) -> Option<Returning> {
+        let other = if dir == READ { WRITE } else { READ };
+        let done = (0..self.hwm()).any(|idx| {
+            let r = self.rec(idx);
+            r.kind.load(Ordering::Relaxed) == other
+                && r.state.load(Ordering::Acquire) & !SLEEPING == DONE
+                && r.owner.load(Ordering::Relaxed) != ORPHAN
+                && !lock::holder_gone(&r.held)
+        });
+        if done {
+            return Some(Returning::Collecting);
+        }
+        let (at, party) = self.last_party(other);
+        let at = at.load(Ordering::Relaxed);
+        let party = party.load(Ordering::Relaxed);
+        let ago = Duration::from_nanos(sys::waitv::monotonic_ns().saturating_sub(at));
+        (at != 0 && ago < RECENT).then_some(Returning::Recent {
+            pid: (party >> 32) as i32,
+            tid: party as i32,
+        })
+    }
+
+    /// Notes that this thread, a party of side `kind`, just completed an
+    /// operation (a hint for selections, see [`returning`](Self::returning)).
+    pub fn handed_over(&self, kind: u32) {
+        let (at, party) = self.last_party(kind);
+        let me = (u64::from(sys::process::getpid() as u32) << 32)
+            | u64::from(sys::process::gettid() as u32);
+        party.store(me, Ordering::Relaxed);
+        at.store(sys::waitv::monotonic_ns(), Ordering::Relaxed);
+    }
+
+    /// When a party of side `kind` last completed an operation, and which
+    /// (`[pid | tid]`).
+    fn last_party(&self, kind: u32) -> (&AtomicU64, &AtomicU64) {
+        let h = self.header();
+        if kind == READ {
+            (&h.read_at, &h.read_party)
+        } else {
+            (&h.write_at, &h.write_party)
+        }
     }
 
     /// Whether someone other than `owner` watches for the opposite of

@@ -565,6 +565,9 @@ impl Drop for Held {
 struct Wire {
     fd: SharedFd,
     dir: u32,
+    /// The sending process, which counted the end in flight.
+    from_pid: i32,
+    from_start: u64,
 }
 
 impl Serialize for End {
@@ -586,9 +589,12 @@ impl Serialize for End {
         let Some(fd) = chan.memory().fd() else {
             return Err(serde::ser::Error::custom("channel without a segment"));
         };
+        let me = sys::liveness::me();
         let r = Wire {
             fd: fd.clone(),
             dir: self.dir,
+            from_pid: me.pid,
+            from_start: me.start,
         }
         .serialize(s);
         if r.is_ok() {
@@ -610,6 +616,13 @@ impl<'de> Deserialize<'de> for End {
         let mem = Memory::open(w.fd).map_err(serde::de::Error::custom)?;
         let chan = Chan::open(mem).map_err(serde::de::Error::custom)?;
         // Adopts the count the sender added for the end in flight.
+        chan.adopt_end(
+            w.dir,
+            sys::liveness::ProcessId {
+                pid: w.from_pid,
+                start: w.from_start,
+            },
+        );
         Ok(End {
             flavor: Flavor::Processes(Arc::new(chan)),
             dir: w.dir,

@@ -87,7 +87,12 @@
 //!   drops out; the selection fails with [`ChannelError::Retired`] only
 //!   when every enabled channel guard has (PyCSP raises at the first
 //!   retired guard, which can strand values buffered on the others).
-//!   Poison still fails the selection at once.
+//!   Poison fails the selection when it reaches the poisoned guard in its
+//!   order, as in PyCSP: a guard ready before it is chosen instead.
+//! * Fair and priority selection wait briefly (at most 20 ms, once per
+//!   selection) for a preferred guard whose counterpart is coming back
+//!   from its previous handover, so that parties offering all the time are
+//!   served by the selection's order also across processes.
 //! * An end passed to another process counts as an end from the moment it
 //!   is encoded; if the message is never decoded, that side never retires
 //!   (poison still works).
@@ -111,12 +116,36 @@
 //!   yet, and is lost with it when it had (as for a reader killed just
 //!   after `read` returned); the writer is not told either way.
 //!
-//! A killed process's ends stay counted: a channel does not retire
-//! because a member was killed (it still retires when the others retire
-//! their ends and the killed one had none of that side), and nothing is
-//! poisoned by the death itself. [`parallel`] adds PyCSP's rule on top: an
-//! OS process of the network that dies (killed, or by a panic) poisons
-//! the channels of its arguments, which ends the network.
+//! ## The ends of a dead process count as retired
+//!
+//! A process that dies holding ends (killed, or gone without dropping
+//! them) has retired them, the same wherever its ends came from
+//! ([`Process::new`](crate::Process::new) arguments, a message, `fork`, or
+//! [`parallel`]): the death alone does not poison anything. So a channel
+//! whose every writer was killed retires (its readers get what was
+//! buffered, then [`ChannelError::Retired`]), and one that keeps live
+//! parties of both sides goes on: a killed worker of a pool can be
+//! replaced, and the channel neither hangs nor fails for the others.
+//!
+//! Why not poison: a channel cannot tell a death that is a failure from a
+//! process that was stopped on purpose, and poison cannot be undone, so a
+//! single killed member would end every network sharing the channel,
+//! restartable workers included. Failure is reported where it is known:
+//! [`parallel`] applies PyCSP's rule on top, as it does for a panic or an
+//! error: a process of the network that fails in any way, killed
+//! included, poisons the channels it was given and makes `parallel`
+//! return the error, so a pipeline run by `parallel` learns of a killed
+//! member instead of ending quietly as if it had finished. Outside
+//! `parallel`, whoever started the process learns of its death from its
+//! join.
+//!
+//! How: each channel keeps a table of the processes holding its ends
+//! (pid and start time, so a recycled pid is not taken for the dead
+//! process; 32 processes at a time, later ones are not tracked) with how
+//! many ends of each side each holds. A party that waits on the channel
+//! looks every 100 ms for holders that are no longer running and releases
+//! their ends, as if each had been retired. An end in flight (encoded, not
+//! yet decoded) counts for its sender until the receiver decodes it.
 
 mod alternation;
 mod backoff;

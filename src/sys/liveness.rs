@@ -56,3 +56,20 @@ pub fn me() -> ProcessId {
 pub fn is_running(id: ProcessId) -> bool {
     start_time(id.pid) == Some(id.start)
 }
+
+/// Whether thread `tid` of process `pid` is running or waiting for a CPU
+/// (state `R` in `/proc/<pid>/task/<tid>/stat`): not asleep on something,
+/// not stopped, not gone.
+pub fn thread_runnable(pid: i32, tid: i32) -> bool {
+    if pid <= 0 || tid <= 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/task/{tid}/stat")) else {
+        return false;
+    };
+    // "tid (comm) S ...": split after the last ')' (see `start_time`).
+    stat.iter()
+        .rposition(|&b| b == b')')
+        .and_then(|close| stat[close + 1..].iter().find(|b| !b.is_ascii_whitespace()))
+        == Some(&b'R')
+}

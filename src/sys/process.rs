@@ -237,6 +237,25 @@ pub fn getpid() -> i32 {
     pid
 }
 
+/// The calling thread's id, cached per thread (and taken again in a
+/// forked child, whose thread has a new id).
+pub fn gettid() -> i32 {
+    use std::cell::Cell;
+    thread_local! {
+        static TID: Cell<(i32, i32)> = const { Cell::new((0, 0)) };
+    }
+    let pid = getpid();
+    TID.with(|t| {
+        let (cached_pid, tid) = t.get();
+        if cached_pid == pid {
+            return tid;
+        }
+        let tid = rustix::thread::gettid().as_raw_nonzero().get();
+        t.set((pid, tid));
+        tid
+    })
+}
+
 /// The parent's id (0 when there is none).
 pub fn getppid() -> i32 {
     rustix::process::getppid()

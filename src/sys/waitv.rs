@@ -48,3 +48,12 @@ pub fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Wake 
         Err(_) => Wake::Woken,
     }
 }
+
+/// Nanoseconds on the system-wide monotonic clock (the same in every
+/// process, so a value stored in shared memory means the same to all).
+pub fn monotonic_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
