@@ -524,15 +524,7 @@ fn stress_secs(default: f64) -> f64 {
 }
 
 fn stress_seed() -> u64 {
-    std::env::var("MULTIPROC_QUEUE_STRESS_SEED")
-        .ok()
-        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
+    common::stress_seed("MULTIPROC_QUEUE_STRESS_SEED")
 }
 
 #[test]

@@ -564,16 +564,7 @@ impl Round<'_> {
             }
             // Tell whoever changes the word that it must wake us. If the
             // CAS fails the word changed: no need to sleep.
-            if s & chan::SLEEPING == 0
-                && word
-                    .compare_exchange(
-                        s,
-                        s | chan::SLEEPING,
-                        std::sync::atomic::Ordering::AcqRel,
-                        std::sync::atomic::Ordering::Acquire,
-                    )
-                    .is_err()
-            {
+            if !chan::ask_to_be_woken(word, s) {
                 return;
             }
             words.push((word, *expected | chan::SLEEPING));
@@ -626,16 +617,7 @@ impl Round<'_> {
                 return;
             }
             // Tell whoever notifies the watch that it must wake us.
-            if s & chan::SLEEPING == 0
-                && word
-                    .compare_exchange(
-                        s,
-                        s | chan::SLEEPING,
-                        std::sync::atomic::Ordering::AcqRel,
-                        std::sync::atomic::Ordering::Acquire,
-                    )
-                    .is_err()
-            {
+            if !chan::ask_to_be_woken(word, s) {
                 continue;
             }
             if c.poisoned_now() {

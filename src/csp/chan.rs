@@ -193,6 +193,16 @@ pub(crate) const ABORTED: u32 = 5;
 pub(crate) const TAKEN: u32 = 6;
 pub(crate) const SLEEPING: u32 = 1 << 31;
 
+/// Sets [`SLEEPING`] on a record's state `word`, last read as `seen`, so
+/// that whoever changes the word next must wake its owner. False if the
+/// word changed meanwhile: the caller re-reads it instead of sleeping.
+pub(crate) fn ask_to_be_woken(word: &AtomicU32, seen: u32) -> bool {
+    seen & SLEEPING != 0
+        || word
+            .compare_exchange(seen, seen | SLEEPING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+}
+
 const POISONED: u32 = 1;
 const RETIRED: u32 = 2;
 const SPILLED: u32 = 4;
@@ -1464,11 +1474,7 @@ impl Chan {
             if s & !SLEEPING != expected {
                 return Ok(s & !SLEEPING);
             }
-            if s & SLEEPING == 0
-                && st
-                    .compare_exchange(s, s | SLEEPING, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-            {
+            if !ask_to_be_woken(st, s) {
                 continue;
             }
             // Poisoned after our record was posted but before the

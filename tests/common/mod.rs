@@ -236,3 +236,17 @@ pub fn pattern(len: usize) -> Vec<u8> {
         .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
         .collect()
 }
+
+/// The seed of a random stress test: the hexadecimal value of the
+/// environment variable `var` (to replay a failed run), or else the clock.
+pub fn stress_seed(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+}

@@ -117,60 +117,23 @@ macro_rules! tuple_impl {
     };
 }
 
-tuple_impl!((a, A));
-tuple_impl!((a, A), (b, B));
-tuple_impl!((a, A), (b, B), (c, C));
-tuple_impl!((a, A), (b, B), (c, C), (d, D));
-tuple_impl!((a, A), (b, B), (c, C), (d, D), (e, E));
-tuple_impl!((a, A), (b, B), (c, C), (d, D), (e, E), (f, F));
-tuple_impl!((a, A), (b, B), (c, C), (d, D), (e, E), (f, F), (g, G));
-tuple_impl!(
-    (a, A),
-    (b, B),
-    (c, C),
-    (d, D),
-    (e, E),
-    (f, F),
-    (g, G),
-    (h, H)
-);
-tuple_impl!(
-    (a, A),
-    (b, B),
-    (c, C),
-    (d, D),
-    (e, E),
-    (f, F),
-    (g, G),
-    (h, H),
-    (i, I)
-);
-tuple_impl!(
-    (a, A),
-    (b, B),
-    (c, C),
-    (d, D),
-    (e, E),
-    (f, F),
-    (g, G),
-    (h, H),
-    (i, I),
-    (j, J)
-);
-tuple_impl!(
-    (a, A),
-    (b, B),
-    (c, C),
-    (d, D),
-    (e, E),
-    (f, F),
-    (g, G),
-    (h, H),
-    (i, I),
-    (j, J),
-    (k, K)
-);
-tuple_impl!(
+/// Implements [`Parallel`] for every tuple length from 1 up to the list
+/// given: `tuple_impls!(a, b, c)` implements it for `(a,)`, `(a, b)` and
+/// `(a, b, c)`.
+macro_rules! tuple_impls {
+    (@ [$($done:tt),+]) => {
+        tuple_impl!($($done),+);
+    };
+    (@ [$($done:tt),+] $next:tt $(, $rest:tt)*) => {
+        tuple_impl!($($done),+);
+        tuple_impls!(@ [$($done,)+ $next] $($rest),*);
+    };
+    ($first:tt $(, $rest:tt)*) => {
+        tuple_impls!(@ [$first] $($rest),*);
+    };
+}
+
+tuple_impls!(
     (a, A),
     (b, B),
     (c, C),
