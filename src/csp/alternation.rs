@@ -482,14 +482,24 @@ impl<'a, R> Alternation<'a, R> {
             }
             // 4. Sleep, for one slice at most: then look for dead parties
             // (see `Chan::heal`) on every channel and go round again.
-            let slice = Instant::now() + chan::SLICE;
-            let mut deadline = Some(timeout.map_or(slice, |d| d.min(slice)));
+            // Channels of one process's threads have no slice (see
+            // `Chan::slice`): then only the caller's timeout bounds it.
+            let slice = order
+                .iter()
+                .filter_map(|&i| guard_chan(&self.guards[i].kind))
+                .filter_map(|(c, _)| c.slice())
+                .min()
+                .map(|s| Instant::now() + s);
+            let mut deadline = match (timeout, slice) {
+                (Some(t), Some(s)) => Some(t.min(s)),
+                (t, s) => t.or(s),
+            };
             if polling || alt.watches.len() + 1 > sys::waitv::MAX_WORDS {
                 let poll = Instant::now() + Duration::from_millis(1);
                 deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
             }
             alt.sleep(deadline);
-            if Instant::now() >= slice {
+            if slice.is_some_and(|s| Instant::now() >= s) {
                 for &i in order {
                     if let Kind::Input(c) | Kind::Output(c, _) = &self.guards[i].kind {
                         c.heal();

@@ -1452,6 +1452,15 @@ impl Chan {
 
     // ---- waiting ---------------------------------------------------------
 
+    /// How long a party sleeps before it looks for dead parties: one
+    /// [`SLICE`] over shared memory, where a process may be killed alone;
+    /// no limit in a channel of one process's threads, where no party
+    /// dies without the whole process (an untimed sleep also saves the
+    /// kernel timer each sleep would arm).
+    pub(crate) fn slice(&self) -> Option<Duration> {
+        self.mem.fd().map(|_| SLICE)
+    }
+
     /// Waits until record `idx` leaves state `expected`, for at most one
     /// [`SLICE`]; returns the new state (without `SLEEPING`), `Err(true)`
     /// at the deadline, `Err(false)` when the slice ended first.
@@ -1468,7 +1477,7 @@ impl Chan {
             }
         }
         crash_point(CrashPoint::Waiting);
-        let slice_end = Instant::now() + SLICE;
+        let slice_end = self.slice().map(|s| Instant::now() + s);
         loop {
             let s = st.load(Ordering::Acquire);
             if s & !SLEEPING != expected {
@@ -1486,11 +1495,14 @@ impl Chan {
             if deadline.is_some_and(|d| now >= d) {
                 return Err(true);
             }
-            if now >= slice_end {
+            if slice_end.is_some_and(|e| now >= e) {
                 return Err(false);
             }
-            let end = deadline.map_or(slice_end, |d| d.min(slice_end));
-            futex::wait(st, expected | SLEEPING, Some(end - now));
+            let end = match (deadline, slice_end) {
+                (Some(d), Some(e)) => Some(d.min(e)),
+                (d, e) => d.or(e),
+            };
+            futex::wait(st, expected | SLEEPING, end.map(|e| e - now));
         }
     }
 
@@ -1499,11 +1511,15 @@ impl Chan {
     fn wait_for_room(&self, seen: u32, deadline: Option<Instant>) -> Result<(), OpError> {
         let h = self.header();
         let now = Instant::now();
-        let timeout = deadline.map_or(SLICE, |d| d.saturating_duration_since(now).min(SLICE));
-        let woke = if timeout.is_zero() {
+        let left = deadline.map(|d| d.saturating_duration_since(now));
+        let timeout = match (left, self.slice()) {
+            (Some(l), Some(s)) => Some(l.min(s)),
+            (l, s) => l.or(s),
+        };
+        let woke = if timeout.is_some_and(|t| t.is_zero()) {
             futex::Wake::TimedOut
         } else {
-            futex::wait(&h.freed, seen, Some(timeout))
+            futex::wait(&h.freed, seen, timeout)
         };
         h.free_sleepers.fetch_sub(1, Ordering::SeqCst);
         if deadline.is_some_and(|d| Instant::now() >= d) {
