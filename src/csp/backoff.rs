@@ -16,8 +16,13 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// A fresh wait; `enabled` is false when only one CPU is available.
+    /// A lightweight process never spins: its counterpart most likely
+    /// runs on its own worker, after it parks.
     pub fn new(enabled: bool) -> Backoff {
-        Backoff { step: 0, enabled }
+        Backoff {
+            step: 0,
+            enabled: enabled && !super::light::on_task(),
+        }
     }
 
     /// Waits a little; returns false once it is time to sleep instead.

@@ -152,6 +152,7 @@ mod backoff;
 mod chan;
 mod channel;
 mod error;
+mod light;
 mod lock;
 mod memory;
 mod process;
@@ -165,4 +166,5 @@ pub use channel::{
     Writer,
 };
 pub use error::{ChannelError, ProcessError};
+pub use light::{io, sleep};
 pub use process::{CspProcess, Outcome, Parallel, Spawned, parallel, sequence, spawn};

@@ -14,8 +14,18 @@ pub const MAX_WORDS: usize = 128;
 
 /// Sleeps while every `word == expected` of `words`, until one of them is
 /// woken or `deadline` (`None`: no limit) passes. At most [`MAX_WORDS`]
-/// words; more are ignored.
+/// words; more are ignored. On a thread running lightweight CSP
+/// processes, parks the running one instead (see
+/// [`ParkHook`](super::futex::ParkHook)).
 pub fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Wake {
+    if let Some(w) = super::futex::parked(words, deadline) {
+        return w;
+    }
+    wait_any_thread(words, deadline)
+}
+
+/// [`wait_any`] for the calling thread itself, never a task running on it.
+pub fn wait_any_thread(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Wake {
     let mut waits = [futex::Wait::new(); MAX_WORDS];
     let n = words.len().min(MAX_WORDS);
     for (w, (word, expected)) in waits.iter_mut().zip(words.iter().take(n)) {
