@@ -226,7 +226,7 @@ impl<R: Send + 'static> CspProcess<R> {
     /// ```
     /// use multiproc::csp::{Channel, ChannelError, CspProcess, Reader, Writer, parallel};
     ///
-    /// let ch = Channel::<u32>::threads_only()?;
+    /// let ch = Channel::builder().threads_only().build::<u32>()?;
     /// let out = parallel([
     ///     CspProcess::light(|w: Writer<u32>| w.write(&7).map(|_| 0), ch.writer()),
     ///     CspProcess::light(|r: Reader<u32>| r.read(), ch.reader()),

@@ -217,6 +217,7 @@ static NEXT_WORKER: AtomicUsize = AtomicUsize::new(0);
 /// The workers, started on first use: one per usable CPU.
 fn workers() -> &'static [Arc<WorkerShared>] {
     WORKERS.get_or_init(|| {
+        calibrate();
         sys::futex::set_wake_hook(wake_hook);
         let n = sys::process::usable_cpus().max(1);
         (0..n)
@@ -363,6 +364,52 @@ struct Worker {
 /// start-up, see `calibrate`).
 static MARGIN: AtomicUsize = AtomicUsize::new(0);
 
+/// Measures how far below a local of `suspend_here` a suspension
+/// writes, on a painted slot: the margin kept when copying stacks.
+fn calibrate() {
+    const PAINT: u8 = 0xA5;
+    let slot = DefaultStack::new(128 * 1024).expect("map a stack for lightweight processes");
+    let base = slot.base().get();
+    let probe_len = 64 * 1024;
+    let low = base - probe_len;
+    // SAFETY: [low, base) lies inside the probe's stack mapping, unused.
+    unsafe { std::ptr::write_bytes(low as *mut u8, PAINT, probe_len) };
+    let mut park = Box::new(Park {
+        shared: Arc::new(TaskShared {
+            state: AtomicU64::new(RUNNING),
+            worker: 0,
+            idx: 0,
+        }),
+        epoch: 0,
+        yielder: std::ptr::null(),
+        sp: 0,
+        words: Vec::new(),
+        deadline: None,
+        held: Default::default(),
+    });
+    let p: *mut Park = &mut *park;
+    let stack = SlotStack {
+        base: slot.base(),
+        limit: slot.limit(),
+    };
+    let mut co: Co = Coroutine::with_stack(stack, move |y: &Yielder<(), ()>, ()| {
+        // SAFETY: `p` points into the box `calibrate` keeps alive.
+        unsafe { (*p).yielder = y };
+        suspend_here(p);
+    });
+    let _ = co.resume(());
+    // Suspended in `suspend_here` (MARGIN 0, so `sp` is its local's
+    // address): find the lowest byte written.
+    let mut a = low;
+    // SAFETY: inside the painted range.
+    while a < base && unsafe { *(a as *const u8) } == PAINT {
+        a += 1;
+    }
+    let _ = co.resume(());
+    let used = park.sp.saturating_sub(a);
+    MARGIN.store(used.next_multiple_of(16) + 64, Ordering::Relaxed);
+}
+
 /// Suspends the running task; records its live stack's lowest address.
 #[inline(never)]
 fn suspend_here(park: *mut Park) {
@@ -401,7 +448,6 @@ impl Worker {
     fn run(mut self) {
         LOCAL.with(|l| l.index.set(Some(self.index)));
         sys::futex::set_park_hook(park_hook);
-        self.calibrate();
         let mut ticks = 0u32;
         loop {
             let next = LOCAL.with(|l| l.queue.borrow_mut().pop_front());
@@ -418,52 +464,6 @@ impl Worker {
             }
             self.sleep();
         }
-    }
-
-    /// Measures how far below a local of `suspend_here` a suspension
-    /// writes, on a painted slot: the margin kept when copying stacks.
-    fn calibrate(&mut self) {
-        const PAINT: u8 = 0xA5;
-        let slot = &self.slots[0];
-        let base = slot.stack.base().get();
-        let probe_len = 64 * 1024;
-        let low = base - probe_len;
-        // SAFETY: [low, base) lies inside slot 0's mapping (1 MiB), unused.
-        unsafe { std::ptr::write_bytes(low as *mut u8, PAINT, probe_len) };
-        let mut park = Box::new(Park {
-            shared: Arc::new(TaskShared {
-                state: AtomicU64::new(RUNNING),
-                worker: self.index,
-                idx: 0,
-            }),
-            epoch: 0,
-            yielder: std::ptr::null(),
-            sp: 0,
-            words: Vec::new(),
-            deadline: None,
-            held: Default::default(),
-        });
-        let p: *mut Park = &mut *park;
-        let stack = SlotStack {
-            base: slot.stack.base(),
-            limit: slot.stack.limit(),
-        };
-        let mut co: Co = Coroutine::with_stack(stack, move |y: &Yielder<(), ()>, ()| {
-            // SAFETY: `p` points into the box `calibrate` keeps alive.
-            unsafe { (*p).yielder = y };
-            suspend_here(p);
-        });
-        let _ = co.resume(());
-        // Suspended in `suspend_here` (MARGIN 0, so `sp` is its local's
-        // address): find the lowest byte written.
-        let mut a = low;
-        // SAFETY: inside the painted range.
-        while a < base && unsafe { *(a as *const u8) } == PAINT {
-            a += 1;
-        }
-        let _ = co.resume(());
-        let used = park.sp.saturating_sub(a);
-        MARGIN.store(used.next_multiple_of(16) + 64, Ordering::Relaxed);
     }
 
     /// Looks at the inbox, the timers and some parked words; whether any
