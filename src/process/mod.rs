@@ -18,7 +18,7 @@ pub(crate) mod target;
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -253,7 +253,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// a child killed by a signal gives [`JoinError::Killed`]; one that
     /// exited before returning gives [`JoinError::Exited`].
     pub fn join(&mut self) -> Result<R, JoinError> {
-        self.join_until(None)
+        self.join_until(Deadline::NEVER)
     }
 
     /// Like [`join`](Self::join), but gives up with
@@ -261,14 +261,14 @@ impl<R: DeserializeOwned> Process<R> {
     /// can be joined again).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, JoinError> {
         // A timeout too long to represent means no limit.
-        self.join_until(Deadline::after(timeout).instant())
+        self.join_until(Deadline::after(timeout))
             .map_err(|e| match e {
                 JoinError::Timeout(_) => JoinError::Timeout(timeout),
                 e => e,
             })
     }
 
-    fn join_until(&mut self, deadline: Option<Instant>) -> Result<R, JoinError> {
+    fn join_until(&mut self, deadline: Deadline) -> Result<R, JoinError> {
         let child = self.child.as_ref().ok_or(JoinError::NotStarted)?;
         if self.joined {
             return Err(JoinError::AlreadyJoined);
