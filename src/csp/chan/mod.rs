@@ -430,7 +430,7 @@ impl<'a> Wakes<'a> {
             self.recs[self.n] = idx;
             self.n += 1;
         } else {
-            futex::wake_all(&self.chan.rec(idx).state);
+            futex::wake_owner(&self.chan.rec(idx).state);
         }
     }
 }
@@ -447,7 +447,9 @@ impl Drop for Guard<'_> {
         for &idx in &self.wakes.recs[..self.wakes.n] {
             // A late wake of a record its owner already released is a
             // spurious wake for the next owner, which re-checks its word.
-            futex::wake_all(&chan.rec(idx).state);
+            // Only a record's owner sleeps on its word: when that is a
+            // lightweight process of ours, no syscall is needed.
+            futex::wake_owner(&chan.rec(idx).state);
         }
     }
 }
