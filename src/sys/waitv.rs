@@ -67,3 +67,12 @@ pub fn monotonic_ns() -> u64 {
         .saturating_mul(1_000_000_000)
         .saturating_add(now.tv_nsec as u64)
 }
+
+/// [`monotonic_ns`] from the coarse clock: a few nanoseconds to read,
+/// a few milliseconds' resolution (for hints that look milliseconds back).
+pub fn monotonic_coarse_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
