@@ -228,5 +228,10 @@ fn raw_ring(n: usize, laps: u64) -> BenchResult<f64> {
 
 fn ring_light(ctx: &Ctx) -> BenchResult<Figures> {
     let (n, laps) = (ctx.pick(10_000, 1_000_000), ctx.pick(2, 10));
-    alternate(0, ctx.pick(1, 2), || crate_ring(n, laps), || raw_ring(10_000, laps))
+    alternate(
+        0,
+        ctx.pick(1, 2),
+        || crate_ring(n, laps),
+        || raw_ring(10_000, laps),
+    )
 }

@@ -59,17 +59,10 @@ pub fn wait_any_thread(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -
     }
 }
 
-/// Nanoseconds on the system-wide monotonic clock (the same in every
-/// process, so a value stored in shared memory means the same to all).
-pub fn monotonic_ns() -> u64 {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
-}
-
-/// [`monotonic_ns`] from the coarse clock: a few nanoseconds to read,
-/// a few milliseconds' resolution (for hints that look milliseconds back).
+/// Nanoseconds on the system-wide coarse monotonic clock (the same in
+/// every process, so a value stored in shared memory means the same to
+/// all): a few nanoseconds to read, a few milliseconds' resolution (for
+/// hints that look milliseconds back).
 pub fn monotonic_coarse_ns() -> u64 {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     (now.tv_sec as u64)
