@@ -190,15 +190,13 @@ impl<R: DeserializeOwned> Process<R> {
         // One message: [fd count][meta][args], the arguments' descriptors
         // attached.
         let mut msg = codec::encode(&meta, FRAME_ROOM)?;
-        msg.bytes[FRAME_ROOM] = args.bytes[0];
-        msg.bytes.extend_from_slice(&args.bytes[1..]);
-        msg.fds = args.fds;
+        msg.then(FRAME_ROOM, args);
         // A child that died at once is reported by join(), not here.
         let _ = conn.send_encoded(msg);
         Ok(Child::new(pid, name, daemon, pidfd, conn))
     }
 
-    fn fork(&mut self, meta: child::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
+    fn fork(&mut self, meta: child::Meta, mut args: Encoded) -> Result<Arc<Child>, StartError> {
         use std::io::Write;
         let (ours, theirs) = sys::socket::stream_pair()?;
         let _ = std::io::stdout().flush();
@@ -223,8 +221,7 @@ impl<R: DeserializeOwned> Process<R> {
                 // that dropping a handle in the child really closes it. Only
                 // a descriptor still shared with another object of this
                 // (copied) memory is duplicated instead.
-                let Encoded { bytes, fds } = args;
-                let fds = fds
+                let fds = std::mem::take(&mut args.fds)
                     .into_iter()
                     .filter_map(|f| {
                         Arc::try_unwrap(f)
@@ -236,7 +233,7 @@ impl<R: DeserializeOwned> Process<R> {
                 // SAFETY: `self.trampoline` was made from a `Trampoline` in `new`.
                 let trampoline: target::Trampoline =
                     unsafe { std::mem::transmute::<usize, target::Trampoline>(self.trampoline) };
-                child::run_target(trampoline, self.target, &bytes[1..], fds, conn)
+                child::run_target(trampoline, self.target, args.payload(0), fds, conn)
             }
             sys::process::Forked::Parent(pid) => {
                 drop(theirs);

@@ -208,7 +208,7 @@ impl Shared {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-/// Values are encoded with the crate's codec (postcard) straight into
+/// Values are encoded with the crate's codec straight into
 /// shared memory. Values holding handles (connections, queues) cannot be
 /// put: they fail with [`PutError::Encode`]; pass those as process
 /// arguments or over a `Connection`.
@@ -286,31 +286,6 @@ impl<T> Drop for Queue<T> {
     }
 }
 
-/// The serialiser's output: the ring itself.
-struct RingFlavor<'w, 'r>(&'w mut Writer<'r>);
-
-impl postcard::ser_flavors::Flavor for RingFlavor<'_, '_> {
-    type Output = ();
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        if self.0.write(data) {
-            Ok(())
-        } else {
-            Err(postcard::Error::SerializeBufferFull)
-        }
-    }
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.try_extend(&[data])
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
-
 thread_local! {
     /// Where a message that straddles segments is gathered for decoding.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -319,20 +294,9 @@ thread_local! {
 /// Scratch buffers above this size are not kept between gets.
 const SCRATCH_KEEP: usize = 1 << 20;
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    match postcard::take_from_bytes::<T>(bytes) {
-        Ok((v, [])) => Ok(v),
-        Ok((_, rest)) => Err(CodecError::Decode(format!(
-            "{} bytes left over after the value",
-            rest.len()
-        ))),
-        Err(e) => Err(CodecError::Decode(e.to_string())),
-    }
-}
-
 fn decode_record<T: DeserializeOwned>(rec: &Record<'_>) -> Result<T, GetFailureOr> {
     if let Some(bytes) = rec.contiguous() {
-        return decode(bytes).map_err(GetFailureOr::Decode);
+        return codec::decode_whole(bytes).map_err(GetFailureOr::Decode);
     }
     SCRATCH.with(|s| {
         let mut buf = s.borrow_mut();
@@ -340,7 +304,7 @@ fn decode_record<T: DeserializeOwned>(rec: &Record<'_>) -> Result<T, GetFailureO
         let r = rec
             .copy_to(&mut buf)
             .map_err(GetFailureOr::Io)
-            .and_then(|_| decode(&buf).map_err(GetFailureOr::Decode));
+            .and_then(|_| codec::decode_whole(&buf).map_err(GetFailureOr::Decode));
         if buf.capacity() > SCRATCH_KEEP {
             *buf = Vec::new();
         }
@@ -751,10 +715,7 @@ impl<T> Queue<T> {
 /// The put side needs only `T: Serialize`.
 impl<T: Serialize> Queue<T> {
     fn encode_into(value: &T) -> impl FnMut(&mut Writer<'_>) -> Result<(), String> + '_ {
-        move |w| {
-            postcard::serialize_with_flavor(value, RingFlavor(w))
-                .map_err(|e| codec::encode_error(value, e))
-        }
+        move |w| codec::encode_into(value, |piece| w.write(piece))
     }
 
     /// Puts `value` at the back of the queue, waiting while the queue is
