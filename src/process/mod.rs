@@ -160,7 +160,7 @@ impl<R: DeserializeOwned> Process<R> {
         let (identity, default_name) = identity::next_child();
         let name = self.name.clone().unwrap_or(default_name);
         let me = current_process();
-        let meta = child::Meta {
+        let meta = identity::Meta {
             trampoline: target::offset_of(self.trampoline),
             target: target::offset_of(self.target),
             fingerprint: target::binary_fingerprint(),
@@ -181,7 +181,7 @@ impl<R: DeserializeOwned> Process<R> {
         Ok(())
     }
 
-    fn spawn(&self, meta: child::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
+    fn spawn(&self, meta: identity::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
         let (ours, theirs) = sys::socket::stream_pair()?;
         let conn = Connection::from_fd(ours, true, true, true);
         let pid = launcher::spawn_self(theirs, child::ENV_KEY, self.setup.clone())?;
@@ -196,7 +196,7 @@ impl<R: DeserializeOwned> Process<R> {
         Ok(Child::new(pid, name, daemon, pidfd, conn))
     }
 
-    fn fork(&mut self, meta: child::Meta, mut args: Encoded) -> Result<Arc<Child>, StartError> {
+    fn fork(&mut self, meta: identity::Meta, mut args: Encoded) -> Result<Arc<Child>, StartError> {
         use std::io::Write;
         let (ours, theirs) = sys::socket::stream_pair()?;
         let _ = std::io::stdout().flush();
