@@ -205,7 +205,7 @@ impl Connection {
         }
     }
 
-    /// Receives one encoded message: its postcard payload and the
+    /// Receives one encoded message: its codec payload and the
     /// descriptors that came with it.
     pub(crate) fn recv_encoded(
         &self,

@@ -352,10 +352,10 @@ impl Shared {
             .map_err(|e| TaskError::Encode(e.to_string()))
             .and_then(|enc| {
                 let len = enc.bytes.len() - FRAME_ROOM;
-                if len > crate::DEFAULT_MAX_FRAME {
+                if len > crate::connection::DEFAULT_MAX_FRAME {
                     Err(TaskError::Encode(format!(
                         "a chunk of {len} bytes exceeds the message cap of {} bytes; use a smaller chunk size",
-                        crate::DEFAULT_MAX_FRAME
+                        crate::connection::DEFAULT_MAX_FRAME
                     )))
                 } else {
                     Ok(frame_encoded(enc))
