@@ -1,38 +1,25 @@
-//! How a party waits before it sleeps: a few exponentially growing spins,
-//! then a few yields of the CPU, then (the caller's) futex sleep; after
-//! crossbeam-utils' `Backoff`. Spinning pays only while the counterpart
-//! runs on another CPU; yielding lets it run on ours when there are more
-//! runnable parties than CPUs. On a single CPU neither pays, and the
-//! caller sleeps at once.
+//! How a CSP party waits before it sleeps: [`wait::Backoff`] by the
+//! [`wait::CSP`] preset (exponentially growing spins, then a few yields).
+//! This wrapper only keeps the constructor that takes a channel's cached
+//! "may spin" answer.
 
-const SPIN_LIMIT: u32 = 6;
-const YIELD_LIMIT: u32 = 10;
+use crate::wait;
 
 /// The state of one wait.
-pub(crate) struct Backoff {
-    step: u32,
-    enabled: bool,
-}
+pub(crate) struct Backoff(wait::Backoff);
 
 impl Backoff {
     /// A fresh wait; `enabled` is false when only one CPU is available.
     pub fn new(enabled: bool) -> Backoff {
-        Backoff { step: 0, enabled }
+        Backoff(if enabled {
+            wait::Backoff::always(&wait::CSP)
+        } else {
+            wait::Backoff::off()
+        })
     }
 
     /// Waits a little; returns false once it is time to sleep instead.
     pub fn snooze(&mut self) -> bool {
-        if !self.enabled || self.step > YIELD_LIMIT {
-            return false;
-        }
-        if self.step <= SPIN_LIMIT {
-            for _ in 0..1u32 << self.step {
-                std::hint::spin_loop();
-            }
-        } else {
-            std::thread::yield_now();
-        }
-        self.step += 1;
-        true
+        self.0.snooze()
     }
 }
