@@ -286,12 +286,6 @@ pub fn affinity_cpus() -> usize {
     }
 }
 
-/// The same as [`affinity_cpus`] (kept for callers not yet moved to
-/// `wait::may_spin`).
-pub fn usable_cpus() -> usize {
-    affinity_cpus()
-}
-
 /// Milliseconds of the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
 /// a few milliseconds' resolution, read in a few nanoseconds): for
 /// re-reading cached facts now and then on hot paths.
