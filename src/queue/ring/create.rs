@@ -69,11 +69,7 @@ impl Ring {
             bitmap_off,
             resident_off,
             data_off,
-            spins: [
-                Spin::new(&wait::SHARED),
-                Spin::new(&wait::SHARED),
-                Spin::new(&wait::SHARED),
-            ],
+            spins: [const { Spin::new(&wait::SHARED) }; 3],
         };
         // Slot 0 starts the circle alone, as the segment that "ends" at
         // position 0.
@@ -141,11 +137,7 @@ impl Ring {
             bitmap_off,
             resident_off,
             data_off,
-            spins: [
-                Spin::new(&wait::SHARED),
-                Spin::new(&wait::SHARED),
-                Spin::new(&wait::SHARED),
-            ],
+            spins: [const { Spin::new(&wait::SHARED) }; 3],
         })
     }
 }
