@@ -158,8 +158,6 @@ pub mod queue;
 #[cfg(target_os = "linux")]
 mod shm;
 #[cfg(target_os = "linux")]
-mod spin;
-#[cfg(target_os = "linux")]
 mod sync;
 #[cfg(target_os = "linux")]
 mod sys;

@@ -23,9 +23,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, SharedFd};
 use crate::error::{RecvError, SendError};
-use crate::spin::Spin;
 use crate::sys;
-use crate::wait::Deadline;
+use crate::wait::{Deadline, Spin};
 pub use frame::DEFAULT_MAX_FRAME;
 /// Header room to reserve when encoding a message for [`Connection::send_encoded`].
 pub(crate) const FRAME_ROOM: usize = frame::SHORT_HEADER;
@@ -262,7 +261,7 @@ impl Connection {
     /// request/reply loops of the manager.
     pub(crate) fn recv_spin<T: DeserializeOwned>(&self, spin: &Spin) -> Result<T, RecvError> {
         let mut got = None;
-        spin.spin_until(
+        spin.until(
             || match self.recv_timeout::<T>(Duration::ZERO) {
                 Err(RecvError::Timeout) => false,
                 r => {
@@ -270,8 +269,7 @@ impl Connection {
                     true
                 }
             },
-            None,
-            0,
+            Deadline::NEVER,
         );
         got.unwrap_or_else(|| self.recv())
     }

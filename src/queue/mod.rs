@@ -163,7 +163,6 @@ mod iter;
 mod joinable;
 mod ring;
 mod simple;
-pub(crate) mod wait;
 
 pub use builder::{DEFAULT_CAPACITY, DEFAULT_RING_SIZE, QueueBuilder};
 pub use error::{
