@@ -167,13 +167,15 @@ mod sys;
 mod wait;
 
 #[cfg(target_os = "linux")]
+#[cfg(feature = "tokio")]
+pub use connection::AsyncConnection;
+#[cfg(target_os = "linux")]
 pub use connection::ListenerBuilder;
 #[cfg(target_os = "linux")]
 pub use connection::{
     Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, Waitable, pipe,
     pipe_simplex, wait,
 };
-#[cfg(target_os = "linux")]
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
 #[cfg(target_os = "linux")]
 pub use manager::{
@@ -191,6 +193,8 @@ pub use process::{
     active_children, cpu_count, current_process, get_context, get_start_method, parent_process,
     set_start_method, spawn, start_method,
 };
+#[cfg(feature = "tokio")]
+pub use queue::AsyncQueue;
 #[cfg(target_os = "linux")]
 pub use queue::{
     GetError, GetTimeoutError, JoinableQueue, PutError, PutTimeoutError, Queue, QueueBuilder,

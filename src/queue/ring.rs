@@ -79,6 +79,7 @@
 //! | `done` | `task_done` | CAS | tasks finished (`JoinableQueue`) | SeqCst CAS |
 //! | `hangups` | a process whose last producer handle went away (`fifo.rs`) | none | bumped after that process closed its end of the hang-up socket, so that sleeping consumers look whether producers are left | SeqCst RMW, then `data_event` is notified; consumers load SeqCst |
 //! | events | waiters / notifiers | none | see `wait.rs` | SeqCst |
+//! | `aio[0]`, `aio[1]` | an async consumer (`aio[0]`) or producer (`aio[1]`) about to wait (`1`); the `put` (`aio[0]`) or `get` (`aio[1]`) that swaps it back to `0` and rings the doorbell (`aio.rs`) | none | an async task may wait for data / space on the hang-up socket | SeqCst (Dekker's pattern with the commit words, as for events) |
 //!
 //! The robust mutexes are glibc's (`sys::robust_mutex`); their own words are
 //! theirs.
@@ -230,6 +231,7 @@ struct Header {
     join_event: Event,
     done: Line<AtomicU32>,
     hangups: Line<AtomicU32>,
+    aio: Line<[AtomicU32; 2]>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= TABLE_OFF);
@@ -985,6 +987,11 @@ impl Ring {
             || self.has_data() || h.hangups.0.load(Ordering::SeqCst) != hangups_seen,
             deadline,
         )
+    }
+
+    /// The async waiters' flags: `[data, space]` (see `aio.rs`).
+    pub(crate) fn aio_flags(&self) -> &[AtomicU32; 2] {
+        &self.header().aio.0
     }
 
     /// How many times a process gave up its last producer handle.
