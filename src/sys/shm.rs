@@ -60,7 +60,49 @@ impl Mapping {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    /// The shared word at byte offset `off`, in place.
+    ///
+    /// Panics if the word does not lie inside the mapping or `off` is not
+    /// aligned for `T` (the mapping itself is page-aligned).
+    #[inline]
+    pub fn word<T: SharedWord>(&self, off: usize) -> &T {
+        assert!(
+            off.is_multiple_of(std::mem::align_of::<T>())
+                && off
+                    .checked_add(std::mem::size_of::<T>())
+                    .is_some_and(|end| end <= self.len),
+            "shared word out of the mapping or misaligned"
+        );
+        // SAFETY: the word lies inside the mapping and is aligned (checked
+        // above; the mapping is page-aligned); the mapping lives as long as
+        // `&self`; a `SharedWord` is valid at any bit pattern and is only
+        // changed through atomic operations, so other processes writing it
+        // concurrently is sound.
+        unsafe { &*self.ptr.as_ptr().add(off).cast::<T>() }
+    }
 }
+
+/// A word that may be viewed in place anywhere in a [`Mapping`]: an atomic
+/// integer, valid at any bit pattern and only changed atomically, so other
+/// processes may read and write it at the same time.
+pub trait SharedWord: Sync + sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! shared_words {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl SharedWord for $t {}
+    )*};
+}
+shared_words!(
+    std::sync::atomic::AtomicU8,
+    std::sync::atomic::AtomicU32,
+    std::sync::atomic::AtomicU64
+);
 
 impl Drop for Mapping {
     fn drop(&mut self) {
