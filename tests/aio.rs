@@ -380,8 +380,10 @@ fn dropped_get_loses_no_message() {
             let t = std::thread::spawn(move || {
                 for i in 0..N {
                     p.put(i).unwrap();
-                    if i % 64 == 0 {
-                        std::thread::sleep(Duration::from_micros(200));
+                    // Pauses longer than the consumer's timeouts, so that
+                    // some gets are cancelled while they wait.
+                    if i % 100 == 0 {
+                        std::thread::sleep(Duration::from_millis(5));
                     }
                 }
             });
@@ -392,7 +394,7 @@ fn dropped_get_loses_no_message() {
                 k = k
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                let wait = Duration::from_micros(k >> 56);
+                let wait = Duration::from_micros(k >> 53);
                 match tokio::time::timeout(wait, aq.get()).await {
                     Ok(v) => got.push(v.unwrap()),
                     Err(_) => cancelled += 1,
