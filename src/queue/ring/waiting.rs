@@ -2,7 +2,9 @@
 //! bounded queue), and for every task to be done (`JoinableQueue`). The
 //! events themselves are `wait.rs`'s.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+#[cfg(feature = "tokio")]
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{Ring, unpack};
@@ -35,6 +37,7 @@ impl Ring {
     }
 
     /// The async waiters' flags: `[data, space]` (see `queue/aio.rs`).
+    #[cfg(feature = "tokio")]
     pub(crate) fn aio_flags(&self) -> &[AtomicU32; 2] {
         &self.header().aio.0
     }
