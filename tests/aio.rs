@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -441,3 +441,63 @@ fn async_put_waits_for_space_and_simple_queue_works() {
         });
     });
 }
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn slow_double(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(x % 7));
+    2 * x
+}
+
+fn fails(_: u64) -> u64 {
+    common::quiet_panics();
+    panic!("task failed on purpose")
+}
+
+/// Pool results awaited from one runtime thread: single results, maps,
+/// imap as an async sequence, a failing task, and 200 results awaited at
+/// once with no thread added per waiter.
+fn pool_results(method: Method) {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(method.start())
+        .build()
+        .unwrap();
+    run(async {
+        let r = pool.apply_async(square, 12).unwrap();
+        assert_eq!(r.await.unwrap(), 144);
+        let m = pool.map_async(slow_double, 0..40).unwrap();
+        assert_eq!(m.await.unwrap(), (0..40).map(|x| 2 * x).collect::<Vec<_>>());
+        let bad = pool.apply_async(fails, 1).unwrap();
+        assert!(matches!(bad.await, Err(PoolError::Task { index: 0, .. })));
+
+        let mut it = pool.imap(slow_double, 0..30).unwrap();
+        let mut got = Vec::new();
+        while let Some(r) = it.next_async().await {
+            got.push(r.unwrap());
+        }
+        assert_eq!(got, (0..30).map(|x| 2 * x).collect::<Vec<_>>());
+
+        let threads_before = threads();
+        let handles: Vec<_> = (0..200u64)
+            .map(|x| pool.apply_async(slow_double, x).unwrap())
+            .collect();
+        let tasks: Vec<_> = handles
+            .into_iter()
+            .map(|h| tokio::spawn(h.into_future()))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(threads() <= threads_before, "a thread per waiting task");
+        let mut sum = 0;
+        for t in tasks {
+            sum += t.await.unwrap().unwrap();
+        }
+        assert_eq!(sum, 2 * (0..200).sum::<u64>());
+    });
+    pool.close();
+    pool.join_timeout(LONG).unwrap();
+}
+
+both_methods!(pool_results);
