@@ -387,20 +387,20 @@ impl Ring {
     /// indices read from shared memory with `checked`).
     fn entry(&self, i: u32) -> &AtomicU64 {
         debug_assert!(i < self.nslots);
-        self.map.word(TABLE_OFF + i as usize * 8)
+        self.map.at(TABLE_OFF + i as usize * 8)
     }
 
     /// Word `word` of the slot bitmap.
     fn bitmap(&self, word: usize) -> &AtomicU64 {
         debug_assert!(word < (self.nslots as usize).div_ceil(64));
-        self.map.word(self.bitmap_off + word * 8)
+        self.map.at(self.bitmap_off + word * 8)
     }
 
     /// Word of the resident bitmap holding slot `i`'s bit (1: the
     /// segment's memory is in place; 0: it was punched).
     fn resident_word(&self, i: u32) -> &AtomicU64 {
         debug_assert!(i < self.nslots);
-        self.map.word(self.resident_off + (i as usize / 64) * 8)
+        self.map.at(self.resident_off + (i as usize / 64) * 8)
     }
 
     fn is_resident(&self, i: u32) -> bool {
@@ -442,7 +442,7 @@ impl Ring {
     /// slot `i`'s segment.
     fn record_len(&self, i: u32, off: usize) -> &AtomicU64 {
         debug_assert!(i < self.nslots && off < SEG);
-        self.map.word(self.data_off + i as usize * SEG + off)
+        self.map.at(self.data_off + i as usize * SEG + off)
     }
 
     /// `i` if it names a slot, else a corruption error.
