@@ -121,6 +121,14 @@
 //! followed by a backtrace only when `RUST_BACKTRACE` asks for one. A
 //! target may install its own panic hook instead.
 //!
+//! ## Async (feature `tokio`)
+//!
+//! `AsyncConnection` (`Connection::into_async`), `AsyncQueue`
+//! (`Queue::into_async`, `SimpleQueue::into_async`), awaitable
+//! [`AsyncResult`] and [`MapResult`], and `Imap::next_async`: usable from
+//! tokio tasks, waking through the runtime's reactor, never with a thread
+//! per waiting task.
+//!
 //! ## Platform
 //!
 //! Linux with glibc only (Linux 5.16 or newer for `futex_waitv`, glibc 2.29

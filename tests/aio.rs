@@ -501,3 +501,29 @@ fn pool_results(method: Method) {
 }
 
 both_methods!(pool_results);
+
+#[test]
+fn a_cancelled_send_is_finished_by_the_next_one() {
+    watchdog(LIMIT, || {
+        let (a, b) = pipe().unwrap();
+        run(async {
+            let a = a.into_async().unwrap();
+            let big = bytes(5, 8 << 20);
+            // Nobody reads yet: the socket fills and the send is dropped
+            // with part of its frame written.
+            let r = tokio::time::timeout(Duration::from_millis(50), a.send_bytes(&big)).await;
+            assert!(r.is_err(), "an 8 MiB send completed with no reader");
+            let reader = std::thread::spawn(move || {
+                let first = b.recv_bytes().unwrap();
+                let second = b.recv::<String>().unwrap();
+                (first, second)
+            });
+            a.send(&"after").await.unwrap();
+            let (first, second) = tokio::task::spawn_blocking(move || reader.join().unwrap())
+                .await
+                .unwrap();
+            assert!(first == big, "the cancelled frame arrived changed");
+            assert_eq!(second, "after");
+        });
+    });
+}
