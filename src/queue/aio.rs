@@ -25,9 +25,9 @@
 //!   by `fork` closes the ones it inherited ([`after_fork`]).
 //!
 //! The flag and the commit words form Dekker's pattern, as the futex event
-//! count's flag does (`wait.rs`): the waiter stores the flag (SeqCst) and
-//! then looks at the queue; the other side commits (a SeqCst store) and
-//! then loads the flag. Either the waiter sees the change or the other side
+//! count's flag does (`wait.rs`): the waiter stores the flag (SeqCst, then
+//! a SeqCst fence) and then looks at the queue; the other side commits (a
+//! SeqCst store) and then loads the flag (SeqCst). Either the waiter sees the change or the other side
 //! sees the flag. So the blocking hot path pays one load per `put` and per
 //! `get` (only with the `tokio` feature), and the system call only when an
 //! async task waits. A waiter drains the bytes that woke it, so at most one
@@ -50,7 +50,7 @@
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, Weak};
 
 use serde::Serialize;
@@ -310,9 +310,11 @@ impl<T> AsyncQueue<T> {
                     continue;
                 }
             }
-            // SeqCst: the store half of Dekker's pattern (module docs),
-            // before the last look.
+            // SeqCst store and fence: the store half of Dekker's pattern
+            // (module docs); the fence orders it before the look, whose
+            // loads of the commit word are Acquire.
             ring.aio_flags()[0].store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             match op(&self.queue) {
                 Err(TryGetError::Empty) => {}
                 r => return r.map_err(get_error),
@@ -359,8 +361,9 @@ impl<T> AsyncQueue<T> {
                     None => continue,
                 }
             }
-            // SeqCst: as in `wait_data`.
+            // SeqCst store and fence: as in `wait_data`.
             ring.aio_flags()[1].store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             match op(&self.queue, value) {
                 Err(TryPutError::Full(v)) => value = v,
                 r => return r.map_err(put_error),
