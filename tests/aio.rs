@@ -207,7 +207,39 @@ fn queue_round_trip(method: Method) {
     p.join_timeout(LONG).unwrap();
 }
 
-both_methods!(connection_round_trip, killed_peer, queue_round_trip);
+/// Holds a producer handle, puts one message, and sleeps until killed.
+fn producer_then_sleep(q: Queue<u32>) {
+    q.put(1).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+fn killed_producer(method: Method) {
+    let q: Queue<u32> = Queue::new().unwrap();
+    let mut p = Process::new(producer_then_sleep, q.clone()).start_method(method.start());
+    p.start().unwrap();
+    run(async {
+        let q = q.into_async().unwrap();
+        q.close(); // the child is the only producer
+        assert_eq!(q.get().await.unwrap(), 1);
+        let kill = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            p.kill().unwrap();
+            std::future::pending::<()>().await;
+        };
+        // Woken by the kernel's hang-up on the queue's socket, not by a
+        // message: the typed end, not a hang.
+        let r = first(q.get(), kill).await;
+        assert!(matches!(r, Err(GetError::Disconnected)), "{r:?}");
+    });
+    let _ = p.join_timeout(LONG);
+}
+
+both_methods!(
+    connection_round_trip,
+    killed_peer,
+    queue_round_trip,
+    killed_producer
+);
 
 #[test]
 fn oversize_and_garbage_frames_are_typed_errors() {
