@@ -321,6 +321,13 @@ fn oversize_and_garbage_frames_are_typed_errors() {
 }
 
 #[test]
+fn made_outside_a_runtime_is_an_error_not_a_panic() {
+    let (a, _b) = pipe().unwrap();
+    assert!(a.into_async().is_err());
+    assert!(Queue::<u8>::new().unwrap().into_async().is_err());
+}
+
+#[test]
 fn a_frame_arriving_in_pieces_is_received_whole() {
     watchdog(LIMIT, || {
         let (mut raw, theirs) = UnixStream::pair().unwrap();

@@ -105,8 +105,15 @@ impl Connection {
 }
 
 impl AsyncConnection {
-    /// Registers `conn` with the current runtime's reactor.
+    /// Registers `conn` with the current runtime's reactor. Outside a
+    /// runtime this fails with an error; in a runtime built without I/O
+    /// it panics (tokio's rule).
     pub fn new(conn: Connection) -> io::Result<Self> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other(
+                "an async connection must be made inside a tokio runtime",
+            ));
+        }
         // SAFETY: the descriptor is the connection's own, open for as long
         // as the `Io` that owns the connection lives inside the `AsyncFd`,
         // and a connection never changes its descriptor.

@@ -267,7 +267,14 @@ fn put_error<T>(e: TryPutError<T>) -> PutError<T> {
 
 impl<T> AsyncQueue<T> {
     /// Registers `queue`'s doorbell with the current runtime's reactor.
+    /// Outside a runtime this fails with an error; in a runtime built
+    /// without I/O it panics (tokio's rule).
     pub fn new(queue: Queue<T>) -> io::Result<Self> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other(
+                "an async queue must be made inside a tokio runtime",
+            ));
+        }
         let data = Arc::new(Bell::new(&queue.shared.watch)?);
         Ok(AsyncQueue { queue, data })
     }
