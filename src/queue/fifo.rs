@@ -77,9 +77,9 @@ pub(super) struct Shared {
     /// Producer handles of this queue in this process.
     producers: AtomicUsize,
     /// This process's `writer` descriptor while it has producer handles.
-    writer: Mutex<Option<SharedFd>>,
+    pub(super) writer: Mutex<Option<SharedFd>>,
     /// The consumers' end of the hang-up socket.
-    watch: SharedFd,
+    pub(super) watch: SharedFd,
     /// `hangups` when `watch` was last looked at (`u64::MAX`: never).
     looked_seq: AtomicU64,
     /// When `watch` was last looked at (nanoseconds after [`epoch`]).
@@ -382,6 +382,19 @@ impl<T> Queue<T> {
     fn put_raw(
         &self,
         mode: Mode,
+        write: impl FnMut(&mut Writer<'_>) -> Result<(), String>,
+    ) -> Result<(), PutFailure> {
+        let r = self.put_ring(mode, write);
+        #[cfg(feature = "tokio")]
+        if r.is_ok() {
+            super::aio::ring_data(&self.shared);
+        }
+        r
+    }
+
+    fn put_ring(
+        &self,
+        mode: Mode,
         mut write: impl FnMut(&mut Writer<'_>) -> Result<(), String>,
     ) -> Result<(), PutFailure> {
         let ring = self.ring();
@@ -433,6 +446,19 @@ impl<T> Queue<T> {
     }
 
     fn get_raw<R>(&self, mode: Mode, body: impl FnOnce(&Record<'_>) -> R) -> Result<R, GetFailure> {
+        let r = self.get_ring(mode, body);
+        #[cfg(feature = "tokio")]
+        if r.is_ok() {
+            super::aio::ring_space(&self.shared);
+        }
+        r
+    }
+
+    fn get_ring<R>(
+        &self,
+        mode: Mode,
+        body: impl FnOnce(&Record<'_>) -> R,
+    ) -> Result<R, GetFailure> {
         let ring = self.ring();
         let mut body = Some(body);
         let mut spun = false;
