@@ -44,6 +44,14 @@ pub fn set_park_hook(hook: ParkHook) {
     PARK.with(|p| p.set(Some(hook)));
 }
 
+/// Whether this thread parks tasks instead of sleeping (it runs
+/// lightweight CSP processes): spinning in a wait there only delays the
+/// others.
+#[inline]
+pub fn parks_tasks() -> bool {
+    PARK.with(|p| p.get().is_some())
+}
+
 /// Installs the process-wide wake hook (once; later calls are ignored).
 pub fn set_wake_hook(hook: WakeHook) {
     if WAKE_HOOK.set(hook).is_ok() {

@@ -219,7 +219,7 @@ fn workers() -> &'static [Arc<WorkerShared>] {
     WORKERS.get_or_init(|| {
         calibrate();
         sys::futex::set_wake_hook(wake_hook);
-        let n = sys::process::usable_cpus().max(1);
+        let n = sys::process::affinity_cpus().max(1);
         (0..n)
             .map(|i| {
                 let w = Arc::new(WorkerShared {
