@@ -69,8 +69,9 @@ pub(crate) const SLOTS: usize = 16;
 const SLOT_SIZE: usize = 1 << 20;
 /// Runs between two looks at the inbox, the timers and some parked words.
 const TICK: u32 = 64;
-/// Parked words looked at per tick.
+/// Parked words looked at per tick, and per idle round.
 const POLL_CHUNK: usize = 64;
+const IDLE_POLL: usize = 4096;
 
 const RUNNING: u64 = 0;
 const PARKED: u64 = 1;
@@ -80,6 +81,9 @@ const DONE: u64 = 3;
 /// What wakers share with a task.
 pub(crate) struct TaskShared {
     state: AtomicU64,
+    /// Set (before it is queued) when the wake came from the table, which
+    /// removed the entry it used.
+    by_table: AtomicBool,
     worker: usize,
     idx: usize,
 }
@@ -87,7 +91,7 @@ pub(crate) struct TaskShared {
 impl TaskShared {
     /// Wakes the task from its park `epoch`; false if it is not parked
     /// there (woken already, running, or parked again since).
-    fn try_wake(self: &Arc<Self>, epoch: u64) -> bool {
+    fn try_wake(self: &Arc<Self>, epoch: u64, by_table: bool) -> bool {
         let ok = self
             .state
             .compare_exchange(
@@ -98,6 +102,9 @@ impl TaskShared {
             )
             .is_ok();
         if ok {
+            if by_table {
+                self.by_table.store(true, Ordering::Relaxed);
+            }
             push(self);
         }
         ok
@@ -166,7 +173,7 @@ fn wake_hook(word: &AtomicU32) -> usize {
             let x = e.swap_remove(i);
             b.n.fetch_sub(1, Ordering::SeqCst);
             // Lock order: a bucket, then a worker's inbox (in `push`).
-            woken += usize::from(x.task.try_wake(x.epoch));
+            woken += usize::from(x.task.try_wake(x.epoch, true));
         } else {
             i += 1;
         }
@@ -377,6 +384,7 @@ fn calibrate() {
     let mut park = Box::new(Park {
         shared: Arc::new(TaskShared {
             state: AtomicU64::new(RUNNING),
+            by_table: AtomicBool::new(false),
             worker: 0,
             idx: 0,
         }),
@@ -492,12 +500,12 @@ impl Worker {
                 }
                 self.timers.pop();
                 if let Some(Some(t)) = self.tasks.get(idx) {
-                    any |= t.park.shared.try_wake(epoch);
+                    any |= t.park.shared.try_wake(epoch, false);
                 }
             }
         }
         let n = self.parked.len();
-        let count = if idle { n } else { n.min(POLL_CHUNK) };
+        let count = n.min(if idle { IDLE_POLL } else { POLL_CHUNK });
         for _ in 0..count {
             if self.parked.is_empty() {
                 break;
@@ -507,7 +515,7 @@ impl Worker {
             if let Some(Some(t)) = self.tasks.get(idx)
                 && words_changed(&t.park.words)
             {
-                any |= t.park.shared.try_wake(t.park.epoch);
+                any |= t.park.shared.try_wake(t.park.epoch, false);
             }
         }
         any
@@ -557,6 +565,7 @@ impl Worker {
         });
         let shared = Arc::new(TaskShared {
             state: AtomicU64::new(QUEUED),
+            by_table: AtomicBool::new(false),
             worker: self.index,
             idx,
         });
@@ -778,8 +787,12 @@ fn park_on(park: *mut Park, words: &[(&AtomicU32, u32)], deadline: Option<Instan
     suspend_here(park);
     // SAFETY: as above; resumed, the task runs again.
     let p = unsafe { &mut *park };
-    for &(addr, _) in &p.words {
-        unregister(addr, &p.shared, epoch);
+    // Woken through the table for its only word: that entry is gone.
+    let by_table = p.shared.by_table.swap(false, Ordering::Relaxed);
+    if !(by_table && p.words.len() == 1) {
+        for &(addr, _) in &p.words {
+            unregister(addr, &p.shared, epoch);
+        }
     }
     p.words.clear();
     p.deadline = None;
