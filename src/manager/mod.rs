@@ -131,6 +131,7 @@ pub type Value = AnyValue;
 use crate::connection::KeyChoice;
 use crate::connection::{Address, Connection, Listener, ToAddress};
 use crate::error::{ConnectError, StartError};
+use crate::process::fn_ref::FnRef;
 use crate::process::{Process, StartMethod};
 
 /// Default cap on one request the server accepts: 64 MiB.
@@ -218,7 +219,7 @@ impl std::fmt::Debug for ManagerBuilder {
 struct ServerArgs {
     address: String,
     authkey: Option<Vec<u8>>,
-    registry: Vec<(String, isize)>,
+    registry: Vec<(String, FnRef<Constructor>)>,
     max_request: u64,
     ready: Connection,
 }
@@ -241,7 +242,7 @@ fn run_server(args: ServerArgs) {
     };
     let server = ManagerServer::new(
         listener,
-        registry::from_offsets(args.registry),
+        registry::from_refs(args.registry),
         args.authkey,
         usize::try_from(args.max_request).unwrap_or(usize::MAX),
     );
@@ -357,7 +358,7 @@ impl ManagerBuilder {
         let args = ServerArgs {
             address: address.to_string(),
             authkey: authkey.clone(),
-            registry: registry::to_offsets(&self.registry),
+            registry: registry::to_refs(&self.registry),
             max_request: self.max_request.unwrap_or(DEFAULT_MAX_REQUEST) as u64,
             ready: theirs,
         };

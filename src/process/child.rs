@@ -14,6 +14,7 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use super::fn_ref::{self, RawFnRef};
 use super::identity::{self, Meta};
 use super::registry;
 use super::target::{self, Trampoline};
@@ -57,7 +58,7 @@ fn run_spawned(fd: i32) -> ! {
     if meta.parent_pid != parent_at_start || sys::process::getppid() != meta.parent_pid {
         sys::process::exit_now(70);
     }
-    if meta.fingerprint != target::binary_fingerprint() {
+    if meta.fingerprint != fn_ref::binary_fingerprint() {
         report(
             &conn,
             target::OUTCOME_BAD_ARGS,
@@ -65,18 +66,15 @@ fn run_spawned(fd: i32) -> ! {
         );
     }
     identity::set_after_start(&meta);
-    // SAFETY: the parent took this address from a `Trampoline` value of the
-    // same binary (fingerprint checked above).
-    let trampoline: Trampoline =
-        unsafe { std::mem::transmute::<usize, Trampoline>(target::address_at(meta.trampoline)) };
-    run_target(trampoline, target::address_at(meta.target), rest, fds, conn)
+    // The same binary (fingerprint checked above): the references hold.
+    run_target(meta.trampoline.get(), meta.target, rest, fds, conn)
 }
 
 /// Runs the target, sends its outcome to the parent and exits the process:
 /// code 0 when it returned, 1 when it panicked or its arguments were bad.
 pub fn run_target(
     trampoline: Trampoline,
-    target: usize,
+    target: RawFnRef,
     payload: &[u8],
     fds: Vec<OwnedFd>,
     conn: Connection,

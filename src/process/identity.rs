@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use super::fn_ref::{FnRef, RawFnRef};
+use super::target::Trampoline;
 use crate::sys;
 
 /// A description of a process, as returned by [`current_process`] and
@@ -26,8 +28,8 @@ pub struct ProcessInfo {
 /// target to run, and who the child is (its identity from then on).
 #[derive(Serialize, Deserialize)]
 pub struct Meta {
-    pub trampoline: isize,
-    pub target: isize,
+    pub trampoline: FnRef<Trampoline>,
+    pub target: RawFnRef,
     pub fingerprint: isize,
     pub name: String,
     pub identity: String,
