@@ -51,6 +51,7 @@ use super::wire;
 use crate::codec;
 use crate::connection::{Connection, FRAME_ROOM, RawFrame, frame_encoded, pipe};
 use crate::error::{RecvError, StartError};
+use crate::local_lock::lock;
 use crate::process::Process;
 use crate::sys;
 use crate::sys::poll::Interest;
@@ -286,10 +287,6 @@ pub struct Shared {
     wake_rx: OwnedFd,
     wake_tx: OwnedFd,
     next_chunk: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
