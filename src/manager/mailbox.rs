@@ -44,8 +44,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Connection;
 use crate::codec::{self, SharedFd};
+use crate::connection::Connection;
 use crate::connection::FRAME_ROOM;
 use crate::error::{RecvError, SendError};
 use crate::sys;
@@ -276,7 +276,7 @@ impl Drop for Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipe;
+    use crate::connection::pipe;
 
     #[test]
     fn a_mailbox_is_owner_only() {

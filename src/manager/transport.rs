@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::mailbox::{Mailbox, Way};
-use crate::Connection;
+use crate::connection::Connection;
 use crate::error::{RecvError, SendError};
 use crate::wait::{self, Spin};
 

@@ -79,6 +79,7 @@
 //! | `done` | `task_done` | CAS | tasks finished (`JoinableQueue`) | SeqCst CAS |
 //! | `hangups` | a process whose last producer handle went away (`fifo.rs`) | none | bumped after that process closed its end of the hang-up socket, so that sleeping consumers look whether producers are left | SeqCst RMW, then `data_event` is notified; consumers load SeqCst |
 //! | events | waiters / notifiers | none | see `wait.rs` | SeqCst |
+//! | `aio[0]`, `aio[1]` | an async consumer (`aio[0]`) or producer (`aio[1]`) about to wait (`1`); the `put` (`aio[0]`) or `get` (`aio[1]`) that swaps it back to `0` and rings the doorbell (`queue/aio.rs`) | none | an async task may wait for data / space on the hang-up socket | SeqCst (Dekker's pattern with the commit words, as for events) |
 //!
 //! The robust mutexes are glibc's (`sys::robust_mutex`); their own words are
 //! theirs.
@@ -96,7 +97,7 @@
 //! | in `get`, before the `head` store | nothing consumed: the next `get` returns the same message | nothing |
 //! | in `get`, after the `head` store | the message consumed (the `get` had done everything but return); `c_slot` behind, segments left behind not yet kept or punched | `OwnerDied`: walk from `c_slot` to `cseg(head)` deciding each again (punching twice is harmless; no producer reuses them until `c_slot` moves); a segment kept twice overstates `free_resident`, so the repairer sets `recount` |
 //! | holding either lock | the lock | the kernel marks it owner-dead; the next locker repairs as above |
-//! | between a commit and its wake-up call | sleepers not woken | sleepers re-check every [`SLICE`](crate::wait::SLICE) |
+//! | between a commit and its wake-up call (or doorbell) | sleepers (async waiters) not woken | sleepers re-check every [`SLICE`](crate::wait::SLICE) |
 //! | holding producer handles (its end of the hang-up socket, see `fifo.rs`) | nothing in this memory: the kernel closes its descriptors, `hangups` is not bumped | consumers that sleep look at the socket every [`SLICE`](crate::wait::SLICE) |
 //!
 //! So a message is visible exactly when its `tail` store happened, and
@@ -264,6 +265,7 @@ struct Header {
     join_event: EventCount,
     done: Line<AtomicU32>,
     hangups: Line<AtomicU32>,
+    aio: Line<[AtomicU32; 2]>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= TABLE_OFF);

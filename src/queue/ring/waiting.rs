@@ -2,9 +2,12 @@
 //! bounded queue), and for every task to be done (`JoinableQueue`). The
 //! events themselves are `wait::EventCount`s.
 
+#[cfg(feature = "tokio")]
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering;
+
 use super::{Ring, unpack};
 use crate::wait::Deadline;
-use std::sync::atomic::Ordering;
 
 impl Ring {
     /// Whether the queue looks non-empty.
@@ -32,6 +35,12 @@ impl Ring {
             || self.has_data() || h.hangups.0.load(Ordering::SeqCst) != hangups_seen,
             deadline,
         )
+    }
+
+    /// The async waiters' flags: `[data, space]` (see `queue/aio.rs`).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn aio_flags(&self) -> &[AtomicU32; 2] {
+        &self.header().aio.0
     }
 
     /// How many times a process gave up its last producer handle.
