@@ -50,6 +50,8 @@
 //! bucket's count is read lock-free after a SeqCst fence, paired with the
 //! parker's SeqCst increment before its check).
 
+#![allow(unsafe_code)]
+
 use std::cell::{Cell, RefCell};
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
@@ -423,13 +425,14 @@ fn calibrate() {
 fn suspend_here(park: *mut Park) {
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
-    // SAFETY: `park` is the running task's park record (see `Local::current`),
-    // valid while it runs; `yielder` was stored by its coroutine at start and
+    // SAFETY: `park` is the running task's park record (see
+    // `Local::current`), valid and not otherwise borrowed while it runs.
+    let p = unsafe { &mut *park };
+    p.sp = here - MARGIN.load(Ordering::Relaxed);
+    // SAFETY: `yielder` was stored by the task's coroutine at its start and
     // lives on its stack, which is resident while it runs.
-    unsafe {
-        (*park).sp = here - MARGIN.load(Ordering::Relaxed);
-        (*(*park).yielder).suspend(());
-    }
+    let yielder = unsafe { &*p.yielder };
+    yielder.suspend(());
 }
 
 impl Worker {
@@ -610,9 +613,11 @@ impl Worker {
                     occ.park.sp as *const std::mem::MaybeUninit<u8>,
                     occ.saved.as_mut_ptr(),
                     len,
-                );
-                occ.saved.set_len(len);
-            }
+                )
+            };
+            // SAFETY: the `len` bytes were just written (uninitialised
+            // bytes are allowed: the element type is `MaybeUninit`).
+            unsafe { occ.saved.set_len(len) };
             occ.evicted = true;
         }
         self.slots[s].occupant = Some(idx);
