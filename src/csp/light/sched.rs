@@ -50,6 +50,8 @@
 //! bucket's count is read lock-free after a SeqCst fence, paired with the
 //! parker's SeqCst increment before its check).
 
+#![allow(unsafe_code)]
+
 use std::cell::{Cell, RefCell};
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
@@ -424,12 +426,13 @@ fn suspend_here(park: *mut Park) {
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
     // SAFETY: `park` is the running task's park record (see `Local::current`),
-    // valid while it runs; `yielder` was stored by its coroutine at start and
-    // lives on its stack, which is resident while it runs.
-    unsafe {
-        (*park).sp = here - MARGIN.load(Ordering::Relaxed);
-        (*(*park).yielder).suspend(());
-    }
+    // valid while it runs.
+    unsafe { (*park).sp = here - MARGIN.load(Ordering::Relaxed) };
+    // SAFETY: as above.
+    let yielder = unsafe { (*park).yielder };
+    // SAFETY: `yielder` was stored by its coroutine at start and lives on
+    // its stack, which is resident while it runs.
+    unsafe { (*yielder).suspend(()) };
 }
 
 impl Worker {
@@ -610,9 +613,10 @@ impl Worker {
                     occ.park.sp as *const std::mem::MaybeUninit<u8>,
                     occ.saved.as_mut_ptr(),
                     len,
-                );
-                occ.saved.set_len(len);
-            }
+                )
+            };
+            // SAFETY: the copy above initialised the first `len` bytes.
+            unsafe { occ.saved.set_len(len) };
             occ.evicted = true;
         }
         self.slots[s].occupant = Some(idx);
