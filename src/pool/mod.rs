@@ -130,6 +130,8 @@ pub use imap::Imap;
 pub use progress::Progress;
 pub use result::{AsyncResult, MapResult};
 pub use star::StarFn;
+#[cfg(feature = "zenoh")]
+pub(crate) use wire::panic_message as panic_text;
 use worker::{WorkerArgs, worker_main};
 
 /// Chunks encoded and handed to the pool at a time by `map`, so workers

@@ -42,6 +42,11 @@ pub trait StarFn<Args>: sealed::Sealed<Args> + Copy + Send + 'static {
     /// The worker-side runner for this function.
     #[doc(hidden)]
     fn runner(self) -> usize;
+
+    /// The runner for this function in a cluster worker.
+    #[cfg(feature = "zenoh")]
+    #[doc(hidden)]
+    fn cluster_runner(self) -> usize;
 }
 
 macro_rules! star_fn {
@@ -80,6 +85,31 @@ macro_rules! star_fn {
                 }
                 const { assert!(size_of::<F>() == 0, "starmap needs a function item") };
                 let runner: Runner = run::<F, R, $($a,)+>;
+                runner as usize
+            }
+
+            #[cfg(feature = "zenoh")]
+            fn cluster_runner(self) -> usize {
+                #[allow(non_snake_case)]
+                fn run<F, R, $($a,)+>(
+                    _target: usize,
+                    args: &[u8],
+                    cap: usize,
+                ) -> crate::cluster::wire::ChunkOutcome
+                where
+                    F: Fn($($a),+) -> R + Copy,
+                    R: Serialize,
+                    $($a: DeserializeOwned,)+
+                {
+                    const { assert!(size_of::<F>() == 0, "starmap needs a function item") };
+                    // SAFETY: as in `runner` above: `F` is zero-sized and
+                    // `Copy`, the driver held a value of it, and the worker
+                    // checked that the task comes from the same build.
+                    let f: F = unsafe { std::mem::MaybeUninit::<F>::uninit().assume_init() };
+                    crate::cluster::wire::run_each(args, cap, |($($a,)+): ($($a,)+)| f($($a),+))
+                }
+                const { assert!(size_of::<F>() == 0, "starmap needs a function item") };
+                let runner: crate::cluster::wire::Runner = run::<F, R, $($a,)+>;
                 runner as usize
             }
         }

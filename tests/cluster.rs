@@ -1,0 +1,305 @@
+//! The cluster pool across processes on Zenoh (feature `zenoh`).
+//!
+//! Every host is a separate process started fresh (exec of this test
+//! binary in worker mode, `MULTIPROC_CLUSTER_WORKER=1`), sharing only the
+//! endpoint of the router embedded in the test process, with a 1 s lease.
+//! Every test runs under a watchdog and kills the workers it started.
+
+#![cfg(feature = "zenoh")]
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{LIMIT, eventually, watchdog};
+use multiproc::cluster::{ClusterConfig, ClusterError, ClusterPool, ENV_ENDPOINT, ENV_WORKER};
+use multiproc::{Pool, PoolError, TaskError};
+
+const USER: &str = "tester";
+const PASSWORD: &str = "correct horse";
+const LEASE: Duration = Duration::from_secs(1);
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local address").port()
+}
+
+/// The cluster's router (in this process) and its endpoint.
+struct Cluster {
+    endpoint: String,
+    workers: Vec<Child>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster {
+            endpoint: format!("tcp/127.0.0.1:{}", free_port()),
+            workers: Vec::new(),
+        }
+    }
+
+    fn config(&self) -> ClusterConfig {
+        ClusterConfig::listen(self.endpoint.clone())
+            .credentials(USER, PASSWORD)
+            .lease(LEASE)
+    }
+
+    fn pool(&self, config: ClusterConfig) -> ClusterPool {
+        Pool::cluster(config).expect("start the driver and its router")
+    }
+
+    /// Starts a worker process: this test binary, fresh, in worker mode.
+    fn worker(&mut self) -> u32 {
+        let child = Command::new(std::env::current_exe().expect("test binary"))
+            .env(ENV_WORKER, "1")
+            .env(ENV_ENDPOINT, &self.endpoint)
+            .env(multiproc::cluster::ENV_USER, USER)
+            .env(multiproc::cluster::ENV_PASSWORD, PASSWORD)
+            .env(multiproc::cluster::ENV_LEASE_MS, "1000")
+            .env("MULTIPROC_CLUSTER_IDLE_EXIT_MS", "20000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a worker");
+        let pid = child.id();
+        self.workers.push(child);
+        pid
+    }
+
+    fn signal(&self, pid: u32, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.workers {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: i32, b: i32) -> i32 {
+    a + b
+}
+
+fn pid_after(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+fn boom(x: u32) -> u32 {
+    if x == 3 {
+        panic!("three is right out");
+    }
+    x
+}
+
+fn len_of(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+fn make_bytes(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .replace(['/', '*', '$', '?', '#', ' '], "_")
+}
+
+#[test]
+fn map_imap_starmap_apply_across_two_worker_processes() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config());
+        c.worker();
+        c.worker();
+        assert_eq!(pool.wait_for_workers(2, Duration::from_secs(30)), 2);
+        assert_eq!(
+            pool.map(square, 0..100u64).unwrap(),
+            (0..100u64).map(|x| x * x).collect::<Vec<_>>()
+        );
+        assert_eq!(pool.starmap(add, [(1, 2), (3, 4)]).unwrap(), vec![3, 7]);
+        assert_eq!(pool.apply(square, 12).unwrap(), 144);
+        let ordered: Vec<u64> = pool
+            .imap(square, 0..50u64)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(ordered, (0..50u64).map(|x| x * x).collect::<Vec<_>>());
+        let mut unordered: Vec<u64> = pool
+            .imap_unordered(square, 0..50u64)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        unordered.sort_unstable();
+        assert_eq!(unordered, ordered);
+        // Both workers served (each pulls one task at a time).
+        let pids: std::collections::HashSet<u32> = pool
+            .map_chunked(pid_after, vec![50u64; 16], 1)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        // A panic is that item's error only.
+        let r = pool.map_results(boom, 0..6u32).unwrap();
+        assert!(
+            matches!(&r[3], Err(TaskError::Panicked { message }) if message.contains("right out"))
+        );
+        assert_eq!(r.iter().filter(|x| x.is_ok()).count(), 5);
+        assert_eq!(pool.dropped_results(), 0);
+    });
+}
+
+#[test]
+fn imap_keeps_a_bounded_window_over_an_endless_input() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config());
+        c.worker();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        let mut it = pool.imap_chunked(square, 0u64.., 4).unwrap();
+        for i in 0..3000u64 {
+            assert_eq!(it.next().unwrap().unwrap(), i * i);
+            assert!(it.in_flight() <= 256, "{} tasks in flight", it.in_flight());
+        }
+    });
+}
+
+#[test]
+fn a_worker_killed_mid_task_fails_exactly_its_task_naming_the_host() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config());
+        let a = c.worker();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        // Worker `a` takes the long task; then `b` joins and does the rest.
+        let long = pool.apply_async(pid_after, 60_000).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let b = c.worker();
+        assert_eq!(pool.wait_for_workers(2, Duration::from_secs(30)), 2);
+        let short = pool.map_chunked(pid_after, vec![1u64; 20], 1).unwrap();
+        assert!(short.iter().all(|p| *p == b), "{short:?} {a} {b}");
+        let started = Instant::now();
+        c.signal(a, "KILL");
+        match long.into_value() {
+            Err(PoolError::Task {
+                error: TaskError::HostLost { host: h, worker },
+                ..
+            }) => {
+                assert_eq!(h, host());
+                assert!(worker.contains(&format!(".{a}.")), "{worker}");
+            }
+            other => panic!("expected HostLost, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(15));
+        // The pool goes on with the survivor.
+        assert_eq!(pool.map(square, 0..10u64).unwrap()[9], 81);
+    });
+}
+
+#[test]
+fn a_frozen_worker_is_lost_at_lease_expiry_its_task_retried_and_its_late_result_dropped() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config().task_retries(1));
+        let a = c.worker();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        let task = pool.apply_async(pid_after, 3000).unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        // Frozen: its socket stays open, only the lease can tell.
+        c.signal(a, "STOP");
+        let b = c.worker();
+        // Retried once on `b` (queued tasks are not charged; this one ran).
+        assert_eq!(task.get().unwrap(), b);
+        c.signal(a, "CONT");
+        // `a` wakes, finishes, reports: the result is dropped.
+        assert!(
+            eventually(Duration::from_secs(30), || pool.dropped_results() == 1),
+            "the late result was not seen"
+        );
+        assert_eq!(task.get().unwrap(), b);
+        // `a` joins again under a new id and works.
+        assert!(eventually(Duration::from_secs(30), || pool.workers().len() == 2));
+        assert_eq!(pool.map(square, 0..8u64).unwrap()[7], 49);
+    });
+}
+
+#[test]
+fn unauthenticated_and_wrong_password_sessions_are_refused() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let pool = c.pool(c.config());
+        let none = ClusterConfig::connect(c.endpoint.clone())
+            .connect_timeout(Duration::from_secs(2))
+            .open();
+        assert!(matches!(none, Err(ClusterError::Connect(_))), "{none:?}");
+        let wrong = ClusterConfig::connect(c.endpoint.clone())
+            .credentials(USER, "wrong")
+            .connect_timeout(Duration::from_secs(2))
+            .open();
+        assert!(matches!(wrong, Err(ClusterError::Connect(_))), "{wrong:?}");
+        let right = ClusterConfig::connect(c.endpoint.clone())
+            .credentials(USER, PASSWORD)
+            .open();
+        assert!(right.is_ok(), "{right:?}");
+        drop(pool);
+    });
+}
+
+#[test]
+fn listening_beyond_loopback_without_credentials_is_refused() {
+    let e = ClusterConfig::listen("tcp/0.0.0.0:0").open().unwrap_err();
+    assert!(matches!(e, ClusterError::Insecure(_)), "{e}");
+}
+
+#[test]
+fn oversized_arguments_and_results_are_typed_errors() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config().max_payload(64 << 10));
+        c.worker();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        match pool.apply(len_of, vec![0u8; 100_000]) {
+            Err(PoolError::Task {
+                error: TaskError::TooLarge { size, limit },
+                ..
+            }) => {
+                assert!(size > 100_000);
+                assert_eq!(limit, 64 << 10);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert!(matches!(
+            pool.apply(make_bytes, 100_000),
+            Err(PoolError::Task {
+                error: TaskError::TooLarge { .. },
+                ..
+            })
+        ));
+        // Within the cap both ways.
+        assert_eq!(pool.apply(len_of, vec![0u8; 1000]).unwrap(), 1000);
+        assert_eq!(pool.apply(make_bytes, 1000).unwrap().len(), 1000);
+    });
+}
