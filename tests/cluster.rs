@@ -303,3 +303,163 @@ fn oversized_arguments_and_results_are_typed_errors() {
         assert_eq!(pool.apply(make_bytes, 1000).unwrap().len(), 1000);
     });
 }
+
+// ---- network CSP channels ----
+
+use multiproc::cluster::{NetChannel, NetReader, NetWriter};
+use multiproc::csp::ChannelError;
+use multiproc::{Builder, StartMethod};
+
+fn client(endpoint: &str) -> multiproc::cluster::Session {
+    ClusterConfig::connect(endpoint)
+        .credentials(USER, PASSWORD)
+        .lease(LEASE)
+        .open()
+        .expect("join the cluster")
+}
+
+/// Another host: a fresh exec of this binary (spawn start method), given
+/// only the endpoint.
+fn host_process<A, R>(f: fn(A) -> R, arg: A) -> multiproc::JoinHandle<R>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize + serde::de::DeserializeOwned,
+{
+    Builder::new()
+        .start_method(StartMethod::Spawn)
+        .stderr(multiproc::Stdio::Null)
+        .spawn(f, arg)
+        .expect("start a host process")
+}
+
+/// Writes `-1` with a short timeout (no reader yet: must time out), then
+/// 0..20, then retires by returning.
+fn writer_host(endpoint: String) -> Result<bool, String> {
+    let s = client(&endpoint);
+    let w: NetWriter<i64> = NetWriter::open(&s, "nums").map_err(|e| e.to_string())?;
+    let lonely = matches!(
+        w.write_timeout(&-1, Duration::from_millis(300)),
+        Err(ChannelError::Timeout)
+    );
+    for i in 0..20 {
+        w.write(&i).map_err(|e| e.to_string())?;
+    }
+    Ok(lonely)
+}
+
+#[test]
+fn net_channel_rendezvous_and_retire_across_processes() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let s = c.config().open().unwrap();
+        let chan: NetChannel<i64> = NetChannel::home(&s, "nums").unwrap();
+        let r = chan.reader().unwrap();
+        let writer = host_process(writer_host, c.endpoint.clone());
+        // The writer's first write finds no reader and times out, untaken.
+        std::thread::sleep(Duration::from_millis(1500));
+        let got: Vec<i64> = (0..20).map(|_| r.read().unwrap()).collect();
+        assert_eq!(got, (0..20).collect::<Vec<_>>());
+        assert_eq!(writer.join().unwrap(), Ok(true));
+        // Its only writer retired (the process ended): the channel is retired.
+        assert!(matches!(
+            r.read_timeout(Duration::from_secs(20)),
+            Err(ChannelError::Retired)
+        ));
+        assert!(chan.is_retired());
+    });
+}
+
+fn reader_host((endpoint, n): (String, usize)) -> Result<Vec<i64>, String> {
+    let s = client(&endpoint);
+    let r: NetReader<i64> = NetReader::open(&s, "poisoned").map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    loop {
+        match r.read() {
+            Ok(v) => got.push(v),
+            Err(ChannelError::Poisoned) if got.len() == n => return Ok(got),
+            Err(e) => return Err(format!("{e} after {got:?}")),
+        }
+    }
+}
+
+#[test]
+fn net_channel_poison_reaches_a_reader_on_another_host() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let s = c.config().open().unwrap();
+        let chan: NetChannel<i64> = NetChannel::home(&s, "poisoned").unwrap();
+        let w = chan.writer().unwrap();
+        let reader = host_process(reader_host, (c.endpoint.clone(), 3));
+        for i in 0..3 {
+            w.write(&i).unwrap();
+        }
+        w.poison();
+        assert!(matches!(w.write(&9), Err(ChannelError::Poisoned)));
+        assert_eq!(reader.join().unwrap(), Ok(vec![0, 1, 2]));
+    });
+}
+
+fn home_host(endpoint: String) {
+    let s = client(&endpoint);
+    let _chan: NetChannel<i64> = NetChannel::home(&s, "homeless").unwrap();
+    std::thread::sleep(Duration::from_secs(300));
+}
+
+#[test]
+fn a_lost_home_fails_a_waiting_writer_with_channel_lost() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let s = c.config().open().unwrap();
+        let home = host_process(home_host, c.endpoint.clone());
+        let w = loop {
+            match NetWriter::<i64>::open(&s, "homeless") {
+                Ok(w) => break w,
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let waiting = std::thread::spawn(move || w.write(&1));
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        home.kill().unwrap();
+        let r = waiting.join().unwrap();
+        assert!(matches!(r, Err(ChannelError::Lost(_))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+    });
+}
+
+fn one_read_then_hang(endpoint: String) -> i64 {
+    let s = client(&endpoint);
+    let r: NetReader<i64> = NetReader::open(&s, "lonely").unwrap();
+    let v = r.read().unwrap();
+    std::thread::sleep(Duration::from_secs(300));
+    v
+}
+
+#[test]
+fn losing_the_only_reader_fails_a_waiting_writer_with_channel_lost() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let s = c.config().open().unwrap();
+        let chan: NetChannel<i64> = NetChannel::home(&s, "lonely").unwrap();
+        let w = chan.writer().unwrap();
+        let reader = host_process(one_read_then_hang, c.endpoint.clone());
+        w.write(&1).unwrap();
+        let waiting = std::thread::spawn(move || w.write(&2));
+        std::thread::sleep(Duration::from_millis(500));
+        reader.kill().unwrap();
+        let r = waiting.join().unwrap();
+        assert!(matches!(r, Err(ChannelError::Lost(_))), "{r:?}");
+    });
+}
+
+#[test]
+fn net_channel_refuses_an_oversized_message() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let s = c.config().max_payload(4096).open().unwrap();
+        let chan: NetChannel<Vec<u8>> = NetChannel::home(&s, "big").unwrap();
+        let w = chan.writer().unwrap();
+        let r = w.write(&vec![0u8; 10_000]);
+        assert!(matches!(r, Err(ChannelError::TooLarge { .. })), "{r:?}");
+    });
+}
