@@ -463,3 +463,30 @@ fn net_channel_refuses_an_oversized_message() {
         assert!(matches!(r, Err(ChannelError::TooLarge { .. })), "{r:?}");
     });
 }
+
+#[test]
+fn all_workers_killed_fails_running_tasks_and_then_queued_ones_no_hang() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config().orphan_timeout(Duration::from_secs(2)));
+        let a = c.worker();
+        let b = c.worker();
+        assert_eq!(pool.wait_for_workers(2, Duration::from_secs(30)), 2);
+        let r = pool
+            .map_async_chunked(pid_after, vec![60_000u64; 6], 1)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        c.signal(a, "KILL");
+        c.signal(b, "KILL");
+        let results = r.into_results();
+        let lost = results
+            .iter()
+            .filter(|r| matches!(r, Err(TaskError::HostLost { .. })))
+            .count();
+        let orphaned = results
+            .iter()
+            .filter(|r| matches!(r, Err(TaskError::Broken(m)) if m.contains("every worker")))
+            .count();
+        assert_eq!((lost, orphaned), (2, 4), "{results:?}");
+    });
+}

@@ -101,6 +101,9 @@ pub(crate) struct State {
     closed: bool,
     terminated: bool,
     dropped: u64,
+    /// Since when no worker is left (after some had joined).
+    orphaned: Option<Instant>,
+    orphan_timeout: Duration,
 }
 
 type Replies = Vec<(Query, Assign)>;
@@ -221,6 +224,9 @@ impl Driver {
         {
             let mut st = self.lock();
             let now = Instant::now();
+            if st.orphans(now) {
+                self.cond.notify_all();
+            }
             for w in st.workers.values_mut() {
                 if w.parked.as_ref().is_some_and(|p| p.until <= now)
                     && let Some(p) = w.parked.take()
@@ -363,6 +369,30 @@ impl Driver {
 }
 
 impl State {
+    /// Fails the queued tasks once every worker has been gone for the
+    /// orphan timeout; whether it did.
+    fn orphans(&mut self, now: Instant) -> bool {
+        if self.queue.is_empty() || !self.seen.is_empty() || self.lost.is_empty() {
+            self.orphaned = None;
+            return false;
+        }
+        let since = *self.orphaned.get_or_insert(now);
+        if now.duration_since(since) < self.orphan_timeout {
+            return false;
+        }
+        let why = format!(
+            "every worker of the cluster was lost and none joined within {:?}",
+            self.orphan_timeout
+        );
+        for id in std::mem::take(&mut self.queue) {
+            if let Some(t) = self.tasks.remove(&id) {
+                self.settle(t.job, t.ordinal, t.len, Err(TaskError::Broken(why.clone())));
+            }
+        }
+        self.orphaned = None;
+        true
+    }
+
     fn accept(&mut self, task: u64, outcome: ChunkOutcome) {
         let Some(t) = self.tasks.remove(&task) else {
             self.dropped += 1;
@@ -665,6 +695,8 @@ impl ClusterPool {
                 closed: false,
                 terminated: false,
                 dropped: 0,
+                orphaned: None,
+                orphan_timeout: session.inner.orphan_timeout,
             }),
             cond: Condvar::new(),
             cap: session.max_payload(),

@@ -140,6 +140,7 @@ pub struct ClusterConfig {
     namespace: String,
     retries: u32,
     connect_timeout: Duration,
+    orphan_timeout: Duration,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -167,6 +168,7 @@ impl ClusterConfig {
             namespace: "multiproc".into(),
             retries: 0,
             connect_timeout: Duration::from_secs(10),
+            orphan_timeout: Duration::from_secs(30),
         }
     }
 
@@ -258,6 +260,15 @@ impl ClusterConfig {
     /// queued are never charged.
     pub fn task_retries(mut self, n: u32) -> Self {
         self.retries = n;
+        self
+    }
+
+    /// When every worker a pool had is lost and none joins within
+    /// `timeout` (default 30 s), its queued tasks fail with
+    /// [`TaskError::Broken`](crate::TaskError) instead of waiting for
+    /// ever. Tasks submitted before any worker ever joined wait.
+    pub fn orphan_timeout(mut self, timeout: Duration) -> Self {
+        self.orphan_timeout = timeout;
         self
     }
 

@@ -34,6 +34,7 @@ pub(crate) struct Inner {
     pub namespace: String,
     pub max_payload: usize,
     pub retries: u32,
+    pub orphan_timeout: Duration,
     pub host: String,
 }
 
@@ -218,6 +219,7 @@ impl Session {
                 namespace: cfg.namespace.clone(),
                 max_payload: cfg.max_payload,
                 retries: cfg.retries,
+                orphan_timeout: cfg.orphan_timeout,
                 host: host_name(),
             }),
         })
