@@ -34,7 +34,7 @@ use super::net::{self, NetCodec, Session};
 use super::wire::{self, Assign, ChunkOutcome, ItemOutcome, Pull, Runner, TaskMsg};
 use super::{ClusterConfig, ClusterError};
 use crate::pool::{PoolError, StarFn, TaskError};
-use crate::process::target;
+use crate::process::fn_ref::{self, FnRef, RawFnRef};
 
 /// How long a pull waits at the driver for work before it is answered
 /// [`Assign::Idle`].
@@ -46,7 +46,7 @@ const IMAP_AHEAD: usize = 256;
 
 /// An encoded chunk ready for the table: its item count and
 /// `(runner, target, args)`, or why it could not be encoded.
-pub(crate) type Chunk = (usize, Result<(isize, isize, Vec<u8>), NetCodec>);
+pub(crate) type Chunk = (usize, Result<(FnRef<Runner>, RawFnRef, Vec<u8>), NetCodec>);
 
 /// A settled task: its item count and outcome.
 pub(crate) type Settled = (usize, Result<Vec<ItemOutcome>, TaskError>);
@@ -282,7 +282,7 @@ impl Driver {
                         st.next_task += 1;
                         let msg = TaskMsg {
                             task: id,
-                            fingerprint: target::binary_fingerprint(),
+                            fingerprint: fn_ref::binary_fingerprint(),
                             runner,
                             target,
                             cap: self.cap as u64,
@@ -786,26 +786,22 @@ impl ClusterPool {
 
     fn chunks<T: Serialize>(
         &self,
-        runner: usize,
-        target: usize,
+        runner: FnRef<Runner>,
+        target: RawFnRef,
         items: &[T],
         chunksize: usize,
     ) -> Vec<Chunk> {
         let cap = self.driver.cap;
         items
             .chunks(chunksize)
-            .map(|c| {
-                let enc = net::encode(c, cap)
-                    .map(|b| (target::offset_of(runner), target::offset_of(target), b));
-                (c.len(), enc)
-            })
+            .map(|c| (c.len(), net::encode(c, cap).map(|b| (runner, target, b))))
             .collect()
     }
 
     fn submit<T: Serialize>(
         &self,
-        runner: usize,
-        target: usize,
+        runner: FnRef<Runner>,
+        target: RawFnRef,
         items: &[T],
         chunksize: usize,
     ) -> Result<u64, PoolError> {
@@ -889,7 +885,7 @@ impl ClusterPool {
         let chunksize = check_chunksize(chunksize)?;
         let items: Vec<A> = items.into_iter().collect();
         let runner: Runner = wire::run_map::<A, R>;
-        let job = self.submit(runner as usize, f as usize, &items, chunksize)?;
+        let job = self.submit(FnRef::new(runner), FnRef::new(f).erase(), &items, chunksize)?;
         Ok(ClusterMapResult::new(self.driver.clone(), job, items.len()))
     }
 
@@ -918,8 +914,10 @@ impl ClusterPool {
     {
         let items: Vec<T> = items.into_iter().collect();
         let chunksize = default_chunksize(items.len(), self.workers_or_one());
-        let runner = f.cluster_runner();
-        let job = self.submit(runner, runner, &items, chunksize)?;
+        // The runner carries the function in its type; the target is
+        // unused (see `pool::star`).
+        let runner = FnRef::new(f.cluster_runner());
+        let job = self.submit(runner, runner.erase(), &items, chunksize)?;
         Ok(ClusterMapResult::new(self.driver.clone(), job, items.len()))
     }
 
@@ -943,7 +941,7 @@ impl ClusterPool {
         R: Serialize + DeserializeOwned,
     {
         let runner: Runner = wire::run_map::<A, R>;
-        let job = self.submit(runner as usize, f as usize, &[args], 1)?;
+        let job = self.submit(FnRef::new(runner), FnRef::new(f).erase(), &[args], 1)?;
         Ok(ClusterAsyncResult::new(ClusterMapResult::new(
             self.driver.clone(),
             job,
@@ -971,10 +969,7 @@ impl ClusterPool {
             _ => None,
         };
         let runner: Runner = wire::run_map::<A, R>;
-        let (runner, target) = (
-            target::offset_of(runner as usize),
-            target::offset_of(f as usize),
-        );
+        let (runner, target) = (FnRef::new(runner), FnRef::new(f).erase());
         let cap = self.driver.cap;
         let feed: Feed = Box::new(move || {
             let chunk: Vec<A> = iter.by_ref().take(chunksize).collect();

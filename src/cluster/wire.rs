@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::net;
 use crate::pool::TaskError;
+use crate::process::fn_ref::{FnRef, RawFnRef};
 
 /// A worker's request for work, carrying the results of its last task.
 #[derive(Serialize, Deserialize, Debug)]
@@ -88,9 +89,11 @@ pub enum Assign {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct TaskMsg {
     pub task: u64,
+    /// The driver's [`binary_fingerprint`](crate::process::fn_ref::binary_fingerprint):
+    /// a worker runs only tasks of its own build.
     pub fingerprint: isize,
-    pub runner: isize,
-    pub target: isize,
+    pub runner: FnRef<Runner>,
+    pub target: RawFnRef,
     /// The driver's payload cap: the result must fit it.
     pub cap: u64,
     pub args: Vec<u8>,
@@ -98,7 +101,7 @@ pub struct TaskMsg {
 
 /// Runs one task in a worker: decodes the items, calls the target on each,
 /// encodes each value within `cap` bytes.
-pub type Runner = fn(target: usize, args: &[u8], cap: usize) -> ChunkOutcome;
+pub type Runner = fn(target: RawFnRef, args: &[u8], cap: usize) -> ChunkOutcome;
 
 /// Runs `f` on every item of the encoded `Vec<T>` in `args`.
 pub fn run_each<T, R>(args: &[u8], cap: usize, f: impl Fn(T) -> R) -> ChunkOutcome
@@ -143,15 +146,14 @@ where
 
 /// The runner for `fn(A) -> R` targets.
 pub fn run_map<A: DeserializeOwned, R: Serialize>(
-    target: usize,
+    target: RawFnRef,
     args: &[u8],
     cap: usize,
 ) -> ChunkOutcome {
-    // SAFETY: `target` is the address of an `fn(A) -> R` of this binary:
-    // the driver took it from a value of that type together with this very
-    // runner's address (monomorphised for the same `A` and `R`), and the
-    // worker checked that the task comes from the same build (fingerprint).
-    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+    // The driver erased `target` from an `fn(A) -> R` and paired it with
+    // this runner, monomorphised for the same `A` and `R`; the worker
+    // checked that the task comes from its own build (fingerprint).
+    let f = target.typed::<fn(A) -> R>().get();
     run_each(args, cap, f)
 }
 

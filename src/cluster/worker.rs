@@ -15,13 +15,17 @@ use zenoh::sample::SampleKind;
 
 use super::driver::PARK;
 use super::net::{self, Session};
-use super::wire::{Assign, ChunkOutcome, Done, Pull, Runner, TaskMsg};
+use super::wire::{Assign, ChunkOutcome, Done, Pull, TaskMsg};
 use super::{ClusterConfig, ClusterError, ENV_WORKER};
-use crate::process::target;
+use crate::process::fn_ref;
 
 /// Environment variable: a worker started by [`ENV_WORKER`] exits once
 /// no pool has been live for this many milliseconds.
 pub const ENV_IDLE_EXIT_MS: &str = "MULTIPROC_CLUSTER_IDLE_EXIT_MS";
+
+/// How long a worker keeps a result whose pool's token vanished, in case
+/// its own link was what failed and the pool comes back into view.
+const RESULT_GRACE: Duration = Duration::from_secs(15);
 
 /// How a worker behaves (see [`serve`]).
 ///
@@ -183,15 +187,26 @@ impl Worker {
         let mut backoff = Duration::from_millis(10);
         let mut last_pool = Instant::now();
         let mut closed: HashMap<String, Instant> = HashMap::new();
+        let mut orphaned: Option<Instant> = None;
         loop {
             let pools = self.live_pools();
-            if let Some((p, _)) = &pending
-                && !pools.contains(p)
-            {
-                // Its pool is gone: nobody wants the result any more.
-                pending = None;
-            }
             let now = Instant::now();
+            match &pending {
+                Some((p, _)) if !pools.contains(p) => {
+                    // Its pool's token is gone: the driver ended, or this
+                    // session lost its link and is joining again (the token
+                    // comes back then). Keep the result a while.
+                    let since = *orphaned.get_or_insert(now);
+                    if now.duration_since(since) >= RESULT_GRACE {
+                        pending = None;
+                        orphaned = None;
+                    } else {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                }
+                _ => orphaned = None,
+            }
             closed.retain(|_, until| *until > now);
             let open: Vec<&String> = pools.iter().filter(|p| !closed.contains_key(*p)).collect();
             if !pools.is_empty() {
@@ -274,16 +289,10 @@ impl Worker {
 }
 
 fn run_task(t: TaskMsg, cap: usize) -> ChunkOutcome {
-    if t.fingerprint != target::binary_fingerprint() {
+    // A function reference is only sound in the build it was taken in.
+    if t.fingerprint != fn_ref::binary_fingerprint() {
         return ChunkOutcome::WrongBinary;
     }
-    let runner = target::address_at(t.runner);
-    let target = target::address_at(t.target);
-    // SAFETY: `runner` is the address of a `Runner` of this binary: the
-    // driver took it from a value of that type and sent its distance from
-    // the anchor, and the fingerprint check above shows this process runs
-    // the same build, where the same distance names the same function.
-    let runner = unsafe { std::mem::transmute::<usize, Runner>(runner) };
     let cap = cap.min(usize::try_from(t.cap).unwrap_or(usize::MAX));
-    runner(target, &t.args, cap)
+    (t.runner.get())(t.target, &t.args, cap)
 }
