@@ -490,3 +490,142 @@ fn all_workers_killed_fails_running_tasks_and_then_queued_ones_no_hang() {
         assert_eq!((lost, orphaned), (2, 4), "{results:?}");
     });
 }
+
+// ---- a host whose link goes down (network namespaces, root only) ----
+
+/// A network namespace joined to this one by a veth pair, with addresses
+/// only on that pair; removed (with the pair) on drop.
+struct Netns {
+    name: String,
+    outside: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    /// `None` (with the reason) where namespaces cannot be made: not root,
+    /// or no `ip` tool.
+    fn new() -> Result<Netns, String> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let root = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0");
+        if !root {
+            return Err("not running as root".into());
+        }
+        let pid = std::process::id();
+        let n = Netns {
+            name: format!("mpcl{pid}"),
+            outside: format!("mpo{pid}"),
+            host_ip: format!("10.213.{}.1", pid % 250),
+            ns_ip: format!("10.213.{}.2", pid % 250),
+        };
+        let inside = format!("mpi{pid}");
+        ip(&["netns", "add", &n.name])?;
+        ip(&[
+            "link", "add", &n.outside, "type", "veth", "peer", "name", &inside,
+        ])?;
+        ip(&["link", "set", &inside, "netns", &n.name])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", n.host_ip),
+            "dev",
+            &n.outside,
+        ])?;
+        ip(&["link", "set", &n.outside, "up"])?;
+        ip(&[
+            "-n",
+            &n.name,
+            "addr",
+            "add",
+            &format!("{}/30", n.ns_ip),
+            "dev",
+            &inside,
+        ])?;
+        ip(&["-n", &n.name, "link", "set", &inside, "up"])?;
+        Ok(n)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.outside]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[test]
+fn a_host_whose_link_goes_down_is_lost_within_the_lease() {
+    let ns = match Netns::new() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("skipped: network namespaces unavailable ({why})");
+            return;
+        }
+    };
+    watchdog(LIMIT, move || {
+        let endpoint = format!("tcp/{}:{}", ns.host_ip, free_port());
+        let config = ClusterConfig::listen(endpoint.clone())
+            .credentials(USER, PASSWORD)
+            .lease(LEASE);
+        let pool = Pool::cluster(config).expect("driver on the veth address");
+        // The worker lives in the namespace: its only route is the veth.
+        let mut worker = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(std::env::current_exe().unwrap())
+            .env(ENV_WORKER, "1")
+            .env(ENV_ENDPOINT, &endpoint)
+            .env(multiproc::cluster::ENV_USER, USER)
+            .env(multiproc::cluster::ENV_PASSWORD, PASSWORD)
+            .env(multiproc::cluster::ENV_LEASE_MS, "1000")
+            .env("MULTIPROC_CLUSTER_IDLE_EXIT_MS", "20000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        let long = pool.apply_async(pid_after, 60_000).unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        // No FIN, no RST: only the lease can tell.
+        let started = Instant::now();
+        ip(&["link", "set", &ns.outside, "down"]).unwrap();
+        let r = long.into_value();
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                r,
+                Err(PoolError::Task {
+                    error: TaskError::HostLost { .. },
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert!(took < Duration::from_secs(10), "lost after {took:?}");
+        let _ = worker.kill();
+        let _ = worker.wait();
+        drop(pool);
+        drop(ns);
+    });
+}
