@@ -629,3 +629,26 @@ fn a_host_whose_link_goes_down_is_lost_within_the_lease() {
         drop(ns);
     });
 }
+
+#[test]
+fn a_dropped_map_handle_cancels_its_queued_tasks_and_the_pool_goes_on() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config());
+        c.worker();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        // One worker, a 300 ms task at a time: 50 of them would take 15 s.
+        let r = pool
+            .map_async_chunked(pid_after, vec![300u64; 50], 1)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(r);
+        let started = Instant::now();
+        assert_eq!(pool.apply(square, 7).unwrap(), 49);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}

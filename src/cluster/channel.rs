@@ -98,6 +98,7 @@ struct Home {
     retired: [usize; 2],
     lost: [usize; 2],
     poisoned: bool,
+    retired_for_good: bool,
     /// Why the channel was lost (every end of one side gone).
     lost_why: Option<String>,
 }
@@ -112,16 +113,22 @@ fn side_index(s: Side) -> usize {
 }
 
 impl Home {
-    fn retired(&self) -> bool {
-        (0..2).any(|i| {
-            self.joined[i] > 0
-                && self.retired[i] + self.lost[i] >= self.joined[i]
-                && self.retired[i] > 0
-        })
+    /// Whether the channel is retired: every end of one side that joined
+    /// has retired (or was lost, with at least one retired). Once retired,
+    /// always retired, whoever joins later.
+    fn retired(&mut self) -> bool {
+        if !self.retired_for_good {
+            self.retired_for_good = (0..2).any(|i| {
+                self.joined[i] > 0
+                    && self.retired[i] > 0
+                    && self.retired[i] + self.lost[i] >= self.joined[i]
+            });
+        }
+        self.retired_for_good
     }
 
     /// The answer every operation gets once the channel has ended.
-    fn ended(&self) -> Option<Answer> {
+    fn ended(&mut self) -> Option<Answer> {
         if self.poisoned {
             Some(Answer::Poisoned)
         } else if self.retired() {

@@ -315,6 +315,22 @@ impl Driver {
     /// The caller no longer wants `job`'s results.
     pub fn abandon(&self, job: u64) {
         let mut st = self.lock();
+        // Tasks of the job still queued will not run: nobody wants them.
+        let st = &mut *st;
+        let queued: HashSet<u64> = st
+            .queue
+            .iter()
+            .copied()
+            .filter(|id| st.tasks.get(id).is_some_and(|t| t.job == job))
+            .collect();
+        if !queued.is_empty() {
+            st.queue.retain(|id| !queued.contains(id));
+            for id in queued {
+                if let Some(t) = st.tasks.remove(&id) {
+                    st.settle(t.job, t.ordinal, t.len, Err(TaskError::Terminated));
+                }
+            }
+        }
         if let Some(j) = st.jobs.get_mut(&job) {
             j.abandoned = true;
             j.done.clear();
