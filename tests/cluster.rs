@@ -106,6 +106,17 @@ fn pid_after(ms: u64) -> u32 {
     std::process::id()
 }
 
+/// A task that starts a local child of its own (spawn start method: a
+/// fresh exec of the worker, which must run `square`, not serve).
+fn square_in_a_child(x: u64) -> u64 {
+    Builder::new()
+        .start_method(StartMethod::Spawn)
+        .spawn(square, x)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
 fn boom(x: u32) -> u32 {
     if x == 3 {
         panic!("three is right out");
@@ -142,6 +153,7 @@ fn map_imap_starmap_apply_across_two_worker_processes() {
         );
         assert_eq!(pool.starmap(add, [(1, 2), (3, 4)]).unwrap(), vec![3, 7]);
         assert_eq!(pool.apply(square, 12).unwrap(), 144);
+        assert_eq!(pool.apply(square_in_a_child, 9).unwrap(), 81);
         let ordered: Vec<u64> = pool
             .imap(square, 0..50u64)
             .unwrap()

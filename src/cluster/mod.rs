@@ -54,6 +54,17 @@
 //!   different build of the program. Whoever holds the cluster's
 //!   credentials can ask workers to run any function of that program with
 //!   arguments of its choosing: treat the credentials as such.
+//!
+//! # At a hundred hosts
+//!
+//! Nothing here assumes one router: workers connect (client mode) to the
+//! router nearest them, routers connect to each other, and the driver to
+//! one or two of them ([`ClusterConfig::and_connect`]). Every pull of a pool
+//! goes to its one driver (`ns/pool/<id>/work`), one task per pull, so the
+//! driver answers one query per task: with short tasks it is the limit
+//! long before the routers are, and larger chunks (`map_chunked`,
+//! `imap_chunked`) are the remedy. Liveliness tokens cost each router a
+//! table entry per worker; a driver watches `ns/worker/*` only.
 
 mod channel;
 mod driver;

@@ -86,6 +86,10 @@ pub fn serve_if_worker() {
     if std::env::var_os(ENV_WORKER).is_none_or(|v| v != "1") {
         return;
     }
+    run_worker_and_exit()
+}
+
+fn run_worker_and_exit() -> ! {
     let idle = std::env::var(ENV_IDLE_EXIT_MS)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -106,7 +110,16 @@ pub fn serve_if_worker() {
 
 #[ctor::ctor(unsafe, priority = late)]
 fn recognise_cluster_worker() {
-    serve_if_worker();
+    if std::env::var_os(ENV_WORKER).is_none_or(|v| v != "1")
+        || std::env::var_os(crate::process::BOOTSTRAP_ENV_KEY).is_some()
+    {
+        // Not a worker; or a child spawned by one, which runs its target.
+        return;
+    }
+    // Not passed on to the processes the worker's tasks start (a spawned
+    // child must run its own target, not serve the cluster).
+    crate::sys::process::remove_env_single_threaded(ENV_WORKER);
+    run_worker_and_exit()
 }
 
 struct Worker {
