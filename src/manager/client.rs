@@ -22,9 +22,9 @@ use super::transport::Transport;
 use super::value::Value;
 use crate::codec;
 use crate::connection::auth;
+use crate::connection::{Address, Client, Connection};
 use crate::error::{ConnectError, RecvError, SendError};
 use crate::sys;
-use crate::{Address, Client, Connection};
 
 /// How long a broken call waits to see whether the whole server is gone.
 const ANCHOR_GRACE: Duration = Duration::from_millis(200);

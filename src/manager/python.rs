@@ -538,7 +538,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// processes can share the same objects.
 ///
 /// This is a server mode of its own: the crate's [`Manager`](crate::Manager)
-/// speaks the crate's protocol (postcard, handles), this one speaks
+/// speaks the crate's protocol (its codec, handles), this one speaks
 /// Python's (pickles). It holds the objects as pickle [`Value`]s in this
 /// process, serves each connection on a thread, and stops when dropped.
 /// Differences from a Python manager: only the typeids `list`, `dict` and

@@ -286,6 +286,12 @@ pub struct Shared {
     wake_rx: OwnedFd,
     wake_tx: OwnedFd,
     next_chunk: AtomicU64,
+    /// Async tasks waiting on the pool, woken with `changed`.
+    #[cfg(feature = "tokio")]
+    wakers: Mutex<Vec<std::task::Waker>>,
+    /// A thread drives the pool all the time (a spawn pool).
+    #[cfg(feature = "tokio")]
+    background: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -318,12 +324,46 @@ impl Shared {
             wake_rx,
             wake_tx,
             next_chunk: AtomicU64::new(1),
+            #[cfg(feature = "tokio")]
+            wakers: Mutex::new(Vec::new()),
+            #[cfg(feature = "tokio")]
+            background: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
     /// The state, locked.
     pub fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// Wakes the threads (and async tasks) waiting for the state to change.
+    fn notify_changed(&self) {
+        self.changed.notify_all();
+        #[cfg(feature = "tokio")]
+        for w in std::mem::take(&mut *lock(&self.wakers)) {
+            w.wake();
+        }
+    }
+
+    /// Has `waker` woken at the next change of the state (`pool/aio.rs`).
+    #[cfg(feature = "tokio")]
+    pub fn wake_on_change(&self, waker: &std::task::Waker) {
+        let mut wakers = lock(&self.wakers);
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
+    /// Records that a thread drives the pool all the time.
+    #[cfg(feature = "tokio")]
+    pub fn set_background(&self) {
+        self.background.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a thread drives the pool all the time.
+    #[cfg(feature = "tokio")]
+    pub fn background(&self) -> bool {
+        self.background.load(Ordering::Relaxed)
     }
 
     /// Starts the initial workers; the first failure is returned.
@@ -352,10 +392,10 @@ impl Shared {
             .map_err(|e| TaskError::Encode(e.to_string()))
             .and_then(|enc| {
                 let len = enc.bytes.len() - FRAME_ROOM;
-                if len > crate::DEFAULT_MAX_FRAME {
+                if len > crate::connection::DEFAULT_MAX_FRAME {
                     Err(TaskError::Encode(format!(
                         "a chunk of {len} bytes exceeds the message cap of {} bytes; use a smaller chunk size",
-                        crate::DEFAULT_MAX_FRAME
+                        crate::connection::DEFAULT_MAX_FRAME
                     )))
                 } else {
                     Ok(frame_encoded(enc))
@@ -460,7 +500,7 @@ impl Shared {
         let st = self.run_callbacks(st);
         drop(st);
         if finished_now {
-            self.changed.notify_all();
+            self.notify_changed();
         }
     }
 
@@ -492,7 +532,7 @@ impl Shared {
         }
         self.wake(&mut st);
         drop(st);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Runs the callbacks of jobs that completed, without the lock; then
@@ -514,7 +554,7 @@ impl Shared {
         for id in ids {
             st.jobs.remove(&id);
         }
-        self.changed.notify_all();
+        self.notify_changed();
         st
     }
 
@@ -532,7 +572,7 @@ impl Shared {
         st.closed = true;
         self.wake(&mut st);
         drop(st);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Kills every worker at once and fails every unfinished task with
@@ -554,7 +594,7 @@ impl Shared {
         self.wake(&mut st);
         let st = self.run_callbacks(st);
         drop(st);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Waits until `done` holds (it may take results out of the state), or
@@ -579,7 +619,7 @@ impl Shared {
                         let mut st = self.lock();
                         st.internal_failure(p);
                         st.driving = false;
-                        self.changed.notify_all();
+                        self.notify_changed();
                         st
                     }
                 };
@@ -675,7 +715,7 @@ impl Shared {
             st.internal_failure(p);
         }
         st.driving = false;
-        self.changed.notify_all();
+        self.notify_changed();
         self.run_callbacks(st)
     }
 }

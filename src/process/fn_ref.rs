@@ -35,7 +35,7 @@
 
 use std::marker::PhantomData;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 mod sealed {
     pub trait Sealed: Copy {
@@ -75,8 +75,11 @@ impl<A, B, C: ?Sized, D, R> sealed::Sealed for for<'a> fn(A, B, &'a C, D) -> R {
 impl<A, B, C: ?Sized, D, R> FnPtr for for<'a> fn(A, B, &'a C, D) -> R {}
 
 /// A function of type `F`, as its distance from this binary's anchor.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent, bound = "")]
 pub struct FnRef<F> {
     offset: isize,
+    #[serde(skip)]
     _f: PhantomData<F>,
 }
 
@@ -127,21 +130,6 @@ impl<F: FnPtr> FnRef<F> {
         RawFnRef {
             offset: self.offset,
         }
-    }
-}
-
-impl<F> Serialize for FnRef<F> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.offset.serialize(s)
-    }
-}
-
-impl<'de, F> Deserialize<'de> for FnRef<F> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(FnRef {
-            offset: isize::deserialize(d)?,
-            _f: PhantomData,
-        })
     }
 }
 

@@ -277,12 +277,21 @@ pub fn cpu_count() -> usize {
     if n > 0 { n as usize } else { 1 }
 }
 
-/// How many CPUs this process may run on (its affinity mask), at least 1.
+/// How many CPUs this thread may run on (its affinity mask), which can be
+/// fewer than [`cpu_count`] under `taskset` or a cgroup; at least 1.
 pub fn affinity_cpus() -> usize {
     match rustix::thread::sched_getaffinity(None) {
         Ok(set) => (set.count() as usize).max(1),
         Err(_) => cpu_count(),
     }
+}
+
+/// Milliseconds of the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
+/// a few milliseconds' resolution, read in a few nanoseconds): for
+/// re-reading cached facts now and then on hot paths.
+pub fn coarse_millis() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64).wrapping_mul(1000) + t.tv_nsec as u64 / 1_000_000
 }
 
 /// Ends the process at once with `code`, without running exit handlers
@@ -360,14 +369,6 @@ pub fn at_exit(f: extern "C" fn()) {
     unsafe {
         libc::atexit(f);
     }
-}
-
-/// How many CPUs this thread may run on (its affinity mask), which can be
-/// fewer than [`cpu_count`] under `taskset` or a cgroup.
-pub fn usable_cpus() -> usize {
-    rustix::thread::sched_getaffinity(None)
-        .map(|set| set.count() as usize)
-        .unwrap_or_else(|_| cpu_count())
 }
 
 /// The usual name of signal `sig` (`"SIGKILL"`), if it has one.

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::Connection;
+use crate::connection::Connection;
 use crate::manager::protocol::{Block, Fault};
 use crate::sys;
 use crate::wait::Deadline;

@@ -9,9 +9,9 @@ use super::{
     VERSION, corrupt, cseg, entry,
 };
 use crate::codec::SharedFd;
-use crate::spin::Spin;
 use crate::sys;
 use crate::sys::robust_mutex::RobustMutex;
+use crate::wait::{self, Spin};
 
 impl Ring {
     /// Creates a new ring in a fresh memfd.
@@ -69,7 +69,7 @@ impl Ring {
             bitmap_off,
             resident_off,
             data_off,
-            spins: [Spin::new(), Spin::new(), Spin::new()],
+            spins: [const { Spin::new(&wait::SHARED) }; 3],
         };
         // Slot 0 starts the circle alone, as the segment that "ends" at
         // position 0.
@@ -137,7 +137,7 @@ impl Ring {
             bitmap_off,
             resident_off,
             data_off,
-            spins: [Spin::new(), Spin::new(), Spin::new()],
+            spins: [const { Spin::new(&wait::SHARED) }; 3],
         })
     }
 }
