@@ -35,9 +35,10 @@ use zenoh::query::Query;
 use zenoh::sample::SampleKind;
 
 use super::ClusterError;
-use super::net::{self, NetCodec, Session, key_safe};
+use super::net::{Session, key_safe};
 use crate::csp::ChannelError;
 use crate::error::CodecError;
+use crate::pool::remote::{self, NetCodec};
 
 /// Longest wait of one query at the home.
 const PARK: Duration = Duration::from_secs(1);
@@ -274,7 +275,7 @@ impl Home {
 
 fn send(out: Replies) {
     for (q, a) in out {
-        match net::encode(&a, usize::MAX) {
+        match remote::encode(&a, usize::MAX) {
             Ok(b) => {
                 let _ = q.reply(q.key_expr().clone(), b).wait();
             }
@@ -393,7 +394,7 @@ impl<T: Serialize + DeserializeOwned> NetChannel<T> {
                     .payload()
                     .map(|p| p.to_bytes().into_owned())
                     .unwrap_or_default();
-                let op: Op = match net::decode(&bytes, h.cap + ENVELOPE) {
+                let op: Op = match remote::decode(&bytes, h.cap + ENVELOPE) {
                     Ok(op) => op,
                     Err(e) => {
                         let _ = query
@@ -553,14 +554,14 @@ impl EndCore {
     /// alive.
     fn ask(&self, op: &Op) -> Result<Answer, ChannelError> {
         let cap = self.session.max_payload();
-        let bytes = net::encode(op, cap + ENVELOPE).map_err(codec_error)?;
+        let bytes = remote::encode(op, cap + ENVELOPE).map_err(codec_error)?;
         let wait = Duration::from_millis(op.wait_ms);
         let reply = self
             .session
             .ask(&self.key("op"), bytes, wait + Duration::from_secs(10))
             .map_err(|e| lost(e.to_string()))?;
         match reply {
-            Some(b) => net::decode::<Answer>(&b, cap + ENVELOPE).map_err(codec_error),
+            Some(b) => remote::decode::<Answer>(&b, cap + ENVELOPE).map_err(codec_error),
             None => {
                 let alive = self
                     .session
@@ -647,7 +648,7 @@ impl<T: DeserializeOwned> NetReader<T> {
     fn read_until(&self, deadline: Option<Instant>) -> Result<T, ChannelError> {
         match self.core.call(Kind::Read, deadline)? {
             Answer::Value(b) => {
-                net::decode(&b, self.core.session.max_payload()).map_err(codec_error)
+                remote::decode(&b, self.core.session.max_payload()).map_err(codec_error)
             }
             a => Err(self.core.answer_error(a)),
         }
@@ -709,7 +710,7 @@ impl<T: Serialize> NetWriter<T> {
 
     fn write_until(&self, value: &T, deadline: Option<Instant>) -> Result<(), ChannelError> {
         let cap = self.core.session.max_payload();
-        let bytes = net::encode(value, cap).map_err(codec_error)?;
+        let bytes = remote::encode(value, cap).map_err(codec_error)?;
         match self.core.call(Kind::Write(bytes), deadline)? {
             Answer::Done => Ok(()),
             a => Err(self.core.answer_error(a)),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::driver::{Chunk, Driver, Settled};
-use super::wire;
+use crate::pool::remote;
 use crate::pool::{PoolError, Progress, TaskError};
 
 /// Pulls the next chunk from an imap's input: its item count and encoded
@@ -23,7 +23,10 @@ type Taken<R> = Mutex<Option<Vec<Result<R, TaskError>>>>;
 fn expand<R: DeserializeOwned>(s: Settled, cap: usize) -> Vec<Result<R, TaskError>> {
     let (len, r) = s;
     match r {
-        Ok(items) => items.into_iter().map(|o| wire::item::<R>(o, cap)).collect(),
+        Ok(items) => items
+            .into_iter()
+            .map(|o| remote::item::<R>(o, cap))
+            .collect(),
         Err(e) => std::iter::repeat_n(e, len).map(Err).collect(),
     }
 }

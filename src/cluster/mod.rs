@@ -48,7 +48,7 @@
 //!   [`TaskError::TooLarge`](crate::TaskError), a larger channel message
 //!   [`ChannelError::TooLarge`](crate::csp::ChannelError); Zenoh's own
 //!   receive limit is set just above the cap.
-//! * Task payloads are typed values (serde, postcard), never code. A task
+//! * Task payloads are typed values (serde, the crate's codec), never code. A task
 //!   names its function as the local pool does (by its distance from a
 //!   fixed function of the executable), and a worker refuses a task from a
 //!   different build of the program. Whoever holds the cluster's
@@ -70,15 +70,17 @@ mod channel;
 mod driver;
 mod handle;
 mod net;
-pub(crate) mod wire;
+mod pool;
+mod wire;
 mod worker;
 
 use std::time::Duration;
 
+pub use crate::error::ClusterError;
 pub use channel::{NetChannel, NetReader, NetWriter};
-pub use driver::ClusterPool;
 pub use handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult};
 pub use net::Session;
+pub use pool::ClusterPool;
 pub use worker::{WorkerOptions, serve, serve_if_worker};
 
 /// Environment variable naming the endpoint to connect to
@@ -98,36 +100,6 @@ pub const ENV_WORKER: &str = "MULTIPROC_CLUSTER_WORKER";
 
 /// Default payload cap: 16 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 16 << 20;
-
-/// What can go wrong joining or using a cluster.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClusterError {
-    /// The configuration is unusable (a malformed endpoint, a bad
-    /// environment variable…).
-    #[error("invalid cluster configuration: {0}")]
-    Config(String),
-    /// Listening on a non-loopback address without credentials.
-    #[error(
-        "refusing to listen on {0} without authentication: set credentials (user and password)"
-    )]
-    Insecure(String),
-    /// The session could not be opened: no endpoint answered, or the
-    /// listener refused the credentials.
-    #[error("cannot join the cluster: {0}")]
-    Connect(String),
-    /// A Zenoh operation failed.
-    #[error("cluster operation failed: {0}")]
-    Zenoh(String),
-    /// A payload exceeds the cap.
-    #[error("payload of {size} bytes exceeds the cluster's cap of {limit} bytes")]
-    TooLarge {
-        /// The encoded size.
-        size: u64,
-        /// The cap.
-        limit: u64,
-    },
-}
 
 /// How to join a cluster: endpoints, credentials, lease and payload cap.
 ///

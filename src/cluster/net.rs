@@ -5,12 +5,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use zenoh::Wait;
 
 use super::{ClusterConfig, ClusterError};
-use crate::codec;
 
 /// Room above the payload cap for Zenoh's own framing and our envelopes.
 const ENVELOPE_ROOM: usize = 64 << 10;
@@ -296,54 +293,6 @@ impl Session {
                 }
                 Ok(None) | Err(_) => return Ok(false),
             }
-        }
-    }
-}
-
-/// Encodes `value` for the network: postcard, no handles, at most `cap`
-/// bytes.
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, cap: usize) -> Result<Vec<u8>, NetCodec> {
-    let enc = codec::encode(value, 0).map_err(|e| NetCodec::Encode(e.to_string()))?;
-    if !enc.fds.is_empty() {
-        return Err(NetCodec::Encode(
-            "handles (file descriptors) cannot travel between hosts".into(),
-        ));
-    }
-    if enc.bytes.len() > cap {
-        return Err(NetCodec::TooLarge {
-            size: enc.bytes.len() as u64,
-            limit: cap as u64,
-        });
-    }
-    Ok(enc.bytes)
-}
-
-/// Decodes a value made by [`encode`], refusing more than `cap` bytes.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], cap: usize) -> Result<T, NetCodec> {
-    if bytes.len() > cap {
-        return Err(NetCodec::TooLarge {
-            size: bytes.len() as u64,
-            limit: cap as u64,
-        });
-    }
-    codec::decode(bytes, &mut std::collections::VecDeque::new())
-        .map_err(|e| NetCodec::Decode(e.to_string()))
-}
-
-/// Why a value could not cross the network.
-#[derive(Debug, Clone)]
-pub(crate) enum NetCodec {
-    Encode(String),
-    Decode(String),
-    TooLarge { size: u64, limit: u64 },
-}
-
-impl NetCodec {
-    pub fn into_task_error(self) -> crate::TaskError {
-        match self {
-            NetCodec::Encode(m) => crate::TaskError::Encode(m),
-            NetCodec::Decode(m) => crate::TaskError::Decode(m),
-            NetCodec::TooLarge { size, limit } => crate::TaskError::TooLarge { size, limit },
         }
     }
 }

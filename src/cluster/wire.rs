@@ -16,13 +16,9 @@
 //! another worker already returned it) is dropped, so the caller gets
 //! exactly one result per task.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::net;
-use crate::pool::TaskError;
+use crate::pool::remote::{ChunkOutcome, Runner};
 use crate::process::fn_ref::{FnRef, RawFnRef};
 
 /// A worker's request for work, carrying the results of its last task.
@@ -43,30 +39,6 @@ pub struct Pull {
 pub struct Done {
     pub task: u64,
     pub outcome: ChunkOutcome,
-}
-
-/// What running a task gave.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub enum ChunkOutcome {
-    /// One outcome per item.
-    Ran(Vec<ItemOutcome>),
-    /// The arguments did not decode in the worker.
-    BadArgs(String),
-    /// The task came from a different build of the program.
-    WrongBinary,
-}
-
-/// One item's outcome.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub enum ItemOutcome {
-    /// The function returned this value (encoded).
-    Ok(Vec<u8>),
-    /// The function panicked.
-    Panicked(String),
-    /// The value could not be encoded.
-    Encode(String),
-    /// The encoded value exceeds the payload cap.
-    TooLarge { size: u64, limit: u64 },
 }
 
 /// The driver's answer to a [`Pull`].
@@ -97,72 +69,4 @@ pub struct TaskMsg {
     /// The driver's payload cap: the result must fit it.
     pub cap: u64,
     pub args: Vec<u8>,
-}
-
-/// Runs one task in a worker: decodes the items, calls the target on each,
-/// encodes each value within `cap` bytes.
-pub type Runner = fn(target: RawFnRef, args: &[u8], cap: usize) -> ChunkOutcome;
-
-/// Runs `f` on every item of the encoded `Vec<T>` in `args`.
-pub fn run_each<T, R>(args: &[u8], cap: usize, f: impl Fn(T) -> R) -> ChunkOutcome
-where
-    T: DeserializeOwned,
-    R: Serialize,
-{
-    let items: Vec<T> = match net::decode(args, usize::MAX) {
-        Ok(v) => v,
-        Err(e) => return ChunkOutcome::BadArgs(format!("{e:?}")),
-    };
-    let mut total = 0usize;
-    let mut out: Vec<ItemOutcome> = items
-        .into_iter()
-        .map(|a| match catch_unwind(AssertUnwindSafe(|| f(a))) {
-            Ok(r) => match net::encode(&r, cap) {
-                Ok(b) => {
-                    total += b.len();
-                    ItemOutcome::Ok(b)
-                }
-                Err(net::NetCodec::TooLarge { size, limit }) => {
-                    ItemOutcome::TooLarge { size, limit }
-                }
-                Err(e) => ItemOutcome::Encode(format!("{e:?}")),
-            },
-            Err(p) => ItemOutcome::Panicked(crate::pool::panic_text(p)),
-        })
-        .collect();
-    if total > cap {
-        // Each value fits but the chunk's reply would not.
-        for o in &mut out {
-            if matches!(o, ItemOutcome::Ok(_)) {
-                *o = ItemOutcome::TooLarge {
-                    size: total as u64,
-                    limit: cap as u64,
-                };
-            }
-        }
-    }
-    ChunkOutcome::Ran(out)
-}
-
-/// The runner for `fn(A) -> R` targets.
-pub fn run_map<A: DeserializeOwned, R: Serialize>(
-    target: RawFnRef,
-    args: &[u8],
-    cap: usize,
-) -> ChunkOutcome {
-    // The driver erased `target` from an `fn(A) -> R` and paired it with
-    // this runner, monomorphised for the same `A` and `R`; the worker
-    // checked that the task comes from its own build (fingerprint).
-    let f = target.typed::<fn(A) -> R>().get();
-    run_each(args, cap, f)
-}
-
-/// Decodes one item's outcome as `R`.
-pub fn item<R: DeserializeOwned>(o: ItemOutcome, cap: usize) -> Result<R, TaskError> {
-    match o {
-        ItemOutcome::Ok(b) => net::decode(&b, cap).map_err(|e| e.into_task_error()),
-        ItemOutcome::Panicked(message) => Err(TaskError::Panicked { message }),
-        ItemOutcome::Encode(m) => Err(TaskError::Encode(m)),
-        ItemOutcome::TooLarge { size, limit } => Err(TaskError::TooLarge { size, limit }),
-    }
 }

@@ -14,9 +14,10 @@ use zenoh::Wait;
 use zenoh::sample::SampleKind;
 
 use super::driver::PARK;
-use super::net::{self, Session};
-use super::wire::{Assign, ChunkOutcome, Done, Pull, TaskMsg};
+use super::net::Session;
+use super::wire::{Assign, Done, Pull, TaskMsg};
 use super::{ClusterConfig, ClusterError, ENV_WORKER};
+use crate::pool::remote::{self, ChunkOutcome};
 use crate::process::fn_ref;
 
 /// Environment variable: a worker started by [`ENV_WORKER`] exits once
@@ -253,7 +254,7 @@ impl Worker {
                 seq,
                 results,
             };
-            let bytes = match net::encode(&pull, cap + (64 << 10)) {
+            let bytes = match remote::encode(&pull, cap + (64 << 10)) {
                 Ok(b) => b,
                 Err(_) => {
                     // Cannot happen: results were capped when made.
@@ -273,7 +274,7 @@ impl Worker {
                 continue;
             };
             pending = None;
-            let assign: Assign = match net::decode(&reply, cap + (64 << 10)) {
+            let assign: Assign = match remote::decode(&reply, cap + (64 << 10)) {
                 Ok(a) => a,
                 Err(_) => continue,
             };

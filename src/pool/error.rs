@@ -137,5 +137,5 @@ pub enum PoolError {
     /// A cluster pool could not join or use its cluster.
     #[cfg(feature = "zenoh")]
     #[error("cluster: {0}")]
-    Cluster(#[from] crate::cluster::ClusterError),
+    Cluster(#[from] crate::error::ClusterError),
 }

@@ -112,6 +112,8 @@ mod engine;
 mod error;
 mod imap;
 mod progress;
+#[cfg(feature = "zenoh")]
+pub(crate) mod remote;
 mod result;
 mod star;
 mod wire;
@@ -133,8 +135,6 @@ pub use imap::Imap;
 pub use progress::Progress;
 pub use result::{AsyncResult, MapResult};
 pub use star::StarFn;
-#[cfg(feature = "zenoh")]
-pub(crate) use wire::panic_message as panic_text;
 use worker::{WorkerArgs, worker_main};
 
 /// Chunks encoded and handed to the pool at a time by `map`, so workers

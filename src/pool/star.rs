@@ -47,7 +47,7 @@ pub trait StarFn<Args>: sealed::Sealed<Args> + Copy + Send + 'static {
     /// The runner for this function in a cluster worker.
     #[cfg(feature = "zenoh")]
     #[doc(hidden)]
-    fn cluster_runner(self) -> crate::cluster::wire::Runner;
+    fn cluster_runner(self) -> super::remote::Runner;
 }
 
 macro_rules! star_fn {
@@ -89,13 +89,13 @@ macro_rules! star_fn {
             }
 
             #[cfg(feature = "zenoh")]
-            fn cluster_runner(self) -> crate::cluster::wire::Runner {
+            fn cluster_runner(self) -> super::remote::Runner {
                 #[allow(non_snake_case)]
                 fn run<F, R, $($a,)+>(
                     _target: RawFnRef,
                     args: &[u8],
                     cap: usize,
-                ) -> crate::cluster::wire::ChunkOutcome
+                ) -> super::remote::ChunkOutcome
                 where
                     F: Fn($($a),+) -> R + Copy,
                     R: Serialize,
@@ -106,7 +106,7 @@ macro_rules! star_fn {
                     // `Copy`, the driver held a value of it, and the worker
                     // checked that the task comes from the same build.
                     let f: F = unsafe { std::mem::MaybeUninit::<F>::uninit().assume_init() };
-                    crate::cluster::wire::run_each(args, cap, |($($a,)+): ($($a,)+)| f($($a),+))
+                    super::remote::run_each(args, cap, |($($a,)+): ($($a,)+)| f($($a),+))
                 }
                 const { assert!(size_of::<F>() == 0, "starmap needs a function item") };
                 run::<F, R, $($a,)+>
