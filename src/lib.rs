@@ -134,9 +134,11 @@
 //! Linux with glibc only (Linux 5.16 or newer for `futex_waitv`, glibc 2.29
 //! or newer); other targets fail to compile with one error saying so.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
-#![warn(missing_debug_implementations)]
+// Unsafe code is opt-in per file (`#![allow(unsafe_code)]` at its top).
+// The lint settings shared by every target are in Cargo.toml's `[lints]`
+// table; these are the library's own.
+#![deny(unsafe_code)]
+#![warn(missing_docs, clippy::multiple_unsafe_ops_per_block)]
 
 // Linux with glibc only: pidfd, memfd, `futex_waitv` (kernel 5.16 or newer)
 // and glibc's robust mutexes and `posix_spawn` (glibc 2.29 or newer). Every
@@ -157,6 +159,8 @@ mod connection;
 pub mod csp;
 #[cfg(target_os = "linux")]
 pub mod error;
+#[cfg(target_os = "linux")]
+mod local_lock;
 #[cfg(target_os = "linux")]
 pub mod manager;
 #[cfg(target_os = "linux")]

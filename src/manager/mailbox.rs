@@ -35,6 +35,8 @@
 //! message) sets `closed`, so the other learns it at once. A receiver copies the bytes out before decoding, so a
 //! peer scribbling on the slot can only make a message fail to decode.
 
+#![allow(unsafe_code)]
+
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;

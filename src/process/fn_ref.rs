@@ -33,6 +33,8 @@
 //!
 //! On the wire a reference is its distance, an `isize`.
 
+#![allow(unsafe_code)]
+
 use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
@@ -133,6 +135,23 @@ impl<F: FnPtr> FnRef<F> {
     }
 }
 
+/// The value of `F`, a function item or a closure that captures nothing:
+/// a zero-sized type whose one value is the function, so a process that
+/// never received the value can make its own. Only code monomorphised for
+/// `F` where a value of it existed calls this (the pool's `starmap`
+/// runners, made by `StarFn::runner(self)`); `F` being zero-sized and
+/// `Copy` is checked at compile time.
+pub fn fn_item<F: Copy>() -> F {
+    const {
+        assert!(size_of::<F>() == 0, "starmap needs a function item");
+    }
+    // SAFETY: `F` has no bytes (checked above): reading one reads nothing,
+    // and a dangling pointer is non-null and aligned, all a zero-sized read
+    // needs. `F` is `Copy` and has had a value in this binary (the caller's
+    // promise above): this is a copy of that value.
+    unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() }
+}
+
 /// A [`FnRef`] whose type travels elsewhere: in the runner it is paired
 /// with, monomorphised for that type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,10 +215,13 @@ mod tests {
     #[test]
     fn round_trips_through_the_codec() {
         let r = FnRef::new(double as fn(u32) -> u32);
-        let bytes = postcard::to_allocvec(&r).unwrap();
+        let bytes = crate::codec::append_value(&r, Vec::new()).unwrap();
         // On the wire it is only the distance.
-        assert_eq!(bytes, postcard::to_allocvec(&r.offset).unwrap());
-        let back: FnRef<fn(u32) -> u32> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            bytes,
+            crate::codec::append_value(&r.offset, Vec::new()).unwrap()
+        );
+        let back: FnRef<fn(u32) -> u32> = crate::codec::decode_whole(&bytes).unwrap();
         assert_eq!((back.get())(21), 42);
     }
 

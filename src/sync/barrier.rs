@@ -36,6 +36,8 @@
 //! one process count as that process: a thread that dies in a live process
 //! is not detected (use a timeout).
 
+#![allow(unsafe_code)]
+
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -252,16 +254,15 @@ impl Inner {
 
     fn slot_word(&self, i: usize) -> &AtomicU64 {
         debug_assert!(i < self.slots());
+        let word = self
+            .seg
+            .data()
+            .wrapping_add(std::mem::size_of::<State>() + i * 8)
+            .cast::<AtomicU64>();
         // SAFETY: `i` is below the slot count, whose words follow `State`
         // inside the checked data area; 8-byte aligned as `State`'s size is
         // a multiple of 8.
-        unsafe {
-            &*self
-                .seg
-                .data()
-                .add(std::mem::size_of::<State>() + i * 8)
-                .cast::<AtomicU64>()
-        }
+        unsafe { &*word }
     }
 
     fn parties(&self) -> u32 {

@@ -20,6 +20,8 @@
 //! process killed while waiting leaves at most a stale `waiters` count,
 //! which costs a needless wake call.
 
+#![allow(unsafe_code)]
+
 use std::fmt;
 use std::io;
 use std::sync::Arc;

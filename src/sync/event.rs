@@ -74,10 +74,8 @@ impl Event {
     }
 
     fn word(&self) -> &AtomicU32 {
-        // SAFETY: the payload starts with the event's word (checked at
-        // creation or attachment), 64-byte aligned, valid at any bit
-        // pattern, and mapped as long as `self.seg` lives.
-        unsafe { &*self.seg.payload().cast::<AtomicU32>() }
+        // The payload starts with the event's word.
+        self.seg.payload_at(0)
     }
 
     /// Whether the event is set.

@@ -20,6 +20,8 @@
 //! A semaphore has no owner: a process killed after acquiring does not
 //! give its unit back (as in Python). Waits have timeouts.
 
+#![allow(unsafe_code)]
+
 use std::fmt;
 use std::io;
 use std::sync::Arc;

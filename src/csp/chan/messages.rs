@@ -2,6 +2,8 @@
 //! the ring buffer, and the spill segments of large messages (see
 //! `spill.rs`).
 
+#![allow(unsafe_code)]
+
 use std::sync::atomic::Ordering;
 
 use super::{

@@ -147,6 +147,8 @@
 //! * `healing.rs`: repairing after a death (the crash table above);
 //! * `crash.rs`: the crash points tests kill a process at.
 
+#![allow(unsafe_code)]
+
 mod crash;
 mod ends;
 mod healing;

@@ -122,6 +122,8 @@
 //! * `waiting.rs`: waiting for data, for a `get`, and for tasks
 //!   (`JoinableQueue`).
 
+#![allow(unsafe_code)]
+
 mod create;
 mod get;
 mod put;
