@@ -425,14 +425,14 @@ fn calibrate() {
 fn suspend_here(park: *mut Park) {
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
-    // SAFETY: `park` is the running task's park record (see
-    // `Local::current`), valid and not otherwise borrowed while it runs.
-    let p = unsafe { &mut *park };
-    p.sp = here - MARGIN.load(Ordering::Relaxed);
-    // SAFETY: `yielder` was stored by the task's coroutine at its start and
-    // lives on its stack, which is resident while it runs.
-    let yielder = unsafe { &*p.yielder };
-    yielder.suspend(());
+    // SAFETY: `park` is the running task's park record (see `Local::current`),
+    // valid while it runs.
+    unsafe { (*park).sp = here - MARGIN.load(Ordering::Relaxed) };
+    // SAFETY: as above.
+    let yielder = unsafe { (*park).yielder };
+    // SAFETY: `yielder` was stored by its coroutine at start and lives on
+    // its stack, which is resident while it runs.
+    unsafe { (*yielder).suspend(()) };
 }
 
 impl Worker {
@@ -615,8 +615,7 @@ impl Worker {
                     len,
                 )
             };
-            // SAFETY: the `len` bytes were just written (uninitialised
-            // bytes are allowed: the element type is `MaybeUninit`).
+            // SAFETY: the copy above initialised the first `len` bytes.
             unsafe { occ.saved.set_len(len) };
             occ.evicted = true;
         }
