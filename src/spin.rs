@@ -61,11 +61,24 @@ impl Spin {
     /// ([`spin_allowed`]).
     pub(crate) fn spin_until(
         &self,
+        ready: impl FnMut() -> bool,
+        deadline: Option<Instant>,
+        pause: u32,
+    ) -> bool {
+        self.spin_until_if(spin_allowed(), ready, deadline, pause)
+    }
+
+    /// [`spin_until`](Self::spin_until) with the caller's own answer to
+    /// whether spinning can help (for a wait that knows where its peer
+    /// runs).
+    pub(crate) fn spin_until_if(
+        &self,
+        allowed: bool,
         mut ready: impl FnMut() -> bool,
         deadline: Option<Instant>,
         pause: u32,
     ) -> bool {
-        if !spin_allowed() {
+        if !allowed {
             return false;
         }
         let start = Instant::now();
@@ -113,4 +126,27 @@ pub(crate) fn spin_allowed() -> bool {
     let tag: u64 = if allowed { 2 } else { 1 };
     CACHE.store((tag << 62) | now_ms, Ordering::Relaxed);
     allowed
+}
+
+/// The one CPU this process may run on, or -1 when it may run on several.
+/// Re-read at most every 100 ms, like [`spin_allowed`].
+pub(crate) fn pinned_cpu() -> i32 {
+    static CACHE: AtomicU64 = AtomicU64::new(0);
+    // Layout: [cpu + 2: 32 bits][millis since START: 32 bits]; 0 = unknown.
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    let now_ms = start.elapsed().as_millis() as u64 & 0xFFFF_FFFF;
+    let cached = CACHE.load(Ordering::Relaxed);
+    if cached != 0 && now_ms.wrapping_sub(cached & 0xFFFF_FFFF) & 0xFFFF_FFFF < 100 {
+        return (cached >> 32) as i32 - 2;
+    }
+    let cpu = sys::process::pinned_cpu().map_or(-1, |c| c as i32);
+    CACHE.store((((cpu + 2) as u64) << 32) | now_ms, Ordering::Relaxed);
+    cpu
+}
+
+/// CPUs online on the machine (whatever this process's affinity).
+pub(crate) fn online_cpus() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(sys::process::cpu_count)
 }

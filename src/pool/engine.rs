@@ -16,8 +16,8 @@
 //!
 //! # Never blocking on a worker
 //!
-//! The pool writes to workers without waiting (`MSG_DONTWAIT`, keeping what
-//! did not fit in the worker's outbox until its socket is writable), so a
+//! The pool writes to workers without waiting (an [`Outbox`] per worker
+//! keeps what did not fit until its socket or ring takes more), so a
 //! worker that blocks sending a large result while the pool has a large
 //! chunk for it cannot deadlock the two.
 //!
@@ -39,7 +39,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -49,7 +49,7 @@ use super::board::{Board, INIT, seq_le};
 use super::error::{TaskError, WorkerExit};
 use super::wire;
 use crate::codec;
-use crate::connection::{Connection, FRAME_ROOM, RawFrame, frame_encoded, pipe};
+use crate::connection::{Connection, FRAME_ROOM, Outbox, RawFrame, frame_encoded, pipe};
 use crate::error::{RecvError, StartError};
 use crate::process::Process;
 use crate::sys;
@@ -73,8 +73,9 @@ const QUEUED_NS: f64 = 2_000_000.0;
 /// map of tiny tasks is not shuffled around, short enough that no task
 /// waits noticeably behind a long one.
 const STEAL_AFTER: Duration = Duration::from_millis(2);
-/// Frames gathered into one `sendmsg`.
-const GATHER: usize = 64;
+/// Longest wait of a step while a worker's ring is full (its room comes
+/// back without a sign on the socket).
+const RING_RETRY: Duration = Duration::from_millis(1);
 
 /// Hashes the pool's own sequential numbers (chunks, jobs), far cheaper
 /// than SipHash (no outsider chooses them). The low bits, which pick the
@@ -238,8 +239,8 @@ struct Worker {
     pidfd: Arc<OwnedFd>,
     conn: Arc<Connection>,
     board: Board,
-    /// Frames not yet (fully) written, with the bytes already written.
-    outbox: VecDeque<(Arc<RawFrame>, usize)>,
+    /// Frames not yet (fully) written.
+    outbox: Outbox,
     /// Chunks sent (or in the outbox), oldest first.
     outstanding: VecDeque<Sent>,
     /// Messages put in its outbox so far (the sequence number of the last).
@@ -623,9 +624,20 @@ impl Shared {
         let watch: Vec<(u64, Arc<Connection>, Arc<OwnedFd>, bool)> = st
             .workers
             .iter()
-            .map(|w| (w.key, w.conn.clone(), w.pidfd.clone(), !w.outbox.is_empty()))
+            .map(|w| {
+                let write = w.outbox.waits_for_socket(&w.conn);
+                (w.key, w.conn.clone(), w.pidfd.clone(), write)
+            })
             .collect();
-        let buffered = st.workers.iter().any(|w| w.conn.has_buffered());
+        let ring_full = st
+            .workers
+            .iter()
+            .any(|w| !w.outbox.is_empty() && !w.outbox.waits_for_socket(&w.conn));
+        // Not `any`: every connection is asked for its doorbell.
+        let buffered = st
+            .workers
+            .iter()
+            .fold(false, |b, w| w.conn.ready_or_arm() | b);
         let steal_at = st.next_steal();
         drop(st);
 
@@ -635,6 +647,7 @@ impl Shared {
         } else {
             let wait =
                 deadline.map_or(MAX_WAIT, |d| d.saturating_duration_since(now).min(MAX_WAIT));
+            let wait = if ring_full { wait.min(RING_RETRY) } else { wait };
             steal_at.map_or(wait, |t| wait.min(t.saturating_duration_since(now)))
         };
         let mut interest: Vec<Interest<'_>> = Vec::with_capacity(1 + 2 * watch.len());
@@ -718,7 +731,7 @@ impl State {
             pidfd: Arc::new(pidfd),
             conn: Arc::new(ours),
             board,
-            outbox: VecDeque::new(),
+            outbox: Outbox::new(),
             outstanding: VecDeque::new(),
             sent_seq: 0,
             robbed: false,
@@ -905,7 +918,7 @@ impl State {
         if readable || w.conn.has_buffered() {
             self.read_replies(&mut w);
         }
-        if writable && !w.dead {
+        if (writable || !w.outbox.is_empty()) && !w.dead {
             flush(&mut w);
         }
         if exited || w.dead {
@@ -1081,7 +1094,7 @@ impl State {
 impl Worker {
     /// Puts a message in the outbox; returns its sequence number.
     fn push(&mut self, frame: Arc<RawFrame>) -> u32 {
-        self.outbox.push_back((frame, 0));
+        self.outbox.push(frame);
         self.sent_seq = self.sent_seq.wrapping_add(1);
         self.sent_seq
     }
@@ -1099,43 +1112,11 @@ fn reap(p: &mut Process<()>) {
     }
 }
 
-/// Writes what the worker's socket takes of its outbox, without waiting.
+/// Writes what the worker's connection takes of its outbox, without
+/// waiting.
 fn flush(w: &mut Worker) {
-    while let Some((first, off)) = w.outbox.front() {
-        let result = if !first.fds.is_empty() && *off == 0 {
-            let fds: Vec<BorrowedFd<'_>> = first.fds.iter().map(|f| f.as_fd()).collect();
-            w.conn.try_send_raw(&[IoSlice::new(&first.bytes)], &fds)
-        } else {
-            let mut bufs = Vec::with_capacity(GATHER.min(w.outbox.len()));
-            for (i, (f, off)) in w.outbox.iter().enumerate() {
-                if bufs.len() == GATHER || (i > 0 && !f.fds.is_empty()) {
-                    break;
-                }
-                bufs.push(IoSlice::new(&f.bytes[*off..]));
-            }
-            w.conn.try_send_raw(&bufs, &[])
-        };
-        match result {
-            Ok(0) => return,
-            Ok(mut n) => {
-                while n > 0 {
-                    let (f, off) = w.outbox.front_mut().expect("bytes were sent from it");
-                    let left = f.bytes.len() - *off;
-                    if n >= left {
-                        n -= left;
-                        w.outbox.pop_front();
-                    } else {
-                        *off += n;
-                        n = 0;
-                    }
-                }
-            }
-            Err(_) => {
-                // The worker is gone; its death is handled when seen.
-                w.dead = true;
-                w.outbox.clear();
-                return;
-            }
-        }
+    if w.outbox.flush(&w.conn).is_err() {
+        // The worker is gone; its death is handled when seen.
+        w.dead = true;
     }
 }

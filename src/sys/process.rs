@@ -285,6 +285,16 @@ pub fn affinity_cpus() -> usize {
     }
 }
 
+/// The one CPU this thread may run on, if its affinity mask has exactly
+/// one.
+pub fn pinned_cpu() -> Option<usize> {
+    let set = rustix::thread::sched_getaffinity(None).ok()?;
+    if set.count() != 1 {
+        return None;
+    }
+    (0..rustix::thread::CpuSet::MAX_CPU).find(|&c| set.is_set(c))
+}
+
 /// Ends the process at once with `code`, without running exit handlers
 /// (used by children, whose exit handlers belong to the parent's program).
 /// Ends this process at once with `SIGKILL`, as an outside killer would
