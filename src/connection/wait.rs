@@ -97,21 +97,27 @@ pub fn wait<W: Waitable + ?Sized>(
         let buffered: Vec<usize> = (0..objects.len())
             .filter(|&i| objects[i].ready_now())
             .collect();
-        if !buffered.is_empty() {
-            return Ok(buffered);
-        }
+        // With something ready already, only a look at the others.
         let watched: Vec<(usize, BorrowedFd<'_>)> = objects
             .iter()
             .enumerate()
+            .filter(|(i, _)| !buffered.contains(i))
             .filter_map(|(i, o)| o.wait_fd().map(|fd| (i, fd)))
             .collect();
         let fds: Vec<BorrowedFd<'_>> = watched.iter().map(|&(_, fd)| fd).collect();
-        let ready = sys::poll::wait_readable(&fds, deadline.remaining())?;
-        let got: Vec<usize> = watched
+        let left = if buffered.is_empty() {
+            deadline.remaining()
+        } else {
+            Some(Duration::ZERO)
+        };
+        let ready = sys::poll::wait_readable(&fds, left)?;
+        let mut got: Vec<usize> = watched
             .into_iter()
             .zip(ready)
             .filter_map(|((i, _), r)| (r && objects[i].confirm_ready()).then_some(i))
+            .chain(buffered.iter().copied())
             .collect();
+        got.sort_unstable();
         if !got.is_empty() || deadline.expired() {
             return Ok(got);
         }
