@@ -239,14 +239,45 @@ impl Reader {
             if self.eof {
                 return Ok(Drained::Eof);
             }
+            let room = self.buf.len() - self.end;
             match Self::recv_once(fd, self.unix, &mut self.buf[self.end..], &mut self.fds, true) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.end += n,
+                Ok(n) => {
+                    self.end += n;
+                    // Less than the room: that was all.
+                    if n < room && self.doorbells() == self.end - self.start {
+                        self.consume(n);
+                        return Ok(Drained::Nothing);
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Drained::Nothing),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => self.eof = true,
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Sleeps until the socket has bytes (doorbells, a frame) or ends, and
+    /// buffers what came (connections with rings only).
+    pub fn recv_blocking(&mut self, fd: BorrowedFd<'_>) -> Result<(), RecvError> {
+        if self.eof {
+            return Ok(());
+        }
+        if self.buf.len() < FIRST_BUF_SIZE {
+            self.buf.resize(FIRST_BUF_SIZE, 0);
+        }
+        if self.end == self.buf.len() {
+            // Full of frame bytes: nothing to wait for.
+            return Ok(());
+        }
+        match Self::recv_once(fd, self.unix, &mut self.buf[self.end..], &mut self.fds, false) {
+            Ok(0) => self.eof = true,
+            Ok(n) => self.end += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => self.eof = true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     /// Whether the next receive completes without reading the socket: a

@@ -185,6 +185,8 @@ impl Connection {
         if r.is_broken() {
             return Err(RecvError::Broken);
         }
+        // Whether the socket was just read (so its news is buffered).
+        let mut looked = false;
         loop {
             if r.socket_pending {
                 return Ok(Ready::Socket);
@@ -209,7 +211,16 @@ impl Connection {
                 }
                 Next::Empty => {}
             }
-            match r.drain_doorbells(fd)? {
+            // Only a zero timeout (which must see the end of stream at
+            // once) or a wake-up looks at the socket before sleeping: a
+            // stale doorbell just ends the next sleep early.
+            let drained = if zero || looked {
+                r.drain_doorbells(fd)?
+            } else {
+                Drained::Nothing
+            };
+            looked = false;
+            match drained {
                 Drained::Data => continue,
                 Drained::Eof if sh.has_data() => continue,
                 Drained::Eof => return Err(RecvError::Disconnected),
@@ -221,9 +232,15 @@ impl Connection {
             if sh.spin_for_data(deadline) || !sh.arm() {
                 continue;
             }
-            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-            if left == Some(Duration::ZERO) || !sys::poll::wait_readable(&[fd], left)?[0] {
-                return Err(RecvError::Timeout);
+            looked = true;
+            match deadline {
+                None => r.recv_blocking(fd)?,
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() || !sys::poll::wait_readable(&[fd], Some(left))?[0] {
+                        return Err(RecvError::Timeout);
+                    }
+                }
             }
         }
     }
