@@ -272,7 +272,11 @@ impl Reader {
         }
         match Self::recv_once(fd, self.unix, &mut self.buf[self.end..], &mut self.fds, false) {
             Ok(0) => self.eof = true,
-            Ok(n) => self.end += n,
+            Ok(n) => {
+                self.end += n;
+                let bells = self.doorbells();
+                self.consume(bells);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => self.eof = true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
