@@ -240,7 +240,13 @@ impl Reader {
                 return Ok(Drained::Eof);
             }
             let room = self.buf.len() - self.end;
-            match Self::recv_once(fd, self.unix, &mut self.buf[self.end..], &mut self.fds, true) {
+            match Self::recv_once(
+                fd,
+                self.unix,
+                &mut self.buf[self.end..],
+                &mut self.fds,
+                true,
+            ) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     self.end += n;
@@ -250,7 +256,9 @@ impl Reader {
                         return Ok(Drained::Nothing);
                     }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Drained::Nothing),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Ok(Drained::Nothing);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => self.eof = true,
                 Err(e) => return Err(e.into()),
             }
@@ -270,7 +278,13 @@ impl Reader {
             // Full of frame bytes: nothing to wait for.
             return Ok(());
         }
-        match Self::recv_once(fd, self.unix, &mut self.buf[self.end..], &mut self.fds, false) {
+        match Self::recv_once(
+            fd,
+            self.unix,
+            &mut self.buf[self.end..],
+            &mut self.fds,
+            false,
+        ) {
             Ok(0) => self.eof = true,
             Ok(n) => {
                 self.end += n;

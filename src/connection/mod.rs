@@ -245,6 +245,19 @@ impl Connection {
         }
     }
 
+    /// Whether a message waits in this end's incoming ring (no system
+    /// call; `false` without rings).
+    pub(crate) fn ring_has_data(&self) -> bool {
+        self.shared.as_ref().is_some_and(Shared::has_data)
+    }
+
+    /// Whether spinning for this end's peer can pay: it has rings, the
+    /// machine more than one CPU, and the peer is not pinned to the one
+    /// CPU this process is pinned to.
+    pub(crate) fn spin_may_pay(&self) -> bool {
+        self.shared.as_ref().is_some_and(Shared::may_spin)
+    }
+
     /// Whether something can be received now (a message, or an error to
     /// report); if not, a connection with rings asks its writer for a
     /// doorbell, so that its socket becomes readable when one comes. For

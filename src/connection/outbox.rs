@@ -118,8 +118,11 @@ impl Outbox {
                 } else {
                     Vec::new()
                 };
-                let n = match sys::socket::try_send(sock, &[IoSlice::new(&first.bytes[*off..])], &fds)
-                {
+                let n = match sys::socket::try_send(
+                    sock,
+                    &[IoSlice::new(&first.bytes[*off..])],
+                    &fds,
+                ) {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) => return Err(super::send_error(e)),

@@ -200,7 +200,10 @@ impl Shared {
         }
         let sh = Shared::map(fd, end as usize)?;
         if sh.header().common.magic.load(Ordering::Acquire) != MAGIC {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "not pipe memory"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not pipe memory",
+            ));
         }
         Ok(sh)
     }
@@ -250,7 +253,13 @@ impl Shared {
     /// included), or the peer is gone. The caller holds the writer lock.
     pub fn wait_room(&self, len: usize, sock: BorrowedFd<'_>) -> Result<(), SendError> {
         let d = self.out();
-        let room = || fits(d.w.tail.load(Ordering::Relaxed), d.r.head.load(Ordering::SeqCst), len);
+        let room = || {
+            fits(
+                d.w.tail.load(Ordering::Relaxed),
+                d.r.head.load(Ordering::SeqCst),
+                len,
+            )
+        };
         if room() || self.spin.spin_until_if(self.may_spin(), room, None, 16) {
             return Ok(());
         }
@@ -382,7 +391,7 @@ impl Shared {
     /// the CPU it is pinned to (a process pinned to one CPU can still be
     /// answered by a peer running on another, which is the common case of
     /// pinned workers).
-    fn may_spin(&self) -> bool {
+    pub fn may_spin(&self) -> bool {
         let cpus = &self.header().common.cpu;
         let me = crate::spin::pinned_cpu();
         if cpus[self.end].load(Ordering::Relaxed) != me {

@@ -287,6 +287,8 @@ pub struct Shared {
     wake_rx: OwnedFd,
     wake_tx: OwnedFd,
     next_chunk: AtomicU64,
+    /// The driver's spin before it sleeps, while replies are due.
+    spin: crate::spin::Spin,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -319,6 +321,7 @@ impl Shared {
             wake_rx,
             wake_tx,
             next_chunk: AtomicU64::new(1),
+            spin: crate::spin::Spin::new(),
         }))
     }
 
@@ -458,7 +461,13 @@ impl Shared {
         }
         st.check_hook(job);
         st.dispatch(false);
-        if st.workers.iter().any(|w| !w.outbox.is_empty()) || st.workers.len() < st.cfg.processes {
+        // Also when the driver sleeps while replies to come may be caught
+        // by its spin (the worker answers through shared memory).
+        if st.workers.len() < st.cfg.processes
+            || st.workers.iter().any(|w| {
+                !w.outbox.is_empty() || (!w.outstanding.is_empty() && w.conn.spin_may_pay())
+            })
+        {
             self.wake(&mut st);
         }
         let st = self.run_callbacks(st);
@@ -633,13 +642,25 @@ impl Shared {
             .workers
             .iter()
             .any(|w| !w.outbox.is_empty() && !w.outbox.waits_for_socket(&w.conn));
-        // Not `any`: every connection is asked for its doorbell.
-        let buffered = st
-            .workers
-            .iter()
-            .fold(false, |b, w| w.conn.ready_or_arm() | b);
+        let mut buffered = st.workers.iter().any(|w| w.conn.has_buffered());
+        // Replies are due from workers that may answer within the spin.
+        let spin = !buffered
+            && st
+                .workers
+                .iter()
+                .any(|w| !w.outstanding.is_empty() && w.conn.spin_may_pay());
         let steal_at = st.next_steal();
         drop(st);
+        if spin {
+            let conns = || watch.iter().any(|(_, c, _, _)| c.ring_has_data());
+            buffered = self.spin.spin_until_if(true, conns, deadline, 16);
+        }
+        if !buffered {
+            // Not `any`: every connection is asked for its doorbell.
+            buffered = watch
+                .iter()
+                .fold(false, |b, (_, c, _, _)| c.ready_or_arm() | b);
+        }
 
         let now = Instant::now();
         let timeout = if buffered {
@@ -647,7 +668,11 @@ impl Shared {
         } else {
             let wait =
                 deadline.map_or(MAX_WAIT, |d| d.saturating_duration_since(now).min(MAX_WAIT));
-            let wait = if ring_full { wait.min(RING_RETRY) } else { wait };
+            let wait = if ring_full {
+                wait.min(RING_RETRY)
+            } else {
+                wait
+            };
             steal_at.map_or(wait, |t| wait.min(t.saturating_duration_since(now)))
         };
         let mut interest: Vec<Interest<'_>> = Vec::with_capacity(1 + 2 * watch.len());
