@@ -305,7 +305,7 @@ impl Shared {
                 return Next::Empty;
             }
             let left = tail.wrapping_sub(head);
-            if left > CAP as u64 || head % 8 != 0 || left < 8 {
+            if left > CAP as u64 || !head.is_multiple_of(8) || left < 8 {
                 return Next::Bad;
             }
             let h = self.read_u32(head);
