@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use super::{Connection, auth};
 use crate::error::{ConnectError, RecvError};
 use crate::sys;
+use crate::wait::Deadline;
 
 /// Most handshakes in progress at once; a new peer beyond this evicts the
 /// oldest.
@@ -301,7 +302,7 @@ impl Lead<'_> {
             let Some(conn) = listener.try_accept()? else {
                 break;
             };
-            let Some(h) = InProgress::start(conn, Instant::now().checked_add(handshake_timeout))?
+            let Some(h) = InProgress::start(conn, Deadline::after(handshake_timeout).instant())?
             else {
                 continue;
             };

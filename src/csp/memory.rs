@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::ptr::NonNull;
 
 use crate::codec::SharedFd;
-use crate::sys::shm::{self, Mapping};
+use crate::sys::shm::{self, InPlace, Mapping};
 
 /// A zeroed, 8-byte-aligned block of memory holding one channel.
 pub(crate) enum Memory {
@@ -52,6 +52,15 @@ impl Memory {
             Memory::Heap(block) => block.ptr.as_ptr(),
             Memory::Shared { map, .. } => map.as_ptr(),
         }
+    }
+
+    /// The shared `T` at byte offset `off`, in place. Panics if it does
+    /// not lie inside the memory or is misaligned.
+    #[inline]
+    pub fn at<T: InPlace>(&self, off: usize) -> &T {
+        // SAFETY: `base` is `len` bytes, 64-byte (heap) or page (mapping)
+        // aligned, alive as long as `&self`.
+        unsafe { shm::in_place(self.base(), self.len(), off) }
     }
 
     /// Its length in bytes.

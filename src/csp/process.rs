@@ -21,6 +21,7 @@ use super::chan::Chan;
 use super::channel::{Held, channels_in};
 use super::error::{ChannelError, ProcessError};
 use crate::error::{CodecError, JoinError};
+use crate::process::fn_ref::FnRef;
 use crate::process::{Process, StartMethod, get_start_method};
 
 mod tuple;
@@ -156,7 +157,7 @@ impl<R: Send + 'static> CspProcess<R> {
             None => thread(name, held, move || target(args)).map(Launched::Thread),
             Some(method) => {
                 let call = OsCall {
-                    target: offset_of(target as usize),
+                    target: FnRef::new(target),
                     args,
                 };
                 let mut p = Process::new(os_entry::<A, R>, call)
@@ -464,11 +465,14 @@ impl<R: Send + 'static> Spawned<R> {
 
 // ---- OS processes ------------------------------------------------------
 
-/// What an OS process is started with: the target (as a distance from
-/// this binary's anchor) and its arguments.
+/// The type of a CSP process's target.
+type Target<A, R> = fn(A) -> Result<R, ChannelError>;
+
+/// What an OS process is started with: the target and its arguments.
 #[derive(Serialize, Deserialize)]
-struct OsCall<A> {
-    target: isize,
+#[serde(bound(serialize = "A: Serialize", deserialize = "A: DeserializeOwned"))]
+struct OsCall<A, R> {
+    target: FnRef<Target<A, R>>,
     args: A,
 }
 
@@ -512,34 +516,14 @@ impl RemoteError {
 
 type OsResult<R> = Result<Outcome<R>, RemoteError>;
 
-#[inline(never)]
-fn anchor() -> u32 {
-    std::hint::black_box(0x6373_0001)
-}
-
-fn offset_of(addr: usize) -> isize {
-    (addr as isize).wrapping_sub(anchor as fn() -> u32 as usize as isize)
-}
-
-fn address_at(offset: isize) -> usize {
-    (anchor as fn() -> u32 as usize as isize).wrapping_add(offset) as usize
-}
-
 /// Runs in the OS process: calls the target, propagates poison to the
 /// channels of its arguments, reports the outcome.
-fn os_entry<A, R>(call: OsCall<A>) -> OsResult<R>
+fn os_entry<A, R>(call: OsCall<A, R>) -> OsResult<R>
 where
     A: Serialize + DeserializeOwned,
     R: Serialize,
 {
-    // SAFETY: `call.target` is the distance of an `fn(A) -> Result<R,
-    // ChannelError>` from `anchor` in this same binary: the parent took it
-    // from a value of that type in `CspProcess::function`, with the same
-    // `A` and `R` that instantiated this function, and the process layer
-    // checked that the child runs the parent's binary before calling us.
-    let target = unsafe {
-        std::mem::transmute::<usize, fn(A) -> Result<R, ChannelError>>(address_at(call.target))
-    };
+    let target = call.target.get();
     let held = Held::new(&channels_in(&call.args));
     let args = call.args;
     let result = catch_unwind(AssertUnwindSafe(move || target(args)));

@@ -129,6 +129,7 @@ pub use value::{ConvertError, Dict, MAX_DEPTH, Value as AnyValue, from_value, to
 pub type Value = AnyValue;
 
 use crate::connection::KeyChoice;
+use crate::process::fn_ref::FnRef;
 use crate::{
     Address, ConnectError, Connection, Listener, Process, StartError, StartMethod, ToAddress,
 };
@@ -218,7 +219,7 @@ impl std::fmt::Debug for ManagerBuilder {
 struct ServerArgs {
     address: String,
     authkey: Option<Vec<u8>>,
-    registry: Vec<(String, isize)>,
+    registry: Vec<(String, FnRef<Constructor>)>,
     max_request: u64,
     ready: Connection,
 }
@@ -241,7 +242,7 @@ fn run_server(args: ServerArgs) {
     };
     let server = ManagerServer::new(
         listener,
-        registry::from_offsets(args.registry),
+        registry::from_refs(args.registry),
         args.authkey,
         usize::try_from(args.max_request).unwrap_or(usize::MAX),
     );
@@ -356,7 +357,7 @@ impl ManagerBuilder {
         let args = ServerArgs {
             address: address.to_string(),
             authkey: authkey.clone(),
-            registry: registry::to_offsets(&self.registry),
+            registry: registry::to_refs(&self.registry),
             max_request: self.max_request.unwrap_or(DEFAULT_MAX_REQUEST) as u64,
             ready: theirs,
         };

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use super::value::Value;
+use crate::process::fn_ref::FnRef;
 
 /// A type whose methods a manager serves by name.
 ///
@@ -61,33 +62,18 @@ pub type Constructor = fn(Value) -> Result<Box<dyn Served>, String>;
 /// The registered constructors, by type name.
 pub(crate) type Registry = HashMap<String, Constructor>;
 
-/// A registry as it travels to a spawned server: names and distances of
-/// the constructors from the binary's anchor.
-pub(crate) fn to_offsets(registry: &Registry) -> Vec<(String, isize)> {
+/// A registry as it travels to a spawned server: names and references
+/// to the constructors.
+pub(crate) fn to_refs(registry: &Registry) -> Vec<(String, FnRef<Constructor>)> {
     registry
         .iter()
-        .map(|(name, ctor)| {
-            (
-                name.clone(),
-                crate::process::target::offset_of(*ctor as usize),
-            )
-        })
+        .map(|(name, ctor)| (name.clone(), FnRef::new(*ctor)))
         .collect()
 }
 
-/// Rebuilds a registry sent by [`to_offsets`] in a copy of the same binary.
-pub(crate) fn from_offsets(offsets: Vec<(String, isize)>) -> Registry {
-    offsets
-        .into_iter()
-        .map(|(name, offset)| {
-            let addr = crate::process::target::address_at(offset);
-            // SAFETY: `addr` is the address of a `Constructor` in this very
-            // binary: the parent took it from a value of that type and sent
-            // its distance from the anchor, and the child bootstrap checked
-            // that parent and child run the same binary before the server
-            // target (and so this code) ran.
-            let ctor = unsafe { std::mem::transmute::<usize, Constructor>(addr) };
-            (name, ctor)
-        })
+/// Rebuilds a registry sent by [`to_refs`] in a copy of the same binary.
+pub(crate) fn from_refs(refs: Vec<(String, FnRef<Constructor>)>) -> Registry {
+    refs.into_iter()
+        .map(|(name, ctor)| (name, ctor.get()))
         .collect()
 }

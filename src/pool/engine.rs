@@ -348,14 +348,11 @@ impl Shared {
     /// Frames one chunk: its number, the runner and target, the arguments.
     pub fn encode_chunk<T: serde::Serialize>(
         &self,
-        runner: wire::Runner,
-        target: usize,
+        call: wire::Call,
         items: &[T],
     ) -> (u64, Result<RawFrame, TaskError>) {
-        use crate::process::target::offset_of;
         let id = self.chunk_id();
-        let header = (id, offset_of(runner as usize), offset_of(target));
-        let frame = codec::encode(&(header.0, header.1, header.2, items), FRAME_ROOM)
+        let frame = codec::encode(&(id, call.runner, call.target, items), FRAME_ROOM)
             .map_err(|e| TaskError::Encode(e.to_string()))
             .and_then(|enc| {
                 let len = enc.bytes.len() - FRAME_ROOM;

@@ -12,6 +12,7 @@ use super::engine::{Shared, expand};
 use super::error::{PoolError, TaskError};
 use super::progress::Progress;
 use crate::connection::RawFrame;
+use crate::wait::Deadline;
 
 /// Pulls the next chunk from the input and frames it: (tasks, number,
 /// frame), or `None` when the input is exhausted.
@@ -139,7 +140,7 @@ impl<R: DeserializeOwned> Imap<R> {
         &mut self,
         timeout: Duration,
     ) -> Result<Option<Result<R, TaskError>>, PoolError> {
-        self.next_until(Instant::now().checked_add(timeout))
+        self.next_until(Deadline::after(timeout).instant())
             .ok_or(PoolError::Timeout(timeout))
     }
 

@@ -122,6 +122,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::process::fn_ref::FnRef;
 use crate::process::{Process, StartMethod, get_start_method, usable_cpu_count};
 use crate::wait::Deadline;
 use engine::{Config, Shared, StartWorker};
@@ -193,7 +194,7 @@ impl std::fmt::Debug for PoolBuilder {
 }
 
 fn make_start<I>(
-    init: Option<(isize, I)>,
+    init: Option<worker::Init<I>>,
     maxtasks: Option<usize>,
     method: StartMethod,
 ) -> StartWorker
@@ -246,9 +247,9 @@ impl PoolBuilder {
     where
         I: Serialize + DeserializeOwned + Clone + Send + 'static,
     {
-        let offset = crate::process::target::offset_of(f as usize);
+        let init = FnRef::new(f);
         self.init = Some(Box::new(move |maxtasks, method| {
-            make_start(Some((offset, args)), maxtasks, method)
+            make_start(Some((init, args)), maxtasks, method)
         }));
         self
     }
@@ -360,18 +361,16 @@ impl Pool {
 
     fn submit<T: Serialize>(
         &self,
-        runner: wire::Runner,
-        target: usize,
+        call: wire::Call,
         items: Vec<T>,
         chunksize: usize,
     ) -> Result<u64, PoolError> {
-        self.submit_with(runner, target, items, chunksize, None)
+        self.submit_with(call, items, chunksize, None)
     }
 
     fn submit_with<T: Serialize>(
         &self,
-        runner: wire::Runner,
-        target: usize,
+        call: wire::Call,
         items: Vec<T>,
         chunksize: usize,
         hook: Option<engine::Hook>,
@@ -386,7 +385,7 @@ impl Pool {
                 .by_ref()
                 .take(SUBMIT_BATCH)
                 .map(|c| {
-                    let (id, frame) = self.shared.encode_chunk(runner, target, c);
+                    let (id, frame) = self.shared.encode_chunk(call, c);
                     (c.len(), id, frame)
                 })
                 .collect();
@@ -482,8 +481,7 @@ impl Pool {
         let chunksize = check_chunksize(chunksize)?;
         let items: Vec<A> = items.into_iter().collect();
         let n = items.len();
-        let runner: wire::Runner = wire::run_map::<A, R>;
-        let job = self.submit(runner, f as usize, items, chunksize)?;
+        let job = self.submit(wire::Call::map(f), items, chunksize)?;
         Ok(MapResult::new(self.shared.clone(), job, n))
     }
 
@@ -524,11 +522,7 @@ impl Pool {
         let items: Vec<T> = items.into_iter().collect();
         let n = items.len();
         let chunksize = default_chunksize(n, self.processes);
-        let runner = f.runner();
-        // SAFETY: `runner` is the address of a `Runner` of this binary
-        // (`StarFn::runner` made it from one).
-        let runner = unsafe { std::mem::transmute::<usize, wire::Runner>(runner) };
-        let job = self.submit(runner, runner as usize, items, chunksize)?;
+        let job = self.submit(wire::Call::runner_only(f.runner()), items, chunksize)?;
         Ok(MapResult::new(self.shared.clone(), job, n))
     }
 
@@ -548,8 +542,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        let runner: wire::Runner = wire::run_map::<A, R>;
-        let job = self.submit(runner, f as usize, vec![args], 1)?;
+        let job = self.submit(wire::Call::map(f), vec![args], 1)?;
         Ok(AsyncResult::new(MapResult::new(
             self.shared.clone(),
             job,
@@ -588,10 +581,9 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        let runner: wire::Runner = wire::run_map::<A, R>;
         let call = result::apply_hook(callback, error_callback);
         let inner = MapResult::with_callback(self.shared.clone(), 1, call, |hook| {
-            self.submit_with(runner, f as usize, vec![args], 1, Some(hook))
+            self.submit_with(wire::Call::map(f), vec![args], 1, Some(hook))
         })?;
         Ok(AsyncResult::new(inner))
     }
@@ -628,10 +620,9 @@ impl Pool {
         let items: Vec<A> = items.into_iter().collect();
         let n = items.len();
         let chunksize = default_chunksize(n, self.processes);
-        let runner: wire::Runner = wire::run_map::<A, R>;
         let call = result::map_hook(callback, error_callback);
         MapResult::with_callback(self.shared.clone(), n, call, |hook| {
-            self.submit_with(runner, f as usize, items, chunksize, Some(hook))
+            self.submit_with(wire::Call::map(f), items, chunksize, Some(hook))
         })
     }
 
@@ -654,14 +645,13 @@ impl Pool {
             (lo, Some(hi)) if lo == hi => Some(lo),
             _ => None,
         };
-        let runner: wire::Runner = wire::run_map::<A, R>;
-        let target = f as usize;
+        let call = wire::Call::map(f);
         let feed: imap::Feed = Box::new(move |shared: &Shared| {
             let chunk: Vec<A> = iter.by_ref().take(chunksize).collect();
             if chunk.is_empty() {
                 return None;
             }
-            let (id, frame) = shared.encode_chunk(runner, target, &chunk);
+            let (id, frame) = shared.encode_chunk(call, &chunk);
             Some((chunk.len(), id, frame))
         });
         let job = self.shared.new_job(!ordered)?;

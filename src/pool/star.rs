@@ -4,8 +4,8 @@
 //! the standard library does for tuples.
 //!
 //! A worker must find the function in its own copy of the executable. A
-//! `fn(A) -> R` pointer is found by its distance from an anchor (see
-//! `process::target`); here the function is a *function item* (or a closure
+//! `fn(A) -> R` pointer travels as a function reference (see
+//! `process::fn_ref`); here the function is a *function item* (or a closure
 //! that captures nothing): a type with no bytes, whose one value is the
 //! function. The worker runs a runner monomorphised for that type, which
 //! makes its own copy of the value (nothing to copy: the type is
@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::wire::{self, Runner};
 use crate::codec::Encoded;
+use crate::process::fn_ref::RawFnRef;
 
 mod sealed {
     pub trait Sealed<Args> {}
@@ -41,7 +42,7 @@ pub trait StarFn<Args>: sealed::Sealed<Args> + Copy + Send + 'static {
 
     /// The worker-side runner for this function.
     #[doc(hidden)]
-    fn runner(self) -> usize;
+    fn runner(self) -> Runner;
 }
 
 macro_rules! star_fn {
@@ -56,10 +57,10 @@ macro_rules! star_fn {
         {
             type Output = R;
 
-            fn runner(self) -> usize {
+            fn runner(self) -> Runner {
                 #[allow(non_snake_case)]
                 fn run<F, R, $($a,)+>(
-                    _target: usize,
+                    _target: RawFnRef,
                     chunk: u64,
                     payload: &[u8],
                     fds: Vec<OwnedFd>,
@@ -79,8 +80,7 @@ macro_rules! star_fn {
                     wire::run_each(chunk, payload, fds, |($($a,)+): ($($a,)+)| f($($a),+))
                 }
                 const { assert!(size_of::<F>() == 0, "starmap needs a function item") };
-                let runner: Runner = run::<F, R, $($a,)+>;
-                runner as usize
+                run::<F, R, $($a,)+>
             }
         }
     };

@@ -2,10 +2,10 @@
 //! functions ("runners") that run one chunk of tasks.
 //!
 //! Pool → worker, one frame per chunk: postcard
-//! `(chunk: u64, runner: isize, target: isize)` followed by the chunk's
-//! arguments as a `Vec<A>`. `runner` and `target` are function addresses
-//! as distances from an anchor of the binary (see `process::target`), so a
-//! spawned worker (a fresh copy of the same executable) finds them. Chunk
+//! `(chunk: u64, runner, target)` followed by the chunk's arguments as a
+//! `Vec<A>`. `runner` and `target` are function references (see
+//! `process::fn_ref`), so a spawned worker (a fresh copy of the same
+//! executable) finds them. Chunk
 //! number [`STOP`] asks the worker to exit.
 //!
 //! Worker → pool, one frame per chunk: `(chunk: u64, kind: u8, all_ok:
@@ -24,6 +24,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::error::TaskError;
 use crate::codec::{self, Encoded};
 use crate::connection::FRAME_ROOM;
+use crate::process::fn_ref::{FnRef, RawFnRef};
 
 /// The chunk number that tells a worker to exit.
 pub const STOP: u64 = 0;
@@ -39,7 +40,41 @@ pub const INIT_FAILED: u8 = 3;
 
 /// Runs one chunk in a worker: decodes the arguments, calls the target on
 /// each, encodes the reply.
-pub type Runner = fn(target: usize, chunk: u64, payload: &[u8], fds: Vec<OwnedFd>) -> Encoded;
+pub type Runner = fn(target: RawFnRef, chunk: u64, payload: &[u8], fds: Vec<OwnedFd>) -> Encoded;
+
+/// What a chunk calls: a runner, and the target it was monomorphised for.
+#[derive(Clone, Copy, Debug)]
+pub struct Call {
+    /// The worker-side runner.
+    pub runner: FnRef<Runner>,
+    /// The target, its type erased: the runner knows it.
+    pub target: RawFnRef,
+}
+
+impl Call {
+    /// Runs the `fn(A) -> R` target `f` on each argument.
+    pub fn map<A, R>(f: fn(A) -> R) -> Call
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        let runner: Runner = run_map::<A, R>;
+        Call {
+            runner: FnRef::new(runner),
+            target: FnRef::new(f).erase(),
+        }
+    }
+
+    /// Runs a runner that needs no target (it carries its function in its
+    /// type, see `star`).
+    pub fn runner_only(runner: Runner) -> Call {
+        let runner = FnRef::new(runner);
+        Call {
+            runner,
+            target: runner.erase(),
+        }
+    }
+}
 
 /// One task's outcome as it travels back.
 #[derive(Serialize, Deserialize)]
@@ -194,16 +229,14 @@ where
 
 /// The runner for `fn(A) -> R` targets.
 pub fn run_map<A: DeserializeOwned, R: Serialize>(
-    target: usize,
+    target: RawFnRef,
     chunk: u64,
     payload: &[u8],
     fds: Vec<OwnedFd>,
 ) -> Encoded {
-    // SAFETY: `target` is the address of an `fn(A) -> R` of this binary: the
-    // pool took it from a value of that type together with this very
-    // runner's address (monomorphised for the same `A` and `R`), and a
-    // spawned worker checked the binary fingerprint at start-up.
-    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(target) };
+    // `Call::map` erased `target` from an `fn(A) -> R` and paired it with
+    // this runner, monomorphised for the same `A` and `R`.
+    let f = target.typed::<fn(A) -> R>().get();
     run_each(chunk, payload, fds, f)
 }
 

@@ -14,7 +14,10 @@ use crate::DEFAULT_MAX_FRAME;
 use crate::codec;
 use crate::connection::{Connection, FRAME_ROOM, frame_encoded};
 use crate::error::SendError;
-use crate::process::target;
+use crate::process::fn_ref::{FnRef, RawFnRef};
+
+/// A worker's initializer and its arguments.
+pub type Init<I> = (FnRef<fn(I)>, I);
 
 /// What a worker is started with.
 #[derive(Serialize, Deserialize)]
@@ -23,9 +26,8 @@ pub struct WorkerArgs<I> {
     pub conn: Connection,
     /// Its status word.
     pub board: Board,
-    /// The initializer (as a distance from the binary's anchor) and its
-    /// arguments.
-    pub init: Option<(isize, I)>,
+    /// The initializer and its arguments.
+    pub init: Option<Init<I>>,
     /// How many chunks it runs before exiting (`None`: no limit).
     pub maxtasks: Option<usize>,
 }
@@ -42,11 +44,8 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
     // owner decides (see the pool docs); the worker dies with it anyway.
     let _ = crate::sys::process::ignore_interrupt();
     board.set(INIT);
-    if let Some((offset, init_args)) = init {
-        // SAFETY: the pool took this distance from an `fn(I)` of this binary
-        // (the builder's `initializer`, typed with this very `I`); a spawned
-        // worker checked the binary fingerprint at start-up.
-        let f = unsafe { std::mem::transmute::<usize, fn(I)>(target::address_at(offset)) };
+    if let Some((init, init_args)) = init {
+        let f = init.get();
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(init_args))) {
             let text = wire::panic_message(panic);
             let _ = conn.send_encoded(wire::message(wire::STOP, wire::INIT_FAILED, &text));
@@ -68,8 +67,8 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
             return;
         };
         seq = seq.wrapping_add(1);
-        let Ok(((chunk, runner, target_offset), rest)) =
-            codec::decode_payload::<(u64, isize, isize)>(&payload, Vec::new())
+        let Ok(((chunk, runner, target), rest)) =
+            codec::decode_payload::<(u64, FnRef<Runner>, RawFnRef)>(&payload, Vec::new())
         else {
             return;
         };
@@ -82,13 +81,11 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
             continue;
         }
         board.set(chunk);
-        // SAFETY: the pool took this distance from a `Runner` of this binary
-        // (`run_map`, or a `StarFn` runner, monomorphised for the target's types).
-        let runner = unsafe { std::mem::transmute::<usize, Runner>(target::address_at(runner)) };
+        let runner = runner.get();
         // A chunk that was already buffered starts when the last one ended
         // (one clock read per chunk in a burst of tiny ones).
         let started = if buffered { last_end } else { Instant::now() };
-        let reply = runner(target::address_at(target_offset), chunk, rest, fds);
+        let reply = runner(target, chunk, rest, fds);
         let ended = Instant::now();
         last_end = ended;
         let tiny = ended.duration_since(started) < TINY;

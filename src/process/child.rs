@@ -16,6 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::{Deserialize, Serialize};
 
+use super::fn_ref::{self, FnRef, RawFnRef};
 use super::target::{self, Trampoline};
 use super::{identity, registry};
 use crate::codec;
@@ -28,8 +29,8 @@ pub const ENV_KEY: &str = "MULTIPROC_BOOTSTRAP_FD";
 /// What the parent tells the child besides the arguments.
 #[derive(Serialize, Deserialize)]
 pub struct Meta {
-    pub trampoline: isize,
-    pub target: isize,
+    pub trampoline: FnRef<Trampoline>,
+    pub target: RawFnRef,
     pub fingerprint: isize,
     pub name: String,
     pub identity: String,
@@ -73,7 +74,7 @@ fn run_spawned(fd: i32) -> ! {
     if meta.parent_pid != parent_at_start || sys::process::getppid() != meta.parent_pid {
         sys::process::exit_now(70);
     }
-    if meta.fingerprint != target::binary_fingerprint() {
+    if meta.fingerprint != fn_ref::binary_fingerprint() {
         report(
             &conn,
             target::OUTCOME_BAD_ARGS,
@@ -81,18 +82,15 @@ fn run_spawned(fd: i32) -> ! {
         );
     }
     identity::set_after_start(&meta);
-    // SAFETY: the parent took this address from a `Trampoline` value of the
-    // same binary (fingerprint checked above).
-    let trampoline: Trampoline =
-        unsafe { std::mem::transmute::<usize, Trampoline>(target::address_at(meta.trampoline)) };
-    run_target(trampoline, target::address_at(meta.target), rest, fds, conn)
+    // The same binary (fingerprint checked above): the references hold.
+    run_target(meta.trampoline.get(), meta.target, rest, fds, conn)
 }
 
 /// Runs the target, sends its outcome to the parent and exits the process:
 /// code 0 when it returned, 1 when it panicked or its arguments were bad.
 pub fn run_target(
     trampoline: Trampoline,
-    target: usize,
+    target: RawFnRef,
     payload: &[u8],
     fds: Vec<OwnedFd>,
     conn: Connection,

@@ -8,6 +8,7 @@
 
 mod child;
 mod context;
+pub(crate) mod fn_ref;
 mod identity;
 mod launcher;
 mod registry;
@@ -17,7 +18,7 @@ pub(crate) mod target;
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +31,7 @@ use crate::sys::process::{ChildSetup, Exit};
 use crate::wait::Deadline;
 pub use context::start_method;
 pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
+use fn_ref::{FnRef, RawFnRef};
 pub(crate) use identity::forget_authkey;
 pub use identity::{
     AUTHKEY_LEN, ProcessInfo, authkey, current_process, parent_process, set_authkey,
@@ -85,8 +87,8 @@ pub struct Process<R> {
     daemon: bool,
     method: Option<StartMethod>,
     setup: ChildSetup,
-    trampoline: usize,
-    target: usize,
+    trampoline: FnRef<target::Trampoline>,
+    target: RawFnRef,
     payload: Option<Payload>,
     child: Option<Arc<Child>>,
     joined: bool,
@@ -101,14 +103,15 @@ impl<R: DeserializeOwned> Process<R> {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize,
     {
+        // The target's type lives on in the trampoline it is paired with.
         let trampoline: target::Trampoline = target::trampoline::<A, R>;
         Process {
             name: None,
             daemon: false,
             method: None,
             setup: ChildSetup::default(),
-            trampoline: trampoline as usize,
-            target: target as usize,
+            trampoline: FnRef::new(trampoline),
+            target: FnRef::new(target).erase(),
             payload: Some(std::sync::Mutex::new(Box::new(move || {
                 codec::encode(&args, 0)
             }))),
@@ -161,9 +164,9 @@ impl<R: DeserializeOwned> Process<R> {
         let name = self.name.clone().unwrap_or(default_name);
         let me = current_process();
         let meta = child::Meta {
-            trampoline: target::offset_of(self.trampoline),
-            target: target::offset_of(self.target),
-            fingerprint: target::binary_fingerprint(),
+            trampoline: self.trampoline,
+            target: self.target,
+            fingerprint: fn_ref::binary_fingerprint(),
             name: name.clone(),
             identity,
             daemon: self.daemon,
@@ -233,10 +236,7 @@ impl<R: DeserializeOwned> Process<R> {
                     })
                     .collect();
                 let conn = Connection::from_fd(theirs, true, true, true);
-                // SAFETY: `self.trampoline` was made from a `Trampoline` in `new`.
-                let trampoline: target::Trampoline =
-                    unsafe { std::mem::transmute::<usize, target::Trampoline>(self.trampoline) };
-                child::run_target(trampoline, self.target, &bytes[1..], fds, conn)
+                child::run_target(self.trampoline.get(), self.target, &bytes[1..], fds, conn)
             }
             sys::process::Forked::Parent(pid) => {
                 drop(theirs);
@@ -253,7 +253,7 @@ impl<R: DeserializeOwned> Process<R> {
     /// a child killed by a signal gives [`JoinError::Killed`]; one that
     /// exited before returning gives [`JoinError::Exited`].
     pub fn join(&mut self) -> Result<R, JoinError> {
-        self.join_until(None)
+        self.join_until(Deadline::NEVER)
     }
 
     /// Like [`join`](Self::join), but gives up with
@@ -261,14 +261,14 @@ impl<R: DeserializeOwned> Process<R> {
     /// can be joined again).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<R, JoinError> {
         // A timeout too long to represent means no limit.
-        self.join_until(Deadline::after(timeout).instant())
+        self.join_until(Deadline::after(timeout))
             .map_err(|e| match e {
                 JoinError::Timeout(_) => JoinError::Timeout(timeout),
                 e => e,
             })
     }
 
-    fn join_until(&mut self, deadline: Option<Instant>) -> Result<R, JoinError> {
+    fn join_until(&mut self, deadline: Deadline) -> Result<R, JoinError> {
         let child = self.child.as_ref().ok_or(JoinError::NotStarted)?;
         if self.joined {
             return Err(JoinError::AlreadyJoined);

@@ -9,12 +9,13 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::connection::Connection;
 use crate::error::RecvError;
 use crate::sys;
 use crate::sys::process::Exit;
+use crate::wait::Deadline;
 
 /// Longest time the state lock is held while waiting, so that `is_alive`
 /// from another thread is never blocked for long by a `join`.
@@ -64,20 +65,16 @@ impl Child {
         })
     }
 
-    /// Receives the child's outcome and reaps it, waiting until `deadline`
-    /// (`None`: as long as it takes). Returns how it exited, or `None` if it
-    /// is still running at the deadline.
-    pub fn pump(&self, deadline: Option<Instant>) -> std::io::Result<Option<Exit>> {
+    /// Receives the child's outcome and reaps it, waiting until `deadline`.
+    /// Returns how it exited, or `None` if it is still running at the
+    /// deadline.
+    pub fn pump(&self, deadline: Deadline) -> std::io::Result<Option<Exit>> {
         loop {
             let mut st = lock(&self.state);
             if let Some(exit) = st.exit {
                 return Ok(Some(exit));
             }
-            let now = Instant::now();
-            let slice = match deadline {
-                Some(d) => d.saturating_duration_since(now).min(SLICE),
-                None => SLICE,
-            };
+            let slice = deadline.slice(SLICE);
             let ready = match &st.conn {
                 Some(conn) => {
                     sys::poll::wait_readable(&[conn.as_fd(), self.pidfd.as_fd()], Some(slice))?
@@ -112,7 +109,7 @@ impl Child {
                     return Ok(Some(exit));
                 }
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.expired() {
                 return Ok(None);
             }
         }
@@ -120,7 +117,7 @@ impl Child {
 
     /// How the child exited, if it has (never blocks).
     pub fn poll_exit(&self) -> std::io::Result<Option<Exit>> {
-        self.pump(Some(Instant::now()))
+        self.pump(Deadline::after(Duration::ZERO))
     }
 
     /// Its pidfd.
@@ -177,14 +174,14 @@ pub fn finish_children() {
     for c in list.iter().filter(|c| c.daemon) {
         let _ = c.signal(sys::process::SIGTERM);
     }
-    let grace = Instant::now() + Duration::from_secs(1);
+    let grace = Deadline::after(Duration::from_secs(1));
     for c in list.iter().filter(|c| c.daemon) {
-        if matches!(c.pump(Some(grace)), Ok(None)) {
+        if matches!(c.pump(grace), Ok(None)) {
             let _ = c.signal(sys::process::SIGKILL);
         }
     }
     for c in &list {
-        let _ = c.pump(None);
+        let _ = c.pump(Deadline::NEVER);
     }
 }
 

@@ -235,7 +235,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
     /// a child killed by a signal gives [`JoinError::Killed`]; one that
     /// exited before returning gives [`JoinError::Exited`].
     pub fn join(mut self) -> Result<R, JoinError> {
-        self.process.join_until(None)
+        self.process.join_until(Deadline::NEVER)
     }
 
     /// Like [`join`](Self::join), but waits at most `timeout`; if the child
@@ -243,7 +243,7 @@ impl<R: DeserializeOwned> JoinHandle<R> {
     /// [`JoinTimeoutError::Timeout`]. A timeout too long to represent means
     /// no limit.
     pub fn join_timeout(mut self, timeout: Duration) -> Result<R, JoinTimeoutError<R>> {
-        match self.process.join_until(Deadline::after(timeout).instant()) {
+        match self.process.join_until(Deadline::after(timeout)) {
             Ok(value) => Ok(value),
             Err(JoinError::Timeout(_)) => Err(JoinTimeoutError::Timeout(self)),
             Err(e) => Err(JoinTimeoutError::Join(e)),

@@ -60,6 +60,58 @@ impl Mapping {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    /// The shared `T` at byte offset `off`, in place.
+    ///
+    /// Panics if it does not lie inside the mapping or `off` is not
+    /// aligned for `T` (the mapping itself is page-aligned).
+    #[inline]
+    pub fn at<T: InPlace>(&self, off: usize) -> &T {
+        // SAFETY: the mapping is `len` bytes from a page-aligned `ptr` and
+        // stays mapped as long as `&self`.
+        unsafe { in_place(self.ptr.as_ptr(), self.len, off) }
+    }
+}
+
+/// A type that may be viewed in place in memory other processes (or
+/// threads) write at the same time: shared atomics, and `#[repr(C)]`
+/// structures of them and of process-shared mutexes.
+///
+/// # Safety
+///
+/// Every bit pattern is a valid value of the type, and every change to it
+/// goes through interior mutability (atomics, a mutex's own word), so a
+/// shared reference into such memory is sound.
+pub unsafe trait InPlace: Sync {}
+
+// SAFETY: atomics are valid at any bit pattern and change only atomically.
+unsafe impl InPlace for std::sync::atomic::AtomicU8 {}
+// SAFETY: as above.
+unsafe impl InPlace for std::sync::atomic::AtomicU32 {}
+// SAFETY: as above.
+unsafe impl InPlace for std::sync::atomic::AtomicU64 {}
+
+/// The `T` at byte offset `off` of the `len` bytes at `base`: the one
+/// checked conversion from a place in shared memory to a reference.
+/// Panics if the `T` does not lie inside the `len` bytes or is misaligned.
+///
+/// # Safety
+///
+/// `base` points to `len` bytes of memory, aligned at least as `T` is,
+/// that stay valid for `'a`.
+#[inline]
+pub unsafe fn in_place<'a, T: InPlace>(base: *mut u8, len: usize, off: usize) -> &'a T {
+    assert!(
+        off.is_multiple_of(std::mem::align_of::<T>())
+            && off
+                .checked_add(std::mem::size_of::<T>())
+                .is_some_and(|end| end <= len),
+        "a shared place out of its memory or misaligned"
+    );
+    // SAFETY: the `T` lies inside the memory and is aligned (checked above,
+    // with the caller's promise about `base`); `InPlace` makes a shared
+    // reference to it sound while others write it.
+    unsafe { &*base.add(off).cast::<T>() }
 }
 
 impl Drop for Mapping {

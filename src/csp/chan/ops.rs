@@ -1,0 +1,90 @@
+//! The operations the channel handles call: plain reads and writes, and
+//! what an alternation needs.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{Attempt, Chan, NOTIFIED, OpError, Posted, READ, SLEEPING, WATCH, WATCHING, WRITE};
+
+impl Chan {
+    /// Writes one encoded message, waiting until a reader took it (or, if
+    /// buffered, until it is in the buffer).
+    pub fn write(&self, data: &[u8], deadline: Option<Instant>) -> Result<(), OpError> {
+        loop {
+            let done = match self.post_blocking(WRITE, Some(data), deadline)? {
+                Err(_) => true,
+                Ok(idx) => self.finish(idx, deadline)?.is_ok(),
+            };
+            if done {
+                self.handed_over(WRITE);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads one encoded message.
+    pub fn read(&self, deadline: Option<Instant>) -> Result<Vec<u8>, OpError> {
+        loop {
+            let got = match self.post_blocking(READ, None, deadline)? {
+                Err(Attempt::Done(v)) => Some(v),
+                Err(Attempt::NotReady) => unreachable!("post_blocking returns only completions"),
+                Ok(idx) => self.finish(idx, deadline)?.ok(),
+            };
+            if let Some(v) = got {
+                self.handed_over(READ);
+                return Ok(v.unwrap_or_default());
+            }
+        }
+    }
+
+    /// Completes at once if the other side is ready (never waits).
+    pub fn try_op(&self, dir: u32, data: Option<&[u8]>, owner: u64) -> Result<Attempt, OpError> {
+        let mut g = self.lock()?;
+        if dir == READ {
+            self.try_read_locked(&mut g, owner)
+        } else {
+            self.try_write_locked(&mut g, data.unwrap_or_default(), owner)
+        }
+    }
+
+    /// Posts a watch of direction `dir` for `owner`.
+    pub fn post_watch(&self, dir: u32, owner: u64) -> Result<Posted, OpError> {
+        let _g = self.lock()?;
+        Ok(match self.alloc(WATCH | dir, owner, None) {
+            Some(idx) => Posted::Record(idx),
+            None => Posted::NoRoom,
+        })
+    }
+
+    /// Re-arms a notified watch (owner only).
+    pub fn rearm(&self, idx: u32) {
+        let st = &self.rec(idx).state;
+        let s = st.load(Ordering::Acquire);
+        if s & !SLEEPING == NOTIFIED {
+            // Fails only if poison aborted it meanwhile, which the owner
+            // then sees.
+            let _ = st.compare_exchange(s, WATCHING, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    /// Posts `owner`'s single committed offer, or completes at once if
+    /// the other side is ready by now.
+    pub fn post_offer(&self, dir: u32, data: Option<&[u8]>, owner: u64) -> Result<Posted, OpError> {
+        let mut g = self.lock()?;
+        let a = if dir == READ {
+            self.try_read_locked(&mut g, owner)?
+        } else {
+            self.try_write_locked(&mut g, data.unwrap_or_default(), owner)?
+        };
+        if let Attempt::Done(v) = a {
+            return Ok(Posted::Completed(v));
+        }
+        Ok(match self.alloc(dir, owner, data) {
+            Some(idx) => {
+                self.poke(&mut g, if dir == READ { WRITE } else { READ }, owner);
+                Posted::Record(idx)
+            }
+            None => Posted::NoRoom,
+        })
+    }
+}

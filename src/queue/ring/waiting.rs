@@ -1,0 +1,106 @@
+//! Waiting on a ring: for data (consumers), for a `get` (producers of a
+//! bounded queue), and for every task to be done (`JoinableQueue`). The
+//! events themselves are `wait.rs`'s.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{Ring, unpack};
+
+impl Ring {
+    /// Whether the queue looks non-empty.
+    fn has_data(&self) -> bool {
+        let h = self.header();
+        let (g, _) = unpack(h.head.0.load(Ordering::SeqCst));
+        let (p, _) = unpack(h.tail.0.load(Ordering::SeqCst));
+        g != p
+    }
+
+    /// Spins briefly (the adaptive budget of `wait.rs`) until the queue
+    /// looks non-empty; `false` if it did not, or spinning cannot help.
+    pub(crate) fn spin_data(&self, deadline: Option<Instant>) -> bool {
+        self.spins[0].spin_until(|| self.has_data(), deadline, 16)
+    }
+
+    /// Sleeps until the queue looks non-empty, or
+    /// [`hangups`](Self::hangups) moves away from `hangups_seen`, or the
+    /// deadline passes; `false` only at the deadline. No spinning: call
+    /// [`spin_data`](Self::spin_data) first.
+    pub(crate) fn sleep_data(&self, deadline: Option<Instant>, hangups_seen: u32) -> bool {
+        let h = self.header();
+        h.data_event.sleep_until(
+            || self.has_data() || h.hangups.0.load(Ordering::SeqCst) != hangups_seen,
+            deadline,
+        )
+    }
+
+    /// How many times a process gave up its last producer handle.
+    pub(crate) fn hangups(&self) -> u32 {
+        // SeqCst: the load half of the handshake in `note_hangup`.
+        self.header().hangups.0.load(Ordering::SeqCst)
+    }
+
+    /// Tells sleeping consumers that this process holds no producer handle
+    /// any more (call after closing its end of the hang-up socket).
+    pub(crate) fn note_hangup(&self) {
+        let h = self.header();
+        // SeqCst: the store half of the waiter handshake (`wait.rs`).
+        h.hangups.0.fetch_add(1, Ordering::SeqCst);
+        h.data_event.notify();
+    }
+
+    /// Waits until some `get` commits after `seen` was read from
+    /// [`get_seq`](Self::get_seq) (or the deadline passes).
+    pub(crate) fn wait_get(&self, seen: u32, deadline: Option<Instant>) -> bool {
+        let h = self.header();
+        h.space_event.wait_until(
+            || unpack(h.head.0.load(Ordering::SeqCst)).0 != seen,
+            deadline,
+            &self.spins[1],
+        )
+    }
+
+    // ---------------------------------------------------------------
+    // Task accounting (JoinableQueue)
+    // ---------------------------------------------------------------
+
+    /// Counts one finished task; `false` if every message ever put is
+    /// already counted.
+    pub(crate) fn task_done(&self) -> bool {
+        let h = self.header();
+        let mut done = h.done.0.load(Ordering::SeqCst);
+        loop {
+            let put = unpack(h.tail.0.load(Ordering::SeqCst)).0;
+            if done == put {
+                return false;
+            }
+            match h.done.0.compare_exchange_weak(
+                done,
+                done.wrapping_add(1),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => break,
+                Err(d) => done = d,
+            }
+        }
+        if done.wrapping_add(1) == unpack(h.tail.0.load(Ordering::SeqCst)).0 {
+            h.join_event.notify();
+        }
+        true
+    }
+
+    /// Messages put and not yet marked done.
+    pub(crate) fn unfinished(&self) -> u32 {
+        let h = self.header();
+        let done = h.done.0.load(Ordering::SeqCst);
+        unpack(h.tail.0.load(Ordering::SeqCst)).0.wrapping_sub(done)
+    }
+
+    /// Waits until every message put is marked done.
+    pub(crate) fn wait_all_done(&self, deadline: Option<Instant>) -> bool {
+        self.header()
+            .join_event
+            .wait_until(|| self.unfinished() == 0, deadline, &self.spins[2])
+    }
+}
