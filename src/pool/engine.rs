@@ -59,6 +59,9 @@ use crate::sys::poll::Interest;
 pub type StartWorker =
     Box<dyn Fn(Connection, Board, u64) -> Result<Process<()>, StartError> + Send + Sync>;
 
+/// How long the background driver of a spawn pool stands by after another
+/// thread drove the pool (see [`Shared::drive_in_background`]).
+const GRACE: Duration = Duration::from_millis(2);
 /// Longest single wait of a step, a safety net against a lost wake-up.
 const MAX_WAIT: Duration = Duration::from_millis(500);
 /// Chunks sent to one worker ahead of its replies, at least…
@@ -268,6 +271,13 @@ pub struct State {
     next_worker: u64,
     driving: bool,
     wake_pending: bool,
+    /// Threads waiting in [`Shared::wait_until`] (not the background
+    /// driver).
+    waiters: usize,
+    /// When such a thread last ran a step.
+    user_stepped: Option<Instant>,
+    /// Threads asleep on the `changed` condition variable.
+    sleepers: usize,
     /// No new jobs.
     pub closed: bool,
     /// Stopped by `terminate`.
@@ -310,6 +320,9 @@ impl Shared {
                 next_worker: 1,
                 driving: false,
                 wake_pending: false,
+                waiters: 0,
+                user_stepped: None,
+                sleepers: 0,
                 closed: false,
                 terminated: false,
                 broken: None,
@@ -572,15 +585,40 @@ impl Shared {
     /// Returns the locked state and whether `done` held.
     pub fn wait_until(
         &self,
-        mut done: impl FnMut(&mut State) -> bool,
+        done: impl FnMut(&mut State) -> bool,
         deadline: Option<Instant>,
     ) -> (MutexGuard<'_, State>, bool) {
         let mut st = self.lock();
+        st.waiters += 1;
+        let (mut st, held) = self.wait_inner(st, done, deadline, false);
+        st.waiters -= 1;
+        (st, held)
+    }
+
+    /// [`wait_until`](Self::wait_until) for the background thread of a
+    /// spawn pool: it drives only while no other thread waits on the pool
+    /// and none has driven it for [`GRACE`], so that a thread waiting for
+    /// its results drives the pool itself (and catches a reply with its
+    /// own spin, without a hand-over between two threads).
+    pub fn drive_in_background(&self, done: impl FnMut(&mut State) -> bool) {
+        let st = self.lock();
+        drop(self.wait_inner(st, done, None, true));
+    }
+
+    fn wait_inner<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        mut done: impl FnMut(&mut State) -> bool,
+        deadline: Option<Instant>,
+        background: bool,
+    ) -> (MutexGuard<'a, State>, bool) {
         loop {
             if done(&mut st) {
                 return (st, true);
             }
-            if !st.driving {
+            let stand_by = background
+                && (st.waiters > 0 || st.user_stepped.is_some_and(|t| t.elapsed() < GRACE));
+            if !st.driving && !stand_by {
                 st = match catch_unwind(AssertUnwindSafe(|| self.step(st, deadline))) {
                     Ok(st) => st,
                     Err(p) => {
@@ -593,18 +631,30 @@ impl Shared {
                         st
                     }
                 };
+                if !background {
+                    st.user_stepped = Some(Instant::now());
+                }
                 if done(&mut st) {
                     return (st, true);
                 }
+            } else if stand_by {
+                // Not on the condition variable: the steps of the threads
+                // that drive meanwhile need not wake this one.
+                drop(st);
+                std::thread::sleep(GRACE);
+                st = self.lock();
+                continue;
             } else {
                 let now = Instant::now();
                 if deadline.is_none_or(|d| now < d) {
                     let wait = deadline.map_or(MAX_WAIT, |d| (d - now).min(MAX_WAIT));
+                    st.sleepers += 1;
                     st = self
                         .changed
                         .wait_timeout(st, wait)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
+                    st.sleepers -= 1;
                     continue;
                 }
             }
@@ -648,9 +698,13 @@ impl Shared {
                 .any(|w| !w.outstanding.is_empty() && w.conn.spin_may_pay());
         let steal_at = st.next_steal();
         drop(st);
+        // A reply caught by the spin is taken in without a poll (the next
+        // step polls).
+        let mut caught = false;
         if spin {
             let conns = || watch.iter().any(|(_, c, _, _)| c.ring_has_data());
-            buffered = self.spin.spin_until_if(true, conns, deadline, 16);
+            caught = self.spin.spin_until_if(true, conns, deadline, 16);
+            buffered = caught;
         }
         if !buffered {
             // Not `any`: every connection is asked for its doorbell.
@@ -687,8 +741,12 @@ impl Shared {
                 write: false,
             });
         }
-        let ready = sys::poll::wait_events(&interest, Some(timeout))
-            .unwrap_or_else(|_| vec![(false, false); interest.len()]);
+        let ready = if caught {
+            vec![(false, false); interest.len()]
+        } else {
+            sys::poll::wait_events(&interest, Some(timeout))
+                .unwrap_or_else(|_| vec![(false, false); interest.len()])
+        };
         drop(interest);
 
         let mut st = self.lock();
@@ -713,7 +771,9 @@ impl Shared {
             st.internal_failure(p);
         }
         st.driving = false;
-        self.changed.notify_all();
+        if st.sleepers > 0 {
+            self.changed.notify_all();
+        }
         self.run_callbacks(st)
     }
 }
@@ -938,24 +998,32 @@ impl State {
         };
         let mut w = self.workers.swap_remove(idx);
         if readable || w.conn.has_buffered() {
-            self.read_replies(&mut w);
+            self.read_replies(&mut w, readable);
         }
         if (writable || !w.outbox.is_empty()) && !w.dead {
             flush(&mut w);
         }
         if exited || w.dead {
             w.dead = true;
-            self.read_replies(&mut w);
+            self.read_replies(&mut w, true);
             self.bury(w);
         } else {
             self.workers.push(w);
         }
     }
 
-    fn read_replies(&mut self, w: &mut Worker) {
+    /// Takes in the worker's replies: while some are buffered, and first
+    /// one look at the connection if `look` (it polled readable, or the
+    /// worker is dead and everything it sent must be read).
+    fn read_replies(&mut self, w: &mut Worker, look: bool) {
         // One clock read for the replies that arrived together.
         let now = Instant::now();
+        let mut look = look;
         loop {
+            if !look && !w.conn.has_buffered() {
+                return;
+            }
+            look = w.dead;
             match w.conn.recv_encoded(Some(Duration::ZERO)) {
                 Ok((payload, fds)) => self.on_reply(w, payload, fds, now),
                 Err(RecvError::Timeout) => return,
