@@ -12,6 +12,14 @@
 //!
 //! Encoded layout: `[n: u8][postcard bytes]`, where `n` is the number of
 //! descriptors that travel with the message (at most [`MAX_FDS`]).
+//!
+//! This module is the only place that knows the encoding: besides whole
+//! messages ([`encode`], [`decode`]) it offers the pieces other parts need
+//! without touching the format themselves: a value's bytes appended to a
+//! buffer (`append_value`) or written into a sink piece by piece
+//! (`encode_into`, how a queue encodes straight into shared memory), a
+//! bare value decoded (`decode_value`, `decode_whole`), and one message
+//! made of two values in a row (`Encoded::then`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -56,6 +64,29 @@ impl Encoded {
     pub fn borrowed_fds(&self) -> Vec<BorrowedFd<'_>> {
         self.fds.iter().map(|f| f.as_fd()).collect()
     }
+
+    /// The encoded value: the bytes after the `room` the message was
+    /// encoded with and the descriptor count.
+    pub(crate) fn payload(&self, room: usize) -> &[u8] {
+        &self.bytes[room + 1..]
+    }
+
+    /// Puts the value of `next` (encoded with no room) after this
+    /// message's (encoded with `room`), with `next`'s descriptors: one
+    /// message whose payload holds the two values in a row, decoded in
+    /// order with [`decode_payload`] (the descriptors go to the second).
+    ///
+    /// Panics if this message carries descriptors of its own: `next`'s are
+    /// numbered from 0.
+    pub(crate) fn then(&mut self, room: usize, next: Encoded) {
+        assert!(
+            self.fds.is_empty(),
+            "the first of two values in one message carries no descriptors"
+        );
+        self.bytes[room] = next.bytes[0];
+        self.bytes.extend_from_slice(next.payload(0));
+        self.fds = next.fds;
+    }
 }
 
 /// Encodes `value`, leaving `room` zero bytes at the front for a header.
@@ -75,6 +106,79 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, room: usize) -> Result<Encoded, 
     Ok(Encoded { bytes, fds })
 }
 
+/// Appends the bytes of `value` alone (no descriptor count) to `out`. Its
+/// descriptors join the table of the message being encoded around it (a
+/// value encoded inside a `Serialize` impl that [`encode`] runs), if any;
+/// elsewhere a value holding one fails. The error says why, in words.
+pub(crate) fn append_value<T: Serialize + ?Sized>(
+    value: &T,
+    out: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    postcard::to_extend(value, out).map_err(|e| encode_error(value, e))
+}
+
+/// Encodes the bytes of `value` alone (as [`append_value`] does) into
+/// `sink`, piece by piece: `sink` returns `false` when it has no room, which
+/// ends the encoding with an error. The error says why, in words.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    sink: impl FnMut(&[u8]) -> bool,
+) -> Result<(), String> {
+    postcard::serialize_with_flavor(value, Sink(sink)).map_err(|e| encode_error(value, e))
+}
+
+/// The serialiser's output for [`encode_into`].
+struct Sink<F>(F);
+
+impl<F: FnMut(&[u8]) -> bool> postcard::ser_flavors::Flavor for Sink<F> {
+    type Output = ();
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if (self.0)(data) {
+            Ok(())
+        } else {
+            Err(postcard::Error::SerializeBufferFull)
+        }
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decodes one value from the front of `bytes` (made by [`append_value`]
+/// or [`encode_into`]); returns it and the bytes after it. Its descriptors
+/// come from the table of the message being decoded around it, if any.
+/// The error says why, in words.
+pub(crate) fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), String> {
+    postcard::take_from_bytes::<T>(bytes).map_err(|e| e.to_string())
+}
+
+/// The value of a decoded `(value, rest)`, or an error if bytes are left
+/// over after it.
+fn whole<T>((value, rest): (T, &[u8])) -> Result<T, CodecError> {
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(CodecError::Decode(format!(
+            "{} bytes left over after the value",
+            rest.len()
+        )))
+    }
+}
+
+/// Decodes `bytes` holding exactly one value (as [`decode_value`], with no
+/// bytes left over).
+pub(crate) fn decode_whole<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    whole(decode_value(bytes).map_err(CodecError::Decode)?)
+}
+
 /// How many descriptors the encoded message `body` (without header room)
 /// says it carries.
 pub fn fd_count(body: &[u8]) -> usize {
@@ -88,14 +192,7 @@ pub fn decode<T: DeserializeOwned>(
     fds: &mut VecDeque<OwnedFd>,
 ) -> Result<T, CodecError> {
     let (fds, payload) = take_fds(body, fds)?;
-    let (value, rest) = decode_payload(payload, fds)?;
-    if !rest.is_empty() {
-        return Err(CodecError::Decode(format!(
-            "{} bytes left over after the value",
-            rest.len()
-        )));
-    }
-    Ok(value)
+    whole(decode_payload(payload, fds)?)
 }
 
 /// Splits a message body into its descriptors (taken from the front of
@@ -126,9 +223,9 @@ pub fn decode_payload<T: DeserializeOwned>(
 ) -> Result<(T, &[u8]), CodecError> {
     let table: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     let previous = DECODING.with(|d| d.borrow_mut().replace(table));
-    let result = postcard::take_from_bytes::<T>(payload);
+    let result = decode_value(payload);
     DECODING.with(|d| *d.borrow_mut() = previous);
-    result.map_err(|e| CodecError::Decode(e.to_string()))
+    result.map_err(CodecError::Decode)
 }
 
 /// A file descriptor shared by every clone of a handle, sent out of band

@@ -703,7 +703,7 @@ fn parse_key(line: &[u8]) -> Result<u64, PickleError> {
 
 /// The pickle codec on a [`Connection`](crate::Connection), for a Python
 /// peer's `conn.send(obj)` / `conn.recv()`.
-impl crate::Connection {
+impl crate::connection::Connection {
     /// Sends `value` as one pickled message, which Python's `conn.recv()`
     /// returns as the corresponding object (see [`to_vec`]).
     ///
@@ -714,8 +714,11 @@ impl crate::Connection {
     /// assert_eq!(got, ("job".into(), 7, vec![1.5, 2.5]));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn send_pickle<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), crate::SendError> {
-        let bytes = to_vec(value).map_err(crate::CodecError::from)?;
+    pub fn send_pickle<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<(), crate::error::SendError> {
+        let bytes = to_vec(value).map_err(crate::error::CodecError::from)?;
         self.send_bytes(&bytes)
     }
 
@@ -724,15 +727,15 @@ impl crate::Connection {
     /// pickle that is not plain data is refused, never run: see
     /// [`from_slice`]. Errors are [`RecvError::Codec`](crate::RecvError::Codec)
     /// holding a [`PickleError`].
-    pub fn recv_pickle<T: DeserializeOwned>(&self) -> Result<T, crate::RecvError> {
+    pub fn recv_pickle<T: DeserializeOwned>(&self) -> Result<T, crate::error::RecvError> {
         let bytes = self.recv_bytes()?;
-        Ok(from_slice(&bytes).map_err(crate::CodecError::from)?)
+        Ok(from_slice(&bytes).map_err(crate::error::CodecError::from)?)
     }
 
     /// Sends a dynamic [`Value`] as one pickled message (a Python set,
     /// frozenset, bytes or big integer, which serde types do not express).
-    pub fn send_pickle_value(&self, value: &Value) -> Result<(), crate::SendError> {
-        let bytes = value_to_vec(value).map_err(crate::CodecError::from)?;
+    pub fn send_pickle_value(&self, value: &Value) -> Result<(), crate::error::SendError> {
+        let bytes = value_to_vec(value).map_err(crate::error::CodecError::from)?;
         self.send_bytes(&bytes)
     }
 
@@ -747,9 +750,9 @@ impl crate::Connection {
     /// assert_eq!(b.recv_pickle_value()?, Value::Bytes(b"raw".to_vec()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn recv_pickle_value(&self) -> Result<Value, crate::RecvError> {
+    pub fn recv_pickle_value(&self) -> Result<Value, crate::error::RecvError> {
         let bytes = self.recv_bytes()?;
-        Ok(value_from_slice(&bytes).map_err(crate::CodecError::from)?)
+        Ok(value_from_slice(&bytes).map_err(crate::error::CodecError::from)?)
     }
 
     /// Like [`recv_pickle`](Self::recv_pickle), giving up with
@@ -757,9 +760,9 @@ impl crate::Connection {
     pub fn recv_pickle_timeout<T: DeserializeOwned>(
         &self,
         timeout: std::time::Duration,
-    ) -> Result<T, crate::RecvError> {
+    ) -> Result<T, crate::error::RecvError> {
         let bytes = self.recv_bytes_timeout(timeout)?;
-        Ok(from_slice(&bytes).map_err(crate::CodecError::from)?)
+        Ok(from_slice(&bytes).map_err(crate::error::CodecError::from)?)
     }
 }
 

@@ -62,6 +62,8 @@
 //! body out before decoding it, so a peer scribbling on the memory can only
 //! make a message fail to decode.
 
+#![allow(unsafe_code)]
+
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -69,7 +71,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::SharedFd;
 use crate::error::SendError;
-use crate::spin::Spin;
+use crate::wait::{self, Deadline, Spin};
 use crate::sys;
 
 /// Bytes of one direction's ring.
@@ -185,7 +187,7 @@ impl Shared {
             map,
             fd,
             end,
-            spin: Spin::new(),
+            spin: Spin::new(&wait::SHARED),
         })
     }
 
@@ -260,7 +262,7 @@ impl Shared {
                 len,
             )
         };
-        if room() || self.spin.spin_until_if(self.may_spin(), room, None, 16) {
+        if room() || self.spin.until_if(self.may_spin(), room, Deadline::NEVER) {
             return Ok(());
         }
         loop {
@@ -383,7 +385,7 @@ impl Shared {
     /// `deadline` passes; whether one came.
     pub fn spin_for_data(&self, deadline: Option<Instant>) -> bool {
         self.spin
-            .spin_until_if(self.may_spin(), || self.has_data(), deadline, 16)
+            .until_if(self.may_spin(), || self.has_data(), Deadline::at(deadline))
     }
 
     /// Whether spinning can help: the machine has more than one CPU and
@@ -392,15 +394,9 @@ impl Shared {
     /// answered by a peer running on another, which is the common case of
     /// pinned workers).
     pub fn may_spin(&self) -> bool {
-        let cpus = &self.header().common.cpu;
-        let me = crate::spin::pinned_cpu();
-        if cpus[self.end].load(Ordering::Relaxed) != me {
-            cpus[self.end].store(me, Ordering::Relaxed);
-        }
-        if crate::spin::online_cpus() < 2 {
-            return false;
-        }
-        me < 0 || cpus[1 - self.end].load(Ordering::Relaxed) != me
+        self.publish_cpu();
+        let peer = self.header().common.cpu[1 - self.end].load(Ordering::Relaxed);
+        wait::may_spin_beside(peer)
     }
 
     /// Publishes this end's CPU (see [`may_spin`](Self::may_spin)) without
@@ -408,7 +404,7 @@ impl Shared {
     /// writer runs.
     pub fn publish_cpu(&self) {
         let cpus = &self.header().common.cpu;
-        let me = crate::spin::pinned_cpu();
+        let me = wait::pinned_cpu();
         if cpus[self.end].load(Ordering::Relaxed) != me {
             cpus[self.end].store(me, Ordering::Relaxed);
         }

@@ -18,7 +18,7 @@ use super::client::{Endpoint, as_id};
 use super::error::ManagerError;
 use super::protocol::{Op, Path, Request};
 use super::value::Value;
-use crate::Address;
+use crate::connection::Address;
 use crate::sys;
 
 /// One reference, held by this process, to an object on a server.

@@ -129,10 +129,10 @@ pub use value::{ConvertError, Dict, MAX_DEPTH, Value as AnyValue, from_value, to
 pub type Value = AnyValue;
 
 use crate::connection::KeyChoice;
+use crate::connection::{Address, Connection, Listener, ToAddress};
+use crate::error::{ConnectError, StartError};
 use crate::process::fn_ref::FnRef;
-use crate::{
-    Address, ConnectError, Connection, Listener, Process, StartError, StartMethod, ToAddress,
-};
+use crate::process::{Process, StartMethod};
 
 /// Default cap on one request the server accepts: 64 MiB.
 pub const DEFAULT_MAX_REQUEST: usize = 64 << 20;
@@ -353,7 +353,8 @@ impl ManagerBuilder {
             ConnectError::Io(e) => ManagerError::Start(StartError::Io(e)),
             e => ManagerError::Connect(e),
         })?;
-        let (ours, theirs) = crate::pipe().map_err(|e| ManagerError::Server(e.to_string()))?;
+        let (ours, theirs) =
+            crate::connection::pipe().map_err(|e| ManagerError::Server(e.to_string()))?;
         let args = ServerArgs {
             address: address.to_string(),
             authkey: authkey.clone(),
@@ -458,7 +459,7 @@ impl Manager {
         let address = address.to_address()?;
         let key = match authkey {
             Some(k) => k.to_vec(),
-            None => crate::authkey().map_err(ConnectError::Io)?,
+            None => crate::process::authkey().map_err(ConnectError::Io)?,
         };
         Self::connect_with(address, Some(key))
     }
@@ -569,13 +570,13 @@ impl Manager {
         // abstract name has none).
         if let Address::Unix(path) = &self.endpoint().address
             && !self.endpoint().address.is_abstract()
-            && !matches!(joined, Err(crate::JoinError::Timeout(_)))
+            && !matches!(joined, Err(crate::error::JoinError::Timeout(_)))
         {
             let _ = std::fs::remove_file(path);
         }
         match joined {
             Ok(()) => Ok(()),
-            Err(crate::JoinError::Timeout(_)) => {
+            Err(crate::error::JoinError::Timeout(_)) => {
                 let _ = process.kill();
                 let _ = process.join_timeout(STOP_TIMEOUT);
                 if let Address::Unix(path) = &self.endpoint().address

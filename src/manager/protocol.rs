@@ -1,6 +1,6 @@
 //! The manager's wire protocol: one [`Request`] frame from a client, one
 //! [`Reply`] frame back, on an ordinary [`Connection`](crate::Connection)
-//! (postcard-encoded, length-prefixed, size-capped).
+//! (encoded by the crate's codec, length-prefixed, size-capped).
 //!
 //! Every connection opens with [`Request::Hello`] naming the client's
 //! *session* (a random number per client process): the server keeps the

@@ -35,7 +35,7 @@
 //! with [`PickleError::Global`], so a method returning an instance of a
 //! user's class cannot be read here; return plain data instead.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -43,6 +43,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::pickle::{self, HashableValue, PickleError, Value};
 use crate::connection::{Address, Client, Connection, ToAddress};
 use crate::error::{ConnectError, RecvError, SendError};
+use crate::local_lock::lock;
 
 /// A call to a Python manager failed.
 #[derive(Debug, thiserror::Error)]
@@ -527,10 +528,6 @@ fn strings(v: Value) -> Result<Vec<String>, PyManagerError> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A manager server that Python clients use: `BaseManager(address,
 /// authkey).connect()` (or `SyncManager`), then `manager.list(...)`,
 /// `manager.dict()`, `manager.Namespace()` and their proxies, as against a
@@ -538,7 +535,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// processes can share the same objects.
 ///
 /// This is a server mode of its own: the crate's [`Manager`](crate::Manager)
-/// speaks the crate's protocol (postcard, handles), this one speaks
+/// speaks the crate's protocol (its codec, handles), this one speaks
 /// Python's (pickles). It holds the objects as pickle [`Value`]s in this
 /// process, serves each connection on a thread, and stops when dropped.
 /// Differences from a Python manager: only the typeids `list`, `dict` and

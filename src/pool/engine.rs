@@ -51,9 +51,11 @@ use super::wire;
 use crate::codec;
 use crate::connection::{Connection, FRAME_ROOM, Outbox, RawFrame, frame_encoded, pipe};
 use crate::error::{RecvError, StartError};
+use crate::local_lock::lock;
 use crate::process::Process;
 use crate::sys;
 use crate::sys::poll::Interest;
+use crate::wait::{self, Deadline, Spin};
 
 /// Starts one worker process given its connection, status word and number.
 pub type StartWorker =
@@ -298,11 +300,13 @@ pub struct Shared {
     wake_tx: OwnedFd,
     next_chunk: AtomicU64,
     /// The driver's spin before it sleeps, while replies are due.
-    spin: crate::spin::Spin,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    spin: Spin,
+    /// Async tasks waiting on the pool, woken with `changed`.
+    #[cfg(feature = "tokio")]
+    wakers: Mutex<Vec<std::task::Waker>>,
+    /// A thread drives the pool all the time (a spawn pool).
+    #[cfg(feature = "tokio")]
+    background: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -334,13 +338,53 @@ impl Shared {
             wake_rx,
             wake_tx,
             next_chunk: AtomicU64::new(1),
-            spin: crate::spin::Spin::new(),
+            spin: Spin::new(&wait::SHARED),
+            #[cfg(feature = "tokio")]
+            wakers: Mutex::new(Vec::new()),
+            #[cfg(feature = "tokio")]
+            background: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
     /// The state, locked.
     pub fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// Wakes the threads (and async tasks) waiting for the state to change.
+    fn notify_changed(&self) {
+        self.changed.notify_all();
+        self.notify_async();
+    }
+
+    /// Wakes the async tasks waiting on the pool (none without the
+    /// `tokio` feature).
+    fn notify_async(&self) {
+        #[cfg(feature = "tokio")]
+        for w in std::mem::take(&mut *lock(&self.wakers)) {
+            w.wake();
+        }
+    }
+
+    /// Has `waker` woken at the next change of the state (`pool/aio.rs`).
+    #[cfg(feature = "tokio")]
+    pub fn wake_on_change(&self, waker: &std::task::Waker) {
+        let mut wakers = lock(&self.wakers);
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
+    /// Records that a thread drives the pool all the time.
+    #[cfg(feature = "tokio")]
+    pub fn set_background(&self) {
+        self.background.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a thread drives the pool all the time.
+    #[cfg(feature = "tokio")]
+    pub fn background(&self) -> bool {
+        self.background.load(Ordering::Relaxed)
     }
 
     /// Starts the initial workers; the first failure is returned.
@@ -369,10 +413,10 @@ impl Shared {
             .map_err(|e| TaskError::Encode(e.to_string()))
             .and_then(|enc| {
                 let len = enc.bytes.len() - FRAME_ROOM;
-                if len > crate::DEFAULT_MAX_FRAME {
+                if len > crate::connection::DEFAULT_MAX_FRAME {
                     Err(TaskError::Encode(format!(
                         "a chunk of {len} bytes exceeds the message cap of {} bytes; use a smaller chunk size",
-                        crate::DEFAULT_MAX_FRAME
+                        crate::connection::DEFAULT_MAX_FRAME
                     )))
                 } else {
                     Ok(frame_encoded(enc))
@@ -483,7 +527,7 @@ impl Shared {
         let st = self.run_callbacks(st);
         drop(st);
         if finished_now {
-            self.changed.notify_all();
+            self.notify_changed();
         }
     }
 
@@ -515,7 +559,7 @@ impl Shared {
         }
         self.wake(&mut st);
         drop(st);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Runs the callbacks of jobs that completed, without the lock; then
@@ -537,7 +581,7 @@ impl Shared {
         for id in ids {
             st.jobs.remove(&id);
         }
-        self.changed.notify_all();
+        self.notify_changed();
         st
     }
 
@@ -555,7 +599,7 @@ impl Shared {
         st.closed = true;
         self.wake(&mut st);
         drop(st);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Kills every worker at once and fails every unfinished task with
@@ -577,7 +621,7 @@ impl Shared {
         self.wake(&mut st);
         let st = self.run_callbacks(st);
         drop(st);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Waits until `done` holds (it may take results out of the state), or
@@ -627,7 +671,7 @@ impl Shared {
                         let mut st = self.lock();
                         st.internal_failure(p);
                         st.driving = false;
-                        self.changed.notify_all();
+                        self.notify_changed();
                         st
                     }
                 };
@@ -703,7 +747,7 @@ impl Shared {
         let mut caught = false;
         if spin {
             let conns = || watch.iter().any(|(_, c, _, _)| c.ring_has_data());
-            caught = self.spin.spin_until_if(true, conns, deadline, 16);
+            caught = self.spin.until_if(true, conns, Deadline::at(deadline));
             buffered = caught;
         }
         if !buffered {
@@ -772,7 +816,9 @@ impl Shared {
         }
         st.driving = false;
         if st.sleepers > 0 {
-            self.changed.notify_all();
+            self.notify_changed();
+        } else {
+            self.notify_async();
         }
         self.run_callbacks(st)
     }

@@ -1,7 +1,7 @@
 //! The messages between the pool and its workers, and the worker-side
 //! functions ("runners") that run one chunk of tasks.
 //!
-//! Pool → worker, one frame per chunk: postcard
+//! Pool → worker, one frame per chunk: codec-encoded
 //! `(chunk: u64, runner, target)` followed by the chunk's arguments as a
 //! `Vec<A>`. `runner` and `target` are function references (see
 //! `process::fn_ref`), so a spawned worker (a fresh copy of the same
@@ -110,20 +110,15 @@ impl<R: Serialize> Serialize for Items<'_, R> {
         for item in self.0 {
             scratch.clear();
             let encoded = match item {
-                Ok(r) => {
-                    let outcome = Outcome::Ok(r);
-                    postcard::to_extend(&outcome, std::mem::take(&mut scratch))
-                        .map_err(|e| codec::encode_error(&outcome, e))
-                }
-                Err(m) => postcard::to_extend(
+                Ok(r) => codec::append_value(&Outcome::Ok(r), std::mem::take(&mut scratch)),
+                Err(m) => codec::append_value(
                     &Outcome::<()>::Panicked(m.clone()),
                     std::mem::take(&mut scratch),
-                )
-                .map_err(|e| e.to_string()),
+                ),
             };
             scratch = match encoded {
                 Ok(v) => v,
-                Err(why) => postcard::to_extend(&Outcome::<()>::Encode(why), Vec::new())
+                Err(why) => codec::append_value(&Outcome::<()>::Encode(why), Vec::new())
                     .map_err(serde::ser::Error::custom)?,
             };
             seq.serialize_element(&Bytes(&scratch))?;
@@ -143,11 +138,11 @@ impl<'de, R: DeserializeOwned> Visitor<'de> for OneOutcome<R> {
         f.write_str("an encoded outcome")
     }
     fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-        Ok(match postcard::from_bytes::<Outcome<R>>(v) {
-            Ok(Outcome::Ok(r)) => Ok(r),
-            Ok(Outcome::Panicked(message)) => Err(TaskError::Panicked { message }),
-            Ok(Outcome::Encode(m)) => Err(TaskError::Encode(m)),
-            Err(e) => Err(TaskError::Decode(e.to_string())),
+        Ok(match codec::decode_value::<Outcome<R>>(v) {
+            Ok((Outcome::Ok(r), _)) => Ok(r),
+            Ok((Outcome::Panicked(message), _)) => Err(TaskError::Panicked { message }),
+            Ok((Outcome::Encode(m), _)) => Err(TaskError::Encode(m)),
+            Err(e) => Err(TaskError::Decode(e)),
         })
     }
 }

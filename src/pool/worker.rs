@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::board::{Board, IDLE, INIT};
 use super::wire::{self, Runner};
-use crate::DEFAULT_MAX_FRAME;
 use crate::codec;
+use crate::connection::DEFAULT_MAX_FRAME;
 use crate::connection::{Connection, FRAME_ROOM, frame_encoded};
 use crate::error::SendError;
 use crate::process::fn_ref::{FnRef, RawFnRef};

@@ -14,32 +14,16 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use serde::{Deserialize, Serialize};
-
-use super::fn_ref::{self, FnRef, RawFnRef};
+use super::fn_ref::{self, RawFnRef};
+use super::identity::{self, Meta};
+use super::registry;
 use super::target::{self, Trampoline};
-use super::{identity, registry};
 use crate::codec;
 use crate::connection::{Connection, FRAME_ROOM};
 use crate::sys;
 
 /// The environment variable that marks a spawned child.
 pub const ENV_KEY: &str = "MULTIPROC_BOOTSTRAP_FD";
-
-/// What the parent tells the child besides the arguments.
-#[derive(Serialize, Deserialize)]
-pub struct Meta {
-    pub trampoline: FnRef<Trampoline>,
-    pub target: RawFnRef,
-    pub fingerprint: isize,
-    pub name: String,
-    pub identity: String,
-    pub daemon: bool,
-    pub parent_pid: i32,
-    pub parent_name: String,
-    /// The parent's authkey, this process's from now on.
-    pub authkey: Vec<u8>,
-}
 
 #[ctor::ctor(unsafe, priority = late)]
 fn recognise_spawned_child() {

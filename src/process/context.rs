@@ -82,8 +82,8 @@ impl Context {
 
     /// A [`Builder`](crate::Builder) whose processes start with this
     /// context's method.
-    pub fn builder(&self) -> crate::Builder {
-        crate::Builder::new().start_method(self.method)
+    pub fn builder(&self) -> crate::process::Builder {
+        crate::process::Builder::new().start_method(self.method)
     }
 
     /// Its start method.
@@ -92,11 +92,11 @@ impl Context {
     }
 
     /// A [`Process`](crate::Process) that will start with this context's method.
-    pub fn process<A, R>(&self, target: fn(A) -> R, args: A) -> crate::Process<R>
+    pub fn process<A, R>(&self, target: fn(A) -> R, args: A) -> crate::process::Process<R>
     where
         A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
         R: serde::Serialize + serde::de::DeserializeOwned,
     {
-        crate::Process::new(target, args).start_method(self.method)
+        crate::process::Process::new(target, args).start_method(self.method)
     }
 }

@@ -5,7 +5,10 @@ use std::io;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::child::Meta;
+use serde::{Deserialize, Serialize};
+
+use super::fn_ref::{FnRef, RawFnRef};
+use super::target::Trampoline;
 use crate::sys;
 
 /// A description of a process, as returned by [`current_process`] and
@@ -19,6 +22,22 @@ pub struct ProcessInfo {
     pub pid: i32,
     /// Whether it was started as a daemon.
     pub daemon: bool,
+}
+
+/// What the parent tells a child it starts besides the arguments: which
+/// target to run, and who the child is (its identity from then on).
+#[derive(Serialize, Deserialize)]
+pub struct Meta {
+    pub trampoline: FnRef<Trampoline>,
+    pub target: RawFnRef,
+    pub fingerprint: isize,
+    pub name: String,
+    pub identity: String,
+    pub daemon: bool,
+    pub parent_pid: i32,
+    pub parent_name: String,
+    /// The parent's authkey, this process's from now on.
+    pub authkey: Vec<u8>,
 }
 
 struct Me {

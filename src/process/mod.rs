@@ -163,7 +163,7 @@ impl<R: DeserializeOwned> Process<R> {
         let (identity, default_name) = identity::next_child();
         let name = self.name.clone().unwrap_or(default_name);
         let me = current_process();
-        let meta = child::Meta {
+        let meta = identity::Meta {
             trampoline: self.trampoline,
             target: self.target,
             fingerprint: fn_ref::binary_fingerprint(),
@@ -184,7 +184,7 @@ impl<R: DeserializeOwned> Process<R> {
         Ok(())
     }
 
-    fn spawn(&self, meta: child::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
+    fn spawn(&self, meta: identity::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
         let (ours, theirs) = sys::socket::stream_pair()?;
         let conn = Connection::from_fd(ours, true, true, true);
         let pid = launcher::spawn_self(theirs, child::ENV_KEY, self.setup.clone())?;
@@ -193,15 +193,13 @@ impl<R: DeserializeOwned> Process<R> {
         // One message: [fd count][meta][args], the arguments' descriptors
         // attached.
         let mut msg = codec::encode(&meta, FRAME_ROOM)?;
-        msg.bytes[FRAME_ROOM] = args.bytes[0];
-        msg.bytes.extend_from_slice(&args.bytes[1..]);
-        msg.fds = args.fds;
+        msg.then(FRAME_ROOM, args);
         // A child that died at once is reported by join(), not here.
         let _ = conn.send_encoded(msg);
         Ok(Child::new(pid, name, daemon, pidfd, conn))
     }
 
-    fn fork(&mut self, meta: child::Meta, args: Encoded) -> Result<Arc<Child>, StartError> {
+    fn fork(&mut self, meta: identity::Meta, mut args: Encoded) -> Result<Arc<Child>, StartError> {
         use std::io::Write;
         let (ours, theirs) = sys::socket::stream_pair()?;
         let _ = std::io::stdout().flush();
@@ -214,6 +212,8 @@ impl<R: DeserializeOwned> Process<R> {
                 self.payload = None;
                 registry::clear_after_fork();
                 crate::queue::after_fork();
+                #[cfg(feature = "tokio")]
+                crate::queue::aio_after_fork();
                 let _ = sys::process::die_with_parent();
                 if sys::process::getppid() != meta.parent_pid {
                     sys::process::exit_now(70);
@@ -226,8 +226,7 @@ impl<R: DeserializeOwned> Process<R> {
                 // that dropping a handle in the child really closes it. Only
                 // a descriptor still shared with another object of this
                 // (copied) memory is duplicated instead.
-                let Encoded { bytes, fds } = args;
-                let fds = fds
+                let fds = std::mem::take(&mut args.fds)
                     .into_iter()
                     .filter_map(|f| {
                         Arc::try_unwrap(f)
@@ -236,7 +235,13 @@ impl<R: DeserializeOwned> Process<R> {
                     })
                     .collect();
                 let conn = Connection::from_fd(theirs, true, true, true);
-                child::run_target(self.trampoline.get(), self.target, &bytes[1..], fds, conn)
+                child::run_target(
+                    self.trampoline.get(),
+                    self.target,
+                    args.payload(0),
+                    fds,
+                    conn,
+                )
             }
             sys::process::Forked::Parent(pid) => {
                 drop(theirs);

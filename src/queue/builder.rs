@@ -115,3 +115,34 @@ impl QueueBuilder {
         Ok(SimpleQueue::from_queue(self.clone().maxsize(0).build()?))
     }
 }
+
+impl<T> Queue<T> {
+    /// A new unbounded queue: `put` never waits (up to the capacity, 16 GiB
+    /// by default). Python's `Queue()`.
+    pub fn new() -> io::Result<Self> {
+        QueueBuilder::new().build()
+    }
+
+    /// A new queue holding at most `maxsize` messages (`put` waits while it
+    /// is full); 0 means unbounded. Python's `Queue(maxsize)`.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::with_maxsize(1)?;
+    /// q.put(1u8)?;
+    /// assert!(q.full());
+    /// assert!(matches!(q.put_nowait(2), Err(multiproc::TryPutError::Full(2))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_maxsize(maxsize: usize) -> io::Result<Self> {
+        QueueBuilder::new().maxsize(maxsize).build()
+    }
+}
+
+impl Queue<()> {
+    /// A builder for queues with a `maxsize`, a ring size or a capacity
+    /// other than the defaults; the element type is chosen by
+    /// [`build`](QueueBuilder::build).
+    pub fn builder() -> QueueBuilder {
+        QueueBuilder::new()
+    }
+}

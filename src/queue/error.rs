@@ -243,3 +243,85 @@ pub struct TasksPending {
     /// Messages put and not yet marked done when the timeout passed.
     pub unfinished: usize,
 }
+
+// ---- from the queue's internal failures to the errors of each call ----
+
+/// A failed put, before the value is attached.
+pub(super) enum PutFailure {
+    Full,
+    Timeout,
+    Closed,
+    TooLarge,
+    Encode(CodecError),
+    Io(io::Error),
+}
+
+/// A failed get.
+pub(super) enum GetFailure {
+    Empty,
+    Timeout,
+    Disconnected,
+    Io(io::Error),
+}
+
+pub(super) fn put_error<T>(v: T, f: PutFailure) -> PutError<T> {
+    match f {
+        // Blocking puts only fail to lock or wait on closed/timeout paths
+        // they do not take; keep the value in an error all the same.
+        PutFailure::Full | PutFailure::Timeout => PutError::Io(
+            v,
+            io::Error::new(io::ErrorKind::TimedOut, "queue wait interrupted"),
+        ),
+        PutFailure::Closed => PutError::Closed(v),
+        PutFailure::TooLarge => PutError::TooLarge(v),
+        PutFailure::Encode(e) => PutError::Encode(v, e),
+        PutFailure::Io(e) => PutError::Io(v, e),
+    }
+}
+
+pub(super) fn try_put_error<T>(v: T, f: PutFailure) -> TryPutError<T> {
+    match f {
+        PutFailure::Full | PutFailure::Timeout => TryPutError::Full(v),
+        PutFailure::Closed => TryPutError::Closed(v),
+        PutFailure::TooLarge => TryPutError::TooLarge(v),
+        PutFailure::Encode(e) => TryPutError::Encode(v, e),
+        PutFailure::Io(e) => TryPutError::Io(v, e),
+    }
+}
+
+pub(super) fn put_timeout_error<T>(v: T, f: PutFailure) -> PutTimeoutError<T> {
+    match f {
+        PutFailure::Full | PutFailure::Timeout => PutTimeoutError::Timeout(v),
+        PutFailure::Closed => PutTimeoutError::Closed(v),
+        PutFailure::TooLarge => PutTimeoutError::TooLarge(v),
+        PutFailure::Encode(e) => PutTimeoutError::Encode(v, e),
+        PutFailure::Io(e) => PutTimeoutError::Io(v, e),
+    }
+}
+
+pub(super) fn get_error(f: GetFailure) -> GetError {
+    match f {
+        GetFailure::Disconnected => GetError::Disconnected,
+        GetFailure::Io(e) => GetError::Io(e),
+        GetFailure::Empty | GetFailure::Timeout => GetError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "queue wait interrupted",
+        )),
+    }
+}
+
+pub(super) fn try_get_error(f: GetFailure) -> TryGetError {
+    match f {
+        GetFailure::Empty | GetFailure::Timeout => TryGetError::Empty,
+        GetFailure::Disconnected => TryGetError::Disconnected,
+        GetFailure::Io(e) => TryGetError::Io(e),
+    }
+}
+
+pub(super) fn get_timeout_error(f: GetFailure) -> GetTimeoutError {
+    match f {
+        GetFailure::Empty | GetFailure::Timeout => GetTimeoutError::Timeout,
+        GetFailure::Disconnected => GetTimeoutError::Disconnected,
+        GetFailure::Io(e) => GetTimeoutError::Io(e),
+    }
+}

@@ -12,16 +12,16 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::builder::QueueBuilder;
 use super::error::{
-    GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetError, TryPutError,
+    GetError, GetFailure, GetTimeoutError, PutError, PutFailure, PutTimeoutError, TryGetError,
+    TryPutError, get_error, get_timeout_error, put_error, put_timeout_error, try_get_error,
+    try_put_error,
 };
-use super::iter::{Iter, TryIter};
 use super::ring::{GetFail, PutFail, Record, Ring, Writer};
 use crate::codec::{self, SharedFd};
 use crate::error::CodecError;
 use crate::sys;
-use crate::wait::Deadline;
+use crate::wait::{Deadline, SLICE};
 
 /// How long an operation may wait.
 #[derive(Clone, Copy)]
@@ -47,24 +47,6 @@ impl Mode {
     }
 }
 
-/// A failed put, before the value is attached.
-enum PutFailure {
-    Full,
-    Timeout,
-    Closed,
-    TooLarge,
-    Encode(CodecError),
-    Io(io::Error),
-}
-
-/// A failed get.
-enum GetFailure {
-    Empty,
-    Timeout,
-    Disconnected,
-    Io(io::Error),
-}
-
 /// What one process holds for a queue, shared by the clones of a handle:
 /// the mapped ring and this process's part in the producer count.
 ///
@@ -84,7 +66,7 @@ enum GetFailure {
 /// `put` or `get`); the last one to go closes this process's descriptor
 /// and bumps the ring's `hangups` word so that sleeping consumers look at
 /// `watch` at once (a killed process bumps nothing: sleepers look at least
-/// every [`SLICE`](super::wait::SLICE)).
+/// every [`SLICE`](crate::wait::SLICE)).
 ///
 /// A consumer looks (one `poll`) only when it finds the queue empty, and
 /// then at most once per `hangups` change or per slice. Once every writer
@@ -95,9 +77,9 @@ pub(super) struct Shared {
     /// Producer handles of this queue in this process.
     producers: AtomicUsize,
     /// This process's `writer` descriptor while it has producer handles.
-    writer: Mutex<Option<SharedFd>>,
+    pub(super) writer: Mutex<Option<SharedFd>>,
     /// The consumers' end of the hang-up socket.
-    watch: SharedFd,
+    pub(super) watch: SharedFd,
     /// `hangups` when `watch` was last looked at (`u64::MAX`: never).
     looked_seq: AtomicU64,
     /// When `watch` was last looked at (nanoseconds after [`epoch`]).
@@ -168,7 +150,7 @@ impl Shared {
         }
         let seq = u64::from(self.ring.hangups());
         let now = epoch().elapsed().as_nanos() as u64;
-        let slice = super::wait::SLICE.as_nanos() as u64;
+        let slice = SLICE.as_nanos() as u64;
         if self.looked_seq.load(Ordering::Relaxed) == seq
             && now.saturating_sub(self.looked_at.load(Ordering::Relaxed)) < slice
         {
@@ -208,7 +190,7 @@ impl Shared {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-/// Values are encoded with the crate's codec (postcard) straight into
+/// Values are encoded with the crate's codec straight into
 /// shared memory. Values holding handles (connections, queues) cannot be
 /// put: they fail with [`PutError::Encode`]; pass those as process
 /// arguments or over a `Connection`.
@@ -286,31 +268,6 @@ impl<T> Drop for Queue<T> {
     }
 }
 
-/// The serialiser's output: the ring itself.
-struct RingFlavor<'w, 'r>(&'w mut Writer<'r>);
-
-impl postcard::ser_flavors::Flavor for RingFlavor<'_, '_> {
-    type Output = ();
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        if self.0.write(data) {
-            Ok(())
-        } else {
-            Err(postcard::Error::SerializeBufferFull)
-        }
-    }
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.try_extend(&[data])
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
-
 thread_local! {
     /// Where a message that straddles segments is gathered for decoding.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -319,20 +276,9 @@ thread_local! {
 /// Scratch buffers above this size are not kept between gets.
 const SCRATCH_KEEP: usize = 1 << 20;
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    match postcard::take_from_bytes::<T>(bytes) {
-        Ok((v, [])) => Ok(v),
-        Ok((_, rest)) => Err(CodecError::Decode(format!(
-            "{} bytes left over after the value",
-            rest.len()
-        ))),
-        Err(e) => Err(CodecError::Decode(e.to_string())),
-    }
-}
-
 fn decode_record<T: DeserializeOwned>(rec: &Record<'_>) -> Result<T, GetFailureOr> {
     if let Some(bytes) = rec.contiguous() {
-        return decode(bytes).map_err(GetFailureOr::Decode);
+        return codec::decode_whole(bytes).map_err(GetFailureOr::Decode);
     }
     SCRATCH.with(|s| {
         let mut buf = s.borrow_mut();
@@ -340,7 +286,7 @@ fn decode_record<T: DeserializeOwned>(rec: &Record<'_>) -> Result<T, GetFailureO
         let r = rec
             .copy_to(&mut buf)
             .map_err(GetFailureOr::Io)
-            .and_then(|_| decode(&buf).map_err(GetFailureOr::Decode));
+            .and_then(|_| codec::decode_whole(&buf).map_err(GetFailureOr::Decode));
         if buf.capacity() > SCRATCH_KEEP {
             *buf = Vec::new();
         }
@@ -436,6 +382,19 @@ impl<T> Queue<T> {
     fn put_raw(
         &self,
         mode: Mode,
+        write: impl FnMut(&mut Writer<'_>) -> Result<(), String>,
+    ) -> Result<(), PutFailure> {
+        let r = self.put_ring(mode, write);
+        #[cfg(feature = "tokio")]
+        if r.is_ok() {
+            super::aio::ring_data(&self.shared);
+        }
+        r
+    }
+
+    fn put_ring(
+        &self,
+        mode: Mode,
         mut write: impl FnMut(&mut Writer<'_>) -> Result<(), String>,
     ) -> Result<(), PutFailure> {
         let ring = self.ring();
@@ -476,21 +435,30 @@ impl<T> Queue<T> {
             }
             match mode {
                 Mode::NoWait => return Err(PutFailure::Full),
-                Mode::Wait(d) => match d.instant() {
-                    None => {
-                        ring.wait_get(seen, None);
+                // Without a limit it returns only once a get committed.
+                Mode::Wait(d) => {
+                    if !ring.wait_get(seen, d) {
+                        return Err(PutFailure::Timeout);
                     }
-                    Some(d) => {
-                        if !ring.wait_get(seen, Some(d)) {
-                            return Err(PutFailure::Timeout);
-                        }
-                    }
-                },
+                }
             }
         }
     }
 
     fn get_raw<R>(&self, mode: Mode, body: impl FnOnce(&Record<'_>) -> R) -> Result<R, GetFailure> {
+        let r = self.get_ring(mode, body);
+        #[cfg(feature = "tokio")]
+        if r.is_ok() {
+            super::aio::ring_space(&self.shared);
+        }
+        r
+    }
+
+    fn get_ring<R>(
+        &self,
+        mode: Mode,
+        body: impl FnOnce(&Record<'_>) -> R,
+    ) -> Result<R, GetFailure> {
         let ring = self.ring();
         let mut body = Some(body);
         let mut spun = false;
@@ -513,7 +481,7 @@ impl<T> Queue<T> {
                 && !spun
             {
                 spun = true;
-                if ring.spin_data(d.instant()) {
+                if ring.spin_data(d) {
                     continue;
                 }
             }
@@ -539,11 +507,8 @@ impl<T> Queue<T> {
                 Mode::Wait(d) => {
                     // Wake at least once a slice to look at the producers
                     // again (one killed bumps nothing).
-                    let slice = Instant::now() + super::wait::SLICE;
-                    let until = d.instant().map_or(slice, |d| d.min(slice));
-                    if !ring.sleep_data(Some(until), hangups)
-                        && d.instant().is_some_and(|d| Instant::now() >= d)
-                    {
+                    let until = d.min(Deadline::after(SLICE));
+                    if !ring.sleep_data(until, hangups) && d.expired() {
                         return Err(GetFailure::Timeout);
                     }
                 }
@@ -664,97 +629,10 @@ fn record_to_vec(rec: &Record<'_>) -> io::Result<Vec<u8>> {
     Ok(v)
 }
 
-fn put_error<T>(v: T, f: PutFailure) -> PutError<T> {
-    match f {
-        // Blocking puts only fail to lock or wait on closed/timeout paths
-        // they do not take; keep the value in an error all the same.
-        PutFailure::Full | PutFailure::Timeout => PutError::Io(
-            v,
-            io::Error::new(io::ErrorKind::TimedOut, "queue wait interrupted"),
-        ),
-        PutFailure::Closed => PutError::Closed(v),
-        PutFailure::TooLarge => PutError::TooLarge(v),
-        PutFailure::Encode(e) => PutError::Encode(v, e),
-        PutFailure::Io(e) => PutError::Io(v, e),
-    }
-}
-
-fn try_put_error<T>(v: T, f: PutFailure) -> TryPutError<T> {
-    match f {
-        PutFailure::Full | PutFailure::Timeout => TryPutError::Full(v),
-        PutFailure::Closed => TryPutError::Closed(v),
-        PutFailure::TooLarge => TryPutError::TooLarge(v),
-        PutFailure::Encode(e) => TryPutError::Encode(v, e),
-        PutFailure::Io(e) => TryPutError::Io(v, e),
-    }
-}
-
-fn put_timeout_error<T>(v: T, f: PutFailure) -> PutTimeoutError<T> {
-    match f {
-        PutFailure::Full | PutFailure::Timeout => PutTimeoutError::Timeout(v),
-        PutFailure::Closed => PutTimeoutError::Closed(v),
-        PutFailure::TooLarge => PutTimeoutError::TooLarge(v),
-        PutFailure::Encode(e) => PutTimeoutError::Encode(v, e),
-        PutFailure::Io(e) => PutTimeoutError::Io(v, e),
-    }
-}
-
-fn get_error(f: GetFailure) -> GetError {
-    match f {
-        GetFailure::Disconnected => GetError::Disconnected,
-        GetFailure::Io(e) => GetError::Io(e),
-        GetFailure::Empty | GetFailure::Timeout => GetError::Io(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "queue wait interrupted",
-        )),
-    }
-}
-
-fn try_get_error(f: GetFailure) -> TryGetError {
-    match f {
-        GetFailure::Empty | GetFailure::Timeout => TryGetError::Empty,
-        GetFailure::Disconnected => TryGetError::Disconnected,
-        GetFailure::Io(e) => TryGetError::Io(e),
-    }
-}
-
-fn get_timeout_error(f: GetFailure) -> GetTimeoutError {
-    match f {
-        GetFailure::Empty | GetFailure::Timeout => GetTimeoutError::Timeout,
-        GetFailure::Disconnected => GetTimeoutError::Disconnected,
-        GetFailure::Io(e) => GetTimeoutError::Io(e),
-    }
-}
-
-impl<T> Queue<T> {
-    /// A new unbounded queue: `put` never waits (up to the capacity, 16 GiB
-    /// by default). Python's `Queue()`.
-    pub fn new() -> io::Result<Self> {
-        QueueBuilder::new().build()
-    }
-
-    /// A new queue holding at most `maxsize` messages (`put` waits while it
-    /// is full); 0 means unbounded. Python's `Queue(maxsize)`.
-    ///
-    /// ```
-    /// let q = multiproc::Queue::with_maxsize(1)?;
-    /// q.put(1u8)?;
-    /// assert!(q.full());
-    /// assert!(matches!(q.put_nowait(2), Err(multiproc::TryPutError::Full(2))));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn with_maxsize(maxsize: usize) -> io::Result<Self> {
-        QueueBuilder::new().maxsize(maxsize).build()
-    }
-}
-
 /// The put side needs only `T: Serialize`.
 impl<T: Serialize> Queue<T> {
     fn encode_into(value: &T) -> impl FnMut(&mut Writer<'_>) -> Result<(), String> + '_ {
-        move |w| {
-            postcard::serialize_with_flavor(value, RingFlavor(w))
-                .map_err(|e| codec::encode_error(value, e))
-        }
+        move |w| codec::encode_into(value, |piece| w.write(piece))
     }
 
     /// Puts `value` at the back of the queue, waiting while the queue is
@@ -787,39 +665,6 @@ impl<T: Serialize> Queue<T> {
 
 /// The get side needs only `T: DeserializeOwned`.
 impl<T: DeserializeOwned> Queue<T> {
-    /// An iterator that waits for each message and ends when the queue is
-    /// empty and every producer is gone (or at the first other error; see
-    /// [`Iter`]). `for msg in &queue` does the same.
-    ///
-    /// ```
-    /// let q = multiproc::Queue::new()?;
-    /// for word in ["a", "b"] {
-    ///     q.put(word.to_string())?;
-    /// }
-    /// q.close(); // the only producer: the loop ends once the queue is empty
-    /// let words: Vec<String> = q.iter().collect();
-    /// assert_eq!(words, ["a", "b"]);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn iter(&self) -> Iter<'_, T> {
-        Iter::new(self)
-    }
-
-    /// An iterator over the messages queued now: it never waits, and ends
-    /// when the queue is empty (see [`TryIter`]).
-    ///
-    /// ```
-    /// let q = multiproc::Queue::new()?;
-    /// q.put(1)?;
-    /// q.put(2)?;
-    /// assert_eq!(q.try_iter().sum::<i32>(), 3);
-    /// assert!(q.empty()); // `q` is still a producer: more may come later
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn try_iter(&self) -> TryIter<'_, T> {
-        TryIter::new(self)
-    }
-
     /// Takes the message at the front of the queue, waiting for one.
     ///
     /// Fails with [`GetError::Disconnected`] when the queue is empty and no
@@ -860,15 +705,6 @@ impl<T: DeserializeOwned> Queue<T> {
             Err(GetFailureOr::Decode(e)) => Err(TryGetError::Decode(e)),
             Err(GetFailureOr::Io(e)) => Err(TryGetError::Io(e)),
         }
-    }
-}
-
-impl Queue<()> {
-    /// A builder for queues with a `maxsize`, a ring size or a capacity
-    /// other than the defaults; the element type is chosen by
-    /// [`build`](QueueBuilder::build).
-    pub fn builder() -> QueueBuilder {
-        QueueBuilder::new()
     }
 }
 

@@ -113,3 +113,39 @@ impl<T: DeserializeOwned> IntoIterator for Queue<T> {
         IntoIter::new(self)
     }
 }
+
+/// The iterators of a queue (the get side needs only `T: DeserializeOwned`).
+impl<T: DeserializeOwned> Queue<T> {
+    /// An iterator that waits for each message and ends when the queue is
+    /// empty and every producer is gone (or at the first other error; see
+    /// [`Iter`]). `for msg in &queue` does the same.
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// for word in ["a", "b"] {
+    ///     q.put(word.to_string())?;
+    /// }
+    /// q.close(); // the only producer: the loop ends once the queue is empty
+    /// let words: Vec<String> = q.iter().collect();
+    /// assert_eq!(words, ["a", "b"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter::new(self)
+    }
+
+    /// An iterator over the messages queued now: it never waits, and ends
+    /// when the queue is empty (see [`TryIter`]).
+    ///
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// assert_eq!(q.try_iter().sum::<i32>(), 3);
+    /// assert!(q.empty()); // `q` is still a producer: more may come later
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        TryIter::new(self)
+    }
+}

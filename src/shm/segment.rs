@@ -13,11 +13,13 @@
 //! [`SharedFd`]); the receiving handle type checks the header's kind and
 //! element type before using the memory.
 
+#![allow(unsafe_code)]
+
 use std::io;
 use std::os::fd::AsFd;
 
 use crate::codec::SharedFd;
-use crate::sys::shm::{self, Mapping};
+use crate::sys::shm::{self, InPlace, Mapping};
 
 /// Offset of the payload from the start of the segment.
 pub(crate) const PAYLOAD: usize = 64;
@@ -138,9 +140,16 @@ impl Segment {
 
     /// The first byte of the payload (64-byte aligned).
     pub fn payload(&self) -> *mut u8 {
-        // SAFETY: the mapping is at least PAYLOAD bytes long (checked at
-        // creation and attachment), so the result is in bounds or one past.
-        unsafe { self.map.as_ptr().add(PAYLOAD) }
+        // In bounds or one past: the mapping is at least PAYLOAD bytes long
+        // (checked at creation and attachment).
+        self.map.as_ptr().wrapping_add(PAYLOAD)
+    }
+
+    /// The shared `T` at byte offset `off` of the payload, in place
+    /// (panics outside the mapping or misaligned).
+    #[inline]
+    pub fn payload_at<T: InPlace>(&self, off: usize) -> &T {
+        self.map.at(PAYLOAD + off)
     }
 
     /// The descriptor, to send along with a handle.

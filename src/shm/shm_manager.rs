@@ -34,7 +34,9 @@ use serde::{Deserialize, Serialize};
 use super::error::{ShareableListError, ShmError};
 use super::shareable_list::{ShareableItem, ShareableList};
 use super::shared_memory::SharedMemory;
-use crate::{Connection, Process, StartMethod, sys};
+use crate::connection::Connection;
+use crate::process::{Process, StartMethod};
+use crate::sys;
 
 /// How long `start` waits for the tracker to come up, and `shutdown` for
 /// it to exit.
@@ -161,7 +163,7 @@ impl SharedMemoryManager {
     /// Starts the tracking process (Python's `SharedMemoryManager()` +
     /// `start()`).
     pub fn start() -> Result<SharedMemoryManager, ShmError> {
-        let (ours, theirs) = crate::pipe()?;
+        let (ours, theirs) = crate::connection::pipe()?;
         let owner = sys::process::getpid();
         let mut tracker = Process::new(
             run_tracker,

@@ -24,7 +24,6 @@ pub(crate) mod mutex;
 pub(crate) mod raw_mutex;
 mod rlock;
 mod semaphore;
-mod wait;
 
 pub use barrier::Barrier;
 pub use condition::{Condition, ConditionGuard, ConditionLock};

@@ -23,6 +23,12 @@ impl Deadline {
     /// No limit.
     pub const NEVER: Deadline = Deadline(None);
 
+    /// The point in time `at` (`None`: no limit).
+    #[inline]
+    pub fn at(at: Option<Instant>) -> Deadline {
+        Deadline(at)
+    }
+
     /// `timeout` from now; a timeout too long to represent is no limit. A
     /// zero timeout reads no clock: it is a deadline already passed.
     #[inline]
@@ -51,6 +57,15 @@ impl Deadline {
     #[inline]
     pub fn instant(self) -> Option<Instant> {
         self.0
+    }
+
+    /// The earlier of the two.
+    #[inline]
+    pub fn min(self, other: Deadline) -> Deadline {
+        match (self.0, other.0) {
+            (Some(a), Some(b)) => Deadline(Some(a.min(b))),
+            (a, b) => Deadline(a.or(b)),
+        }
     }
 
     /// Time left: `None` for no limit, `Some(ZERO)` once passed.

@@ -24,15 +24,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use self::wait::{Caller, lock};
+use self::wait::Caller;
 use super::mailbox::{Mailbox, Way};
 use super::protocol::{DataKind, Fault, Kind, Op, Reply, Request};
 use super::registry::{Registry, Served};
 use super::transport::Transport;
 use super::value::Value;
 use crate::connection::auth;
+use crate::connection::{Address, Connection, Listener};
 use crate::error::RecvError;
-use crate::{Address, Connection, Listener};
+use crate::local_lock::lock;
 
 /// How long a new connection has to authenticate and say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -388,7 +389,11 @@ fn serve_client(shared: &Shared, mut conn: Connection) {
             shared.stop.store(true, Ordering::Release);
             // Wake the accept loop at once: a bare connection (it finds
             // `stop` set and drops it).
-            let _ = crate::Client::open(shared.address.clone(), None, Some(HANDSHAKE_TIMEOUT));
+            let _ = crate::connection::Client::open(
+                shared.address.clone(),
+                None,
+                Some(HANDSHAKE_TIMEOUT),
+            );
             break;
         }
     }
@@ -589,6 +594,6 @@ fn handle(shared: &Shared, request: Request, caller: &Caller<'_>) -> Answer {
 }
 
 /// Binds the given address; the server runs the handshake itself.
-pub(crate) fn bind(address: &Address) -> Result<Listener, crate::ConnectError> {
+pub(crate) fn bind(address: &Address) -> Result<Listener, crate::error::ConnectError> {
     Listener::bind_raw(address)
 }

@@ -263,8 +263,8 @@ impl Hash for Value {
 
 // ---- wire form -------------------------------------------------------------
 //
-// On the manager's connections a `Value` travels as a tagged enum (postcard
-// is not self-describing). Decoding is depth-limited so that a hostile,
+// On the manager's connections a `Value` travels as a tagged enum (the
+// crate's codec is not self-describing). Decoding is depth-limited so that a hostile,
 // deeply nested message cannot overflow the server's stack.
 
 /// Deepest nesting accepted when decoding a value from the wire.
@@ -451,8 +451,8 @@ mod tests {
         let back: Record = from_value(v.clone()).unwrap();
         assert_eq!(back, r);
         // And across the wire.
-        let bytes = postcard::to_allocvec(&v).unwrap();
-        let w: Value = postcard::from_bytes(&bytes).unwrap();
+        let bytes = crate::codec::append_value(&v, Vec::new()).unwrap();
+        let w: Value = crate::codec::decode_whole(&bytes).unwrap();
         assert_eq!(w, v);
         assert_eq!(from_value::<Record>(w).unwrap(), r);
     }
@@ -475,8 +475,8 @@ mod tests {
         for _ in 0..(MAX_DEPTH + 5) {
             v = Value::List(vec![v]);
         }
-        let bytes = postcard::to_allocvec(&v).unwrap();
-        assert!(postcard::from_bytes::<Value>(&bytes).is_err());
+        let bytes = crate::codec::append_value(&v, Vec::new()).unwrap();
+        assert!(crate::codec::decode_whole::<Value>(&bytes).is_err());
     }
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -532,12 +532,12 @@ mod tests {
         assert_eq!(back, b);
         // On the wire: the variant, the length, the bytes, as before.
         assert_eq!(
-            postcard::to_allocvec(&Value::Bytes(vec![1, 2, 3])).unwrap(),
+            crate::codec::append_value(&Value::Bytes(vec![1, 2, 3]), Vec::new()).unwrap(),
             [5, 3, 1, 2, 3]
         );
-        let wire = postcard::to_allocvec(&v).unwrap();
+        let wire = crate::codec::append_value(&v, Vec::new()).unwrap();
         assert!(wire.len() < 400, "{} bytes on the wire", wire.len());
-        let w: Value = postcard::from_bytes(&wire).unwrap();
+        let w: Value = crate::codec::decode_whole(&wire).unwrap();
         assert_eq!(from_value::<Blob>(w).unwrap(), b);
         // Through serde's buffering of internally tagged enums.
         let t = Tagged::Data {
