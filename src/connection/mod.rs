@@ -64,7 +64,7 @@ pub struct Connection {
     reader: Mutex<Reader>,
     writer: Mutex<()>,
     /// The shared-memory rings of a [`pipe`] pair (see `shared.rs`).
-    shared: Option<Shared>,
+    shared: Option<Box<Shared>>,
 }
 
 /// Creates a connected pair of duplex [`Connection`]s: both ends send and
@@ -146,7 +146,7 @@ impl Connection {
 
     fn with_shared(mut self, shared: Shared) -> Self {
         self.reader.get_mut().unwrap_or_else(|e| e.into_inner()).shm = true;
-        self.shared = Some(shared);
+        self.shared = Some(Box::new(shared));
         self
     }
 
@@ -251,14 +251,14 @@ impl Connection {
     /// Whether a message waits in this end's incoming ring (no system
     /// call; `false` without rings).
     pub(crate) fn ring_has_data(&self) -> bool {
-        self.shared.as_ref().is_some_and(Shared::has_data)
+        self.shared.as_deref().is_some_and(Shared::has_data)
     }
 
     /// Whether spinning for this end's peer can pay: it has rings, the
     /// machine more than one CPU, and the peer is not pinned to the one
     /// CPU this process is pinned to.
     pub(crate) fn spin_may_pay(&self) -> bool {
-        self.shared.as_ref().is_some_and(Shared::may_spin)
+        self.shared.as_deref().is_some_and(Shared::may_spin)
     }
 
     /// Whether something can be received now (a message, or an error to
@@ -754,7 +754,7 @@ impl Serialize for Connection {
             readable: self.readable,
             writable: self.writable,
             max_frame: self.max_frame as u64,
-            shared: self.shared.as_ref().map(Shared::wire),
+            shared: self.shared.as_deref().map(Shared::wire),
         }
         .serialize(s)
     }
@@ -764,9 +764,9 @@ impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
         let shared = match w.shared {
-            Some((fd, end)) => {
-                Some(Shared::attach(fd, end).map_err(<D::Error as serde::de::Error>::custom)?)
-            }
+            Some((fd, end)) => Some(Box::new(
+                Shared::attach(fd, end).map_err(<D::Error as serde::de::Error>::custom)?,
+            )),
             None => None,
         };
         let mut reader = Reader::new(w.unix);

@@ -71,8 +71,8 @@ use std::time::{Duration, Instant};
 
 use crate::codec::SharedFd;
 use crate::error::SendError;
-use crate::wait::{self, Deadline, Spin};
 use crate::sys;
+use crate::wait::{self, Deadline, Spin};
 
 /// Bytes of one direction's ring.
 pub(crate) const CAP: usize = 256 << 10;
@@ -222,9 +222,12 @@ impl Shared {
         unsafe { &*self.map.as_ptr().cast::<Header>() }
     }
 
-    fn ring(&self, dir: usize) -> *mut u8 {
-        // SAFETY: both rings lie inside the TOTAL-byte mapping.
-        unsafe { self.map.as_ptr().add(DATA_OFF + dir * CAP) }
+    /// The byte at `off` (below CAP) of direction `dir`'s ring.
+    fn ring_at(&self, dir: usize, off: usize) -> *mut u8 {
+        debug_assert!(off < CAP);
+        // SAFETY: both rings lie inside the TOTAL-byte mapping and `off`
+        // is inside the ring.
+        unsafe { self.map.as_ptr().add(DATA_OFF + dir * CAP + off) }
     }
 
     fn out(&self) -> &Dir {
@@ -288,7 +291,7 @@ impl Shared {
         // bytes lie inside the ring; the copy goes to a local buffer.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                self.ring(1 - self.end).add(pos as usize % CAP),
+                self.ring_at(1 - self.end, pos as usize % CAP),
                 b.as_mut_ptr(),
                 4,
             )
@@ -339,7 +342,7 @@ impl Shared {
         // anyway can only change the bytes copied, not their bounds.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                self.ring(1 - self.end).add(head as usize % CAP + 4),
+                self.ring_at(1 - self.end, head as usize % CAP + 4),
                 dst.as_mut_ptr(),
                 len,
             )
@@ -452,7 +455,7 @@ impl Txn<'_> {
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     p.as_ptr(),
-                    self.sh.ring(self.sh.end).add(off),
+                    self.sh.ring_at(self.sh.end, off),
                     p.len(),
                 )
             };
