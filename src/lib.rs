@@ -158,6 +158,8 @@ pub mod csp;
 #[cfg(target_os = "linux")]
 pub mod error;
 #[cfg(target_os = "linux")]
+mod local_lock;
+#[cfg(target_os = "linux")]
 pub mod manager;
 #[cfg(target_os = "linux")]
 pub mod pool;

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::error::ManagerError;
@@ -24,16 +24,13 @@ use crate::codec;
 use crate::connection::auth;
 use crate::connection::{Address, Client, Connection};
 use crate::error::{ConnectError, RecvError, SendError};
+use crate::local_lock::lock;
 use crate::sys;
 
 /// How long a broken call waits to see whether the whole server is gone.
 const ANCHOR_GRACE: Duration = Duration::from_millis(200);
 /// How long opening a connection to a server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// This process's session number: random, and new after `fork`. Fails
 /// only if the OS random source does.

@@ -35,7 +35,7 @@
 //! with [`PickleError::Global`], so a method returning an instance of a
 //! user's class cannot be read here; return plain data instead.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -43,6 +43,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::pickle::{self, HashableValue, PickleError, Value};
 use crate::connection::{Address, Client, Connection, ToAddress};
 use crate::error::{ConnectError, RecvError, SendError};
+use crate::local_lock::lock;
 
 /// A call to a Python manager failed.
 #[derive(Debug, thiserror::Error)]
@@ -525,10 +526,6 @@ fn strings(v: Value) -> Result<Vec<String>, PyManagerError> {
             "expected method names, got {other}"
         ))),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A manager server that Python clients use: `BaseManager(address,

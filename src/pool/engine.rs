@@ -51,6 +51,7 @@ use super::wire;
 use crate::codec;
 use crate::connection::{Connection, FRAME_ROOM, RawFrame, frame_encoded, pipe};
 use crate::error::{RecvError, StartError};
+use crate::local_lock::lock;
 use crate::process::Process;
 use crate::sys;
 use crate::sys::poll::Interest;
@@ -292,10 +293,6 @@ pub struct Shared {
     /// A thread drives the pool all the time (a spawn pool).
     #[cfg(feature = "tokio")]
     background: std::sync::atomic::AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {

@@ -212,12 +212,13 @@ mod tests {
     #[test]
     fn round_trips_through_the_codec() {
         let r = FnRef::new(double as fn(u32) -> u32);
-        let bytes = crate::codec::encode(&r, 0).unwrap().bytes;
+        let bytes = crate::codec::append_value(&r, Vec::new()).unwrap();
         // On the wire it is only the distance.
-        assert_eq!(bytes, crate::codec::encode(&r.offset, 0).unwrap().bytes);
-        let back: FnRef<fn(u32) -> u32> = crate::codec::decode_payload(&bytes[1..], Vec::new())
-            .unwrap()
-            .0;
+        assert_eq!(
+            bytes,
+            crate::codec::append_value(&r.offset, Vec::new()).unwrap()
+        );
+        let back: FnRef<fn(u32) -> u32> = crate::codec::decode_whole(&bytes).unwrap();
         assert_eq!((back.get())(21), 42);
     }
 

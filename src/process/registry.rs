@@ -8,11 +8,12 @@
 //! the others joined, when the parent's `main` returns).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use crate::connection::Connection;
 use crate::error::RecvError;
+use crate::local_lock::lock;
 use crate::sys;
 use crate::sys::process::Exit;
 use crate::wait::Deadline;
@@ -38,10 +39,6 @@ struct State {
     conn: Option<Connection>,
     outcome: Option<Outcome>,
     exit: Option<Exit>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Child {

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use self::wait::{Caller, lock};
+use self::wait::Caller;
 use super::mailbox::{Mailbox, Way};
 use super::protocol::{DataKind, Fault, Kind, Op, Reply, Request};
 use super::registry::{Registry, Served};
@@ -33,6 +33,7 @@ use super::value::Value;
 use crate::connection::auth;
 use crate::connection::{Address, Connection, Listener};
 use crate::error::RecvError;
+use crate::local_lock::lock;
 
 /// How long a new connection has to authenticate and say hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 
-use super::wait::{Caller, lock, wait_for};
+use super::wait::{Caller, wait_for};
+use crate::local_lock::lock;
 use crate::manager::protocol::{Fault, Op, Reply};
 use crate::manager::value::Value;
 

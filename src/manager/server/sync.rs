@@ -17,7 +17,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Condvar, Mutex};
 
-use super::wait::{Caller, Watch, lock, wait_for};
+use super::wait::{Caller, Watch, wait_for};
+use crate::local_lock::lock;
 use crate::manager::protocol::{Block, Fault, Op, Reply};
 use crate::manager::value::Value;
 

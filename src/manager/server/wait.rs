@@ -11,10 +11,11 @@
 //! still there.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
+use crate::local_lock::lock;
 use crate::manager::protocol::{Block, Fault};
 use crate::sys;
 use crate::wait::Deadline;
@@ -63,12 +64,6 @@ impl Watch {
     pub fn gone(&self) -> bool {
         hung_up(self.0.as_fd())
     }
-}
-
-/// Locks, ignoring poisoning (a panicking handler leaves the state valid:
-/// every handler mutates it in single steps).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Waits until `ready` returns `Some`, for at most `block`: `Err(Timeout)`
