@@ -71,7 +71,7 @@ mod driver;
 mod handle;
 mod net;
 mod pool;
-mod wire;
+pub(crate) mod wire;
 mod worker;
 
 use std::time::Duration;
