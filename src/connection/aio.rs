@@ -19,6 +19,8 @@
 //! first, so the peer never sees a torn frame. A `send` dropped before
 //! writing anything sent nothing.
 
+#![allow(unsafe_code)]
+
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;

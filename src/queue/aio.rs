@@ -47,6 +47,8 @@
 //! wake-up (futex → helper → runtime), where the socket wakes the runtime's
 //! `epoll_wait` directly, and learns nothing of hang-ups.
 
+#![allow(unsafe_code)]
+
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
