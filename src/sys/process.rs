@@ -291,6 +291,16 @@ pub fn affinity_cpus() -> usize {
     }
 }
 
+/// The one CPU this thread may run on, if its affinity mask has exactly
+/// one.
+pub fn pinned_cpu() -> Option<usize> {
+    let set = rustix::thread::sched_getaffinity(None).ok()?;
+    if set.count() != 1 {
+        return None;
+    }
+    (0..rustix::thread::CpuSet::MAX_CPU).find(|&c| set.is_set(c))
+}
+
 /// Milliseconds of the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
 /// a few milliseconds' resolution, read in a few nanoseconds): for
 /// re-reading cached facts now and then on hot paths.
