@@ -121,14 +121,24 @@
 //! followed by a backtrace only when `RUST_BACKTRACE` asks for one. A
 //! target may install its own panic hook instead.
 //!
+//! ## Async (feature `tokio`)
+//!
+//! `AsyncConnection` (`Connection::into_async`), `AsyncQueue`
+//! (`Queue::into_async`, `SimpleQueue::into_async`), awaitable
+//! [`AsyncResult`] and [`MapResult`], and `Imap::next_async`: usable from
+//! tokio tasks, waking through the runtime's reactor, never with a thread
+//! per waiting task.
+//!
 //! ## Platform
 //!
 //! Linux with glibc only (Linux 5.16 or newer for `futex_waitv`, glibc 2.29
 //! or newer); other targets fail to compile with one error saying so.
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
-#![warn(missing_debug_implementations)]
+// Unsafe code is opt-in per file (`#![allow(unsafe_code)]` at its top).
+// The lint settings shared by every target are in Cargo.toml's `[lints]`
+// table; these are the library's own.
+#![deny(unsafe_code)]
+#![warn(missing_docs, clippy::multiple_unsafe_ops_per_block)]
 
 // Linux with glibc only: pidfd, memfd, `futex_waitv` (kernel 5.16 or newer)
 // and glibc's robust mutexes and `posix_spawn` (glibc 2.29 or newer). Every
@@ -162,8 +172,6 @@ mod segment;
 #[cfg(target_os = "linux")]
 mod shm;
 #[cfg(target_os = "linux")]
-mod spin;
-#[cfg(target_os = "linux")]
 mod sync;
 #[cfg(target_os = "linux")]
 mod sys;
@@ -171,13 +179,15 @@ mod sys;
 mod wait;
 
 #[cfg(target_os = "linux")]
+#[cfg(feature = "tokio")]
+pub use connection::AsyncConnection;
+#[cfg(target_os = "linux")]
 pub use connection::ListenerBuilder;
 #[cfg(target_os = "linux")]
 pub use connection::{
     Address, Client, Connection, DEFAULT_MAX_FRAME, Listener, ToAddress, Waitable, pipe,
     pipe_simplex, wait,
 };
-#[cfg(target_os = "linux")]
 pub use error::{CodecError, ConnectError, JoinError, RecvError, SendError, StartError};
 #[cfg(target_os = "linux")]
 pub use manager::{
@@ -195,6 +205,8 @@ pub use process::{
     active_children, cpu_count, current_process, get_context, get_start_method, parent_process,
     set_start_method, spawn, start_method,
 };
+#[cfg(feature = "tokio")]
+pub use queue::AsyncQueue;
 #[cfg(target_os = "linux")]
 pub use queue::{
     GetError, GetTimeoutError, JoinableQueue, PutError, PutTimeoutError, Queue, QueueBuilder,

@@ -11,6 +11,8 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod harness;
 mod pipe;
 mod pool;
@@ -67,6 +69,18 @@ const TARGETS: &[Target] = &[
         row: "pipe.throughput.1mib_into",
         against: Against::Absolute,
         goal: Goal::AtLeast(3.0),
+    },
+    // Async round trips (`--features tokio`): "raw" is the crate's own
+    // blocking round trip, so the ratio is async / blocking.
+    Target {
+        row: "aio.connection.pingpong",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.5),
+    },
+    Target {
+        row: "aio.queue.pingpong",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.5),
     },
     // Ratios are crate / other in the row's unit; these rows are times
     // (lower is better), so "10x faster than Python" is at most 0.1.
@@ -184,6 +198,8 @@ fn rows() -> Vec<Row> {
     rows.extend(pipe::rows());
     rows.extend(sync::rows());
     rows.extend(queue::rows());
+    #[cfg(feature = "tokio")]
+    rows.extend(aio::rows());
     rows.extend(pickle::rows());
     // CSP between OS processes and the Manager fork raw floors.
     rows.extend(csp::process_rows());

@@ -5,6 +5,8 @@
 //! the crate's codec, so handles inside them (including other
 //! `Connection`s) travel too, as in Python's `multiprocessing.reduction`.
 
+#[cfg(feature = "tokio")]
+mod aio;
 pub(crate) mod auth;
 mod frame;
 mod handshake;
@@ -23,14 +25,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, SharedFd};
 use crate::error::{RecvError, SendError};
-use crate::spin::Spin;
 use crate::sys;
-use crate::wait::Deadline;
+use crate::wait::{Deadline, Spin};
 pub use frame::DEFAULT_MAX_FRAME;
 /// Header room to reserve when encoding a message for [`Connection::send_encoded`].
 pub(crate) const FRAME_ROOM: usize = frame::SHORT_HEADER;
 use frame::{Body, Reader};
 
+#[cfg(feature = "tokio")]
+pub use aio::AsyncConnection;
 pub(crate) use listener::KeyChoice;
 pub use listener::{Address, Client, Listener, ListenerBuilder, ToAddress};
 pub use wait::{Waitable, wait};
@@ -181,15 +184,7 @@ impl Connection {
     /// `frame::SHORT_HEADER` bytes of room.
     pub(crate) fn send_encoded(&self, mut enc: codec::Encoded) -> Result<(), SendError> {
         let body_len = enc.bytes.len() - frame::SHORT_HEADER;
-        if !enc.fds.is_empty() && !self.unix {
-            return Err(SendError::HandlesNotSupported);
-        }
-        if body_len > self.max_frame {
-            return Err(SendError::TooLarge {
-                len: body_len,
-                max: self.max_frame,
-            });
-        }
+        self.check_send(body_len, !enc.fds.is_empty())?;
         let mut header = [0u8; frame::LONG_HEADER];
         let hlen = frame::write_header(body_len, &mut header);
         if hlen == frame::SHORT_HEADER {
@@ -223,16 +218,26 @@ impl Connection {
         if !self.writable {
             return Err(SendError::NotWritable);
         }
-        if data.len() > self.max_frame {
-            return Err(SendError::TooLarge {
-                len: data.len(),
-                max: self.max_frame,
-            });
-        }
+        self.check_send(data.len(), false)?;
         let mut header = [0u8; frame::LONG_HEADER];
         let hlen = frame::write_header(data.len(), &mut header);
         let _w = lock(&self.writer);
         sys::socket::send_all(self.fd.fd(), &[&header[..hlen], data], &[]).map_err(send_error)
+    }
+
+    /// Whether a frame of `body_len` bytes (with descriptors or not) may
+    /// be sent: the rules every send path applies before writing.
+    fn check_send(&self, body_len: usize, has_fds: bool) -> Result<(), SendError> {
+        if has_fds && !self.unix {
+            return Err(SendError::HandlesNotSupported);
+        }
+        if body_len > self.max_frame {
+            return Err(SendError::TooLarge {
+                len: body_len,
+                max: self.max_frame,
+            });
+        }
+        Ok(())
     }
 
     fn recv_with<R>(
@@ -262,7 +267,7 @@ impl Connection {
     /// request/reply loops of the manager.
     pub(crate) fn recv_spin<T: DeserializeOwned>(&self, spin: &Spin) -> Result<T, RecvError> {
         let mut got = None;
-        spin.spin_until(
+        spin.until(
             || match self.recv_timeout::<T>(Duration::ZERO) {
                 Err(RecvError::Timeout) => false,
                 r => {
@@ -270,8 +275,7 @@ impl Connection {
                     true
                 }
             },
-            None,
-            0,
+            Deadline::NEVER,
         );
         got.unwrap_or_else(|| self.recv())
     }

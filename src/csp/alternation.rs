@@ -69,7 +69,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::backoff::Backoff;
 use super::chan::{self, Attempt, Chan, Posted, Withdrawn};
 use super::channel::{self, Reader, Writer};
 use super::error::ChannelError;
@@ -77,6 +76,7 @@ use super::spill::Outgoing;
 use crate::sys;
 use crate::sys::futex::Wake;
 use crate::wait::Deadline;
+use crate::wait::{self, Backoff};
 
 type Run<'a, R> = Box<dyn FnOnce(Option<Vec<u8>>) -> Result<R, ChannelError> + 'a>;
 
@@ -548,14 +548,13 @@ impl Round<'_> {
             .iter()
             .map(|(_, c, idx)| (*c, *idx, chan::WATCHING))
             .chain(offer);
-        let spin = self
-            .watches
-            .first()
-            .map(|(_, c, _)| c.wait_spin())
-            .unwrap_or(0);
         let records: Vec<_> = all.collect();
         // Spin and yield a little first: a counterpart is often close.
-        let mut backoff = Backoff::new(spin > 0);
+        let mut backoff = if self.watches.is_empty() {
+            Backoff::off()
+        } else {
+            Backoff::new(&wait::CSP)
+        };
         while backoff.snooze() {
             if records.iter().any(|(c, idx, expected)| {
                 c.state_word(*idx)
@@ -601,12 +600,12 @@ impl Round<'_> {
     /// only yields a few times.
     fn await_return(&self, guard: usize, back: chan::Returning) {
         let Some((_, c, idx)) = self.watches.iter().find(|(g, _, _)| *g == guard) else {
-            let mut backoff = Backoff::new(true);
+            let mut backoff = Backoff::always(&wait::CSP);
             while backoff.snooze() {}
             return;
         };
         let word = c.state_word(*idx);
-        let mut backoff = Backoff::new(c.wait_spin() > 0);
+        let mut backoff = Backoff::new(&wait::CSP);
         let mut deadline = None;
         while word.load(std::sync::atomic::Ordering::Acquire) & !chan::SLEEPING == chan::WATCHING {
             if backoff.snooze() {

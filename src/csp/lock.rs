@@ -15,18 +15,20 @@
 //! module only reads it as a spinning hint.
 
 use crate::sys::robust_mutex::{LockFailed, Locked, RobustMutex};
+use crate::wait::Backoff;
 
-/// Acquires `m`, spinning `spin` times on its word before sleeping. `None`
-/// when the mutex is unusable (it cannot be, unless the memory was
-/// scribbled on: every owner-dead acquirer marks it consistent).
-pub(crate) fn lock(m: &RobustMutex, spin: u32) -> Option<Locked> {
+/// Acquires `m`, spinning on its word by `backoff` (made by the
+/// [`CSP_LOCK`](crate::wait::CSP_LOCK) preset, or [`Backoff::off`])
+/// before sleeping. `None` when the mutex is unusable (it cannot be,
+/// unless the memory was scribbled on: every owner-dead acquirer marks it
+/// consistent).
+pub(crate) fn lock(m: &RobustMutex, mut backoff: Backoff) -> Option<Locked> {
     match m.try_lock() {
         Ok(l) => return Some(l),
         Err(LockFailed::Timeout) => {}
         Err(_) => return None,
     }
-    for _ in 0..spin {
-        std::hint::spin_loop();
+    while backoff.snooze() {
         if m.word() == 0 {
             match m.try_lock() {
                 Ok(l) => return Some(l),

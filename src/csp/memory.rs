@@ -2,6 +2,8 @@
 //! flavor) or a sealed memfd mapped shared (the flavor that other
 //! processes can open).
 
+#![allow(unsafe_code)]
+
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
 use std::os::fd::AsFd;

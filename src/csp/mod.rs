@@ -148,7 +148,6 @@
 //! yet decoded) counts for its sender until the receiver decodes it.
 
 mod alternation;
-mod backoff;
 mod chan;
 mod channel;
 mod error;

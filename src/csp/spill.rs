@@ -27,6 +27,8 @@
 //! taking it and unlinking it. The channel sweeps when it repairs after a
 //! death and when a process drops it.
 
+#![allow(unsafe_code)]
+
 use std::os::fd::AsFd;
 
 use crate::sys;
@@ -206,12 +208,12 @@ pub(crate) fn take(bytes: Vec<u8>, max: u64) -> Result<Vec<u8>, String> {
     }
     let map = Mapping::map(fd.as_fd(), size).map_err(|e| e.to_string())?;
     let mut v = Vec::with_capacity(size);
-    // SAFETY: the mapping is `size` bytes; the writer finished writing
-    // before the descriptor was delivered and never writes again.
-    unsafe {
-        std::ptr::copy_nonoverlapping(map.as_ptr(), v.as_mut_ptr(), size);
-        v.set_len(size);
-    }
+    // SAFETY: the mapping is `size` bytes, `v` has room for them; the
+    // writer finished writing before the descriptor was delivered and never
+    // writes again.
+    unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), v.as_mut_ptr(), size) };
+    // SAFETY: the copy initialised all `size` bytes.
+    unsafe { v.set_len(size) };
     Ok(v)
 }
 

@@ -26,7 +26,7 @@
 //! |---|---|---|
 //! | `len` | the sender, before `full` | bytes in the slot, or [`ON_SOCKET`]: the message follows on the socket |
 //! | `full` | the sender (`1`, SeqCst, then the event is notified); the receiver (`0`, once it has copied the bytes out) | a message is waiting |
-//! | `event` | see `queue::wait` | the receiver's sleep and wake-up |
+//! | `event` | see `wait::EventCount` | the receiver's sleep and wake-up |
 //! | `closed` | either side, when it stops using the mailbox (both events are then notified) | the other side stops waiting and looks at the socket |
 //!
 //! A sender killed before its `full` store leaves nothing visible; the
@@ -34,6 +34,8 @@
 //! stream and stops. A side that ends normally (or hangs up on a bad
 //! message) sets `closed`, so the other learns it at once. A receiver copies the bytes out before decoding, so a
 //! peer scribbling on the slot can only make a message fail to decode.
+
+#![allow(unsafe_code)]
 
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -46,10 +48,8 @@ use crate::codec::{self, SharedFd};
 use crate::connection::Connection;
 use crate::connection::FRAME_ROOM;
 use crate::error::{RecvError, SendError};
-use crate::queue::wait::Event;
-use crate::spin::Spin;
 use crate::sys;
-use crate::wait::Deadline;
+use crate::wait::{self, Deadline, EventCount, Spin};
 
 /// Bytes of message one slot holds.
 pub(crate) const SLOT_BYTES: usize = 64 << 10;
@@ -68,7 +68,7 @@ const MAGIC: u64 = u64::from_le_bytes(*b"mpmbox1\0");
 struct Slot {
     full: AtomicU32,
     len: AtomicU32,
-    event: Event,
+    event: EventCount,
 }
 
 #[repr(C)]
@@ -115,7 +115,7 @@ impl Mailbox {
         let map = sys::shm::Mapping::map(std::os::fd::AsFd::as_fd(&fd), TOTAL)?;
         let mb = Mailbox {
             map,
-            spin: Spin::new(),
+            spin: Spin::new(&wait::SHARED),
             pid: sys::process::getpid(),
         };
         mb.header().magic.store(MAGIC, Ordering::Release);
@@ -134,7 +134,7 @@ impl Mailbox {
         let map = sys::shm::Mapping::map(fd.fd(), TOTAL)?;
         let mb = Mailbox {
             map,
-            spin: Spin::new(),
+            spin: Spin::new(&wait::SHARED),
             pid: sys::process::getpid(),
         };
         if mb.header().magic.load(Ordering::Acquire) != MAGIC {
@@ -223,7 +223,7 @@ impl Mailbox {
             }
             if !slot
                 .event
-                .wait_until(ready, Deadline::after(CHECK).instant(), &self.spin)
+                .wait_until(ready, Deadline::after(CHECK), &self.spin)
             {
                 // Nothing for a while. The peer sends nothing on the socket
                 // unless announced in the slot, so a readable socket means

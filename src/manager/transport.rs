@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use super::mailbox::{Mailbox, Way};
 use crate::connection::Connection;
 use crate::error::{RecvError, SendError};
-use crate::spin::Spin;
+use crate::wait::{self, Spin};
 
 /// How one manager connection carries its messages: the socket alone, or
 /// a mailbox beside it (the client's and the server's loops share this).
@@ -30,7 +30,7 @@ impl Transport {
         Transport {
             mailbox: None,
             conn,
-            spin: Spin::new(),
+            spin: Spin::new(&wait::SOCKET),
         }
     }
 

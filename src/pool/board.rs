@@ -89,16 +89,11 @@ impl Board {
     }
 
     fn word(&self) -> &AtomicU64 {
-        // SAFETY: the mapping is page-aligned, `SIZE` bytes long, lives
-        // as long as `self` (the `Arc`), and every process accesses the word
-        // only through atomic operations.
-        unsafe { &*self.map.as_ptr().cast::<AtomicU64>() }
+        self.map.at(0)
     }
 
     fn claim_word(&self) -> &AtomicU64 {
-        // SAFETY: as in `word`; the second word is at offset 8, inside the
-        // `SIZE`-byte mapping and 8-byte aligned.
-        unsafe { &*self.map.as_ptr().cast::<AtomicU64>().add(1) }
+        self.map.at(8)
     }
 
     /// Worker side: whether message `seq` is still the worker's to run

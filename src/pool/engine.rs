@@ -287,6 +287,12 @@ pub struct Shared {
     wake_rx: OwnedFd,
     wake_tx: OwnedFd,
     next_chunk: AtomicU64,
+    /// Async tasks waiting on the pool, woken with `changed`.
+    #[cfg(feature = "tokio")]
+    wakers: Mutex<Vec<std::task::Waker>>,
+    /// A thread drives the pool all the time (a spawn pool).
+    #[cfg(feature = "tokio")]
+    background: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -315,12 +321,46 @@ impl Shared {
             wake_rx,
             wake_tx,
             next_chunk: AtomicU64::new(1),
+            #[cfg(feature = "tokio")]
+            wakers: Mutex::new(Vec::new()),
+            #[cfg(feature = "tokio")]
+            background: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
     /// The state, locked.
     pub fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// Wakes the threads (and async tasks) waiting for the state to change.
+    fn notify_changed(&self) {
+        self.changed.notify_all();
+        #[cfg(feature = "tokio")]
+        for w in std::mem::take(&mut *lock(&self.wakers)) {
+            w.wake();
+        }
+    }
+
+    /// Has `waker` woken at the next change of the state (`pool/aio.rs`).
+    #[cfg(feature = "tokio")]
+    pub fn wake_on_change(&self, waker: &std::task::Waker) {
+        let mut wakers = lock(&self.wakers);
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
+    /// Records that a thread drives the pool all the time.
+    #[cfg(feature = "tokio")]
+    pub fn set_background(&self) {
+        self.background.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a thread drives the pool all the time.
+    #[cfg(feature = "tokio")]
+    pub fn background(&self) -> bool {
+        self.background.load(Ordering::Relaxed)
     }
 
     /// Starts the initial workers; the first failure is returned.
@@ -457,7 +497,7 @@ impl Shared {
         let st = self.run_callbacks(st);
         drop(st);
         if finished_now {
-            self.changed.notify_all();
+            self.notify_changed();
         }
     }
 
@@ -489,7 +529,7 @@ impl Shared {
         }
         self.wake(&mut st);
         drop(st);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Runs the callbacks of jobs that completed, without the lock; then
@@ -511,7 +551,7 @@ impl Shared {
         for id in ids {
             st.jobs.remove(&id);
         }
-        self.changed.notify_all();
+        self.notify_changed();
         st
     }
 
@@ -529,7 +569,7 @@ impl Shared {
         st.closed = true;
         self.wake(&mut st);
         drop(st);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Kills every worker at once and fails every unfinished task with
@@ -551,7 +591,7 @@ impl Shared {
         self.wake(&mut st);
         let st = self.run_callbacks(st);
         drop(st);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Waits until `done` holds (it may take results out of the state), or
@@ -576,7 +616,7 @@ impl Shared {
                         let mut st = self.lock();
                         st.internal_failure(p);
                         st.driving = false;
-                        self.changed.notify_all();
+                        self.notify_changed();
                         st
                     }
                 };
@@ -672,7 +712,7 @@ impl Shared {
             st.internal_failure(p);
         }
         st.driving = false;
-        self.changed.notify_all();
+        self.notify_changed();
         self.run_callbacks(st)
     }
 }

@@ -85,6 +85,12 @@ impl<R: DeserializeOwned> Imap<R> {
         self
     }
 
+    /// The pool this job runs on.
+    #[cfg(feature = "tokio")]
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The input's length, when its iterator knew it exactly.
     pub fn total(&self) -> Option<usize> {
         self.total

@@ -105,6 +105,8 @@
 //!   it ([`terminate`](Pool::terminate)). An initializer may restore the
 //!   default if tasks should be interrupted themselves.
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod board;
 mod engine;
 mod error;
@@ -301,7 +303,11 @@ impl PoolBuilder {
                     let _ = s.wait_until(|st| st.finished(), None);
                 });
             match spawned {
-                Ok(h) => Some(h),
+                Ok(h) => {
+                    #[cfg(feature = "tokio")]
+                    shared.set_background();
+                    Some(h)
+                }
                 Err(e) => {
                     shared.terminate();
                     return Err(e.into());

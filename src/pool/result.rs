@@ -198,6 +198,12 @@ impl<R: DeserializeOwned> MapResult<R> {
         Ok(Self::with_cell(shared, job, total, cell))
     }
 
+    /// The pool this job runs on.
+    #[cfg(feature = "tokio")]
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Reports progress to `sink` while this handle is waited on
     /// (`get`, `wait`…), and once more when the job is complete: one
     /// update per task, counting from 0 to [`len`](Self::len). Workers
@@ -464,6 +470,12 @@ pub(crate) fn apply_hook<R>(
 impl<R: DeserializeOwned> AsyncResult<R> {
     pub(crate) fn new(inner: MapResult<R>) -> Self {
         AsyncResult(inner)
+    }
+
+    /// The one-task map underneath.
+    #[cfg(feature = "tokio")]
+    pub(super) fn map_result(&self) -> &MapResult<R> {
+        &self.0
     }
 
     /// Waits for the task and hands over its value (or its error).

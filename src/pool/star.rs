@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::wire::{self, Runner};
 use crate::codec::Encoded;
-use crate::process::fn_ref::RawFnRef;
+use crate::process::fn_ref::{self, RawFnRef};
 
 mod sealed {
     pub trait Sealed<Args> {}
@@ -70,13 +70,9 @@ macro_rules! star_fn {
                     R: Serialize,
                     $($a: DeserializeOwned,)+
                 {
-                    const { assert!(size_of::<F>() == 0, "starmap needs a function item") };
-                    // SAFETY: `F` is zero-sized (checked above) and `Copy`,
-                    // and the pool holds a value of it (the function passed
-                    // to `starmap`): this makes a copy of that value, with
-                    // no bytes to read. A spawned worker checked that it
-                    // runs the same binary.
-                    let f: F = unsafe { std::mem::MaybeUninit::<F>::uninit().assume_init() };
+                    // The pool holds a value of `F` (the function passed to
+                    // `starmap`, which made this runner).
+                    let f: F = fn_ref::fn_item::<F>();
                     wire::run_each(chunk, payload, fds, |($($a,)+): ($($a,)+)| f($($a),+))
                 }
                 const { assert!(size_of::<F>() == 0, "starmap needs a function item") };

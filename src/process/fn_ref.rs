@@ -30,9 +30,11 @@
 //!
 //! On the wire a reference is its distance, an `isize`.
 
+#![allow(unsafe_code)]
+
 use std::marker::PhantomData;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 mod sealed {
     pub trait Sealed: Copy {
@@ -72,8 +74,11 @@ impl<A, B, C: ?Sized, D, R> sealed::Sealed for for<'a> fn(A, B, &'a C, D) -> R {
 impl<A, B, C: ?Sized, D, R> FnPtr for for<'a> fn(A, B, &'a C, D) -> R {}
 
 /// A function of type `F`, as its distance from this binary's anchor.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent, bound = "")]
 pub struct FnRef<F> {
     offset: isize,
+    #[serde(skip)]
     _f: PhantomData<F>,
 }
 
@@ -127,19 +132,21 @@ impl<F: FnPtr> FnRef<F> {
     }
 }
 
-impl<F> Serialize for FnRef<F> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.offset.serialize(s)
+/// The value of `F`, a function item or a closure that captures nothing:
+/// a zero-sized type whose one value is the function, so a process that
+/// never received the value can make its own. Only code monomorphised for
+/// `F` where a value of it existed calls this (the pool's `starmap`
+/// runners, made by `StarFn::runner(self)`); `F` being zero-sized and
+/// `Copy` is checked at compile time.
+pub fn fn_item<F: Copy>() -> F {
+    const {
+        assert!(size_of::<F>() == 0, "starmap needs a function item");
     }
-}
-
-impl<'de, F> Deserialize<'de> for FnRef<F> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(FnRef {
-            offset: isize::deserialize(d)?,
-            _f: PhantomData,
-        })
-    }
+    // SAFETY: `F` has no bytes (checked above): reading one reads nothing,
+    // and a dangling pointer is non-null and aligned, all a zero-sized read
+    // needs. `F` is `Copy` and has had a value in this binary (the caller's
+    // promise above): this is a copy of that value.
+    unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() }
 }
 
 /// A [`FnRef`] whose type travels elsewhere: in the runner it is paired

@@ -212,6 +212,8 @@ impl<R: DeserializeOwned> Process<R> {
                 self.payload = None;
                 registry::clear_after_fork();
                 crate::queue::after_fork();
+                #[cfg(feature = "tokio")]
+                crate::queue::aio_after_fork();
                 let _ = sys::process::die_with_parent();
                 if sys::process::getppid() != meta.parent_pid {
                     sys::process::exit_now(70);

@@ -21,7 +21,7 @@ use super::ring::{GetFail, PutFail, Record, Ring, Writer};
 use crate::codec::{self, SharedFd};
 use crate::error::CodecError;
 use crate::sys;
-use crate::wait::Deadline;
+use crate::wait::{Deadline, SLICE};
 
 /// How long an operation may wait.
 #[derive(Clone, Copy)]
@@ -66,7 +66,7 @@ impl Mode {
 /// `put` or `get`); the last one to go closes this process's descriptor
 /// and bumps the ring's `hangups` word so that sleeping consumers look at
 /// `watch` at once (a killed process bumps nothing: sleepers look at least
-/// every [`SLICE`](super::wait::SLICE)).
+/// every [`SLICE`](crate::wait::SLICE)).
 ///
 /// A consumer looks (one `poll`) only when it finds the queue empty, and
 /// then at most once per `hangups` change or per slice. Once every writer
@@ -77,9 +77,9 @@ pub(super) struct Shared {
     /// Producer handles of this queue in this process.
     producers: AtomicUsize,
     /// This process's `writer` descriptor while it has producer handles.
-    writer: Mutex<Option<SharedFd>>,
+    pub(super) writer: Mutex<Option<SharedFd>>,
     /// The consumers' end of the hang-up socket.
-    watch: SharedFd,
+    pub(super) watch: SharedFd,
     /// `hangups` when `watch` was last looked at (`u64::MAX`: never).
     looked_seq: AtomicU64,
     /// When `watch` was last looked at (nanoseconds after [`epoch`]).
@@ -150,7 +150,7 @@ impl Shared {
         }
         let seq = u64::from(self.ring.hangups());
         let now = epoch().elapsed().as_nanos() as u64;
-        let slice = super::wait::SLICE.as_nanos() as u64;
+        let slice = SLICE.as_nanos() as u64;
         if self.looked_seq.load(Ordering::Relaxed) == seq
             && now.saturating_sub(self.looked_at.load(Ordering::Relaxed)) < slice
         {
@@ -382,6 +382,19 @@ impl<T> Queue<T> {
     fn put_raw(
         &self,
         mode: Mode,
+        write: impl FnMut(&mut Writer<'_>) -> Result<(), String>,
+    ) -> Result<(), PutFailure> {
+        let r = self.put_ring(mode, write);
+        #[cfg(feature = "tokio")]
+        if r.is_ok() {
+            super::aio::ring_data(&self.shared);
+        }
+        r
+    }
+
+    fn put_ring(
+        &self,
+        mode: Mode,
         mut write: impl FnMut(&mut Writer<'_>) -> Result<(), String>,
     ) -> Result<(), PutFailure> {
         let ring = self.ring();
@@ -422,21 +435,30 @@ impl<T> Queue<T> {
             }
             match mode {
                 Mode::NoWait => return Err(PutFailure::Full),
-                Mode::Wait(d) => match d.instant() {
-                    None => {
-                        ring.wait_get(seen, None);
+                // Without a limit it returns only once a get committed.
+                Mode::Wait(d) => {
+                    if !ring.wait_get(seen, d) {
+                        return Err(PutFailure::Timeout);
                     }
-                    Some(d) => {
-                        if !ring.wait_get(seen, Some(d)) {
-                            return Err(PutFailure::Timeout);
-                        }
-                    }
-                },
+                }
             }
         }
     }
 
     fn get_raw<R>(&self, mode: Mode, body: impl FnOnce(&Record<'_>) -> R) -> Result<R, GetFailure> {
+        let r = self.get_ring(mode, body);
+        #[cfg(feature = "tokio")]
+        if r.is_ok() {
+            super::aio::ring_space(&self.shared);
+        }
+        r
+    }
+
+    fn get_ring<R>(
+        &self,
+        mode: Mode,
+        body: impl FnOnce(&Record<'_>) -> R,
+    ) -> Result<R, GetFailure> {
         let ring = self.ring();
         let mut body = Some(body);
         let mut spun = false;
@@ -459,7 +481,7 @@ impl<T> Queue<T> {
                 && !spun
             {
                 spun = true;
-                if ring.spin_data(d.instant()) {
+                if ring.spin_data(d) {
                     continue;
                 }
             }
@@ -485,11 +507,8 @@ impl<T> Queue<T> {
                 Mode::Wait(d) => {
                     // Wake at least once a slice to look at the producers
                     // again (one killed bumps nothing).
-                    let slice = Instant::now() + super::wait::SLICE;
-                    let until = d.instant().map_or(slice, |d| d.min(slice));
-                    if !ring.sleep_data(Some(until), hangups)
-                        && d.instant().is_some_and(|d| Instant::now() >= d)
-                    {
+                    let until = d.min(Deadline::after(SLICE));
+                    if !ring.sleep_data(until, hangups) && d.expired() {
                         return Err(GetFailure::Timeout);
                     }
                 }

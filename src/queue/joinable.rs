@@ -91,13 +91,17 @@ impl<T> JoinableQueue<T> {
 
     /// Waits until every message put so far has been marked done.
     pub fn join(&self) {
-        self.inner.shared.ring.wait_all_done(None);
+        self.inner.shared.ring.wait_all_done(Deadline::NEVER);
     }
 
     /// Like [`join`](Self::join), giving up after `timeout`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), TasksPending> {
-        let deadline = Deadline::after(timeout).instant();
-        if self.inner.shared.ring.wait_all_done(deadline) {
+        if self
+            .inner
+            .shared
+            .ring
+            .wait_all_done(Deadline::after(timeout))
+        {
             Ok(())
         } else {
             Err(TasksPending {

@@ -156,6 +156,8 @@
 //! * A message that does not decode as `T` is consumed and reported as
 //!   [`GetError::Decode`] (Python would raise from `get` likewise).
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod builder;
 mod error;
 mod fifo;
@@ -163,8 +165,11 @@ mod iter;
 mod joinable;
 mod ring;
 mod simple;
-pub(crate) mod wait;
 
+#[cfg(feature = "tokio")]
+pub use aio::AsyncQueue;
+#[cfg(feature = "tokio")]
+pub(crate) use aio::after_fork as aio_after_fork;
 pub use builder::{DEFAULT_CAPACITY, DEFAULT_RING_SIZE, QueueBuilder};
 pub use error::{
     GetError, GetTimeoutError, PutError, PutTimeoutError, TaskDoneError, TasksPending, TryGetError,

@@ -39,6 +39,11 @@ impl<T> SimpleQueue<T> {
         SimpleQueue { inner }
     }
 
+    #[cfg(feature = "tokio")]
+    pub(super) fn into_queue(self) -> Queue<T> {
+        self.inner
+    }
+
     /// Whether the queue looks empty.
     pub fn empty(&self) -> bool {
         self.inner.empty()

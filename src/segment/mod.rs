@@ -18,6 +18,8 @@
 //! [`SharedFd`]); the receiving handle type checks the header's kind and
 //! element type before using the memory.
 
+#![allow(unsafe_code)]
+
 pub(crate) mod lock_error;
 pub(crate) mod mutex;
 pub(crate) mod raw_mutex;
@@ -26,7 +28,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use crate::codec::SharedFd;
-use crate::sys::shm::{self, Mapping};
+use crate::sys::shm::{self, InPlace, Mapping};
 
 pub use lock_error::LockError;
 
@@ -149,9 +151,16 @@ impl Segment {
 
     /// The first byte of the payload (64-byte aligned).
     pub fn payload(&self) -> *mut u8 {
-        // SAFETY: the mapping is at least PAYLOAD bytes long (checked at
-        // creation and attachment), so the result is in bounds or one past.
-        unsafe { self.map.as_ptr().add(PAYLOAD) }
+        // In bounds or one past: the mapping is at least PAYLOAD bytes long
+        // (checked at creation and attachment).
+        self.map.as_ptr().wrapping_add(PAYLOAD)
+    }
+
+    /// The shared `T` at byte offset `off` of the payload, in place
+    /// (panics outside the mapping or misaligned).
+    #[inline]
+    pub fn payload_at<T: InPlace>(&self, off: usize) -> &T {
+        self.map.at(PAYLOAD + off)
     }
 
     /// The descriptor, to send along with a handle.

@@ -6,6 +6,8 @@
 //! Payload layout: `[SharedMutex][padding][data]`, the data 64-byte (or
 //! more, if its type needs it) aligned.
 
+#![allow(unsafe_code)]
+
 use std::io;
 use std::mem::ManuallyDrop;
 use std::time::Duration;
@@ -94,9 +96,9 @@ impl MutexSegment {
     /// The first data byte.
     #[inline]
     pub fn data(&self) -> *mut u8 {
-        // SAFETY: creation and attachment checked that the payload holds
+        // In bounds: creation and attachment checked that the payload holds
         // `data_offset` plus the data bytes.
-        unsafe { self.seg.payload().add(self.data_offset) }
+        self.seg.payload().wrapping_add(self.data_offset)
     }
 
     /// The raw lock.

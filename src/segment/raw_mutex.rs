@@ -71,6 +71,8 @@
 //! counts this handle's acquisitions, and the owner of the segment leaks
 //! the mapping rather than unmap it while `held` is non-zero.
 
+#![allow(unsafe_code)]
+
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -96,8 +98,10 @@ impl SharedMutex {
     /// `this` points to zeroed, writable, suitably aligned memory that
     /// nobody uses yet and that stays at this address while in use.
     pub unsafe fn init(this: *mut SharedMutex) -> io::Result<()> {
+        // `mutex` is the first field of this `repr(C)` structure.
+        let mutex = this.cast::<RobustMutex>();
         // SAFETY: the caller's contract covers the mutex field too.
-        unsafe { RobustMutex::init(&raw mut (*this).mutex) }
+        unsafe { RobustMutex::init(mutex) }
     }
 }
 

@@ -11,6 +11,8 @@
 //! elements runs at the speed of summing a `Vec`, where Python's per-item
 //! access takes the lock a million times.
 
+#![allow(unsafe_code)]
+
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -419,16 +421,18 @@ impl<T: Plain> RawArray<T> {
     /// Element `index`, or `None` past the end.
     pub fn get(&self, index: usize) -> Option<T> {
         check_index(index, self.len).ok()?;
+        let elem = self.ptr().wrapping_add(index);
         // SAFETY: an aligned element inside the mapped data; any bit
         // pattern is a valid `T`; volatile as other processes write it.
-        Some(unsafe { self.ptr().add(index).read_volatile() })
+        Some(unsafe { elem.read_volatile() })
     }
 
     /// Sets element `index`.
     pub fn set(&self, index: usize, value: T) -> Result<(), IndexError> {
         check_index(index, self.len)?;
+        let elem = self.ptr().wrapping_add(index);
         // SAFETY: as in `get`.
-        unsafe { self.ptr().add(index).write_volatile(value) };
+        unsafe { elem.write_volatile(value) };
         Ok(())
     }
 
@@ -436,12 +440,11 @@ impl<T: Plain> RawArray<T> {
     pub fn to_vec(&self) -> Vec<T> {
         let mut v = Vec::with_capacity(self.len);
         // SAFETY: `len` elements are mapped and any bit pattern is a valid
-        // `T`, so a copy racing with writers still yields valid values;
-        // `v` has room for `len` and is initialised by the copy.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr(), v.as_mut_ptr(), self.len);
-            v.set_len(self.len);
-        }
+        // `T`, so a copy racing with writers still yields valid values; `v`
+        // has room for `len`.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr(), v.as_mut_ptr(), self.len) };
+        // SAFETY: the copy initialised all `len` elements.
+        unsafe { v.set_len(self.len) };
         v
     }
 

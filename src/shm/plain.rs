@@ -1,6 +1,8 @@
 //! [`Plain`]: the types that may live in memory shared between processes,
 //! and [`PlainAtomic`]: those of them with lock-free atomic operations.
 
+#![allow(unsafe_code)]
+
 use std::sync::atomic::{
     AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16, AtomicU32,
     AtomicU64, AtomicUsize, Ordering,

@@ -41,6 +41,8 @@
 //! write access could shrink it and make other processes' accesses fault;
 //! only processes of the same user can open it.
 
+#![allow(unsafe_code)]
+
 use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
@@ -386,22 +388,20 @@ impl SharedMemory {
     /// Copies `dst.len()` bytes from `offset` into `dst`.
     pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<(), ShmError> {
         self.range(offset, dst.len())?;
+        let src = self.as_ptr().wrapping_add(offset);
         // SAFETY: the range is inside the mapping (checked); bytes are
         // valid at any value, so a copy racing with writers is still sound.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), dst.as_mut_ptr(), dst.len())
-        };
+        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
         Ok(())
     }
 
     /// Copies `src` into the segment at `offset`.
     pub fn write_at(&self, offset: usize, src: &[u8]) -> Result<(), ShmError> {
         self.range(offset, src.len())?;
+        let dst = self.as_ptr().wrapping_add(offset);
         // SAFETY: as in `read_at`; `src` is process-local memory, so the
         // ranges do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.as_ptr().add(offset), src.len())
-        };
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
         Ok(())
     }
 

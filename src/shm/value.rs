@@ -6,6 +6,8 @@
 //! the header records the element type, so a handle never attaches to a
 //! value of another type.
 
+#![allow(unsafe_code)]
+
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;

@@ -36,6 +36,8 @@
 //! one process count as that process: a thread that dies in a live process
 //! is not detected (use a timeout).
 
+#![allow(unsafe_code)]
+
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -45,12 +47,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{BarrierError, LockError};
-use super::wait::{Deadline, Spinner, futex_wait};
 use crate::codec::SharedFd;
 use crate::segment::Kind;
 use crate::segment::mutex::{Guard, MutexSegment};
 use crate::sys;
 use crate::sys::liveness::{self, ProcessId};
+use crate::wait::{self, Deadline, Spin, futex_wait};
 
 /// How long a waiter sleeps between checks for dead parties.
 pub const SLICE: Duration = Duration::from_millis(20);
@@ -107,7 +109,7 @@ fn running(id: ProcessId) -> bool {
 
 struct Inner {
     seg: MutexSegment,
-    spin: Spinner,
+    spin: Spin,
     /// This copy's registration: slot index and the word written there.
     slot: Option<(usize, u64)>,
 }
@@ -158,7 +160,7 @@ impl Barrier {
     fn register(seg: MutexSegment) -> Barrier {
         let mut b = Inner {
             seg,
-            spin: Spinner::new(),
+            spin: Spin::new(&wait::SYNC),
             slot: None,
         };
         let me = pack(liveness::me());
@@ -252,16 +254,15 @@ impl Inner {
 
     fn slot_word(&self, i: usize) -> &AtomicU64 {
         debug_assert!(i < self.slots());
+        let word = self
+            .seg
+            .data()
+            .wrapping_add(std::mem::size_of::<State>() + i * 8)
+            .cast::<AtomicU64>();
         // SAFETY: `i` is below the slot count, whose words follow `State`
         // inside the checked data area; 8-byte aligned as `State`'s size is
         // a multiple of 8.
-        unsafe {
-            &*self
-                .seg
-                .data()
-                .add(std::mem::size_of::<State>() + i * 8)
-                .cast::<AtomicU64>()
-        }
+        unsafe { &*word }
     }
 
     fn parties(&self) -> u32 {
@@ -390,7 +391,7 @@ impl Inner {
             (g, idx as usize)
         };
         // The loop below picks up the outcome if the spin saw one.
-        self.spin.spin_until(|| self.outcome(g, idx).is_some());
+        self.spin.look_then_spin(|| self.outcome(g, idx).is_some());
         let mut next_check = Instant::now() + SLICE;
         loop {
             let s = st.seq.load(Ordering::SeqCst);

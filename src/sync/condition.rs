@@ -20,6 +20,8 @@
 //! process killed while waiting leaves at most a stale `waiters` count,
 //! which costs a needless wake call.
 
+#![allow(unsafe_code)]
+
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -31,13 +33,13 @@ use serde::{Deserialize, Serialize};
 use super::error::LockError;
 use super::lock::Lock;
 use super::rlock::RLock;
-use super::wait::{Deadline, Spinner, futex_wait};
 use crate::codec::SharedFd;
 use crate::segment::mutex::{Guard, MutexSegment, map_result};
 use crate::segment::{Kind, Segment};
 use crate::sys;
 use crate::sys::futex::Wake;
 use crate::sys::robust_mutex::Locked;
+use crate::wait::{self, Deadline, Spin, futex_wait};
 
 #[repr(C)]
 struct State {
@@ -110,7 +112,7 @@ impl ConditionLock {
 pub struct Condition {
     lock: ConditionLock,
     seg: Arc<Segment>,
-    spin: Arc<Spinner>,
+    spin: Arc<Spin>,
 }
 
 /// A [`Condition`]'s lock, held; wait and notify through it.
@@ -132,7 +134,7 @@ impl Condition {
         Ok(Condition {
             lock: lock.into(),
             seg: Arc::new(seg),
-            spin: Arc::new(Spinner::new()),
+            spin: Arc::new(Spin::new(&wait::SYNC)),
         })
     }
 
@@ -246,7 +248,7 @@ impl ConditionGuard<'_> {
         let raw = self.cond.lock.segment().raw();
         let depth = raw.release_all();
         let changed = || st.seq.load(Ordering::SeqCst) != seq;
-        let notified = self.cond.spin.spin_until(changed)
+        let notified = self.cond.spin.look_then_spin(changed)
             || loop {
                 if futex_wait(&st.seq, seq, deadline) == Wake::TimedOut {
                     break changed();
@@ -332,7 +334,7 @@ impl<'de> Deserialize<'de> for Condition {
         Ok(Condition {
             lock: w.lock,
             seg: Arc::new(seg),
-            spin: Arc::new(Spinner::new()),
+            spin: Arc::new(Spin::new(&wait::SYNC)),
         })
     }
 }

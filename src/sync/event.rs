@@ -27,11 +27,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::wait::{Deadline, Spinner, futex_wait};
 use crate::codec::SharedFd;
 use crate::segment::{Kind, Segment};
 use crate::sys;
 use crate::sys::futex::Wake;
+use crate::wait::{self, Deadline, Spin, futex_wait};
 
 const SET: u32 = 1;
 const WAITERS: u32 = 2;
@@ -56,7 +56,7 @@ const WAITERS: u32 = 2;
 #[derive(Clone)]
 pub struct Event {
     seg: Arc<Segment>,
-    spin: Arc<Spinner>,
+    spin: Arc<Spin>,
 }
 
 impl Event {
@@ -69,15 +69,13 @@ impl Event {
     fn from_segment(seg: Segment) -> Event {
         Event {
             seg: Arc::new(seg),
-            spin: Arc::new(Spinner::new()),
+            spin: Arc::new(Spin::new(&wait::SYNC)),
         }
     }
 
     fn word(&self) -> &AtomicU32 {
-        // SAFETY: the payload starts with the event's word (checked at
-        // creation or attachment), 64-byte aligned, valid at any bit
-        // pattern, and mapped as long as `self.seg` lives.
-        unsafe { &*self.seg.payload().cast::<AtomicU32>() }
+        // The payload starts with the event's word.
+        self.seg.payload_at(0)
     }
 
     /// Whether the event is set.
@@ -109,7 +107,7 @@ impl Event {
     }
 
     fn wait_until(&self, deadline: Deadline) -> bool {
-        if self.is_set() || self.spin.spin_until(|| self.is_set()) {
+        if self.is_set() || self.spin.look_then_spin(|| self.is_set()) {
             return true;
         }
         let word = self.word();

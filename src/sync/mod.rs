@@ -22,7 +22,6 @@ mod event;
 mod lock;
 mod rlock;
 mod semaphore;
-mod wait;
 
 pub use barrier::Barrier;
 pub use condition::{Condition, ConditionGuard, ConditionLock};

@@ -20,6 +20,8 @@
 //! A semaphore has no owner: a process killed after acquiring does not
 //! give its unit back (as in Python). Waits have timeouts.
 
+#![allow(unsafe_code)]
+
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -29,11 +31,11 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::ReleaseError;
-use super::wait::{Deadline, Spinner, futex_wait};
 use crate::codec::SharedFd;
 use crate::segment::{Kind, Segment};
 use crate::sys;
 use crate::sys::futex::Wake;
+use crate::wait::{self, Deadline, Spin, futex_wait};
 
 #[repr(C)]
 struct State {
@@ -45,7 +47,7 @@ struct State {
 #[derive(Clone)]
 struct Core {
     seg: Arc<Segment>,
-    spin: Arc<Spinner>,
+    spin: Arc<Spin>,
 }
 
 const PLAIN: u64 = 0;
@@ -71,7 +73,7 @@ impl Core {
     fn from_segment(seg: Segment) -> Core {
         Core {
             seg: Arc::new(seg),
-            spin: Arc::new(Spinner::new()),
+            spin: Arc::new(Spin::new(&wait::SYNC)),
         }
     }
 
@@ -102,7 +104,7 @@ impl Core {
             return false;
         }
         let deadline = Deadline::from_timeout(timeout);
-        if self.spin.spin_until(|| self.try_take()) {
+        if self.spin.look_then_spin(|| self.try_take()) {
             return true;
         }
         let st = self.state();

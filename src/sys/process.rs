@@ -1,6 +1,8 @@
 //! Processes: re-executing the current binary, `fork`, pidfds, exit status,
 //! signals, ids and counts.
 
+#![allow(unsafe_code)]
+
 use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -94,44 +96,47 @@ pub fn spawn_self(keep: BorrowedFd<'_>, env_key: &str, setup: &ChildSetup) -> io
         check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
     }
     let mut pid: libc::pid_t = 0;
-    // SAFETY: `actions` was initialised above; `path`, `dev_null`, `argv` and `envp` are
-    // NUL-terminated strings and NULL-terminated arrays that outlive the call.
-    let res = unsafe {
-        // dup2(fd, fd) clears O_CLOEXEC on `fd` in the child only (glibc >= 2.29).
-        let mut r = check(libc::posix_spawn_file_actions_adddup2(
-            actions.as_mut_ptr(),
-            fd,
-            fd,
-        ));
-        for (target, _) in setup.null_stdio.iter().enumerate().filter(|(_, n)| **n) {
-            let flags = if target == 0 {
-                libc::O_RDONLY
-            } else {
-                libc::O_WRONLY
-            };
-            r = r.and_then(|_| {
-                check(libc::posix_spawn_file_actions_addopen(
-                    actions.as_mut_ptr(),
+    let acts = actions.as_mut_ptr();
+    // dup2(fd, fd) clears O_CLOEXEC on `fd` in the child only (glibc >= 2.29).
+    // SAFETY: `actions` was initialised above.
+    let mut r = check(unsafe { libc::posix_spawn_file_actions_adddup2(acts, fd, fd) });
+    for (target, _) in setup.null_stdio.iter().enumerate().filter(|(_, n)| **n) {
+        let flags = if target == 0 {
+            libc::O_RDONLY
+        } else {
+            libc::O_WRONLY
+        };
+        r = r.and_then(|_| {
+            // SAFETY: `actions` was initialised above; `dev_null` is a
+            // NUL-terminated string that outlives the call.
+            check(unsafe {
+                libc::posix_spawn_file_actions_addopen(
+                    acts,
                     target as libc::c_int,
                     dev_null.as_ptr(),
                     flags,
                     0,
-                ))
-            });
-        }
-        let r = r.and_then(|_| {
-            check(libc::posix_spawn(
+                )
+            })
+        });
+    }
+    let res = r.and_then(|_| {
+        // SAFETY: `actions` was initialised above; `path`, `argv` and `envp`
+        // are NUL-terminated strings and NULL-terminated arrays that outlive
+        // the call.
+        check(unsafe {
+            libc::posix_spawn(
                 &mut pid,
                 path.as_ptr(),
-                actions.as_ptr(),
+                acts,
                 std::ptr::null(),
                 argv.as_ptr(),
                 envp.as_ptr(),
-            ))
-        });
-        libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr());
-        r
-    };
+            )
+        })
+    });
+    // SAFETY: `actions` was initialised above and is not used again.
+    unsafe { libc::posix_spawn_file_actions_destroy(acts) };
     res.map(|_| pid)
 }
 
@@ -277,7 +282,8 @@ pub fn cpu_count() -> usize {
     if n > 0 { n as usize } else { 1 }
 }
 
-/// How many CPUs this process may run on (its affinity mask), at least 1.
+/// How many CPUs this thread may run on (its affinity mask), which can be
+/// fewer than [`cpu_count`] under `taskset` or a cgroup; at least 1.
 pub fn affinity_cpus() -> usize {
     match rustix::thread::sched_getaffinity(None) {
         Ok(set) => (set.count() as usize).max(1),
@@ -285,16 +291,21 @@ pub fn affinity_cpus() -> usize {
     }
 }
 
+/// Milliseconds of the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
+/// a few milliseconds' resolution, read in a few nanoseconds): for
+/// re-reading cached facts now and then on hot paths.
+pub fn coarse_millis() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64).wrapping_mul(1000) + t.tv_nsec as u64 / 1_000_000
+}
+
 /// Ends the process at once with `code`, without running exit handlers
 /// (used by children, whose exit handlers belong to the parent's program).
 /// Ends this process at once with `SIGKILL`, as an outside killer would
 /// (the crash points of tests use it).
 pub fn kill_self() -> ! {
-    // SAFETY: kill(2) on our own pid with a valid signal has no memory
-    // preconditions; SIGKILL cannot be caught, so nothing runs after it.
-    unsafe {
-        libc::kill(libc::getpid(), libc::SIGKILL);
-    }
+    // SIGKILL cannot be caught, so nothing runs after it.
+    let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
     exit_now(137)
 }
 
@@ -360,14 +371,6 @@ pub fn at_exit(f: extern "C" fn()) {
     unsafe {
         libc::atexit(f);
     }
-}
-
-/// How many CPUs this thread may run on (its affinity mask), which can be
-/// fewer than [`cpu_count`] under `taskset` or a cgroup.
-pub fn usable_cpus() -> usize {
-    rustix::thread::sched_getaffinity(None)
-        .map(|set| set.count() as usize)
-        .unwrap_or_else(|_| cpu_count())
 }
 
 /// The usual name of signal `sig` (`"SIGKILL"`), if it has one.

@@ -52,6 +52,8 @@
 //! target), every call goes through pthread as before; the word protocol
 //! is the same, so both paths may meet on one mutex.
 
+#![allow(unsafe_code)]
+
 use std::cell::UnsafeCell;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -220,37 +222,35 @@ impl RobustMutex {
     /// at this address for as long as anyone uses it.
     pub unsafe fn init(this: *mut RobustMutex) -> io::Result<()> {
         let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: `attr` is initialised by pthread_mutexattr_init before the
-        // setters use it and destroyed at the end; `this` is valid for
-        // writes and unused by anyone else (the caller's contract).
-        unsafe {
-            check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
-            let a = attr.as_mut_ptr();
-            let r = check(libc::pthread_mutexattr_settype(
-                a,
-                libc::PTHREAD_MUTEX_ERRORCHECK,
-            ))
-            .and_then(|_| {
-                check(libc::pthread_mutexattr_setpshared(
-                    a,
-                    libc::PTHREAD_PROCESS_SHARED,
-                ))
-            })
-            .and_then(|_| {
-                check(libc::pthread_mutexattr_setrobust(
-                    a,
-                    libc::PTHREAD_MUTEX_ROBUST,
-                ))
-            })
-            .and_then(|_| {
-                check(libc::pthread_mutex_init(
-                    UnsafeCell::raw_get(this.cast::<UnsafeCell<libc::pthread_mutex_t>>()),
-                    a,
-                ))
-            });
-            libc::pthread_mutexattr_destroy(a);
-            r
-        }
+        let a = attr.as_mut_ptr();
+        // SAFETY: `a` points to `attr`'s storage, which this initialises.
+        check(unsafe { libc::pthread_mutexattr_init(a) })?;
+        // SAFETY: `attr` was initialised above and is destroyed only at the
+        // end (so for each setter below).
+        let r =
+            check(unsafe { libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK) })
+                .and_then(|_| {
+                    // SAFETY: as above.
+                    check(unsafe {
+                        libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED)
+                    })
+                })
+                .and_then(|_| {
+                    // SAFETY: as above.
+                    check(unsafe {
+                        libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST)
+                    })
+                })
+                .and_then(|_| {
+                    let mutex =
+                        UnsafeCell::raw_get(this.cast::<UnsafeCell<libc::pthread_mutex_t>>());
+                    // SAFETY: `this` is valid for writes and unused by anyone
+                    // else (the caller's contract); `attr` is initialised.
+                    check(unsafe { libc::pthread_mutex_init(mutex, a) })
+                });
+        // SAFETY: `attr` was initialised above and is not used again.
+        unsafe { libc::pthread_mutexattr_destroy(a) };
+        r
     }
 
     #[inline]
@@ -402,9 +402,13 @@ impl RobustMutex {
     #[inline(always)]
     fn set_pending(head: *mut RobustListHead, entry: *mut u8) {
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        let pending = head
+            .cast::<u8>()
+            .wrapping_add(std::mem::offset_of!(RobustListHead, list_op_pending))
+            .cast::<*mut u8>();
         // SAFETY: `head` is this thread's registered robust-list head (see
         // `me`); only this thread writes it.
-        unsafe { std::ptr::write_volatile(&raw mut (*head).list_op_pending, entry) };
+        unsafe { std::ptr::write_volatile(pending, entry) };
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
     }
 
@@ -413,43 +417,58 @@ impl RobustMutex {
     #[inline(always)]
     fn enqueue(&self, head: *mut RobustListHead) {
         let entry = self.entry();
-        // SAFETY: `head` is this thread's list head; its `list` points at
-        // the `__next` field of the first node (or at the head itself,
-        // behind which glibc keeps the `robust_prev` word, when empty), so
-        // the word 8 bytes before it is that node's `__prev`. Only this
-        // thread changes its list; the node fields are this mutex's.
-        unsafe {
-            let first = (*head).list;
-            let first_prev = ((first as usize & !1) - 8) as *mut *mut u8;
-            first_prev.write(entry);
-            entry.cast::<*mut u8>().write(first);
-            self.raw()
-                .cast::<u8>()
-                .add(PREV_OFFSET)
-                .cast::<*mut u8>()
-                .write(head.cast());
-            // The node is complete before the kernel can reach it.
-            std::sync::atomic::compiler_fence(Ordering::SeqCst);
-            (*head).list = entry;
-        }
+        let prev_field = self.prev_field();
+        // `list` is the first field of the `repr(C)` head.
+        let list = head.cast::<*mut u8>();
+        // SAFETY: `head` is this thread's list head; only this thread
+        // changes its list.
+        let first = unsafe { list.read() };
+        // `first` points at the `__next` field of the first node (or at the
+        // head itself, behind which glibc keeps the `robust_prev` word, when
+        // empty), so the word 8 bytes before it is that node's `__prev`.
+        let first_prev = ((first as usize & !1) - 8) as *mut *mut u8;
+        // SAFETY: that `__prev` word (above), changed by this thread only.
+        unsafe { first_prev.write(entry) };
+        // SAFETY: `entry` is this mutex's `__next` field.
+        unsafe { entry.cast::<*mut u8>().write(first) };
+        // SAFETY: this mutex's `__prev` field.
+        unsafe { prev_field.write(head.cast()) };
+        // The node is complete before the kernel can reach it.
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        // SAFETY: as for the read of `first`.
+        unsafe { list.write(entry) };
+    }
+
+    /// This mutex's `__prev` link word.
+    #[inline(always)]
+    fn prev_field(&self) -> *mut *mut u8 {
+        self.raw()
+            .cast::<u8>()
+            .wrapping_add(PREV_OFFSET)
+            .cast::<*mut u8>()
     }
 
     /// glibc's `DEQUEUE_MUTEX`: unlinks this mutex from the owner's list.
     #[inline(always)]
     fn dequeue(&self) {
-        let entry = self.entry();
-        // SAFETY: the calling thread owns the mutex, so the node is in its
-        // list (linked by `enqueue` or by glibc) and its neighbours' link
-        // words are 8 bytes before the addresses stored in it.
-        unsafe {
-            let prev_field = self.raw().cast::<u8>().add(PREV_OFFSET).cast::<*mut u8>();
-            let next = entry.cast::<*mut u8>().read();
-            let prev = prev_field.read();
-            (((next as usize & !1) - 8) as *mut *mut u8).write(prev);
-            ((prev as usize & !1) as *mut *mut u8).write(next);
-            prev_field.write(std::ptr::null_mut());
-            entry.cast::<*mut u8>().write(std::ptr::null_mut());
-        }
+        let entry = self.entry().cast::<*mut u8>();
+        let prev_field = self.prev_field();
+        // The calling thread owns the mutex, so the node is in its list
+        // (linked by `enqueue` or by glibc) and its neighbours' link words
+        // are 8 bytes before the addresses stored in it.
+        // SAFETY: this mutex's `__next` field.
+        let next = unsafe { entry.read() };
+        // SAFETY: this mutex's `__prev` field.
+        let prev = unsafe { prev_field.read() };
+        // SAFETY: the next node's `__prev` word (above), changed only by
+        // this thread, the list's owner.
+        unsafe { (((next as usize & !1) - 8) as *mut *mut u8).write(prev) };
+        // SAFETY: the previous node's `__next` word (or the head's `list`).
+        unsafe { ((prev as usize & !1) as *mut *mut u8).write(next) };
+        // SAFETY: this mutex's `__prev` field.
+        unsafe { prev_field.write(std::ptr::null_mut()) };
+        // SAFETY: this mutex's `__next` field.
+        unsafe { entry.write(std::ptr::null_mut()) };
     }
 
     /// The uncontended lock: takes a free word (0) in one

@@ -2,6 +2,8 @@
 //! peer cannot make our mapping fault) and named `/dev/shm` segments, both
 //! mapped shared and read-write.
 
+#![allow(unsafe_code)]
+
 use std::ffi::c_void;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -108,10 +110,11 @@ pub unsafe fn in_place<'a, T: InPlace>(base: *mut u8, len: usize, off: usize) ->
                 .is_some_and(|end| end <= len),
         "a shared place out of its memory or misaligned"
     );
+    let place = base.wrapping_add(off).cast::<T>();
     // SAFETY: the `T` lies inside the memory and is aligned (checked above,
     // with the caller's promise about `base`); `InPlace` makes a shared
     // reference to it sound while others write it.
-    unsafe { &*base.add(off).cast::<T>() }
+    unsafe { &*place }
 }
 
 impl Drop for Mapping {

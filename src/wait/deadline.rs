@@ -53,6 +53,15 @@ impl Deadline {
         self.0
     }
 
+    /// The earlier of the two.
+    #[inline]
+    pub fn min(self, other: Deadline) -> Deadline {
+        match (self.0, other.0) {
+            (Some(a), Some(b)) => Deadline(Some(a.min(b))),
+            (a, b) => Deadline(a.or(b)),
+        }
+    }
+
     /// Time left: `None` for no limit, `Some(ZERO)` once passed.
     #[inline]
     pub fn remaining(self) -> Option<Duration> {

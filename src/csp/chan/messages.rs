@@ -2,6 +2,8 @@
 //! the ring buffer, and the spill segments of large messages (see
 //! `spill.rs`).
 
+#![allow(unsafe_code)]
+
 use std::sync::atomic::Ordering;
 
 use super::{
@@ -10,6 +12,7 @@ use super::{
 };
 use crate::csp::lock;
 use crate::csp::spill;
+use crate::wait::Backoff;
 
 impl Chan {
     /// Notes that a message of this channel went to a segment of its own
@@ -133,7 +136,7 @@ impl Drop for Chan {
         if self.header().flags.load(Ordering::Acquire) & SPILLED == 0 {
             return;
         }
-        if let Some(got) = lock::lock(&self.header().lock, 0) {
+        if let Some(got) = lock::lock(&self.header().lock, Backoff::off()) {
             let _g = self.held(got);
             self.sweep_segments();
         }

@@ -147,6 +147,8 @@
 //! * `healing.rs`: repairing after a death (the crash table above);
 //! * `crash.rs`: the crash points tests kill a process at.
 
+#![allow(unsafe_code)]
+
 mod crash;
 mod ends;
 mod healing;
@@ -165,6 +167,7 @@ use crate::sys;
 use crate::sys::futex;
 use crate::sys::robust_mutex::{Locked, RobustMutex};
 use crate::sys::shm::InPlace;
+use crate::wait::{self, Backoff};
 
 pub(crate) use crash::crash_point;
 #[doc(hidden)]
@@ -413,8 +416,6 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 pub(crate) struct Chan {
     mem: Memory,
     geo: Geometry,
-    lock_spin: u32,
-    wait_spin: u32,
 }
 
 /// Collects futex wakes to issue once the lock is released.
@@ -452,26 +453,12 @@ impl Drop for Guard<'_> {
     }
 }
 
-fn spins() -> (u32, u32) {
-    if sys::process::usable_cpus() > 1 {
-        (100, 1)
-    } else {
-        (0, 0)
-    }
-}
-
 impl Chan {
     /// A new channel in `mem`, which must be zeroed and at least
     /// `geo.size()` bytes.
     pub fn create(mem: Memory, geo: Geometry) -> Chan {
         assert!(mem.len() >= geo.size());
-        let (lock_spin, wait_spin) = spins();
-        let chan = Chan {
-            mem,
-            geo,
-            lock_spin,
-            wait_spin,
-        };
+        let chan = Chan { mem, geo };
         // The memory is zeroed, at least `geo.size()` bytes (so it holds
         // the header and every record), not yet seen by anyone else, and the
         // mutexes stay where they are for the memory's lifetime.
@@ -504,7 +491,6 @@ impl Chan {
         if mem.len() < RECS {
             return Err("channel segment too small".into());
         }
-        let (lock_spin, wait_spin) = spins();
         let mut chan = Chan {
             mem,
             geo: Geometry {
@@ -513,8 +499,6 @@ impl Chan {
                 slot: 0,
                 max_message: 0,
             },
-            lock_spin,
-            wait_spin,
         };
         let h = chan.header();
         if h.magic.load(Ordering::Acquire) != MAGIC {
@@ -580,12 +564,6 @@ impl Chan {
         self.mem.at(HEADER + i * HOLDER)
     }
 
-    /// Whether waiting parties spin and yield before sleeping (not on a
-    /// single CPU): 0 or 1.
-    pub fn wait_spin(&self) -> u32 {
-        self.wait_spin
-    }
-
     /// The channel's identity (orders channels for alternation).
     pub fn id(&self) -> u64 {
         self.header().id.load(Ordering::Relaxed)
@@ -623,7 +601,8 @@ impl Chan {
     }
 
     fn lock(&self) -> Result<Guard<'_>, OpError> {
-        let got = lock::lock(&self.header().lock, self.lock_spin).ok_or(OpError::Poisoned)?;
+        let got = lock::lock(&self.header().lock, Backoff::new(&wait::CSP_LOCK))
+            .ok_or(OpError::Poisoned)?;
         let g = self.held(got);
         if self.is_poisoned() {
             return Err(OpError::Poisoned);

@@ -9,9 +9,9 @@ use super::{
     ABORTED, Attempt, Chan, CrashPoint, DONE, FREE, OpError, READ, SLEEPING, SLICE, TAKEN, WAITING,
     WRITE, Withdrawn, ask_to_be_woken, crash_point,
 };
-use crate::csp::backoff::Backoff;
 use crate::csp::spill;
 use crate::sys::futex;
+use crate::wait::{self, Backoff};
 
 impl Chan {
     /// How long a party sleeps before it looks for dead parties: one
@@ -33,7 +33,7 @@ impl Chan {
         deadline: Option<Instant>,
     ) -> Result<u32, bool> {
         let st = &self.rec(idx).state;
-        let mut backoff = Backoff::new(self.wait_spin > 0);
+        let mut backoff = Backoff::new(&wait::CSP);
         loop {
             let s = st.load(Ordering::Acquire) & !SLEEPING;
             if s != expected {

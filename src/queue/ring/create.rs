@@ -1,7 +1,10 @@
 //! Making a ring in a fresh memfd, and attaching to one received from
 //! another process (checking its layout against the file).
 
+#![allow(unsafe_code)]
+
 use std::io;
+use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 
 use super::{
@@ -9,9 +12,9 @@ use super::{
     VERSION, corrupt, cseg, entry,
 };
 use crate::codec::SharedFd;
-use crate::spin::Spin;
 use crate::sys;
 use crate::sys::robust_mutex::RobustMutex;
+use crate::wait::{self, Spin};
 
 impl Ring {
     /// Creates a new ring in a fresh memfd.
@@ -51,15 +54,19 @@ impl Ring {
             data_off: data_off as u64,
             total_len: total as u64,
         };
+        let field = |off: usize| h.cast::<u8>().wrapping_add(off);
+        let fixed_at = field(offset_of!(Header, fixed)).cast::<Fixed>();
         // SAFETY: `h` points to the header of a fresh mapping no one else
         // sees yet (above), in bounds and page-aligned.
-        unsafe { (&raw mut (*h).fixed).write(fixed) };
+        unsafe { fixed_at.write(fixed) };
+        let producer = field(offset_of!(Header, producer.lock)).cast::<RobustMutex>();
         // SAFETY: the producer lock lies in the header (in bounds, aligned),
         // nobody uses it yet, and the mapping stays where it is while the
         // ring (and any process it is passed to) uses it.
-        unsafe { RobustMutex::init(&raw mut (*h).producer.lock) }?;
+        unsafe { RobustMutex::init(producer) }?;
+        let consumer = field(offset_of!(Header, consumer.lock)).cast::<RobustMutex>();
         // SAFETY: as for the producer lock.
-        unsafe { RobustMutex::init(&raw mut (*h).consumer.lock) }?;
+        unsafe { RobustMutex::init(consumer) }?;
         let ring = Ring {
             fd: SharedFd::new(fd),
             map,
@@ -69,7 +76,7 @@ impl Ring {
             bitmap_off,
             resident_off,
             data_off,
-            spins: [Spin::new(), Spin::new(), Spin::new()],
+            spins: [const { Spin::new(&wait::SHARED) }; 3],
         };
         // Slot 0 starts the circle alone, as the segment that "ends" at
         // position 0.
@@ -90,10 +97,11 @@ impl Ring {
         }
         let map = sys::shm::Mapping::map(fd.fd(), len)?;
         let h = map.as_ptr().cast::<Header>();
+        let fixed_at = h.cast::<u8>().wrapping_add(offset_of!(Header, fixed));
         // SAFETY: the mapping holds at least a page, so the fixed part of
         // the header is in bounds (and page-aligned); it was written once by
         // the creator before the descriptor was shared and never changes.
-        let fixed = unsafe { (&raw const (*h).fixed).read() };
+        let fixed = unsafe { fixed_at.cast::<Fixed>().read() };
         let Fixed {
             magic,
             version,
@@ -137,7 +145,7 @@ impl Ring {
             bitmap_off,
             resident_off,
             data_off,
-            spins: [Spin::new(), Spin::new(), Spin::new()],
+            spins: [const { Spin::new(&wait::SHARED) }; 3],
         })
     }
 }

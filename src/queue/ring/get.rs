@@ -2,6 +2,8 @@
 //! [`Record`] a consumer reads it through, and releasing the segments left
 //! behind (kept for reuse or punched, see "The circle of segments").
 
+#![allow(unsafe_code)]
+
 use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Instant;

@@ -79,6 +79,7 @@
 //! | `done` | `task_done` | CAS | tasks finished (`JoinableQueue`) | SeqCst CAS |
 //! | `hangups` | a process whose last producer handle went away (`fifo.rs`) | none | bumped after that process closed its end of the hang-up socket, so that sleeping consumers look whether producers are left | SeqCst RMW, then `data_event` is notified; consumers load SeqCst |
 //! | events | waiters / notifiers | none | see `wait.rs` | SeqCst |
+//! | `aio[0]`, `aio[1]` | an async consumer (`aio[0]`) or producer (`aio[1]`) about to wait (`1`); the `put` (`aio[0]`) or `get` (`aio[1]`) that swaps it back to `0` and rings the doorbell (`queue/aio.rs`) | none | an async task may wait for data / space on the hang-up socket | SeqCst (Dekker's pattern with the commit words, as for events) |
 //!
 //! The robust mutexes are glibc's (`sys::robust_mutex`); their own words are
 //! theirs.
@@ -96,8 +97,8 @@
 //! | in `get`, before the `head` store | nothing consumed: the next `get` returns the same message | nothing |
 //! | in `get`, after the `head` store | the message consumed (the `get` had done everything but return); `c_slot` behind, segments left behind not yet kept or punched | `OwnerDied`: walk from `c_slot` to `cseg(head)` deciding each again (punching twice is harmless; no producer reuses them until `c_slot` moves); a segment kept twice overstates `free_resident`, so the repairer sets `recount` |
 //! | holding either lock | the lock | the kernel marks it owner-dead; the next locker repairs as above |
-//! | between a commit and its wake-up call | sleepers not woken | sleepers re-check every [`SLICE`](super::wait::SLICE) |
-//! | holding producer handles (its end of the hang-up socket, see `fifo.rs`) | nothing in this memory: the kernel closes its descriptors, `hangups` is not bumped | consumers that sleep look at the socket every [`SLICE`](super::wait::SLICE) |
+//! | between a commit and its wake-up call (or doorbell) | sleepers (async waiters) not woken | sleepers re-check every [`SLICE`](crate::wait::SLICE) |
+//! | holding producer handles (its end of the hang-up socket, see `fifo.rs`) | nothing in this memory: the kernel closes its descriptors, `hangups` is not bumped | consumers that sleep look at the socket every [`SLICE`](crate::wait::SLICE) |
 //!
 //! So a message is visible exactly when its `tail` store happened, and
 //! consumed exactly when its `head` store happened; both are single
@@ -121,6 +122,8 @@
 //! * `waiting.rs`: waiting for data, for a `get`, and for tasks
 //!   (`JoinableQueue`).
 
+#![allow(unsafe_code)]
+
 mod create;
 mod get;
 mod put;
@@ -131,11 +134,10 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use super::wait::Event;
 use crate::codec::SharedFd;
-use crate::spin::{Spin, spin_allowed};
 use crate::sys;
 use crate::sys::robust_mutex::{LockFailed, Locked, RobustMutex};
+use crate::wait::{self, Backoff, EventCount, Spin};
 
 pub(crate) use get::Record;
 pub(crate) use put::Writer;
@@ -258,11 +260,12 @@ struct Header {
     head: Line<AtomicU64>,
     c_slot: Line<AtomicU32>,
     free_resident: Line<AtomicU32>,
-    data_event: Event,
-    space_event: Event,
-    join_event: Event,
+    data_event: EventCount,
+    space_event: EventCount,
+    join_event: EventCount,
     done: Line<AtomicU32>,
     hangups: Line<AtomicU32>,
+    aio: Line<[AtomicU32; 2]>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= TABLE_OFF);
@@ -355,14 +358,10 @@ fn acquire(m: &RobustMutex, deadline: Option<Instant>) -> io::Result<Option<(Gua
     if let Some(g) = got(m.try_lock())? {
         return Ok(Some(g));
     }
-    if spin_allowed() {
-        for _ in 0..200 {
-            for _ in 0..32 {
-                std::hint::spin_loop();
-            }
-            if let Some(g) = got(m.try_lock())? {
-                return Ok(Some(g));
-            }
+    let mut backoff = Backoff::new(&wait::QUEUE_LOCK);
+    while backoff.snooze() {
+        if let Some(g) = got(m.try_lock())? {
+            return Ok(Some(g));
         }
     }
     got(m.lock(deadline.map(|d| d.saturating_duration_since(Instant::now()))))

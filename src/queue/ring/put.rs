@@ -2,6 +2,8 @@
 //! that copies its payload into the segments, and growing the circle (see
 //! "The circle of segments" in the module docs).
 
+#![allow(unsafe_code)]
+
 use std::io;
 use std::ptr;
 use std::sync::atomic::Ordering;

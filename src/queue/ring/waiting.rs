@@ -1,11 +1,13 @@
 //! Waiting on a ring: for data (consumers), for a `get` (producers of a
 //! bounded queue), and for every task to be done (`JoinableQueue`). The
-//! events themselves are `wait.rs`'s.
+//! events themselves are `wait::EventCount`s.
 
+#[cfg(feature = "tokio")]
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use super::{Ring, unpack};
+use crate::wait::Deadline;
 
 impl Ring {
     /// Whether the queue looks non-empty.
@@ -16,22 +18,29 @@ impl Ring {
         g != p
     }
 
-    /// Spins briefly (the adaptive budget of `wait.rs`) until the queue
-    /// looks non-empty; `false` if it did not, or spinning cannot help.
-    pub(crate) fn spin_data(&self, deadline: Option<Instant>) -> bool {
-        self.spins[0].spin_until(|| self.has_data(), deadline, 16)
+    /// Spins briefly (the adaptive limit of `wait::SHARED`) until the
+    /// queue looks non-empty; `false` if it did not, or spinning cannot
+    /// help.
+    pub(crate) fn spin_data(&self, deadline: Deadline) -> bool {
+        self.spins[0].until(|| self.has_data(), deadline)
     }
 
     /// Sleeps until the queue looks non-empty, or
     /// [`hangups`](Self::hangups) moves away from `hangups_seen`, or the
     /// deadline passes; `false` only at the deadline. No spinning: call
     /// [`spin_data`](Self::spin_data) first.
-    pub(crate) fn sleep_data(&self, deadline: Option<Instant>, hangups_seen: u32) -> bool {
+    pub(crate) fn sleep_data(&self, deadline: Deadline, hangups_seen: u32) -> bool {
         let h = self.header();
         h.data_event.sleep_until(
             || self.has_data() || h.hangups.0.load(Ordering::SeqCst) != hangups_seen,
             deadline,
         )
+    }
+
+    /// The async waiters' flags: `[data, space]` (see `queue/aio.rs`).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn aio_flags(&self) -> &[AtomicU32; 2] {
+        &self.header().aio.0
     }
 
     /// How many times a process gave up its last producer handle.
@@ -51,7 +60,7 @@ impl Ring {
 
     /// Waits until some `get` commits after `seen` was read from
     /// [`get_seq`](Self::get_seq) (or the deadline passes).
-    pub(crate) fn wait_get(&self, seen: u32, deadline: Option<Instant>) -> bool {
+    pub(crate) fn wait_get(&self, seen: u32, deadline: Deadline) -> bool {
         let h = self.header();
         h.space_event.wait_until(
             || unpack(h.head.0.load(Ordering::SeqCst)).0 != seen,
@@ -98,7 +107,7 @@ impl Ring {
     }
 
     /// Waits until every message put is marked done.
-    pub(crate) fn wait_all_done(&self, deadline: Option<Instant>) -> bool {
+    pub(crate) fn wait_all_done(&self, deadline: Deadline) -> bool {
         self.header()
             .join_event
             .wait_until(|| self.unfinished() == 0, deadline, &self.spins[2])

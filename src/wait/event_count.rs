@@ -1,8 +1,9 @@
-//! Waiting for a condition on shared memory: spin briefly (see
-//! [`Spin`]), then sleep on a futex, with a waiter flag so that the side
-//! that makes the condition true skips the wake-up system call when nobody
-//! sleeps (an "event
-//! count", as in Dmitry Vyukov's eventcount and folly's `EventCount`).
+//! [`EventCount`]: waiting for a condition on shared memory: spin briefly
+//! (see [`Spin`]), then sleep on a futex, with a waiter flag so that the
+//! side that makes the condition true skips the wake-up system call when
+//! nobody sleeps (an "event count", as in Dmitry Vyukov's eventcount and
+//! folly's `EventCount`). Used by the queues' ring and the manager's
+//! mailbox.
 //!
 //! # Protocol
 //!
@@ -27,9 +28,9 @@
 //! between its store and its wake-up.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::spin::Spin;
+use super::{Deadline, Spin};
 use crate::sys;
 
 /// Longest single sleep before a sleeper re-checks its condition on its
@@ -39,12 +40,12 @@ pub(crate) const SLICE: Duration = Duration::from_millis(100);
 /// A wake-up channel in shared memory. All-zero bytes are a valid, idle
 /// event.
 #[repr(C, align(64))]
-pub(crate) struct Event {
+pub(crate) struct EventCount {
     waiters: AtomicU32,
     seq: AtomicU32,
 }
 
-impl Event {
+impl EventCount {
     /// Wakes the sleepers, if any. Call right after the SeqCst store that
     /// made their condition true.
     pub(crate) fn notify(&self) {
@@ -63,13 +64,13 @@ impl Event {
     pub(crate) fn wait_until(
         &self,
         mut ready: impl FnMut() -> bool,
-        deadline: Option<Instant>,
+        deadline: Deadline,
         spin: &Spin,
     ) -> bool {
         if ready() {
             return true;
         }
-        if spin.spin_until(&mut ready, deadline, 16) {
+        if spin.until(&mut ready, deadline) {
             return true;
         }
         self.sleep_until(ready, deadline)
@@ -77,11 +78,7 @@ impl Event {
 
     /// Like [`wait_until`](Self::wait_until) without the spinning: for a
     /// caller that spun already.
-    pub(crate) fn sleep_until(
-        &self,
-        mut ready: impl FnMut() -> bool,
-        deadline: Option<Instant>,
-    ) -> bool {
+    pub(crate) fn sleep_until(&self, mut ready: impl FnMut() -> bool, deadline: Deadline) -> bool {
         loop {
             // Acquire: pairs with the notifier's Release bump.
             let seen = self.seq.load(Ordering::Acquire);
@@ -90,14 +87,9 @@ impl Event {
             if ready() {
                 return true;
             }
-            let slice = match deadline {
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    (d - now).min(SLICE)
-                }
+            let slice = match deadline.remaining() {
+                Some(Duration::ZERO) => return false,
+                Some(left) => left.min(SLICE),
                 None => SLICE,
             };
             sys::futex::wait(&self.seq, seen, Some(slice));
