@@ -8,9 +8,11 @@
 #[cfg(feature = "tokio")]
 mod aio;
 pub(crate) mod auth;
+pub(crate) mod authkey;
 mod frame;
 mod handshake;
 mod listener;
+mod pickle;
 mod wait;
 
 use std::collections::VecDeque;
