@@ -259,3 +259,35 @@ pub enum PickleError {
     #[error("the pickled value does not match the requested type: {0}")]
     Type(String),
 }
+
+/// What can go wrong joining or using a cluster (feature `zenoh`, see
+/// [`crate::cluster`]).
+#[cfg(feature = "zenoh")]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The configuration is unusable (a malformed endpoint, a bad
+    /// environment variable…).
+    #[error("invalid cluster configuration: {0}")]
+    Config(String),
+    /// Listening on a non-loopback address without credentials.
+    #[error(
+        "refusing to listen on {0} without authentication: set credentials (user and password)"
+    )]
+    Insecure(String),
+    /// The session could not be opened: no endpoint answered, or the
+    /// listener refused the credentials.
+    #[error("cannot join the cluster: {0}")]
+    Connect(String),
+    /// A Zenoh operation failed.
+    #[error("cluster operation failed: {0}")]
+    Zenoh(String),
+    /// A payload exceeds the cap.
+    #[error("payload of {size} bytes exceeds the cluster's cap of {limit} bytes")]
+    TooLarge {
+        /// The encoded size.
+        size: u64,
+        /// The cap.
+        limit: u64,
+    },
+}

@@ -149,6 +149,8 @@ compile_error!(
     "multiproc supports Linux with glibc only (pidfd, memfd, futex_waitv and robust mutexes: Linux 5.16 or newer, glibc 2.29 or newer)"
 );
 
+#[cfg(all(target_os = "linux", feature = "zenoh"))]
+pub mod cluster;
 #[cfg(target_os = "linux")]
 pub mod codec;
 #[cfg(target_os = "linux")]

@@ -22,6 +22,7 @@ mod raw;
 mod sync;
 
 mod csp;
+mod csp_light;
 mod manager;
 mod pickle;
 mod python_manager;
@@ -209,6 +210,7 @@ fn rows() -> Vec<Row> {
     // they come last.
     rows.extend(pool::rows());
     rows.extend(csp::thread_rows());
+    rows.extend(csp_light::rows());
     // Serves a manager from threads of the bench process.
     rows.extend(python_manager::rows());
     rows

@@ -674,6 +674,8 @@ fn clone_error(e: &ChannelError) -> ChannelError {
         ChannelError::Retired => ChannelError::Retired,
         ChannelError::Timeout => ChannelError::Timeout,
         ChannelError::NoGuard => ChannelError::NoGuard,
+        #[cfg(feature = "zenoh")]
+        ChannelError::Lost(why) => ChannelError::Lost(why.clone()),
     }
 }
 

@@ -496,10 +496,19 @@ pub(crate) fn channels_in<A: Serialize + ?Sized>(value: &A) -> Vec<EndRef> {
         .unwrap_or_default()
 }
 
+/// The extra counts held for one CSP process (see [`Held`]): channel,
+/// side, and whether already released.
+pub(crate) type HeldList = Vec<(Arc<Chan>, u32, bool)>;
+
 thread_local! {
-    /// The extra counts held for the CSP process running on this thread
-    /// (see [`Held`]): channel, side, and whether already released.
-    static HELD: RefCell<Vec<(Arc<Chan>, u32, bool)>> = const { RefCell::new(Vec::new()) };
+    /// The extra counts of the CSP process running on this thread.
+    static HELD: RefCell<HeldList> = const { RefCell::new(Vec::new()) };
+}
+
+/// Swaps the running process's extra counts with `other`: a worker of
+/// lightweight processes switches them with the process it runs.
+pub(crate) fn swap_held(other: &mut HeldList) {
+    HELD.with(|h| std::mem::swap(&mut *h.borrow_mut(), other));
 }
 
 /// Extra counted ends a running process holds beside its own, so that its

@@ -37,6 +37,12 @@ pub enum ChannelError {
     /// the reader's type.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// A network channel's home, or every end of the other side, was lost
+    /// (liveliness token gone: process, host or link down); PyCSP's
+    /// `ChannelLostException`. See [`crate::cluster::NetChannel`].
+    #[cfg(feature = "zenoh")]
+    #[error("the network channel was lost: {0}")]
+    Lost(String),
 }
 
 impl ChannelError {

@@ -14,9 +14,12 @@
 //!   and merely dropped retires when the process ends, after poison
 //!   propagation.
 //! * [`CspProcess`], [`parallel`], [`sequence`], [`spawn`]: processes as
-//!   threads or OS processes; poison propagates from a process that ends
-//!   by it (or panics) to every channel it held.
+//!   threads, lightweight processes or OS processes; poison propagates
+//!   from a process that ends by it (or panics) to every channel it held.
 //!   [`CspProcess::thread`] runs a closure in a thread,
+//!   [`CspProcess::light`] one as a lightweight process (many multiplexed
+//!   on a worker thread per CPU; a million fit in memory; [`io`] runs a
+//!   blocking call off the worker, [`sleep`] sleeps without a thread),
 //!   [`CspProcess::os_process`] a function in an OS process; a tuple of
 //!   processes returning different types runs with [`Parallel`] or
 //!   [`parallel!`](crate::parallel!) and gives a tuple of outcomes.
@@ -67,6 +70,31 @@
 //! waiting parties; the alternation protocol in `alternation.rs`), so the
 //! semantics are the same; a network flavor can be added without changing
 //! the API.
+//!
+//! # Lightweight processes
+//!
+//! A lightweight process is a stackful coroutine (`light/`): when it would
+//! block in a channel operation, an alternation or a join, its worker
+//! thread parks it and runs another. Every wait of the crate passes
+//! through the futex layer, so nothing in the channels knows which kind of
+//! process waits, and a channel may join any mix of lightweight processes,
+//! threads and OS processes. Their limits:
+//!
+//! * A blocking call outside the crate (file or socket I/O, a foreign
+//!   lock, `std::thread::sleep`) blocks every process of its worker: wrap
+//!   it in [`io`]. The processes of one `parallel`/`spawn` call share a
+//!   worker, so their channels never cross threads; independent networks
+//!   go to the workers in turn.
+//! * The crate's owner-recording locks ([`Lock`](crate::Lock) and the
+//!   other `sync` primitives) are held by the worker thread: do not hold
+//!   one across a wait in a lightweight process (another process of the
+//!   same worker taking it would be refused as a deadlock).
+//! * A process has at most 1 MiB of stack (a deeper one crashes the
+//!   program on a guard page). The processes of a worker share 16 stacks;
+//!   a waiting process's live stack (about 2 KiB at a channel operation)
+//!   is copied aside when another needs its stack, so nothing may point
+//!   into a waiting process's stack from outside (the closures of [`io`]
+//!   own what they use).
 //!
 //! # Limits and differences from PyCSP
 //!
@@ -151,6 +179,7 @@ mod alternation;
 mod chan;
 mod channel;
 mod error;
+mod light;
 mod lock;
 mod memory;
 mod process;
@@ -164,4 +193,5 @@ pub use channel::{
     Writer,
 };
 pub use error::{ChannelError, ProcessError};
+pub use light::{io, sleep};
 pub use process::{CspProcess, Outcome, Parallel, Spawned, parallel, sequence, spawn};

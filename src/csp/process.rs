@@ -1,14 +1,16 @@
 //! CSP processes and their composition: [`CspProcess`], [`parallel`],
 //! [`sequence`], [`spawn`].
 //!
-//! A process runs as a thread by default, or as an OS process (the
-//! crate's [`Process`](crate::Process)) when asked. Its body returns
+//! A process runs as a thread by default, as a lightweight process (many
+//! of them multiplexed on a few threads, see `light/`) or as an OS process
+//! (the crate's [`Process`](crate::Process)) when asked. Its body returns
 //! `Result<R, ChannelError>`, so `?` on a channel operation ends it. As in
 //! PyCSP, a process that ends by poison poisons every channel whose ends
 //! it was given as arguments; one that ends by retire has retired them
 //! (its ends were dropped); one that panics or fails otherwise poisons
 //! them too, so the rest of the network shuts down instead of hanging.
 
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::chan::Chan;
 use super::channel::{Held, channels_in};
 use super::error::{ChannelError, ProcessError};
+use super::light::{self, Completion};
 use crate::error::{CodecError, JoinError};
 use crate::process::fn_ref::FnRef;
 use crate::process::{Process, StartMethod, get_start_method};
@@ -50,16 +53,41 @@ impl<R> Outcome<R> {
 
 type Ending<R> = Result<Outcome<R>, ProcessError>;
 type Launch<R> =
-    Box<dyn FnOnce(&str, Option<StartMethod>) -> Result<Launched<R>, ProcessError> + Send>;
+    Box<dyn FnOnce(&str, Option<StartMethod>, bool) -> Result<Launched<R>, ProcessError> + Send>;
 
-/// A process just launched: a thread, or an OS process not yet watched.
+/// A process just launched: a thread or a lightweight process, or an OS
+/// process not yet watched.
 enum Launched<R> {
-    Thread(JoinHandle<Ending<R>>),
+    Running(Running<R>),
     /// A started OS process; the closure starts the thread that waits for it.
     Os(Watch<R>),
 }
 
-type Watch<R> = Box<dyn FnOnce(&str) -> Result<JoinHandle<Ending<R>>, ProcessError> + Send>;
+type Watch<R> = Box<dyn FnOnce(&str) -> Result<Running<R>, ProcessError> + Send>;
+
+/// A running process: how it will end, and its thread if it has one of
+/// its own (a lightweight process has none). Waiting parks a waiting
+/// lightweight process instead of blocking its worker.
+struct Running<R> {
+    done: Arc<Completion<Ending<R>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<R> Running<R> {
+    fn wait(self, name: String) -> Ending<R> {
+        let ending = self.done.take();
+        if let Some(t) = self.thread {
+            // It set its ending as its last act.
+            let _ = t.join();
+        }
+        ending.unwrap_or_else(|| {
+            Err(ProcessError::Panicked {
+                name,
+                message: "the process ended without a result".into(),
+            })
+        })
+    }
+}
 
 /// A process of a CSP network, not yet started.
 ///
@@ -98,6 +126,7 @@ pub struct CspProcess<R> {
     name: String,
     channels: Vec<(Arc<Chan>, u32)>,
     method: Option<StartMethod>,
+    light: bool,
     launch: Launch<R>,
 }
 
@@ -107,6 +136,7 @@ impl<R> std::fmt::Debug for CspProcess<R> {
             .field("name", &self.name)
             .field("channels", &self.channels.len())
             .field("start_method", &self.method)
+            .field("lightweight", &self.light)
             .finish_non_exhaustive()
     }
 }
@@ -128,16 +158,17 @@ impl<R: Send + 'static> CspProcess<R> {
     {
         let channels = channels_in(&args);
         let held = channels.clone();
-        let launch: Launch<R> = Box::new(move |name, method| {
+        let launch: Launch<R> = Box::new(move |name, method, lightweight| {
             if method.is_some() {
                 return Err(ProcessError::NotAFunction { name: name.into() });
             }
-            thread(name, held, move || body(args)).map(Launched::Thread)
+            in_place(name, held, lightweight, move || body(args)).map(Launched::Running)
         });
         CspProcess {
             name: default_name(),
             channels,
             method: None,
+            light: false,
             launch,
         }
     }
@@ -153,8 +184,8 @@ impl<R: Send + 'static> CspProcess<R> {
     {
         let channels = channels_in(&args);
         let held = channels.clone();
-        let launch: Launch<R> = Box::new(move |name, method| match method {
-            None => thread(name, held, move || target(args)).map(Launched::Thread),
+        let launch: Launch<R> = Box::new(move |name, method, lightweight| match method {
+            None => in_place(name, held, lightweight, move || target(args)).map(Launched::Running),
             Some(method) => {
                 let call = OsCall {
                     target: FnRef::new(target),
@@ -177,8 +208,46 @@ impl<R: Send + 'static> CspProcess<R> {
             name: default_name(),
             channels,
             method: None,
+            light: false,
             launch,
         }
+    }
+
+    /// A lightweight process running the closure `body(args)`: one of many
+    /// multiplexed on a few worker threads (one per CPU), switched away
+    /// from when it waits on a channel. It costs a few hundred bytes and
+    /// its live stack while it waits, so networks of a million processes
+    /// fit in memory; it talks to threads and OS processes over the same
+    /// channels. A blocking call outside the crate stalls the other
+    /// processes of its worker: wrap it in [`io`](super::io). The processes
+    /// one [`parallel`]/[`spawn`] call starts share a worker (the calling
+    /// lightweight process's own, if any), so their communication never
+    /// crosses threads.
+    ///
+    /// ```
+    /// use multiproc::csp::{Channel, ChannelError, CspProcess, Reader, Writer, parallel};
+    ///
+    /// let ch = Channel::builder().threads_only().build::<u32>()?;
+    /// let out = parallel([
+    ///     CspProcess::light(|w: Writer<u32>| w.write(&7).map(|_| 0), ch.writer()),
+    ///     CspProcess::light(|r: Reader<u32>| r.read(), ch.reader()),
+    /// ])?;
+    /// assert_eq!(out[1].clone().value(), Some(7));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn light<A, F>(body: F, args: A) -> Self
+    where
+        A: Serialize + Send + 'static,
+        F: FnOnce(A) -> Result<R, ChannelError> + Send + 'static,
+    {
+        Self::new(body, args).lightweight()
+    }
+
+    /// Runs it as a lightweight process (see [`light`](Self::light))
+    /// instead of a thread; an OS start method, if also asked, wins.
+    pub fn lightweight(mut self) -> Self {
+        self.light = true;
+        self
     }
 
     /// A process running the closure `body(args)` in a thread: the same as
@@ -248,9 +317,10 @@ impl<R: Send + 'static> CspProcess<R> {
             name,
             channels,
             method,
+            light,
             launch,
         } = self;
-        let launched = launch(&name, method);
+        let launched = launch(&name, method, light);
         if launched.is_err() {
             poison_all(&channels);
         }
@@ -263,39 +333,91 @@ impl<R: Send + 'static> CspProcess<R> {
     }
 }
 
-/// Runs `body` in a thread, turning its ending into an [`Outcome`] and
-/// poisoning the channels of `ends` at once when it ends by poison, an
-/// error or a panic (before its ends, dropped on return, retire them).
-fn thread<R: Send + 'static>(
+thread_local! {
+    /// The worker the lightweight processes being launched go to (set by
+    /// `spawn` and the tuple launch, so one network shares a worker).
+    static PLACE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Makes the lightweight processes launched until the guard drops go to
+/// one worker (if any of `lights` is lightweight).
+pub(super) fn place(any_light: bool) -> impl Drop {
+    struct Restore(Option<usize>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PLACE.with(|p| p.set(self.0));
+        }
+    }
+    let before = PLACE.with(|p| p.get());
+    if any_light && before.is_none() {
+        PLACE.with(|p| p.set(Some(light::pick_worker())));
+    }
+    Restore(before)
+}
+
+/// Runs `body` in this process: in a thread, or as a lightweight process.
+fn in_place<R: Send + 'static>(
     name: &str,
     ends: Vec<(Arc<Chan>, u32)>,
+    lightweight: bool,
     body: impl FnOnce() -> Result<R, ChannelError> + Send + 'static,
-) -> Result<JoinHandle<Ending<R>>, ProcessError> {
+) -> Result<Running<R>, ProcessError> {
+    let done = Completion::new();
+    let d = done.clone();
     let owned = name.to_string();
-    std::thread::Builder::new()
-        .name(owned.clone())
-        .spawn(move || {
-            let held = Held::new(&ends);
-            drop(ends);
-            let ending = match catch_unwind(AssertUnwindSafe(body)) {
-                Ok(Ok(r)) => Ok(Outcome::Done(r)),
-                Ok(Err(ChannelError::Poisoned)) => Ok(Outcome::Poisoned),
-                Ok(Err(ChannelError::Retired)) => Ok(Outcome::Retired),
-                Ok(Err(error)) => Err(ProcessError::Channel { name: owned, error }),
-                Err(panic) => Err(ProcessError::Panicked {
-                    name: owned,
+    let run = move || {
+        let name = owned.clone();
+        let ending = catch_unwind(AssertUnwindSafe(move || run_body(owned, ends, body)))
+            .unwrap_or_else(|panic| {
+                Err(ProcessError::Panicked {
+                    name,
                     message: panic_message(&*panic),
-                }),
-            };
-            if !matches!(ending, Ok(Outcome::Done(_)) | Ok(Outcome::Retired)) {
-                held.poison();
-            }
-            ending
-        })
+                })
+            });
+        d.set(ending);
+    };
+    if lightweight {
+        let worker = PLACE.with(|p| p.get()).unwrap_or_else(light::pick_worker);
+        light::spawn_task(worker, Box::new(run));
+        return Ok(Running { done, thread: None });
+    }
+    let t = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(run)
         .map_err(|error| ProcessError::Thread {
             name: name.into(),
             error,
-        })
+        })?;
+    Ok(Running {
+        done,
+        thread: Some(t),
+    })
+}
+
+/// Runs a process's body, turning its ending into an [`Outcome`] and
+/// poisoning the channels of `ends` at once when it ends by poison, an
+/// error or a panic (before its ends, dropped on return, retire them).
+fn run_body<R>(
+    name: String,
+    ends: Vec<(Arc<Chan>, u32)>,
+    body: impl FnOnce() -> Result<R, ChannelError>,
+) -> Ending<R> {
+    let held = Held::new(&ends);
+    drop(ends);
+    let ending = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(r)) => Ok(Outcome::Done(r)),
+        Ok(Err(ChannelError::Poisoned)) => Ok(Outcome::Poisoned),
+        Ok(Err(ChannelError::Retired)) => Ok(Outcome::Retired),
+        Ok(Err(error)) => Err(ProcessError::Channel { name, error }),
+        Err(panic) => Err(ProcessError::Panicked {
+            name,
+            message: panic_message(&*panic),
+        }),
+    };
+    if !matches!(ending, Ok(Outcome::Done(_)) | Ok(Outcome::Retired)) {
+        held.poison();
+    }
+    ending
 }
 
 /// Waits for an OS process on a thread of its own, so that its death is
@@ -304,12 +426,14 @@ fn watch_os<R>(
     name: &str,
     held: Vec<(Arc<Chan>, u32)>,
     mut p: Box<Process<OsResult<R>>>,
-) -> Result<JoinHandle<Ending<R>>, ProcessError>
+) -> Result<Running<R>, ProcessError>
 where
     R: Send + DeserializeOwned + 'static,
 {
     let owned = name.to_string();
-    std::thread::Builder::new()
+    let done = Completion::new();
+    let d = done.clone();
+    let t = std::thread::Builder::new()
         .name(format!("{name}-watch"))
         .spawn(move || {
             let ending = match p.join() {
@@ -325,12 +449,16 @@ where
                 Err(error) => Err(ProcessError::Join { name: owned, error }),
             };
             propagate(&ending, &held);
-            ending
+            d.set(ending);
         })
         .map_err(|error| ProcessError::Thread {
             name: name.into(),
             error,
-        })
+        })?;
+    Ok(Running {
+        done,
+        thread: Some(t),
+    })
 }
 
 /// Poison ends the network on poison, panic, failure or death (a killed
@@ -342,10 +470,7 @@ fn propagate<R>(ending: &Ending<R>, held: &[(Arc<Chan>, u32)]) {
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into())
+    light::panic_text(p)
 }
 
 fn poison_all(channels: &[(Arc<Chan>, u32)]) {
@@ -357,13 +482,13 @@ fn poison_all(channels: &[(Arc<Chan>, u32)]) {
 /// A started process.
 struct Started<R> {
     name: String,
-    running: Result<JoinHandle<Ending<R>>, ProcessError>,
+    running: Result<Running<R>, ProcessError>,
 }
 
 impl<R: Send + 'static> Started<R> {
     fn from(name: String, launched: Result<Launched<R>, ProcessError>) -> Started<R> {
         let running = launched.and_then(|l| match l {
-            Launched::Thread(h) => Ok(h),
+            Launched::Running(r) => Ok(r),
             Launched::Os(watch) => watch(&name),
         });
         Started { name, running }
@@ -373,12 +498,7 @@ impl<R: Send + 'static> Started<R> {
     fn wait(self) -> Ending<R> {
         match self.running {
             Err(e) => Err(e),
-            Ok(h) => h.join().unwrap_or_else(|panic| {
-                Err(ProcessError::Panicked {
-                    name: self.name,
-                    message: panic_message(&*panic),
-                })
-            }),
+            Ok(r) => r.wait(self.name),
         }
     }
 }
@@ -408,7 +528,13 @@ pub fn parallel<R: Send + 'static>(
 pub fn sequence<R: Send + 'static>(
     processes: impl IntoIterator<Item = CspProcess<R>>,
 ) -> Result<Vec<Outcome<R>>, ProcessError> {
-    processes.into_iter().map(|p| p.start().wait()).collect()
+    processes
+        .into_iter()
+        .map(|p| {
+            let _place = place(p.light);
+            p.start().wait()
+        })
+        .collect()
 }
 
 /// Starts the processes and returns at once (PyCSP's `Spawn`); wait for
@@ -418,6 +544,7 @@ pub fn spawn<R: Send + 'static>(processes: impl IntoIterator<Item = CspProcess<R
     // start method (refused once the parent has threads) works from a
     // single-threaded parent.
     let processes: Vec<CspProcess<R>> = processes.into_iter().collect();
+    let _place = place(processes.iter().any(|p| p.light && p.method.is_none()));
     let (os, threads): (Vec<_>, Vec<_>) = processes
         .into_iter()
         .enumerate()

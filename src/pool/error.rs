@@ -74,6 +74,27 @@ pub enum TaskError {
     /// an internal error).
     #[error("the pool cannot run tasks: {0}")]
     Broken(String),
+    /// A cluster worker was lost (its liveliness token vanished: the
+    /// process died, its host or link went down) while it ran this task,
+    /// and the task's retry budget was spent (see [`crate::cluster`]).
+    #[cfg(feature = "zenoh")]
+    #[error("worker {worker} on host {host} was lost while running this task")]
+    HostLost {
+        /// The host the worker ran on.
+        host: String,
+        /// The worker's id (host, process id and a random part).
+        worker: String,
+    },
+    /// The encoded arguments or result are larger than the cluster's
+    /// payload cap (see [`crate::cluster::ClusterConfig::max_payload`]).
+    #[cfg(feature = "zenoh")]
+    #[error("payload of {size} bytes exceeds the cluster's cap of {limit} bytes")]
+    TooLarge {
+        /// The encoded size.
+        size: u64,
+        /// The cap.
+        limit: u64,
+    },
 }
 
 /// A pool operation failed.
@@ -113,4 +134,8 @@ pub enum PoolError {
     /// The OS refused something the pool needs (a socket, shared memory).
     #[error("cannot set up the pool: {0}")]
     Io(#[from] std::io::Error),
+    /// A cluster pool could not join or use its cluster.
+    #[cfg(feature = "zenoh")]
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::error::ClusterError),
 }

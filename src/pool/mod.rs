@@ -112,6 +112,8 @@ mod engine;
 mod error;
 mod imap;
 mod progress;
+#[cfg(feature = "zenoh")]
+pub(crate) mod remote;
 mod result;
 mod star;
 mod wire;

@@ -43,6 +43,11 @@ pub trait StarFn<Args>: sealed::Sealed<Args> + Copy + Send + 'static {
     /// The worker-side runner for this function.
     #[doc(hidden)]
     fn runner(self) -> Runner;
+
+    /// The runner for this function in a cluster worker.
+    #[cfg(feature = "zenoh")]
+    #[doc(hidden)]
+    fn cluster_runner(self) -> super::remote::Runner;
 }
 
 macro_rules! star_fn {
@@ -74,6 +79,29 @@ macro_rules! star_fn {
                     // `starmap`, which made this runner).
                     let f: F = fn_ref::fn_item::<F>();
                     wire::run_each(chunk, payload, fds, |($($a,)+): ($($a,)+)| f($($a),+))
+                }
+                const { assert!(size_of::<F>() == 0, "starmap needs a function item") };
+                run::<F, R, $($a,)+>
+            }
+
+            #[cfg(feature = "zenoh")]
+            fn cluster_runner(self) -> super::remote::Runner {
+                #[allow(non_snake_case)]
+                fn run<F, R, $($a,)+>(
+                    _target: RawFnRef,
+                    args: &[u8],
+                    cap: usize,
+                ) -> super::remote::ChunkOutcome
+                where
+                    F: Fn($($a),+) -> R + Copy,
+                    R: Serialize,
+                    $($a: DeserializeOwned,)+
+                {
+                    // The driver holds a value of `F` (the function passed
+                    // to `starmap`, which made this runner); the worker
+                    // checked that the task comes from its own build.
+                    let f: F = fn_ref::fn_item::<F>();
+                    super::remote::run_each(args, cap, |($($a,)+): ($($a,)+)| f($($a),+))
                 }
                 const { assert!(size_of::<F>() == 0, "starmap needs a function item") };
                 run::<F, R, $($a,)+>

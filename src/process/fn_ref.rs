@@ -21,12 +21,15 @@
 //!   a pool worker's connection, a manager server's arguments). A spawned
 //!   child compares [`binary_fingerprint`] with its parent's before it
 //!   calls anything (`process::child`); a forked child is the same binary.
+//!   A cluster worker (feature `zenoh`) receives its tasks from a driver
+//!   over an authenticated Zenoh session and runs one only if the task's
+//!   fingerprint is its own (`cluster::worker`).
 //! * A [`RawFnRef`] (its type erased, for a target that travels beside the
 //!   runner that calls it) is made typed again by [`RawFnRef::typed`] only
 //!   in that runner, which was monomorphised for the target's type at the
 //!   same place the target was erased: the process trampoline
-//!   (`process::target`) and the pool's runners (`pool::wire`,
-//!   `pool::star`).
+//!   (`process::target`), the pool's runners (`pool::wire`,
+//!   `pool::star`) and the cluster's (`cluster::wire`).
 //!
 //! On the wire a reference is its distance, an `isize`.
 

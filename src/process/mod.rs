@@ -7,6 +7,9 @@
 //! child; the return value comes back from [`Process::join`].
 
 mod child;
+/// The environment variable that marks a spawned child.
+#[cfg(feature = "zenoh")]
+pub(crate) use child::ENV_KEY as BOOTSTRAP_ENV_KEY;
 mod context;
 pub(crate) mod fn_ref;
 mod identity;

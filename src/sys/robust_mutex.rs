@@ -517,7 +517,8 @@ impl RobustMutex {
         timeout: Option<Duration>,
     ) -> Result<Locked, LockFailed> {
         let word = self.futex_word();
-        let start = Instant::now();
+        // Read only by a timed wait (a try-lock fails without the clock).
+        let mut started: Option<Instant> = None;
         // After sleeping, others may sleep too: take the word with
         // FUTEX_WAITERS so that our unlock wakes one.
         let mut waiters = 0;
@@ -541,10 +542,13 @@ impl RobustMutex {
             }
             let left = match timeout {
                 None => None,
-                Some(t) => match t.checked_sub(start.elapsed()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Err(LockFailed::Timeout),
-                },
+                Some(t) if t.is_zero() => return Err(LockFailed::Timeout),
+                Some(t) => {
+                    match t.checked_sub(started.get_or_insert_with(Instant::now).elapsed()) {
+                        Some(left) if !left.is_zero() => Some(left),
+                        _ => return Err(LockFailed::Timeout),
+                    }
+                }
             };
             if cur & FUTEX_WAITERS == 0 {
                 let want = cur | FUTEX_WAITERS;
@@ -557,7 +561,7 @@ impl RobustMutex {
                 cur = want;
             }
             if futex::wait(word, cur, left) == Wake::TimedOut
-                && timeout.is_some_and(|t| start.elapsed() >= t)
+                && timeout.is_some_and(|t| started.is_some_and(|s| s.elapsed() >= t))
             {
                 return Err(LockFailed::Timeout);
             }

@@ -14,8 +14,18 @@ pub const MAX_WORDS: usize = 128;
 
 /// Sleeps while every `word == expected` of `words`, until one of them is
 /// woken or `deadline` (`None`: no limit) passes. At most [`MAX_WORDS`]
-/// words; more are ignored.
+/// words; more are ignored. On a thread running lightweight CSP
+/// processes, parks the running one instead (see
+/// [`ParkHook`](super::futex::ParkHook)).
 pub fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Wake {
+    if let Some(w) = super::futex::parked(words, deadline) {
+        return w;
+    }
+    wait_any_thread(words, deadline)
+}
+
+/// [`wait_any`] for the calling thread itself, never a task running on it.
+pub fn wait_any_thread(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Wake {
     let mut waits = [futex::Wait::new(); MAX_WORDS];
     let n = words.len().min(MAX_WORDS);
     for (w, (word, expected)) in waits.iter_mut().zip(words.iter().take(n)) {
@@ -49,10 +59,12 @@ pub fn wait_any(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Wake 
     }
 }
 
-/// Nanoseconds on the system-wide monotonic clock (the same in every
-/// process, so a value stored in shared memory means the same to all).
-pub fn monotonic_ns() -> u64 {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+/// Nanoseconds on the system-wide coarse monotonic clock (the same in
+/// every process, so a value stored in shared memory means the same to
+/// all): a few nanoseconds to read, a few milliseconds' resolution (for
+/// hints that look milliseconds back).
+pub fn monotonic_coarse_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     (now.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(now.tv_nsec as u64)

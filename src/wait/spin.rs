@@ -174,7 +174,9 @@ impl Backoff {
     /// says spinning cannot help.
     #[inline]
     pub fn new(policy: &Policy) -> Backoff {
-        if may_spin() {
+        // A lightweight CSP process never spins: the party it waits for
+        // most likely runs on its own thread once it parks.
+        if may_spin() && !sys::futex::parks_tasks() {
             Backoff::with(policy, policy.full(), Deadline::NEVER)
         } else {
             Backoff::off()

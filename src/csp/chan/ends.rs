@@ -195,7 +195,7 @@ impl Chan {
                 match st.compare_exchange(s, ABORTED, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => {
                         if s & SLEEPING != 0 {
-                            futex::wake_all(st);
+                            futex::wake_owner(st);
                         }
                         break;
                     }

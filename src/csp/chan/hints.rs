@@ -49,7 +49,7 @@ impl Chan {
         let (at, party) = self.last_party(other);
         let at = at.load(Ordering::Relaxed);
         let party = party.load(Ordering::Relaxed);
-        let ago = Duration::from_nanos(sys::waitv::monotonic_ns().saturating_sub(at));
+        let ago = Duration::from_nanos(sys::waitv::monotonic_coarse_ns().saturating_sub(at));
         (at != 0 && ago < RECENT).then_some(Returning::Recent {
             pid: (party >> 32) as i32,
             tid: party as i32,
@@ -63,7 +63,7 @@ impl Chan {
         let me = (u64::from(sys::process::getpid() as u32) << 32)
             | u64::from(sys::process::gettid() as u32);
         party.store(me, Ordering::Relaxed);
-        at.store(sys::waitv::monotonic_ns(), Ordering::Relaxed);
+        at.store(sys::waitv::monotonic_coarse_ns(), Ordering::Relaxed);
     }
 
     /// When a party of side `kind` last completed an operation, and which

@@ -76,7 +76,7 @@
 //! | `buf` | `[head: u32 \| len: u32]` of the ring buffer: one store publishes a push or a pop (under the lock) |
 //! | `intent_buf`, `intent_orphan`, `intent_rec` | a pop that moves a waiting writer in: the buffer word before, whether the writer is an orphan, and `[record + 1 \| its seq]` (nonzero while the move is under way; under the lock) |
 //! | `seq` | post counter (under the lock) |
-//! | `read_at`, `read_party`, `write_at`, `write_party` | when (monotonic nanoseconds) a party of that side last completed an operation, and which (`[pid \| tid]`); Relaxed, lock-free, a hint for selection (see `returning`) |
+//! | `read_at`, `read_party`, `write_at`, `write_party` | when (coarse monotonic nanoseconds) a party of that side last completed an operation, and which (`[pid \| tid]`); Relaxed, lock-free, a hint for selection (see `returning`) |
 //! | `freed`, `free_sleepers` | futex word bumped on every release, and how many sleep on it (SeqCst pair, Dekker style: a releaser either sees a sleeper or the sleeper sees the bump) |
 //! | holder table (after the header, 32 slots: `pid`, `start`, `readers`, `writers`) | the processes holding ends and how many of each side: a process claims a slot by CAS on `pid` (free: 0, or a dead process's holding nothing), then stores `start`; it alone adds to its counts; a decrement (its own, a receiver adopting an end in flight, or `release_dead`) never goes below 0 (CAS) |
 //! | `magic`, `capacity`, `nrecords`, `slot`, `id` | written once at creation, before `magic` (Release); read once at open after `magic` (Acquire) |
@@ -431,7 +431,7 @@ impl<'a> Wakes<'a> {
             self.recs[self.n] = idx;
             self.n += 1;
         } else {
-            futex::wake_all(&self.chan.rec(idx).state);
+            futex::wake_owner(&self.chan.rec(idx).state);
         }
     }
 }
@@ -448,7 +448,9 @@ impl Drop for Guard<'_> {
         for &idx in &self.wakes.recs[..self.wakes.n] {
             // A late wake of a record its owner already released is a
             // spurious wake for the next owner, which re-checks its word.
-            futex::wake_all(&chan.rec(idx).state);
+            // Only a record's owner sleeps on its word: when that is a
+            // lightweight process of ours, no syscall is needed.
+            futex::wake_owner(&chan.rec(idx).state);
         }
     }
 }

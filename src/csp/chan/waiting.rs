@@ -58,18 +58,26 @@ impl Chan {
             if self.poisoned_now() {
                 return Ok(ABORTED);
             }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Err(true);
-            }
-            if slice_end.is_some_and(|e| now >= e) {
-                return Err(false);
-            }
             let end = match (deadline, slice_end) {
                 (Some(d), Some(e)) => Some(d.min(e)),
                 (d, e) => d.or(e),
             };
-            futex::wait(st, expected | SLEEPING, end.map(|e| e - now));
+            // The clock only for a bounded sleep (an untimed one, between
+            // one process's threads or lightweight processes, needs none).
+            let left = match end {
+                None => None,
+                Some(end) => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Err(true);
+                    }
+                    if slice_end.is_some_and(|e| now >= e) {
+                        return Err(false);
+                    }
+                    Some(end - now)
+                }
+            };
+            futex::wait(st, expected | SLEEPING, left);
         }
     }
 

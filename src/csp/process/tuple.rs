@@ -106,6 +106,7 @@ macro_rules! tuple_impl {
 
             fn parallel(self) -> Result<Self::Outcomes, ProcessError> {
                 let ($($p,)+) = self;
+                let _place = super::place(false $(|| ($p.light && $p.method.is_none()))+);
                 $(let mut $p = Slot::Waiting($p);)+
                 $($p.launch_if(true);)+
                 $($p.launch_if(false);)+

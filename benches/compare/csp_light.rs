@@ -1,0 +1,237 @@
+//! Lightweight CSP processes (`CspProcess::light`): commstime and a token
+//! ring.
+//!
+//! * `csp.commstime.light`: the commstime ring of `csp.rs` with its four
+//!   processes lightweight (on one worker thread, over `threads_only`
+//!   channels), ns per channel communication. Raw floor: the bare
+//!   context switch of the coroutines underneath (corosensei), four
+//!   switches per cycle with the value passed through a cell, i.e. what a
+//!   communication would cost if the channel were free.
+//! * `csp.ring.light`: a ring of lightweight processes (10,000 in quick
+//!   mode, 1,000,000 in a full run) passing a token round 10 times
+//!   (2 in quick mode), ns per hop, timed after a first lap (during which
+//!   every process starts). Raw floor: a ring
+//!   of 10,000 bare corosensei coroutines (a stack each: a million would
+//!   exceed the kernel's map count) passing the token through a cell.
+//!
+//! No Python row: PyCSP's greenlets mode needs the `greenlet` package,
+//! and Go's channels need a Go toolchain; neither is part of this
+//! comparison yet.
+//!
+//! These rows start the worker threads of lightweight processes in the
+//! bench process, so they run after every row that forks.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult};
+use multiproc::csp::{Channel, ChannelError, CspProcess, Outcome, Reader, Writer, parallel};
+
+use crate::harness::{BenchResult, Ctx, Figures, Row, Unit, alternate, nanos_per_op};
+
+/// Unmeasured cycles before the clock starts.
+const WARM: u64 = 100;
+
+pub fn rows() -> Vec<Row> {
+    vec![
+        Row {
+            name: "csp.commstime.light",
+            unit: Unit::Nanos,
+            run: commstime_light,
+            python: false,
+            round_trip: false,
+        },
+        Row {
+            name: "csp.ring.light",
+            unit: Unit::Nanos,
+            run: ring_light,
+            python: false,
+            round_trip: false,
+        },
+    ]
+}
+
+fn prefix(ends: (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
+    let (inp, out) = ends;
+    out.write(&0)?;
+    loop {
+        out.write(&inp.read()?)?;
+    }
+}
+
+fn delta(ends: (Reader<u64>, Writer<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
+    let (inp, a, b) = ends;
+    loop {
+        let x = inp.read()?;
+        a.write(&x)?;
+        b.write(&x)?;
+    }
+}
+
+fn succ(ends: (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
+    let (inp, out) = ends;
+    loop {
+        out.write(&(inp.read()? + 1))?;
+    }
+}
+
+/// Times `n` cycles; ns per communication (four per cycle); poisons.
+fn consumer((inp, n): (Reader<u64>, u64)) -> Result<f64, ChannelError> {
+    for _ in 0..WARM {
+        inp.read()?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        inp.read()?;
+    }
+    let ns = nanos_per_op(t0, 4 * n);
+    inp.poison();
+    Ok(ns)
+}
+
+fn chan() -> BenchResult<Channel<u64>> {
+    Ok(Channel::builder().threads_only().build()?)
+}
+
+fn value(out: &[Outcome<f64>], i: usize) -> BenchResult<f64> {
+    match out.get(i) {
+        Some(Outcome::Done(v)) => Ok(*v),
+        _ => Err("the timing process returned no value".into()),
+    }
+}
+
+fn crate_commstime(n: u64) -> BenchResult<f64> {
+    let (a, b, c, d) = (chan()?, chan()?, chan()?, chan()?);
+    let out = parallel([
+        CspProcess::light(prefix, (c.reader(), a.writer())),
+        CspProcess::light(delta, (a.reader(), b.writer(), d.writer())),
+        CspProcess::light(succ, (b.reader(), c.writer())),
+        CspProcess::light(consumer, (d.reader(), n)),
+    ])?;
+    value(&out, 3)
+}
+
+/// Four coroutine switches per cycle, the value handed over in a cell.
+fn raw_commstime(n: u64) -> BenchResult<f64> {
+    let cell = Rc::new(Cell::new(0u64));
+    let c = cell.clone();
+    let stack = DefaultStack::new(64 * 1024)?;
+    let mut co = Coroutine::with_stack(stack, move |y: &corosensei::Yielder<(), ()>, ()| {
+        loop {
+            c.set(c.get() + 1);
+            y.suspend(());
+        }
+    });
+    let mut cycle = || {
+        for _ in 0..4 {
+            let _ = co.resume(());
+        }
+    };
+    for _ in 0..WARM {
+        cycle();
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        cycle();
+    }
+    let ns = nanos_per_op(t0, 4 * n);
+    std::hint::black_box(cell.get());
+    Ok(ns)
+}
+
+fn commstime_light(ctx: &Ctx) -> BenchResult<Figures> {
+    let (warm, reps, n) = (ctx.pick(0, 1), ctx.pick(2, 5), ctx.pick(5_000, 200_000));
+    alternate(warm, reps, || crate_commstime(n), || raw_commstime(n))
+}
+
+fn relay((inp, out): (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
+    loop {
+        out.write(&(inp.read()? + 1))?;
+    }
+}
+
+/// Sends the token round once (every process starts meanwhile), then
+/// times `laps` more laps; ns per hop, or 0 if a hop went missing.
+fn first((inp, out, n, laps): (Reader<u64>, Writer<u64>, u64, u64)) -> Result<f64, ChannelError> {
+    out.write(&1)?;
+    let mut token = inp.read()?;
+    let t0 = Instant::now();
+    for _ in 0..laps {
+        out.write(&(token + 1))?;
+        token = inp.read()?;
+    }
+    let ns = nanos_per_op(t0, n * laps);
+    Ok(if token == n * (laps + 1) { ns } else { 0.0 })
+}
+
+/// ns per hop of a ring of `n` lightweight processes, `laps` times round.
+fn crate_ring(n: usize, laps: u64) -> BenchResult<f64> {
+    let chans: Vec<Channel<u64>> = (0..n)
+        .map(|_| {
+            Channel::builder()
+                .threads_only()
+                .waiters(2)
+                .slot_size(16)
+                .build()
+        })
+        .collect::<Result<_, _>>()?;
+    let mut procs: Vec<CspProcess<f64>> = Vec::with_capacity(n);
+    procs.push(CspProcess::light(
+        first,
+        (chans[n - 1].reader(), chans[0].writer(), n as u64, laps),
+    ));
+    for k in 1..n {
+        procs.push(CspProcess::light(
+            relay,
+            (chans[k - 1].reader(), chans[k].writer()),
+        ));
+    }
+    drop(chans);
+    let out = parallel(procs)?;
+    match out.first() {
+        Some(Outcome::Done(ns)) if *ns > 0.0 => Ok(*ns),
+        _ => Err("the ring did not count every hop".into()),
+    }
+}
+
+/// ns per hop of a ring of `n` bare coroutines (one stack each).
+fn raw_ring(n: usize, laps: u64) -> BenchResult<f64> {
+    let token = Rc::new(Cell::new(0u64));
+    let mut ring = (0..n)
+        .map(|_| {
+            let t = token.clone();
+            let stack = DefaultStack::new(16 * 1024)?;
+            Ok(Coroutine::with_stack(
+                stack,
+                move |y: &corosensei::Yielder<(), ()>, ()| {
+                    loop {
+                        t.set(t.get() + 1);
+                        y.suspend(());
+                    }
+                },
+            ))
+        })
+        .collect::<BenchResult<Vec<_>>>()?;
+    let t0 = Instant::now();
+    for _ in 0..laps {
+        for co in ring.iter_mut() {
+            if let CoroutineResult::Return(()) = co.resume(()) {
+                return Err("a ring coroutine ended".into());
+            }
+        }
+    }
+    let hops = token.get();
+    Ok(nanos_per_op(t0, hops))
+}
+
+fn ring_light(ctx: &Ctx) -> BenchResult<Figures> {
+    let (n, laps) = (ctx.pick(10_000, 1_000_000), ctx.pick(2, 10));
+    alternate(
+        0,
+        ctx.pick(1, 2),
+        || crate_ring(n, laps),
+        || raw_ring(10_000, laps),
+    )
+}

@@ -1,0 +1,693 @@
+//! The driver of a cluster pool: the task table, the queryable workers
+//! pull from, and the liveliness watch that fails a lost worker's tasks.
+//!
+//! # Task states
+//!
+//! | state | held in | leaves by |
+//! | --- | --- | --- |
+//! | queued | `queue` and `tasks` | a pull assigns it (running) |
+//! | running on `w` at pull `seq` | `tasks`, `workers[w].running` | a result (settled); `w`'s token vanishing (queued again if the task has retries left, else settled with `HostLost`); a later pull of `w` without its result (the reply never reached `w`: queued again, not charged) |
+//! | settled | the job's `done` table | the caller takes it |
+//!
+//! A result is accepted for a task that is queued or running, from any
+//! worker, and settles it; any other result (late, duplicate, unknown) is
+//! dropped and counted. So every task ends with exactly one result, and a
+//! task may run more than once (at-least-once execution) only when its
+//! worker was declared lost while it ran it and it had retries left, or
+//! when a worker declared lost was in fact still running it. There is no
+//! redelivery on a timer: a task that runs for hours is never run twice
+//! while its worker lives.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use zenoh::Wait;
+use zenoh::query::Query;
+use zenoh::sample::SampleKind;
+
+use super::ClusterError;
+use super::net::Session;
+use super::wire::{Assign, Pull, TaskMsg};
+use crate::pool::remote::{self, ChunkOutcome, ItemOutcome, NetCodec, Runner};
+use crate::pool::{PoolError, TaskError};
+use crate::process::fn_ref::{self, FnRef, RawFnRef};
+
+/// How long a pull waits at the driver for work before it is answered
+/// [`Assign::Idle`].
+pub(crate) const PARK: Duration = Duration::from_secs(1);
+/// Envelope bytes allowed above the payload cap in a pull.
+const ENVELOPE: usize = 64 << 10;
+/// Chunks an imap keeps in flight.
+pub(crate) const IMAP_AHEAD: usize = 256;
+
+/// An encoded chunk ready for the table: its item count and
+/// `(runner, target, args)`, or why it could not be encoded.
+pub(crate) type Chunk = (usize, Result<(FnRef<Runner>, RawFnRef, Vec<u8>), NetCodec>);
+
+/// A settled task: its item count and outcome.
+pub(crate) type Settled = (usize, Result<Vec<ItemOutcome>, TaskError>);
+
+pub(crate) struct Job {
+    pub done: HashMap<usize, Settled>,
+    pub finished: VecDeque<usize>,
+    unordered: bool,
+    pub submitted: usize,
+    pub settled: usize,
+    pub sealed: bool,
+    pub done_items: usize,
+    abandoned: bool,
+}
+
+impl Job {
+    pub fn complete(&self) -> bool {
+        self.sealed && self.settled == self.submitted
+    }
+}
+
+pub(crate) struct Task {
+    job: u64,
+    ordinal: usize,
+    len: usize,
+    msg: TaskMsg,
+    retries_left: u32,
+    running: Option<(String, u64)>,
+}
+
+struct Parked {
+    query: Query,
+    until: Instant,
+    seq: u64,
+}
+
+struct WorkerState {
+    host: String,
+    running: HashSet<u64>,
+    parked: Option<Parked>,
+}
+
+pub(crate) struct State {
+    next_task: u64,
+    next_job: u64,
+    queue: VecDeque<u64>,
+    pub tasks: HashMap<u64, Task>,
+    pub jobs: HashMap<u64, Job>,
+    workers: HashMap<String, WorkerState>,
+    pub seen: HashSet<String>,
+    lost: HashSet<String>,
+    pub closed: bool,
+    terminated: bool,
+    pub dropped: u64,
+    /// Since when no worker is left (after some had joined).
+    orphaned: Option<Instant>,
+    orphan_timeout: Duration,
+}
+
+type Replies = Vec<(Query, Assign)>;
+
+pub(crate) struct Handles {
+    pub _queryable: zenoh::query::Queryable<()>,
+    pub _subscriber: zenoh::pubsub::Subscriber<()>,
+    pub _token: zenoh::liveliness::LivelinessToken,
+}
+
+pub(crate) struct Driver {
+    /// Keeps the session open while the pool lives.
+    _session: Session,
+    state: Mutex<State>,
+    cond: Condvar,
+    pub cap: usize,
+    retries: u32,
+    handles: Mutex<Option<Handles>>,
+}
+
+fn send(replies: Replies, cap: usize) {
+    for (q, a) in replies {
+        match remote::encode(&a, cap + ENVELOPE) {
+            Ok(bytes) => {
+                let _ = q.reply(q.key_expr().clone(), bytes).wait();
+            }
+            Err(e) => {
+                let _ = q.reply_err(format!("{e:?}")).wait();
+            }
+        }
+    }
+}
+
+impl Driver {
+    /// Starts a driver on `session`: its liveliness watch on the workers,
+    /// its queryable, its own token and its ticker thread.
+    pub fn start(session: &Session) -> Result<(Arc<Driver>, JoinHandle<()>, String), PoolError> {
+        let id = crate::sys::random::hex(8)?;
+        let driver = Arc::new(Driver {
+            _session: session.clone(),
+            state: Mutex::new(State {
+                next_task: 1,
+                next_job: 1,
+                queue: VecDeque::new(),
+                tasks: HashMap::new(),
+                jobs: HashMap::new(),
+                workers: HashMap::new(),
+                seen: HashSet::new(),
+                lost: HashSet::new(),
+                closed: false,
+                terminated: false,
+                dropped: 0,
+                orphaned: None,
+                orphan_timeout: session.inner.orphan_timeout,
+            }),
+            cond: Condvar::new(),
+            cap: session.max_payload(),
+            retries: session.inner.retries,
+            handles: Mutex::new(None),
+        });
+        let z = session.z();
+        let zerr = |e: zenoh::Error| PoolError::Cluster(ClusterError::Zenoh(e.to_string()));
+        let weak: Weak<Driver> = Arc::downgrade(&driver);
+        let subscriber = z
+            .liveliness()
+            .declare_subscriber(session.key("worker/*"))
+            .history(true)
+            .callback(move |sample| {
+                if let (Some(d), Some(w)) = (weak.upgrade(), worker_of(sample.key_expr().as_str()))
+                {
+                    d.on_token(w, sample.kind() == SampleKind::Put);
+                }
+            })
+            .wait()
+            .map_err(zerr)?;
+        let weak: Weak<Driver> = Arc::downgrade(&driver);
+        let queryable = z
+            .declare_queryable(session.key(&format!("pool/{id}/work")))
+            .callback(move |query| {
+                if let Some(d) = weak.upgrade() {
+                    d.on_pull(query);
+                }
+            })
+            .wait()
+            .map_err(zerr)?;
+        let token = z
+            .liveliness()
+            .declare_token(session.key(&format!("pool/{id}")))
+            .wait()
+            .map_err(zerr)?;
+        *driver.handles.lock().unwrap_or_else(|e| e.into_inner()) = Some(Handles {
+            _queryable: queryable,
+            _subscriber: subscriber,
+            _token: token,
+        });
+        let weak: Weak<Driver> = Arc::downgrade(&driver);
+        let ticker = std::thread::Builder::new()
+            .name("multiproc-cluster".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let Some(d) = weak.upgrade() else { return };
+                    if d.lock().terminated {
+                        return;
+                    }
+                    d.tick();
+                }
+            })?;
+        Ok((driver, ticker, id))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `done` holds or `deadline`; the guard and whether it
+    /// holds.
+    pub fn wait_until(
+        &self,
+        mut done: impl FnMut(&mut State) -> bool,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'_, State>, bool) {
+        let mut st = self.lock();
+        loop {
+            if done(&mut st) {
+                return (st, true);
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return (st, false);
+                    }
+                    d - now
+                }
+                None => Duration::from_secs(3600),
+            };
+            st = self
+                .cond
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn on_pull(&self, query: Query) {
+        let bytes = query
+            .payload()
+            .map(|p| p.to_bytes().into_owned())
+            .unwrap_or_default();
+        let pull: Pull = match remote::decode(&bytes, self.cap + ENVELOPE) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = query.reply_err(format!("bad pull: {e:?}")).wait();
+                return;
+            }
+        };
+        let mut out = Replies::new();
+        {
+            let mut st = self.lock();
+            let got = !pull.results.is_empty();
+            for d in pull.results {
+                st.accept(d.task, d.outcome);
+            }
+            let answer = st.answer(&pull.worker, &pull.host, pull.seq, query, &mut out);
+            if let Some((q, a)) = answer {
+                out.push((q, a));
+            }
+            if got {
+                self.cond.notify_all();
+            }
+        }
+        send(out, self.cap);
+    }
+
+    fn on_token(&self, worker: &str, alive: bool) {
+        let mut out = Replies::new();
+        {
+            let mut st = self.lock();
+            if alive {
+                if !st.lost.contains(worker) {
+                    st.seen.insert(worker.to_string());
+                }
+            } else {
+                st.worker_lost(worker, &mut out);
+                st.dispatch(&mut out);
+                self.cond.notify_all();
+            }
+        }
+        send(out, self.cap);
+    }
+
+    fn tick(&self) {
+        let mut out = Replies::new();
+        {
+            let mut st = self.lock();
+            let now = Instant::now();
+            if st.orphans(now) {
+                self.cond.notify_all();
+            }
+            for w in st.workers.values_mut() {
+                if w.parked.as_ref().is_some_and(|p| p.until <= now)
+                    && let Some(p) = w.parked.take()
+                {
+                    out.push((p.query, Assign::Idle));
+                }
+            }
+        }
+        send(out, self.cap);
+    }
+
+    pub fn new_job(&self, unordered: bool) -> Result<u64, PoolError> {
+        let mut st = self.lock();
+        if st.closed || st.terminated {
+            return Err(PoolError::Closed);
+        }
+        let id = st.next_job;
+        st.next_job += 1;
+        st.jobs.insert(
+            id,
+            Job {
+                done: HashMap::new(),
+                finished: VecDeque::new(),
+                unordered,
+                submitted: 0,
+                settled: 0,
+                sealed: false,
+                done_items: 0,
+                abandoned: false,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Adds encoded chunks to `job` (sealing it when `last`).
+    pub fn add_chunks(&self, job: u64, chunks: Vec<Chunk>, last: bool) {
+        let mut out = Replies::new();
+        {
+            let mut st = self.lock();
+            for (len, c) in chunks {
+                let Some(j) = st.jobs.get_mut(&job) else {
+                    break;
+                };
+                let ordinal = j.submitted;
+                j.submitted += 1;
+                match c {
+                    Err(e) => st.settle(job, ordinal, len, Err(e.into_task_error())),
+                    Ok(_) if st.terminated => {
+                        st.settle(job, ordinal, len, Err(TaskError::Terminated))
+                    }
+                    Ok((runner, target, args)) => {
+                        let id = st.next_task;
+                        st.next_task += 1;
+                        let msg = TaskMsg {
+                            task: id,
+                            fingerprint: fn_ref::binary_fingerprint(),
+                            runner,
+                            target,
+                            cap: self.cap as u64,
+                            args,
+                        };
+                        st.tasks.insert(
+                            id,
+                            Task {
+                                job,
+                                ordinal,
+                                len,
+                                msg,
+                                retries_left: self.retries,
+                                running: None,
+                            },
+                        );
+                        st.queue.push_back(id);
+                    }
+                }
+            }
+            if last && let Some(j) = st.jobs.get_mut(&job) {
+                j.sealed = true;
+            }
+            st.dispatch(&mut out);
+            self.cond.notify_all();
+        }
+        send(out, self.cap);
+    }
+
+    /// The caller no longer wants `job`'s results.
+    pub fn abandon(&self, job: u64) {
+        let mut st = self.lock();
+        // Tasks of the job still queued will not run: nobody wants them.
+        let st = &mut *st;
+        let queued: HashSet<u64> = st
+            .queue
+            .iter()
+            .copied()
+            .filter(|id| st.tasks.get(id).is_some_and(|t| t.job == job))
+            .collect();
+        if !queued.is_empty() {
+            st.queue.retain(|id| !queued.contains(id));
+            for id in queued {
+                if let Some(t) = st.tasks.remove(&id) {
+                    st.settle(t.job, t.ordinal, t.len, Err(TaskError::Terminated));
+                }
+            }
+        }
+        if let Some(j) = st.jobs.get_mut(&job) {
+            j.abandoned = true;
+            j.done.clear();
+            j.finished.clear();
+            j.sealed = true;
+            if j.complete() {
+                st.jobs.remove(&job);
+            }
+        }
+    }
+
+    pub fn close(&self) {
+        let mut out = Replies::new();
+        {
+            let mut st = self.lock();
+            st.closed = true;
+            if st.tasks.is_empty() {
+                st.unpark_all(Assign::Closed, &mut out);
+            }
+            self.cond.notify_all();
+        }
+        send(out, self.cap);
+    }
+
+    pub fn terminate(&self) {
+        let mut out = Replies::new();
+        {
+            let mut st = self.lock();
+            st.closed = true;
+            st.terminated = true;
+            st.queue.clear();
+            let ids: Vec<u64> = st.tasks.keys().copied().collect();
+            for id in ids {
+                if let Some(t) = st.tasks.remove(&id) {
+                    st.settle(t.job, t.ordinal, t.len, Err(TaskError::Terminated));
+                }
+            }
+            for w in st.workers.values_mut() {
+                w.running.clear();
+            }
+            st.unpark_all(Assign::Closed, &mut out);
+            self.cond.notify_all();
+        }
+        send(out, self.cap);
+        let handles = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(handles);
+    }
+}
+
+impl State {
+    /// Fails the queued tasks once every worker has been gone for the
+    /// orphan timeout; whether it did.
+    fn orphans(&mut self, now: Instant) -> bool {
+        if self.queue.is_empty() || !self.seen.is_empty() || self.lost.is_empty() {
+            self.orphaned = None;
+            return false;
+        }
+        let since = *self.orphaned.get_or_insert(now);
+        if now.duration_since(since) < self.orphan_timeout {
+            return false;
+        }
+        let why = format!(
+            "every worker of the cluster was lost and none joined within {:?}",
+            self.orphan_timeout
+        );
+        for id in std::mem::take(&mut self.queue) {
+            if let Some(t) = self.tasks.remove(&id) {
+                self.settle(t.job, t.ordinal, t.len, Err(TaskError::Broken(why.clone())));
+            }
+        }
+        self.orphaned = None;
+        true
+    }
+
+    fn accept(&mut self, task: u64, outcome: ChunkOutcome) {
+        let Some(t) = self.tasks.remove(&task) else {
+            self.dropped += 1;
+            return;
+        };
+        match &t.running {
+            Some((w, _)) => {
+                if let Some(ws) = self.workers.get_mut(w) {
+                    ws.running.remove(&task);
+                }
+            }
+            None => self.queue.retain(|x| *x != task),
+        }
+        let result = match outcome {
+            ChunkOutcome::Ran(items) if items.len() == t.len => Ok(items),
+            ChunkOutcome::Ran(_) => Err(TaskError::Decode(
+                "the worker sent a different number of results than tasks".into(),
+            )),
+            ChunkOutcome::BadArgs(m) => Err(TaskError::Decode(m)),
+            ChunkOutcome::WrongBinary => Err(TaskError::Broken(
+                "the worker runs a different build of the program".into(),
+            )),
+        };
+        self.settle(t.job, t.ordinal, t.len, result);
+    }
+
+    fn settle(
+        &mut self,
+        job: u64,
+        ordinal: usize,
+        len: usize,
+        result: Result<Vec<ItemOutcome>, TaskError>,
+    ) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        j.settled += 1;
+        j.done_items += len;
+        if j.abandoned {
+            if j.complete() {
+                self.jobs.remove(&job);
+            }
+            return;
+        }
+        j.done.insert(ordinal, (len, result));
+        if j.unordered {
+            j.finished.push_back(ordinal);
+        }
+    }
+
+    /// The answer to a pull of `worker` (or `None`: parked).
+    fn answer(
+        &mut self,
+        worker: &str,
+        host: &str,
+        seq: u64,
+        query: Query,
+        out: &mut Replies,
+    ) -> Option<(Query, Assign)> {
+        if self.terminated || (self.closed && self.tasks.is_empty()) {
+            return Some((query, Assign::Closed));
+        }
+        if self.lost.contains(worker) {
+            return Some((query, Assign::Refused));
+        }
+        if !self.seen.contains(worker) {
+            return Some((query, Assign::Unknown));
+        }
+        let w = self
+            .workers
+            .entry(worker.to_string())
+            .or_insert_with(|| WorkerState {
+                host: host.to_string(),
+                running: HashSet::new(),
+                parked: None,
+            });
+        if let Some(p) = w.parked.take() {
+            out.push((p.query, Assign::Idle));
+        }
+        // Tasks assigned to an earlier pull whose result this pull does not
+        // carry never reached the worker (it runs one task at a time and
+        // reports it in its next pull): queue them again, uncharged.
+        let undelivered: Vec<u64> = w
+            .running
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.tasks
+                    .get(id)
+                    .and_then(|t| t.running.as_ref())
+                    .is_some_and(|(_, s)| *s < seq)
+            })
+            .collect();
+        for id in undelivered.iter().rev() {
+            w.running.remove(id);
+            if let Some(t) = self.tasks.get_mut(id) {
+                t.running = None;
+                self.queue.push_front(*id);
+            }
+        }
+        match self.queue.pop_front() {
+            Some(id) => {
+                let msg = self.assign(id, worker, seq);
+                Some((query, Assign::Tasks(msg.into_iter().collect())))
+            }
+            None => {
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.parked = Some(Parked {
+                        query,
+                        until: Instant::now() + PARK,
+                        seq,
+                    });
+                }
+                None
+            }
+        }
+    }
+
+    fn assign(&mut self, id: u64, worker: &str, seq: u64) -> Option<TaskMsg> {
+        let t = self.tasks.get_mut(&id)?;
+        t.running = Some((worker.to_string(), seq));
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.running.insert(id);
+        }
+        Some(t.msg.clone())
+    }
+
+    /// Hands queued tasks to parked pulls.
+    fn dispatch(&mut self, out: &mut Replies) {
+        if self.queue.is_empty() {
+            if self.closed && self.tasks.is_empty() {
+                self.unpark_all(Assign::Closed, out);
+            }
+            return;
+        }
+        let parked: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.parked.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in parked {
+            let Some(id) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(p) = self.workers.get_mut(&name).and_then(|w| w.parked.take()) else {
+                self.queue.push_front(id);
+                continue;
+            };
+            match self.assign(id, &name, p.seq) {
+                Some(msg) => out.push((p.query, Assign::Tasks(vec![msg]))),
+                None => out.push((p.query, Assign::Idle)),
+            }
+        }
+    }
+
+    fn unpark_all(&mut self, a: Assign, out: &mut Replies) {
+        for w in self.workers.values_mut() {
+            if let Some(p) = w.parked.take() {
+                out.push((p.query, clone_assign(&a)));
+            }
+        }
+    }
+
+    fn worker_lost(&mut self, worker: &str, out: &mut Replies) {
+        self.seen.remove(worker);
+        self.lost.insert(worker.to_string());
+        let Some(w) = self.workers.remove(worker) else {
+            return;
+        };
+        if let Some(p) = w.parked {
+            out.push((p.query, Assign::Refused));
+        }
+        let mut ids: Vec<u64> = w.running.into_iter().collect();
+        ids.sort_unstable();
+        for id in ids.into_iter().rev() {
+            let Some(t) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            if t.retries_left > 0 {
+                t.retries_left -= 1;
+                t.running = None;
+                self.queue.push_front(id);
+            } else if let Some(t) = self.tasks.remove(&id) {
+                let e = TaskError::HostLost {
+                    host: w.host.clone(),
+                    worker: worker.to_string(),
+                };
+                self.settle(t.job, t.ordinal, t.len, Err(e));
+            }
+        }
+    }
+}
+
+fn worker_of(key: &str) -> Option<&str> {
+    key.rsplit('/').next()
+}
+
+fn clone_assign(a: &Assign) -> Assign {
+    match a {
+        Assign::Tasks(t) => Assign::Tasks(t.clone()),
+        Assign::Idle => Assign::Idle,
+        Assign::Unknown => Assign::Unknown,
+        Assign::Refused => Assign::Refused,
+        Assign::Closed => Assign::Closed,
+    }
+}

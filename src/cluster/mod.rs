@@ -1,0 +1,283 @@
+//! Beyond one machine: a [`Pool`](crate::Pool) and CSP channels across
+//! hosts, on [Zenoh](https://zenoh.io) (cargo feature `zenoh`).
+//!
+//! A *cluster* is a set of processes that reach each other through Zenoh
+//! endpoints given explicitly (`tcp/host:port`): one process listens (an
+//! embedded Zenoh router, or a `zenohd` started by hand), the others
+//! connect. Nothing is discovered by multicast.
+//!
+//! * [`Pool::cluster`](crate::Pool::cluster) makes a [`ClusterPool`]: the
+//!   local pool's `map`, `imap`, `imap_unordered`, `starmap` and
+//!   `apply_async`, run by worker processes on any host of the cluster.
+//! * Workers are the program's own executable started in worker mode:
+//!   with `MULTIPROC_CLUSTER_WORKER=1` in its environment it serves the
+//!   cluster named by `MULTIPROC_CLUSTER` before `main` runs (as a spawned
+//!   child does), or `main` calls [`serve`] itself.
+//! * [`NetChannel`] is a named CSP channel whose *home* (the process that
+//!   made it) arbitrates every read and write: rendezvous semantics across
+//!   hosts, poison and retire kept at the home, a lost home a typed
+//!   [`ChannelError::Lost`](crate::csp::ChannelError) rather than a hang.
+//!
+//! ```no_run
+//! use multiproc::Pool;
+//! use multiproc::cluster::ClusterConfig;
+//!
+//! fn square(x: u64) -> u64 { x * x }
+//!
+//! // The driver embeds a router; workers on other hosts run this same
+//! // executable with MULTIPROC_CLUSTER_WORKER=1 MULTIPROC_CLUSTER=tcp/<driver>:7447
+//! // (and the credentials in MULTIPROC_CLUSTER_USER / _PASSWORD).
+//! let config = ClusterConfig::listen("tcp/0.0.0.0:7447").credentials("me", "secret");
+//! let pool = Pool::cluster(config)?;
+//! assert_eq!(pool.map(square, 0..5u64)?, vec![0, 1, 4, 9, 16]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Security defaults
+//!
+//! * No multicast scouting: sessions reach exactly the endpoints given.
+//! * Listening on an address other than loopback needs credentials
+//!   (Zenoh's user/password authentication): without them
+//!   [`ClusterConfig::open`] fails with [`ClusterError::Insecure`]. A
+//!   session without the right credentials is refused by the listener.
+//!   This build enables the TCP transport only; TLS would be Zenoh's
+//!   `transport_tls` feature (not enabled: put the cluster on a private
+//!   network or a tunnel).
+//! * Every payload is capped ([`ClusterConfig::max_payload`], 16 MiB by
+//!   default): a larger task argument or result is that task's
+//!   [`TaskError::TooLarge`](crate::TaskError), a larger channel message
+//!   [`ChannelError::TooLarge`](crate::csp::ChannelError); Zenoh's own
+//!   receive limit is set just above the cap.
+//! * Task payloads are typed values (serde, the crate's codec), never code. A task
+//!   names its function as the local pool does (by its distance from a
+//!   fixed function of the executable), and a worker refuses a task from a
+//!   different build of the program. Whoever holds the cluster's
+//!   credentials can ask workers to run any function of that program with
+//!   arguments of its choosing: treat the credentials as such.
+//!
+//! # At a hundred hosts
+//!
+//! Nothing here assumes one router: workers connect (client mode) to the
+//! router nearest them, routers connect to each other, and the driver to
+//! one or two of them ([`ClusterConfig::and_connect`]). Every pull of a pool
+//! goes to its one driver (`ns/pool/<id>/work`), one task per pull, so the
+//! driver answers one query per task: with short tasks it is the limit
+//! long before the routers are, and larger chunks (`map_chunked`,
+//! `imap_chunked`) are the remedy. Liveliness tokens cost each router a
+//! table entry per worker; a driver watches `ns/worker/*` only.
+
+mod channel;
+mod driver;
+mod handle;
+mod net;
+mod pool;
+mod wire;
+mod worker;
+
+use std::time::Duration;
+
+pub use crate::error::ClusterError;
+pub use channel::{NetChannel, NetReader, NetWriter};
+pub use handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult};
+pub use net::Session;
+pub use pool::ClusterPool;
+pub use worker::{WorkerOptions, serve, serve_if_worker};
+
+/// Environment variable naming the endpoint to connect to
+/// (`tcp/host:port`), read by [`ClusterConfig::from_env`].
+pub const ENV_ENDPOINT: &str = "MULTIPROC_CLUSTER";
+/// Environment variable holding the user name (with [`ENV_PASSWORD`]).
+pub const ENV_USER: &str = "MULTIPROC_CLUSTER_USER";
+/// Environment variable holding the password (with [`ENV_USER`]).
+pub const ENV_PASSWORD: &str = "MULTIPROC_CLUSTER_PASSWORD";
+/// Environment variable setting the session lease in milliseconds (how
+/// soon a silent host counts as lost; Zenoh's default is 10 s).
+pub const ENV_LEASE_MS: &str = "MULTIPROC_CLUSTER_LEASE_MS";
+/// Environment variable that, set to `1`, makes the program a worker:
+/// before `main` runs it serves the cluster of [`ClusterConfig::from_env`]
+/// and exits.
+pub const ENV_WORKER: &str = "MULTIPROC_CLUSTER_WORKER";
+
+/// Default payload cap: 16 MiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 16 << 20;
+
+/// How to join a cluster: endpoints, credentials, lease and payload cap.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiproc::cluster::ClusterConfig;
+///
+/// let c = ClusterConfig::connect("tcp/10.0.0.5:7447")
+///     .credentials("worker", "s3cret")
+///     .lease(Duration::from_secs(2))
+///     .max_payload(1 << 20);
+/// assert_eq!(c.max_payload_bytes(), 1 << 20);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    connect: Vec<String>,
+    listen: Vec<String>,
+    credentials: Option<(String, String)>,
+    lease: Option<Duration>,
+    max_payload: usize,
+    namespace: String,
+    retries: u32,
+    connect_timeout: Duration,
+    orphan_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("connect", &self.connect)
+            .field("listen", &self.listen)
+            .field("user", &self.credentials.as_ref().map(|c| &c.0))
+            .field("lease", &self.lease)
+            .field("max_payload", &self.max_payload)
+            .field("namespace", &self.namespace)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    fn empty() -> Self {
+        ClusterConfig {
+            connect: Vec::new(),
+            listen: Vec::new(),
+            credentials: None,
+            lease: None,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            namespace: "multiproc".into(),
+            retries: 0,
+            connect_timeout: Duration::from_secs(10),
+            orphan_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Joins the cluster by connecting to `endpoint` (a Zenoh router,
+    /// `tcp/host:port`).
+    pub fn connect(endpoint: impl Into<String>) -> Self {
+        let mut c = Self::empty();
+        c.connect.push(endpoint.into());
+        c
+    }
+
+    /// Runs a Zenoh router inside this process, listening on `endpoint`;
+    /// other processes [`connect`](Self::connect) to it. A non-loopback
+    /// address needs [`credentials`](Self::credentials).
+    pub fn listen(endpoint: impl Into<String>) -> Self {
+        let mut c = Self::empty();
+        c.listen.push(endpoint.into());
+        c
+    }
+
+    /// The configuration in the environment: [`ENV_ENDPOINT`] (connect),
+    /// [`ENV_USER`] and [`ENV_PASSWORD`], [`ENV_LEASE_MS`].
+    pub fn from_env() -> Result<Self, ClusterError> {
+        let endpoint = std::env::var(ENV_ENDPOINT)
+            .map_err(|_| ClusterError::Config(format!("{ENV_ENDPOINT} is not set")))?;
+        let mut c = Self::connect(endpoint);
+        match (std::env::var(ENV_USER), std::env::var(ENV_PASSWORD)) {
+            (Ok(u), Ok(p)) => c = c.credentials(u, p),
+            (Err(_), Err(_)) => {}
+            _ => {
+                return Err(ClusterError::Config(format!(
+                    "set both {ENV_USER} and {ENV_PASSWORD}, or neither"
+                )));
+            }
+        }
+        if let Ok(ms) = std::env::var(ENV_LEASE_MS) {
+            let ms: u64 = ms.parse().map_err(|_| {
+                ClusterError::Config(format!("{ENV_LEASE_MS}={ms:?} is not a number"))
+            })?;
+            c = c.lease(Duration::from_millis(ms));
+        }
+        Ok(c)
+    }
+
+    /// Also connect to `endpoint` (another router, for redundancy).
+    pub fn and_connect(mut self, endpoint: impl Into<String>) -> Self {
+        self.connect.push(endpoint.into());
+        self
+    }
+
+    /// User and password: a listener accepts only sessions presenting
+    /// them; a connecting session presents them.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// How long a silent session stays alive (Zenoh's link lease; default
+    /// 10 s). A worker or channel home whose host goes silent is declared
+    /// lost after about this long.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The largest payload (encoded task arguments, result or channel
+    /// message) sent or accepted; default [`DEFAULT_MAX_PAYLOAD`].
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes.max(1024);
+        self
+    }
+
+    /// The payload cap in force.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_payload
+    }
+
+    /// The key prefix every name of this cluster lives under (default
+    /// `multiproc`); clusters sharing routers but not work use different
+    /// ones.
+    pub fn namespace(mut self, prefix: impl Into<String>) -> Self {
+        self.namespace = prefix.into();
+        self
+    }
+
+    /// How many times a task whose worker was lost while running it is
+    /// run again before it fails with
+    /// [`TaskError::HostLost`](crate::TaskError) (default 0). Tasks still
+    /// queued are never charged.
+    pub fn task_retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// When every worker a pool had is lost and none joins within
+    /// `timeout` (default 30 s), its queued tasks fail with
+    /// [`TaskError::Broken`](crate::TaskError) instead of waiting for
+    /// ever. Tasks submitted before any worker ever joined wait.
+    pub fn orphan_timeout(mut self, timeout: Duration) -> Self {
+        self.orphan_timeout = timeout;
+        self
+    }
+
+    /// How long opening a session keeps trying to reach its endpoints
+    /// (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Opens a session on this configuration.
+    pub fn open(&self) -> Result<Session, ClusterError> {
+        Session::open(self)
+    }
+}
+
+impl From<&str> for ClusterConfig {
+    /// An endpoint to connect to.
+    fn from(endpoint: &str) -> Self {
+        ClusterConfig::connect(endpoint)
+    }
+}
+
+impl From<String> for ClusterConfig {
+    /// An endpoint to connect to.
+    fn from(endpoint: String) -> Self {
+        ClusterConfig::connect(endpoint)
+    }
+}

@@ -1,0 +1,443 @@
+//! [`ClusterPool`]: the local pool's API over a cluster driver.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::ClusterConfig;
+use super::driver::{Chunk, Driver, IMAP_AHEAD};
+use super::handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult, Feed};
+use super::net::Session;
+use crate::pool::remote::{self, Runner};
+use crate::pool::{PoolError, StarFn, TaskError};
+use crate::process::fn_ref::{FnRef, RawFnRef};
+
+/// Python's default chunk size: about four chunks per worker.
+fn default_chunksize(len: usize, workers: usize) -> usize {
+    let per = workers.max(1) * 4;
+    len.div_ceil(per).max(1)
+}
+
+fn check_chunksize(chunksize: usize) -> Result<usize, PoolError> {
+    if chunksize == 0 {
+        Err(PoolError::Invalid("the chunk size must be at least 1"))
+    } else {
+        Ok(chunksize)
+    }
+}
+
+/// A pool whose workers are processes anywhere in a cluster (Ray's and
+/// Dask's step beyond `multiprocessing.Pool`), made by
+/// [`Pool::cluster`](crate::Pool::cluster).
+///
+/// It has the local pool's methods; the differences:
+///
+/// * Workers are separate processes that join by themselves (see
+///   [`serve`](super::serve)); the pool does not start them.
+///   [`wait_for_workers`](Self::wait_for_workers) waits until some have
+///   joined; tasks submitted before any has simply wait.
+/// * A worker whose liveliness token vanishes (its process died, its host
+///   or its link went down: noticed within the session lease) fails the
+///   tasks it was running with [`TaskError::HostLost`], naming the host,
+///   unless they have retries left ([`ClusterConfig::task_retries`],
+///   default 0; only running tasks are charged). Other tasks are not
+///   affected.
+/// * **At-least-once execution, exactly one result per task**: a task runs
+///   again only after its worker was declared lost; whichever result
+///   arrives first is the task's, and any later one is dropped (counted by
+///   [`dropped_results`](Self::dropped_results)). Nothing is ever redelivered
+///   because it took long.
+/// * Handles (file descriptors) cannot travel between hosts: arguments or
+///   values holding them fail with [`TaskError::Encode`]; payloads over the
+///   cap fail with [`TaskError::TooLarge`].
+/// * The driver keeps the task table: if the driver's process dies, its
+///   pool ends (as in Python); workers drop its tasks and serve other
+///   pools.
+///
+/// ```no_run
+/// use multiproc::Pool;
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let pool = Pool::cluster("tcp/10.0.0.1:7447")?;
+/// let squares: Vec<u64> = pool.imap(square, 0..1_000_000u64)?.map(Result::unwrap).collect();
+/// assert_eq!(squares[3], 9);
+/// # Ok::<(), multiproc::PoolError>(())
+/// ```
+pub struct ClusterPool {
+    driver: Arc<Driver>,
+    ticker: Mutex<Option<JoinHandle<()>>>,
+    id: String,
+}
+
+impl std::fmt::Debug for ClusterPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterPool").field("id", &self.id).finish()
+    }
+}
+
+impl crate::pool::Pool {
+    /// A pool whose workers run anywhere in the cluster given by `config`
+    /// (an endpoint such as `"tcp/10.0.0.1:7447"`, or a
+    /// [`ClusterConfig`]; [`ClusterConfig::from_env`] reads
+    /// `MULTIPROC_CLUSTER`). See [`ClusterPool`].
+    pub fn cluster(config: impl Into<ClusterConfig>) -> Result<ClusterPool, PoolError> {
+        let session = config.into().open()?;
+        ClusterPool::with_session(&session)
+    }
+}
+
+impl ClusterPool {
+    /// A cluster pool on an open session (which can also carry network
+    /// channels).
+    pub fn with_session(session: &Session) -> Result<ClusterPool, PoolError> {
+        let (driver, ticker, id) = Driver::start(session)?;
+        Ok(ClusterPool {
+            driver,
+            ticker: Mutex::new(Some(ticker)),
+            id,
+        })
+    }
+
+    /// The workers whose liveliness tokens this pool sees now.
+    pub fn workers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.driver.lock().seen.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Waits until at least `n` workers are seen, or `timeout`; how many
+    /// are.
+    pub fn wait_for_workers(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.driver.lock().seen.len();
+            if seen >= n || Instant::now() >= deadline {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Results that arrived for tasks already settled (late or duplicate)
+    /// and were dropped.
+    pub fn dropped_results(&self) -> u64 {
+        self.driver.lock().dropped
+    }
+
+    fn chunks<T: Serialize>(
+        &self,
+        runner: FnRef<Runner>,
+        target: RawFnRef,
+        items: &[T],
+        chunksize: usize,
+    ) -> Vec<Chunk> {
+        let cap = self.driver.cap;
+        items
+            .chunks(chunksize)
+            .map(|c| (c.len(), remote::encode(c, cap).map(|b| (runner, target, b))))
+            .collect()
+    }
+
+    fn submit<T: Serialize>(
+        &self,
+        runner: FnRef<Runner>,
+        target: RawFnRef,
+        items: &[T],
+        chunksize: usize,
+    ) -> Result<u64, PoolError> {
+        let job = self.driver.new_job(false)?;
+        let chunks = self.chunks(runner, target, items, chunksize);
+        self.driver.add_chunks(job, chunks, true);
+        Ok(job)
+    }
+
+    fn workers_or_one(&self) -> usize {
+        self.driver.lock().seen.len().max(1)
+    }
+
+    /// Runs `f` on every item in the cluster, values in input order, or
+    /// the error of the failed task with the lowest index.
+    pub fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_async(f, items)?.into_values()
+    }
+
+    /// Like [`map`](Self::map) with `chunksize` items per task.
+    pub fn map_chunked<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Vec<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        self.map_async_chunked(f, items, chunksize)?.into_values()
+    }
+
+    /// Like [`map`](Self::map), returning every item's own result.
+    pub fn map_results<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Result<R, TaskError>>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        Ok(self.map_async(f, items)?.into_results())
+    }
+
+    /// Submits a map without waiting.
+    pub fn map_async<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<ClusterMapResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.workers_or_one());
+        self.map_async_chunked(f, items, chunksize)
+    }
+
+    /// Like [`map_async`](Self::map_async) with `chunksize` items per task.
+    pub fn map_async_chunked<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<ClusterMapResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        let chunksize = check_chunksize(chunksize)?;
+        let items: Vec<A> = items.into_iter().collect();
+        let runner: Runner = remote::run_map::<A, R>;
+        let job = self.submit(FnRef::new(runner), FnRef::new(f).erase(), &items, chunksize)?;
+        Ok(ClusterMapResult::new(self.driver.clone(), job, items.len()))
+    }
+
+    /// Runs `f(a, b, …)` for every tuple (Python's `starmap`).
+    pub fn starmap<F, T>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<Vec<F::Output>, PoolError>
+    where
+        F: StarFn<T>,
+        T: Serialize,
+    {
+        self.starmap_async(f, items)?.into_values()
+    }
+
+    /// Submits a [`starmap`](Self::starmap) without waiting.
+    pub fn starmap_async<F, T>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<ClusterMapResult<F::Output>, PoolError>
+    where
+        F: StarFn<T>,
+        T: Serialize,
+    {
+        let items: Vec<T> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.workers_or_one());
+        // The runner carries the function in its type; the target is
+        // unused (see `pool::star`).
+        let runner = FnRef::new(f.cluster_runner());
+        let job = self.submit(runner, runner.erase(), &items, chunksize)?;
+        Ok(ClusterMapResult::new(self.driver.clone(), job, items.len()))
+    }
+
+    /// Runs `f(args)` on a worker and waits for its value.
+    pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, args)?.into_value()
+    }
+
+    /// Submits `f(args)` without waiting (Python's `apply_async`).
+    pub fn apply_async<A, R>(
+        &self,
+        f: fn(A) -> R,
+        args: A,
+    ) -> Result<ClusterAsyncResult<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+    {
+        let runner: Runner = remote::run_map::<A, R>;
+        let job = self.submit(FnRef::new(runner), FnRef::new(f).erase(), &[args], 1)?;
+        Ok(ClusterAsyncResult::new(ClusterMapResult::new(
+            self.driver.clone(),
+            job,
+            1,
+        )))
+    }
+
+    fn imap_inner<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<ClusterImap<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        let chunksize = check_chunksize(chunksize)?;
+        let mut iter = items.into_iter();
+        let total = match iter.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(lo),
+            _ => None,
+        };
+        let runner: Runner = remote::run_map::<A, R>;
+        let (runner, target) = (FnRef::new(runner), FnRef::new(f).erase());
+        let cap = self.driver.cap;
+        let feed: Feed = Box::new(move || {
+            let chunk: Vec<A> = iter.by_ref().take(chunksize).collect();
+            if chunk.is_empty() {
+                return None;
+            }
+            Some((
+                chunk.len(),
+                remote::encode(&chunk, cap).map(|b| (runner, target, b)),
+            ))
+        });
+        let job = self.driver.new_job(!ordered)?;
+        Ok(ClusterImap::new(
+            self.driver.clone(),
+            job,
+            ordered,
+            feed,
+            total,
+            IMAP_AHEAD,
+        ))
+    }
+
+    /// Results one by one in input order (Python's `imap`). The input is
+    /// read lazily, with a bounded number of tasks in flight, so an
+    /// endless or huge input works in bounded memory.
+    pub fn imap<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<ClusterImap<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        self.imap_inner(f, items, 1, true)
+    }
+
+    /// Like [`imap`](Self::imap) with `chunksize` items per task.
+    pub fn imap_chunked<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+    ) -> Result<ClusterImap<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        self.imap_inner(f, items, chunksize, true)
+    }
+
+    /// Results one by one as they finish (Python's `imap_unordered`).
+    pub fn imap_unordered<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+    ) -> Result<ClusterImap<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        self.imap_inner(f, items, 1, false)
+    }
+
+    /// Like [`imap_unordered`](Self::imap_unordered) with `chunksize`
+    /// items per task.
+    pub fn imap_unordered_chunked<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+    ) -> Result<ClusterImap<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'static,
+    {
+        self.imap_inner(f, items, chunksize, false)
+    }
+
+    /// Accepts no new work; workers hear the pool is closed once what was
+    /// submitted is done.
+    pub fn close(&self) {
+        self.driver.close();
+    }
+
+    /// Fails every unfinished task with [`TaskError::Terminated`] and
+    /// leaves the cluster (workers drop what they run for this pool).
+    pub fn terminate(&self) {
+        self.driver.terminate();
+        let t = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+
+    /// After [`close`](Self::close), waits until every task has settled.
+    pub fn join(&self) -> Result<(), PoolError> {
+        self.join_until(None, Duration::MAX)
+    }
+
+    /// Like [`join`](Self::join), giving up with [`PoolError::Timeout`].
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolError> {
+        self.join_until(Instant::now().checked_add(timeout), timeout)
+    }
+
+    fn join_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<(), PoolError> {
+        if !self.driver.lock().closed {
+            return Err(PoolError::NotClosed);
+        }
+        let (_st, done) = self.driver.wait_until(|st| st.tasks.is_empty(), deadline);
+        if done {
+            Ok(())
+        } else {
+            Err(PoolError::Timeout(timeout))
+        }
+    }
+}
+
+impl Drop for ClusterPool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

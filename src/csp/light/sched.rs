@@ -1,0 +1,819 @@
+//! The scheduler of lightweight CSP processes: a few worker threads, each
+//! running many tasks (stackful coroutines, `corosensei`) one at a time,
+//! switching between them when one would block.
+//!
+//! # Stacks: a few slots per worker, copied out when shared
+//!
+//! A million processes cannot each have a stack of their own: one page is
+//! the least a stack commits (4 GiB for a million), and a stack with a
+//! guard page costs two of the kernel's 65,530 memory maps. So each worker
+//! has [`SLOTS`] stacks (1 MiB each, guard page below, committed as they
+//! are touched), and a task always runs on the slot `id % SLOTS` (its
+//! frames hold pointers into it, so it cannot move). When a task must run
+//! on a slot another suspended task occupies, the occupant's live part
+//! (from its stack pointer at suspension to the slot's top, usually under
+//! 2 KiB) is copied to the heap, and the task's own copy back (as
+//! greenlet does for PyCSP's greenlets mode). A network of at most
+//! [`SLOTS`] processes per worker never copies.
+//!
+//! So nothing outside a task may point into its stack while it is
+//! suspended: the scheduler copies what it needs at suspension (the words
+//! it waits on), and [`io`](super::io) takes only `'static` closures.
+//!
+//! # Parking and waking
+//!
+//! Every wait of the crate goes through `sys::futex::wait` or
+//! `sys::waitv::wait_any`, which ask the worker's park hook first: on a
+//! task, the task is *parked* on the words instead of the thread sleeping.
+//! A parked task is found in two ways:
+//!
+//! * by any waker of this process: `sys::futex::wake` calls the wake hook,
+//!   which looks the word's address up in a table of parked tasks (hashed
+//!   buckets, as in parking_lot) and queues them on their worker;
+//! * by the worker itself, for a waker in another process (a channel in
+//!   shared memory): when idle it sleeps on its doorbell and up to 127
+//!   parked words with one `futex_waitv` (the foreign waker's `FUTEX_WAKE`
+//!   ends that sleep), and it polls the parked words now and then.
+//!
+//! ## Task state (`TaskShared::state`: epoch << 2 | status)
+//!
+//! | status | meaning | set by |
+//! |---|---|---|
+//! | `RUNNING` 0 | running, or suspended but not parked (queued again at once) | the worker, before resuming it |
+//! | `PARKED` 1 | parked (epoch = this park) | the task, before registering its words |
+//! | `QUEUED` 2 | woken: in its worker's queue | a waker, by CAS from `PARKED` of the same epoch (exactly one wins) |
+//! | `DONE` 3 | finished | the worker |
+//!
+//! The parker registers under each bucket's lock after checking its word
+//! there, and a waker changes the word before it looks the bucket up, so
+//! either the parker sees the change or the waker sees the entry (the
+//! bucket's count is read lock-free after a SeqCst fence, paired with the
+//! parker's SeqCst increment before its check).
+
+#![allow(unsafe_code)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use corosensei::stack::{DefaultStack, Stack, StackPointer};
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+
+use crate::csp::channel;
+use crate::sys;
+use crate::sys::futex::Wake;
+
+/// Stack slots per worker.
+pub(crate) const SLOTS: usize = 16;
+/// Bytes of one slot's stack.
+const SLOT_SIZE: usize = 1 << 20;
+/// Runs between two looks at the inbox, the timers and some parked words.
+const TICK: u32 = 64;
+/// Parked words looked at per tick, and per idle round.
+const POLL_CHUNK: usize = 64;
+const IDLE_POLL: usize = 4096;
+
+const RUNNING: u64 = 0;
+const PARKED: u64 = 1;
+const QUEUED: u64 = 2;
+const DONE: u64 = 3;
+
+/// What wakers share with a task.
+pub(crate) struct TaskShared {
+    state: AtomicU64,
+    /// Set (before it is queued) when the wake came from the table, which
+    /// removed the entry it used.
+    by_table: AtomicBool,
+    worker: usize,
+    idx: usize,
+}
+
+impl TaskShared {
+    /// Wakes the task from its park `epoch`; false if it is not parked
+    /// there (woken already, running, or parked again since).
+    fn try_wake(self: &Arc<Self>, epoch: u64, by_table: bool) -> bool {
+        let ok = self
+            .state
+            .compare_exchange(
+                epoch << 2 | PARKED,
+                epoch << 2 | QUEUED,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if ok {
+            if by_table {
+                self.by_table.store(true, Ordering::Relaxed);
+            }
+            push(self);
+        }
+        ok
+    }
+}
+
+/// Queues a woken task on its worker.
+fn push(task: &Arc<TaskShared>) {
+    if LOCAL.with(|l| l.index.get()) == Some(task.worker) {
+        LOCAL.with(|l| l.queue.borrow_mut().push_back(task.idx));
+        return;
+    }
+    let w = &workers()[task.worker];
+    w.inbox
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Msg::Wake(task.idx));
+    w.ring();
+}
+
+// ---- the table of parked tasks -------------------------------------------
+
+struct Entry {
+    addr: usize,
+    epoch: u64,
+    task: Arc<TaskShared>,
+}
+
+struct Bucket {
+    n: AtomicU32,
+    entries: Mutex<Vec<Entry>>,
+}
+
+const BUCKETS: usize = 1 << 16;
+
+static TABLE: OnceLock<Box<[Bucket]>> = OnceLock::new();
+
+fn bucket(addr: usize) -> &'static Bucket {
+    let table = TABLE.get_or_init(|| {
+        (0..BUCKETS)
+            .map(|_| Bucket {
+                n: AtomicU32::new(0),
+                entries: Mutex::new(Vec::new()),
+            })
+            .collect()
+    });
+    let h = (addr as u64 >> 2).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48;
+    &table[h as usize % BUCKETS]
+}
+
+/// The wake hook (`sys::futex::WakeHook`): queues the tasks parked on `word`.
+fn wake_hook(word: &AtomicU32) -> usize {
+    let addr = word.as_ptr() as usize;
+    let b = bucket(addr);
+    // Pairs with the parker's SeqCst increment before it checks its word:
+    // the waker changed the word before this fence.
+    fence(Ordering::SeqCst);
+    if b.n.load(Ordering::SeqCst) == 0 {
+        return 0;
+    }
+    let mut woken = 0;
+    let mut e = b.entries.lock().unwrap_or_else(|e| e.into_inner());
+    let mut i = 0;
+    while i < e.len() {
+        if e[i].addr == addr {
+            let x = e.swap_remove(i);
+            b.n.fetch_sub(1, Ordering::SeqCst);
+            // Lock order: a bucket, then a worker's inbox (in `push`).
+            woken += usize::from(x.task.try_wake(x.epoch, true));
+        } else {
+            i += 1;
+        }
+    }
+    woken
+}
+
+/// Removes the entries of `task`'s park `epoch` for `addr` (after it woke).
+fn unregister(addr: usize, task: &Arc<TaskShared>, epoch: u64) {
+    let b = bucket(addr);
+    if b.n.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let mut e = b.entries.lock().unwrap_or_else(|e| e.into_inner());
+    let before = e.len();
+    e.retain(|x| !(x.addr == addr && x.epoch == epoch && Arc::ptr_eq(&x.task, task)));
+    b.n.fetch_sub((before - e.len()) as u32, Ordering::SeqCst);
+}
+
+// ---- workers --------------------------------------------------------------
+
+enum Msg {
+    New(Box<dyn FnOnce() + Send>),
+    Wake(usize),
+}
+
+/// What other threads share with a worker.
+struct WorkerShared {
+    bell: AtomicU32,
+    sleeping: AtomicBool,
+    inbox: Mutex<Vec<Msg>>,
+}
+
+impl WorkerShared {
+    fn ring(&self) {
+        // SeqCst pair with the worker's `sleeping` store and `bell` load:
+        // either it sees the bell change or we see it asleep.
+        self.bell.fetch_add(1, Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            sys::futex::wake_threads(&self.bell, 1);
+        }
+    }
+}
+
+static WORKERS: OnceLock<Vec<Arc<WorkerShared>>> = OnceLock::new();
+static NEXT_WORKER: AtomicUsize = AtomicUsize::new(0);
+
+/// The workers, started on first use: one per usable CPU.
+fn workers() -> &'static [Arc<WorkerShared>] {
+    WORKERS.get_or_init(|| {
+        calibrate();
+        sys::futex::set_wake_hook(wake_hook);
+        let n = sys::process::affinity_cpus().max(1);
+        (0..n)
+            .map(|i| {
+                let w = Arc::new(WorkerShared {
+                    bell: AtomicU32::new(0),
+                    sleeping: AtomicBool::new(false),
+                    inbox: Mutex::new(Vec::new()),
+                });
+                let shared = w.clone();
+                std::thread::Builder::new()
+                    .name(format!("csp-light-{i}"))
+                    .spawn(move || Worker::new(i, shared).run())
+                    .expect("start a worker thread for lightweight CSP processes");
+                w
+            })
+            .collect()
+    })
+}
+
+/// The worker a new network goes to: the calling task's own, else the
+/// next one in turn.
+pub(crate) fn pick_worker() -> usize {
+    if let Some(i) = LOCAL.with(|l| l.index.get()) {
+        return i;
+    }
+    let n = workers().len();
+    NEXT_WORKER.fetch_add(1, Ordering::Relaxed) % n
+}
+
+/// Starts `body` as a task on worker `worker`.
+pub(crate) fn spawn_task(worker: usize, body: Box<dyn FnOnce() + Send>) {
+    let ws = workers();
+    let worker = worker % ws.len();
+    if LOCAL.with(|l| l.index.get()) == Some(worker) {
+        LOCAL.with(|l| l.fresh.borrow_mut().push(body));
+        return;
+    }
+    let w = &ws[worker];
+    w.inbox
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Msg::New(body));
+    w.ring();
+}
+
+/// Per worker thread, what tasks running on it reach.
+struct Local {
+    /// This thread's worker index (`None`: not a worker).
+    index: Cell<Option<usize>>,
+    /// Indices of tasks to run.
+    queue: RefCell<VecDeque<usize>>,
+    /// Tasks started by tasks of this worker, not yet created.
+    fresh: RefCell<Vec<Box<dyn FnOnce() + Send>>>,
+    /// The running task's park record (null between tasks).
+    current: Cell<*mut Park>,
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            index: Cell::new(None),
+            queue: RefCell::new(VecDeque::new()),
+            fresh: RefCell::new(Vec::new()),
+            current: Cell::new(std::ptr::null_mut()),
+        }
+    };
+}
+
+/// Whether the calling code runs in a lightweight process.
+pub(crate) fn on_task() -> bool {
+    LOCAL.with(|l| !l.current.get().is_null())
+}
+
+type Co = Coroutine<(), (), (), SlotStack>;
+
+/// A slot's stack, as corosensei sees it (a view: the memory is the
+/// worker's, shared by every task of the slot).
+#[derive(Clone, Copy)]
+struct SlotStack {
+    base: StackPointer,
+    limit: StackPointer,
+}
+
+// SAFETY: `base`/`limit` bound a mapping owned by the worker (a
+// `DefaultStack`, with its guard page below `limit`) that outlives every
+// coroutine created on it (the worker never ends); tasks of one slot use
+// it one at a time, the scheduler copying the live part out and back.
+unsafe impl Stack for SlotStack {
+    fn base(&self) -> StackPointer {
+        self.base
+    }
+    fn limit(&self) -> StackPointer {
+        self.limit
+    }
+}
+
+/// What a task tells its worker when it suspends, and the worker tells it
+/// when it resumes.
+pub(crate) struct Park {
+    shared: Arc<TaskShared>,
+    epoch: u64,
+    /// The yielder of the task's coroutine (on its stack).
+    yielder: *const Yielder<(), ()>,
+    /// The lowest address of the task's live stack at suspension.
+    sp: usize,
+    /// The words it waits on (address, expected value).
+    words: Vec<(usize, u32)>,
+    deadline: Option<Instant>,
+    /// The channel ends the process holds (swapped with the thread's).
+    held: channel::HeldList,
+}
+
+struct Task {
+    co: Option<Co>,
+    body: Option<Box<dyn FnOnce() + Send>>,
+    slot: usize,
+    saved: Vec<std::mem::MaybeUninit<u8>>,
+    evicted: bool,
+    /// Position in the worker's parked list, if it is in it.
+    parked_at: Option<usize>,
+    park: Box<Park>,
+}
+
+struct Slot {
+    stack: DefaultStack,
+    occupant: Option<usize>,
+}
+
+struct Worker {
+    index: usize,
+    shared: Arc<WorkerShared>,
+    tasks: Vec<Option<Task>>,
+    free: Vec<usize>,
+    slots: Vec<Slot>,
+    next_slot: usize,
+    parked: Vec<usize>,
+    poll_at: usize,
+    timers: BinaryHeap<std::cmp::Reverse<(Instant, usize, u64)>>,
+}
+
+/// Bytes below the address of a local of `suspend_here` that its own
+/// frame, corosensei's `suspend` and the switch may still use (measured at
+/// start-up, see `calibrate`).
+static MARGIN: AtomicUsize = AtomicUsize::new(0);
+
+/// Measures how far below a local of `suspend_here` a suspension
+/// writes, on a painted slot: the margin kept when copying stacks.
+fn calibrate() {
+    const PAINT: u8 = 0xA5;
+    let slot = DefaultStack::new(128 * 1024).expect("map a stack for lightweight processes");
+    let base = slot.base().get();
+    let probe_len = 64 * 1024;
+    let low = base - probe_len;
+    // SAFETY: [low, base) lies inside the probe's stack mapping, unused.
+    unsafe { std::ptr::write_bytes(low as *mut u8, PAINT, probe_len) };
+    let mut park = Box::new(Park {
+        shared: Arc::new(TaskShared {
+            state: AtomicU64::new(RUNNING),
+            by_table: AtomicBool::new(false),
+            worker: 0,
+            idx: 0,
+        }),
+        epoch: 0,
+        yielder: std::ptr::null(),
+        sp: 0,
+        words: Vec::new(),
+        deadline: None,
+        held: Default::default(),
+    });
+    let p: *mut Park = &mut *park;
+    let stack = SlotStack {
+        base: slot.base(),
+        limit: slot.limit(),
+    };
+    let mut co: Co = Coroutine::with_stack(stack, move |y: &Yielder<(), ()>, ()| {
+        // SAFETY: `p` points into the box `calibrate` keeps alive.
+        unsafe { (*p).yielder = y };
+        suspend_here(p);
+    });
+    let _ = co.resume(());
+    // Suspended in `suspend_here` (MARGIN 0, so `sp` is its local's
+    // address): find the lowest byte written.
+    let mut a = low;
+    // SAFETY: inside the painted range.
+    while a < base && unsafe { *(a as *const u8) } == PAINT {
+        a += 1;
+    }
+    let _ = co.resume(());
+    let used = park.sp.saturating_sub(a);
+    MARGIN.store(used.next_multiple_of(16) + 64, Ordering::Relaxed);
+}
+
+/// Suspends the running task; records its live stack's lowest address.
+#[inline(never)]
+fn suspend_here(park: *mut Park) {
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    // SAFETY: `park` is the running task's park record (see `Local::current`),
+    // valid while it runs.
+    unsafe { (*park).sp = here - MARGIN.load(Ordering::Relaxed) };
+    // SAFETY: as above.
+    let yielder = unsafe { (*park).yielder };
+    // SAFETY: `yielder` was stored by its coroutine at start and lives on
+    // its stack, which is resident while it runs.
+    unsafe { (*yielder).suspend(()) };
+}
+
+impl Worker {
+    fn new(index: usize, shared: Arc<WorkerShared>) -> Worker {
+        let slots = (0..SLOTS)
+            .map(|_| Slot {
+                stack: DefaultStack::new(SLOT_SIZE).expect("map a stack for lightweight processes"),
+                occupant: None,
+            })
+            .collect();
+        Worker {
+            index,
+            shared,
+            tasks: Vec::new(),
+            free: Vec::new(),
+            slots,
+            next_slot: 0,
+            parked: Vec::new(),
+            poll_at: 0,
+            timers: BinaryHeap::new(),
+        }
+    }
+
+    fn run(mut self) {
+        LOCAL.with(|l| l.index.set(Some(self.index)));
+        sys::futex::set_park_hook(park_hook);
+        let mut ticks = 0u32;
+        loop {
+            let next = LOCAL.with(|l| l.queue.borrow_mut().pop_front());
+            if let Some(idx) = next {
+                self.dispatch(idx);
+                ticks += 1;
+                if ticks.is_multiple_of(TICK) {
+                    self.housekeeping(false);
+                }
+                continue;
+            }
+            if self.housekeeping(true) {
+                continue;
+            }
+            self.sleep();
+        }
+    }
+
+    /// Looks at the inbox, the timers and some parked words; whether any
+    /// task became runnable.
+    fn housekeeping(&mut self, idle: bool) -> bool {
+        let mut any = false;
+        let msgs =
+            std::mem::take(&mut *self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        for m in msgs {
+            any = true;
+            match m {
+                Msg::New(body) => self.create(body),
+                Msg::Wake(idx) => LOCAL.with(|l| l.queue.borrow_mut().push_back(idx)),
+            }
+        }
+        let fresh = LOCAL.with(|l| std::mem::take(&mut *l.fresh.borrow_mut()));
+        for body in fresh {
+            any = true;
+            self.create(body);
+        }
+        if !self.timers.is_empty() {
+            let now = Instant::now();
+            while let Some(std::cmp::Reverse((at, idx, epoch))) = self.timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                self.timers.pop();
+                if let Some(Some(t)) = self.tasks.get(idx) {
+                    any |= t.park.shared.try_wake(epoch, false);
+                }
+            }
+        }
+        let n = self.parked.len();
+        let count = n.min(if idle { IDLE_POLL } else { POLL_CHUNK });
+        for _ in 0..count {
+            if self.parked.is_empty() {
+                break;
+            }
+            self.poll_at = (self.poll_at + 1) % self.parked.len();
+            let idx = self.parked[self.poll_at];
+            if let Some(Some(t)) = self.tasks.get(idx)
+                && words_changed(&t.park.words)
+            {
+                any |= t.park.shared.try_wake(t.park.epoch, false);
+            }
+        }
+        any
+    }
+
+    /// Sleeps until the bell rings, a parked word is woken from another
+    /// process, or the next timer.
+    fn sleep(&mut self) {
+        let sh = &self.shared;
+        sh.sleeping.store(true, Ordering::SeqCst);
+        let seen = sh.bell.load(Ordering::SeqCst);
+        let pending = !sh
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            || LOCAL.with(|l| !l.queue.borrow().is_empty() || !l.fresh.borrow().is_empty());
+        if !pending {
+            let mut deadline = self.timers.peek().map(|r| r.0.0);
+            let mut words: Vec<(&AtomicU32, u32)> = vec![(&sh.bell, seen)];
+            'all: for &idx in &self.parked {
+                if let Some(Some(t)) = self.tasks.get(idx) {
+                    for &(addr, expected) in &t.park.words {
+                        if words.len() >= sys::waitv::MAX_WORDS {
+                            break 'all;
+                        }
+                        // SAFETY: the task is parked on this word, which
+                        // lives in memory its suspended frames keep alive.
+                        words.push((unsafe { &*(addr as *const AtomicU32) }, expected));
+                    }
+                }
+            }
+            if words.len() >= sys::waitv::MAX_WORDS {
+                // More parked words than one sleep covers: poll them.
+                let poll = Instant::now() + Duration::from_millis(1);
+                deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
+            }
+            let _ = sys::waitv::wait_any_thread(&words, deadline);
+        }
+        sh.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    fn create(&mut self, body: Box<dyn FnOnce() + Send>) {
+        let idx = self.free.pop().unwrap_or_else(|| {
+            self.tasks.push(None);
+            self.tasks.len() - 1
+        });
+        let shared = Arc::new(TaskShared {
+            state: AtomicU64::new(QUEUED),
+            by_table: AtomicBool::new(false),
+            worker: self.index,
+            idx,
+        });
+        let slot = self.next_slot;
+        self.next_slot = (self.next_slot + 1) % SLOTS;
+        self.tasks[idx] = Some(Task {
+            co: None,
+            body: Some(body),
+            slot,
+            saved: Vec::new(),
+            evicted: false,
+            parked_at: None,
+            park: Box::new(Park {
+                shared,
+                epoch: 0,
+                yielder: std::ptr::null(),
+                sp: 0,
+                words: Vec::new(),
+                deadline: None,
+                held: Default::default(),
+            }),
+        });
+        LOCAL.with(|l| l.queue.borrow_mut().push_back(idx));
+    }
+
+    /// Makes task `idx`'s stack resident in its slot: copies the
+    /// occupant's out, the task's back in.
+    fn make_resident(&mut self, idx: usize) {
+        let s = self.tasks[idx].as_ref().map_or(0, |t| t.slot);
+        let base = self.slots[s].stack.base().get();
+        if let Some(o) = self.slots[s].occupant
+            && o != idx
+            && let Some(Some(occ)) = self.tasks.get_mut(o)
+        {
+            let len = base - occ.park.sp;
+            occ.saved.clear();
+            occ.saved.reserve_exact(len);
+            // SAFETY: [sp, base) is the occupant's live stack, resident in
+            // the slot; `saved` has room for `len` bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    occ.park.sp as *const std::mem::MaybeUninit<u8>,
+                    occ.saved.as_mut_ptr(),
+                    len,
+                )
+            };
+            // SAFETY: the copy above initialised the first `len` bytes.
+            unsafe { occ.saved.set_len(len) };
+            occ.evicted = true;
+        }
+        self.slots[s].occupant = Some(idx);
+        let Some(Some(t)) = self.tasks.get_mut(idx) else {
+            return;
+        };
+        if t.evicted {
+            // SAFETY: the slot is free of other live frames now; the copy
+            // goes back to the addresses it was taken from.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    t.saved.as_ptr(),
+                    t.park.sp as *mut std::mem::MaybeUninit<u8>,
+                    t.saved.len(),
+                )
+            };
+            t.evicted = false;
+        }
+    }
+
+    fn dispatch(&mut self, idx: usize) {
+        let Some(Some(t)) = self.tasks.get_mut(idx) else {
+            return;
+        };
+        let st = t.park.shared.state.load(Ordering::Acquire);
+        if st & 3 != QUEUED {
+            return; // a stale entry
+        }
+        t.park
+            .shared
+            .state
+            .store(t.park.epoch << 2 | RUNNING, Ordering::Release);
+        if let Some(pos) = t.parked_at.take() {
+            self.parked.swap_remove(pos);
+            if let Some(&moved) = self.parked.get(pos)
+                && let Some(Some(m)) = self.tasks.get_mut(moved)
+            {
+                m.parked_at = Some(pos);
+            }
+        }
+        self.make_resident(idx);
+        let slot = &self.slots[self.tasks[idx].as_ref().map_or(0, |t| t.slot)];
+        let stack = SlotStack {
+            base: slot.stack.base(),
+            limit: slot.stack.limit(),
+        };
+        let Some(Some(t)) = self.tasks.get_mut(idx) else {
+            return;
+        };
+        let park: *mut Park = &mut *t.park;
+        let mut co = match t.co.take() {
+            Some(co) => co,
+            None => {
+                let body = t.body.take();
+                Coroutine::with_stack(stack, move |y: &Yielder<(), ()>, ()| {
+                    // SAFETY: the worker sets `current` to this task's park
+                    // record before resuming it.
+                    LOCAL.with(|l| unsafe { (*l.current.get()).yielder = y });
+                    if let Some(b) = body {
+                        b();
+                    }
+                })
+            }
+        };
+        channel::swap_held(&mut t.park.held);
+        LOCAL.with(|l| l.current.set(park));
+        let r = co.resume(());
+        LOCAL.with(|l| l.current.set(std::ptr::null_mut()));
+        let Some(Some(t)) = self.tasks.get_mut(idx) else {
+            return;
+        };
+        channel::swap_held(&mut t.park.held);
+        match r {
+            CoroutineResult::Return(()) => {
+                t.park.shared.state.store(DONE, Ordering::Release);
+                let slot = t.slot;
+                drop(co);
+                self.tasks[idx] = None;
+                self.free.push(idx);
+                if self.slots[slot].occupant == Some(idx) {
+                    self.slots[slot].occupant = None;
+                }
+            }
+            CoroutineResult::Yield(()) => {
+                t.co = Some(co);
+                let epoch = t.park.epoch;
+                if t.park.shared.state.load(Ordering::Acquire) == epoch << 2 | PARKED {
+                    if let Some(d) = t.park.deadline {
+                        self.timers.push(std::cmp::Reverse((d, idx, epoch)));
+                    }
+                    if !t.park.words.is_empty() {
+                        t.parked_at = Some(self.parked.len());
+                        self.parked.push(idx);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn words_changed(words: &[(usize, u32)]) -> bool {
+    words.iter().any(|&(addr, expected)| {
+        // SAFETY: a parked task's words live in memory its suspended
+        // frames keep alive (a channel it is operating on).
+        unsafe { &*(addr as *const AtomicU32) }.load(Ordering::Acquire) != expected
+    })
+}
+
+/// The park hook (`sys::futex::ParkHook`): parks the running task on
+/// `words` until one of them is woken, or `deadline`.
+fn park_hook(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Option<Wake> {
+    let park = LOCAL.with(|l| l.current.get());
+    if park.is_null() {
+        return None;
+    }
+    Some(park_on(park, words, deadline))
+}
+
+/// Parks the running task (`park` is its record) on `words` (none: only
+/// the deadline wakes it).
+fn park_on(park: *mut Park, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Wake {
+    // SAFETY: `park` is the running task's record, valid while it runs; no
+    // other reference to it is live while the task runs.
+    let p = unsafe { &mut *park };
+    if words.iter().any(|(w, e)| w.load(Ordering::SeqCst) != *e) {
+        return Wake::Changed;
+    }
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Wake::TimedOut;
+    }
+    p.epoch += 1;
+    let epoch = p.epoch;
+    p.shared.state.store(epoch << 2 | PARKED, Ordering::SeqCst);
+    p.words.clear();
+    let mut changed = false;
+    for (w, e) in words {
+        let addr = w.as_ptr() as usize;
+        let b = bucket(addr);
+        let mut entries = b.entries.lock().unwrap_or_else(|e| e.into_inner());
+        b.n.fetch_add(1, Ordering::SeqCst);
+        if w.load(Ordering::SeqCst) != *e {
+            b.n.fetch_sub(1, Ordering::SeqCst);
+            changed = true;
+            break;
+        }
+        entries.push(Entry {
+            addr,
+            epoch,
+            task: p.shared.clone(),
+        });
+        drop(entries);
+        p.words.push((addr, *e));
+    }
+    if changed
+        && p.shared
+            .state
+            .compare_exchange(
+                epoch << 2 | PARKED,
+                epoch << 2 | RUNNING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        for &(addr, _) in &p.words {
+            unregister(addr, &p.shared, epoch);
+        }
+        p.words.clear();
+        return Wake::Changed;
+    }
+    p.deadline = deadline;
+    suspend_here(park);
+    // SAFETY: as above; resumed, the task runs again.
+    let p = unsafe { &mut *park };
+    // Woken through the table for its only word: that entry is gone.
+    let by_table = p.shared.by_table.swap(false, Ordering::Relaxed);
+    if !(by_table && p.words.len() == 1) {
+        for &(addr, _) in &p.words {
+            unregister(addr, &p.shared, epoch);
+        }
+    }
+    p.words.clear();
+    p.deadline = None;
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        Wake::TimedOut
+    } else {
+        Wake::Woken
+    }
+}
+
+/// Parks the running task until `deadline` (nothing else wakes it).
+/// False when not on a task.
+pub(crate) fn sleep_until(deadline: Instant) -> bool {
+    let park = LOCAL.with(|l| l.current.get());
+    if park.is_null() {
+        return false;
+    }
+    while park_on(park, &[], Some(deadline)) != Wake::TimedOut {}
+    true
+}

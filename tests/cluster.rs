@@ -1,0 +1,666 @@
+//! The cluster pool across processes on Zenoh (feature `zenoh`).
+//!
+//! Every host is a separate process started fresh (exec of this test
+//! binary in worker mode, `MULTIPROC_CLUSTER_WORKER=1`), sharing only the
+//! endpoint of the router embedded in the test process, with a 1 s lease.
+//! Every test runs under a watchdog and kills the workers it started.
+
+#![cfg(feature = "zenoh")]
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{LIMIT, eventually, watchdog};
+use multiproc::cluster::{ClusterConfig, ClusterError, ClusterPool, ENV_ENDPOINT, ENV_WORKER};
+use multiproc::{Pool, PoolError, TaskError};
+
+const USER: &str = "tester";
+const PASSWORD: &str = "correct horse";
+const LEASE: Duration = Duration::from_secs(1);
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local address").port()
+}
+
+/// The cluster's router (in this process) and its endpoint.
+struct Cluster {
+    endpoint: String,
+    workers: Vec<Child>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster {
+            endpoint: format!("tcp/127.0.0.1:{}", free_port()),
+            workers: Vec::new(),
+        }
+    }
+
+    fn config(&self) -> ClusterConfig {
+        ClusterConfig::listen(self.endpoint.clone())
+            .credentials(USER, PASSWORD)
+            .lease(LEASE)
+    }
+
+    fn pool(&self, config: ClusterConfig) -> ClusterPool {
+        Pool::cluster(config).expect("start the driver and its router")
+    }
+
+    /// Starts a worker process: this test binary, fresh, in worker mode.
+    fn worker(&mut self) -> u32 {
+        let child = Command::new(std::env::current_exe().expect("test binary"))
+            .env(ENV_WORKER, "1")
+            .env(ENV_ENDPOINT, &self.endpoint)
+            .env(multiproc::cluster::ENV_USER, USER)
+            .env(multiproc::cluster::ENV_PASSWORD, PASSWORD)
+            .env(multiproc::cluster::ENV_LEASE_MS, "1000")
+            .env("MULTIPROC_CLUSTER_IDLE_EXIT_MS", "20000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a worker");
+        let pid = child.id();
+        self.workers.push(child);
+        pid
+    }
+
+    fn signal(&self, pid: u32, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.workers {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: i32, b: i32) -> i32 {
+    a + b
+}
+
+fn pid_after(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// A task that starts a local child of its own (spawn start method: a
+/// fresh exec of the worker, which must run `square`, not serve).
+fn square_in_a_child(x: u64) -> u64 {
+    Builder::new()
+        .start_method(StartMethod::Spawn)
+        .spawn(square, x)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+fn boom(x: u32) -> u32 {
+    if x == 3 {
+        panic!("three is right out");
+    }
+    x
+}
+
+fn len_of(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+fn make_bytes(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .replace(['/', '*', '$', '?', '#', ' '], "_")
+}
+
+#[test]
+fn map_imap_starmap_apply_across_two_worker_processes() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config());
+        c.worker();
+        c.worker();
+        assert_eq!(pool.wait_for_workers(2, Duration::from_secs(30)), 2);
+        assert_eq!(
+            pool.map(square, 0..100u64).unwrap(),
+            (0..100u64).map(|x| x * x).collect::<Vec<_>>()
+        );
+        assert_eq!(pool.starmap(add, [(1, 2), (3, 4)]).unwrap(), vec![3, 7]);
+        assert_eq!(pool.apply(square, 12).unwrap(), 144);
+        assert_eq!(pool.apply(square_in_a_child, 9).unwrap(), 81);
+        let ordered: Vec<u64> = pool
+            .imap(square, 0..50u64)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(ordered, (0..50u64).map(|x| x * x).collect::<Vec<_>>());
+        let mut unordered: Vec<u64> = pool
+            .imap_unordered(square, 0..50u64)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        unordered.sort_unstable();
+        assert_eq!(unordered, ordered);
+        // Both workers served (each pulls one task at a time).
+        let pids: std::collections::HashSet<u32> = pool
+            .map_chunked(pid_after, vec![50u64; 16], 1)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        // A panic is that item's error only.
+        let r = pool.map_results(boom, 0..6u32).unwrap();
+        assert!(
+            matches!(&r[3], Err(TaskError::Panicked { message }) if message.contains("right out"))
+        );
+        assert_eq!(r.iter().filter(|x| x.is_ok()).count(), 5);
+        assert_eq!(pool.dropped_results(), 0);
+    });
+}
+
+#[test]
+fn imap_keeps_a_bounded_window_over_an_endless_input() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config());
+        c.worker();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        let mut it = pool.imap_chunked(square, 0u64.., 4).unwrap();
+        for i in 0..3000u64 {
+            assert_eq!(it.next().unwrap().unwrap(), i * i);
+            assert!(it.in_flight() <= 256, "{} tasks in flight", it.in_flight());
+        }
+    });
+}
+
+#[test]
+fn a_worker_killed_mid_task_fails_exactly_its_task_naming_the_host() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config());
+        let a = c.worker();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        // Worker `a` takes the long task; then `b` joins and does the rest.
+        let long = pool.apply_async(pid_after, 60_000).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let b = c.worker();
+        assert_eq!(pool.wait_for_workers(2, Duration::from_secs(30)), 2);
+        let short = pool.map_chunked(pid_after, vec![1u64; 20], 1).unwrap();
+        assert!(short.iter().all(|p| *p == b), "{short:?} {a} {b}");
+        let started = Instant::now();
+        c.signal(a, "KILL");
+        match long.into_value() {
+            Err(PoolError::Task {
+                error: TaskError::HostLost { host: h, worker },
+                ..
+            }) => {
+                assert_eq!(h, host());
+                assert!(worker.contains(&format!(".{a}.")), "{worker}");
+            }
+            other => panic!("expected HostLost, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(15));
+        // The pool goes on with the survivor.
+        assert_eq!(pool.map(square, 0..10u64).unwrap()[9], 81);
+    });
+}
+
+#[test]
+fn a_frozen_worker_is_lost_at_lease_expiry_its_task_retried_and_its_late_result_dropped() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config().task_retries(1));
+        let a = c.worker();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        let task = pool.apply_async(pid_after, 3000).unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        // Frozen: its socket stays open, only the lease can tell.
+        c.signal(a, "STOP");
+        let b = c.worker();
+        // Retried once on `b` (queued tasks are not charged; this one ran).
+        assert_eq!(task.get().unwrap(), b);
+        c.signal(a, "CONT");
+        // `a` wakes, finishes, reports: the result is dropped.
+        assert!(
+            eventually(Duration::from_secs(30), || pool.dropped_results() == 1),
+            "the late result was not seen"
+        );
+        assert_eq!(task.get().unwrap(), b);
+        // `a` joins again under a new id and works.
+        assert!(eventually(Duration::from_secs(30), || pool.workers().len() == 2));
+        assert_eq!(pool.map(square, 0..8u64).unwrap()[7], 49);
+    });
+}
+
+#[test]
+fn unauthenticated_and_wrong_password_sessions_are_refused() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let pool = c.pool(c.config());
+        let none = ClusterConfig::connect(c.endpoint.clone())
+            .connect_timeout(Duration::from_secs(2))
+            .open();
+        assert!(matches!(none, Err(ClusterError::Connect(_))), "{none:?}");
+        let wrong = ClusterConfig::connect(c.endpoint.clone())
+            .credentials(USER, "wrong")
+            .connect_timeout(Duration::from_secs(2))
+            .open();
+        assert!(matches!(wrong, Err(ClusterError::Connect(_))), "{wrong:?}");
+        let right = ClusterConfig::connect(c.endpoint.clone())
+            .credentials(USER, PASSWORD)
+            .open();
+        assert!(right.is_ok(), "{right:?}");
+        drop(pool);
+    });
+}
+
+#[test]
+fn listening_beyond_loopback_without_credentials_is_refused() {
+    let e = ClusterConfig::listen("tcp/0.0.0.0:0").open().unwrap_err();
+    assert!(matches!(e, ClusterError::Insecure(_)), "{e}");
+}
+
+#[test]
+fn oversized_arguments_and_results_are_typed_errors() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config().max_payload(64 << 10));
+        c.worker();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        match pool.apply(len_of, vec![0u8; 100_000]) {
+            Err(PoolError::Task {
+                error: TaskError::TooLarge { size, limit },
+                ..
+            }) => {
+                assert!(size > 100_000);
+                assert_eq!(limit, 64 << 10);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        assert!(matches!(
+            pool.apply(make_bytes, 100_000),
+            Err(PoolError::Task {
+                error: TaskError::TooLarge { .. },
+                ..
+            })
+        ));
+        // Within the cap both ways.
+        assert_eq!(pool.apply(len_of, vec![0u8; 1000]).unwrap(), 1000);
+        assert_eq!(pool.apply(make_bytes, 1000).unwrap().len(), 1000);
+    });
+}
+
+// ---- network CSP channels ----
+
+use multiproc::cluster::{NetChannel, NetReader, NetWriter};
+use multiproc::csp::ChannelError;
+use multiproc::{Builder, StartMethod};
+
+fn client(endpoint: &str) -> multiproc::cluster::Session {
+    ClusterConfig::connect(endpoint)
+        .credentials(USER, PASSWORD)
+        .lease(LEASE)
+        .open()
+        .expect("join the cluster")
+}
+
+/// Another host: a fresh exec of this binary (spawn start method), given
+/// only the endpoint.
+fn host_process<A, R>(f: fn(A) -> R, arg: A) -> multiproc::JoinHandle<R>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize + serde::de::DeserializeOwned,
+{
+    Builder::new()
+        .start_method(StartMethod::Spawn)
+        .stderr(multiproc::Stdio::Null)
+        .spawn(f, arg)
+        .expect("start a host process")
+}
+
+/// Writes `-1` with a short timeout (no reader yet: must time out), then
+/// 0..20, then retires by returning.
+fn writer_host(endpoint: String) -> Result<bool, String> {
+    let s = client(&endpoint);
+    let w: NetWriter<i64> = NetWriter::open(&s, "nums").map_err(|e| e.to_string())?;
+    let lonely = matches!(
+        w.write_timeout(&-1, Duration::from_millis(300)),
+        Err(ChannelError::Timeout)
+    );
+    for i in 0..20 {
+        w.write(&i).map_err(|e| e.to_string())?;
+    }
+    Ok(lonely)
+}
+
+#[test]
+fn net_channel_rendezvous_and_retire_across_processes() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let s = c.config().open().unwrap();
+        let chan: NetChannel<i64> = NetChannel::home(&s, "nums").unwrap();
+        let r = chan.reader().unwrap();
+        let writer = host_process(writer_host, c.endpoint.clone());
+        // The writer's first write finds no reader and times out, untaken.
+        std::thread::sleep(Duration::from_millis(1500));
+        let got: Vec<i64> = (0..20).map(|_| r.read().unwrap()).collect();
+        assert_eq!(got, (0..20).collect::<Vec<_>>());
+        assert_eq!(writer.join().unwrap(), Ok(true));
+        // Its only writer retired (the process ended): the channel is retired.
+        assert!(matches!(
+            r.read_timeout(Duration::from_secs(20)),
+            Err(ChannelError::Retired)
+        ));
+        assert!(chan.is_retired());
+    });
+}
+
+fn reader_host((endpoint, n): (String, usize)) -> Result<Vec<i64>, String> {
+    let s = client(&endpoint);
+    let r: NetReader<i64> = NetReader::open(&s, "poisoned").map_err(|e| e.to_string())?;
+    let mut got = Vec::new();
+    loop {
+        match r.read() {
+            Ok(v) => got.push(v),
+            Err(ChannelError::Poisoned) if got.len() == n => return Ok(got),
+            Err(e) => return Err(format!("{e} after {got:?}")),
+        }
+    }
+}
+
+#[test]
+fn net_channel_poison_reaches_a_reader_on_another_host() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let s = c.config().open().unwrap();
+        let chan: NetChannel<i64> = NetChannel::home(&s, "poisoned").unwrap();
+        let w = chan.writer().unwrap();
+        let reader = host_process(reader_host, (c.endpoint.clone(), 3));
+        for i in 0..3 {
+            w.write(&i).unwrap();
+        }
+        w.poison();
+        assert!(matches!(w.write(&9), Err(ChannelError::Poisoned)));
+        assert_eq!(reader.join().unwrap(), Ok(vec![0, 1, 2]));
+    });
+}
+
+fn home_host(endpoint: String) {
+    let s = client(&endpoint);
+    let _chan: NetChannel<i64> = NetChannel::home(&s, "homeless").unwrap();
+    std::thread::sleep(Duration::from_secs(300));
+}
+
+#[test]
+fn a_lost_home_fails_a_waiting_writer_with_channel_lost() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let s = c.config().open().unwrap();
+        let home = host_process(home_host, c.endpoint.clone());
+        let w = loop {
+            match NetWriter::<i64>::open(&s, "homeless") {
+                Ok(w) => break w,
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let waiting = std::thread::spawn(move || w.write(&1));
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        home.kill().unwrap();
+        let r = waiting.join().unwrap();
+        assert!(matches!(r, Err(ChannelError::Lost(_))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+    });
+}
+
+fn one_read_then_hang(endpoint: String) -> i64 {
+    let s = client(&endpoint);
+    let r: NetReader<i64> = NetReader::open(&s, "lonely").unwrap();
+    let v = r.read().unwrap();
+    std::thread::sleep(Duration::from_secs(300));
+    v
+}
+
+#[test]
+fn losing_the_only_reader_fails_a_waiting_writer_with_channel_lost() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let s = c.config().open().unwrap();
+        let chan: NetChannel<i64> = NetChannel::home(&s, "lonely").unwrap();
+        let w = chan.writer().unwrap();
+        let reader = host_process(one_read_then_hang, c.endpoint.clone());
+        w.write(&1).unwrap();
+        let waiting = std::thread::spawn(move || w.write(&2));
+        std::thread::sleep(Duration::from_millis(500));
+        reader.kill().unwrap();
+        let r = waiting.join().unwrap();
+        assert!(matches!(r, Err(ChannelError::Lost(_))), "{r:?}");
+    });
+}
+
+#[test]
+fn net_channel_refuses_an_oversized_message() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let s = c.config().max_payload(4096).open().unwrap();
+        let chan: NetChannel<Vec<u8>> = NetChannel::home(&s, "big").unwrap();
+        let w = chan.writer().unwrap();
+        let r = w.write(&vec![0u8; 10_000]);
+        assert!(matches!(r, Err(ChannelError::TooLarge { .. })), "{r:?}");
+    });
+}
+
+#[test]
+fn all_workers_killed_fails_running_tasks_and_then_queued_ones_no_hang() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config().orphan_timeout(Duration::from_secs(2)));
+        let a = c.worker();
+        let b = c.worker();
+        assert_eq!(pool.wait_for_workers(2, Duration::from_secs(30)), 2);
+        let r = pool
+            .map_async_chunked(pid_after, vec![60_000u64; 6], 1)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        c.signal(a, "KILL");
+        c.signal(b, "KILL");
+        let results = r.into_results();
+        let lost = results
+            .iter()
+            .filter(|r| matches!(r, Err(TaskError::HostLost { .. })))
+            .count();
+        let orphaned = results
+            .iter()
+            .filter(|r| matches!(r, Err(TaskError::Broken(m)) if m.contains("every worker")))
+            .count();
+        assert_eq!((lost, orphaned), (2, 4), "{results:?}");
+    });
+}
+
+// ---- a host whose link goes down (network namespaces, root only) ----
+
+/// A network namespace joined to this one by a veth pair, with addresses
+/// only on that pair; removed (with the pair) on drop.
+struct Netns {
+    name: String,
+    outside: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    /// `None` (with the reason) where namespaces cannot be made: not root,
+    /// or no `ip` tool.
+    fn new() -> Result<Netns, String> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let root = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0");
+        if !root {
+            return Err("not running as root".into());
+        }
+        let pid = std::process::id();
+        let n = Netns {
+            name: format!("mpcl{pid}"),
+            outside: format!("mpo{pid}"),
+            host_ip: format!("10.213.{}.1", pid % 250),
+            ns_ip: format!("10.213.{}.2", pid % 250),
+        };
+        let inside = format!("mpi{pid}");
+        ip(&["netns", "add", &n.name])?;
+        ip(&[
+            "link", "add", &n.outside, "type", "veth", "peer", "name", &inside,
+        ])?;
+        ip(&["link", "set", &inside, "netns", &n.name])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", n.host_ip),
+            "dev",
+            &n.outside,
+        ])?;
+        ip(&["link", "set", &n.outside, "up"])?;
+        ip(&[
+            "-n",
+            &n.name,
+            "addr",
+            "add",
+            &format!("{}/30", n.ns_ip),
+            "dev",
+            &inside,
+        ])?;
+        ip(&["-n", &n.name, "link", "set", &inside, "up"])?;
+        Ok(n)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.outside]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+#[test]
+fn a_host_whose_link_goes_down_is_lost_within_the_lease() {
+    let ns = match Netns::new() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("skipped: network namespaces unavailable ({why})");
+            return;
+        }
+    };
+    watchdog(LIMIT, move || {
+        let endpoint = format!("tcp/{}:{}", ns.host_ip, free_port());
+        let config = ClusterConfig::listen(endpoint.clone())
+            .credentials(USER, PASSWORD)
+            .lease(LEASE);
+        let pool = Pool::cluster(config).expect("driver on the veth address");
+        // The worker lives in the namespace: its only route is the veth.
+        let mut worker = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(std::env::current_exe().unwrap())
+            .env(ENV_WORKER, "1")
+            .env(ENV_ENDPOINT, &endpoint)
+            .env(multiproc::cluster::ENV_USER, USER)
+            .env(multiproc::cluster::ENV_PASSWORD, PASSWORD)
+            .env(multiproc::cluster::ENV_LEASE_MS, "1000")
+            .env("MULTIPROC_CLUSTER_IDLE_EXIT_MS", "20000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        let long = pool.apply_async(pid_after, 60_000).unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        // No FIN, no RST: only the lease can tell.
+        let started = Instant::now();
+        ip(&["link", "set", &ns.outside, "down"]).unwrap();
+        let r = long.into_value();
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                r,
+                Err(PoolError::Task {
+                    error: TaskError::HostLost { .. },
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert!(took < Duration::from_secs(10), "lost after {took:?}");
+        let _ = worker.kill();
+        let _ = worker.wait();
+        drop(pool);
+        drop(ns);
+    });
+}
+
+#[test]
+fn a_dropped_map_handle_cancels_its_queued_tasks_and_the_pool_goes_on() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config());
+        c.worker();
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        // One worker, a 300 ms task at a time: 50 of them would take 15 s.
+        let r = pool
+            .map_async_chunked(pid_after, vec![300u64; 50], 1)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        drop(r);
+        let started = Instant::now();
+        assert_eq!(pool.apply(square, 7).unwrap(), 49);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}
