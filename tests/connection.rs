@@ -900,14 +900,32 @@ fn count_handles(conns: Vec<Connection>) -> usize {
     conns.len()
 }
 
+/// A connection made from a plain socket (one descriptor, no shared
+/// memory beside it).
+fn plain_pair() -> (Connection, Connection) {
+    let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
+    (
+        Connection::from_unix_stream(x).unwrap(),
+        Connection::from_unix_stream(y).unwrap(),
+    )
+}
+
 /// A message (or a process's arguments) carries at most 253 handles, the
-/// kernel's limit for one `sendmsg`.
+/// kernel's limit for one `sendmsg`. A `pipe()` end is two: its socket and
+/// the memory of its shared-memory path.
 #[test]
 fn handle_count_limit() {
     watchdog(LIMIT, || {
-        let pairs: Vec<(Connection, Connection)> = (0..254).map(|_| pipe().unwrap()).collect();
+        let pairs: Vec<(Connection, Connection)> = (0..254).map(|_| plain_pair()).collect();
         let (ours, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
         let (a, b) = pipe().unwrap();
+        let ends: Vec<Connection> = (0..127).map(|_| pipe().unwrap().1).collect();
+        assert!(matches!(
+            a.send(&ends),
+            Err(SendError::Codec(CodecError::TooManyHandles(254)))
+        ));
+        a.send(&ends[1..]).unwrap();
+        assert_eq!(b.recv::<Vec<Connection>>().unwrap().len(), 126);
         assert!(matches!(
             a.send(&theirs),
             Err(SendError::Codec(CodecError::TooManyHandles(254)))
@@ -920,7 +938,7 @@ fn handle_count_limit() {
             )))
         ));
 
-        let pairs: Vec<(Connection, Connection)> = (0..253).map(|_| pipe().unwrap()).collect();
+        let pairs: Vec<(Connection, Connection)> = (0..253).map(|_| plain_pair()).collect();
         let (ours2, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
         a.send(&theirs).unwrap();
         drop(theirs);
@@ -939,7 +957,7 @@ fn handle_count_limit() {
         // Two full messages queued back to back arrive whole.
         let mut keep = Vec::new();
         for round in 0..2u32 {
-            let pairs: Vec<(Connection, Connection)> = (0..253).map(|_| pipe().unwrap()).collect();
+            let pairs: Vec<(Connection, Connection)> = (0..253).map(|_| plain_pair()).collect();
             let (ours, theirs): (Vec<Connection>, Vec<Connection>) = pairs.into_iter().unzip();
             a.send(&(round, theirs)).unwrap();
             keep.push(ours);

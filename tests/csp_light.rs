@@ -496,17 +496,21 @@ fn a_panic_becomes_an_error_and_poisons_the_network() {
 
 #[test]
 fn io_hands_blocking_calls_off_the_worker() {
-    // Many lightweight processes each block 200 ms in `io` at once (more
-    // than the workers): they all finish in far less than the sum. A
-    // process that keeps writing meanwhile is not stalled.
+    // Eight lightweight processes block in `io` on a barrier that only
+    // opens when a ninth party arrives: a sink that must first receive
+    // 1000 values from a writer, both lightweight processes of the same
+    // worker. Were `io` to block the worker, the sink could never run and
+    // the watchdog would fire.
     watchdog(LIMIT, || {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(9));
         let ch = Channel::builder().threads_only().build::<u32>().unwrap();
         let mut procs: Vec<CspProcess<u32>> = (0..8)
             .map(|i| {
+                let b = barrier.clone();
                 CspProcess::light(
                     move |()| {
                         Ok(io(move || {
-                            std::thread::sleep(Duration::from_millis(200));
+                            b.wait();
                             i
                         }))
                     },
@@ -523,15 +527,17 @@ fn io_hands_blocking_calls_off_the_worker() {
             },
             ch.writer(),
         ));
-        procs.push(CspProcess::light(counting_sink, ch.reader()));
-        let t0 = std::time::Instant::now();
+        let b = barrier.clone();
+        procs.push(CspProcess::light(
+            move |r: Reader<u32>| {
+                let n = counting_sink(r)?;
+                io(move || b.wait());
+                Ok(n)
+            },
+            ch.reader(),
+        ));
         let out = parallel(procs).unwrap();
         drop(ch);
-        assert!(
-            t0.elapsed() < Duration::from_millis(8 * 200),
-            "{:?}",
-            t0.elapsed()
-        );
         assert_eq!(out[9], Outcome::Done(1000));
         let ids: Vec<u32> = out[..8]
             .iter()

@@ -21,7 +21,7 @@
 
 #![allow(unsafe_code)]
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::{Connection, FRAME_ROOM, frame, frame_encoded};
+use super::{Connection, FRAME_ROOM, Outbox, RawFrame, frame, frame_encoded};
 use crate::codec;
 use crate::error::{RecvError, SendError};
 
@@ -44,14 +44,9 @@ impl AsRawFd for Io {
     }
 }
 
-/// A frame being written: the bytes, how many went out, and the
-/// descriptors that travel with its first byte.
-#[derive(Default)]
-struct Outbox {
-    bytes: Vec<u8>,
-    sent: usize,
-    fds: Vec<Arc<OwnedFd>>,
-}
+/// How long a sender waits before it looks again at a full shared-memory
+/// ring (its room comes back without a sign the reactor sees).
+const RING_RETRY: Duration = Duration::from_millis(1);
 
 /// A [`Connection`] for async code on a tokio runtime: `send(..).await`,
 /// `recv().await` and their bytes forms, woken by the runtime's reactor
@@ -125,7 +120,7 @@ impl AsyncConnection {
         .map_err(|e| e.into_parts().1)?;
         Ok(AsyncConnection {
             io,
-            outbox: tokio::sync::Mutex::new(Outbox::default()),
+            outbox: tokio::sync::Mutex::new(Outbox::new()),
         })
     }
 
@@ -190,53 +185,29 @@ impl AsyncConnection {
     async fn send_frame(&self, bytes: Vec<u8>, fds: Vec<Arc<OwnedFd>>) -> Result<(), SendError> {
         let mut out = self.outbox.lock().await;
         self.write_out(&mut out).await?;
-        out.bytes = bytes;
-        out.sent = 0;
-        out.fds = fds;
+        out.push(Arc::new(RawFrame { bytes, fds }));
         self.write_out(&mut out).await
     }
 
-    /// Writes what the outbox holds, waiting for room through the reactor.
-    /// On an error the frame is dropped (the stream is broken anyway).
+    /// Writes what the outbox holds (through the connection's ring or its
+    /// socket), waiting for room through the reactor. On an error the
+    /// frame is dropped (the stream is broken anyway).
     async fn write_out(&self, out: &mut Outbox) -> Result<(), SendError> {
-        while out.sent < out.bytes.len() {
-            let n = match self.try_write(out) {
-                Ok(0) => {
-                    let mut ready = self.io.writable().await.map_err(SendError::Io)?;
-                    match self.try_write(out) {
-                        Ok(0) => {
-                            ready.clear_ready();
-                            continue;
-                        }
-                        r => r,
-                    }
-                }
-                r => r,
-            };
-            match n {
-                Ok(n) => {
-                    out.sent += n;
-                    // The descriptors went with the first byte.
-                    out.fds.clear();
-                }
-                Err(e) => {
-                    out.bytes.clear();
-                    out.sent = 0;
-                    out.fds.clear();
-                    return Err(e);
-                }
+        loop {
+            out.flush(self.conn())?;
+            if out.is_empty() {
+                return Ok(());
+            }
+            if !out.waits_for_socket(self.conn()) {
+                tokio::time::sleep(RING_RETRY).await;
+                continue;
+            }
+            let mut ready = self.io.writable().await.map_err(SendError::Io)?;
+            out.flush(self.conn())?;
+            if !out.is_empty() && out.waits_for_socket(self.conn()) {
+                ready.clear_ready();
             }
         }
-        out.bytes = Vec::new();
-        out.sent = 0;
-        Ok(())
-    }
-
-    /// One write without waiting; `Ok(0)` when the socket is full.
-    fn try_write(&self, out: &Outbox) -> Result<usize, SendError> {
-        let fds: Vec<BorrowedFd<'_>> = out.fds.iter().map(|f| f.as_fd()).collect();
-        self.conn()
-            .try_send_raw(&[IoSlice::new(&out.bytes[out.sent..])], &fds)
     }
 
     /// Runs a receive that does not wait until it gets something other
@@ -253,6 +224,10 @@ impl AsyncConnection {
             match op(conn) {
                 Err(RecvError::Timeout) => {}
                 r => return r,
+            }
+            // A pipe's writer makes the socket readable only when asked.
+            if conn.ready_or_arm() {
+                continue;
             }
             let mut ready = self.io.readable().await?;
             match op(conn) {

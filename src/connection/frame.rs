@@ -155,6 +155,25 @@ pub struct Reader {
     broken: bool,
     eof: bool,
     unix: bool,
+    /// The connection has shared-memory rings (see `shared.rs`): doorbell
+    /// bytes between frames are skipped, and a frame is read from the
+    /// socket only when a ring record announced it.
+    pub shm: bool,
+    /// A ring record announced a frame on the socket that is not fully
+    /// received yet.
+    pub socket_pending: bool,
+    /// Reused buffer for messages copied out of a ring.
+    pub scratch: Vec<u8>,
+}
+
+/// What [`Reader::drain_doorbells`] found on the socket.
+pub enum Drained {
+    /// Nothing (doorbells only, or nothing at all).
+    Nothing,
+    /// Bytes of a frame.
+    Data,
+    /// End of stream.
+    Eof,
 }
 
 impl Reader {
@@ -168,7 +187,115 @@ impl Reader {
             broken: false,
             eof: false,
             unix,
+            shm: false,
+            socket_pending: false,
+            scratch: Vec::new(),
         }
+    }
+
+    /// Leading doorbell bytes in the buffer (none without rings).
+    fn doorbells(&self) -> usize {
+        if !self.shm || self.large.is_some() {
+            return 0;
+        }
+        self.buf[self.start..self.end]
+            .iter()
+            .take_while(|&&b| b == super::shared::DOORBELL)
+            .count()
+    }
+
+    /// Whether bytes of a frame are buffered (not counting doorbells).
+    pub fn has_frame_bytes(&self) -> bool {
+        self.large.is_some() || self.end - self.start > self.doorbells()
+    }
+
+    /// Marks the stream broken: every later receive fails.
+    pub fn set_broken(&mut self) {
+        self.broken = true;
+    }
+
+    /// Whether the stream broke.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Whether the stream ended or broke.
+    pub fn ended(&self) -> bool {
+        self.eof || self.broken
+    }
+
+    /// Reads what the socket holds without waiting, dropping doorbells
+    /// (connections with rings only); what else is there.
+    pub fn drain_doorbells(&mut self, fd: BorrowedFd<'_>) -> Result<Drained, RecvError> {
+        if self.buf.len() < FIRST_BUF_SIZE {
+            self.buf.resize(FIRST_BUF_SIZE, 0);
+        }
+        loop {
+            let n = self.doorbells();
+            self.consume(n);
+            if self.has_frame_bytes() {
+                return Ok(Drained::Data);
+            }
+            if self.eof {
+                return Ok(Drained::Eof);
+            }
+            let room = self.buf.len() - self.end;
+            match Self::recv_once(
+                fd,
+                self.unix,
+                &mut self.buf[self.end..],
+                &mut self.fds,
+                true,
+            ) {
+                Ok(0) => self.eof = true,
+                Ok(n) => {
+                    self.end += n;
+                    // Less than the room: that was all.
+                    if n < room && self.doorbells() == self.end - self.start {
+                        self.consume(n);
+                        return Ok(Drained::Nothing);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Ok(Drained::Nothing);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => self.eof = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sleeps until the socket has bytes (doorbells, a frame) or ends, and
+    /// buffers what came (connections with rings only).
+    pub fn recv_blocking(&mut self, fd: BorrowedFd<'_>) -> Result<(), RecvError> {
+        if self.eof {
+            return Ok(());
+        }
+        if self.buf.len() < FIRST_BUF_SIZE {
+            self.buf.resize(FIRST_BUF_SIZE, 0);
+        }
+        if self.end == self.buf.len() {
+            // Full of frame bytes: nothing to wait for.
+            return Ok(());
+        }
+        match Self::recv_once(
+            fd,
+            self.unix,
+            &mut self.buf[self.end..],
+            &mut self.fds,
+            false,
+        ) {
+            Ok(0) => self.eof = true,
+            Ok(n) => {
+                self.end += n;
+                let bells = self.doorbells();
+                self.consume(bells);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => self.eof = true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     /// Whether the next receive completes without reading the socket: a
@@ -182,7 +309,7 @@ impl Reader {
         if self.large.is_some() {
             return false;
         }
-        let b = &self.buf[self.start..self.end];
+        let b = &self.buf[self.start + self.doorbells()..self.end];
         let Some(short) = b.get(..4) else {
             return false;
         };
@@ -346,6 +473,14 @@ impl Reader {
         }
         if let Some(large) = &self.large {
             return Ok((0, large.len));
+        }
+        while self.shm {
+            self.fill(fd, 1, deadline)?;
+            let n = self.doorbells();
+            if n == 0 {
+                break;
+            }
+            self.consume(n);
         }
         self.fill(fd, SHORT_HEADER, deadline)?;
         let short = i32::from_be_bytes(

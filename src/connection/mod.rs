@@ -12,7 +12,9 @@ pub(crate) mod authkey;
 mod frame;
 mod handshake;
 mod listener;
+mod outbox;
 mod pickle;
+mod shared;
 mod wait;
 
 use std::collections::VecDeque;
@@ -32,7 +34,9 @@ use crate::wait::{Deadline, Spin};
 pub use frame::DEFAULT_MAX_FRAME;
 /// Header room to reserve when encoding a message for [`Connection::send_encoded`].
 pub(crate) const FRAME_ROOM: usize = frame::SHORT_HEADER;
-use frame::{Body, Reader};
+use frame::{Body, Drained, Reader};
+pub(crate) use outbox::Outbox;
+use shared::{Next, Shared};
 
 #[cfg(feature = "tokio")]
 pub use aio::AsyncConnection;
@@ -61,6 +65,8 @@ pub struct Connection {
     max_frame: usize,
     reader: Mutex<Reader>,
     writer: Mutex<()>,
+    /// The shared-memory rings of a [`pipe`] pair (see `shared.rs`).
+    shared: Option<Box<Shared>>,
 }
 
 /// Creates a connected pair of duplex [`Connection`]s: both ends send and
@@ -76,9 +82,10 @@ pub struct Connection {
 /// ```
 pub fn pipe() -> io::Result<(Connection, Connection)> {
     let (a, b) = sys::socket::stream_pair()?;
+    let (ra, rb) = Shared::pair()?;
     Ok((
-        Connection::from_fd(a, true, true, true),
-        Connection::from_fd(b, true, true, true),
+        Connection::from_fd(a, true, true, true).with_shared(ra),
+        Connection::from_fd(b, true, true, true).with_shared(rb),
     ))
 }
 
@@ -97,14 +104,23 @@ pub fn pipe_simplex() -> io::Result<(Connection, Connection)> {
     let (a, b) = sys::socket::stream_pair()?;
     sys::socket::shutdown(a.as_fd(), false, true)?;
     sys::socket::shutdown(b.as_fd(), true, false)?;
+    let (ra, rb) = Shared::pair()?;
     Ok((
-        Connection::from_fd(a, true, true, false),
-        Connection::from_fd(b, true, false, true),
+        Connection::from_fd(a, true, true, false).with_shared(ra),
+        Connection::from_fd(b, true, false, true).with_shared(rb),
     ))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The result of waiting for the next message of a connection with rings.
+enum Ready {
+    /// A message of this many bytes is next in the ring.
+    Ring(usize),
+    /// The next message is on the socket.
+    Socket,
 }
 
 fn send_error(e: io::Error) -> SendError {
@@ -126,7 +142,147 @@ impl Connection {
             max_frame: DEFAULT_MAX_FRAME,
             reader: Mutex::new(Reader::new(unix)),
             writer: Mutex::new(()),
+            shared: None,
         }
+    }
+
+    fn with_shared(mut self, shared: Shared) -> Self {
+        self.reader.get_mut().unwrap_or_else(|e| e.into_inner()).shm = true;
+        self.shared = Some(Box::new(shared));
+        self
+    }
+
+    /// Puts one whole frame (`parts`, its header first) in the ring,
+    /// waiting for room. The caller holds the writer lock.
+    fn ring_put(&self, sh: &Shared, parts: &[&[u8]], len: usize) -> Result<(), SendError> {
+        loop {
+            let mut t = sh.begin();
+            if t.put(parts) {
+                return t.commit(self.fd.fd());
+            }
+            sh.wait_room(len, self.fd.fd())?;
+        }
+    }
+
+    /// Announces in the ring a frame that follows on the socket, waiting
+    /// for room. The caller holds the writer lock.
+    fn ring_announce(&self, sh: &Shared) -> Result<(), SendError> {
+        loop {
+            let mut t = sh.begin();
+            if t.put_on_socket() {
+                return t.commit(self.fd.fd());
+            }
+            sh.wait_room(8, self.fd.fd())?;
+        }
+    }
+
+    /// Waits (up to `deadline`; `zero`: not at all) for the next message
+    /// of a connection with rings, and says where it is. The caller holds
+    /// the reader lock.
+    fn wait_shared(
+        &self,
+        sh: &Shared,
+        r: &mut Reader,
+        deadline: Option<std::time::Instant>,
+        zero: bool,
+    ) -> Result<Ready, RecvError> {
+        let fd = self.fd.fd();
+        if r.is_broken() {
+            return Err(RecvError::Broken);
+        }
+        // Whether the socket was just read (so its news is buffered).
+        let mut looked = false;
+        loop {
+            if r.socket_pending {
+                return Ok(Ready::Socket);
+            }
+            // Frame bytes buffered before looking at the ring must have
+            // been announced there (the announcement is committed before
+            // the frame is sent).
+            let had_bytes = r.has_frame_bytes();
+            match sh.next() {
+                Next::Message(len) => return Ok(Ready::Ring(len)),
+                Next::Socket => {
+                    r.socket_pending = true;
+                    return Ok(Ready::Socket);
+                }
+                Next::Bad => {
+                    r.set_broken();
+                    return Err(RecvError::BadFrame);
+                }
+                Next::Empty if had_bytes => {
+                    r.set_broken();
+                    return Err(RecvError::BadFrame);
+                }
+                Next::Empty => {}
+            }
+            // Only a zero timeout (which must see the end of stream at
+            // once) or a wake-up looks at the socket before sleeping: a
+            // stale doorbell just ends the next sleep early.
+            let drained = if zero || looked {
+                r.drain_doorbells(fd)?
+            } else {
+                Drained::Nothing
+            };
+            looked = false;
+            match drained {
+                Drained::Data => continue,
+                Drained::Eof if sh.has_data() => continue,
+                Drained::Eof => return Err(RecvError::Disconnected),
+                Drained::Nothing => {}
+            }
+            if zero {
+                return Err(RecvError::Timeout);
+            }
+            if sh.spin_for_data(deadline) || !sh.arm() {
+                continue;
+            }
+            looked = true;
+            match deadline {
+                None => r.recv_blocking(fd)?,
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() || !sys::poll::wait_readable(&[fd], Some(left))?[0] {
+                        return Err(RecvError::Timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a message waits in this end's incoming ring (no system
+    /// call; `false` without rings).
+    pub(crate) fn ring_has_data(&self) -> bool {
+        self.shared.as_deref().is_some_and(Shared::has_data)
+    }
+
+    /// Whether spinning for this end's peer can pay: it has rings, the
+    /// machine more than one CPU, and the peer is not pinned to the one
+    /// CPU this process is pinned to.
+    pub(crate) fn spin_may_pay(&self) -> bool {
+        self.shared.as_deref().is_some_and(Shared::may_spin)
+    }
+
+    /// Whether something can be received now (a message, or an error to
+    /// report); if not, a connection with rings asks its writer for a
+    /// doorbell, so that its socket becomes readable when one comes. For
+    /// `wait`, `poll` and the pool, before they sleep in `poll(2)`.
+    pub(crate) fn ready_or_arm(&self) -> bool {
+        let Some(sh) = &self.shared else {
+            return self.has_buffered();
+        };
+        let mut r = lock(&self.reader);
+        if r.socket_pending {
+            return r.ready(self.max_frame);
+        }
+        if sh.has_data() || r.ended() {
+            return true;
+        }
+        match r.drain_doorbells(self.fd.fd()) {
+            Ok(Drained::Nothing) => {}
+            _ => return true,
+        }
+        !sh.arm()
     }
 
     /// Wraps an existing connected Unix-domain stream socket, for example
@@ -194,6 +350,12 @@ impl Connection {
         }
         let fds = enc.borrowed_fds();
         let _w = lock(&self.writer);
+        if let Some(sh) = &self.shared {
+            if fds.is_empty() && enc.bytes.len() <= shared::MAX_RECORD {
+                return self.ring_put(sh, &[&enc.bytes], enc.bytes.len());
+            }
+            self.ring_announce(sh)?;
+        }
         if hlen == frame::SHORT_HEADER {
             sys::socket::send_all(self.fd.fd(), &[&enc.bytes], &fds).map_err(send_error)
         } else {
@@ -224,6 +386,12 @@ impl Connection {
         let mut header = [0u8; frame::LONG_HEADER];
         let hlen = frame::write_header(data.len(), &mut header);
         let _w = lock(&self.writer);
+        if let Some(sh) = &self.shared {
+            if hlen + data.len() <= shared::MAX_RECORD {
+                return self.ring_put(sh, &[&header[..hlen], data], hlen + data.len());
+            }
+            self.ring_announce(sh)?;
+        }
         sys::socket::send_all(self.fd.fd(), &[&header[..hlen], data], &[]).map_err(send_error)
     }
 
@@ -253,14 +421,30 @@ impl Connection {
         // A zero timeout reads only what is queued (and pays no clock read).
         let deadline = Deadline::from_timeout(timeout).instant();
         let mut r = lock(&self.reader);
+        if let Some(sh) = &self.shared {
+            let zero = timeout == Some(Duration::ZERO);
+            if let Ready::Ring(len) = self.wait_shared(sh, &mut r, deadline, zero)? {
+                if len > self.max_frame {
+                    return Err(self.ring_too_large(&mut r, len));
+                }
+                let mut body = std::mem::take(&mut r.scratch);
+                body.resize(len, 0);
+                sh.take(len, &mut body);
+                let result = f(&body, &mut VecDeque::new());
+                r.scratch = body;
+                return result;
+            }
+        }
         let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
-        match r.read_body(self.fd.fd(), hlen, len, deadline)? {
+        let result = match r.read_body(self.fd.fd(), hlen, len, deadline)? {
             Body::InBuffer(s, e) => {
                 let (body, fds) = r.body_and_fds(s, e);
                 f(body, fds)
             }
             Body::Owned(v) => f(&v, &mut r.fds),
-        }
+        };
+        r.socket_pending = false;
+        result
     }
 
     /// Like [`recv`](Self::recv), but first polls without sleeping for up
@@ -315,11 +499,24 @@ impl Connection {
         // A zero timeout reads only what is queued (and pays no clock read).
         let deadline = Deadline::from_timeout(timeout).instant();
         let mut r = lock(&self.reader);
-        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
-        match r.read_body(self.fd.fd(), hlen, len, deadline)? {
-            Body::InBuffer(s, e) => Ok(r.body_and_fds(s, e).0.to_vec()),
-            Body::Owned(v) => Ok(v),
+        if let Some(sh) = &self.shared {
+            let zero = timeout == Some(Duration::ZERO);
+            if let Ready::Ring(len) = self.wait_shared(sh, &mut r, deadline, zero)? {
+                if len > self.max_frame {
+                    return Err(self.ring_too_large(&mut r, len));
+                }
+                let mut body = vec![0; len];
+                sh.take(len, &mut body);
+                return Ok(body);
+            }
         }
+        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
+        let body = match r.read_body(self.fd.fd(), hlen, len, deadline)? {
+            Body::InBuffer(s, e) => r.body_and_fds(s, e).0.to_vec(),
+            Body::Owned(v) => v,
+        };
+        r.socket_pending = false;
+        Ok(body)
     }
 
     /// Receives one message into `buf` and returns its length (Python's
@@ -330,6 +527,21 @@ impl Connection {
             return Err(RecvError::NotReadable);
         }
         let mut r = lock(&self.reader);
+        if let Some(sh) = &self.shared
+            && let Ready::Ring(len) = self.wait_shared(sh, &mut r, None, false)?
+        {
+            if len > self.max_frame {
+                return Err(self.ring_too_large(&mut r, len));
+            }
+            if len > buf.len() {
+                return Err(RecvError::BufferTooSmall {
+                    len,
+                    capacity: buf.len(),
+                });
+            }
+            sh.take(len, buf);
+            return Ok(len);
+        }
         let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, None)?;
         if len > buf.len() {
             return Err(RecvError::BufferTooSmall {
@@ -338,6 +550,7 @@ impl Connection {
             });
         }
         r.read_body_into(self.fd.fd(), hlen, len, buf, None)?;
+        r.socket_pending = false;
         Ok(len)
     }
 
@@ -350,6 +563,19 @@ impl Connection {
     pub fn poll(&self, timeout: Duration) -> io::Result<bool> {
         if !self.readable {
             return Ok(false);
+        }
+        if self.shared.is_some() {
+            let deadline = Deadline::from_timeout(Some(timeout));
+            loop {
+                if self.ready_or_arm() {
+                    return Ok(true);
+                }
+                // Readable: a doorbell, a frame or the end of stream; the
+                // next round tells which (a stale doorbell only re-arms).
+                if !sys::poll::wait_readable(&[self.fd.fd()], deadline.remaining())?[0] {
+                    return Ok(false);
+                }
+            }
         }
         if self.has_buffered() {
             return Ok(true);
@@ -364,7 +590,21 @@ impl Connection {
     /// Whether a whole message (or an error to report) is buffered, so
     /// that the next receive does not touch the socket.
     pub(crate) fn has_buffered(&self) -> bool {
-        lock(&self.reader).ready(self.max_frame)
+        let r = lock(&self.reader);
+        match &self.shared {
+            Some(sh) if !r.socket_pending => sh.has_data() || r.ended(),
+            _ => r.ready(self.max_frame),
+        }
+    }
+
+    /// A ring message over this end's cap: refused, and the stream is
+    /// broken from then on (as when the socket announces one).
+    fn ring_too_large(&self, r: &mut Reader, len: usize) -> RecvError {
+        r.set_broken();
+        RecvError::TooLarge {
+            len: len as u64,
+            max: self.max_frame,
+        }
     }
 }
 
@@ -420,7 +660,42 @@ impl Connection {
     /// descriptors, waiting as long as it takes.
     pub(crate) fn send_raw_all(&self, bytes: &[u8]) -> Result<(), SendError> {
         let _w = lock(&self.writer);
-        sys::socket::send_all(self.fd.fd(), &[bytes], &[]).map_err(send_error)
+        let Some(sh) = &self.shared else {
+            return sys::socket::send_all(self.fd.fd(), &[bytes], &[]).map_err(send_error);
+        };
+        // Frame by frame: as many as fit in the ring per commit.
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let mut t = sh.begin();
+            while let Some(h) = rest.get(..frame::SHORT_HEADER) {
+                let len = frame::SHORT_HEADER
+                    + u32::from_be_bytes(h.try_into().expect("4 bytes")) as usize;
+                let (f, after) = rest.split_at(len.min(rest.len()));
+                if f.len() > shared::MAX_RECORD {
+                    if !t.is_empty() {
+                        break;
+                    }
+                    t.commit(self.fd.fd())?;
+                    self.ring_announce(sh)?;
+                    sys::socket::send_all(self.fd.fd(), &[f], &[]).map_err(send_error)?;
+                    rest = after;
+                    t = sh.begin();
+                    continue;
+                }
+                if !t.put(&[f]) {
+                    break;
+                }
+                rest = after;
+            }
+            if t.is_empty() && !rest.is_empty() {
+                let len = rest.len().min(shared::MAX_RECORD);
+                t.commit(self.fd.fd())?;
+                sh.wait_room(len, self.fd.fd())?;
+                continue;
+            }
+            t.commit(self.fd.fd())?;
+        }
+        Ok(())
     }
 }
 
@@ -466,6 +741,8 @@ struct Wire {
     readable: bool,
     writable: bool,
     max_frame: u64,
+    /// The rings of a [`pipe`] pair, and which end this is.
+    shared: Option<(SharedFd, u8)>,
 }
 
 /// A `Connection` can be sent to another process (as a `Process` argument
@@ -479,6 +756,7 @@ impl Serialize for Connection {
             readable: self.readable,
             writable: self.writable,
             max_frame: self.max_frame as u64,
+            shared: self.shared.as_deref().map(Shared::wire),
         }
         .serialize(s)
     }
@@ -487,14 +765,23 @@ impl Serialize for Connection {
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
+        let shared = match w.shared {
+            Some((fd, end)) => Some(Box::new(
+                Shared::attach(fd, end).map_err(<D::Error as serde::de::Error>::custom)?,
+            )),
+            None => None,
+        };
+        let mut reader = Reader::new(w.unix);
+        reader.shm = shared.is_some();
         Ok(Connection {
             fd: w.fd,
             unix: w.unix,
             readable: w.readable,
             writable: w.writable,
             max_frame: usize::try_from(w.max_frame).unwrap_or(usize::MAX),
-            reader: Mutex::new(Reader::new(w.unix)),
+            reader: Mutex::new(reader),
             writer: Mutex::new(()),
+            shared,
         })
     }
 }

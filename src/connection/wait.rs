@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::Connection;
 use crate::sys;
+use crate::wait::Deadline;
 
 /// Something [`wait`] can wait on: a [`Connection`] (a message or end of
 /// stream to read), a [`Process`](crate::Process) (it ended), or a
@@ -21,6 +22,14 @@ pub trait Waitable {
     fn ready_now(&self) -> bool {
         false
     }
+
+    /// After its descriptor polled readable: whether it really is ready
+    /// (a connection's socket can carry a stale wake-up byte of its
+    /// shared-memory path). Called by [`wait`]; the default says yes.
+    #[doc(hidden)]
+    fn confirm_ready(&self) -> bool {
+        true
+    }
 }
 
 impl Waitable for Connection {
@@ -31,7 +40,13 @@ impl Waitable for Connection {
     }
 
     fn ready_now(&self) -> bool {
-        self.readable && self.has_buffered()
+        // Also asks a pipe's writer to make the socket readable when a
+        // message comes through shared memory.
+        self.readable && self.ready_or_arm()
+    }
+
+    fn confirm_ready(&self) -> bool {
+        self.ready_or_arm()
     }
 }
 
@@ -77,22 +92,34 @@ pub fn wait<W: Waitable + ?Sized>(
     objects: &[&W],
     timeout: Option<Duration>,
 ) -> io::Result<Vec<usize>> {
-    let buffered: Vec<usize> = (0..objects.len())
-        .filter(|&i| objects[i].ready_now())
-        .collect();
-    if !buffered.is_empty() {
-        return Ok(buffered);
+    let deadline = Deadline::from_timeout(timeout);
+    loop {
+        let buffered: Vec<usize> = (0..objects.len())
+            .filter(|&i| objects[i].ready_now())
+            .collect();
+        // With something ready already, only a look at the others.
+        let watched: Vec<(usize, BorrowedFd<'_>)> = objects
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !buffered.contains(i))
+            .filter_map(|(i, o)| o.wait_fd().map(|fd| (i, fd)))
+            .collect();
+        let fds: Vec<BorrowedFd<'_>> = watched.iter().map(|&(_, fd)| fd).collect();
+        let left = if buffered.is_empty() {
+            deadline.remaining()
+        } else {
+            Some(Duration::ZERO)
+        };
+        let ready = sys::poll::wait_readable(&fds, left)?;
+        let mut got: Vec<usize> = watched
+            .into_iter()
+            .zip(ready)
+            .filter_map(|((i, _), r)| (r && objects[i].confirm_ready()).then_some(i))
+            .chain(buffered.iter().copied())
+            .collect();
+        got.sort_unstable();
+        if !got.is_empty() || deadline.expired() {
+            return Ok(got);
+        }
     }
-    let watched: Vec<(usize, BorrowedFd<'_>)> = objects
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| o.wait_fd().map(|fd| (i, fd)))
-        .collect();
-    let fds: Vec<BorrowedFd<'_>> = watched.iter().map(|&(_, fd)| fd).collect();
-    let ready = sys::poll::wait_readable(&fds, timeout)?;
-    Ok(watched
-        .into_iter()
-        .zip(ready)
-        .filter_map(|((i, _), r)| r.then_some(i))
-        .collect())
 }

@@ -16,8 +16,8 @@
 //!
 //! # Never blocking on a worker
 //!
-//! The pool writes to workers without waiting (`MSG_DONTWAIT`, keeping what
-//! did not fit in the worker's outbox until its socket is writable), so a
+//! The pool writes to workers without waiting (an [`Outbox`] per worker
+//! keeps what did not fit until its socket or ring takes more), so a
 //! worker that blocks sending a large result while the pool has a large
 //! chunk for it cannot deadlock the two.
 //!
@@ -39,7 +39,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -49,17 +49,21 @@ use super::board::{Board, INIT, seq_le};
 use super::error::{TaskError, WorkerExit};
 use super::wire;
 use crate::codec;
-use crate::connection::{Connection, FRAME_ROOM, RawFrame, frame_encoded, pipe};
+use crate::connection::{Connection, FRAME_ROOM, Outbox, RawFrame, frame_encoded, pipe};
 use crate::error::{RecvError, StartError};
 use crate::local_lock::lock;
 use crate::process::Process;
 use crate::sys;
 use crate::sys::poll::Interest;
+use crate::wait::{self, Deadline, Spin};
 
 /// Starts one worker process given its connection, status word and number.
 pub type StartWorker =
     Box<dyn Fn(Connection, Board, u64) -> Result<Process<()>, StartError> + Send + Sync>;
 
+/// How long the background driver of a spawn pool stands by after another
+/// thread drove the pool (see [`Shared::drive_in_background`]).
+const GRACE: Duration = Duration::from_millis(2);
 /// Longest single wait of a step, a safety net against a lost wake-up.
 const MAX_WAIT: Duration = Duration::from_millis(500);
 /// Chunks sent to one worker ahead of its replies, at least…
@@ -74,8 +78,9 @@ const QUEUED_NS: f64 = 2_000_000.0;
 /// map of tiny tasks is not shuffled around, short enough that no task
 /// waits noticeably behind a long one.
 const STEAL_AFTER: Duration = Duration::from_millis(2);
-/// Frames gathered into one `sendmsg`.
-const GATHER: usize = 64;
+/// Longest wait of a step while a worker's ring is full (its room comes
+/// back without a sign on the socket).
+const RING_RETRY: Duration = Duration::from_millis(1);
 
 /// Hashes the pool's own sequential numbers (chunks, jobs), far cheaper
 /// than SipHash (no outsider chooses them). The low bits, which pick the
@@ -239,8 +244,8 @@ struct Worker {
     pidfd: Arc<OwnedFd>,
     conn: Arc<Connection>,
     board: Board,
-    /// Frames not yet (fully) written, with the bytes already written.
-    outbox: VecDeque<(Arc<RawFrame>, usize)>,
+    /// Frames not yet (fully) written.
+    outbox: Outbox,
     /// Chunks sent (or in the outbox), oldest first.
     outstanding: VecDeque<Sent>,
     /// Messages put in its outbox so far (the sequence number of the last).
@@ -268,6 +273,13 @@ pub struct State {
     next_worker: u64,
     driving: bool,
     wake_pending: bool,
+    /// Threads waiting in [`Shared::wait_until`] (not the background
+    /// driver).
+    waiters: usize,
+    /// When such a thread last ran a step.
+    user_stepped: Option<Instant>,
+    /// Threads asleep on the `changed` condition variable.
+    sleepers: usize,
     /// No new jobs.
     pub closed: bool,
     /// Stopped by `terminate`.
@@ -287,6 +299,8 @@ pub struct Shared {
     wake_rx: OwnedFd,
     wake_tx: OwnedFd,
     next_chunk: AtomicU64,
+    /// The driver's spin before it sleeps, while replies are due.
+    spin: Spin,
     /// Async tasks waiting on the pool, woken with `changed`.
     #[cfg(feature = "tokio")]
     wakers: Mutex<Vec<std::task::Waker>>,
@@ -310,6 +324,9 @@ impl Shared {
                 next_worker: 1,
                 driving: false,
                 wake_pending: false,
+                waiters: 0,
+                user_stepped: None,
+                sleepers: 0,
                 closed: false,
                 terminated: false,
                 broken: None,
@@ -321,6 +338,7 @@ impl Shared {
             wake_rx,
             wake_tx,
             next_chunk: AtomicU64::new(1),
+            spin: Spin::new(&wait::SHARED),
             #[cfg(feature = "tokio")]
             wakers: Mutex::new(Vec::new()),
             #[cfg(feature = "tokio")]
@@ -336,6 +354,12 @@ impl Shared {
     /// Wakes the threads (and async tasks) waiting for the state to change.
     fn notify_changed(&self) {
         self.changed.notify_all();
+        self.notify_async();
+    }
+
+    /// Wakes the async tasks waiting on the pool (none without the
+    /// `tokio` feature).
+    fn notify_async(&self) {
         #[cfg(feature = "tokio")]
         for w in std::mem::take(&mut *lock(&self.wakers)) {
             w.wake();
@@ -491,7 +515,13 @@ impl Shared {
         }
         st.check_hook(job);
         st.dispatch(false);
-        if st.workers.iter().any(|w| !w.outbox.is_empty()) || st.workers.len() < st.cfg.processes {
+        // Also when the driver sleeps while replies to come may be caught
+        // by its spin (the worker answers through shared memory).
+        if st.workers.len() < st.cfg.processes
+            || st.workers.iter().any(|w| {
+                !w.outbox.is_empty() || (!w.outstanding.is_empty() && w.conn.spin_may_pay())
+            })
+        {
             self.wake(&mut st);
         }
         let st = self.run_callbacks(st);
@@ -599,15 +629,40 @@ impl Shared {
     /// Returns the locked state and whether `done` held.
     pub fn wait_until(
         &self,
-        mut done: impl FnMut(&mut State) -> bool,
+        done: impl FnMut(&mut State) -> bool,
         deadline: Option<Instant>,
     ) -> (MutexGuard<'_, State>, bool) {
         let mut st = self.lock();
+        st.waiters += 1;
+        let (mut st, held) = self.wait_inner(st, done, deadline, false);
+        st.waiters -= 1;
+        (st, held)
+    }
+
+    /// [`wait_until`](Self::wait_until) for the background thread of a
+    /// spawn pool: it drives only while no other thread waits on the pool
+    /// and none has driven it for [`GRACE`], so that a thread waiting for
+    /// its results drives the pool itself (and catches a reply with its
+    /// own spin, without a hand-over between two threads).
+    pub fn drive_in_background(&self, done: impl FnMut(&mut State) -> bool) {
+        let st = self.lock();
+        drop(self.wait_inner(st, done, None, true));
+    }
+
+    fn wait_inner<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        mut done: impl FnMut(&mut State) -> bool,
+        deadline: Option<Instant>,
+        background: bool,
+    ) -> (MutexGuard<'a, State>, bool) {
         loop {
             if done(&mut st) {
                 return (st, true);
             }
-            if !st.driving {
+            let stand_by = background
+                && (st.waiters > 0 || st.user_stepped.is_some_and(|t| t.elapsed() < GRACE));
+            if !st.driving && !stand_by {
                 st = match catch_unwind(AssertUnwindSafe(|| self.step(st, deadline))) {
                     Ok(st) => st,
                     Err(p) => {
@@ -620,18 +675,30 @@ impl Shared {
                         st
                     }
                 };
+                if !background {
+                    st.user_stepped = Some(Instant::now());
+                }
                 if done(&mut st) {
                     return (st, true);
                 }
+            } else if stand_by {
+                // Not on the condition variable: the steps of the threads
+                // that drive meanwhile need not wake this one.
+                drop(st);
+                std::thread::sleep(GRACE);
+                st = self.lock();
+                continue;
             } else {
                 let now = Instant::now();
                 if deadline.is_none_or(|d| now < d) {
                     let wait = deadline.map_or(MAX_WAIT, |d| (d - now).min(MAX_WAIT));
+                    st.sleepers += 1;
                     st = self
                         .changed
                         .wait_timeout(st, wait)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
+                    st.sleepers -= 1;
                     continue;
                 }
             }
@@ -657,11 +724,38 @@ impl Shared {
         let watch: Vec<(u64, Arc<Connection>, Arc<OwnedFd>, bool)> = st
             .workers
             .iter()
-            .map(|w| (w.key, w.conn.clone(), w.pidfd.clone(), !w.outbox.is_empty()))
+            .map(|w| {
+                let write = w.outbox.waits_for_socket(&w.conn);
+                (w.key, w.conn.clone(), w.pidfd.clone(), write)
+            })
             .collect();
-        let buffered = st.workers.iter().any(|w| w.conn.has_buffered());
+        let ring_full = st
+            .workers
+            .iter()
+            .any(|w| !w.outbox.is_empty() && !w.outbox.waits_for_socket(&w.conn));
+        let mut buffered = st.workers.iter().any(|w| w.conn.has_buffered());
+        // Replies are due from workers that may answer within the spin.
+        let spin = !buffered
+            && st
+                .workers
+                .iter()
+                .any(|w| !w.outstanding.is_empty() && w.conn.spin_may_pay());
         let steal_at = st.next_steal();
         drop(st);
+        // A reply caught by the spin is taken in without a poll (the next
+        // step polls).
+        let mut caught = false;
+        if spin {
+            let conns = || watch.iter().any(|(_, c, _, _)| c.ring_has_data());
+            caught = self.spin.until_if(true, conns, Deadline::at(deadline));
+            buffered = caught;
+        }
+        if !buffered {
+            // Not `any`: every connection is asked for its doorbell.
+            buffered = watch
+                .iter()
+                .fold(false, |b, (_, c, _, _)| c.ready_or_arm() | b);
+        }
 
         let now = Instant::now();
         let timeout = if buffered {
@@ -669,6 +763,11 @@ impl Shared {
         } else {
             let wait =
                 deadline.map_or(MAX_WAIT, |d| d.saturating_duration_since(now).min(MAX_WAIT));
+            let wait = if ring_full {
+                wait.min(RING_RETRY)
+            } else {
+                wait
+            };
             steal_at.map_or(wait, |t| wait.min(t.saturating_duration_since(now)))
         };
         let mut interest: Vec<Interest<'_>> = Vec::with_capacity(1 + 2 * watch.len());
@@ -686,8 +785,12 @@ impl Shared {
                 write: false,
             });
         }
-        let ready = sys::poll::wait_events(&interest, Some(timeout))
-            .unwrap_or_else(|_| vec![(false, false); interest.len()]);
+        let ready = if caught {
+            vec![(false, false); interest.len()]
+        } else {
+            sys::poll::wait_events(&interest, Some(timeout))
+                .unwrap_or_else(|_| vec![(false, false); interest.len()])
+        };
         drop(interest);
 
         let mut st = self.lock();
@@ -712,7 +815,11 @@ impl Shared {
             st.internal_failure(p);
         }
         st.driving = false;
-        self.notify_changed();
+        if st.sleepers > 0 {
+            self.notify_changed();
+        } else {
+            self.notify_async();
+        }
         self.run_callbacks(st)
     }
 }
@@ -752,7 +859,7 @@ impl State {
             pidfd: Arc::new(pidfd),
             conn: Arc::new(ours),
             board,
-            outbox: VecDeque::new(),
+            outbox: Outbox::new(),
             outstanding: VecDeque::new(),
             sent_seq: 0,
             robbed: false,
@@ -937,24 +1044,32 @@ impl State {
         };
         let mut w = self.workers.swap_remove(idx);
         if readable || w.conn.has_buffered() {
-            self.read_replies(&mut w);
+            self.read_replies(&mut w, readable);
         }
-        if writable && !w.dead {
+        if (writable || !w.outbox.is_empty()) && !w.dead {
             flush(&mut w);
         }
         if exited || w.dead {
             w.dead = true;
-            self.read_replies(&mut w);
+            self.read_replies(&mut w, true);
             self.bury(w);
         } else {
             self.workers.push(w);
         }
     }
 
-    fn read_replies(&mut self, w: &mut Worker) {
+    /// Takes in the worker's replies: while some are buffered, and first
+    /// one look at the connection if `look` (it polled readable, or the
+    /// worker is dead and everything it sent must be read).
+    fn read_replies(&mut self, w: &mut Worker, look: bool) {
         // One clock read for the replies that arrived together.
         let now = Instant::now();
+        let mut look = look;
         loop {
+            if !look && !w.conn.has_buffered() {
+                return;
+            }
+            look = w.dead;
             match w.conn.recv_encoded(Some(Duration::ZERO)) {
                 Ok((payload, fds)) => self.on_reply(w, payload, fds, now),
                 Err(RecvError::Timeout) => return,
@@ -1115,7 +1230,7 @@ impl State {
 impl Worker {
     /// Puts a message in the outbox; returns its sequence number.
     fn push(&mut self, frame: Arc<RawFrame>) -> u32 {
-        self.outbox.push_back((frame, 0));
+        self.outbox.push(frame);
         self.sent_seq = self.sent_seq.wrapping_add(1);
         self.sent_seq
     }
@@ -1133,43 +1248,11 @@ fn reap(p: &mut Process<()>) {
     }
 }
 
-/// Writes what the worker's socket takes of its outbox, without waiting.
+/// Writes what the worker's connection takes of its outbox, without
+/// waiting.
 fn flush(w: &mut Worker) {
-    while let Some((first, off)) = w.outbox.front() {
-        let result = if !first.fds.is_empty() && *off == 0 {
-            let fds: Vec<BorrowedFd<'_>> = first.fds.iter().map(|f| f.as_fd()).collect();
-            w.conn.try_send_raw(&[IoSlice::new(&first.bytes)], &fds)
-        } else {
-            let mut bufs = Vec::with_capacity(GATHER.min(w.outbox.len()));
-            for (i, (f, off)) in w.outbox.iter().enumerate() {
-                if bufs.len() == GATHER || (i > 0 && !f.fds.is_empty()) {
-                    break;
-                }
-                bufs.push(IoSlice::new(&f.bytes[*off..]));
-            }
-            w.conn.try_send_raw(&bufs, &[])
-        };
-        match result {
-            Ok(0) => return,
-            Ok(mut n) => {
-                while n > 0 {
-                    let (f, off) = w.outbox.front_mut().expect("bytes were sent from it");
-                    let left = f.bytes.len() - *off;
-                    if n >= left {
-                        n -= left;
-                        w.outbox.pop_front();
-                    } else {
-                        *off += n;
-                        n = 0;
-                    }
-                }
-            }
-            Err(_) => {
-                // The worker is gone; its death is handled when seen.
-                w.dead = true;
-                w.outbox.clear();
-                return;
-            }
-        }
+    if w.outbox.flush(&w.conn).is_err() {
+        // The worker is gone; its death is handled when seen.
+        w.dead = true;
     }
 }

@@ -302,7 +302,7 @@ impl PoolBuilder {
             let spawned = std::thread::Builder::new()
                 .name("multiproc-pool".into())
                 .spawn(move || {
-                    let _ = s.wait_until(|st| st.finished(), None);
+                    s.drive_in_background(|st| st.finished());
                 });
             match spawned {
                 Ok(h) => {

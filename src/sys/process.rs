@@ -291,12 +291,14 @@ pub fn affinity_cpus() -> usize {
     }
 }
 
-/// Milliseconds of the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
-/// a few milliseconds' resolution, read in a few nanoseconds): for
-/// re-reading cached facts now and then on hot paths.
-pub fn coarse_millis() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    (t.tv_sec as u64).wrapping_mul(1000) + t.tv_nsec as u64 / 1_000_000
+/// The one CPU this thread may run on, if its affinity mask has exactly
+/// one.
+pub fn pinned_cpu() -> Option<usize> {
+    let set = rustix::thread::sched_getaffinity(None).ok()?;
+    if set.count() != 1 {
+        return None;
+    }
+    (0..rustix::thread::CpuSet::MAX_CPU).find(|&c| set.is_set(c))
 }
 
 /// Ends the process at once with `code`, without running exit handlers

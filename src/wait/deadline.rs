@@ -23,6 +23,12 @@ impl Deadline {
     /// No limit.
     pub const NEVER: Deadline = Deadline(None);
 
+    /// The point in time `at` (`None`: no limit).
+    #[inline]
+    pub fn at(at: Option<Instant>) -> Deadline {
+        Deadline(at)
+    }
+
     /// `timeout` from now; a timeout too long to represent is no limit. A
     /// zero timeout reads no clock: it is a deadline already passed.
     #[inline]

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 pub(crate) use deadline::Deadline;
 pub(crate) use event_count::{EventCount, SLICE};
-pub(crate) use spin::{Backoff, CSP, CSP_LOCK, QUEUE_LOCK, SHARED, SOCKET, SYNC, Spin};
+pub(crate) use spin::{
+    Backoff, CSP, CSP_LOCK, QUEUE_LOCK, SHARED, SOCKET, SYNC, Spin, may_spin_beside, pinned_cpu,
+};
 
 use crate::sys;
 use crate::sys::futex::Wake;

@@ -285,8 +285,21 @@ impl Spin {
     /// once, without looking, when spinning cannot help ([`may_spin`]);
     /// the caller looks before calling.
     #[inline]
-    pub fn until(&self, mut ready: impl FnMut() -> bool, deadline: Deadline) -> bool {
-        if !may_spin() {
+    pub fn until(&self, ready: impl FnMut() -> bool, deadline: Deadline) -> bool {
+        self.until_if(may_spin(), ready, deadline)
+    }
+
+    /// [`until`](Self::until) with the caller's own answer to whether
+    /// spinning can help (a wait that knows where its peer runs: see
+    /// [`may_spin_beside`]).
+    #[inline]
+    pub fn until_if(
+        &self,
+        allowed: bool,
+        mut ready: impl FnMut() -> bool,
+        deadline: Deadline,
+    ) -> bool {
+        if !allowed {
             return false;
         }
         let limit = self.limit.load(Ordering::Relaxed);
@@ -339,16 +352,17 @@ impl Spin {
 /// Whether spinning can help: not when this process may run on only one
 /// CPU (its affinity mask), where the other side cannot make progress
 /// while we spin. Every spinning wait of the crate asks here. The mask is
-/// re-read at most every [`REREAD_MS`] milliseconds (of a coarse clock, a
-/// few nanoseconds to read), so pinning a running process is noticed.
+/// re-read at most every [`REREAD_NS`] nanoseconds (of the coarse
+/// monotonic clock, a few nanoseconds to read), so pinning a running
+/// process is noticed.
 #[inline]
 pub(crate) fn may_spin() -> bool {
-    // [allowed + 1: 2 bits][coarse milliseconds: 62 bits]; 0: not read yet.
+    // [allowed + 1: 2 bits][coarse nanoseconds: 62 bits]; 0: not read yet.
     static CACHE: AtomicU64 = AtomicU64::new(0);
-    const MS: u64 = (1 << 62) - 1;
-    let now = sys::process::coarse_millis() & MS;
+    const NS: u64 = (1 << 62) - 1;
+    let now = sys::waitv::monotonic_coarse_ns() & NS;
     let cached = CACHE.load(Ordering::Relaxed);
-    if cached != 0 && now.wrapping_sub(cached & MS) & MS < REREAD_MS {
+    if cached != 0 && now.wrapping_sub(cached & NS) & NS < REREAD_NS {
         return cached >> 62 == 2;
     }
     let allowed = sys::process::affinity_cpus() > 1;
@@ -357,8 +371,41 @@ pub(crate) fn may_spin() -> bool {
     allowed
 }
 
+/// The one CPU this process may run on, or -1 when it may run on several
+/// (re-read like [`may_spin`]'s mask). A wait that shares memory with a
+/// peer publishes it there, for [`may_spin_beside`].
+pub(crate) fn pinned_cpu() -> i32 {
+    // [cpu + 2: 16 bits][coarse nanoseconds: 48 bits, about 3 days
+    // before wrapping, which only costs one early re-read]; 0: not read yet.
+    static CACHE: AtomicU64 = AtomicU64::new(0);
+    const NS: u64 = (1 << 48) - 1;
+    let now = sys::waitv::monotonic_coarse_ns() & NS;
+    let cached = CACHE.load(Ordering::Relaxed);
+    if cached != 0 && now.wrapping_sub(cached & NS) & NS < REREAD_NS {
+        return (cached >> 48) as i32 - 2;
+    }
+    let cpu = sys::process::pinned_cpu().map_or(-1, |c| c.min(0xFFFD) as i32);
+    CACHE.store((((cpu + 2) as u64) << 48) | now, Ordering::Relaxed);
+    cpu
+}
+
+/// Whether spinning for a peer that published `peer_cpu` (see
+/// [`pinned_cpu`]) can help: the machine has more than one CPU online and
+/// the two are not pinned to the same one. Unlike [`may_spin`], a process
+/// pinned to one CPU may spin for a peer running on another, which is
+/// where spinning pays most (a cross-CPU wake-up costs tens of
+/// microseconds on small VMs).
+pub(crate) fn may_spin_beside(peer_cpu: i32) -> bool {
+    static ONLINE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if *ONLINE.get_or_init(sys::process::cpu_count) < 2 {
+        return false;
+    }
+    let me = pinned_cpu();
+    me < 0 || me != peer_cpu
+}
+
 /// How long [`may_spin`] trusts its last reading of the affinity mask.
-const REREAD_MS: u64 = 100;
+const REREAD_NS: u64 = 100_000_000;
 
 #[cfg(test)]
 mod tests {
