@@ -170,6 +170,8 @@ mod process;
 #[cfg(target_os = "linux")]
 pub mod queue;
 #[cfg(target_os = "linux")]
+mod segment;
+#[cfg(target_os = "linux")]
 mod shm;
 #[cfg(target_os = "linux")]
 mod sync;

@@ -8,10 +8,12 @@
 #[cfg(feature = "tokio")]
 mod aio;
 pub(crate) mod auth;
+pub(crate) mod authkey;
 mod frame;
 mod handshake;
 mod listener;
 mod outbox;
+mod pickle;
 mod shared;
 mod wait;
 

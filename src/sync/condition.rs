@@ -31,10 +31,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::LockError;
 use super::lock::Lock;
-use super::mutex::{Guard, MutexSegment, map_result};
 use super::rlock::RLock;
 use crate::codec::SharedFd;
-use crate::shm::segment::{Kind, Segment};
+use crate::segment::mutex::{Guard, MutexSegment, map_result};
+use crate::segment::{Kind, Segment};
 use crate::sys;
 use crate::sys::futex::Wake;
 use crate::sys::robust_mutex::Locked;
@@ -272,7 +272,7 @@ impl ConditionGuard<'_> {
             // neither a timeout nor a self-deadlock can happen; only a
             // corrupted mutex fails. The guard then does not hold the lock,
             // and its drop's unlock is refused harmlessly.
-            Err(e) => Err(super::mutex::failed(e)),
+            Err(e) => Err(crate::segment::mutex::failed(e)),
         }
     }
 

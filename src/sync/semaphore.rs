@@ -31,7 +31,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::ReleaseError;
 use crate::codec::SharedFd;
-use crate::shm::segment::{Kind, Segment};
+use crate::segment::{Kind, Segment};
 use crate::sys;
 use crate::sys::futex::Wake;
 use crate::wait::{self, Deadline, Spin, futex_wait};
