@@ -78,7 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .env(cluster::ENV_ENDPOINT, &endpoint)
                 .env(cluster::ENV_USER, user)
                 .env(cluster::ENV_PASSWORD, &password)
-                .env("MULTIPROC_CLUSTER_IDLE_EXIT_MS", "1000")
+                .env(cluster::ENV_IDLE_EXIT_MS, "1000")
                 .stdin(Stdio::null())
                 .spawn()?,
         );

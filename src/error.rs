@@ -27,7 +27,7 @@ pub enum CodecError {
     /// A pickle could not be written or read (the Python codec of
     /// [`Connection::send_pickle`](crate::Connection::send_pickle)).
     #[error(transparent)]
-    Pickle(#[from] crate::codec::pickle::PickleError),
+    Pickle(#[from] PickleError),
 }
 
 /// Sending on a [`Connection`](crate::Connection) failed.
@@ -215,6 +215,49 @@ pub enum ConnectError {
     /// The OS failed.
     #[error("connection failed: {0}")]
     Io(#[from] io::Error),
+}
+
+/// A pickle could not be written or read (the Python codec,
+/// [`codec::pickle`](crate::codec::pickle)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PickleError {
+    /// The value could not be written as a pickle.
+    #[error("cannot pickle the value: {0}")]
+    Encode(String),
+    /// The pickle names a class or function; nothing is called.
+    #[error("the pickle refers to {module}.{name}, which is not plain data; refused")]
+    Global {
+        /// The module named.
+        module: String,
+        /// The global named in it.
+        name: String,
+    },
+    /// The pickle uses a feature this side does not read.
+    #[error("the pickle uses {0}, which is not supported")]
+    Unsupported(String),
+    /// The bytes are not a valid pickle.
+    #[error("malformed pickle: {0}")]
+    Malformed(String),
+    /// The value nests deeper than
+    /// [`MAX_DEPTH`](crate::codec::pickle::MAX_DEPTH).
+    #[error("the pickled value nests deeper than {max} levels")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// The value would take far more memory than the pickle.
+    #[error("the pickled value is too large: {0}")]
+    TooLarge(String),
+    /// The value contains itself.
+    #[error("the pickled value contains itself")]
+    Recursive,
+    /// An integer does not fit the requested Rust type.
+    #[error("integer out of range for the requested type: {0}")]
+    IntOverflow(String),
+    /// The pickle is valid but holds something other than the requested type.
+    #[error("the pickled value does not match the requested type: {0}")]
+    Type(String),
 }
 
 /// What can go wrong joining or using a cluster (feature `zenoh`, see

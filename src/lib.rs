@@ -134,7 +134,7 @@
 //! Linux with glibc only (Linux 5.16 or newer for `futex_waitv`, glibc 2.29
 //! or newer); other targets fail to compile with one error saying so.
 
-// Unsafe code is opt-in per file (`#![allow(unsafe_code)]` at its top).
+// Unsafe code is opt-in per file (an `allow` of `unsafe_code` at its top).
 // The lint settings shared by every target are in Cargo.toml's `[lints]`
 // table; these are the library's own.
 #![deny(unsafe_code)]
@@ -169,6 +169,8 @@ pub mod pool;
 mod process;
 #[cfg(target_os = "linux")]
 pub mod queue;
+#[cfg(target_os = "linux")]
+mod segment;
 #[cfg(target_os = "linux")]
 mod shm;
 #[cfg(target_os = "linux")]

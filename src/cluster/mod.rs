@@ -71,7 +71,7 @@ mod driver;
 mod handle;
 mod net;
 mod pool;
-mod wire;
+pub(crate) mod wire;
 mod worker;
 
 use std::time::Duration;
@@ -81,7 +81,7 @@ pub use channel::{NetChannel, NetReader, NetWriter};
 pub use handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult};
 pub use net::Session;
 pub use pool::ClusterPool;
-pub use worker::{WorkerOptions, serve, serve_if_worker};
+pub use worker::{ENV_IDLE_EXIT_MS, WorkerOptions, serve, serve_if_worker};
 
 /// Environment variable naming the endpoint to connect to
 /// (`tcp/host:port`), read by [`ClusterConfig::from_env`].

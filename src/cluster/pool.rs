@@ -441,3 +441,79 @@ impl Drop for ClusterPool {
         self.terminate();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterError, NetChannel};
+
+    fn router() -> Session {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        ClusterConfig::listen(format!("tcp/127.0.0.1:{port}"))
+            .open()
+            .expect("a loopback router")
+    }
+
+    fn double(x: u64) -> u64 {
+        2 * x
+    }
+
+    #[test]
+    fn garbage_and_oversized_pulls_are_refused_and_the_driver_goes_on() {
+        let s = router();
+        let pool = ClusterPool::with_session(&s).unwrap();
+        let key = s.key(&format!("pool/{}/work", pool.id));
+        let r = s.ask(&key, vec![0xff; 64], Duration::from_secs(10));
+        assert!(
+            matches!(&r, Err(ClusterError::Zenoh(m)) if m.contains("bad pull")),
+            "{r:?}"
+        );
+        let big = vec![0u8; s.max_payload() + (128 << 10)];
+        let r = s.ask(&key, big, Duration::from_secs(10));
+        assert!(
+            matches!(&r, Err(ClusterError::Zenoh(_)) | Ok(None)),
+            "{r:?}"
+        );
+        // A well-formed pull from a worker whose token was never seen is
+        // told to come back (the token/query ordering race).
+        let pull = crate::cluster::wire::Pull {
+            worker: "nobody".into(),
+            host: "nowhere".into(),
+            seq: 1,
+            results: Vec::new(),
+        };
+        let bytes = remote::encode(&pull, usize::MAX).unwrap();
+        let reply = s
+            .ask(&key, bytes, Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        let a: crate::cluster::wire::Assign = remote::decode(&reply, usize::MAX).unwrap();
+        assert!(matches!(a, crate::cluster::wire::Assign::Unknown), "{a:?}");
+        // Still accepting work (no worker: it stays queued).
+        let r = pool.apply_async(double, 21).unwrap();
+        assert!(!r.ready());
+    }
+
+    #[test]
+    fn a_channel_home_refuses_garbage_and_a_second_home() {
+        let s = router();
+        let chan: NetChannel<u32> = NetChannel::home(&s, "g").unwrap();
+        let r = s.ask(&s.key("chan/g/op"), vec![0xff; 16], Duration::from_secs(10));
+        assert!(
+            matches!(&r, Err(ClusterError::Zenoh(m)) if m.contains("bad channel")),
+            "{r:?}"
+        );
+        assert!(matches!(
+            NetChannel::<u32>::home(&s, "g"),
+            Err(ClusterError::Config(m)) if m.contains("already has a home")
+        ));
+        assert!(matches!(
+            NetChannel::<u32>::home(&s, "a/b"),
+            Err(ClusterError::Config(_))
+        ));
+        drop(chan);
+    }
+}

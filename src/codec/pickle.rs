@@ -61,46 +61,7 @@ const MAX_TEXT_DIGITS: usize = 4300;
 /// Bytes counted for each decoded value beside its payload.
 const NODE_WEIGHT: u64 = 32;
 
-/// A pickle could not be written or read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PickleError {
-    /// The value could not be written as a pickle.
-    #[error("cannot pickle the value: {0}")]
-    Encode(String),
-    /// The pickle names a class or function; nothing is called.
-    #[error("the pickle refers to {module}.{name}, which is not plain data; refused")]
-    Global {
-        /// The module named.
-        module: String,
-        /// The global named in it.
-        name: String,
-    },
-    /// The pickle uses a feature this side does not read.
-    #[error("the pickle uses {0}, which is not supported")]
-    Unsupported(String),
-    /// The bytes are not a valid pickle.
-    #[error("malformed pickle: {0}")]
-    Malformed(String),
-    /// The value nests deeper than [`MAX_DEPTH`].
-    #[error("the pickled value nests deeper than {max} levels")]
-    TooDeep {
-        /// The limit.
-        max: usize,
-    },
-    /// The value would take far more memory than the pickle.
-    #[error("the pickled value is too large: {0}")]
-    TooLarge(String),
-    /// The value contains itself.
-    #[error("the pickled value contains itself")]
-    Recursive,
-    /// An integer does not fit the requested Rust type.
-    #[error("integer out of range for the requested type: {0}")]
-    IntOverflow(String),
-    /// The pickle is valid but holds something other than the requested type.
-    #[error("the pickled value does not match the requested type: {0}")]
-    Type(String),
-}
+pub use crate::error::PickleError;
 
 /// Pickles `value` (protocol [`PROTOCOL`]). Structs become dicts keyed by
 /// field name, tuples, tuple structs and fixed-size arrays tuples,
@@ -699,71 +660,6 @@ fn parse_key(line: &[u8]) -> Result<u64, PickleError> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .map_or_else(|| malformed("bad memo key"), Ok)
-}
-
-/// The pickle codec on a [`Connection`](crate::Connection), for a Python
-/// peer's `conn.send(obj)` / `conn.recv()`.
-impl crate::connection::Connection {
-    /// Sends `value` as one pickled message, which Python's `conn.recv()`
-    /// returns as the corresponding object (see [`to_vec`]).
-    ///
-    /// ```
-    /// let (a, b) = multiproc::pipe()?;
-    /// a.send_pickle(&("job", 7, vec![1.5, 2.5]))?;
-    /// let got: (String, u32, Vec<f64>) = b.recv_pickle()?;
-    /// assert_eq!(got, ("job".into(), 7, vec![1.5, 2.5]));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn send_pickle<T: Serialize + ?Sized>(
-        &self,
-        value: &T,
-    ) -> Result<(), crate::error::SendError> {
-        let bytes = to_vec(value).map_err(crate::error::CodecError::from)?;
-        self.send_bytes(&bytes)
-    }
-
-    /// Receives one message sent by Python's `conn.send(obj)` (or by
-    /// [`send_pickle`](Self::send_pickle)) and unpickles it as `T`. A
-    /// pickle that is not plain data is refused, never run: see
-    /// [`from_slice`]. Errors are [`RecvError::Codec`](crate::RecvError::Codec)
-    /// holding a [`PickleError`].
-    pub fn recv_pickle<T: DeserializeOwned>(&self) -> Result<T, crate::error::RecvError> {
-        let bytes = self.recv_bytes()?;
-        Ok(from_slice(&bytes).map_err(crate::error::CodecError::from)?)
-    }
-
-    /// Sends a dynamic [`Value`] as one pickled message (a Python set,
-    /// frozenset, bytes or big integer, which serde types do not express).
-    pub fn send_pickle_value(&self, value: &Value) -> Result<(), crate::error::SendError> {
-        let bytes = value_to_vec(value).map_err(crate::error::CodecError::from)?;
-        self.send_bytes(&bytes)
-    }
-
-    /// Receives one pickled message as a dynamic [`Value`], keeping
-    /// Python's types (see [`value_from_slice`]).
-    ///
-    /// ```
-    /// use multiproc::codec::pickle::Value;
-    ///
-    /// let (a, b) = multiproc::pipe()?;
-    /// a.send_pickle_value(&Value::Bytes(b"raw".to_vec()))?;
-    /// assert_eq!(b.recv_pickle_value()?, Value::Bytes(b"raw".to_vec()));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn recv_pickle_value(&self) -> Result<Value, crate::error::RecvError> {
-        let bytes = self.recv_bytes()?;
-        Ok(value_from_slice(&bytes).map_err(crate::error::CodecError::from)?)
-    }
-
-    /// Like [`recv_pickle`](Self::recv_pickle), giving up with
-    /// [`RecvError::Timeout`](crate::RecvError::Timeout) after `timeout`.
-    pub fn recv_pickle_timeout<T: DeserializeOwned>(
-        &self,
-        timeout: std::time::Duration,
-    ) -> Result<T, crate::error::RecvError> {
-        let bytes = self.recv_bytes_timeout(timeout)?;
-        Ok(from_slice(&bytes).map_err(crate::error::CodecError::from)?)
-    }
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ impl From<&Path> for Address {
 fn key_or_default(key: Option<&[u8]>) -> Result<Vec<u8>, ConnectError> {
     Ok(match key {
         Some(k) => k.to_vec(),
-        None => crate::process::authkey()?,
+        None => crate::connection::authkey::authkey()?,
     })
 }
 
@@ -312,7 +312,7 @@ impl Listener {
         let address = address.to_address()?;
         let key = match authkey {
             Some(k) => k.to_vec(),
-            None => crate::process::authkey()?,
+            None => crate::connection::authkey::authkey()?,
         };
         Self::open(address, Some(key))
     }
@@ -576,7 +576,7 @@ impl KeyChoice {
     /// the refusal to listen on a reachable TCP address without one.
     pub(crate) fn resolve(&self, address: &Address) -> Result<Option<Vec<u8>>, ConnectError> {
         match self {
-            KeyChoice::Default => Ok(Some(crate::process::authkey()?)),
+            KeyChoice::Default => Ok(Some(crate::connection::authkey::authkey()?)),
             KeyChoice::Given(k) => Ok(Some(k.clone())),
             KeyChoice::Without { anywhere } => match address {
                 Address::Tcp(addr) if !anywhere && !is_loopback(addr) => {

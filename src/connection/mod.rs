@@ -8,10 +8,12 @@
 #[cfg(feature = "tokio")]
 mod aio;
 pub(crate) mod auth;
+pub(crate) mod authkey;
 mod frame;
 mod handshake;
 mod listener;
 mod outbox;
+mod pickle;
 mod shared;
 mod wait;
 
@@ -697,6 +699,27 @@ impl Connection {
     }
 }
 
+/// The socket underneath, for waiting on it together with other
+/// descriptors.
+///
+/// An end made by [`pipe`] receives most messages through shared memory,
+/// which does not make the socket readable by itself. Before each wait of
+/// your own, call [`poll`](Connection::poll) with a zero timeout: `true`
+/// means a message (or the end of the stream) is there now; `false` also
+/// asks the writer to make the socket readable when the next one comes.
+/// [`wait`] does this for you.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let (a, b) = multiproc::pipe()?;
+/// b.send(&1u8)?;
+/// // Look before polling the descriptor elsewhere.
+/// assert!(a.poll(Duration::ZERO)?);
+/// assert_eq!(a.recv::<u8>()?, 1);
+/// assert!(!a.poll(Duration::ZERO)?); // armed: the next send rings the socket
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 impl AsFd for Connection {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.fd()

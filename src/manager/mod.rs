@@ -459,7 +459,7 @@ impl Manager {
         let address = address.to_address()?;
         let key = match authkey {
             Some(k) => k.to_vec(),
-            None => crate::process::authkey().map_err(ConnectError::Io)?,
+            None => crate::connection::authkey::authkey().map_err(ConnectError::Io)?,
         };
         Self::connect_with(address, Some(key))
     }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fn_ref::{FnRef, RawFnRef};
 use super::target::Trampoline;
+use crate::connection::authkey::{authkey, set_authkey};
 use crate::sys;
 
 /// A description of a process, as returned by [`current_process`] and
@@ -48,9 +49,6 @@ struct Me {
 }
 
 static ME: Mutex<Option<Me>> = Mutex::new(None);
-/// This process's authkey: drawn on first use in the main process, handed
-/// down to children (see [`authkey`]).
-static AUTHKEY: Mutex<Option<Vec<u8>>> = Mutex::new(None);
 static CHILDREN_STARTED: AtomicUsize = AtomicUsize::new(0);
 
 fn me() -> std::sync::MutexGuard<'static, Option<Me>> {
@@ -60,7 +58,7 @@ fn me() -> std::sync::MutexGuard<'static, Option<Me>> {
 /// Records who this process is, once it starts as a child.
 pub fn set_after_start(meta: &Meta) {
     CHILDREN_STARTED.store(0, Ordering::Relaxed);
-    *AUTHKEY.lock().unwrap_or_else(|e| e.into_inner()) = Some(meta.authkey.clone());
+    set_authkey(&meta.authkey);
     *me() = Some(Me {
         name: meta.name.clone(),
         identity: meta.identity.clone(),
@@ -103,62 +101,6 @@ pub fn current_process() -> ProcessInfo {
             daemon: false,
         },
     }
-}
-
-/// Length of the authkey the main process draws: 32 bytes, as Python's.
-pub const AUTHKEY_LEN: usize = 32;
-
-/// This process's authkey (Python's `current_process().authkey`): the key
-/// that [`Manager`](crate::Manager)s, [`Listener`](crate::Listener)s and
-/// [`Client`](crate::Client)s use when they are given none.
-///
-/// The main process draws [`AUTHKEY_LEN`] random bytes from the OS the
-/// first time the key is needed; every child gets its parent's key when it
-/// starts (either start method), so a family of processes shares one key
-/// without passing it around, and programs outside the family cannot
-/// connect unless they are given it. [`set_authkey`] replaces it.
-///
-/// Fails only if the OS random source fails (the key is then not made up
-/// from anything predictable; a later call tries again).
-///
-/// ```
-/// let key = multiproc::authkey()?;
-/// assert_eq!(key.len(), 32);
-/// assert_eq!(multiproc::current_process().authkey()?, key);
-/// # Ok::<(), std::io::Error>(())
-/// ```
-pub fn authkey() -> io::Result<Vec<u8>> {
-    let mut key = AUTHKEY.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(k) = &*key {
-        return Ok(k.clone());
-    }
-    let fresh = sys::random::bytes::<AUTHKEY_LEN>()?.to_vec();
-    *key = Some(fresh.clone());
-    Ok(fresh)
-}
-
-/// Replaces this process's authkey (Python's
-/// `current_process().authkey = key`): children started from now on
-/// inherit the new key, and managers, listeners and clients made from now
-/// on without a key of their own use it. Those already made keep theirs.
-///
-/// Any bytes will do, but the key is the only thing that keeps other local
-/// users (and, over TCP, other hosts) out: use a long random one, as the
-/// default is.
-///
-/// ```
-/// multiproc::set_authkey(b"a key shared with another program");
-/// assert_eq!(multiproc::authkey()?, b"a key shared with another program");
-/// # Ok::<(), std::io::Error>(())
-/// ```
-pub fn set_authkey(key: &[u8]) {
-    *AUTHKEY.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.to_vec());
-}
-
-/// Forgets this process's authkey, so that the next use draws a new one.
-/// For tests of the failure path only.
-pub fn forget_authkey() {
-    *AUTHKEY.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 impl ProcessInfo {

@@ -27,6 +27,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, Encoded};
+pub(crate) use crate::connection::authkey::forget_authkey;
+pub use crate::connection::authkey::{AUTHKEY_LEN, authkey, set_authkey};
 use crate::connection::{Connection, FRAME_ROOM};
 use crate::error::{CodecError, JoinError, StartError};
 use crate::sys;
@@ -35,10 +37,7 @@ use crate::wait::Deadline;
 pub use context::start_method;
 pub use context::{Context, StartMethod, get_context, get_start_method, set_start_method};
 use fn_ref::{FnRef, RawFnRef};
-pub(crate) use identity::forget_authkey;
-pub use identity::{
-    AUTHKEY_LEN, ProcessInfo, authkey, current_process, parent_process, set_authkey,
-};
+pub use identity::{ProcessInfo, current_process, parent_process};
 use registry::Child;
 pub use spawn::{Builder, JoinHandle, JoinTimeoutError, Stdio, spawn};
 
@@ -162,7 +161,7 @@ impl<R: DeserializeOwned> Process<R> {
         let args = payload()?;
         // Drawn now if this is its first use, so that a forked child shares
         // it too.
-        let authkey = identity::authkey()?;
+        let authkey = authkey()?;
         let (identity, default_name) = identity::next_child();
         let name = self.name.clone().unwrap_or(default_name);
         let me = current_process();

@@ -2,7 +2,7 @@
 //! array of plain values in shared memory (Python's
 //! `multiprocessing.Array` / `RawArray`).
 //!
-//! Layout: an [`Array`] is a lock segment (see `sync::mutex`) whose data
+//! Layout: an [`Array`] is a lock segment (see `segment::mutex`) whose data
 //! is the elements; a [`RawArray`] is a segment holding just the elements.
 //! The header records the element type and the length.
 //!
@@ -24,11 +24,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{ArrayError, IndexError};
 use super::plain::{Plain, PlainAtomic, type_tag};
-use super::segment::{Kind, Segment, check_align, raw_data_offset};
 use crate::codec::SharedFd;
-use crate::sync::LockError;
-use crate::sync::mutex::{MutexSegment, map_result};
-use crate::sync::raw_mutex::RawRobustMutex;
+use crate::segment::LockError;
+use crate::segment::mutex::{MutexSegment, map_result};
+use crate::segment::raw_mutex::RawRobustMutex;
+use crate::segment::{Kind, Segment, check_align, raw_data_offset};
 
 fn bytes_for<T>(len: u64) -> Option<usize> {
     usize::try_from(len)

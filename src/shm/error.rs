@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use crate::sync::LockError;
+use crate::segment::LockError;
 
 /// An index or range outside an array or segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

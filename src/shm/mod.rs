@@ -32,7 +32,6 @@
 mod array;
 mod error;
 mod plain;
-pub(crate) mod segment;
 mod shareable_list;
 mod shared_memory;
 mod shm_manager;

@@ -85,11 +85,25 @@ fn run_tracker(args: TrackerArgs) {
         return;
     }
     let mut segments: Vec<SharedMemory> = Vec::new();
-    while let Ok(ready) = sys::poll::wait_readable(&[conn.as_fd(), signals.as_fd()], None) {
+    loop {
+        // A pipe end may hold a message in shared memory, which `poll(2)`
+        // on its socket does not show: ask the connection first (that also
+        // asks the writer for a doorbell on the socket for the next one).
+        let ready_now = conn.ready_or_arm();
+        let wait = if ready_now {
+            Some(Duration::ZERO)
+        } else {
+            None
+        };
+        let Ok(ready) = sys::poll::wait_readable(&[conn.as_fd(), signals.as_fd()], wait) else {
+            break;
+        };
         if ready[1] {
             break;
         }
-        if !ready[0] {
+        if !ready_now {
+            // Readable: a doorbell, a frame or the end of stream; the next
+            // round tells which.
             continue;
         }
         let reply = match conn.recv::<Command>() {

@@ -1,7 +1,7 @@
 //! [`Value`] (with a lock) and [`RawValue`] (without): one plain value in
 //! shared memory (Python's `multiprocessing.Value` / `RawValue`).
 //!
-//! Layout: a [`Value`] is a lock segment (see `sync::mutex`) whose data is
+//! Layout: a [`Value`] is a lock segment (see `segment::mutex`) whose data is
 //! one `T`; a [`RawValue`] is a segment holding just the `T`. Either way
 //! the header records the element type, so a handle never attaches to a
 //! value of another type.
@@ -18,11 +18,11 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::plain::{Plain, PlainAtomic, type_tag};
-use super::segment::{Kind, Segment, check_align, raw_data_offset};
 use crate::codec::SharedFd;
-use crate::sync::LockError;
-use crate::sync::mutex::{MutexSegment, map_result};
-use crate::sync::raw_mutex::RawRobustMutex;
+use crate::segment::LockError;
+use crate::segment::mutex::{MutexSegment, map_result};
+use crate::segment::raw_mutex::RawRobustMutex;
+use crate::segment::{Kind, Segment, check_align, raw_data_offset};
 
 /// Implements the atomic operations (which never take a lock) for a value
 /// type with `ptr()`. `$how` ends the first sentence of `load` and

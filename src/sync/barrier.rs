@@ -47,9 +47,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{BarrierError, LockError};
-use super::mutex::{Guard, MutexSegment};
 use crate::codec::SharedFd;
-use crate::shm::segment::Kind;
+use crate::segment::Kind;
+use crate::segment::mutex::{Guard, MutexSegment};
 use crate::sys;
 use crate::sys::liveness::{self, ProcessId};
 use crate::wait::{self, Deadline, Spin, futex_wait};

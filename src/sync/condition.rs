@@ -20,10 +20,9 @@
 //! process killed while waiting leaves at most a stale `waiters` count,
 //! which costs a needless wake call.
 
-#![allow(unsafe_code)]
-
 use std::fmt;
 use std::io;
+use std::mem::offset_of;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -32,10 +31,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::LockError;
 use super::lock::Lock;
-use super::mutex::{Guard, MutexSegment, map_result};
 use super::rlock::RLock;
 use crate::codec::SharedFd;
-use crate::shm::segment::{Kind, Segment};
+use crate::segment::mutex::{Guard, MutexSegment, map_result};
+use crate::segment::{Kind, Segment};
 use crate::sys;
 use crate::sys::futex::Wake;
 use crate::sys::robust_mutex::Locked;
@@ -45,6 +44,12 @@ use crate::wait::{self, Deadline, Spin, futex_wait};
 struct State {
     seq: AtomicU32,
     waiters: AtomicU32,
+}
+
+/// A [`State`] in place.
+struct Words<'a> {
+    seq: &'a AtomicU32,
+    waiters: &'a AtomicU32,
 }
 
 /// The lock a [`Condition`] uses.
@@ -143,11 +148,13 @@ impl Condition {
         &self.lock
     }
 
-    fn state(&self) -> &State {
-        // SAFETY: the payload holds a `State` (checked at creation or
-        // attachment), 64-byte aligned, made of atomics, and mapped as long
-        // as `self.seg` lives.
-        unsafe { &*self.seg.payload().cast::<State>() }
+    /// The payload's `State` (checked at creation or attachment), each
+    /// word through the segment's checked accessor.
+    fn state(&self) -> Words<'_> {
+        Words {
+            seq: self.seg.payload_at(offset_of!(State, seq)),
+            waiters: self.seg.payload_at(offset_of!(State, waiters)),
+        }
     }
 
     fn guard(
@@ -250,7 +257,7 @@ impl ConditionGuard<'_> {
         let changed = || st.seq.load(Ordering::SeqCst) != seq;
         let notified = self.cond.spin.look_then_spin(changed)
             || loop {
-                if futex_wait(&st.seq, seq, deadline) == Wake::TimedOut {
+                if futex_wait(st.seq, seq, deadline) == Wake::TimedOut {
                     break changed();
                 }
                 if changed() {
@@ -265,7 +272,7 @@ impl ConditionGuard<'_> {
             // neither a timeout nor a self-deadlock can happen; only a
             // corrupted mutex fails. The guard then does not hold the lock,
             // and its drop's unlock is refused harmlessly.
-            Err(e) => Err(super::mutex::failed(e)),
+            Err(e) => Err(crate::segment::mutex::failed(e)),
         }
     }
 
@@ -274,7 +281,7 @@ impl ConditionGuard<'_> {
         let st = self.cond.state();
         if n > 0 && st.waiters.load(Ordering::SeqCst) > 0 {
             st.seq.fetch_add(1, Ordering::SeqCst);
-            sys::futex::wake(&st.seq, n);
+            sys::futex::wake(st.seq, n);
         }
     }
 

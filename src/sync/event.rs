@@ -28,7 +28,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::SharedFd;
-use crate::shm::segment::{Kind, Segment};
+use crate::segment::{Kind, Segment};
 use crate::sys;
 use crate::sys::futex::Wake;
 use crate::wait::{self, Deadline, Spin, futex_wait};

@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::LockError;
-use super::mutex::{Guard, MutexSegment, map_result};
 use crate::codec::SharedFd;
-use crate::shm::segment::Kind;
+use crate::segment::Kind;
+use crate::segment::mutex::{Guard, MutexSegment, map_result};
 
 /// A lock for processes and threads (Python's `multiprocessing.Lock`).
 ///

@@ -20,8 +20,6 @@ mod condition;
 mod error;
 mod event;
 mod lock;
-pub(crate) mod mutex;
-pub(crate) mod raw_mutex;
 mod rlock;
 mod semaphore;
 

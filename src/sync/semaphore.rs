@@ -20,10 +20,9 @@
 //! A semaphore has no owner: a process killed after acquiring does not
 //! give its unit back (as in Python). Waits have timeouts.
 
-#![allow(unsafe_code)]
-
 use std::fmt;
 use std::io;
+use std::mem::offset_of;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -32,7 +31,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::ReleaseError;
 use crate::codec::SharedFd;
-use crate::shm::segment::{Kind, Segment};
+use crate::segment::{Kind, Segment};
 use crate::sys;
 use crate::sys::futex::Wake;
 use crate::wait::{self, Deadline, Spin, futex_wait};
@@ -42,6 +41,13 @@ struct State {
     value: AtomicU32,
     waiters: AtomicU32,
     bound: AtomicU32,
+}
+
+/// A [`State`] in place.
+struct Words<'a> {
+    value: &'a AtomicU32,
+    waiters: &'a AtomicU32,
+    bound: &'a AtomicU32,
 }
 
 #[derive(Clone)]
@@ -77,15 +83,18 @@ impl Core {
         }
     }
 
-    fn state(&self) -> &State {
-        // SAFETY: the payload holds a `State` (checked at creation or
-        // attachment), 64-byte aligned, made of atomics valid at any bit
-        // pattern, and mapped as long as `self.seg` lives.
-        unsafe { &*self.seg.payload().cast::<State>() }
+    /// The payload's `State` (checked at creation or attachment), each
+    /// word through the segment's checked accessor.
+    fn state(&self) -> Words<'_> {
+        Words {
+            value: self.seg.payload_at(offset_of!(State, value)),
+            waiters: self.seg.payload_at(offset_of!(State, waiters)),
+            bound: self.seg.payload_at(offset_of!(State, bound)),
+        }
     }
 
     fn try_take(&self) -> bool {
-        let value = &self.state().value;
+        let value = self.state().value;
         let mut v = value.load(Ordering::SeqCst);
         while v > 0 {
             match value.compare_exchange_weak(v, v - 1, Ordering::SeqCst, Ordering::SeqCst) {
@@ -113,7 +122,7 @@ impl Core {
             if self.try_take() {
                 break true;
             }
-            if futex_wait(&st.value, 0, deadline) == Wake::TimedOut {
+            if futex_wait(st.value, 0, deadline) == Wake::TimedOut {
                 break self.try_take();
             }
         };
@@ -143,7 +152,7 @@ impl Core {
             }
         }
         if st.waiters.load(Ordering::SeqCst) > 0 {
-            sys::futex::wake(&st.value, n);
+            sys::futex::wake(st.value, n);
         }
         Ok(())
     }

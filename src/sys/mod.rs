@@ -14,7 +14,7 @@
 //! | [`futex`] | wait/wake on a 32-bit word in (possibly shared) memory |
 //! | [`shm`] | owner-only memfd segments sealed against resizing, named `/dev/shm` segments, shared mappings, positional I/O, `flock`, hole punching and preallocation |
 //! | [`random`] | bytes from the kernel's cryptographic generator (rustix's `getrandom`); a failure is an error |
-//! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts, the affinity mask, a coarse clock |
+//! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts, the affinity mask |
 //! | [`robust_mutex`] | robust, process-shared pthread mutexes (owner death reported to the next locker) |
 //! | [`liveness`] | whether a process (pid + start time, so pid reuse is caught) still runs |
 //! | [`waitv`] | sleeping on several futex words at once |

@@ -1,12 +1,16 @@
 //! Readiness waiting with `poll(2)`.
+//!
+//! Timeouts follow the crate's rule (`wait::Deadline`, a layer above this
+//! one): `None`, or a timeout too long to represent, waits forever; zero
+//! looks once. Here a timeout never becomes an instant: what is left of it
+//! after an interrupted wait is the timeout minus the time elapsed, and
+//! `poll`'s own timeout is clamped, so no length can overflow.
 
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
-
-use crate::wait::Deadline;
 
 /// Waits until at least one of `fds` is readable (or hung up), or `timeout`
 /// passes (`None` waits forever; so does a timeout too long to represent).
@@ -14,12 +18,11 @@ use crate::wait::Deadline;
 ///
 /// Interrupted waits (`EINTR`) are resumed with the remaining time.
 pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
-    let deadline = Deadline::from_timeout(timeout);
     let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
         .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
         .collect();
-    poll_until(&mut pfds, deadline)?;
+    poll_until(&mut pfds, timeout)?;
     Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect())
 }
 
@@ -40,7 +43,6 @@ pub fn wait_events(
     fds: &[Interest<'_>],
     timeout: Option<Duration>,
 ) -> io::Result<Vec<(bool, bool)>> {
-    let deadline = Deadline::from_timeout(timeout);
     let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
         .map(|i| {
@@ -51,7 +53,7 @@ pub fn wait_events(
             PollFd::from_borrowed_fd(i.fd, flags)
         })
         .collect();
-    poll_until(&mut pfds, deadline)?;
+    poll_until(&mut pfds, timeout)?;
     Ok(pfds
         .iter()
         .map(|p| {
@@ -65,11 +67,17 @@ pub fn wait_events(
         .collect())
 }
 
-/// `poll` until something is ready or `deadline` passes, retried on
-/// `EINTR`.
-fn poll_until(pfds: &mut [PollFd<'_>], deadline: Deadline) -> io::Result<()> {
+/// `poll` until something is ready or `timeout` passes, retried on
+/// `EINTR` with what is left of it.
+fn poll_until(pfds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<()> {
+    // A zero timeout reads no clock.
+    let start = timeout.filter(|t| !t.is_zero()).map(|_| Instant::now());
     loop {
-        let ts = deadline.remaining().map(|left| Timespec {
+        let left = match (timeout, start) {
+            (Some(t), Some(s)) => Some(t.saturating_sub(s.elapsed())),
+            (t, _) => t,
+        };
+        let ts = left.map(|left| Timespec {
             tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: left.subsec_nanos() as i64,
         });

@@ -301,14 +301,6 @@ pub fn pinned_cpu() -> Option<usize> {
     (0..rustix::thread::CpuSet::MAX_CPU).find(|&c| set.is_set(c))
 }
 
-/// Milliseconds of the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
-/// a few milliseconds' resolution, read in a few nanoseconds): for
-/// re-reading cached facts now and then on hot paths.
-pub fn coarse_millis() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    (t.tv_sec as u64).wrapping_mul(1000) + t.tv_nsec as u64 / 1_000_000
-}
-
 /// Ends the process at once with `code`, without running exit handlers
 /// (used by children, whose exit handlers belong to the parent's program).
 /// Ends this process at once with `SIGKILL`, as an outside killer would

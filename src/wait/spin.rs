@@ -352,16 +352,17 @@ impl Spin {
 /// Whether spinning can help: not when this process may run on only one
 /// CPU (its affinity mask), where the other side cannot make progress
 /// while we spin. Every spinning wait of the crate asks here. The mask is
-/// re-read at most every [`REREAD_MS`] milliseconds (of a coarse clock, a
-/// few nanoseconds to read), so pinning a running process is noticed.
+/// re-read at most every [`REREAD_NS`] nanoseconds (of the coarse
+/// monotonic clock, a few nanoseconds to read), so pinning a running
+/// process is noticed.
 #[inline]
 pub(crate) fn may_spin() -> bool {
-    // [allowed + 1: 2 bits][coarse milliseconds: 62 bits]; 0: not read yet.
+    // [allowed + 1: 2 bits][coarse nanoseconds: 62 bits]; 0: not read yet.
     static CACHE: AtomicU64 = AtomicU64::new(0);
-    const MS: u64 = (1 << 62) - 1;
-    let now = sys::process::coarse_millis() & MS;
+    const NS: u64 = (1 << 62) - 1;
+    let now = sys::waitv::monotonic_coarse_ns() & NS;
     let cached = CACHE.load(Ordering::Relaxed);
-    if cached != 0 && now.wrapping_sub(cached & MS) & MS < REREAD_MS {
+    if cached != 0 && now.wrapping_sub(cached & NS) & NS < REREAD_NS {
         return cached >> 62 == 2;
     }
     let allowed = sys::process::affinity_cpus() > 1;
@@ -374,16 +375,17 @@ pub(crate) fn may_spin() -> bool {
 /// (re-read like [`may_spin`]'s mask). A wait that shares memory with a
 /// peer publishes it there, for [`may_spin_beside`].
 pub(crate) fn pinned_cpu() -> i32 {
-    // [cpu + 2: 32 bits][coarse milliseconds: 32 bits]; 0: not read yet.
+    // [cpu + 2: 16 bits][coarse nanoseconds: 48 bits, about 3 days
+    // before wrapping, which only costs one early re-read]; 0: not read yet.
     static CACHE: AtomicU64 = AtomicU64::new(0);
-    const MS: u64 = 0xFFFF_FFFF;
-    let now = sys::process::coarse_millis() & MS;
+    const NS: u64 = (1 << 48) - 1;
+    let now = sys::waitv::monotonic_coarse_ns() & NS;
     let cached = CACHE.load(Ordering::Relaxed);
-    if cached != 0 && now.wrapping_sub(cached & MS) & MS < REREAD_MS {
-        return (cached >> 32) as i32 - 2;
+    if cached != 0 && now.wrapping_sub(cached & NS) & NS < REREAD_NS {
+        return (cached >> 48) as i32 - 2;
     }
-    let cpu = sys::process::pinned_cpu().map_or(-1, |c| c as i32);
-    CACHE.store((((cpu + 2) as u64) << 32) | now, Ordering::Relaxed);
+    let cpu = sys::process::pinned_cpu().map_or(-1, |c| c.min(0xFFFD) as i32);
+    CACHE.store((((cpu + 2) as u64) << 48) | now, Ordering::Relaxed);
     cpu
 }
 
@@ -403,7 +405,7 @@ pub(crate) fn may_spin_beside(peer_cpu: i32) -> bool {
 }
 
 /// How long [`may_spin`] trusts its last reading of the affinity mask.
-const REREAD_MS: u64 = 100;
+const REREAD_NS: u64 = 100_000_000;
 
 #[cfg(test)]
 mod tests {

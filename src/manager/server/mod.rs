@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use self::wait::Caller;
 use super::mailbox::{Mailbox, Way};
-use super::protocol::{DataKind, Fault, Kind, Op, Reply, Request};
+use super::protocol::{DataKind, Fault, Kind, Op, Path, Reply, Request};
 use super::registry::{Registry, Served};
 use super::transport::Transport;
 use super::value::Value;
@@ -443,154 +443,186 @@ fn find(shared: &Shared, id: u64) -> Result<Arc<Object>, Fault> {
 
 fn handle(shared: &Shared, request: Request, caller: &Caller<'_>) -> Answer {
     Answer::One(match request {
-        Request::Call { id, path, op } => {
-            find(shared, id).and_then(|obj| obj.apply(&path, op, caller))
-        }
+        Request::Call { id, path, op } => call(shared, id, &path, op, caller),
         Request::Batch(ops) => {
             return Answer::Many(
                 ops.into_iter()
-                    .map(|(id, path, op)| {
-                        find(shared, id).and_then(|obj| obj.apply(&path, op, caller))
-                    })
+                    .map(|(id, path, op)| call(shared, id, &path, op, caller))
                     .collect(),
             );
         }
-        Request::Create(kind) => {
-            let tag = kind.tag();
-            Object::new(kind, &shared.registry).and_then(|object| {
-                let mut t = lock(&shared.table);
-                t.next_id += 1;
-                let id = t.next_id;
-                t.add_session_ref(caller.session, id)?;
-                t.objects.insert(
-                    id,
-                    Slot {
-                        object: Arc::new(object),
-                        refs: 1,
-                        tag,
-                    },
-                );
-                Ok(Value::Int(id.into()))
-            })
-        }
-        Request::Named { name, kind } => {
-            let tag = kind.tag();
-            // Under the table lock, so that two processes asking for a new
-            // name at once get one object.
-            let mut t = lock(&shared.table);
-            match t.names.get(&name).copied() {
-                Some(id) => match t.objects.get(&id) {
-                    Some(slot) if slot.tag == tag => {
-                        t.add_session_ref(caller.session, id).map(|()| {
-                            if let Some(slot) = t.objects.get_mut(&id) {
-                                slot.refs += 1;
-                            }
-                            Value::Int(id.into())
-                        })
-                    }
-                    Some(slot) => Err(Fault::Type(format!(
-                        "{name:?} names a {}, not a {tag}",
-                        slot.tag
-                    ))),
-                    None => Err(Fault::NoSuchObject(id)),
-                },
-                None => Object::new(kind, &shared.registry).and_then(|object| {
-                    t.next_id += 1;
-                    let id = t.next_id;
-                    t.add_session_ref(caller.session, id)?;
-                    t.objects.insert(
-                        id,
-                        Slot {
-                            object: Arc::new(object),
-                            refs: 2,
-                            tag,
-                        },
-                    );
-                    t.names.insert(name, id);
-                    Ok(Value::Int(id.into()))
-                }),
-            }
-        }
-        Request::Unname(name) => {
-            let freed = {
-                let mut t = lock(&shared.table);
-                t.names.remove(&name).map(|id| t.release(id, 1))
-            };
-            Ok(Value::Bool(freed.is_some()))
-        }
-        Request::Decref { id } => {
-            let freed = {
-                let mut t = lock(&shared.table);
-                let owned = t
-                    .sessions
-                    .get_mut(&caller.session)
-                    .and_then(|s| {
-                        let n = s.refs.get_mut(&id)?;
-                        *n -= 1;
-                        if *n == 0 {
-                            s.refs.remove(&id);
-                        }
-                        Some(())
-                    })
-                    .is_some();
-                if owned { t.release(id, 1) } else { None }
-            };
-            drop(freed);
-            Ok(Value::None)
-        }
-        Request::Export { id } => {
-            let mut t = lock(&shared.table);
-            if !t.objects.contains_key(&id) {
-                return Answer::One(Err(Fault::NoSuchObject(id)));
-            }
-            let token = loop {
-                match crate::sys::random::u64() {
-                    Ok(n) if n != 0 && !t.transit.contains_key(&n) => break n,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        return Answer::One(Err(Fault::Server(format!(
-                            "cannot make a transit token: {e}"
-                        ))));
-                    }
-                }
-            };
-            if let Some(slot) = t.objects.get_mut(&id) {
-                slot.refs += 1;
-            }
-            t.transit.insert(token, id);
-            Ok(Value::Int(token.into()))
-        }
-        Request::Claim { token } => {
-            let mut t = lock(&shared.table);
-            match t.transit.remove(&token) {
-                Some(id) if t.objects.contains_key(&id) => {
-                    if let Err(f) = t.add_session_ref(caller.session, id) {
-                        // Keep the transit reference claimable.
-                        t.transit.insert(token, id);
-                        return Answer::One(Err(f));
-                    }
-                    Ok(Value::Int(id.into()))
-                }
-                Some(id) => Err(Fault::NoSuchObject(id)),
-                None => Err(Fault::Key(format!(
-                    "no handle in transit with token {token}"
-                ))),
-            }
-        }
-        Request::Stats => {
-            let t = lock(&shared.table);
-            Ok(Value::Tuple(vec![
-                Value::Int(t.objects.len() as i128),
-                Value::Int(t.sessions.len() as i128),
-                Value::Int(t.connections as i128),
-            ]))
-        }
+        Request::Create(kind) => create(shared, kind, caller),
+        Request::Named { name, kind } => named(shared, name, kind, caller),
+        Request::Unname(name) => unname(shared, &name),
+        Request::Decref { id } => decref(shared, id, caller),
+        Request::Export { id } => export(shared, id),
+        Request::Claim { token } => claim(shared, token, caller),
+        Request::Stats => stats(shared),
         Request::Shutdown => Ok(Value::None),
         Request::Hello { .. } => Err(Fault::Protocol("Hello sent twice".into())),
         Request::Mailbox(_) => Err(Fault::Protocol(
             "a mailbox is offered once, first, on a request connection".into(),
         )),
     })
+}
+
+/// `Call`: one operation on object `id`.
+fn call(
+    shared: &Shared,
+    id: u64,
+    path: &Path,
+    op: Op,
+    caller: &Caller<'_>,
+) -> Result<Value, Fault> {
+    find(shared, id).and_then(|obj| obj.apply(path, op, caller))
+}
+
+impl Table {
+    /// Adds a new object holding `refs` references, one of them the
+    /// caller's session's; returns its id.
+    fn insert_new(
+        &mut self,
+        session: u64,
+        object: Object,
+        refs: u64,
+        tag: String,
+    ) -> Result<u64, Fault> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.add_session_ref(session, id)?;
+        self.objects.insert(
+            id,
+            Slot {
+                object: Arc::new(object),
+                refs,
+                tag,
+            },
+        );
+        Ok(id)
+    }
+}
+
+/// `Create`: a new object, referenced by the caller.
+fn create(shared: &Shared, kind: Kind, caller: &Caller<'_>) -> Result<Value, Fault> {
+    let tag = kind.tag();
+    let object = Object::new(kind, &shared.registry)?;
+    let id = lock(&shared.table).insert_new(caller.session, object, 1, tag)?;
+    Ok(Value::Int(id.into()))
+}
+
+/// `Named`: the object of that name, made if there is none (the name holds
+/// a reference of its own).
+fn named(shared: &Shared, name: String, kind: Kind, caller: &Caller<'_>) -> Result<Value, Fault> {
+    let tag = kind.tag();
+    // Under the table lock, so that two processes asking for a new name at
+    // once get one object.
+    let mut t = lock(&shared.table);
+    match t.names.get(&name).copied() {
+        Some(id) => match t.objects.get(&id) {
+            Some(slot) if slot.tag == tag => t.add_session_ref(caller.session, id).map(|()| {
+                if let Some(slot) = t.objects.get_mut(&id) {
+                    slot.refs += 1;
+                }
+                Value::Int(id.into())
+            }),
+            Some(slot) => Err(Fault::Type(format!(
+                "{name:?} names a {}, not a {tag}",
+                slot.tag
+            ))),
+            None => Err(Fault::NoSuchObject(id)),
+        },
+        None => {
+            let object = Object::new(kind, &shared.registry)?;
+            let id = t.insert_new(caller.session, object, 2, tag)?;
+            t.names.insert(name, id);
+            Ok(Value::Int(id.into()))
+        }
+    }
+}
+
+/// `Unname`: forgets a name (and the reference it held).
+fn unname(shared: &Shared, name: &str) -> Result<Value, Fault> {
+    let freed = {
+        let mut t = lock(&shared.table);
+        t.names.remove(name).map(|id| t.release(id, 1))
+    };
+    Ok(Value::Bool(freed.is_some()))
+}
+
+/// `Decref`: the caller's session drops one reference to `id` (an object
+/// freed by it is dropped outside the table lock).
+fn decref(shared: &Shared, id: u64, caller: &Caller<'_>) -> Result<Value, Fault> {
+    let freed = {
+        let mut t = lock(&shared.table);
+        let owned = t
+            .sessions
+            .get_mut(&caller.session)
+            .and_then(|s| {
+                let n = s.refs.get_mut(&id)?;
+                *n -= 1;
+                if *n == 0 {
+                    s.refs.remove(&id);
+                }
+                Some(())
+            })
+            .is_some();
+        if owned { t.release(id, 1) } else { None }
+    };
+    drop(freed);
+    Ok(Value::None)
+}
+
+/// `Export`: a transit token holding one reference to `id`, for a handle
+/// on its way to another process.
+fn export(shared: &Shared, id: u64) -> Result<Value, Fault> {
+    let mut t = lock(&shared.table);
+    if !t.objects.contains_key(&id) {
+        return Err(Fault::NoSuchObject(id));
+    }
+    let token = loop {
+        match crate::sys::random::u64() {
+            Ok(n) if n != 0 && !t.transit.contains_key(&n) => break n,
+            Ok(_) => continue,
+            Err(e) => {
+                return Err(Fault::Server(format!("cannot make a transit token: {e}")));
+            }
+        }
+    };
+    if let Some(slot) = t.objects.get_mut(&id) {
+        slot.refs += 1;
+    }
+    t.transit.insert(token, id);
+    Ok(Value::Int(token.into()))
+}
+
+/// `Claim`: the caller's session takes over the reference a transit token
+/// holds.
+fn claim(shared: &Shared, token: u64, caller: &Caller<'_>) -> Result<Value, Fault> {
+    let mut t = lock(&shared.table);
+    match t.transit.remove(&token) {
+        Some(id) if t.objects.contains_key(&id) => {
+            if let Err(f) = t.add_session_ref(caller.session, id) {
+                // Keep the transit reference claimable.
+                t.transit.insert(token, id);
+                return Err(f);
+            }
+            Ok(Value::Int(id.into()))
+        }
+        Some(id) => Err(Fault::NoSuchObject(id)),
+        None => Err(Fault::Key(format!(
+            "no handle in transit with token {token}"
+        ))),
+    }
+}
+
+/// `Stats`: objects, sessions and connections the server holds.
+fn stats(shared: &Shared) -> Result<Value, Fault> {
+    let t = lock(&shared.table);
+    Ok(Value::Tuple(vec![
+        Value::Int(t.objects.len() as i128),
+        Value::Int(t.sessions.len() as i128),
+        Value::Int(t.connections as i128),
+    ]))
 }
 
 /// Binds the given address; the server runs the handshake itself.

@@ -12,10 +12,10 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::time::Duration;
 
-use super::error::LockError;
+use super::lock_error::LockError;
 use super::raw_mutex::{RawRobustMutex, SharedMutex};
+use super::{Kind, PAYLOAD, Segment, align_up, check_align};
 use crate::codec::SharedFd;
-use crate::shm::segment::{Kind, PAYLOAD, Segment, align_up, check_align};
 use crate::sys::robust_mutex::{LockFailed, Locked};
 
 /// A held lock, as a `lock_api` guard over the data-less binding.

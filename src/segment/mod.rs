@@ -1,3 +1,8 @@
+//! The lower layer that `shm/` and `sync/` both sit on: a process-shared
+//! segment, the robust mutex that may live in it (`raw_mutex.rs`, under
+//! `lock_api`: a model for new primitives), a segment holding one
+//! (`mutex.rs`), and the error of acquiring it (`lock_error.rs`).
+//!
 //! The shared memory behind every [`Value`](crate::Value),
 //! [`Array`](crate::Array) and synchronization primitive: one anonymous
 //! memory file (memfd, sealed against resizing, so a peer cannot make our
@@ -15,11 +20,17 @@
 
 #![allow(unsafe_code)]
 
+pub(crate) mod lock_error;
+pub(crate) mod mutex;
+pub(crate) mod raw_mutex;
+
 use std::io;
 use std::os::fd::AsFd;
 
 use crate::codec::SharedFd;
 use crate::sys::shm::{self, InPlace, Mapping};
+
+pub use lock_error::LockError;
 
 /// Offset of the payload from the start of the segment.
 pub(crate) const PAYLOAD: usize = 64;
@@ -159,7 +170,7 @@ impl Segment {
 
     /// Closes the descriptor but never unmaps the memory: used when a lock
     /// in it may still be linked into this thread's robust list (see
-    /// `sync::mutex`), where unmapping would leave the list pointing at
+    /// `segment::mutex`), where unmapping would leave the list pointing at
     /// nothing.
     pub fn leak_mapping(self) {
         std::mem::forget(self.map);
