@@ -81,6 +81,10 @@ const STEAL_AFTER: Duration = Duration::from_millis(2);
 /// Longest wait of a step while a worker's ring is full (its room comes
 /// back without a sign on the socket).
 const RING_RETRY: Duration = Duration::from_millis(1);
+/// The driver spins for a reply only when one is expected within this
+/// (from the typical chunk's run time): a spin for a reply that comes
+/// later only takes the CPU from the workers.
+const SPIN_AHEAD_NS: f64 = 30_000.0;
 
 /// Hashes the pool's own sequential numbers (chunks, jobs), far cheaper
 /// than SipHash (no outsider chooses them). The low bits, which pick the
@@ -296,6 +300,10 @@ pub struct State {
 pub struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// Where the background driver stands by (see
+    /// [`drive_in_background`](Shared::drive_in_background)): woken only
+    /// when the pool is finished, not by every step.
+    standby: Condvar,
     wake_rx: OwnedFd,
     wake_tx: OwnedFd,
     next_chunk: AtomicU64,
@@ -335,6 +343,7 @@ impl Shared {
                 callbacks: Vec::new(),
             }),
             changed: Condvar::new(),
+            standby: Condvar::new(),
             wake_rx,
             wake_tx,
             next_chunk: AtomicU64::new(1),
@@ -518,9 +527,8 @@ impl Shared {
         // Also when the driver sleeps while replies to come may be caught
         // by its spin (the worker answers through shared memory).
         if st.workers.len() < st.cfg.processes
-            || st.workers.iter().any(|w| {
-                !w.outbox.is_empty() || (!w.outstanding.is_empty() && w.conn.spin_may_pay())
-            })
+            || st.workers.iter().any(|w| !w.outbox.is_empty())
+            || st.reply_due_soon(Instant::now())
         {
             self.wake(&mut st);
         }
@@ -600,6 +608,7 @@ impl Shared {
         self.wake(&mut st);
         drop(st);
         self.notify_changed();
+        self.standby.notify_all();
     }
 
     /// Kills every worker at once and fails every unfinished task with
@@ -622,6 +631,7 @@ impl Shared {
         let st = self.run_callbacks(st);
         drop(st);
         self.notify_changed();
+        self.standby.notify_all();
     }
 
     /// Waits until `done` holds (it may take results out of the state), or
@@ -636,6 +646,11 @@ impl Shared {
         st.waiters += 1;
         let (mut st, held) = self.wait_inner(st, done, deadline, false);
         st.waiters -= 1;
+        if st.finished() {
+            // The background driver need not stand by its grace out (a
+            // join waits for it).
+            self.standby.notify_all();
+        }
         (st, held)
     }
 
@@ -682,11 +697,13 @@ impl Shared {
                     return (st, true);
                 }
             } else if stand_by {
-                // Not on the condition variable: the steps of the threads
-                // that drive meanwhile need not wake this one.
-                drop(st);
-                std::thread::sleep(GRACE);
-                st = self.lock();
+                // Not on `changed`: the steps of the threads that drive
+                // meanwhile need not wake this one.
+                st = self
+                    .standby
+                    .wait_timeout(st, GRACE)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
                 continue;
             } else {
                 let now = Instant::now();
@@ -735,11 +752,7 @@ impl Shared {
             .any(|w| !w.outbox.is_empty() && !w.outbox.waits_for_socket(&w.conn));
         let mut buffered = st.workers.iter().any(|w| w.conn.has_buffered());
         // Replies are due from workers that may answer within the spin.
-        let spin = !buffered
-            && st
-                .workers
-                .iter()
-                .any(|w| !w.outstanding.is_empty() && w.conn.spin_may_pay());
+        let spin = !buffered && st.reply_due_soon(Instant::now());
         let steal_at = st.next_steal();
         drop(st);
         // A reply caught by the spin is taken in without a poll (the next
@@ -967,6 +980,19 @@ impl State {
         self.workers
             .iter()
             .any(|w| w.outstanding.is_empty() && self.can_take(w, window))
+    }
+
+    /// Whether a worker answering through shared memory is expected to
+    /// reply within [`SPIN_AHEAD_NS`] (or is already late), so that the
+    /// driver's spin may catch the reply.
+    fn reply_due_soon(&self, now: Instant) -> bool {
+        let ahead = Duration::from_nanos((self.chunk_ns - SPIN_AHEAD_NS).max(0.0) as u64);
+        self.workers.iter().any(|w| {
+            w.outstanding.front().is_some_and(|s| {
+                w.conn.spin_may_pay()
+                    && now.saturating_duration_since(s.at.max(w.last_done)) >= ahead
+            })
+        })
     }
 
     /// Since when worker `w` has run its oldest outstanding chunk (as far
