@@ -95,6 +95,11 @@
 //!   is copied aside when another needs its stack, so nothing may point
 //!   into a waiting process's stack from outside (the closures of [`io`]
 //!   own what they use).
+//! * The worker threads (one per usable CPU) start with the first
+//!   lightweight process and live as long as the program. A process that
+//!   has them is multi-threaded, so the `fork` start method then refuses
+//!   to start a child: start OS processes with `spawn` (the default), or
+//!   before the first lightweight process.
 //!
 //! # Limits and differences from PyCSP
 //!
