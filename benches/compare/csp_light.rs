@@ -18,10 +18,15 @@
 //! and Go's channels need a Go toolchain; neither is part of this
 //! comparison yet.
 //!
-//! These rows start the worker threads of lightweight processes in the
-//! bench process, so they run after every row that forks.
+//! Each row runs in a forked child of the bench process: the worker
+//! threads of lightweight processes live as long as their process, and the
+//! bench process must stay single-threaded for the rows that fork after
+//! these (the next placement's process rows).
 
 use std::cell::Cell;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -30,6 +35,30 @@ use corosensei::{Coroutine, CoroutineResult};
 use multiproc::csp::{Channel, ChannelError, CspProcess, Outcome, Reader, Writer, parallel};
 
 use crate::harness::{BenchResult, Ctx, Figures, Row, Unit, alternate, nanos_per_op};
+use crate::raw::RawChild;
+
+/// Runs `row` in a forked child and returns its figures (the crate's and
+/// the raw floor's, as two native-endian `f64`s over a socket).
+fn in_child(ctx: &Ctx, row: fn(&Ctx) -> BenchResult<Figures>) -> BenchResult<Figures> {
+    let (mut ours, mut theirs) = UnixStream::pair()?;
+    let child = RawChild::fork_closing(ours.as_fd(), move || {
+        let f = row(ctx).expect("lightweight row");
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&f.krate.to_ne_bytes());
+        out[8..].copy_from_slice(&f.raw.to_ne_bytes());
+        theirs.write_all(&out).expect("report the figures");
+    })?;
+    let mut buf = [0u8; 16];
+    let read = ours.read_exact(&mut buf);
+    child.wait()?;
+    read?;
+    let num = |b: &[u8]| f64::from_ne_bytes(b.try_into().expect("8 bytes"));
+    Ok(Figures {
+        krate: num(&buf[..8]),
+        raw: num(&buf[8..]),
+        extra: Vec::new(),
+    })
+}
 
 /// Unmeasured cycles before the clock starts.
 const WARM: u64 = 100;
@@ -39,14 +68,14 @@ pub fn rows() -> Vec<Row> {
         Row {
             name: "csp.commstime.light",
             unit: Unit::Nanos,
-            run: commstime_light,
+            run: |ctx| in_child(ctx, commstime_light),
             python: false,
             round_trip: false,
         },
         Row {
             name: "csp.ring.light",
             unit: Unit::Nanos,
-            run: ring_light,
+            run: |ctx| in_child(ctx, ring_light),
             python: false,
             round_trip: false,
         },
