@@ -95,7 +95,8 @@ fn sizes(ctx: &Ctx) -> (usize, usize, u64) {
 
 // ---- the crate's CSP processes ----
 
-fn prefix(ends: (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
+/// A commstime process (also run lightweight by `csp_light.rs`).
+pub(crate) fn prefix(ends: (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
     let (inp, out) = ends;
     out.write(&0)?;
     loop {
@@ -103,7 +104,8 @@ fn prefix(ends: (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
     }
 }
 
-fn delta(ends: (Reader<u64>, Writer<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
+/// A commstime process (also run lightweight by `csp_light.rs`).
+pub(crate) fn delta(ends: (Reader<u64>, Writer<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
     let (inp, a, b) = ends;
     loop {
         let x = inp.read()?;
@@ -112,7 +114,8 @@ fn delta(ends: (Reader<u64>, Writer<u64>, Writer<u64>)) -> Result<f64, ChannelEr
     }
 }
 
-fn succ(ends: (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
+/// A commstime process (also run lightweight by `csp_light.rs`).
+pub(crate) fn succ(ends: (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
     let (inp, out) = ends;
     loop {
         out.write(&(inp.read()? + 1))?;

@@ -34,6 +34,7 @@ use corosensei::stack::DefaultStack;
 use corosensei::{Coroutine, CoroutineResult};
 use multiproc::csp::{Channel, ChannelError, CspProcess, Outcome, Reader, Writer, parallel};
 
+use crate::csp::{delta, prefix, succ};
 use crate::harness::{BenchResult, Ctx, Figures, Row, Unit, alternate, nanos_per_op};
 use crate::raw::RawChild;
 
@@ -80,30 +81,6 @@ pub fn rows() -> Vec<Row> {
             round_trip: false,
         },
     ]
-}
-
-fn prefix(ends: (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
-    let (inp, out) = ends;
-    out.write(&0)?;
-    loop {
-        out.write(&inp.read()?)?;
-    }
-}
-
-fn delta(ends: (Reader<u64>, Writer<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
-    let (inp, a, b) = ends;
-    loop {
-        let x = inp.read()?;
-        a.write(&x)?;
-        b.write(&x)?;
-    }
-}
-
-fn succ(ends: (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
-    let (inp, out) = ends;
-    loop {
-        out.write(&(inp.read()? + 1))?;
-    }
 }
 
 /// Times `n` cycles; ns per communication (four per cycle); poisons.
