@@ -9,8 +9,9 @@ use serde::de::DeserializeOwned;
 
 use super::ClusterConfig;
 use super::driver::{Chunk, Driver, IMAP_AHEAD};
-use super::handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult, Feed};
+use super::handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult};
 use super::net::Session;
+use crate::pool::imap::{Feed, Stream};
 use crate::pool::remote::{self, Runner};
 use crate::pool::{PoolError, StarFn, TaskError};
 use crate::process::fn_ref::{FnRef, RawFnRef};
@@ -315,7 +316,7 @@ impl ClusterPool {
         let runner: Runner = remote::run_map::<A, R>;
         let (runner, target) = (FnRef::new(runner), FnRef::new(f).erase());
         let cap = self.driver.cap;
-        let feed: Feed = Box::new(move || {
+        let feed: Feed<Driver> = Box::new(move |_: &Driver| {
             let chunk: Vec<A> = iter.by_ref().take(chunksize).collect();
             if chunk.is_empty() {
                 return None;
@@ -326,14 +327,14 @@ impl ClusterPool {
             ))
         });
         let job = self.driver.new_job(!ordered)?;
-        Ok(ClusterImap::new(
+        Ok(ClusterImap::new(Stream::new(
             self.driver.clone(),
             job,
             ordered,
             feed,
             total,
             IMAP_AHEAD,
-        ))
+        )))
     }
 
     /// Results one by one in input order (Python's `imap`). The input is

@@ -110,7 +110,7 @@ mod aio;
 mod board;
 mod engine;
 mod error;
-mod imap;
+pub(crate) mod imap;
 mod progress;
 #[cfg(feature = "zenoh")]
 pub(crate) mod remote;
@@ -654,7 +654,7 @@ impl Pool {
             _ => None,
         };
         let call = wire::Call::map(f);
-        let feed: imap::Feed = Box::new(move |shared: &Shared| {
+        let feed: imap::Feed<Shared> = Box::new(move |shared: &Shared| {
             let chunk: Vec<A> = iter.by_ref().take(chunksize).collect();
             if chunk.is_empty() {
                 return None;
@@ -663,14 +663,14 @@ impl Pool {
             Some((chunk.len(), id, frame))
         });
         let job = self.shared.new_job(!ordered)?;
-        Ok(Imap::new(
+        Ok(Imap::new(imap::Stream::new(
             self.shared.clone(),
             job,
             ordered,
             feed,
             total,
             IMAP_AHEAD_PER_WORKER * self.processes,
-        ))
+        )))
     }
 
     /// Results one by one in input order, as they become available
