@@ -1,13 +1,15 @@
 //! Handles on work submitted to a [`ClusterPool`](super::ClusterPool):
 //! the cluster's `MapResult`, `AsyncResult` and `Imap`.
 
+use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::driver::{Chunk, Driver, Settled};
+use super::driver::{Chunk, Driver, Job, Settled, State};
+use crate::pool::error::first_error;
 use crate::pool::imap::{Jobs, Stream};
 use crate::pool::remote;
 use crate::pool::{PoolError, Progress, TaskError};
@@ -25,17 +27,6 @@ fn expand<R: DeserializeOwned>(s: Settled, cap: usize) -> Vec<Result<R, TaskErro
             .collect(),
         Err(e) => std::iter::repeat_n(e, len).map(Err).collect(),
     }
-}
-
-fn first_error<R>(results: Vec<Result<R, TaskError>>) -> Result<Vec<R>, PoolError> {
-    let mut out = Vec::with_capacity(results.len());
-    for (index, r) in results.into_iter().enumerate() {
-        match r {
-            Ok(v) => out.push(v),
-            Err(error) => return Err(PoolError::Task { index, error }),
-        }
-    }
-    Ok(out)
 }
 
 /// The results of a [`ClusterPool::map_async`](super::ClusterPool::map_async),
@@ -337,34 +328,36 @@ impl Jobs for Driver {
         false
     }
 
-    fn take_chunk<R: DeserializeOwned>(
+    type State = State;
+    type Job = Job;
+    type Taken = Settled;
+
+    fn wait_until(
         &self,
-        job: u64,
-        ordered: bool,
-        next: usize,
+        done: impl FnMut(&mut State) -> bool,
         deadline: Option<Instant>,
-    ) -> Option<Option<Vec<Result<R, TaskError>>>> {
-        let (mut st, ready) = self.wait_until(
-            |st| match st.jobs.get(&job) {
-                None => true,
-                Some(j) if ordered => j.done.contains_key(&next),
-                Some(j) => !j.finished.is_empty(),
-            },
-            deadline,
-        );
-        if !ready {
-            return None;
-        }
-        let taken = st.jobs.get_mut(&job).and_then(|j| {
-            let ordinal = if ordered {
-                next
-            } else {
-                j.finished.pop_front()?
-            };
-            j.done.remove(&ordinal)
-        });
-        drop(st);
-        Some(taken.map(|s| expand::<R>(s, self.cap)))
+    ) -> (MutexGuard<'_, State>, bool) {
+        Driver::wait_until(self, done, deadline)
+    }
+
+    fn job(st: &mut State, job: u64) -> Option<&mut Job> {
+        st.jobs.get_mut(&job)
+    }
+
+    fn is_done(job: &Job, ordinal: usize) -> bool {
+        job.done.contains_key(&ordinal)
+    }
+
+    fn finished(job: &mut Job) -> &mut VecDeque<usize> {
+        &mut job.finished
+    }
+
+    fn take(job: &mut Job, ordinal: usize) -> Option<Settled> {
+        job.done.remove(&ordinal)
+    }
+
+    fn decode<R: DeserializeOwned>(&self, taken: Settled) -> Vec<Result<R, TaskError>> {
+        expand::<R>(taken, self.cap)
     }
 
     fn abandon(&self, job: u64) {

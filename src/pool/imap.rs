@@ -2,12 +2,12 @@
 //! (Python's `imap` and `imap_unordered`).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::engine::{Shared, Slot, expand};
+use super::engine::{Job, Payload, Shared, Slot, State, expand};
 use super::error::{PoolError, TaskError};
 use super::progress::Progress;
 use crate::connection::RawFrame;
@@ -27,17 +27,35 @@ pub(crate) trait Jobs {
     /// Whether `job` can take no more chunks (the pool was terminated).
     fn stopped(&self, job: u64) -> bool;
 
-    /// Waits until `deadline` for a finished chunk of `job` (chunk `next`
-    /// when `ordered`, else the first to finish) and takes its results:
-    /// `None` at the deadline, `Some(None)` if the job is gone.
-    #[allow(clippy::option_option)]
-    fn take_chunk<R: DeserializeOwned>(
+    /// The table of jobs, under the pool's lock.
+    type State;
+    /// One job in it.
+    type Job;
+    /// A finished chunk taken out of its job, not yet decoded.
+    type Taken;
+
+    /// Waits until `done` holds or `deadline`; the locked table and
+    /// whether `done` held.
+    fn wait_until(
         &self,
-        job: u64,
-        ordered: bool,
-        next: usize,
+        done: impl FnMut(&mut Self::State) -> bool,
         deadline: Option<Instant>,
-    ) -> Option<Option<Vec<Result<R, TaskError>>>>;
+    ) -> (MutexGuard<'_, Self::State>, bool);
+
+    /// Job `job` in the table, if it is there.
+    fn job(st: &mut Self::State, job: u64) -> Option<&mut Self::Job>;
+
+    /// Whether chunk `ordinal` of `job` has finished and is not taken.
+    fn is_done(job: &Self::Job, ordinal: usize) -> bool;
+
+    /// The finished chunks of a job consumed out of order, oldest first.
+    fn finished(job: &mut Self::Job) -> &mut VecDeque<usize>;
+
+    /// Takes chunk `ordinal`'s result out of `job` if it has finished.
+    fn take(job: &mut Self::Job, ordinal: usize) -> Option<Self::Taken>;
+
+    /// Decodes a taken chunk into its tasks' results (outside the lock).
+    fn decode<R: DeserializeOwned>(&self, taken: Self::Taken) -> Vec<Result<R, TaskError>>;
 
     /// The job's handle is gone: its results are dropped as they come.
     fn abandon(&self, job: u64);
@@ -169,10 +187,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
                 }
                 return Some(None);
             }
-            match self
-                .jobs
-                .take_chunk(self.job, self.ordered, self.next, deadline)?
-            {
+            match self.take_chunk(deadline)? {
                 Some(results) => {
                     self.consumed += 1;
                     if self.ordered {
@@ -187,6 +202,35 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
                 }
             }
         }
+    }
+
+    /// Waits until `deadline` for a finished chunk (chunk `next` when
+    /// ordered, else the first to finish) and takes its results: `None` at
+    /// the deadline, `Some(None)` if the job is gone.
+    #[allow(clippy::option_option)]
+    fn take_chunk(&self, deadline: Option<Instant>) -> Option<Option<Vec<Result<R, TaskError>>>> {
+        let (job, ordered, next) = (self.job, self.ordered, self.next);
+        let (mut st, ready) = self.jobs.wait_until(
+            |st| match J::job(st, job) {
+                None => true,
+                Some(j) if ordered => J::is_done(j, next),
+                Some(j) => !J::finished(j).is_empty(),
+            },
+            deadline,
+        );
+        if !ready {
+            return None;
+        }
+        let taken = J::job(&mut st, job).and_then(|j| {
+            let ordinal = if ordered {
+                next
+            } else {
+                J::finished(j).pop_front()?
+            };
+            J::take(j, ordinal)
+        });
+        drop(st);
+        Some(taken.map(|t| self.jobs.decode(t)))
     }
 
     /// Like [`next_until`](Self::next_until) with a timeout, as the public
@@ -229,35 +273,36 @@ impl Jobs for Shared {
         st.terminated || !st.jobs.contains_key(&job)
     }
 
-    fn take_chunk<R: DeserializeOwned>(
+    type State = State;
+    type Job = Job;
+    type Taken = (Result<Payload, TaskError>, usize);
+
+    fn wait_until(
         &self,
-        job: u64,
-        ordered: bool,
-        next: usize,
+        done: impl FnMut(&mut State) -> bool,
         deadline: Option<Instant>,
-    ) -> Option<Option<Vec<Result<R, TaskError>>>> {
-        let (mut st, ready) = self.wait_until(
-            |st| match st.jobs.get(&job) {
-                None => true,
-                Some(j) if ordered => matches!(j.slots.get(next), Some(Slot::Done(_))),
-                Some(j) => !j.finished.is_empty(),
-            },
-            deadline,
-        );
-        if !ready {
-            return None;
-        }
-        let taken = st.jobs.get_mut(&job).and_then(|j| {
-            let ordinal = if ordered {
-                next
-            } else {
-                j.finished.pop_front()?
-            };
-            let r = j.take(ordinal)?;
-            Some((r, j.sizes[ordinal]))
-        });
-        drop(st);
-        Some(taken.map(|(r, len)| expand::<R>(r, len)))
+    ) -> (MutexGuard<'_, State>, bool) {
+        Shared::wait_until(self, done, deadline)
+    }
+
+    fn job(st: &mut State, job: u64) -> Option<&mut Job> {
+        st.jobs.get_mut(&job)
+    }
+
+    fn is_done(job: &Job, ordinal: usize) -> bool {
+        matches!(job.slots.get(ordinal), Some(Slot::Done(_)))
+    }
+
+    fn finished(job: &mut Job) -> &mut VecDeque<usize> {
+        &mut job.finished
+    }
+
+    fn take(job: &mut Job, ordinal: usize) -> Option<Self::Taken> {
+        Some((job.take(ordinal)?, job.sizes[ordinal]))
+    }
+
+    fn decode<R: DeserializeOwned>(&self, (result, len): Self::Taken) -> Vec<Result<R, TaskError>> {
+        expand::<R>(result, len)
     }
 
     fn abandon(&self, job: u64) {

@@ -109,7 +109,7 @@
 mod aio;
 mod board;
 mod engine;
-mod error;
+pub(crate) mod error;
 pub(crate) mod imap;
 mod progress;
 #[cfg(feature = "zenoh")]
