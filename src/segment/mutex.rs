@@ -156,3 +156,36 @@ impl Drop for MutexSegment {
         }
     }
 }
+
+/// The three public ways to take a lock-like handle, written over its
+/// private `$take(&self, Option<Duration>)`: `$wait` waits as long as it
+/// takes, `$timeout` at most `timeout`, `$try` only takes a free lock
+/// (`Some(Duration::ZERO)`). Each name comes with its doc comment.
+macro_rules! acquire_methods {
+    (
+        $take:ident -> $guard:ty;
+        $(#[$wait_doc:meta])* $wait:ident,
+        $(#[$timeout_doc:meta])* $timeout:ident,
+        $(#[$try_doc:meta])* $try:ident $(,)?
+    ) => {
+        $(#[$wait_doc])*
+        pub fn $wait(&self) -> Result<$guard, $crate::segment::LockError<$guard>> {
+            self.$take(None)
+        }
+
+        $(#[$timeout_doc])*
+        pub fn $timeout(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<$guard, $crate::segment::LockError<$guard>> {
+            self.$take(Some(timeout))
+        }
+
+        $(#[$try_doc])*
+        pub fn $try(&self) -> Result<$guard, $crate::segment::LockError<$guard>> {
+            self.$take(Some(std::time::Duration::ZERO))
+        }
+    };
+}
+
+pub(crate) use acquire_methods;

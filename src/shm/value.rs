@@ -161,19 +161,6 @@ impl<T: Plain> Value<T> {
         self.lock()
     }
 
-    /// Acquires the lock, waiting at most `timeout`.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.lock_with(Some(timeout))
-    }
-
-    /// Acquires the lock if it is free.
-    pub fn try_lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.lock_with(Some(Duration::ZERO))
-    }
-
     /// Reads the value under the lock (Python's `v.value`).
     /// [`LockError::OwnerDied`] carries the value read.
     pub fn get(&self) -> Result<T, LockError<T>> {

@@ -69,24 +69,15 @@ impl Lock {
         })
     }
 
-    /// Acquires the lock, waiting as long as it takes.
-    pub fn acquire(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        self.lock(None)
-    }
-
-    /// Acquires the lock, waiting at most `timeout`
-    /// ([`LockError::Timeout`] after that).
-    pub fn acquire_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        self.lock(Some(timeout))
-    }
-
-    /// Acquires the lock if it is free ([`LockError::Timeout`] if not).
-    pub fn try_acquire(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        self.lock(Some(Duration::ZERO))
-    }
+    acquire_methods!(lock -> LockGuard<'_>;
+        /// Acquires the lock, waiting as long as it takes.
+        acquire,
+        /// Acquires the lock, waiting at most `timeout`
+        /// ([`LockError::Timeout`] after that).
+        acquire_timeout,
+        /// Acquires the lock if it is free ([`LockError::Timeout`] if not).
+        try_acquire,
+    );
 
     /// Whether some thread of some process holds the lock right now.
     pub fn is_locked(&self) -> bool {

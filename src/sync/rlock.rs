@@ -56,24 +56,15 @@ impl RLock {
         })
     }
 
-    /// Acquires one more level, waiting as long as it takes.
-    pub fn acquire(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        self.lock(None)
-    }
-
-    /// Acquires one more level, waiting at most `timeout`.
-    pub fn acquire_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        self.lock(Some(timeout))
-    }
-
-    /// Acquires one more level if the lock is free or already this
-    /// thread's.
-    pub fn try_acquire(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        self.lock(Some(Duration::ZERO))
-    }
+    acquire_methods!(lock -> RLockGuard<'_>;
+        /// Acquires one more level, waiting as long as it takes.
+        acquire,
+        /// Acquires one more level, waiting at most `timeout`.
+        acquire_timeout,
+        /// Acquires one more level if the lock is free or already this
+        /// thread's.
+        try_acquire,
+    );
 
     /// Whether some thread of some process holds the lock right now.
     pub fn is_locked(&self) -> bool {
