@@ -33,7 +33,7 @@ use super::error::LockError;
 use super::lock::Lock;
 use super::rlock::RLock;
 use crate::codec::SharedFd;
-use crate::segment::mutex::{Guard, MutexSegment, map_result};
+use crate::segment::mutex::{Guard, MutexSegment, acquire_methods, map_result};
 use crate::segment::{Kind, Segment};
 use crate::sys;
 use crate::sys::futex::Wake;

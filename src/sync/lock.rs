@@ -9,9 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::LockError;
-use crate::codec::SharedFd;
 use crate::segment::Kind;
-use crate::segment::mutex::{Guard, MutexSegment, map_result};
+use crate::segment::mutex::{Guard, MutexSegment, acquire_methods, map_result};
 
 /// A lock for processes and threads (Python's `multiprocessing.Lock`).
 ///
@@ -117,9 +116,7 @@ impl Serialize for Lock {
 
 impl<'de> Deserialize<'de> for Lock {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fd = SharedFd::deserialize(d)?;
-        let seg = MutexSegment::open(fd, Kind::Lock, 0, |_| Some(0), 1, false)
-            .map_err(serde::de::Error::custom)?;
+        let seg = MutexSegment::receive(d, Kind::Lock, 0, |_| Some(0), 1, false)?;
         Ok(Lock {
             inner: Arc::new(seg),
         })
