@@ -124,6 +124,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
     }
 
     /// Chunks handed to the pool and not yet consumed.
+    #[cfg(feature = "zenoh")]
     pub(crate) fn in_flight(&self) -> usize {
         self.submitted - self.consumed
     }
@@ -163,7 +164,6 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
     }
 
     /// The next result, or `None` at `deadline`.
-    #[allow(clippy::option_option)]
     pub(crate) fn next_until(
         &mut self,
         deadline: Option<Instant>,
@@ -207,7 +207,6 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
     /// Waits until `deadline` for a finished chunk (chunk `next` when
     /// ordered, else the first to finish) and takes its results: `None` at
     /// the deadline, `Some(None)` if the job is gone.
-    #[allow(clippy::option_option)]
     fn take_chunk(&self, deadline: Option<Instant>) -> Option<Option<Vec<Result<R, TaskError>>>> {
         let (job, ordered, next) = (self.job, self.ordered, self.next);
         let (mut st, ready) = self.jobs.wait_until(
