@@ -147,7 +147,42 @@ fn rendezvous_with_a_process(method: Method) {
     p.join_timeout(LONG).unwrap();
 }
 
-both_methods!(rendezvous_with_a_process);
+/// Echoes one value from `a` to `b`, then poisons `c` a moment later.
+fn echo_once_then_poison((a, b, c): (Reader<u64>, Writer<u64>, Reader<u64>)) {
+    let v = a.read().unwrap();
+    b.write(&v).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    c.poison();
+}
+
+/// Over channels shared with a child process: a dropped async read leaves
+/// the write to the child; the child's poison ends a pending async read.
+fn cancel_and_poison_across_processes(method: Method) {
+    let (a, b, c) = (
+        Channel::<u64>::new().unwrap(),
+        Channel::<u64>::new().unwrap(),
+        Channel::<u64>::new().unwrap(),
+    );
+    let mut p = Process::new(echo_once_then_poison, (a.reader(), b.writer(), c.reader()))
+        .start_method(method.start());
+    p.start().unwrap();
+    let (ar, aw, br, cr) = (a.reader(), a.writer(), b.reader(), c.reader());
+    run(async {
+        // Our read is dropped while the child's read also waits: the
+        // write then goes to the child, which echoes it.
+        assert!(still_pending(ar.read_async(), 100).await);
+        aw.write_async(&42).await.unwrap();
+        assert_eq!(br.read_async().await.unwrap(), 42);
+        let e = cr.read_async().await;
+        assert!(matches!(e, Err(ChannelError::Poisoned)), "{e:?}");
+    });
+    p.join_timeout(LONG).unwrap();
+}
+
+both_methods!(
+    rendezvous_with_a_process,
+    cancel_and_poison_across_processes
+);
 
 #[test]
 fn poison_ends_pending_reads_and_writes() {
