@@ -353,6 +353,71 @@ fn cancelled_operations_lose_and_duplicate_nothing() {
 }
 
 #[test]
+fn cancelled_reads_of_spilled_messages_lose_nothing_and_leave_nothing() {
+    watchdog(LIMIT, || {
+        // Messages larger than the inline slot travel in segments of their
+        // own; a read dropped after taking one gives it back.
+        const N: u32 = 300;
+        let ch = Channel::builder()
+            .slot_size(256)
+            .build::<(u32, Vec<u8>)>()
+            .unwrap();
+        let (r, w) = (ch.reader(), ch.writer());
+        let tag = r.spill_tag();
+        let writer = std::thread::spawn(move || {
+            for i in 0..N {
+                w.write(&(i, vec![i as u8; 1000])).unwrap();
+            }
+        });
+        let mut got = BTreeSet::new();
+        run(async {
+            let mut n = 3u64;
+            while (got.len() as u32) < N {
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let wait = Duration::from_micros((n >> 33) % 200);
+                if let Ok(v) = tokio::time::timeout(wait, r.read_async()).await {
+                    let (i, body) = v.unwrap();
+                    assert_eq!(body, vec![i as u8; 1000]);
+                    assert!(got.insert(i), "message {i} was delivered twice");
+                }
+            }
+        });
+        writer.join().unwrap();
+        assert_eq!(got, (0..N).collect());
+        drop((r, ch));
+        let left: Vec<_> = std::fs::read_dir("/dev/shm")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(&tag))
+            .collect();
+        assert!(left.is_empty(), "spill segments left behind: {left:?}");
+    });
+}
+
+#[test]
+fn a_slot_too_small_for_a_spill_descriptor_is_a_typed_error() {
+    // The descriptor naming a spilled message's segment is larger than
+    // this slot: the write fails at once, and leaves no segment.
+    let ch = Channel::builder().slot_size(40).build::<Vec<u8>>().unwrap();
+    let (r, w) = (ch.reader(), ch.writer());
+    let tag = r.spill_tag();
+    let e = run(w.write_async(&vec![1; 1000]));
+    assert!(matches!(e, Err(ChannelError::TooLarge { .. })), "{e:?}");
+    assert!(matches!(
+        w.write(&vec![1; 1000]),
+        Err(ChannelError::TooLarge { .. })
+    ));
+    let left = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(&tag))
+        .count();
+    assert_eq!(left, 0, "a spill segment was left behind");
+}
+
+#[test]
 fn many_tasks_on_one_channel() {
     watchdog(LIMIT, || {
         // Two threads with a runtime each, 100 tasks on each: more waiting

@@ -298,11 +298,21 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         return Ok(Outgoing::inline(enc.bytes));
     }
     chan.mark_spilled();
-    Outgoing::spill(&enc.bytes, &chan.spill_tag()).map_err(|e| {
+    let out = Outgoing::spill(&enc.bytes, &chan.spill_tag()).map_err(|e| {
         ChannelError::Codec(crate::error::CodecError::Encode(format!(
             "cannot spill a message of {len} bytes to shared memory: {e}"
         )))
-    })
+    })?;
+    // The descriptor naming the segment must itself fit the slot (a slot
+    // set below it cannot carry spilled messages): the segment goes with
+    // `out`.
+    if out.bytes.len() > chan.slot() {
+        return Err(ChannelError::TooLarge {
+            len,
+            max: chan.slot(),
+        });
+    }
+    Ok(out)
 }
 
 /// Decodes a message received from `chan` (fetching it from its segment if
