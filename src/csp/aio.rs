@@ -577,7 +577,7 @@ impl<T: DeserializeOwned> Reader<T> {
     /// [`read`](Self::read) for async code: resolves to the next value
     /// once a writer hands it over, without blocking the executor's
     /// thread. Dropping the future before it resolves withdraws the read:
-    /// no message is lost (see the [module docs](self#cancellation)).
+    /// no message is lost (see [From async code](super#from-async-code)).
     /// Works on any executor; needs the `tokio` feature.
     ///
     /// ```

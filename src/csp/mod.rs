@@ -107,9 +107,14 @@
 //! [`Writer::write_async`] are the same rendezvous for async tasks (on any
 //! executor), without a thread per waiting task: an operation that must
 //! wait hands its offer to one helper thread per process, which sleeps on
-//! every such offer at once and wakes the task's waker. Dropping a pending
-//! future withdraws its offer; no message is lost or delivered twice.
-//! Alternation has no async form yet.
+//! every such offer at once (`futex_waitv`, so completers in other
+//! processes wake it too) and wakes the task's waker. Dropping a pending
+//! future withdraws its offer; no message is lost or delivered twice (a
+//! read whose offer was completed just before the drop gives its message
+//! back to the channel, for the next reader, so it may arrive after
+//! messages written later). Like any thread, the helper makes the fork
+//! start method unavailable in the process once it runs. Alternation has
+//! no async form yet.
 //!
 //! # Limits and differences from PyCSP
 //!
