@@ -89,7 +89,10 @@ impl ChannelBuilder {
     /// slot reserves this much (only touched pages cost anything); a larger
     /// message travels through a named shared-memory segment of its own
     /// (`/dev/shm/multiproc-csp-…`), created by the writer and unlinked by
-    /// the reader, which costs a few system calls more.
+    /// the reader, which costs a few system calls more. The slot then
+    /// carries the segment's name (about 80 bytes): below that, larger
+    /// messages cannot spill and a write of one fails with
+    /// [`ChannelError::TooLarge`].
     pub fn slot_size(mut self, bytes: usize) -> Self {
         self.slot_size = bytes;
         self
