@@ -40,7 +40,6 @@ use shared::{Next, Shared};
 
 #[cfg(feature = "tokio")]
 pub use aio::AsyncConnection;
-pub(crate) use listener::KeyChoice;
 pub use listener::{Address, Client, Listener, ListenerBuilder, ToAddress};
 pub use wait::{Waitable, wait};
 
