@@ -119,6 +119,7 @@ impl ChannelBuilder {
             nrecords: u32::try_from(self.waiters.max(2)).map_err(|_| bad("too many waiters"))?,
             slot: u32::try_from(self.slot_size.max(32)).map_err(|_| bad("slot_size too large"))?,
             max_message: self.max_message as u64,
+            private: self.threads_only,
         };
         if geo.size() == usize::MAX || geo.size() > isize::MAX as usize {
             return Err(bad("channel too large (buffer × slot_size)"));
