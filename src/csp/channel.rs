@@ -282,6 +282,7 @@ pub(crate) fn op_error(e: OpError) -> ChannelError {
 
 /// Encodes a message for `chan`, checking its size and that it carries no
 /// descriptors; spills it to a segment of its own if it exceeds the slot.
+#[inline(never)] // keeps the serializer's state out of a writer's parked frame
 pub(crate) fn encode<T: Serialize + ?Sized>(
     chan: &Chan,
     value: &T,
