@@ -23,6 +23,7 @@ mod sync;
 
 mod csp;
 mod csp_light;
+mod go;
 mod manager;
 mod pickle;
 mod python_manager;
@@ -126,6 +127,18 @@ const TARGETS: &[Target] = &[
         row: "csp.commstime.processes",
         against: Against::Python,
         goal: Goal::AtMost(0.0333),
+    },
+    // Lightweight commstime: ahead of Go's unbuffered channels (one Go
+    // thread, as the network has one worker) and of PyCSP's greenlets.
+    Target {
+        row: "csp.commstime.light",
+        against: Against::Peer("go"),
+        goal: Goal::AtMost(1.0),
+    },
+    Target {
+        row: "csp.commstime.light",
+        against: Against::Python,
+        goal: Goal::AtMost(1.0),
     },
     // Manager proxy rows are ops/s (higher is better).
     Target {

@@ -12,6 +12,8 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer};
+
 use super::lock_error::LockError;
 use super::raw_mutex::{RawRobustMutex, SharedMutex};
 use super::{Kind, PAYLOAD, Segment, align_up, check_align};
@@ -73,6 +75,20 @@ impl MutexSegment {
             data_bytes(len).and_then(|b| b.checked_add(offset))
         })?;
         Ok(Self::bind(seg, offset, recursive))
+    }
+
+    /// [`open`](Self::open) as a serde step, like [`Segment::receive`].
+    pub fn receive<'de, D: Deserializer<'de>>(
+        d: D,
+        kind: Kind,
+        type_tag: u64,
+        data_bytes: impl Fn(u64) -> Option<usize>,
+        data_align: usize,
+        recursive: bool,
+    ) -> Result<MutexSegment, D::Error> {
+        let fd = SharedFd::deserialize(d)?;
+        MutexSegment::open(fd, kind, type_tag, data_bytes, data_align, recursive)
+            .map_err(serde::de::Error::custom)
     }
 
     fn bind(seg: Segment, data_offset: usize, recursive: bool) -> MutexSegment {
@@ -156,3 +172,36 @@ impl Drop for MutexSegment {
         }
     }
 }
+
+/// The three public ways to take a lock-like handle, written over its
+/// private `$take(&self, Option<Duration>)`: `$wait` waits as long as it
+/// takes, `$timeout` at most `timeout`, `$try` only takes a free lock
+/// (`Some(Duration::ZERO)`). Each name comes with its doc comment.
+macro_rules! acquire_methods {
+    (
+        $take:ident -> $guard:ty;
+        $(#[$wait_doc:meta])* $wait:ident,
+        $(#[$timeout_doc:meta])* $timeout:ident,
+        $(#[$try_doc:meta])* $try:ident $(,)?
+    ) => {
+        $(#[$wait_doc])*
+        pub fn $wait(&self) -> Result<$guard, $crate::segment::LockError<$guard>> {
+            self.$take(None)
+        }
+
+        $(#[$timeout_doc])*
+        pub fn $timeout(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<$guard, $crate::segment::LockError<$guard>> {
+            self.$take(Some(timeout))
+        }
+
+        $(#[$try_doc])*
+        pub fn $try(&self) -> Result<$guard, $crate::segment::LockError<$guard>> {
+            self.$take(Some(std::time::Duration::ZERO))
+        }
+    };
+}
+
+pub(crate) use acquire_methods;

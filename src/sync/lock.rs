@@ -9,9 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::LockError;
-use crate::codec::SharedFd;
 use crate::segment::Kind;
-use crate::segment::mutex::{Guard, MutexSegment, map_result};
+use crate::segment::mutex::{Guard, MutexSegment, acquire_methods, map_result};
 
 /// A lock for processes and threads (Python's `multiprocessing.Lock`).
 ///
@@ -69,24 +68,15 @@ impl Lock {
         })
     }
 
-    /// Acquires the lock, waiting as long as it takes.
-    pub fn acquire(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        self.lock(None)
-    }
-
-    /// Acquires the lock, waiting at most `timeout`
-    /// ([`LockError::Timeout`] after that).
-    pub fn acquire_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        self.lock(Some(timeout))
-    }
-
-    /// Acquires the lock if it is free ([`LockError::Timeout`] if not).
-    pub fn try_acquire(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        self.lock(Some(Duration::ZERO))
-    }
+    acquire_methods!(lock -> LockGuard<'_>;
+        /// Acquires the lock, waiting as long as it takes.
+        acquire,
+        /// Acquires the lock, waiting at most `timeout`
+        /// ([`LockError::Timeout`] after that).
+        acquire_timeout,
+        /// Acquires the lock if it is free ([`LockError::Timeout`] if not).
+        try_acquire,
+    );
 
     /// Whether some thread of some process holds the lock right now.
     pub fn is_locked(&self) -> bool {
@@ -126,9 +116,7 @@ impl Serialize for Lock {
 
 impl<'de> Deserialize<'de> for Lock {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fd = SharedFd::deserialize(d)?;
-        let seg = MutexSegment::open(fd, Kind::Lock, 0, |_| Some(0), 1, false)
-            .map_err(serde::de::Error::custom)?;
+        let seg = MutexSegment::receive(d, Kind::Lock, 0, |_| Some(0), 1, false)?;
         Ok(Lock {
             inner: Arc::new(seg),
         })

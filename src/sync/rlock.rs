@@ -9,9 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::LockError;
-use crate::codec::SharedFd;
 use crate::segment::Kind;
-use crate::segment::mutex::{Guard, MutexSegment, map_result};
+use crate::segment::mutex::{Guard, MutexSegment, acquire_methods, map_result};
 
 /// A recursive lock for processes and threads (Python's
 /// `multiprocessing.RLock`): the thread holding it may acquire it again;
@@ -56,24 +55,15 @@ impl RLock {
         })
     }
 
-    /// Acquires one more level, waiting as long as it takes.
-    pub fn acquire(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        self.lock(None)
-    }
-
-    /// Acquires one more level, waiting at most `timeout`.
-    pub fn acquire_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        self.lock(Some(timeout))
-    }
-
-    /// Acquires one more level if the lock is free or already this
-    /// thread's.
-    pub fn try_acquire(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        self.lock(Some(Duration::ZERO))
-    }
+    acquire_methods!(lock -> RLockGuard<'_>;
+        /// Acquires one more level, waiting as long as it takes.
+        acquire,
+        /// Acquires one more level, waiting at most `timeout`.
+        acquire_timeout,
+        /// Acquires one more level if the lock is free or already this
+        /// thread's.
+        try_acquire,
+    );
 
     /// Whether some thread of some process holds the lock right now.
     pub fn is_locked(&self) -> bool {
@@ -124,9 +114,7 @@ impl Serialize for RLock {
 
 impl<'de> Deserialize<'de> for RLock {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fd = SharedFd::deserialize(d)?;
-        let seg = MutexSegment::open(fd, Kind::RLock, 0, |_| Some(0), 1, true)
-            .map_err(serde::de::Error::custom)?;
+        let seg = MutexSegment::receive(d, Kind::RLock, 0, |_| Some(0), 1, true)?;
         Ok(RLock {
             inner: Arc::new(seg),
         })

@@ -31,12 +31,6 @@ pub struct ValueProxy<T> {
 
 proxy_common!(ValueProxy<T>);
 
-impl<T> ValueProxy<T> {
-    pub(crate) fn from_handle(h: Handle) -> Self {
-        ValueProxy { h, _t: PhantomData }
-    }
-}
-
 impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// The value.
     pub fn get(&self) -> Result<T, ManagerError> {
@@ -76,12 +70,6 @@ pub struct ArrayProxy<T> {
 }
 
 proxy_common!(ArrayProxy<T>);
-
-impl<T> ArrayProxy<T> {
-    pub(crate) fn from_handle(h: Handle) -> Self {
-        ArrayProxy { h, _t: PhantomData }
-    }
-}
 
 impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
     /// The element at `index` (negative counts from the end).
