@@ -73,8 +73,8 @@ pub(crate) struct Stream<J: Jobs, R> {
     job: u64,
     ordered: bool,
     feed: Option<Feed<J>>,
-    submitted: usize,
-    consumed: usize,
+    /// Chunks handed to the pool and not yet consumed.
+    in_flight: usize,
     next: usize,
     buffer: VecDeque<Result<R, TaskError>>,
     total: Option<usize>,
@@ -98,8 +98,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
             job,
             ordered,
             feed: Some(feed),
-            submitted: 0,
-            consumed: 0,
+            in_flight: 0,
             next: 0,
             buffer: VecDeque::new(),
             total,
@@ -126,7 +125,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
     /// Chunks handed to the pool and not yet consumed.
     #[cfg(feature = "zenoh")]
     pub(crate) fn in_flight(&self) -> usize {
-        self.submitted - self.consumed
+        self.in_flight
     }
 
     /// Reports progress to `sink` from now on.
@@ -143,7 +142,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
         };
         let mut batch = Vec::new();
         let mut exhausted = false;
-        while self.submitted + batch.len() - self.consumed < self.ahead {
+        while self.in_flight + batch.len() < self.ahead {
             match feed(&self.jobs) {
                 Some(chunk) => batch.push(chunk),
                 None => {
@@ -156,7 +155,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
         if batch.is_empty() && !exhausted {
             return;
         }
-        self.submitted += batch.len();
+        self.in_flight += batch.len();
         self.jobs.add_chunks(self.job, batch, exhausted);
         if exhausted {
             self.feed = None;
@@ -180,7 +179,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
                 return Some(None);
             }
             self.top_up();
-            if self.feed.is_none() && self.consumed == self.submitted {
+            if self.feed.is_none() && self.in_flight == 0 {
                 self.done = true;
                 if let Some(p) = self.progress.as_mut() {
                     p.finish();
@@ -189,7 +188,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
             }
             match self.take_chunk(deadline)? {
                 Some(results) => {
-                    self.consumed += 1;
+                    self.in_flight -= 1;
                     if self.ordered {
                         self.next += 1;
                     }
