@@ -124,6 +124,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
     }
 
     /// Chunks handed to the pool and not yet consumed.
+    #[cfg(feature = "zenoh")]
     pub(crate) fn in_flight(&self) -> usize {
         self.submitted - self.consumed
     }
