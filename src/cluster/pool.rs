@@ -143,32 +143,23 @@ impl ClusterPool {
         Ok(job)
     }
 
-    /// Runs `f` on every item in the cluster, values in input order, or
-    /// the error of the failed task with the lowest index.
-    pub fn map<A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        self.map_async(f, items)?.into_values()
-    }
-
-    /// Like [`map`](Self::map) with `chunksize` items per task.
-    pub fn map_chunked<A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-        chunksize: usize,
-    ) -> Result<Vec<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        self.map_async_chunked(f, items, chunksize)?.into_values()
+    api::submit_methods! {
+        map: ClusterMapResult, apply: ClusterAsyncResult, imap: ClusterImap, chunk: "items per task";
+        /// Runs `f` on every item in the cluster, values in input order, or
+        /// the error of the failed task with the lowest index.
+        map;
+        /// Submits a map without waiting.
+        map_async;
+        /// Runs `f(a, b, …)` for every tuple (Python's `starmap`).
+        starmap;
+        /// Runs `f(args)` on a worker and waits for its value.
+        apply;
+        /// Results one by one in input order (Python's `imap`). The input is
+        /// read lazily, with a bounded number of tasks in flight, so an
+        /// endless or huge input works in bounded memory.
+        imap;
+        /// Results one by one as they finish (Python's `imap_unordered`).
+        imap_unordered;
     }
 
     /// Like [`map`](Self::map), returning every item's own result.
@@ -182,147 +173,6 @@ impl ClusterPool {
         R: Serialize + DeserializeOwned,
     {
         Ok(self.map_async(f, items)?.into_results())
-    }
-
-    /// Submits a map without waiting.
-    pub fn map_async<A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<ClusterMapResult<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        api::map_async(self, f, items)
-    }
-
-    /// Like [`map_async`](Self::map_async) with `chunksize` items per task.
-    pub fn map_async_chunked<A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-        chunksize: usize,
-    ) -> Result<ClusterMapResult<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        api::map_async_chunked(self, f, items, chunksize)
-    }
-
-    /// Runs `f(a, b, …)` for every tuple (Python's `starmap`).
-    pub fn starmap<F, T>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = T>,
-    ) -> Result<Vec<F::Output>, PoolError>
-    where
-        F: StarFn<T>,
-        T: Serialize,
-    {
-        self.starmap_async(f, items)?.into_values()
-    }
-
-    /// Submits a [`starmap`](Self::starmap) without waiting.
-    pub fn starmap_async<F, T>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = T>,
-    ) -> Result<ClusterMapResult<F::Output>, PoolError>
-    where
-        F: StarFn<T>,
-        T: Serialize,
-    {
-        api::starmap_async(self, f, items)
-    }
-
-    /// Runs `f(args)` on a worker and waits for its value.
-    pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        self.apply_async(f, args)?.into_value()
-    }
-
-    /// Submits `f(args)` without waiting (Python's `apply_async`).
-    pub fn apply_async<A, R>(
-        &self,
-        f: fn(A) -> R,
-        args: A,
-    ) -> Result<ClusterAsyncResult<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        Ok(ClusterAsyncResult::new(api::Submit::submit_map(
-            self,
-            f,
-            vec![args],
-            1,
-        )?))
-    }
-
-    /// Results one by one in input order (Python's `imap`). The input is
-    /// read lazily, with a bounded number of tasks in flight, so an
-    /// endless or huge input works in bounded memory.
-    pub fn imap<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<ClusterImap<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        api::imap(self, f, items, 1, true)
-    }
-
-    /// Like [`imap`](Self::imap) with `chunksize` items per task.
-    pub fn imap_chunked<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: usize,
-    ) -> Result<ClusterImap<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        api::imap(self, f, items, chunksize, true)
-    }
-
-    /// Results one by one as they finish (Python's `imap_unordered`).
-    pub fn imap_unordered<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-    ) -> Result<ClusterImap<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        api::imap(self, f, items, 1, false)
-    }
-
-    /// Like [`imap_unordered`](Self::imap_unordered) with `chunksize`
-    /// items per task.
-    pub fn imap_unordered_chunked<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: usize,
-    ) -> Result<ClusterImap<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        api::imap(self, f, items, chunksize, false)
     }
 
     /// Accepts no new work; workers hear the pool is closed once what was

@@ -141,3 +141,168 @@ where
     });
     pool.open_imap(f, input, ordered, total)
 }
+
+/// The public methods that [`Pool`](super::Pool) and a cluster pool share,
+/// written once: one home for the pool API, so the local and the cluster
+/// pool cannot drift apart. Expanded inside each pool's `impl` block; the
+/// pool names its handle types (map, apply, imap), what one chunk is (for
+/// the `_chunked` docs), and the documentation of the methods whose text or
+/// examples differ between the two pools. Each method is a call into this
+/// module over the pool's [`Submit`].
+macro_rules! submit_methods {
+    (
+        map: $map:ident, apply: $apply:ident, imap: $imap:ident, chunk: $per:literal;
+        $(#[$map_doc:meta])* map;
+        $(#[$map_async_doc:meta])* map_async;
+        $(#[$starmap_doc:meta])* starmap;
+        $(#[$apply_doc:meta])* apply;
+        $(#[$imap_doc:meta])* imap;
+        $(#[$unordered_doc:meta])* imap_unordered;
+    ) => {
+        $(#[$map_doc])*
+        pub fn map<A, R>(
+            &self,
+            f: fn(A) -> R,
+            items: impl IntoIterator<Item = A>,
+        ) -> Result<Vec<R>, $crate::pool::PoolError>
+        where
+            A: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
+            R: ::serde::Serialize + ::serde::de::DeserializeOwned,
+        {
+            self.map_async(f, items)?.into_values()
+        }
+
+        #[doc = concat!("Like [`map`](Self::map) with `chunksize` ", $per, ".")]
+        pub fn map_chunked<A, R>(
+            &self,
+            f: fn(A) -> R,
+            items: impl IntoIterator<Item = A>,
+            chunksize: usize,
+        ) -> Result<Vec<R>, $crate::pool::PoolError>
+        where
+            A: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
+            R: ::serde::Serialize + ::serde::de::DeserializeOwned,
+        {
+            self.map_async_chunked(f, items, chunksize)?.into_values()
+        }
+
+        $(#[$map_async_doc])*
+        pub fn map_async<A, R>(
+            &self,
+            f: fn(A) -> R,
+            items: impl IntoIterator<Item = A>,
+        ) -> Result<$map<R>, $crate::pool::PoolError>
+        where
+            A: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
+            R: ::serde::Serialize + ::serde::de::DeserializeOwned,
+        {
+            $crate::pool::api::map_async(self, f, items)
+        }
+
+        #[doc = concat!("Like [`map_async`](Self::map_async) with `chunksize` ", $per, ".")]
+        pub fn map_async_chunked<A, R>(
+            &self,
+            f: fn(A) -> R,
+            items: impl IntoIterator<Item = A>,
+            chunksize: usize,
+        ) -> Result<$map<R>, $crate::pool::PoolError>
+        where
+            A: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
+            R: ::serde::Serialize + ::serde::de::DeserializeOwned,
+        {
+            $crate::pool::api::map_async_chunked(self, f, items, chunksize)
+        }
+
+        $(#[$starmap_doc])*
+        pub fn starmap<F, T>(
+            &self,
+            f: F,
+            items: impl IntoIterator<Item = T>,
+        ) -> Result<Vec<F::Output>, $crate::pool::PoolError>
+        where
+            F: $crate::pool::StarFn<T>,
+            T: ::serde::Serialize,
+        {
+            self.starmap_async(f, items)?.into_values()
+        }
+
+        /// Submits a [`starmap`](Self::starmap) without waiting.
+        pub fn starmap_async<F, T>(
+            &self,
+            f: F,
+            items: impl IntoIterator<Item = T>,
+        ) -> Result<$map<F::Output>, $crate::pool::PoolError>
+        where
+            F: $crate::pool::StarFn<T>,
+            T: ::serde::Serialize,
+        {
+            $crate::pool::api::starmap_async(self, f, items)
+        }
+
+        $(#[$apply_doc])*
+        pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R, $crate::pool::PoolError>
+        where
+            A: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
+            R: ::serde::Serialize + ::serde::de::DeserializeOwned,
+        {
+            self.apply_async(f, args)?.into_value()
+        }
+
+        /// Submits `f(args)` without waiting (Python's `apply_async`).
+        pub fn apply_async<A, R>(
+            &self,
+            f: fn(A) -> R,
+            args: A,
+        ) -> Result<$apply<R>, $crate::pool::PoolError>
+        where
+            A: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
+            R: ::serde::Serialize + ::serde::de::DeserializeOwned,
+        {
+            let job = $crate::pool::api::Submit::submit_map(self, f, vec![args], 1)?;
+            Ok($apply::new(job))
+        }
+
+        $crate::pool::api::submit_methods!(@imap $imap, $(#[$imap_doc])* imap, 1, true);
+        $crate::pool::api::submit_methods!(@imap $imap,
+            #[doc = concat!("Like [`imap`](Self::imap) with `chunksize` ", $per, ".")]
+            imap_chunked, chunksize, true);
+        $crate::pool::api::submit_methods!(@imap $imap,
+            $(#[$unordered_doc])* imap_unordered, 1, false);
+        $crate::pool::api::submit_methods!(@imap $imap,
+            #[doc = concat!(
+                "Like [`imap_unordered`](Self::imap_unordered) with `chunksize` ", $per, "."
+            )]
+            imap_unordered_chunked, chunksize, false);
+    };
+    // One imap method: chunk size 1, or a `chunksize` parameter.
+    (@imap $imap:ident, $(#[$doc:meta])* $name:ident, 1, $ordered:literal) => {
+        $(#[$doc])*
+        pub fn $name<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<$imap<R>, $crate::pool::PoolError>
+        where
+            A: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
+            R: ::serde::Serialize + ::serde::de::DeserializeOwned,
+            I: IntoIterator<Item = A>,
+            I::IntoIter: Send + 'static,
+        {
+            $crate::pool::api::imap(self, f, items, 1, $ordered)
+        }
+    };
+    (@imap $imap:ident, $(#[$doc:meta])* $name:ident, chunksize, $ordered:literal) => {
+        $(#[$doc])*
+        pub fn $name<A, R, I>(
+            &self,
+            f: fn(A) -> R,
+            items: I,
+            chunksize: usize,
+        ) -> Result<$imap<R>, $crate::pool::PoolError>
+        where
+            A: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
+            R: ::serde::Serialize + ::serde::de::DeserializeOwned,
+            I: IntoIterator<Item = A>,
+            I::IntoIter: Send + 'static,
+        {
+            $crate::pool::api::imap(self, f, items, chunksize, $ordered)
+        }
+    };
+}
+pub(crate) use submit_methods;

@@ -380,34 +380,45 @@ impl Pool {
         Ok(job)
     }
 
-    /// Runs `f` on every item in the pool and returns the values in input
-    /// order, or the error of the failed task with the lowest index (after
-    /// every task has finished). The chunk size is Python's default: about
-    /// four chunks per worker.
-    pub fn map<A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        self.map_async(f, items)?.into_values()
-    }
-
-    /// Like [`map`](Self::map) with `chunksize` tasks per message.
-    pub fn map_chunked<A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-        chunksize: usize,
-    ) -> Result<Vec<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        self.map_async_chunked(f, items, chunksize)?.into_values()
+    api::submit_methods! {
+        map: MapResult, apply: AsyncResult, imap: Imap, chunk: "tasks per message";
+        /// Runs `f` on every item in the pool and returns the values in input
+        /// order, or the error of the failed task with the lowest index (after
+        /// every task has finished). The chunk size is Python's default: about
+        /// four chunks per worker.
+        map;
+        /// Submits a map without waiting; the handle gives the results.
+        map_async;
+        /// Runs `f(a, b, …)` for every tuple `(a, b, …)` (Python's `starmap`),
+        /// results in order; errors as for [`map`](Self::map). `f` takes 1 to
+        /// 12 arguments and must be a function item (see [`StarFn`]).
+        ///
+        /// ```
+        /// fn add(a: i32, b: i32) -> i32 { a + b }
+        /// fn volume(x: u32, y: u32, z: u32) -> u32 { x * y * z }
+        /// let pool = multiproc::Pool::new(2)?;
+        /// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, vec![3, 7]);
+        /// assert_eq!(pool.starmap(volume, [(1, 2, 3), (2, 2, 2)])?, vec![6, 8]);
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        starmap;
+        /// Runs `f(args)` in a worker and waits for its value (Python's
+        /// `apply`).
+        apply;
+        /// Results one by one in input order, as they become available
+        /// (Python's `imap`, chunk size 1).
+        ///
+        /// ```
+        /// fn square(x: u64) -> u64 { x * x }
+        /// let pool = multiproc::Pool::new(2)?;
+        /// let squares: Vec<u64> = pool.imap(square, 0..)?.take(4).map(Result::unwrap).collect();
+        /// assert_eq!(squares, vec![0, 1, 4, 9]);
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        imap;
+        /// Results one by one in the order they finish (Python's
+        /// `imap_unordered`, chunk size 1).
+        imap_unordered;
     }
 
     /// Like [`map`](Self::map), returning every task's own result.
@@ -434,95 +445,6 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         self.map_async(f, items)?.into_results()
-    }
-
-    /// Submits a map without waiting; the handle gives the results.
-    pub fn map_async<A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<MapResult<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        api::map_async(self, f, items)
-    }
-
-    /// Like [`map_async`](Self::map_async) with `chunksize` tasks per
-    /// message.
-    pub fn map_async_chunked<A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-        chunksize: usize,
-    ) -> Result<MapResult<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        api::map_async_chunked(self, f, items, chunksize)
-    }
-
-    /// Runs `f(a, b, …)` for every tuple `(a, b, …)` (Python's `starmap`),
-    /// results in order; errors as for [`map`](Self::map). `f` takes 1 to
-    /// 12 arguments and must be a function item (see [`StarFn`]).
-    ///
-    /// ```
-    /// fn add(a: i32, b: i32) -> i32 { a + b }
-    /// fn volume(x: u32, y: u32, z: u32) -> u32 { x * y * z }
-    /// let pool = multiproc::Pool::new(2)?;
-    /// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, vec![3, 7]);
-    /// assert_eq!(pool.starmap(volume, [(1, 2, 3), (2, 2, 2)])?, vec![6, 8]);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn starmap<F, T>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = T>,
-    ) -> Result<Vec<F::Output>, PoolError>
-    where
-        F: StarFn<T>,
-        T: Serialize,
-    {
-        self.starmap_async(f, items)?.into_values()
-    }
-
-    /// Submits a [`starmap`](Self::starmap) without waiting.
-    pub fn starmap_async<F, T>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = T>,
-    ) -> Result<MapResult<F::Output>, PoolError>
-    where
-        F: StarFn<T>,
-        T: Serialize,
-    {
-        api::starmap_async(self, f, items)
-    }
-
-    /// Runs `f(args)` in a worker and waits for its value (Python's
-    /// `apply`).
-    pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        self.apply_async(f, args)?.into_value()
-    }
-
-    /// Submits `f(args)` without waiting (Python's `apply_async`).
-    pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> Result<AsyncResult<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-    {
-        Ok(AsyncResult::new(api::Submit::submit_map(
-            self,
-            f,
-            vec![args],
-            1,
-        )?))
     }
 
     /// Like [`apply_async`](Self::apply_async), calling `callback` with the
@@ -599,71 +521,6 @@ impl Pool {
         MapResult::with_callback(self.shared.clone(), n, call, |hook| {
             self.submit_with(wire::Call::map(f), items, chunksize, Some(hook))
         })
-    }
-
-    /// Results one by one in input order, as they become available
-    /// (Python's `imap`, chunk size 1).
-    ///
-    /// ```
-    /// fn square(x: u64) -> u64 { x * x }
-    /// let pool = multiproc::Pool::new(2)?;
-    /// let squares: Vec<u64> = pool.imap(square, 0..)?.take(4).map(Result::unwrap).collect();
-    /// assert_eq!(squares, vec![0, 1, 4, 9]);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn imap<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Imap<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        api::imap(self, f, items, 1, true)
-    }
-
-    /// Like [`imap`](Self::imap) with `chunksize` tasks per message.
-    pub fn imap_chunked<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: usize,
-    ) -> Result<Imap<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        api::imap(self, f, items, chunksize, true)
-    }
-
-    /// Results one by one in the order they finish (Python's
-    /// `imap_unordered`, chunk size 1).
-    pub fn imap_unordered<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Imap<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        api::imap(self, f, items, 1, false)
-    }
-
-    /// Like [`imap_unordered`](Self::imap_unordered) with `chunksize` tasks
-    /// per message.
-    pub fn imap_unordered_chunked<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: usize,
-    ) -> Result<Imap<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        api::imap(self, f, items, chunksize, false)
     }
 
     /// Accepts no new work; the workers exit once what was submitted is
