@@ -18,6 +18,33 @@ mod registry;
 mod spawn;
 pub(crate) mod target;
 
+/// The launch setters [`Process`] and [`Builder`] share (`name`, `daemon`,
+/// `start_method`), written once; each builder keeps the fields `name`,
+/// `daemon` and `method` and gives the doc of its `name`.
+macro_rules! launch_setters {
+    ($(#[$name_doc:meta])*) => {
+        $(#[$name_doc])*
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.name = Some(name.into());
+            self
+        }
+
+        /// Marks it a daemon: terminated, not waited for, when the parent's
+        /// `main` returns.
+        pub fn daemon(mut self, daemon: bool) -> Self {
+            self.daemon = daemon;
+            self
+        }
+
+        /// Chooses how it starts (default: [`start_method()`](crate::start_method)).
+        pub fn start_method(mut self, method: $crate::process::StartMethod) -> Self {
+            self.method = Some(method);
+            self
+        }
+    };
+}
+use launch_setters;
+
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -123,23 +150,8 @@ impl<R: DeserializeOwned> Process<R> {
         }
     }
 
-    /// Names the process (default `Process-N`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Marks it a daemon: terminated, not waited for, when the parent's
-    /// `main` returns.
-    pub fn daemon(mut self, daemon: bool) -> Self {
-        self.daemon = daemon;
-        self
-    }
-
-    /// Chooses how it starts (default: [`start_method()`](crate::start_method)).
-    pub fn start_method(mut self, method: StartMethod) -> Self {
-        self.method = Some(method);
-        self
+    launch_setters! {
+        /// Names the process (default `Process-N`).
     }
 
     /// Starts the child.

@@ -96,24 +96,9 @@ impl Builder {
         Self::default()
     }
 
-    /// Names the child (default `Process-N`); the child sees it as
-    /// [`current_process().name()`](crate::ProcessInfo::name).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Marks it a daemon: terminated, not waited for, when the parent's
-    /// `main` returns.
-    pub fn daemon(mut self, daemon: bool) -> Self {
-        self.daemon = daemon;
-        self
-    }
-
-    /// Chooses how it starts (default: [`start_method()`](crate::start_method)).
-    pub fn start_method(mut self, method: StartMethod) -> Self {
-        self.method = Some(method);
-        self
+    super::launch_setters! {
+        /// Names the child (default `Process-N`); the child sees it as
+        /// [`current_process().name()`](crate::ProcessInfo::name).
     }
 
     /// Sets environment variable `key` to `value` in the child (replacing an
