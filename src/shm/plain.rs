@@ -10,6 +10,7 @@ use std::sync::atomic::{
 
 use serde::Deserializer;
 
+use crate::segment::mutex::MutexSegment;
 use crate::segment::{Kind, Segment, check_align, raw_data_offset};
 
 /// Plain data that can be stored in a shared [`Value`](crate::Value) or
@@ -170,6 +171,28 @@ pub(super) fn receive_raw<'de, T: Plain, D: Deserializer<'de>>(
     Segment::receive(d, kind, type_tag::<T>(), |len| {
         data_bytes(len).and_then(|b| b.checked_add(raw_data_offset(align)))
     })
+}
+
+/// A new locked segment for `len` `T`s in `data_bytes` bytes (a
+/// [`Value`](super::Value) or [`Array`](super::Array)).
+pub(super) fn create_locked<T: Plain>(
+    kind: Kind,
+    len: u64,
+    data_bytes: usize,
+) -> std::io::Result<MutexSegment> {
+    let align = std::mem::align_of::<T>();
+    MutexSegment::create(kind, type_tag::<T>(), len, data_bytes, align, false)
+}
+
+/// A received locked segment of `T`s (a [`Value`](super::Value) or
+/// [`Array`](super::Array)); `data_bytes` as for [`receive_raw`].
+pub(super) fn receive_locked<'de, T: Plain, D: Deserializer<'de>>(
+    d: D,
+    kind: Kind,
+    data_bytes: impl Fn(u64) -> Option<usize>,
+) -> Result<MutexSegment, D::Error> {
+    let align = std::mem::align_of::<T>();
+    MutexSegment::receive(d, kind, type_tag::<T>(), data_bytes, align, false)
 }
 
 /// A fingerprint of `T` (name, size, alignment) stored in a segment's

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::plain::{Plain, PlainAtomic, receive_raw, type_tag};
+use super::plain::{Plain, PlainAtomic, create_locked, receive_locked, receive_raw, type_tag};
 use crate::segment::LockError;
 use crate::segment::mutex::{DataGuard, MutexSegment, acquire_methods, map_result};
 use crate::segment::{Kind, Segment, check_align, raw_data_offset};
@@ -111,14 +111,7 @@ pub struct ValueGuard<'a, T: Plain>(DataGuard<'a, T>);
 impl<T: Plain> Value<T> {
     /// A new shared value holding `value`.
     pub fn new(value: T) -> io::Result<Value<T>> {
-        let seg = MutexSegment::create(
-            Kind::Value,
-            type_tag::<T>(),
-            1,
-            std::mem::size_of::<T>(),
-            std::mem::align_of::<T>(),
-            false,
-        )?;
+        let seg = create_locked::<T>(Kind::Value, 1, std::mem::size_of::<T>())?;
         // SAFETY: the data area holds a suitably aligned `T` and is not yet
         // shared with anyone.
         unsafe { seg.data().cast::<T>().write(value) };
@@ -199,14 +192,9 @@ impl<T: Plain> Serialize for Value<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seg = MutexSegment::receive(
-            d,
-            Kind::Value,
-            type_tag::<T>(),
-            |len| (len == 1).then_some(std::mem::size_of::<T>()),
-            std::mem::align_of::<T>(),
-            false,
-        )?;
+        let seg = receive_locked::<T, D>(d, Kind::Value, |len| {
+            (len == 1).then_some(std::mem::size_of::<T>())
+        })?;
         Ok(Value {
             inner: Arc::new(seg),
             _t: PhantomData,
