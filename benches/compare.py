@@ -784,6 +784,76 @@ def csp_pingpong_threads():
     return pycsp_row("pingpong", "threads")
 
 
+def pycsp_greenlets():
+    """Imports PyCSP's greenlets mode (needs `pip install greenlet` beside
+    PyCSP 0.9.2), or exits with a note that the harness prints."""
+    import collections
+    import collections.abc
+
+    collections.Callable = collections.abc.Callable
+    os.environ.setdefault("PYCSP_HOST", "127.0.0.1")
+    try:
+        import greenlet  # noqa: F401  (pycsp.greenlets imports it lazily)
+        import pycsp.greenlets as csp
+    except Exception as e:
+        sys.exit(
+            f"PyCSP greenlets mode not available ({e!r}); "
+            "pip install greenlet pycsp==0.9.2: row skipped"
+        )
+    return csp
+
+
+def csp_commstime_light():
+    """Commstime with PyCSP's greenlets (all four processes greenlets of
+    one thread, PyCSP's lightweight mode), ns per communication; the
+    median of a few networks."""
+    csp = pycsp_greenlets()
+    n = pick(2_000, 20_000)
+
+    @csp.process
+    def prefix(cin, cout):
+        cout(0)
+        while True:
+            cout(cin())
+
+    @csp.process
+    def delta(cin, cout1, cout2):
+        while True:
+            x = cin()
+            cout1(x)
+            cout2(x)
+
+    @csp.process
+    def succ(cin, cout):
+        while True:
+            cout(cin() + 1)
+
+    @csp.process
+    def consumer(cin, out):
+        for _ in range(100):
+            cin()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            cin()
+        out.append((time.perf_counter() - t0) * 1e9 / (4 * n))
+        csp.poison(cin)
+
+    def commstime():
+        a, b, c, d = (csp.Channel() for _ in range(4))
+        out = []
+        csp.Parallel(
+            prefix(+c, -a),
+            delta(+a, -b, -d),
+            succ(+b, -c),
+            consumer(+d, out),
+        )
+        return out[0]
+
+    v = batches(pick(0, 1), pick(2, 5), commstime)
+    csp.shutdown()
+    return v, "ns"
+
+
 # ---- the Manager ----
 
 
@@ -1005,6 +1075,7 @@ ROWS.update(
         # A Python client of a Python manager: the same measurement as
         # manager.list_append_child (the Rust row serves the manager itself).
         "manager.python_client.list_append": manager_list_append_child,
+        "csp.commstime.light": csp_commstime_light,
     }
 )
 

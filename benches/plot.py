@@ -40,6 +40,9 @@ OLD_MODES = {"pinned": "same_core"}
 SIDES = ("crate", "raw", "python")
 COLOURS = {"crate": "#2b6cb0", "raw": "#8a8a8a", "python": "#dd8a2e"}
 LABELS = {"crate": "multiproc", "raw": "raw OS floor", "python": "Python"}
+# Other implementations some rows measure beside the crate (`<row>.<mode>.<side>`),
+# listed in a table of their own under the main one.
+PEERS = {"go": "Go"}
 LOWER_IS_BETTER = {"us", "ns", "B"}
 HIGHER_IS_BETTER = {"msgs/s", "GB/s", "ops/s"}
 TIME_UNITS = ["ns", "us", "ms", "s"]
@@ -250,6 +253,24 @@ def full_table(path, rows, order):
             figures = rows[row].get(mode, {})
             cells += [cell(figures, side, unit) for side in SIDES]
         lines.append("| " + " | ".join(cells) + " |")
+    for peer, label in PEERS.items():
+        with_peer = [r for r in order if any(peer in rows[r].get(m, {}) for m in MODES)]
+        if not with_peer:
+            continue
+        lines += [
+            "",
+            f"Measured beside the crate in the same run: {label} (`{peer}`).",
+            "",
+            "| row | " + " | ".join(f"{mode}: multiproc | {label}" for mode in MODES) + " |",
+            "|---" + "|--:" * (2 * len(MODES)) + "|",
+        ]
+        for row in with_peer:
+            unit = rows[row].get("unit", "")
+            cells = [f"`{row}`"]
+            for mode in MODES:
+                figures = rows[row].get(mode, {})
+                cells += [cell(figures, "crate", unit), cell(figures, peer, unit)]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

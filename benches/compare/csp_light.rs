@@ -14,9 +14,11 @@
 //!   of 10,000 bare corosensei coroutines (a stack each: a million would
 //!   exceed the kernel's map count) passing the token through a cell.
 //!
-//! No Python row: PyCSP's greenlets mode needs the `greenlet` package,
-//! and Go's channels need a Go toolchain; neither is part of this
-//! comparison yet.
+//! Beside them, measured in the same interleaving: Go's unbuffered
+//! channels on the same networks (`benches/go/`, see `go.rs`), reported
+//! as `<row>.<mode>.go` with a `vs_go` ratio (crate / Go), left out with a
+//! note where `go` is missing; and for commstime PyCSP's greenlets mode
+//! (`pycsp.greenlets`, needs `pip install greenlet`) as the Python figure.
 //!
 //! Each row runs in a forked child of the bench process: the worker
 //! threads of lightweight processes live as long as their process, and the
@@ -35,30 +37,76 @@ use corosensei::{Coroutine, CoroutineResult};
 use multiproc::csp::{Channel, ChannelError, CspProcess, Outcome, Reader, Writer, parallel};
 
 use crate::csp::{delta, prefix, succ};
-use crate::harness::{BenchResult, Ctx, Figures, Row, Unit, alternate, nanos_per_op};
+use crate::go::{self, GoProgram};
+use crate::harness::{
+    BenchResult, Ctx, Figures, Row, Unit, alternate, alternate_all, nanos_per_op,
+};
 use crate::raw::RawChild;
 
-/// Runs `row` in a forked child and returns its figures (the crate's and
-/// the raw floor's, as two native-endian `f64`s over a socket).
-fn in_child(ctx: &Ctx, row: fn(&Ctx) -> BenchResult<Figures>) -> BenchResult<Figures> {
+/// A row's measurement, given the Go program of its network (`None`
+/// where `go` is missing): the crate's, the raw floor's and Go's figures.
+type Measure = fn(&Ctx, Option<&GoProgram>) -> BenchResult<(f64, f64, Option<f64>)>;
+
+/// Builds the Go program `go` (in the bench process: the build is cached
+/// in `target/go/`), then measures `row` in a forked child.
+fn in_child(ctx: &Ctx, go: &str, row: Measure) -> BenchResult<Figures> {
+    let prog = go::build(go)?;
+    in_forked_child(|| row(ctx, prog.as_ref()))
+}
+
+/// Runs `measure` in a forked child and returns its figures (the crate's,
+/// the raw floor's and a peer's, NaN for none, as three native-endian
+/// `f64`s over a socket; the peer is Go, reported as `go`). For rows that
+/// leave threads behind: the bench process stays single-threaded.
+pub fn in_forked_child(
+    measure: impl FnOnce() -> BenchResult<(f64, f64, Option<f64>)>,
+) -> BenchResult<Figures> {
     let (mut ours, mut theirs) = UnixStream::pair()?;
     let child = RawChild::fork_closing(ours.as_fd(), move || {
-        let f = row(ctx).expect("lightweight row");
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&f.krate.to_ne_bytes());
-        out[8..].copy_from_slice(&f.raw.to_ne_bytes());
+        let (krate, raw, go) = measure().expect("measured in a forked child");
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&krate.to_ne_bytes());
+        out[8..16].copy_from_slice(&raw.to_ne_bytes());
+        out[16..].copy_from_slice(&go.unwrap_or(f64::NAN).to_ne_bytes());
         theirs.write_all(&out).expect("report the figures");
     })?;
-    let mut buf = [0u8; 16];
+    let mut buf = [0u8; 24];
     let read = ours.read_exact(&mut buf);
     child.wait()?;
     read?;
     let num = |b: &[u8]| f64::from_ne_bytes(b.try_into().expect("8 bytes"));
+    let go = num(&buf[16..]);
     Ok(Figures {
         krate: num(&buf[..8]),
-        raw: num(&buf[8..]),
-        extra: Vec::new(),
+        raw: num(&buf[8..16]),
+        extra: if go.is_nan() {
+            Vec::new()
+        } else {
+            vec![("go", go)]
+        },
     })
+}
+
+/// The medians of the crate, the raw floor and (if built) Go, run
+/// alternately.
+fn with_go(
+    warm: usize,
+    reps: usize,
+    mut krate: impl FnMut() -> BenchResult<f64>,
+    mut raw: impl FnMut() -> BenchResult<f64>,
+    go: Option<(&GoProgram, &[u64])>,
+) -> BenchResult<(f64, f64, Option<f64>)> {
+    match go {
+        None => {
+            let f = alternate(warm, reps, krate, raw)?;
+            Ok((f.krate, f.raw, None))
+        }
+        Some((prog, args)) => {
+            let mut go = || prog.run(args);
+            let m = alternate_all(warm, reps, &mut [&mut krate, &mut raw, &mut go])?;
+            Ok((m[0], m[1], Some(m[2])))
+        }
+    }
 }
 
 /// Unmeasured cycles before the clock starts.
@@ -69,14 +117,14 @@ pub fn rows() -> Vec<Row> {
         Row {
             name: "csp.commstime.light",
             unit: Unit::Nanos,
-            run: |ctx| in_child(ctx, commstime_light),
-            python: false,
+            run: |ctx| in_child(ctx, "commstime", commstime_light),
+            python: true,
             round_trip: false,
         },
         Row {
             name: "csp.ring.light",
             unit: Unit::Nanos,
-            run: |ctx| in_child(ctx, ring_light),
+            run: |ctx| in_child(ctx, "ring", ring_light),
             python: false,
             round_trip: false,
         },
@@ -147,9 +195,16 @@ fn raw_commstime(n: u64) -> BenchResult<f64> {
     Ok(ns)
 }
 
-fn commstime_light(ctx: &Ctx) -> BenchResult<Figures> {
+fn commstime_light(ctx: &Ctx, go: Option<&GoProgram>) -> BenchResult<(f64, f64, Option<f64>)> {
     let (warm, reps, n) = (ctx.pick(0, 1), ctx.pick(2, 5), ctx.pick(5_000, 200_000));
-    alternate(warm, reps, || crate_commstime(n), || raw_commstime(n))
+    let args = [n];
+    with_go(
+        warm,
+        reps,
+        || crate_commstime(n),
+        || raw_commstime(n),
+        go.map(|g| (g, &args[..])),
+    )
 }
 
 fn relay((inp, out): (Reader<u64>, Writer<u64>)) -> Result<f64, ChannelError> {
@@ -232,12 +287,14 @@ fn raw_ring(n: usize, laps: u64) -> BenchResult<f64> {
     Ok(nanos_per_op(t0, hops))
 }
 
-fn ring_light(ctx: &Ctx) -> BenchResult<Figures> {
+fn ring_light(ctx: &Ctx, go: Option<&GoProgram>) -> BenchResult<(f64, f64, Option<f64>)> {
     let (n, laps) = (ctx.pick(10_000, 1_000_000), ctx.pick(2, 10));
-    alternate(
+    let args = [n as u64, laps];
+    with_go(
         0,
         ctx.pick(1, 2),
         || crate_ring(n, laps),
         || raw_ring(10_000, laps),
+        go.map(|g| (g, &args[..])),
     )
 }

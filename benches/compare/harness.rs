@@ -158,9 +158,15 @@ pub struct Figures {
     /// Further floors measured in the same interleaving, reported as
     /// `<row>.<mode>.raw_<label>` with a `vs_raw_<label>` ratio (e.g. the
     /// robust pthread mutex beside the minimal futex mutex). Summary
-    /// targets compare against `raw` only.
+    /// targets compare against `raw` only. A label in [`PEERS`] is another
+    /// implementation rather than a floor: reported as `<row>.<mode>.<label>`
+    /// with a `vs_<label>` ratio.
     pub extra: Vec<(&'static str, f64)>,
 }
+
+/// Labels of [`Figures::extra`] that name another implementation measured
+/// beside the crate (not a floor): `go`, Go's channels (`go.rs`).
+pub const PEERS: &[&str] = &["go"];
 
 /// One line of the comparison. Its name is shared by the Rust and the
 /// Python side; the Python figure comes from `compare.py`.
@@ -187,6 +193,9 @@ pub enum Against {
     Python,
     /// The crate's own figure, in the row's unit.
     Absolute,
+    /// `vs_<label>`: crate figure / another implementation's (a label of
+    /// [`PEERS`], e.g. `go`).
+    Peer(&'static str),
 }
 
 /// A goal the summary checks (and never asserts).
@@ -408,7 +417,11 @@ impl Report {
                 self.emit(&format!("{base}.crate"), f.krate, unit);
                 self.emit(&format!("{base}.raw"), f.raw, unit);
                 for &(label, v) in &f.extra {
-                    let other = format!("raw_{label}");
+                    let other = if PEERS.contains(&label) {
+                        label.to_string()
+                    } else {
+                        format!("raw_{label}")
+                    };
                     self.emit(&format!("{base}.{other}"), v, unit);
                     others.push(other);
                 }
@@ -508,6 +521,9 @@ impl Report {
                         "x",
                     ),
                     Against::Absolute => (format!("{base}.crate"), format!("{}.crate", t.row), ""),
+                    Against::Peer(p) => {
+                        (format!("{base}.vs_{p}"), format!("{}.vs_{p}", t.row), "x")
+                    }
                 };
                 let goal = match t.goal {
                     Goal::AtMost(g) => format!("<= {g}{unit}"),

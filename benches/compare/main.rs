@@ -13,6 +13,8 @@
 
 #[cfg(feature = "tokio")]
 mod aio;
+#[cfg(feature = "tokio")]
+mod aio_csp;
 mod harness;
 mod pipe;
 mod pool;
@@ -23,6 +25,7 @@ mod sync;
 
 mod csp;
 mod csp_light;
+mod go;
 mod manager;
 mod pickle;
 mod python_manager;
@@ -127,6 +130,18 @@ const TARGETS: &[Target] = &[
         against: Against::Python,
         goal: Goal::AtMost(0.0333),
     },
+    // Lightweight commstime: ahead of Go's unbuffered channels (one Go
+    // thread, as the network has one worker) and of PyCSP's greenlets.
+    Target {
+        row: "csp.commstime.light",
+        against: Against::Peer("go"),
+        goal: Goal::AtMost(1.0),
+    },
+    Target {
+        row: "csp.commstime.light",
+        against: Against::Python,
+        goal: Goal::AtMost(1.0),
+    },
     // Manager proxy rows are ops/s (higher is better).
     Target {
         row: "manager.list_append_child",
@@ -211,6 +226,9 @@ fn rows() -> Vec<Row> {
     rows.extend(pool::rows());
     rows.extend(csp::thread_rows());
     rows.extend(csp_light::rows());
+    // Runs in a forked child (async channel waits start a thread).
+    #[cfg(feature = "tokio")]
+    rows.extend(aio_csp::rows());
     // Serves a manager from threads of the bench process.
     rows.extend(python_manager::rows());
     rows

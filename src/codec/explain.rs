@@ -11,9 +11,10 @@
 use std::fmt;
 
 use serde::Serialize;
-use serde::ser::{self, Serializer};
+use serde::ser;
 
 use super::ENCODING;
+use super::serializer::{seq_like, serializer, struct_like};
 
 /// The text for postcard's error `e` from encoding `value`. Call it in
 /// the same context as the failed encoding (inside or outside
@@ -63,160 +64,26 @@ impl ser::Error for Message {
 #[derive(Clone, Copy)]
 struct Why;
 
-macro_rules! nothing {
-    ($($name:ident($($t:ty),*)),* $(,)?) => {
-        $(
-            fn $name(self $(, _: $t)*) -> Result<(), Message> {
-                Ok(())
-            }
-        )*
-    };
-}
-
-impl Serializer for Why {
-    type Ok = ();
-    type Error = Message;
-    type SerializeSeq = Why;
-    type SerializeTuple = Why;
-    type SerializeTupleStruct = Why;
-    type SerializeTupleVariant = Why;
-    type SerializeMap = Why;
-    type SerializeStruct = Why;
-    type SerializeStructVariant = Why;
-
-    nothing!(
-        serialize_bool(bool),
-        serialize_i8(i8),
-        serialize_i16(i16),
-        serialize_i32(i32),
-        serialize_i64(i64),
-        serialize_i128(i128),
-        serialize_u8(u8),
-        serialize_u16(u16),
-        serialize_u32(u32),
-        serialize_u64(u64),
-        serialize_u128(u128),
-        serialize_f32(f32),
-        serialize_f64(f64),
-        serialize_char(char),
-        serialize_str(&str),
-        serialize_bytes(&[u8]),
-        serialize_none(),
-        serialize_unit(),
-        serialize_unit_struct(&'static str),
-        serialize_unit_variant(&'static str, u32, &'static str),
-    );
-
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Message> {
-        value.serialize(Why)
-    }
-
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Message> {
-        value.serialize(Why)
-    }
-
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Message> {
-        value.serialize(Why)
-    }
-
-    fn serialize_seq(self, _: Option<usize>) -> Result<Why, Message> {
-        Ok(Why)
-    }
-
-    fn serialize_tuple(self, _: usize) -> Result<Why, Message> {
-        Ok(Why)
-    }
-
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Why, Message> {
-        Ok(Why)
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Why, Message> {
-        Ok(Why)
-    }
-
-    fn serialize_map(self, _: Option<usize>) -> Result<Why, Message> {
-        Ok(Why)
-    }
-
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Why, Message> {
-        Ok(Why)
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Why, Message> {
-        Ok(Why)
-    }
-
-    fn is_human_readable(&self) -> bool {
-        false
-    }
-}
-
-impl ser::SerializeSeq for Why {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Message> {
+impl Why {
+    fn element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Message> {
         v.serialize(Why)
     }
-    fn end(self) -> Result<(), Message> {
+    fn field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> Result<(), Message> {
+        v.serialize(Why)
+    }
+    fn finish(self) -> Result<(), Message> {
         Ok(())
     }
 }
 
-impl ser::SerializeTuple for Why {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Message> {
-        v.serialize(Why)
-    }
-    fn end(self) -> Result<(), Message> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for Why {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Message> {
-        v.serialize(Why)
-    }
-    fn end(self) -> Result<(), Message> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for Why {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Message> {
-        v.serialize(Why)
-    }
-    fn end(self) -> Result<(), Message> {
-        Ok(())
-    }
-}
+serializer!(Why => Ok = (), Error = Message, Compound = Why;
+    scalar _ => Ok(()),
+    unit => Ok(()),
+    wrapped v => v.serialize(Why),
+    compound => Ok(Why),
+);
+seq_like!(Why => (), Message);
+struct_like!(Why => (), Message);
 
 impl ser::SerializeMap for Why {
     type Ok = ();
@@ -232,39 +99,10 @@ impl ser::SerializeMap for Why {
     }
 }
 
-impl ser::SerializeStruct for Why {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<(), Message> {
-        v.serialize(Why)
-    }
-    fn end(self) -> Result<(), Message> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for Why {
-    type Ok = ();
-    type Error = Message;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<(), Message> {
-        v.serialize(Why)
-    }
-    fn end(self) -> Result<(), Message> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Serializer;
 
     struct Refuses;
 

@@ -33,6 +33,7 @@ use crate::error::CodecError;
 
 mod explain;
 pub mod pickle;
+pub(crate) mod serializer;
 pub use crate::sys::socket::MAX_FDS_PER_MSG as MAX_FDS;
 pub(crate) use explain::encode_error;
 

@@ -89,7 +89,10 @@ impl ChannelBuilder {
     /// slot reserves this much (only touched pages cost anything); a larger
     /// message travels through a named shared-memory segment of its own
     /// (`/dev/shm/multiproc-csp-…`), created by the writer and unlinked by
-    /// the reader, which costs a few system calls more.
+    /// the reader, which costs a few system calls more. The slot then
+    /// carries the segment's name (about 80 bytes): below that, larger
+    /// messages cannot spill and a write of one fails with
+    /// [`ChannelError::TooLarge`].
     pub fn slot_size(mut self, bytes: usize) -> Self {
         self.slot_size = bytes;
         self
@@ -119,6 +122,7 @@ impl ChannelBuilder {
             nrecords: u32::try_from(self.waiters.max(2)).map_err(|_| bad("too many waiters"))?,
             slot: u32::try_from(self.slot_size.max(32)).map_err(|_| bad("slot_size too large"))?,
             max_message: self.max_message as u64,
+            private: self.threads_only,
         };
         if geo.size() == usize::MAX || geo.size() > isize::MAX as usize {
             return Err(bad("channel too large (buffer × slot_size)"));
@@ -278,6 +282,7 @@ pub(crate) fn op_error(e: OpError) -> ChannelError {
 
 /// Encodes a message for `chan`, checking its size and that it carries no
 /// descriptors; spills it to a segment of its own if it exceeds the slot.
+#[inline(never)] // keeps the serializer's state out of a writer's parked frame
 pub(crate) fn encode<T: Serialize + ?Sized>(
     chan: &Chan,
     value: &T,
@@ -297,11 +302,21 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         return Ok(Outgoing::inline(enc.bytes));
     }
     chan.mark_spilled();
-    Outgoing::spill(&enc.bytes, &chan.spill_tag()).map_err(|e| {
+    let out = Outgoing::spill(&enc.bytes, &chan.spill_tag()).map_err(|e| {
         ChannelError::Codec(crate::error::CodecError::Encode(format!(
             "cannot spill a message of {len} bytes to shared memory: {e}"
         )))
-    })
+    })?;
+    // The descriptor naming the segment must itself fit the slot (a slot
+    // set below it cannot carry spilled messages): the segment goes with
+    // `out`.
+    if out.bytes.len() > chan.slot() {
+        return Err(ChannelError::TooLarge {
+            len,
+            max: chan.slot(),
+        });
+    }
+    Ok(out)
 }
 
 /// Decodes a message received from `chan` (fetching it from its segment if
@@ -338,59 +353,6 @@ impl<T: DeserializeOwned> Reader<T> {
     }
 }
 
-impl<T> Reader<T> {
-    /// The part of the names of the channel's spill segments that names
-    /// the channel (tests look for leftovers). Not part of the API.
-    #[doc(hidden)]
-    pub fn spill_tag(&self) -> String {
-        self.end.chan().spill_tag()
-    }
-
-    /// How many readers and writers wait on the channel right now (a hint
-    /// for tests that must order parties). Not part of the API.
-    #[doc(hidden)]
-    pub fn waiting(&self) -> (usize, usize) {
-        let c = self.end.chan();
-        (c.waiting(chan::READ), c.waiting(chan::WRITE))
-    }
-
-    /// Poisons the channel (see [`Channel::poison`]).
-    pub fn poison(&self) {
-        self.end.chan().poison();
-    }
-
-    /// Retires this end at once. When every reader has retired the
-    /// channel is retired and writers get [`ChannelError::Retired`].
-    /// Dropping the end does the same, except inside a CSP process that
-    /// was given it as an argument, where a dropped end retires when the
-    /// process ends (after it propagated poison, if it ended by poison).
-    pub fn retire(self) {
-        Held::release_one(self.end.chan(), chan::READ);
-    }
-
-    /// Whether the channel is poisoned.
-    pub fn is_poisoned(&self) -> bool {
-        self.end.chan().is_poisoned()
-    }
-}
-
-impl<T> Clone for Reader<T> {
-    fn clone(&self) -> Self {
-        Reader {
-            end: self.end.clone(),
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<T> fmt::Debug for Reader<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reader")
-            .field("channel", &self.end.chan().id())
-            .finish()
-    }
-}
-
 /// The writing end of a [`Channel`]. Clone it for more writers; dropping
 /// (or [`retire`](Self::retire)) retires this end.
 pub struct Writer<T> {
@@ -422,27 +384,97 @@ impl<T: Serialize> Writer<T> {
     }
 }
 
+/// The methods a [`Reader`] and a [`Writer`] share: both are an [`End`]
+/// of a channel, seen from one side.
+macro_rules! end_methods {
+    ($end:ident, $dir:expr, $what:literal) => {
+        impl<T> $end<T> {
+            /// The part of the names of the channel's spill segments that names
+            /// the channel (tests look for leftovers). Not part of the API.
+            #[doc(hidden)]
+            pub fn spill_tag(&self) -> String {
+                self.end.chan().spill_tag()
+            }
+
+            /// How many readers and writers wait on the channel right now (a hint
+            /// for tests that must order parties). Not part of the API.
+            #[doc(hidden)]
+            pub fn waiting(&self) -> (usize, usize) {
+                let c = self.end.chan();
+                (c.waiting(chan::READ), c.waiting(chan::WRITE))
+            }
+
+            /// Poisons the channel (see [`Channel::poison`]).
+            pub fn poison(&self) {
+                self.end.chan().poison();
+            }
+
+            /// Whether the channel is poisoned.
+            pub fn is_poisoned(&self) -> bool {
+                self.end.chan().is_poisoned()
+            }
+        }
+
+        impl<T> Clone for $end<T> {
+            fn clone(&self) -> Self {
+                $end {
+                    end: self.end.clone(),
+                    _t: PhantomData,
+                }
+            }
+        }
+
+        impl<T> fmt::Debug for $end<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($end))
+                    .field("channel", &self.end.chan().id())
+                    .finish()
+            }
+        }
+
+        #[doc = concat!("A ", $what, " can be a [`Process`](crate::Process) argument (or travel \
+            in a message over a Unix-domain [`Connection`](crate::Connection)); a \
+            `threads_only` one cannot.")]
+        impl<T> Serialize for $end<T> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.end.serialize(s)
+            }
+        }
+
+        impl<'de, T> Deserialize<'de> for $end<T> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let end = End::deserialize(d)?;
+                if end.dir != $dir {
+                    return Err(serde::de::Error::custom(concat!(
+                        "expected a ",
+                        $what,
+                        " end"
+                    )));
+                }
+                Ok($end {
+                    end,
+                    _t: PhantomData,
+                })
+            }
+        }
+    };
+}
+
+end_methods!(Reader, chan::READ, "reader");
+end_methods!(Writer, chan::WRITE, "writer");
+
+impl<T> Reader<T> {
+    /// Retires this end at once. When every reader has retired the
+    /// channel is retired and writers get [`ChannelError::Retired`].
+    /// Dropping the end does the same, except inside a CSP process that
+    /// was given it as an argument, where a dropped end retires when the
+    /// process ends (after it propagated poison, if it ended by poison).
+    pub fn retire(self) {
+        Held::release_one(self.end.chan(), chan::READ);
+    }
+}
+
 impl<T> Writer<T> {
-    /// The part of the names of the channel's spill segments that names
-    /// the channel (tests look for leftovers). Not part of the API.
-    #[doc(hidden)]
-    pub fn spill_tag(&self) -> String {
-        self.end.chan().spill_tag()
-    }
-
-    /// How many readers and writers wait on the channel right now (a hint
-    /// for tests that must order parties). Not part of the API.
-    #[doc(hidden)]
-    pub fn waiting(&self) -> (usize, usize) {
-        let c = self.end.chan();
-        (c.waiting(chan::READ), c.waiting(chan::WRITE))
-    }
-
-    /// Poisons the channel (see [`Channel::poison`]).
-    pub fn poison(&self) {
-        self.end.chan().poison();
-    }
-
     /// Retires this end at once. When every writer has retired, the
     /// channel is retired: readers get what is buffered, then
     /// [`ChannelError::Retired`]. Dropping the end does the same, except
@@ -450,28 +482,6 @@ impl<T> Writer<T> {
     /// dropped end retires when the process ends.
     pub fn retire(self) {
         Held::release_one(self.end.chan(), chan::WRITE);
-    }
-
-    /// Whether the channel is poisoned.
-    pub fn is_poisoned(&self) -> bool {
-        self.end.chan().is_poisoned()
-    }
-}
-
-impl<T> Clone for Writer<T> {
-    fn clone(&self) -> Self {
-        Writer {
-            end: self.end.clone(),
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<T> fmt::Debug for Writer<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Writer")
-            .field("channel", &self.end.chan().id())
-            .finish()
     }
 }
 
@@ -636,48 +646,6 @@ impl<'de> Deserialize<'de> for End {
             flavor: Flavor::Processes(Arc::new(chan)),
             dir: w.dir,
             pid: sys::process::getpid(),
-        })
-    }
-}
-
-/// A reader can be a [`Process`](crate::Process) argument (or travel in a
-/// message over a Unix-domain [`Connection`](crate::Connection)); a
-/// `threads_only` one cannot.
-impl<T> Serialize for Reader<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.end.serialize(s)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for Reader<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let end = End::deserialize(d)?;
-        if end.dir != chan::READ {
-            return Err(serde::de::Error::custom("expected a reader end"));
-        }
-        Ok(Reader {
-            end,
-            _t: PhantomData,
-        })
-    }
-}
-
-/// A writer can be a [`Process`](crate::Process) argument, like [`Reader`].
-impl<T> Serialize for Writer<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.end.serialize(s)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for Writer<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let end = End::deserialize(d)?;
-        if end.dir != chan::WRITE {
-            return Err(serde::de::Error::custom("expected a writer end"));
-        }
-        Ok(Writer {
-            end,
-            _t: PhantomData,
         })
     }
 }

@@ -146,11 +146,29 @@ impl<'de> Deserialize<'de> for Handle {
     }
 }
 
-/// Implements `Clone`, `Serialize` and `Deserialize` for a proxy type that
-/// wraps a `Handle` in a field `h` (with a `PhantomData` field `_t` for the
-/// type parameters, if any).
+/// Implements `from_handle`, `Clone`, `Serialize`, `Deserialize` and
+/// `Debug` for a proxy type that wraps a `Handle` in a field `h` (with a
+/// `PhantomData` field `_t` for the type parameters, if any).
 macro_rules! proxy_common {
-    ($name:ident $(< $($t:ident),* >)?) => {
+    ($name:ident) => {
+        impl $name {
+            pub(crate) fn from_handle(h: $crate::manager::handle::Handle) -> Self {
+                $name { h }
+            }
+        }
+
+        $crate::manager::handle::proxy_common!(@traits $name);
+    };
+    ($name:ident < $($t:ident),* >) => {
+        impl< $($t),* > $name< $($t),* > {
+            pub(crate) fn from_handle(h: $crate::manager::handle::Handle) -> Self {
+                $name { h, _t: std::marker::PhantomData }
+            }
+        }
+
+        $crate::manager::handle::proxy_common!(@traits $name< $($t),* >);
+    };
+    (@traits $name:ident $(< $($t:ident),* >)?) => {
         impl $(< $($t),* >)? Clone for $name $(< $($t),* >)? {
             fn clone(&self) -> Self {
                 Self::from_handle(self.h.clone())

@@ -27,6 +27,8 @@ pub(crate) mod raw_mutex;
 use std::io;
 use std::os::fd::AsFd;
 
+use serde::{Deserialize, Deserializer};
+
 use crate::codec::SharedFd;
 use crate::sys::shm::{self, InPlace, Mapping};
 
@@ -142,6 +144,28 @@ impl Segment {
                 "shared {kind:?} segment is too small for its header"
             )),
         }
+    }
+
+    /// [`open`](Self::open) as a serde step: the descriptor is read from
+    /// `d`, and a refusal is `d`'s error. How a handle is received.
+    pub fn receive<'de, D: Deserializer<'de>>(
+        d: D,
+        kind: Kind,
+        type_tag: u64,
+        payload_for: impl Fn(u64) -> Option<usize>,
+    ) -> Result<Segment, D::Error> {
+        Segment::open(SharedFd::deserialize(d)?, kind, type_tag, payload_for)
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// The first `T` of a payload that holds only `T`s (a raw value or
+    /// array, created with `raw_data_offset` bytes before its data).
+    pub fn raw_data<T>(&self) -> *mut T {
+        // In bounds: creation and attachment checked that the payload holds
+        // the offset plus the data.
+        self.payload()
+            .wrapping_add(raw_data_offset(std::mem::align_of::<T>()))
+            .cast()
     }
 
     /// The count given at creation.

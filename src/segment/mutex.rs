@@ -12,6 +12,8 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer};
+
 use super::lock_error::LockError;
 use super::raw_mutex::{RawRobustMutex, SharedMutex};
 use super::{Kind, PAYLOAD, Segment, align_up, check_align};
@@ -75,6 +77,20 @@ impl MutexSegment {
         Ok(Self::bind(seg, offset, recursive))
     }
 
+    /// [`open`](Self::open) as a serde step, like [`Segment::receive`].
+    pub fn receive<'de, D: Deserializer<'de>>(
+        d: D,
+        kind: Kind,
+        type_tag: u64,
+        data_bytes: impl Fn(u64) -> Option<usize>,
+        data_align: usize,
+        recursive: bool,
+    ) -> Result<MutexSegment, D::Error> {
+        let fd = SharedFd::deserialize(d)?;
+        MutexSegment::open(fd, kind, type_tag, data_bytes, data_align, recursive)
+            .map_err(serde::de::Error::custom)
+    }
+
     fn bind(seg: Segment, data_offset: usize, recursive: bool) -> MutexSegment {
         // SAFETY: the payload starts with a SharedMutex initialised by the
         // creator (the header check vouches for the segment's kind); `seg`
@@ -124,6 +140,34 @@ impl MutexSegment {
     }
 }
 
+/// A held lock, as a `lock_api` guard of the data seen as a `U`.
+pub(crate) type DataGuard<'a, U> = lock_api::MappedMutexGuard<'a, RawRobustMutex, U>;
+
+impl MutexSegment {
+    /// Acquires the lock like [`lock`](Self::lock); the guard gives the
+    /// data as the `U` that `view` makes of a pointer to its first byte.
+    ///
+    /// # Safety
+    ///
+    /// `view(data)` points to a valid, aligned `U` inside the data area,
+    /// and any bit pattern there is a valid `U`.
+    pub unsafe fn lock_data<U: ?Sized>(
+        &self,
+        timeout: Option<Duration>,
+        view: impl FnOnce(*mut u8) -> *mut U,
+    ) -> Result<DataGuard<'_, U>, LockError<DataGuard<'_, U>>> {
+        let data = self.data();
+        map_result(self.lock(timeout), |g| {
+            lock_api::MutexGuard::map(g, |_| {
+                // SAFETY: the lock is held for the guard's lifetime, so no
+                // other locked access exists; the memory stays mapped while
+                // `self` is borrowed; the caller vouches for `view`.
+                unsafe { &mut *view(data) }
+            })
+        })
+    }
+}
+
 /// A failed acquisition as the public error.
 pub(crate) fn failed<G>(e: LockFailed) -> LockError<G> {
     match e {
@@ -156,3 +200,36 @@ impl Drop for MutexSegment {
         }
     }
 }
+
+/// The three public ways to take a lock-like handle, written over its
+/// private `$take(&self, Option<Duration>)`: `$wait` waits as long as it
+/// takes, `$timeout` at most `timeout`, `$try` only takes a free lock
+/// (`Some(Duration::ZERO)`). Each name comes with its doc comment.
+macro_rules! acquire_methods {
+    (
+        $take:ident -> $guard:ty;
+        $(#[$wait_doc:meta])* $wait:ident,
+        $(#[$timeout_doc:meta])* $timeout:ident,
+        $(#[$try_doc:meta])* $try:ident $(,)?
+    ) => {
+        $(#[$wait_doc])*
+        pub fn $wait(&self) -> Result<$guard, $crate::segment::LockError<$guard>> {
+            self.$take(None)
+        }
+
+        $(#[$timeout_doc])*
+        pub fn $timeout(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<$guard, $crate::segment::LockError<$guard>> {
+            self.$take(Some(timeout))
+        }
+
+        $(#[$try_doc])*
+        pub fn $try(&self) -> Result<$guard, $crate::segment::LockError<$guard>> {
+            self.$take(Some(std::time::Duration::ZERO))
+        }
+    };
+}
+
+pub(crate) use acquire_methods;

@@ -16,18 +16,15 @@
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{ArrayError, IndexError};
-use super::plain::{Plain, PlainAtomic, type_tag};
-use crate::codec::SharedFd;
+use super::plain::{Plain, PlainAtomic, receive_raw, type_tag};
 use crate::segment::LockError;
-use crate::segment::mutex::{MutexSegment, map_result};
-use crate::segment::raw_mutex::RawRobustMutex;
+use crate::segment::mutex::{DataGuard, MutexSegment, acquire_methods, map_result};
 use crate::segment::{Kind, Segment, check_align, raw_data_offset};
 
 fn bytes_for<T>(len: u64) -> Option<usize> {
@@ -46,6 +43,50 @@ fn check_index(index: usize, len: usize) -> Result<(), IndexError> {
     } else {
         Err(IndexError { index, len })
     }
+}
+
+/// What [`Array`] and [`RawArray`] share, for an array type with `len`,
+/// `new(len)` and `ptr()`: building from values, the length, `Debug`.
+macro_rules! array_common {
+    ($array:ident) => {
+        impl<T: Plain> $array<T> {
+            /// A new array holding a copy of `values`.
+            pub fn from_slice(values: &[T]) -> io::Result<$array<T>> {
+                let a = Self::new(values.len())?;
+                // SAFETY: the fresh data area holds `len` aligned `T`s and is not
+                // yet shared with anyone.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(values.as_ptr(), a.ptr(), values.len());
+                }
+                Ok(a)
+            }
+
+            /// A new array holding the items of `iter`.
+            #[allow(clippy::should_implement_trait)]
+            pub fn from_iter(iter: impl IntoIterator<Item = T>) -> io::Result<$array<T>> {
+                Self::from_slice(&iter.into_iter().collect::<Vec<T>>())
+            }
+
+            /// The number of elements.
+            pub fn len(&self) -> usize {
+                self.len
+            }
+
+            /// Whether it has no elements.
+            pub fn is_empty(&self) -> bool {
+                self.len == 0
+            }
+        }
+
+        impl<T: Plain> fmt::Debug for $array<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($array))
+                    .field("type", &std::any::type_name::<T>())
+                    .field("len", &self.len)
+                    .finish()
+            }
+        }
+    };
 }
 
 /// Implements the atomic element operations (which never take a lock) for
@@ -138,6 +179,7 @@ macro_rules! element_atomics {
 /// assert_eq!(a.to_vec().unwrap(), [0, -1, -2, -3, -4]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[derive(Clone)]
 pub struct Array<T: Plain> {
     inner: Arc<MutexSegment>,
     len: usize,
@@ -146,7 +188,7 @@ pub struct Array<T: Plain> {
 
 /// The lock of an [`Array`], held: dereferences to the elements.
 #[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ArrayGuard<'a, T: Plain>(lock_api::MappedMutexGuard<'a, RawRobustMutex, [T]>);
+pub struct ArrayGuard<'a, T: Plain>(DataGuard<'a, [T]>);
 
 impl<T: Plain> Array<T> {
     /// A new array of `len` zero elements (all-zero bytes are a valid `T`
@@ -168,75 +210,38 @@ impl<T: Plain> Array<T> {
         })
     }
 
-    /// A new array holding a copy of `values`.
-    pub fn from_slice(values: &[T]) -> io::Result<Array<T>> {
-        let a = Self::new(values.len())?;
-        // SAFETY: the fresh data area holds `len` aligned `T`s and is not
-        // yet shared with anyone.
-        unsafe {
-            std::ptr::copy_nonoverlapping(values.as_ptr(), a.ptr(), values.len());
-        }
-        Ok(a)
-    }
-
-    /// A new array holding the items of `iter`.
-    #[allow(clippy::should_implement_trait)]
-    pub fn from_iter(iter: impl IntoIterator<Item = T>) -> io::Result<Array<T>> {
-        Self::from_slice(&iter.into_iter().collect::<Vec<T>>())
-    }
-
     fn ptr(&self) -> *mut T {
         self.inner.data().cast()
-    }
-
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether it has no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     fn lock_with(
         &self,
         timeout: Option<Duration>,
     ) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        let (ptr, len) = (self.ptr(), self.len);
-        map_result(self.inner.lock(timeout), |g| {
-            ArrayGuard(lock_api::MutexGuard::map(g, |_| {
-                // SAFETY: the lock is held for the guard's lifetime, so no
-                // other locked access exists; `len` aligned elements are
-                // mapped while `self` is borrowed; any bit pattern there is
-                // a valid `T` (`Plain`).
-                unsafe { std::slice::from_raw_parts_mut(ptr, len) }
-            }))
-        })
+        let len = self.len;
+        // SAFETY: the data area holds `len` aligned elements; any bit
+        // pattern there is a valid `T` (`Plain`).
+        let r = unsafe {
+            self.inner.lock_data(timeout, |data| {
+                std::ptr::slice_from_raw_parts_mut(data.cast::<T>(), len)
+            })
+        };
+        map_result(r, ArrayGuard)
     }
 
-    /// Acquires the lock, waiting as long as it takes; the guard
-    /// dereferences to `&mut [T]` (the lock is released when it drops).
-    pub fn lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        self.lock_with(None)
-    }
+    acquire_methods!(lock_with -> ArrayGuard<'_, T>;
+        /// Acquires the lock, waiting as long as it takes; the guard
+        /// dereferences to `&mut [T]` (the lock is released when it drops).
+        lock,
+        /// Acquires the lock, waiting at most `timeout`.
+        lock_timeout,
+        /// Acquires the lock if it is free.
+        try_lock,
+    );
 
     /// Python's name for [`lock`](Self::lock) (`with a.get_lock():`).
     pub fn get_lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
         self.lock()
-    }
-
-    /// Acquires the lock, waiting at most `timeout`.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        self.lock_with(Some(timeout))
-    }
-
-    /// Acquires the lock if it is free.
-    pub fn try_lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        self.lock_with(Some(Duration::ZERO))
     }
 
     /// Element `index`, read under the lock (Python's `a[i]`).
@@ -270,48 +275,13 @@ impl<T: Plain> Array<T> {
     }
 }
 
+array_common!(Array);
 element_atomics!(
     /// Atomic element operations; they do not take the lock.
     Array
 );
 
-impl<T: Plain> Clone for Array<T> {
-    fn clone(&self) -> Self {
-        Array {
-            inner: self.inner.clone(),
-            len: self.len,
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<T: Plain> fmt::Debug for Array<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Array")
-            .field("type", &std::any::type_name::<T>())
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-impl<T: Plain> Deref for ArrayGuard<'_, T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        &self.0
-    }
-}
-
-impl<T: Plain> DerefMut for ArrayGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.0
-    }
-}
-
-impl<T: Plain + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
+guard_derefs_to!(ArrayGuard, [T]);
 
 /// An `Array` travels to another process as its shared memory's
 /// descriptor; the receiver checks the element type and length.
@@ -323,16 +293,14 @@ impl<T: Plain> Serialize for Array<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fd = SharedFd::deserialize(d)?;
-        let seg = MutexSegment::open(
-            fd,
+        let seg = MutexSegment::receive(
+            d,
             Kind::Array,
             type_tag::<T>(),
             bytes_for::<T>,
             std::mem::align_of::<T>(),
             false,
-        )
-        .map_err(serde::de::Error::custom)?;
+        )?;
         let len = usize::try_from(seg.segment().len()).map_err(serde::de::Error::custom)?;
         Ok(Array {
             inner: Arc::new(seg),
@@ -358,6 +326,7 @@ impl<'de, T: Plain> Deserialize<'de> for Array<T> {
 /// assert_eq!(a.to_vec(), [9, 2, 3]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[derive(Clone)]
 pub struct RawArray<T: Plain> {
     seg: Arc<Segment>,
     len: usize,
@@ -380,42 +349,8 @@ impl<T: Plain> RawArray<T> {
         })
     }
 
-    /// A new array holding a copy of `values`.
-    pub fn from_slice(values: &[T]) -> io::Result<RawArray<T>> {
-        let a = Self::new(values.len())?;
-        // SAFETY: the fresh data area holds `len` aligned `T`s and is not
-        // yet shared with anyone.
-        unsafe {
-            std::ptr::copy_nonoverlapping(values.as_ptr(), a.ptr(), values.len());
-        }
-        Ok(a)
-    }
-
-    /// A new array holding the items of `iter`.
-    #[allow(clippy::should_implement_trait)]
-    pub fn from_iter(iter: impl IntoIterator<Item = T>) -> io::Result<RawArray<T>> {
-        Self::from_slice(&iter.into_iter().collect::<Vec<T>>())
-    }
-
     fn ptr(&self) -> *mut T {
-        // SAFETY: creation and attachment checked that the payload holds
-        // the offset plus `len` elements.
-        unsafe {
-            self.seg
-                .payload()
-                .add(raw_data_offset(std::mem::align_of::<T>()))
-                .cast()
-        }
-    }
-
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether it has no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.seg.raw_data()
     }
 
     /// Element `index`, or `None` past the end.
@@ -487,29 +422,11 @@ impl<T: Plain> RawArray<T> {
     }
 }
 
+array_common!(RawArray);
 element_atomics!(
     /// Atomic element operations.
     RawArray
 );
-
-impl<T: Plain> Clone for RawArray<T> {
-    fn clone(&self) -> Self {
-        RawArray {
-            seg: self.seg.clone(),
-            len: self.len,
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<T: Plain> fmt::Debug for RawArray<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawArray")
-            .field("type", &std::any::type_name::<T>())
-            .field("len", &self.len)
-            .finish()
-    }
-}
 
 /// A `RawArray` travels to another process as its shared memory's
 /// descriptor; the receiver checks the element type and length.
@@ -521,13 +438,7 @@ impl<T: Plain> Serialize for RawArray<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for RawArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fd = SharedFd::deserialize(d)?;
-        let align = std::mem::align_of::<T>();
-        check_align(align).map_err(serde::de::Error::custom)?;
-        let seg = Segment::open(fd, Kind::RawArray, type_tag::<T>(), |len| {
-            bytes_for::<T>(len).and_then(|b| b.checked_add(raw_data_offset(align)))
-        })
-        .map_err(serde::de::Error::custom)?;
+        let seg = receive_raw::<T, D>(d, Kind::RawArray, bytes_for::<T>)?;
         let len = usize::try_from(seg.len()).map_err(serde::de::Error::custom)?;
         Ok(RawArray {
             seg: Arc::new(seg),

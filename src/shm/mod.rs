@@ -29,6 +29,31 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+/// `Deref`, `DerefMut` and `Debug` to `$target` for a lock guard that
+/// wraps a mapped guard of it (the guards of [`Value`] and [`Array`]).
+macro_rules! guard_derefs_to {
+    ($guard:ident, $target:ty) => {
+        impl<T: Plain> std::ops::Deref for $guard<'_, T> {
+            type Target = $target;
+            fn deref(&self) -> &$target {
+                &self.0
+            }
+        }
+
+        impl<T: Plain> std::ops::DerefMut for $guard<'_, T> {
+            fn deref_mut(&mut self) -> &mut $target {
+                &mut self.0
+            }
+        }
+
+        impl<T: Plain + std::fmt::Debug> std::fmt::Debug for $guard<'_, T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(&**self, f)
+            }
+        }
+    };
+}
+
 mod array;
 mod error;
 mod plain;

@@ -11,17 +11,14 @@
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::plain::{Plain, PlainAtomic, type_tag};
-use crate::codec::SharedFd;
+use super::plain::{Plain, PlainAtomic, receive_raw, type_tag};
 use crate::segment::LockError;
-use crate::segment::mutex::{MutexSegment, map_result};
-use crate::segment::raw_mutex::RawRobustMutex;
+use crate::segment::mutex::{DataGuard, MutexSegment, acquire_methods, map_result};
 use crate::segment::{Kind, Segment, check_align, raw_data_offset};
 
 /// Implements the atomic operations (which never take a lock) for a value
@@ -101,6 +98,7 @@ macro_rules! value_atomics {
 /// Mixing the atomic operations with writes through the lock is allowed
 /// but pointless: the lock does not stop an atomic operation, so an update
 /// may then be lost.
+#[derive(Clone)]
 pub struct Value<T: Plain> {
     inner: Arc<MutexSegment>,
     _t: PhantomData<T>,
@@ -108,7 +106,7 @@ pub struct Value<T: Plain> {
 
 /// The lock of a [`Value`], held: dereferences to the value.
 #[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ValueGuard<'a, T: Plain>(lock_api::MappedMutexGuard<'a, RawRobustMutex, T>);
+pub struct ValueGuard<'a, T: Plain>(DataGuard<'a, T>);
 
 impl<T: Plain> Value<T> {
     /// A new shared value holding `value`.
@@ -138,40 +136,25 @@ impl<T: Plain> Value<T> {
         &self,
         timeout: Option<Duration>,
     ) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        let ptr = self.ptr();
-        map_result(self.inner.lock(timeout), |g| {
-            ValueGuard(lock_api::MutexGuard::map(g, |_| {
-                // SAFETY: the lock is held for the guard's lifetime, so no
-                // other locked access exists; the memory stays mapped while
-                // `self` is borrowed; any bit pattern there is a valid `T`
-                // (`Plain`).
-                unsafe { &mut *ptr }
-            }))
-        })
+        // SAFETY: the data area holds one aligned `T`; any bit pattern
+        // there is a valid `T` (`Plain`).
+        let r = unsafe { self.inner.lock_data(timeout, |data| data.cast::<T>()) };
+        map_result(r, ValueGuard)
     }
 
-    /// Acquires the lock, waiting as long as it takes; the guard
-    /// dereferences to `&mut T` (the lock is released when it drops).
-    pub fn lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.lock_with(None)
-    }
+    acquire_methods!(lock_with -> ValueGuard<'_, T>;
+        /// Acquires the lock, waiting as long as it takes; the guard
+        /// dereferences to `&mut T` (the lock is released when it drops).
+        lock,
+        /// Acquires the lock, waiting at most `timeout`.
+        lock_timeout,
+        /// Acquires the lock if it is free.
+        try_lock,
+    );
 
     /// Python's name for [`lock`](Self::lock) (`with v.get_lock():`).
     pub fn get_lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
         self.lock()
-    }
-
-    /// Acquires the lock, waiting at most `timeout`.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.lock_with(Some(timeout))
-    }
-
-    /// Acquires the lock if it is free.
-    pub fn try_lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.lock_with(Some(Duration::ZERO))
     }
 
     /// Reads the value under the lock (Python's `v.value`).
@@ -193,15 +176,6 @@ value_atomics!(
     " A counter incremented this way from several processes loses nothing."
 );
 
-impl<T: Plain> Clone for Value<T> {
-    fn clone(&self) -> Self {
-        Value {
-            inner: self.inner.clone(),
-            _t: PhantomData,
-        }
-    }
-}
-
 impl<T: Plain + fmt::Debug> fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A snapshot read without the lock: taking the lock here could
@@ -213,24 +187,7 @@ impl<T: Plain + fmt::Debug> fmt::Debug for Value<T> {
     }
 }
 
-impl<T: Plain> Deref for ValueGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T: Plain> DerefMut for ValueGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.0
-    }
-}
-
-impl<T: Plain + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
+guard_derefs_to!(ValueGuard, T);
 
 /// A `Value` travels to another process as its shared memory's
 /// descriptor; the receiver checks that it holds a `T`.
@@ -242,16 +199,14 @@ impl<T: Plain> Serialize for Value<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fd = SharedFd::deserialize(d)?;
-        let seg = MutexSegment::open(
-            fd,
+        let seg = MutexSegment::receive(
+            d,
             Kind::Value,
             type_tag::<T>(),
             |len| (len == 1).then_some(std::mem::size_of::<T>()),
             std::mem::align_of::<T>(),
             false,
-        )
-        .map_err(serde::de::Error::custom)?;
+        )?;
         Ok(Value {
             inner: Arc::new(seg),
             _t: PhantomData,
@@ -273,6 +228,7 @@ impl<'de, T: Plain> Deserialize<'de> for Value<T> {
 /// assert_eq!(v.get(), 2.5);
 /// # Ok::<(), std::io::Error>(())
 /// ```
+#[derive(Clone)]
 pub struct RawValue<T: Plain> {
     seg: Arc<Segment>,
     _t: PhantomData<T>,
@@ -298,14 +254,7 @@ impl<T: Plain> RawValue<T> {
     }
 
     fn ptr(&self) -> *mut T {
-        // SAFETY: creation and attachment checked that the payload holds
-        // the offset plus one `T`.
-        unsafe {
-            self.seg
-                .payload()
-                .add(raw_data_offset(std::mem::align_of::<T>()))
-                .cast()
-        }
+        self.seg.raw_data()
     }
 
     /// Reads the value.
@@ -323,15 +272,6 @@ impl<T: Plain> RawValue<T> {
 }
 
 value_atomics!(RawValue, "", "");
-
-impl<T: Plain> Clone for RawValue<T> {
-    fn clone(&self) -> Self {
-        RawValue {
-            seg: self.seg.clone(),
-            _t: PhantomData,
-        }
-    }
-}
 
 impl<T: Plain + fmt::Debug> fmt::Debug for RawValue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -351,13 +291,9 @@ impl<T: Plain> Serialize for RawValue<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fd = SharedFd::deserialize(d)?;
-        let align = std::mem::align_of::<T>();
-        check_align(align).map_err(serde::de::Error::custom)?;
-        let seg = Segment::open(fd, Kind::RawValue, type_tag::<T>(), |len| {
-            (len == 1).then_some(raw_data_offset(align) + std::mem::size_of::<T>())
-        })
-        .map_err(serde::de::Error::custom)?;
+        let seg = receive_raw::<T, D>(d, Kind::RawValue, |len| {
+            (len == 1).then_some(std::mem::size_of::<T>())
+        })?;
         Ok(RawValue {
             seg: Arc::new(seg),
             _t: PhantomData,

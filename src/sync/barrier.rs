@@ -47,7 +47,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{BarrierError, LockError};
-use crate::codec::SharedFd;
 use crate::segment::Kind;
 use crate::segment::mutex::{Guard, MutexSegment};
 use crate::sys;
@@ -480,9 +479,7 @@ impl Serialize for Barrier {
 
 impl<'de> Deserialize<'de> for Barrier {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fd = SharedFd::deserialize(d)?;
-        let seg = MutexSegment::open(fd, Kind::Barrier, 0, data_bytes, 8, false)
-            .map_err(serde::de::Error::custom)?;
+        let seg = MutexSegment::receive(d, Kind::Barrier, 0, data_bytes, 8, false)?;
         Ok(Barrier::register(seg))
     }
 }

@@ -33,7 +33,7 @@ use super::error::LockError;
 use super::lock::Lock;
 use super::rlock::RLock;
 use crate::codec::SharedFd;
-use crate::segment::mutex::{Guard, MutexSegment, map_result};
+use crate::segment::mutex::{Guard, MutexSegment, acquire_methods, map_result};
 use crate::segment::{Kind, Segment};
 use crate::sys;
 use crate::sys::futex::Wake;
@@ -167,23 +167,14 @@ impl Condition {
         })
     }
 
-    /// Acquires the lock, waiting as long as it takes.
-    pub fn acquire(&self) -> Result<ConditionGuard<'_>, LockError<ConditionGuard<'_>>> {
-        self.guard(None)
-    }
-
-    /// Acquires the lock, waiting at most `timeout`.
-    pub fn acquire_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<ConditionGuard<'_>, LockError<ConditionGuard<'_>>> {
-        self.guard(Some(timeout))
-    }
-
-    /// Acquires the lock if it is free.
-    pub fn try_acquire(&self) -> Result<ConditionGuard<'_>, LockError<ConditionGuard<'_>>> {
-        self.guard(Some(Duration::ZERO))
-    }
+    acquire_methods!(guard -> ConditionGuard<'_>;
+        /// Acquires the lock, waiting as long as it takes.
+        acquire,
+        /// Acquires the lock, waiting at most `timeout`.
+        acquire_timeout,
+        /// Acquires the lock if it is free.
+        try_acquire,
+    );
 }
 
 impl ConditionGuard<'_> {

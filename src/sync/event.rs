@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::codec::SharedFd;
 use crate::segment::{Kind, Segment};
 use crate::sys;
 use crate::sys::futex::Wake;
@@ -147,11 +146,12 @@ impl Serialize for Event {
 
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fd = SharedFd::deserialize(d)?;
-        let seg = Segment::open(fd, Kind::Event, 0, |_| {
-            Some(std::mem::size_of::<AtomicU32>())
-        })
-        .map_err(serde::de::Error::custom)?;
+        let seg = Segment::receive(
+            d,
+            Kind::Event,
+            0,
+            |_| Some(std::mem::size_of::<AtomicU32>()),
+        )?;
         Ok(Event::from_segment(seg))
     }
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::LockError;
-use crate::codec::SharedFd;
+use super::lock::lock_common;
 use crate::segment::Kind;
-use crate::segment::mutex::{Guard, MutexSegment, map_result};
+use crate::segment::mutex::{Guard, MutexSegment, acquire_methods, map_result};
 
 /// A recursive lock for processes and threads (Python's
 /// `multiprocessing.RLock`): the thread holding it may acquire it again;
@@ -43,42 +43,15 @@ pub struct RLockGuard<'a> {
 }
 
 impl RLock {
-    /// A new, unlocked recursive lock in its own shared memory.
-    pub fn new() -> io::Result<RLock> {
-        Ok(RLock {
-            inner: Arc::new(MutexSegment::create(Kind::RLock, 0, 0, 0, 1, true)?),
-        })
-    }
-
-    fn lock(&self, timeout: Option<Duration>) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        map_result(self.inner.lock(timeout), |guard| RLockGuard {
-            _guard: guard,
-        })
-    }
-
-    /// Acquires one more level, waiting as long as it takes.
-    pub fn acquire(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        self.lock(None)
-    }
-
-    /// Acquires one more level, waiting at most `timeout`.
-    pub fn acquire_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        self.lock(Some(timeout))
-    }
-
-    /// Acquires one more level if the lock is free or already this
-    /// thread's.
-    pub fn try_acquire(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        self.lock(Some(Duration::ZERO))
-    }
-
-    /// Whether some thread of some process holds the lock right now.
-    pub fn is_locked(&self) -> bool {
-        self.inner.raw().is_locked()
-    }
+    acquire_methods!(lock -> RLockGuard<'_>;
+        /// Acquires one more level, waiting as long as it takes.
+        acquire,
+        /// Acquires one more level, waiting at most `timeout`.
+        acquire_timeout,
+        /// Acquires one more level if the lock is free or already this
+        /// thread's.
+        try_acquire,
+    );
 
     /// How many levels the holder holds (0 when free). Only meaningful
     /// to the holding thread; others see a snapshot.
@@ -89,10 +62,6 @@ impl RLock {
             0
         }
     }
-
-    pub(super) fn segment(&self) -> &MutexSegment {
-        &self.inner
-    }
 }
 
 impl RLockGuard<'_> {
@@ -100,35 +69,4 @@ impl RLockGuard<'_> {
     pub fn release(self) {}
 }
 
-impl fmt::Debug for RLock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLock")
-            .field("locked", &self.is_locked())
-            .finish()
-    }
-}
-
-impl fmt::Debug for RLockGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RLockGuard")
-    }
-}
-
-/// An `RLock` travels to another process as its shared memory's
-/// descriptor.
-impl Serialize for RLock {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.inner.segment().fd().serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for RLock {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let fd = SharedFd::deserialize(d)?;
-        let seg = MutexSegment::open(fd, Kind::RLock, 0, |_| Some(0), 1, true)
-            .map_err(serde::de::Error::custom)?;
-        Ok(RLock {
-            inner: Arc::new(seg),
-        })
-    }
-}
+lock_common!(RLock, RLockGuard, Kind::RLock, recursive: true, "recursive lock");

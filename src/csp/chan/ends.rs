@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 
 use super::{
-    ABORTED, Chan, CrashPoint, HOLDERS, Holder, NOTIFIED, POISONED, READ, RETIRED, SLEEPING,
-    WAITING, WATCHING, WRITE, crash_point,
+    ABORTED, Chan, CrashPoint, Holder, NOTIFIED, POISONED, READ, RETIRED, SLEEPING, WAITING,
+    WATCHING, WRITE, crash_point,
 };
 use crate::csp::lock;
 use crate::sys;
@@ -19,13 +19,13 @@ impl Chan {
     /// none (a free slot, or one of a dead process holding nothing).
     pub(super) fn holder_of(&self, id: ProcessId, claim: bool) -> Option<&Holder> {
         let pid = id.pid as u32;
-        let mine = (0..HOLDERS).map(|i| self.holder(i)).find(|s| {
+        let mine = (0..self.holders()).map(|i| self.holder(i)).find(|s| {
             s.pid.load(Ordering::Acquire) == pid && s.start.load(Ordering::Acquire) == id.start
         });
         if mine.is_some() || !claim {
             return mine;
         }
-        for i in 0..HOLDERS {
+        for i in 0..self.holders() {
             let s = self.holder(i);
             let old = s.pid.load(Ordering::Acquire);
             let reusable = old == 0
@@ -63,7 +63,7 @@ impl Chan {
         }
         // Two threads claiming at once may have given the process two
         // slots: take the count from whichever holds one.
-        (0..HOLDERS).map(|i| self.holder(i)).any(|s| {
+        (0..self.holders()).map(|i| self.holder(i)).any(|s| {
             s.pid.load(Ordering::Acquire) == id.pid as u32
                 && s.start.load(Ordering::Acquire) == id.start
                 && s.side(dir)
@@ -104,7 +104,7 @@ impl Chan {
     pub fn release_dead(&self) -> bool {
         let me = sys::process::getpid() as u32;
         let mut any = false;
-        for i in 0..HOLDERS {
+        for i in 0..self.holders() {
             let s = self.holder(i);
             let pid = s.pid.load(Ordering::Acquire);
             if pid == 0 || pid == me {

@@ -12,6 +12,12 @@
 //! [Header, 192 B][Holder, 24 B; 32][Rec, 128 B; nrecords][record data; nrecords × slot][buffer slot; (capacity + 1) × (8 + slot)]
 //! ```
 //!
+//! In private memory (a `threads_only` channel: the threads and
+//! lightweight processes of one process) there is no holder table and the
+//! records are packed (72 B each): no other process can hold ends or die
+//! inside it, and a network of a million lightweight processes has a
+//! million channels.
+//!
 //! The header's geometry (`capacity`, `nrecords`, `slot`) is written once
 //! at creation; a process opening the segment reads it once, checks that it
 //! fits the mapping, and keeps its own copy, so a peer that scribbles on
@@ -179,9 +185,13 @@ const HEADER: usize = 192;
 /// processes*), and the size of one.
 const HOLDERS: usize = 32;
 const HOLDER: usize = 24;
-/// Where the records start.
+/// Where the records start in shared memory (after the holder table).
 const RECS: usize = HEADER + HOLDERS * HOLDER;
+/// The stride of records in shared memory: one cache line each, apart.
 const REC: usize = 128;
+/// The stride of records in private memory, packed (a million channels
+/// between lightweight processes must fit).
+const REC_PACKED: usize = std::mem::size_of::<Rec>();
 const SLOT_HEADER: usize = 8;
 
 /// How long a party sleeps before it looks for dead parties itself (a
@@ -327,6 +337,7 @@ fn unpack(word: u64) -> (u32, u32) {
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER);
 const _: () = assert!(std::mem::size_of::<Rec>() <= REC && REC.is_multiple_of(8));
+const _: () = assert!(REC_PACKED.is_multiple_of(8));
 
 /// The geometry of a channel, fixed at creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,14 +351,30 @@ pub(crate) struct Geometry {
     pub slot: u32,
     /// The largest encoded message at all.
     pub max_message: u64,
+    /// Private memory (`Memory::Heap`): no other process can hold ends or
+    /// die inside the channel, so there is no holder table and the records
+    /// are packed.
+    pub private: bool,
 }
 
 impl Geometry {
+    /// Slots of the holder table (none in private memory).
+    fn holders(&self) -> usize {
+        if self.private { 0 } else { HOLDERS }
+    }
+    /// Where the records start.
+    fn recs_off(&self) -> usize {
+        HEADER + self.holders() * HOLDER
+    }
+    /// The stride of the records.
+    fn rec_stride(&self) -> usize {
+        if self.private { REC_PACKED } else { REC }
+    }
     fn slot_stride(&self) -> usize {
         (self.slot as usize).div_ceil(8) * 8
     }
     fn data_off(&self) -> usize {
-        RECS + self.nrecords as usize * REC
+        self.recs_off() + self.nrecords as usize * self.rec_stride()
     }
     fn buf_off(&self) -> usize {
         self.data_off() + self.nrecords as usize * self.slot_stride()
@@ -373,8 +400,8 @@ impl Geometry {
     /// geometry read from a segment is not trusted).
     fn checked_size(&self) -> Option<usize> {
         let slot = (u128::from(self.slot)).div_ceil(8) * 8;
-        let total = RECS as u128
-            + u128::from(self.nrecords) * (REC as u128 + slot)
+        let total = self.recs_off() as u128
+            + u128::from(self.nrecords) * (self.rec_stride() as u128 + slot)
             + (u128::from(self.capacity) + u128::from(self.capacity > 0))
                 * (SLOT_HEADER as u128 + slot);
         usize::try_from(total).ok()
@@ -460,6 +487,11 @@ impl Chan {
     /// `geo.size()` bytes.
     pub fn create(mem: Memory, geo: Geometry) -> Chan {
         assert!(mem.len() >= geo.size());
+        assert_eq!(
+            geo.private,
+            mem.fd().is_none(),
+            "a private geometry in private memory"
+        );
         let chan = Chan { mem, geo };
         // The memory is zeroed, at least `geo.size()` bytes (so it holds
         // the header and every record), not yet seen by anyone else, and the
@@ -500,6 +532,7 @@ impl Chan {
                 nrecords: 0,
                 slot: 0,
                 max_message: 0,
+                private: false,
             },
         };
         let h = chan.header();
@@ -511,6 +544,7 @@ impl Chan {
             nrecords: h.nrecords.load(Ordering::Relaxed),
             slot: h.slot.load(Ordering::Relaxed),
             max_message: h.max_message.load(Ordering::Relaxed),
+            private: false,
         };
         let _ = h;
         if geo.nrecords == 0 || geo.checked_size().is_none_or(|n| n > chan.mem.len()) {
@@ -535,7 +569,8 @@ impl Chan {
     fn rec(&self, idx: u32) -> &Rec {
         debug_assert!(idx < self.geo.nrecords);
         let idx = idx.min(self.geo.nrecords - 1) as usize;
-        self.mem.at(RECS + idx * REC)
+        self.mem
+            .at(self.geo.recs_off() + idx * self.geo.rec_stride())
     }
 
     /// Byte `off` of the memory, which the geometry (checked against the
@@ -559,9 +594,16 @@ impl Chan {
         (self.mem.at(off), self.byte(off + SLOT_HEADER))
     }
 
-    /// Slot `i` of the holder table (inside the `RECS` bytes the memory
-    /// holds at least, checked in create/open).
+    /// Slots of the holder table (none in private memory).
+    fn holders(&self) -> usize {
+        self.geo.holders()
+    }
+
+    /// Slot `i` (below `holders()`) of the holder table (inside the
+    /// `RECS` bytes a shared memory holds at least, checked in
+    /// create/open).
     fn holder(&self, i: usize) -> &Holder {
+        debug_assert!(i < self.holders());
         let i = i.min(HOLDERS - 1);
         self.mem.at(HEADER + i * HOLDER)
     }

@@ -35,12 +35,6 @@ pub struct DictProxy<K, V> {
 
 proxy_common!(DictProxy<K, V>);
 
-impl<K, V> DictProxy<K, V> {
-    pub(crate) fn from_handle(h: Handle) -> Self {
-        DictProxy { h, _t: PhantomData }
-    }
-}
-
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
     /// The value for `key`, if any.
     pub fn get(&self, key: &K) -> Result<Option<V>, ManagerError> {

@@ -33,12 +33,6 @@ pub struct ListProxy<T> {
 
 proxy_common!(ListProxy<T>);
 
-impl<T> ListProxy<T> {
-    pub(crate) fn from_handle(h: Handle) -> Self {
-        ListProxy { h, _t: PhantomData }
-    }
-}
-
 impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Appends `item` (Python's `append`).
     pub fn append(&self, item: &T) -> Result<(), ManagerError> {

@@ -39,10 +39,6 @@ fn name(n: &str) -> Value {
 }
 
 impl Namespace {
-    pub(crate) fn from_handle(h: Handle) -> Self {
-        Namespace { h }
-    }
-
     /// The attribute `attr` as a `T` ([`ManagerError::Key`] if it is not
     /// set).
     pub fn get<T: DeserializeOwned>(&self, attr: &str) -> Result<T, ManagerError> {

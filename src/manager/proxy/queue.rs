@@ -33,12 +33,6 @@ pub struct QueueProxy<T> {
 
 proxy_common!(QueueProxy<T>);
 
-impl<T> QueueProxy<T> {
-    pub(crate) fn from_handle(h: Handle) -> Self {
-        QueueProxy { h, _t: PhantomData }
-    }
-}
-
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     fn put_with(&self, item: &T, block: Block) -> Result<(), ManagerError> {
         self.h
@@ -105,12 +99,6 @@ pub struct JoinableQueueProxy<T> {
 }
 
 proxy_common!(JoinableQueueProxy<T>);
-
-impl<T> JoinableQueueProxy<T> {
-    pub(crate) fn from_handle(h: Handle) -> Self {
-        JoinableQueueProxy { h, _t: PhantomData }
-    }
-}
 
 impl<T: Serialize + DeserializeOwned> JoinableQueueProxy<T> {
     /// The queue operations (`put`, `get`, …).

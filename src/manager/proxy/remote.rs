@@ -19,10 +19,6 @@ pub struct RemoteObject {
 proxy_common!(RemoteObject);
 
 impl RemoteObject {
-    pub(crate) fn from_handle(h: Handle) -> Self {
-        RemoteObject { h }
-    }
-
     /// Calls `method` with `args` on the server and converts the result.
     /// A method's `Err` comes back as [`ManagerError::Remote`].
     pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(

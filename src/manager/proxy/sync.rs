@@ -62,10 +62,6 @@ macro_rules! acquirer {
         proxy_common!($name);
 
         impl $name {
-            pub(crate) fn from_handle(h: Handle) -> Self {
-                $name { h }
-            }
-
             /// Acquires, waiting as long as it takes.
             pub fn acquire(&self) -> Result<(), ManagerError> {
                 acquire(&self.h, None).map(drop)
@@ -213,10 +209,6 @@ pub struct EventProxy {
 proxy_common!(EventProxy);
 
 impl EventProxy {
-    pub(crate) fn from_handle(h: Handle) -> Self {
-        EventProxy { h }
-    }
-
     /// Sets the flag and wakes every waiter.
     pub fn set(&self) -> Result<(), ManagerError> {
         self.h.call(Op::EventSet).map(drop)
@@ -253,10 +245,6 @@ pub struct BarrierProxy {
 proxy_common!(BarrierProxy);
 
 impl BarrierProxy {
-    pub(crate) fn from_handle(h: Handle) -> Self {
-        BarrierProxy { h }
-    }
-
     /// Waits until `parties` callers are waiting; returns this caller's
     /// arrival index (`0..parties`). [`ManagerError::BrokenBarrier`] if
     /// the barrier is or becomes broken.

@@ -146,160 +146,205 @@ pub(crate) fn namespace_repr(v: &Value) -> String {
 /// Applies `op` to the part of `root` named by `path`.
 pub(crate) fn apply(root: &mut Value, kind: DataKind, path: &[Value], op: Op) -> Reply {
     let at = navigate(root, path)?;
-    Ok(match op {
-        Op::Get => at.clone(),
+    match op {
+        Op::Get => Ok(at.clone()),
         Op::Set(v) => {
             *at = v;
-            Value::None
+            Ok(Value::None)
         }
-        Op::Len => Value::Int(match at {
-            Value::List(v) | Value::Tuple(v) => v.len(),
-            Value::Dict(d) => d.len(),
-            Value::Str(s) => s.chars().count(),
-            Value::Bytes(b) => b.len(),
-            other => {
-                return Err(Fault::Type(format!(
-                    "object of type {} has no len()",
-                    other.type_name()
-                )));
-            }
-        } as i128),
-        Op::Item(key) => navigate(at, std::slice::from_ref(&key))?.clone(),
-        Op::Lookup(key) => found(dict(at)?.get(&key).cloned()),
-        Op::SetItem(key, v) => {
-            match at {
-                Value::List(l) => {
-                    let i = index(l.len(), &key)?;
-                    l[i] = v;
-                }
-                Value::Dict(d) => {
-                    d.insert(key, v);
-                }
-                other => {
-                    return Err(Fault::Type(format!(
-                        "{} object does not support item assignment",
-                        other.type_name()
-                    )));
-                }
-            }
-            Value::None
-        }
-        Op::DelItem { key, lenient } => match at {
-            Value::List(l) => {
-                let i = index(l.len(), &key)?;
-                l.remove(i)
-            }
-            Value::Dict(d) => {
-                let old = d.shift_remove(&key);
-                if lenient {
-                    found(old)
-                } else {
-                    old.ok_or_else(|| Fault::Key(key.repr()))?
-                }
-            }
-            other => {
-                return Err(Fault::Type(format!(
-                    "{} object does not support item deletion",
-                    other.type_name()
-                )));
-            }
-        },
+        Op::Len => len(at),
+        Op::Item(key) => Ok(navigate(at, std::slice::from_ref(&key))?.clone()),
+        Op::Lookup(key) => Ok(found(dict(at)?.get(&key).cloned())),
+        Op::SetItem(key, v) => set_item(at, key, v),
+        Op::DelItem { key, lenient } => del_item(at, key, lenient),
         Op::Append(v) => {
             list(at)?.push(v);
-            Value::None
+            Ok(Value::None)
         }
         Op::Extend(vs) => {
             list(at)?.extend(vs);
-            Value::None
+            Ok(Value::None)
         }
-        Op::Insert(i, v) => {
-            let l = list(at)?;
-            let n = l.len() as i64;
-            let j = if i < 0 { (i + n).max(0) } else { i.min(n) };
-            l.insert(j as usize, v);
-            Value::None
-        }
-        Op::Pop(i) => {
-            let l = list(at)?;
-            if l.is_empty() {
-                return Err(Fault::Index("pop from empty list".into()));
-            }
-            let j = match i {
-                None => l.len() - 1,
-                Some(i) => index(l.len(), &Value::Int(i.into()))?,
-            };
-            l.remove(j)
-        }
-        Op::Remove(v) => {
-            let l = list(at)?;
-            let Some(i) = l.iter().position(|x| *x == v) else {
-                return Err(Fault::NotFound(format!("{} is not in list", v.repr())));
-            };
-            l.remove(i);
-            Value::None
-        }
-        Op::Index(v) => match seq(at)?.iter().position(|x| *x == v) {
-            Some(i) => Value::Int(i as i128),
-            None => return Err(Fault::NotFound(format!("{} is not in list", v.repr()))),
-        },
-        Op::Count(v) => Value::Int(seq(at)?.iter().filter(|x| **x == v).count() as i128),
-        Op::Contains(v) => Value::Bool(match at {
-            Value::Dict(d) => d.contains_key(&v),
-            Value::Str(s) => matches!(&v, Value::Str(sub) if s.contains(sub.as_str())),
-            other => seq(other)?.contains(&v),
-        }),
-        Op::Sort { reverse } => {
-            let l = list(at)?;
-            l.sort();
-            if reverse {
-                l.reverse();
-            }
-            Value::None
-        }
+        Op::Insert(i, v) => insert(at, i, v),
+        Op::Pop(i) => pop(at, i),
+        Op::Remove(v) => remove(at, &v),
+        Op::Index(v) => position(at, &v),
+        Op::Count(v) => Ok(Value::Int(
+            seq(at)?.iter().filter(|x| **x == v).count() as i128
+        )),
+        Op::Contains(v) => contains(at, &v),
+        Op::Sort { reverse } => sort(at, reverse),
         Op::Reverse => {
             list(at)?.reverse();
-            Value::None
+            Ok(Value::None)
         }
-        Op::Clear => {
-            match at {
-                Value::List(l) => l.clear(),
-                Value::Dict(d) => d.clear(),
-                other => {
-                    return Err(Fault::Type(format!(
-                        "{} object cannot be cleared",
-                        other.type_name()
-                    )));
-                }
-            }
-            Value::None
-        }
-        Op::Keys => Value::List(dict(at)?.keys().cloned().collect()),
-        Op::Values => Value::List(dict(at)?.values().cloned().collect()),
-        Op::Items => Value::List(
-            dict(at)?
-                .iter()
-                .map(|(k, v)| Value::Tuple(vec![k.clone(), v.clone()]))
-                .collect(),
-        ),
+        Op::Clear => clear(at),
+        Op::Keys => Ok(Value::List(dict(at)?.keys().cloned().collect())),
+        Op::Values => Ok(Value::List(dict(at)?.values().cloned().collect())),
+        Op::Items => items(at),
         Op::Update(pairs) => {
             dict(at)?.extend(pairs);
-            Value::None
+            Ok(Value::None)
         }
-        Op::SetDefault(k, v) => dict(at)?.entry(k).or_insert(v).clone(),
-        Op::Add(key, operand) => update(at, key, &operand, false)?,
-        Op::Mul(key, operand) => update(at, key, &operand, true)?,
-        Op::Repr => Value::Str(if kind == DataKind::Namespace && path.is_empty() {
-            namespace_repr(at)
-        } else {
-            at.repr()
-        }),
+        Op::SetDefault(k, v) => Ok(dict(at)?.entry(k).or_insert(v).clone()),
+        Op::Add(key, operand) => update(at, key, &operand, false),
+        Op::Mul(key, operand) => update(at, key, &operand, true),
+        Op::Repr => Ok(Value::Str(
+            if kind == DataKind::Namespace && path.is_empty() {
+                namespace_repr(at)
+            } else {
+                at.repr()
+            },
+        )),
+        other => Err(Fault::Unsupported(format!(
+            "{other:?} is not an operation on a {}",
+            at.type_name()
+        ))),
+    }
+}
+
+/// `Len`: Python's `len(at)`.
+fn len(at: &Value) -> Reply {
+    let n = match at {
+        Value::List(v) | Value::Tuple(v) => v.len(),
+        Value::Dict(d) => d.len(),
+        Value::Str(s) => s.chars().count(),
+        Value::Bytes(b) => b.len(),
         other => {
-            return Err(Fault::Unsupported(format!(
-                "{other:?} is not an operation on a {}",
-                at.type_name()
+            return Err(Fault::Type(format!(
+                "object of type {} has no len()",
+                other.type_name()
             )));
         }
-    })
+    };
+    Ok(Value::Int(n as i128))
+}
+
+/// `SetItem`: `at[key] = v`.
+fn set_item(at: &mut Value, key: Value, v: Value) -> Reply {
+    match at {
+        Value::List(l) => {
+            let i = index(l.len(), &key)?;
+            l[i] = v;
+        }
+        Value::Dict(d) => {
+            d.insert(key, v);
+        }
+        other => {
+            return Err(Fault::Type(format!(
+                "{} object does not support item assignment",
+                other.type_name()
+            )));
+        }
+    }
+    Ok(Value::None)
+}
+
+/// `DelItem`: `del at[key]`, returning the removed value (`lenient`: a
+/// missing dict key is no error, and the reply says whether one was found).
+fn del_item(at: &mut Value, key: Value, lenient: bool) -> Reply {
+    match at {
+        Value::List(l) => {
+            let i = index(l.len(), &key)?;
+            Ok(l.remove(i))
+        }
+        Value::Dict(d) => {
+            let old = d.shift_remove(&key);
+            if lenient {
+                Ok(found(old))
+            } else {
+                old.ok_or_else(|| Fault::Key(key.repr()))
+            }
+        }
+        other => Err(Fault::Type(format!(
+            "{} object does not support item deletion",
+            other.type_name()
+        ))),
+    }
+}
+
+/// `Insert`: Python's `list.insert` (an index past either end clamps).
+fn insert(at: &mut Value, i: i64, v: Value) -> Reply {
+    let l = list(at)?;
+    let n = l.len() as i64;
+    let j = if i < 0 { (i + n).max(0) } else { i.min(n) };
+    l.insert(j as usize, v);
+    Ok(Value::None)
+}
+
+/// `Pop`: Python's `list.pop` (the last element by default).
+fn pop(at: &mut Value, i: Option<i64>) -> Reply {
+    let l = list(at)?;
+    if l.is_empty() {
+        return Err(Fault::Index("pop from empty list".into()));
+    }
+    let j = match i {
+        None => l.len() - 1,
+        Some(i) => index(l.len(), &Value::Int(i.into()))?,
+    };
+    Ok(l.remove(j))
+}
+
+/// `Remove`: Python's `list.remove`, the first element equal to `v`.
+fn remove(at: &mut Value, v: &Value) -> Reply {
+    let l = list(at)?;
+    let Some(i) = l.iter().position(|x| x == v) else {
+        return Err(Fault::NotFound(format!("{} is not in list", v.repr())));
+    };
+    l.remove(i);
+    Ok(Value::None)
+}
+
+/// `Index`: Python's `list.index`.
+fn position(at: &Value, v: &Value) -> Reply {
+    match seq(at)?.iter().position(|x| x == v) {
+        Some(i) => Ok(Value::Int(i as i128)),
+        None => Err(Fault::NotFound(format!("{} is not in list", v.repr()))),
+    }
+}
+
+/// `Contains`: Python's `v in at`.
+fn contains(at: &Value, v: &Value) -> Reply {
+    Ok(Value::Bool(match at {
+        Value::Dict(d) => d.contains_key(v),
+        Value::Str(s) => matches!(v, Value::Str(sub) if s.contains(sub.as_str())),
+        other => seq(other)?.contains(v),
+    }))
+}
+
+/// `Sort`: Python's `list.sort`.
+fn sort(at: &mut Value, reverse: bool) -> Reply {
+    let l = list(at)?;
+    l.sort();
+    if reverse {
+        l.reverse();
+    }
+    Ok(Value::None)
+}
+
+/// `Clear`: empties a list or dict.
+fn clear(at: &mut Value) -> Reply {
+    match at {
+        Value::List(l) => l.clear(),
+        Value::Dict(d) => d.clear(),
+        other => {
+            return Err(Fault::Type(format!(
+                "{} object cannot be cleared",
+                other.type_name()
+            )));
+        }
+    }
+    Ok(Value::None)
+}
+
+/// `Items`: a dict's entries as `(key, value)` tuples.
+fn items(at: &mut Value) -> Reply {
+    Ok(Value::List(
+        dict(at)?
+            .iter()
+            .map(|(k, v)| Value::Tuple(vec![k.clone(), v.clone()]))
+            .collect(),
+    ))
 }
 
 #[cfg(test)]

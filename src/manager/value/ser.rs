@@ -2,6 +2,9 @@
 
 use serde::Serialize;
 use serde::ser;
+use std::any::Any;
+
+use crate::codec::serializer::{scalar_methods, seq_like, serializer, struct_like};
 
 use super::{ConvertError, Dict, Value};
 
@@ -30,32 +33,11 @@ impl ser::Serializer for ValueSerializer {
     fn serialize_bool(self, v: bool) -> R {
         Ok(Value::Bool(v))
     }
-    fn serialize_i8(self, v: i8) -> R {
-        Ok(Value::Int(v.into()))
-    }
-    fn serialize_i16(self, v: i16) -> R {
-        Ok(Value::Int(v.into()))
-    }
-    fn serialize_i32(self, v: i32) -> R {
-        Ok(Value::Int(v.into()))
-    }
-    fn serialize_i64(self, v: i64) -> R {
-        Ok(Value::Int(v.into()))
-    }
+    scalar_methods!(v => Ok(Value::Int(v.into()));
+        serialize_i8(i8), serialize_i16(i16), serialize_i32(i32), serialize_i64(i64),
+        serialize_u8(u8), serialize_u16(u16), serialize_u32(u32), serialize_u64(u64));
     fn serialize_i128(self, v: i128) -> R {
         Ok(Value::Int(v))
-    }
-    fn serialize_u8(self, v: u8) -> R {
-        Ok(Value::Int(v.into()))
-    }
-    fn serialize_u16(self, v: u16) -> R {
-        Ok(Value::Int(v.into()))
-    }
-    fn serialize_u32(self, v: u32) -> R {
-        Ok(Value::Int(v.into()))
-    }
-    fn serialize_u64(self, v: u64) -> R {
-        Ok(Value::Int(v.into()))
     }
     fn serialize_u128(self, v: u128) -> R {
         i128::try_from(v)
@@ -170,7 +152,7 @@ impl SeqBuilder {
             variant,
         }
     }
-    fn push<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), ConvertError> {
+    fn element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), ConvertError> {
         if let Some(bytes) = &mut self.bytes {
             if let Ok(b) = v.serialize(ByteProbe) {
                 bytes.push(b);
@@ -201,49 +183,7 @@ impl SeqBuilder {
     }
 }
 
-impl ser::SerializeSeq for SeqBuilder {
-    type Ok = Value;
-    type Error = ConvertError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), ConvertError> {
-        self.push(v)
-    }
-    fn end(self) -> R {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTuple for SeqBuilder {
-    type Ok = Value;
-    type Error = ConvertError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), ConvertError> {
-        self.push(v)
-    }
-    fn end(self) -> R {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleStruct for SeqBuilder {
-    type Ok = Value;
-    type Error = ConvertError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), ConvertError> {
-        self.push(v)
-    }
-    fn end(self) -> R {
-        self.finish()
-    }
-}
-
-impl ser::SerializeTupleVariant for SeqBuilder {
-    type Ok = Value;
-    type Error = ConvertError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), ConvertError> {
-        self.push(v)
-    }
-    fn end(self) -> R {
-        self.finish()
-    }
-}
+seq_like!(SeqBuilder => Value, ConvertError);
 
 /// Answers `Ok(byte)` for a `u8` and `Err` for anything else: how a
 /// sequence tells that its elements are bytes.
@@ -267,126 +207,14 @@ impl ser::Error for NotByte {
     }
 }
 
-type Probe = Result<u8, NotByte>;
 type No = ser::Impossible<u8, NotByte>;
 
-impl ser::Serializer for ByteProbe {
-    type Ok = u8;
-    type Error = NotByte;
-    type SerializeSeq = No;
-    type SerializeTuple = No;
-    type SerializeTupleStruct = No;
-    type SerializeTupleVariant = No;
-    type SerializeMap = No;
-    type SerializeStruct = No;
-    type SerializeStructVariant = No;
-
-    fn serialize_u8(self, v: u8) -> Probe {
-        Ok(v)
-    }
-    fn serialize_bool(self, _: bool) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_i8(self, _: i8) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_i16(self, _: i16) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_i32(self, _: i32) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_i64(self, _: i64) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_u16(self, _: u16) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_u32(self, _: u32) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_u64(self, _: u64) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_f32(self, _: f32) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_f64(self, _: f64) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_char(self, _: char) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_str(self, _: &str) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_none(self) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_unit(self) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, _: &T) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Probe {
-        Err(NotByte)
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<No, NotByte> {
-        Err(NotByte)
-    }
-    fn serialize_tuple(self, _: usize) -> Result<No, NotByte> {
-        Err(NotByte)
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<No, NotByte> {
-        Err(NotByte)
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<No, NotByte> {
-        Err(NotByte)
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<No, NotByte> {
-        Err(NotByte)
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<No, NotByte> {
-        Err(NotByte)
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<No, NotByte> {
-        Err(NotByte)
-    }
-    fn is_human_readable(&self) -> bool {
-        false
-    }
-}
+serializer!(ByteProbe => Ok = u8, Error = NotByte, Compound = No;
+    scalar v => (&v as &dyn Any).downcast_ref::<u8>().copied().ok_or(NotByte),
+    unit => Err(NotByte),
+    wrapped _ => Err(NotByte),
+    compound => Err(NotByte),
+);
 
 /// Collects the entries of a map, struct or struct variant.
 pub(super) struct MapBuilder {
@@ -402,6 +230,17 @@ impl MapBuilder {
             key: None,
             variant,
         }
+    }
+    fn field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), ConvertError> {
+        self.map.insert(
+            Value::Str(key.to_string()),
+            value.serialize(ValueSerializer)?,
+        );
+        Ok(())
     }
     fn finish(self) -> R {
         let v = Value::Dict(self.map);
@@ -432,36 +271,4 @@ impl ser::SerializeMap for MapBuilder {
     }
 }
 
-impl ser::SerializeStruct for MapBuilder {
-    type Ok = Value;
-    type Error = ConvertError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), ConvertError> {
-        self.map.insert(
-            Value::Str(key.to_string()),
-            value.serialize(ValueSerializer)?,
-        );
-        Ok(())
-    }
-    fn end(self) -> R {
-        self.finish()
-    }
-}
-
-impl ser::SerializeStructVariant for MapBuilder {
-    type Ok = Value;
-    type Error = ConvertError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), ConvertError> {
-        ser::SerializeStruct::serialize_field(self, key, value)
-    }
-    fn end(self) -> R {
-        self.finish()
-    }
-}
+struct_like!(MapBuilder => Value, ConvertError);
