@@ -664,3 +664,172 @@ fn a_dropped_map_handle_cancels_its_queued_tasks_and_the_pool_goes_on() {
         );
     });
 }
+
+// ---- network ends in an alternation ----
+
+use multiproc::csp::{Alternation, Channel, Fair};
+
+fn steady_writer((endpoint, name, n): (String, String, u32)) -> Result<u32, String> {
+    let s = client(&endpoint);
+    let w: NetWriter<u32> = NetWriter::open(&s, &name).map_err(|e| e.to_string())?;
+    for i in 0..n {
+        w.write(&i).map_err(|e| e.to_string())?;
+    }
+    Ok(n)
+}
+
+#[test]
+fn an_alternation_over_a_network_and_a_local_reader_takes_exactly_one_per_round() {
+    watchdog(LIMIT, || {
+        const N: u32 = 150;
+        let c = Cluster::new();
+        let s = c.config().open().unwrap();
+        let chan: NetChannel<u32> = NetChannel::home(&s, "mixed").unwrap();
+        let net = chan.reader().unwrap();
+        let local = Channel::<u32>::new().unwrap();
+        let (lr, lw) = (local.reader(), local.writer());
+        let remote = host_process(steady_writer, (c.endpoint.clone(), "mixed".into(), N));
+        // Both writers write all the time: most rounds find both ready.
+        let feeder = std::thread::spawn(move || {
+            for i in 0..N {
+                lw.write(&(1000 + i)).unwrap();
+            }
+        });
+        let mut fair = Fair::new();
+        let mut got = Vec::new();
+        while got.len() < 2 * N as usize {
+            let v = Alternation::new()
+                .net_input(&net, Some)
+                .input(&lr, Some)
+                .timeout(Duration::from_secs(20), || None)
+                .fair_select(&mut fair)
+                .unwrap();
+            // A round that took two values would lose one: the writers
+            // finish and the next round times out.
+            got.push(v.unwrap_or_else(|| panic!("stalled after {} values", got.len())));
+        }
+        feeder.join().unwrap();
+        assert_eq!(remote.join().unwrap(), Ok(N));
+        let (nets, locals): (Vec<u32>, Vec<u32>) = got.iter().partition(|&&v| v < 1000);
+        assert_eq!(nets, (0..N).collect::<Vec<_>>());
+        assert_eq!(locals, (1000..1000 + N).collect::<Vec<_>>());
+        // Nothing more: both writers have gone.
+        let more = Alternation::new()
+            .net_input(&net, Some)
+            .input(&lr, Some)
+            .timeout(Duration::from_secs(2), || None)
+            .pri_select();
+        assert!(
+            matches!(more, Ok(None) | Err(ChannelError::Retired)),
+            "{more:?}"
+        );
+    });
+}
+
+/// In its own process: offers each of 0..n either on the network channel
+/// "meet" or on a local buffered channel (whichever the alternation
+/// takes); returns what went each way.
+fn alternating_writer((endpoint, n): (String, u32)) -> Result<(Vec<u32>, Vec<u32>), String> {
+    let s = client(&endpoint);
+    let w: NetWriter<u32> = NetWriter::open(&s, "meet").map_err(|e| e.to_string())?;
+    let local = Channel::<u32>::buffered(n as usize).map_err(|e| e.to_string())?;
+    let (lr, lw) = (local.reader(), local.writer());
+    let mut fair = Fair::new();
+    let mut net = Vec::new();
+    for i in 0..n {
+        let over_net = Alternation::new()
+            .net_output(&w, &i, || true)
+            .output(&lw, &i, || false)
+            .fair_select(&mut fair)
+            .map_err(|e| e.to_string())?;
+        if over_net {
+            net.push(i);
+        } else {
+            // Keep the local channel from filling up, and make room for
+            // the next round to choose either way.
+            let v = lr.read().map_err(|e| e.to_string())?;
+            if v != i {
+                return Err(format!("local channel held {v}, expected {i}"));
+            }
+        }
+    }
+    let local: Vec<u32> = (0..n).filter(|i| !net.contains(i)).collect();
+    Ok((net, local))
+}
+
+#[test]
+fn alternations_in_two_processes_meet_on_a_network_channel_exactly_once() {
+    watchdog(LIMIT, || {
+        const N: u32 = 120;
+        let c = Cluster::new();
+        let s = c.config().open().unwrap();
+        let chan: NetChannel<u32> = NetChannel::home(&s, "meet").unwrap();
+        let net = chan.reader().unwrap();
+        let local = Channel::<u32>::new().unwrap();
+        let (lr, lw) = (local.reader(), local.writer());
+        let feeder = std::thread::spawn(move || {
+            for i in 0..N {
+                lw.write(&(1000 + i)).unwrap();
+            }
+        });
+        let writer = host_process(alternating_writer, (c.endpoint.clone(), N));
+        let mut fair = Fair::new();
+        let (mut from_net, mut from_local) = (Vec::new(), Vec::new());
+        loop {
+            let r = Alternation::new()
+                .net_input(&net, |x| (true, x))
+                .input(&lr, |x| (false, x))
+                .timeout(Duration::from_secs(20), || panic!("stalled"))
+                .fair_select(&mut fair);
+            match r {
+                Ok((true, x)) => from_net.push(x),
+                Ok((false, x)) => from_local.push(x),
+                // Both writers gone.
+                Err(ChannelError::Retired) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        feeder.join().unwrap();
+        let (sent_net, _) = writer.join().unwrap().unwrap();
+        // What the writer's alternation says went over the network is
+        // exactly what this one received from it, once each.
+        assert_eq!(from_net, sent_net);
+        assert_eq!(from_local, (1000..1000 + N).collect::<Vec<_>>());
+        assert!(!sent_net.is_empty());
+    });
+}
+
+fn named_home_host((endpoint, name): (String, String)) {
+    let s = client(&endpoint);
+    let _chan: NetChannel<i64> = NetChannel::home(&s, &name).unwrap();
+    std::thread::sleep(Duration::from_secs(300));
+}
+
+#[test]
+fn a_lost_home_ends_a_waiting_alternation_with_channel_lost() {
+    watchdog(LIMIT, || {
+        let c = Cluster::new();
+        let s = c.config().open().unwrap();
+        let home = host_process(named_home_host, (c.endpoint.clone(), "alt-home".into()));
+        let net = loop {
+            match NetReader::<i64>::open(&s, "alt-home") {
+                Ok(r) => break r,
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        let waiting = std::thread::spawn(move || {
+            let local = Channel::<i64>::new().unwrap();
+            let (lr, _lw) = (local.reader(), local.writer());
+            Alternation::new()
+                .net_input(&net, |x| x)
+                .input(&lr, |x| x)
+                .select()
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let started = Instant::now();
+        home.kill().unwrap();
+        let r = waiting.join().unwrap();
+        assert!(matches!(r, Err(ChannelError::Lost(_))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+    });
+}

@@ -19,9 +19,11 @@
 //!   (writer) that joined is lost, waiting writers (readers) fail with
 //!   `Lost` too; a lost end on a side with live ends left changes nothing
 //!   for the others (any-to-any).
-//! * Network ends cannot take part in an
-//!   [`Alternation`](crate::csp::Alternation) yet: use a local channel fed
-//!   by a process that reads the network channel.
+//! * Network ends take part in an [`Alternation`](crate::csp::Alternation)
+//!   beside local guards ([`net_input`](crate::csp::Alternation::net_input),
+//!   [`net_output`](crate::csp::Alternation::net_output)); the home
+//!   arbitrates their offers so that exactly one guard is taken (see
+//!   `cluster/alt.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
@@ -41,42 +43,65 @@ use crate::error::CodecError;
 use crate::pool::remote::{self, NetCodec};
 
 /// Longest wait of one query at the home.
-const PARK: Duration = Duration::from_secs(1);
+pub(super) const PARK: Duration = Duration::from_secs(1);
 /// Envelope bytes above the payload cap.
-const ENVELOPE: usize = 4 << 10;
+pub(super) const ENVELOPE: usize = 4 << 10;
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(super) enum Side {
     Reader,
     Writer,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
-enum Kind {
+pub(super) enum Kind {
     Join(Side),
     Read,
     Write(Vec<u8>),
     Poison,
     Retire(Side),
+    /// An alternation's attempt: a read (`None`) or write that happens at
+    /// once or not at all; answered `NotReady` (never parked).
+    Try(Option<Vec<u8>>, u64),
+    /// An alternation's offer (owner token): a read or write parked at the
+    /// home until a counterpart completes it, it expires (`Again`), or
+    /// [`Kind::Withdraw`] takes it back.
+    Offer(Option<Vec<u8>>, u64),
+    /// Takes back the offer with the operation's sequence number: answered
+    /// `Withdrawn`, or the offer's own answer if it was completed first.
+    Withdraw,
+    /// An alternation's watch (owner token): parked until the other side
+    /// has a party waiting (`Ready`), or it expires (`Again`). Completes
+    /// nothing.
+    Watch(u64),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
-struct Op {
-    end: String,
-    seq: u64,
+pub(super) struct Op {
+    pub(super) end: String,
+    pub(super) seq: u64,
     /// How long the query may wait at the home, in milliseconds.
-    wait_ms: u64,
-    kind: Kind,
+    pub(super) wait_ms: u64,
+    pub(super) kind: Kind,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
-enum Answer {
+pub(super) enum Answer {
     Done,
     Value(Vec<u8>),
     Again,
     Poisoned,
     Retired,
     Lost(String),
+    /// A `Try` found no counterpart; `watched`: an alternation of another
+    /// owner watches the other side.
+    NotReady {
+        watched: bool,
+    },
+    /// A watch's counterpart is waiting.
+    Ready,
+    /// The offer was taken back before anyone completed it.
+    Withdrawn,
 }
 
 struct Waiting {
@@ -85,12 +110,24 @@ struct Waiting {
     value: Option<Vec<u8>>,
     query: Query,
     until: Instant,
+    /// The alternation that offered it (0: a plain read or write).
+    owner: u64,
+}
+
+/// A parked watch of an alternation.
+struct Watcher {
+    end: String,
+    side: Side,
+    owner: u64,
+    query: Query,
+    until: Instant,
 }
 
 #[derive(Default)]
 struct Home {
     readers: VecDeque<Waiting>,
     writers: VecDeque<Waiting>,
+    watchers: Vec<Watcher>,
     /// Each end's last completed operation and its answer.
     completed: HashMap<String, (u64, Answer)>,
     /// Live ends and their side.
@@ -145,7 +182,63 @@ impl Home {
                 self.completed.insert(w.end.clone(), (w.seq, a.clone()));
                 out.push((w.query, a.clone()));
             }
+            for w in self.watchers.drain(..) {
+                out.push((w.query, a.clone()));
+            }
         }
+    }
+
+    /// Whether a party of `side` other than `owner`'s waits now.
+    fn waiting(&self, side: Side, owner: u64) -> bool {
+        let q = match side {
+            Side::Reader => &self.readers,
+            Side::Writer => &self.writers,
+        };
+        q.iter().any(|w| owner == 0 || w.owner != owner)
+    }
+
+    /// Whether an alternation other than `owner` watches for `side`
+    /// (its ends are of the other side).
+    fn watched(&self, side: Side, owner: u64) -> bool {
+        self.watchers
+            .iter()
+            .any(|w| w.side != side && w.owner != owner)
+    }
+
+    /// A party of `side` (alternation `owner`, or 0) now waits: tell the
+    /// watches of the other side.
+    fn tell_watchers(&mut self, side: Side, owner: u64, out: &mut Replies) {
+        let mut keep = Vec::with_capacity(self.watchers.len());
+        for w in self.watchers.drain(..) {
+            if w.side != side && (owner == 0 || w.owner != owner) {
+                out.push((w.query, Answer::Ready));
+            } else {
+                keep.push(w);
+            }
+        }
+        self.watchers = keep;
+    }
+
+    /// Takes back `end`'s offer `seq` unless it was completed first.
+    fn withdraw(&mut self, end: &str, seq: u64, out: &mut Replies) -> Answer {
+        if let Some((s, a)) = self.completed.get(end)
+            && *s == seq
+        {
+            return a.clone();
+        }
+        for q in [&mut self.readers, &mut self.writers] {
+            if let Some(i) = q.iter().position(|w| w.end == end && w.seq == seq)
+                && let Some(old) = q.remove(i)
+            {
+                out.push((old.query, Answer::Again));
+            }
+        }
+        // Recorded, so that the offer, should it arrive after this (it
+        // cannot overtake it on one session, but a resent one could), is
+        // answered `Withdrawn` instead of being parked.
+        self.completed
+            .insert(end.to_string(), (seq, Answer::Withdrawn));
+        Answer::Withdrawn
     }
 
     fn done(&mut self, end: &str, seq: u64, a: Answer, query: Query, out: &mut Replies) {
@@ -154,6 +247,45 @@ impl Home {
     }
 
     fn op(&mut self, op: Op, query: Query, out: &mut Replies) {
+        match op.kind {
+            Kind::Withdraw => {
+                let a = self.withdraw(&op.end, op.seq, out);
+                out.push((query, a));
+                return;
+            }
+            Kind::Watch(owner) => {
+                let Some(&side) = self.ends.get(&op.end) else {
+                    out.push((query, Answer::Lost("this end never joined".into())));
+                    return;
+                };
+                if let Some(a) = self.ended() {
+                    out.push((query, a));
+                    return;
+                }
+                // One watch per end: a new one replaces the old.
+                if let Some(i) = self.watchers.iter().position(|w| w.end == op.end) {
+                    let old = self.watchers.swap_remove(i);
+                    out.push((old.query, Answer::Again));
+                }
+                let other = match side {
+                    Side::Reader => Side::Writer,
+                    Side::Writer => Side::Reader,
+                };
+                if self.waiting(other, owner) {
+                    out.push((query, Answer::Ready));
+                } else {
+                    self.watchers.push(Watcher {
+                        end: op.end,
+                        side,
+                        owner,
+                        query,
+                        until: Instant::now() + Duration::from_millis(op.wait_ms).min(PARK),
+                    });
+                }
+                return;
+            }
+            _ => {}
+        }
         if let Some((seq, a)) = self.completed.get(&op.end)
             && *seq == op.seq
         {
@@ -187,14 +319,17 @@ impl Home {
                 self.done(&end, seq, Answer::Done, query, out);
                 self.finish(out);
             }
-            kind @ (Kind::Read | Kind::Write(_)) => {
+            Kind::Withdraw | Kind::Watch(_) => {}
+            kind @ (Kind::Read | Kind::Write(_) | Kind::Try(..) | Kind::Offer(..)) => {
                 if let Some(a) = self.ended() {
                     self.done(&end, seq, a, query, out);
                     return;
                 }
-                let value = match kind {
-                    Kind::Write(v) => Some(v),
-                    _ => None,
+                let (value, owner, trying, wait_ms) = match kind {
+                    Kind::Write(v) => (Some(v), 0, false, op.wait_ms),
+                    Kind::Try(v, owner) => (v, owner, true, 0),
+                    Kind::Offer(v, owner) => (v, owner, false, op.wait_ms),
+                    _ => (None, 0, false, op.wait_ms),
                 };
                 let reading = value.is_none();
                 let partner = if reading {
@@ -214,20 +349,29 @@ impl Home {
                         self.done(&p.end, p.seq, Answer::Value(v), p.query, out);
                         self.done(&end, seq, Answer::Done, query, out);
                     }
-                    (None, _) if op.wait_ms == 0 => out.push((query, Answer::Again)),
+                    (None, _) if trying => {
+                        let side = if reading { Side::Reader } else { Side::Writer };
+                        let watched = self.watched(side, owner);
+                        self.done(&end, seq, Answer::NotReady { watched }, query, out);
+                    }
+                    (None, _) if wait_ms == 0 => out.push((query, Answer::Again)),
                     (None, value) => {
                         let w = Waiting {
                             end,
                             seq,
                             value,
                             query,
-                            until: Instant::now() + Duration::from_millis(op.wait_ms).min(PARK),
+                            until: Instant::now() + Duration::from_millis(wait_ms).min(PARK),
+                            owner,
                         };
-                        if reading {
+                        let side = if reading {
                             self.readers.push_back(w);
+                            Side::Reader
                         } else {
                             self.writers.push_back(w);
-                        }
+                            Side::Writer
+                        };
+                        self.tell_watchers(side, owner, out);
                     }
                 }
             }
@@ -239,6 +383,7 @@ impl Home {
         for q in [&mut self.readers, &mut self.writers] {
             q.retain(|w| w.end != end);
         }
+        self.watchers.retain(|w| w.end != end);
         let Some(side) = self.ends.remove(end) else {
             return;
         };
@@ -270,6 +415,15 @@ impl Home {
             }
             *q = keep;
         }
+        let mut keep = Vec::with_capacity(self.watchers.len());
+        for w in self.watchers.drain(..) {
+            if w.until <= now {
+                out.push((w.query, Answer::Again));
+            } else {
+                keep.push(w);
+            }
+        }
+        self.watchers = keep;
     }
 }
 
@@ -493,17 +647,37 @@ impl<T> Drop for NetChannel<T> {
 }
 
 /// One end's connection to a channel's home.
-struct EndCore {
-    session: Session,
-    name: String,
-    id: String,
+pub(super) struct EndCore {
+    pub(super) session: Session,
+    pub(super) name: String,
+    pub(super) id: String,
     side: Side,
-    seq: Mutex<u64>,
+    pub(super) seq: Mutex<u64>,
     _token: zenoh::liveliness::LivelinessToken,
     retired: std::sync::atomic::AtomicBool,
+    /// Bumped by the answers of an alternation's queries and by the loss
+    /// of the home (see `cluster/alt.rs`).
+    pub(super) signal: Arc<Signal>,
+    _home_watch: zenoh::pubsub::Subscriber<()>,
 }
 
-fn lost(why: impl Into<String>) -> ChannelError {
+/// A futex word an alternation sleeps on, bumped when something it waits
+/// for at a home happened.
+#[derive(Default)]
+pub(super) struct Signal {
+    pub(super) word: std::sync::atomic::AtomicU32,
+    /// The home's liveliness token vanished.
+    pub(super) home_lost: std::sync::atomic::AtomicBool,
+}
+
+impl Signal {
+    pub(super) fn bump(&self) {
+        self.word.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        crate::sys::futex::wake_all(&self.word);
+    }
+}
+
+pub(super) fn lost(why: impl Into<String>) -> ChannelError {
     ChannelError::Lost(why.into())
 }
 
@@ -518,6 +692,22 @@ impl EndCore {
             .declare_token(session.key(&format!("chan/{name}/end/{id}")))
             .wait()
             .map_err(|e| lost(e.to_string()))?;
+        let signal = Arc::new(Signal::default());
+        let weak = Arc::downgrade(&signal);
+        let home_watch = session
+            .z()
+            .liveliness()
+            .declare_subscriber(session.key(&format!("chan/{name}/home")))
+            .callback(move |sample| {
+                if sample.kind() == SampleKind::Delete
+                    && let Some(s) = weak.upgrade()
+                {
+                    s.home_lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                    s.bump();
+                }
+            })
+            .wait()
+            .map_err(|e| lost(e.to_string()))?;
         let core = EndCore {
             session: session.clone(),
             name: name.to_string(),
@@ -526,6 +716,8 @@ impl EndCore {
             seq: Mutex::new(0),
             _token: token,
             retired: std::sync::atomic::AtomicBool::new(false),
+            signal,
+            _home_watch: home_watch,
         };
         match core.call(
             Kind::Join(side),
@@ -536,23 +728,27 @@ impl EndCore {
         }
     }
 
-    fn key(&self, rest: &str) -> String {
+    pub(super) fn key(&self, rest: &str) -> String {
         self.session.key(&format!("chan/{}/{rest}", self.name))
     }
 
-    fn answer_error(&self, a: Answer) -> ChannelError {
+    pub(super) fn answer_error(&self, a: Answer) -> ChannelError {
         match a {
             Answer::Poisoned => ChannelError::Poisoned,
             Answer::Retired => ChannelError::Retired,
             Answer::Lost(why) => lost(why),
             Answer::Again => ChannelError::Timeout,
-            Answer::Done | Answer::Value(_) => lost("unexpected answer from the home"),
+            Answer::Done
+            | Answer::Value(_)
+            | Answer::NotReady { .. }
+            | Answer::Ready
+            | Answer::Withdrawn => lost("unexpected answer from the home"),
         }
     }
 
     /// Asks the home once; `Again` when nobody answered but the home is
     /// alive.
-    fn ask(&self, op: &Op) -> Result<Answer, ChannelError> {
+    pub(super) fn ask(&self, op: &Op) -> Result<Answer, ChannelError> {
         let cap = self.session.max_payload();
         let bytes = remote::encode(op, cap + ENVELOPE).map_err(codec_error)?;
         let wait = Duration::from_millis(op.wait_ms);
@@ -609,7 +805,7 @@ impl EndCore {
     }
 }
 
-fn codec_error(e: NetCodec) -> ChannelError {
+pub(super) fn codec_error(e: NetCodec) -> ChannelError {
     match e {
         NetCodec::TooLarge { size, limit } => ChannelError::TooLarge {
             len: size as usize,
@@ -623,7 +819,7 @@ fn codec_error(e: NetCodec) -> ChannelError {
 /// The reading end of a [`NetChannel`], in any process of the cluster.
 /// Dropping it (or [`retire`](Self::retire)) retires it.
 pub struct NetReader<T> {
-    core: EndCore,
+    pub(super) core: EndCore,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -687,7 +883,7 @@ impl<T> Drop for NetReader<T> {
 /// The writing end of a [`NetChannel`], in any process of the cluster.
 /// Dropping it (or [`retire`](Self::retire)) retires it.
 pub struct NetWriter<T> {
-    core: EndCore,
+    pub(super) core: EndCore,
     _t: PhantomData<fn(T)>,
 }
 

@@ -66,6 +66,7 @@
 //! `imap_chunked`) are the remedy. Liveliness tokens cost each router a
 //! table entry per worker; a driver watches `ns/worker/*` only.
 
+pub(crate) mod alt;
 mod channel;
 mod driver;
 mod handle;

@@ -85,7 +85,13 @@ enum Kind<'a> {
     Output(&'a Chan, Result<Outgoing, ChannelError>),
     Timeout(Duration),
     Skip,
+    /// A network channel end (see `cluster/alt.rs`).
+    #[cfg(feature = "zenoh")]
+    Net(std::cell::RefCell<NetGuard<'a>>),
 }
+
+#[cfg(feature = "zenoh")]
+use crate::cluster::alt::{NetAttempt, NetGuard};
 
 struct Guard<'a, R> {
     enabled: bool,
@@ -198,6 +204,84 @@ impl<'a, R> Alternation<'a, R> {
         self.guards.push(Guard {
             enabled: precondition,
             kind: Kind::Output(chan, bytes),
+            run: Box::new(move |_| Ok(action())),
+        });
+        self
+    }
+
+    /// An input guard on a network channel's reading end (feature
+    /// `zenoh`): when chosen, the value read is passed to `action`. Its
+    /// channel's home arbitrates, so that exactly one guard of the
+    /// alternation is taken, local or network.
+    ///
+    /// ```no_run
+    /// use multiproc::cluster::{ClusterConfig, NetReader};
+    /// use multiproc::csp::{Alternation, Channel};
+    ///
+    /// let session = ClusterConfig::connect("tcp/127.0.0.1:7447").open()?;
+    /// let remote: NetReader<u32> = NetReader::open(&session, "jobs")?;
+    /// let local = Channel::<u32>::new()?;
+    /// let r = local.reader();
+    /// let got = Alternation::new()
+    ///     .net_input(&remote, |x| ("remote", x))
+    ///     .input(&r, |x| ("local", x))
+    ///     .select()?;
+    /// println!("{got:?}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "zenoh")]
+    pub fn net_input<T: DeserializeOwned>(
+        self,
+        reader: &'a crate::cluster::NetReader<T>,
+        action: impl FnOnce(T) -> R + 'a,
+    ) -> Self {
+        self.net_input_if(true, reader, action)
+    }
+
+    /// A network input guard enabled only when `precondition` holds.
+    #[cfg(feature = "zenoh")]
+    pub fn net_input_if<T: DeserializeOwned>(
+        mut self,
+        precondition: bool,
+        reader: &'a crate::cluster::NetReader<T>,
+        action: impl FnOnce(T) -> R + 'a,
+    ) -> Self {
+        self.guards.push(Guard {
+            enabled: precondition,
+            kind: Kind::Net(std::cell::RefCell::new(NetGuard::input(reader))),
+            run: Box::new(move |bytes| {
+                let value = crate::cluster::alt::decode(reader, bytes)?;
+                Ok(action(value))
+            }),
+        });
+        self
+    }
+
+    /// An output guard on a network channel's writing end (feature
+    /// `zenoh`): when chosen, `value` has been taken by a reader, then
+    /// `action` runs.
+    #[cfg(feature = "zenoh")]
+    pub fn net_output<T: Serialize>(
+        self,
+        writer: &'a crate::cluster::NetWriter<T>,
+        value: &T,
+        action: impl FnOnce() -> R + 'a,
+    ) -> Self {
+        self.net_output_if(true, writer, value, action)
+    }
+
+    /// A network output guard enabled only when `precondition` holds.
+    #[cfg(feature = "zenoh")]
+    pub fn net_output_if<T: Serialize>(
+        mut self,
+        precondition: bool,
+        writer: &'a crate::cluster::NetWriter<T>,
+        value: &T,
+        action: impl FnOnce() -> R + 'a,
+    ) -> Self {
+        self.guards.push(Guard {
+            enabled: precondition,
+            kind: Kind::Net(std::cell::RefCell::new(NetGuard::output(writer, value))),
             run: Box::new(move |_| Ok(action())),
         });
         self
@@ -338,6 +422,12 @@ impl<'a, R> Alternation<'a, R> {
                 };
                 return Err(clone_error(e));
             }
+            #[cfg(feature = "zenoh")]
+            if let Kind::Net(g) = &self.guards[i].kind
+                && let Some(e) = g.borrow().error()
+            {
+                return Err(clone_error(e));
+            }
         }
         let start = Instant::now();
         // The earliest enabled timeout (its guard index and deadline).
@@ -354,8 +444,17 @@ impl<'a, R> Alternation<'a, R> {
             owner,
             watches: Vec::new(),
             offer: None,
+            #[cfg(feature = "zenoh")]
+            net_offer: None,
         };
         let result = self.rounds(&order, timeout, &mut alt);
+        #[cfg(feature = "zenoh")]
+        if let Some(i) = alt.net_offer.take()
+            && let Kind::Net(g) = &self.guards[i].kind
+        {
+            // Only reached on an error path, as for a local offer.
+            let _ = g.borrow_mut().withdraw();
+        }
         alt.clean();
         result
     }
@@ -377,7 +476,7 @@ impl<'a, R> Alternation<'a, R> {
         let mut waited = false;
         let channel_guards = order
             .iter()
-            .filter(|&&i| matches!(self.guards[i].kind, Kind::Input(_) | Kind::Output(..)))
+            .filter(|&&i| is_channel_guard(&self.guards[i].kind))
             .count();
         loop {
             // 1. Watch.
@@ -401,6 +500,14 @@ impl<'a, R> Alternation<'a, R> {
             } else {
                 for (_, chan, idx) in &alt.watches {
                     chan.rearm(*idx);
+                }
+            }
+            #[cfg(feature = "zenoh")]
+            for &i in order {
+                if let Kind::Net(g) = &self.guards[i].kind
+                    && !retired.contains(&i)
+                {
+                    g.borrow_mut().rewatch(owner)?;
                 }
             }
             // 2. Scan. `passed`: channel guards found not ready, which a
@@ -438,6 +545,12 @@ impl<'a, R> Alternation<'a, R> {
                     Kind::Input(c) => c.try_op(chan::READ, None, owner),
                     Kind::Output(c, Ok(out)) => c.try_op(chan::WRITE, Some(&out.bytes), owner),
                     Kind::Output(_, Err(_)) => continue,
+                    #[cfg(feature = "zenoh")]
+                    Kind::Net(g) => match g.borrow_mut().try_op(owner)? {
+                        NetAttempt::Done(v) => Ok(Attempt::Done(v)),
+                        NetAttempt::NotReady => Ok(Attempt::NotReady),
+                        NetAttempt::Retired => Err(chan::OpError::Retired),
+                    },
                 };
                 match attempt {
                     Ok(Attempt::Done(v)) => return Ok((i, v)),
@@ -470,7 +583,44 @@ impl<'a, R> Alternation<'a, R> {
                     .filter(|(_, c, dir, _)| !want_watch || c.has_opposite_watch(*dir, owner))
                     .min_by_key(|(_, c, _, _)| c.id())
             };
-            if let Some((i, chan, dir, data)) = candidate(true).or_else(|| candidate(false)) {
+            // Network guards first (see `cluster/alt.rs`), each time
+            // preferring a channel whose other side an alternation watches.
+            #[cfg(feature = "zenoh")]
+            let net_candidate = |want_watch: bool| {
+                order
+                    .iter()
+                    .filter(|i| !retired.contains(i))
+                    .filter_map(|&i| match &self.guards[i].kind {
+                        Kind::Net(g) => {
+                            let g = g.borrow();
+                            (!want_watch || g.watched()).then(|| (i, g.key().to_string()))
+                        }
+                        _ => None,
+                    })
+                    .min_by(|a, b| a.1.cmp(&b.1))
+                    .map(|(i, _)| i)
+            };
+            #[cfg(feature = "zenoh")]
+            let net_choice = match net_candidate(true) {
+                Some(i) => Some(i),
+                None if candidate(true).is_some() => None,
+                None => net_candidate(false),
+            };
+            #[cfg(not(feature = "zenoh"))]
+            let net_choice: Option<usize> = None;
+            #[cfg(feature = "zenoh")]
+            if let Some(i) = net_choice
+                && let Kind::Net(g) = &self.guards[i].kind
+            {
+                g.borrow_mut().offer(owner, timeout)?;
+                alt.net_offer = Some(i);
+            }
+            let local_choice = if net_choice.is_some() {
+                None
+            } else {
+                candidate(true).or_else(|| candidate(false))
+            };
+            if let Some((i, chan, dir, data)) = local_choice {
                 match chan.post_offer(dir, data, owner) {
                     Ok(Posted::Completed(v)) => return Ok((i, v)),
                     Ok(Posted::Record(idx)) => alt.offer = Some((i, chan, idx)),
@@ -498,7 +648,24 @@ impl<'a, R> Alternation<'a, R> {
                 let poll = Instant::now() + Duration::from_millis(1);
                 deadline = Some(deadline.map_or(poll, |d| d.min(poll)));
             }
-            alt.sleep(deadline);
+            // Network guards: the word each answer bumps, read before
+            // looking for answers already in (so none is missed).
+            #[allow(unused_mut)]
+            let mut extra: Vec<(&std::sync::atomic::AtomicU32, u32)> = Vec::new();
+            #[allow(unused_mut)]
+            let mut answered = false;
+            #[cfg(feature = "zenoh")]
+            for &i in order {
+                if let Kind::Net(g) = &self.guards[i].kind {
+                    let g = g.borrow();
+                    let word = g.word();
+                    extra.push((word, word.load(std::sync::atomic::Ordering::SeqCst)));
+                    answered |= g.event();
+                }
+            }
+            if !answered {
+                alt.sleep(deadline, &extra);
+            }
             if slice.is_some_and(|s| Instant::now() >= s) {
                 for &i in order {
                     if let Kind::Input(c) | Kind::Output(c, _) = &self.guards[i].kind {
@@ -507,6 +674,13 @@ impl<'a, R> Alternation<'a, R> {
                 }
             }
             // 5. Withdraw.
+            #[cfg(feature = "zenoh")]
+            if let Some(i) = alt.net_offer.take()
+                && let Kind::Net(g) = &self.guards[i].kind
+                && let Some(v) = g.borrow_mut().withdraw()?
+            {
+                return Ok((i, v));
+            }
             if let Some((i, chan, idx)) = alt.offer.take() {
                 match chan.withdraw(idx) {
                     Withdrawn::Completed(v) => return Ok((i, v)),
@@ -514,6 +688,16 @@ impl<'a, R> Alternation<'a, R> {
                 }
             }
         }
+    }
+}
+
+/// Whether the guard is on a channel (local or network).
+fn is_channel_guard(kind: &Kind<'_>) -> bool {
+    match kind {
+        Kind::Input(_) | Kind::Output(..) => true,
+        #[cfg(feature = "zenoh")]
+        Kind::Net(_) => true,
+        Kind::Timeout(_) | Kind::Skip => false,
     }
 }
 
@@ -532,11 +716,15 @@ struct Round<'r> {
     /// (guard, channel, record) of every posted watch.
     watches: Vec<(usize, &'r Chan, u32)>,
     offer: Option<(usize, &'r Chan, u32)>,
+    /// The guard whose network offer is parked at its home.
+    #[cfg(feature = "zenoh")]
+    net_offer: Option<usize>,
 }
 
 impl Round<'_> {
-    /// Sleeps until one of our records changes or `deadline`.
-    fn sleep(&self, deadline: Option<Instant>) {
+    /// Sleeps until one of our records changes, a word of `extra` leaves
+    /// its value, or `deadline`.
+    fn sleep(&self, deadline: Option<Instant>, extra: &[(&std::sync::atomic::AtomicU32, u32)]) {
         chan::crash_point(chan::CrashPoint::AltSleeping);
         let mut words: Vec<(&std::sync::atomic::AtomicU32, u32)> = Vec::new();
         let offer = self
@@ -555,7 +743,15 @@ impl Round<'_> {
         } else {
             Backoff::new(&wait::CSP)
         };
+        let moved = || {
+            extra
+                .iter()
+                .any(|(w, v)| w.load(std::sync::atomic::Ordering::Acquire) != *v)
+        };
         while backoff.snooze() {
+            if moved() {
+                return;
+            }
             if records.iter().any(|(c, idx, expected)| {
                 c.state_word(*idx)
                     .load(std::sync::atomic::Ordering::Acquire)
@@ -565,6 +761,7 @@ impl Round<'_> {
                 return;
             }
         }
+        words.extend(extra.iter().copied());
         for (c, idx, expected) in &records {
             let word = c.state_word(*idx);
             let s = word.load(std::sync::atomic::Ordering::Acquire);
@@ -583,7 +780,7 @@ impl Round<'_> {
         }
         // A channel poisoned after our records were posted but before the
         // poisoner's scan saw them: do not sleep (see `Chan::poison`).
-        if records.iter().any(|(c, _, _)| c.poisoned_now()) {
+        if records.iter().any(|(c, _, _)| c.poisoned_now()) || moved() {
             return;
         }
         let words = &words[..words.len().min(sys::waitv::MAX_WORDS)];

@@ -74,6 +74,27 @@ struct Running<R> {
 }
 
 impl<R> Running<R> {
+    /// `run` on a thread of its own called `thread`, for the process
+    /// `name`; `run` sets `done`.
+    fn on_thread(
+        done: Arc<Completion<Ending<R>>>,
+        name: &str,
+        thread: String,
+        run: impl FnOnce() + Send + 'static,
+    ) -> Result<Running<R>, ProcessError> {
+        let t = std::thread::Builder::new()
+            .name(thread)
+            .spawn(run)
+            .map_err(|error| ProcessError::Thread {
+                name: name.into(),
+                error,
+            })?;
+        Ok(Running {
+            done,
+            thread: Some(t),
+        })
+    }
+
     fn wait(self, name: String) -> Ending<R> {
         let ending = self.done.take();
         if let Some(t) = self.thread {
@@ -148,6 +169,18 @@ fn default_name() -> String {
 }
 
 impl<R: Send + 'static> CspProcess<R> {
+    /// A process with the default settings, holding `channels`, that
+    /// `launch` starts.
+    fn with_launch(channels: Vec<(Arc<Chan>, u32)>, launch: Launch<R>) -> Self {
+        CspProcess {
+            name: default_name(),
+            channels,
+            method: None,
+            light: false,
+            launch,
+        }
+    }
+
     /// A process running `body(args)` in a thread. The channel ends inside
     /// `args` (found through serde, in any position) are the ones poison
     /// propagates to; `body` may also capture anything else.
@@ -164,13 +197,7 @@ impl<R: Send + 'static> CspProcess<R> {
             }
             in_place(name, held, lightweight, move || body(args)).map(Launched::Running)
         });
-        CspProcess {
-            name: default_name(),
-            channels,
-            method: None,
-            light: false,
-            launch,
-        }
+        CspProcess::with_launch(channels, launch)
     }
 
     /// A process running the function `target(args)`: in a thread unless
@@ -204,13 +231,7 @@ impl<R: Send + 'static> CspProcess<R> {
                 })))
             }
         });
-        CspProcess {
-            name: default_name(),
-            channels,
-            method: None,
-            light: false,
-            launch,
-        }
+        CspProcess::with_launch(channels, launch)
     }
 
     /// A lightweight process running the closure `body(args)`: one of many
@@ -374,17 +395,7 @@ fn in_place<R: Send + 'static>(
         light::spawn_task(worker, Box::new(run));
         return Ok(Running { done, thread: None });
     }
-    let t = std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(run)
-        .map_err(|error| ProcessError::Thread {
-            name: name.into(),
-            error,
-        })?;
-    Ok(Running {
-        done,
-        thread: Some(t),
-    })
+    Running::on_thread(done, name, name.to_string(), run)
 }
 
 /// Runs a process's body, turning its ending into an [`Outcome`] handed
@@ -472,31 +483,21 @@ where
     let owned = name.to_string();
     let done = Completion::new();
     let d = done.clone();
-    let t = std::thread::Builder::new()
-        .name(format!("{name}-watch"))
-        .spawn(move || {
-            let ending = match p.join() {
-                Ok(Ok(outcome)) => Ok(outcome),
-                Ok(Err(remote)) => Err(ProcessError::Channel {
-                    name: owned,
-                    error: remote.into_error(),
-                }),
-                Err(JoinError::Panicked { message }) => Err(ProcessError::Panicked {
-                    name: owned,
-                    message,
-                }),
-                Err(error) => Err(ProcessError::Join { name: owned, error }),
-            };
-            propagate(&ending, &held);
-            d.set(ending);
-        })
-        .map_err(|error| ProcessError::Thread {
-            name: name.into(),
-            error,
-        })?;
-    Ok(Running {
-        done,
-        thread: Some(t),
+    Running::on_thread(done, name, format!("{name}-watch"), move || {
+        let ending = match p.join() {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(remote)) => Err(ProcessError::Channel {
+                name: owned,
+                error: remote.into_error(),
+            }),
+            Err(JoinError::Panicked { message }) => Err(ProcessError::Panicked {
+                name: owned,
+                message,
+            }),
+            Err(error) => Err(ProcessError::Join { name: owned, error }),
+        };
+        propagate(&ending, &held);
+        d.set(ending);
     })
 }
 
