@@ -48,14 +48,22 @@ use crate::raw::RawChild;
 type Measure = fn(&Ctx, Option<&GoProgram>) -> BenchResult<(f64, f64, Option<f64>)>;
 
 /// Builds the Go program `go` (in the bench process: the build is cached
-/// in `target/go/`), runs `row` in a forked child and returns its figures
-/// (the crate's, the raw floor's and Go's, NaN for none, as three
-/// native-endian `f64`s over a socket).
+/// in `target/go/`), then measures `row` in a forked child.
 fn in_child(ctx: &Ctx, go: &str, row: Measure) -> BenchResult<Figures> {
     let prog = go::build(go)?;
+    in_forked_child(|| row(ctx, prog.as_ref()))
+}
+
+/// Runs `measure` in a forked child and returns its figures (the crate's,
+/// the raw floor's and a peer's, NaN for none, as three native-endian
+/// `f64`s over a socket; the peer is Go, reported as `go`). For rows that
+/// leave threads behind: the bench process stays single-threaded.
+pub fn in_forked_child(
+    measure: impl FnOnce() -> BenchResult<(f64, f64, Option<f64>)>,
+) -> BenchResult<Figures> {
     let (mut ours, mut theirs) = UnixStream::pair()?;
     let child = RawChild::fork_closing(ours.as_fd(), move || {
-        let (krate, raw, go) = row(ctx, prog.as_ref()).expect("lightweight row");
+        let (krate, raw, go) = measure().expect("measured in a forked child");
         let mut out = [0u8; 24];
         out[..8].copy_from_slice(&krate.to_ne_bytes());
         out[8..16].copy_from_slice(&raw.to_ne_bytes());

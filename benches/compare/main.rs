@@ -13,6 +13,8 @@
 
 #[cfg(feature = "tokio")]
 mod aio;
+#[cfg(feature = "tokio")]
+mod aio_csp;
 mod harness;
 mod pipe;
 mod pool;
@@ -224,6 +226,9 @@ fn rows() -> Vec<Row> {
     rows.extend(pool::rows());
     rows.extend(csp::thread_rows());
     rows.extend(csp_light::rows());
+    // Runs in a forked child (async channel waits start a thread).
+    #[cfg(feature = "tokio")]
+    rows.extend(aio_csp::rows());
     // Serves a manager from threads of the bench process.
     rows.extend(python_manager::rows());
     rows

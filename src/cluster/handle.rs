@@ -3,18 +3,16 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::driver::{Chunk, Driver, Settled};
+use super::driver::{Chunk, Driver, Job, Settled, State};
+use crate::pool::error::first_error;
+use crate::pool::imap::{Jobs, Stream};
 use crate::pool::remote;
 use crate::pool::{PoolError, Progress, TaskError};
-
-/// Pulls the next chunk from an imap's input: its item count and encoded
-/// `(runner, target, args)`, or `None` when the input is exhausted.
-pub(crate) type Feed = Box<dyn FnMut() -> Option<Chunk> + Send>;
 
 /// A job's results once taken out of the driver (`None` once handed
 /// over by `into_values`).
@@ -29,17 +27,6 @@ fn expand<R: DeserializeOwned>(s: Settled, cap: usize) -> Vec<Result<R, TaskErro
             .collect(),
         Err(e) => std::iter::repeat_n(e, len).map(Err).collect(),
     }
-}
-
-fn first_error<R>(results: Vec<Result<R, TaskError>>) -> Result<Vec<R>, PoolError> {
-    let mut out = Vec::with_capacity(results.len());
-    for (index, r) in results.into_iter().enumerate() {
-        match r {
-            Ok(v) => out.push(v),
-            Err(error) => return Err(PoolError::Task { index, error }),
-        }
-    }
-    Ok(out)
 }
 
 /// The results of a [`ClusterPool::map_async`](super::ClusterPool::map_async),
@@ -286,98 +273,30 @@ fn one<R>(v: Vec<R>) -> Result<R, PoolError> {
 /// it stops feeding; tasks already sent still run and their results are
 /// dropped.
 #[must_use = "iterators do nothing unless consumed"]
-pub struct ClusterImap<R> {
-    driver: Arc<Driver>,
-    job: u64,
-    ordered: bool,
-    feed: Option<Feed>,
-    submitted: usize,
-    consumed: usize,
-    next: usize,
-    buffer: VecDeque<Result<R, TaskError>>,
-    total: Option<usize>,
-    yielded: usize,
-    ahead: usize,
-    progress: Option<Box<dyn Progress>>,
-    done: bool,
-}
+pub struct ClusterImap<R>(Stream<Driver, R>);
 
 impl<R> std::fmt::Debug for ClusterImap<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterImap")
-            .field("job", &self.job)
-            .field("ordered", &self.ordered)
-            .field("yielded", &self.yielded)
-            .finish()
+        self.0.debug("ClusterImap", f)
     }
 }
 
 impl<R: DeserializeOwned> ClusterImap<R> {
-    pub(crate) fn new(
-        driver: Arc<Driver>,
-        job: u64,
-        ordered: bool,
-        feed: Feed,
-        total: Option<usize>,
-        ahead: usize,
-    ) -> Self {
-        let mut me = ClusterImap {
-            driver,
-            job,
-            ordered,
-            feed: Some(feed),
-            submitted: 0,
-            consumed: 0,
-            next: 0,
-            buffer: VecDeque::new(),
-            total,
-            yielded: 0,
-            ahead: ahead.max(1),
-            progress: None,
-            done: false,
-        };
-        me.top_up();
-        me
+    pub(crate) fn new(stream: Stream<Driver, R>) -> Self {
+        ClusterImap(stream)
     }
 
     /// Reports progress (results yielded, and the input's length if known)
     /// to `sink` as the iterator advances.
     pub fn with_progress(mut self, sink: impl Progress + 'static) -> Self {
-        let mut sink: Box<dyn Progress> = Box::new(sink);
-        sink.update(self.yielded, self.total);
-        self.progress = Some(sink);
+        self.0.set_progress(sink);
         self
     }
 
     /// Tasks (chunks) handed to the driver and not yet consumed: never
     /// more than the imap's window.
     pub fn in_flight(&self) -> usize {
-        self.submitted - self.consumed
-    }
-
-    fn top_up(&mut self) {
-        let Some(feed) = self.feed.as_mut() else {
-            return;
-        };
-        let mut batch = Vec::new();
-        let mut exhausted = false;
-        while self.submitted + batch.len() - self.consumed < self.ahead {
-            match feed() {
-                Some(c) => batch.push(c),
-                None => {
-                    exhausted = true;
-                    break;
-                }
-            }
-        }
-        if batch.is_empty() && !exhausted {
-            return;
-        }
-        self.submitted += batch.len();
-        self.driver.add_chunks(self.job, batch, exhausted);
-        if exhausted {
-            self.feed = None;
-        }
+        self.0.in_flight()
     }
 
     /// Like [`next`](Iterator::next), giving up with
@@ -386,63 +305,7 @@ impl<R: DeserializeOwned> ClusterImap<R> {
         &mut self,
         timeout: Duration,
     ) -> Result<Option<Result<R, TaskError>>, PoolError> {
-        self.next_until(Instant::now().checked_add(timeout))
-            .ok_or(PoolError::Timeout(timeout))
-    }
-
-    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Option<Result<R, TaskError>>> {
-        loop {
-            if let Some(item) = self.buffer.pop_front() {
-                self.yielded += 1;
-                if let Some(p) = self.progress.as_mut() {
-                    p.update(self.yielded, self.total);
-                }
-                return Some(Some(item));
-            }
-            if self.done {
-                return Some(None);
-            }
-            self.top_up();
-            if self.feed.is_none() && self.consumed == self.submitted {
-                self.done = true;
-                if let Some(p) = self.progress.as_mut() {
-                    p.finish();
-                }
-                return Some(None);
-            }
-            let (job, ordered, next) = (self.job, self.ordered, self.next);
-            let (mut st, ready) = self.driver.wait_until(
-                |st| match st.jobs.get(&job) {
-                    None => true,
-                    Some(j) if ordered => j.done.contains_key(&next),
-                    Some(j) => !j.finished.is_empty(),
-                },
-                deadline,
-            );
-            if !ready {
-                return None;
-            }
-            let taken = st.jobs.get_mut(&job).and_then(|j| {
-                let ordinal = if ordered {
-                    next
-                } else {
-                    j.finished.pop_front()?
-                };
-                j.done.remove(&ordinal)
-            });
-            drop(st);
-            match taken {
-                Some(s) => {
-                    self.consumed += 1;
-                    if ordered {
-                        self.next += 1;
-                    }
-                    let cap = self.driver.cap;
-                    self.buffer.extend(expand::<R>(s, cap));
-                }
-                None => self.done = true,
-            }
-        }
+        self.0.next_timeout(timeout)
     }
 }
 
@@ -450,12 +313,54 @@ impl<R: DeserializeOwned> Iterator for ClusterImap<R> {
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_until(None).flatten()
+        self.0.next_until(None).flatten()
     }
 }
 
-impl<R> Drop for ClusterImap<R> {
-    fn drop(&mut self) {
-        self.driver.abandon(self.job);
+impl Jobs for Driver {
+    type Chunk = Chunk;
+
+    fn add_chunks(&self, job: u64, chunks: Vec<Chunk>, last: bool) {
+        Driver::add_chunks(self, job, chunks, last);
+    }
+
+    fn stopped(&self, _job: u64) -> bool {
+        false
+    }
+
+    type State = State;
+    type Job = Job;
+    type Taken = Settled;
+
+    fn wait_until(
+        &self,
+        done: impl FnMut(&mut State) -> bool,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'_, State>, bool) {
+        Driver::wait_until(self, done, deadline)
+    }
+
+    fn job(st: &mut State, job: u64) -> Option<&mut Job> {
+        st.jobs.get_mut(&job)
+    }
+
+    fn is_done(job: &Job, ordinal: usize) -> bool {
+        job.done.contains_key(&ordinal)
+    }
+
+    fn finished(job: &mut Job) -> &mut VecDeque<usize> {
+        &mut job.finished
+    }
+
+    fn take(job: &mut Job, ordinal: usize) -> Option<Settled> {
+        job.done.remove(&ordinal)
+    }
+
+    fn decode<R: DeserializeOwned>(&self, taken: Settled) -> Vec<Result<R, TaskError>> {
+        expand::<R>(taken, self.cap)
+    }
+
+    fn abandon(&self, job: u64) {
+        Driver::abandon(self, job);
     }
 }

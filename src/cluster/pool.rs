@@ -9,25 +9,13 @@ use serde::de::DeserializeOwned;
 
 use super::ClusterConfig;
 use super::driver::{Chunk, Driver, IMAP_AHEAD};
-use super::handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult, Feed};
+use super::handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult};
 use super::net::Session;
+use crate::pool::api;
+use crate::pool::imap::{Feed, Stream};
 use crate::pool::remote::{self, Runner};
 use crate::pool::{PoolError, StarFn, TaskError};
 use crate::process::fn_ref::{FnRef, RawFnRef};
-
-/// Python's default chunk size: about four chunks per worker.
-fn default_chunksize(len: usize, workers: usize) -> usize {
-    let per = workers.max(1) * 4;
-    len.div_ceil(per).max(1)
-}
-
-fn check_chunksize(chunksize: usize) -> Result<usize, PoolError> {
-    if chunksize == 0 {
-        Err(PoolError::Invalid("the chunk size must be at least 1"))
-    } else {
-        Ok(chunksize)
-    }
-}
 
 /// A pool whose workers are processes anywhere in a cluster (Ray's and
 /// Dask's step beyond `multiprocessing.Pool`), made by
@@ -155,10 +143,6 @@ impl ClusterPool {
         Ok(job)
     }
 
-    fn workers_or_one(&self) -> usize {
-        self.driver.lock().seen.len().max(1)
-    }
-
     /// Runs `f` on every item in the cluster, values in input order, or
     /// the error of the failed task with the lowest index.
     pub fn map<A, R>(
@@ -210,9 +194,7 @@ impl ClusterPool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let chunksize = default_chunksize(items.len(), self.workers_or_one());
-        self.map_async_chunked(f, items, chunksize)
+        api::map_async(self, f, items)
     }
 
     /// Like [`map_async`](Self::map_async) with `chunksize` items per task.
@@ -226,11 +208,7 @@ impl ClusterPool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        let chunksize = check_chunksize(chunksize)?;
-        let items: Vec<A> = items.into_iter().collect();
-        let runner: Runner = remote::run_map::<A, R>;
-        let job = self.submit(FnRef::new(runner), FnRef::new(f).erase(), &items, chunksize)?;
-        Ok(ClusterMapResult::new(self.driver.clone(), job, items.len()))
+        api::map_async_chunked(self, f, items, chunksize)
     }
 
     /// Runs `f(a, b, …)` for every tuple (Python's `starmap`).
@@ -256,13 +234,7 @@ impl ClusterPool {
         F: StarFn<T>,
         T: Serialize,
     {
-        let items: Vec<T> = items.into_iter().collect();
-        let chunksize = default_chunksize(items.len(), self.workers_or_one());
-        // The runner carries the function in its type; the target is
-        // unused (see `pool::star`).
-        let runner = FnRef::new(f.cluster_runner());
-        let job = self.submit(runner, runner.erase(), &items, chunksize)?;
-        Ok(ClusterMapResult::new(self.driver.clone(), job, items.len()))
+        api::starmap_async(self, f, items)
     }
 
     /// Runs `f(args)` on a worker and waits for its value.
@@ -284,56 +256,12 @@ impl ClusterPool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        let runner: Runner = remote::run_map::<A, R>;
-        let job = self.submit(FnRef::new(runner), FnRef::new(f).erase(), &[args], 1)?;
-        Ok(ClusterAsyncResult::new(ClusterMapResult::new(
-            self.driver.clone(),
-            job,
+        Ok(ClusterAsyncResult::new(api::Submit::submit_map(
+            self,
+            f,
+            vec![args],
             1,
-        )))
-    }
-
-    fn imap_inner<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: usize,
-        ordered: bool,
-    ) -> Result<ClusterImap<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        let chunksize = check_chunksize(chunksize)?;
-        let mut iter = items.into_iter();
-        let total = match iter.size_hint() {
-            (lo, Some(hi)) if lo == hi => Some(lo),
-            _ => None,
-        };
-        let runner: Runner = remote::run_map::<A, R>;
-        let (runner, target) = (FnRef::new(runner), FnRef::new(f).erase());
-        let cap = self.driver.cap;
-        let feed: Feed = Box::new(move || {
-            let chunk: Vec<A> = iter.by_ref().take(chunksize).collect();
-            if chunk.is_empty() {
-                return None;
-            }
-            Some((
-                chunk.len(),
-                remote::encode(&chunk, cap).map(|b| (runner, target, b)),
-            ))
-        });
-        let job = self.driver.new_job(!ordered)?;
-        Ok(ClusterImap::new(
-            self.driver.clone(),
-            job,
-            ordered,
-            feed,
-            total,
-            IMAP_AHEAD,
-        ))
+        )?))
     }
 
     /// Results one by one in input order (Python's `imap`). The input is
@@ -346,7 +274,7 @@ impl ClusterPool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.imap_inner(f, items, 1, true)
+        api::imap(self, f, items, 1, true)
     }
 
     /// Like [`imap`](Self::imap) with `chunksize` items per task.
@@ -362,7 +290,7 @@ impl ClusterPool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.imap_inner(f, items, chunksize, true)
+        api::imap(self, f, items, chunksize, true)
     }
 
     /// Results one by one as they finish (Python's `imap_unordered`).
@@ -377,7 +305,7 @@ impl ClusterPool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.imap_inner(f, items, 1, false)
+        api::imap(self, f, items, 1, false)
     }
 
     /// Like [`imap_unordered`](Self::imap_unordered) with `chunksize`
@@ -394,7 +322,7 @@ impl ClusterPool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.imap_inner(f, items, chunksize, false)
+        api::imap(self, f, items, chunksize, false)
     }
 
     /// Accepts no new work; workers hear the pool is closed once what was
@@ -433,6 +361,65 @@ impl ClusterPool {
         } else {
             Err(PoolError::Timeout(timeout))
         }
+    }
+}
+
+impl api::Submit for ClusterPool {
+    type Map<R> = ClusterMapResult<R>;
+    type Imap<R> = ClusterImap<R>;
+
+    fn workers(&self) -> usize {
+        self.driver.lock().seen.len()
+    }
+
+    fn submit_map<A: api::Arg, R: api::Ret>(
+        &self,
+        f: fn(A) -> R,
+        items: Vec<A>,
+        chunksize: usize,
+    ) -> Result<ClusterMapResult<R>, PoolError> {
+        let runner: Runner = remote::run_map::<A, R>;
+        let job = self.submit(FnRef::new(runner), FnRef::new(f).erase(), &items, chunksize)?;
+        Ok(ClusterMapResult::new(self.driver.clone(), job, items.len()))
+    }
+
+    fn submit_star<F: StarFn<T>, T: Serialize>(
+        &self,
+        f: F,
+        items: Vec<T>,
+        chunksize: usize,
+    ) -> Result<ClusterMapResult<F::Output>, PoolError> {
+        // The runner carries the function in its type; the target is
+        // unused (see `pool::star`).
+        let runner = FnRef::new(f.cluster_runner());
+        let job = self.submit(runner, runner.erase(), &items, chunksize)?;
+        Ok(ClusterMapResult::new(self.driver.clone(), job, items.len()))
+    }
+
+    fn open_imap<A: api::Arg, R: api::Ret>(
+        &self,
+        f: fn(A) -> R,
+        mut input: api::Chunks<A>,
+        ordered: bool,
+        total: Option<usize>,
+    ) -> Result<ClusterImap<R>, PoolError> {
+        let runner: Runner = remote::run_map::<A, R>;
+        let (runner, target) = (FnRef::new(runner), FnRef::new(f).erase());
+        let cap = self.driver.cap;
+        let feed: Feed<Driver> = Box::new(move |_: &Driver| {
+            let chunk = input()?;
+            let encoded = remote::encode(&chunk, cap).map(|b| (runner, target, b));
+            Some((chunk.len(), encoded))
+        });
+        let job = self.driver.new_job(!ordered)?;
+        Ok(ClusterImap::new(Stream::new(
+            self.driver.clone(),
+            job,
+            ordered,
+            feed,
+            total,
+            IMAP_AHEAD,
+        )))
     }
 }
 

@@ -358,6 +358,18 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
+    /// The key of a memo opcode: on a line of its own (`PUT`, `GET`), in
+    /// one byte (`BINPUT`, `BINGET`) or four (`LONG_BINPUT`,
+    /// `LONG_BINGET`), or the next free one (`MEMOIZE`).
+    fn memo_key(&mut self, op: u8) -> Result<u64, PickleError> {
+        match op {
+            b'p' | b'g' => parse_key(self.line()?),
+            b'q' | b'h' => self.uint(1),
+            b'r' | b'j' => self.uint(4),
+            _ => Ok(self.memo.len() as u64),
+        }
+    }
+
     fn memo_put(&mut self, key: u64) -> Result<(), PickleError> {
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() <= floor {
@@ -419,20 +431,15 @@ impl<'a> Scanner<'a> {
                     self.line()?;
                     self.push_atom(0);
                 }
-                b'J' => {
-                    self.take(4)?;
-                    self.push_atom(0);
-                }
-                b'K' => {
-                    self.take(1)?;
-                    self.push_atom(0);
-                }
-                b'M' => {
-                    self.take(2)?;
-                    self.push_atom(0);
-                }
-                b'G' => {
-                    self.take(8)?;
+                // BININT1, BININT2, BININT, BINFLOAT: a number of fixed size.
+                b'K' | b'M' | b'J' | b'G' => {
+                    let size = match op {
+                        b'K' => 1,
+                        b'M' => 2,
+                        b'J' => 4,
+                        _ => 8,
+                    };
+                    self.take(size)?;
                     self.push_atom(0);
                 }
                 0x8a => {
@@ -498,32 +505,12 @@ impl<'a> Scanner<'a> {
                     self.push_node(items);
                 }
                 // Memo.
-                b'p' => {
-                    let key = parse_key(self.line()?)?;
+                b'p' | b'q' | b'r' | 0x94 => {
+                    let key = self.memo_key(op)?;
                     self.memo_put(key)?;
                 }
-                b'q' => {
-                    let key = self.uint(1)?;
-                    self.memo_put(key)?;
-                }
-                b'r' => {
-                    let key = self.uint(4)?;
-                    self.memo_put(key)?;
-                }
-                0x94 => {
-                    let key = self.memo.len() as u64;
-                    self.memo_put(key)?;
-                }
-                b'g' => {
-                    let key = parse_key(self.line()?)?;
-                    self.memo_get(key)?;
-                }
-                b'h' => {
-                    let key = self.uint(1)?;
-                    self.memo_get(key)?;
-                }
-                b'j' => {
-                    let key = self.uint(4)?;
+                b'g' | b'h' | b'j' => {
+                    let key = self.memo_key(op)?;
                     self.memo_get(key)?;
                 }
                 // Globals and objects.

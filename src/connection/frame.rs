@@ -240,16 +240,9 @@ impl Reader {
                 return Ok(Drained::Eof);
             }
             let room = self.buf.len() - self.end;
-            match Self::recv_once(
-                fd,
-                self.unix,
-                &mut self.buf[self.end..],
-                &mut self.fds,
-                true,
-            ) {
-                Ok(0) => self.eof = true,
+            match self.recv_into_room(fd, true) {
+                Ok(0) => {}
                 Ok(n) => {
-                    self.end += n;
                     // Less than the room: that was all.
                     if n < room && self.doorbells() == self.end - self.start {
                         self.consume(n);
@@ -259,7 +252,6 @@ impl Reader {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     return Ok(Drained::Nothing);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => self.eof = true,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -278,20 +270,12 @@ impl Reader {
             // Full of frame bytes: nothing to wait for.
             return Ok(());
         }
-        match Self::recv_once(
-            fd,
-            self.unix,
-            &mut self.buf[self.end..],
-            &mut self.fds,
-            false,
-        ) {
-            Ok(0) => self.eof = true,
-            Ok(n) => {
-                self.end += n;
+        match self.recv_into_room(fd, false) {
+            Ok(0) => {}
+            Ok(_) => {
                 let bells = self.doorbells();
                 self.consume(bells);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => self.eof = true,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
@@ -377,6 +361,28 @@ impl Reader {
 
     /// One `recv` (with the descriptors that come along, on Unix
     /// sockets).
+    /// One receive into the free room at the end of the buffer: the bytes
+    /// that came; 0 when the stream ended or the peer reset it (both are
+    /// the end of the stream, recorded in `eof`).
+    fn recv_into_room(&mut self, fd: BorrowedFd<'_>, nonblocking: bool) -> std::io::Result<usize> {
+        let dst = &mut self.buf[self.end..];
+        match Self::recv_once(fd, self.unix, dst, &mut self.fds, nonblocking) {
+            Ok(0) => {
+                self.eof = true;
+                Ok(0)
+            }
+            Ok(n) => {
+                self.end += n;
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                self.eof = true;
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn recv_once(
         fd: BorrowedFd<'_>,
         unix: bool,

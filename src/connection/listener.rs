@@ -664,8 +664,15 @@ impl ListenerBuilder {
     /// Binds `address` and listens (see [`Listener::bind`]).
     pub fn bind(self, address: impl ToAddress) -> Result<Listener, ConnectError> {
         let address = address.to_address()?;
-        let key = self.key.resolve(&address)?;
+        let key = self.key_for(&address)?;
         Listener::open(address, key)
+    }
+
+    /// The key to ask peers of `address` for (`None`: no handshake), or the
+    /// refusal to listen there without one (also what a manager's server
+    /// asks its clients for).
+    pub(crate) fn key_for(&self, address: &Address) -> Result<Option<Vec<u8>>, ConnectError> {
+        self.key.resolve(address)
     }
 }
 

@@ -40,7 +40,6 @@ use shared::{Next, Shared};
 
 #[cfg(feature = "tokio")]
 pub use aio::AsyncConnection;
-pub(crate) use listener::KeyChoice;
 pub use listener::{Address, Client, Listener, ListenerBuilder, ToAddress};
 pub use wait::{Waitable, wait};
 
@@ -116,6 +115,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The result of waiting for the next message of a connection with rings.
+/// Where the body of the next message is.
+enum Incoming<'a> {
+    /// `len` bytes next in the shared ring.
+    Ring(&'a Shared, usize),
+    /// On the socket, read into the buffer or its own allocation.
+    Socket(Body),
+}
+
 enum Ready {
     /// A message of this many bytes is next in the ring.
     Ring(usize),
@@ -410,10 +417,12 @@ impl Connection {
         Ok(())
     }
 
-    fn recv_with<R>(
+    /// Waits for the next message and lets `take` read its body, wherever
+    /// it is: next in the shared ring, or on the socket.
+    fn recv_next<R>(
         &self,
         timeout: Option<Duration>,
-        f: impl FnOnce(&[u8], &mut VecDeque<OwnedFd>) -> Result<R, RecvError>,
+        take: impl FnOnce(&mut Reader, Incoming<'_>) -> Result<R, RecvError>,
     ) -> Result<R, RecvError> {
         if !self.readable {
             return Err(RecvError::NotReadable);
@@ -427,24 +436,36 @@ impl Connection {
                 if len > self.max_frame {
                     return Err(self.ring_too_large(&mut r, len));
                 }
+                return take(&mut r, Incoming::Ring(sh, len));
+            }
+        }
+        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
+        let body = r.read_body(self.fd.fd(), hlen, len, deadline)?;
+        let result = take(&mut r, Incoming::Socket(body));
+        r.socket_pending = false;
+        result
+    }
+
+    fn recv_with<R>(
+        &self,
+        timeout: Option<Duration>,
+        f: impl FnOnce(&[u8], &mut VecDeque<OwnedFd>) -> Result<R, RecvError>,
+    ) -> Result<R, RecvError> {
+        self.recv_next(timeout, |r, next| match next {
+            Incoming::Ring(sh, len) => {
                 let mut body = std::mem::take(&mut r.scratch);
                 body.resize(len, 0);
                 sh.take(len, &mut body);
                 let result = f(&body, &mut VecDeque::new());
                 r.scratch = body;
-                return result;
+                result
             }
-        }
-        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
-        let result = match r.read_body(self.fd.fd(), hlen, len, deadline)? {
-            Body::InBuffer(s, e) => {
+            Incoming::Socket(Body::InBuffer(s, e)) => {
                 let (body, fds) = r.body_and_fds(s, e);
                 f(body, fds)
             }
-            Body::Owned(v) => f(&v, &mut r.fds),
-        };
-        r.socket_pending = false;
-        result
+            Incoming::Socket(Body::Owned(v)) => f(&v, &mut r.fds),
+        })
     }
 
     /// Like [`recv`](Self::recv), but first polls without sleeping for up
@@ -493,30 +514,17 @@ impl Connection {
     /// One message as bytes; a frame too large for the read buffer already
     /// has its own allocation, which is returned as it is (no second copy).
     fn recv_bytes_until(&self, timeout: Option<Duration>) -> Result<Vec<u8>, RecvError> {
-        if !self.readable {
-            return Err(RecvError::NotReadable);
-        }
-        // A zero timeout reads only what is queued (and pays no clock read).
-        let deadline = Deadline::from_timeout(timeout).instant();
-        let mut r = lock(&self.reader);
-        if let Some(sh) = &self.shared {
-            let zero = timeout == Some(Duration::ZERO);
-            if let Ready::Ring(len) = self.wait_shared(sh, &mut r, deadline, zero)? {
-                if len > self.max_frame {
-                    return Err(self.ring_too_large(&mut r, len));
+        self.recv_next(timeout, |r, next| {
+            Ok(match next {
+                Incoming::Ring(sh, len) => {
+                    let mut body = vec![0; len];
+                    sh.take(len, &mut body);
+                    body
                 }
-                let mut body = vec![0; len];
-                sh.take(len, &mut body);
-                return Ok(body);
-            }
-        }
-        let (hlen, len) = r.peek_header(self.fd.fd(), self.max_frame, deadline)?;
-        let body = match r.read_body(self.fd.fd(), hlen, len, deadline)? {
-            Body::InBuffer(s, e) => r.body_and_fds(s, e).0.to_vec(),
-            Body::Owned(v) => v,
-        };
-        r.socket_pending = false;
-        Ok(body)
+                Incoming::Socket(Body::InBuffer(s, e)) => r.body_and_fds(s, e).0.to_vec(),
+                Incoming::Socket(Body::Owned(v)) => v,
+            })
+        })
     }
 
     /// Receives one message into `buf` and returns its length (Python's

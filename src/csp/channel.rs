@@ -89,7 +89,10 @@ impl ChannelBuilder {
     /// slot reserves this much (only touched pages cost anything); a larger
     /// message travels through a named shared-memory segment of its own
     /// (`/dev/shm/multiproc-csp-…`), created by the writer and unlinked by
-    /// the reader, which costs a few system calls more.
+    /// the reader, which costs a few system calls more. The slot then
+    /// carries the segment's name (about 80 bytes): below that, larger
+    /// messages cannot spill and a write of one fails with
+    /// [`ChannelError::TooLarge`].
     pub fn slot_size(mut self, bytes: usize) -> Self {
         self.slot_size = bytes;
         self
@@ -279,6 +282,7 @@ pub(crate) fn op_error(e: OpError) -> ChannelError {
 
 /// Encodes a message for `chan`, checking its size and that it carries no
 /// descriptors; spills it to a segment of its own if it exceeds the slot.
+#[inline(never)] // keeps the serializer's state out of a writer's parked frame
 pub(crate) fn encode<T: Serialize + ?Sized>(
     chan: &Chan,
     value: &T,
@@ -298,11 +302,21 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         return Ok(Outgoing::inline(enc.bytes));
     }
     chan.mark_spilled();
-    Outgoing::spill(&enc.bytes, &chan.spill_tag()).map_err(|e| {
+    let out = Outgoing::spill(&enc.bytes, &chan.spill_tag()).map_err(|e| {
         ChannelError::Codec(crate::error::CodecError::Encode(format!(
             "cannot spill a message of {len} bytes to shared memory: {e}"
         )))
-    })
+    })?;
+    // The descriptor naming the segment must itself fit the slot (a slot
+    // set below it cannot carry spilled messages): the segment goes with
+    // `out`.
+    if out.bytes.len() > chan.slot() {
+        return Err(ChannelError::TooLarge {
+            len,
+            max: chan.slot(),
+        });
+    }
+    Ok(out)
 }
 
 /// Decodes a message received from `chan` (fetching it from its segment if

@@ -101,6 +101,21 @@
 //!   to start a child: start OS processes with `spawn` (the default), or
 //!   before the first lightweight process.
 //!
+//! # From async code
+//!
+//! With the `tokio` feature, [`Reader::read_async`] and
+//! [`Writer::write_async`] are the same rendezvous for async tasks (on any
+//! executor), without a thread per waiting task: an operation that must
+//! wait hands its offer to one helper thread per process, which sleeps on
+//! every such offer at once (`futex_waitv`, so completers in other
+//! processes wake it too) and wakes the task's waker. Dropping a pending
+//! future withdraws its offer; no message is lost or delivered twice (a
+//! read whose offer was completed just before the drop gives its message
+//! back to the channel, for the next reader, so it may arrive after
+//! messages written later). Like any thread, the helper makes the fork
+//! start method unavailable in the process once it runs. Alternation has
+//! no async form yet.
+//!
 //! # Limits and differences from PyCSP
 //!
 //! * Messages are serde values encoded with the crate's codec, at most
@@ -180,6 +195,8 @@
 //! their ends, as if each had been retired. An end in flight (encoded, not
 //! yet decoded) counts for its sender until the receiver decodes it.
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod alternation;
 mod chan;
 mod channel;
@@ -190,6 +207,8 @@ mod memory;
 mod process;
 mod spill;
 
+#[cfg(feature = "tokio")]
+pub use aio::{ReadFuture, WriteFuture};
 pub use alternation::{Alternation, Fair};
 #[doc(hidden)]
 pub use chan::{CrashPoint, crash_at};

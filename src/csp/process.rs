@@ -74,6 +74,27 @@ struct Running<R> {
 }
 
 impl<R> Running<R> {
+    /// `run` on a thread of its own called `thread`, for the process
+    /// `name`; `run` sets `done`.
+    fn on_thread(
+        done: Arc<Completion<Ending<R>>>,
+        name: &str,
+        thread: String,
+        run: impl FnOnce() + Send + 'static,
+    ) -> Result<Running<R>, ProcessError> {
+        let t = std::thread::Builder::new()
+            .name(thread)
+            .spawn(run)
+            .map_err(|error| ProcessError::Thread {
+                name: name.into(),
+                error,
+            })?;
+        Ok(Running {
+            done,
+            thread: Some(t),
+        })
+    }
+
     fn wait(self, name: String) -> Ending<R> {
         let ending = self.done.take();
         if let Some(t) = self.thread {
@@ -148,6 +169,18 @@ fn default_name() -> String {
 }
 
 impl<R: Send + 'static> CspProcess<R> {
+    /// A process with the default settings, holding `channels`, that
+    /// `launch` starts.
+    fn with_launch(channels: Vec<(Arc<Chan>, u32)>, launch: Launch<R>) -> Self {
+        CspProcess {
+            name: default_name(),
+            channels,
+            method: None,
+            light: false,
+            launch,
+        }
+    }
+
     /// A process running `body(args)` in a thread. The channel ends inside
     /// `args` (found through serde, in any position) are the ones poison
     /// propagates to; `body` may also capture anything else.
@@ -164,13 +197,7 @@ impl<R: Send + 'static> CspProcess<R> {
             }
             in_place(name, held, lightweight, move || body(args)).map(Launched::Running)
         });
-        CspProcess {
-            name: default_name(),
-            channels,
-            method: None,
-            light: false,
-            launch,
-        }
+        CspProcess::with_launch(channels, launch)
     }
 
     /// A process running the function `target(args)`: in a thread unless
@@ -204,13 +231,7 @@ impl<R: Send + 'static> CspProcess<R> {
                 })))
             }
         });
-        CspProcess {
-            name: default_name(),
-            channels,
-            method: None,
-            light: false,
-            launch,
-        }
+        CspProcess::with_launch(channels, launch)
     }
 
     /// A lightweight process running the closure `body(args)`: one of many
@@ -365,46 +386,59 @@ fn in_place<R: Send + 'static>(
     let done = Completion::new();
     let d = done.clone();
     let owned = name.to_string();
-    let run = move || {
-        let name = owned.clone();
-        let ending = catch_unwind(AssertUnwindSafe(move || run_body(owned, ends, body)))
-            .unwrap_or_else(|panic| {
-                Err(ProcessError::Panicked {
-                    name,
-                    message: panic_message(&*panic),
-                })
-            });
-        d.set(ending);
-    };
+    // The frames under the body stay small (a lightweight process's live
+    // stack is copied aside when it parks): the ending is made and handed
+    // over in functions of their own, called after the body returned.
+    let run = move || run_body(owned, ends, body, &d);
     if lightweight {
         let worker = PLACE.with(|p| p.get()).unwrap_or_else(light::pick_worker);
         light::spawn_task(worker, Box::new(run));
         return Ok(Running { done, thread: None });
     }
-    let t = std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(run)
-        .map_err(|error| ProcessError::Thread {
-            name: name.into(),
-            error,
-        })?;
-    Ok(Running {
-        done,
-        thread: Some(t),
-    })
+    Running::on_thread(done, name, name.to_string(), run)
 }
 
-/// Runs a process's body, turning its ending into an [`Outcome`] and
-/// poisoning the channels of `ends` at once when it ends by poison, an
-/// error or a panic (before its ends, dropped on return, retire them).
+/// Runs a process's body, turning its ending into an [`Outcome`] handed
+/// to `done`, and poisoning the channels of `ends` at once when it ends by
+/// poison, an error or a panic (before its ends, dropped on return, retire
+/// them). A panic before or after the body (while counting or releasing
+/// the ends) is reported as the process's panic.
 fn run_body<R>(
     name: String,
     ends: Vec<(Arc<Chan>, u32)>,
     body: impl FnOnce() -> Result<R, ChannelError>,
-) -> Ending<R> {
-    let held = Held::new(&ends);
+    done: &Completion<Ending<R>>,
+) {
+    let held = match catch_unwind(|| Held::new(&ends)) {
+        Ok(held) => held,
+        Err(panic) => return set_panicked(done, name, panic),
+    };
     drop(ends);
-    let ending = match catch_unwind(AssertUnwindSafe(body)) {
+    let r = call_body(body);
+    let report = name.clone();
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| conclude(name, held, r, done))) {
+        set_panicked(done, report, panic);
+    }
+}
+
+/// The body, its panic caught (a frame of its own, small).
+#[inline(never)]
+fn call_body<R>(
+    body: impl FnOnce() -> Result<R, ChannelError>,
+) -> std::thread::Result<Result<R, ChannelError>> {
+    catch_unwind(AssertUnwindSafe(body))
+}
+
+/// Turns what the body returned into its ending: poisons the held
+/// channels unless it ended well or by retire, then hands the ending over.
+#[inline(never)]
+fn conclude<R>(
+    name: String,
+    held: Held,
+    r: std::thread::Result<Result<R, ChannelError>>,
+    done: &Completion<Ending<R>>,
+) {
+    let ending = match r {
         Ok(Ok(r)) => Ok(Outcome::Done(r)),
         Ok(Err(ChannelError::Poisoned)) => Ok(Outcome::Poisoned),
         Ok(Err(ChannelError::Retired)) => Ok(Outcome::Retired),
@@ -417,7 +451,23 @@ fn run_body<R>(
     if !matches!(ending, Ok(Outcome::Done(_)) | Ok(Outcome::Retired)) {
         held.poison();
     }
-    ending
+    drop(held);
+    done.set(ending);
+}
+
+/// Reports a panic outside the body (the body's own are caught in
+/// [`call_body`]).
+#[cold]
+#[inline(never)]
+fn set_panicked<R>(
+    done: &Completion<Ending<R>>,
+    name: String,
+    panic: Box<dyn std::any::Any + Send>,
+) {
+    done.set(Err(ProcessError::Panicked {
+        name,
+        message: panic_message(&*panic),
+    }));
 }
 
 /// Waits for an OS process on a thread of its own, so that its death is
@@ -433,31 +483,21 @@ where
     let owned = name.to_string();
     let done = Completion::new();
     let d = done.clone();
-    let t = std::thread::Builder::new()
-        .name(format!("{name}-watch"))
-        .spawn(move || {
-            let ending = match p.join() {
-                Ok(Ok(outcome)) => Ok(outcome),
-                Ok(Err(remote)) => Err(ProcessError::Channel {
-                    name: owned,
-                    error: remote.into_error(),
-                }),
-                Err(JoinError::Panicked { message }) => Err(ProcessError::Panicked {
-                    name: owned,
-                    message,
-                }),
-                Err(error) => Err(ProcessError::Join { name: owned, error }),
-            };
-            propagate(&ending, &held);
-            d.set(ending);
-        })
-        .map_err(|error| ProcessError::Thread {
-            name: name.into(),
-            error,
-        })?;
-    Ok(Running {
-        done,
-        thread: Some(t),
+    Running::on_thread(done, name, format!("{name}-watch"), move || {
+        let ending = match p.join() {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(remote)) => Err(ProcessError::Channel {
+                name: owned,
+                error: remote.into_error(),
+            }),
+            Err(JoinError::Panicked { message }) => Err(ProcessError::Panicked {
+                name: owned,
+                message,
+            }),
+            Err(error) => Err(ProcessError::Join { name: owned, error }),
+        };
+        propagate(&ending, &held);
+        d.set(ending);
     })
 }
 

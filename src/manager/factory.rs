@@ -50,6 +50,13 @@ impl Factory {
         self.new_object(Kind::Data(kind, value))
     }
 
+    fn new_semaphore(&self, value: usize, bounded: bool) -> Result<Handle, ManagerError> {
+        self.new_object(Kind::Semaphore {
+            value: value as u64,
+            bounded,
+        })
+    }
+
     /// A new list holding `items` (Python's `manager.list(items)`).
     pub fn list<T: Serialize + DeserializeOwned>(
         &self,
@@ -148,23 +155,17 @@ impl Factory {
 
     /// A new semaphore with `value` permits.
     pub fn semaphore(&self, value: usize) -> Result<SemaphoreProxy, ManagerError> {
-        Ok(SemaphoreProxy::from_handle(self.new_object(
-            Kind::Semaphore {
-                value: value as u64,
-                bounded: false,
-            },
-        )?))
+        Ok(SemaphoreProxy::from_handle(
+            self.new_semaphore(value, false)?,
+        ))
     }
 
     /// A new semaphore with `value` permits that cannot be released above
     /// `value`.
     pub fn bounded_semaphore(&self, value: usize) -> Result<BoundedSemaphoreProxy, ManagerError> {
-        Ok(BoundedSemaphoreProxy::from_handle(self.new_object(
-            Kind::Semaphore {
-                value: value as u64,
-                bounded: true,
-            },
-        )?))
+        Ok(BoundedSemaphoreProxy::from_handle(
+            self.new_semaphore(value, true)?,
+        ))
     }
 
     /// A new condition variable (with its own re-entrant lock).

@@ -128,7 +128,7 @@ pub use value::{ConvertError, Dict, MAX_DEPTH, Value as AnyValue, from_value, to
 #[deprecated(note = "renamed `AnyValue`, so that it is not confused with `multiproc::Value`")]
 pub type Value = AnyValue;
 
-use crate::connection::KeyChoice;
+use crate::connection::ListenerBuilder;
 use crate::connection::{Address, Connection, Listener, ToAddress};
 use crate::error::{ConnectError, StartError};
 use crate::process::fn_ref::FnRef;
@@ -200,7 +200,8 @@ impl std::fmt::Debug for Manager {
 #[must_use = "a builder does nothing until it builds"]
 pub struct ManagerBuilder {
     address: Option<Address>,
-    key: KeyChoice,
+    /// Which key clients must hold (the same choices as a listener's).
+    keys: ListenerBuilder,
     registry: Registry,
     max_request: Option<usize>,
 }
@@ -271,7 +272,7 @@ impl ManagerBuilder {
             Some(a) => a.clone(),
             None => fresh_address()?,
         };
-        let key = self.key.resolve(&address)?;
+        let key = self.keys.key_for(&address)?;
         Ok((address, key))
     }
 }
@@ -293,7 +294,7 @@ impl ManagerBuilder {
     /// Requires clients to prove they hold `key` (instead of this
     /// process's [`authkey`](crate::authkey)).
     pub fn authkey(mut self, key: &[u8]) -> Self {
-        self.key = KeyChoice::Given(key.to_vec());
+        self.keys = self.keys.authkey(key);
         self
     }
 
@@ -316,7 +317,7 @@ impl ManagerBuilder {
     /// # Ok::<(), ManagerError>(())
     /// ```
     pub fn no_authkey(mut self) -> Self {
-        self.key = KeyChoice::Without { anywhere: false };
+        self.keys = self.keys.no_authkey();
         self
     }
 
@@ -325,7 +326,7 @@ impl ManagerBuilder {
     /// change and free the server's objects and stop it. Say so only on a
     /// network where that is meant.
     pub fn allow_unauthenticated(mut self) -> Self {
-        self.key = KeyChoice::Without { anywhere: true };
+        self.keys = self.keys.allow_unauthenticated();
         self
     }
 

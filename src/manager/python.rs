@@ -155,16 +155,8 @@ impl PyManager {
         let mut all = vec![Value::String(typeid.into())];
         all.extend(args_tuple(&args)?);
         let reply = self.inner.control("create", all)?;
-        let (id, exposed) = match reply {
-            Value::Tuple(v) if v.len() == 2 => {
-                let mut it = v.into_iter();
-                (
-                    it.next().unwrap_or(Value::None),
-                    it.next().unwrap_or(Value::None),
-                )
-            }
-            other => return Err(PyManagerError::Protocol(format!("create returned {other}"))),
-        };
+        let (id, exposed) = pair(reply)
+            .map_err(|other| PyManagerError::Protocol(format!("create returned {other}")))?;
         Ok(PyProxy {
             inner: Arc::clone(&self.inner),
             typeid: typeid.to_string(),
@@ -403,16 +395,8 @@ fn request(
         Some(t) => conn.recv_bytes_timeout(t)?,
     };
     let (reply, globals) = pickle::value_from_slice_allowing(&bytes, &manager_global)?;
-    let (kind, result) = match reply {
-        Value::Tuple(v) if v.len() == 2 => {
-            let mut it = v.into_iter();
-            (
-                it.next().unwrap_or(Value::None),
-                it.next().unwrap_or(Value::None),
-            )
-        }
-        other => return Err(PyManagerError::Protocol(format!("{other}"))),
-    };
+    let (kind, result) =
+        pair(reply).map_err(|other| PyManagerError::Protocol(format!("{other}")))?;
     match string(kind, "a reply kind")?.as_str() {
         "#RETURN" => Ok(Reply::Value(result)),
         "#PROXY" => {
@@ -496,6 +480,20 @@ fn from_value<R: DeserializeOwned>(v: Value) -> Result<R, PyManagerError> {
             PickleError::Type(text)
         })
     })
+}
+
+/// The two elements of a 2-tuple, or the value back if it is not one.
+fn pair(v: Value) -> Result<(Value, Value), Value> {
+    match v {
+        Value::Tuple(v) if v.len() == 2 => {
+            let mut it = v.into_iter();
+            Ok((
+                it.next().unwrap_or(Value::None),
+                it.next().unwrap_or(Value::None),
+            ))
+        }
+        other => Err(other),
+    }
 }
 
 fn string(v: Value, what: &str) -> Result<String, PyManagerError> {

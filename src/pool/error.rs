@@ -139,3 +139,16 @@ pub enum PoolError {
     #[error("cluster: {0}")]
     Cluster(#[from] crate::error::ClusterError),
 }
+
+/// Every task's value, or the error of the failed task with the lowest
+/// index (what a map's `into_values` and `get` return).
+pub(crate) fn first_error<R>(results: Vec<Result<R, TaskError>>) -> Result<Vec<R>, PoolError> {
+    let mut out = Vec::with_capacity(results.len());
+    for (index, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(v) => out.push(v),
+            Err(error) => return Err(PoolError::Task { index, error }),
+        }
+    }
+    Ok(out)
+}

@@ -2,39 +2,77 @@
 //! (Python's `imap` and `imap_unordered`).
 
 use std::collections::VecDeque;
-use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::engine::{Shared, expand};
+use super::engine::{Job, Payload, Shared, Slot, State, expand};
 use super::error::{PoolError, TaskError};
 use super::progress::Progress;
 use crate::connection::RawFrame;
 use crate::wait::Deadline;
 
-/// Pulls the next chunk from the input and frames it: (tasks, number,
-/// frame), or `None` when the input is exhausted.
-pub(crate) type Feed =
-    Box<dyn FnMut(&Shared) -> Option<(usize, u64, Result<RawFrame, TaskError>)> + Send>;
+/// What an imap needs from the pool running its job: the local pool's
+/// engine ([`Shared`]) or a cluster pool's driver. The iterator itself
+/// ([`Stream`]) is written once, over this.
+pub(crate) trait Jobs {
+    /// One chunk as an imap's input feed encodes it: its task count and
+    /// its encoding (or the error encoding it gave).
+    type Chunk;
 
-/// The results of [`Pool::imap`](crate::Pool::imap) or
-/// [`Pool::imap_unordered`](crate::Pool::imap_unordered), one
-/// `Result<R, TaskError>` per input item.
-///
-/// The input is consumed lazily: a bounded number of chunks is kept in
-/// flight ahead of the consumer, so an endless input works and memory stays
-/// bounded. Iterating drives the pool when no other thread does. If the
-/// pool is terminated, the iterator yields [`TaskError::Terminated`] for
-/// the tasks in flight and then ends, without consuming the rest of the
-/// input. Dropping it stops feeding; tasks already sent still run.
-#[must_use = "iterators do nothing unless consumed; the tasks run either way"]
-pub struct Imap<R> {
-    shared: Arc<Shared>,
+    /// Adds `chunks` to `job`, sealing it when `last`.
+    fn add_chunks(&self, job: u64, chunks: Vec<Self::Chunk>, last: bool);
+
+    /// Whether `job` can take no more chunks (the pool was terminated).
+    fn stopped(&self, job: u64) -> bool;
+
+    /// The table of jobs, under the pool's lock.
+    type State;
+    /// One job in it.
+    type Job;
+    /// A finished chunk taken out of its job, not yet decoded.
+    type Taken;
+
+    /// Waits until `done` holds or `deadline`; the locked table and
+    /// whether `done` held.
+    fn wait_until(
+        &self,
+        done: impl FnMut(&mut Self::State) -> bool,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'_, Self::State>, bool);
+
+    /// Job `job` in the table, if it is there.
+    fn job(st: &mut Self::State, job: u64) -> Option<&mut Self::Job>;
+
+    /// Whether chunk `ordinal` of `job` has finished and is not taken.
+    fn is_done(job: &Self::Job, ordinal: usize) -> bool;
+
+    /// The finished chunks of a job consumed out of order, oldest first.
+    fn finished(job: &mut Self::Job) -> &mut VecDeque<usize>;
+
+    /// Takes chunk `ordinal`'s result out of `job` if it has finished.
+    fn take(job: &mut Self::Job, ordinal: usize) -> Option<Self::Taken>;
+
+    /// Decodes a taken chunk into its tasks' results (outside the lock).
+    fn decode<R: DeserializeOwned>(&self, taken: Self::Taken) -> Vec<Result<R, TaskError>>;
+
+    /// The job's handle is gone: its results are dropped as they come.
+    fn abandon(&self, job: u64);
+}
+
+/// Pulls the next chunk from an imap's input and encodes it, or `None`
+/// when the input is exhausted.
+pub(crate) type Feed<J> = Box<dyn FnMut(&J) -> Option<<J as Jobs>::Chunk> + Send>;
+
+/// An imap's iterator over the job of a pool of either kind: feeds the
+/// input lazily, keeping at most `ahead` chunks in flight, and yields the
+/// results in input order or as they finish.
+pub(crate) struct Stream<J: Jobs, R> {
+    jobs: Arc<J>,
     job: u64,
     ordered: bool,
-    feed: Option<Feed>,
+    feed: Option<Feed<J>>,
     submitted: usize,
     consumed: usize,
     next: usize,
@@ -44,20 +82,19 @@ pub struct Imap<R> {
     ahead: usize,
     progress: Option<Box<dyn Progress>>,
     done: bool,
-    _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned> Imap<R> {
+impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        jobs: Arc<J>,
         job: u64,
         ordered: bool,
-        feed: Feed,
+        feed: Feed<J>,
         total: Option<usize>,
         ahead: usize,
     ) -> Self {
-        let mut me = Imap {
-            shared,
+        let mut me = Stream {
+            jobs,
             job,
             ordered,
             feed: Some(feed),
@@ -70,30 +107,32 @@ impl<R: DeserializeOwned> Imap<R> {
             ahead: ahead.max(1),
             progress: None,
             done: false,
-            _r: PhantomData,
         };
         me.top_up();
         me
     }
 
-    /// Reports progress (results yielded so far, and the input's length if
-    /// known) to `sink` as the iterator advances.
-    pub fn with_progress(mut self, sink: impl Progress + 'static) -> Self {
-        let mut sink: Box<dyn Progress> = Box::new(sink);
-        sink.update(self.yielded, self.total);
-        self.progress = Some(sink);
-        self
-    }
-
     /// The pool this job runs on.
     #[cfg(feature = "tokio")]
-    pub(super) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    pub(crate) fn jobs(&self) -> &Arc<J> {
+        &self.jobs
     }
 
     /// The input's length, when its iterator knew it exactly.
-    pub fn total(&self) -> Option<usize> {
+    pub(crate) fn total(&self) -> Option<usize> {
         self.total
+    }
+
+    /// Chunks handed to the pool and not yet consumed.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.submitted - self.consumed
+    }
+
+    /// Reports progress to `sink` from now on.
+    pub(crate) fn set_progress(&mut self, sink: impl Progress + 'static) {
+        let mut sink: Box<dyn Progress> = Box::new(sink);
+        sink.update(self.yielded, self.total);
+        self.progress = Some(sink);
     }
 
     /// Sends chunks until `ahead` are in flight or the input ends.
@@ -104,7 +143,7 @@ impl<R: DeserializeOwned> Imap<R> {
         let mut batch = Vec::new();
         let mut exhausted = false;
         while self.submitted + batch.len() - self.consumed < self.ahead {
-            match feed(&self.shared) {
+            match feed(&self.jobs) {
                 Some(chunk) => batch.push(chunk),
                 None => {
                     exhausted = true;
@@ -112,46 +151,23 @@ impl<R: DeserializeOwned> Imap<R> {
                 }
             }
         }
-        let stopped = {
-            let st = self.shared.lock();
-            st.terminated || !st.jobs.contains_key(&self.job)
-        };
-        exhausted |= stopped;
+        exhausted |= self.jobs.stopped(self.job);
         if batch.is_empty() && !exhausted {
             return;
         }
         self.submitted += batch.len();
-        self.shared.add_chunks(self.job, batch, exhausted);
+        self.jobs.add_chunks(self.job, batch, exhausted);
         if exhausted {
             self.feed = None;
         }
     }
-}
-
-impl<R: DeserializeOwned> Imap<R> {
-    /// Like [`next`](Iterator::next), giving up with
-    /// [`PoolError::Timeout`] if no result is ready within `timeout`
-    /// (Python's `next(timeout)`); the iterator stays usable. `Ok(None)`:
-    /// every result was yielded.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// fn square(x: u64) -> u64 { x * x }
-    /// let pool = multiproc::Pool::new(2)?;
-    /// let mut it = pool.imap(square, 0..3)?;
-    /// assert_eq!(it.next_timeout(Duration::from_secs(30))?, Some(Ok(0)));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn next_timeout(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<Option<Result<R, TaskError>>, PoolError> {
-        self.next_until(Deadline::after(timeout).instant())
-            .ok_or(PoolError::Timeout(timeout))
-    }
 
     /// The next result, or `None` at `deadline`.
-    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Option<Result<R, TaskError>>> {
+    #[allow(clippy::option_option)]
+    pub(crate) fn next_until(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Option<Option<Result<R, TaskError>>> {
         loop {
             if let Some(item) = self.buffer.pop_front() {
                 self.yielded += 1;
@@ -171,37 +187,13 @@ impl<R: DeserializeOwned> Imap<R> {
                 }
                 return Some(None);
             }
-            let (job, ordered, next) = (self.job, self.ordered, self.next);
-            let (mut st, ready) = self.shared.wait_until(
-                |st| match st.jobs.get(&job) {
-                    None => true,
-                    Some(j) if ordered => {
-                        matches!(j.slots.get(next), Some(super::engine::Slot::Done(_)))
-                    }
-                    Some(j) => !j.finished.is_empty(),
-                },
-                deadline,
-            );
-            if !ready {
-                return None;
-            }
-            let taken = st.jobs.get_mut(&job).and_then(|j| {
-                let ordinal = if ordered {
-                    next
-                } else {
-                    j.finished.pop_front()?
-                };
-                let r = j.take(ordinal)?;
-                Some((r, j.sizes[ordinal]))
-            });
-            drop(st);
-            match taken {
-                Some((r, len)) => {
+            match self.take_chunk(deadline)? {
+                Some(results) => {
                     self.consumed += 1;
-                    if ordered {
+                    if self.ordered {
                         self.next += 1;
                     }
-                    self.buffer.extend(expand::<R>(r, len));
+                    self.buffer.extend(results);
                 }
                 None => {
                     // The job is gone (cannot happen while this handle
@@ -211,28 +203,180 @@ impl<R: DeserializeOwned> Imap<R> {
             }
         }
     }
+
+    /// Waits until `deadline` for a finished chunk (chunk `next` when
+    /// ordered, else the first to finish) and takes its results: `None` at
+    /// the deadline, `Some(None)` if the job is gone.
+    #[allow(clippy::option_option)]
+    fn take_chunk(&self, deadline: Option<Instant>) -> Option<Option<Vec<Result<R, TaskError>>>> {
+        let (job, ordered, next) = (self.job, self.ordered, self.next);
+        let (mut st, ready) = self.jobs.wait_until(
+            |st| match J::job(st, job) {
+                None => true,
+                Some(j) if ordered => J::is_done(j, next),
+                Some(j) => !J::finished(j).is_empty(),
+            },
+            deadline,
+        );
+        if !ready {
+            return None;
+        }
+        let taken = J::job(&mut st, job).and_then(|j| {
+            let ordinal = if ordered {
+                next
+            } else {
+                J::finished(j).pop_front()?
+            };
+            J::take(j, ordinal)
+        });
+        drop(st);
+        Some(taken.map(|t| self.jobs.decode(t)))
+    }
+
+    /// Like [`next_until`](Self::next_until) with a timeout, as the public
+    /// `next_timeout`s give it.
+    pub(crate) fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Result<R, TaskError>>, PoolError> {
+        self.next_until(Deadline::after(timeout).instant())
+            .ok_or(PoolError::Timeout(timeout))
+    }
+}
+
+impl<J: Jobs, R> Stream<J, R> {
+    /// The fields a handle's `Debug` shows, under the handle's `name`.
+    pub(crate) fn debug(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("job", &self.job)
+            .field("ordered", &self.ordered)
+            .field("yielded", &self.yielded)
+            .finish()
+    }
+}
+
+impl<J: Jobs, R> Drop for Stream<J, R> {
+    fn drop(&mut self) {
+        self.jobs.abandon(self.job);
+    }
+}
+
+impl Jobs for Shared {
+    type Chunk = (usize, u64, Result<RawFrame, TaskError>);
+
+    fn add_chunks(&self, job: u64, chunks: Vec<Self::Chunk>, last: bool) {
+        Shared::add_chunks(self, job, chunks, last);
+    }
+
+    fn stopped(&self, job: u64) -> bool {
+        let st = self.lock();
+        st.terminated || !st.jobs.contains_key(&job)
+    }
+
+    type State = State;
+    type Job = Job;
+    type Taken = (Result<Payload, TaskError>, usize);
+
+    fn wait_until(
+        &self,
+        done: impl FnMut(&mut State) -> bool,
+        deadline: Option<Instant>,
+    ) -> (MutexGuard<'_, State>, bool) {
+        Shared::wait_until(self, done, deadline)
+    }
+
+    fn job(st: &mut State, job: u64) -> Option<&mut Job> {
+        st.jobs.get_mut(&job)
+    }
+
+    fn is_done(job: &Job, ordinal: usize) -> bool {
+        matches!(job.slots.get(ordinal), Some(Slot::Done(_)))
+    }
+
+    fn finished(job: &mut Job) -> &mut VecDeque<usize> {
+        &mut job.finished
+    }
+
+    fn take(job: &mut Job, ordinal: usize) -> Option<Self::Taken> {
+        Some((job.take(ordinal)?, job.sizes[ordinal]))
+    }
+
+    fn decode<R: DeserializeOwned>(&self, (result, len): Self::Taken) -> Vec<Result<R, TaskError>> {
+        expand::<R>(result, len)
+    }
+
+    fn abandon(&self, job: u64) {
+        Shared::abandon(self, job);
+    }
+}
+
+/// The results of [`Pool::imap`](crate::Pool::imap) or
+/// [`Pool::imap_unordered`](crate::Pool::imap_unordered), one
+/// `Result<R, TaskError>` per input item.
+///
+/// The input is consumed lazily: a bounded number of chunks is kept in
+/// flight ahead of the consumer, so an endless input works and memory stays
+/// bounded. Iterating drives the pool when no other thread does. If the
+/// pool is terminated, the iterator yields [`TaskError::Terminated`] for
+/// the tasks in flight and then ends, without consuming the rest of the
+/// input. Dropping it stops feeding; tasks already sent still run.
+#[must_use = "iterators do nothing unless consumed; the tasks run either way"]
+pub struct Imap<R>(Stream<Shared, R>);
+
+impl<R: DeserializeOwned> Imap<R> {
+    pub(crate) fn new(stream: Stream<Shared, R>) -> Self {
+        Imap(stream)
+    }
+
+    /// Reports progress (results yielded so far, and the input's length if
+    /// known) to `sink` as the iterator advances.
+    pub fn with_progress(mut self, sink: impl Progress + 'static) -> Self {
+        self.0.set_progress(sink);
+        self
+    }
+
+    /// The pool this job runs on.
+    #[cfg(feature = "tokio")]
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        self.0.jobs()
+    }
+
+    /// The input's length, when its iterator knew it exactly.
+    pub fn total(&self) -> Option<usize> {
+        self.0.total()
+    }
+
+    /// Like [`next`](Iterator::next), giving up with
+    /// [`PoolError::Timeout`] if no result is ready within `timeout`
+    /// (Python's `next(timeout)`); the iterator stays usable. `Ok(None)`:
+    /// every result was yielded.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let mut it = pool.imap(square, 0..3)?;
+    /// assert_eq!(it.next_timeout(Duration::from_secs(30))?, Some(Ok(0)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Result<R, TaskError>>, PoolError> {
+        self.0.next_timeout(timeout)
+    }
 }
 
 impl<R: DeserializeOwned> Iterator for Imap<R> {
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_until(None).flatten()
-    }
-}
-
-impl<R> Drop for Imap<R> {
-    fn drop(&mut self) {
-        self.shared.abandon(self.job);
+        self.0.next_until(None).flatten()
     }
 }
 
 impl<R> std::fmt::Debug for Imap<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Imap")
-            .field("job", &self.job)
-            .field("ordered", &self.ordered)
-            .field("yielded", &self.yielded)
-            .finish()
+        self.0.debug("Imap", f)
     }
 }

@@ -107,10 +107,11 @@
 
 #[cfg(feature = "tokio")]
 mod aio;
+pub(crate) mod api;
 mod board;
 mod engine;
-mod error;
-mod imap;
+pub(crate) mod error;
+pub(crate) mod imap;
 mod progress;
 #[cfg(feature = "zenoh")]
 pub(crate) mod remote;
@@ -326,21 +327,6 @@ impl PoolBuilder {
     }
 }
 
-/// Python's default chunk size: the input split into about four chunks per
-/// worker.
-fn default_chunksize(len: usize, processes: usize) -> usize {
-    let (q, r) = (len / (processes * 4), len % (processes * 4));
-    (q + usize::from(r > 0)).max(1)
-}
-
-fn check_chunksize(chunksize: usize) -> Result<usize, PoolError> {
-    if chunksize == 0 {
-        Err(PoolError::Invalid("the chunk size must be at least 1"))
-    } else {
-        Ok(chunksize)
-    }
-}
-
 impl Pool {
     /// A pool of `processes` workers with the default settings.
     pub fn new(processes: usize) -> Result<Pool, PoolError> {
@@ -365,15 +351,6 @@ impl Pool {
     /// Process ids of the workers alive right now.
     pub fn worker_pids(&self) -> Vec<i32> {
         self.shared.lock().worker_pids()
-    }
-
-    fn submit<T: Serialize>(
-        &self,
-        call: wire::Call,
-        items: Vec<T>,
-        chunksize: usize,
-    ) -> Result<u64, PoolError> {
-        self.submit_with(call, items, chunksize, None)
     }
 
     fn submit_with<T: Serialize>(
@@ -469,9 +446,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let chunksize = default_chunksize(items.len(), self.processes);
-        self.map_async_chunked(f, items, chunksize)
+        api::map_async(self, f, items)
     }
 
     /// Like [`map_async`](Self::map_async) with `chunksize` tasks per
@@ -486,11 +461,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        let chunksize = check_chunksize(chunksize)?;
-        let items: Vec<A> = items.into_iter().collect();
-        let n = items.len();
-        let job = self.submit(wire::Call::map(f), items, chunksize)?;
-        Ok(MapResult::new(self.shared.clone(), job, n))
+        api::map_async_chunked(self, f, items, chunksize)
     }
 
     /// Runs `f(a, b, …)` for every tuple `(a, b, …)` (Python's `starmap`),
@@ -527,11 +498,7 @@ impl Pool {
         F: StarFn<T>,
         T: Serialize,
     {
-        let items: Vec<T> = items.into_iter().collect();
-        let n = items.len();
-        let chunksize = default_chunksize(n, self.processes);
-        let job = self.submit(wire::Call::runner_only(f.runner()), items, chunksize)?;
-        Ok(MapResult::new(self.shared.clone(), job, n))
+        api::starmap_async(self, f, items)
     }
 
     /// Runs `f(args)` in a worker and waits for its value (Python's
@@ -550,12 +517,12 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned,
     {
-        let job = self.submit(wire::Call::map(f), vec![args], 1)?;
-        Ok(AsyncResult::new(MapResult::new(
-            self.shared.clone(),
-            job,
+        Ok(AsyncResult::new(api::Submit::submit_map(
+            self,
+            f,
+            vec![args],
             1,
-        )))
+        )?))
     }
 
     /// Like [`apply_async`](Self::apply_async), calling `callback` with the
@@ -627,50 +594,11 @@ impl Pool {
     {
         let items: Vec<A> = items.into_iter().collect();
         let n = items.len();
-        let chunksize = default_chunksize(n, self.processes);
+        let chunksize = api::default_chunksize(n, self.processes);
         let call = result::map_hook(callback, error_callback);
         MapResult::with_callback(self.shared.clone(), n, call, |hook| {
             self.submit_with(wire::Call::map(f), items, chunksize, Some(hook))
         })
-    }
-
-    fn imap_inner<A, R, I>(
-        &self,
-        f: fn(A) -> R,
-        items: I,
-        chunksize: usize,
-        ordered: bool,
-    ) -> Result<Imap<R>, PoolError>
-    where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Serialize + DeserializeOwned,
-        I: IntoIterator<Item = A>,
-        I::IntoIter: Send + 'static,
-    {
-        let chunksize = check_chunksize(chunksize)?;
-        let mut iter = items.into_iter();
-        let total = match iter.size_hint() {
-            (lo, Some(hi)) if lo == hi => Some(lo),
-            _ => None,
-        };
-        let call = wire::Call::map(f);
-        let feed: imap::Feed = Box::new(move |shared: &Shared| {
-            let chunk: Vec<A> = iter.by_ref().take(chunksize).collect();
-            if chunk.is_empty() {
-                return None;
-            }
-            let (id, frame) = shared.encode_chunk(call, &chunk);
-            Some((chunk.len(), id, frame))
-        });
-        let job = self.shared.new_job(!ordered)?;
-        Ok(Imap::new(
-            self.shared.clone(),
-            job,
-            ordered,
-            feed,
-            total,
-            IMAP_AHEAD_PER_WORKER * self.processes,
-        ))
     }
 
     /// Results one by one in input order, as they become available
@@ -690,7 +618,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.imap_inner(f, items, 1, true)
+        api::imap(self, f, items, 1, true)
     }
 
     /// Like [`imap`](Self::imap) with `chunksize` tasks per message.
@@ -706,7 +634,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.imap_inner(f, items, chunksize, true)
+        api::imap(self, f, items, chunksize, true)
     }
 
     /// Results one by one in the order they finish (Python's
@@ -718,7 +646,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.imap_inner(f, items, 1, false)
+        api::imap(self, f, items, 1, false)
     }
 
     /// Like [`imap_unordered`](Self::imap_unordered) with `chunksize` tasks
@@ -735,7 +663,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'static,
     {
-        self.imap_inner(f, items, chunksize, false)
+        api::imap(self, f, items, chunksize, false)
     }
 
     /// Accepts no new work; the workers exit once what was submitted is
@@ -796,5 +724,61 @@ impl std::fmt::Debug for Pool {
         f.debug_struct("Pool")
             .field("processes", &self.processes)
             .finish()
+    }
+}
+
+impl api::Submit for Pool {
+    type Map<R> = MapResult<R>;
+    type Imap<R> = Imap<R>;
+
+    fn workers(&self) -> usize {
+        self.processes
+    }
+
+    fn submit_map<A: api::Arg, R: api::Ret>(
+        &self,
+        f: fn(A) -> R,
+        items: Vec<A>,
+        chunksize: usize,
+    ) -> Result<MapResult<R>, PoolError> {
+        let n = items.len();
+        let job = self.submit_with(wire::Call::map(f), items, chunksize, None)?;
+        Ok(MapResult::new(self.shared.clone(), job, n))
+    }
+
+    fn submit_star<F: StarFn<T>, T: Serialize>(
+        &self,
+        f: F,
+        items: Vec<T>,
+        chunksize: usize,
+    ) -> Result<MapResult<F::Output>, PoolError> {
+        let n = items.len();
+        let call = wire::Call::runner_only(f.runner());
+        let job = self.submit_with(call, items, chunksize, None)?;
+        Ok(MapResult::new(self.shared.clone(), job, n))
+    }
+
+    fn open_imap<A: api::Arg, R: api::Ret>(
+        &self,
+        f: fn(A) -> R,
+        mut input: api::Chunks<A>,
+        ordered: bool,
+        total: Option<usize>,
+    ) -> Result<Imap<R>, PoolError> {
+        let call = wire::Call::map(f);
+        let feed: imap::Feed<Shared> = Box::new(move |shared: &Shared| {
+            let chunk = input()?;
+            let (id, frame) = shared.encode_chunk(call, &chunk);
+            Some((chunk.len(), id, frame))
+        });
+        let job = self.shared.new_job(!ordered)?;
+        Ok(Imap::new(imap::Stream::new(
+            self.shared.clone(),
+            job,
+            ordered,
+            feed,
+            total,
+            IMAP_AHEAD_PER_WORKER * self.processes,
+        )))
     }
 }

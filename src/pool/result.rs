@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::engine::{Callback, Hook, Job, Shared, Slot, expand};
-use super::error::{PoolError, TaskError};
+use super::error::{PoolError, TaskError, first_error};
 use super::progress::Progress;
 use crate::wait::Deadline;
 
@@ -134,17 +134,6 @@ pub struct MapResult<R> {
     progress: Mutex<Option<Box<dyn Progress>>>,
     reported: AtomicUsize,
     _r: PhantomData<fn() -> R>,
-}
-
-fn first_error<R>(results: Vec<Result<R, TaskError>>) -> Result<Vec<R>, PoolError> {
-    let mut out = Vec::with_capacity(results.len());
-    for (index, r) in results.into_iter().enumerate() {
-        match r {
-            Ok(v) => out.push(v),
-            Err(error) => return Err(PoolError::Task { index, error }),
-        }
-    }
-    Ok(out)
 }
 
 /// What `callback` and `error_callback` of a map receive.

@@ -13,9 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{
-    GetError, GetFailure, GetTimeoutError, PutError, PutFailure, PutTimeoutError, TryGetError,
-    TryPutError, get_error, get_timeout_error, put_error, put_timeout_error, try_get_error,
-    try_put_error,
+    GetCall, GetError, GetFailure, GetTimeoutError, PutCall, PutError, PutFailure, PutTimeoutError,
+    TryGetError, TryPutError,
 };
 use super::ring::{GetFail, PutFail, Record, Ring, Writer};
 use crate::codec::{self, SharedFd};
@@ -300,6 +299,15 @@ enum GetFailureOr {
     Io(io::Error),
 }
 
+/// A get's outcome as the error type `E` of the call.
+fn finish_get<T, E: GetCall>(r: Result<Result<T, GetFailureOr>, GetFailure>) -> Result<T, E> {
+    match r.map_err(E::failed)? {
+        Ok(v) => Ok(v),
+        Err(GetFailureOr::Decode(e)) => Err(e.into()),
+        Err(GetFailureOr::Io(e)) => Err(e.into()),
+    }
+}
+
 impl<T> Queue<T> {
     pub(super) fn from_ring(ring: Ring) -> io::Result<Self> {
         let (watch, writer) = sys::socket::stream_pair()?;
@@ -520,7 +528,7 @@ impl<T> Queue<T> {
     /// queue is full. Read them back with the `get_bytes` family.
     pub fn put_bytes(&self, data: &[u8]) -> Result<(), PutError<()>> {
         self.put_raw(Mode::BLOCK, |w| bytes_into(w, data))
-            .map_err(|f| put_error((), f))
+            .map_err(|f| PutError::failed((), f))
     }
 
     /// Like [`put_bytes`](Self::put_bytes), waiting at most `timeout` for
@@ -531,27 +539,27 @@ impl<T> Queue<T> {
         timeout: Duration,
     ) -> Result<(), PutTimeoutError<()>> {
         self.put_raw(Mode::timeout(timeout), |w| bytes_into(w, data))
-            .map_err(|f| put_timeout_error((), f))
+            .map_err(|f| PutTimeoutError::failed((), f))
     }
 
     /// Like [`put_bytes`](Self::put_bytes), failing with `Full` instead of
     /// waiting.
     pub fn put_bytes_nowait(&self, data: &[u8]) -> Result<(), TryPutError<()>> {
         self.put_raw(Mode::NoWait, |w| bytes_into(w, data))
-            .map_err(|f| try_put_error((), f))
+            .map_err(|f| TryPutError::failed((), f))
     }
 
     /// Takes the oldest message as raw bytes, waiting for one.
     pub fn get_bytes(&self) -> Result<Vec<u8>, GetError> {
         self.get_raw(Mode::BLOCK, record_to_vec)
-            .map_err(get_error)?
+            .map_err(GetError::failed)?
             .map_err(GetError::Io)
     }
 
     /// Like [`get_bytes`](Self::get_bytes), waiting at most `timeout`.
     pub fn get_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetTimeoutError> {
         self.get_raw(Mode::timeout(timeout), record_to_vec)
-            .map_err(get_timeout_error)?
+            .map_err(GetTimeoutError::failed)?
             .map_err(GetTimeoutError::Io)
     }
 
@@ -559,7 +567,7 @@ impl<T> Queue<T> {
     /// waiting for a message.
     pub fn get_bytes_nowait(&self) -> Result<Vec<u8>, TryGetError> {
         self.get_raw(Mode::NoWait, record_to_vec)
-            .map_err(try_get_error)?
+            .map_err(TryGetError::failed)?
             .map_err(TryGetError::Io)
     }
 
@@ -576,7 +584,7 @@ impl<T> Queue<T> {
             buf.clear();
             rec.copy_to(buf).map(|_| buf.len())
         })
-        .map_err(get_timeout_error)?
+        .map_err(GetTimeoutError::failed)?
         .map_err(GetTimeoutError::Io)
     }
 
@@ -610,7 +618,7 @@ impl<T> Queue<T> {
                 rec.copy_to(&mut v).map(|_| f(&v))
             }
         })
-        .map_err(get_timeout_error)?
+        .map_err(GetTimeoutError::failed)?
         .map_err(GetTimeoutError::Io)
     }
 }
@@ -641,7 +649,7 @@ impl<T: Serialize> Queue<T> {
     pub fn put(&self, value: T) -> Result<(), PutError<T>> {
         match self.put_raw(Mode::BLOCK, Self::encode_into(&value)) {
             Ok(()) => Ok(()),
-            Err(f) => Err(put_error(value, f)),
+            Err(f) => Err(PutError::failed(value, f)),
         }
     }
 
@@ -649,7 +657,7 @@ impl<T: Serialize> Queue<T> {
     pub fn put_timeout(&self, value: T, timeout: Duration) -> Result<(), PutTimeoutError<T>> {
         match self.put_raw(Mode::timeout(timeout), Self::encode_into(&value)) {
             Ok(()) => Ok(()),
-            Err(f) => Err(put_timeout_error(value, f)),
+            Err(f) => Err(PutTimeoutError::failed(value, f)),
         }
     }
 
@@ -658,7 +666,7 @@ impl<T: Serialize> Queue<T> {
     pub fn put_nowait(&self, value: T) -> Result<(), TryPutError<T>> {
         match self.put_raw(Mode::NoWait, Self::encode_into(&value)) {
             Ok(()) => Ok(()),
-            Err(f) => Err(try_put_error(value, f)),
+            Err(f) => Err(TryPutError::failed(value, f)),
         }
     }
 }
@@ -671,40 +679,19 @@ impl<T: DeserializeOwned> Queue<T> {
     /// producer handle is left anywhere (see
     /// [Producers](Self#producers-close-and-the-end-of-the-messages)).
     pub fn get(&self) -> Result<T, GetError> {
-        match self
-            .get_raw(Mode::BLOCK, decode_record::<T>)
-            .map_err(get_error)?
-        {
-            Ok(v) => Ok(v),
-            Err(GetFailureOr::Decode(e)) => Err(GetError::Decode(e)),
-            Err(GetFailureOr::Io(e)) => Err(GetError::Io(e)),
-        }
+        finish_get(self.get_raw(Mode::BLOCK, decode_record::<T>))
     }
 
     /// Like [`get`](Self::get), waiting at most `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
-        match self
-            .get_raw(Mode::timeout(timeout), decode_record::<T>)
-            .map_err(get_timeout_error)?
-        {
-            Ok(v) => Ok(v),
-            Err(GetFailureOr::Decode(e)) => Err(GetTimeoutError::Decode(e)),
-            Err(GetFailureOr::Io(e)) => Err(GetTimeoutError::Io(e)),
-        }
+        finish_get(self.get_raw(Mode::timeout(timeout), decode_record::<T>))
     }
 
     /// Like [`get`](Self::get), failing with [`TryGetError::Empty`] instead
     /// of waiting for a message. (It may still wait briefly for another
     /// consumer's `get` in progress.)
     pub fn get_nowait(&self) -> Result<T, TryGetError> {
-        match self
-            .get_raw(Mode::NoWait, decode_record::<T>)
-            .map_err(try_get_error)?
-        {
-            Ok(v) => Ok(v),
-            Err(GetFailureOr::Decode(e)) => Err(TryGetError::Decode(e)),
-            Err(GetFailureOr::Io(e)) => Err(TryGetError::Io(e)),
-        }
+        finish_get(self.get_raw(Mode::NoWait, decode_record::<T>))
     }
 }
 

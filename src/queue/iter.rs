@@ -18,12 +18,6 @@ pub struct Iter<'a, T> {
     queue: &'a Queue<T>,
 }
 
-impl<'a, T> Iter<'a, T> {
-    pub(super) fn new(queue: &'a Queue<T>) -> Self {
-        Iter { queue }
-    }
-}
-
 impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
     type Item = T;
 
@@ -46,12 +40,6 @@ pub struct TryIter<'a, T> {
     queue: &'a Queue<T>,
 }
 
-impl<'a, T> TryIter<'a, T> {
-    pub(super) fn new(queue: &'a Queue<T>) -> Self {
-        TryIter { queue }
-    }
-}
-
 impl<T: DeserializeOwned> Iterator for TryIter<'_, T> {
     type Item = T;
 
@@ -70,12 +58,6 @@ impl<T> fmt::Debug for TryIter<'_, T> {
 #[must_use = "iterators do nothing unless consumed"]
 pub struct IntoIter<T> {
     queue: Queue<T>,
-}
-
-impl<T> IntoIter<T> {
-    pub(super) fn new(queue: Queue<T>) -> Self {
-        IntoIter { queue }
-    }
 }
 
 impl<T: DeserializeOwned> Iterator for IntoIter<T> {
@@ -101,7 +83,7 @@ impl<'a, T: DeserializeOwned> IntoIterator for &'a Queue<T> {
     type IntoIter = Iter<'a, T>;
 
     fn into_iter(self) -> Iter<'a, T> {
-        Iter::new(self)
+        self.iter()
     }
 }
 
@@ -110,7 +92,7 @@ impl<T: DeserializeOwned> IntoIterator for Queue<T> {
     type IntoIter = IntoIter<T>;
 
     fn into_iter(self) -> IntoIter<T> {
-        IntoIter::new(self)
+        IntoIter { queue: self }
     }
 }
 
@@ -131,7 +113,7 @@ impl<T: DeserializeOwned> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn iter(&self) -> Iter<'_, T> {
-        Iter::new(self)
+        Iter { queue: self }
     }
 
     /// An iterator over the messages queued now: it never waits, and ends
@@ -146,6 +128,6 @@ impl<T: DeserializeOwned> Queue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn try_iter(&self) -> TryIter<'_, T> {
-        TryIter::new(self)
+        TryIter { queue: self }
     }
 }

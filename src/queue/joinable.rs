@@ -8,7 +8,7 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::error::{TaskDoneError, TasksPending};
 use super::fifo::Queue;
@@ -49,6 +49,9 @@ use crate::wait::Deadline;
 /// assert!(q.task_done().is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+// Travels to other processes like a [`Queue`]: encoded as its queue.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent, bound = "")]
 pub struct JoinableQueue<T> {
     inner: Queue<T>,
 }
@@ -146,20 +149,5 @@ impl<T> fmt::Debug for JoinableQueue<T> {
             .field("qsize", &self.qsize())
             .field("unfinished_tasks", &self.unfinished_tasks())
             .finish()
-    }
-}
-
-/// Travels to other processes like a [`Queue`].
-impl<T> Serialize for JoinableQueue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.inner.serialize(s)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(JoinableQueue {
-            inner: Queue::deserialize(d)?,
-        })
     }
 }

@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::error::{GetError, GetTimeoutError, PutError};
 use super::fifo::Queue;
@@ -22,6 +22,9 @@ use super::iter::{Iter, TryIter};
 /// assert_eq!(q.get()?, "one");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+// Travels to other processes like a [`Queue`]: encoded as its queue.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent, bound = "")]
 pub struct SimpleQueue<T> {
     inner: Queue<T>,
 }
@@ -127,20 +130,5 @@ impl<T> fmt::Debug for SimpleQueue<T> {
         f.debug_struct("SimpleQueue")
             .field("empty", &self.empty())
             .finish()
-    }
-}
-
-/// Travels to other processes like a [`Queue`].
-impl<T> Serialize for SimpleQueue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.inner.serialize(s)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(SimpleQueue {
-            inner: Queue::deserialize(d)?,
-        })
     }
 }

@@ -158,22 +158,6 @@ impl Segment {
             .map_err(serde::de::Error::custom)
     }
 
-    /// [`receive`](Self::receive) for a segment whose payload holds only
-    /// `data_bytes(len)` bytes of `T`s, aligned (a raw value or array; see
-    /// [`raw_data`](Self::raw_data)).
-    pub fn receive_raw<'de, T, D: Deserializer<'de>>(
-        d: D,
-        kind: Kind,
-        type_tag: u64,
-        data_bytes: impl Fn(u64) -> Option<usize>,
-    ) -> Result<Segment, D::Error> {
-        let align = std::mem::align_of::<T>();
-        check_align(align).map_err(serde::de::Error::custom)?;
-        Segment::receive(d, kind, type_tag, |len| {
-            data_bytes(len).and_then(|b| b.checked_add(raw_data_offset(align)))
-        })
-    }
-
     /// The first `T` of a payload that holds only `T`s (a raw value or
     /// array, created with `raw_data_offset` bytes before its data).
     pub fn raw_data<T>(&self) -> *mut T {

@@ -140,6 +140,34 @@ impl MutexSegment {
     }
 }
 
+/// A held lock, as a `lock_api` guard of the data seen as a `U`.
+pub(crate) type DataGuard<'a, U> = lock_api::MappedMutexGuard<'a, RawRobustMutex, U>;
+
+impl MutexSegment {
+    /// Acquires the lock like [`lock`](Self::lock); the guard gives the
+    /// data as the `U` that `view` makes of a pointer to its first byte.
+    ///
+    /// # Safety
+    ///
+    /// `view(data)` points to a valid, aligned `U` inside the data area,
+    /// and any bit pattern there is a valid `U`.
+    pub unsafe fn lock_data<U: ?Sized>(
+        &self,
+        timeout: Option<Duration>,
+        view: impl FnOnce(*mut u8) -> *mut U,
+    ) -> Result<DataGuard<'_, U>, LockError<DataGuard<'_, U>>> {
+        let data = self.data();
+        map_result(self.lock(timeout), |g| {
+            lock_api::MutexGuard::map(g, |_| {
+                // SAFETY: the lock is held for the guard's lifetime, so no
+                // other locked access exists; the memory stays mapped while
+                // `self` is borrowed; the caller vouches for `view`.
+                unsafe { &mut *view(data) }
+            })
+        })
+    }
+}
+
 /// A failed acquisition as the public error.
 pub(crate) fn failed<G>(e: LockFailed) -> LockError<G> {
     match e {

@@ -22,10 +22,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{ArrayError, IndexError};
-use super::plain::{Plain, PlainAtomic, type_tag};
+use super::plain::{Plain, PlainAtomic, receive_raw, type_tag};
 use crate::segment::LockError;
-use crate::segment::mutex::{MutexSegment, acquire_methods, map_result};
-use crate::segment::raw_mutex::RawRobustMutex;
+use crate::segment::mutex::{DataGuard, MutexSegment, acquire_methods, map_result};
 use crate::segment::{Kind, Segment, check_align, raw_data_offset};
 
 fn bytes_for<T>(len: u64) -> Option<usize> {
@@ -189,7 +188,7 @@ pub struct Array<T: Plain> {
 
 /// The lock of an [`Array`], held: dereferences to the elements.
 #[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ArrayGuard<'a, T: Plain>(lock_api::MappedMutexGuard<'a, RawRobustMutex, [T]>);
+pub struct ArrayGuard<'a, T: Plain>(DataGuard<'a, [T]>);
 
 impl<T: Plain> Array<T> {
     /// A new array of `len` zero elements (all-zero bytes are a valid `T`
@@ -219,16 +218,15 @@ impl<T: Plain> Array<T> {
         &self,
         timeout: Option<Duration>,
     ) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        let (ptr, len) = (self.ptr(), self.len);
-        map_result(self.inner.lock(timeout), |g| {
-            ArrayGuard(lock_api::MutexGuard::map(g, |_| {
-                // SAFETY: the lock is held for the guard's lifetime, so no
-                // other locked access exists; `len` aligned elements are
-                // mapped while `self` is borrowed; any bit pattern there is
-                // a valid `T` (`Plain`).
-                unsafe { std::slice::from_raw_parts_mut(ptr, len) }
-            }))
-        })
+        let len = self.len;
+        // SAFETY: the data area holds `len` aligned elements; any bit
+        // pattern there is a valid `T` (`Plain`).
+        let r = unsafe {
+            self.inner.lock_data(timeout, |data| {
+                std::ptr::slice_from_raw_parts_mut(data.cast::<T>(), len)
+            })
+        };
+        map_result(r, ArrayGuard)
     }
 
     acquire_methods!(lock_with -> ArrayGuard<'_, T>;
@@ -440,7 +438,7 @@ impl<T: Plain> Serialize for RawArray<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for RawArray<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seg = Segment::receive_raw::<T, D>(d, Kind::RawArray, type_tag::<T>(), bytes_for::<T>)?;
+        let seg = receive_raw::<T, D>(d, Kind::RawArray, bytes_for::<T>)?;
         let len = usize::try_from(seg.len()).map_err(serde::de::Error::custom)?;
         Ok(RawArray {
             seg: Arc::new(seg),

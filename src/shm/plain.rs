@@ -8,6 +8,10 @@ use std::sync::atomic::{
     AtomicU64, AtomicUsize, Ordering,
 };
 
+use serde::Deserializer;
+
+use crate::segment::{Kind, Segment, check_align, raw_data_offset};
+
 /// Plain data that can be stored in a shared [`Value`](crate::Value) or
 /// [`Array`](crate::Array) and read and written by several processes.
 ///
@@ -152,6 +156,21 @@ plain_atomic!(
     u8 => AtomicU8, u16 => AtomicU16, u32 => AtomicU32, u64 => AtomicU64, usize => AtomicUsize,
     i8 => AtomicI8, i16 => AtomicI16, i32 => AtomicI32, i64 => AtomicI64, isize => AtomicIsize
 );
+
+/// A received segment whose payload holds only `data_bytes(len)` bytes
+/// of `T`s, aligned (a [`RawValue`](super::RawValue) or
+/// [`RawArray`](super::RawArray); see [`Segment::raw_data`]).
+pub(super) fn receive_raw<'de, T: Plain, D: Deserializer<'de>>(
+    d: D,
+    kind: Kind,
+    data_bytes: impl Fn(u64) -> Option<usize>,
+) -> Result<Segment, D::Error> {
+    let align = std::mem::align_of::<T>();
+    check_align(align).map_err(serde::de::Error::custom)?;
+    Segment::receive(d, kind, type_tag::<T>(), |len| {
+        data_bytes(len).and_then(|b| b.checked_add(raw_data_offset(align)))
+    })
+}
 
 /// A fingerprint of `T` (name, size, alignment) stored in a segment's
 /// header, so that a handle refuses to attach to memory made for another

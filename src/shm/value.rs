@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::plain::{Plain, PlainAtomic, type_tag};
+use super::plain::{Plain, PlainAtomic, receive_raw, type_tag};
 use crate::segment::LockError;
-use crate::segment::mutex::{MutexSegment, acquire_methods, map_result};
-use crate::segment::raw_mutex::RawRobustMutex;
+use crate::segment::mutex::{DataGuard, MutexSegment, acquire_methods, map_result};
 use crate::segment::{Kind, Segment, check_align, raw_data_offset};
 
 /// Implements the atomic operations (which never take a lock) for a value
@@ -107,7 +106,7 @@ pub struct Value<T: Plain> {
 
 /// The lock of a [`Value`], held: dereferences to the value.
 #[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct ValueGuard<'a, T: Plain>(lock_api::MappedMutexGuard<'a, RawRobustMutex, T>);
+pub struct ValueGuard<'a, T: Plain>(DataGuard<'a, T>);
 
 impl<T: Plain> Value<T> {
     /// A new shared value holding `value`.
@@ -137,16 +136,10 @@ impl<T: Plain> Value<T> {
         &self,
         timeout: Option<Duration>,
     ) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        let ptr = self.ptr();
-        map_result(self.inner.lock(timeout), |g| {
-            ValueGuard(lock_api::MutexGuard::map(g, |_| {
-                // SAFETY: the lock is held for the guard's lifetime, so no
-                // other locked access exists; the memory stays mapped while
-                // `self` is borrowed; any bit pattern there is a valid `T`
-                // (`Plain`).
-                unsafe { &mut *ptr }
-            }))
-        })
+        // SAFETY: the data area holds one aligned `T`; any bit pattern
+        // there is a valid `T` (`Plain`).
+        let r = unsafe { self.inner.lock_data(timeout, |data| data.cast::<T>()) };
+        map_result(r, ValueGuard)
     }
 
     acquire_methods!(lock_with -> ValueGuard<'_, T>;
@@ -298,7 +291,7 @@ impl<T: Plain> Serialize for RawValue<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seg = Segment::receive_raw::<T, D>(d, Kind::RawValue, type_tag::<T>(), |len| {
+        let seg = receive_raw::<T, D>(d, Kind::RawValue, |len| {
             (len == 1).then_some(std::mem::size_of::<T>())
         })?;
         Ok(RawValue {

@@ -55,19 +55,6 @@ pub struct LockGuard<'a> {
 }
 
 impl Lock {
-    /// A new, unlocked lock in its own shared memory.
-    pub fn new() -> io::Result<Lock> {
-        Ok(Lock {
-            inner: Arc::new(MutexSegment::create(Kind::Lock, 0, 0, 0, 1, false)?),
-        })
-    }
-
-    fn lock(&self, timeout: Option<Duration>) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-        map_result(self.inner.lock(timeout), |guard| LockGuard {
-            _guard: guard,
-        })
-    }
-
     acquire_methods!(lock -> LockGuard<'_>;
         /// Acquires the lock, waiting as long as it takes.
         acquire,
@@ -77,15 +64,6 @@ impl Lock {
         /// Acquires the lock if it is free ([`LockError::Timeout`] if not).
         try_acquire,
     );
-
-    /// Whether some thread of some process holds the lock right now.
-    pub fn is_locked(&self) -> bool {
-        self.inner.raw().is_locked()
-    }
-
-    pub(super) fn segment(&self) -> &MutexSegment {
-        &self.inner
-    }
 }
 
 impl LockGuard<'_> {
@@ -93,32 +71,66 @@ impl LockGuard<'_> {
     pub fn release(self) {}
 }
 
-impl fmt::Debug for Lock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lock")
-            .field("locked", &self.is_locked())
-            .finish()
-    }
+/// What [`Lock`] and [`RLock`](crate::RLock) share, for a handle `$lock`
+/// over `inner: Arc<MutexSegment>` of kind `$kind` with guard `$guard`:
+/// creation, taking the lock (the private `lock`, under `acquire_methods!`), the
+/// state, `Debug`, and travelling as the segment's descriptor.
+macro_rules! lock_common {
+    ($lock:ident, $guard:ident, $kind:expr, recursive: $recursive:expr, $what:literal) => {
+        impl $lock {
+            #[doc = concat!("A new, unlocked ", $what, " in its own shared memory.")]
+            pub fn new() -> io::Result<$lock> {
+                Ok($lock {
+                    inner: Arc::new(MutexSegment::create($kind, 0, 0, 0, 1, $recursive)?),
+                })
+            }
+
+            fn lock(&self, timeout: Option<Duration>) -> Result<$guard<'_>, LockError<$guard<'_>>> {
+                map_result(self.inner.lock(timeout), |guard| $guard { _guard: guard })
+            }
+
+            /// Whether some thread of some process holds the lock right now.
+            pub fn is_locked(&self) -> bool {
+                self.inner.raw().is_locked()
+            }
+
+            pub(super) fn segment(&self) -> &MutexSegment {
+                &self.inner
+            }
+        }
+
+        impl fmt::Debug for $lock {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($lock))
+                    .field("locked", &self.is_locked())
+                    .finish()
+            }
+        }
+
+        impl fmt::Debug for $guard<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(stringify!($guard))
+            }
+        }
+
+        #[doc = concat!("A `", stringify!($lock), "` travels to another process as its shared memory's descriptor.")]
+        impl Serialize for $lock {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.inner.segment().fd().serialize(s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $lock {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let seg = MutexSegment::receive(d, $kind, 0, |_| Some(0), 1, $recursive)?;
+                Ok($lock {
+                    inner: Arc::new(seg),
+                })
+            }
+        }
+    };
 }
 
-impl fmt::Debug for LockGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LockGuard")
-    }
-}
+pub(super) use lock_common;
 
-/// A `Lock` travels to another process as its shared memory's descriptor.
-impl Serialize for Lock {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.inner.segment().fd().serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Lock {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seg = MutexSegment::receive(d, Kind::Lock, 0, |_| Some(0), 1, false)?;
-        Ok(Lock {
-            inner: Arc::new(seg),
-        })
-    }
-}
+lock_common!(Lock, LockGuard, Kind::Lock, recursive: false, "lock");

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::LockError;
+use super::lock::lock_common;
 use crate::segment::Kind;
 use crate::segment::mutex::{Guard, MutexSegment, acquire_methods, map_result};
 
@@ -42,19 +43,6 @@ pub struct RLockGuard<'a> {
 }
 
 impl RLock {
-    /// A new, unlocked recursive lock in its own shared memory.
-    pub fn new() -> io::Result<RLock> {
-        Ok(RLock {
-            inner: Arc::new(MutexSegment::create(Kind::RLock, 0, 0, 0, 1, true)?),
-        })
-    }
-
-    fn lock(&self, timeout: Option<Duration>) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
-        map_result(self.inner.lock(timeout), |guard| RLockGuard {
-            _guard: guard,
-        })
-    }
-
     acquire_methods!(lock -> RLockGuard<'_>;
         /// Acquires one more level, waiting as long as it takes.
         acquire,
@@ -65,11 +53,6 @@ impl RLock {
         try_acquire,
     );
 
-    /// Whether some thread of some process holds the lock right now.
-    pub fn is_locked(&self) -> bool {
-        self.inner.raw().is_locked()
-    }
-
     /// How many levels the holder holds (0 when free). Only meaningful
     /// to the holding thread; others see a snapshot.
     pub fn depth(&self) -> u32 {
@@ -79,10 +62,6 @@ impl RLock {
             0
         }
     }
-
-    pub(super) fn segment(&self) -> &MutexSegment {
-        &self.inner
-    }
 }
 
 impl RLockGuard<'_> {
@@ -90,33 +69,4 @@ impl RLockGuard<'_> {
     pub fn release(self) {}
 }
 
-impl fmt::Debug for RLock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RLock")
-            .field("locked", &self.is_locked())
-            .finish()
-    }
-}
-
-impl fmt::Debug for RLockGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RLockGuard")
-    }
-}
-
-/// An `RLock` travels to another process as its shared memory's
-/// descriptor.
-impl Serialize for RLock {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.inner.segment().fd().serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for RLock {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seg = MutexSegment::receive(d, Kind::RLock, 0, |_| Some(0), 1, true)?;
-        Ok(RLock {
-            inner: Arc::new(seg),
-        })
-    }
-}
+lock_common!(RLock, RLockGuard, Kind::RLock, recursive: true, "recursive lock");

@@ -359,16 +359,7 @@ impl Spin {
 pub(crate) fn may_spin() -> bool {
     // [allowed + 1: 2 bits][coarse nanoseconds: 62 bits]; 0: not read yet.
     static CACHE: AtomicU64 = AtomicU64::new(0);
-    const NS: u64 = (1 << 62) - 1;
-    let now = sys::waitv::monotonic_coarse_ns() & NS;
-    let cached = CACHE.load(Ordering::Relaxed);
-    if cached != 0 && now.wrapping_sub(cached & NS) & NS < REREAD_NS {
-        return cached >> 62 == 2;
-    }
-    let allowed = sys::process::affinity_cpus() > 1;
-    let tag: u64 = if allowed { 2 } else { 1 };
-    CACHE.store((tag << 62) | now, Ordering::Relaxed);
-    allowed
+    reread::<62>(&CACHE, || u64::from(sys::process::affinity_cpus() > 1)) == 1
 }
 
 /// The one CPU this process may run on, or -1 when it may run on several
@@ -378,15 +369,27 @@ pub(crate) fn pinned_cpu() -> i32 {
     // [cpu + 2: 16 bits][coarse nanoseconds: 48 bits, about 3 days
     // before wrapping, which only costs one early re-read]; 0: not read yet.
     static CACHE: AtomicU64 = AtomicU64::new(0);
-    const NS: u64 = (1 << 48) - 1;
-    let now = sys::waitv::monotonic_coarse_ns() & NS;
-    let cached = CACHE.load(Ordering::Relaxed);
-    if cached != 0 && now.wrapping_sub(cached & NS) & NS < REREAD_NS {
-        return (cached >> 48) as i32 - 2;
+    let cpu_plus_1 = reread::<48>(&CACHE, || {
+        sys::process::pinned_cpu().map_or(0, |c| c.min(0xFFFD) as u64 + 1)
+    });
+    cpu_plus_1 as i32 - 1
+}
+
+/// A small value `read()` cached in `cache` for [`REREAD_NS`] of the
+/// coarse monotonic clock: the word holds `[value + 1][nanoseconds:
+/// NS_BITS bits]`, 0 while nothing was read. Racing callers may both read;
+/// either value is current.
+#[inline]
+fn reread<const NS_BITS: u32>(cache: &AtomicU64, read: impl FnOnce() -> u64) -> u64 {
+    let ns: u64 = (1 << NS_BITS) - 1;
+    let now = sys::waitv::monotonic_coarse_ns() & ns;
+    let cached = cache.load(Ordering::Relaxed);
+    if cached != 0 && now.wrapping_sub(cached & ns) & ns < REREAD_NS {
+        return (cached >> NS_BITS) - 1;
     }
-    let cpu = sys::process::pinned_cpu().map_or(-1, |c| c.min(0xFFFD) as i32);
-    CACHE.store((((cpu + 2) as u64) << 48) | now, Ordering::Relaxed);
-    cpu
+    let value = read();
+    cache.store(((value + 1) << NS_BITS) | now, Ordering::Relaxed);
+    value
 }
 
 /// Whether spinning for a peer that published `peer_cpu` (see

@@ -87,4 +87,28 @@ impl Chan {
             None => Posted::NoRoom,
         })
     }
+
+    /// Puts back a message this process took from the channel but can
+    /// hand to nobody (an async read dropped after its offer was
+    /// completed, see `csp/aio.rs`): to a waiting reader or into the
+    /// buffer if it can, else as an orphan write, which the next reader
+    /// takes (as the message of a reader that died before copying it
+    /// out). `Ok(false)`: every record is in use, try again later.
+    #[cfg(feature = "tokio")]
+    pub fn give_back(&self, data: &[u8]) -> Result<bool, OpError> {
+        let mut g = self.lock()?;
+        if !self.is_retired()
+            && let Attempt::Done(_) = self.try_write_locked(&mut g, data, 0)?
+        {
+            return Ok(true);
+        }
+        let Some(idx) = self.alloc(WRITE, super::ORPHAN, Some(data)) else {
+            return Ok(false);
+        };
+        // An orphan has no owner: release the record's mutex `alloc` took
+        // (the reader that takes the orphan frees the record).
+        let _ = self.rec(idx).held.unlock();
+        self.poke(&mut g, READ, 0);
+        Ok(true)
+    }
 }

@@ -26,6 +26,7 @@ impl Chan {
     /// Waits until record `idx` leaves state `expected`, for at most one
     /// [`SLICE`]; returns the new state (without `SLEEPING`), `Err(true)`
     /// at the deadline, `Err(false)` when the slice ended first.
+    #[inline(never)] // its frame stays small while a lightweight process parks
     pub(super) fn wait_rec(
         &self,
         idx: u32,
@@ -33,15 +34,8 @@ impl Chan {
         deadline: Option<Instant>,
     ) -> Result<u32, bool> {
         let st = &self.rec(idx).state;
-        let mut backoff = Backoff::new(&wait::CSP);
-        loop {
-            let s = st.load(Ordering::Acquire) & !SLEEPING;
-            if s != expected {
-                return Ok(s);
-            }
-            if !backoff.snooze() {
-                break;
-            }
+        if let Some(s) = self.spin_rec(idx, expected) {
+            return Ok(s);
         }
         crash_point(CrashPoint::Waiting);
         let slice_end = self.slice().map(|s| Instant::now() + s);
@@ -78,6 +72,24 @@ impl Chan {
                 }
             };
             futex::wait(st, expected | SLEEPING, left);
+        }
+    }
+
+    /// Spins a while for record `idx` to leave state `expected`; its new
+    /// state, if it did. (A frame of its own: the spinner's state is not
+    /// kept in the frame of a lightweight process that then parks.)
+    #[inline(never)]
+    fn spin_rec(&self, idx: u32, expected: u32) -> Option<u32> {
+        let st = &self.rec(idx).state;
+        let mut backoff = Backoff::new(&wait::CSP);
+        loop {
+            let s = st.load(Ordering::Acquire) & !SLEEPING;
+            if s != expected {
+                return Some(s);
+            }
+            if !backoff.snooze() {
+                return None;
+            }
         }
     }
 
@@ -169,6 +181,7 @@ impl Chan {
 
     /// Withdraws committed record `idx` (owner only, lock-free): exactly
     /// one of this CAS and a completer's wins.
+    #[inline(never)] // not in the frame of `finish`, parked while it waits
     pub fn withdraw(&self, idx: u32) -> Withdrawn {
         let r = self.rec(idx);
         let mut s = r.state.load(Ordering::Acquire);

@@ -67,6 +67,8 @@ use crate::sys::futex::Wake;
 
 /// Stack slots per worker.
 pub(crate) const SLOTS: usize = 16;
+/// The granularity of a parked task's saved stack, in bytes.
+const SAVE_GRAIN: usize = 256;
 /// Bytes of one slot's stack.
 const SLOT_SIZE: usize = 1 << 20;
 /// Runs between two looks at the inbox, the timers and some parked words.
@@ -605,7 +607,12 @@ impl Worker {
         {
             let len = base - occ.park.sp;
             occ.saved.clear();
-            occ.saved.reserve_exact(len);
+            if occ.saved.capacity() < len {
+                // Rounded up: a task parks at a few depths (in a read, in
+                // a write), and one block for all of them is never moved
+                // (each move would leave a hole the others cannot use).
+                occ.saved = Vec::with_capacity(len.next_multiple_of(SAVE_GRAIN));
+            }
             // SAFETY: [sp, base) is the occupant's live stack, resident in
             // the slot; `saved` has room for `len` bytes.
             unsafe {
@@ -749,6 +756,26 @@ fn park_on(park: *mut Park, words: &[(&AtomicU32, u32)], deadline: Option<Instan
     }
     p.epoch += 1;
     let epoch = p.epoch;
+    if !register(p, words, epoch) {
+        return Wake::Changed;
+    }
+    p.deadline = deadline;
+    suspend_here(park);
+    // SAFETY: as above; resumed, the task runs again.
+    unpark(unsafe { &mut *park }, epoch);
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        Wake::TimedOut
+    } else {
+        Wake::Woken
+    }
+}
+
+/// Parks `p` (park `epoch`, its state `PARKED` already) on `words` in the
+/// table; false (and running again, nothing registered) if a word changed
+/// first. A frame of its own, so that its locals are not in the parked
+/// task's stack.
+#[inline(never)]
+fn register(p: &mut Park, words: &[(&AtomicU32, u32)], epoch: u64) -> bool {
     p.shared.state.store(epoch << 2 | PARKED, Ordering::SeqCst);
     p.words.clear();
     let mut changed = false;
@@ -785,12 +812,15 @@ fn park_on(park: *mut Park, words: &[(&AtomicU32, u32)], deadline: Option<Instan
             unregister(addr, &p.shared, epoch);
         }
         p.words.clear();
-        return Wake::Changed;
+        return false;
     }
-    p.deadline = deadline;
-    suspend_here(park);
-    // SAFETY: as above; resumed, the task runs again.
-    let p = unsafe { &mut *park };
+    true
+}
+
+/// Removes what is left of `p`'s park `epoch` from the table, once it runs
+/// again.
+#[inline(never)]
+fn unpark(p: &mut Park, epoch: u64) {
     // Woken through the table for its only word: that entry is gone.
     let by_table = p.shared.by_table.swap(false, Ordering::Relaxed);
     if !(by_table && p.words.len() == 1) {
@@ -800,11 +830,6 @@ fn park_on(park: *mut Park, words: &[(&AtomicU32, u32)], deadline: Option<Instan
     }
     p.words.clear();
     p.deadline = None;
-    if deadline.is_some_and(|d| Instant::now() >= d) {
-        Wake::TimedOut
-    } else {
-        Wake::Woken
-    }
 }
 
 /// Parks the running task until `deadline` (nothing else wakes it).

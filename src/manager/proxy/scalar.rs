@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{count, dec, dec_list, enc};
+use super::{ListProxy, dec, enc};
 use crate::manager::error::ManagerError;
 use crate::manager::handle::{Handle, proxy_common};
 use crate::manager::protocol::Op;
@@ -72,16 +72,20 @@ pub struct ArrayProxy<T> {
 proxy_common!(ArrayProxy<T>);
 
 impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
+    /// The server keeps an array as a list: the reads and writes an array
+    /// shares with a list are the list's.
+    fn list(&self) -> ListProxy<T> {
+        ListProxy::from_handle(self.h.clone())
+    }
+
     /// The element at `index` (negative counts from the end).
     pub fn get(&self, index: i64) -> Result<T, ManagerError> {
-        dec(self.h.call(Op::Item(Value::Int(index.into())))?)
+        self.list().get(index)
     }
 
     /// Sets the element at `index`.
     pub fn set(&self, index: i64, value: &T) -> Result<(), ManagerError> {
-        self.h
-            .call(Op::SetItem(Value::Int(index.into()), enc(value)?))
-            .map(drop)
+        self.list().set(index, value)
     }
 
     /// Atomically adds `delta` to the element at `index`; returns the new
@@ -94,16 +98,16 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
 
     /// Number of elements.
     pub fn len(&self) -> Result<usize, ManagerError> {
-        count(self.h.call(Op::Len)?)
+        self.list().len()
     }
 
     /// Whether the array has no elements.
     pub fn is_empty(&self) -> Result<bool, ManagerError> {
-        Ok(self.len()? == 0)
+        self.list().is_empty()
     }
 
     /// A copy of every element (Python's `arr[:]`).
     pub fn to_vec(&self) -> Result<Vec<T>, ManagerError> {
-        dec_list(self.h.call(Op::Get)?)
+        self.list().to_vec()
     }
 }

@@ -106,6 +106,22 @@ impl Reentrant {
     }
 }
 
+/// `Acquire { thread, block }` on the re-entrant lock that `lock_of` finds
+/// in `state` (an rlock's, or a condition's own).
+fn acquire_reentrant<S>(
+    state: &Mutex<S>,
+    cv: &Condvar,
+    thread: u64,
+    block: Block,
+    caller: &Caller<'_>,
+    lock_of: fn(&mut S) -> &mut Reentrant,
+) -> Reply {
+    let me = (caller.session, thread);
+    acquired(wait_for(state, cv, block, caller, |s| {
+        lock_of(s).try_acquire(me)
+    }))
+}
+
 /// A re-entrant lock, owned by one client thread.
 #[derive(Default)]
 pub(crate) struct RLock {
@@ -117,10 +133,7 @@ impl RLock {
     pub fn apply(&self, op: Op, caller: &Caller<'_>) -> Reply {
         match op {
             Op::Acquire { thread, block } => {
-                let me = (caller.session, thread);
-                acquired(wait_for(&self.state, &self.cv, block, caller, |s| {
-                    s.try_acquire(me)
-                }))
+                acquire_reentrant(&self.state, &self.cv, thread, block, caller, |s| s)
             }
             Op::Release { thread } => {
                 if lock(&self.state).release((caller.session, thread))? {
@@ -219,10 +232,9 @@ impl Condition {
     pub fn apply(&self, op: Op, caller: &Caller<'_>) -> Reply {
         match op {
             Op::Acquire { thread, block } => {
-                let me = (caller.session, thread);
-                acquired(wait_for(&self.state, &self.cv, block, caller, |s| {
-                    s.lock.try_acquire(me)
-                }))
+                acquire_reentrant(&self.state, &self.cv, thread, block, caller, |s| {
+                    &mut s.lock
+                })
             }
             Op::Release { thread } => {
                 if lock(&self.state).lock.release((caller.session, thread))? {

@@ -104,14 +104,9 @@ impl Ring {
                 self.set_resident(s, true);
                 h.free_resident.0.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.punch(s);
-                self.set_resident(s, false);
+                self.give_back(s);
             }
-            s = self.next(s)?;
-            steps += 1;
-            if steps > self.nslots {
-                return Err(corrupt("head segment not found"));
-            }
+            s = self.next_of_walk(s, &mut steps, "head segment not found")?;
         }
         if s != start {
             // Release: our reads of (and holes in) the segments behind

@@ -423,6 +423,12 @@ impl Ring {
         let _ = sys::shm::punch_hole(self.fd.fd(), self.data_off + i as usize * SEG, SEG);
     }
 
+    /// Gives segment `i`'s memory back and marks it not resident.
+    fn give_back(&self, i: u32) {
+        self.punch(i);
+        self.set_resident(i, false);
+    }
+
     /// Byte `off` (at most `SEG`) of slot `i`'s segment.
     fn seg_at(&self, i: u32, off: usize) -> *mut u8 {
         debug_assert!(i < self.nslots && off <= SEG);
@@ -454,6 +460,17 @@ impl Ring {
 
     fn next(&self, i: u32) -> io::Result<u32> {
         self.checked(next_of(self.entry(i).load(Ordering::Relaxed)))
+    }
+
+    /// The next segment of a walk that has taken `steps` steps: a walk
+    /// longer than the ring is corrupt state, reported as `what`.
+    fn next_of_walk(&self, i: u32, steps: &mut u32, what: &str) -> io::Result<u32> {
+        let next = self.next(i)?;
+        *steps += 1;
+        if *steps > self.nslots {
+            return Err(corrupt(what));
+        }
+        Ok(next)
     }
 
     /// Largest message: the data area less two segments (the consumer's

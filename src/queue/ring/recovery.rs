@@ -18,11 +18,7 @@ impl Ring {
         let mut s = self.checked(h.producer.p_slot.load(Ordering::Relaxed))?;
         let mut steps = 0;
         while lseg_of(self.entry(s).load(Ordering::Relaxed)) != target {
-            s = self.next(s)?;
-            steps += 1;
-            if steps > self.nslots {
-                return Err(corrupt("tail segment not found"));
-            }
+            s = self.next_of_walk(s, &mut steps, "tail segment not found")?;
         }
         h.producer.p_slot.store(s, Ordering::Relaxed);
         // Rebuild the bitmap from the circle.
@@ -50,8 +46,7 @@ impl Ring {
                 let i = (w * 64) as u32 + orphans.trailing_zeros();
                 orphans &= orphans - 1;
                 if i < self.nslots {
-                    self.punch(i);
-                    self.set_resident(i, false);
+                    self.give_back(i);
                 }
             }
         }
@@ -100,15 +95,10 @@ impl Ring {
                 if kept < self.keep {
                     kept += 1;
                 } else {
-                    self.punch(f);
-                    self.set_resident(f, false);
+                    self.give_back(f);
                 }
             }
-            f = self.next(f)?;
-            steps += 1;
-            if steps > self.nslots {
-                return Err(corrupt("free segments do not end"));
-            }
+            f = self.next_of_walk(f, &mut steps, "free segments do not end")?;
         }
         h.free_resident.0.store(kept, Ordering::Relaxed);
         Ok(())

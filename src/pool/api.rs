@@ -1,0 +1,132 @@
+//! The pool methods that [`Pool`](super::Pool) and a cluster pool share,
+//! written once over [`Submit`]: how a map, a starmap or an imap is cut
+//! into chunks and handed over. Each pool implements `Submit` for its own
+//! engine (worker processes here, a cluster driver there); its public
+//! methods, with their own documentation, call these.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::PoolError;
+use super::star::StarFn;
+
+/// A task's argument: travels to a worker and back (for a retry).
+pub(crate) trait Arg: Serialize + DeserializeOwned + Send + 'static {}
+impl<A: Serialize + DeserializeOwned + Send + 'static> Arg for A {}
+
+/// A task's value: travels back from a worker.
+pub(crate) trait Ret: Serialize + DeserializeOwned {}
+impl<R: Serialize + DeserializeOwned> Ret for R {}
+
+/// An imap's input, read one chunk at a time: the next (at most)
+/// `chunksize` items, or `None` when the input is exhausted.
+pub(crate) type Chunks<A> = Box<dyn FnMut() -> Option<Vec<A>> + Send>;
+
+/// What a pool does with work cut into chunks.
+pub(crate) trait Submit {
+    /// A map's handle.
+    type Map<R>;
+    /// An imap's iterator.
+    type Imap<R>;
+
+    /// The number of workers the default chunk size is made for.
+    fn workers(&self) -> usize;
+
+    /// Submits `f` over `items`, `chunksize` items per chunk.
+    fn submit_map<A: Arg, R: Ret>(
+        &self,
+        f: fn(A) -> R,
+        items: Vec<A>,
+        chunksize: usize,
+    ) -> Result<Self::Map<R>, PoolError>;
+
+    /// Submits `f` over argument tuples, `chunksize` per chunk.
+    fn submit_star<F: StarFn<T>, T: Serialize>(
+        &self,
+        f: F,
+        items: Vec<T>,
+        chunksize: usize,
+    ) -> Result<Self::Map<F::Output>, PoolError>;
+
+    /// Opens an imap of `f` over the chunks `input` gives (`total` items in
+    /// all, when known).
+    fn open_imap<A: Arg, R: Ret>(
+        &self,
+        f: fn(A) -> R,
+        input: Chunks<A>,
+        ordered: bool,
+        total: Option<usize>,
+    ) -> Result<Self::Imap<R>, PoolError>;
+}
+
+/// Python's default chunk size: the input split into about four chunks per
+/// worker.
+pub(crate) fn default_chunksize(len: usize, workers: usize) -> usize {
+    len.div_ceil(workers.max(1) * 4).max(1)
+}
+
+fn check_chunksize(chunksize: usize) -> Result<usize, PoolError> {
+    if chunksize == 0 {
+        Err(PoolError::Invalid("the chunk size must be at least 1"))
+    } else {
+        Ok(chunksize)
+    }
+}
+
+/// `map_async`: the default chunk size.
+pub(crate) fn map_async<P: Submit, A: Arg, R: Ret>(
+    pool: &P,
+    f: fn(A) -> R,
+    items: impl IntoIterator<Item = A>,
+) -> Result<P::Map<R>, PoolError> {
+    let items: Vec<A> = items.into_iter().collect();
+    let chunksize = default_chunksize(items.len(), pool.workers());
+    pool.submit_map(f, items, chunksize)
+}
+
+/// `map_async_chunked`: a chunk size of the caller's.
+pub(crate) fn map_async_chunked<P: Submit, A: Arg, R: Ret>(
+    pool: &P,
+    f: fn(A) -> R,
+    items: impl IntoIterator<Item = A>,
+    chunksize: usize,
+) -> Result<P::Map<R>, PoolError> {
+    let chunksize = check_chunksize(chunksize)?;
+    pool.submit_map(f, items.into_iter().collect(), chunksize)
+}
+
+/// `starmap_async`: the default chunk size.
+pub(crate) fn starmap_async<P: Submit, F: StarFn<T>, T: Serialize>(
+    pool: &P,
+    f: F,
+    items: impl IntoIterator<Item = T>,
+) -> Result<P::Map<F::Output>, PoolError> {
+    let items: Vec<T> = items.into_iter().collect();
+    let chunksize = default_chunksize(items.len(), pool.workers());
+    pool.submit_star(f, items, chunksize)
+}
+
+/// `imap` and its variants: reads `items` lazily, `chunksize` at a time.
+pub(crate) fn imap<P: Submit, A: Arg, R: Ret, I>(
+    pool: &P,
+    f: fn(A) -> R,
+    items: I,
+    chunksize: usize,
+    ordered: bool,
+) -> Result<P::Imap<R>, PoolError>
+where
+    I: IntoIterator<Item = A>,
+    I::IntoIter: Send + 'static,
+{
+    let chunksize = check_chunksize(chunksize)?;
+    let mut iter = items.into_iter();
+    let total = match iter.size_hint() {
+        (lo, Some(hi)) if lo == hi => Some(lo),
+        _ => None,
+    };
+    let input: Chunks<A> = Box::new(move || {
+        let chunk: Vec<A> = iter.by_ref().take(chunksize).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    });
+    pool.open_imap(f, input, ordered, total)
+}
