@@ -315,11 +315,8 @@ impl Driver {
 
     pub fn new_job(&self, unordered: bool) -> Result<u64, PoolError> {
         let mut st = self.lock();
-        if st.closed || st.terminated {
-            return Err(PoolError::Closed);
-        }
-        let id = st.next_job;
-        st.next_job += 1;
+        let closed = st.closed || st.terminated;
+        let id = crate::pool::api::next_job_id(&mut st.next_job, closed)?;
         st.jobs.insert(
             id,
             Job {

@@ -65,6 +65,17 @@ pub(crate) fn default_chunksize(len: usize, workers: usize) -> usize {
     len.div_ceil(workers.max(1) * 4).max(1)
 }
 
+/// The id for a new job in a pool's table (counting up from `next`), or
+/// [`PoolError::Closed`] once the pool takes no new work.
+pub(crate) fn next_job_id(next: &mut u64, closed: bool) -> Result<u64, PoolError> {
+    if closed {
+        return Err(PoolError::Closed);
+    }
+    let id = *next;
+    *next += 1;
+    Ok(id)
+}
+
 fn check_chunksize(chunksize: usize) -> Result<usize, PoolError> {
     if chunksize == 0 {
         Err(PoolError::Invalid("the chunk size must be at least 1"))

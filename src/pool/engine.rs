@@ -446,11 +446,8 @@ impl Shared {
         hook: Option<Hook>,
     ) -> Result<u64, super::PoolError> {
         let mut st = self.lock();
-        if st.closed {
-            return Err(super::PoolError::Closed);
-        }
-        let id = st.next_job;
-        st.next_job += 1;
+        let closed = st.closed;
+        let id = super::api::next_job_id(&mut st.next_job, closed)?;
         st.jobs.insert(
             id,
             Job {

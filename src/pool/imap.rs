@@ -73,8 +73,8 @@ pub(crate) struct Stream<J: Jobs, R> {
     job: u64,
     ordered: bool,
     feed: Option<Feed<J>>,
-    submitted: usize,
-    consumed: usize,
+    /// Chunks handed to the pool and not yet consumed.
+    in_flight: usize,
     next: usize,
     buffer: VecDeque<Result<R, TaskError>>,
     total: Option<usize>,
@@ -98,8 +98,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
             job,
             ordered,
             feed: Some(feed),
-            submitted: 0,
-            consumed: 0,
+            in_flight: 0,
             next: 0,
             buffer: VecDeque::new(),
             total,
@@ -124,8 +123,9 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
     }
 
     /// Chunks handed to the pool and not yet consumed.
+    #[cfg(feature = "zenoh")]
     pub(crate) fn in_flight(&self) -> usize {
-        self.submitted - self.consumed
+        self.in_flight
     }
 
     /// Reports progress to `sink` from now on.
@@ -142,7 +142,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
         };
         let mut batch = Vec::new();
         let mut exhausted = false;
-        while self.submitted + batch.len() - self.consumed < self.ahead {
+        while self.in_flight + batch.len() < self.ahead {
             match feed(&self.jobs) {
                 Some(chunk) => batch.push(chunk),
                 None => {
@@ -155,7 +155,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
         if batch.is_empty() && !exhausted {
             return;
         }
-        self.submitted += batch.len();
+        self.in_flight += batch.len();
         self.jobs.add_chunks(self.job, batch, exhausted);
         if exhausted {
             self.feed = None;
@@ -163,7 +163,6 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
     }
 
     /// The next result, or `None` at `deadline`.
-    #[allow(clippy::option_option)]
     pub(crate) fn next_until(
         &mut self,
         deadline: Option<Instant>,
@@ -180,7 +179,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
                 return Some(None);
             }
             self.top_up();
-            if self.feed.is_none() && self.consumed == self.submitted {
+            if self.feed.is_none() && self.in_flight == 0 {
                 self.done = true;
                 if let Some(p) = self.progress.as_mut() {
                     p.finish();
@@ -189,7 +188,7 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
             }
             match self.take_chunk(deadline)? {
                 Some(results) => {
-                    self.consumed += 1;
+                    self.in_flight -= 1;
                     if self.ordered {
                         self.next += 1;
                     }
@@ -207,7 +206,6 @@ impl<J: Jobs, R: DeserializeOwned> Stream<J, R> {
     /// Waits until `deadline` for a finished chunk (chunk `next` when
     /// ordered, else the first to finish) and takes its results: `None` at
     /// the deadline, `Some(None)` if the job is gone.
-    #[allow(clippy::option_option)]
     fn take_chunk(&self, deadline: Option<Instant>) -> Option<Option<Vec<Result<R, TaskError>>>> {
         let (job, ordered, next) = (self.job, self.ordered, self.next);
         let (mut st, ready) = self.jobs.wait_until(
