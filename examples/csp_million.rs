@@ -4,14 +4,14 @@
 //!
 //! ```text
 //! $ cargo run --release --example csp_million [processes] [laps]
-//! 1000000 processes, 10 laps: 10000000 hops in 91.2 s, 9116 ns per hop
-//! peak RSS 4.47 GiB
+//! 1000000 processes, 10 laps: 10000000 hops in 60.4 s, 6036 ns per hop
+//! peak RSS 3.13 GiB
 //! ```
 //!
-//! (Measured on a 2-vCPU machine shared with other work, about a fifth
-//! of one CPU for this program: 20 s of CPU time in all, 2 µs per hop.
-//! About 4.5 KiB per process: 2 KiB of parked stack, 1.5 KiB of channel,
-//! the rest its scheduling state.) Each process is one
+//! (Measured on a 2-vCPU machine shared with other work: 26 s of CPU time
+//! in all, 2.6 µs per hop. About 3.3 KiB per process: 1.6 KiB of parked
+//! stack, a 512-byte channel, the rest its scheduling and process state.)
+//! Each process is one
 //! [`CspProcess::light`]: it reads the token from its left neighbour and
 //! writes it to its right one. The channels are `threads_only` with room
 //! for two waiting parties and 16-byte messages, the smallest that carry a

@@ -279,6 +279,11 @@ fn cancelled_operations_lose_and_duplicate_nothing() {
         let writer = std::thread::spawn(move || {
             for i in 0..N {
                 w.write(&i).unwrap();
+                // Pauses far longer than the reads' timeouts, so reads
+                // are dropped however the threads are scheduled.
+                if i % 100 == 99 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
         });
         let mut got = Vec::new();

@@ -833,3 +833,234 @@ fn a_lost_home_ends_a_waiting_alternation_with_channel_lost() {
         assert!(started.elapsed() < Duration::from_secs(20));
     });
 }
+
+// ---- two routers ----
+
+/// A router of its own (another host): listens on `listen`, joins the
+/// router at `connect`, and serves until killed.
+fn relay_router((listen, connect): (String, String)) {
+    let _session = ClusterConfig::listen(listen)
+        .and_connect(connect)
+        .credentials(USER, PASSWORD)
+        .lease(LEASE)
+        .open()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(300));
+}
+
+#[test]
+fn a_router_killed_between_two_routers_the_map_completes_through_the_other() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config().task_retries(2));
+        // Two relay routers joined to the driver's, one worker behind each.
+        let (ep1, ep2) = (
+            format!("tcp/127.0.0.1:{}", free_port()),
+            format!("tcp/127.0.0.1:{}", free_port()),
+        );
+        let r1 = host_process(relay_router, (ep1.clone(), c.endpoint.clone()));
+        let r2 = host_process(relay_router, (ep2.clone(), c.endpoint.clone()));
+        let driver_endpoint = std::mem::replace(&mut c.endpoint, ep1);
+        let w1 = c.worker();
+        c.endpoint = ep2;
+        let w2 = c.worker();
+        c.endpoint = driver_endpoint;
+        assert_eq!(pool.wait_for_workers(2, Duration::from_secs(30)), 2);
+        let r = pool
+            .map_async_chunked(pid_after, vec![200u64; 30], 1)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        // The router between the driver and `w1` dies: `w1`'s running task
+        // is lost and retried, the rest go through the other router.
+        r1.kill().unwrap();
+        let results = r.into_results();
+        let pids: Vec<u32> = results
+            .iter()
+            .map(|r| {
+                *r.as_ref()
+                    .unwrap_or_else(|e| panic!("{e:?} in {results:?}"))
+            })
+            .collect();
+        assert_eq!(pids.len(), 30);
+        assert!(pids.contains(&w1), "{pids:?}");
+        assert!(pids.contains(&w2), "{pids:?}");
+        // After the kill, only `w2` is left.
+        assert!(eventually(Duration::from_secs(10), || pool.workers().len() == 1));
+        assert_eq!(pool.map(square, 0..10u64).unwrap()[9], 81);
+        let _ = r1.join();
+        r2.kill().unwrap();
+        let _ = r2.join();
+    });
+}
+
+// ---- TLS ----
+
+/// A directory of PEM files made with the `openssl` tool: a certificate
+/// authority, a router certificate it signed (for `localhost` and
+/// 127.0.0.1) and its key, and a second, unrelated authority. Removed on
+/// drop.
+struct Pki {
+    dir: std::path::PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = std::env::temp_dir().join(format!("multiproc-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pki = Pki { dir };
+        let d = pki.dir.as_path();
+        for ca in ["ca", "other-ca"] {
+            openssl(
+                d,
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN=multiproc test {ca}"),
+                    "-keyout",
+                    &format!("{ca}.key"),
+                    "-out",
+                    &format!("{ca}.pem"),
+                ],
+            );
+        }
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                "router.key",
+                "-out",
+                "router.csr",
+            ],
+        );
+        std::fs::write(
+            d.join("router.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "router.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "router.ext",
+                "-out",
+                "router.pem",
+            ],
+        );
+        pki
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tls_writer((endpoint, ca): (String, std::path::PathBuf)) -> Result<(), String> {
+    let s = ClusterConfig::connect(endpoint)
+        .credentials(USER, PASSWORD)
+        .tls_ca(ca)
+        .lease(LEASE)
+        .open()
+        .map_err(|e| e.to_string())?;
+    let w: NetWriter<String> = NetWriter::open(&s, "sealed").map_err(|e| e.to_string())?;
+    w.write(&"over TLS".to_string()).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_tls_listener_serves_sessions_that_trust_its_authority_and_refuses_others() {
+    watchdog(LIMIT, || {
+        let pki = Pki::new();
+        let endpoint = format!("tls/localhost:{}", free_port());
+        let router = ClusterConfig::listen(endpoint.clone())
+            .credentials(USER, PASSWORD)
+            .tls_identity(pki.path("router.pem"), pki.path("router.key"))
+            .lease(LEASE)
+            .open()
+            .expect("a TLS router");
+        // A session trusting the authority works, from another process.
+        let chan: NetChannel<String> = NetChannel::home(&router, "sealed").unwrap();
+        let r = chan.reader().unwrap();
+        let writer = host_process(tls_writer, (endpoint.clone(), pki.path("ca.pem")));
+        assert_eq!(r.read().unwrap(), "over TLS");
+        assert_eq!(writer.join().unwrap(), Ok(()));
+        // Plain TCP to the TLS port: refused.
+        let plain = ClusterConfig::connect(endpoint.replacen("tls/", "tcp/", 1))
+            .credentials(USER, PASSWORD)
+            .connect_timeout(Duration::from_secs(2))
+            .open();
+        assert!(matches!(plain, Err(ClusterError::Connect(_))), "{plain:?}");
+        // A session trusting another authority: refused.
+        let stranger = ClusterConfig::connect(endpoint.clone())
+            .credentials(USER, PASSWORD)
+            .tls_ca(pki.path("other-ca.pem"))
+            .connect_timeout(Duration::from_secs(2))
+            .open();
+        assert!(
+            matches!(stranger, Err(ClusterError::Connect(_))),
+            "{stranger:?}"
+        );
+        // The right authority but no credentials: refused as well.
+        let anonymous = ClusterConfig::connect(endpoint)
+            .tls_ca(pki.path("ca.pem"))
+            .connect_timeout(Duration::from_secs(2))
+            .open();
+        assert!(
+            matches!(anonymous, Err(ClusterError::Connect(_))),
+            "{anonymous:?}"
+        );
+    });
+}
+
+#[test]
+fn a_tls_listener_without_a_certificate_or_with_a_missing_file_is_a_config_error() {
+    let e = ClusterConfig::listen("tls/127.0.0.1:0").open().unwrap_err();
+    assert!(matches!(e, ClusterError::Config(_)), "{e}");
+    let e = ClusterConfig::connect("tls/127.0.0.1:1")
+        .tls_ca("/nonexistent/ca.pem")
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, ClusterError::Config(_)), "{e}");
+}

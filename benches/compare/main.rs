@@ -23,6 +23,8 @@ mod queue;
 mod raw;
 mod sync;
 
+#[cfg(feature = "zenoh")]
+mod cluster;
 mod csp;
 mod csp_light;
 mod go;
@@ -195,6 +197,13 @@ const TARGETS: &[Target] = &[
         against: Against::Raw,
         goal: Goal::AtMost(2.0),
     },
+    // The network channel's round trip within 1.5x of a raw Zenoh
+    // query/reply on the same router (`--features zenoh`).
+    Target {
+        row: "cluster.channel.roundtrip",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.5),
+    },
     // A time per task: "20x faster than Python" is at most 0.05.
     Target {
         row: "pool.map.chunksize1_100k",
@@ -231,6 +240,9 @@ fn rows() -> Vec<Row> {
     rows.extend(aio_csp::rows());
     // Serves a manager from threads of the bench process.
     rows.extend(python_manager::rows());
+    // Zenoh starts threads in the bench process.
+    #[cfg(feature = "zenoh")]
+    rows.extend(cluster::rows());
     rows
 }
 

@@ -50,17 +50,10 @@ use zenoh::Wait;
 use super::channel::{
     Answer, ENVELOPE, EndCore, Kind, NetReader, NetWriter, Op, PARK, Signal, codec_error, lost,
 };
+use crate::csp::Alternation;
 use crate::csp::ChannelError;
+use crate::csp::outside::{OutsideAttempt, OutsideGuard};
 use crate::pool::remote;
-
-/// What a `Try` found.
-pub(crate) enum NetAttempt {
-    /// The read (with its message) or write happened.
-    Done(Option<Vec<u8>>),
-    NotReady,
-    /// The channel is retired: the guard drops out.
-    Retired,
-}
 
 /// The answer to an asynchronous query: `None` while none came,
 /// `Some(None)` once the query ended without a (readable) answer.
@@ -139,35 +132,6 @@ impl<'a> NetGuard<'a> {
         }
     }
 
-    /// Why this guard cannot take part (its message did not encode).
-    pub(crate) fn error(&self) -> Option<&ChannelError> {
-        self.error.as_ref()
-    }
-
-    /// The channel's key: orders network guards for the offer.
-    pub(crate) fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// Whether the last `Try` saw another alternation watching the other
-    /// side.
-    pub(crate) fn watched(&self) -> bool {
-        self.watched
-    }
-
-    /// The futex word bumped when an answer arrives or the home is lost.
-    pub(crate) fn word(&self) -> &'a AtomicU32 {
-        &self.core.signal.word
-    }
-
-    /// Whether something the alternation waits for happened: the watch or
-    /// the offer was answered, or the home is gone.
-    pub(crate) fn event(&self) -> bool {
-        self.core.signal.home_lost.load(Ordering::SeqCst)
-            || self.watch.as_ref().is_some_and(|p| p.get().is_some())
-            || self.offer.as_ref().is_some_and(|(_, p)| p.get().is_some())
-    }
-
     fn home_gone(&self) -> ChannelError {
         lost(format!("the home of channel {:?} is gone", self.core.name))
     }
@@ -229,10 +193,41 @@ impl<'a> NetGuard<'a> {
             }
         }
     }
+}
+
+impl<'a> OutsideGuard<'a> for NetGuard<'a> {
+    /// Why this guard cannot take part (its message did not encode).
+    fn error(&self) -> Option<&ChannelError> {
+        self.error.as_ref()
+    }
+
+    /// The channel's key: orders network guards for the offer.
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whether the last `Try` saw another alternation watching the other
+    /// side.
+    fn watched(&self) -> bool {
+        self.watched
+    }
+
+    /// The futex word bumped when an answer arrives or the home is lost.
+    fn word(&self) -> &'a AtomicU32 {
+        &self.core.signal.word
+    }
+
+    /// Whether something the alternation waits for happened: the watch or
+    /// the offer was answered, or the home is gone.
+    fn event(&self) -> bool {
+        self.core.signal.home_lost.load(Ordering::SeqCst)
+            || self.watch.as_ref().is_some_and(|p| p.get().is_some())
+            || self.offer.as_ref().is_some_and(|(_, p)| p.get().is_some())
+    }
 
     /// Keeps a watch parked at the home: sends a new one unless one is
     /// still waiting there.
-    pub(crate) fn rewatch(&mut self, owner: u64) -> Result<(), ChannelError> {
+    fn rewatch(&mut self, owner: u64) -> Result<(), ChannelError> {
         if self.watch.as_ref().is_some_and(|p| p.get().is_none()) {
             return Ok(());
         }
@@ -242,31 +237,27 @@ impl<'a> NetGuard<'a> {
     }
 
     /// The read or write, if it can happen at once.
-    pub(crate) fn try_op(&mut self, owner: u64) -> Result<NetAttempt, ChannelError> {
+    fn try_op(&mut self, owner: u64) -> Result<OutsideAttempt, ChannelError> {
         if self.core.signal.home_lost.load(Ordering::SeqCst) {
             return Err(self.home_gone());
         }
         let seq = self.next_seq();
         let op = self.op(seq, Duration::ZERO, Kind::Try(self.data.clone(), owner));
         match self.ask(&op)? {
-            Answer::Value(v) => Ok(NetAttempt::Done(Some(v))),
-            Answer::Done => Ok(NetAttempt::Done(None)),
+            Answer::Value(v) => Ok(OutsideAttempt::Done(Some(v))),
+            Answer::Done => Ok(OutsideAttempt::Done(None)),
             Answer::NotReady { watched } => {
                 self.watched = watched;
-                Ok(NetAttempt::NotReady)
+                Ok(OutsideAttempt::NotReady)
             }
-            Answer::Retired => Ok(NetAttempt::Retired),
+            Answer::Retired => Ok(OutsideAttempt::Retired),
             a => Err(self.core.answer_error(a)),
         }
     }
 
     /// Parks this guard's offer at the home until `deadline` (a second at
     /// most).
-    pub(crate) fn offer(
-        &mut self,
-        owner: u64,
-        deadline: Option<Instant>,
-    ) -> Result<(), ChannelError> {
+    fn offer(&mut self, owner: u64, deadline: Option<Instant>) -> Result<(), ChannelError> {
         let left = deadline.map_or(PARK, |d| d.saturating_duration_since(Instant::now()));
         let seq = self.next_seq();
         let op = self.op(seq, left.min(PARK), Kind::Offer(self.data.clone(), owner));
@@ -277,7 +268,7 @@ impl<'a> NetGuard<'a> {
 
     /// Takes the offer back. `Some(message)`: a counterpart completed it
     /// first (this guard is chosen); `None`: it did not happen.
-    pub(crate) fn withdraw(&mut self) -> Result<Option<Option<Vec<u8>>>, ChannelError> {
+    fn withdraw(&mut self) -> Result<Option<Option<Vec<u8>>>, ChannelError> {
         let Some((seq, pending)) = self.offer.take() else {
             return Ok(None);
         };
@@ -297,6 +288,78 @@ impl<'a> NetGuard<'a> {
             Answer::Withdrawn | Answer::Retired => Ok(None),
             a => Err(self.core.answer_error(a)),
         }
+    }
+}
+
+/// Network guards in an [`Alternation`], beside its local guards.
+impl<'a, R> Alternation<'a, R> {
+    /// An input guard on a network channel's reading end (feature
+    /// `zenoh`): when chosen, the value read is passed to `action`. Its
+    /// channel's home arbitrates, so that exactly one guard of the
+    /// alternation is taken, local or network.
+    ///
+    /// ```no_run
+    /// use multiproc::cluster::{ClusterConfig, NetReader};
+    /// use multiproc::csp::{Alternation, Channel};
+    ///
+    /// let session = ClusterConfig::connect("tcp/127.0.0.1:7447").open()?;
+    /// let remote: NetReader<u32> = NetReader::open(&session, "jobs")?;
+    /// let local = Channel::<u32>::new()?;
+    /// let r = local.reader();
+    /// let got = Alternation::new()
+    ///     .net_input(&remote, |x| ("remote", x))
+    ///     .input(&r, |x| ("local", x))
+    ///     .select()?;
+    /// println!("{got:?}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn net_input<T: DeserializeOwned>(
+        self,
+        reader: &'a NetReader<T>,
+        action: impl FnOnce(T) -> R + 'a,
+    ) -> Self {
+        self.net_input_if(true, reader, action)
+    }
+
+    /// A network input guard enabled only when `precondition` holds.
+    pub fn net_input_if<T: DeserializeOwned>(
+        self,
+        precondition: bool,
+        reader: &'a NetReader<T>,
+        action: impl FnOnce(T) -> R + 'a,
+    ) -> Self {
+        self.outside_guard(
+            precondition,
+            Box::new(NetGuard::input(reader)),
+            move |bytes| Ok(action(decode(reader, bytes)?)),
+        )
+    }
+
+    /// An output guard on a network channel's writing end (feature
+    /// `zenoh`): when chosen, `value` has been taken by a reader, then
+    /// `action` runs.
+    pub fn net_output<T: Serialize>(
+        self,
+        writer: &'a NetWriter<T>,
+        value: &T,
+        action: impl FnOnce() -> R + 'a,
+    ) -> Self {
+        self.net_output_if(true, writer, value, action)
+    }
+
+    /// A network output guard enabled only when `precondition` holds.
+    pub fn net_output_if<T: Serialize>(
+        self,
+        precondition: bool,
+        writer: &'a NetWriter<T>,
+        value: &T,
+        action: impl FnOnce() -> R + 'a,
+    ) -> Self {
+        self.outside_guard(
+            precondition,
+            Box::new(NetGuard::output(writer, value)),
+            move |_| Ok(action()),
+        )
     }
 }
 

@@ -40,9 +40,13 @@
 //!   (Zenoh's user/password authentication): without them
 //!   [`ClusterConfig::open`] fails with [`ClusterError::Insecure`]. A
 //!   session without the right credentials is refused by the listener.
-//!   This build enables the TCP transport only; TLS would be Zenoh's
-//!   `transport_tls` feature (not enabled: put the cluster on a private
-//!   network or a tunnel).
+//! * TLS: an endpoint `tls/host:port` instead of `tcp/host:port` encrypts
+//!   the link (Zenoh's TLS transport, rustls). The listener presents a
+//!   certificate ([`ClusterConfig::tls_identity`]); connecting sessions
+//!   check it against their certificate authority
+//!   ([`ClusterConfig::tls_ca`]) and the endpoint's host name, and refuse
+//!   it otherwise. A listener on `tls/` takes no plain TCP session.
+//!   Credentials are still required beyond loopback, over TLS too.
 //! * Every payload is capped ([`ClusterConfig::max_payload`], 16 MiB by
 //!   default): a larger task argument or result is that task's
 //!   [`TaskError::TooLarge`](crate::TaskError), a larger channel message
@@ -94,6 +98,15 @@ pub const ENV_PASSWORD: &str = "MULTIPROC_CLUSTER_PASSWORD";
 /// Environment variable setting the session lease in milliseconds (how
 /// soon a silent host counts as lost; Zenoh's default is 10 s).
 pub const ENV_LEASE_MS: &str = "MULTIPROC_CLUSTER_LEASE_MS";
+/// Environment variable naming the PEM file of the certificate authority
+/// that signed the routers' TLS certificates (see
+/// [`ClusterConfig::tls_ca`]).
+pub const ENV_TLS_CA: &str = "MULTIPROC_CLUSTER_TLS_CA";
+/// Environment variable naming this process's TLS certificate (PEM), for
+/// a process that listens on a `tls/` endpoint (with [`ENV_TLS_KEY`]).
+pub const ENV_TLS_CERT: &str = "MULTIPROC_CLUSTER_TLS_CERT";
+/// Environment variable naming the private key (PEM) of [`ENV_TLS_CERT`].
+pub const ENV_TLS_KEY: &str = "MULTIPROC_CLUSTER_TLS_KEY";
 /// Environment variable that, set to `1`, makes the program a worker:
 /// before `main` runs it serves the cluster of [`ClusterConfig::from_env`]
 /// and exits.
@@ -125,6 +138,8 @@ pub struct ClusterConfig {
     retries: u32,
     connect_timeout: Duration,
     orphan_timeout: Duration,
+    tls_ca: Option<std::path::PathBuf>,
+    tls_identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -137,6 +152,8 @@ impl std::fmt::Debug for ClusterConfig {
             .field("max_payload", &self.max_payload)
             .field("namespace", &self.namespace)
             .field("retries", &self.retries)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_identity", &self.tls_identity)
             .finish()
     }
 }
@@ -153,6 +170,8 @@ impl ClusterConfig {
             retries: 0,
             connect_timeout: Duration::from_secs(10),
             orphan_timeout: Duration::from_secs(30),
+            tls_ca: None,
+            tls_identity: None,
         }
     }
 
@@ -174,7 +193,9 @@ impl ClusterConfig {
     }
 
     /// The configuration in the environment: [`ENV_ENDPOINT`] (connect),
-    /// [`ENV_USER`] and [`ENV_PASSWORD`], [`ENV_LEASE_MS`].
+    /// [`ENV_USER`] and [`ENV_PASSWORD`], [`ENV_LEASE_MS`], and
+    /// [`ENV_TLS_CA`] (with [`ENV_TLS_CERT`] and [`ENV_TLS_KEY`], both or
+    /// neither).
     pub fn from_env() -> Result<Self, ClusterError> {
         let endpoint = std::env::var(ENV_ENDPOINT)
             .map_err(|_| ClusterError::Config(format!("{ENV_ENDPOINT} is not set")))?;
@@ -194,6 +215,18 @@ impl ClusterConfig {
             })?;
             c = c.lease(Duration::from_millis(ms));
         }
+        if let Ok(ca) = std::env::var(ENV_TLS_CA) {
+            c = c.tls_ca(ca);
+        }
+        match (std::env::var(ENV_TLS_CERT), std::env::var(ENV_TLS_KEY)) {
+            (Ok(cert), Ok(key)) => c = c.tls_identity(cert, key),
+            (Err(_), Err(_)) => {}
+            _ => {
+                return Err(ClusterError::Config(format!(
+                    "set both {ENV_TLS_CERT} and {ENV_TLS_KEY}, or neither"
+                )));
+            }
+        }
         Ok(c)
     }
 
@@ -207,6 +240,43 @@ impl ClusterConfig {
     /// them; a connecting session presents them.
     pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// The certificate authority (a PEM file) that signed the certificate
+    /// of the routers this process connects to on `tls/host:port`
+    /// endpoints; their certificate must also name the host of the
+    /// endpoint. Without it, the system's public authorities are trusted.
+    ///
+    /// ```
+    /// use multiproc::cluster::ClusterConfig;
+    /// let c = ClusterConfig::connect("tls/cluster.example.org:7447")
+    ///     .credentials("worker", "s3cret")
+    ///     .tls_ca("/etc/multiproc/ca.pem");
+    /// # let _ = c;
+    /// ```
+    pub fn tls_ca(mut self, pem: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca = Some(pem.into());
+        self
+    }
+
+    /// This process's certificate and private key (PEM files), which a
+    /// listener on a `tls/host:port` endpoint presents to the sessions
+    /// that connect to it.
+    ///
+    /// ```
+    /// use multiproc::cluster::ClusterConfig;
+    /// let c = ClusterConfig::listen("tls/0.0.0.0:7447")
+    ///     .credentials("me", "s3cret")
+    ///     .tls_identity("/etc/multiproc/router.pem", "/etc/multiproc/router.key");
+    /// # let _ = c;
+    /// ```
+    pub fn tls_identity(
+        mut self,
+        certificate: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls_identity = Some((certificate.into(), key.into()));
         self
     }
 

@@ -148,6 +148,41 @@ impl Drop for Dictionary {
     }
 }
 
+/// The TLS settings of `cfg` (files that must exist), and a check that a
+/// `tls/` listener has a certificate to present.
+fn tls(cfg: &ClusterConfig, z: &mut zenoh::Config) -> Result<(), ClusterError> {
+    let file = |p: &std::path::Path| -> Result<String, ClusterError> {
+        if !p.is_file() {
+            return Err(ClusterError::Config(format!(
+                "TLS file {} is not readable",
+                p.display()
+            )));
+        }
+        Ok(json(&p.to_string_lossy()))
+    };
+    let set = |z: &mut zenoh::Config, k: &str, v: String| {
+        z.insert_json5(k, &v)
+            .map_err(|e| ClusterError::Config(format!("{k}: {e}")))
+    };
+    if let Some(ca) = &cfg.tls_ca {
+        set(z, "transport/link/tls/root_ca_certificate", file(ca)?)?;
+    }
+    match &cfg.tls_identity {
+        Some((cert, key)) => {
+            set(z, "transport/link/tls/listen_certificate", file(cert)?)?;
+            set(z, "transport/link/tls/listen_private_key", file(key)?)?;
+        }
+        None => {
+            if let Some(ep) = cfg.listen.iter().find(|e| e.starts_with("tls/")) {
+                return Err(ClusterError::Config(format!(
+                    "listening on {ep} needs a certificate and key (tls_identity)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Session {
     pub(crate) fn open(cfg: &ClusterConfig) -> Result<Session, ClusterError> {
         if cfg.connect.is_empty() && cfg.listen.is_empty() {
@@ -207,6 +242,7 @@ impl Session {
                 dictionary = Some(d);
             }
         }
+        tls(cfg, &mut z)?;
         let opened = zenoh::open(z).wait();
         drop(dictionary);
         let z = opened.map_err(|e| ClusterError::Connect(e.to_string()))?;
@@ -226,6 +262,14 @@ impl Session {
     /// [`TaskError::HostLost`](crate::TaskError).
     pub fn host(&self) -> &str {
         &self.inner.host
+    }
+
+    /// The Zenoh session underneath, for what this module does not wrap
+    /// (a queryable or subscriber of the program's own beside a pool).
+    /// Keys under the cluster's namespace (`multiproc/` by default) are
+    /// the crate's.
+    pub fn zenoh(&self) -> &zenoh::Session {
+        &self.inner.z
     }
 
     /// The payload cap of this session.

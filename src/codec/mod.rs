@@ -157,6 +157,9 @@ impl<F: FnMut(&[u8]) -> bool> postcard::ser_flavors::Flavor for Sink<F> {
 /// or [`encode_into`]); returns it and the bytes after it. Its descriptors
 /// come from the table of the message being decoded around it, if any.
 /// The error says why, in words.
+// Inlined: the pool decodes one per task, and the returned `Result`
+// otherwise goes through memory.
+#[inline]
 pub(crate) fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8]), String> {
     postcard::take_from_bytes::<T>(bytes).map_err(|e| e.to_string())
 }

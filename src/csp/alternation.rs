@@ -72,6 +72,7 @@ use serde::de::DeserializeOwned;
 use super::chan::{self, Attempt, Chan, Posted, Withdrawn};
 use super::channel::{self, Reader, Writer};
 use super::error::ChannelError;
+use super::outside::{OutsideAttempt, OutsideGuard};
 use super::spill::Outgoing;
 use crate::sys;
 use crate::sys::futex::Wake;
@@ -85,13 +86,11 @@ enum Kind<'a> {
     Output(&'a Chan, Result<Outgoing, ChannelError>),
     Timeout(Duration),
     Skip,
-    /// A network channel end (see `cluster/alt.rs`).
-    #[cfg(feature = "zenoh")]
-    Net(std::cell::RefCell<NetGuard<'a>>),
+    /// A channel end that lives outside this host's memory (see
+    /// `outside.rs`).
+    #[cfg_attr(not(feature = "zenoh"), allow(dead_code))]
+    Net(std::cell::RefCell<Box<dyn OutsideGuard<'a> + 'a>>),
 }
-
-#[cfg(feature = "zenoh")]
-use crate::cluster::alt::{NetAttempt, NetGuard};
 
 struct Guard<'a, R> {
     enabled: bool,
@@ -209,80 +208,19 @@ impl<'a, R> Alternation<'a, R> {
         self
     }
 
-    /// An input guard on a network channel's reading end (feature
-    /// `zenoh`): when chosen, the value read is passed to `action`. Its
-    /// channel's home arbitrates, so that exactly one guard of the
-    /// alternation is taken, local or network.
-    ///
-    /// ```no_run
-    /// use multiproc::cluster::{ClusterConfig, NetReader};
-    /// use multiproc::csp::{Alternation, Channel};
-    ///
-    /// let session = ClusterConfig::connect("tcp/127.0.0.1:7447").open()?;
-    /// let remote: NetReader<u32> = NetReader::open(&session, "jobs")?;
-    /// let local = Channel::<u32>::new()?;
-    /// let r = local.reader();
-    /// let got = Alternation::new()
-    ///     .net_input(&remote, |x| ("remote", x))
-    ///     .input(&r, |x| ("local", x))
-    ///     .select()?;
-    /// println!("{got:?}");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    #[cfg(feature = "zenoh")]
-    pub fn net_input<T: DeserializeOwned>(
-        self,
-        reader: &'a crate::cluster::NetReader<T>,
-        action: impl FnOnce(T) -> R + 'a,
-    ) -> Self {
-        self.net_input_if(true, reader, action)
-    }
-
-    /// A network input guard enabled only when `precondition` holds.
-    #[cfg(feature = "zenoh")]
-    pub fn net_input_if<T: DeserializeOwned>(
+    /// A guard on a channel that lives outside this host's memory: when
+    /// chosen, `run` gets the message read (inputs) or nothing (outputs).
+    #[cfg_attr(not(feature = "zenoh"), allow(dead_code))]
+    pub(crate) fn outside_guard(
         mut self,
         precondition: bool,
-        reader: &'a crate::cluster::NetReader<T>,
-        action: impl FnOnce(T) -> R + 'a,
+        guard: Box<dyn OutsideGuard<'a> + 'a>,
+        run: impl FnOnce(Option<Vec<u8>>) -> Result<R, ChannelError> + 'a,
     ) -> Self {
         self.guards.push(Guard {
             enabled: precondition,
-            kind: Kind::Net(std::cell::RefCell::new(NetGuard::input(reader))),
-            run: Box::new(move |bytes| {
-                let value = crate::cluster::alt::decode(reader, bytes)?;
-                Ok(action(value))
-            }),
-        });
-        self
-    }
-
-    /// An output guard on a network channel's writing end (feature
-    /// `zenoh`): when chosen, `value` has been taken by a reader, then
-    /// `action` runs.
-    #[cfg(feature = "zenoh")]
-    pub fn net_output<T: Serialize>(
-        self,
-        writer: &'a crate::cluster::NetWriter<T>,
-        value: &T,
-        action: impl FnOnce() -> R + 'a,
-    ) -> Self {
-        self.net_output_if(true, writer, value, action)
-    }
-
-    /// A network output guard enabled only when `precondition` holds.
-    #[cfg(feature = "zenoh")]
-    pub fn net_output_if<T: Serialize>(
-        mut self,
-        precondition: bool,
-        writer: &'a crate::cluster::NetWriter<T>,
-        value: &T,
-        action: impl FnOnce() -> R + 'a,
-    ) -> Self {
-        self.guards.push(Guard {
-            enabled: precondition,
-            kind: Kind::Net(std::cell::RefCell::new(NetGuard::output(writer, value))),
-            run: Box::new(move |_| Ok(action())),
+            kind: Kind::Net(std::cell::RefCell::new(guard)),
+            run: Box::new(run),
         });
         self
     }
@@ -422,7 +360,6 @@ impl<'a, R> Alternation<'a, R> {
                 };
                 return Err(clone_error(e));
             }
-            #[cfg(feature = "zenoh")]
             if let Kind::Net(g) = &self.guards[i].kind
                 && let Some(e) = g.borrow().error()
             {
@@ -444,11 +381,9 @@ impl<'a, R> Alternation<'a, R> {
             owner,
             watches: Vec::new(),
             offer: None,
-            #[cfg(feature = "zenoh")]
             net_offer: None,
         };
         let result = self.rounds(&order, timeout, &mut alt);
-        #[cfg(feature = "zenoh")]
         if let Some(i) = alt.net_offer.take()
             && let Kind::Net(g) = &self.guards[i].kind
         {
@@ -502,7 +437,6 @@ impl<'a, R> Alternation<'a, R> {
                     chan.rearm(*idx);
                 }
             }
-            #[cfg(feature = "zenoh")]
             for &i in order {
                 if let Kind::Net(g) = &self.guards[i].kind
                     && !retired.contains(&i)
@@ -545,11 +479,10 @@ impl<'a, R> Alternation<'a, R> {
                     Kind::Input(c) => c.try_op(chan::READ, None, owner),
                     Kind::Output(c, Ok(out)) => c.try_op(chan::WRITE, Some(&out.bytes), owner),
                     Kind::Output(_, Err(_)) => continue,
-                    #[cfg(feature = "zenoh")]
                     Kind::Net(g) => match g.borrow_mut().try_op(owner)? {
-                        NetAttempt::Done(v) => Ok(Attempt::Done(v)),
-                        NetAttempt::NotReady => Ok(Attempt::NotReady),
-                        NetAttempt::Retired => Err(chan::OpError::Retired),
+                        OutsideAttempt::Done(v) => Ok(Attempt::Done(v)),
+                        OutsideAttempt::NotReady => Ok(Attempt::NotReady),
+                        OutsideAttempt::Retired => Err(chan::OpError::Retired),
                     },
                 };
                 match attempt {
@@ -583,9 +516,8 @@ impl<'a, R> Alternation<'a, R> {
                     .filter(|(_, c, dir, _)| !want_watch || c.has_opposite_watch(*dir, owner))
                     .min_by_key(|(_, c, _, _)| c.id())
             };
-            // Network guards first (see `cluster/alt.rs`), each time
+            // Outside (network) guards first (see `outside.rs`), each time
             // preferring a channel whose other side an alternation watches.
-            #[cfg(feature = "zenoh")]
             let net_candidate = |want_watch: bool| {
                 order
                     .iter()
@@ -600,15 +532,11 @@ impl<'a, R> Alternation<'a, R> {
                     .min_by(|a, b| a.1.cmp(&b.1))
                     .map(|(i, _)| i)
             };
-            #[cfg(feature = "zenoh")]
             let net_choice = match net_candidate(true) {
                 Some(i) => Some(i),
                 None if candidate(true).is_some() => None,
                 None => net_candidate(false),
             };
-            #[cfg(not(feature = "zenoh"))]
-            let net_choice: Option<usize> = None;
-            #[cfg(feature = "zenoh")]
             if let Some(i) = net_choice
                 && let Kind::Net(g) = &self.guards[i].kind
             {
@@ -650,11 +578,8 @@ impl<'a, R> Alternation<'a, R> {
             }
             // Network guards: the word each answer bumps, read before
             // looking for answers already in (so none is missed).
-            #[allow(unused_mut)]
             let mut extra: Vec<(&std::sync::atomic::AtomicU32, u32)> = Vec::new();
-            #[allow(unused_mut)]
             let mut answered = false;
-            #[cfg(feature = "zenoh")]
             for &i in order {
                 if let Kind::Net(g) = &self.guards[i].kind {
                     let g = g.borrow();
@@ -674,7 +599,6 @@ impl<'a, R> Alternation<'a, R> {
                 }
             }
             // 5. Withdraw.
-            #[cfg(feature = "zenoh")]
             if let Some(i) = alt.net_offer.take()
                 && let Kind::Net(g) = &self.guards[i].kind
                 && let Some(v) = g.borrow_mut().withdraw()?
@@ -694,9 +618,7 @@ impl<'a, R> Alternation<'a, R> {
 /// Whether the guard is on a channel (local or network).
 fn is_channel_guard(kind: &Kind<'_>) -> bool {
     match kind {
-        Kind::Input(_) | Kind::Output(..) => true,
-        #[cfg(feature = "zenoh")]
-        Kind::Net(_) => true,
+        Kind::Input(_) | Kind::Output(..) | Kind::Net(_) => true,
         Kind::Timeout(_) | Kind::Skip => false,
     }
 }
@@ -716,8 +638,7 @@ struct Round<'r> {
     /// (guard, channel, record) of every posted watch.
     watches: Vec<(usize, &'r Chan, u32)>,
     offer: Option<(usize, &'r Chan, u32)>,
-    /// The guard whose network offer is parked at its home.
-    #[cfg(feature = "zenoh")]
+    /// The guard whose outside offer is posted.
     net_offer: Option<usize>,
 }
 

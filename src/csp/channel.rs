@@ -321,6 +321,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 
 /// Decodes a message received from `chan` (fetching it from its segment if
 /// it was spilled).
+#[inline(never)] // keeps the deserializer's state out of a reader's parked frame
 pub(crate) fn decode<T: DeserializeOwned>(chan: &Chan, bytes: Vec<u8>) -> Result<T, ChannelError> {
     let bytes = spill::take(bytes, chan.max_message())
         .map_err(|e| ChannelError::Codec(crate::error::CodecError::Decode(e)))?;

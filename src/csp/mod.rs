@@ -204,6 +204,9 @@ mod error;
 mod light;
 mod lock;
 mod memory;
+// Its one implementer, the network channel, needs the feature `zenoh`.
+#[cfg_attr(not(feature = "zenoh"), allow(dead_code))]
+pub(crate) mod outside;
 mod process;
 mod spill;
 

@@ -28,6 +28,7 @@
 //! | `full` | the sender (`1`, SeqCst, then the event is notified); the receiver (`0`, once it has copied the bytes out) | a message is waiting |
 //! | `event` | see `wait::EventCount` | the receiver's sleep and wake-up |
 //! | `closed` | either side, when it stops using the mailbox (both events are then notified) | the other side stops waiting and looks at the socket |
+//! | `cpu[side]` | that side (0: the client, which made the mailbox; 1: the server), Relaxed | the one CPU it may run on, or -1: a hint for spinning ([`wait::may_spin_beside`]) |
 //!
 //! A sender killed before its `full` store leaves nothing visible; the
 //! receiver, waking every [`CHECK`] to look at the socket, sees its end of
@@ -38,7 +39,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -76,6 +77,8 @@ struct Header {
     magic: AtomicU64,
     /// Nonzero once either side has stopped using the mailbox.
     closed: AtomicU32,
+    /// The CPU each side is pinned to, or -1 (see the module's table).
+    cpu: [AtomicI32; 2],
     request: Slot,
     answer: Slot,
 }
@@ -95,6 +98,9 @@ pub(crate) enum Way {
 pub(crate) struct Mailbox {
     map: sys::shm::Mapping,
     spin: Spin,
+    /// Which side this is: 0 the client (it made the mailbox), 1 the
+    /// server.
+    side: usize,
     /// The process using it: a child forked with a copy of this handle
     /// must not close the mailbox when it drops the copy.
     pid: i32,
@@ -116,8 +122,12 @@ impl Mailbox {
         let mb = Mailbox {
             map,
             spin: Spin::new(&wait::SHARED),
+            side: 0,
             pid: sys::process::getpid(),
         };
+        for c in &mb.header().cpu {
+            c.store(-1, Ordering::Relaxed);
+        }
         mb.header().magic.store(MAGIC, Ordering::Release);
         Ok((mb, SharedFd::new(fd)))
     }
@@ -135,6 +145,7 @@ impl Mailbox {
         let mb = Mailbox {
             map,
             spin: Spin::new(&wait::SHARED),
+            side: 1,
             pid: sys::process::getpid(),
         };
         if mb.header().magic.load(Ordering::Acquire) != MAGIC {
@@ -157,6 +168,20 @@ impl Mailbox {
         // a Header (checked at compile time to fit); every field is an
         // atomic (or an Event of atomics), valid at any bit pattern.
         unsafe { &*self.map.as_ptr().cast::<Header>() }
+    }
+
+    /// Publishes the CPU this side is pinned to (or -1), and says whether
+    /// spinning for the other side can help: more than one CPU, and the
+    /// two not pinned to the same one. A side pinned to one CPU still
+    /// spins for a peer on another (the cross-CPU wake-up it saves is the
+    /// costly one).
+    fn may_spin(&self) -> bool {
+        let cpus = &self.header().cpu;
+        let me = wait::pinned_cpu();
+        if cpus[self.side].load(Ordering::Relaxed) != me {
+            cpus[self.side].store(me, Ordering::Relaxed);
+        }
+        wait::may_spin_beside(cpus[1 - self.side].load(Ordering::Relaxed))
     }
 
     fn slot(&self, way: Way) -> (&Slot, *mut u8) {
@@ -189,6 +214,8 @@ impl Mailbox {
             });
         }
         let (slot, data) = self.slot(way);
+        // The peer decides its spin by where this side runs.
+        self.may_spin();
         if enc.fds.is_empty() && body.len() <= SLOT_BYTES {
             // SAFETY: the slot is ours to write (the peer reads it only
             // after our `full` store below, and wrote its last message
@@ -214,6 +241,7 @@ impl Mailbox {
         let closed = &self.header().closed;
         // SeqCst: the load half of the event's protocol.
         let ready = || slot.full.load(Ordering::SeqCst) == 1 || closed.load(Ordering::SeqCst) != 0;
+        let spin = self.may_spin();
         loop {
             if slot.full.load(Ordering::SeqCst) == 1 {
                 break;
@@ -221,9 +249,9 @@ impl Mailbox {
             if closed.load(Ordering::SeqCst) != 0 {
                 return Err(RecvError::Disconnected);
             }
-            if !slot
-                .event
-                .wait_until(ready, Deadline::after(CHECK), &self.spin)
+            let deadline = Deadline::after(CHECK);
+            if !(self.spin.until_if(spin, ready, deadline)
+                || slot.event.sleep_until(ready, deadline))
             {
                 // Nothing for a while. The peer sends nothing on the socket
                 // unless announced in the slot, so a readable socket means

@@ -143,6 +143,17 @@ impl Payload {
     pub fn decode<R: serde::de::DeserializeOwned>(self, len: usize) -> Vec<Result<R, TaskError>> {
         wire::decode_outcomes(&self.bytes[self.start..], self.fds, len)
     }
+
+    /// The values of its `len` tasks, if every one returned one that
+    /// decodes and the reply carries no descriptors (the common case,
+    /// decoded without a `Result` per task); otherwise `None`, and
+    /// [`decode`](Self::decode) tells the tasks apart.
+    pub fn values<R: serde::de::DeserializeOwned>(&self, len: usize) -> Option<Vec<R>> {
+        if !self.all_ok || !self.fds.is_empty() {
+            return None;
+        }
+        wire::decode_values(&self.bytes[self.start..], len)
+    }
 }
 
 /// Decodes a chunk's result, or repeats its chunk-wide error for each task.

@@ -84,7 +84,38 @@ type Cell<R> = Arc<OnceLock<Results<R>>>;
 type OnResults<R> = Box<dyn FnOnce(&Results<R>) + Send>;
 
 /// Decodes a job's results, taking them out of it.
-fn decode_job<R: DeserializeOwned>(job: &mut Job) -> Vec<Result<R, TaskError>> {
+fn decode_job<R: DeserializeOwned>(job: &mut Job) -> Results<R> {
+    match job_values(job) {
+        Some(v) => Results::Values(v),
+        None => Results::new(decode_outcomes(job)),
+    }
+}
+
+/// The values of a job whose every task returned one, decoded straight
+/// into one vector (no `Result` per task); `None` otherwise.
+fn job_values<R: DeserializeOwned>(job: &Job) -> Option<Vec<R>> {
+    if job.any_failed {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (slot, &len) in job.slots.iter().zip(&job.sizes) {
+        let Slot::Done(Ok(p)) = slot else {
+            return None;
+        };
+        let mut v = p.values::<R>(len)?;
+        if job.slots.len() == 1 {
+            return Some(v);
+        }
+        if out.capacity() == 0 {
+            out.reserve_exact(job.items);
+        }
+        out.append(&mut v);
+    }
+    Some(out)
+}
+
+/// Decodes every task's outcome of a job, taking them out of it.
+fn decode_outcomes<R: DeserializeOwned>(job: &mut Job) -> Vec<Result<R, TaskError>> {
     let slots = std::mem::take(&mut job.slots);
     let sizes = std::mem::take(&mut job.sizes);
     let mut out = Vec::with_capacity(job.items);
@@ -107,7 +138,7 @@ where
     R: DeserializeOwned + Send + Sync + 'static,
 {
     Box::new(move |job: &mut Job| -> Callback {
-        let _ = cell.set(Results::new(decode_job::<R>(job)));
+        let _ = cell.set(decode_job::<R>(job));
         Box::new(move || {
             if let Some(r) = cell.get() {
                 call(r);
@@ -310,7 +341,7 @@ impl<R: DeserializeOwned> MapResult<R> {
         }
         let job = self.shared.lock().jobs.remove(&self.job);
         if let Some(mut job) = job {
-            let _ = self.cell.set(Results::new(decode_job::<R>(&mut job)));
+            let _ = self.cell.set(decode_job::<R>(&mut job));
         }
         self.cell.get()
     }

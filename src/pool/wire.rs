@@ -99,28 +99,45 @@ impl Serialize for Bytes<'_> {
 /// A chunk's outcomes, each serialised on its own into a byte string, so
 /// that one that does not decode spoils only its own task. Handles inside
 /// them are numbered in the whole message (the enclosing
-/// [`codec::encode`] collects them).
-struct Items<'a, R>(&'a [Result<R, String>]);
+/// [`codec::encode`] collects them). The values of the tasks that returned
+/// are in `values`, in order; `panics` (sorted by task index) holds the
+/// others' messages.
+struct Items<'a, R> {
+    values: &'a [R],
+    panics: &'a [(usize, String)],
+}
 
 impl<R: Serialize> Serialize for Items<'_, R> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeSeq;
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        let len = self.values.len() + self.panics.len();
+        let mut seq = s.serialize_seq(Some(len))?;
+        // Each outcome is written into `scratch` in place (no `Vec` or
+        // `Result` moved per task: those moves cost more than the
+        // encoding of a small value).
         let mut scratch = Vec::new();
-        for item in self.0 {
+        let mut values = self.values.iter();
+        let mut panics = self.panics.iter().peekable();
+        for i in 0..len {
             scratch.clear();
-            let encoded = match item {
-                Ok(r) => codec::append_value(&Outcome::Ok(r), std::mem::take(&mut scratch)),
-                Err(m) => codec::append_value(
-                    &Outcome::<()>::Panicked(m.clone()),
-                    std::mem::take(&mut scratch),
-                ),
+            let mut sink = |b: &[u8]| {
+                scratch.extend_from_slice(b);
+                true
             };
-            scratch = match encoded {
-                Ok(v) => v,
-                Err(why) => codec::append_value(&Outcome::<()>::Encode(why), Vec::new())
-                    .map_err(serde::ser::Error::custom)?,
+            let encoded = match panics.next_if(|(at, _)| *at == i) {
+                None => {
+                    let r = values
+                        .next()
+                        .ok_or_else(|| serde::ser::Error::custom("fewer values than tasks"))?;
+                    codec::encode_into(&Outcome::Ok(r), &mut sink)
+                }
+                Some((_, m)) => codec::encode_into(&Outcome::<()>::Panicked(m.clone()), &mut sink),
             };
+            if let Err(why) = encoded {
+                scratch.clear();
+                scratch = codec::append_value(&Outcome::<()>::Encode(why), scratch)
+                    .map_err(serde::ser::Error::custom)?;
+            }
             seq.serialize_element(&Bytes(&scratch))?;
         }
         seq.end()
@@ -177,6 +194,69 @@ impl<'de, R: DeserializeOwned> Deserialize<'de> for Outcomes<R> {
     }
 }
 
+/// The values of a chunk whose tasks all returned (see [`decode_values`]).
+struct Values<R>(Vec<R>);
+
+/// One task's value, from its encoded [`Outcome::Ok`]; anything else is
+/// an error (the caller falls back on [`decode_outcomes`]).
+struct OneValue<R>(PhantomData<R>);
+
+impl<'de, R: DeserializeOwned> Visitor<'de> for OneValue<R> {
+    type Value = R;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an encoded value")
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<R, E> {
+        match codec::decode_value::<Outcome<R>>(v) {
+            Ok((Outcome::Ok(r), _)) => Ok(r),
+            _ => Err(E::custom("not a value")),
+        }
+    }
+}
+
+impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for OneValue<R> {
+    type Value = R;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<R, D::Error> {
+        d.deserialize_bytes(self)
+    }
+}
+
+impl<'de, R: DeserializeOwned> Deserialize<'de> for Values<R> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Seq<R>(PhantomData<R>);
+        impl<'de, R: DeserializeOwned> Visitor<'de> for Seq<R> {
+            type Value = Values<R>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of values")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(item) = seq.next_element_seed(OneValue::<R>(PhantomData))? {
+                    out.push(item);
+                }
+                Ok(Values(out))
+            }
+        }
+        d.deserialize_seq(Seq(PhantomData))
+    }
+}
+
+/// Decodes the values of a [`DONE`] reply body (after its header) whose
+/// `len` tasks all returned and which carries no descriptors, in one pass
+/// and without a `Result` per task; `None` if the body is anything else
+/// (a task's outcome that does not decode, too few or too many), for the
+/// caller to fall back on [`decode_outcomes`], which tells the tasks
+/// apart.
+pub fn decode_values<R: DeserializeOwned>(body: &[u8], len: usize) -> Option<Vec<R>> {
+    match codec::decode_payload::<Values<R>>(body, Vec::new()) {
+        Ok((Values(v), _)) if v.len() == len => Some(v),
+        _ => None,
+    }
+}
+
 /// The text of a panic payload.
 pub fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     panic
@@ -197,10 +277,12 @@ pub fn message(chunk: u64, kind: u8, text: &str) -> Encoded {
     }
 }
 
-/// The reply for a chunk that ran: one outcome per task.
-pub fn done<R: Serialize>(chunk: u64, outcomes: &[Result<R, String>]) -> Encoded {
-    let all_ok = outcomes.iter().all(Result::is_ok);
-    match codec::encode(&(chunk, DONE, all_ok, Items(outcomes)), FRAME_ROOM) {
+/// The reply for a chunk that ran: one outcome per task, the values of
+/// those that returned in `values`, the panic messages of the others in
+/// `panics` (by task index, ascending).
+pub fn done<R: Serialize>(chunk: u64, values: &[R], panics: &[(usize, String)]) -> Encoded {
+    let all_ok = panics.is_empty();
+    match codec::encode(&(chunk, DONE, all_ok, Items { values, panics }), FRAME_ROOM) {
         Ok(e) => e,
         Err(e) => message(chunk, BAD_RESULT, &e.to_string()),
     }
@@ -215,11 +297,16 @@ where
         Ok((items, _)) => items,
         Err(e) => return message(chunk, BAD_ARGS, &e.to_string()),
     };
-    let outcomes: Vec<Result<R, String>> = items
-        .into_iter()
-        .map(|a| catch_unwind(AssertUnwindSafe(|| f(a))).map_err(panic_message))
-        .collect();
-    done(chunk, &outcomes)
+    // The values alone (no `Result` per task): most chunks have no panic.
+    let mut values = Vec::with_capacity(items.len());
+    let mut panics = Vec::new();
+    for (i, a) in items.into_iter().enumerate() {
+        match catch_unwind(AssertUnwindSafe(|| f(a))) {
+            Ok(r) => values.push(r),
+            Err(p) => panics.push((i, panic_message(p))),
+        }
+    }
+    done(chunk, &values, &panics)
 }
 
 /// The runner for `fn(A) -> R` targets.

@@ -778,6 +778,8 @@ fn park_on(park: *mut Park, words: &[(&AtomicU32, u32)], deadline: Option<Instan
 fn register(p: &mut Park, words: &[(&AtomicU32, u32)], epoch: u64) -> bool {
     p.shared.state.store(epoch << 2 | PARKED, Ordering::SeqCst);
     p.words.clear();
+    // Room for exactly these (usually one): a million parked tasks keep it.
+    p.words.reserve_exact(words.len());
     let mut changed = false;
     for (w, e) in words {
         let addr = w.as_ptr() as usize;

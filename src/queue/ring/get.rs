@@ -70,6 +70,8 @@ impl Ring {
         self.release_to(cseg(new_pos))?;
         drop(guard);
         h.space_event.notify();
+        // After the wake-up: a hint for producers' next spin.
+        self.publish_consumer_cpu();
         Ok(out)
     }
 

@@ -79,6 +79,7 @@
 //! | `done` | `task_done` | CAS | tasks finished (`JoinableQueue`) | SeqCst CAS |
 //! | `hangups` | a process whose last producer handle went away (`fifo.rs`) | none | bumped after that process closed its end of the hang-up socket, so that sleeping consumers look whether producers are left | SeqCst RMW, then `data_event` is notified; consumers load SeqCst |
 //! | events | waiters / notifiers | none | see `wait.rs` | SeqCst |
+//! | `cpus[0]`, `cpus[1]` | the last `put` (`cpus[0]`) or `get` (`cpus[1]`), when it differs | none | the CPU that side is pinned to, plus one (0: not pinned or not known yet): a hint for whether the other side's spin can pay (`wait::may_spin_beside`) | Relaxed |
 //! | `aio[0]`, `aio[1]` | an async consumer (`aio[0]`) or producer (`aio[1]`) about to wait (`1`); the `put` (`aio[0]`) or `get` (`aio[1]`) that swaps it back to `0` and rings the doorbell (`queue/aio.rs`) | none | an async task may wait for data / space on the hang-up socket | SeqCst (Dekker's pattern with the commit words, as for events) |
 //!
 //! The robust mutexes are glibc's (`sys::robust_mutex`); their own words are
@@ -266,6 +267,9 @@ struct Header {
     done: Line<AtomicU32>,
     hangups: Line<AtomicU32>,
     aio: Line<[AtomicU32; 2]>,
+    /// `[producer, consumer]`: the CPU the last process to put (get) is
+    /// pinned to, plus one; 0 when not pinned or not known yet.
+    cpus: Line<[AtomicU32; 2]>,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= TABLE_OFF);

@@ -98,6 +98,8 @@ impl Ring {
         h.producer.p_slot.store(w.slot, Ordering::Relaxed);
         drop(guard);
         h.data_event.notify();
+        // After the wake-up: a hint for consumers' next spin.
+        self.publish_producer_cpu();
         Ok(())
     }
 

@@ -7,7 +7,12 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering;
 
 use super::{Ring, unpack};
-use crate::wait::Deadline;
+use crate::wait::{self, Deadline};
+
+/// Index of the producers' CPU in the header's `cpus`…
+const PRODUCER: usize = 0;
+/// …and of the consumers'.
+const CONSUMER: usize = 1;
 
 impl Ring {
     /// Whether the queue looks non-empty.
@@ -22,7 +27,38 @@ impl Ring {
     /// queue looks non-empty; `false` if it did not, or spinning cannot
     /// help.
     pub(crate) fn spin_data(&self, deadline: Deadline) -> bool {
-        self.spins[0].until(|| self.has_data(), deadline)
+        let allowed = self.may_spin_beside(PRODUCER);
+        self.spins[0].until_if(allowed, || self.has_data(), deadline)
+    }
+
+    /// Publishes the CPU this process is pinned to as the producers'
+    /// (`put`) or the consumers' (`get`) in the header: a hint for the
+    /// other side's spin. A load, and a store only when it changed.
+    pub(crate) fn publish_cpu(&self, side: usize) {
+        let word = &self.header().cpus.0[side];
+        let me = (wait::pinned_cpu() + 1) as u32;
+        if word.load(Ordering::Relaxed) != me {
+            word.store(me, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether spinning for the `side` (the producers or the consumers)
+    /// can pay: more CPUs than one, and the side not pinned to the CPU
+    /// this process is pinned to (see `wait::may_spin_beside`). A process
+    /// pinned to one CPU still spins for a peer on another.
+    fn may_spin_beside(&self, side: usize) -> bool {
+        let peer = self.header().cpus.0[side].load(Ordering::Relaxed) as i32 - 1;
+        wait::may_spin_beside(peer)
+    }
+
+    /// [`publish_cpu`](Self::publish_cpu) for a `put`.
+    pub(crate) fn publish_producer_cpu(&self) {
+        self.publish_cpu(PRODUCER);
+    }
+
+    /// [`publish_cpu`](Self::publish_cpu) for a `get`.
+    pub(crate) fn publish_consumer_cpu(&self) {
+        self.publish_cpu(CONSUMER);
     }
 
     /// Sleeps until the queue looks non-empty, or
@@ -62,11 +98,10 @@ impl Ring {
     /// [`get_seq`](Self::get_seq) (or the deadline passes).
     pub(crate) fn wait_get(&self, seen: u32, deadline: Deadline) -> bool {
         let h = self.header();
-        h.space_event.wait_until(
-            || unpack(h.head.0.load(Ordering::SeqCst)).0 != seen,
-            deadline,
-            &self.spins[1],
-        )
+        let ready = || unpack(h.head.0.load(Ordering::SeqCst)).0 != seen;
+        ready()
+            || self.spins[1].until_if(self.may_spin_beside(CONSUMER), ready, deadline)
+            || h.space_event.sleep_until(ready, deadline)
     }
 
     // ---------------------------------------------------------------
