@@ -190,11 +190,15 @@ impl<T: Plain> Serialize for Value<T> {
     }
 }
 
+/// The data bytes of a received value segment, locked or raw: one `T`
+/// (its length must be 1).
+fn value_bytes<T>(len: u64) -> Option<usize> {
+    (len == 1).then_some(std::mem::size_of::<T>())
+}
+
 impl<'de, T: Plain> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seg = receive_locked::<T, D>(d, Kind::Value, |len| {
-            (len == 1).then_some(std::mem::size_of::<T>())
-        })?;
+        let seg = receive_locked::<T, D>(d, Kind::Value, value_bytes::<T>)?;
         Ok(Value {
             inner: Arc::new(seg),
             _t: PhantomData,
@@ -279,9 +283,7 @@ impl<T: Plain> Serialize for RawValue<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seg = receive_raw::<T, D>(d, Kind::RawValue, |len| {
-            (len == 1).then_some(std::mem::size_of::<T>())
-        })?;
+        let seg = receive_raw::<T, D>(d, Kind::RawValue, value_bytes::<T>)?;
         Ok(RawValue {
             seg: Arc::new(seg),
             _t: PhantomData,
