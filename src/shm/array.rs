@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{ArrayError, IndexError};
-use super::plain::{Plain, PlainAtomic, create_locked, receive_locked, receive_raw, type_tag};
+use super::plain::{Plain, PlainAtomic, create_locked, receive_raw, type_tag};
 use crate::segment::LockError;
 use crate::segment::mutex::{DataGuard, MutexSegment, acquire_methods, map_result};
 use crate::segment::{Kind, Segment, check_align, raw_data_offset};
@@ -286,7 +286,14 @@ impl<T: Plain> Serialize for Array<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seg = receive_locked::<T, D>(d, Kind::Array, bytes_for::<T>)?;
+        let seg = MutexSegment::receive(
+            d,
+            Kind::Array,
+            type_tag::<T>(),
+            bytes_for::<T>,
+            std::mem::align_of::<T>(),
+            false,
+        )?;
         let len = usize::try_from(seg.segment().len()).map_err(serde::de::Error::custom)?;
         Ok(Array {
             inner: Arc::new(seg),

@@ -184,17 +184,6 @@ pub(super) fn create_locked<T: Plain>(
     MutexSegment::create(kind, type_tag::<T>(), len, data_bytes, align, false)
 }
 
-/// A received locked segment of `T`s (a [`Value`](super::Value) or
-/// [`Array`](super::Array)); `data_bytes` as for [`receive_raw`].
-pub(super) fn receive_locked<'de, T: Plain, D: Deserializer<'de>>(
-    d: D,
-    kind: Kind,
-    data_bytes: impl Fn(u64) -> Option<usize>,
-) -> Result<MutexSegment, D::Error> {
-    let align = std::mem::align_of::<T>();
-    MutexSegment::receive(d, kind, type_tag::<T>(), data_bytes, align, false)
-}
-
 /// A fingerprint of `T` (name, size, alignment) stored in a segment's
 /// header, so that a handle refuses to attach to memory made for another
 /// element type.

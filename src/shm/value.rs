@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::plain::{Plain, PlainAtomic, create_locked, receive_locked, receive_raw, type_tag};
+use super::plain::{Plain, PlainAtomic, create_locked, receive_raw, type_tag};
 use crate::segment::LockError;
 use crate::segment::mutex::{DataGuard, MutexSegment, acquire_methods, map_result};
 use crate::segment::{Kind, Segment, check_align, raw_data_offset};
@@ -190,15 +190,16 @@ impl<T: Plain> Serialize for Value<T> {
     }
 }
 
-/// The data bytes of a received value segment, locked or raw: one `T`
-/// (its length must be 1).
-fn value_bytes<T>(len: u64) -> Option<usize> {
-    (len == 1).then_some(std::mem::size_of::<T>())
-}
-
 impl<'de, T: Plain> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seg = receive_locked::<T, D>(d, Kind::Value, value_bytes::<T>)?;
+        let seg = MutexSegment::receive(
+            d,
+            Kind::Value,
+            type_tag::<T>(),
+            |len| (len == 1).then_some(std::mem::size_of::<T>()),
+            std::mem::align_of::<T>(),
+            false,
+        )?;
         Ok(Value {
             inner: Arc::new(seg),
             _t: PhantomData,
@@ -283,7 +284,9 @@ impl<T: Plain> Serialize for RawValue<T> {
 
 impl<'de, T: Plain> Deserialize<'de> for RawValue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let seg = receive_raw::<T, D>(d, Kind::RawValue, value_bytes::<T>)?;
+        let seg = receive_raw::<T, D>(d, Kind::RawValue, |len| {
+            (len == 1).then_some(std::mem::size_of::<T>())
+        })?;
         Ok(RawValue {
             seg: Arc::new(seg),
             _t: PhantomData,
