@@ -13,26 +13,10 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use common::aio::{rt, run};
 use common::{LIMIT, LONG, Method, in_child, watchdog};
 use multiproc::*;
 use serde::{Deserialize, Serialize};
-
-/// A runtime of one thread, with I/O and time.
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Runs `f` to completion on a one-thread runtime, at most [`LONG`].
-fn run<F: Future>(f: F) -> F::Output {
-    rt().block_on(async move {
-        tokio::time::timeout(LONG, f)
-            .await
-            .expect("the async body did not finish in time")
-    })
-}
 
 /// Runs `a` and `b` together until `a` finishes.
 async fn first<A: Future>(a: A, b: impl Future<Output = ()>) -> A::Output {

@@ -12,26 +12,10 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
+use common::aio::run;
 use common::{LIMIT, LONG, Method, watchdog};
 use multiproc::Process;
 use multiproc::csp::{Channel, ChannelError, Reader, Writer};
-
-/// A runtime of one thread, with time.
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Runs `f` to completion on a one-thread runtime, at most [`LONG`].
-fn run<F: Future>(f: F) -> F::Output {
-    rt().block_on(async move {
-        tokio::time::timeout(LONG, f)
-            .await
-            .expect("the async body did not finish in time")
-    })
-}
 
 fn threads_chan<T>() -> Channel<T> {
     Channel::builder().threads_only().build().expect("channel")

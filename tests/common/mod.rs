@@ -5,6 +5,9 @@
 
 #![allow(dead_code, unused_macros)]
 
+#[cfg(feature = "tokio")]
+pub mod aio;
+
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
