@@ -408,11 +408,22 @@ impl Report {
     /// Measures `row` in `ctx.mode`: crate and raw figures, the Python
     /// figure, and the ratios.
     pub fn run_row(&mut self, ctx: &Ctx, row: &Row) {
+        self.run_row_with(ctx, row, row.run)
+    }
+
+    /// As [`run_row`](Self::run_row), measuring with `run` (e.g. the row
+    /// run in a forked child) instead of `row.run`.
+    pub fn run_row_with(
+        &mut self,
+        ctx: &Ctx,
+        row: &Row,
+        run: impl FnOnce(&Ctx) -> BenchResult<Figures>,
+    ) {
         let started = Instant::now();
         let base = format!("{}.{}", row.name, ctx.mode.label());
         let unit = row.unit.label();
         let mut others = vec!["raw".to_string()];
-        match (row.run)(ctx) {
+        match run(ctx) {
             Ok(f) => {
                 self.emit(&format!("{base}.crate"), f.krate, unit);
                 self.emit(&format!("{base}.raw"), f.raw, unit);
@@ -567,4 +578,11 @@ fn fmt_value(v: f64) -> String {
     } else {
         format!("{v:.3}")
     }
+}
+
+/// How many threads the bench process has right now.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
 }

@@ -27,6 +27,7 @@ mod sync;
 mod cluster;
 mod csp;
 mod csp_light;
+mod forked;
 mod go;
 mod manager;
 mod pickle;
@@ -240,7 +241,8 @@ fn rows() -> Vec<Row> {
     rows.extend(aio_csp::rows());
     // Serves a manager from threads of the bench process.
     rows.extend(python_manager::rows());
-    // Zenoh starts threads in the bench process.
+    // Zenoh starts threads: run in a forked child (`forked::GROUPS`), as
+    // is the Python-client row above.
     #[cfg(feature = "zenoh")]
     rows.extend(cluster::rows());
     rows
@@ -296,7 +298,20 @@ fn main() {
             .iter()
             .filter(|r| mode != Mode::CrossCore || r.round_trip)
         {
-            report.run_row(&ctx, row);
+            if forked::wanted(row) {
+                report.run_row_with(&ctx, row, |ctx| forked::run(ctx, row));
+            } else {
+                report.run_row(&ctx, row);
+            }
+            // The fork rows (and every raw floor) need a single-threaded
+            // bench process: name a row that leaves threads behind.
+            let threads = harness::thread_count();
+            if threads > 1 {
+                report.note(&format!(
+                    "warning: {} left {threads} threads in the bench process (add it to forked::GROUPS)",
+                    row.name
+                ));
+            }
         }
     }
     report.summary(TARGETS, &rows, &modes);
