@@ -44,6 +44,7 @@ use crate::codec::pickle::{self, HashableValue, PickleError, Value};
 use crate::connection::{Address, Client, Connection, ToAddress};
 use crate::error::{ConnectError, RecvError, SendError};
 use crate::local_lock::lock;
+use crate::wait::SLICE;
 
 /// A call to a Python manager failed.
 #[derive(Debug, thiserror::Error)]
@@ -658,15 +659,12 @@ const DICT_METHODS: &[&str] = &[
 ];
 const NAMESPACE_METHODS: &[&str] = &["__getattribute__", "__setattr__", "__delattr__"];
 
-/// How often a blocked accept or receive looks at the stop flag.
-const POLL: std::time::Duration = std::time::Duration::from_millis(100);
-
 fn accept_loop(listener: crate::connection::Listener, shared: Arc<Served>) {
     use std::sync::atomic::Ordering;
     let mut workers = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
         // A peer with a wrong key or a broken handshake fails alone.
-        if let Ok(conn) = listener.accept_timeout(POLL) {
+        if let Ok(conn) = listener.accept_timeout(SLICE) {
             let s = Arc::clone(&shared);
             if let Ok(t) = std::thread::Builder::new()
                 .name("python-manager-conn".into())
@@ -687,7 +685,7 @@ fn accept_loop(listener: crate::connection::Listener, shared: Arc<Served>) {
 fn serve_connection(conn: Connection, shared: Arc<Served>) {
     use std::sync::atomic::Ordering;
     loop {
-        let bytes = match conn.recv_bytes_timeout(POLL) {
+        let bytes = match conn.recv_bytes_timeout(SLICE) {
             Ok(b) => b,
             Err(RecvError::Timeout) if !shared.stop.load(Ordering::Acquire) => continue,
             Err(_) => return,
