@@ -191,13 +191,9 @@ pub(crate) fn map_result<G, H>(
 impl Drop for MutexSegment {
     fn drop(&mut self) {
         // SAFETY: `seg` is taken exactly once, here, and not used after.
-        let seg = unsafe { ManuallyDrop::take(&mut self.seg) };
-        if self.raw().held() {
-            // A guard was leaked: the lock may still be linked into a
-            // thread's robust list by its address, so the memory must stay
-            // mapped (see `raw_mutex`).
-            seg.leak_mapping();
-        }
+        // The binding (`lock`) is dropped after this body but never used
+        // again; nothing else points into the mapping (see `raw_mutex`).
+        drop(unsafe { ManuallyDrop::take(&mut self.seg) });
     }
 }
 

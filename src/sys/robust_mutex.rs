@@ -206,13 +206,6 @@ impl From<LockFailed> for io::Error {
 }
 
 impl RobustMutex {
-    /// A statically initialised, process-private, default mutex (neither
-    /// robust nor error-checking): only a placeholder for constant
-    /// contexts that need some valid mutex.
-    pub const fn private() -> RobustMutex {
-        RobustMutex(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER))
-    }
-
     /// Initialises the mutex in place.
     ///
     /// # Safety
