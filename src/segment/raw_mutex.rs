@@ -138,6 +138,22 @@ impl RawRobustMutex {
     /// slower); sleeping waiters let the running holder keep it.
     #[inline]
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<Locked, LockFailed> {
+        let shared = self.shared();
+        if shared.mutex.take_free() {
+            // Only a recursive lock keeps a depth (a non-recursive one is
+            // held once or not at all).
+            if self.recursive {
+                shared.depth.store(1, Ordering::Relaxed);
+            }
+            return Ok(Locked::Clean);
+        }
+        self.acquire_held(timeout)
+    }
+
+    /// [`acquire`](Self::acquire) when the word was not free (out of line,
+    /// so that the fast path builds no result on the stack).
+    #[inline(never)]
+    fn acquire_held(&self, timeout: Option<Duration>) -> Result<Locked, LockFailed> {
         let r = self.shared().mutex.lock(timeout);
         if !self.recursive {
             return r;
@@ -149,8 +165,6 @@ impl RawRobustMutex {
     fn account(&self, r: Result<Locked, LockFailed>) -> Result<Locked, LockFailed> {
         let depth = &self.shared().depth;
         match r {
-            // Only a recursive lock keeps a depth (a non-recursive one is
-            // held once or not at all).
             Ok(how) => {
                 depth.store(1, Ordering::Relaxed);
                 Ok(how)

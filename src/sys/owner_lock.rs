@@ -224,15 +224,21 @@ impl OwnerLock {
     /// try once).
     #[inline]
     pub fn lock(&self, timeout: Option<Duration>) -> Result<Locked, LockFailed> {
-        let me = me();
-        // Acquire: the last owner's writes before its release are visible.
-        match self
-            .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
-            Ok(_) => Ok(Locked::Clean),
-            Err(cur) => self.lock_contended(me, cur, timeout),
+        if self.take_free() {
+            return Ok(Locked::Clean);
         }
+        self.lock_contended(me(), self.word.load(Ordering::Relaxed), timeout)
+    }
+
+    /// The uncontended lock: takes a free word in one compare-and-swap;
+    /// `false` (nothing changed) if it was not free. Callers go on with
+    /// [`lock`](Self::lock).
+    #[inline(always)]
+    pub fn take_free(&self) -> bool {
+        // Acquire: the last owner's writes before its release are visible.
+        self.word
+            .compare_exchange(0, me(), Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// The lock when the word was not free.
