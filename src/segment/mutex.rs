@@ -209,11 +209,13 @@ macro_rules! acquire_methods {
         $(#[$try_doc:meta])* $try:ident $(,)?
     ) => {
         $(#[$wait_doc])*
+        #[inline]
         pub fn $wait(&self) -> Result<$guard, $crate::segment::LockError<$guard>> {
             self.$take(None)
         }
 
         $(#[$timeout_doc])*
+        #[inline]
         pub fn $timeout(
             &self,
             timeout: std::time::Duration,
@@ -222,6 +224,7 @@ macro_rules! acquire_methods {
         }
 
         $(#[$try_doc])*
+        #[inline]
         pub fn $try(&self) -> Result<$guard, $crate::segment::LockError<$guard>> {
             self.$take(Some(std::time::Duration::ZERO))
         }

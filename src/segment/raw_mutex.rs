@@ -252,14 +252,17 @@ unsafe impl lock_api::RawMutex for RawRobustMutex {
         }
     }
 
+    #[inline]
     fn try_lock(&self) -> bool {
         self.acquire(Some(Duration::ZERO)).is_ok()
     }
 
+    #[inline]
     unsafe fn unlock(&self) {
         self.release();
     }
 
+    #[inline]
     fn is_locked(&self) -> bool {
         RawRobustMutex::is_locked(self)
     }

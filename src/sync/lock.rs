@@ -85,6 +85,7 @@ macro_rules! lock_common {
                 })
             }
 
+            #[inline]
             fn lock(&self, timeout: Option<Duration>) -> Result<$guard<'_>, LockError<$guard<'_>>> {
                 map_result(self.inner.lock(timeout), |guard| $guard { _guard: guard })
             }
