@@ -276,10 +276,7 @@ impl OwnerLock {
             if owner == me {
                 return Err(LockFailed::Deadlock);
             }
-            let left = match deadline {
-                None => None,
-                Some(d) => Some(d.saturating_duration_since(Instant::now())),
-            };
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left.is_some_and(|l| l.is_zero()) {
                 // About to give up: first make sure the owner lives.
                 match self.take_from_dead(me, cur) {
@@ -366,5 +363,98 @@ impl OwnerLock {
 impl Default for OwnerLock {
     fn default() -> Self {
         OwnerLock::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A lock held by a live thread of this process, the holder's
+    /// identity, and the channel that makes it release and end.
+    fn held_elsewhere(
+        lock: &'static OwnerLock,
+    ) -> (u64, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel();
+        let (id_tx, id_rx) = mpsc::channel();
+        let t = std::thread::spawn(move || {
+            assert_eq!(lock.lock(None).unwrap(), Locked::Clean);
+            id_tx.send(lock.word.load(Ordering::Relaxed)).unwrap();
+            rx.recv().unwrap();
+            lock.unlock().unwrap();
+        });
+        (id_rx.recv().unwrap(), tx, t)
+    }
+
+    #[test]
+    fn a_live_holder_keeps_the_lock() {
+        static LOCK: OwnerLock = OwnerLock::new();
+        let (id, release, t) = held_elsewhere(&LOCK);
+        assert_ne!(id >> 32, 0, "the holder's start time is in the word");
+        assert!(matches!(
+            LOCK.lock(Some(Duration::ZERO)),
+            Err(LockFailed::Timeout)
+        ));
+        assert!(matches!(
+            LOCK.lock(Some(Duration::from_millis(20))),
+            Err(LockFailed::Timeout)
+        ));
+        release.send(()).unwrap();
+        t.join().unwrap();
+        assert_eq!(LOCK.lock(None).unwrap(), Locked::Clean);
+        assert!(matches!(LOCK.lock(None), Err(LockFailed::Deadlock)));
+        LOCK.unlock().unwrap();
+        assert!(!LOCK.is_locked());
+    }
+
+    #[test]
+    fn a_recycled_tid_is_not_the_old_owner() {
+        static LOCK: OwnerLock = OwnerLock::new();
+        let (id, release, t) = held_elsewhere(&LOCK);
+        // The same, live, thread id with another start time: the thread
+        // that locked ended and its id went to a new thread.
+        let ghost = id ^ (1 << 32);
+        LOCK.word.store(ghost | WAITERS, Ordering::Relaxed);
+        assert_eq!(LOCK.lock(None).unwrap(), Locked::OwnerDied);
+        LOCK.unlock().unwrap();
+        // Reported once: the word is clean again.
+        assert_eq!(LOCK.lock(Some(Duration::ZERO)).unwrap(), Locked::Clean);
+        LOCK.unlock().unwrap();
+        // Put the real holder back so that its own unlock succeeds.
+        LOCK.word.store(id, Ordering::Relaxed);
+        release.send(()).unwrap();
+        t.join().unwrap();
+        assert!(!LOCK.is_locked());
+    }
+
+    #[test]
+    fn a_thread_that_ended_holding_is_found_dead() {
+        static LOCK: OwnerLock = OwnerLock::new();
+        std::thread::spawn(|| {
+            assert_eq!(LOCK.lock(None).unwrap(), Locked::Clean);
+        })
+        .join()
+        .unwrap();
+        assert!(LOCK.is_locked());
+        // A try finds out at once, a blocking lock after a slice.
+        assert_eq!(LOCK.lock(Some(Duration::ZERO)).unwrap(), Locked::OwnerDied);
+        LOCK.unlock().unwrap();
+        let worker = std::thread::spawn(|| {
+            assert_eq!(LOCK.lock(None).unwrap(), Locked::Clean);
+        });
+        worker.join().unwrap();
+        assert_eq!(LOCK.lock(None).unwrap(), Locked::OwnerDied);
+        LOCK.unlock().unwrap();
+    }
+
+    #[test]
+    fn unlock_by_a_non_owner_is_refused() {
+        static LOCK: OwnerLock = OwnerLock::new();
+        assert!(LOCK.unlock().is_err());
+        let (_, release, t) = held_elsewhere(&LOCK);
+        assert!(LOCK.unlock().is_err());
+        release.send(()).unwrap();
+        t.join().unwrap();
     }
 }
