@@ -116,9 +116,28 @@ pub fn thread_start(tid: Option<i32>) -> ThreadStart {
             if e.kind() == std::io::ErrorKind::NotFound
                 || e.raw_os_error() == Some(libc::ESRCH) =>
         {
-            return ThreadStart::Gone;
+            return tid.map_or(ThreadStart::Unknown, hidden_or_gone);
         }
         Err(_) => return ThreadStart::Unknown,
     };
     parse_start(&stat)
+}
+
+/// A thread `/proc` does not list: gone, unless the kernel still knows
+/// its id (`/proc` mounted with `hidepid` hides other users' processes),
+/// which `pidfd_open(tid, PIDFD_THREAD)` tells without permission.
+fn hidden_or_gone(tid: i32) -> ThreadStart {
+    use rustix::process::{Pid, PidfdFlags, pidfd_open};
+    /// `PIDFD_THREAD` (Linux 6.9): a pidfd for any thread, not only a
+    /// process's main one.
+    const PIDFD_THREAD: u32 = libc::O_EXCL as u32;
+    let Some(pid) = Pid::from_raw(tid) else {
+        return ThreadStart::Gone;
+    };
+    match pidfd_open(pid, PidfdFlags::from_bits_retain(PIDFD_THREAD)) {
+        Ok(_) => ThreadStart::Unknown,
+        // ESRCH: no such thread; any other error (an older kernel without
+        // PIDFD_THREAD) leaves `/proc`'s answer standing.
+        Err(_) => ThreadStart::Gone,
+    }
 }

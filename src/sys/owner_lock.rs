@@ -35,7 +35,8 @@
 //! doubling up to 32 ms); when a slice runs out and the word still names
 //! the same owner, it asks `/proc/<tid>/stat` whether that thread still
 //! runs with that start time ([`liveness::thread_start`]; a zombie counts
-//! as dead). A try-lock, or a timed lock about to give up, asks at once.
+//! as dead; a thread `/proc` does not show, as under `hidepid`, counts as
+//! alive while `pidfd_open` still finds its id). A try-lock, or a timed lock about to give up, asks at once.
 //! If the owner is gone, the contender CASes its own identity over the dead
 //! one; exactly one wins, and only it is told [`Locked::OwnerDied`]. The
 //! answer "alive" is remembered per thread for a few milliseconds
