@@ -86,7 +86,9 @@ pub use channel::{NetChannel, NetReader, NetWriter};
 pub use handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult};
 pub use net::Session;
 pub use pool::ClusterPool;
-pub use worker::{ENV_IDLE_EXIT_MS, WorkerOptions, serve, serve_if_worker};
+pub use worker::{
+    DEFAULT_PREFETCH, ENV_IDLE_EXIT_MS, ENV_PREFETCH, WorkerOptions, serve, serve_if_worker,
+};
 
 /// Environment variable naming the endpoint to connect to
 /// (`tcp/host:port`), read by [`ClusterConfig::from_env`].

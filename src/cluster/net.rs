@@ -294,6 +294,17 @@ impl Session {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Option<Vec<u8>>, ClusterError> {
+        self.send_query(key, payload, timeout)?.wait()
+    }
+
+    /// Sends a query to `key` with `payload` without waiting for its
+    /// reply (see [`Pending`]).
+    pub(crate) fn send_query(
+        &self,
+        key: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Pending, ClusterError> {
         let replies = self
             .inner
             .z
@@ -302,18 +313,10 @@ impl Session {
             .timeout(timeout)
             .wait()
             .map_err(zerr)?;
-        let deadline = Instant::now() + timeout + Duration::from_millis(500);
-        let left = deadline.saturating_duration_since(Instant::now());
-        match replies.recv_timeout(left) {
-            Ok(Some(reply)) => match reply.into_result() {
-                Ok(sample) => Ok(Some(sample.payload().to_bytes().into_owned())),
-                Err(e) => Err(ClusterError::Zenoh(
-                    String::from_utf8_lossy(&e.payload().to_bytes()).into_owned(),
-                )),
-            },
-            // Timed out, or every reply is in (the channel closed).
-            Ok(None) | Err(_) => Ok(None),
-        }
+        Ok(Pending {
+            replies,
+            deadline: Instant::now() + timeout + Duration::from_millis(500),
+        })
     }
 
     /// Whether a liveliness token matching `key` is alive now.
@@ -337,6 +340,43 @@ impl Session {
                 }
                 Ok(None) | Err(_) => return Ok(false),
             }
+        }
+    }
+}
+
+/// A query on its way: its one reply, when it comes.
+pub(crate) struct Pending {
+    replies: zenoh::handlers::FifoChannelHandler<zenoh::query::Reply>,
+    deadline: Instant,
+}
+
+impl Pending {
+    fn take(reply: zenoh::query::Reply) -> Result<Option<Vec<u8>>, ClusterError> {
+        match reply.into_result() {
+            Ok(sample) => Ok(Some(sample.payload().to_bytes().into_owned())),
+            Err(e) => Err(ClusterError::Zenoh(
+                String::from_utf8_lossy(&e.payload().to_bytes()).into_owned(),
+            )),
+        }
+    }
+
+    /// Waits for the reply. `Ok(None)`: nobody answered (no queryable,
+    /// or timed out).
+    pub(crate) fn wait(self) -> Result<Option<Vec<u8>>, ClusterError> {
+        match self.replies.recv_deadline(self.deadline) {
+            Ok(Some(reply)) => Self::take(reply),
+            // Timed out, or every reply is in (the channel closed).
+            Ok(None) | Err(_) => Ok(None),
+        }
+    }
+
+    /// The reply if it is in: `None` while it may still come,
+    /// `Some(Ok(None))` when nobody answered.
+    pub(crate) fn poll(&self) -> Option<Result<Option<Vec<u8>>, ClusterError>> {
+        match self.replies.try_recv() {
+            Ok(Some(reply)) => Some(Self::take(reply)),
+            Ok(None) if Instant::now() < self.deadline => None,
+            Ok(None) | Err(_) => Some(Ok(None)),
         }
     }
 }

@@ -321,6 +321,10 @@ mod tests {
             host: "nowhere".into(),
             seq: 1,
             results: Vec::new(),
+            started: Vec::new(),
+            held: Vec::new(),
+            holding: 0,
+            want: 1,
         };
         let bytes = remote::encode(&pull, usize::MAX).unwrap();
         let reply = s
