@@ -37,7 +37,7 @@ use zenoh::query::Query;
 use zenoh::sample::SampleKind;
 
 use super::ClusterError;
-use super::net::{Session, key_safe};
+use super::net::{Pending, Session, key_safe};
 use crate::csp::ChannelError;
 use crate::error::CodecError;
 use crate::pool::remote::{self, NetCodec};
@@ -659,7 +659,13 @@ pub(super) struct EndCore {
     /// of the home (see `cluster/alt.rs`).
     pub(super) signal: Arc<Signal>,
     _home_watch: zenoh::pubsub::Subscriber<()>,
+    /// Queries the home's `op` key.
+    querier: zenoh::query::Querier<'static>,
 }
+
+/// How long a query to a home waits for its answer: its longest wait at
+/// the home, and room for the network.
+const ASK_TIMEOUT: Duration = PARK.saturating_add(Duration::from_secs(10));
 
 /// A futex word an alternation sleeps on, bumped when something it waits
 /// for at a home happened.
@@ -708,7 +714,11 @@ impl EndCore {
             })
             .wait()
             .map_err(|e| lost(e.to_string()))?;
+        let querier = session
+            .querier(session.key(&format!("chan/{name}/op")), ASK_TIMEOUT)
+            .map_err(|e| lost(e.to_string()))?;
         let core = EndCore {
+            querier,
             session: session.clone(),
             name: name.to_string(),
             id,
@@ -751,10 +761,14 @@ impl EndCore {
     pub(super) fn ask(&self, op: &Op) -> Result<Answer, ChannelError> {
         let cap = self.session.max_payload();
         let bytes = remote::encode(op, cap + ENVELOPE).map_err(codec_error)?;
-        let wait = Duration::from_millis(op.wait_ms);
-        let reply = self
-            .session
-            .ask(&self.key("op"), bytes, wait + Duration::from_secs(10))
+        let replies = self
+            .querier
+            .get()
+            .payload(bytes)
+            .wait()
+            .map_err(|e| lost(e.to_string()))?;
+        let reply = Pending::new(replies, ASK_TIMEOUT)
+            .wait()
             .map_err(|e| lost(e.to_string()))?;
         match reply {
             Some(b) => remote::decode::<Answer>(&b, cap + ENVELOPE).map_err(codec_error),

@@ -288,23 +288,13 @@ impl Session {
 
     /// Asks `key` with `payload` and waits up to `timeout` for the one
     /// reply. `Ok(None)`: nobody answered (no queryable, or timed out).
+    #[cfg(test)]
     pub(crate) fn ask(
         &self,
         key: &str,
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Option<Vec<u8>>, ClusterError> {
-        self.send_query(key, payload, timeout)?.wait()
-    }
-
-    /// Sends a query to `key` with `payload` without waiting for its
-    /// reply (see [`Pending`]).
-    pub(crate) fn send_query(
-        &self,
-        key: &str,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Pending, ClusterError> {
         let replies = self
             .inner
             .z
@@ -313,10 +303,22 @@ impl Session {
             .timeout(timeout)
             .wait()
             .map_err(zerr)?;
-        Ok(Pending {
-            replies,
-            deadline: Instant::now() + timeout + Duration::from_millis(500),
-        })
+        Pending::new(replies, timeout).wait()
+    }
+
+    /// A querier of `key`: queries it again and again with a timeout of
+    /// `timeout`, without resolving the key each time.
+    pub(crate) fn querier(
+        &self,
+        key: String,
+        timeout: Duration,
+    ) -> Result<zenoh::query::Querier<'static>, ClusterError> {
+        self.inner
+            .z
+            .declare_querier(key)
+            .timeout(timeout)
+            .wait()
+            .map_err(zerr)
     }
 
     /// Whether a liveliness token matching `key` is alive now.
@@ -351,6 +353,17 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// The reply to a query sent with `timeout`.
+    pub(crate) fn new(
+        replies: zenoh::handlers::FifoChannelHandler<zenoh::query::Reply>,
+        timeout: Duration,
+    ) -> Pending {
+        Pending {
+            replies,
+            deadline: Instant::now() + timeout + Duration::from_millis(500),
+        }
+    }
+
     fn take(reply: zenoh::query::Reply) -> Result<Option<Vec<u8>>, ClusterError> {
         match reply.into_result() {
             Ok(sample) => Ok(Some(sample.payload().to_bytes().into_owned())),

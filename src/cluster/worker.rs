@@ -166,6 +166,8 @@ struct Worker {
     id: String,
     token: Option<zenoh::liveliness::LivelinessToken>,
     pools: Arc<Mutex<Vec<String>>>,
+    /// A querier of each live pool's `work` key.
+    queriers: HashMap<String, zenoh::query::Querier<'static>>,
     _subscriber: zenoh::pubsub::Subscriber<()>,
 }
 
@@ -205,6 +207,7 @@ impl Worker {
             session,
             token: None,
             pools,
+            queriers: HashMap::new(),
             _subscriber: subscriber,
         };
         w.rejoin()?;
@@ -235,7 +238,7 @@ impl Worker {
     /// (the task this worker starts now, if any), what it holds, and
     /// `want`. `None`: it could not be sent.
     fn send_pull(
-        &self,
+        &mut self,
         pool: &str,
         seq: u64,
         started: Option<u64>,
@@ -290,11 +293,14 @@ impl Worker {
             }
         };
         let carried = pull.results.iter().map(|d| d.task).collect();
-        let key = self.session.key(&format!("pool/{pool}/work"));
-        let pending = self
-            .session
-            .send_query(&key, bytes, PARK + Duration::from_secs(10))
-            .ok()?;
+        let timeout = PARK + Duration::from_secs(10);
+        if !self.queriers.contains_key(pool) {
+            let key = self.session.key(&format!("pool/{pool}/work"));
+            let q = self.session.querier(key, timeout).ok()?;
+            self.queriers.insert(pool.to_string(), q);
+        }
+        let replies = self.queriers.get(pool)?.get().payload(bytes).wait().ok()?;
+        let pending = Pending::new(replies, timeout);
         Some(InFlight {
             pool: pool.to_string(),
             carried,
@@ -341,6 +347,7 @@ impl Worker {
             // kept a while: this session may have lost its link and be
             // joining again (the pool's token comes back then).
             local.retain(|(p, _)| pools.contains(p));
+            self.queriers.retain(|p, _| pools.contains(p));
             missing.retain(|p, _| !pools.contains(p));
             for (p, _) in &results {
                 if !pools.contains(p) {
