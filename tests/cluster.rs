@@ -1145,3 +1145,10 @@ fn a_tls_listener_without_a_certificate_or_with_a_missing_file_is_a_config_error
         .unwrap_err();
     assert!(matches!(e, ClusterError::Config(_)), "{e}");
 }
+
+#[test]
+fn network_ends_may_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<multiproc::cluster::NetReader<u64>>();
+    shared::<multiproc::cluster::NetWriter<u64>>();
+}

@@ -19,6 +19,12 @@
 //!   (writer) that joined is lost, waiting writers (readers) fail with
 //!   `Lost` too; a lost end on a side with live ends left changes nothing
 //!   for the others (any-to-any).
+//! * An end is one party of the channel: it may be shared between threads
+//!   (it is `Send` and `Sync`), but it has one operation at the home at a
+//!   time; a second thread's operation on the same end waits until the
+//!   first has happened (the end's sequence-number lock is held through
+//!   the operation). Threads that should wait at the home together open
+//!   an end each.
 //! * Network ends take part in an [`Alternation`](crate::csp::Alternation)
 //!   beside local guards ([`net_input`](crate::csp::Alternation::net_input),
 //!   [`net_output`](crate::csp::Alternation::net_output)); the home
@@ -831,7 +837,9 @@ pub(super) fn codec_error(e: NetCodec) -> ChannelError {
 }
 
 /// The reading end of a [`NetChannel`], in any process of the cluster.
-/// Dropping it (or [`retire`](Self::retire)) retires it.
+/// Dropping it (or [`retire`](Self::retire)) retires it. It does one
+/// operation at a time: threads sharing it take turns (open an end per
+/// thread for readers that wait together).
 pub struct NetReader<T> {
     pub(super) core: EndCore,
     _t: PhantomData<fn() -> T>,
@@ -895,7 +903,8 @@ impl<T> Drop for NetReader<T> {
 }
 
 /// The writing end of a [`NetChannel`], in any process of the cluster.
-/// Dropping it (or [`retire`](Self::retire)) retires it.
+/// Dropping it (or [`retire`](Self::retire)) retires it. It does one
+/// operation at a time: threads sharing it take turns.
 pub struct NetWriter<T> {
     pub(super) core: EndCore,
     _t: PhantomData<fn(T)>,
