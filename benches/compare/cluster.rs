@@ -28,9 +28,13 @@
 //!   communication costs when each is a query.
 //! * `cluster.map.chunksize1_2workers`: tasks per second of
 //!   `map_chunked(square, 0..N, 1)` (one task per pull) on a cluster pool
-//!   with two worker processes (this binary exec'd in worker mode). Raw: two processes declaring a queryable that squares a `u64`,
-//!   each asked in turn by one thread of the bench (one task in flight per
-//!   worker, as a cluster worker pulls one task at a time). Also measured:
+//!   with two worker processes (this binary exec'd in worker mode, with
+//!   the default prefetch of 2; `MULTIPROC_CLUSTER_PREFETCH=0` in the
+//!   bench's environment measures one task per pull). Raw: two processes
+//!   declaring a queryable that squares a `u64`, each asked in turn by one
+//!   thread of the bench (one query in flight per worker; a cluster
+//!   worker also has one pull in flight, but a pull brings up to its
+//!   prefetch of tasks and overlaps the task it runs). Also measured:
 //!   the local `Pool` of two workers on the same map, also one task per
 //!   chunk (`local_pool`).
 //!
