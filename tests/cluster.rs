@@ -1152,3 +1152,13 @@ fn network_ends_may_be_shared_between_threads() {
     shared::<multiproc::cluster::NetReader<u64>>();
     shared::<multiproc::cluster::NetWriter<u64>>();
 }
+
+#[test]
+fn a_worker_with_a_bad_prefetch_exits_with_a_config_error() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        c.worker_with(&[(multiproc::cluster::ENV_PREFETCH, "lots")]);
+        let worker = c.workers.last_mut().expect("the worker");
+        assert_eq!(worker.wait().expect("wait for the worker").code(), Some(2));
+    });
+}

@@ -122,22 +122,27 @@ pub fn serve_if_worker() {
     run_worker_and_exit()
 }
 
-fn run_worker_and_exit() -> ! {
-    let idle = std::env::var(ENV_IDLE_EXIT_MS)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis);
+/// The options of a worker started by [`ENV_WORKER`]:
+/// [`ENV_IDLE_EXIT_MS`] and [`ENV_PREFETCH`].
+fn options_from_env() -> Result<WorkerOptions, ClusterError> {
     let mut options = WorkerOptions::new();
-    if let Some(d) = idle {
-        options = options.idle_exit(d);
-    }
-    if let Some(n) = std::env::var(ENV_PREFETCH)
+    if let Some(ms) = std::env::var(ENV_IDLE_EXIT_MS)
         .ok()
         .and_then(|v| v.parse().ok())
     {
+        options = options.idle_exit(Duration::from_millis(ms));
+    }
+    if let Ok(v) = std::env::var(ENV_PREFETCH) {
+        let n = v.parse().map_err(|_| {
+            ClusterError::Config(format!("{ENV_PREFETCH}={v:?} is not a number of tasks"))
+        })?;
         options = options.prefetch(n);
     }
-    let code = match ClusterConfig::from_env().and_then(|c| serve(&c, options)) {
+    Ok(options)
+}
+
+fn run_worker_and_exit() -> ! {
+    let code = match options_from_env().and_then(|o| serve(&ClusterConfig::from_env()?, o)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("multiproc: cluster worker: {e}");
