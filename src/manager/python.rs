@@ -35,6 +35,7 @@
 //! with [`PickleError::Global`], so a method returning an instance of a
 //! user's class cannot be read here; return plain data instead.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -919,12 +920,7 @@ fn call_method(obj: &mut Obj, name: &str, args: Vec<Value>) -> Result<Value, Str
                 "#GETVALUE" | "copy" => Ok(Value::Dict(dict.clone())),
                 "__len__" => Ok(Value::I64(dict.len() as i64)),
                 "__contains__" => Ok(Value::Bool(dict.contains_key(&key(arg(0)?)?))),
-                "__getitem__" => {
-                    let k = key(arg(0)?)?;
-                    dict.get(&k)
-                        .cloned()
-                        .ok_or_else(|| format!("KeyError: {}", k.into_value()))
-                }
+                "__getitem__" => get_entry(dict, key(arg(0)?)?, key_error),
                 "get" => Ok(dict
                     .get(&key(arg(0)?)?)
                     .cloned()
@@ -933,19 +929,13 @@ fn call_method(obj: &mut Obj, name: &str, args: Vec<Value>) -> Result<Value, Str
                     dict.insert(key(arg(0)?)?, arg(1)?);
                     Ok(Value::None)
                 }
-                "__delitem__" => {
-                    let k = key(arg(0)?)?;
-                    match dict.remove(&k) {
-                        Some(_) => Ok(Value::None),
-                        None => Err(format!("KeyError: {}", k.into_value())),
-                    }
-                }
+                "__delitem__" => del_entry(dict, key(arg(0)?)?, key_error),
                 "pop" => {
                     let k = key(arg(0)?)?;
                     match (dict.remove(&k), args.get(1)) {
                         (Some(v), _) => Ok(v),
                         (None, Some(d)) => Ok(d.clone()),
-                        (None, None) => Err(format!("KeyError: {}", k.into_value())),
+                        (None, None) => Err(key_error(k)),
                     }
                 }
                 "setdefault" => {
@@ -988,27 +978,44 @@ fn call_method(obj: &mut Obj, name: &str, args: Vec<Value>) -> Result<Value, Str
                         .map(|(k, v)| (HashableValue::String(k.clone()), v.clone()))
                         .collect(),
                 )),
-                "__getattribute__" => {
-                    let a = attr(arg(0)?)?;
-                    ns.get(&a).cloned().ok_or_else(|| {
-                        format!("AttributeError: 'Namespace' object has no attribute {a:?}")
-                    })
-                }
+                "__getattribute__" => get_entry(ns, attr(arg(0)?)?, |a| {
+                    format!("AttributeError: 'Namespace' object has no attribute {a:?}")
+                }),
                 "__setattr__" => {
                     ns.insert(attr(arg(0)?)?, arg(1)?);
                     Ok(Value::None)
                 }
-                "__delattr__" => {
-                    let a = attr(arg(0)?)?;
-                    match ns.remove(&a) {
-                        Some(_) => Ok(Value::None),
-                        None => Err(format!("AttributeError: {a}")),
-                    }
-                }
+                "__delattr__" => del_entry(ns, attr(arg(0)?)?, |a| format!("AttributeError: {a}")),
                 other => Err(not_exposed(other, NAMESPACE_METHODS)),
             }
         }
     }
+}
+
+/// `map[k]` (a dict's item, a namespace's attribute), or the error
+/// `missing` words.
+fn get_entry<K: Ord>(
+    map: &BTreeMap<K, Value>,
+    k: K,
+    missing: impl FnOnce(K) -> String,
+) -> Result<Value, String> {
+    map.get(&k).cloned().ok_or_else(|| missing(k))
+}
+
+/// `del map[k]`, or the error `missing` words.
+fn del_entry<K: Ord>(
+    map: &mut BTreeMap<K, Value>,
+    k: K,
+    missing: impl FnOnce(K) -> String,
+) -> Result<Value, String> {
+    match map.remove(&k) {
+        Some(_) => Ok(Value::None),
+        None => Err(missing(k)),
+    }
+}
+
+fn key_error(k: HashableValue) -> String {
+    format!("KeyError: {}", k.into_value())
 }
 
 fn not_exposed(method: &str, exposed: &[&str]) -> String {
