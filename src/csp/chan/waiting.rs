@@ -79,7 +79,7 @@ impl Chan {
     /// state, if it did. (A frame of its own: the spinner's state is not
     /// kept in the frame of a lightweight process that then parks.)
     #[inline(never)]
-    fn spin_rec(&self, idx: u32, expected: u32) -> Option<u32> {
+    pub(crate) fn spin_rec(&self, idx: u32, expected: u32) -> Option<u32> {
         let st = &self.rec(idx).state;
         let mut backoff = Backoff::new(&wait::CSP);
         loop {
