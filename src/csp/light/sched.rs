@@ -328,6 +328,38 @@ unsafe impl Stack for SlotStack {
     }
 }
 
+/// The words a parked task waits on (address, expected value): the first
+/// inline, as a task nearly always waits on one (a heap block for it cost
+/// a million parked tasks 32 MB).
+#[derive(Default)]
+struct Words {
+    first: Option<(usize, u32)>,
+    more: Vec<(usize, u32)>,
+}
+
+impl Words {
+    fn clear(&mut self) {
+        self.first = None;
+        self.more.clear();
+    }
+    fn push(&mut self, w: (usize, u32)) {
+        if self.first.is_none() {
+            self.first = Some(w);
+        } else {
+            self.more.push(w);
+        }
+    }
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+    fn iter(&self) -> impl Iterator<Item = &(usize, u32)> {
+        self.first.iter().chain(&self.more)
+    }
+}
+
 /// What a task tells its worker when it suspends, and the worker tells it
 /// when it resumes.
 pub(crate) struct Park {
@@ -338,7 +370,7 @@ pub(crate) struct Park {
     /// The lowest address of the task's live stack at suspension.
     sp: usize,
     /// The words it waits on (address, expected value).
-    words: Vec<(usize, u32)>,
+    words: Words,
     deadline: Option<Instant>,
     /// The channel ends the process holds (swapped with the thread's).
     held: channel::HeldList,
@@ -397,7 +429,7 @@ fn calibrate() {
         epoch: 0,
         yielder: std::ptr::null(),
         sp: 0,
-        words: Vec::new(),
+        words: Words::default(),
         deadline: None,
         held: Default::default(),
     });
@@ -545,7 +577,7 @@ impl Worker {
             let mut words: Vec<(&AtomicU32, u32)> = vec![(&sh.bell, seen)];
             'all: for &idx in &self.parked {
                 if let Some(Some(t)) = self.tasks.get(idx) {
-                    for &(addr, expected) in &t.park.words {
+                    for &(addr, expected) in t.park.words.iter() {
                         if words.len() >= sys::waitv::MAX_WORDS {
                             break 'all;
                         }
@@ -590,7 +622,7 @@ impl Worker {
                 epoch: 0,
                 yielder: std::ptr::null(),
                 sp: 0,
-                words: Vec::new(),
+                words: Words::default(),
                 deadline: None,
                 held: Default::default(),
             }),
@@ -726,7 +758,7 @@ impl Worker {
     }
 }
 
-fn words_changed(words: &[(usize, u32)]) -> bool {
+fn words_changed(words: &Words) -> bool {
     words.iter().any(|&(addr, expected)| {
         // SAFETY: a parked task's words live in memory its suspended
         // frames keep alive (a channel it is operating on).
@@ -780,8 +812,8 @@ fn park_on(park: *mut Park, words: &[(&AtomicU32, u32)], deadline: Option<Instan
 fn register(p: &mut Park, words: &[(&AtomicU32, u32)], epoch: u64) -> bool {
     p.shared.state.store(epoch << 2 | PARKED, Ordering::SeqCst);
     p.words.clear();
-    // Room for exactly these (usually one): a million parked tasks keep it.
-    p.words.reserve_exact(words.len());
+    // Room for exactly these: a million parked tasks keep it.
+    p.words.more.reserve_exact(words.len().saturating_sub(1));
     let mut changed = false;
     for (w, e) in words {
         let addr = w.as_ptr() as usize;
@@ -812,7 +844,7 @@ fn register(p: &mut Park, words: &[(&AtomicU32, u32)], epoch: u64) -> bool {
             )
             .is_ok()
     {
-        for &(addr, _) in &p.words {
+        for &(addr, _) in p.words.iter() {
             unregister(addr, &p.shared, epoch);
         }
         p.words.clear();
@@ -828,7 +860,7 @@ fn unpark(p: &mut Park, epoch: u64) {
     // Woken through the table for its only word: that entry is gone.
     let by_table = p.shared.by_table.swap(false, Ordering::Relaxed);
     if !(by_table && p.words.len() == 1) {
-        for &(addr, _) in &p.words {
+        for &(addr, _) in p.words.iter() {
             unregister(addr, &p.shared, epoch);
         }
     }
