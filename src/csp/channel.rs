@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::chan::{self, Chan, Geometry, OpError};
 use super::error::ChannelError;
+use super::light::fast;
 use super::memory::Memory;
 use super::spill::{self, Outgoing};
 use crate::codec::{self, SharedFd};
@@ -339,6 +340,9 @@ impl<T: DeserializeOwned> Reader<T> {
     /// Takes the next value, waiting for a writer.
     pub fn read(&self) -> Result<T, ChannelError> {
         let chan = self.end.chan();
+        if let Some(r) = fast::read(chan, None) {
+            return r;
+        }
         decode(chan, chan.read(None).map_err(op_error)?)
     }
 
@@ -346,11 +350,11 @@ impl<T: DeserializeOwned> Reader<T> {
     /// [`ChannelError::Timeout`] after `timeout` (nothing is taken then).
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
         let chan = self.end.chan();
-        decode(
-            chan,
-            chan.read(Deadline::after(timeout).instant())
-                .map_err(op_error)?,
-        )
+        let deadline = Deadline::after(timeout).instant();
+        if let Some(r) = fast::read(chan, deadline) {
+            return r;
+        }
+        decode(chan, chan.read(deadline).map_err(op_error)?)
     }
 }
 
@@ -367,6 +371,9 @@ impl<T: Serialize> Writer<T> {
     /// killed is described in the [module docs](super#failure-a-party-killed-inside-a-channel).
     pub fn write(&self, value: &T) -> Result<(), ChannelError> {
         let chan = self.end.chan();
+        if let Some(r) = fast::write(chan, value, None) {
+            return r;
+        }
         let out = encode(chan, value)?;
         chan.write(&out.bytes, None).map_err(op_error)?;
         out.delivered();
@@ -377,9 +384,12 @@ impl<T: Serialize> Writer<T> {
     /// [`ChannelError::Timeout`] after `timeout` (nothing was written then).
     pub fn write_timeout(&self, value: &T, timeout: Duration) -> Result<(), ChannelError> {
         let chan = self.end.chan();
+        let deadline = Deadline::after(timeout).instant();
+        if let Some(r) = fast::write(chan, value, deadline) {
+            return r;
+        }
         let out = encode(chan, value)?;
-        chan.write(&out.bytes, Deadline::after(timeout).instant())
-            .map_err(op_error)?;
+        chan.write(&out.bytes, deadline).map_err(op_error)?;
         out.delivered();
         Ok(())
     }
@@ -601,6 +611,8 @@ impl Serialize for End {
         if collected {
             return s.serialize_unit();
         }
+        // Another process may use the channel from now on.
+        self.flavor.chan().fast().promote();
         let Flavor::Processes(chan) = &self.flavor else {
             return Err(serde::ser::Error::custom(
                 "this channel was built threads_only and cannot be passed to another process",

@@ -10,6 +10,7 @@ impl Chan {
     /// Writes one encoded message, waiting until a reader took it (or, if
     /// buffered, until it is in the buffer).
     pub fn write(&self, data: &[u8], deadline: Option<Instant>) -> Result<(), OpError> {
+        self.fast().promote();
         loop {
             let done = match self.post_blocking(WRITE, Some(data), deadline)? {
                 Err(_) => true,
@@ -24,6 +25,7 @@ impl Chan {
 
     /// Reads one encoded message.
     pub fn read(&self, deadline: Option<Instant>) -> Result<Vec<u8>, OpError> {
+        self.fast().promote();
         loop {
             let got = match self.post_blocking(READ, None, deadline)? {
                 Err(Attempt::Done(v)) => Some(v),
@@ -39,6 +41,7 @@ impl Chan {
 
     /// Completes at once if the other side is ready (never waits).
     pub fn try_op(&self, dir: u32, data: Option<&[u8]>, owner: u64) -> Result<Attempt, OpError> {
+        self.fast().promote();
         let mut g = self.lock()?;
         if dir == READ {
             self.try_read_locked(&mut g, owner)
@@ -49,6 +52,7 @@ impl Chan {
 
     /// Posts a watch of direction `dir` for `owner`.
     pub fn post_watch(&self, dir: u32, owner: u64) -> Result<Posted, OpError> {
+        self.fast().promote();
         let _g = self.lock()?;
         Ok(match self.alloc(WATCH | dir, owner, None) {
             Some(idx) => Posted::Record(idx),
@@ -70,6 +74,7 @@ impl Chan {
     /// Posts `owner`'s single committed offer, or completes at once if
     /// the other side is ready by now.
     pub fn post_offer(&self, dir: u32, data: Option<&[u8]>, owner: u64) -> Result<Posted, OpError> {
+        self.fast().promote();
         let mut g = self.lock()?;
         let a = if dir == READ {
             self.try_read_locked(&mut g, owner)?
@@ -96,6 +101,7 @@ impl Chan {
     /// out). `Ok(false)`: every record is in use, try again later.
     #[cfg(feature = "tokio")]
     pub fn give_back(&self, data: &[u8]) -> Result<bool, OpError> {
+        self.fast().promote();
         let mut g = self.lock()?;
         if !self.is_retired()
             && let Attempt::Done(_) = self.try_write_locked(&mut g, data, 0)?

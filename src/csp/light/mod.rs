@@ -23,6 +23,7 @@
 //! worker: wrap it in [`io`], which runs it on a helper thread while the
 //! worker goes on (PyCSP's `@io`). [`sleep`] sleeps without a thread.
 
+pub(crate) mod fast;
 mod sched;
 
 use std::any::Any;

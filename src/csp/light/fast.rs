@@ -1,0 +1,374 @@
+//! The direct hand-over between lightweight processes: a rendezvous
+//! channel that only lightweight processes of this OS process have used
+//! carries each message from writer to reader without the shared-memory
+//! protocol of `chan/` (no channel lock, no record, no futex table).
+//!
+//! # Modes
+//!
+//! Every channel has a [`Fast`] beside its shared memory. A rendezvous
+//! channel created here starts `FAST`; a buffered one, or one opened from
+//! another process, starts `GENERAL`. `FAST` turns `GENERAL` for good (the
+//! *promotion*, [`Fast::promote`]) the first time anything but a plain
+//! read or write of a lightweight process touches the channel: an
+//! operation of a thread, an alternation (every guard kind goes through
+//! `chan/ops.rs`), an async operation, or an end leaving for another
+//! process (`End::serialize`). Promotion wakes every party parked here
+//! with `RETRY`: each does its operation again on the general path, where
+//! the newcomer meets it. So the general protocol is never bypassed once
+//! anyone else can see the channel, and rendezvous, any-to-any,
+//! poison/retire and alternation keep their meaning.
+//!
+//! # The hand-over
+//!
+//! Under the channel's local lock (a process-private mutex, never held
+//! across a suspension) a party either finds a parked counterpart in the
+//! queue (all waiters are of one side: a rendezvous never leaves a reader
+//! and a writer both waiting) and completes with it, or queues its own
+//! [`Node`] and parks (`sched::park_current`). A writer finding a reader
+//! swaps its encoded message into the reader's node; a reader finding a
+//! writer swaps the writer's message out. Then the finder sets the
+//! node's outcome (`DONE`, Release) and unparks its owner, which reads its
+//! outcome (Acquire) without the lock. The messages are postcard bytes in
+//! buffers that circulate between nodes, and nodes come from a per-thread
+//! pool: no allocation per message once warm.
+//!
+//! | `Node::outcome` | meaning | set by |
+//! |---|---|---|
+//! | `WAITING` | queued, parked | the owner, under the lock, before queueing |
+//! | `DONE` | the counterpart completed the operation | the counterpart, under the lock, after dequeueing it |
+//! | `RETRY` | promoted: do it again on the general path | the promoter, under the lock, after dequeueing it |
+//! | `ABORTED` | poisoned or retired | the poisoner/retirer, under the lock, after dequeueing it |
+//!
+//! A node's message and unparker are touched only by the lock holder
+//! while the node is queued, and only by its owner otherwise (after it
+//! saw an outcome other than `WAITING`, or before it queued the node).
+//!
+//! Poison and retirement set the channel's flag first, then take the lock
+//! and abort what is queued: an operation under the lock either sees the
+//! flag or is queued before the abort, which finds it.
+
+#![allow(unsafe_code)]
+
+use std::cell::{RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::sched::{self, Unparker};
+use crate::codec;
+use crate::csp::chan::{self, Chan};
+use crate::csp::error::ChannelError;
+
+const FAST: u32 = 0;
+const GENERAL: u32 = 1;
+
+const WAITING: u32 = 0;
+const DONE: u32 = 1;
+const RETRY: u32 = 2;
+const ABORTED: u32 = 3;
+
+/// A parked party: its outcome, its message (for a writer: the one it
+/// offers; for a reader: the one it got), and how to wake it.
+struct Node {
+    outcome: AtomicU32,
+    msg: UnsafeCell<Vec<u8>>,
+    unparker: UnsafeCell<Option<Unparker>>,
+}
+
+// SAFETY: the cells are touched by one party at a time, handed over
+// under the channel's local lock or by the Release/Acquire `outcome` (see
+// the module docs).
+unsafe impl Sync for Node {}
+// SAFETY: as above; `Vec<u8>` and `Unparker` are `Send`.
+unsafe impl Send for Node {}
+
+thread_local! {
+    /// Nodes of finished operations, for the next ones.
+    static POOL: RefCell<Vec<Arc<Node>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Nodes kept per thread.
+const POOL_MAX: usize = 64;
+
+fn node() -> Arc<Node> {
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
+        Arc::new(Node {
+            outcome: AtomicU32::new(WAITING),
+            msg: UnsafeCell::new(Vec::new()),
+            unparker: UnsafeCell::new(None),
+        })
+    })
+}
+
+fn recycle(n: Arc<Node>) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(n);
+        }
+    });
+}
+
+/// The parked parties of one channel: all readers or all writers.
+struct Queue {
+    side: u32,
+    nodes: VecDeque<Arc<Node>>,
+}
+
+/// The process-local side of a channel: its mode and its parked parties.
+pub(crate) struct Fast {
+    mode: AtomicU32,
+    queue: Mutex<Queue>,
+}
+
+impl Fast {
+    /// A fast channel (`fast`: a rendezvous channel created here), or one
+    /// that always takes the general path.
+    pub(crate) fn new(fast: bool) -> Fast {
+        Fast {
+            mode: AtomicU32::new(if fast { FAST } else { GENERAL }),
+            queue: Mutex::new(Queue {
+                side: chan::READ,
+                nodes: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_fast(&self) -> bool {
+        self.mode.load(Ordering::Acquire) == FAST
+    }
+
+    /// Turns the channel general for good; the parties parked here do
+    /// their operations again on the general path.
+    pub(crate) fn promote(&self) {
+        if !self.is_fast() {
+            return;
+        }
+        let mut q = self.lock();
+        self.mode.store(GENERAL, Ordering::Release);
+        let woken = Self::finish_all(&mut q, RETRY);
+        drop(q);
+        woken.into_iter().for_each(Unparker::unpark);
+    }
+
+    /// Aborts every parked party (after poison or retirement set its flag).
+    pub(crate) fn abort(&self) {
+        if !self.is_fast() {
+            return;
+        }
+        let mut q = self.lock();
+        let woken = Self::finish_all(&mut q, ABORTED);
+        drop(q);
+        woken.into_iter().for_each(Unparker::unpark);
+    }
+
+    fn finish_all(q: &mut Queue, outcome: u32) -> Vec<Unparker> {
+        q.nodes
+            .drain(..)
+            .filter_map(|n| {
+                // SAFETY: queued, so ours under the lock (module docs).
+                let u = unsafe { (*n.unparker.get()).take() };
+                n.outcome.store(outcome, Ordering::Release);
+                u
+            })
+            .collect()
+    }
+
+    /// How many parties of side `dir` are parked here (a hint for tests).
+    pub(crate) fn waiting(&self, dir: u32) -> usize {
+        if !self.is_fast() {
+            return 0;
+        }
+        let q = self.lock();
+        if q.side == dir { q.nodes.len() } else { 0 }
+    }
+}
+
+/// Takes the first parked party of side `dir`, if any: its node and its
+/// unparker (to use once the lock is released).
+fn take_counterpart(q: &mut Queue, dir: u32) -> Option<(Arc<Node>, Option<Unparker>)> {
+    if q.side != dir {
+        return None;
+    }
+    let n = q.nodes.pop_front()?;
+    // SAFETY: queued until just now, so ours under the lock.
+    let u = unsafe { (*n.unparker.get()).take() };
+    Some((n, u))
+}
+
+/// Parks `node` as a party of side `dir` (queued with the lock `q`, which
+/// this releases) until an outcome other than `WAITING` or `deadline`;
+/// `Err(Timeout)` (and dequeued) if the deadline came first.
+fn wait<'a>(
+    fast: &'a Fast,
+    mut q: MutexGuard<'a, Queue>,
+    node: &Arc<Node>,
+    dir: u32,
+    deadline: Option<Instant>,
+) -> Result<u32, chan::OpError> {
+    node.outcome.store(WAITING, Ordering::Relaxed);
+    q.side = dir;
+    q.nodes.push_back(node.clone());
+    loop {
+        sched::park_current(deadline, |u| {
+            // SAFETY: queued and the lock held: ours.
+            unsafe { *node.unparker.get() = Some(u) };
+            drop(q);
+        });
+        let o = node.outcome.load(Ordering::Acquire);
+        if o != WAITING {
+            return Ok(o);
+        }
+        q = fast.lock();
+        let o = node.outcome.load(Ordering::Acquire);
+        if o != WAITING {
+            return Ok(o);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            q.nodes.retain(|n| !Arc::ptr_eq(n, node));
+            // SAFETY: dequeued under the lock: ours again.
+            unsafe { *node.unparker.get() = None };
+            return Err(chan::OpError::Timeout);
+        }
+    }
+}
+
+/// Whether `chan` is poisoned or retired: the error then.
+fn closed(chan: &Chan) -> Option<ChannelError> {
+    if chan.is_poisoned() {
+        Some(ChannelError::Poisoned)
+    } else if chan.is_retired() {
+        Some(ChannelError::Retired)
+    } else {
+        None
+    }
+}
+
+/// Writes `value` by direct hand-over when the caller is a lightweight
+/// process and `chan` is fast; `None` when the general path must do it
+/// (it reports encoding errors and large messages too).
+pub(crate) fn write<T: Serialize>(
+    chan: &Chan,
+    value: &T,
+    deadline: Option<Instant>,
+) -> Option<Result<(), ChannelError>> {
+    if !chan.fast().is_fast() || !sched::on_task() {
+        return None;
+    }
+    let mine = node();
+    // SAFETY: not queued: ours.
+    let buf = unsafe { &mut *mine.msg.get() };
+    if !encode(chan, value, buf) {
+        recycle(mine);
+        return None;
+    }
+    let fast = chan.fast();
+    let mut q = fast.lock();
+    if !fast.is_fast() {
+        drop(q);
+        recycle(mine);
+        return None;
+    }
+    if let Some(e) = closed(chan) {
+        drop(q);
+        recycle(mine);
+        return Some(Err(e));
+    }
+    if let Some((reader, u)) = take_counterpart(&mut q, chan::READ) {
+        // SAFETY: dequeued under the lock: ours until its outcome is set;
+        // `buf` is our own node's.
+        std::mem::swap(buf, unsafe { &mut *reader.msg.get() });
+        reader.outcome.store(DONE, Ordering::Release);
+        drop(q);
+        if let Some(u) = u {
+            u.unpark();
+        }
+        recycle(mine);
+        return Some(Ok(()));
+    }
+    let r = match wait(fast, q, &mine, chan::WRITE, deadline) {
+        Ok(DONE) => Some(Ok(())),
+        Ok(ABORTED) => Some(Err(closed(chan).unwrap_or(ChannelError::Poisoned))),
+        Ok(_) => None,
+        Err(e) => Some(Err(crate::csp::channel::op_error(e))),
+    };
+    recycle(mine);
+    r
+}
+
+/// Reads by direct hand-over when the caller is a lightweight process and
+/// `chan` is fast; `None` when the general path must do it.
+pub(crate) fn read<T: DeserializeOwned>(
+    chan: &Chan,
+    deadline: Option<Instant>,
+) -> Option<Result<T, ChannelError>> {
+    if !chan.fast().is_fast() || !sched::on_task() {
+        return None;
+    }
+    let fast = chan.fast();
+    let mine = node();
+    let q = fast.lock();
+    if !fast.is_fast() {
+        drop(q);
+        recycle(mine);
+        return None;
+    }
+    if let Some(e) = closed(chan) {
+        drop(q);
+        recycle(mine);
+        return Some(Err(e));
+    }
+    let mut q = q;
+    let got = if let Some((writer, u)) = take_counterpart(&mut q, chan::WRITE) {
+        // SAFETY: dequeued under the lock: ours until its outcome is set;
+        // our own node is not queued.
+        std::mem::swap(unsafe { &mut *mine.msg.get() }, unsafe {
+            &mut *writer.msg.get()
+        });
+        writer.outcome.store(DONE, Ordering::Release);
+        drop(q);
+        if let Some(u) = u {
+            u.unpark();
+        }
+        Ok(DONE)
+    } else {
+        wait(fast, q, &mine, chan::READ, deadline)
+    };
+    let r = match got {
+        Ok(DONE) => {
+            // SAFETY: completed: ours again.
+            let bytes = unsafe { &*mine.msg.get() };
+            Some(codec::decode(bytes, &mut VecDeque::new()).map_err(ChannelError::from))
+        }
+        Ok(ABORTED) => Some(Err(closed(chan).unwrap_or(ChannelError::Poisoned))),
+        Ok(_) => None,
+        Err(e) => Some(Err(crate::csp::channel::op_error(e))),
+    };
+    recycle(mine);
+    r
+}
+
+/// Encodes `value` into `buf` as the codec's message body (no descriptors);
+/// false if it does not encode or is larger than the channel's slot (the
+/// general path then reports or spills it).
+#[inline(never)] // keeps the serializer's state out of a writer's parked frame
+fn encode<T: Serialize>(chan: &Chan, value: &T, buf: &mut Vec<u8>) -> bool {
+    buf.clear();
+    buf.push(0); // no descriptors
+    let limit = chan
+        .slot()
+        .min(usize::try_from(chan.max_message()).unwrap_or(usize::MAX));
+    codec::encode_into(value, |d| {
+        buf.extend_from_slice(d);
+        buf.len() <= limit
+    })
+    .is_ok()
+}
