@@ -61,6 +61,7 @@ use serde::de::DeserializeOwned;
 use super::sched::{self, Unparker};
 use crate::codec;
 use crate::csp::chan::{self, Chan};
+use crate::csp::channel::op_error;
 use crate::csp::error::ChannelError;
 
 const FAST: u32 = 0;
@@ -243,13 +244,7 @@ fn wait<'a>(
 
 /// Whether `chan` is poisoned or retired: the error then.
 fn closed(chan: &Chan) -> Option<ChannelError> {
-    if chan.is_poisoned() {
-        Some(ChannelError::Poisoned)
-    } else if chan.is_retired() {
-        Some(ChannelError::Retired)
-    } else {
-        None
-    }
+    chan.closed().map(op_error)
 }
 
 /// Writes `value` by direct hand-over when the caller is a lightweight
@@ -298,7 +293,7 @@ pub(crate) fn write<T: Serialize>(
         Ok(DONE) => Some(Ok(())),
         Ok(ABORTED) => Some(Err(closed(chan).unwrap_or(ChannelError::Poisoned))),
         Ok(_) => None,
-        Err(e) => Some(Err(crate::csp::channel::op_error(e))),
+        Err(e) => Some(Err(op_error(e))),
     };
     recycle(mine);
     r
@@ -346,26 +341,28 @@ pub(crate) fn read<T: DeserializeOwned>(
         Ok(DONE) => {
             // SAFETY: completed: ours again.
             let bytes = unsafe { &*mine.msg.get() };
-            Some(codec::decode(bytes, &mut VecDeque::new()).map_err(ChannelError::from))
+            Some(codec::decode_whole(bytes).map_err(ChannelError::from))
         }
         Ok(ABORTED) => Some(Err(closed(chan).unwrap_or(ChannelError::Poisoned))),
         Ok(_) => None,
-        Err(e) => Some(Err(crate::csp::channel::op_error(e))),
+        Err(e) => Some(Err(op_error(e))),
     };
     recycle(mine);
     r
 }
 
-/// Encodes `value` into `buf` as the codec's message body (no descriptors);
+/// Encodes `value` into `buf` (postcard bytes: a value that carries
+/// descriptors does not encode here);
 /// false if it does not encode or is larger than the channel's slot (the
 /// general path then reports or spills it).
 #[inline(never)] // keeps the serializer's state out of a writer's parked frame
 fn encode<T: Serialize>(chan: &Chan, value: &T, buf: &mut Vec<u8>) -> bool {
     buf.clear();
-    buf.push(0); // no descriptors
+    // The general path's limits, less its one byte counting descriptors.
     let limit = chan
         .slot()
-        .min(usize::try_from(chan.max_message()).unwrap_or(usize::MAX));
+        .min(usize::try_from(chan.max_message()).unwrap_or(usize::MAX))
+        .saturating_sub(1);
     codec::encode_into(value, |d| {
         buf.extend_from_slice(d);
         buf.len() <= limit
