@@ -63,12 +63,24 @@
 //!
 //! Nothing here assumes one router: workers connect (client mode) to the
 //! router nearest them, routers connect to each other, and the driver to
-//! one or two of them ([`ClusterConfig::and_connect`]). Every pull of a pool
-//! goes to its one driver (`ns/pool/<id>/work`), one task per pull, so the
-//! driver answers one query per task: with short tasks it is the limit
-//! long before the routers are, and larger chunks (`map_chunked`,
-//! `imap_chunked`) are the remedy. Liveliness tokens cost each router a
-//! table entry per worker; a driver watches `ns/worker/*` only.
+//! one or two of them ([`ClusterConfig::and_connect`]). The key space keeps
+//! each pool and channel to itself: a pull goes to `ns/pool/<id>/work`,
+//! one queryable in the whole cluster, so routers forward it without
+//! fan-out; workers' tokens live under `ns/worker/*`, which each driver
+//! watches; channels under `ns/chan/<name>/*`. Every pull of a pool goes
+//! to its one driver, which answers one query per pull: with short tasks
+//! it is the limit long before the routers are, and larger chunks
+//! (`map_chunked`, `imap_chunked`) or a larger prefetch
+//! ([`WorkerOptions::prefetch`], tasks per pull) are the remedy; several
+//! pools (drivers) share one set of workers. Liveliness tokens cost each
+//! router a table entry per worker.
+//!
+//! # The driver's death
+//!
+//! The driver holds its pool's task table, as CPython's and Ray's pools
+//! do: when its process ends, the pool ends with it (its callers were in
+//! that process). Workers drop the tasks they held for it and serve other
+//! pools. There is no durable queue that outlives the driver.
 
 pub(crate) mod alt;
 mod channel;
@@ -86,7 +98,9 @@ pub use channel::{NetChannel, NetReader, NetWriter};
 pub use handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult};
 pub use net::Session;
 pub use pool::ClusterPool;
-pub use worker::{ENV_IDLE_EXIT_MS, WorkerOptions, serve, serve_if_worker};
+pub use worker::{
+    DEFAULT_PREFETCH, ENV_IDLE_EXIT_MS, ENV_PREFETCH, WorkerOptions, serve, serve_if_worker,
+};
 
 /// Environment variable naming the endpoint to connect to
 /// (`tcp/host:port`), read by [`ClusterConfig::from_env`].
