@@ -340,10 +340,11 @@ impl<T: DeserializeOwned> Reader<T> {
     /// Takes the next value, waiting for a writer.
     pub fn read(&self) -> Result<T, ChannelError> {
         let chan = self.end.chan();
-        if let Some(r) = fast::read(chan, None) {
-            return r;
-        }
-        decode(chan, chan.read(None).map_err(op_error)?)
+        let mig = match fast::read(chan, None) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
+        decode(chan, chan.read_migrating(None, mig).map_err(op_error)?)
     }
 
     /// Like [`read`](Self::read), giving up with
@@ -351,10 +352,11 @@ impl<T: DeserializeOwned> Reader<T> {
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
         let chan = self.end.chan();
         let deadline = Deadline::after(timeout).instant();
-        if let Some(r) = fast::read(chan, deadline) {
-            return r;
-        }
-        decode(chan, chan.read(deadline).map_err(op_error)?)
+        let mig = match fast::read(chan, deadline) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
+        decode(chan, chan.read_migrating(deadline, mig).map_err(op_error)?)
     }
 }
 
@@ -371,11 +373,13 @@ impl<T: Serialize> Writer<T> {
     /// killed is described in the [module docs](super#failure-a-party-killed-inside-a-channel).
     pub fn write(&self, value: &T) -> Result<(), ChannelError> {
         let chan = self.end.chan();
-        if let Some(r) = fast::write(chan, value, None) {
-            return r;
-        }
+        let mig = match fast::write(chan, value, None) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
         let out = encode(chan, value)?;
-        chan.write(&out.bytes, None).map_err(op_error)?;
+        chan.write_migrating(&out.bytes, None, mig)
+            .map_err(op_error)?;
         out.delivered();
         Ok(())
     }
@@ -385,11 +389,13 @@ impl<T: Serialize> Writer<T> {
     pub fn write_timeout(&self, value: &T, timeout: Duration) -> Result<(), ChannelError> {
         let chan = self.end.chan();
         let deadline = Deadline::after(timeout).instant();
-        if let Some(r) = fast::write(chan, value, deadline) {
-            return r;
-        }
+        let mig = match fast::write(chan, value, deadline) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
         let out = encode(chan, value)?;
-        chan.write(&out.bytes, deadline).map_err(op_error)?;
+        chan.write_migrating(&out.bytes, deadline, mig)
+            .map_err(op_error)?;
         out.delivered();
         Ok(())
     }

@@ -4,15 +4,23 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::csp::light::fast::Migration;
+
 use super::{Attempt, Chan, NOTIFIED, OpError, Posted, READ, SLEEPING, WATCH, WATCHING, WRITE};
 
 impl Chan {
     /// Writes one encoded message, waiting until a reader took it (or, if
-    /// buffered, until it is in the buffer).
-    pub fn write(&self, data: &[u8], deadline: Option<Instant>) -> Result<(), OpError> {
+    /// buffered, until it is in the buffer). `mig`: the writer is moving
+    /// over from the hand-over path (done once its record is posted).
+    pub fn write_migrating(
+        &self,
+        data: &[u8],
+        deadline: Option<Instant>,
+        mut mig: Migration<'_>,
+    ) -> Result<(), OpError> {
         self.fast().promote();
         loop {
-            let done = match self.post_blocking(WRITE, Some(data), deadline)? {
+            let done = match self.post_blocking(WRITE, Some(data), deadline, &mut mig)? {
                 Err(_) => true,
                 Ok(idx) => self.finish(idx, deadline)?.is_ok(),
             };
@@ -23,11 +31,16 @@ impl Chan {
         }
     }
 
-    /// Reads one encoded message.
-    pub fn read(&self, deadline: Option<Instant>) -> Result<Vec<u8>, OpError> {
+    /// Reads one encoded message. `mig`: the reader is moving over from
+    /// the hand-over path (done once its record is posted).
+    pub fn read_migrating(
+        &self,
+        deadline: Option<Instant>,
+        mut mig: Migration<'_>,
+    ) -> Result<Vec<u8>, OpError> {
         self.fast().promote();
         loop {
-            let got = match self.post_blocking(READ, None, deadline)? {
+            let got = match self.post_blocking(READ, None, deadline, &mut mig)? {
                 Err(Attempt::Done(v)) => Some(v),
                 Err(Attempt::NotReady) => unreachable!("post_blocking returns only completions"),
                 Ok(idx) => self.finish(idx, deadline)?.ok(),

@@ -63,6 +63,7 @@ use crate::codec;
 use crate::csp::chan::{self, Chan};
 use crate::csp::channel::op_error;
 use crate::csp::error::ChannelError;
+use crate::sys;
 
 const FAST: u32 = 0;
 const GENERAL: u32 = 1;
@@ -124,6 +125,9 @@ struct Queue {
 pub(crate) struct Fast {
     mode: AtomicU32,
     queue: Mutex<Queue>,
+    /// Parties woken by the promotion that have not yet posted on the
+    /// general path (the promoter waits for them, see [`Migration`]).
+    migrating: AtomicU32,
 }
 
 impl Fast {
@@ -136,6 +140,7 @@ impl Fast {
                 side: chan::READ,
                 nodes: VecDeque::new(),
             }),
+            migrating: AtomicU32::new(0),
         }
     }
 
@@ -148,16 +153,36 @@ impl Fast {
     }
 
     /// Turns the channel general for good; the parties parked here do
-    /// their operations again on the general path.
+    /// their operations again on the general path, and this returns once
+    /// each has posted there (so that the caller, say an alternation,
+    /// sees them as it would have seen them waiting).
     pub(crate) fn promote(&self) {
         if !self.is_fast() {
             return;
         }
         let mut q = self.lock();
-        self.mode.store(GENERAL, Ordering::Release);
+        if !self.is_fast() {
+            return;
+        }
         let woken = Self::finish_all(&mut q, RETRY);
+        self.migrating
+            .fetch_add(q_len_u32(woken.len()), Ordering::SeqCst);
+        self.mode.store(GENERAL, Ordering::Release);
         drop(q);
         woken.into_iter().for_each(Unparker::unpark);
+        loop {
+            let m = self.migrating.load(Ordering::SeqCst);
+            if m == 0 {
+                break;
+            }
+            sys::futex::wait(&self.migrating, m, None);
+        }
+    }
+
+    /// One party woken by the promotion has posted on the general path.
+    fn migrated(&self) {
+        self.migrating.fetch_sub(1, Ordering::SeqCst);
+        sys::futex::wake(&self.migrating, u32::MAX >> 1);
     }
 
     /// Aborts every parked party (after poison or retirement set its flag).
@@ -191,6 +216,44 @@ impl Fast {
         let q = self.lock();
         if q.side == dir { q.nodes.len() } else { 0 }
     }
+}
+
+fn q_len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A party's move from the hand-over path to the general one, after a
+/// promotion: done (the promoter told) once the party has posted its
+/// record there or completed, or at the latest when the operation ends.
+pub(crate) struct Migration<'a>(Option<&'a Fast>);
+
+impl Migration<'_> {
+    /// No move: an operation that started on the general path.
+    pub(crate) fn none() -> Self {
+        Migration(None)
+    }
+
+    /// The party is visible on the general path now.
+    pub(crate) fn done(&mut self) {
+        if let Some(f) = self.0.take() {
+            f.migrated();
+        }
+    }
+}
+
+impl Drop for Migration<'_> {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+/// What the hand-over path made of an operation.
+pub(crate) enum Path<'a, R> {
+    /// It completed (or failed) here.
+    Done(R),
+    /// The general path must do it (`Migration`: the party was parked here
+    /// when the channel was promoted).
+    General(Migration<'a>),
 }
 
 /// Takes the first parked party of side `dir`, if any: its node and its
@@ -250,32 +313,32 @@ fn closed(chan: &Chan) -> Option<ChannelError> {
 /// Writes `value` by direct hand-over when the caller is a lightweight
 /// process and `chan` is fast; `None` when the general path must do it
 /// (it reports encoding errors and large messages too).
-pub(crate) fn write<T: Serialize>(
-    chan: &Chan,
+pub(crate) fn write<'a, T: Serialize>(
+    chan: &'a Chan,
     value: &T,
     deadline: Option<Instant>,
-) -> Option<Result<(), ChannelError>> {
+) -> Path<'a, Result<(), ChannelError>> {
     if !chan.fast().is_fast() || !sched::on_task() {
-        return None;
+        return Path::General(Migration::none());
     }
     let mine = node();
     // SAFETY: not queued: ours.
     let buf = unsafe { &mut *mine.msg.get() };
     if !encode(chan, value, buf) {
         recycle(mine);
-        return None;
+        return Path::General(Migration::none());
     }
     let fast = chan.fast();
     let mut q = fast.lock();
     if !fast.is_fast() {
         drop(q);
         recycle(mine);
-        return None;
+        return Path::General(Migration::none());
     }
     if let Some(e) = closed(chan) {
         drop(q);
         recycle(mine);
-        return Some(Err(e));
+        return Path::Done(Err(e));
     }
     if let Some((reader, u)) = take_counterpart(&mut q, chan::READ) {
         // SAFETY: dequeued under the lock: ours until its outcome is set;
@@ -287,13 +350,13 @@ pub(crate) fn write<T: Serialize>(
             u.unpark();
         }
         recycle(mine);
-        return Some(Ok(()));
+        return Path::Done(Ok(()));
     }
     let r = match wait(fast, q, &mine, chan::WRITE, deadline) {
-        Ok(DONE) => Some(Ok(())),
-        Ok(ABORTED) => Some(Err(closed(chan).unwrap_or(ChannelError::Poisoned))),
-        Ok(_) => None,
-        Err(e) => Some(Err(op_error(e))),
+        Ok(DONE) => Path::Done(Ok(())),
+        Ok(ABORTED) => Path::Done(Err(closed(chan).unwrap_or(ChannelError::Poisoned))),
+        Ok(_) => Path::General(Migration(Some(chan.fast()))),
+        Err(e) => Path::Done(Err(op_error(e))),
     };
     recycle(mine);
     r
@@ -304,9 +367,9 @@ pub(crate) fn write<T: Serialize>(
 pub(crate) fn read<T: DeserializeOwned>(
     chan: &Chan,
     deadline: Option<Instant>,
-) -> Option<Result<T, ChannelError>> {
+) -> Path<'_, Result<T, ChannelError>> {
     if !chan.fast().is_fast() || !sched::on_task() {
-        return None;
+        return Path::General(Migration::none());
     }
     let fast = chan.fast();
     let mine = node();
@@ -314,12 +377,12 @@ pub(crate) fn read<T: DeserializeOwned>(
     if !fast.is_fast() {
         drop(q);
         recycle(mine);
-        return None;
+        return Path::General(Migration::none());
     }
     if let Some(e) = closed(chan) {
         drop(q);
         recycle(mine);
-        return Some(Err(e));
+        return Path::Done(Err(e));
     }
     let mut q = q;
     let got = if let Some((writer, u)) = take_counterpart(&mut q, chan::WRITE) {
@@ -341,11 +404,11 @@ pub(crate) fn read<T: DeserializeOwned>(
         Ok(DONE) => {
             // SAFETY: completed: ours again.
             let bytes = unsafe { &*mine.msg.get() };
-            Some(codec::decode_whole(bytes).map_err(ChannelError::from))
+            Path::Done(codec::decode_whole(bytes).map_err(ChannelError::from))
         }
-        Ok(ABORTED) => Some(Err(closed(chan).unwrap_or(ChannelError::Poisoned))),
-        Ok(_) => None,
-        Err(e) => Some(Err(op_error(e))),
+        Ok(ABORTED) => Path::Done(Err(closed(chan).unwrap_or(ChannelError::Poisoned))),
+        Ok(_) => Path::General(Migration(Some(chan.fast()))),
+        Err(e) => Path::Done(Err(op_error(e))),
     };
     recycle(mine);
     r
