@@ -271,6 +271,7 @@ fn take_counterpart(q: &mut Queue, dir: u32) -> Option<(Arc<Node>, Option<Unpark
 /// Parks `node` as a party of side `dir` (queued with the lock `q`, which
 /// this releases) until an outcome other than `WAITING` or `deadline`;
 /// `Err(Timeout)` (and dequeued) if the deadline came first.
+#[inline(never)] // one small frame parked, whatever the message type
 fn wait<'a>(
     fast: &'a Fast,
     mut q: MutexGuard<'a, Queue>,
@@ -404,7 +405,7 @@ pub(crate) fn read<T: DeserializeOwned>(
         Ok(DONE) => {
             // SAFETY: completed: ours again.
             let bytes = unsafe { &*mine.msg.get() };
-            Path::Done(codec::decode_whole(bytes).map_err(ChannelError::from))
+            Path::Done(decode(bytes))
         }
         Ok(ABORTED) => Path::Done(Err(closed(chan).unwrap_or(ChannelError::Poisoned))),
         Ok(_) => Path::General(Migration(Some(chan.fast()))),
@@ -412,6 +413,12 @@ pub(crate) fn read<T: DeserializeOwned>(
     };
     recycle(mine);
     r
+}
+
+/// Decodes a message taken over.
+#[inline(never)] // keeps the deserializer's state out of a reader's parked frame
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ChannelError> {
+    codec::decode_whole(bytes).map_err(ChannelError::from)
 }
 
 /// Encodes `value` into `buf` (postcard bytes: a value that carries

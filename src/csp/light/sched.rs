@@ -865,7 +865,8 @@ impl Unparker {
 /// Parks the running task until its unparker is used, or `deadline`.
 /// `publish` receives the unparker once the task counts as parked (a wake
 /// from then on is not lost), and runs before the task suspends: it must
-/// not wait. False (and `publish` not called) when not on a task.
+/// not wait, and must hand the unparker over through a synchronising
+/// operation (a lock). False (and `publish` not called) when not on a task.
 #[inline(never)]
 pub(crate) fn park_current(deadline: Option<Instant>, publish: impl FnOnce(Unparker)) -> bool {
     let park = LOCAL.with(|l| l.current.get());
@@ -878,7 +879,9 @@ pub(crate) fn park_current(deadline: Option<Instant>, publish: impl FnOnce(Unpar
         let p = unsafe { &mut *park };
         p.epoch += 1;
         let epoch = p.epoch;
-        p.shared.state.store(epoch << 2 | PARKED, Ordering::SeqCst);
+        // Release suffices: the unparker reaches a waker only through
+        // `publish`, which synchronises (a lock) with it.
+        p.shared.state.store(epoch << 2 | PARKED, Ordering::Release);
         p.deadline = deadline;
         publish(Unparker {
             task: p.shared.clone(),
