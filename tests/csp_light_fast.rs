@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::watchdog;
 use multiproc::StartMethod;
 use multiproc::csp::{
-    Alternation, Channel, ChannelError, CspProcess, Outcome, Reader, Writer, parallel, sleep,
+    Alternation, Channel, ChannelError, CspProcess, Outcome, Reader, Writer, parallel, sleep, spawn,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -237,48 +237,44 @@ fn a_channel_used_on_the_fast_path_is_then_shared_with_an_os_process() {
     // Spawn: a process running lightweight processes has worker threads,
     // and the crate refuses to fork such a process.
     let method = StartMethod::Spawn;
-    {
-        watchdog(LIMIT, move || {
-            let a = Channel::<u32>::new().unwrap();
-            let out = parallel([
-                CspProcess::light(
-                    |r: Reader<u32>| {
-                        let mut got = Vec::new();
-                        for _ in 0..20 {
-                            got.push(r.read()?);
-                        }
-                        Ok(got)
-                    },
-                    a.reader(),
-                ),
-                CspProcess::light(
-                    move |w: Writer<u32>| {
-                        count_up((w.clone(), 0, 10))?;
-                        // The reader is parked on the hand-over path when
-                        // the end leaves for the OS process.
-                        until_readers(&w, 1);
-                        let inner =
-                            parallel([CspProcess::function(os_count_up, (w.clone(), 10, 20))
-                                .start_method(method)])
-                            .map_err(|e| {
-                                ChannelError::Codec(multiproc::error::CodecError::Decode(
-                                    e.to_string(),
-                                ))
-                            })?;
-                        assert_eq!(inner, [Outcome::Done(10)]);
-                        Ok(Vec::new())
-                    },
-                    a.writer(),
-                ),
-            ])
-            .unwrap();
-            assert_eq!(
-                out[0],
-                Outcome::Done((0..20).collect::<Vec<_>>()),
-                "{method:?}"
-            );
-        });
-    }
+    watchdog(LIMIT, move || {
+        let a = Channel::<u32>::new().unwrap();
+        let out = parallel([
+            CspProcess::light(
+                |r: Reader<u32>| {
+                    let mut got = Vec::new();
+                    for _ in 0..20 {
+                        got.push(r.read()?);
+                    }
+                    Ok(got)
+                },
+                a.reader(),
+            ),
+            CspProcess::light(
+                move |w: Writer<u32>| {
+                    count_up((w.clone(), 0, 10))?;
+                    // The reader is parked on the hand-over path when
+                    // the end leaves for the OS process.
+                    until_readers(&w, 1);
+                    let inner =
+                        parallel([CspProcess::function(os_count_up, (w.clone(), 10, 20))
+                            .start_method(method)])
+                        .map_err(|e| {
+                            ChannelError::Codec(multiproc::error::CodecError::Decode(e.to_string()))
+                        })?;
+                    assert_eq!(inner, [Outcome::Done(10)]);
+                    Ok(Vec::new())
+                },
+                a.writer(),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            out[0],
+            Outcome::Done((0..20).collect::<Vec<_>>()),
+            "{method:?}"
+        );
+    });
 }
 
 #[test]
@@ -358,5 +354,56 @@ fn buffered_channels_between_lightweight_processes() {
             Outcome::Done((true, Vec::new())),
             "the fourth write did not wait"
         );
+    });
+}
+
+#[test]
+fn hand_over_between_processes_of_different_workers() {
+    // Networks started from outside a worker go to the workers in turn:
+    // the writers and the readers run on different worker threads (where
+    // there are several) and meet on the hand-over path, any-to-any.
+    watchdog(LIMIT, || {
+        let a = Channel::<u32>::new().unwrap();
+        let writers = spawn(
+            (0..4u32)
+                .map(|k| CspProcess::light(count_up_vec, (a.writer(), 1000 * k, 1000 * k + 500)))
+                .collect::<Vec<_>>(),
+        );
+        let readers = spawn(
+            (0..3)
+                .map(|_| {
+                    CspProcess::light(
+                        |r: Reader<u32>| {
+                            let mut got = Vec::new();
+                            loop {
+                                match r.read() {
+                                    Ok(v) => got.push(v),
+                                    Err(ChannelError::Retired) => return Ok(got),
+                                    Err(e) => return Err(e),
+                                }
+                            }
+                        },
+                        a.reader(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        drop(a);
+        assert!(
+            writers
+                .join()
+                .unwrap()
+                .iter()
+                .all(|o| *o == Outcome::Done(Vec::new()))
+        );
+        let mut all: Vec<u32> = readers
+            .join()
+            .unwrap()
+            .into_iter()
+            .flat_map(|o| o.value().unwrap())
+            .collect();
+        all.sort();
+        let want: Vec<u32> = (0..4).flat_map(|k| 1000 * k..1000 * k + 500).collect();
+        assert_eq!(all, want);
     });
 }
