@@ -645,19 +645,6 @@ impl Chan {
         self.header().flags.load(Ordering::SeqCst) & POISONED != 0
     }
 
-    /// Why operations fail now: poisoned (first) or retired; `None` while
-    /// neither.
-    pub fn closed(&self) -> Option<OpError> {
-        let f = self.header().flags.load(Ordering::Acquire);
-        if f & POISONED != 0 {
-            Some(OpError::Poisoned)
-        } else if f & RETIRED != 0 {
-            Some(OpError::Retired)
-        } else {
-            None
-        }
-    }
-
     /// Whether the channel is retired.
     pub fn is_retired(&self) -> bool {
         self.header().flags.load(Ordering::Acquire) & RETIRED != 0

@@ -60,7 +60,7 @@ use serde::de::DeserializeOwned;
 
 use super::sched::{self, Unparker};
 use crate::codec;
-use crate::csp::chan::{self, Chan};
+use crate::csp::chan::{self, Chan, OpError};
 use crate::csp::channel::op_error;
 use crate::csp::error::ChannelError;
 use crate::sys;
@@ -119,6 +119,9 @@ fn recycle(n: Arc<Node>) {
 struct Queue {
     side: u32,
     nodes: VecDeque<Arc<Node>>,
+    /// Poisoned or retired (copied from the channel's flags by
+    /// [`Fast::abort`], so that an operation here reads no shared memory).
+    closed: Option<OpError>,
 }
 
 /// The process-local side of a channel: its mode and its parked parties.
@@ -139,6 +142,7 @@ impl Fast {
             queue: Mutex::new(Queue {
                 side: chan::READ,
                 nodes: VecDeque::new(),
+                closed: None,
             }),
             migrating: AtomicU32::new(0),
         }
@@ -185,12 +189,17 @@ impl Fast {
         sys::futex::wake(&self.migrating, u32::MAX >> 1);
     }
 
-    /// Aborts every parked party (after poison or retirement set its flag).
-    pub(crate) fn abort(&self) {
+    /// Aborts every parked party, and every later operation here, with
+    /// `why` (after poison or retirement set the channel's flag; poison
+    /// wins over retirement).
+    pub(crate) fn abort(&self, why: OpError) {
         if !self.is_fast() {
             return;
         }
         let mut q = self.lock();
+        if q.closed.is_none() || why == OpError::Poisoned {
+            q.closed = Some(why);
+        }
         let woken = Self::finish_all(&mut q, ABORTED);
         drop(q);
         woken.into_iter().for_each(Unparker::unpark);
@@ -278,7 +287,7 @@ fn wait<'a>(
     node: &Arc<Node>,
     dir: u32,
     deadline: Option<Instant>,
-) -> Result<u32, chan::OpError> {
+) -> Result<u32, OpError> {
     node.outcome.store(WAITING, Ordering::Relaxed);
     q.side = dir;
     q.nodes.push_back(node.clone());
@@ -301,14 +310,14 @@ fn wait<'a>(
             q.nodes.retain(|n| !Arc::ptr_eq(n, node));
             // SAFETY: dequeued under the lock: ours again.
             unsafe { *node.unparker.get() = None };
-            return Err(chan::OpError::Timeout);
+            return Err(OpError::Timeout);
         }
     }
 }
 
-/// Whether `chan` is poisoned or retired: the error then.
-fn closed(chan: &Chan) -> Option<ChannelError> {
-    chan.closed().map(op_error)
+/// The error of a party aborted by poison or retirement.
+fn aborted(fast: &Fast) -> ChannelError {
+    op_error(fast.lock().closed.unwrap_or(OpError::Poisoned))
 }
 
 /// Writes `value` by direct hand-over when the caller is a lightweight
@@ -336,10 +345,10 @@ pub(crate) fn write<'a, T: Serialize>(
         recycle(mine);
         return Path::General(Migration::none());
     }
-    if let Some(e) = closed(chan) {
+    if let Some(e) = q.closed {
         drop(q);
         recycle(mine);
-        return Path::Done(Err(e));
+        return Path::Done(Err(op_error(e)));
     }
     if let Some((reader, u)) = take_counterpart(&mut q, chan::READ) {
         // SAFETY: dequeued under the lock: ours until its outcome is set;
@@ -355,7 +364,7 @@ pub(crate) fn write<'a, T: Serialize>(
     }
     let r = match wait(fast, q, &mine, chan::WRITE, deadline) {
         Ok(DONE) => Path::Done(Ok(())),
-        Ok(ABORTED) => Path::Done(Err(closed(chan).unwrap_or(ChannelError::Poisoned))),
+        Ok(ABORTED) => Path::Done(Err(aborted(fast))),
         Ok(_) => Path::General(Migration(Some(chan.fast()))),
         Err(e) => Path::Done(Err(op_error(e))),
     };
@@ -380,10 +389,10 @@ pub(crate) fn read<T: DeserializeOwned>(
         recycle(mine);
         return Path::General(Migration::none());
     }
-    if let Some(e) = closed(chan) {
+    if let Some(e) = q.closed {
         drop(q);
         recycle(mine);
-        return Path::Done(Err(e));
+        return Path::Done(Err(op_error(e)));
     }
     let mut q = q;
     let got = if let Some((writer, u)) = take_counterpart(&mut q, chan::WRITE) {
@@ -407,7 +416,7 @@ pub(crate) fn read<T: DeserializeOwned>(
             let bytes = unsafe { &*mine.msg.get() };
             Path::Done(decode(bytes))
         }
-        Ok(ABORTED) => Path::Done(Err(closed(chan).unwrap_or(ChannelError::Poisoned))),
+        Ok(ABORTED) => Path::Done(Err(aborted(fast))),
         Ok(_) => Path::General(Migration(Some(chan.fast()))),
         Err(e) => Path::Done(Err(op_error(e))),
     };
