@@ -85,8 +85,6 @@ struct Node {
 // under the channel's local lock or by the Release/Acquire `outcome` (see
 // the module docs).
 unsafe impl Sync for Node {}
-// SAFETY: as above; `Vec<u8>` and `Unparker` are `Send`.
-unsafe impl Send for Node {}
 
 thread_local! {
     /// Nodes of finished operations, for the next ones.
