@@ -400,7 +400,13 @@ impl Reader {
             Room::Spare(v, limit) => {
                 let start = v.len();
                 v.resize(start + *limit, 0);
-                let n = Self::recv_once(fd, unix, &mut Room::Slice(&mut v[start..]), fds, nonblocking);
+                let n = Self::recv_once(
+                    fd,
+                    unix,
+                    &mut Room::Slice(&mut v[start..]),
+                    fds,
+                    nonblocking,
+                );
                 v.truncate(start + *n.as_ref().unwrap_or(&0));
                 return n;
             }
