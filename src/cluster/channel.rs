@@ -43,7 +43,7 @@ use zenoh::query::Query;
 use zenoh::sample::SampleKind;
 
 use super::ClusterError;
-use super::net::{Pending, Session, key_safe};
+use super::net::{Pending, Session, decode_query, key_safe};
 use crate::csp::ChannelError;
 use crate::error::CodecError;
 use crate::pool::remote::{self, NetCodec};
@@ -550,18 +550,8 @@ impl<T: Serialize + DeserializeOwned> NetChannel<T> {
             .declare_queryable(format!("{base}/op"))
             .callback(move |query| {
                 let Some(h) = weak.upgrade() else { return };
-                let bytes = query
-                    .payload()
-                    .map(|p| p.to_bytes().into_owned())
-                    .unwrap_or_default();
-                let op: Op = match remote::decode(&bytes, h.cap + ENVELOPE) {
-                    Ok(op) => op,
-                    Err(e) => {
-                        let _ = query
-                            .reply_err(format!("bad channel operation: {e:?}"))
-                            .wait();
-                        return;
-                    }
+                let Some(op) = decode_query(&query, h.cap + ENVELOPE, "channel operation") else {
+                    return;
                 };
                 let mut out = Replies::new();
                 h.lock().op(op, query, &mut out);

@@ -29,7 +29,7 @@ use zenoh::query::Query;
 use zenoh::sample::SampleKind;
 
 use super::ClusterError;
-use super::net::Session;
+use super::net::{Session, decode_query};
 use super::wire::{Assign, Pull, TaskMsg};
 use crate::pool::remote::{self, ChunkOutcome, ItemOutcome, NetCodec, Runner};
 use crate::pool::{PoolError, TaskError};
@@ -266,16 +266,8 @@ impl Driver {
     }
 
     fn on_pull(&self, query: Query) {
-        let bytes = query
-            .payload()
-            .map(|p| p.to_bytes().into_owned())
-            .unwrap_or_default();
-        let pull: Pull = match remote::decode(&bytes, self.cap + ENVELOPE) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = query.reply_err(format!("bad pull: {e:?}")).wait();
-                return;
-            }
+        let Some(pull) = decode_query::<Pull>(&query, self.cap + ENVELOPE, "pull") else {
+            return;
         };
         let mut out = Replies::new();
         {

@@ -172,6 +172,17 @@ impl std::fmt::Debug for ClusterConfig {
     }
 }
 
+/// The environment variables `a` and `b`, both set or neither.
+fn env_pair(a: &str, b: &str) -> Result<Option<(String, String)>, ClusterError> {
+    match (std::env::var(a), std::env::var(b)) {
+        (Ok(x), Ok(y)) => Ok(Some((x, y))),
+        (Err(_), Err(_)) => Ok(None),
+        _ => Err(ClusterError::Config(format!(
+            "set both {a} and {b}, or neither"
+        ))),
+    }
+}
+
 impl ClusterConfig {
     fn empty() -> Self {
         ClusterConfig {
@@ -214,14 +225,8 @@ impl ClusterConfig {
         let endpoint = std::env::var(ENV_ENDPOINT)
             .map_err(|_| ClusterError::Config(format!("{ENV_ENDPOINT} is not set")))?;
         let mut c = Self::connect(endpoint);
-        match (std::env::var(ENV_USER), std::env::var(ENV_PASSWORD)) {
-            (Ok(u), Ok(p)) => c = c.credentials(u, p),
-            (Err(_), Err(_)) => {}
-            _ => {
-                return Err(ClusterError::Config(format!(
-                    "set both {ENV_USER} and {ENV_PASSWORD}, or neither"
-                )));
-            }
+        if let Some((u, p)) = env_pair(ENV_USER, ENV_PASSWORD)? {
+            c = c.credentials(u, p);
         }
         if let Ok(ms) = std::env::var(ENV_LEASE_MS) {
             let ms: u64 = ms.parse().map_err(|_| {
@@ -232,14 +237,8 @@ impl ClusterConfig {
         if let Ok(ca) = std::env::var(ENV_TLS_CA) {
             c = c.tls_ca(ca);
         }
-        match (std::env::var(ENV_TLS_CERT), std::env::var(ENV_TLS_KEY)) {
-            (Ok(cert), Ok(key)) => c = c.tls_identity(cert, key),
-            (Err(_), Err(_)) => {}
-            _ => {
-                return Err(ClusterError::Config(format!(
-                    "set both {ENV_TLS_CERT} and {ENV_TLS_KEY}, or neither"
-                )));
-            }
+        if let Some((cert, key)) = env_pair(ENV_TLS_CERT, ENV_TLS_KEY)? {
+            c = c.tls_identity(cert, key);
         }
         Ok(c)
     }

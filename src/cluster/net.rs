@@ -48,6 +48,27 @@ fn zerr(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Zenoh(e.to_string())
 }
 
+/// The request `query` carries, decoded (at most `limit` bytes). A query
+/// whose payload does not decode is answered with an error naming `what`,
+/// and `None` is returned.
+pub(crate) fn decode_query<T: serde::de::DeserializeOwned>(
+    query: &zenoh::query::Query,
+    limit: usize,
+    what: &str,
+) -> Option<T> {
+    let bytes = query
+        .payload()
+        .map(|p| p.to_bytes().into_owned())
+        .unwrap_or_default();
+    match crate::pool::remote::decode(&bytes, limit) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let _ = query.reply_err(format!("bad {what}: {e:?}")).wait();
+            None
+        }
+    }
+}
+
 /// The host part of an endpoint `proto/host:port`, when it is an IP
 /// address or `localhost`.
 fn is_loopback(endpoint: &str) -> bool {
