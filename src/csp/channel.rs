@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::chan::{self, Chan, Geometry, OpError};
 use super::error::ChannelError;
+use super::light::fast;
 use super::memory::Memory;
 use super::spill::{self, Outgoing};
 use crate::codec::{self, SharedFd};
@@ -339,18 +340,23 @@ impl<T: DeserializeOwned> Reader<T> {
     /// Takes the next value, waiting for a writer.
     pub fn read(&self) -> Result<T, ChannelError> {
         let chan = self.end.chan();
-        decode(chan, chan.read(None).map_err(op_error)?)
+        let mig = match fast::read(chan, None) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
+        decode(chan, chan.read_migrating(None, mig).map_err(op_error)?)
     }
 
     /// Like [`read`](Self::read), giving up with
     /// [`ChannelError::Timeout`] after `timeout` (nothing is taken then).
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
         let chan = self.end.chan();
-        decode(
-            chan,
-            chan.read(Deadline::after(timeout).instant())
-                .map_err(op_error)?,
-        )
+        let deadline = Deadline::after(timeout).instant();
+        let mig = match fast::read(chan, deadline) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
+        decode(chan, chan.read_migrating(deadline, mig).map_err(op_error)?)
     }
 }
 
@@ -367,8 +373,13 @@ impl<T: Serialize> Writer<T> {
     /// killed is described in the [module docs](super#failure-a-party-killed-inside-a-channel).
     pub fn write(&self, value: &T) -> Result<(), ChannelError> {
         let chan = self.end.chan();
+        let mig = match fast::write(chan, value, None) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
         let out = encode(chan, value)?;
-        chan.write(&out.bytes, None).map_err(op_error)?;
+        chan.write_migrating(&out.bytes, None, mig)
+            .map_err(op_error)?;
         out.delivered();
         Ok(())
     }
@@ -377,8 +388,13 @@ impl<T: Serialize> Writer<T> {
     /// [`ChannelError::Timeout`] after `timeout` (nothing was written then).
     pub fn write_timeout(&self, value: &T, timeout: Duration) -> Result<(), ChannelError> {
         let chan = self.end.chan();
+        let deadline = Deadline::after(timeout).instant();
+        let mig = match fast::write(chan, value, deadline) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
         let out = encode(chan, value)?;
-        chan.write(&out.bytes, Deadline::after(timeout).instant())
+        chan.write_migrating(&out.bytes, deadline, mig)
             .map_err(op_error)?;
         out.delivered();
         Ok(())
@@ -601,6 +617,8 @@ impl Serialize for End {
         if collected {
             return s.serialize_unit();
         }
+        // Another process may use the channel from now on.
+        self.flavor.chan().fast().promote();
         let Flavor::Processes(chan) = &self.flavor else {
             return Err(serde::ser::Error::custom(
                 "this channel was built threads_only and cannot be passed to another process",

@@ -169,6 +169,7 @@ use std::time::Duration;
 
 use super::lock;
 use super::memory::Memory;
+use crate::csp::light::fast::Fast;
 use crate::sys;
 use crate::sys::futex;
 use crate::sys::robust_mutex::{Locked, RobustMutex};
@@ -443,6 +444,9 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 pub(crate) struct Chan {
     mem: Memory,
     geo: Geometry,
+    /// The direct hand-over between lightweight processes of this
+    /// process, while nobody else uses the channel (`light/fast.rs`).
+    fast: Fast,
 }
 
 /// Collects futex wakes to issue once the lock is released.
@@ -492,7 +496,8 @@ impl Chan {
             mem.fd().is_none(),
             "a private geometry in private memory"
         );
-        let chan = Chan { mem, geo };
+        let fast = Fast::new(geo.capacity == 0);
+        let chan = Chan { mem, geo, fast };
         // The memory is zeroed, at least `geo.size()` bytes (so it holds
         // the header and every record), not yet seen by anyone else, and the
         // mutexes stay where they are for the memory's lifetime.
@@ -534,6 +539,7 @@ impl Chan {
                 max_message: 0,
                 private: false,
             },
+            fast: Fast::new(false),
         };
         let h = chan.header();
         if h.magic.load(Ordering::Acquire) != MAGIC {
@@ -552,6 +558,11 @@ impl Chan {
         }
         chan.geo = geo;
         Ok(chan)
+    }
+
+    /// The direct hand-over path of lightweight processes.
+    pub fn fast(&self) -> &Fast {
+        &self.fast
     }
 
     /// The memory, for passing the segment on.

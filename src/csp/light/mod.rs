@@ -12,6 +12,13 @@
 //! watching the words its processes wait on for wakes from other
 //! processes.
 //!
+//! Between lightweight processes of one OS process, a rendezvous channel
+//! nobody else has used skips that protocol: the writer hands its message
+//! straight to a parked reader, or the reader takes it from a parked writer
+//! (`fast.rs`). The channel turns general for good, its parked parties
+//! moving over, as soon as a thread, an alternation or another process
+//! uses it.
+//!
 //! Why stackful coroutines and not async tasks: the channel API is
 //! blocking (`read()`, `write()`, `select()`), and a process body is
 //! ordinary code calling it at any depth; only a coroutine can suspend
@@ -23,6 +30,7 @@
 //! worker: wrap it in [`io`], which runs it on a helper thread while the
 //! worker goes on (PyCSP's `@io`). [`sleep`] sleeps without a thread.
 
+pub(crate) mod fast;
 mod sched;
 
 use std::any::Any;

@@ -878,3 +878,52 @@ pub(crate) fn sleep_until(deadline: Instant) -> bool {
     while park_on(park, &[], Some(deadline)) != Wake::TimedOut {}
     true
 }
+
+// ---- parking without a futex word (the fast channel path, `fast.rs`) -------
+
+/// Wakes a task from one park of [`park_current`]; a wake after the task
+/// left that park does nothing.
+pub(crate) struct Unparker {
+    task: Arc<TaskShared>,
+    epoch: u64,
+}
+
+impl Unparker {
+    /// Makes the task runnable (queued on its worker) if it is still in
+    /// the park this unparker was made for.
+    pub(crate) fn unpark(self) {
+        self.task.try_wake(self.epoch, false);
+    }
+}
+
+/// Parks the running task until its unparker is used, or `deadline`.
+/// `publish` receives the unparker once the task counts as parked (a wake
+/// from then on is not lost), and runs before the task suspends: it must
+/// not wait, and must hand the unparker over through a synchronising
+/// operation (a lock). False (and `publish` not called) when not on a task.
+#[inline(never)]
+pub(crate) fn park_current(deadline: Option<Instant>, publish: impl FnOnce(Unparker)) -> bool {
+    let park = LOCAL.with(|l| l.current.get());
+    if park.is_null() {
+        return false;
+    }
+    {
+        // SAFETY: `park` is the running task's record, valid while it
+        // runs; no other reference to it is live while the task runs.
+        let p = unsafe { &mut *park };
+        p.epoch += 1;
+        let epoch = p.epoch;
+        // Release suffices: the unparker reaches a waker only through
+        // `publish`, which synchronises (a lock) with it.
+        p.shared.state.store(epoch << 2 | PARKED, Ordering::Release);
+        p.deadline = deadline;
+        publish(Unparker {
+            task: p.shared.clone(),
+            epoch,
+        });
+    }
+    suspend_here(park);
+    // SAFETY: as above; resumed, the task runs again.
+    unsafe { (*park).deadline = None };
+    true
+}
