@@ -542,8 +542,12 @@ pub(crate) fn swap_held(other: &mut HeldList) {
 /// ends, dropped when its body returns, cannot retire a channel before the
 /// process has propagated poison to it. An explicit `retire()` inside the
 /// body releases the matching extra count at once.
+///
+/// The counts themselves live in the thread's (or lightweight process's)
+/// list, `HELD`, and only there: a million lightweight processes keep one
+/// list each, sized exactly.
 pub(crate) struct Held {
-    ends: Vec<(Arc<Chan>, u32)>,
+    _counted: (),
 }
 
 impl Held {
@@ -554,17 +558,18 @@ impl Held {
             c.add_end(*dir);
         }
         HELD.with(|h| {
-            h.borrow_mut()
-                .extend(ends.iter().map(|(c, d)| (c.clone(), *d, false)))
+            let mut h = h.borrow_mut();
+            h.reserve_exact(ends.len());
+            h.extend(ends.iter().map(|(c, d)| (c.clone(), *d, false)))
         });
-        Held {
-            ends: ends.to_vec(),
-        }
+        Held { _counted: () }
     }
 
-    /// Poisons every channel.
+    /// Poisons every channel (those released early too).
     pub fn poison(&self) {
-        for (c, _) in &self.ends {
+        let chans: Vec<Arc<Chan>> =
+            HELD.with(|h| h.borrow().iter().map(|(c, _, _)| c.clone()).collect());
+        for c in chans {
             c.poison();
         }
     }
