@@ -1,6 +1,7 @@
 //! [`Channel`] and its typed ends [`Reader`] and [`Writer`]: one public
 //! handle per end over a private transport flavor.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
@@ -12,9 +13,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::chan::{self, Chan, Geometry, OpError};
+use super::chan::{self, Chan, Geometry, fast};
 use super::error::ChannelError;
-use super::light::fast;
+use super::light;
 use super::memory::Memory;
 use super::spill::{self, Outgoing};
 use crate::codec::{self, SharedFd};
@@ -273,13 +274,7 @@ impl Drop for End {
     }
 }
 
-pub(crate) fn op_error(e: OpError) -> ChannelError {
-    match e {
-        OpError::Poisoned => ChannelError::Poisoned,
-        OpError::Retired => ChannelError::Retired,
-        OpError::Timeout => ChannelError::Timeout,
-    }
-}
+pub(crate) use super::chan::op_error;
 
 /// Encodes a message for `chan`, checking its size and that it carries no
 /// descriptors; spills it to a segment of its own if it exceeds the slot.
@@ -523,28 +518,13 @@ pub(crate) fn channels_in<A: Serialize + ?Sized>(value: &A) -> Vec<EndRef> {
         .unwrap_or_default()
 }
 
-/// The extra counts held for one CSP process (see [`Held`]): channel,
-/// side, and whether already released.
-pub(crate) type HeldList = Vec<(Arc<Chan>, u32, bool)>;
-
-thread_local! {
-    /// The extra counts of the CSP process running on this thread.
-    static HELD: RefCell<HeldList> = const { RefCell::new(Vec::new()) };
-}
-
-/// Swaps the running process's extra counts with `other`: a worker of
-/// lightweight processes switches them with the process it runs.
-pub(crate) fn swap_held(other: &mut HeldList) {
-    HELD.with(|h| std::mem::swap(&mut *h.borrow_mut(), other));
-}
-
 /// Extra counted ends a running process holds beside its own, so that its
 /// ends, dropped when its body returns, cannot retire a channel before the
 /// process has propagated poison to it. An explicit `retire()` inside the
 /// body releases the matching extra count at once.
 ///
 /// The counts themselves live in the thread's (or lightweight process's)
-/// list, `HELD`, and only there: a million lightweight processes keep one
+/// list (`light::with_held`), and only there: a million lightweight processes keep one
 /// list each, sized exactly.
 pub(crate) struct Held {
     _counted: (),
@@ -557,30 +537,35 @@ impl Held {
         for (c, dir) in ends {
             c.add_end(*dir);
         }
-        HELD.with(|h| {
-            let mut h = h.borrow_mut();
+        light::with_held(|h| {
             h.reserve_exact(ends.len());
-            h.extend(ends.iter().map(|(c, d)| (c.clone(), *d, false)))
+            h.extend(ends.iter().map(|(c, d)| {
+                let c: Arc<dyn Any + Send + Sync> = c.clone();
+                (c, *d, false)
+            }))
         });
         Held { _counted: () }
     }
 
     /// Poisons every channel (those released early too).
     pub fn poison(&self) {
-        let chans: Vec<Arc<Chan>> =
-            HELD.with(|h| h.borrow().iter().map(|(c, _, _)| c.clone()).collect());
-        for c in chans {
-            c.poison();
+        let chans: Vec<Arc<dyn Any + Send + Sync>> =
+            light::with_held(|h| h.iter().map(|(c, _, _)| c.clone()).collect());
+        for c in &chans {
+            if let Some(c) = c.downcast_ref::<Chan>() {
+                c.poison();
+            }
         }
     }
 
     /// Releases the extra count for `chan`/`dir`, if this thread's process
     /// holds one not yet released.
     fn release_one(chan: &Arc<Chan>, dir: u32) {
-        let found = HELD.with(|h| {
-            h.borrow_mut()
-                .iter_mut()
-                .find(|(c, d, released)| !*released && *d == dir && Arc::ptr_eq(c, chan))
+        let found = light::with_held(|h| {
+            h.iter_mut()
+                .find(|(c, d, released)| {
+                    !*released && *d == dir && std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(chan))
+                })
                 .map(|e| e.2 = true)
                 .is_some()
         });
@@ -592,9 +577,9 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let entries = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        let entries = light::with_held(std::mem::take);
         for (c, dir, released) in entries {
-            if !released {
+            if let (false, Some(c)) = (released, c.downcast_ref::<Chan>()) {
                 c.remove_end(dir);
             }
         }

@@ -157,6 +157,7 @@
 
 mod crash;
 mod ends;
+pub(crate) mod fast;
 mod healing;
 mod hints;
 mod messages;
@@ -167,9 +168,10 @@ mod waiting;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use self::fast::Fast;
+use super::error::ChannelError;
 use super::lock;
 use super::memory::Memory;
-use crate::csp::light::fast::Fast;
 use crate::sys;
 use crate::sys::futex;
 use crate::sys::robust_mutex::{Locked, RobustMutex};
@@ -445,7 +447,7 @@ pub(crate) struct Chan {
     mem: Memory,
     geo: Geometry,
     /// The direct hand-over between lightweight processes of this
-    /// process, while nobody else uses the channel (`light/fast.rs`).
+    /// process, while nobody else uses the channel (`chan/fast.rs`).
     fast: Fast,
 }
 
@@ -725,5 +727,14 @@ impl Chan {
             );
         }
         out
+    }
+}
+
+/// The error a channel operation's failure gives its caller.
+pub(crate) fn op_error(e: OpError) -> ChannelError {
+    match e {
+        OpError::Poisoned => ChannelError::Poisoned,
+        OpError::Retired => ChannelError::Retired,
+        OpError::Timeout => ChannelError::Timeout,
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::csp::light::fast::Migration;
+use super::fast::Migration;
 
 use super::{Attempt, Chan, NOTIFIED, OpError, Posted, READ, SLEEPING, WATCH, WATCHING, WRITE};
 

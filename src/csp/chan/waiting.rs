@@ -5,11 +5,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use super::fast::Migration;
 use super::{
     ABORTED, Attempt, Chan, CrashPoint, DONE, FREE, OpError, READ, SLEEPING, SLICE, TAKEN, WAITING,
     WRITE, Withdrawn, ask_to_be_woken, crash_point,
 };
-use crate::csp::light::fast::Migration;
 use crate::csp::spill;
 use crate::sys::futex;
 use crate::wait::{self, Backoff};

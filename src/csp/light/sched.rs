@@ -61,7 +61,6 @@ use std::time::{Duration, Instant};
 use corosensei::stack::{DefaultStack, Stack, StackPointer};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-use crate::csp::channel;
 use crate::sys;
 use crate::sys::futex::Wake;
 
@@ -373,7 +372,7 @@ pub(crate) struct Park {
     words: Words,
     deadline: Option<Instant>,
     /// The channel ends the process holds (swapped with the thread's).
-    held: channel::HeldList,
+    held: super::HeldList,
 }
 
 struct Task {
@@ -722,14 +721,14 @@ impl Worker {
                 })
             }
         };
-        channel::swap_held(&mut t.park.held);
+        super::swap_held(&mut t.park.held);
         LOCAL.with(|l| l.current.set(park));
         let r = co.resume(());
         LOCAL.with(|l| l.current.set(std::ptr::null_mut()));
         let Some(Some(t)) = self.tasks.get_mut(idx) else {
             return;
         };
-        channel::swap_held(&mut t.park.held);
+        super::swap_held(&mut t.park.held);
         match r {
             CoroutineResult::Return(()) => {
                 t.park.shared.state.store(DONE, Ordering::Release);
@@ -879,7 +878,7 @@ pub(crate) fn sleep_until(deadline: Instant) -> bool {
     true
 }
 
-// ---- parking without a futex word (the fast channel path, `fast.rs`) -------
+// ---- parking without a futex word (the fast channel path, `csp/chan/fast.rs`) -------
 
 /// Wakes a task from one park of [`park_current`]; a wake after the task
 /// left that park does nothing.

@@ -28,7 +28,7 @@
 //! swaps its encoded message into the reader's node; a reader finding a
 //! writer swaps the writer's message out. Then the finder sets the
 //! node's outcome (`DONE`, Release) and unparks its owner, which reads its
-//! outcome (Acquire) without the lock. The messages are postcard bytes in
+//! outcome (Acquire) without the lock. The messages are the crate's codec bytes in
 //! buffers that circulate between nodes, and nodes come from a per-thread
 //! pool: no allocation per message once warm.
 //!
@@ -58,11 +58,10 @@ use std::time::Instant;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::sched::{self, Unparker};
+use super::{self as chan, Chan, OpError, op_error};
 use crate::codec;
-use crate::csp::chan::{self, Chan, OpError};
-use crate::csp::channel::op_error;
 use crate::csp::error::ChannelError;
+use crate::csp::light::{self as sched, Unparker};
 use crate::sys;
 
 const FAST: u32 = 0;
@@ -428,7 +427,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ChannelError> {
     codec::decode_whole(bytes).map_err(ChannelError::from)
 }
 
-/// Encodes `value` into `buf` (postcard bytes: a value that carries
+/// Encodes `value` into `buf` (the crate's codec bytes: a value that carries
 /// descriptors does not encode here);
 /// false if it does not encode or is larger than the channel's slot (the
 /// general path then reports or spills it).
