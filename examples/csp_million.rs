@@ -4,12 +4,12 @@
 //!
 //! ```text
 //! $ cargo run --release --example csp_million [processes] [laps]
-//! 1000000 processes, 10 laps: 10000000 hops in 17.5 s, 1749 ns per hop
-//! peak RSS 3.04 GiB
+//! 1000000 processes, 10 laps: 10000000 hops in 15.1 s, 1513 ns per hop
+//! peak RSS 2.95 GiB
 //! ```
 //!
-//! (Measured on a 2-vCPU machine shared with other work: 18.5 s of CPU
-//! time in all, 1.8 µs per hop. About 3.2 KiB per process: 1.4 KiB of
+//! (Measured on a 2-vCPU machine shared with other work: 15 s of CPU
+//! time in all, 1.5 µs per hop. About 3.1 KiB per process: 1.4 KiB of
 //! parked stack, a channel of about 470 bytes plus its direct hand-over
 //! queue, the rest its scheduling and process state.)
 //! Each process is one
