@@ -52,7 +52,7 @@ use multiproc::{Builder, Pool, StartMethod};
 use zenoh::Wait;
 
 use crate::harness::{
-    BenchResult, Ctx, Figures, Row, Unit, alternate_all, check_eq, micros_per_op,
+    BenchResult, Ctx, Figures, Row, Unit, alternate_all, check_eq, in_forked_child, micros_per_op,
 };
 
 const USER: &str = "bench";
@@ -63,28 +63,28 @@ pub fn rows() -> Vec<Row> {
         Row {
             name: "cluster.channel.write",
             unit: Unit::Micros,
-            run: channel_write,
+            run: |ctx| in_forked_child(|| channel_write(ctx)),
             python: false,
             round_trip: false,
         },
         Row {
             name: "cluster.commstime.2proc",
             unit: Unit::Micros,
-            run: commstime_2proc,
+            run: |ctx| in_forked_child(|| commstime_2proc(ctx)),
             python: true,
             round_trip: false,
         },
         Row {
             name: "cluster.channel.roundtrip",
             unit: Unit::Micros,
-            run: channel_roundtrip,
+            run: |ctx| in_forked_child(|| channel_roundtrip(ctx)),
             python: false,
             round_trip: false,
         },
         Row {
             name: "cluster.map.chunksize1_2workers",
             unit: Unit::OpsPerSec,
-            run: map_2workers,
+            run: |ctx| in_forked_child(|| map_2workers(ctx)),
             python: false,
             round_trip: false,
         },

@@ -247,7 +247,7 @@ fn rows() -> Vec<Row> {
     rows.extend(aio_csp::rows());
     // Serves a manager from threads of the bench process.
     rows.extend(python_manager::rows());
-    // Zenoh starts threads in the bench process.
+    // Zenoh starts threads: each cluster row runs in a forked child.
     #[cfg(feature = "zenoh")]
     rows.extend(cluster::rows());
     rows

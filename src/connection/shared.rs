@@ -348,6 +348,28 @@ impl Shared {
         self.consume_bytes(padded(len + 4) as u64);
     }
 
+    /// Like [`take`](Self::take), into a new vector of exactly `len`
+    /// bytes, copied straight into its fresh capacity (no zeroing pass).
+    pub fn take_vec(&self, len: usize) -> Vec<u8> {
+        let mut body = Vec::with_capacity(len);
+        let head = self.inn().r.head.load(Ordering::Relaxed);
+        // SAFETY: the source as in `take` (`next` checked the record lies
+        // inside the ring and is committed); `body` has room for `len`
+        // bytes, and its buffer cannot overlap the mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ring_at(1 - self.end, head as usize % CAP + 4),
+                body.as_mut_ptr(),
+                len,
+            )
+        };
+        // SAFETY: the copy above initialised the first `len` bytes, and
+        // `len` is within the capacity.
+        unsafe { body.set_len(len) };
+        self.consume_bytes(padded(len + 4) as u64);
+        body
+    }
+
     fn consume_bytes(&self, n: u64) {
         let d = self.inn();
         let head = d.r.head.load(Ordering::Relaxed) + n;
