@@ -1080,6 +1080,43 @@ ROWS.update(
 )
 
 
+# ---- the cluster: CSP channels across two processes over TCP ----
+
+
+def cluster_commstime_2proc():
+    """Commstime across two OS processes over PyCSP's network channels
+    (its own TCP protocol on 127.0.0.1, PYCSP_HOST): the main process
+    creates the four channels (their home) and runs Prefix and Consumer as
+    threads; one `@multiprocess` process runs Delta and Succ as threads,
+    reaching the channels over TCP. us per communication (four per
+    cycle), the median of a few networks; as `cluster.commstime.2proc`."""
+    csp = pycsp()
+    prefix, delta, succ, consumer, _, _, collector = pycsp_network(csp, csp.process)
+    n = pick(100, 500)
+
+    @csp.multiprocess
+    def far(a_in, b_out, b_in, c_out, d_out):
+        csp.Parallel(delta(a_in, b_out, d_out), succ(b_in, c_out))
+
+    def commstime():
+        a, b, c, d, r = (csp.Channel() for _ in range(5))
+        out = []
+        csp.Parallel(
+            prefix(c.reader(), a.writer()),
+            consumer(d.reader(), n, r.writer()),
+            far(a.reader(), b.writer(), b.reader(), c.writer(), d.writer()),
+            collector(r.reader(), out),
+        )
+        return out[0]
+
+    v = batches(0, pick(2, 5), commstime)
+    csp.shutdown()
+    return v, "us"
+
+
+ROWS["cluster.commstime.2proc"] = cluster_commstime_2proc
+
+
 def main(argv):
     global QUICK, CHILD_CPU
     mode = "unpinned"

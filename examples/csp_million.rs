@@ -4,13 +4,14 @@
 //!
 //! ```text
 //! $ cargo run --release --example csp_million [processes] [laps]
-//! 1000000 processes, 10 laps: 10000000 hops in 60.4 s, 6036 ns per hop
-//! peak RSS 3.13 GiB
+//! 1000000 processes, 10 laps: 10000000 hops in 15.1 s, 1513 ns per hop
+//! peak RSS 2.95 GiB
 //! ```
 //!
-//! (Measured on a 2-vCPU machine shared with other work: 26 s of CPU time
-//! in all, 2.6 µs per hop. About 3.3 KiB per process: 1.6 KiB of parked
-//! stack, a 512-byte channel, the rest its scheduling and process state.)
+//! (Measured on a 2-vCPU machine shared with other work: 15 s of CPU
+//! time in all, 1.5 µs per hop. About 3.1 KiB per process: 1.4 KiB of
+//! parked stack, a channel of about 470 bytes plus its direct hand-over
+//! queue, the rest its scheduling and process state.)
 //! Each process is one
 //! [`CspProcess::light`]: it reads the token from its left neighbour and
 //! writes it to its right one. The channels are `threads_only` with room

@@ -466,3 +466,40 @@ fn many_tasks_on_one_channel() {
         assert_eq!(collected.iter().copied().collect::<BTreeSet<_>>(), want);
     });
 }
+
+/// Reads polled once and then dropped (each first poll posts an offer on
+/// the polling thread, spins, and withdraws it or hands it to the helper
+/// thread) while a thread writes as fast as it can: every value arrives
+/// exactly once (a given-back value may come after later ones).
+#[test]
+fn reads_dropped_after_one_poll_race_a_busy_writer_without_loss() {
+    watchdog(LIMIT, || {
+        const N: u64 = 3000;
+        let ch = threads_chan::<u64>();
+        let (r, w) = (ch.reader(), ch.writer());
+        let t = std::thread::spawn(move || {
+            for i in 0..N {
+                w.write(&i).unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        run(async {
+            while (got.len() as u64) < N {
+                if got.len() % 2 == 0 {
+                    let mut fut = std::pin::pin!(r.read_async());
+                    let once =
+                        std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx)))
+                            .await;
+                    if let std::task::Poll::Ready(v) = once {
+                        got.push(v.unwrap());
+                    }
+                } else {
+                    got.push(r.read_async().await.unwrap());
+                }
+            }
+        });
+        t.join().unwrap();
+        got.sort_unstable();
+        assert_eq!(got, (0..N).collect::<Vec<_>>());
+    });
+}

@@ -52,7 +52,13 @@ impl Cluster {
 
     /// Starts a worker process: this test binary, fresh, in worker mode.
     fn worker(&mut self) -> u32 {
+        self.worker_with(&[])
+    }
+
+    /// [`worker`](Self::worker) with more environment variables.
+    fn worker_with(&mut self, env: &[(&str, &str)]) -> u32 {
         let child = Command::new(std::env::current_exe().expect("test binary"))
+            .envs(env.iter().copied())
             .env(ENV_WORKER, "1")
             .env(ENV_ENDPOINT, &self.endpoint)
             .env(multiproc::cluster::ENV_USER, USER)
@@ -115,6 +121,11 @@ fn square_in_a_child(x: u64) -> u64 {
         .unwrap()
         .join()
         .unwrap()
+}
+
+fn slow_square(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(40));
+    x * x
 }
 
 fn boom(x: u32) -> u32 {
@@ -227,6 +238,76 @@ fn a_worker_killed_mid_task_fails_exactly_its_task_naming_the_host() {
         }
         assert!(started.elapsed() < Duration::from_secs(15));
         // The pool goes on with the survivor.
+        assert_eq!(pool.map(square, 0..10u64).unwrap()[9], 81);
+    });
+}
+
+#[test]
+fn prefetched_tasks_of_a_killed_worker_are_queued_again_uncharged() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config());
+        // Prefetch 2: `a` takes the long task and holds the next two.
+        let a = c.worker_with(&[(multiproc::cluster::ENV_PREFETCH, "2")]);
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        let r = pool
+            .map_async_chunked(pid_after, vec![60_000u64, 1, 1, 1, 1], 1)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        let b = c.worker();
+        // `b` runs the two tasks nobody holds; the two `a` holds wait.
+        assert!(
+            eventually(Duration::from_secs(30), || r.progress().0 == 2),
+            "{:?}",
+            r.progress()
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(r.progress().0, 2, "the held tasks stay with their worker");
+        c.signal(a, "KILL");
+        // The running task fails (no retries); the held ones, never
+        // started, run on `b` without being charged.
+        let results = r.into_results();
+        match &results[0] {
+            Err(TaskError::HostLost { worker, .. }) => {
+                assert!(worker.contains(&format!(".{a}.")), "{worker}")
+            }
+            other => panic!("expected HostLost, got {other:?}"),
+        }
+        assert!(
+            results[1..].iter().all(|p| matches!(p, Ok(p) if *p == b)),
+            "{results:?} {a} {b}"
+        );
+    });
+}
+
+#[test]
+fn killing_a_prefetching_worker_mid_map_gives_every_other_result_once() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config());
+        let a = c.worker_with(&[(multiproc::cluster::ENV_PREFETCH, "3")]);
+        c.worker_with(&[(multiproc::cluster::ENV_PREFETCH, "3")]);
+        assert_eq!(pool.wait_for_workers(2, Duration::from_secs(30)), 2);
+        let n = 60u64;
+        let r = pool.map_async_chunked(slow_square, 0..n, 1).unwrap();
+        assert!(eventually(Duration::from_secs(30), || r.progress().0 >= 10));
+        c.signal(a, "KILL");
+        let results = r.into_results();
+        assert_eq!(results.len() as u64, n);
+        // At most the one task `a` was running fails (no retries): what it
+        // held without starting ran on the survivor.
+        let lost = results
+            .iter()
+            .filter(|r| matches!(r, Err(TaskError::HostLost { .. })))
+            .count();
+        assert!(lost <= 1, "{results:?}");
+        for (x, r) in (0..n).zip(&results) {
+            match r {
+                Ok(v) => assert_eq!(*v, x * x),
+                Err(TaskError::HostLost { .. }) => {}
+                Err(e) => panic!("task {x}: {e:?}"),
+            }
+        }
         assert_eq!(pool.map(square, 0..10u64).unwrap()[9], 81);
     });
 }
@@ -1063,4 +1144,21 @@ fn a_tls_listener_without_a_certificate_or_with_a_missing_file_is_a_config_error
         .open()
         .unwrap_err();
     assert!(matches!(e, ClusterError::Config(_)), "{e}");
+}
+
+#[test]
+fn network_ends_may_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<multiproc::cluster::NetReader<u64>>();
+    shared::<multiproc::cluster::NetWriter<u64>>();
+}
+
+#[test]
+fn a_worker_with_a_bad_prefetch_exits_with_a_config_error() {
+    watchdog(LIMIT, || {
+        let mut c = Cluster::new();
+        c.worker_with(&[(multiproc::cluster::ENV_PREFETCH, "lots")]);
+        let worker = c.workers.last_mut().expect("the worker");
+        assert_eq!(worker.wait().expect("wait for the worker").code(), Some(2));
+    });
 }

@@ -973,3 +973,35 @@ fn handle_count_limit() {
         assert_eq!(b.recv::<String>().unwrap(), "end");
     });
 }
+
+/// Large frames are read straight into the returned vector without the
+/// descriptors of any frame going astray: a large message carrying a
+/// handle, then a large bytes frame directly followed by a message that
+/// carries one, over a plain socket and over a `pipe()` pair.
+#[test]
+fn handles_beside_large_frames() {
+    watchdog(LIMIT, || {
+        for (a, b) in [plain_pair(), pipe().unwrap()] {
+            let len = (1 << 20) + 3;
+            let (x, y) = plain_pair();
+            let (x2, y2) = plain_pair();
+            let writer = std::thread::spawn(move || {
+                a.send(&(pattern(len), x)).unwrap();
+                a.send_bytes(&pattern(len + 1)).unwrap();
+                a.send(&x2).unwrap();
+                a
+            });
+            let (big, x): (Vec<u8>, Connection) = b.recv().unwrap();
+            assert!(big == pattern(len), "large typed message garbled");
+            let bytes = b.recv_bytes().unwrap();
+            assert_eq!(bytes.len(), len + 1);
+            assert!(bytes == pattern(len + 1), "large bytes frame garbled");
+            let x2: Connection = b.recv().unwrap();
+            for (end, peer, v) in [(&x, &y, 1u8), (&x2, &y2, 2)] {
+                end.send(&v).unwrap();
+                assert_eq!(peer.recv::<u8>().unwrap(), v);
+            }
+            drop(writer.join().unwrap());
+        }
+    });
+}

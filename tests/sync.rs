@@ -743,16 +743,17 @@ fn leak_a_guard(_: ()) -> bool {
     std::thread::spawn(|| {
         let a = Lock::new().unwrap();
         std::mem::forget(a.acquire().unwrap());
-        // Every handle to `a` goes while its mutex is still linked into
-        // this thread's robust list; locking others relinks that list
-        // through `a`'s memory, which must therefore stay mapped (`b` is
+        // Every handle to `a` goes while this thread still holds it;
+        // nothing of this thread may point into `a`'s memory any more (a
+        // robust mutex would, by its place in the thread's robust list):
+        // locking others and ending the thread must not touch it (`b` is
         // large so that it is not mapped into `a`'s old place).
         drop(a);
         let b = Array::<u8>::new(1 << 20).unwrap();
         for _ in 0..1000 {
             drop(b.get_lock().unwrap());
         }
-        // The thread then ends holding `a`: the kernel walks the list.
+        // The thread then ends holding `a`.
     })
     .join()
     .is_ok()

@@ -2,21 +2,39 @@
 //! pool over Zenoh on 127.0.0.1, against raw Zenoh queries on the same
 //! router.
 //!
+//! * `cluster.channel.write`: µs per channel communication, like for
+//!   like with one raw query/reply. A sink process (spawn start method, a
+//!   client session) is the home of channel `sink` and drains it with a
+//!   local reader; the bench writes to it: each write is one query to the
+//!   home, answered once the reader has taken the value. Raw: the sink
+//!   process also declares a Zenoh queryable (`multiproc/bench/raw/echo`)
+//!   answering each query with its payload; one `get` and its reply.
 //! * `cluster.channel.roundtrip`: µs per round trip. The bench process
 //!   embeds the router and is the home of two network channels; an echo
-//!   process (spawn start method, a client session) reads `ping` and
-//!   writes what it read to `pong`; the bench writes to `ping` and reads
-//!   `pong`. Raw: the same echo process also declares a Zenoh queryable
-//!   (`multiproc/bench/raw/echo`) answering each query with its payload; the bench's `get` and the
-//!   reply are the round trip.
-//!   A channel round trip is two rendezvous, each a query of the echo
-//!   process to the home, so about two raw round trips is the floor of
-//!   this design.
+//!   process reads `ping` and writes what it read to `pong`; the bench
+//!   writes to `ping` and reads `pong`. A channel round trip is two
+//!   rendezvous, each a query of the echo process to the home, so the raw
+//!   figure is two raw query/replies to the echo process's queryable (as
+//!   above) per round trip.
+//! * `cluster.commstime.2proc`: the commstime ring (µs per communication,
+//!   four per cycle, timed in the Consumer) across two OS processes over
+//!   network channels on 127.0.0.1: the bench process embeds the router,
+//!   is the home of the four channels and runs Prefix and Consumer as
+//!   threads; a far process (spawn, a client session over TCP) runs Delta
+//!   and Succ as threads. Python: the same split with PyCSP 0.9.2's
+//!   network channels (its own TCP protocol on 127.0.0.1; channels made
+//!   in the main process, Delta and Succ in one `@multiprocess`). Raw: one
+//!   raw Zenoh query/reply between the two processes, the least one
+//!   communication costs when each is a query.
 //! * `cluster.map.chunksize1_2workers`: tasks per second of
 //!   `map_chunked(square, 0..N, 1)` (one task per pull) on a cluster pool
-//!   with two worker processes (this binary exec'd in worker mode). Raw: two processes declaring a queryable that squares a `u64`,
-//!   each asked in turn by one thread of the bench (one task in flight per
-//!   worker, as a cluster worker pulls one task at a time). Also measured:
+//!   with two worker processes (this binary exec'd in worker mode, with
+//!   the default prefetch of 2; `MULTIPROC_CLUSTER_PREFETCH=0` in the
+//!   bench's environment measures one task per pull). Raw: two processes
+//!   declaring a queryable that squares a `u64`, each asked in turn by one
+//!   thread of the bench (one query in flight per worker; a cluster
+//!   worker also has one pull in flight, but a pull brings up to its
+//!   prefetch of tasks and overlaps the task it runs). Also measured:
 //!   the local `Pool` of two workers on the same map, also one task per
 //!   chunk (`local_pool`).
 //!
@@ -33,7 +51,9 @@ use multiproc::cluster::{
 use multiproc::{Builder, Pool, StartMethod};
 use zenoh::Wait;
 
-use crate::harness::{BenchResult, Ctx, Figures, Row, Unit, alternate_all, check_eq};
+use crate::harness::{
+    BenchResult, Ctx, Figures, Row, Unit, alternate_all, check_eq, in_forked_child, micros_per_op,
+};
 
 const USER: &str = "bench";
 const PASSWORD: &str = "bench-password";
@@ -41,16 +61,30 @@ const PASSWORD: &str = "bench-password";
 pub fn rows() -> Vec<Row> {
     vec![
         Row {
+            name: "cluster.channel.write",
+            unit: Unit::Micros,
+            run: |ctx| in_forked_child(|| channel_write(ctx)),
+            python: false,
+            round_trip: false,
+        },
+        Row {
+            name: "cluster.commstime.2proc",
+            unit: Unit::Micros,
+            run: |ctx| in_forked_child(|| commstime_2proc(ctx)),
+            python: true,
+            round_trip: false,
+        },
+        Row {
             name: "cluster.channel.roundtrip",
             unit: Unit::Micros,
-            run: channel_roundtrip,
+            run: |ctx| in_forked_child(|| channel_roundtrip(ctx)),
             python: false,
             round_trip: false,
         },
         Row {
             name: "cluster.map.chunksize1_2workers",
             unit: Unit::OpsPerSec,
-            run: map_2workers,
+            run: |ctx| in_forked_child(|| map_2workers(ctx)),
             python: false,
             round_trip: false,
         },
@@ -96,7 +130,7 @@ fn echo_bytes(p: &[u8]) -> Vec<u8> {
 /// echo queryable, until `ping` ends.
 fn echo(endpoint: String) {
     let s = client(&endpoint);
-    let _q = queryable(&s, "multiproc/bench/raw/echo".into(), echo_bytes);
+    let _q = queryable(&s, ECHO.into(), echo_bytes);
     let (Ok(r), Ok(w)) = (
         NetReader::<u64>::open(&s, "ping"),
         NetWriter::<u64>::open(&s, "pong"),
@@ -108,6 +142,201 @@ fn echo(endpoint: String) {
             return;
         }
     }
+}
+
+/// One raw Zenoh query/reply to the echo queryable.
+fn raw_echo(z: &zenoh::Session, i: u64) -> BenchResult<()> {
+    let replies = z
+        .get(ECHO)
+        .payload(i.to_le_bytes().to_vec())
+        .timeout(Duration::from_secs(10))
+        .wait()
+        .map_err(|e| e.to_string())?;
+    let reply = replies
+        .recv()
+        .map_err(|e| e.to_string())?
+        .into_result()
+        .map_err(|e| format!("{e:?}"))?;
+    check_eq("raw echo", reply.payload().to_bytes().len(), 8)
+}
+
+const ECHO: &str = "multiproc/bench/raw/echo";
+
+/// Waits until the echo queryable answers (it may lag the far process's
+/// channel ends by a moment).
+fn wait_for_echo(z: &zenoh::Session) -> BenchResult<()> {
+    wait_for(|| {
+        z.get(ECHO)
+            .payload(vec![0u8; 8])
+            .timeout(Duration::from_secs(1))
+            .wait()
+            .ok()
+            .and_then(|r| r.recv().ok())
+            .is_some()
+    })
+}
+
+/// The sink process: home of channel `sink`, drained by a local reader,
+/// and the raw echo queryable, until every writer of `sink` retires.
+fn sink(endpoint: String) {
+    let s = client(&endpoint);
+    let _q = queryable(&s, ECHO.into(), echo_bytes);
+    let Ok(home) = NetChannel::<u64>::home(&s, "sink") else {
+        return;
+    };
+    let Ok(r) = home.reader() else { return };
+    while r.read().is_ok() {}
+}
+
+fn channel_write(ctx: &Ctx) -> BenchResult<Figures> {
+    let ep = endpoint()?;
+    let s = router(&ep)?.open()?;
+    let child = Builder::new()
+        .start_method(StartMethod::Spawn)
+        .spawn(sink, ep.clone())?;
+    let z = s.zenoh();
+    wait_for_echo(z)?;
+    let w = NetWriter::<u64>::open(&s, "sink")?;
+    let n = ctx.pick(200u64, 2000);
+    let mut chan = || -> BenchResult<f64> {
+        let t0 = Instant::now();
+        for i in 0..n {
+            w.write(&i)?;
+        }
+        Ok(micros_per_op(t0, n))
+    };
+    let mut raw = || -> BenchResult<f64> {
+        let t0 = Instant::now();
+        for i in 0..n {
+            raw_echo(z, i)?;
+        }
+        Ok(micros_per_op(t0, n))
+    };
+    let m = alternate_all(ctx.pick(1, 3), ctx.pick(3, 15), &mut [&mut chan, &mut raw])?;
+    drop(w);
+    let _ = child.join();
+    Ok(Figures {
+        krate: m[0],
+        raw: m[1],
+        extra: Vec::new(),
+    })
+}
+
+/// Cycles of the commstime ring before the Consumer starts its clock.
+const COMMSTIME_WARM: u64 = 50;
+
+/// The far process of `cluster.commstime.2proc`: the raw echo queryable,
+/// and for every tag read from channel `ctl` (until it ends) Delta and
+/// Succ on the channels `a<tag>` … `d<tag>`, as threads.
+fn commstime_far(endpoint: String) {
+    let s = client(&endpoint);
+    let _q = queryable(&s, ECHO.into(), echo_bytes);
+    let Ok(ctl) = NetReader::<String>::open(&s, "ctl") else {
+        return;
+    };
+    while let Ok(tag) = ctl.read() {
+        let ends = (|| -> Result<_, multiproc::csp::ChannelError> {
+            Ok((
+                NetReader::<u64>::open(&s, &format!("a{tag}"))?,
+                NetWriter::<u64>::open(&s, &format!("b{tag}"))?,
+                NetWriter::<u64>::open(&s, &format!("d{tag}"))?,
+                NetReader::<u64>::open(&s, &format!("b{tag}"))?,
+                NetWriter::<u64>::open(&s, &format!("c{tag}"))?,
+            ))
+        })();
+        let Ok((a, b_out, d, b_in, c)) = ends else {
+            return;
+        };
+        std::thread::scope(|sc| {
+            // Delta, then Succ; each ends (retiring its ends) at the first
+            // error, as the ring's poison spreads.
+            sc.spawn(move || -> Result<(), multiproc::csp::ChannelError> {
+                loop {
+                    let x = a.read()?;
+                    b_out.write(&x)?;
+                    d.write(&x)?;
+                }
+            });
+            sc.spawn(move || -> Result<(), multiproc::csp::ChannelError> {
+                loop {
+                    c.write(&(b_in.read()? + 1))?;
+                }
+            });
+        });
+    }
+}
+
+/// One commstime network over the channels `a<tag>` … `d<tag>` (homed
+/// here), with the far process running Delta and Succ: µs per
+/// communication.
+fn commstime_net(s: &Session, ctl: &NetWriter<String>, tag: u32, n: u64) -> BenchResult<f64> {
+    let homes: Vec<NetChannel<u64>> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|c| NetChannel::home(s, &format!("{c}{tag}")))
+        .collect::<Result<_, _>>()?;
+    let a = homes[0].writer()?;
+    let c = homes[2].reader()?;
+    let d = homes[3].reader()?;
+    ctl.write(&tag.to_string())?;
+    let us = std::thread::scope(|sc| -> BenchResult<f64> {
+        // Prefix.
+        sc.spawn(move || -> Result<(), multiproc::csp::ChannelError> {
+            a.write(&0)?;
+            loop {
+                a.write(&c.read()?)?;
+            }
+        });
+        // Consumer.
+        for _ in 0..COMMSTIME_WARM {
+            d.read()?;
+        }
+        let t0 = Instant::now();
+        let mut last = 0;
+        for _ in 0..n {
+            last = d.read()?;
+        }
+        let us = micros_per_op(t0, 4 * n);
+        d.poison();
+        check_eq("commstime count", last, COMMSTIME_WARM + n - 1)?;
+        Ok(us)
+    })?;
+    drop(homes);
+    Ok(us)
+}
+
+fn commstime_2proc(ctx: &Ctx) -> BenchResult<Figures> {
+    let ep = endpoint()?;
+    let s = router(&ep)?.open()?;
+    let ctl_home: NetChannel<String> = NetChannel::home(&s, "ctl")?;
+    let ctl = ctl_home.writer()?;
+    let child = Builder::new()
+        .start_method(StartMethod::Spawn)
+        .spawn(commstime_far, ep.clone())?;
+    let z = s.zenoh();
+    wait_for_echo(z)?;
+    let n = ctx.pick(100u64, 500);
+    let mut tag = 0u32;
+    let mut chan = || -> BenchResult<f64> {
+        tag += 1;
+        commstime_net(&s, &ctl, tag, n)
+    };
+    let reps = 4 * (COMMSTIME_WARM + n);
+    let mut raw = || -> BenchResult<f64> {
+        let t0 = Instant::now();
+        for i in 0..reps {
+            raw_echo(z, i)?;
+        }
+        Ok(micros_per_op(t0, reps))
+    };
+    let m = alternate_all(ctx.pick(0, 1), ctx.pick(2, 5), &mut [&mut chan, &mut raw])?;
+    drop(ctl);
+    drop(ctl_home);
+    let _ = child.join();
+    Ok(Figures {
+        krate: m[0],
+        raw: m[1],
+        extra: Vec::new(),
+    })
 }
 
 fn channel_roundtrip(ctx: &Ctx) -> BenchResult<Figures> {
@@ -129,34 +358,16 @@ fn channel_roundtrip(ctx: &Ctx) -> BenchResult<Figures> {
         Ok(t0.elapsed().as_secs_f64() * 1e6 / n as f64)
     };
     let z = s.zenoh();
+    // Two raw query/replies per round trip: one per rendezvous.
     let mut raw = || -> BenchResult<f64> {
         let t0 = Instant::now();
         for i in 0..n {
-            let replies = z
-                .get("multiproc/bench/raw/echo")
-                .payload(i.to_le_bytes().to_vec())
-                .timeout(Duration::from_secs(10))
-                .wait()
-                .map_err(|e| e.to_string())?;
-            let reply = replies
-                .recv()
-                .map_err(|e| e.to_string())?
-                .into_result()
-                .map_err(|e| format!("{e:?}"))?;
-            check_eq("raw echo", reply.payload().to_bytes().len(), 8)?;
+            raw_echo(z, i)?;
+            raw_echo(z, i)?;
         }
         Ok(t0.elapsed().as_secs_f64() * 1e6 / n as f64)
     };
-    // The echo's queryable may lag its channel ends by a moment.
-    wait_for(|| {
-        z.get("multiproc/bench/raw/echo")
-            .payload(vec![0u8; 8])
-            .timeout(Duration::from_secs(1))
-            .wait()
-            .ok()
-            .and_then(|r| r.recv().ok())
-            .is_some()
-    })?;
+    wait_for_echo(z)?;
     let m = alternate_all(ctx.pick(1, 3), ctx.pick(3, 15), &mut [&mut chan, &mut raw])?;
     drop((w, r));
     drop((ping, pong));

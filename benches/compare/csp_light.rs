@@ -26,9 +26,6 @@
 //! these (the next placement's process rows).
 
 use std::cell::Cell;
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -39,9 +36,8 @@ use multiproc::csp::{Channel, ChannelError, CspProcess, Outcome, Reader, Writer,
 use crate::csp::{delta, prefix, succ};
 use crate::go::{self, GoProgram};
 use crate::harness::{
-    BenchResult, Ctx, Figures, Row, Unit, alternate, alternate_all, nanos_per_op,
+    self, BenchResult, Ctx, Figures, Row, Unit, alternate, alternate_all, nanos_per_op,
 };
-use crate::raw::RawChild;
 
 /// A row's measurement, given the Go program of its network (`None`
 /// where `go` is missing): the crate's, the raw floor's and Go's figures.
@@ -54,36 +50,18 @@ fn in_child(ctx: &Ctx, go: &str, row: Measure) -> BenchResult<Figures> {
     in_forked_child(|| row(ctx, prog.as_ref()))
 }
 
-/// Runs `measure` in a forked child and returns its figures (the crate's,
-/// the raw floor's and a peer's, NaN for none, as three native-endian
-/// `f64`s over a socket; the peer is Go, reported as `go`). For rows that
-/// leave threads behind: the bench process stays single-threaded.
+/// Runs `measure` in a forked child (see [`harness::in_forked_child`]):
+/// the crate's, the raw floor's and Go's figures (Go reported as `go`).
 pub fn in_forked_child(
     measure: impl FnOnce() -> BenchResult<(f64, f64, Option<f64>)>,
 ) -> BenchResult<Figures> {
-    let (mut ours, mut theirs) = UnixStream::pair()?;
-    let child = RawChild::fork_closing(ours.as_fd(), move || {
-        let (krate, raw, go) = measure().expect("measured in a forked child");
-        let mut out = [0u8; 24];
-        out[..8].copy_from_slice(&krate.to_ne_bytes());
-        out[8..16].copy_from_slice(&raw.to_ne_bytes());
-        out[16..].copy_from_slice(&go.unwrap_or(f64::NAN).to_ne_bytes());
-        theirs.write_all(&out).expect("report the figures");
-    })?;
-    let mut buf = [0u8; 24];
-    let read = ours.read_exact(&mut buf);
-    child.wait()?;
-    read?;
-    let num = |b: &[u8]| f64::from_ne_bytes(b.try_into().expect("8 bytes"));
-    let go = num(&buf[16..]);
-    Ok(Figures {
-        krate: num(&buf[..8]),
-        raw: num(&buf[8..16]),
-        extra: if go.is_nan() {
-            Vec::new()
-        } else {
-            vec![("go", go)]
-        },
+    harness::in_forked_child(|| {
+        let (krate, raw, go) = measure()?;
+        Ok(Figures {
+            krate,
+            raw,
+            extra: go.map(|g| vec![("go", g)]).unwrap_or_default(),
+        })
     })
 }
 

@@ -164,6 +164,64 @@ pub struct Figures {
     pub extra: Vec<(&'static str, f64)>,
 }
 
+/// Runs `measure` in a forked child and returns its figures. For rows
+/// that leave threads behind (a scheduler's workers, an async helper,
+/// Zenoh's runtime): the bench process stays single-threaded, so the rows
+/// after them can still fork. The figures come back over a socket as
+/// text lines (`krate raw`, then `label value` per extra); a failure in
+/// the child comes back as its message.
+pub fn in_forked_child(measure: impl FnOnce() -> BenchResult<Figures>) -> BenchResult<Figures> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    let (mut ours, mut theirs) = UnixStream::pair()?;
+    let child = crate::raw::RawChild::fork_closing(ours.as_fd(), move || {
+        let text = match measure() {
+            Ok(f) => {
+                let mut t = format!("ok\n{} {}\n", f.krate, f.raw);
+                for (label, value) in &f.extra {
+                    t.push_str(&format!("{label} {value}\n"));
+                }
+                t
+            }
+            Err(e) => format!("err\n{e}"),
+        };
+        theirs
+            .write_all(text.as_bytes())
+            .expect("report the figures");
+    })?;
+    let mut text = String::new();
+    let read = ours.read_to_string(&mut text);
+    let waited = child.wait();
+    read?;
+    let mut lines = text.lines();
+    match lines.next() {
+        Some("ok") => {}
+        Some("err") => return Err(lines.collect::<Vec<_>>().join("\n").into()),
+        _ => return Err(format!("the forked child reported nothing ({waited:?})").into()),
+    }
+    waited?;
+    let pair = |line: Option<&str>| -> BenchResult<(String, f64)> {
+        let (a, b) = line
+            .and_then(|l| l.split_once(' '))
+            .ok_or("a figure line")?;
+        Ok((a.to_string(), b.parse()?))
+    };
+    let (krate, raw) = pair(lines.next())?;
+    let mut extra = Vec::new();
+    for line in lines {
+        let (label, value) = pair(Some(line))?;
+        // Labels are few and fixed per row; the bench process lives for one run.
+        extra.push((&*Box::leak(label.into_boxed_str()), value));
+    }
+    Ok(Figures {
+        krate: krate.parse()?,
+        raw,
+        extra,
+    })
+}
+
 /// Labels of [`Figures::extra`] that name another implementation measured
 /// beside the crate (not a floor): `go`, Go's channels (`go.rs`).
 pub const PEERS: &[&str] = &["go"];
@@ -408,22 +466,11 @@ impl Report {
     /// Measures `row` in `ctx.mode`: crate and raw figures, the Python
     /// figure, and the ratios.
     pub fn run_row(&mut self, ctx: &Ctx, row: &Row) {
-        self.run_row_with(ctx, row, row.run)
-    }
-
-    /// As [`run_row`](Self::run_row), measuring with `run` (e.g. the row
-    /// run in a forked child) instead of `row.run`.
-    pub fn run_row_with(
-        &mut self,
-        ctx: &Ctx,
-        row: &Row,
-        run: impl FnOnce(&Ctx) -> BenchResult<Figures>,
-    ) {
         let started = Instant::now();
         let base = format!("{}.{}", row.name, ctx.mode.label());
         let unit = row.unit.label();
         let mut others = vec!["raw".to_string()];
-        match run(ctx) {
+        match (row.run)(ctx) {
             Ok(f) => {
                 self.emit(&format!("{base}.crate"), f.krate, unit);
                 self.emit(&format!("{base}.raw"), f.raw, unit);

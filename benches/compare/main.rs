@@ -27,7 +27,6 @@ mod sync;
 mod cluster;
 mod csp;
 mod csp_light;
-mod forked;
 mod go;
 mod manager;
 mod pickle;
@@ -198,10 +197,17 @@ const TARGETS: &[Target] = &[
         against: Against::Raw,
         goal: Goal::AtMost(2.0),
     },
-    // The network channel's round trip within 1.5x of a raw Zenoh
-    // query/reply on the same router (`--features zenoh`).
+    // The network channel's round trip within 1.5x of two raw Zenoh
+    // query/replies on the same router (`--features zenoh`).
     Target {
         row: "cluster.channel.roundtrip",
+        against: Against::Raw,
+        goal: Goal::AtMost(1.5),
+    },
+    // Like for like: one channel communication (one query to the home)
+    // against one raw query/reply (the round trip above is two of each).
+    Target {
+        row: "cluster.channel.write",
         against: Against::Raw,
         goal: Goal::AtMost(1.5),
     },
@@ -239,10 +245,9 @@ fn rows() -> Vec<Row> {
     // Runs in a forked child (async channel waits start a thread).
     #[cfg(feature = "tokio")]
     rows.extend(aio_csp::rows());
-    // Serves a manager from threads of the bench process.
+    // Serves a manager from threads: runs in a forked child.
     rows.extend(python_manager::rows());
-    // Zenoh starts threads: run in a forked child (`forked::GROUPS`), as
-    // is the Python-client row above.
+    // Zenoh starts threads: each cluster row runs in a forked child.
     #[cfg(feature = "zenoh")]
     rows.extend(cluster::rows());
     rows
@@ -298,17 +303,13 @@ fn main() {
             .iter()
             .filter(|r| mode != Mode::CrossCore || r.round_trip)
         {
-            if forked::wanted(row) {
-                report.run_row_with(&ctx, row, |ctx| forked::run(ctx, row));
-            } else {
-                report.run_row(&ctx, row);
-            }
+            report.run_row(&ctx, row);
             // The fork rows (and every raw floor) need a single-threaded
             // bench process: name a row that leaves threads behind.
             let threads = harness::thread_count();
             if threads > 1 {
                 report.note(&format!(
-                    "warning: {} left {threads} threads in the bench process (add it to forked::GROUPS)",
+                    "warning: {} left {threads} threads in the bench process (run it in `harness::in_forked_child`)",
                     row.name
                 ));
             }

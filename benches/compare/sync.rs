@@ -9,8 +9,10 @@
 //! * `sync.value.locked_inc_2proc`: two children each add 1 to a shared
 //!   `Value<u64>` N times, `*v.get_lock()? += 1`; ns per increment (over
 //!   both). Raw: the same with a minimal futex mutex; `raw_robust`: with a
-//!   robust process-shared pthread mutex (the crate's locks run its
-//!   protocol inline, without the pthread calls). Python: `with v.get_lock(): v.value += 1`.
+//!   robust process-shared pthread mutex (what the crate's locks were
+//!   before they got a lock word of their own, `sys/owner_lock.rs`: owner
+//!   identity in the word, death found by a waiter). Python: `with
+//!   v.get_lock(): v.value += 1`.
 //! * `sync.value.fetch_add_2proc`: the same with `Value::fetch_add`
 //!   against `AtomicU64::fetch_add` on shared memory. Python has no
 //!   lock-free counter: no Python figure.

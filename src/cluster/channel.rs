@@ -19,6 +19,12 @@
 //!   (writer) that joined is lost, waiting writers (readers) fail with
 //!   `Lost` too; a lost end on a side with live ends left changes nothing
 //!   for the others (any-to-any).
+//! * An end is one party of the channel: it may be shared between threads
+//!   (it is `Send` and `Sync`), but it has one operation at the home at a
+//!   time; a second thread's operation on the same end waits until the
+//!   first has happened (the end's sequence-number lock is held through
+//!   the operation). Threads that should wait at the home together open
+//!   an end each.
 //! * Network ends take part in an [`Alternation`](crate::csp::Alternation)
 //!   beside local guards ([`net_input`](crate::csp::Alternation::net_input),
 //!   [`net_output`](crate::csp::Alternation::net_output)); the home
@@ -37,7 +43,7 @@ use zenoh::query::Query;
 use zenoh::sample::SampleKind;
 
 use super::ClusterError;
-use super::net::{Session, key_safe};
+use super::net::{Pending, Session, decode_query, key_safe};
 use crate::csp::ChannelError;
 use crate::error::CodecError;
 use crate::pool::remote::{self, NetCodec};
@@ -544,18 +550,8 @@ impl<T: Serialize + DeserializeOwned> NetChannel<T> {
             .declare_queryable(format!("{base}/op"))
             .callback(move |query| {
                 let Some(h) = weak.upgrade() else { return };
-                let bytes = query
-                    .payload()
-                    .map(|p| p.to_bytes().into_owned())
-                    .unwrap_or_default();
-                let op: Op = match remote::decode(&bytes, h.cap + ENVELOPE) {
-                    Ok(op) => op,
-                    Err(e) => {
-                        let _ = query
-                            .reply_err(format!("bad channel operation: {e:?}"))
-                            .wait();
-                        return;
-                    }
+                let Some(op) = decode_query(&query, h.cap + ENVELOPE, "channel operation") else {
+                    return;
                 };
                 let mut out = Replies::new();
                 h.lock().op(op, query, &mut out);
@@ -659,7 +655,13 @@ pub(super) struct EndCore {
     /// of the home (see `cluster/alt.rs`).
     pub(super) signal: Arc<Signal>,
     _home_watch: zenoh::pubsub::Subscriber<()>,
+    /// Queries the home's `op` key.
+    querier: zenoh::query::Querier<'static>,
 }
+
+/// How long a query to a home waits for its answer: its longest wait at
+/// the home, and room for the network.
+const ASK_TIMEOUT: Duration = PARK.saturating_add(Duration::from_secs(10));
 
 /// A futex word an alternation sleeps on, bumped when something it waits
 /// for at a home happened.
@@ -708,7 +710,11 @@ impl EndCore {
             })
             .wait()
             .map_err(|e| lost(e.to_string()))?;
+        let querier = session
+            .querier(session.key(&format!("chan/{name}/op")), ASK_TIMEOUT)
+            .map_err(|e| lost(e.to_string()))?;
         let core = EndCore {
+            querier,
             session: session.clone(),
             name: name.to_string(),
             id,
@@ -751,10 +757,14 @@ impl EndCore {
     pub(super) fn ask(&self, op: &Op) -> Result<Answer, ChannelError> {
         let cap = self.session.max_payload();
         let bytes = remote::encode(op, cap + ENVELOPE).map_err(codec_error)?;
-        let wait = Duration::from_millis(op.wait_ms);
-        let reply = self
-            .session
-            .ask(&self.key("op"), bytes, wait + Duration::from_secs(10))
+        let replies = self
+            .querier
+            .get()
+            .payload(bytes)
+            .wait()
+            .map_err(|e| lost(e.to_string()))?;
+        let reply = Pending::new(replies, ASK_TIMEOUT)
+            .wait()
             .map_err(|e| lost(e.to_string()))?;
         match reply {
             Some(b) => remote::decode::<Answer>(&b, cap + ENVELOPE).map_err(codec_error),
@@ -817,7 +827,9 @@ pub(super) fn codec_error(e: NetCodec) -> ChannelError {
 }
 
 /// The reading end of a [`NetChannel`], in any process of the cluster.
-/// Dropping it (or [`retire`](Self::retire)) retires it.
+/// Dropping it (or [`retire`](Self::retire)) retires it. It does one
+/// operation at a time: threads sharing it take turns (open an end per
+/// thread for readers that wait together).
 pub struct NetReader<T> {
     pub(super) core: EndCore,
     _t: PhantomData<fn() -> T>,
@@ -881,7 +893,8 @@ impl<T> Drop for NetReader<T> {
 }
 
 /// The writing end of a [`NetChannel`], in any process of the cluster.
-/// Dropping it (or [`retire`](Self::retire)) retires it.
+/// Dropping it (or [`retire`](Self::retire)) retires it. It does one
+/// operation at a time: threads sharing it take turns.
 pub struct NetWriter<T> {
     pub(super) core: EndCore,
     _t: PhantomData<fn(T)>,

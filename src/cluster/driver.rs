@@ -5,8 +5,9 @@
 //!
 //! | state | held in | leaves by |
 //! | --- | --- | --- |
-//! | queued | `queue` and `tasks` | a pull assigns it (running) |
-//! | running on `w` at pull `seq` | `tasks`, `workers[w].running` | a result (settled); `w`'s token vanishing (queued again if the task has retries left, else settled with `HostLost`); a later pull of `w` without its result (the reply never reached `w`: queued again, not charged) |
+//! | queued | `queue` and `tasks` | a pull assigns it (held) |
+//! | held by `w` (assigned at pull `seq`), not started | `tasks`, `workers[w].running` (`false`) | `w` starts it (running); a result (settled); `w`'s token vanishing (queued again, not charged); a later pull of `w` that neither holds it nor carries its result (the reply never reached `w`: queued again, not charged) |
+//! | running on `w` | `tasks`, `workers[w].running` (`true`) | a result (settled); `w`'s token vanishing (queued again if the task has retries left, else settled with `HostLost`) |
 //! | settled | the job's `done` table | the caller takes it |
 //!
 //! A result is accepted for a task that is queued or running, from any
@@ -28,7 +29,7 @@ use zenoh::query::Query;
 use zenoh::sample::SampleKind;
 
 use super::ClusterError;
-use super::net::Session;
+use super::net::{Session, decode_query};
 use super::wire::{Assign, Pull, TaskMsg};
 use crate::pool::remote::{self, ChunkOutcome, ItemOutcome, NetCodec, Runner};
 use crate::pool::{PoolError, TaskError};
@@ -79,11 +80,16 @@ struct Parked {
     query: Query,
     until: Instant,
     seq: u64,
+    want: usize,
 }
+
+/// The most tasks one pull takes.
+const MAX_WANT: usize = 64;
 
 struct WorkerState {
     host: String,
-    running: HashSet<u64>,
+    /// The tasks it holds, and whether it started each.
+    running: HashMap<u64, bool>,
     parked: Option<Parked>,
 }
 
@@ -109,6 +115,7 @@ type Replies = Vec<(Query, Assign)>;
 pub(crate) struct Handles {
     pub _queryable: zenoh::query::Queryable<()>,
     pub _subscriber: zenoh::pubsub::Subscriber<()>,
+    pub _started: zenoh::pubsub::Subscriber<()>,
     pub _token: zenoh::liveliness::LivelinessToken,
 }
 
@@ -187,6 +194,16 @@ impl Driver {
             })
             .wait()
             .map_err(zerr)?;
+        let weak: Weak<Driver> = Arc::downgrade(&driver);
+        let started = z
+            .declare_subscriber(session.key(&format!("pool/{id}/started")))
+            .callback(move |sample| {
+                if let Some(d) = weak.upgrade() {
+                    d.on_started(&sample.payload().to_bytes());
+                }
+            })
+            .wait()
+            .map_err(zerr)?;
         let token = z
             .liveliness()
             .declare_token(session.key(&format!("pool/{id}")))
@@ -195,6 +212,7 @@ impl Driver {
         *driver.handles.lock().unwrap_or_else(|e| e.into_inner()) = Some(Handles {
             _queryable: queryable,
             _subscriber: subscriber,
+            _started: started,
             _token: token,
         });
         let weak: Weak<Driver> = Arc::downgrade(&driver);
@@ -248,25 +266,26 @@ impl Driver {
     }
 
     fn on_pull(&self, query: Query) {
-        let bytes = query
-            .payload()
-            .map(|p| p.to_bytes().into_owned())
-            .unwrap_or_default();
-        let pull: Pull = match remote::decode(&bytes, self.cap + ENVELOPE) {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = query.reply_err(format!("bad pull: {e:?}")).wait();
-                return;
-            }
+        let Some(pull) = decode_query::<Pull>(&query, self.cap + ENVELOPE, "pull") else {
+            return;
         };
         let mut out = Replies::new();
         {
             let mut st = self.lock();
+            st.started(&pull.worker, &pull.started);
             let got = !pull.results.is_empty();
             for d in pull.results {
                 st.accept(d.task, d.outcome);
             }
-            let answer = st.answer(&pull.worker, &pull.host, pull.seq, query, &mut out);
+            let ask = Ask {
+                worker: &pull.worker,
+                host: &pull.host,
+                seq: pull.seq,
+                held: &pull.held,
+                holding: pull.holding,
+                want: (pull.want as usize).min(MAX_WANT),
+            };
+            let answer = st.answer(&ask, query, &mut out);
             if let Some((q, a)) = answer {
                 out.push((q, a));
             }
@@ -275,6 +294,14 @@ impl Driver {
             }
         }
         send(out, self.cap);
+    }
+
+    /// A [`Started`](super::wire::Started) notice (ignored if it does
+    /// not decode: the task then counts as not started).
+    fn on_started(&self, bytes: &[u8]) {
+        if let Ok(n) = remote::decode::<super::wire::Started>(bytes, ENVELOPE) {
+            self.lock().started(&n.worker, &n.tasks);
+        }
     }
 
     fn on_token(&self, worker: &str, alive: bool) {
@@ -531,15 +558,25 @@ impl State {
         }
     }
 
-    /// The answer to a pull of `worker` (or `None`: parked).
+    /// `worker` started `tasks` (those it holds).
+    fn started(&mut self, worker: &str, tasks: &[u64]) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            for t in tasks {
+                if let Some(s) = w.running.get_mut(t) {
+                    *s = true;
+                }
+            }
+        }
+    }
+
+    /// The answer to a pull (or `None`: parked).
     fn answer(
         &mut self,
-        worker: &str,
-        host: &str,
-        seq: u64,
+        ask: &Ask<'_>,
         query: Query,
         out: &mut Replies,
     ) -> Option<(Query, Assign)> {
+        let (worker, host, seq) = (ask.worker, ask.host, ask.seq);
         if self.terminated || (self.closed && self.tasks.is_empty()) {
             return Some((query, Assign::Closed));
         }
@@ -554,26 +591,30 @@ impl State {
             .entry(worker.to_string())
             .or_insert_with(|| WorkerState {
                 host: host.to_string(),
-                running: HashSet::new(),
+                running: HashMap::new(),
                 parked: None,
             });
         if let Some(p) = w.parked.take() {
             out.push((p.query, Assign::Idle));
         }
-        // Tasks assigned to an earlier pull whose result this pull does not
-        // carry never reached the worker (it runs one task at a time and
-        // reports it in its next pull): queue them again, uncharged.
-        let undelivered: Vec<u64> = w
+        // Tasks assigned to an earlier pull that this pull neither holds
+        // nor reports never reached the worker (it has one pull on its way
+        // at a time, so it had every earlier answer that reached it):
+        // queue them again, uncharged.
+        let mut undelivered: Vec<u64> = w
             .running
-            .iter()
+            .keys()
             .copied()
             .filter(|id| {
-                self.tasks
-                    .get(id)
-                    .and_then(|t| t.running.as_ref())
-                    .is_some_and(|(_, s)| *s < seq)
+                !ask.held.contains(id)
+                    && self
+                        .tasks
+                        .get(id)
+                        .and_then(|t| t.running.as_ref())
+                        .is_some_and(|(_, s)| *s < seq)
             })
             .collect();
+        undelivered.sort_unstable();
         for id in undelivered.iter().rev() {
             w.running.remove(id);
             if let Some(t) = self.tasks.get_mut(id) {
@@ -581,29 +622,44 @@ impl State {
                 self.queue.push_front(*id);
             }
         }
-        match self.queue.pop_front() {
-            Some(id) => {
-                let msg = self.assign(id, worker, seq);
-                Some((query, Assign::Tasks(msg.into_iter().collect())))
-            }
-            None => {
-                if let Some(w) = self.workers.get_mut(worker) {
-                    w.parked = Some(Parked {
-                        query,
-                        until: Instant::now() + PARK,
-                        seq,
-                    });
-                }
-                None
+        let msgs = self.assign_up_to(ask.want, worker, seq);
+        if !msgs.is_empty() {
+            return Some((query, Assign::Tasks(msgs)));
+        }
+        if ask.want == 0 || ask.holding > 0 {
+            // It must come back to report what it holds: never parked.
+            return Some((query, Assign::Idle));
+        }
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.parked = Some(Parked {
+                query,
+                until: Instant::now() + PARK,
+                seq,
+                want: ask.want,
+            });
+        }
+        None
+    }
+
+    /// Assigns up to `want` queued tasks to `worker`'s pull `seq`.
+    fn assign_up_to(&mut self, want: usize, worker: &str, seq: u64) -> Vec<TaskMsg> {
+        let mut msgs = Vec::new();
+        while msgs.len() < want {
+            let Some(id) = self.queue.pop_front() else {
+                break;
+            };
+            if let Some(m) = self.assign(id, worker, seq) {
+                msgs.push(m);
             }
         }
+        msgs
     }
 
     fn assign(&mut self, id: u64, worker: &str, seq: u64) -> Option<TaskMsg> {
         let t = self.tasks.get_mut(&id)?;
         t.running = Some((worker.to_string(), seq));
         if let Some(w) = self.workers.get_mut(worker) {
-            w.running.insert(id);
+            w.running.insert(id, false);
         }
         Some(t.msg.clone())
     }
@@ -623,16 +679,17 @@ impl State {
             .map(|(k, _)| k.clone())
             .collect();
         for name in parked {
-            let Some(id) = self.queue.pop_front() else {
+            if self.queue.is_empty() {
                 break;
-            };
+            }
             let Some(p) = self.workers.get_mut(&name).and_then(|w| w.parked.take()) else {
-                self.queue.push_front(id);
                 continue;
             };
-            match self.assign(id, &name, p.seq) {
-                Some(msg) => out.push((p.query, Assign::Tasks(vec![msg]))),
-                None => out.push((p.query, Assign::Idle)),
+            let msgs = self.assign_up_to(p.want, &name, p.seq);
+            if msgs.is_empty() {
+                out.push((p.query, Assign::Idle));
+            } else {
+                out.push((p.query, Assign::Tasks(msgs)));
             }
         }
     }
@@ -654,13 +711,17 @@ impl State {
         if let Some(p) = w.parked {
             out.push((p.query, Assign::Refused));
         }
-        let mut ids: Vec<u64> = w.running.into_iter().collect();
+        let mut ids: Vec<(u64, bool)> = w.running.into_iter().collect();
         ids.sort_unstable();
-        for id in ids.into_iter().rev() {
+        for (id, started) in ids.into_iter().rev() {
             let Some(t) = self.tasks.get_mut(&id) else {
                 continue;
             };
-            if t.retries_left > 0 {
+            if !started {
+                // Held but never started: not charged.
+                t.running = None;
+                self.queue.push_front(id);
+            } else if t.retries_left > 0 {
                 t.retries_left -= 1;
                 t.running = None;
                 self.queue.push_front(id);
@@ -673,6 +734,16 @@ impl State {
             }
         }
     }
+}
+
+/// What a pull asks, beside its results.
+struct Ask<'a> {
+    worker: &'a str,
+    host: &'a str,
+    seq: u64,
+    held: &'a [u64],
+    holding: u32,
+    want: usize,
 }
 
 fn worker_of(key: &str) -> Option<&str> {

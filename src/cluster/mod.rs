@@ -63,12 +63,24 @@
 //!
 //! Nothing here assumes one router: workers connect (client mode) to the
 //! router nearest them, routers connect to each other, and the driver to
-//! one or two of them ([`ClusterConfig::and_connect`]). Every pull of a pool
-//! goes to its one driver (`ns/pool/<id>/work`), one task per pull, so the
-//! driver answers one query per task: with short tasks it is the limit
-//! long before the routers are, and larger chunks (`map_chunked`,
-//! `imap_chunked`) are the remedy. Liveliness tokens cost each router a
-//! table entry per worker; a driver watches `ns/worker/*` only.
+//! one or two of them ([`ClusterConfig::and_connect`]). The key space keeps
+//! each pool and channel to itself: a pull goes to `ns/pool/<id>/work`,
+//! one queryable in the whole cluster, so routers forward it without
+//! fan-out; workers' tokens live under `ns/worker/*`, which each driver
+//! watches; channels under `ns/chan/<name>/*`. Every pull of a pool goes
+//! to its one driver, which answers one query per pull: with short tasks
+//! it is the limit long before the routers are, and larger chunks
+//! (`map_chunked`, `imap_chunked`) or a larger prefetch
+//! ([`WorkerOptions::prefetch`], tasks per pull) are the remedy; several
+//! pools (drivers) share one set of workers. Liveliness tokens cost each
+//! router a table entry per worker.
+//!
+//! # The driver's death
+//!
+//! The driver holds its pool's task table, as CPython's and Ray's pools
+//! do: when its process ends, the pool ends with it (its callers were in
+//! that process). Workers drop the tasks they held for it and serve other
+//! pools. There is no durable queue that outlives the driver.
 
 pub(crate) mod alt;
 mod channel;
@@ -86,7 +98,9 @@ pub use channel::{NetChannel, NetReader, NetWriter};
 pub use handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult};
 pub use net::Session;
 pub use pool::ClusterPool;
-pub use worker::{ENV_IDLE_EXIT_MS, WorkerOptions, serve, serve_if_worker};
+pub use worker::{
+    DEFAULT_PREFETCH, ENV_IDLE_EXIT_MS, ENV_PREFETCH, WorkerOptions, serve, serve_if_worker,
+};
 
 /// Environment variable naming the endpoint to connect to
 /// (`tcp/host:port`), read by [`ClusterConfig::from_env`].
@@ -158,6 +172,17 @@ impl std::fmt::Debug for ClusterConfig {
     }
 }
 
+/// The environment variables `a` and `b`, both set or neither.
+fn env_pair(a: &str, b: &str) -> Result<Option<(String, String)>, ClusterError> {
+    match (std::env::var(a), std::env::var(b)) {
+        (Ok(x), Ok(y)) => Ok(Some((x, y))),
+        (Err(_), Err(_)) => Ok(None),
+        _ => Err(ClusterError::Config(format!(
+            "set both {a} and {b}, or neither"
+        ))),
+    }
+}
+
 impl ClusterConfig {
     fn empty() -> Self {
         ClusterConfig {
@@ -200,14 +225,8 @@ impl ClusterConfig {
         let endpoint = std::env::var(ENV_ENDPOINT)
             .map_err(|_| ClusterError::Config(format!("{ENV_ENDPOINT} is not set")))?;
         let mut c = Self::connect(endpoint);
-        match (std::env::var(ENV_USER), std::env::var(ENV_PASSWORD)) {
-            (Ok(u), Ok(p)) => c = c.credentials(u, p),
-            (Err(_), Err(_)) => {}
-            _ => {
-                return Err(ClusterError::Config(format!(
-                    "set both {ENV_USER} and {ENV_PASSWORD}, or neither"
-                )));
-            }
+        if let Some((u, p)) = env_pair(ENV_USER, ENV_PASSWORD)? {
+            c = c.credentials(u, p);
         }
         if let Ok(ms) = std::env::var(ENV_LEASE_MS) {
             let ms: u64 = ms.parse().map_err(|_| {
@@ -218,14 +237,8 @@ impl ClusterConfig {
         if let Ok(ca) = std::env::var(ENV_TLS_CA) {
             c = c.tls_ca(ca);
         }
-        match (std::env::var(ENV_TLS_CERT), std::env::var(ENV_TLS_KEY)) {
-            (Ok(cert), Ok(key)) => c = c.tls_identity(cert, key),
-            (Err(_), Err(_)) => {}
-            _ => {
-                return Err(ClusterError::Config(format!(
-                    "set both {ENV_TLS_CERT} and {ENV_TLS_KEY}, or neither"
-                )));
-            }
+        if let Some((cert, key)) = env_pair(ENV_TLS_CERT, ENV_TLS_KEY)? {
+            c = c.tls_identity(cert, key);
         }
         Ok(c)
     }

@@ -48,6 +48,27 @@ fn zerr(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Zenoh(e.to_string())
 }
 
+/// The request `query` carries, decoded (at most `limit` bytes). A query
+/// whose payload does not decode is answered with an error naming `what`,
+/// and `None` is returned.
+pub(crate) fn decode_query<T: serde::de::DeserializeOwned>(
+    query: &zenoh::query::Query,
+    limit: usize,
+    what: &str,
+) -> Option<T> {
+    let bytes = query
+        .payload()
+        .map(|p| p.to_bytes().into_owned())
+        .unwrap_or_default();
+    match crate::pool::remote::decode(&bytes, limit) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let _ = query.reply_err(format!("bad {what}: {e:?}")).wait();
+            None
+        }
+    }
+}
+
 /// The host part of an endpoint `proto/host:port`, when it is an IP
 /// address or `localhost`.
 fn is_loopback(endpoint: &str) -> bool {
@@ -288,6 +309,7 @@ impl Session {
 
     /// Asks `key` with `payload` and waits up to `timeout` for the one
     /// reply. `Ok(None)`: nobody answered (no queryable, or timed out).
+    #[cfg(test)]
     pub(crate) fn ask(
         &self,
         key: &str,
@@ -302,18 +324,22 @@ impl Session {
             .timeout(timeout)
             .wait()
             .map_err(zerr)?;
-        let deadline = Instant::now() + timeout + Duration::from_millis(500);
-        let left = deadline.saturating_duration_since(Instant::now());
-        match replies.recv_timeout(left) {
-            Ok(Some(reply)) => match reply.into_result() {
-                Ok(sample) => Ok(Some(sample.payload().to_bytes().into_owned())),
-                Err(e) => Err(ClusterError::Zenoh(
-                    String::from_utf8_lossy(&e.payload().to_bytes()).into_owned(),
-                )),
-            },
-            // Timed out, or every reply is in (the channel closed).
-            Ok(None) | Err(_) => Ok(None),
-        }
+        Pending::new(replies, timeout).wait()
+    }
+
+    /// A querier of `key`: queries it again and again with a timeout of
+    /// `timeout`, without resolving the key each time.
+    pub(crate) fn querier(
+        &self,
+        key: String,
+        timeout: Duration,
+    ) -> Result<zenoh::query::Querier<'static>, ClusterError> {
+        self.inner
+            .z
+            .declare_querier(key)
+            .timeout(timeout)
+            .wait()
+            .map_err(zerr)
     }
 
     /// Whether a liveliness token matching `key` is alive now.
@@ -337,6 +363,54 @@ impl Session {
                 }
                 Ok(None) | Err(_) => return Ok(false),
             }
+        }
+    }
+}
+
+/// A query on its way: its one reply, when it comes.
+pub(crate) struct Pending {
+    replies: zenoh::handlers::FifoChannelHandler<zenoh::query::Reply>,
+    deadline: Instant,
+}
+
+impl Pending {
+    /// The reply to a query sent with `timeout`.
+    pub(crate) fn new(
+        replies: zenoh::handlers::FifoChannelHandler<zenoh::query::Reply>,
+        timeout: Duration,
+    ) -> Pending {
+        Pending {
+            replies,
+            deadline: Instant::now() + timeout + Duration::from_millis(500),
+        }
+    }
+
+    fn take(reply: zenoh::query::Reply) -> Result<Option<Vec<u8>>, ClusterError> {
+        match reply.into_result() {
+            Ok(sample) => Ok(Some(sample.payload().to_bytes().into_owned())),
+            Err(e) => Err(ClusterError::Zenoh(
+                String::from_utf8_lossy(&e.payload().to_bytes()).into_owned(),
+            )),
+        }
+    }
+
+    /// Waits for the reply. `Ok(None)`: nobody answered (no queryable,
+    /// or timed out).
+    pub(crate) fn wait(self) -> Result<Option<Vec<u8>>, ClusterError> {
+        match self.replies.recv_deadline(self.deadline) {
+            Ok(Some(reply)) => Self::take(reply),
+            // Timed out, or every reply is in (the channel closed).
+            Ok(None) | Err(_) => Ok(None),
+        }
+    }
+
+    /// The reply if it is in: `None` while it may still come,
+    /// `Some(Ok(None))` when nobody answered.
+    pub(crate) fn poll(&self) -> Option<Result<Option<Vec<u8>>, ClusterError>> {
+        match self.replies.try_recv() {
+            Ok(Some(reply)) => Some(Self::take(reply)),
+            Ok(None) if Instant::now() < self.deadline => None,
+            Ok(None) | Err(_) => Some(Ok(None)),
         }
     }
 }

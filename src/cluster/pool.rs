@@ -31,8 +31,9 @@ use crate::process::fn_ref::{FnRef, RawFnRef};
 ///   or its link went down: noticed within the session lease) fails the
 ///   tasks it was running with [`TaskError::HostLost`], naming the host,
 ///   unless they have retries left ([`ClusterConfig::task_retries`],
-///   default 0; only running tasks are charged). Other tasks are not
-///   affected.
+///   default 0; only running tasks are charged). The tasks it held
+///   without having started them ([`WorkerOptions::prefetch`](super::WorkerOptions::prefetch))
+///   go back to the queue uncharged; other tasks are not affected.
 /// * **At-least-once execution, exactly one result per task**: a task runs
 ///   again only after its worker was declared lost; whichever result
 ///   arrives first is the task's, and any later one is dropped (counted by
@@ -321,6 +322,10 @@ mod tests {
             host: "nowhere".into(),
             seq: 1,
             results: Vec::new(),
+            started: Vec::new(),
+            held: Vec::new(),
+            holding: 0,
+            want: 1,
         };
         let bytes = remote::encode(&pull, usize::MAX).unwrap();
         let reply = s

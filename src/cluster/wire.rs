@@ -7,11 +7,21 @@
 //! | --- | --- |
 //! | `ns/pool/<pool>` | the driver's liveliness token: workers pull from live pools |
 //! | `ns/pool/<pool>/work` | the driver's queryable: a [`Pull`] asks, an [`Assign`] answers |
+//! | `ns/pool/<pool>/started` | the driver's subscriber: a [`Started`] notice, for a task started while a pull was on its way |
 //! | `ns/worker/<worker>` | a worker's liveliness token: when it vanishes, the driver fails (or retries) the tasks the worker was running |
 //!
-//! A worker runs one task (a chunk of items) at a time. It reports the
-//! results of what it ran in its next pull, so a pull says both "here is
-//! what I did" and "give me more". Tasks are numbered per pool; a result
+//! A worker runs one task (a chunk of items) at a time and holds a few
+//! more it has not started (its *prefetch*, default 2), so that the round
+//! trip of a pull overlaps the running of a task. It has at most one pull
+//! on its way. A pull says "here is what I did" (results), "I start this
+//! one now" (started), "these I still hold" (held), and "give me up to
+//! this many more" (want). A task a worker holds but has not started is
+//! queued again uncharged when the worker is lost; a started one is
+//! charged to the retry budget. A start travels in the pull sent as the
+//! task starts, or, with a pull already on its way, in a [`Started`]
+//! notice: a start whose notice had not left the worker when it died is
+//! counted as not started (the task runs again, uncharged; execution is
+//! at-least-once either way). Tasks are numbered per pool; a result
 //! for a task that is no longer running (its worker was declared lost, or
 //! another worker already returned it) is dropped, so the caller gets
 //! exactly one result per task.
@@ -32,6 +42,23 @@ pub struct Pull {
     pub seq: u64,
     /// Results of tasks it ran.
     pub results: Vec<Done>,
+    /// Tasks of this pool it starts now.
+    pub started: Vec<u64>,
+    /// Tasks of this pool it holds (started or not), results not yet sent.
+    pub held: Vec<u64>,
+    /// Tasks it holds from every pool: the driver parks a pull only from
+    /// a worker that holds none (one that holds some must come back to
+    /// report them).
+    pub holding: u32,
+    /// How many more tasks it takes.
+    pub want: u32,
+}
+
+/// A worker starts tasks it holds (sent while a pull is on its way).
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Started {
+    pub worker: String,
+    pub tasks: Vec<u64>,
 }
 
 /// The result of one task.

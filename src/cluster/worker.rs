@@ -1,12 +1,14 @@
 //! Worker mode: the program's own executable serving cluster pools.
 //!
-//! A worker holds a liveliness token `ns/worker/<id>` and pulls one task at
-//! a time from the live pools (found by their tokens `ns/pool/<id>`),
-//! reporting each result in its next pull (see `wire`). It runs the
+//! A worker holds a liveliness token `ns/worker/<id>` and pulls tasks from
+//! the live pools (found by their tokens `ns/pool/<id>`): it runs one at a
+//! time, holds up to its prefetch more, and keeps one pull on its way
+//! while it runs, reporting results, starts and what it holds (see
+//! `wire`). It runs the
 //! functions of its own copy of the program, so it must be the same build
 //! as the driver (a task from another build is refused).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,8 +16,8 @@ use zenoh::Wait;
 use zenoh::sample::SampleKind;
 
 use super::driver::PARK;
-use super::net::Session;
-use super::wire::{Assign, Done, Pull, TaskMsg};
+use super::net::{Pending, Session};
+use super::wire::{Assign, Done, Pull, Started, TaskMsg};
 use super::{ClusterConfig, ClusterError, ENV_WORKER};
 use crate::pool::remote::{self, ChunkOutcome};
 use crate::process::fn_ref;
@@ -23,6 +25,13 @@ use crate::process::fn_ref;
 /// Environment variable: a worker started by [`ENV_WORKER`] exits once
 /// no pool has been live for this many milliseconds.
 pub const ENV_IDLE_EXIT_MS: &str = "MULTIPROC_CLUSTER_IDLE_EXIT_MS";
+
+/// Environment variable: the prefetch of a worker started by
+/// [`ENV_WORKER`] (see [`WorkerOptions::prefetch`]).
+pub const ENV_PREFETCH: &str = "MULTIPROC_CLUSTER_PREFETCH";
+
+/// Tasks a worker holds beside the one it runs, by default.
+pub const DEFAULT_PREFETCH: u32 = 2;
 
 /// How long a worker keeps a result whose pool's token vanished, in case
 /// its own link was what failed and the pool comes back into view.
@@ -33,18 +42,41 @@ const RESULT_GRACE: Duration = Duration::from_secs(15);
 /// ```
 /// use std::time::Duration;
 /// use multiproc::cluster::WorkerOptions;
-/// let o = WorkerOptions::new().idle_exit(Duration::from_secs(30));
+/// let o = WorkerOptions::new().idle_exit(Duration::from_secs(30)).prefetch(4);
 /// # let _ = o;
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WorkerOptions {
     idle_exit: Option<Duration>,
+    prefetch: u32,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            idle_exit: None,
+            prefetch: DEFAULT_PREFETCH,
+        }
+    }
 }
 
 impl WorkerOptions {
-    /// Serve forever (until the process is stopped).
+    /// Serve forever (until the process is stopped), with the default
+    /// prefetch.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many tasks the worker holds beside the one it runs (default
+    /// [`DEFAULT_PREFETCH`], at most 64): it asks for them while it runs,
+    /// so a pull's round trip overlaps a task. 0: one task at a time, a
+    /// pull after each. Tasks it holds but has not started go back to the
+    /// queue, uncharged, if it is lost; but while it runs a long task they
+    /// wait behind it, so for long tasks of uneven length 0 spreads the
+    /// work better.
+    pub fn prefetch(mut self, tasks: u32) -> Self {
+        self.prefetch = tasks.min(64);
+        self
     }
 
     /// Return once no pool has been live for `after` (counted from the
@@ -74,7 +106,7 @@ impl WorkerOptions {
 /// ```
 pub fn serve(config: &ClusterConfig, options: WorkerOptions) -> Result<(), ClusterError> {
     let session = config.open()?;
-    Worker::new(session)?.run(options.idle_exit)
+    Worker::new(session)?.run(&options)
 }
 
 /// If [`ENV_WORKER`] is `1`, serves the cluster of
@@ -90,16 +122,27 @@ pub fn serve_if_worker() {
     run_worker_and_exit()
 }
 
-fn run_worker_and_exit() -> ! {
-    let idle = std::env::var(ENV_IDLE_EXIT_MS)
+/// The options of a worker started by [`ENV_WORKER`]:
+/// [`ENV_IDLE_EXIT_MS`] and [`ENV_PREFETCH`].
+fn options_from_env() -> Result<WorkerOptions, ClusterError> {
+    let mut options = WorkerOptions::new();
+    if let Some(ms) = std::env::var(ENV_IDLE_EXIT_MS)
         .ok()
         .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis);
-    let mut options = WorkerOptions::new();
-    if let Some(d) = idle {
-        options = options.idle_exit(d);
+    {
+        options = options.idle_exit(Duration::from_millis(ms));
     }
-    let code = match ClusterConfig::from_env().and_then(|c| serve(&c, options)) {
+    if let Ok(v) = std::env::var(ENV_PREFETCH) {
+        let n = v.parse().map_err(|_| {
+            ClusterError::Config(format!("{ENV_PREFETCH}={v:?} is not a number of tasks"))
+        })?;
+        options = options.prefetch(n);
+    }
+    Ok(options)
+}
+
+fn run_worker_and_exit() -> ! {
+    let code = match options_from_env().and_then(|o| serve(&ClusterConfig::from_env()?, o)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("multiproc: cluster worker: {e}");
@@ -128,6 +171,8 @@ struct Worker {
     id: String,
     token: Option<zenoh::liveliness::LivelinessToken>,
     pools: Arc<Mutex<Vec<String>>>,
+    /// A querier of each live pool's `work` key.
+    queriers: HashMap<String, zenoh::query::Querier<'static>>,
     _subscriber: zenoh::pubsub::Subscriber<()>,
 }
 
@@ -167,6 +212,7 @@ impl Worker {
             session,
             token: None,
             pools,
+            queriers: HashMap::new(),
             _subscriber: subscriber,
         };
         w.rejoin()?;
@@ -193,113 +239,256 @@ impl Worker {
         self.pools.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn run(mut self, idle_exit: Option<Duration>) -> Result<(), ClusterError> {
+    /// Sends pull `seq` to `pool`: the results held for it, `started`
+    /// (the task this worker starts now, if any), what it holds, and
+    /// `want`. `None`: it could not be sent.
+    fn send_pull(
+        &mut self,
+        pool: &str,
+        seq: u64,
+        started: Option<u64>,
+        want: usize,
+        local: &VecDeque<(String, TaskMsg)>,
+        results: &[(String, Done)],
+    ) -> Option<InFlight> {
+        // Everything of this pool it holds: waiting, starting now, or done
+        // with results not yet acknowledged.
+        let held: Vec<u64> = local
+            .iter()
+            .filter(|(p, _)| p == pool)
+            .map(|(_, t)| t.task)
+            .chain(started)
+            .chain(
+                results
+                    .iter()
+                    .filter(|(p, _)| p == pool)
+                    .map(|(_, d)| d.task),
+            )
+            .collect();
+        let mine: Vec<&Done> = results
+            .iter()
+            .filter(|(p, _)| p == pool)
+            .map(|(_, d)| d)
+            .take(MAX_RESULTS)
+            .collect();
+        let mut pull = Pull {
+            worker: self.id.clone(),
+            host: self.session.host().to_string(),
+            seq,
+            results: mine
+                .iter()
+                .map(|d| Done {
+                    task: d.task,
+                    outcome: d.outcome.clone(),
+                })
+                .collect(),
+            started: started.into_iter().collect(),
+            held,
+            holding: (local.len() + usize::from(started.is_some())) as u32,
+            want: want as u32,
+        };
+        let limit = self.session.max_payload() + (64 << 10);
+        let bytes = match remote::encode(&pull, limit) {
+            Ok(b) => b,
+            Err(_) => {
+                // Each result fits the cap on its own (results are capped
+                // when made): send one.
+                pull.results.truncate(1);
+                remote::encode(&pull, limit).ok()?
+            }
+        };
+        let carried = pull.results.iter().map(|d| d.task).collect();
+        let timeout = PARK + Duration::from_secs(10);
+        if !self.queriers.contains_key(pool) {
+            let key = self.session.key(&format!("pool/{pool}/work"));
+            let q = self.session.querier(key, timeout).ok()?;
+            self.queriers.insert(pool.to_string(), q);
+        }
+        let replies = self.queriers.get(pool)?.get().payload(bytes).wait().ok()?;
+        let pending = Pending::new(replies, timeout);
+        Some(InFlight {
+            pool: pool.to_string(),
+            carried,
+            pending,
+        })
+    }
+
+    /// Tells `pool` that this worker starts `task` (when no pull can carry
+    /// it).
+    fn notice(&self, pool: &str, task: u64) {
+        let n = Started {
+            worker: self.id.clone(),
+            tasks: vec![task],
+        };
+        if let Ok(bytes) = remote::encode(&n, 64 << 10) {
+            let key = self.session.key(&format!("pool/{pool}/started"));
+            let _ = self.session.z().put(key, bytes).wait();
+        }
+    }
+
+    fn run(mut self, options: &WorkerOptions) -> Result<(), ClusterError> {
         let cap = self.session.max_payload();
+        let prefetch = options.prefetch as usize;
         let mut seq = 0u64;
-        let mut pending: Option<(String, Done)> = None;
+        // Tasks held, not started, in order, with their pool.
+        let mut local: VecDeque<(String, TaskMsg)> = VecDeque::new();
+        // Results no reply has acknowledged yet, with their pool.
+        let mut results: Vec<(String, Done)> = Vec::new();
+        // The one pull on its way.
+        let mut inflight: Option<InFlight> = None;
         let mut rr = 0usize;
         let mut backoff = Duration::from_millis(10);
         let mut last_pool = Instant::now();
         let mut closed: HashMap<String, Instant> = HashMap::new();
-        let mut orphaned: Option<Instant> = None;
+        // Pools whose token vanished while results for them were held.
+        let mut missing: HashMap<String, Instant> = HashMap::new();
         loop {
             let pools = self.live_pools();
             let now = Instant::now();
-            match &pending {
-                Some((p, _)) if !pools.contains(p) => {
-                    // Its pool's token is gone: the driver ended, or this
-                    // session lost its link and is joining again (the token
-                    // comes back then). Keep the result a while.
-                    let since = *orphaned.get_or_insert(now);
-                    if now.duration_since(since) >= RESULT_GRACE {
-                        pending = None;
-                        orphaned = None;
-                    } else {
-                        std::thread::sleep(Duration::from_millis(50));
-                        continue;
-                    }
-                }
-                _ => orphaned = None,
-            }
-            closed.retain(|_, until| *until > now);
-            let open: Vec<&String> = pools.iter().filter(|p| !closed.contains_key(*p)).collect();
             if !pools.is_empty() {
                 last_pool = now;
             }
-            let pool = match &pending {
-                Some((p, _)) => p.clone(),
-                None if open.is_empty() => {
-                    if idle_exit.is_some_and(|d| last_pool.elapsed() >= d) {
-                        return Ok(());
+            // Tasks of a vanished pool are wanted no more. Its results are
+            // kept a while: this session may have lost its link and be
+            // joining again (the pool's token comes back then).
+            local.retain(|(p, _)| pools.contains(p));
+            self.queriers.retain(|p, _| pools.contains(p));
+            missing.retain(|p, _| !pools.contains(p));
+            for (p, _) in &results {
+                if !pools.contains(p) {
+                    missing.entry(p.clone()).or_insert(now);
+                }
+            }
+            results.retain(|(p, _)| {
+                missing
+                    .get(p)
+                    .is_none_or(|since| now.duration_since(*since) < RESULT_GRACE)
+            });
+            closed.retain(|_, until| *until > now);
+
+            // The reply to the pull on its way: waited for only when there
+            // is nothing to run.
+            let reply = match inflight.take() {
+                Some(f) if local.is_empty() => {
+                    let InFlight {
+                        pool,
+                        carried,
+                        pending,
+                    } = f;
+                    Some((pool, carried, pending.wait()))
+                }
+                Some(f) => match f.pending.poll() {
+                    Some(r) => Some((f.pool, f.carried, r)),
+                    None => {
+                        inflight = Some(f);
+                        None
                     }
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
+                },
+                None => None,
+            };
+            if let Some((pool, carried, reply)) = reply {
+                let answer = match reply {
+                    Ok(Some(bytes)) => {
+                        // It reached the driver: the results it carried
+                        // are in.
+                        results.retain(|(p, d)| !(*p == pool && carried.contains(&d.task)));
+                        remote::decode::<Assign>(&bytes, cap + (64 << 10)).ok()
+                    }
+                    _ => None,
+                };
+                match answer {
+                    Some(Assign::Tasks(tasks)) => {
+                        backoff = Duration::from_millis(10);
+                        local.extend(tasks.into_iter().map(|t| (pool.clone(), t)));
+                    }
+                    Some(Assign::Idle) => backoff = Duration::from_millis(10),
+                    Some(Assign::Refused) => {
+                        // Declared lost: the drivers queued again (or
+                        // failed) what this worker held.
+                        local.clear();
+                        self.rejoin()?;
+                    }
+                    Some(Assign::Closed) => {
+                        local.retain(|(p, _)| *p != pool);
+                        closed.insert(pool, Instant::now() + Duration::from_millis(500));
+                    }
+                    // Not yet known to the driver (its token and the pull
+                    // race through the routers), or no answer (the pool is
+                    // going, or the network is slow: results stay while the
+                    // pool's token lives): try again shortly.
+                    Some(Assign::Unknown) | None => {
+                        if local.is_empty() {
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_millis(500));
+                        }
+                    }
                 }
-                None => {
-                    rr = rr.wrapping_add(1);
-                    open[rr % open.len()].clone()
+                continue;
+            }
+
+            // Run the next task held, telling its pool it starts: in a pull
+            // asking for more if none is on its way, else in a notice.
+            if let Some((pool, t)) = local.pop_front() {
+                let task = t.task;
+                let want = prefetch.saturating_sub(local.len());
+                let mut told = false;
+                if inflight.is_none() && want > 0 {
+                    seq += 1;
+                    inflight = self.send_pull(&pool, seq, Some(task), want, &local, &results);
+                    told = inflight.is_some();
                 }
-            };
-            seq += 1;
-            let results = match &pending {
-                Some((_, d)) => vec![Done {
-                    task: d.task,
-                    outcome: d.outcome.clone(),
-                }],
-                None => Vec::new(),
-            };
-            let pull = Pull {
-                worker: self.id.clone(),
-                host: self.session.host().to_string(),
-                seq,
-                results,
-            };
-            let bytes = match remote::encode(&pull, cap + (64 << 10)) {
-                Ok(b) => b,
-                Err(_) => {
-                    // Cannot happen: results were capped when made.
-                    pending = None;
-                    continue;
+                if !told {
+                    self.notice(&pool, task);
                 }
-            };
-            let key = self.session.key(&format!("pool/{pool}/work"));
-            let reply = self
-                .session
-                .ask(&key, bytes, PARK + Duration::from_secs(10));
-            let Ok(Some(reply)) = reply else {
-                // No answer: the pool is going, or the network is slow.
-                // Results stay pending while the pool's token lives.
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                let outcome = run_task(t, cap);
+                results.push((pool, Done { task, outcome }));
+                continue;
+            }
+
+            // Nothing to run and no pull on its way: pull from a pool with
+            // results to report, else from the open pools in turn.
+            let open: Vec<&String> = pools.iter().filter(|p| !closed.contains_key(*p)).collect();
+            let target = results
+                .iter()
+                .map(|(p, _)| p)
+                .find(|p| pools.contains(p))
+                .or_else(|| {
+                    (!open.is_empty()).then(|| {
+                        rr = rr.wrapping_add(1);
+                        open[rr % open.len()]
+                    })
+                })
+                .cloned();
+            let Some(pool) = target else {
+                if results.is_empty() && idle_exit_due(options, last_pool) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
                 continue;
             };
-            pending = None;
-            let assign: Assign = match remote::decode(&reply, cap + (64 << 10)) {
-                Ok(a) => a,
-                Err(_) => continue,
-            };
-            match assign {
-                Assign::Tasks(tasks) => {
-                    backoff = Duration::from_millis(10);
-                    // One task per pull (the driver sends no more).
-                    if let Some(t) = tasks.into_iter().next() {
-                        let task = t.task;
-                        let outcome = run_task(t, cap);
-                        pending = Some((pool, Done { task, outcome }));
-                    }
-                }
-                Assign::Idle => backoff = Duration::from_millis(10),
-                Assign::Unknown => {
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-                Assign::Refused => self.rejoin()?,
-                Assign::Closed => {
-                    closed.insert(pool, Instant::now() + Duration::from_millis(500));
-                }
+            seq += 1;
+            inflight = self.send_pull(&pool, seq, None, prefetch + 1, &local, &results);
+            if inflight.is_none() {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }
     }
+}
+
+/// Results one pull carries at most.
+const MAX_RESULTS: usize = 64;
+
+/// A pull on its way: its pool, the tasks whose results it carries, and
+/// its reply.
+struct InFlight {
+    pool: String,
+    carried: Vec<u64>,
+    pending: Pending,
+}
+
+fn idle_exit_due(options: &WorkerOptions, last_pool: Instant) -> bool {
+    options.idle_exit.is_some_and(|d| last_pool.elapsed() >= d)
 }
 
 fn run_task(t: TaskMsg, cap: usize) -> ChunkOutcome {

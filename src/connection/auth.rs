@@ -143,40 +143,31 @@ pub(crate) fn is_challenge(frame: &[u8]) -> bool {
     frame.starts_with(CHALLENGE)
 }
 
-/// The listener's side: challenge the client, then answer its challenge.
-pub(crate) fn serve(
+/// Which end of a connection runs the handshake: the listener challenges
+/// first, the client answers first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Listener,
+    Client,
+}
+
+/// The whole handshake from `side`'s end, each message capped at
+/// [`MAX_MESSAGE`] and all of them within `timeout`.
+pub(crate) fn handshake(
     conn: &mut Connection,
     key: &[u8],
     timeout: Option<Duration>,
-) -> Result<(), ConnectError> {
-    capped(conn, timeout, |conn, deadline| {
-        deliver_challenge(conn, key, deadline)?;
-        answer_challenge(conn, key, deadline)
-    })
-}
-
-/// The client's side: answer the listener's challenge, then challenge it.
-pub(crate) fn join(
-    conn: &mut Connection,
-    key: &[u8],
-    timeout: Option<Duration>,
-) -> Result<(), ConnectError> {
-    capped(conn, timeout, |conn, deadline| {
-        answer_challenge(conn, key, deadline)?;
-        deliver_challenge(conn, key, deadline)
-    })
-}
-
-/// Runs `f` with the frame cap lowered to [`MAX_MESSAGE`] and one deadline.
-fn capped(
-    conn: &mut Connection,
-    timeout: Option<Duration>,
-    f: impl FnOnce(&Connection, Option<Instant>) -> Result<(), ConnectError>,
+    side: Side,
 ) -> Result<(), ConnectError> {
     let deadline = Deadline::from_timeout(timeout).instant();
     let cap = conn.max_frame();
     conn.set_max_frame(MAX_MESSAGE);
-    let res = f(conn, deadline);
+    let res = match side {
+        Side::Listener => deliver_challenge(conn, key, deadline)
+            .and_then(|()| answer_challenge(conn, key, deadline)),
+        Side::Client => answer_challenge(conn, key, deadline)
+            .and_then(|()| deliver_challenge(conn, key, deadline)),
+    };
     conn.set_max_frame(cap);
     res
 }

@@ -6,7 +6,8 @@
 //! arrives in a single `recvmsg`, and checks every announced length against
 //! the connection's cap *before* allocating anything. A frame too large for
 //! that buffer gets its own allocation, which grows with the bytes that
-//! arrive rather than with the announced length (see `Large`). The buffer starts at
+//! arrive rather than with the announced length, and which the socket
+//! fills directly without zeroing it first (see `Large`). The buffer starts at
 //! one page and doubles (up to 64 KiB) whenever a read fills it: a
 //! connection that only ever carries a few small messages (a child's
 //! bootstrap and result) then never zeroes 64 KiB, which after a `fork`
@@ -29,8 +30,7 @@ pub const DEFAULT_MAX_FRAME: usize = 512 << 20;
 /// protocol violation.
 const MAX_PENDING_FDS: usize = 4 * sys::socket::MAX_FDS_PER_MSG;
 const BUF_SIZE: usize = 64 << 10;
-/// The capacity a large frame's buffer starts with (its zeroed, resident
-/// part starts at `BUF_SIZE`).
+/// The capacity a large frame's buffer starts with.
 const FIRST_LARGE_CAPACITY: usize = 1 << 20;
 /// The read buffer's first size (it grows to `BUF_SIZE`).
 const FIRST_BUF_SIZE: usize = 4 << 10;
@@ -64,19 +64,20 @@ pub enum Body {
 /// allocation.
 ///
 /// The memory follows the bytes that arrive, not the length the header
-/// announced: the zeroed room read into starts at the read buffer's size
-/// (or what is already buffered) and doubles whenever it is full, up to the
-/// announced length; the capacity behind it runs ahead (1 MiB, then four
-/// times over) but is not touched until zeroed. A peer announcing 500 MiB
-/// and sending one byte thus makes 64 KiB resident, not 500 MiB. An honest
-/// frame is still read straight into its final buffer; a frame of up to
-/// 1 MiB is never reallocated, a larger one a few times (for such sizes
+/// announced: the socket writes straight into the vector's spare capacity
+/// (never zeroed, so a page becomes resident only when bytes land in it),
+/// and the capacity runs ahead of the bytes (1 MiB, then four times over,
+/// never past the announced length). A peer announcing 500 MiB and sending
+/// one byte thus makes one page resident, not 500 MiB. An honest frame is
+/// read straight into the vector that `recv_bytes` returns: a frame of up
+/// to 1 MiB is never reallocated, a larger one a few times (for such sizes
 /// `realloc` mostly moves pages, `mremap`, rather than copying bytes).
+/// Writing into uninitialised room with no zeroing pass is what lets an
+/// owned 1 MiB receive cost about what a receive into the caller's buffer
+/// costs.
 struct Large {
-    /// The bytes so far; `body.len()` is the room zeroed so far, `filled`
-    /// of which have arrived.
+    /// The bytes arrived so far.
     body: Vec<u8>,
-    filled: usize,
     /// The announced body length.
     len: usize,
     /// The header length.
@@ -88,59 +89,55 @@ impl Large {
     fn new(have: &[u8], len: usize, hlen: usize) -> Result<Self, RecvError> {
         let mut large = Large {
             body: Vec::new(),
-            filled: 0,
             len,
             hlen,
         };
-        large.grow_to(have.len().max(BUF_SIZE).min(len))?;
-        large.body[..have.len()].copy_from_slice(have);
-        large.filled = have.len();
+        large.reserve(have.len().max(FIRST_LARGE_CAPACITY).min(len))?;
+        large.body.extend_from_slice(have);
         Ok(large)
     }
 
-    /// Makes room for `room` bytes in all (`room <= len`), zeroed. The
-    /// capacity runs ahead of the room (at least [`FIRST_LARGE_CAPACITY`],
-    /// then four times over) so that few reallocations happen; pages of it
-    /// not zeroed yet are not touched, so not resident. Fails if memory
+    /// Makes the capacity at least `capacity` (`<= len`). Fails if memory
     /// cannot be had (the cap allows more than there is): an error, not an
     /// abort.
-    fn grow_to(&mut self, room: usize) -> Result<(), RecvError> {
-        if room > self.body.capacity() {
-            let capacity = self
-                .body
-                .capacity()
-                .saturating_mul(4)
-                .max(FIRST_LARGE_CAPACITY)
-                .min(self.len)
-                .max(room);
-            if self
-                .body
-                .try_reserve_exact(capacity - self.body.len())
-                .is_err()
-            {
-                return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory).into());
-            }
-        }
-        if room > self.body.len() {
-            self.body.resize(room, 0);
+    fn reserve(&mut self, capacity: usize) -> Result<(), RecvError> {
+        let more = capacity.saturating_sub(self.body.len());
+        if self.body.try_reserve_exact(more).is_err() {
+            return Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory).into());
         }
         Ok(())
     }
 
-    /// The room to read into next: the rest of what is allocated, after
-    /// doubling it if it is full.
-    fn room(&mut self) -> Result<&mut [u8], RecvError> {
-        if self.filled == self.body.len() {
-            self.grow_to(
+    /// Makes sure there is spare capacity to receive into: four times the
+    /// capacity when it is full (at least [`FIRST_LARGE_CAPACITY`], at most
+    /// the announced length).
+    fn make_room(&mut self) -> Result<(), RecvError> {
+        if self.body.len() == self.body.capacity() {
+            self.reserve(
                 self.body
-                    .len()
-                    .saturating_mul(2)
-                    .max(BUF_SIZE)
+                    .capacity()
+                    .saturating_mul(4)
+                    .max(FIRST_LARGE_CAPACITY)
                     .min(self.len),
             )?;
         }
-        Ok(&mut self.body[self.filled..])
+        Ok(())
     }
+
+    /// Body bytes still to come.
+    fn missing(&self) -> usize {
+        self.len - self.body.len()
+    }
+}
+
+/// Where a receive puts its bytes.
+enum Room<'a> {
+    /// Into this slice.
+    Slice(&'a mut [u8]),
+    /// Appended to the vector, in its spare capacity, at most this many
+    /// bytes (the rest of the frame: a receive must not take bytes of the
+    /// next frame, which may carry descriptors).
+    Spare(&'a mut Vec<u8>, usize),
 }
 
 /// The reading half of a connection.
@@ -329,7 +326,7 @@ impl Reader {
     fn read_some(
         fd: BorrowedFd<'_>,
         unix: bool,
-        dst: &mut [u8],
+        mut dst: Room<'_>,
         fds: &mut VecDeque<OwnedFd>,
         deadline: Option<Instant>,
     ) -> Result<usize, RecvError> {
@@ -338,7 +335,7 @@ impl Reader {
         // the deadline (even if another process sharing the descriptor
         // takes the bytes the poll announced).
         let n = loop {
-            let n = Self::recv_once(fd, unix, dst, fds, deadline.is_some());
+            let n = Self::recv_once(fd, unix, &mut dst, fds, deadline.is_some());
             let Some(d) = deadline else { break n };
             if !matches!(&n, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
                 break n;
@@ -365,8 +362,8 @@ impl Reader {
     /// that came; 0 when the stream ended or the peer reset it (both are
     /// the end of the stream, recorded in `eof`).
     fn recv_into_room(&mut self, fd: BorrowedFd<'_>, nonblocking: bool) -> std::io::Result<usize> {
-        let dst = &mut self.buf[self.end..];
-        match Self::recv_once(fd, self.unix, dst, &mut self.fds, nonblocking) {
+        let mut dst = Room::Slice(&mut self.buf[self.end..]);
+        match Self::recv_once(fd, self.unix, &mut dst, &mut self.fds, nonblocking) {
             Ok(0) => {
                 self.eof = true;
                 Ok(0)
@@ -386,10 +383,34 @@ impl Reader {
     fn recv_once(
         fd: BorrowedFd<'_>,
         unix: bool,
-        dst: &mut [u8],
+        dst: &mut Room<'_>,
         fds: &mut VecDeque<OwnedFd>,
         nonblocking: bool,
     ) -> std::io::Result<usize> {
+        let dst = match dst {
+            Room::Slice(dst) => &mut **dst,
+            // The middle of a frame carries no descriptors (they come with
+            // its first byte, read with the header): a plain `recv` into
+            // the spare capacity, bounded by what the frame still misses.
+            Room::Spare(v, limit) if v.capacity() - v.len() <= *limit => {
+                return sys::socket::recv_spare(fd, v, nonblocking);
+            }
+            // More capacity than the frame needs (the allocator rounded
+            // up): zero just the frame's room and read into that.
+            Room::Spare(v, limit) => {
+                let start = v.len();
+                v.resize(start + *limit, 0);
+                let n = Self::recv_once(
+                    fd,
+                    unix,
+                    &mut Room::Slice(&mut v[start..]),
+                    fds,
+                    nonblocking,
+                );
+                v.truncate(start + *n.as_ref().unwrap_or(&0));
+                return n;
+            }
+        };
         if unix {
             let mut got = Vec::new();
             let n = sys::socket::recv(fd, dst, &mut got, nonblocking);
@@ -422,7 +443,7 @@ impl Reader {
             let n = Self::read_some(
                 fd,
                 self.unix,
-                &mut self.buf[self.end..],
+                Room::Slice(&mut self.buf[self.end..]),
                 &mut self.fds,
                 deadline,
             )?;
@@ -548,24 +569,23 @@ impl Reader {
                 large
             }
         };
-        while large.filled < large.len {
-            let room = match large.room() {
-                Ok(room) => room,
-                Err(e) => {
-                    self.broken = true;
-                    return Err(e);
-                }
-            };
+        while large.missing() > 0 {
+            if let Err(e) = large.make_room() {
+                self.broken = true;
+                return Err(e);
+            }
+            let missing = large.missing();
+            let room = Room::Spare(&mut large.body, missing);
             match Self::read_some(fd, self.unix, room, &mut self.fds, deadline) {
                 Ok(0) => {
                     self.eof = true;
                     self.broken = true;
                     return Err(RecvError::Truncated {
                         expected: (large.len + large.hlen) as u64,
-                        got: (large.filled + large.hlen) as u64,
+                        got: (large.body.len() + large.hlen) as u64,
                     });
                 }
-                Ok(n) => large.filled += n,
+                Ok(_) => {}
                 Err(e) => {
                     self.large = Some(large);
                     return Err(e);
@@ -599,7 +619,8 @@ impl Reader {
         self.consume(hlen + have);
         let mut filled = have;
         while filled < len {
-            match Self::read_some(fd, self.unix, &mut dst[filled..], &mut self.fds, deadline) {
+            let room = Room::Slice(&mut dst[filled..]);
+            match Self::read_some(fd, self.unix, room, &mut self.fds, deadline) {
                 Ok(0) => {
                     self.eof = true;
                     self.broken = true;

@@ -789,7 +789,7 @@ impl Client {
             }
         };
         if let Some(key) = authkey {
-            auth::join(&mut conn, key, deadline.remaining())?;
+            auth::handshake(&mut conn, key, deadline.remaining(), auth::Side::Client)?;
         }
         Ok(conn)
     }

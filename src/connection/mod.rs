@@ -516,11 +516,7 @@ impl Connection {
     fn recv_bytes_until(&self, timeout: Option<Duration>) -> Result<Vec<u8>, RecvError> {
         self.recv_next(timeout, |r, next| {
             Ok(match next {
-                Incoming::Ring(sh, len) => {
-                    let mut body = vec![0; len];
-                    sh.take(len, &mut body);
-                    body
-                }
+                Incoming::Ring(sh, len) => sh.take_vec(len),
                 Incoming::Socket(Body::InBuffer(s, e)) => r.body_and_fds(s, e).0.to_vec(),
                 Incoming::Socket(Body::Owned(v)) => v,
             })

@@ -56,7 +56,7 @@
 //! | writer, copying | bytes past `tail` | nothing: never committed, never read |
 //! | writer, between an `ON_SOCKET` record and its frame | the record | the reader's socket read ends in end of stream: `Disconnected` |
 //! | reader, copying out | `head` not moved | nothing: the record is still there for a copy of the end |
-//! | reader, writer waiting for room | a full ring | the writer looks at the socket every [`CHECK`]: hung up, `Disconnected` |
+//! | reader, writer waiting for room | a full ring | the writer looks at the socket every [`SLICE`](wait::SLICE): hung up, `Disconnected` |
 //!
 //! A reader bounds-checks every length it reads from the ring and copies a
 //! body out before decoding it, so a peer scribbling on the memory can only
@@ -67,7 +67,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::codec::SharedFd;
 use crate::error::SendError;
@@ -90,8 +90,6 @@ const WRAP: u32 = 0xFFFF_FFFD;
 /// The byte sent on the socket to wake a reader sleeping there. It cannot
 /// start a frame header (those start with `0x00..=0x7F` or `0xFF`).
 pub(crate) const DOORBELL: u8 = 0xDB;
-/// How often a writer waiting for room checks that its peer is there.
-const CHECK: Duration = Duration::from_millis(100);
 const MAGIC: u64 = u64::from_le_bytes(*b"mppipe1\0");
 
 /// Words the writer of a direction writes.
@@ -275,7 +273,7 @@ impl Shared {
                 d.w.waits.store(0, Ordering::Relaxed);
                 return Ok(());
             }
-            if sys::futex::wait(&d.w.space, seen, Some(CHECK)) == sys::futex::Wake::TimedOut
+            if sys::futex::wait(&d.w.space, seen, Some(wait::SLICE)) == sys::futex::Wake::TimedOut
                 && sys::poll::hung_up(sock).unwrap_or(true)
             {
                 return Err(SendError::Disconnected);
@@ -348,6 +346,28 @@ impl Shared {
             )
         };
         self.consume_bytes(padded(len + 4) as u64);
+    }
+
+    /// Like [`take`](Self::take), into a new vector of exactly `len`
+    /// bytes, copied straight into its fresh capacity (no zeroing pass).
+    pub fn take_vec(&self, len: usize) -> Vec<u8> {
+        let mut body = Vec::with_capacity(len);
+        let head = self.inn().r.head.load(Ordering::Relaxed);
+        // SAFETY: the source as in `take` (`next` checked the record lies
+        // inside the ring and is committed); `body` has room for `len`
+        // bytes, and its buffer cannot overlap the mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ring_at(1 - self.end, head as usize % CAP + 4),
+                body.as_mut_ptr(),
+                len,
+            )
+        };
+        // SAFETY: the copy above initialised the first `len` bytes, and
+        // `len` is within the capacity.
+        unsafe { body.set_len(len) };
+        self.consume_bytes(padded(len + 4) as u64);
+        body
     }
 
     fn consume_bytes(&self, n: u64) {

@@ -4,10 +4,13 @@
 //!
 //! # How an operation waits
 //!
-//! A future first tries to complete at once (`Chan::try_op`: the lock, a
-//! waiting counterpart or the buffer, no record), on whatever thread polls
-//! it. When the other side is not ready it must post an offer, a record
-//! in the channel. A record belongs to a *thread*: its robust mutex
+//! A future first tries to complete at once, on whatever thread polls it
+//! (the lock, a waiting counterpart or the buffer); if the other side is
+//! not ready, it posts an offer owned by the polling thread, spins and
+//! yields a while as a blocking party does before it sleeps (a peer
+//! about to answer completes it without any thread wake-up), and
+//! withdraws it before `poll` returns if nobody did. After that it must
+//! wait with an offer posted, a record in the channel. A record belongs to a *thread*: its robust mutex
 //! `held`, locked from posting to release, is how the other parties tell
 //! its owner is alive, and it can only be unlocked by the thread that
 //! locked it. A task can move between a runtime's threads, and a runtime
@@ -59,7 +62,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::chan::{self, Attempt, Chan, OpError, Posted, Withdrawn};
+use super::chan::{self, Chan, OpError, Posted, Withdrawn};
 use super::channel::{Reader, Writer, decode, encode, op_error};
 use super::error::ChannelError;
 use super::spill::{self, Outgoing};
@@ -402,13 +405,13 @@ impl Op {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Vec<u8>, OpError>> {
         let Some(job) = &self.job else {
-            return match self.chan.try_op(self.dir, self.data.as_deref(), 0) {
-                Ok(Attempt::Done(v)) => {
+            return match self.try_spinning() {
+                Ok(Some(v)) => {
                     self.chan.handed_over(self.dir);
                     self.over = true;
-                    Poll::Ready(Ok(v.unwrap_or_default()))
+                    Poll::Ready(Ok(v))
                 }
-                Ok(Attempt::NotReady) => {
+                Ok(None) => {
                     let job = Arc::new(Job {
                         chan: self.chan.clone(),
                         dir: self.dir,
@@ -441,6 +444,27 @@ impl Op {
                 }
                 Poll::Pending
             }
+        }
+    }
+
+    /// The first attempt, on the polling thread: completes at once if the
+    /// other side is ready; else posts an offer owned by this thread for
+    /// the length of this call, spins (and yields) a while for a
+    /// counterpart to complete it, as a blocking party does before it
+    /// sleeps, and withdraws it if none did. `None`: the operation must
+    /// wait, through the agent. Nothing outlives the call, so a future
+    /// dropped afterwards has nothing to withdraw.
+    fn try_spinning(&self) -> Result<Option<Vec<u8>>, OpError> {
+        let idx = match self.chan.post_offer(self.dir, self.data.as_deref(), 0)? {
+            Posted::Completed(v) => return Ok(Some(v.unwrap_or_default())),
+            Posted::NoRoom => return Ok(None),
+            Posted::Record(idx) => idx,
+        };
+        let _ = self.chan.spin_rec(idx, chan::WAITING);
+        match self.chan.withdraw(idx) {
+            Withdrawn::Completed(v) => Ok(Some(v.unwrap_or_default())),
+            Withdrawn::Gone => Ok(None),
+            Withdrawn::Aborted => Err(abort_error(&self.chan)),
         }
     }
 

@@ -1,6 +1,7 @@
 //! [`Channel`] and its typed ends [`Reader`] and [`Writer`]: one public
 //! handle per end over a private transport flavor.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
@@ -12,8 +13,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::chan::{self, Chan, Geometry, OpError};
+use super::chan::{self, Chan, Geometry, fast};
 use super::error::ChannelError;
+use super::light;
 use super::memory::Memory;
 use super::spill::{self, Outgoing};
 use crate::codec::{self, SharedFd};
@@ -272,13 +274,7 @@ impl Drop for End {
     }
 }
 
-pub(crate) fn op_error(e: OpError) -> ChannelError {
-    match e {
-        OpError::Poisoned => ChannelError::Poisoned,
-        OpError::Retired => ChannelError::Retired,
-        OpError::Timeout => ChannelError::Timeout,
-    }
-}
+pub(crate) use super::chan::op_error;
 
 /// Encodes a message for `chan`, checking its size and that it carries no
 /// descriptors; spills it to a segment of its own if it exceeds the slot.
@@ -339,18 +335,23 @@ impl<T: DeserializeOwned> Reader<T> {
     /// Takes the next value, waiting for a writer.
     pub fn read(&self) -> Result<T, ChannelError> {
         let chan = self.end.chan();
-        decode(chan, chan.read(None).map_err(op_error)?)
+        let mig = match fast::read(chan, None) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
+        decode(chan, chan.read_migrating(None, mig).map_err(op_error)?)
     }
 
     /// Like [`read`](Self::read), giving up with
     /// [`ChannelError::Timeout`] after `timeout` (nothing is taken then).
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
         let chan = self.end.chan();
-        decode(
-            chan,
-            chan.read(Deadline::after(timeout).instant())
-                .map_err(op_error)?,
-        )
+        let deadline = Deadline::after(timeout).instant();
+        let mig = match fast::read(chan, deadline) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
+        decode(chan, chan.read_migrating(deadline, mig).map_err(op_error)?)
     }
 }
 
@@ -367,8 +368,13 @@ impl<T: Serialize> Writer<T> {
     /// killed is described in the [module docs](super#failure-a-party-killed-inside-a-channel).
     pub fn write(&self, value: &T) -> Result<(), ChannelError> {
         let chan = self.end.chan();
+        let mig = match fast::write(chan, value, None) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
         let out = encode(chan, value)?;
-        chan.write(&out.bytes, None).map_err(op_error)?;
+        chan.write_migrating(&out.bytes, None, mig)
+            .map_err(op_error)?;
         out.delivered();
         Ok(())
     }
@@ -377,8 +383,13 @@ impl<T: Serialize> Writer<T> {
     /// [`ChannelError::Timeout`] after `timeout` (nothing was written then).
     pub fn write_timeout(&self, value: &T, timeout: Duration) -> Result<(), ChannelError> {
         let chan = self.end.chan();
+        let deadline = Deadline::after(timeout).instant();
+        let mig = match fast::write(chan, value, deadline) {
+            fast::Path::Done(r) => return r,
+            fast::Path::General(mig) => mig,
+        };
         let out = encode(chan, value)?;
-        chan.write(&out.bytes, Deadline::after(timeout).instant())
+        chan.write_migrating(&out.bytes, deadline, mig)
             .map_err(op_error)?;
         out.delivered();
         Ok(())
@@ -507,27 +518,16 @@ pub(crate) fn channels_in<A: Serialize + ?Sized>(value: &A) -> Vec<EndRef> {
         .unwrap_or_default()
 }
 
-/// The extra counts held for one CSP process (see [`Held`]): channel,
-/// side, and whether already released.
-pub(crate) type HeldList = Vec<(Arc<Chan>, u32, bool)>;
-
-thread_local! {
-    /// The extra counts of the CSP process running on this thread.
-    static HELD: RefCell<HeldList> = const { RefCell::new(Vec::new()) };
-}
-
-/// Swaps the running process's extra counts with `other`: a worker of
-/// lightweight processes switches them with the process it runs.
-pub(crate) fn swap_held(other: &mut HeldList) {
-    HELD.with(|h| std::mem::swap(&mut *h.borrow_mut(), other));
-}
-
 /// Extra counted ends a running process holds beside its own, so that its
 /// ends, dropped when its body returns, cannot retire a channel before the
 /// process has propagated poison to it. An explicit `retire()` inside the
 /// body releases the matching extra count at once.
+///
+/// The counts themselves live in the thread's (or lightweight process's)
+/// list (`light::with_held`), and only there: a million lightweight processes keep one
+/// list each, sized exactly.
 pub(crate) struct Held {
-    ends: Vec<(Arc<Chan>, u32)>,
+    _counted: (),
 }
 
 impl Held {
@@ -537,29 +537,35 @@ impl Held {
         for (c, dir) in ends {
             c.add_end(*dir);
         }
-        HELD.with(|h| {
-            h.borrow_mut()
-                .extend(ends.iter().map(|(c, d)| (c.clone(), *d, false)))
+        light::with_held(|h| {
+            h.reserve_exact(ends.len());
+            h.extend(ends.iter().map(|(c, d)| {
+                let c: Arc<dyn Any + Send + Sync> = c.clone();
+                (c, *d, false)
+            }))
         });
-        Held {
-            ends: ends.to_vec(),
-        }
+        Held { _counted: () }
     }
 
-    /// Poisons every channel.
+    /// Poisons every channel (those released early too).
     pub fn poison(&self) {
-        for (c, _) in &self.ends {
-            c.poison();
+        let chans: Vec<Arc<dyn Any + Send + Sync>> =
+            light::with_held(|h| h.iter().map(|(c, _, _)| c.clone()).collect());
+        for c in &chans {
+            if let Some(c) = c.downcast_ref::<Chan>() {
+                c.poison();
+            }
         }
     }
 
     /// Releases the extra count for `chan`/`dir`, if this thread's process
     /// holds one not yet released.
     fn release_one(chan: &Arc<Chan>, dir: u32) {
-        let found = HELD.with(|h| {
-            h.borrow_mut()
-                .iter_mut()
-                .find(|(c, d, released)| !*released && *d == dir && Arc::ptr_eq(c, chan))
+        let found = light::with_held(|h| {
+            h.iter_mut()
+                .find(|(c, d, released)| {
+                    !*released && *d == dir && std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(chan))
+                })
                 .map(|e| e.2 = true)
                 .is_some()
         });
@@ -571,9 +577,9 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let entries = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        let entries = light::with_held(std::mem::take);
         for (c, dir, released) in entries {
-            if !released {
+            if let (false, Some(c)) = (released, c.downcast_ref::<Chan>()) {
                 c.remove_end(dir);
             }
         }
@@ -601,6 +607,8 @@ impl Serialize for End {
         if collected {
             return s.serialize_unit();
         }
+        // Another process may use the channel from now on.
+        self.flavor.chan().fast().promote();
         let Flavor::Processes(chan) = &self.flavor else {
             return Err(serde::ser::Error::custom(
                 "this channel was built threads_only and cannot be passed to another process",

@@ -11,7 +11,7 @@
 //! never sleeps holding it), so a waiter on the lock soon gets it and sees
 //! the flag.
 //!
-//! The futex word is glibc's (see `segment/raw_mutex.rs` for its table); this
+//! The futex word is glibc's (see `sys/robust_mutex.rs` for its table); this
 //! module only reads it as a spinning hint.
 
 use crate::sys::robust_mutex::{LockFailed, Locked, RobustMutex};

@@ -31,7 +31,7 @@
 //! | `cpu[side]` | that side (0: the client, which made the mailbox; 1: the server), Relaxed | the one CPU it may run on, or -1: a hint for spinning ([`wait::may_spin_beside`]) |
 //!
 //! A sender killed before its `full` store leaves nothing visible; the
-//! receiver, waking every [`CHECK`] to look at the socket, sees its end of
+//! receiver, waking every [`SLICE`](wait::SLICE) to look at the socket, sees its end of
 //! stream and stops. A side that ends normally (or hangs up on a bad
 //! message) sets `closed`, so the other learns it at once. A receiver copies the bytes out before decoding, so a
 //! peer scribbling on the slot can only make a message fail to decode.
@@ -60,8 +60,6 @@ const DATA_OFF: usize = 4096;
 const TOTAL: usize = DATA_OFF + 2 * SLOT_BYTES;
 /// `len` of a message sent on the socket instead.
 const ON_SOCKET: u32 = u32::MAX;
-/// How often a waiting side checks that its peer is still there.
-const CHECK: Duration = Duration::from_millis(100);
 const MAGIC: u64 = u64::from_le_bytes(*b"mpmbox1\0");
 
 /// One direction.
@@ -234,7 +232,7 @@ impl Mailbox {
     }
 
     /// Receives the next message coming `way`. [`RecvError::Disconnected`]
-    /// once the peer's end of `conn` is closed (checked every [`CHECK`]
+    /// once the peer's end of `conn` is closed (checked every [`SLICE`](wait::SLICE)
     /// while nothing comes).
     pub fn recv<T: DeserializeOwned>(&self, way: Way, conn: &Connection) -> Result<T, RecvError> {
         let (slot, data) = self.slot(way);
@@ -249,7 +247,7 @@ impl Mailbox {
             if closed.load(Ordering::SeqCst) != 0 {
                 return Err(RecvError::Disconnected);
             }
-            let deadline = Deadline::after(CHECK);
+            let deadline = Deadline::after(wait::SLICE);
             if !(self.spin.until_if(spin, ready, deadline)
                 || slot.event.sleep_until(ready, deadline))
             {

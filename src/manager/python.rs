@@ -35,6 +35,7 @@
 //! with [`PickleError::Global`], so a method returning an instance of a
 //! user's class cannot be read here; return plain data instead.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -44,6 +45,7 @@ use crate::codec::pickle::{self, HashableValue, PickleError, Value};
 use crate::connection::{Address, Client, Connection, ToAddress};
 use crate::error::{ConnectError, RecvError, SendError};
 use crate::local_lock::lock;
+use crate::wait::SLICE;
 
 /// A call to a Python manager failed.
 #[derive(Debug, thiserror::Error)]
@@ -658,15 +660,12 @@ const DICT_METHODS: &[&str] = &[
 ];
 const NAMESPACE_METHODS: &[&str] = &["__getattribute__", "__setattr__", "__delattr__"];
 
-/// How often a blocked accept or receive looks at the stop flag.
-const POLL: std::time::Duration = std::time::Duration::from_millis(100);
-
 fn accept_loop(listener: crate::connection::Listener, shared: Arc<Served>) {
     use std::sync::atomic::Ordering;
     let mut workers = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
         // A peer with a wrong key or a broken handshake fails alone.
-        if let Ok(conn) = listener.accept_timeout(POLL) {
+        if let Ok(conn) = listener.accept_timeout(SLICE) {
             let s = Arc::clone(&shared);
             if let Ok(t) = std::thread::Builder::new()
                 .name("python-manager-conn".into())
@@ -687,7 +686,7 @@ fn accept_loop(listener: crate::connection::Listener, shared: Arc<Served>) {
 fn serve_connection(conn: Connection, shared: Arc<Served>) {
     use std::sync::atomic::Ordering;
     loop {
-        let bytes = match conn.recv_bytes_timeout(POLL) {
+        let bytes = match conn.recv_bytes_timeout(SLICE) {
             Ok(b) => b,
             Err(RecvError::Timeout) if !shared.stop.load(Ordering::Acquire) => continue,
             Err(_) => return,
@@ -921,12 +920,7 @@ fn call_method(obj: &mut Obj, name: &str, args: Vec<Value>) -> Result<Value, Str
                 "#GETVALUE" | "copy" => Ok(Value::Dict(dict.clone())),
                 "__len__" => Ok(Value::I64(dict.len() as i64)),
                 "__contains__" => Ok(Value::Bool(dict.contains_key(&key(arg(0)?)?))),
-                "__getitem__" => {
-                    let k = key(arg(0)?)?;
-                    dict.get(&k)
-                        .cloned()
-                        .ok_or_else(|| format!("KeyError: {}", k.into_value()))
-                }
+                "__getitem__" => get_entry(dict, key(arg(0)?)?, key_error),
                 "get" => Ok(dict
                     .get(&key(arg(0)?)?)
                     .cloned()
@@ -935,19 +929,13 @@ fn call_method(obj: &mut Obj, name: &str, args: Vec<Value>) -> Result<Value, Str
                     dict.insert(key(arg(0)?)?, arg(1)?);
                     Ok(Value::None)
                 }
-                "__delitem__" => {
-                    let k = key(arg(0)?)?;
-                    match dict.remove(&k) {
-                        Some(_) => Ok(Value::None),
-                        None => Err(format!("KeyError: {}", k.into_value())),
-                    }
-                }
+                "__delitem__" => del_entry(dict, key(arg(0)?)?, key_error),
                 "pop" => {
                     let k = key(arg(0)?)?;
                     match (dict.remove(&k), args.get(1)) {
                         (Some(v), _) => Ok(v),
                         (None, Some(d)) => Ok(d.clone()),
-                        (None, None) => Err(format!("KeyError: {}", k.into_value())),
+                        (None, None) => Err(key_error(k)),
                     }
                 }
                 "setdefault" => {
@@ -990,27 +978,44 @@ fn call_method(obj: &mut Obj, name: &str, args: Vec<Value>) -> Result<Value, Str
                         .map(|(k, v)| (HashableValue::String(k.clone()), v.clone()))
                         .collect(),
                 )),
-                "__getattribute__" => {
-                    let a = attr(arg(0)?)?;
-                    ns.get(&a).cloned().ok_or_else(|| {
-                        format!("AttributeError: 'Namespace' object has no attribute {a:?}")
-                    })
-                }
+                "__getattribute__" => get_entry(ns, attr(arg(0)?)?, |a| {
+                    format!("AttributeError: 'Namespace' object has no attribute {a:?}")
+                }),
                 "__setattr__" => {
                     ns.insert(attr(arg(0)?)?, arg(1)?);
                     Ok(Value::None)
                 }
-                "__delattr__" => {
-                    let a = attr(arg(0)?)?;
-                    match ns.remove(&a) {
-                        Some(_) => Ok(Value::None),
-                        None => Err(format!("AttributeError: {a}")),
-                    }
-                }
+                "__delattr__" => del_entry(ns, attr(arg(0)?)?, |a| format!("AttributeError: {a}")),
                 other => Err(not_exposed(other, NAMESPACE_METHODS)),
             }
         }
     }
+}
+
+/// `map[k]` (a dict's item, a namespace's attribute), or the error
+/// `missing` words.
+fn get_entry<K: Ord>(
+    map: &BTreeMap<K, Value>,
+    k: K,
+    missing: impl FnOnce(K) -> String,
+) -> Result<Value, String> {
+    map.get(&k).cloned().ok_or_else(|| missing(k))
+}
+
+/// `del map[k]`, or the error `missing` words.
+fn del_entry<K: Ord>(
+    map: &mut BTreeMap<K, Value>,
+    k: K,
+    missing: impl FnOnce(K) -> String,
+) -> Result<Value, String> {
+    match map.remove(&k) {
+        Some(_) => Ok(Value::None),
+        None => Err(missing(k)),
+    }
+}
+
+fn key_error(k: HashableValue) -> String {
+    format!("KeyError: {}", k.into_value())
 }
 
 fn not_exposed(method: &str, exposed: &[&str]) -> String {

@@ -173,25 +173,40 @@ impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for OneOutcome<R>
 
 impl<'de, R: DeserializeOwned> Deserialize<'de> for Outcomes<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Seq<R>(PhantomData<R>);
-        impl<'de, R: DeserializeOwned> Visitor<'de> for Seq<R> {
-            type Value = Outcomes<R>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a sequence of outcomes")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-                while let Some(item) = seq.next_element_seed(OneOutcome::<R>(PhantomData))? {
-                    out.push(item);
-                }
-                Ok(Outcomes(out))
-            }
-        }
-        d.deserialize_seq(Seq(PhantomData))
+        seq_of(d, "a sequence of outcomes", || OneOutcome(PhantomData)).map(Outcomes)
     }
+}
+
+/// A sequence read element by element with the seeds `seed` makes, into
+/// one `Vec` (its capacity from the size hint, at most 64 Ki elements up
+/// front).
+fn seq_of<'de, D, S>(
+    d: D,
+    expecting: &'static str,
+    seed: impl Fn() -> S,
+) -> Result<Vec<S::Value>, D::Error>
+where
+    D: Deserializer<'de>,
+    S: serde::de::DeserializeSeed<'de>,
+{
+    struct Seq<F>(F, &'static str);
+    impl<'de, S: serde::de::DeserializeSeed<'de>, F: Fn() -> S> Visitor<'de> for Seq<F> {
+        type Value = Vec<S::Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.1)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(item) = seq.next_element_seed((self.0)())? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Seq(seed, expecting))
 }
 
 /// The values of a chunk whose tasks all returned (see [`decode_values`]).
@@ -223,24 +238,7 @@ impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for OneValue<R> {
 
 impl<'de, R: DeserializeOwned> Deserialize<'de> for Values<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Seq<R>(PhantomData<R>);
-        impl<'de, R: DeserializeOwned> Visitor<'de> for Seq<R> {
-            type Value = Values<R>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a sequence of values")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-                while let Some(item) = seq.next_element_seed(OneValue::<R>(PhantomData))? {
-                    out.push(item);
-                }
-                Ok(Values(out))
-            }
-        }
-        d.deserialize_seq(Seq(PhantomData))
+        seq_of(d, "a sequence of values", || OneValue(PhantomData)).map(Values)
     }
 }
 

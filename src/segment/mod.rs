@@ -191,14 +191,6 @@ impl Segment {
     pub fn fd(&self) -> &SharedFd {
         &self.fd
     }
-
-    /// Closes the descriptor but never unmaps the memory: used when a lock
-    /// in it may still be linked into this thread's robust list (see
-    /// `segment::mutex`), where unmapping would leave the list pointing at
-    /// nothing.
-    pub fn leak_mapping(self) {
-        std::mem::forget(self.map);
-    }
 }
 
 fn kind_name(k: u32) -> String {

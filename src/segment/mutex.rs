@@ -191,13 +191,9 @@ pub(crate) fn map_result<G, H>(
 impl Drop for MutexSegment {
     fn drop(&mut self) {
         // SAFETY: `seg` is taken exactly once, here, and not used after.
-        let seg = unsafe { ManuallyDrop::take(&mut self.seg) };
-        if self.raw().held() {
-            // A guard was leaked: the lock may still be linked into a
-            // thread's robust list by its address, so the memory must stay
-            // mapped (see `raw_mutex`).
-            seg.leak_mapping();
-        }
+        // The binding (`lock`) is dropped after this body but never used
+        // again; nothing else points into the mapping (see `raw_mutex`).
+        drop(unsafe { ManuallyDrop::take(&mut self.seg) });
     }
 }
 
@@ -213,11 +209,13 @@ macro_rules! acquire_methods {
         $(#[$try_doc:meta])* $try:ident $(,)?
     ) => {
         $(#[$wait_doc])*
+        #[inline]
         pub fn $wait(&self) -> Result<$guard, $crate::segment::LockError<$guard>> {
             self.$take(None)
         }
 
         $(#[$timeout_doc])*
+        #[inline]
         pub fn $timeout(
             &self,
             timeout: std::time::Duration,
@@ -226,6 +224,7 @@ macro_rules! acquire_methods {
         }
 
         $(#[$try_doc])*
+        #[inline]
         pub fn $try(&self) -> Result<$guard, $crate::segment::LockError<$guard>> {
             self.$take(Some(std::time::Duration::ZERO))
         }

@@ -207,6 +207,7 @@ impl<T: Plain> Array<T> {
         self.inner.data().cast()
     }
 
+    #[inline]
     fn lock_with(
         &self,
         timeout: Option<Duration>,

@@ -125,6 +125,7 @@ impl<T: Plain> Value<T> {
         self.inner.data().cast()
     }
 
+    #[inline]
     fn lock_with(
         &self,
         timeout: Option<Duration>,

@@ -9,8 +9,8 @@
 //! inside a message hands the child the same primitive.
 //!
 //! The locks are robust: a holder that dies hands the lock to the next
-//! acquirer with [`LockError::OwnerDied`] (see `raw_mutex.rs` for the
-//! mechanism and its futex word). A [`Barrier`] notices a dead party and
+//! acquirer with [`LockError::OwnerDied`] (see `segment/raw_mutex.rs` and
+//! `sys/owner_lock.rs` for the mechanism and its lock word). A [`Barrier`] notices a dead party and
 //! breaks. [`Semaphore`], [`Event`] and [`Condition`] have no owner to lose
 //! and never wait without a way out (timeouts; a `Condition`'s lock is
 //! robust).

@@ -16,6 +16,7 @@
 //! | [`random`] | bytes from the kernel's cryptographic generator (rustix's `getrandom`); a failure is an error |
 //! | [`process`] | re-executing the current binary, `fork`, pidfds, `waitid`, signals, ids, thread and CPU counts, the affinity mask |
 //! | [`robust_mutex`] | robust, process-shared pthread mutexes (owner death reported to the next locker) |
+//! | [`owner_lock`] | the crate's own process-shared lock word: owner identity in the word, owner death found by a waiter through `/proc` |
 //! | [`liveness`] | whether a process (pid + start time, so pid reuse is caught) still runs |
 //! | [`waitv`] | sleeping on several futex words at once |
 //! | [`signalfd`] | signals read from a descriptor, `SIGTERM` on the parent's death |
@@ -24,6 +25,7 @@
 
 pub mod futex;
 pub mod liveness;
+pub mod owner_lock;
 pub mod poll;
 pub mod process;
 pub mod random;

@@ -1,6 +1,11 @@
 //! Robust, process-shared, error-checking pthread mutexes
 //! (`PTHREAD_MUTEX_ROBUST` + `PTHREAD_PROCESS_SHARED` +
-//! `PTHREAD_MUTEX_ERRORCHECK`), for placing in shared memory.
+//! `PTHREAD_MUTEX_ERRORCHECK`), for placing in shared memory: the locks of
+//! queues and CSP channels (whose record mutexes others probe for their
+//! owner's liveness with a try-lock, which the kernel's marking makes a
+//! plain load). The user-facing locks (`Lock`, `RLock`, `Condition`,
+//! `Value`/`Array`) use the cheaper [`super::owner_lock`] instead; it
+//! explains the trade.
 //!
 //! glibc registers one kernel robust list per thread (`set_robust_list`)
 //! and links every robust mutex the thread holds into it. When a thread
@@ -45,6 +50,18 @@
 //! (dropping the bit) and is told [`Locked::OwnerDied`]. As the bit is
 //! gone from the word, [`RobustMutex::mark_consistent`] has nothing to do
 //! on this path.
+//!
+//! The futex word (the kernel's robust-futex protocol defines it):
+//!
+//! | word | meaning | who moves it on |
+//! |---|---|---|
+//! | `0` | free | a locker CASes in its tid |
+//! | `tid` | held by thread `tid`, nobody asleep | the owner swaps back `0` on unlock; a contender sets `FUTEX_WAITERS` before sleeping |
+//! | `tid \| FUTEX_WAITERS` | held, someone sleeps or is about to | the owner's unlock stores `0` and `FUTEX_WAKE`s one sleeper |
+//! | `FUTEX_OWNER_DIED` (+ `FUTEX_WAITERS`) | the owner's thread ended holding it; the kernel set the bit, cleared the tid and woke one sleeper | the next locker CASes in its tid (dropping the bit) and is told [`Locked::OwnerDied`] |
+//!
+//! with `FUTEX_WAITERS = 0x8000_0000`, `FUTEX_OWNER_DIED = 0x4000_0000`
+//! and the tid in the low 30 bits.
 //!
 //! Tids change across `fork`: the per-thread cache is cleared by a
 //! `pthread_atfork` child handler (glibc re-registers the same, emptied,
@@ -206,13 +223,6 @@ impl From<LockFailed> for io::Error {
 }
 
 impl RobustMutex {
-    /// A statically initialised, process-private, default mutex (neither
-    /// robust nor error-checking): only a placeholder for constant
-    /// contexts that need some valid mutex.
-    pub const fn private() -> RobustMutex {
-        RobustMutex(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER))
-    }
-
     /// Initialises the mutex in place.
     ///
     /// # Safety

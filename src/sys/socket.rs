@@ -137,6 +137,27 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> io::Result
     }
 }
 
+/// Receives bytes into the spare capacity of `buf` (appending them, so
+/// `buf.len()` grows by the count returned), without zeroing that room
+/// first. Uses plain `recv`: descriptors arriving with these bytes are
+/// closed by the kernel, so call it only for bytes that cannot carry any
+/// (the middle of a frame, whose descriptors came with its first byte).
+/// Same return convention as [`recv`].
+pub fn recv_spare(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, nonblocking: bool) -> io::Result<usize> {
+    let flags = if nonblocking {
+        RecvFlags::DONTWAIT
+    } else {
+        RecvFlags::empty()
+    };
+    loop {
+        match rustix::net::recv(fd, rustix::buffer::spare_capacity(buf), flags) {
+            Ok((n, _)) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Shuts down reading, writing or both directions of a socket.
 pub fn shutdown(fd: BorrowedFd<'_>, read: bool, write: bool) -> io::Result<()> {
     let how = match (read, write) {

@@ -33,8 +33,10 @@ use std::time::Duration;
 use super::{Deadline, Spin};
 use crate::sys;
 
-/// Longest single sleep before a sleeper re-checks its condition on its
-/// own (the bound on the delay a notifier killed mid-notify can cause).
+/// Longest single sleep before a sleeper re-checks on its own: its
+/// condition (the bound on the delay a notifier killed mid-notify can
+/// cause), and whatever no wake-up announces (a peer's socket hung up, a
+/// client gone, a stop flag).
 pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
 /// A wake-up channel in shared memory. All-zero bytes are a valid, idle

@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 
 use super::{
-    ABORTED, Chan, CrashPoint, Holder, NOTIFIED, POISONED, READ, RETIRED, SLEEPING, WAITING,
-    WATCHING, WRITE, crash_point,
+    ABORTED, Chan, CrashPoint, Holder, NOTIFIED, OpError, POISONED, READ, RETIRED, SLEEPING,
+    WAITING, WATCHING, WRITE, crash_point,
 };
 use crate::csp::lock;
 use crate::sys;
@@ -150,6 +150,7 @@ impl Chan {
             // the lock either happened before this lock or sees RETIRED. A
             // poisoned channel needs no retiring.
             h.flags.fetch_or(RETIRED, Ordering::AcqRel);
+            self.fast().abort(OpError::Retired);
             crash_point(CrashPoint::Retiring);
             if let Ok(_g) = self.lock() {
                 self.abort_all();
@@ -169,6 +170,7 @@ impl Chan {
         // just before the poison is either seen by the scan below (and
         // aborted) or its owner sees the flag before it sleeps.
         h.flags.fetch_or(POISONED, Ordering::SeqCst);
+        self.fast().abort(OpError::Poisoned);
         // Best effort, only when nobody holds the lock: release what is
         // buffered (spilled messages own named segments). A holder, or the
         // repairer of a dead one, sees the flag and drains.

@@ -23,6 +23,7 @@ impl Chan {
                     && r.state.load(Ordering::Acquire) & !SLEEPING == WAITING
             })
             .count()
+            + self.fast().waiting(dir)
     }
 
     /// Whether a counterpart of `dir` (a writer, for a reader) is *coming

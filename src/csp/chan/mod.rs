@@ -157,6 +157,7 @@
 
 mod crash;
 mod ends;
+pub(crate) mod fast;
 mod healing;
 mod hints;
 mod messages;
@@ -167,6 +168,8 @@ mod waiting;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use self::fast::Fast;
+use super::error::ChannelError;
 use super::lock;
 use super::memory::Memory;
 use crate::sys;
@@ -443,6 +446,9 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 pub(crate) struct Chan {
     mem: Memory,
     geo: Geometry,
+    /// The direct hand-over between lightweight processes of this
+    /// process, while nobody else uses the channel (`chan/fast.rs`).
+    fast: Fast,
 }
 
 /// Collects futex wakes to issue once the lock is released.
@@ -492,7 +498,8 @@ impl Chan {
             mem.fd().is_none(),
             "a private geometry in private memory"
         );
-        let chan = Chan { mem, geo };
+        let fast = Fast::new(geo.capacity == 0);
+        let chan = Chan { mem, geo, fast };
         // The memory is zeroed, at least `geo.size()` bytes (so it holds
         // the header and every record), not yet seen by anyone else, and the
         // mutexes stay where they are for the memory's lifetime.
@@ -534,6 +541,7 @@ impl Chan {
                 max_message: 0,
                 private: false,
             },
+            fast: Fast::new(false),
         };
         let h = chan.header();
         if h.magic.load(Ordering::Acquire) != MAGIC {
@@ -552,6 +560,11 @@ impl Chan {
         }
         chan.geo = geo;
         Ok(chan)
+    }
+
+    /// The direct hand-over path of lightweight processes.
+    pub fn fast(&self) -> &Fast {
+        &self.fast
     }
 
     /// The memory, for passing the segment on.
@@ -714,5 +727,14 @@ impl Chan {
             );
         }
         out
+    }
+}
+
+/// The error a channel operation's failure gives its caller.
+pub(crate) fn op_error(e: OpError) -> ChannelError {
+    match e {
+        OpError::Poisoned => ChannelError::Poisoned,
+        OpError::Retired => ChannelError::Retired,
+        OpError::Timeout => ChannelError::Timeout,
     }
 }

@@ -4,14 +4,23 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::fast::Migration;
+
 use super::{Attempt, Chan, NOTIFIED, OpError, Posted, READ, SLEEPING, WATCH, WATCHING, WRITE};
 
 impl Chan {
     /// Writes one encoded message, waiting until a reader took it (or, if
-    /// buffered, until it is in the buffer).
-    pub fn write(&self, data: &[u8], deadline: Option<Instant>) -> Result<(), OpError> {
+    /// buffered, until it is in the buffer). `mig`: the writer is moving
+    /// over from the hand-over path (done once its record is posted).
+    pub fn write_migrating(
+        &self,
+        data: &[u8],
+        deadline: Option<Instant>,
+        mut mig: Migration<'_>,
+    ) -> Result<(), OpError> {
+        self.fast().promote();
         loop {
-            let done = match self.post_blocking(WRITE, Some(data), deadline)? {
+            let done = match self.post_blocking(WRITE, Some(data), deadline, &mut mig)? {
                 Err(_) => true,
                 Ok(idx) => self.finish(idx, deadline)?.is_ok(),
             };
@@ -22,10 +31,16 @@ impl Chan {
         }
     }
 
-    /// Reads one encoded message.
-    pub fn read(&self, deadline: Option<Instant>) -> Result<Vec<u8>, OpError> {
+    /// Reads one encoded message. `mig`: the reader is moving over from
+    /// the hand-over path (done once its record is posted).
+    pub fn read_migrating(
+        &self,
+        deadline: Option<Instant>,
+        mut mig: Migration<'_>,
+    ) -> Result<Vec<u8>, OpError> {
+        self.fast().promote();
         loop {
-            let got = match self.post_blocking(READ, None, deadline)? {
+            let got = match self.post_blocking(READ, None, deadline, &mut mig)? {
                 Err(Attempt::Done(v)) => Some(v),
                 Err(Attempt::NotReady) => unreachable!("post_blocking returns only completions"),
                 Ok(idx) => self.finish(idx, deadline)?.ok(),
@@ -39,6 +54,7 @@ impl Chan {
 
     /// Completes at once if the other side is ready (never waits).
     pub fn try_op(&self, dir: u32, data: Option<&[u8]>, owner: u64) -> Result<Attempt, OpError> {
+        self.fast().promote();
         let mut g = self.lock()?;
         if dir == READ {
             self.try_read_locked(&mut g, owner)
@@ -49,6 +65,7 @@ impl Chan {
 
     /// Posts a watch of direction `dir` for `owner`.
     pub fn post_watch(&self, dir: u32, owner: u64) -> Result<Posted, OpError> {
+        self.fast().promote();
         let _g = self.lock()?;
         Ok(match self.alloc(WATCH | dir, owner, None) {
             Some(idx) => Posted::Record(idx),
@@ -70,6 +87,7 @@ impl Chan {
     /// Posts `owner`'s single committed offer, or completes at once if
     /// the other side is ready by now.
     pub fn post_offer(&self, dir: u32, data: Option<&[u8]>, owner: u64) -> Result<Posted, OpError> {
+        self.fast().promote();
         let mut g = self.lock()?;
         let a = if dir == READ {
             self.try_read_locked(&mut g, owner)?
@@ -96,6 +114,7 @@ impl Chan {
     /// out). `Ok(false)`: every record is in use, try again later.
     #[cfg(feature = "tokio")]
     pub fn give_back(&self, data: &[u8]) -> Result<bool, OpError> {
+        self.fast().promote();
         let mut g = self.lock()?;
         if !self.is_retired()
             && let Attempt::Done(_) = self.try_write_locked(&mut g, data, 0)?

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use super::fast::Migration;
 use super::{
     ABORTED, Attempt, Chan, CrashPoint, DONE, FREE, OpError, READ, SLEEPING, SLICE, TAKEN, WAITING,
     WRITE, Withdrawn, ask_to_be_woken, crash_point,
@@ -79,7 +80,7 @@ impl Chan {
     /// state, if it did. (A frame of its own: the spinner's state is not
     /// kept in the frame of a lightweight process that then parks.)
     #[inline(never)]
-    fn spin_rec(&self, idx: u32, expected: u32) -> Option<u32> {
+    pub(crate) fn spin_rec(&self, idx: u32, expected: u32) -> Option<u32> {
         let st = &self.rec(idx).state;
         let mut backoff = Backoff::new(&wait::CSP);
         loop {
@@ -148,6 +149,7 @@ impl Chan {
         kind: u32,
         data: Option<&[u8]>,
         deadline: Option<Instant>,
+        mig: &mut Migration<'_>,
     ) -> Result<Result<u32, Attempt>, OpError> {
         loop {
             let mut g = self.lock()?;
@@ -156,6 +158,7 @@ impl Chan {
                 None => self.try_read_locked(&mut g, 0)?,
             };
             if let Attempt::Done(v) = a {
+                mig.done();
                 return Ok(Err(Attempt::Done(v)));
             }
             let mut idx = self.alloc(kind, 0, data);
@@ -169,12 +172,17 @@ impl Chan {
             if let Some(idx) = idx {
                 // Tell watching alternations of the other side.
                 self.poke(&mut g, if kind == READ { WRITE } else { READ }, 0);
+                drop(g);
+                mig.done();
                 return Ok(Ok(idx));
             }
             let h = self.header();
             h.free_sleepers.fetch_add(1, Ordering::SeqCst);
             let seen = h.freed.load(Ordering::SeqCst);
             drop(g);
+            // Waiting for room like any other party: nobody need wait
+            // for this one's move any longer.
+            mig.done();
             self.wait_for_room(seen, deadline)?;
         }
     }

@@ -12,6 +12,13 @@
 //! watching the words its processes wait on for wakes from other
 //! processes.
 //!
+//! Between lightweight processes of one OS process, a rendezvous channel
+//! nobody else has used skips that protocol: the writer hands its message
+//! straight to a parked reader, or the reader takes it from a parked writer
+//! (`csp/chan/fast.rs`). The channel turns general for good, its parked parties
+//! moving over, as soon as a thread, an alternation or another process
+//! uses it.
+//!
 //! Why stackful coroutines and not async tasks: the channel API is
 //! blocking (`read()`, `write()`, `select()`), and a process body is
 //! ordinary code calling it at any depth; only a coroutine can suspend
@@ -34,7 +41,29 @@ use std::time::{Duration, Instant};
 
 use crate::sys;
 
-pub(crate) use sched::{on_task, pick_worker, spawn_task};
+pub(crate) use sched::{Unparker, on_task, park_current, pick_worker, spawn_task};
+
+/// The extra end counts a CSP process holds beside its own ends (see
+/// `csp::channel::Held`): channel, side, and whether already released. The
+/// channel is type-erased so that the scheduler, which keeps a parked
+/// process's list, sits below the channels.
+pub(crate) type HeldList = Vec<(std::sync::Arc<dyn Any + Send + Sync>, u32, bool)>;
+
+thread_local! {
+    /// The extra counts of the CSP process running on this thread.
+    static HELD: std::cell::RefCell<HeldList> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the extra counts of the CSP process running on this thread.
+pub(crate) fn with_held<R>(f: impl FnOnce(&mut HeldList) -> R) -> R {
+    HELD.with(|h| f(&mut h.borrow_mut()))
+}
+
+/// Swaps the running process's extra counts with `other`: a worker of
+/// lightweight processes switches them with the process it runs.
+fn swap_held(other: &mut HeldList) {
+    with_held(|h| std::mem::swap(h, other));
+}
 
 /// A value handed over once, from any thread to any waiter (a thread, or
 /// a lightweight process, which parks while it waits).

@@ -61,14 +61,15 @@ use std::time::{Duration, Instant};
 use corosensei::stack::{DefaultStack, Stack, StackPointer};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 
-use crate::csp::channel;
 use crate::sys;
 use crate::sys::futex::Wake;
 
 /// Stack slots per worker.
 pub(crate) const SLOTS: usize = 16;
-/// The granularity of a parked task's saved stack, in bytes.
-const SAVE_GRAIN: usize = 256;
+/// The granularity of a parked task's saved stack, in bytes: the
+/// allocator's own (a coarser grain cost a million parked tasks about
+/// 190 bytes each, measured, for blocks that rarely had to move).
+const SAVE_GRAIN: usize = 16;
 /// Bytes of one slot's stack.
 const SLOT_SIZE: usize = 1 << 20;
 /// Runs between two looks at the inbox, the timers and some parked words.
@@ -326,6 +327,38 @@ unsafe impl Stack for SlotStack {
     }
 }
 
+/// The words a parked task waits on (address, expected value): the first
+/// inline, as a task nearly always waits on one (a heap block for it cost
+/// a million parked tasks 32 MB).
+#[derive(Default)]
+struct Words {
+    first: Option<(usize, u32)>,
+    more: Vec<(usize, u32)>,
+}
+
+impl Words {
+    fn clear(&mut self) {
+        self.first = None;
+        self.more.clear();
+    }
+    fn push(&mut self, w: (usize, u32)) {
+        if self.first.is_none() {
+            self.first = Some(w);
+        } else {
+            self.more.push(w);
+        }
+    }
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+    fn iter(&self) -> impl Iterator<Item = &(usize, u32)> {
+        self.first.iter().chain(&self.more)
+    }
+}
+
 /// What a task tells its worker when it suspends, and the worker tells it
 /// when it resumes.
 pub(crate) struct Park {
@@ -336,10 +369,10 @@ pub(crate) struct Park {
     /// The lowest address of the task's live stack at suspension.
     sp: usize,
     /// The words it waits on (address, expected value).
-    words: Vec<(usize, u32)>,
+    words: Words,
     deadline: Option<Instant>,
     /// The channel ends the process holds (swapped with the thread's).
-    held: channel::HeldList,
+    held: super::HeldList,
 }
 
 struct Task {
@@ -395,7 +428,7 @@ fn calibrate() {
         epoch: 0,
         yielder: std::ptr::null(),
         sp: 0,
-        words: Vec::new(),
+        words: Words::default(),
         deadline: None,
         held: Default::default(),
     });
@@ -543,7 +576,7 @@ impl Worker {
             let mut words: Vec<(&AtomicU32, u32)> = vec![(&sh.bell, seen)];
             'all: for &idx in &self.parked {
                 if let Some(Some(t)) = self.tasks.get(idx) {
-                    for &(addr, expected) in &t.park.words {
+                    for &(addr, expected) in t.park.words.iter() {
                         if words.len() >= sys::waitv::MAX_WORDS {
                             break 'all;
                         }
@@ -588,7 +621,7 @@ impl Worker {
                 epoch: 0,
                 yielder: std::ptr::null(),
                 sp: 0,
-                words: Vec::new(),
+                words: Words::default(),
                 deadline: None,
                 held: Default::default(),
             }),
@@ -608,9 +641,9 @@ impl Worker {
             let len = base - occ.park.sp;
             occ.saved.clear();
             if occ.saved.capacity() < len {
-                // Rounded up: a task parks at a few depths (in a read, in
-                // a write), and one block for all of them is never moved
-                // (each move would leave a hole the others cannot use).
+                // Grown only: a task parks at a few depths (in a read, in
+                // a write), and the block of its deepest park serves all
+                // of them.
                 occ.saved = Vec::with_capacity(len.next_multiple_of(SAVE_GRAIN));
             }
             // SAFETY: [sp, base) is the occupant's live stack, resident in
@@ -688,14 +721,14 @@ impl Worker {
                 })
             }
         };
-        channel::swap_held(&mut t.park.held);
+        super::swap_held(&mut t.park.held);
         LOCAL.with(|l| l.current.set(park));
         let r = co.resume(());
         LOCAL.with(|l| l.current.set(std::ptr::null_mut()));
         let Some(Some(t)) = self.tasks.get_mut(idx) else {
             return;
         };
-        channel::swap_held(&mut t.park.held);
+        super::swap_held(&mut t.park.held);
         match r {
             CoroutineResult::Return(()) => {
                 t.park.shared.state.store(DONE, Ordering::Release);
@@ -724,7 +757,7 @@ impl Worker {
     }
 }
 
-fn words_changed(words: &[(usize, u32)]) -> bool {
+fn words_changed(words: &Words) -> bool {
     words.iter().any(|&(addr, expected)| {
         // SAFETY: a parked task's words live in memory its suspended
         // frames keep alive (a channel it is operating on).
@@ -778,8 +811,8 @@ fn park_on(park: *mut Park, words: &[(&AtomicU32, u32)], deadline: Option<Instan
 fn register(p: &mut Park, words: &[(&AtomicU32, u32)], epoch: u64) -> bool {
     p.shared.state.store(epoch << 2 | PARKED, Ordering::SeqCst);
     p.words.clear();
-    // Room for exactly these (usually one): a million parked tasks keep it.
-    p.words.reserve_exact(words.len());
+    // Room for exactly these: a million parked tasks keep it.
+    p.words.more.reserve_exact(words.len().saturating_sub(1));
     let mut changed = false;
     for (w, e) in words {
         let addr = w.as_ptr() as usize;
@@ -810,7 +843,7 @@ fn register(p: &mut Park, words: &[(&AtomicU32, u32)], epoch: u64) -> bool {
             )
             .is_ok()
     {
-        for &(addr, _) in &p.words {
+        for &(addr, _) in p.words.iter() {
             unregister(addr, &p.shared, epoch);
         }
         p.words.clear();
@@ -826,7 +859,7 @@ fn unpark(p: &mut Park, epoch: u64) {
     // Woken through the table for its only word: that entry is gone.
     let by_table = p.shared.by_table.swap(false, Ordering::Relaxed);
     if !(by_table && p.words.len() == 1) {
-        for &(addr, _) in &p.words {
+        for &(addr, _) in p.words.iter() {
             unregister(addr, &p.shared, epoch);
         }
     }
@@ -842,5 +875,54 @@ pub(crate) fn sleep_until(deadline: Instant) -> bool {
         return false;
     }
     while park_on(park, &[], Some(deadline)) != Wake::TimedOut {}
+    true
+}
+
+// ---- parking without a futex word (the fast channel path, `csp/chan/fast.rs`) -------
+
+/// Wakes a task from one park of [`park_current`]; a wake after the task
+/// left that park does nothing.
+pub(crate) struct Unparker {
+    task: Arc<TaskShared>,
+    epoch: u64,
+}
+
+impl Unparker {
+    /// Makes the task runnable (queued on its worker) if it is still in
+    /// the park this unparker was made for.
+    pub(crate) fn unpark(self) {
+        self.task.try_wake(self.epoch, false);
+    }
+}
+
+/// Parks the running task until its unparker is used, or `deadline`.
+/// `publish` receives the unparker once the task counts as parked (a wake
+/// from then on is not lost), and runs before the task suspends: it must
+/// not wait, and must hand the unparker over through a synchronising
+/// operation (a lock). False (and `publish` not called) when not on a task.
+#[inline(never)]
+pub(crate) fn park_current(deadline: Option<Instant>, publish: impl FnOnce(Unparker)) -> bool {
+    let park = LOCAL.with(|l| l.current.get());
+    if park.is_null() {
+        return false;
+    }
+    {
+        // SAFETY: `park` is the running task's record, valid while it
+        // runs; no other reference to it is live while the task runs.
+        let p = unsafe { &mut *park };
+        p.epoch += 1;
+        let epoch = p.epoch;
+        // Release suffices: the unparker reaches a waker only through
+        // `publish`, which synchronises (a lock) with it.
+        p.shared.state.store(epoch << 2 | PARKED, Ordering::Release);
+        p.deadline = deadline;
+        publish(Unparker {
+            task: p.shared.clone(),
+            epoch,
+        });
+    }
+    suspend_here(park);
+    // SAFETY: as above; resumed, the task runs again.
+    unsafe { (*park).deadline = None };
     true
 }

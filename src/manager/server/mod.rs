@@ -30,7 +30,7 @@ use super::protocol::{DataKind, Fault, Kind, Op, Path, Reply, Request};
 use super::registry::{Registry, Served};
 use super::transport::Transport;
 use super::value::Value;
-use crate::connection::auth;
+use crate::connection::auth::{self, Side};
 use crate::connection::{Address, Connection, Listener};
 use crate::error::RecvError;
 use crate::local_lock::lock;
@@ -310,7 +310,7 @@ fn serve_connection(shared: &Shared, conn: Connection) {
 
 fn serve_client(shared: &Shared, mut conn: Connection) {
     if let Some(key) = &shared.authkey
-        && auth::serve(&mut conn, key, Some(HANDSHAKE_TIMEOUT)).is_err()
+        && auth::handshake(&mut conn, key, Some(HANDSHAKE_TIMEOUT), Side::Listener).is_err()
     {
         return;
     }

@@ -18,10 +18,7 @@ use crate::connection::Connection;
 use crate::local_lock::lock;
 use crate::manager::protocol::{Block, Fault};
 use crate::sys;
-use crate::wait::Deadline;
-
-/// How often a blocked operation checks that its client is still there.
-const SLICE: Duration = Duration::from_millis(100);
+use crate::wait::{Deadline, SLICE};
 
 /// The client on whose behalf an operation runs.
 pub(crate) struct Caller<'a> {
