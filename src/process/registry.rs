@@ -74,11 +74,11 @@ impl Child {
             let slice = deadline.slice(SLICE);
             let ready = match &st.conn {
                 Some(conn) => {
-                    sys::poll::wait_readable(&[conn.as_fd(), self.pidfd.as_fd()], Some(slice))?
+                    sys::poll::wait_readable_n([conn.as_fd(), self.pidfd.as_fd()], Some(slice))?
                 }
                 None => {
-                    let r = sys::poll::wait_readable(&[self.pidfd.as_fd()], Some(slice))?;
-                    vec![false, r[0]]
+                    let [exited] = sys::poll::wait_readable_n([self.pidfd.as_fd()], Some(slice))?;
+                    [false, exited]
                 }
             };
             if ready[0] {
