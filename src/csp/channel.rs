@@ -19,6 +19,7 @@ use super::light;
 use super::memory::Memory;
 use super::spill::{self, Outgoing};
 use crate::codec::{self, SharedFd};
+use crate::macros::setters;
 use crate::sys;
 use crate::wait::Deadline;
 
@@ -71,41 +72,31 @@ pub struct ChannelBuilder {
 }
 
 impl ChannelBuilder {
-    /// Buffers up to `n` messages (0, the default: rendezvous, a write
-    /// completes when a reader has taken the value).
-    pub fn buffer(mut self, n: usize) -> Self {
-        self.capacity = n;
-        self
-    }
+    setters! {
+        /// Buffers up to `n` messages (0, the default: rendezvous, a write
+        /// completes when a reader has taken the value).
+        buffer(n: usize) => capacity = n;
 
-    /// The largest encoded message the channel carries (default
-    /// [`DEFAULT_MAX_MESSAGE`]); a larger one is refused with
-    /// [`ChannelError::TooLarge`], and a reader never accepts more.
-    pub fn max_message(mut self, bytes: usize) -> Self {
-        self.max_message = bytes;
-        self
-    }
+        /// The largest encoded message the channel carries (default
+        /// [`DEFAULT_MAX_MESSAGE`]); a larger one is refused with
+        /// [`ChannelError::TooLarge`], and a reader never accepts more.
+        max_message(bytes: usize) => max_message = bytes;
 
-    /// The largest encoded message carried inside the channel's own memory
-    /// (default [`DEFAULT_SLOT_SIZE`]). Each waiting party and each buffer
-    /// slot reserves this much (only touched pages cost anything); a larger
-    /// message travels through a named shared-memory segment of its own
-    /// (`/dev/shm/multiproc-csp-…`), created by the writer and unlinked by
-    /// the reader, which costs a few system calls more. The slot then
-    /// carries the segment's name (about 80 bytes): below that, larger
-    /// messages cannot spill and a write of one fails with
-    /// [`ChannelError::TooLarge`].
-    pub fn slot_size(mut self, bytes: usize) -> Self {
-        self.slot_size = bytes;
-        self
-    }
+        /// The largest encoded message carried inside the channel's own memory
+        /// (default [`DEFAULT_SLOT_SIZE`]). Each waiting party and each buffer
+        /// slot reserves this much (only touched pages cost anything); a larger
+        /// message travels through a named shared-memory segment of its own
+        /// (`/dev/shm/multiproc-csp-…`), created by the writer and unlinked by
+        /// the reader, which costs a few system calls more. The slot then
+        /// carries the segment's name (about 80 bytes): below that, larger
+        /// messages cannot spill and a write of one fails with
+        /// [`ChannelError::TooLarge`].
+        slot_size(bytes: usize) => slot_size = bytes;
 
-    /// How many parties (blocked readers and writers, alternations) can
-    /// wait on the channel at once (default [`DEFAULT_WAITERS`]); more wait
-    /// for a free place.
-    pub fn waiters(mut self, n: usize) -> Self {
-        self.waiters = n;
-        self
+        /// How many parties (blocked readers and writers, alternations) can
+        /// wait on the channel at once (default [`DEFAULT_WAITERS`]); more wait
+        /// for a free place.
+        waiters(n: usize) => waiters = n;
     }
 
     /// Keeps the channel in private memory: a little cheaper to create and
