@@ -325,19 +325,20 @@ pub struct Reader<T> {
 impl<T: DeserializeOwned> Reader<T> {
     /// Takes the next value, waiting for a writer.
     pub fn read(&self) -> Result<T, ChannelError> {
-        let chan = self.end.chan();
-        let mig = match fast::read(chan, None) {
-            fast::Path::Done(r) => return r,
-            fast::Path::General(mig) => mig,
-        };
-        decode(chan, chan.read_migrating(None, mig).map_err(op_error)?)
+        self.read_until(Deadline::NEVER)
     }
 
     /// Like [`read`](Self::read), giving up with
     /// [`ChannelError::Timeout`] after `timeout` (nothing is taken then).
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
+        self.read_until(Deadline::after(timeout))
+    }
+
+    /// The fast path, else the general one.
+    #[inline(always)] // `read` stays one function on the hot path
+    fn read_until(&self, deadline: Deadline) -> Result<T, ChannelError> {
         let chan = self.end.chan();
-        let deadline = Deadline::after(timeout).instant();
+        let deadline = deadline.instant();
         let mig = match fast::read(chan, deadline) {
             fast::Path::Done(r) => return r,
             fast::Path::General(mig) => mig,
@@ -358,23 +359,20 @@ impl<T: Serialize> Writer<T> {
     /// until it is in the buffer). What happens to it when that reader is
     /// killed is described in the [module docs](super#failure-a-party-killed-inside-a-channel).
     pub fn write(&self, value: &T) -> Result<(), ChannelError> {
-        let chan = self.end.chan();
-        let mig = match fast::write(chan, value, None) {
-            fast::Path::Done(r) => return r,
-            fast::Path::General(mig) => mig,
-        };
-        let out = encode(chan, value)?;
-        chan.write_migrating(&out.bytes, None, mig)
-            .map_err(op_error)?;
-        out.delivered();
-        Ok(())
+        self.write_until(value, Deadline::NEVER)
     }
 
     /// Like [`write`](Self::write), giving up with
     /// [`ChannelError::Timeout`] after `timeout` (nothing was written then).
     pub fn write_timeout(&self, value: &T, timeout: Duration) -> Result<(), ChannelError> {
+        self.write_until(value, Deadline::after(timeout))
+    }
+
+    /// The fast path, else the general one.
+    #[inline(always)] // `write` stays one function on the hot path
+    fn write_until(&self, value: &T, deadline: Deadline) -> Result<(), ChannelError> {
         let chan = self.end.chan();
-        let deadline = Deadline::after(timeout).instant();
+        let deadline = deadline.instant();
         let mig = match fast::write(chan, value, deadline) {
             fast::Path::Done(r) => return r,
             fast::Path::General(mig) => mig,
