@@ -250,6 +250,11 @@ impl SharedFd {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
     }
+
+    /// The descriptor itself, if no other clone holds it.
+    pub(crate) fn into_owned(self) -> Option<OwnedFd> {
+        Arc::try_unwrap(self.0).ok()
+    }
 }
 
 impl AsFd for SharedFd {

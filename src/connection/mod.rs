@@ -591,6 +591,17 @@ impl Connection {
     /// [`RecvError::Disconnected`]. Dropping the connection does the same.
     pub fn close(self) {}
 
+    /// Its descriptor back, if the connection is idle: no shared rings, nothing
+    /// received and left unread, the stream neither ended nor broken, and no
+    /// other handle on the descriptor.
+    pub(crate) fn into_idle_fd(self) -> Option<OwnedFd> {
+        let r = self.reader.into_inner().unwrap_or_else(|e| e.into_inner());
+        if self.shared.is_some() || r.has_frame_bytes() || !r.fds.is_empty() || r.ended() {
+            return None;
+        }
+        self.fd.into_owned()
+    }
+
     /// Whether a whole message (or an error to report) is buffered, so
     /// that the next receive does not touch the socket.
     pub(crate) fn has_buffered(&self) -> bool {

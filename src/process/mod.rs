@@ -215,7 +215,7 @@ impl<R: DeserializeOwned> Process<R> {
 
     fn fork(&mut self, meta: identity::Meta, mut args: Encoded) -> Result<Arc<Child>, StartError> {
         use std::io::Write;
-        let (ours, theirs) = sys::socket::stream_pair()?;
+        let (ours, theirs) = registry::socket_pair()?;
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         match sys::process::fork()? {
