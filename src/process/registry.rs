@@ -119,12 +119,12 @@ impl Child {
             }
             if ready[1] {
                 // Everything the child wrote before exiting is queued now.
-                if let Some(conn) = st.conn.take() {
-                    if let Ok(outcome) = conn.recv_encoded(Some(Duration::ZERO)) {
-                        st.outcome = Some(outcome);
-                        if let Some(bell) = st.bell.take() {
-                            keep_spare(conn, bell);
-                        }
+                if let Some(conn) = st.conn.take()
+                    && let Ok(outcome) = conn.recv_encoded(Some(Duration::ZERO))
+                {
+                    st.outcome = Some(outcome);
+                    if let Some(bell) = st.bell.take() {
+                        keep_spare(conn, bell);
                     }
                 }
                 st.bell = None;
