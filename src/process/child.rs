@@ -68,9 +68,10 @@ fn run_spawned(fd: i32) -> ! {
             "the child runs a different binary than its parent",
         );
     }
-    identity::set_after_start(&meta);
     // The same binary (fingerprint checked above): the references hold.
-    run_target(meta.trampoline.get(), meta.target, rest, fds, reply)
+    let (trampoline, target) = (meta.trampoline.get(), meta.target);
+    identity::set_after_start(meta, true);
+    run_target(trampoline, target, rest, fds, reply)
 }
 
 /// The largest outcome (whole frame) sent without ringing the bell: one
@@ -137,8 +138,10 @@ pub fn run_target(
 /// report is written in one piece, so reports of concurrent children do not
 /// interleave. A target may install a hook of its own instead.
 fn report_panics_in_one_line() {
-    let name = identity::current_process().name;
-    std::panic::set_hook(Box::new(move |info| {
+    // The name is looked up when a panic comes, not now: the hook captures
+    // nothing, so installing it allocates nothing.
+    std::panic::set_hook(Box::new(|info| {
+        let name = identity::current_process().name;
         use std::fmt::Write as _;
         let payload = info.payload();
         let message = payload

@@ -173,7 +173,11 @@ impl<R: DeserializeOwned> Process<R> {
         let args = payload()?;
         // Drawn now if this is its first use, so that a forked child shares
         // it too.
-        let authkey = authkey()?;
+        let mut authkey = authkey()?;
+        if method == StartMethod::Fork {
+            // A forked child holds it already: it need not free a copy.
+            authkey = Vec::new();
+        }
         let (identity, default_name) = identity::next_child();
         let name = self.name.clone().unwrap_or(default_name);
         let me = current_process();
@@ -235,7 +239,8 @@ impl<R: DeserializeOwned> Process<R> {
                 if self.setup.apply_single_threaded().is_err() {
                     sys::process::exit_now(70);
                 }
-                identity::set_after_start(&meta);
+                // Its authkey is the parent's already (drawn before the fork).
+                identity::set_after_start(meta, false);
                 // The argument descriptors were inherited: take them over, so
                 // that dropping a handle in the child really closes it. Only
                 // a descriptor still shared with another object of this

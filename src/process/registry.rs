@@ -232,7 +232,14 @@ pub fn active() -> Vec<Arc<Child>> {
 /// Terminates daemon children (SIGTERM, then SIGKILL after a second) and
 /// waits for the others, as Python does when the main module finishes.
 pub fn finish_children() {
-    let list: Vec<Arc<Child>> = lock(&CHILDREN).clone();
+    let list: Vec<Arc<Child>> = {
+        let list = lock(&CHILDREN);
+        if list.is_empty() {
+            // The common case in a child: nothing to wait for, no clock read.
+            return;
+        }
+        list.clone()
+    };
     for c in list.iter().filter(|c| c.daemon) {
         let _ = c.signal(sys::process::SIGTERM);
     }
