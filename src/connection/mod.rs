@@ -366,6 +366,12 @@ impl Connection {
     /// Sends a value encoded by [`codec::encode`] with
     /// `frame::SHORT_HEADER` bytes of room.
     pub(crate) fn send_encoded(&self, mut enc: codec::Encoded) -> Result<(), SendError> {
+        self.send_encoded_mut(&mut enc)
+    }
+
+    /// [`send_encoded`](Self::send_encoded), leaving the message to the
+    /// caller (its room for the header overwritten).
+    pub(crate) fn send_encoded_mut(&self, enc: &mut codec::Encoded) -> Result<(), SendError> {
         let body_len = enc.bytes.len() - frame::SHORT_HEADER;
         self.check_send(body_len, !enc.fds.is_empty())?;
         let mut header = [0u8; frame::LONG_HEADER];

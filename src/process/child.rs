@@ -45,6 +45,7 @@ fn run_spawned(fd: i32) -> ! {
     let reply = Reply {
         conn: Connection::from_fd(fd, true, true, true),
         bell: None,
+        out: Vec::new(),
     };
     let Ok((payload, fds)) = reply.conn.recv_encoded(None) else {
         // The parent went away before sending the bootstrap message.
@@ -83,10 +84,12 @@ const QUIET_MAX: usize = 2048;
 
 /// Where a child sends its outcome: the connection to its parent and, for
 /// a forked child, the bell that asks the parent to watch that connection
-/// (see `registry::Child::new`).
+/// (see `registry::Child::new`) and room for the outcome made before the
+/// fork.
 pub struct Reply {
     pub conn: Connection,
-    pub bell: Option<OwnedFd>,
+    pub bell: Option<Connection>,
+    pub out: Vec<u8>,
 }
 
 impl Reply {
@@ -97,7 +100,11 @@ impl Reply {
             // The parent may be watching only for the exit: have it read.
             let _ = sys::socket::send_all(bell.as_fd(), &[&[1]], &[]);
         }
-        let _ = self.conn.send_encoded(encoded);
+        // Not freed: the process ends right after sending it, and the
+        // allocator's pages would be written (copied, in a forked child)
+        // for nothing.
+        let mut encoded = std::mem::ManuallyDrop::new(encoded);
+        let _ = self.conn.send_encoded_mut(&mut encoded);
     }
 }
 
@@ -108,10 +115,11 @@ pub fn run_target(
     target: RawFnRef,
     payload: &[u8],
     fds: Vec<OwnedFd>,
-    reply: Reply,
+    mut reply: Reply,
 ) -> ! {
     report_panics_in_one_line();
-    let result = catch_unwind(AssertUnwindSafe(|| trampoline(target, payload, fds)));
+    let out = std::mem::take(&mut reply.out);
+    let result = catch_unwind(AssertUnwindSafe(|| trampoline(target, payload, fds, out)));
     match result {
         Ok(Ok(encoded)) => {
             reply.send(encoded);

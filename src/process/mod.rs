@@ -220,6 +220,12 @@ impl<R: DeserializeOwned> Process<R> {
     fn fork(&mut self, meta: identity::Meta, mut args: Encoded) -> Result<Arc<Child>, StartError> {
         use std::io::Write;
         let (ours, theirs) = registry::socket_pair()?;
+        // Both ends' connections and room for the outcome are made before
+        // the fork, so that the child reaches its target without calling
+        // the allocator (every page it writes is a page copied).
+        let ours = Connection::from_fd(ours, true, true, true);
+        let theirs = Connection::from_fd(theirs, true, true, true);
+        let out = Vec::with_capacity(target::OUTCOME_ROOM);
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         match sys::process::fork()? {
@@ -253,10 +259,10 @@ impl<R: DeserializeOwned> Process<R> {
                             .ok()
                     })
                     .collect();
-                let conn = Connection::from_fd(theirs, true, true, true);
                 let reply = child::Reply {
-                    conn,
+                    conn: theirs,
                     bell: Some(ours),
+                    out,
                 };
                 child::run_target(
                     self.trampoline.get(),
@@ -267,15 +273,15 @@ impl<R: DeserializeOwned> Process<R> {
                 )
             }
             sys::process::Forked::Parent(pid) => {
+                drop(out);
                 let pidfd = sys::process::pidfd_open(pid)?;
-                let conn = Connection::from_fd(ours, true, true, true);
                 // The parent keeps the child's end open as the bell.
                 Ok(Child::new(
                     pid,
                     meta.name,
                     meta.daemon,
                     pidfd,
-                    conn,
+                    ours,
                     Some(theirs),
                 ))
             }

@@ -40,7 +40,7 @@ struct State {
     /// A forked child's bell (see [`Child::new`]): while it is here and
     /// silent, the child's outcome is small enough to wait in the socket,
     /// so only the pidfd is watched.
-    bell: Option<OwnedFd>,
+    bell: Option<Connection>,
     outcome: Option<Outcome>,
     exit: Option<Exit>,
 }
@@ -60,7 +60,7 @@ impl Child {
         daemon: bool,
         pidfd: OwnedFd,
         conn: Connection,
-        bell: Option<OwnedFd>,
+        bell: Option<Connection>,
     ) -> Arc<Self> {
         Arc::new(Child {
             pid,
@@ -205,8 +205,8 @@ pub fn socket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// Keeps the pair of a reaped forked child (the parent's connection, whose
 /// outcome was read, and the child's end, its bell, silent) as the spare,
 /// if nothing is left in it.
-fn keep_spare(conn: Connection, bell: OwnedFd) {
-    let Some(ours) = conn.into_idle_fd() else {
+fn keep_spare(conn: Connection, bell: Connection) {
+    let (Some(ours), Some(bell)) = (conn.into_idle_fd(), bell.into_idle_fd()) else {
         return;
     };
     // Nothing readable either way: the child sent one frame, now read, and
