@@ -384,6 +384,12 @@ impl Connection {
     /// Sends a value encoded by [`codec::encode`] with
     /// `frame::SHORT_HEADER` bytes of room.
     pub(crate) fn send_encoded(&self, mut enc: codec::Encoded) -> Result<(), SendError> {
+        self.send_encoded_mut(&mut enc)
+    }
+
+    /// [`send_encoded`](Self::send_encoded), leaving the message to the
+    /// caller (its room for the header overwritten).
+    pub(crate) fn send_encoded_mut(&self, enc: &mut codec::Encoded) -> Result<(), SendError> {
         let body_len = enc.bytes.len() - frame::SHORT_HEADER;
         self.check_send(body_len, !enc.fds.is_empty())?;
         let mut header = [0u8; frame::LONG_HEADER];
@@ -626,6 +632,17 @@ impl Connection {
     /// Closes this end (Python's `close`). The peer's `recv` then reports
     /// [`RecvError::Disconnected`]. Dropping the connection does the same.
     pub fn close(self) {}
+
+    /// Its descriptor back, if the connection is idle: no shared rings, nothing
+    /// received and left unread, the stream neither ended nor broken, and no
+    /// other handle on the descriptor.
+    pub(crate) fn into_idle_fd(self) -> Option<OwnedFd> {
+        let r = self.reader.into_inner().unwrap_or_else(|e| e.into_inner());
+        if self.shared.is_some() || r.has_frame_bytes() || !r.fds.is_empty() || r.ended() {
+            return None;
+        }
+        self.fd.into_owned()
+    }
 
     /// Whether a whole message (or an error to report) is buffered, so
     /// that the next receive does not touch the socket.
