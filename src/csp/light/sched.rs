@@ -117,7 +117,7 @@ impl TaskShared {
 }
 
 /// Queues a woken task on its worker.
-fn push(task: &Arc<TaskShared>) {
+fn push(task: &TaskShared) {
     if LOCAL.with(|l| l.index.get()) == Some(task.worker) {
         LOCAL.with(|l| l.queue.borrow_mut().push_back(task.idx));
         return;
@@ -203,6 +203,8 @@ fn unregister(addr: usize, task: &Arc<TaskShared>, epoch: u64) {
 enum Msg {
     New(Box<dyn FnOnce() + Send>),
     Wake(usize),
+    /// Run on the worker's thread between two tasks (`run_on`).
+    Run(Box<dyn FnOnce() + Send>),
 }
 
 /// What other threads share with a worker.
@@ -274,6 +276,37 @@ pub(crate) fn spawn_task(worker: usize, body: Box<dyn FnOnce() + Send>) {
         .unwrap_or_else(|e| e.into_inner())
         .push(Msg::New(body));
     w.ring();
+}
+
+/// Runs `f` on the thread of worker `worker`, between two of its tasks
+/// (at once if that is the calling thread). `f` must not wait.
+pub(crate) fn run_on(worker: usize, f: Box<dyn FnOnce() + Send>) {
+    if thread_worker() == Some(worker) {
+        f();
+        return;
+    }
+    let w = &workers()[worker];
+    w.inbox
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Msg::Run(f));
+    w.ring();
+}
+
+/// The worker whose thread this is, if any.
+pub(crate) fn thread_worker() -> Option<usize> {
+    LOCAL.with(|l| l.index.get())
+}
+
+/// The worker of the calling lightweight process (`None`: not in one).
+pub(crate) fn current_worker() -> Option<usize> {
+    LOCAL.with(|l| {
+        if l.current.get().is_null() {
+            None
+        } else {
+            l.index.get()
+        }
+    })
 }
 
 /// Per worker thread, what tasks running on it reach.
@@ -523,6 +556,7 @@ impl Worker {
             match m {
                 Msg::New(body) => self.create(body),
                 Msg::Wake(idx) => LOCAL.with(|l| l.queue.borrow_mut().push_back(idx)),
+                Msg::Run(f) => f(),
             }
         }
         let fresh = LOCAL.with(|l| std::mem::take(&mut *l.fresh.borrow_mut()));
@@ -880,26 +914,41 @@ pub(crate) fn sleep_until(deadline: Instant) -> bool {
 
 // ---- parking without a futex word (the fast channel path, `csp/chan/fast.rs`) -------
 
-/// Wakes a task from one park of [`park_current`]; a wake after the task
-/// left that park does nothing.
+/// Wakes a task from one park of [`park_current`], on the task's own
+/// worker thread; a wake after the task left that park does nothing.
+///
+/// It points to the task without counting (no atomic operation per
+/// message): its user keeps it only while the task is parked on a
+/// structure confined to the worker's thread (`csp/chan/fast.rs`), so
+/// the task is alive when it is used.
 pub(crate) struct Unparker {
-    task: Arc<TaskShared>,
+    task: *const TaskShared,
     epoch: u64,
 }
 
 impl Unparker {
     /// Makes the task runnable (queued on its worker) if it is still in
-    /// the park this unparker was made for.
+    /// the park this unparker was made for. On the task's worker thread.
     pub(crate) fn unpark(self) {
-        self.task.try_wake(self.epoch, false);
+        // SAFETY: the task is alive (see the type's docs).
+        let t = unsafe { &*self.task };
+        debug_assert_eq!(thread_worker(), Some(t.worker));
+        // No CAS: only this thread wakes a park of `park_current` (this
+        // unparker, or the task's deadline in `housekeeping`); a waker of
+        // another thread holds an older epoch and fails its CAS.
+        let parked = self.epoch << 2 | PARKED;
+        if t.state.load(Ordering::Relaxed) == parked {
+            t.state.store(self.epoch << 2 | QUEUED, Ordering::Relaxed);
+            push(t);
+        }
     }
 }
 
 /// Parks the running task until its unparker is used, or `deadline`.
 /// `publish` receives the unparker once the task counts as parked (a wake
 /// from then on is not lost), and runs before the task suspends: it must
-/// not wait, and must hand the unparker over through a synchronising
-/// operation (a lock). False (and `publish` not called) when not on a task.
+/// not wait; the unparker is used on this worker's thread only. False
+/// (and `publish` not called) when not on a task.
 #[inline(never)]
 pub(crate) fn park_current(deadline: Option<Instant>, publish: impl FnOnce(Unparker)) -> bool {
     let park = LOCAL.with(|l| l.current.get());
@@ -912,12 +961,11 @@ pub(crate) fn park_current(deadline: Option<Instant>, publish: impl FnOnce(Unpar
         let p = unsafe { &mut *park };
         p.epoch += 1;
         let epoch = p.epoch;
-        // Release suffices: the unparker reaches a waker only through
-        // `publish`, which synchronises (a lock) with it.
+        // The unparker is used on this thread only (`Unparker`).
         p.shared.state.store(epoch << 2 | PARKED, Ordering::Release);
         p.deadline = deadline;
         publish(Unparker {
-            task: p.shared.clone(),
+            task: Arc::as_ptr(&p.shared),
             epoch,
         });
     }
