@@ -192,6 +192,38 @@ fn join_returns_values(m: Method) {
     assert!(p.join().unwrap() == pattern(len), "large result corrupted");
 }
 
+/// Results of every size around the largest a forked child sends without
+/// asking its parent to read as it sends (2 KiB), up to several socket
+/// buffers: each arrives whole, by `join` and while `is_alive` polls; a long
+/// panic message too.
+fn results_around_the_quiet_size(m: Method) {
+    for len in [0, 1, 1990, 2030, 2048, 2049, 2100, 4700, 70_000, 600_000] {
+        let mut p = Process::new(big_vec, len).start_method(m.start());
+        p.start().unwrap();
+        let got = p.join().unwrap();
+        assert!(got == pattern(len), "result of {len} bytes corrupted");
+
+        let mut p = Process::new(big_vec, len).start_method(m.start());
+        p.start().unwrap();
+        while p.is_alive() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            p.join().unwrap() == pattern(len),
+            "result of {len} bytes corrupted"
+        );
+    }
+    for len in [2040, 9000] {
+        let message = "m".repeat(len);
+        let mut p = Process::new(panic_with, message.clone()).start_method(m.start());
+        p.start().unwrap();
+        match p.join() {
+            Err(JoinError::Panicked { message: got }) => assert!(got == message),
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+    }
+}
+
 fn join_timeout_then_join(m: Method) {
     let mut p = Process::new(sleep_ms, 600).start_method(m.start());
     p.start().unwrap();
@@ -396,6 +428,7 @@ fn survives_short_lived_thread(m: Method) {
 
 both_methods!(
     join_returns_values,
+    results_around_the_quiet_size,
     join_timeout_then_join,
     exit_codes,
     kill_and_terminate,

@@ -263,6 +263,24 @@ impl Connection {
         self.shared.as_deref().is_some_and(Shared::has_data)
     }
 
+    /// Spins, as a blocking receive does before it sleeps (the ring's
+    /// adaptive spin, none when [`spin_may_pay`](Self::spin_may_pay) says
+    /// no), until a message is
+    /// in the incoming ring; whether one came. `false` at once without
+    /// rings or when the next message is announced on the socket. For the
+    /// async receive, before it asks for a doorbell and waits for the
+    /// reactor.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn spin_for_ring(&self) -> bool {
+        let Some(sh) = &self.shared else {
+            return false;
+        };
+        if lock(&self.reader).socket_pending {
+            return false;
+        }
+        sh.spin_for_data(None)
+    }
+
     /// Whether spinning for this end's peer can pay: it has rings, the
     /// machine more than one CPU, and the peer is not pinned to the one
     /// CPU this process is pinned to.

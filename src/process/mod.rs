@@ -210,7 +210,7 @@ impl<R: DeserializeOwned> Process<R> {
         msg.then(FRAME_ROOM, args);
         // A child that died at once is reported by join(), not here.
         let _ = conn.send_encoded(msg);
-        Ok(Child::new(pid, name, daemon, pidfd, conn))
+        Ok(Child::new(pid, name, daemon, pidfd, conn, None))
     }
 
     fn fork(&mut self, meta: identity::Meta, mut args: Encoded) -> Result<Arc<Child>, StartError> {
@@ -220,7 +220,7 @@ impl<R: DeserializeOwned> Process<R> {
         let _ = std::io::stderr().flush();
         match sys::process::fork()? {
             sys::process::Forked::Child => {
-                drop(ours);
+                // `ours` stays open: it is the bell (see `Child::new`).
                 // The child's copy of the arguments would keep the handles'
                 // descriptors open beside the ones the target receives.
                 self.payload = None;
@@ -249,19 +249,30 @@ impl<R: DeserializeOwned> Process<R> {
                     })
                     .collect();
                 let conn = Connection::from_fd(theirs, true, true, true);
+                let reply = child::Reply {
+                    conn,
+                    bell: Some(ours),
+                };
                 child::run_target(
                     self.trampoline.get(),
                     self.target,
                     args.payload(0),
                     fds,
-                    conn,
+                    reply,
                 )
             }
             sys::process::Forked::Parent(pid) => {
-                drop(theirs);
                 let pidfd = sys::process::pidfd_open(pid)?;
                 let conn = Connection::from_fd(ours, true, true, true);
-                Ok(Child::new(pid, meta.name, meta.daemon, pidfd, conn))
+                // The parent keeps the child's end open as the bell.
+                Ok(Child::new(
+                    pid,
+                    meta.name,
+                    meta.daemon,
+                    pidfd,
+                    conn,
+                    Some(theirs),
+                ))
             }
         }
     }

@@ -37,17 +37,30 @@ pub struct Child {
 struct State {
     /// The bootstrap connection, until the outcome arrived or the child died.
     conn: Option<Connection>,
+    /// A forked child's bell (see [`Child::new`]): while it is here and
+    /// silent, the child's outcome is small enough to wait in the socket,
+    /// so only the pidfd is watched.
+    bell: Option<OwnedFd>,
     outcome: Option<Outcome>,
     exit: Option<Exit>,
 }
 
 impl Child {
+    /// A started child. With a `bell` (a forked child), the parent does not
+    /// wake for the outcome message: the child sends a small outcome and
+    /// exits, and the message is read once the pidfd says it exited; before
+    /// sending one too large to wait in the socket's buffer, the child rings
+    /// the bell (makes it readable), and from then on the connection is
+    /// watched too, as without a bell. This spares a wake-up per child (two:
+    /// the message, and the hang-up of the child's end at exit, as long as
+    /// the parent holds the bell, a copy of that end).
     pub fn new(
         pid: i32,
         name: String,
         daemon: bool,
         pidfd: OwnedFd,
         conn: Connection,
+        bell: Option<OwnedFd>,
     ) -> Arc<Self> {
         Arc::new(Child {
             pid,
@@ -56,6 +69,7 @@ impl Child {
             pidfd,
             state: Mutex::new(State {
                 conn: Some(conn),
+                bell,
                 outcome: None,
                 exit: None,
             }),
@@ -72,13 +86,24 @@ impl Child {
                 return Ok(Some(exit));
             }
             let slice = deadline.slice(SLICE);
-            let ready = match &st.conn {
-                Some(conn) => {
-                    sys::poll::wait_readable(&[conn.as_fd(), self.pidfd.as_fd()], Some(slice))?
+            let ready = match (&st.conn, &st.bell) {
+                (Some(_), Some(bell)) => {
+                    let [rang, exited] = sys::poll::wait_readable_n(
+                        [bell.as_fd(), self.pidfd.as_fd()],
+                        Some(slice),
+                    )?;
+                    if rang {
+                        // A large outcome is on its way: read it as it comes.
+                        st.bell = None;
+                    }
+                    [false, exited]
                 }
-                None => {
-                    let r = sys::poll::wait_readable(&[self.pidfd.as_fd()], Some(slice))?;
-                    vec![false, r[0]]
+                (Some(conn), None) => {
+                    sys::poll::wait_readable_n([conn.as_fd(), self.pidfd.as_fd()], Some(slice))?
+                }
+                (None, _) => {
+                    let [exited] = sys::poll::wait_readable_n([self.pidfd.as_fd()], Some(slice))?;
+                    [false, exited]
                 }
             };
             if ready[0] {
@@ -99,6 +124,7 @@ impl Child {
                 {
                     st.outcome = Some(outcome);
                 }
+                st.bell = None;
                 st.exit = sys::process::wait_exit(self.pidfd.as_fd(), true)?;
                 if let Some(exit) = st.exit {
                     drop(st);
