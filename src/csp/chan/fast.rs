@@ -396,28 +396,35 @@ pub(crate) enum Path<'a, R> {
     General(Migration<'a>),
 }
 
-/// What a party found on arriving: the channel's closure, a parked
-/// counterpart of side `dir` (dequeued: the caller's to finish), or
-/// nobody.
+/// The first parked counterpart of side `dir`, left queued, or the
+/// channel's closure.
 ///
 /// # Safety
 /// On the owner's thread.
-unsafe fn arrive(fast: &Fast, dir: u32) -> Result<Option<&Node>, OpError> {
+unsafe fn peek(fast: &Fast, dir: u32) -> Result<Option<&Node>, OpError> {
     // SAFETY: the caller's contract; no suspension here.
     let n = unsafe {
         fast.with_queue(|q| match q.closed {
             Some(e) => Err(e),
-            None if q.side == dir => Ok(q.nodes.pop_front()),
+            None if q.side == dir => Ok(q.nodes.front().copied()),
             None => Ok(None),
         })
     }?;
-    // SAFETY: queued until just now, so alive until we finish it (module
-    // docs).
+    // SAFETY: queued, so alive until dequeued and finished (module docs).
     Ok(n.map(|n| unsafe { &*n }))
 }
 
-/// Finishes the dequeued counterpart `n` as done and wakes it.
-fn complete(n: &Node) {
+/// Dequeues the counterpart `n` that [`peek`] returned, finishes it as
+/// done and wakes it (it runs once the caller suspends: until then its
+/// node is still the caller's to read).
+///
+/// # Safety
+/// On the owner's thread, `n` at the head of the queue.
+unsafe fn complete(fast: &Fast, n: &Node) {
+    // SAFETY: the caller's contract; no suspension here.
+    unsafe {
+        fast.with_queue(|q| q.nodes.pop_front());
+    }
     n.outcome.set(DONE);
     if let Some(u) = n.unparker.take() {
         u.unpark();
@@ -473,30 +480,41 @@ pub(crate) fn write<'a, T: Serialize>(
         return Path::General(Migration::none());
     }
     let fast = chan.fast();
-    let mine = node();
-    let mut buf = mine.msg.take();
-    let fits = encode(chan, value, &mut buf);
-    mine.msg.set(buf);
-    if !fits {
-        recycle(mine);
-        return Path::General(Migration::none());
-    }
     // SAFETY: claimed: on the owner's thread.
-    let r = match unsafe { arrive(fast, chan::READ) } {
-        Err(e) => Path::Done(Err(op_error(e))),
-        Ok(Some(reader)) => {
-            reader.msg.swap(&mine.msg);
-            complete(reader);
-            Path::Done(Ok(()))
-        }
-        Ok(None) => match wait(fast, &mine, chan::WRITE, deadline) {
-            Ok(DONE) => Path::Done(Ok(())),
-            Ok(ABORTED) => Path::Done(Err(aborted(fast))),
-            Ok(_) => Path::General(Migration(Some(fast))),
-            Err(e) => Path::Done(Err(op_error(e))),
-        },
+    let reader = match unsafe { peek(fast, chan::READ) } {
+        Err(e) => return Path::Done(Err(op_error(e))),
+        Ok(r) => r,
     };
-    recycle(mine);
+    // Straight into the parked reader's buffer if there is one (it stays
+    // queued until the message is in), else into our own node's.
+    let mine = if reader.is_none() { Some(node()) } else { None };
+    let into = reader.or(mine.as_deref());
+    let fits = into.is_some_and(|n| {
+        let mut buf = n.msg.take();
+        let fits = encode(chan, value, &mut buf);
+        n.msg.set(buf);
+        fits
+    });
+    let r = if !fits {
+        Path::General(Migration::none())
+    } else if let Some(reader) = reader {
+        // SAFETY: on the owner's thread; `reader` still heads the queue.
+        unsafe { complete(fast, reader) };
+        Path::Done(Ok(()))
+    } else {
+        match mine
+            .as_deref()
+            .map(|n| wait(fast, n, chan::WRITE, deadline))
+        {
+            Some(Ok(DONE)) => Path::Done(Ok(())),
+            Some(Ok(ABORTED)) => Path::Done(Err(aborted(fast))),
+            Some(Err(e)) => Path::Done(Err(op_error(e))),
+            _ => Path::General(Migration(Some(fast))),
+        }
+    };
+    if let Some(n) = mine {
+        recycle(n);
+    }
     r
 }
 
@@ -510,18 +528,22 @@ pub(crate) fn read<T: DeserializeOwned>(
         return Path::General(Migration::none());
     }
     let fast = chan.fast();
-    let mine = node();
     // SAFETY: claimed: on the owner's thread.
-    let got = match unsafe { arrive(fast, chan::WRITE) } {
-        Err(e) => Err(e),
+    match unsafe { peek(fast, chan::WRITE) } {
+        Err(e) => return Path::Done(Err(op_error(e))),
         Ok(Some(writer)) => {
-            writer.msg.swap(&mine.msg);
-            complete(writer);
-            Ok(DONE)
+            // SAFETY: on the owner's thread; `writer` heads the queue.
+            unsafe { complete(fast, writer) };
+            // The writer runs once we suspend: its buffer is ours till then.
+            let bytes = writer.msg.take();
+            let r = decode(&bytes);
+            writer.msg.set(bytes);
+            return Path::Done(r);
         }
-        Ok(None) => wait(fast, &mine, chan::READ, deadline),
-    };
-    let r = match got {
+        Ok(None) => {}
+    }
+    let mine = node();
+    let r = match wait(fast, &mine, chan::READ, deadline) {
         Ok(DONE) => {
             let bytes = mine.msg.take();
             let r = decode(&bytes);
@@ -555,7 +577,14 @@ fn encode<T: Serialize>(chan: &Chan, value: &T, buf: &mut Vec<u8>) -> bool {
         .min(usize::try_from(chan.max_message()).unwrap_or(usize::MAX))
         .saturating_sub(1);
     codec::encode_into(value, |d| {
-        buf.extend_from_slice(d);
+        if d.len() <= 16 {
+            // Small pieces (a number's varint) byte by byte: no call to
+            // memcpy.
+            buf.reserve(d.len());
+            d.iter().for_each(|&b| buf.push(b));
+        } else {
+            buf.extend_from_slice(d);
+        }
         buf.len() <= limit
     })
     .is_ok()
