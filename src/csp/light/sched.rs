@@ -7,14 +7,15 @@
 //! A million processes cannot each have a stack of their own: one page is
 //! the least a stack commits (4 GiB for a million), and a stack with a
 //! guard page costs two of the kernel's 65,530 memory maps. So each worker
-//! has [`SLOTS`] stacks (1 MiB each, guard page below, committed as they
-//! are touched), and a task always runs on the slot `id % SLOTS` (its
-//! frames hold pointers into it, so it cannot move). When a task must run
-//! on a slot another suspended task occupies, the occupant's live part
-//! (from its stack pointer at suspension to the slot's top, usually under
-//! 2 KiB) is copied to the heap, and the task's own copy back (as
-//! greenlet does for PyCSP's greenlets mode). A network of at most
-//! [`SLOTS`] processes per worker never copies.
+//! has stack slots (1 MiB each, guard page below, committed as they are
+//! touched): [`SLOTS`] at start, one more for each new task while no slot
+//! is free and the process's budget (`MAX_SLOTS`) lasts, then shared in
+//! turn; a task always runs on the slot it got at creation (its frames
+//! hold pointers into it, so it cannot move). When a task must run on a
+//! slot another suspended task occupies, the occupant's live part (from
+//! its stack pointer at suspension to the slot's top, usually under 2 KiB)
+//! is copied to the heap, and the task's own copy back (as greenlet does
+//! for PyCSP's greenlets mode). A network within the budget never copies.
 //!
 //! So nothing outside a task may point into its stack while it is
 //! suspended: the scheduler copies what it needs at suspension (the words
@@ -64,8 +65,17 @@ use corosensei::{Coroutine, CoroutineResult, Yielder};
 use crate::sys;
 use crate::sys::futex::Wake;
 
-/// Stack slots per worker.
+/// Stack slots per worker at start.
 pub(crate) const SLOTS: usize = 16;
+/// Stack slots all workers together may grow to: a task gets a slot of
+/// its own while the budget lasts, so that a network of up to about this
+/// many processes never copies a stack (copying two stacks per switch
+/// was most of a 10,000-process ring's time, measured). Two of the
+/// kernel's 65,530 memory maps each; a slot keeps the pages its tasks
+/// touched (a few KiB).
+const MAX_SLOTS: usize = 12_288;
+/// Slots made so far, by all workers.
+static SLOTS_MADE: AtomicUsize = AtomicUsize::new(0);
 /// The granularity of a parked task's saved stack, in bytes: the
 /// allocator's own (a coarser grain cost a million parked tasks about
 /// 190 bytes each, measured, for blocks that rarely had to move).
@@ -422,6 +432,8 @@ struct Task {
 struct Slot {
     stack: DefaultStack,
     occupant: Option<usize>,
+    /// Tasks assigned to the slot.
+    users: usize,
 }
 
 struct Worker {
@@ -431,6 +443,8 @@ struct Worker {
     free: Vec<usize>,
     slots: Vec<Slot>,
     next_slot: usize,
+    /// Slots no task is assigned to.
+    free_slots: Vec<usize>,
     parked: Vec<usize>,
     poll_at: usize,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, usize, u64)>>,
@@ -505,10 +519,12 @@ fn suspend_here(park: *mut Park) {
 
 impl Worker {
     fn new(index: usize, shared: Arc<WorkerShared>) -> Worker {
+        SLOTS_MADE.fetch_add(SLOTS, Ordering::Relaxed);
         let slots = (0..SLOTS)
             .map(|_| Slot {
                 stack: DefaultStack::new(SLOT_SIZE).expect("map a stack for lightweight processes"),
                 occupant: None,
+                users: 0,
             })
             .collect();
         Worker {
@@ -518,6 +534,7 @@ impl Worker {
             free: Vec::new(),
             slots,
             next_slot: 0,
+            free_slots: (0..SLOTS).rev().collect(),
             parked: Vec::new(),
             poll_at: 0,
             timers: BinaryHeap::new(),
@@ -641,8 +658,8 @@ impl Worker {
             worker: self.index,
             idx,
         });
-        let slot = self.next_slot;
-        self.next_slot = (self.next_slot + 1) % SLOTS;
+        let slot = self.pick_slot();
+        self.slots[slot].users += 1;
         self.tasks[idx] = Some(Task {
             co: None,
             body: Some(body),
@@ -661,6 +678,26 @@ impl Worker {
             }),
         });
         LOCAL.with(|l| l.queue.borrow_mut().push_back(idx));
+    }
+
+    /// The slot of a new task: a free one, else a new one while the
+    /// budget lasts, else the next in turn.
+    fn pick_slot(&mut self) -> usize {
+        if let Some(s) = self.free_slots.pop() {
+            return s;
+        }
+        if SLOTS_MADE.fetch_add(1, Ordering::Relaxed) < MAX_SLOTS
+            && let Ok(stack) = DefaultStack::new(SLOT_SIZE)
+        {
+            self.slots.push(Slot {
+                stack,
+                occupant: None,
+                users: 0,
+            });
+            return self.slots.len() - 1;
+        }
+        self.next_slot = (self.next_slot + 1) % self.slots.len();
+        self.next_slot
     }
 
     /// Makes task `idx`'s stack resident in its slot: copies the
@@ -770,8 +807,13 @@ impl Worker {
                 drop(co);
                 self.tasks[idx] = None;
                 self.free.push(idx);
-                if self.slots[slot].occupant == Some(idx) {
-                    self.slots[slot].occupant = None;
+                let s = &mut self.slots[slot];
+                if s.occupant == Some(idx) {
+                    s.occupant = None;
+                }
+                s.users -= 1;
+                if s.users == 0 {
+                    self.free_slots.push(slot);
                 }
             }
             CoroutineResult::Yield(()) => {
