@@ -121,7 +121,7 @@ impl ChannelBuilder {
             return Err(bad("channel too large (buffer × slot_size)"));
         }
         let flavor = if self.threads_only {
-            Flavor::Threads(Arc::new(Chan::create(Memory::heap(geo.size()), geo)))
+            Flavor::Threads(Arc::new(Chan::private(geo)))
         } else {
             Flavor::Processes(Arc::new(Chan::create(Memory::shared(geo.size())?, geo)))
         };

@@ -74,9 +74,7 @@ impl Chan {
 
     /// Counts one more end on side `dir`, held by this process.
     pub fn add_end(&self, dir: u32) {
-        let h = self.header();
-        let c = if dir == READ { &h.readers } else { &h.writers };
-        c.fetch_add(1, Ordering::AcqRel);
+        self.ends_word(dir).fetch_add(1, Ordering::AcqRel);
         self.hold(liveness::me(), dir, 1);
     }
 
@@ -140,16 +138,14 @@ impl Chan {
 
     /// One end of side `dir` less in the channel's count.
     pub(super) fn drop_end(&self, dir: u32) {
-        let h = self.header();
-        let c = if dir == READ { &h.readers } else { &h.writers };
-        let prev = c.fetch_sub(1, Ordering::AcqRel);
+        let prev = self.ends_word(dir).fetch_sub(1, Ordering::AcqRel);
         if prev == 1 {
             // The flag first, lock-free (so that a death from here on is
             // repaired by the next lock holder, which sees it), then, under
             // the lock, abort every post that happened before: a post under
             // the lock either happened before this lock or sees RETIRED. A
             // poisoned channel needs no retiring.
-            h.flags.fetch_or(RETIRED, Ordering::AcqRel);
+            self.flags().fetch_or(RETIRED, Ordering::AcqRel);
             self.fast().abort(OpError::Retired);
             crash_point(CrashPoint::Retiring);
             if let Ok(_g) = self.lock() {
@@ -164,13 +160,13 @@ impl Chan {
 
     /// Poisons the channel: lock-free, immediate, permanent.
     pub fn poison(&self) {
-        let h = self.header();
         // SeqCst, paired with the SeqCst record store in `alloc` and the
         // SeqCst check in `poisoned_now`: a record posted under a lock taken
         // just before the poison is either seen by the scan below (and
         // aborted) or its owner sees the flag before it sleeps.
-        h.flags.fetch_or(POISONED, Ordering::SeqCst);
+        self.flags().fetch_or(POISONED, Ordering::SeqCst);
         self.fast().abort(OpError::Poisoned);
+        let h = self.header();
         // Best effort, only when nobody holds the lock: release what is
         // buffered (spilled messages own named segments). A holder, or the
         // repairer of a dead one, sees the flag and drains.

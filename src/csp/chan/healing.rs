@@ -46,11 +46,12 @@ impl Chan {
             }
             h.intent_rec.store(0, Ordering::Relaxed);
         }
-        let flags = h.flags.load(Ordering::Acquire);
+        let flags = self.flags().load(Ordering::Acquire);
         if flags & (POISONED | RETIRED) != 0 {
             self.abort_all();
         }
-        if flags & POISONED != 0 || (flags & RETIRED != 0 && h.readers.load(Ordering::Acquire) == 0)
+        if flags & POISONED != 0
+            || (flags & RETIRED != 0 && self.ends_word(READ).load(Ordering::Acquire) == 0)
         {
             self.drain_buffer();
         }
@@ -130,7 +131,7 @@ impl Chan {
     /// message waits for a reader. Waiting parties call it every [`SLICE`].
     pub fn heal(&self) -> bool {
         self.release_dead();
-        if self.header().flags.load(Ordering::Acquire) & (POISONED | RETIRED) != 0 {
+        if self.flags().load(Ordering::Acquire) & (POISONED | RETIRED) != 0 {
             // A poisoner or retirer may have died before aborting everyone.
             self.abort_all();
         }

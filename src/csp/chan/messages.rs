@@ -18,9 +18,9 @@ impl Chan {
     /// Notes that a message of this channel went to a segment of its own
     /// (so that dropping or repairing the channel sweeps segments).
     pub fn mark_spilled(&self) {
-        let h = self.header();
-        if h.flags.load(Ordering::Relaxed) & SPILLED == 0 {
-            h.flags.fetch_or(SPILLED, Ordering::AcqRel);
+        let flags = self.flags();
+        if flags.load(Ordering::Relaxed) & SPILLED == 0 {
+            flags.fetch_or(SPILLED, Ordering::AcqRel);
         }
     }
 
@@ -32,7 +32,7 @@ impl Chan {
     /// Under the lock: unlinks the spill segments of this channel that no
     /// running process can still deliver (see `spill.rs`).
     pub(super) fn sweep_segments(&self) {
-        if self.header().flags.load(Ordering::Acquire) & SPILLED == 0 {
+        if self.flags().load(Ordering::Acquire) & SPILLED == 0 {
             return;
         }
         let mut held = Vec::new();
@@ -133,7 +133,7 @@ impl Drop for Chan {
     /// Sweeps the channel's spill segments that nobody will deliver (only
     /// if it ever spilled; see `spill.rs`).
     fn drop(&mut self) {
-        if self.header().flags.load(Ordering::Acquire) & SPILLED == 0 {
+        if self.flags().load(Ordering::Acquire) & SPILLED == 0 {
             return;
         }
         if let Some(got) = lock::lock(&self.header().lock, Backoff::off()) {

@@ -165,6 +165,7 @@ mod offers;
 mod ops;
 mod waiting;
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -442,13 +443,62 @@ pub(crate) enum Withdrawn {
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
+/// A new channel identity: this process's id and a counter.
+fn new_id() -> u64 {
+    (u64::from(sys::process::getpid() as u32) << 32)
+        | u64::from(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Makes zeroed memory of at least `geo.size()` bytes, not yet seen by
+/// anyone else, a channel: its mutexes and its geometry.
+fn init_memory(mem: &Memory, geo: &Geometry, id: u64) {
+    assert!(mem.len() >= geo.size());
+    let h: &Header = mem.at(0);
+    // The mutexes stay where they are for the memory's lifetime.
+    let lock = std::ptr::from_ref(&h.lock).cast_mut();
+    // SAFETY: the channel lock (an `UnsafeCell` inside, so writable
+    // through this pointer), unused by anyone yet (above).
+    unsafe { RobustMutex::init(lock) }.expect("initialise a channel lock");
+    for idx in 0..geo.nrecords as usize {
+        let rec: &Rec = mem.at(geo.recs_off() + idx * geo.rec_stride());
+        let held = std::ptr::from_ref(&rec.held).cast_mut();
+        // SAFETY: as for the channel lock, for the record's mutex.
+        unsafe { RobustMutex::init(held) }.expect("initialise a channel record");
+    }
+    h.capacity.store(geo.capacity, Ordering::Relaxed);
+    h.nrecords.store(geo.nrecords, Ordering::Relaxed);
+    h.slot.store(geo.slot, Ordering::Relaxed);
+    h.max_message.store(geo.max_message, Ordering::Relaxed);
+    h.id.store(id, Ordering::Relaxed);
+    // Release: a process that maps the segment later (after receiving
+    // the descriptor, itself a synchronising event) sees the geometry.
+    h.magic.store(MAGIC, Ordering::Release);
+}
+
 /// One channel: its memory and this process's copy of its geometry.
 pub(crate) struct Chan {
-    mem: Memory,
+    /// Set at creation for shared memory; private memory is allocated by
+    /// the first use of the general path ([`Chan::mem`]).
+    mem: OnceLock<Memory>,
     geo: Geometry,
     /// The direct hand-over between lightweight processes of this
     /// process, while nobody else uses the channel (`chan/fast.rs`).
     fast: Fast,
+    /// A private channel's words that its memory would hold otherwise.
+    local: Local,
+}
+
+/// The words of a private channel that are needed before it has memory
+/// (the header's `flags`, `readers`, `writers` and `id`, which a private
+/// channel's header leaves unused): a million channels between
+/// lightweight processes, which only the hand-over path uses, need no
+/// more (about 400 bytes a channel less).
+#[derive(Default)]
+struct Local {
+    flags: AtomicU32,
+    readers: AtomicU32,
+    writers: AtomicU32,
+    id: u64,
 }
 
 /// Collects futex wakes to issue once the lock is released.
@@ -489,41 +539,39 @@ impl Drop for Guard<'_> {
 }
 
 impl Chan {
-    /// A new channel in `mem`, which must be zeroed and at least
-    /// `geo.size()` bytes.
+    /// A new channel in `mem`, shared memory (a memfd mapping) which must
+    /// be zeroed and at least `geo.size()` bytes.
     pub fn create(mem: Memory, geo: Geometry) -> Chan {
         assert!(mem.len() >= geo.size());
-        assert_eq!(
-            geo.private,
-            mem.fd().is_none(),
-            "a private geometry in private memory"
+        assert!(
+            !geo.private && mem.fd().is_some(),
+            "a shared geometry in shared memory"
         );
-        let fast = Fast::new(geo.capacity == 0);
-        let chan = Chan { mem, geo, fast };
-        // The memory is zeroed, at least `geo.size()` bytes (so it holds
-        // the header and every record), not yet seen by anyone else, and the
-        // mutexes stay where they are for the memory's lifetime.
-        let lock = std::ptr::from_ref(&chan.header().lock).cast_mut();
-        // SAFETY: the channel lock (an `UnsafeCell` inside, so writable
-        // through this pointer), unused by anyone yet (above).
-        unsafe { RobustMutex::init(lock) }.expect("initialise a channel lock");
-        for idx in 0..geo.nrecords {
-            let held = std::ptr::from_ref(&chan.rec(idx).held).cast_mut();
-            // SAFETY: as for the channel lock, for the record's mutex.
-            unsafe { RobustMutex::init(held) }.expect("initialise a channel record");
+        let id = new_id();
+        init_memory(&mem, &geo, id);
+        Chan {
+            mem: OnceLock::from(mem),
+            geo,
+            fast: Fast::new(geo.capacity == 0),
+            local: Local::default(),
         }
-        let h = chan.header();
-        h.capacity.store(geo.capacity, Ordering::Relaxed);
-        h.nrecords.store(geo.nrecords, Ordering::Relaxed);
-        h.slot.store(geo.slot, Ordering::Relaxed);
-        h.max_message.store(geo.max_message, Ordering::Relaxed);
-        let id = (u64::from(sys::process::getpid() as u32) << 32)
-            | u64::from(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-        h.id.store(id, Ordering::Relaxed);
-        // Release: a process that maps the segment later (after receiving
-        // the descriptor, itself a synchronising event) sees the geometry.
-        h.magic.store(MAGIC, Ordering::Release);
-        chan
+    }
+
+    /// A new channel in private memory (threads and lightweight processes
+    /// of this process only). The memory is allocated when the general
+    /// path first needs it: a rendezvous channel that only lightweight
+    /// processes use (`fast.rs`) may never need it.
+    pub fn private(geo: Geometry) -> Chan {
+        assert!(geo.private, "a private geometry");
+        Chan {
+            mem: OnceLock::new(),
+            geo,
+            fast: Fast::new(geo.capacity == 0),
+            local: Local {
+                id: new_id(),
+                ..Local::default()
+            },
+        }
     }
 
     /// Opens a channel created by another process in `mem`, checking that
@@ -533,7 +581,7 @@ impl Chan {
             return Err("channel segment too small".into());
         }
         let mut chan = Chan {
-            mem,
+            mem: OnceLock::from(mem),
             geo: Geometry {
                 capacity: 0,
                 nrecords: 0,
@@ -542,6 +590,7 @@ impl Chan {
                 private: false,
             },
             fast: Fast::new(false),
+            local: Local::default(),
         };
         let h = chan.header();
         if h.magic.load(Ordering::Acquire) != MAGIC {
@@ -555,7 +604,7 @@ impl Chan {
             private: false,
         };
         let _ = h;
-        if geo.nrecords == 0 || geo.checked_size().is_none_or(|n| n > chan.mem.len()) {
+        if geo.nrecords == 0 || geo.checked_size().is_none_or(|n| n > chan.mem().len()) {
             return Err("channel segment geometry does not fit its size".into());
         }
         chan.geo = geo;
@@ -569,29 +618,61 @@ impl Chan {
 
     /// The memory, for passing the segment on.
     pub fn memory(&self) -> &Memory {
-        &self.mem
+        self.mem()
+    }
+
+    /// The channel's memory: a private channel's is allocated here, when
+    /// first needed.
+    #[inline]
+    fn mem(&self) -> &Memory {
+        self.mem.get_or_init(|| {
+            let mem = Memory::heap(self.geo.size());
+            init_memory(&mem, &self.geo, self.local.id);
+            mem
+        })
     }
 
     /// The header (the memory holds at least `RECS` bytes, checked in
     /// create/open).
     fn header(&self) -> &Header {
-        self.mem.at(0)
+        self.mem().at(0)
+    }
+
+    /// The `flags` word: in the header, or for a private channel beside
+    /// it (see [`Local`]).
+    fn flags(&self) -> &AtomicU32 {
+        if self.geo.private {
+            &self.local.flags
+        } else {
+            &self.header().flags
+        }
+    }
+
+    /// The count of ends of side `dir` (`readers` or `writers`): in the
+    /// header, or for a private channel beside it.
+    fn ends_word(&self, dir: u32) -> &AtomicU32 {
+        match (self.geo.private, dir == READ) {
+            (true, true) => &self.local.readers,
+            (true, false) => &self.local.writers,
+            (false, true) => &self.header().readers,
+            (false, false) => &self.header().writers,
+        }
     }
 
     /// Record `idx`, which must be below `nrecords`.
     fn rec(&self, idx: u32) -> &Rec {
         debug_assert!(idx < self.geo.nrecords);
         let idx = idx.min(self.geo.nrecords - 1) as usize;
-        self.mem
+        self.mem()
             .at(self.geo.recs_off() + idx * self.geo.rec_stride())
     }
 
     /// Byte `off` of the memory, which the geometry (checked against the
     /// memory's size) puts inside it.
     fn byte(&self, off: usize) -> *mut u8 {
-        debug_assert!(off <= self.mem.len());
+        debug_assert!(off <= self.mem().len());
         // SAFETY: `off` lies inside the memory (above).
-        unsafe { self.mem.base().add(off) }
+        unsafe { self.mem().base().add(off) }
     }
 
     /// The message area of record `idx`: `slot` bytes.
@@ -604,7 +685,7 @@ impl Chan {
     fn buf_slot(&self, i: u32) -> (&AtomicU32, *mut u8) {
         let i = i.min(self.geo.buf_slots().saturating_sub(1)) as usize;
         let off = self.geo.buf_off() + i * self.geo.buf_stride();
-        (self.mem.at(off), self.byte(off + SLOT_HEADER))
+        (self.mem().at(off), self.byte(off + SLOT_HEADER))
     }
 
     /// Slots of the holder table (none in private memory).
@@ -618,12 +699,16 @@ impl Chan {
     fn holder(&self, i: usize) -> &Holder {
         debug_assert!(i < self.holders());
         let i = i.min(HOLDERS - 1);
-        self.mem.at(HEADER + i * HOLDER)
+        self.mem().at(HEADER + i * HOLDER)
     }
 
     /// The channel's identity (orders channels for alternation).
     pub fn id(&self) -> u64 {
-        self.header().id.load(Ordering::Relaxed)
+        if self.geo.private {
+            self.local.id
+        } else {
+            self.header().id.load(Ordering::Relaxed)
+        }
     }
 
     /// The largest message carried inline, in bytes.
@@ -638,18 +723,18 @@ impl Chan {
 
     /// Whether the channel is poisoned.
     pub fn is_poisoned(&self) -> bool {
-        self.header().flags.load(Ordering::Acquire) & POISONED != 0
+        self.flags().load(Ordering::Acquire) & POISONED != 0
     }
 
     /// Whether the channel is poisoned, in the SeqCst order that pairs
     /// with `poison` (checked by a sleeper after it set `SLEEPING`).
     pub fn poisoned_now(&self) -> bool {
-        self.header().flags.load(Ordering::SeqCst) & POISONED != 0
+        self.flags().load(Ordering::SeqCst) & POISONED != 0
     }
 
     /// Whether the channel is retired.
     pub fn is_retired(&self) -> bool {
-        self.header().flags.load(Ordering::Acquire) & RETIRED != 0
+        self.flags().load(Ordering::Acquire) & RETIRED != 0
     }
 
     /// The record's futex word.
@@ -707,9 +792,9 @@ impl Chan {
         let mut out = format!(
             "lock {:#x} flags {} readers {} writers {} hwm {} buf {:?} intent {:#x}\n",
             h.lock.word(),
-            h.flags.load(Ordering::Relaxed),
-            h.readers.load(Ordering::Relaxed),
-            h.writers.load(Ordering::Relaxed),
+            self.flags().load(Ordering::Relaxed),
+            self.ends_word(READ).load(Ordering::Relaxed),
+            self.ends_word(WRITE).load(Ordering::Relaxed),
             self.hwm(),
             self.buf_word(),
             h.intent_rec.load(Ordering::Relaxed),

@@ -21,7 +21,7 @@ impl Chan {
     /// dies without the whole process (an untimed sleep also saves the
     /// kernel timer each sleep would arm).
     pub(crate) fn slice(&self) -> Option<Duration> {
-        self.mem.fd().map(|_| SLICE)
+        (!self.geo.private).then_some(SLICE)
     }
 
     /// Waits until record `idx` leaves state `expected`, for at most one
