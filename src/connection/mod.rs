@@ -171,6 +171,24 @@ impl Connection {
         }
     }
 
+    /// Writes one whole frame (`parts`, its header first) into the
+    /// outgoing ring if it fits there now, without waiting; `None`, with
+    /// nothing written, when it cannot go that way now (no rings, too
+    /// large for a record, or no room). The async send's fast path: no
+    /// copy of the frame into an outbox.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_ring_send(&self, parts: &[&[u8]]) -> Option<Result<(), SendError>> {
+        let sh = self.shared.as_deref()?;
+        if parts.iter().map(|p| p.len()).sum::<usize>() > shared::MAX_RECORD {
+            return None;
+        }
+        let _w = lock(&self.writer);
+        let mut t = sh.begin();
+        // A frame that does not fit leaves nothing behind: `put` reserves
+        // nothing then, and only `commit` makes records visible.
+        t.put(parts).then(|| t.commit(self.fd.fd()))
+    }
+
     /// Announces in the ring a frame that follows on the socket, waiting
     /// for room. The caller holds the writer lock.
     fn ring_announce(&self, sh: &Shared) -> Result<(), SendError> {
