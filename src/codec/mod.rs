@@ -92,7 +92,17 @@ impl Encoded {
 
 /// Encodes `value`, leaving `room` zero bytes at the front for a header.
 pub fn encode<T: Serialize + ?Sized>(value: &T, room: usize) -> Result<Encoded, CodecError> {
-    let mut bytes = Vec::with_capacity(room + 64);
+    encode_in(Vec::with_capacity(room + 64), value, room)
+}
+
+/// [`encode`] into the allocation of `bytes` (emptied first): a value that
+/// fits allocates nothing.
+pub(crate) fn encode_in<T: Serialize + ?Sized>(
+    mut bytes: Vec<u8>,
+    value: &T,
+    room: usize,
+) -> Result<Encoded, CodecError> {
+    bytes.clear();
     bytes.resize(room + 1, 0);
     let previous = ENCODING.with(|e| e.borrow_mut().replace(Vec::new()));
     let result = postcard::to_extend(value, bytes).map_err(|e| encode_error(value, e));
@@ -249,6 +259,11 @@ impl SharedFd {
     /// The descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
+    }
+
+    /// The descriptor itself, if no other clone holds it.
+    pub(crate) fn into_owned(self) -> Option<OwnedFd> {
+        Arc::try_unwrap(self.0).ok()
     }
 }
 

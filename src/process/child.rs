@@ -45,6 +45,7 @@ fn run_spawned(fd: i32) -> ! {
     let reply = Reply {
         conn: Connection::from_fd(fd, true, true, true),
         bell: None,
+        out: Vec::new(),
     };
     let Ok((payload, fds)) = reply.conn.recv_encoded(None) else {
         // The parent went away before sending the bootstrap message.
@@ -68,9 +69,10 @@ fn run_spawned(fd: i32) -> ! {
             "the child runs a different binary than its parent",
         );
     }
-    identity::set_after_start(&meta);
     // The same binary (fingerprint checked above): the references hold.
-    run_target(meta.trampoline.get(), meta.target, rest, fds, reply)
+    let (trampoline, target) = (meta.trampoline.get(), meta.target);
+    identity::set_after_start(meta, true);
+    run_target(trampoline, target, rest, fds, reply)
 }
 
 /// The largest outcome (whole frame) sent without ringing the bell: one
@@ -82,10 +84,12 @@ const QUIET_MAX: usize = 2048;
 
 /// Where a child sends its outcome: the connection to its parent and, for
 /// a forked child, the bell that asks the parent to watch that connection
-/// (see `registry::Child::new`).
+/// (see `registry::Child::new`) and room for the outcome made before the
+/// fork.
 pub struct Reply {
     pub conn: Connection,
-    pub bell: Option<OwnedFd>,
+    pub bell: Option<Connection>,
+    pub out: Vec<u8>,
 }
 
 impl Reply {
@@ -96,7 +100,11 @@ impl Reply {
             // The parent may be watching only for the exit: have it read.
             let _ = sys::socket::send_all(bell.as_fd(), &[&[1]], &[]);
         }
-        let _ = self.conn.send_encoded(encoded);
+        // Not freed: the process ends right after sending it, and the
+        // allocator's pages would be written (copied, in a forked child)
+        // for nothing.
+        let mut encoded = std::mem::ManuallyDrop::new(encoded);
+        let _ = self.conn.send_encoded_mut(&mut encoded);
     }
 }
 
@@ -107,10 +115,11 @@ pub fn run_target(
     target: RawFnRef,
     payload: &[u8],
     fds: Vec<OwnedFd>,
-    reply: Reply,
+    mut reply: Reply,
 ) -> ! {
     report_panics_in_one_line();
-    let result = catch_unwind(AssertUnwindSafe(|| trampoline(target, payload, fds)));
+    let out = std::mem::take(&mut reply.out);
+    let result = catch_unwind(AssertUnwindSafe(|| trampoline(target, payload, fds, out)));
     match result {
         Ok(Ok(encoded)) => {
             reply.send(encoded);
@@ -137,8 +146,10 @@ pub fn run_target(
 /// report is written in one piece, so reports of concurrent children do not
 /// interleave. A target may install a hook of its own instead.
 fn report_panics_in_one_line() {
-    let name = identity::current_process().name;
-    std::panic::set_hook(Box::new(move |info| {
+    // The name is looked up when a panic comes, not now: the hook captures
+    // nothing, so installing it allocates nothing.
+    std::panic::set_hook(Box::new(|info| {
+        let name = identity::current_process().name;
         use std::fmt::Write as _;
         let payload = info.payload();
         let message = payload

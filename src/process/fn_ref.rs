@@ -58,14 +58,14 @@ impl<A, R> sealed::Sealed for fn(A) -> R {
 }
 impl<A, R> FnPtr for fn(A) -> R {}
 
-// The process trampoline's shape: `(target, payload, descriptors)`.
-impl<A, B: ?Sized, C, R> sealed::Sealed for for<'a> fn(A, &'a B, C) -> R {
+// The process trampoline.
+impl sealed::Sealed for super::target::Trampoline {
     #[inline]
     fn addr(self) -> usize {
         self as usize
     }
 }
-impl<A, B: ?Sized, C, R> FnPtr for for<'a> fn(A, &'a B, C) -> R {}
+impl FnPtr for super::target::Trampoline {}
 
 // The pool runner's shape: `(target, chunk, payload, descriptors)`.
 impl<A, B, C: ?Sized, D, R> sealed::Sealed for for<'a> fn(A, B, &'a C, D) -> R {
