@@ -9,8 +9,8 @@
 //! guard page costs two of the kernel's 65,530 memory maps. So each worker
 //! has stack slots (1 MiB each, guard page below, committed as they are
 //! touched): [`SLOTS`] at start, one more for each new task while no slot
-//! is free and the process's budget (`MAX_SLOTS`) lasts, then shared in
-//! turn; a task always runs on the slot it got at creation (its frames
+//! is free and the process's budget (`MAX_SLOTS`) lasts, then the first
+//! [`SLOTS`] shared in turn; a task always runs on the slot it got at creation (its frames
 //! hold pointers into it, so it cannot move). When a task must run on a
 //! slot another suspended task occupies, the occupant's live part (from
 //! its stack pointer at suspension to the slot's top, usually under 2 KiB)
@@ -691,7 +691,7 @@ impl Worker {
     }
 
     /// The slot of a new task: a free one, else a new one while the
-    /// budget lasts, else the next in turn.
+    /// budget lasts, else the next of the first [`SLOTS`] in turn.
     fn pick_slot(&mut self) -> usize {
         if let Some(s) = self.free_slots.pop() {
             return s;
@@ -706,7 +706,10 @@ impl Worker {
             });
             return self.slots.len() - 1;
         }
-        self.next_slot = (self.next_slot + 1) % self.slots.len();
+        // Beyond the budget, new tasks share the first few slots, which
+        // their copies keep hot in the cache (spread over every slot,
+        // they would copy to and from cold memory at each switch).
+        self.next_slot = (self.next_slot + 1) % SLOTS.min(self.slots.len());
         self.next_slot
     }
 
