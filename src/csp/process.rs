@@ -457,37 +457,28 @@ where
     /// return, retire them). A panic before or after the body (while
     /// counting or releasing the ends) is reported as the process's panic.
     fn run(self: Box<Self>) {
-        let Some((body, held, done)) = self.open() else {
-            return;
+        // One frame under the body, holding the body (its arguments) and
+        // `done`; the box is freed before the body runs.
+        let Start { ends, body, done } = unbox(self);
+        let held = match hold(ends) {
+            Ok(held) => held,
+            Err(panic) => return set_panicked(&done, panic),
         };
-        let r = call_body(body);
+        let r = catch_unwind(AssertUnwindSafe(body));
         conclude(held, r, &done);
     }
 }
 
-impl<R, F> Start<R, F> {
-    /// Counts the process's ends (a panic there is its panic) and frees
-    /// the box, keeping the body and `done`.
-    #[inline(never)]
-    #[allow(clippy::type_complexity, clippy::boxed_local)] // the box is freed here
-    fn open(self: Box<Self>) -> Option<(F, Held, Arc<Completion<Ending<R>>>)> {
-        let Start { ends, body, done } = *self;
-        match catch_unwind(AssertUnwindSafe(|| Held::new(&ends))) {
-            Ok(held) => Some((body, held, done)),
-            Err(panic) => {
-                set_panicked(&done, panic);
-                None
-            }
-        }
-    }
+/// The value of a box, the box freed at once (inlined, so at the call).
+#[inline(always)]
+fn unbox<T>(b: Box<T>) -> T {
+    *b
 }
 
-/// The body, its panic caught (a frame of its own, small).
+/// Counts a process's ends on its behalf (a panic there is its panic).
 #[inline(never)]
-fn call_body<R>(
-    body: impl FnOnce() -> Result<R, ChannelError>,
-) -> std::thread::Result<Result<R, ChannelError>> {
-    catch_unwind(AssertUnwindSafe(body))
+fn hold(ends: Vec<(Arc<Chan>, u32)>) -> std::thread::Result<Held> {
+    catch_unwind(AssertUnwindSafe(|| Held::new(&ends)))
 }
 
 /// Turns what the body returned into its ending: poisons the held
@@ -525,7 +516,7 @@ fn conclude<R>(
 }
 
 /// Reports a panic outside the body (the body's own are caught in
-/// [`call_body`]).
+/// `Start::run`).
 #[cold]
 #[inline(never)]
 fn set_panicked<R>(done: &Completion<Ending<R>>, panic: Box<dyn std::any::Any + Send>) {
