@@ -104,7 +104,8 @@ type Watch<R> = Box<dyn FnOnce(&Name) -> Result<Running<R>, ProcessError> + Send
 /// lightweight process instead of blocking its worker.
 struct Running<R> {
     done: Arc<Completion<Ending<R>>>,
-    thread: Option<JoinHandle<()>>,
+    /// Boxed: a million lightweight processes have none.
+    thread: Option<Box<JoinHandle<()>>>,
 }
 
 impl<R> Running<R> {
@@ -125,7 +126,7 @@ impl<R> Running<R> {
             })?;
         Ok(Running {
             done,
-            thread: Some(t),
+            thread: Some(Box::new(t)),
         })
     }
 
@@ -471,6 +472,7 @@ where
 
 /// The value of a box, the box freed at once (inlined, so at the call).
 #[inline(always)]
+#[allow(clippy::boxed_local)] // the point: the box is freed here
 fn unbox<T>(b: Box<T>) -> T {
     *b
 }
