@@ -68,7 +68,7 @@ impl Memory {
     /// Its length in bytes.
     pub fn len(&self) -> usize {
         match self {
-            Memory::Heap(block) => block.layout.size(),
+            Memory::Heap(block) => block.len,
             Memory::Shared { map, .. } => map.len(),
         }
     }
@@ -93,7 +93,9 @@ impl Memory {
 /// a channel (measured).
 pub(crate) struct HeapBlock {
     ptr: NonNull<u8>,
-    layout: Layout,
+    /// The layout's size (the alignment follows from it, see
+    /// [`HeapBlock::layout`]): a channel keeps 8 bytes less.
+    len: usize,
 }
 
 // SAFETY: the block is plain memory accessed only through atomics and under
@@ -107,19 +109,24 @@ const LINE_ALIGNED: usize = 1024;
 
 impl HeapBlock {
     fn new(len: usize) -> HeapBlock {
-        let align = if len >= LINE_ALIGNED { 64 } else { 16 };
-        let layout =
-            Layout::from_size_align(len.max(64), align).expect("channel size fits a Layout");
+        let len = len.max(64);
+        let layout = Self::layout(len);
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        HeapBlock { ptr, layout }
+        HeapBlock { ptr, len }
+    }
+
+    /// The layout of a block of `len` bytes.
+    fn layout(len: usize) -> Layout {
+        let align = if len >= LINE_ALIGNED { 64 } else { 16 };
+        Layout::from_size_align(len, align).expect("channel size fits a Layout")
     }
 }
 
 impl Drop for HeapBlock {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this very layout, freed only here.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
     }
 }

@@ -29,6 +29,7 @@ use crate::process::{Process, StartMethod, get_start_method};
 
 mod tuple;
 pub use tuple::Parallel;
+use tuple::Slot;
 
 /// How a CSP process ended, when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,8 +56,13 @@ impl<R> Outcome<R> {
 /// lightweight processes each keep one until joined), its `name` left
 /// empty (the joiner fills it in, see [`named`]).
 type Ending<R> = Result<Outcome<R>, Box<ProcessError>>;
-type Launch<R> =
-    Box<dyn FnOnce(&Name, Option<StartMethod>, bool) -> Result<Launched<R>, ProcessError> + Send>;
+/// Starts a process, given its channel ends (which it poisons itself if
+/// it fails).
+type Launch<R> = Box<
+    dyn FnOnce(&Name, Option<StartMethod>, bool, Ends) -> Result<Launched<R>, ProcessError> + Send,
+>;
+/// A process's channel ends and their sides.
+type Ends = Vec<(Arc<Chan>, u32)>;
 
 /// A process's name: given, or `CspProcess-N`, formatted only when it is
 /// shown (a million lightweight processes need no text).
@@ -227,9 +233,9 @@ impl<R: Send + 'static> CspProcess<R> {
         F: FnOnce(A) -> Result<R, ChannelError> + Send + 'static,
     {
         let channels = channels_in(&args);
-        let held = channels.clone();
-        let launch: Launch<R> = Box::new(move |name, method, lightweight| {
+        let launch: Launch<R> = Box::new(move |name, method, lightweight, held| {
             if method.is_some() {
+                poison_all(&held);
                 return Err(ProcessError::NotAFunction {
                     name: name.to_string(),
                 });
@@ -249,8 +255,7 @@ impl<R: Send + 'static> CspProcess<R> {
         R: Serialize + DeserializeOwned,
     {
         let channels = channels_in(&args);
-        let held = channels.clone();
-        let launch: Launch<R> = Box::new(move |name, method, lightweight| match method {
+        let launch: Launch<R> = Box::new(move |name, method, lightweight, held| match method {
             None => in_place(name, held, lightweight, move || target(args)).map(Launched::Running),
             Some(method) => {
                 let call = OsCall {
@@ -260,10 +265,13 @@ impl<R: Send + 'static> CspProcess<R> {
                 let mut p = Process::new(os_entry::<A, R>, call)
                     .name(name.to_string())
                     .start_method(method);
-                p.start().map_err(|error| ProcessError::Start {
-                    name: name.to_string(),
-                    error,
-                })?;
+                if let Err(error) = p.start() {
+                    poison_all(&held);
+                    return Err(ProcessError::Start {
+                        name: name.to_string(),
+                        error,
+                    });
+                }
                 let p = Box::new(p);
                 Ok(Launched::Os(Box::new(move |name: &Name| {
                     watch_os(name, held, p)
@@ -372,7 +380,7 @@ impl<R: Send + 'static> CspProcess<R> {
         self
     }
 
-    fn launch(self) -> (Name, Result<Launched<R>, ProcessError>) {
+    fn launch(self) -> (Name, Result<Launched<R>, Box<ProcessError>>) {
         let CspProcess {
             name,
             channels,
@@ -380,11 +388,8 @@ impl<R: Send + 'static> CspProcess<R> {
             light,
             launch,
         } = self;
-        let launched = launch(&name, method, light);
-        if launched.is_err() {
-            poison_all(&channels);
-        }
-        (name, launched)
+        let launched = launch(&name, method, light, channels);
+        (name, launched.map_err(Box::new))
     }
 
     fn start(self) -> Started<R> {
@@ -433,7 +438,10 @@ fn in_place<R: Send + 'static>(
         light::spawn_task(worker, start);
         return Ok(Running { done, thread: None });
     }
+    // Only a thread that does not start gives its ends back (poisoned).
+    let on_error = start.ends.clone();
     Running::on_thread(done, name, name.to_string(), move || TaskBody::run(start))
+        .inspect_err(|_| poison_all(&on_error))
 }
 
 /// What a process of this process starts with: the ends it was given, its
@@ -583,13 +591,11 @@ struct Started<R> {
 }
 
 impl<R: Send + 'static> Started<R> {
-    fn from(name: Name, launched: Result<Launched<R>, ProcessError>) -> Started<R> {
-        let running = launched
-            .and_then(|l| match l {
-                Launched::Running(r) => Ok(r),
-                Launched::Os(watch) => watch(&name),
-            })
-            .map_err(Box::new);
+    fn from(name: Name, launched: Result<Launched<R>, Box<ProcessError>>) -> Started<R> {
+        let running = launched.and_then(|l| match l {
+            Launched::Running(r) => Ok(r),
+            Launched::Os(watch) => watch(&name).map_err(Box::new),
+        });
         Started { name, running }
     }
 
@@ -644,24 +650,14 @@ pub fn spawn<R: Send + 'static>(processes: impl IntoIterator<Item = CspProcess<R
     // single-threaded parent.
     let processes: Vec<CspProcess<R>> = processes.into_iter().collect();
     let _place = place(processes.iter().any(|p| p.light && p.method.is_none()));
-    let (os, threads): (Vec<_>, Vec<_>) = processes
-        .into_iter()
-        .enumerate()
-        .partition(|(_, p)| p.method.is_some());
-    let mut launched: Vec<(usize, Name, Result<Launched<R>, ProcessError>)> = os
-        .into_iter()
-        .chain(threads)
-        .map(|(i, p)| {
-            let (name, l) = p.launch();
-            (i, name, l)
-        })
-        .collect();
-    launched.sort_by_key(|(i, _, _)| *i);
+    // Launched in place, in two passes (a network of a million processes
+    // keeps no second list of them, nor of their launches).
+    let mut slots: Vec<Slot<R>> = processes.into_iter().map(Slot::Waiting).collect();
+    for os in [true, false] {
+        slots.iter_mut().for_each(|s| s.launch_if(os));
+    }
     Spawned {
-        started: launched
-            .into_iter()
-            .map(|(_, name, l)| Started::from(name, l))
-            .collect(),
+        started: slots.into_iter().map(Slot::start).collect(),
     }
 }
 

@@ -15,16 +15,16 @@ use crate::csp::process::Outcome;
 
 /// A process of a tuple, as it goes through launch: not launched yet,
 /// launched, then started (watched).
-enum Slot<R> {
+pub(super) enum Slot<R> {
     Waiting(CspProcess<R>),
-    Launched(Name, Result<Launched<R>, ProcessError>),
+    Launched(Name, Result<Launched<R>, Box<ProcessError>>),
     Taken,
 }
 
 impl<R: Send + 'static> Slot<R> {
     /// Launches it if it runs as an OS process (`os == true`) or as a
     /// thread (`os == false`).
-    fn launch_if(&mut self, os: bool) {
+    pub(super) fn launch_if(&mut self, os: bool) {
         if let Slot::Waiting(p) = self
             && p.method.is_some() == os
         {
@@ -36,7 +36,7 @@ impl<R: Send + 'static> Slot<R> {
         }
     }
 
-    fn start(self) -> Started<R> {
+    pub(super) fn start(self) -> Started<R> {
         match self {
             Slot::Launched(name, launched) => Started::from(name, launched),
             Slot::Waiting(_) | Slot::Taken => unreachable!("every slot is launched first"),
