@@ -162,6 +162,8 @@ pub mod error;
 #[cfg(target_os = "linux")]
 mod local_lock;
 #[cfg(target_os = "linux")]
+mod macros;
+#[cfg(target_os = "linux")]
 pub mod manager;
 #[cfg(target_os = "linux")]
 pub mod pool;

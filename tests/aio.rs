@@ -550,3 +550,68 @@ fn a_cancelled_send_is_finished_by_the_next_one() {
         });
     });
 }
+
+/// Sizes cycling through ring records and frames too large for one (those
+/// go on the socket, announced in the ring).
+fn mixed_len(i: u32) -> usize {
+    [10, 70_000, 30_000, 0, 60_000, 40][i as usize % 6]
+}
+
+#[test]
+fn sends_stay_in_order_past_a_full_ring_and_socket_frames() {
+    watchdog(LIMIT, || {
+        const PER_TASK: u32 = 120;
+        let (a, b) = pipe().unwrap();
+        // A slow reader: the ring fills, later sends wait in the outbox
+        // and must not be overtaken by ones that find room again. First
+        // two tasks' `send_bytes`, then two tasks' `send`.
+        let reader = std::thread::spawn(move || {
+            for serde in [false, true] {
+                let mut next = [0u32; 2];
+                for k in 0..2 * PER_TASK {
+                    if k % 40 == 0 {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    let (task, i, v) = if serde {
+                        b.recv::<(u8, u32, Vec<u8>)>().unwrap()
+                    } else {
+                        let m = b.recv_bytes().unwrap();
+                        let i = u32::from_le_bytes(m[1..5].try_into().unwrap());
+                        (m[0], i, m[5..].to_vec())
+                    };
+                    let task = task as usize;
+                    assert_eq!(i, next[task], "task {task}: message {i} out of order");
+                    assert!(v == bytes(i, mixed_len(i)), "message {i} changed");
+                    next[task] += 1;
+                }
+            }
+        });
+        run(async {
+            let a = std::sync::Arc::new(a.into_async().unwrap());
+            for serde in [false, true] {
+                let tasks: Vec<_> = (0..2u8)
+                    .map(|task| {
+                        let a = a.clone();
+                        tokio::spawn(async move {
+                            for i in 0..PER_TASK {
+                                let v = bytes(i, mixed_len(i));
+                                if serde {
+                                    a.send(&(task, i, v)).await.unwrap();
+                                } else {
+                                    let mut m = vec![task];
+                                    m.extend_from_slice(&i.to_le_bytes());
+                                    m.extend_from_slice(&v);
+                                    a.send_bytes(&m).await.unwrap();
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+        });
+        reader.join().unwrap();
+    });
+}

@@ -361,7 +361,8 @@ fn buffered_channels_between_lightweight_processes() {
 fn hand_over_between_processes_of_different_workers() {
     // Networks started from outside a worker go to the workers in turn:
     // the writers and the readers run on different worker threads (where
-    // there are several) and meet on the hand-over path, any-to-any.
+    // there are several) and meet any-to-any (the hand-over path belongs
+    // to one worker: the second one to use the channel promotes it).
     watchdog(LIMIT, || {
         let a = Channel::<u32>::new().unwrap();
         let writers = spawn(

@@ -192,6 +192,38 @@ fn join_returns_values(m: Method) {
     assert!(p.join().unwrap() == pattern(len), "large result corrupted");
 }
 
+/// Results of every size around the largest a forked child sends without
+/// asking its parent to read as it sends (2 KiB), up to several socket
+/// buffers: each arrives whole, by `join` and while `is_alive` polls; a long
+/// panic message too.
+fn results_around_the_quiet_size(m: Method) {
+    for len in [0, 1, 1990, 2030, 2048, 2049, 2100, 4700, 70_000, 600_000] {
+        let mut p = Process::new(big_vec, len).start_method(m.start());
+        p.start().unwrap();
+        let got = p.join().unwrap();
+        assert!(got == pattern(len), "result of {len} bytes corrupted");
+
+        let mut p = Process::new(big_vec, len).start_method(m.start());
+        p.start().unwrap();
+        while p.is_alive() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            p.join().unwrap() == pattern(len),
+            "result of {len} bytes corrupted"
+        );
+    }
+    for len in [2040, 9000] {
+        let message = "m".repeat(len);
+        let mut p = Process::new(panic_with, message.clone()).start_method(m.start());
+        p.start().unwrap();
+        match p.join() {
+            Err(JoinError::Panicked { message: got }) => assert!(got == message),
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+    }
+}
+
 fn join_timeout_then_join(m: Method) {
     let mut p = Process::new(sleep_ms, 600).start_method(m.start());
     p.start().unwrap();
@@ -396,6 +428,7 @@ fn survives_short_lived_thread(m: Method) {
 
 both_methods!(
     join_returns_values,
+    results_around_the_quiet_size,
     join_timeout_then_join,
     exit_codes,
     kill_and_terminate,
@@ -455,6 +488,95 @@ fn fork_allowed_single_threaded(_: ()) -> i64 {
 #[test]
 fn fork_allowed_when_single_threaded() {
     assert_eq!(in_child(fork_allowed_single_threaded, ()), 10);
+}
+
+/// Forked children one after another, each kind of ending followed by a
+/// plain child (the socket pair of a child reaped clean is reused by the
+/// next): every value arrives whole, and the sockets held afterwards are no
+/// more than before plus one spare pair. Then a process forked by other
+/// means than the crate (holding a copy of that spare) starts and joins
+/// children of its own while this one does too.
+fn forked_children_in_a_row(_: ()) -> Result<(), String> {
+    let plain = |x: i64| -> Result<(), String> {
+        let mut p = Process::new(add_one, x).start_method(StartMethod::Fork);
+        p.start().map_err(|e| e.to_string())?;
+        match p.join() {
+            Ok(v) if v == x + 1 => Ok(()),
+            other => Err(format!("plain child after {x}: {other:?}")),
+        }
+    };
+    let before = common::socket_inodes().len();
+    for round in 0..3 {
+        plain(round)?;
+        let len = 1 << 20;
+        let mut p = Process::new(big_vec, len).start_method(StartMethod::Fork);
+        p.start().map_err(|e| e.to_string())?;
+        if p.join().map_err(|e| e.to_string())? != pattern(len) {
+            return Err("large result corrupted".into());
+        }
+        plain(10 + round)?;
+        let mut p =
+            Process::new(hand_back_a_pipe, "in a row".to_string()).start_method(StartMethod::Fork);
+        p.start().map_err(|e| e.to_string())?;
+        let (_, conn) = p.join().map_err(|e| e.to_string())?;
+        if conn.recv::<String>().map_err(|e| e.to_string())? != "in a row" {
+            return Err("the returned handle lost its message".into());
+        }
+        drop(conn);
+        plain(20 + round)?;
+        let mut p =
+            Process::new(panic_with, "in a row".to_string()).start_method(StartMethod::Fork);
+        p.start().map_err(|e| e.to_string())?;
+        if !matches!(p.join(), Err(JoinError::Panicked { .. })) {
+            return Err("a panic was not reported".into());
+        }
+        plain(30 + round)?;
+        let (there, here) = pipe().map_err(|e| e.to_string())?;
+        let mut p = Process::new(ready_then_wait, there).start_method(StartMethod::Fork);
+        p.start().map_err(|e| e.to_string())?;
+        here.recv::<String>().map_err(|e| e.to_string())?;
+        p.kill().map_err(|e| e.to_string())?;
+        if !matches!(p.join(), Err(JoinError::Killed { signal: 9 })) {
+            return Err("a killed child was not reported".into());
+        }
+        plain(40 + round)?;
+        // Two at once, joined in the other order.
+        let mut a = Process::new(add_one, 50).start_method(StartMethod::Fork);
+        let mut b = Process::new(add_one, 60).start_method(StartMethod::Fork);
+        a.start().map_err(|e| e.to_string())?;
+        b.start().map_err(|e| e.to_string())?;
+        if (b.join().ok(), a.join().ok()) != (Some(61), Some(51)) {
+            return Err("two children at once mixed their values".into());
+        }
+    }
+    let after = common::socket_inodes().len();
+    if after > before + 2 {
+        return Err(format!("sockets held: {before} before, {after} after"));
+    }
+    // SAFETY: this scenario's process has one thread; the child below only
+    // starts and joins processes, then leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let ok = (0..3).all(|x| plain(100 + x).is_ok());
+        // SAFETY: _exit has no preconditions.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    for x in 0..3 {
+        plain(200 + x)?;
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is this process's child; `status` is a valid out-pointer.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid || status != 0 {
+        return Err(format!(
+            "the otherwise forked process ended with status {status}"
+        ));
+    }
+    plain(300)
+}
+
+#[test]
+fn forked_children_reuse_clean_sockets() {
+    in_child(forked_children_in_a_row, ()).unwrap();
 }
 
 // ------------------------------------------------------- process lifetimes

@@ -826,6 +826,40 @@ pub(super) fn codec_error(e: NetCodec) -> ChannelError {
     }
 }
 
+/// What [`NetReader`] and [`NetWriter`] share, for an end `$end` over
+/// `core: EndCore`: `Debug`, poisoning, and retiring by hand or on drop.
+macro_rules! net_end_common {
+    ($end:ident) => {
+        impl<T> std::fmt::Debug for $end<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($end))
+                    .field("channel", &self.core.name)
+                    .finish()
+            }
+        }
+
+        impl<T> $end<T> {
+            /// Poisons the channel.
+            pub fn poison(&self) {
+                let _ = self
+                    .core
+                    .call(Kind::Poison, Some(Instant::now() + Duration::from_secs(5)));
+            }
+
+            /// Retires this end (as dropping it does).
+            pub fn retire(self) {
+                self.core.retire();
+            }
+        }
+
+        impl<T> Drop for $end<T> {
+            fn drop(&mut self) {
+                self.core.retire();
+            }
+        }
+    };
+}
+
 /// The reading end of a [`NetChannel`], in any process of the cluster.
 /// Dropping it (or [`retire`](Self::retire)) retires it. It does one
 /// operation at a time: threads sharing it take turns (open an end per
@@ -833,14 +867,6 @@ pub(super) fn codec_error(e: NetCodec) -> ChannelError {
 pub struct NetReader<T> {
     pub(super) core: EndCore,
     _t: PhantomData<fn() -> T>,
-}
-
-impl<T> std::fmt::Debug for NetReader<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetReader")
-            .field("channel", &self.core.name)
-            .finish()
-    }
 }
 
 impl<T: DeserializeOwned> NetReader<T> {
@@ -872,25 +898,9 @@ impl<T: DeserializeOwned> NetReader<T> {
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
         self.read_until(Some(Instant::now() + timeout))
     }
-
-    /// Poisons the channel.
-    pub fn poison(&self) {
-        let _ = self
-            .core
-            .call(Kind::Poison, Some(Instant::now() + Duration::from_secs(5)));
-    }
-
-    /// Retires this end (as dropping it does).
-    pub fn retire(self) {
-        self.core.retire();
-    }
 }
 
-impl<T> Drop for NetReader<T> {
-    fn drop(&mut self) {
-        self.core.retire();
-    }
-}
+net_end_common!(NetReader);
 
 /// The writing end of a [`NetChannel`], in any process of the cluster.
 /// Dropping it (or [`retire`](Self::retire)) retires it. It does one
@@ -898,14 +908,6 @@ impl<T> Drop for NetReader<T> {
 pub struct NetWriter<T> {
     pub(super) core: EndCore,
     _t: PhantomData<fn(T)>,
-}
-
-impl<T> std::fmt::Debug for NetWriter<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NetWriter")
-            .field("channel", &self.core.name)
-            .finish()
-    }
 }
 
 impl<T: Serialize> NetWriter<T> {
@@ -936,22 +938,6 @@ impl<T: Serialize> NetWriter<T> {
     pub fn write_timeout(&self, value: &T, timeout: Duration) -> Result<(), ChannelError> {
         self.write_until(value, Some(Instant::now() + timeout))
     }
-
-    /// Poisons the channel.
-    pub fn poison(&self) {
-        let _ = self
-            .core
-            .call(Kind::Poison, Some(Instant::now() + Duration::from_secs(5)));
-    }
-
-    /// Retires this end (as dropping it does).
-    pub fn retire(self) {
-        self.core.retire();
-    }
 }
 
-impl<T> Drop for NetWriter<T> {
-    fn drop(&mut self) {
-        self.core.retire();
-    }
-}
+net_end_common!(NetWriter);

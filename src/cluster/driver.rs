@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use zenoh::Wait;
 use zenoh::query::Query;
-use zenoh::sample::SampleKind;
+use zenoh::sample::{Sample, SampleKind};
 
 use super::ClusterError;
 use super::net::{Session, decode_query};
@@ -142,6 +142,21 @@ fn send(replies: Replies, cap: usize) {
     }
 }
 
+/// A zenoh callback handing each event to the driver while it lives: it
+/// holds the driver weakly, so the driver's own subscriptions do not keep
+/// it alive.
+fn to_driver<E>(
+    driver: &Arc<Driver>,
+    on: impl Fn(&Driver, E) + Send + Sync + 'static,
+) -> impl Fn(E) + Send + Sync + 'static {
+    let weak = Arc::downgrade(driver);
+    move |event| {
+        if let Some(d) = weak.upgrade() {
+            on(&d, event);
+        }
+    }
+}
+
 impl Driver {
     /// Starts a driver on `session`: its liveliness watch on the workers,
     /// its queryable, its own token and its ticker thread.
@@ -171,37 +186,27 @@ impl Driver {
         });
         let z = session.z();
         let zerr = |e: zenoh::Error| PoolError::Cluster(ClusterError::Zenoh(e.to_string()));
-        let weak: Weak<Driver> = Arc::downgrade(&driver);
         let subscriber = z
             .liveliness()
             .declare_subscriber(session.key("worker/*"))
             .history(true)
-            .callback(move |sample| {
-                if let (Some(d), Some(w)) = (weak.upgrade(), worker_of(sample.key_expr().as_str()))
-                {
+            .callback(to_driver(&driver, |d, sample: Sample| {
+                if let Some(w) = worker_of(sample.key_expr().as_str()) {
                     d.on_token(w, sample.kind() == SampleKind::Put);
                 }
-            })
+            }))
             .wait()
             .map_err(zerr)?;
-        let weak: Weak<Driver> = Arc::downgrade(&driver);
         let queryable = z
             .declare_queryable(session.key(&format!("pool/{id}/work")))
-            .callback(move |query| {
-                if let Some(d) = weak.upgrade() {
-                    d.on_pull(query);
-                }
-            })
+            .callback(to_driver(&driver, |d, query: Query| d.on_pull(query)))
             .wait()
             .map_err(zerr)?;
-        let weak: Weak<Driver> = Arc::downgrade(&driver);
         let started = z
             .declare_subscriber(session.key(&format!("pool/{id}/started")))
-            .callback(move |sample| {
-                if let Some(d) = weak.upgrade() {
-                    d.on_started(&sample.payload().to_bytes());
-                }
-            })
+            .callback(to_driver(&driver, |d, sample: Sample| {
+                d.on_started(&sample.payload().to_bytes());
+            }))
             .wait()
             .map_err(zerr)?;
         let token = z

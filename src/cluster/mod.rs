@@ -93,6 +93,8 @@ mod worker;
 
 use std::time::Duration;
 
+use crate::macros::setters;
+
 pub use crate::error::ClusterError;
 pub use channel::{NetChannel, NetReader, NetWriter};
 pub use handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult};
@@ -293,19 +295,15 @@ impl ClusterConfig {
         self
     }
 
-    /// How long a silent session stays alive (Zenoh's link lease; default
-    /// 10 s). A worker or channel home whose host goes silent is declared
-    /// lost after about this long.
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = Some(lease);
-        self
-    }
+    setters! {
+        /// How long a silent session stays alive (Zenoh's link lease; default
+        /// 10 s). A worker or channel home whose host goes silent is declared
+        /// lost after about this long.
+        lease(lease: Duration) => lease = Some(lease);
 
-    /// The largest payload (encoded task arguments, result or channel
-    /// message) sent or accepted; default [`DEFAULT_MAX_PAYLOAD`].
-    pub fn max_payload(mut self, bytes: usize) -> Self {
-        self.max_payload = bytes.max(1024);
-        self
+        /// The largest payload (encoded task arguments, result or channel
+        /// message) sent or accepted; default [`DEFAULT_MAX_PAYLOAD`].
+        max_payload(bytes: usize) => max_payload = bytes.max(1024);
     }
 
     /// The payload cap in force.
@@ -313,37 +311,27 @@ impl ClusterConfig {
         self.max_payload
     }
 
-    /// The key prefix every name of this cluster lives under (default
-    /// `multiproc`); clusters sharing routers but not work use different
-    /// ones.
-    pub fn namespace(mut self, prefix: impl Into<String>) -> Self {
-        self.namespace = prefix.into();
-        self
-    }
+    setters! {
+        /// The key prefix every name of this cluster lives under (default
+        /// `multiproc`); clusters sharing routers but not work use different
+        /// ones.
+        namespace(prefix: impl Into<String>) => namespace = prefix.into();
 
-    /// How many times a task whose worker was lost while running it is
-    /// run again before it fails with
-    /// [`TaskError::HostLost`](crate::TaskError) (default 0). Tasks still
-    /// queued are never charged.
-    pub fn task_retries(mut self, n: u32) -> Self {
-        self.retries = n;
-        self
-    }
+        /// How many times a task whose worker was lost while running it is
+        /// run again before it fails with
+        /// [`TaskError::HostLost`](crate::TaskError) (default 0). Tasks still
+        /// queued are never charged.
+        task_retries(n: u32) => retries = n;
 
-    /// When every worker a pool had is lost and none joins within
-    /// `timeout` (default 30 s), its queued tasks fail with
-    /// [`TaskError::Broken`](crate::TaskError) instead of waiting for
-    /// ever. Tasks submitted before any worker ever joined wait.
-    pub fn orphan_timeout(mut self, timeout: Duration) -> Self {
-        self.orphan_timeout = timeout;
-        self
-    }
+        /// When every worker a pool had is lost and none joins within
+        /// `timeout` (default 30 s), its queued tasks fail with
+        /// [`TaskError::Broken`](crate::TaskError) instead of waiting for
+        /// ever. Tasks submitted before any worker ever joined wait.
+        orphan_timeout(timeout: Duration) => orphan_timeout = timeout;
 
-    /// How long opening a session keeps trying to reach its endpoints
-    /// (default 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
+        /// How long opening a session keeps trying to reach its endpoints
+        /// (default 10 s).
+        connect_timeout(timeout: Duration) => connect_timeout = timeout;
     }
 
     /// Opens a session on this configuration.

@@ -92,22 +92,33 @@ impl Encoded {
 
 /// Encodes `value`, leaving `room` zero bytes at the front for a header.
 pub fn encode<T: Serialize + ?Sized>(value: &T, room: usize) -> Result<Encoded, CodecError> {
-    encode_with(room, |out| {
+    encode_in(Vec::with_capacity(room + 64), value, room)
+}
+
+/// [`encode`] into the allocation of `bytes` (emptied first): a value that
+/// fits allocates nothing.
+pub(crate) fn encode_in<T: Serialize + ?Sized>(
+    bytes: Vec<u8>,
+    value: &T,
+    room: usize,
+) -> Result<Encoded, CodecError> {
+    encode_with(bytes, room, |out| {
         append_to(value, out).map_err(CodecError::Encode)
     })
 }
 
 /// Encodes one message whose payload `write` appends to the bytes it is
-/// given (with [`append_to`], value after value), leaving `room` zero
-/// bytes at the front for a header. The descriptors of every value
-/// appended go into the message's table, as with [`encode`]. For a
-/// message too long to build as one value cheaply (a pool worker's
-/// reply: one value per task, each its own byte string).
+/// given (with [`append_to`], value after value), into the allocation of
+/// `bytes` (emptied first), leaving `room` zero bytes at the front for a
+/// header. The descriptors of every value appended go into the message's
+/// table, as with [`encode`]. For a message too long to build as one value
+/// cheaply (a pool worker's reply: one value per task).
 pub(crate) fn encode_with(
+    mut bytes: Vec<u8>,
     room: usize,
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), CodecError>,
 ) -> Result<Encoded, CodecError> {
-    let mut bytes = Vec::with_capacity(room + 64);
+    bytes.clear();
     bytes.resize(room + 1, 0);
     let previous = ENCODING.with(|e| e.borrow_mut().replace(Vec::new()));
     let result = write(&mut bytes);
@@ -344,6 +355,11 @@ impl SharedFd {
     /// The descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
+    }
+
+    /// The descriptor itself, if no other clone holds it.
+    pub(crate) fn into_owned(self) -> Option<OwnedFd> {
+        Arc::try_unwrap(self.0).ok()
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use super::handshake::{self, Handshakes};
 use super::{Connection, auth};
 use crate::error::ConnectError;
+use crate::macros::from_variants;
 use crate::sys;
 use crate::wait::Deadline;
 
@@ -129,17 +130,10 @@ impl fmt::Display for Address {
     }
 }
 
-impl From<SocketAddr> for Address {
-    fn from(addr: SocketAddr) -> Self {
-        Address::Tcp(addr)
-    }
-}
-
-impl From<PathBuf> for Address {
-    fn from(path: PathBuf) -> Self {
-        Address::Unix(path)
-    }
-}
+from_variants!(Address {
+    SocketAddr => Tcp,
+    PathBuf => Unix,
+});
 
 impl From<&Path> for Address {
     fn from(path: &Path) -> Self {

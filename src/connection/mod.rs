@@ -171,6 +171,24 @@ impl Connection {
         }
     }
 
+    /// Writes one whole frame (`parts`, its header first) into the
+    /// outgoing ring if it fits there now, without waiting; `None`, with
+    /// nothing written, when it cannot go that way now (no rings, too
+    /// large for a record, or no room). The async send's fast path: no
+    /// copy of the frame into an outbox.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn try_ring_send(&self, parts: &[&[u8]]) -> Option<Result<(), SendError>> {
+        let sh = self.shared.as_deref()?;
+        if parts.iter().map(|p| p.len()).sum::<usize>() > shared::MAX_RECORD {
+            return None;
+        }
+        let _w = lock(&self.writer);
+        let mut t = sh.begin();
+        // A frame that does not fit leaves nothing behind: `put` reserves
+        // nothing then, and only `commit` makes records visible.
+        t.put(parts).then(|| t.commit(self.fd.fd()))
+    }
+
     /// Announces in the ring a frame that follows on the socket, waiting
     /// for room. The caller holds the writer lock.
     fn ring_announce(&self, sh: &Shared) -> Result<(), SendError> {
@@ -263,6 +281,24 @@ impl Connection {
         self.shared.as_deref().is_some_and(Shared::has_data)
     }
 
+    /// Spins, as a blocking receive does before it sleeps (the ring's
+    /// adaptive spin, none when [`spin_may_pay`](Self::spin_may_pay) says
+    /// no), until a message is
+    /// in the incoming ring; whether one came. `false` at once without
+    /// rings or when the next message is announced on the socket. For the
+    /// async receive, before it asks for a doorbell and waits for the
+    /// reactor.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn spin_for_ring(&self) -> bool {
+        let Some(sh) = &self.shared else {
+            return false;
+        };
+        if lock(&self.reader).socket_pending {
+            return false;
+        }
+        sh.spin_for_data(None)
+    }
+
     /// Whether spinning for this end's peer can pay: it has rings, the
     /// machine more than one CPU, and the peer is not pinned to the one
     /// CPU this process is pinned to.
@@ -348,6 +384,12 @@ impl Connection {
     /// Sends a value encoded by [`codec::encode`] with
     /// `frame::SHORT_HEADER` bytes of room.
     pub(crate) fn send_encoded(&self, mut enc: codec::Encoded) -> Result<(), SendError> {
+        self.send_encoded_mut(&mut enc)
+    }
+
+    /// [`send_encoded`](Self::send_encoded), leaving the message to the
+    /// caller (its room for the header overwritten).
+    pub(crate) fn send_encoded_mut(&self, enc: &mut codec::Encoded) -> Result<(), SendError> {
         let body_len = enc.bytes.len() - frame::SHORT_HEADER;
         self.check_send(body_len, !enc.fds.is_empty())?;
         let mut header = [0u8; frame::LONG_HEADER];
@@ -590,6 +632,17 @@ impl Connection {
     /// Closes this end (Python's `close`). The peer's `recv` then reports
     /// [`RecvError::Disconnected`]. Dropping the connection does the same.
     pub fn close(self) {}
+
+    /// Its descriptor back, if the connection is idle: no shared rings, nothing
+    /// received and left unread, the stream neither ended nor broken, and no
+    /// other handle on the descriptor.
+    pub(crate) fn into_idle_fd(self) -> Option<OwnedFd> {
+        let r = self.reader.into_inner().unwrap_or_else(|e| e.into_inner());
+        if self.shared.is_some() || r.has_frame_bytes() || !r.fds.is_empty() || r.ended() {
+            return None;
+        }
+        self.fd.into_owned()
+    }
 
     /// Whether a whole message (or an error to report) is buffered, so
     /// that the next receive does not touch the socket.

@@ -19,6 +19,7 @@ use super::light;
 use super::memory::Memory;
 use super::spill::{self, Outgoing};
 use crate::codec::{self, SharedFd};
+use crate::macros::setters;
 use crate::sys;
 use crate::wait::Deadline;
 
@@ -71,41 +72,31 @@ pub struct ChannelBuilder {
 }
 
 impl ChannelBuilder {
-    /// Buffers up to `n` messages (0, the default: rendezvous, a write
-    /// completes when a reader has taken the value).
-    pub fn buffer(mut self, n: usize) -> Self {
-        self.capacity = n;
-        self
-    }
+    setters! {
+        /// Buffers up to `n` messages (0, the default: rendezvous, a write
+        /// completes when a reader has taken the value).
+        buffer(n: usize) => capacity = n;
 
-    /// The largest encoded message the channel carries (default
-    /// [`DEFAULT_MAX_MESSAGE`]); a larger one is refused with
-    /// [`ChannelError::TooLarge`], and a reader never accepts more.
-    pub fn max_message(mut self, bytes: usize) -> Self {
-        self.max_message = bytes;
-        self
-    }
+        /// The largest encoded message the channel carries (default
+        /// [`DEFAULT_MAX_MESSAGE`]); a larger one is refused with
+        /// [`ChannelError::TooLarge`], and a reader never accepts more.
+        max_message(bytes: usize) => max_message = bytes;
 
-    /// The largest encoded message carried inside the channel's own memory
-    /// (default [`DEFAULT_SLOT_SIZE`]). Each waiting party and each buffer
-    /// slot reserves this much (only touched pages cost anything); a larger
-    /// message travels through a named shared-memory segment of its own
-    /// (`/dev/shm/multiproc-csp-…`), created by the writer and unlinked by
-    /// the reader, which costs a few system calls more. The slot then
-    /// carries the segment's name (about 80 bytes): below that, larger
-    /// messages cannot spill and a write of one fails with
-    /// [`ChannelError::TooLarge`].
-    pub fn slot_size(mut self, bytes: usize) -> Self {
-        self.slot_size = bytes;
-        self
-    }
+        /// The largest encoded message carried inside the channel's own memory
+        /// (default [`DEFAULT_SLOT_SIZE`]). Each waiting party and each buffer
+        /// slot reserves this much (only touched pages cost anything); a larger
+        /// message travels through a named shared-memory segment of its own
+        /// (`/dev/shm/multiproc-csp-…`), created by the writer and unlinked by
+        /// the reader, which costs a few system calls more. The slot then
+        /// carries the segment's name (about 80 bytes): below that, larger
+        /// messages cannot spill and a write of one fails with
+        /// [`ChannelError::TooLarge`].
+        slot_size(bytes: usize) => slot_size = bytes;
 
-    /// How many parties (blocked readers and writers, alternations) can
-    /// wait on the channel at once (default [`DEFAULT_WAITERS`]); more wait
-    /// for a free place.
-    pub fn waiters(mut self, n: usize) -> Self {
-        self.waiters = n;
-        self
+        /// How many parties (blocked readers and writers, alternations) can
+        /// wait on the channel at once (default [`DEFAULT_WAITERS`]); more wait
+        /// for a free place.
+        waiters(n: usize) => waiters = n;
     }
 
     /// Keeps the channel in private memory: a little cheaper to create and
@@ -334,25 +325,37 @@ pub struct Reader<T> {
 impl<T: DeserializeOwned> Reader<T> {
     /// Takes the next value, waiting for a writer.
     pub fn read(&self) -> Result<T, ChannelError> {
-        let chan = self.end.chan();
-        let mig = match fast::read(chan, None) {
-            fast::Path::Done(r) => return r,
-            fast::Path::General(mig) => mig,
-        };
-        decode(chan, chan.read_migrating(None, mig).map_err(op_error)?)
+        self.read_until(Deadline::NEVER)
     }
 
     /// Like [`read`](Self::read), giving up with
     /// [`ChannelError::Timeout`] after `timeout` (nothing is taken then).
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, ChannelError> {
-        let chan = self.end.chan();
-        let deadline = Deadline::after(timeout).instant();
-        let mig = match fast::read(chan, deadline) {
-            fast::Path::Done(r) => return r,
-            fast::Path::General(mig) => mig,
-        };
-        decode(chan, chan.read_migrating(deadline, mig).map_err(op_error)?)
+        self.read_until(Deadline::after(timeout))
     }
+
+    /// The fast path, else the general one.
+    #[inline(always)] // `read` stays one function on the hot path
+    fn read_until(&self, deadline: Deadline) -> Result<T, ChannelError> {
+        let chan = self.end.chan();
+        let deadline = deadline.instant();
+        match fast::read(chan, deadline) {
+            fast::Path::Done(r) => r,
+            fast::Path::General(mig) => read_general(chan, deadline, mig),
+        }
+    }
+}
+
+/// A read on the general path (a frame of its own: the caller's stays
+/// small, and a lightweight process parked on the fast path keeps only
+/// the caller's).
+#[inline(never)]
+fn read_general<T: DeserializeOwned>(
+    chan: &Chan,
+    deadline: Option<std::time::Instant>,
+    mig: fast::Migration<'_>,
+) -> Result<T, ChannelError> {
+    decode(chan, chan.read_migrating(deadline, mig).map_err(op_error)?)
 }
 
 /// The writing end of a [`Channel`]. Clone it for more writers; dropping
@@ -367,33 +370,41 @@ impl<T: Serialize> Writer<T> {
     /// until it is in the buffer). What happens to it when that reader is
     /// killed is described in the [module docs](super#failure-a-party-killed-inside-a-channel).
     pub fn write(&self, value: &T) -> Result<(), ChannelError> {
-        let chan = self.end.chan();
-        let mig = match fast::write(chan, value, None) {
-            fast::Path::Done(r) => return r,
-            fast::Path::General(mig) => mig,
-        };
-        let out = encode(chan, value)?;
-        chan.write_migrating(&out.bytes, None, mig)
-            .map_err(op_error)?;
-        out.delivered();
-        Ok(())
+        self.write_until(value, Deadline::NEVER)
     }
 
     /// Like [`write`](Self::write), giving up with
     /// [`ChannelError::Timeout`] after `timeout` (nothing was written then).
     pub fn write_timeout(&self, value: &T, timeout: Duration) -> Result<(), ChannelError> {
-        let chan = self.end.chan();
-        let deadline = Deadline::after(timeout).instant();
-        let mig = match fast::write(chan, value, deadline) {
-            fast::Path::Done(r) => return r,
-            fast::Path::General(mig) => mig,
-        };
-        let out = encode(chan, value)?;
-        chan.write_migrating(&out.bytes, deadline, mig)
-            .map_err(op_error)?;
-        out.delivered();
-        Ok(())
+        self.write_until(value, Deadline::after(timeout))
     }
+
+    /// The fast path, else the general one.
+    #[inline(always)] // `write` stays one function on the hot path
+    fn write_until(&self, value: &T, deadline: Deadline) -> Result<(), ChannelError> {
+        let chan = self.end.chan();
+        let deadline = deadline.instant();
+        match fast::write(chan, value, deadline) {
+            fast::Path::Done(r) => r,
+            fast::Path::General(mig) => write_general(chan, value, deadline, mig),
+        }
+    }
+}
+
+/// A write on the general path (a frame of its own, as for
+/// [`read_general`]).
+#[inline(never)]
+fn write_general<T: Serialize>(
+    chan: &Chan,
+    value: &T,
+    deadline: Option<std::time::Instant>,
+    mig: fast::Migration<'_>,
+) -> Result<(), ChannelError> {
+    let out = encode(chan, value)?;
+    chan.write_migrating(&out.bytes, deadline, mig)
+        .map_err(op_error)?;
+    out.delivered();
+    Ok(())
 }
 
 /// The methods a [`Reader`] and a [`Writer`] share: both are an [`End`]

@@ -186,7 +186,7 @@ pub fn message(chunk: u64, kind: u8, text: &str) -> Encoded {
 /// `panics` (by task index, ascending).
 pub fn done<R: Serialize>(chunk: u64, values: &[R], panics: &[(usize, String)]) -> Encoded {
     if panics.is_empty() {
-        let encoded = codec::encode_with(FRAME_ROOM, |out| {
+        let encoded = codec::encode_with(Vec::new(), FRAME_ROOM, |out| {
             codec::append_to(&(chunk, DONE, true), out)
                 .and_then(|()| append_values(out, values))
                 .map_err(crate::error::CodecError::Encode)
@@ -196,7 +196,7 @@ pub fn done<R: Serialize>(chunk: u64, values: &[R], panics: &[(usize, String)]) 
         }
         // A value that does not encode: its task fails alone (below).
     }
-    let encoded = codec::encode_with(FRAME_ROOM, |out| {
+    let encoded = codec::encode_with(Vec::new(), FRAME_ROOM, |out| {
         codec::append_to(&(chunk, DONE, false), out)
             .and_then(|()| append_items(out, values, panics))
             .map_err(crate::error::CodecError::Encode)

@@ -11,7 +11,7 @@
 //! guard without asking anything of the program.
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::fn_ref::{self, RawFnRef};
@@ -42,15 +42,19 @@ fn run_spawned(fd: i32) -> ! {
         eprintln!("multiproc: bootstrap descriptor missing in child");
         sys::process::exit_now(70);
     };
-    let conn = Connection::from_fd(fd, true, true, true);
-    let Ok((payload, fds)) = conn.recv_encoded(None) else {
+    let reply = Reply {
+        conn: Connection::from_fd(fd, true, true, true),
+        bell: None,
+        out: Vec::new(),
+    };
+    let Ok((payload, fds)) = reply.conn.recv_encoded(None) else {
         // The parent went away before sending the bootstrap message.
         sys::process::exit_now(70);
     };
     let (meta, rest) = match codec::decode_payload::<Meta>(&payload, Vec::new()) {
         Ok(m) => m,
         Err(e) => report(
-            &conn,
+            &reply,
             target::OUTCOME_BAD_ARGS,
             &format!("bad bootstrap message: {e}"),
         ),
@@ -60,14 +64,48 @@ fn run_spawned(fd: i32) -> ! {
     }
     if meta.fingerprint != fn_ref::binary_fingerprint() {
         report(
-            &conn,
+            &reply,
             target::OUTCOME_BAD_ARGS,
             "the child runs a different binary than its parent",
         );
     }
-    identity::set_after_start(&meta);
     // The same binary (fingerprint checked above): the references hold.
-    run_target(meta.trampoline.get(), meta.target, rest, fds, conn)
+    let (trampoline, target) = (meta.trampoline.get(), meta.target);
+    identity::set_after_start(meta, true);
+    run_target(trampoline, target, rest, fds, reply)
+}
+
+/// The largest outcome (whole frame) sent without ringing the bell: one
+/// `sendmsg` this small into a Unix stream socket that holds nothing else
+/// from its sender never blocks (it fits in one buffer, and the kernel lets
+/// the first buffer through whatever the send buffer size, which is at
+/// least 4608 bytes, of which a buffer may take half less 64).
+const QUIET_MAX: usize = 2048;
+
+/// Where a child sends its outcome: the connection to its parent and, for
+/// a forked child, the bell that asks the parent to watch that connection
+/// (see `registry::Child::new`) and room for the outcome made before the
+/// fork.
+pub struct Reply {
+    pub conn: Connection,
+    pub bell: Option<Connection>,
+    pub out: Vec<u8>,
+}
+
+impl Reply {
+    fn send(&self, encoded: codec::Encoded) {
+        if encoded.bytes.len() > QUIET_MAX
+            && let Some(bell) = &self.bell
+        {
+            // The parent may be watching only for the exit: have it read.
+            let _ = sys::socket::send_all(bell.as_fd(), &[&[1]], &[]);
+        }
+        // Not freed: the process ends right after sending it, and the
+        // allocator's pages would be written (copied, in a forked child)
+        // for nothing.
+        let mut encoded = std::mem::ManuallyDrop::new(encoded);
+        let _ = self.conn.send_encoded_mut(&mut encoded);
+    }
 }
 
 /// Runs the target, sends its outcome to the parent and exits the process:
@@ -77,23 +115,24 @@ pub fn run_target(
     target: RawFnRef,
     payload: &[u8],
     fds: Vec<OwnedFd>,
-    conn: Connection,
+    mut reply: Reply,
 ) -> ! {
     report_panics_in_one_line();
-    let result = catch_unwind(AssertUnwindSafe(|| trampoline(target, payload, fds)));
+    let out = std::mem::take(&mut reply.out);
+    let result = catch_unwind(AssertUnwindSafe(|| trampoline(target, payload, fds, out)));
     match result {
         Ok(Ok(encoded)) => {
-            let _ = conn.send_encoded(encoded);
+            reply.send(encoded);
             finish(0)
         }
-        Ok(Err((tag, message))) => report(&conn, tag, &message),
+        Ok(Err((tag, message))) => report(&reply, tag, &message),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".to_string());
-            report(&conn, target::OUTCOME_PANIC, &message)
+            report(&reply, target::OUTCOME_PANIC, &message)
         }
     }
 }
@@ -107,8 +146,10 @@ pub fn run_target(
 /// report is written in one piece, so reports of concurrent children do not
 /// interleave. A target may install a hook of its own instead.
 fn report_panics_in_one_line() {
-    let name = identity::current_process().name;
-    std::panic::set_hook(Box::new(move |info| {
+    // The name is looked up when a panic comes, not now: the hook captures
+    // nothing, so installing it allocates nothing.
+    std::panic::set_hook(Box::new(|info| {
+        let name = identity::current_process().name;
         use std::fmt::Write as _;
         let payload = info.payload();
         let message = payload
@@ -139,9 +180,9 @@ fn report_panics_in_one_line() {
     }));
 }
 
-fn report(conn: &Connection, tag: u8, message: &str) -> ! {
+fn report(reply: &Reply, tag: u8, message: &str) -> ! {
     if let Ok(enc) = codec::encode(&(tag, message), FRAME_ROOM) {
-        let _ = conn.send_encoded(enc);
+        reply.send(enc);
     }
     finish(1)
 }

@@ -55,16 +55,20 @@ fn me() -> std::sync::MutexGuard<'static, Option<Me>> {
     ME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Records who this process is, once it starts as a child.
-pub fn set_after_start(meta: &Meta) {
+/// Records who this process is, once it starts as a child, and takes its
+/// parent's authkey (a forked child, which holds it already, passes
+/// `with_key: false`).
+pub fn set_after_start(meta: Meta, with_key: bool) {
     CHILDREN_STARTED.store(0, Ordering::Relaxed);
-    set_authkey(&meta.authkey);
+    if with_key {
+        set_authkey(&meta.authkey);
+    }
     *me() = Some(Me {
-        name: meta.name.clone(),
-        identity: meta.identity.clone(),
+        name: meta.name,
+        identity: meta.identity,
         daemon: meta.daemon,
         parent: Some(ProcessInfo {
-            name: meta.parent_name.clone(),
+            name: meta.parent_name,
             pid: meta.parent_pid,
             daemon: false,
         }),

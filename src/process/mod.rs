@@ -173,7 +173,11 @@ impl<R: DeserializeOwned> Process<R> {
         let args = payload()?;
         // Drawn now if this is its first use, so that a forked child shares
         // it too.
-        let authkey = authkey()?;
+        let mut authkey = authkey()?;
+        if method == StartMethod::Fork {
+            // A forked child holds it already: it need not free a copy.
+            authkey = Vec::new();
+        }
         let (identity, default_name) = identity::next_child();
         let name = self.name.clone().unwrap_or(default_name);
         let me = current_process();
@@ -210,17 +214,23 @@ impl<R: DeserializeOwned> Process<R> {
         msg.then(FRAME_ROOM, args);
         // A child that died at once is reported by join(), not here.
         let _ = conn.send_encoded(msg);
-        Ok(Child::new(pid, name, daemon, pidfd, conn))
+        Ok(Child::new(pid, name, daemon, pidfd, conn, None))
     }
 
     fn fork(&mut self, meta: identity::Meta, mut args: Encoded) -> Result<Arc<Child>, StartError> {
         use std::io::Write;
-        let (ours, theirs) = sys::socket::stream_pair()?;
+        let (ours, theirs) = registry::socket_pair()?;
+        // Both ends' connections and room for the outcome are made before
+        // the fork, so that the child reaches its target without calling
+        // the allocator (every page it writes is a page copied).
+        let ours = Connection::from_fd(ours, true, true, true);
+        let theirs = Connection::from_fd(theirs, true, true, true);
+        let out = Vec::with_capacity(target::OUTCOME_ROOM);
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         match sys::process::fork()? {
             sys::process::Forked::Child => {
-                drop(ours);
+                // `ours` stays open: it is the bell (see `Child::new`).
                 // The child's copy of the arguments would keep the handles'
                 // descriptors open beside the ones the target receives.
                 self.payload = None;
@@ -235,7 +245,8 @@ impl<R: DeserializeOwned> Process<R> {
                 if self.setup.apply_single_threaded().is_err() {
                     sys::process::exit_now(70);
                 }
-                identity::set_after_start(&meta);
+                // Its authkey is the parent's already (drawn before the fork).
+                identity::set_after_start(meta, false);
                 // The argument descriptors were inherited: take them over, so
                 // that dropping a handle in the child really closes it. Only
                 // a descriptor still shared with another object of this
@@ -248,20 +259,31 @@ impl<R: DeserializeOwned> Process<R> {
                             .ok()
                     })
                     .collect();
-                let conn = Connection::from_fd(theirs, true, true, true);
+                let reply = child::Reply {
+                    conn: theirs,
+                    bell: Some(ours),
+                    out,
+                };
                 child::run_target(
                     self.trampoline.get(),
                     self.target,
                     args.payload(0),
                     fds,
-                    conn,
+                    reply,
                 )
             }
             sys::process::Forked::Parent(pid) => {
-                drop(theirs);
+                drop(out);
                 let pidfd = sys::process::pidfd_open(pid)?;
-                let conn = Connection::from_fd(ours, true, true, true);
-                Ok(Child::new(pid, meta.name, meta.daemon, pidfd, conn))
+                // The parent keeps the child's end open as the bell.
+                Ok(Child::new(
+                    pid,
+                    meta.name,
+                    meta.daemon,
+                    pidfd,
+                    ours,
+                    Some(theirs),
+                ))
             }
         }
     }

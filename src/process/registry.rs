@@ -37,17 +37,30 @@ pub struct Child {
 struct State {
     /// The bootstrap connection, until the outcome arrived or the child died.
     conn: Option<Connection>,
+    /// A forked child's bell (see [`Child::new`]): while it is here and
+    /// silent, the child's outcome is small enough to wait in the socket,
+    /// so only the pidfd is watched.
+    bell: Option<Connection>,
     outcome: Option<Outcome>,
     exit: Option<Exit>,
 }
 
 impl Child {
+    /// A started child. With a `bell` (a forked child), the parent does not
+    /// wake for the outcome message: the child sends a small outcome and
+    /// exits, and the message is read once the pidfd says it exited; before
+    /// sending one too large to wait in the socket's buffer, the child rings
+    /// the bell (makes it readable), and from then on the connection is
+    /// watched too, as without a bell. This spares a wake-up per child (two:
+    /// the message, and the hang-up of the child's end at exit, as long as
+    /// the parent holds the bell, a copy of that end).
     pub fn new(
         pid: i32,
         name: String,
         daemon: bool,
         pidfd: OwnedFd,
         conn: Connection,
+        bell: Option<Connection>,
     ) -> Arc<Self> {
         Arc::new(Child {
             pid,
@@ -56,6 +69,7 @@ impl Child {
             pidfd,
             state: Mutex::new(State {
                 conn: Some(conn),
+                bell,
                 outcome: None,
                 exit: None,
             }),
@@ -72,13 +86,24 @@ impl Child {
                 return Ok(Some(exit));
             }
             let slice = deadline.slice(SLICE);
-            let ready = match &st.conn {
-                Some(conn) => {
-                    sys::poll::wait_readable(&[conn.as_fd(), self.pidfd.as_fd()], Some(slice))?
+            let ready = match (&st.conn, &st.bell) {
+                (Some(_), Some(bell)) => {
+                    let [rang, exited] = sys::poll::wait_readable_n(
+                        [bell.as_fd(), self.pidfd.as_fd()],
+                        Some(slice),
+                    )?;
+                    if rang {
+                        // A large outcome is on its way: read it as it comes.
+                        st.bell = None;
+                    }
+                    [false, exited]
                 }
-                None => {
-                    let r = sys::poll::wait_readable(&[self.pidfd.as_fd()], Some(slice))?;
-                    vec![false, r[0]]
+                (Some(conn), None) => {
+                    sys::poll::wait_readable_n([conn.as_fd(), self.pidfd.as_fd()], Some(slice))?
+                }
+                (None, _) => {
+                    let [exited] = sys::poll::wait_readable_n([self.pidfd.as_fd()], Some(slice))?;
+                    [false, exited]
                 }
             };
             if ready[0] {
@@ -94,11 +119,15 @@ impl Child {
             }
             if ready[1] {
                 // Everything the child wrote before exiting is queued now.
-                if let Some(Ok(outcome)) =
-                    st.conn.take().map(|c| c.recv_encoded(Some(Duration::ZERO)))
+                if let Some(conn) = st.conn.take()
+                    && let Ok(outcome) = conn.recv_encoded(Some(Duration::ZERO))
                 {
                     st.outcome = Some(outcome);
+                    if let Some(bell) = st.bell.take() {
+                        keep_spare(conn, bell);
+                    }
                 }
+                st.bell = None;
                 st.exit = sys::process::wait_exit(self.pidfd.as_fd(), true)?;
                 if let Some(exit) = st.exit {
                     drop(st);
@@ -154,6 +183,42 @@ pub fn clear_after_fork() {
     let mut list = lock(&CHILDREN);
     // The pidfds are the parent's business; closing our copies is harmless.
     list.clear();
+    *lock(&SPARE) = None;
+}
+
+/// A socket pair left clean by a reaped forked child, for the next one:
+/// making a pair and closing it again costs more than a fork's other
+/// system calls together. With the process that keeps it: in a process
+/// forked by other means, the copy it inherited is not its own to use.
+static SPARE: Mutex<Option<(i32, OwnedFd, OwnedFd)>> = Mutex::new(None);
+
+/// A connected socket pair for a forked child: the spare one, else a new one.
+pub fn socket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    if let Some((owner, ours, theirs)) = lock(&SPARE).take()
+        && owner == sys::process::getpid()
+    {
+        return Ok((ours, theirs));
+    }
+    sys::socket::stream_pair()
+}
+
+/// Keeps the pair of a reaped forked child (the parent's connection, whose
+/// outcome was read, and the child's end, its bell, silent) as the spare,
+/// if nothing is left in it.
+fn keep_spare(conn: Connection, bell: Connection) {
+    let (Some(ours), Some(bell)) = (conn.into_idle_fd(), bell.into_idle_fd()) else {
+        return;
+    };
+    // Nothing readable either way: the child sent one frame, now read, and
+    // never rang the bell.
+    if let Ok([false, false]) =
+        sys::poll::wait_readable_n([ours.as_fd(), bell.as_fd()], Some(Duration::ZERO))
+    {
+        let mut spare = lock(&SPARE);
+        if spare.is_none() {
+            *spare = Some((sys::process::getpid(), ours, bell));
+        }
+    }
 }
 
 /// The children still running; finished ones are reaped on the way.
@@ -167,7 +232,14 @@ pub fn active() -> Vec<Arc<Child>> {
 /// Terminates daemon children (SIGTERM, then SIGKILL after a second) and
 /// waits for the others, as Python does when the main module finishes.
 pub fn finish_children() {
-    let list: Vec<Arc<Child>> = lock(&CHILDREN).clone();
+    let list: Vec<Arc<Child>> = {
+        let list = lock(&CHILDREN);
+        if list.is_empty() {
+            // The common case in a child: nothing to wait for, no clock read.
+            return;
+        }
+        list.clone()
+    };
     for c in list.iter().filter(|c| c.daemon) {
         let _ = c.signal(sys::process::SIGTERM);
     }

@@ -11,11 +11,19 @@ use super::fn_ref::RawFnRef;
 use crate::codec::{self, Encoded};
 use crate::error::CodecError;
 
-/// Runs a target on encoded arguments and encodes its outcome; on failure,
-/// the outcome tag to report ([`OUTCOME_BAD_ARGS`] or
-/// [`OUTCOME_BAD_RESULT`]) and why.
-pub type Trampoline =
-    fn(target: RawFnRef, payload: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, (u8, String)>;
+/// Runs a target on encoded arguments and encodes its outcome (in the
+/// allocation of `out`, when it fits); on failure, the outcome tag to report
+/// ([`OUTCOME_BAD_ARGS`] or [`OUTCOME_BAD_RESULT`]) and why.
+pub type Trampoline = fn(
+    target: RawFnRef,
+    payload: &[u8],
+    fds: Vec<OwnedFd>,
+    out: Vec<u8>,
+) -> Result<Encoded, (u8, String)>;
+
+/// The room a forked child is given for its outcome before the fork
+/// (see [`Trampoline`]): a small one fits.
+pub const OUTCOME_ROOM: usize = crate::connection::FRAME_ROOM + 64;
 
 /// The outcome tags a child sends back, first byte of the result payload.
 pub const OUTCOME_OK: u8 = 0;
@@ -31,6 +39,7 @@ pub fn trampoline<A: DeserializeOwned, R: Serialize>(
     target: RawFnRef,
     payload: &[u8],
     fds: Vec<OwnedFd>,
+    out: Vec<u8>,
 ) -> Result<Encoded, (u8, String)> {
     // `Process::new` erased `target` from an `fn(A) -> R` and paired it
     // with this trampoline, monomorphised for the same `A` and `R`.
@@ -38,7 +47,7 @@ pub fn trampoline<A: DeserializeOwned, R: Serialize>(
     let (args, _) =
         codec::decode_payload::<A>(payload, fds).map_err(|e| (OUTCOME_BAD_ARGS, e.to_string()))?;
     let ret = f(args);
-    codec::encode(&(OUTCOME_OK, &ret), crate::connection::FRAME_ROOM).map_err(|e| {
+    codec::encode_in(out, &(OUTCOME_OK, &ret), crate::connection::FRAME_ROOM).map_err(|e| {
         let why = match e {
             CodecError::Encode(why) => why,
             e => e.to_string(),

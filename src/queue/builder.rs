@@ -6,6 +6,7 @@ use super::fifo::Queue;
 use super::joinable::JoinableQueue;
 use super::ring::{Geometry, MAX_CAPACITY, Ring, SEG};
 use super::simple::SimpleQueue;
+use crate::macros::setters;
 
 /// Default ring size: 4 MiB, the memory of free segments a queue keeps for
 /// reuse. Enough that messages of 1 MiB flow with several in flight and no
@@ -57,26 +58,19 @@ impl QueueBuilder {
         }
     }
 
-    /// At most `maxsize` messages queued (`put` waits while full); 0 means
-    /// unbounded. At most `2^31 - 1`.
-    pub fn maxsize(mut self, maxsize: usize) -> Self {
-        self.maxsize = maxsize;
-        self
-    }
+    setters! {
+        /// At most `maxsize` messages queued (`put` waits while full); 0 means
+        /// unbounded. At most `2^31 - 1`.
+        maxsize(maxsize: usize) => maxsize = maxsize;
 
-    /// Bytes of free segments kept in memory for reuse (rounded up to
-    /// 64 KiB segments, at least two): what an idle queue may hold. Larger
-    /// backlogs take memory beyond it and give it back once consumed.
-    pub fn ring_size(mut self, bytes: usize) -> Self {
-        self.ring = bytes;
-        self
-    }
+        /// Bytes of free segments kept in memory for reuse (rounded up to
+        /// 64 KiB segments, at least two): what an idle queue may hold. Larger
+        /// backlogs take memory beyond it and give it back once consumed.
+        ring_size(bytes: usize) => ring = bytes;
 
-    /// Address space for queued data (rounded up to 64 KiB, at most
-    /// 31 GiB): the most bytes the queue can hold at once.
-    pub fn capacity(mut self, bytes: usize) -> Self {
-        self.capacity = bytes;
-        self
+        /// Address space for queued data (rounded up to 64 KiB, at most
+        /// 31 GiB): the most bytes the queue can hold at once.
+        capacity(bytes: usize) => capacity = bytes;
     }
 
     fn ring(&self) -> io::Result<Ring> {

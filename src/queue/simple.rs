@@ -116,12 +116,13 @@ impl<T: DeserializeOwned> SimpleQueue<T> {
     }
 }
 
+/// `for msg in &queue`: the same as [`iter`](SimpleQueue::iter).
 impl<'a, T: DeserializeOwned> IntoIterator for &'a SimpleQueue<T> {
     type Item = T;
     type IntoIter = Iter<'a, T>;
 
     fn into_iter(self) -> Iter<'a, T> {
-        self.inner.iter()
+        self.iter()
     }
 }
 

@@ -44,6 +44,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{IndexError, ShareableListError, ShmError};
 use super::shared_memory::SharedMemory;
+use crate::macros::from_variants;
 
 /// Slots are multiples of this.
 const ALIGN: usize = 8;
@@ -91,34 +92,17 @@ impl ShareableItem {
     }
 }
 
-impl From<i64> for ShareableItem {
-    fn from(v: i64) -> Self {
-        ShareableItem::Int(v)
-    }
-}
-impl From<f64> for ShareableItem {
-    fn from(v: f64) -> Self {
-        ShareableItem::Float(v)
-    }
-}
-impl From<bool> for ShareableItem {
-    fn from(v: bool) -> Self {
-        ShareableItem::Bool(v)
-    }
-}
+from_variants!(ShareableItem {
+    i64 => Int,
+    f64 => Float,
+    bool => Bool,
+    String => Str,
+    Vec<u8> => Bytes,
+});
+
 impl From<&str> for ShareableItem {
     fn from(v: &str) -> Self {
         ShareableItem::Str(v.to_string())
-    }
-}
-impl From<String> for ShareableItem {
-    fn from(v: String) -> Self {
-        ShareableItem::Str(v)
-    }
-}
-impl From<Vec<u8>> for ShareableItem {
-    fn from(v: Vec<u8>) -> Self {
-        ShareableItem::Bytes(v)
     }
 }
 impl From<&[u8]> for ShareableItem {

@@ -33,6 +33,7 @@ use super::error::LockError;
 use super::lock::Lock;
 use super::rlock::RLock;
 use crate::codec::SharedFd;
+use crate::macros::from_variants;
 use crate::segment::mutex::{Guard, MutexSegment, acquire_methods, map_result};
 use crate::segment::{Kind, Segment};
 use crate::sys;
@@ -62,17 +63,10 @@ pub enum ConditionLock {
     RLock(RLock),
 }
 
-impl From<Lock> for ConditionLock {
-    fn from(l: Lock) -> Self {
-        ConditionLock::Lock(l)
-    }
-}
-
-impl From<RLock> for ConditionLock {
-    fn from(l: RLock) -> Self {
-        ConditionLock::RLock(l)
-    }
-}
+from_variants!(ConditionLock {
+    Lock => Lock,
+    RLock => RLock,
+});
 
 impl ConditionLock {
     fn segment(&self) -> &MutexSegment {

@@ -26,6 +26,16 @@ pub fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::R
     Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect())
 }
 
+/// [`wait_readable`] for a fixed number of descriptors, without allocating.
+pub fn wait_readable_n<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    timeout: Option<Duration>,
+) -> io::Result<[bool; N]> {
+    let mut pfds = fds.map(|fd| PollFd::from_borrowed_fd(fd, PollFlags::IN));
+    poll_until(&mut pfds, timeout)?;
+    Ok(pfds.map(|p| !p.revents().is_empty()))
+}
+
 /// What to wait for on one descriptor in [`wait_events`].
 #[derive(Debug, Clone, Copy)]
 pub struct Interest<'a> {

@@ -269,10 +269,18 @@ pub fn getppid() -> i32 {
 }
 
 /// How many threads this process has right now.
+///
+/// One `stat` of `/proc/self/task`: procfs gives that directory a link
+/// count of 2 plus the number of threads (read in one syscall, with no
+/// descriptor and no directory buffer, which matters on the fork start
+/// path). Should the count look wrong, the directory's entries are counted
+/// instead.
 pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(1)
+    const TASKS: &str = "/proc/self/task";
+    match rustix::fs::stat(TASKS) {
+        Ok(st) if st.st_nlink > 2 => (st.st_nlink - 2) as usize,
+        _ => std::fs::read_dir(TASKS).map(|d| d.count()).unwrap_or(1),
+    }
 }
 
 /// Number of CPUs online (like Python's `os.cpu_count()`).

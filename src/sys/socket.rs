@@ -74,8 +74,18 @@ fn sendmsg(
 
 /// Writes every byte of `bufs` (blocking), `fds` attached to the first byte.
 pub fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-    let mut slices: &mut [IoSlice<'_>] = &mut slices;
+    // A few pieces (every caller's case) are listed without allocating.
+    let mut few = [IoSlice::new(&[]); 4];
+    let mut many: Vec<IoSlice<'_>>;
+    let mut slices: &mut [IoSlice<'_>] = if bufs.len() <= few.len() {
+        for (slice, buf) in few.iter_mut().zip(bufs) {
+            *slice = IoSlice::new(buf);
+        }
+        &mut few[..bufs.len()]
+    } else {
+        many = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        &mut many
+    };
     let mut first = true;
     while !slices.is_empty() {
         let n = send(fd, slices, if first { fds } else { &[] })?;

@@ -18,41 +18,57 @@
 //! anyone else can see the channel, and rendezvous, any-to-any,
 //! poison/retire and alternation keep their meaning.
 //!
+//! # Confined to one worker thread
+//!
+//! A fast channel belongs to the worker thread of the first lightweight
+//! process that uses it (`Fast::owner`, claimed by CAS). Its queue of
+//! parked parties is then touched only on that thread, one process at a
+//! time, never across a suspension: no lock, no atomic read-modify-write
+//! per message. A lightweight process of another worker that uses the
+//! channel promotes it (as a thread would). Promotion and abort asked on
+//! another thread run on the owner's thread (`sched::run_on`, between
+//! two processes) while the asker waits for them.
+//!
+//! | `Fast::owner` | meaning | set by |
+//! |---|---|---|
+//! | `UNOWNED` | fast, used by nobody yet | creation |
+//! | worker + 1 | fast, owned by that worker | the first user, by CAS from `UNOWNED` |
+//! | `GENERAL` | general for good | creation, the owner (promotion), or a promoter by CAS from `UNOWNED` |
+//!
 //! # The hand-over
 //!
-//! Under the channel's local lock (a process-private mutex, never held
-//! across a suspension) a party either finds a parked counterpart in the
-//! queue (all waiters are of one side: a rendezvous never leaves a reader
-//! and a writer both waiting) and completes with it, or queues its own
-//! [`Node`] and parks (`sched::park_current`). A writer finding a reader
-//! swaps its encoded message into the reader's node; a reader finding a
-//! writer swaps the writer's message out. Then the finder sets the
-//! node's outcome (`DONE`, Release) and unparks its owner, which reads its
-//! outcome (Acquire) without the lock. The messages are the crate's codec bytes in
-//! buffers that circulate between nodes, and nodes come from a per-thread
-//! pool: no allocation per message once warm.
+//! A party either finds a parked counterpart in the queue (all waiters
+//! are of one side: a rendezvous never leaves a reader and a writer both
+//! waiting) and completes with it, or queues its own [`Node`] and parks
+//! (`sched::park_current`). A writer finding a reader swaps its encoded
+//! message into the reader's node; a reader finding a writer swaps the
+//! writer's message out. Then the finder sets the node's outcome (`DONE`)
+//! and unparks its owner. The messages are the crate's codec bytes in
+//! buffers that circulate between nodes, and nodes (on the heap: a parked
+//! stack may be moved aside) come from a per-thread pool: no allocation
+//! per message once warm.
 //!
 //! | `Node::outcome` | meaning | set by |
 //! |---|---|---|
-//! | `WAITING` | queued, parked | the owner, under the lock, before queueing |
-//! | `DONE` | the counterpart completed the operation | the counterpart, under the lock, after dequeueing it |
-//! | `RETRY` | promoted: do it again on the general path | the promoter, under the lock, after dequeueing it |
-//! | `ABORTED` | poisoned or retired | the poisoner/retirer, under the lock, after dequeueing it |
+//! | `WAITING` | queued, parked | the owner, before queueing |
+//! | `DONE` | the counterpart completed the operation | the counterpart, after dequeueing it |
+//! | `RETRY` | promoted: do it again on the general path | the promoter, after dequeueing it |
+//! | `ABORTED` | poisoned or retired | the poisoner/retirer, after dequeueing it |
 //!
-//! A node's message and unparker are touched only by the lock holder
-//! while the node is queued, and only by its owner otherwise (after it
-//! saw an outcome other than `WAITING`, or before it queued the node).
+//! A queued node belongs to the party that dequeues it (its owner is
+//! parked until then, or dequeues it itself at its deadline).
 //!
-//! Poison and retirement set the channel's flag first, then take the lock
-//! and abort what is queued: an operation under the lock either sees the
-//! flag or is queued before the abort, which finds it.
+//! Poison and retirement set the channel's flag first, then abort what is
+//! queued on the owner's thread (and later operations there, through
+//! `Queue::closed`). A claim checks the flags after its CAS, an abort
+//! looks at the owner after setting them (SeqCst fences on both sides):
+//! one of the two sees the other.
 
 #![allow(unsafe_code)]
 
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -61,11 +77,11 @@ use serde::de::DeserializeOwned;
 use super::{self as chan, Chan, OpError, op_error};
 use crate::codec;
 use crate::csp::error::ChannelError;
-use crate::csp::light::{self as sched, Unparker};
+use crate::csp::light::{self as sched, Completion, Unparker};
 use crate::sys;
 
-const FAST: u32 = 0;
-const GENERAL: u32 = 1;
+const UNOWNED: u32 = 0;
+const GENERAL: u32 = u32::MAX;
 
 const WAITING: u32 = 0;
 const DONE: u32 = 1;
@@ -74,36 +90,28 @@ const ABORTED: u32 = 3;
 
 /// A parked party: its outcome, its message (for a writer: the one it
 /// offers; for a reader: the one it got), and how to wake it.
+#[derive(Default)]
 struct Node {
-    outcome: AtomicU32,
-    msg: UnsafeCell<Vec<u8>>,
-    unparker: UnsafeCell<Option<Unparker>>,
+    outcome: Cell<u32>,
+    msg: Cell<Vec<u8>>,
+    unparker: Cell<Option<Unparker>>,
 }
 
-// SAFETY: the cells are touched by one party at a time, handed over
-// under the channel's local lock or by the Release/Acquire `outcome` (see
-// the module docs).
-unsafe impl Sync for Node {}
-
 thread_local! {
-    /// Nodes of finished operations, for the next ones.
-    static POOL: RefCell<Vec<Arc<Node>>> = const { RefCell::new(Vec::new()) };
+    /// Nodes of finished operations, for the next ones (boxed: a queued
+    /// node must not move).
+    #[allow(clippy::vec_box)]
+    static POOL: RefCell<Vec<Box<Node>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Nodes kept per thread.
 const POOL_MAX: usize = 64;
 
-fn node() -> Arc<Node> {
-    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
-        Arc::new(Node {
-            outcome: AtomicU32::new(WAITING),
-            msg: UnsafeCell::new(Vec::new()),
-            unparker: UnsafeCell::new(None),
-        })
-    })
+fn node() -> Box<Node> {
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
 }
 
-fn recycle(n: Arc<Node>) {
+fn recycle(n: Box<Node>) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < POOL_MAX {
@@ -115,42 +123,65 @@ fn recycle(n: Arc<Node>) {
 /// The parked parties of one channel: all readers or all writers.
 struct Queue {
     side: u32,
-    nodes: VecDeque<Arc<Node>>,
-    /// Poisoned or retired (copied from the channel's flags by
-    /// [`Fast::abort`], so that an operation here reads no shared memory).
+    /// Nodes of parked parties (each alive until dequeued: module docs).
+    nodes: VecDeque<*const Node>,
+    /// Poisoned or retired (copied from the channel's flags, so that an
+    /// operation here reads no shared memory).
     closed: Option<OpError>,
 }
 
-/// The process-local side of a channel: its mode and its parked parties.
+/// The process-local side of a channel: its mode and owner, and its
+/// parked parties.
 pub(crate) struct Fast {
-    mode: AtomicU32,
-    queue: Mutex<Queue>,
+    owner: AtomicU32,
+    /// Touched only on the owner's thread (module docs).
+    queue: UnsafeCell<Queue>,
+    /// The queue's side and length (`len << 2 | side`), for
+    /// [`Fast::waiting`] on any thread.
+    parked: AtomicU32,
     /// Parties woken by the promotion that have not yet posted on the
     /// general path (the promoter waits for them, see [`Migration`]).
     migrating: AtomicU32,
 }
+
+// SAFETY: `queue` (and the nodes it points to) is touched only on the
+// owner worker's thread (module docs); the rest is atomic.
+unsafe impl Send for Fast {}
+// SAFETY: as above.
+unsafe impl Sync for Fast {}
+// A panic cannot leave the queue half-changed: it is changed only in
+// short closures that call nothing that panics but the allocator.
+impl std::panic::RefUnwindSafe for Fast {}
 
 impl Fast {
     /// A fast channel (`fast`: a rendezvous channel created here), or one
     /// that always takes the general path.
     pub(crate) fn new(fast: bool) -> Fast {
         Fast {
-            mode: AtomicU32::new(if fast { FAST } else { GENERAL }),
-            queue: Mutex::new(Queue {
+            owner: AtomicU32::new(if fast { UNOWNED } else { GENERAL }),
+            queue: UnsafeCell::new(Queue {
                 side: chan::READ,
                 nodes: VecDeque::new(),
                 closed: None,
             }),
+            parked: AtomicU32::new(0),
             migrating: AtomicU32::new(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn is_fast(&self) -> bool {
-        self.mode.load(Ordering::Acquire) == FAST
+    /// Runs `f` on the queue.
+    ///
+    /// # Safety
+    /// Only on the owner's thread, and `f` neither suspends nor comes
+    /// back here.
+    unsafe fn with_queue<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R {
+        // SAFETY: the caller's contract: nothing else touches the queue
+        // meanwhile.
+        let q = unsafe { &mut *self.queue.get() };
+        let r = f(q);
+        let len = u32::try_from(q.nodes.len()).unwrap_or(u32::MAX >> 2);
+        self.parked.store(len << 2 | q.side, Ordering::Relaxed);
+        r
     }
 
     /// Turns the channel general for good; the parties parked here do
@@ -158,19 +189,24 @@ impl Fast {
     /// each has posted there (so that the caller, say an alternation,
     /// sees them as it would have seen them waiting).
     pub(crate) fn promote(&self) {
-        if !self.is_fast() {
-            return;
+        loop {
+            match self.owner.load(Ordering::Acquire) {
+                GENERAL => return,
+                UNOWNED => {
+                    if self
+                        .owner
+                        .compare_exchange(UNOWNED, GENERAL, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                o => {
+                    self.on_owner(o as usize - 1, Self::promote_here);
+                    break;
+                }
+            }
         }
-        let mut q = self.lock();
-        if !self.is_fast() {
-            return;
-        }
-        let woken = Self::finish_all(&mut q, RETRY);
-        self.migrating
-            .fetch_add(q_len_u32(woken.len()), Ordering::SeqCst);
-        self.mode.store(GENERAL, Ordering::Release);
-        drop(q);
-        woken.into_iter().for_each(Unparker::unpark);
         loop {
             let m = self.migrating.load(Ordering::SeqCst);
             if m == 0 {
@@ -178,6 +214,43 @@ impl Fast {
             }
             sys::futex::wait(&self.migrating, m, None);
         }
+    }
+
+    /// Runs `f` on the thread of worker `w` (the owner), waiting for it.
+    fn on_owner(&self, w: usize, f: fn(&Fast, usize)) {
+        if sched::thread_worker() == Some(w) {
+            f(self, w);
+            return;
+        }
+        let done: std::sync::Arc<Completion<()>> = Completion::new();
+        let d = done.clone();
+        let me = self as *const Fast as usize;
+        sched::run_on(
+            w,
+            Box::new(move || {
+                // SAFETY: the asker keeps `self` alive: it waits below
+                // until this ran.
+                f(unsafe { &*(me as *const Fast) }, w);
+                d.set(());
+            }),
+        );
+        done.take();
+    }
+
+    /// The promotion, on the owner's thread (`w`).
+    fn promote_here(&self, w: usize) {
+        if self.owner.load(Ordering::Relaxed) != tag(w) {
+            return;
+        }
+        // SAFETY: on the owner's thread, between two processes (or in
+        // the one running).
+        let woken = unsafe { self.with_queue(|q| Self::finish_all(q, RETRY)) };
+        self.migrating.fetch_add(
+            u32::try_from(woken.len()).unwrap_or(u32::MAX),
+            Ordering::SeqCst,
+        );
+        self.owner.store(GENERAL, Ordering::Release);
+        woken.into_iter().for_each(Unparker::unpark);
     }
 
     /// One party woken by the promotion has posted on the general path.
@@ -190,15 +263,36 @@ impl Fast {
     /// `why` (after poison or retirement set the channel's flag; poison
     /// wins over retirement).
     pub(crate) fn abort(&self, why: OpError) {
-        if !self.is_fast() {
+        // Pairs with the fence of `claim`: it sees the flag, or this sees
+        // its owner.
+        fence(Ordering::SeqCst);
+        match self.owner.load(Ordering::Acquire) {
+            GENERAL | UNOWNED => {}
+            o => {
+                let f: fn(&Fast, usize) = match why {
+                    OpError::Poisoned => |f, w| f.abort_here(w, OpError::Poisoned),
+                    _ => |f, w| f.abort_here(w, OpError::Retired),
+                };
+                self.on_owner(o as usize - 1, f);
+            }
+        }
+    }
+
+    /// The abort, on the owner's thread (`w`).
+    fn abort_here(&self, w: usize, why: OpError) {
+        if self.owner.load(Ordering::Relaxed) != tag(w) {
             return;
         }
-        let mut q = self.lock();
-        if q.closed.is_none() || why == OpError::Poisoned {
-            q.closed = Some(why);
-        }
-        let woken = Self::finish_all(&mut q, ABORTED);
-        drop(q);
+        // SAFETY: on the owner's thread, between two processes (or in
+        // the one running).
+        let woken = unsafe {
+            self.with_queue(|q| {
+                if q.closed.is_none() || why == OpError::Poisoned {
+                    q.closed = Some(why);
+                }
+                Self::finish_all(q, ABORTED)
+            })
+        };
         woken.into_iter().for_each(Unparker::unpark);
     }
 
@@ -206,26 +300,72 @@ impl Fast {
         q.nodes
             .drain(..)
             .filter_map(|n| {
-                // SAFETY: queued, so ours under the lock (module docs).
-                let u = unsafe { (*n.unparker.get()).take() };
-                n.outcome.store(outcome, Ordering::Release);
-                u
+                // SAFETY: queued, so alive, and ours to finish (module docs).
+                let n = unsafe { &*n };
+                n.outcome.set(outcome);
+                n.unparker.take()
             })
             .collect()
     }
 
     /// How many parties of side `dir` are parked here (a hint for tests).
     pub(crate) fn waiting(&self, dir: u32) -> usize {
-        if !self.is_fast() {
+        if self.owner.load(Ordering::Acquire) == GENERAL {
             return 0;
         }
-        let q = self.lock();
-        if q.side == dir { q.nodes.len() } else { 0 }
+        let p = self.parked.load(Ordering::Relaxed);
+        if p & 3 == dir { (p >> 2) as usize } else { 0 }
     }
 }
 
-fn q_len_u32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
+/// The owner word of worker `w` (one CPU each: far below `GENERAL`).
+fn tag(w: usize) -> u32 {
+    u32::try_from(w).map_or(GENERAL, |w| w + 1)
+}
+
+/// Whether the calling code may take the hand-over path on `chan`: it is
+/// a lightweight process, and the channel is fast and owned by its
+/// worker (claimed now if nobody owned it). A process of another worker
+/// promotes the channel.
+fn claim(chan: &Chan) -> bool {
+    let Some(w) = sched::current_worker() else {
+        return false;
+    };
+    let fast = chan.fast();
+    let mut o = fast.owner.load(Ordering::Relaxed);
+    let me = tag(w);
+    if o == me {
+        return true;
+    }
+    if o == UNOWNED {
+        match fast
+            .owner
+            .compare_exchange(UNOWNED, me, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                // Pairs with the fence of `abort`: poison or retirement
+                // before the claim saw no owner, so the flags tell.
+                fence(Ordering::SeqCst);
+                let closed = if chan.is_poisoned() {
+                    Some(OpError::Poisoned)
+                } else if chan.is_retired() {
+                    Some(OpError::Retired)
+                } else {
+                    None
+                };
+                if closed.is_some() {
+                    // SAFETY: owned by this thread now; not suspending.
+                    unsafe { fast.with_queue(|q| q.closed = closed) };
+                }
+                return true;
+            }
+            Err(now) => o = now,
+        }
+    }
+    if o != me && o != GENERAL {
+        fast.promote();
+    }
+    o == me
 }
 
 /// A party's move from the hand-over path to the general one, after a
@@ -262,59 +402,76 @@ pub(crate) enum Path<'a, R> {
     General(Migration<'a>),
 }
 
-/// Takes the first parked party of side `dir`, if any: its node and its
-/// unparker (to use once the lock is released).
-fn take_counterpart(q: &mut Queue, dir: u32) -> Option<(Arc<Node>, Option<Unparker>)> {
-    if q.side != dir {
-        return None;
-    }
-    let n = q.nodes.pop_front()?;
-    // SAFETY: queued until just now, so ours under the lock.
-    let u = unsafe { (*n.unparker.get()).take() };
-    Some((n, u))
+/// The first parked counterpart of side `dir`, left queued, or the
+/// channel's closure.
+///
+/// # Safety
+/// On the owner's thread.
+unsafe fn peek(fast: &Fast, dir: u32) -> Result<Option<&Node>, OpError> {
+    // SAFETY: the caller's contract; no suspension here.
+    let n = unsafe {
+        fast.with_queue(|q| match q.closed {
+            Some(e) => Err(e),
+            None if q.side == dir => Ok(q.nodes.front().copied()),
+            None => Ok(None),
+        })
+    }?;
+    // SAFETY: queued, so alive until dequeued and finished (module docs).
+    Ok(n.map(|n| unsafe { &*n }))
 }
 
-/// Parks `node` as a party of side `dir` (queued with the lock `q`, which
-/// this releases) until an outcome other than `WAITING` or `deadline`;
-/// `Err(Timeout)` (and dequeued) if the deadline came first.
+/// Dequeues the counterpart `n` that [`peek`] returned, finishes it as
+/// done and wakes it (it runs once the caller suspends: until then its
+/// node is still the caller's to read).
+///
+/// # Safety
+/// On the owner's thread, `n` at the head of the queue.
+unsafe fn complete(fast: &Fast, n: &Node) {
+    // SAFETY: the caller's contract; no suspension here.
+    unsafe {
+        fast.with_queue(|q| q.nodes.pop_front());
+    }
+    n.outcome.set(DONE);
+    if let Some(u) = n.unparker.take() {
+        u.unpark();
+    }
+}
+
+/// Parks `node` as a party of side `dir` (the caller owning `fast`)
+/// until an outcome other than `WAITING` or `deadline`; `Err(Timeout)`
+/// (and dequeued) if the deadline came first.
 #[inline(never)] // one small frame parked, whatever the message type
-fn wait<'a>(
-    fast: &'a Fast,
-    mut q: MutexGuard<'a, Queue>,
-    node: &Arc<Node>,
-    dir: u32,
-    deadline: Option<Instant>,
-) -> Result<u32, OpError> {
-    node.outcome.store(WAITING, Ordering::Relaxed);
-    q.side = dir;
-    q.nodes.push_back(node.clone());
+fn wait(fast: &Fast, node: &Node, dir: u32, deadline: Option<Instant>) -> Result<u32, OpError> {
+    node.outcome.set(WAITING);
+    // SAFETY: the caller owns the channel; no suspension in the closure.
+    unsafe {
+        fast.with_queue(|q| {
+            q.side = dir;
+            q.nodes.push_back(node);
+        })
+    };
     loop {
-        sched::park_current(deadline, |u| {
-            // SAFETY: queued and the lock held: ours.
-            unsafe { *node.unparker.get() = Some(u) };
-            drop(q);
-        });
-        let o = node.outcome.load(Ordering::Acquire);
-        if o != WAITING {
-            return Ok(o);
-        }
-        q = fast.lock();
-        let o = node.outcome.load(Ordering::Acquire);
+        // Nothing else runs on this thread before the suspension: the
+        // unparker is in place before anybody can dequeue the node.
+        sched::park_current(deadline, |u| node.unparker.set(Some(u)));
+        let o = node.outcome.get();
         if o != WAITING {
             return Ok(o);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            q.nodes.retain(|n| !Arc::ptr_eq(n, node));
-            // SAFETY: dequeued under the lock: ours again.
-            unsafe { *node.unparker.get() = None };
+            // SAFETY: as above.
+            unsafe { fast.with_queue(|q| q.nodes.retain(|&n| !std::ptr::eq(n, node))) };
+            node.unparker.set(None);
             return Err(OpError::Timeout);
         }
     }
 }
 
-/// The error of a party aborted by poison or retirement.
+/// The error of a party aborted by poison or retirement (on the owner's
+/// thread).
 fn aborted(fast: &Fast) -> ChannelError {
-    op_error(fast.lock().closed.unwrap_or(OpError::Poisoned))
+    // SAFETY: called by a party of the owner's thread; no suspension.
+    op_error(unsafe { fast.with_queue(|q| q.closed) }.unwrap_or(OpError::Poisoned))
 }
 
 /// Writes `value` by direct hand-over when the caller is a lightweight
@@ -325,47 +482,45 @@ pub(crate) fn write<'a, T: Serialize>(
     value: &T,
     deadline: Option<Instant>,
 ) -> Path<'a, Result<(), ChannelError>> {
-    if !chan.fast().is_fast() || !sched::on_task() {
-        return Path::General(Migration::none());
-    }
-    let mine = node();
-    // SAFETY: not queued: ours.
-    let buf = unsafe { &mut *mine.msg.get() };
-    if !encode(chan, value, buf) {
-        recycle(mine);
+    if !claim(chan) {
         return Path::General(Migration::none());
     }
     let fast = chan.fast();
-    let mut q = fast.lock();
-    if !fast.is_fast() {
-        drop(q);
-        recycle(mine);
-        return Path::General(Migration::none());
-    }
-    if let Some(e) = q.closed {
-        drop(q);
-        recycle(mine);
-        return Path::Done(Err(op_error(e)));
-    }
-    if let Some((reader, u)) = take_counterpart(&mut q, chan::READ) {
-        // SAFETY: dequeued under the lock: ours until its outcome is set;
-        // `buf` is our own node's.
-        std::mem::swap(buf, unsafe { &mut *reader.msg.get() });
-        reader.outcome.store(DONE, Ordering::Release);
-        drop(q);
-        if let Some(u) = u {
-            u.unpark();
-        }
-        recycle(mine);
-        return Path::Done(Ok(()));
-    }
-    let r = match wait(fast, q, &mine, chan::WRITE, deadline) {
-        Ok(DONE) => Path::Done(Ok(())),
-        Ok(ABORTED) => Path::Done(Err(aborted(fast))),
-        Ok(_) => Path::General(Migration(Some(chan.fast()))),
-        Err(e) => Path::Done(Err(op_error(e))),
+    // SAFETY: claimed: on the owner's thread.
+    let reader = match unsafe { peek(fast, chan::READ) } {
+        Err(e) => return Path::Done(Err(op_error(e))),
+        Ok(r) => r,
     };
-    recycle(mine);
+    // Straight into the parked reader's buffer if there is one (it stays
+    // queued until the message is in), else into our own node's.
+    let mine = if reader.is_none() { Some(node()) } else { None };
+    let into = reader.or(mine.as_deref());
+    let fits = into.is_some_and(|n| {
+        let mut buf = n.msg.take();
+        let fits = encode(chan, value, &mut buf);
+        n.msg.set(buf);
+        fits
+    });
+    let r = if !fits {
+        Path::General(Migration::none())
+    } else if let Some(reader) = reader {
+        // SAFETY: on the owner's thread; `reader` still heads the queue.
+        unsafe { complete(fast, reader) };
+        Path::Done(Ok(()))
+    } else {
+        match mine
+            .as_deref()
+            .map(|n| wait(fast, n, chan::WRITE, deadline))
+        {
+            Some(Ok(DONE)) => Path::Done(Ok(())),
+            Some(Ok(ABORTED)) => Path::Done(Err(aborted(fast))),
+            Some(Err(e)) => Path::Done(Err(op_error(e))),
+            _ => Path::General(Migration(Some(fast))),
+        }
+    };
+    if let Some(n) = mine {
+        recycle(n);
+    }
     r
 }
 
@@ -375,46 +530,34 @@ pub(crate) fn read<T: DeserializeOwned>(
     chan: &Chan,
     deadline: Option<Instant>,
 ) -> Path<'_, Result<T, ChannelError>> {
-    if !chan.fast().is_fast() || !sched::on_task() {
+    if !claim(chan) {
         return Path::General(Migration::none());
     }
     let fast = chan.fast();
-    let mine = node();
-    let q = fast.lock();
-    if !fast.is_fast() {
-        drop(q);
-        recycle(mine);
-        return Path::General(Migration::none());
-    }
-    if let Some(e) = q.closed {
-        drop(q);
-        recycle(mine);
-        return Path::Done(Err(op_error(e)));
-    }
-    let mut q = q;
-    let got = if let Some((writer, u)) = take_counterpart(&mut q, chan::WRITE) {
-        // SAFETY: dequeued under the lock: ours until its outcome is set;
-        // our own node is not queued.
-        std::mem::swap(unsafe { &mut *mine.msg.get() }, unsafe {
-            &mut *writer.msg.get()
-        });
-        writer.outcome.store(DONE, Ordering::Release);
-        drop(q);
-        if let Some(u) = u {
-            u.unpark();
+    // SAFETY: claimed: on the owner's thread.
+    match unsafe { peek(fast, chan::WRITE) } {
+        Err(e) => return Path::Done(Err(op_error(e))),
+        Ok(Some(writer)) => {
+            // SAFETY: on the owner's thread; `writer` heads the queue.
+            unsafe { complete(fast, writer) };
+            // The writer runs once we suspend: its buffer is ours till then.
+            let bytes = writer.msg.take();
+            let r = decode(&bytes);
+            writer.msg.set(bytes);
+            return Path::Done(r);
         }
-        Ok(DONE)
-    } else {
-        wait(fast, q, &mine, chan::READ, deadline)
-    };
-    let r = match got {
+        Ok(None) => {}
+    }
+    let mine = node();
+    let r = match wait(fast, &mine, chan::READ, deadline) {
         Ok(DONE) => {
-            // SAFETY: completed: ours again.
-            let bytes = unsafe { &*mine.msg.get() };
-            Path::Done(decode(bytes))
+            let bytes = mine.msg.take();
+            let r = decode(&bytes);
+            mine.msg.set(bytes);
+            Path::Done(r)
         }
         Ok(ABORTED) => Path::Done(Err(aborted(fast))),
-        Ok(_) => Path::General(Migration(Some(chan.fast()))),
+        Ok(_) => Path::General(Migration(Some(fast))),
         Err(e) => Path::Done(Err(op_error(e))),
     };
     recycle(mine);
@@ -440,7 +583,14 @@ fn encode<T: Serialize>(chan: &Chan, value: &T, buf: &mut Vec<u8>) -> bool {
         .min(usize::try_from(chan.max_message()).unwrap_or(usize::MAX))
         .saturating_sub(1);
     codec::encode_into(value, |d| {
-        buf.extend_from_slice(d);
+        if d.len() <= 16 {
+            // Small pieces (a number's varint) byte by byte: no call to
+            // memcpy.
+            buf.reserve(d.len());
+            d.iter().for_each(|&b| buf.push(b));
+        } else {
+            buf.extend_from_slice(d);
+        }
         buf.len() <= limit
     })
     .is_ok()

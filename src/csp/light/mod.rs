@@ -41,7 +41,10 @@ use std::time::{Duration, Instant};
 
 use crate::sys;
 
-pub(crate) use sched::{Unparker, on_task, park_current, pick_worker, spawn_task};
+pub(crate) use sched::{
+    TaskBody, Unparker, current_worker, on_task, park_current, pick_worker, run_on, spawn_task,
+    thread_worker,
+};
 
 /// The extra end counts a CSP process holds beside its own ends (see
 /// `csp::channel::Held`): channel, side, and whether already released. The

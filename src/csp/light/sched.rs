@@ -7,14 +7,15 @@
 //! A million processes cannot each have a stack of their own: one page is
 //! the least a stack commits (4 GiB for a million), and a stack with a
 //! guard page costs two of the kernel's 65,530 memory maps. So each worker
-//! has [`SLOTS`] stacks (1 MiB each, guard page below, committed as they
-//! are touched), and a task always runs on the slot `id % SLOTS` (its
-//! frames hold pointers into it, so it cannot move). When a task must run
-//! on a slot another suspended task occupies, the occupant's live part
-//! (from its stack pointer at suspension to the slot's top, usually under
-//! 2 KiB) is copied to the heap, and the task's own copy back (as
-//! greenlet does for PyCSP's greenlets mode). A network of at most
-//! [`SLOTS`] processes per worker never copies.
+//! has stack slots (1 MiB each, guard page below, committed as they are
+//! touched): [`SLOTS`] at start, one more for each new task while no slot
+//! is free and the process's budget (`MAX_SLOTS`) lasts, then the first
+//! [`SLOTS`] shared in turn; a task always runs on the slot it got at creation (its frames
+//! hold pointers into it, so it cannot move). When a task must run on a
+//! slot another suspended task occupies, the occupant's live part (from
+//! its stack pointer at suspension to the slot's top, usually under 2 KiB)
+//! is copied to the heap, and the task's own copy back (as greenlet does
+//! for PyCSP's greenlets mode). A network within the budget never copies.
 //!
 //! So nothing outside a task may point into its stack while it is
 //! suspended: the scheduler copies what it needs at suspension (the words
@@ -64,8 +65,17 @@ use corosensei::{Coroutine, CoroutineResult, Yielder};
 use crate::sys;
 use crate::sys::futex::Wake;
 
-/// Stack slots per worker.
+/// Stack slots per worker at start.
 pub(crate) const SLOTS: usize = 16;
+/// Stack slots all workers together may grow to: a task gets a slot of
+/// its own while the budget lasts, so that a network of up to about this
+/// many processes never copies a stack (copying two stacks per switch
+/// was most of a 10,000-process ring's time, measured). Two of the
+/// kernel's 65,530 memory maps each; a slot keeps the pages its tasks
+/// touched (a few KiB).
+const MAX_SLOTS: usize = 12_288;
+/// Slots made so far, by all workers.
+static SLOTS_MADE: AtomicUsize = AtomicUsize::new(0);
 /// The granularity of a parked task's saved stack, in bytes: the
 /// allocator's own (a coarser grain cost a million parked tasks about
 /// 190 bytes each, measured, for blocks that rarely had to move).
@@ -117,7 +127,7 @@ impl TaskShared {
 }
 
 /// Queues a woken task on its worker.
-fn push(task: &Arc<TaskShared>) {
+fn push(task: &TaskShared) {
     if LOCAL.with(|l| l.index.get()) == Some(task.worker) {
         LOCAL.with(|l| l.queue.borrow_mut().push_back(task.idx));
         return;
@@ -201,8 +211,10 @@ fn unregister(addr: usize, task: &Arc<TaskShared>, epoch: u64) {
 // ---- workers --------------------------------------------------------------
 
 enum Msg {
-    New(Box<dyn FnOnce() + Send>),
+    New(Box<dyn TaskBody>),
     Wake(usize),
+    /// Run on the worker's thread between two tasks (`run_on`).
+    Run(Box<dyn FnOnce() + Send>),
 }
 
 /// What other threads share with a worker.
@@ -260,8 +272,18 @@ pub(crate) fn pick_worker() -> usize {
     NEXT_WORKER.fetch_add(1, Ordering::Relaxed) % n
 }
 
+/// The body of a lightweight process, run once on its task's stack.
+///
+/// `run` receives its box, so that it can free it before the process goes
+/// on: a closure called through `Box<dyn FnOnce()>` is copied onto the
+/// stack and its box freed only when it returns, both kept for the
+/// process's whole life (a million parked processes pay for both).
+pub(crate) trait TaskBody: Send {
+    fn run(self: Box<Self>);
+}
+
 /// Starts `body` as a task on worker `worker`.
-pub(crate) fn spawn_task(worker: usize, body: Box<dyn FnOnce() + Send>) {
+pub(crate) fn spawn_task(worker: usize, body: Box<dyn TaskBody>) {
     let ws = workers();
     let worker = worker % ws.len();
     if LOCAL.with(|l| l.index.get()) == Some(worker) {
@@ -276,6 +298,37 @@ pub(crate) fn spawn_task(worker: usize, body: Box<dyn FnOnce() + Send>) {
     w.ring();
 }
 
+/// Runs `f` on the thread of worker `worker`, between two of its tasks
+/// (at once if that is the calling thread). `f` must not wait.
+pub(crate) fn run_on(worker: usize, f: Box<dyn FnOnce() + Send>) {
+    if thread_worker() == Some(worker) {
+        f();
+        return;
+    }
+    let w = &workers()[worker];
+    w.inbox
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Msg::Run(f));
+    w.ring();
+}
+
+/// The worker whose thread this is, if any.
+pub(crate) fn thread_worker() -> Option<usize> {
+    LOCAL.with(|l| l.index.get())
+}
+
+/// The worker of the calling lightweight process (`None`: not in one).
+pub(crate) fn current_worker() -> Option<usize> {
+    LOCAL.with(|l| {
+        if l.current.get().is_null() {
+            None
+        } else {
+            l.index.get()
+        }
+    })
+}
+
 /// Per worker thread, what tasks running on it reach.
 struct Local {
     /// This thread's worker index (`None`: not a worker).
@@ -283,7 +336,7 @@ struct Local {
     /// Indices of tasks to run.
     queue: RefCell<VecDeque<usize>>,
     /// Tasks started by tasks of this worker, not yet created.
-    fresh: RefCell<Vec<Box<dyn FnOnce() + Send>>>,
+    fresh: RefCell<Vec<Box<dyn TaskBody>>>,
     /// The running task's park record (null between tasks).
     current: Cell<*mut Park>,
 }
@@ -377,7 +430,7 @@ pub(crate) struct Park {
 
 struct Task {
     co: Option<Co>,
-    body: Option<Box<dyn FnOnce() + Send>>,
+    body: Option<Box<dyn TaskBody>>,
     slot: usize,
     saved: Vec<std::mem::MaybeUninit<u8>>,
     evicted: bool,
@@ -389,6 +442,8 @@ struct Task {
 struct Slot {
     stack: DefaultStack,
     occupant: Option<usize>,
+    /// Tasks assigned to the slot.
+    users: usize,
 }
 
 struct Worker {
@@ -398,6 +453,8 @@ struct Worker {
     free: Vec<usize>,
     slots: Vec<Slot>,
     next_slot: usize,
+    /// Slots no task is assigned to.
+    free_slots: Vec<usize>,
     parked: Vec<usize>,
     poll_at: usize,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, usize, u64)>>,
@@ -472,10 +529,12 @@ fn suspend_here(park: *mut Park) {
 
 impl Worker {
     fn new(index: usize, shared: Arc<WorkerShared>) -> Worker {
+        SLOTS_MADE.fetch_add(SLOTS, Ordering::Relaxed);
         let slots = (0..SLOTS)
             .map(|_| Slot {
                 stack: DefaultStack::new(SLOT_SIZE).expect("map a stack for lightweight processes"),
                 occupant: None,
+                users: 0,
             })
             .collect();
         Worker {
@@ -485,6 +544,7 @@ impl Worker {
             free: Vec::new(),
             slots,
             next_slot: 0,
+            free_slots: (0..SLOTS).rev().collect(),
             parked: Vec::new(),
             poll_at: 0,
             timers: BinaryHeap::new(),
@@ -523,6 +583,7 @@ impl Worker {
             match m {
                 Msg::New(body) => self.create(body),
                 Msg::Wake(idx) => LOCAL.with(|l| l.queue.borrow_mut().push_back(idx)),
+                Msg::Run(f) => f(),
             }
         }
         let fresh = LOCAL.with(|l| std::mem::take(&mut *l.fresh.borrow_mut()));
@@ -596,7 +657,7 @@ impl Worker {
         sh.sleeping.store(false, Ordering::SeqCst);
     }
 
-    fn create(&mut self, body: Box<dyn FnOnce() + Send>) {
+    fn create(&mut self, body: Box<dyn TaskBody>) {
         let idx = self.free.pop().unwrap_or_else(|| {
             self.tasks.push(None);
             self.tasks.len() - 1
@@ -607,8 +668,8 @@ impl Worker {
             worker: self.index,
             idx,
         });
-        let slot = self.next_slot;
-        self.next_slot = (self.next_slot + 1) % SLOTS;
+        let slot = self.pick_slot();
+        self.slots[slot].users += 1;
         self.tasks[idx] = Some(Task {
             co: None,
             body: Some(body),
@@ -627,6 +688,29 @@ impl Worker {
             }),
         });
         LOCAL.with(|l| l.queue.borrow_mut().push_back(idx));
+    }
+
+    /// The slot of a new task: a free one, else a new one while the
+    /// budget lasts, else the next of the first [`SLOTS`] in turn.
+    fn pick_slot(&mut self) -> usize {
+        if let Some(s) = self.free_slots.pop() {
+            return s;
+        }
+        if SLOTS_MADE.fetch_add(1, Ordering::Relaxed) < MAX_SLOTS
+            && let Ok(stack) = DefaultStack::new(SLOT_SIZE)
+        {
+            self.slots.push(Slot {
+                stack,
+                occupant: None,
+                users: 0,
+            });
+            return self.slots.len() - 1;
+        }
+        // Beyond the budget, new tasks share the first few slots, which
+        // their copies keep hot in the cache (spread over every slot,
+        // they would copy to and from cold memory at each switch).
+        self.next_slot = (self.next_slot + 1) % SLOTS.min(self.slots.len());
+        self.next_slot
     }
 
     /// Makes task `idx`'s stack resident in its slot: copies the
@@ -716,7 +800,7 @@ impl Worker {
                     // record before resuming it.
                     LOCAL.with(|l| unsafe { (*l.current.get()).yielder = y });
                     if let Some(b) = body {
-                        b();
+                        b.run();
                     }
                 })
             }
@@ -736,8 +820,13 @@ impl Worker {
                 drop(co);
                 self.tasks[idx] = None;
                 self.free.push(idx);
-                if self.slots[slot].occupant == Some(idx) {
-                    self.slots[slot].occupant = None;
+                let s = &mut self.slots[slot];
+                if s.occupant == Some(idx) {
+                    s.occupant = None;
+                }
+                s.users -= 1;
+                if s.users == 0 {
+                    self.free_slots.push(slot);
                 }
             }
             CoroutineResult::Yield(()) => {
@@ -880,26 +969,41 @@ pub(crate) fn sleep_until(deadline: Instant) -> bool {
 
 // ---- parking without a futex word (the fast channel path, `csp/chan/fast.rs`) -------
 
-/// Wakes a task from one park of [`park_current`]; a wake after the task
-/// left that park does nothing.
+/// Wakes a task from one park of [`park_current`], on the task's own
+/// worker thread; a wake after the task left that park does nothing.
+///
+/// It points to the task without counting (no atomic operation per
+/// message): its user keeps it only while the task is parked on a
+/// structure confined to the worker's thread (`csp/chan/fast.rs`), so
+/// the task is alive when it is used.
 pub(crate) struct Unparker {
-    task: Arc<TaskShared>,
+    task: *const TaskShared,
     epoch: u64,
 }
 
 impl Unparker {
     /// Makes the task runnable (queued on its worker) if it is still in
-    /// the park this unparker was made for.
+    /// the park this unparker was made for. On the task's worker thread.
     pub(crate) fn unpark(self) {
-        self.task.try_wake(self.epoch, false);
+        // SAFETY: the task is alive (see the type's docs).
+        let t = unsafe { &*self.task };
+        debug_assert_eq!(thread_worker(), Some(t.worker));
+        // No CAS: only this thread wakes a park of `park_current` (this
+        // unparker, or the task's deadline in `housekeeping`); a waker of
+        // another thread holds an older epoch and fails its CAS.
+        let parked = self.epoch << 2 | PARKED;
+        if t.state.load(Ordering::Relaxed) == parked {
+            t.state.store(self.epoch << 2 | QUEUED, Ordering::Relaxed);
+            push(t);
+        }
     }
 }
 
 /// Parks the running task until its unparker is used, or `deadline`.
 /// `publish` receives the unparker once the task counts as parked (a wake
 /// from then on is not lost), and runs before the task suspends: it must
-/// not wait, and must hand the unparker over through a synchronising
-/// operation (a lock). False (and `publish` not called) when not on a task.
+/// not wait; the unparker is used on this worker's thread only. False
+/// (and `publish` not called) when not on a task.
 #[inline(never)]
 pub(crate) fn park_current(deadline: Option<Instant>, publish: impl FnOnce(Unparker)) -> bool {
     let park = LOCAL.with(|l| l.current.get());
@@ -912,12 +1016,11 @@ pub(crate) fn park_current(deadline: Option<Instant>, publish: impl FnOnce(Unpar
         let p = unsafe { &mut *park };
         p.epoch += 1;
         let epoch = p.epoch;
-        // Release suffices: the unparker reaches a waker only through
-        // `publish`, which synchronises (a lock) with it.
+        // The unparker is used on this thread only (`Unparker`).
         p.shared.state.store(epoch << 2 | PARKED, Ordering::Release);
         p.deadline = deadline;
         publish(Unparker {
-            task: p.shared.clone(),
+            task: Arc::as_ptr(&p.shared),
             epoch,
         });
     }

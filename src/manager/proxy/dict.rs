@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{ListProxy, count, dec, dec_list, enc, flag, maybe};
+use super::{ListProxy, count, dec, dec_list, enc, flag, maybe, update};
 use crate::manager::error::ManagerError;
 use crate::manager::handle::{Handle, proxy_common};
 use crate::manager::protocol::Op;
@@ -133,21 +133,19 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// Atomically adds `delta` to the value at `key` on the server and
     /// returns the new value ([`ManagerError::Key`] if missing). Two
     /// processes adding to one entry lose nothing.
-    pub fn add<N: Serialize + DeserializeOwned>(
-        &self,
-        key: &K,
-        delta: N,
-    ) -> Result<N, ManagerError> {
-        dec(self.h.call(Op::Add(Some(enc(key)?), enc(&delta)?))?)
+    pub fn add<N>(&self, key: &K, delta: N) -> Result<N, ManagerError>
+    where
+        N: Serialize + DeserializeOwned,
+    {
+        update(&self.h, Op::Add, Some(enc(key)?), &delta)
     }
 
     /// Atomically multiplies the value at `key` by `factor`.
-    pub fn mul<N: Serialize + DeserializeOwned>(
-        &self,
-        key: &K,
-        factor: N,
-    ) -> Result<N, ManagerError> {
-        dec(self.h.call(Op::Mul(Some(enc(key)?), enc(&factor)?))?)
+    pub fn mul<N>(&self, key: &K, factor: N) -> Result<N, ManagerError>
+    where
+        N: Serialize + DeserializeOwned,
+    {
+        update(&self.h, Op::Mul, Some(enc(key)?), &factor)
     }
 
     /// A copy of the whole dict as entries.

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{DictProxy, count, dec, dec_list, enc, flag};
+use super::{DictProxy, count, dec, dec_list, enc, flag, update};
 use crate::manager::error::ManagerError;
 use crate::manager::handle::{Handle, proxy_common};
 use crate::manager::protocol::Op;
@@ -159,9 +159,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Atomically adds `delta` to the item at `index` on the server and
     /// returns the new value (numbers; strings and lists concatenate).
     pub fn add(&self, index: i64, delta: &T) -> Result<T, ManagerError> {
-        dec(self
-            .h
-            .call(Op::Add(Some(Value::Int(index.into())), enc(delta)?))?)
+        update(&self.h, Op::Add, Some(Value::Int(index.into())), delta)
     }
 
     /// The list stored at `index`, as a live proxy: its changes stick.

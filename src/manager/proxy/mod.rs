@@ -24,6 +24,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::ManagerError;
+use super::handle::Handle;
+use super::protocol::Op;
 use super::value::{Value, from_value, to_value};
 
 /// `T` → `Value`.
@@ -34,6 +36,18 @@ pub(crate) fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Value, ManagerError> {
 /// `Value` → `T`.
 pub(crate) fn dec<T: DeserializeOwned>(v: Value) -> Result<T, ManagerError> {
     Ok(from_value(v)?)
+}
+
+/// An atomic arithmetic request on the server (`op` is `Op::Add` or
+/// `Op::Mul`) with `operand`, on the entry at `key` or, with none, on the
+/// object itself; the new value.
+pub(crate) fn update<N: Serialize + DeserializeOwned>(
+    h: &Handle,
+    op: fn(Option<Value>, Value) -> Op,
+    key: Option<Value>,
+    operand: &N,
+) -> Result<N, ManagerError> {
+    dec(h.call(op(key, enc(operand)?))?)
 }
 
 /// A reply that is an integer count or index.

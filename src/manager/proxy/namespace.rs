@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{DictProxy, ListProxy, dec, dec_list, enc};
+use super::{DictProxy, ListProxy, dec, dec_list, enc, update};
 use crate::manager::error::ManagerError;
 use crate::manager::handle::{Handle, proxy_common};
 use crate::manager::protocol::Op;
@@ -74,22 +74,20 @@ impl Namespace {
     /// Atomically adds `delta` to the attribute on the server and returns
     /// the new value (ints and floats mix as in Python; strings, lists and
     /// bytes concatenate).
-    pub fn add<N: Serialize + DeserializeOwned>(
-        &self,
-        attr: &str,
-        delta: N,
-    ) -> Result<N, ManagerError> {
-        dec(self.h.call(Op::Add(Some(name(attr)), enc(&delta)?))?)
+    pub fn add<N>(&self, attr: &str, delta: N) -> Result<N, ManagerError>
+    where
+        N: Serialize + DeserializeOwned,
+    {
+        update(&self.h, Op::Add, Some(name(attr)), &delta)
     }
 
     /// Atomically multiplies the attribute by `factor` and returns the new
     /// value.
-    pub fn mul<N: Serialize + DeserializeOwned>(
-        &self,
-        attr: &str,
-        factor: N,
-    ) -> Result<N, ManagerError> {
-        dec(self.h.call(Op::Mul(Some(name(attr)), enc(&factor)?))?)
+    pub fn mul<N>(&self, attr: &str, factor: N) -> Result<N, ManagerError>
+    where
+        N: Serialize + DeserializeOwned,
+    {
+        update(&self.h, Op::Mul, Some(name(attr)), &factor)
     }
 
     /// The list stored in attribute `attr`, as a live proxy.

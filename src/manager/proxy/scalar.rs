@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{ListProxy, dec, enc};
+use super::{ListProxy, dec, enc, update};
 use crate::manager::error::ManagerError;
 use crate::manager::handle::{Handle, proxy_common};
 use crate::manager::protocol::Op;
@@ -44,13 +44,13 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 
     /// Atomically adds `delta` on the server; returns the new value.
     pub fn add(&self, delta: T) -> Result<T, ManagerError> {
-        dec(self.h.call(Op::Add(None, enc(&delta)?))?)
+        update(&self.h, Op::Add, None, &delta)
     }
 
     /// Atomically multiplies by `factor` on the server; returns the new
     /// value.
     pub fn mul(&self, factor: T) -> Result<T, ManagerError> {
-        dec(self.h.call(Op::Mul(None, enc(&factor)?))?)
+        update(&self.h, Op::Mul, None, &factor)
     }
 }
 
@@ -91,9 +91,7 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
     /// Atomically adds `delta` to the element at `index`; returns the new
     /// value.
     pub fn add(&self, index: i64, delta: T) -> Result<T, ManagerError> {
-        dec(self
-            .h
-            .call(Op::Add(Some(Value::Int(index.into())), enc(&delta)?))?)
+        update(&self.h, Op::Add, Some(Value::Int(index.into())), &delta)
     }
 
     /// Number of elements.

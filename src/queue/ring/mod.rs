@@ -136,6 +136,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::codec::SharedFd;
+use crate::macros::from_variants;
 use crate::sys;
 use crate::sys::robust_mutex::{LockFailed, Locked, RobustMutex};
 use crate::wait::{self, Backoff, EventCount, Spin};
@@ -315,17 +316,8 @@ pub(crate) enum GetFail {
     Io(io::Error),
 }
 
-impl From<io::Error> for PutFail {
-    fn from(e: io::Error) -> Self {
-        PutFail::Io(e)
-    }
-}
-
-impl From<io::Error> for GetFail {
-    fn from(e: io::Error) -> Self {
-        GetFail::Io(e)
-    }
-}
+from_variants!(PutFail { io::Error => Io });
+from_variants!(GetFail { io::Error => Io });
 
 /// This process's view of a ring: the descriptor and the mapping.
 pub(crate) struct Ring {
