@@ -1087,7 +1087,11 @@ impl State {
         let Some(idx) = self.workers.iter().position(|w| w.key == key) else {
             return;
         };
-        let mut w = self.workers.swap_remove(idx);
+        // Taken out while the state is borrowed, and put back in its place:
+        // the order of the workers is the order in which idle ones get
+        // work, so a run of single tasks keeps going to the same worker
+        // (still spinning for the next one) while the others sleep.
+        let mut w = self.workers.remove(idx);
         if readable || w.conn.has_buffered() {
             self.read_replies(&mut w, readable);
         }
@@ -1099,7 +1103,7 @@ impl State {
             self.read_replies(&mut w, true);
             self.bury(w);
         } else {
-            self.workers.push(w);
+            self.workers.insert(idx, w);
         }
     }
 
