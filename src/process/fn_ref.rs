@@ -208,8 +208,8 @@ mod tests {
         x * 2
     }
 
-    fn with_slice(a: u8, b: &[u8], c: Vec<u8>) -> usize {
-        a as usize + b.len() + c.len()
+    fn with_slice(a: u8, b: u8, c: &[u8], d: Vec<u8>) -> usize {
+        a as usize + b as usize + c.len() + d.len()
     }
 
     #[test]
@@ -227,12 +227,12 @@ mod tests {
 
     #[test]
     fn erased_and_typed_again() {
-        let f: for<'a> fn(u8, &'a [u8], Vec<u8>) -> usize = with_slice;
+        let f: for<'a> fn(u8, u8, &'a [u8], Vec<u8>) -> usize = with_slice;
         let raw = FnRef::new(f).erase();
         let g = raw
-            .typed::<for<'a> fn(u8, &'a [u8], Vec<u8>) -> usize>()
+            .typed::<for<'a> fn(u8, u8, &'a [u8], Vec<u8>) -> usize>()
             .get();
-        assert_eq!(g(1, &[2, 3], vec![4]), 4);
+        assert_eq!(g(1, 2, &[3, 4], vec![5]), 6);
     }
 
     #[test]
