@@ -339,12 +339,23 @@ impl<T: DeserializeOwned> Reader<T> {
     fn read_until(&self, deadline: Deadline) -> Result<T, ChannelError> {
         let chan = self.end.chan();
         let deadline = deadline.instant();
-        let mig = match fast::read(chan, deadline) {
-            fast::Path::Done(r) => return r,
-            fast::Path::General(mig) => mig,
-        };
-        decode(chan, chan.read_migrating(deadline, mig).map_err(op_error)?)
+        match fast::read(chan, deadline) {
+            fast::Path::Done(r) => r,
+            fast::Path::General(mig) => read_general(chan, deadline, mig),
+        }
     }
+}
+
+/// A read on the general path (a frame of its own: the caller's stays
+/// small, and a lightweight process parked on the fast path keeps only
+/// the caller's).
+#[inline(never)]
+fn read_general<T: DeserializeOwned>(
+    chan: &Chan,
+    deadline: Option<std::time::Instant>,
+    mig: fast::Migration<'_>,
+) -> Result<T, ChannelError> {
+    decode(chan, chan.read_migrating(deadline, mig).map_err(op_error)?)
 }
 
 /// The writing end of a [`Channel`]. Clone it for more writers; dropping
@@ -373,16 +384,27 @@ impl<T: Serialize> Writer<T> {
     fn write_until(&self, value: &T, deadline: Deadline) -> Result<(), ChannelError> {
         let chan = self.end.chan();
         let deadline = deadline.instant();
-        let mig = match fast::write(chan, value, deadline) {
-            fast::Path::Done(r) => return r,
-            fast::Path::General(mig) => mig,
-        };
-        let out = encode(chan, value)?;
-        chan.write_migrating(&out.bytes, deadline, mig)
-            .map_err(op_error)?;
-        out.delivered();
-        Ok(())
+        match fast::write(chan, value, deadline) {
+            fast::Path::Done(r) => r,
+            fast::Path::General(mig) => write_general(chan, value, deadline, mig),
+        }
     }
+}
+
+/// A write on the general path (a frame of its own, as for
+/// [`read_general`]).
+#[inline(never)]
+fn write_general<T: Serialize>(
+    chan: &Chan,
+    value: &T,
+    deadline: Option<std::time::Instant>,
+    mig: fast::Migration<'_>,
+) -> Result<(), ChannelError> {
+    let out = encode(chan, value)?;
+    chan.write_migrating(&out.bytes, deadline, mig)
+        .map_err(op_error)?;
+    out.delivered();
+    Ok(())
 }
 
 /// The methods a [`Reader`] and a [`Writer`] share: both are an [`End`]

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::chan::Chan;
 use super::channel::{Held, channels_in};
 use super::error::{ChannelError, ProcessError};
-use super::light::{self, Completion};
+use super::light::{self, Completion, TaskBody};
 use crate::error::{CodecError, JoinError};
 use crate::process::fn_ref::FnRef;
 use crate::process::{Process, StartMethod, get_start_method};
@@ -51,9 +51,43 @@ impl<R> Outcome<R> {
     }
 }
 
-type Ending<R> = Result<Outcome<R>, ProcessError>;
+/// How a process ended, as it is handed over: the error boxed (a million
+/// lightweight processes each keep one until joined), its `name` left
+/// empty (the joiner fills it in, see [`named`]).
+type Ending<R> = Result<Outcome<R>, Box<ProcessError>>;
 type Launch<R> =
-    Box<dyn FnOnce(&str, Option<StartMethod>, bool) -> Result<Launched<R>, ProcessError> + Send>;
+    Box<dyn FnOnce(&Name, Option<StartMethod>, bool) -> Result<Launched<R>, ProcessError> + Send>;
+
+/// A process's name: given, or `CspProcess-N`, formatted only when it is
+/// shown (a million lightweight processes need no text).
+#[derive(Debug, Clone)]
+enum Name {
+    Given(String),
+    Numbered(usize),
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Name::Given(s) => f.write_str(s),
+            Name::Numbered(n) => write!(f, "CspProcess-{n}"),
+        }
+    }
+}
+
+/// `e` with its process's name, which the joiner knows (the process
+/// itself does not keep it).
+fn named(e: ProcessError, name: &Name) -> ProcessError {
+    let name = name.to_string();
+    match e {
+        ProcessError::Panicked { message, .. } => ProcessError::Panicked { name, message },
+        ProcessError::Channel { error, .. } => ProcessError::Channel { name, error },
+        ProcessError::NotAFunction { .. } => ProcessError::NotAFunction { name },
+        ProcessError::Start { error, .. } => ProcessError::Start { name, error },
+        ProcessError::Join { error, .. } => ProcessError::Join { name, error },
+        ProcessError::Thread { error, .. } => ProcessError::Thread { name, error },
+    }
+}
 
 /// A process just launched: a thread or a lightweight process, or an OS
 /// process not yet watched.
@@ -63,7 +97,7 @@ enum Launched<R> {
     Os(Watch<R>),
 }
 
-type Watch<R> = Box<dyn FnOnce(&str) -> Result<Running<R>, ProcessError> + Send>;
+type Watch<R> = Box<dyn FnOnce(&Name) -> Result<Running<R>, ProcessError> + Send>;
 
 /// A running process: how it will end, and its thread if it has one of
 /// its own (a lightweight process has none). Waiting parks a waiting
@@ -78,7 +112,7 @@ impl<R> Running<R> {
     /// `name`; `run` sets `done`.
     fn on_thread(
         done: Arc<Completion<Ending<R>>>,
-        name: &str,
+        name: &Name,
         thread: String,
         run: impl FnOnce() + Send + 'static,
     ) -> Result<Running<R>, ProcessError> {
@@ -86,7 +120,7 @@ impl<R> Running<R> {
             .name(thread)
             .spawn(run)
             .map_err(|error| ProcessError::Thread {
-                name: name.into(),
+                name: name.to_string(),
                 error,
             })?;
         Ok(Running {
@@ -95,18 +129,20 @@ impl<R> Running<R> {
         })
     }
 
-    fn wait(self, name: String) -> Ending<R> {
+    fn wait(self, name: &Name) -> Result<Outcome<R>, ProcessError> {
         let ending = self.done.take();
         if let Some(t) = self.thread {
             // It set its ending as its last act.
             let _ = t.join();
         }
-        ending.unwrap_or_else(|| {
-            Err(ProcessError::Panicked {
-                name,
+        match ending {
+            Some(Ok(outcome)) => Ok(outcome),
+            Some(Err(e)) => Err(named(*e, name)),
+            None => Err(ProcessError::Panicked {
+                name: name.to_string(),
                 message: "the process ended without a result".into(),
-            })
-        })
+            }),
+        }
     }
 }
 
@@ -144,7 +180,7 @@ impl<R> Running<R> {
 /// ```
 #[must_use = "a CSP process does nothing until it is run by `parallel`, `sequence` or `spawn`"]
 pub struct CspProcess<R> {
-    name: String,
+    name: Name,
     channels: Vec<(Arc<Chan>, u32)>,
     method: Option<StartMethod>,
     light: bool,
@@ -164,8 +200,8 @@ impl<R> std::fmt::Debug for CspProcess<R> {
 
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
-fn default_name() -> String {
-    format!("CspProcess-{}", COUNT.fetch_add(1, Ordering::Relaxed) + 1)
+fn default_name() -> Name {
+    Name::Numbered(COUNT.fetch_add(1, Ordering::Relaxed) + 1)
 }
 
 impl<R: Send + 'static> CspProcess<R> {
@@ -193,7 +229,9 @@ impl<R: Send + 'static> CspProcess<R> {
         let held = channels.clone();
         let launch: Launch<R> = Box::new(move |name, method, lightweight| {
             if method.is_some() {
-                return Err(ProcessError::NotAFunction { name: name.into() });
+                return Err(ProcessError::NotAFunction {
+                    name: name.to_string(),
+                });
             }
             in_place(name, held, lightweight, move || body(args)).map(Launched::Running)
         });
@@ -219,14 +257,14 @@ impl<R: Send + 'static> CspProcess<R> {
                     args,
                 };
                 let mut p = Process::new(os_entry::<A, R>, call)
-                    .name(name)
+                    .name(name.to_string())
                     .start_method(method);
                 p.start().map_err(|error| ProcessError::Start {
-                    name: name.into(),
+                    name: name.to_string(),
                     error,
                 })?;
                 let p = Box::new(p);
-                Ok(Launched::Os(Box::new(move |name: &str| {
+                Ok(Launched::Os(Box::new(move |name: &Name| {
                     watch_os(name, held, p)
                 })))
             }
@@ -316,7 +354,7 @@ impl<R: Send + 'static> CspProcess<R> {
 
     /// Names the process (default `CspProcess-N`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.name = Name::Given(name.into());
         self
     }
 
@@ -333,7 +371,7 @@ impl<R: Send + 'static> CspProcess<R> {
         self
     }
 
-    fn launch(self) -> (String, Result<Launched<R>, ProcessError>) {
+    fn launch(self) -> (Name, Result<Launched<R>, ProcessError>) {
         let CspProcess {
             name,
             channels,
@@ -378,46 +416,69 @@ pub(super) fn place(any_light: bool) -> impl Drop {
 
 /// Runs `body` in this process: in a thread, or as a lightweight process.
 fn in_place<R: Send + 'static>(
-    name: &str,
+    name: &Name,
     ends: Vec<(Arc<Chan>, u32)>,
     lightweight: bool,
     body: impl FnOnce() -> Result<R, ChannelError> + Send + 'static,
 ) -> Result<Running<R>, ProcessError> {
     let done = Completion::new();
-    let d = done.clone();
-    let owned = name.to_string();
-    // The frames under the body stay small (a lightweight process's live
-    // stack is copied aside when it parks): the ending is made and handed
-    // over in functions of their own, called after the body returned.
-    let run = move || run_body(owned, ends, body, &d);
+    let start = Box::new(Start {
+        ends,
+        body,
+        done: done.clone(),
+    });
     if lightweight {
         let worker = PLACE.with(|p| p.get()).unwrap_or_else(light::pick_worker);
-        light::spawn_task(worker, Box::new(run));
+        light::spawn_task(worker, start);
         return Ok(Running { done, thread: None });
     }
-    Running::on_thread(done, name, name.to_string(), run)
+    Running::on_thread(done, name, name.to_string(), move || TaskBody::run(start))
 }
 
-/// Runs a process's body, turning its ending into an [`Outcome`] handed
-/// to `done`, and poisoning the channels of `ends` at once when it ends by
-/// poison, an error or a panic (before its ends, dropped on return, retire
-/// them). A panic before or after the body (while counting or releasing
-/// the ends) is reported as the process's panic.
-fn run_body<R>(
-    name: String,
+/// What a process of this process starts with: the ends it was given, its
+/// body, and where its ending goes. On the heap until the process runs:
+/// a lightweight process's stack, copied aside whenever it parks, then
+/// holds only `body` (its arguments) and `done` below the body's own
+/// frames.
+struct Start<R, F> {
     ends: Vec<(Arc<Chan>, u32)>,
-    body: impl FnOnce() -> Result<R, ChannelError>,
-    done: &Completion<Ending<R>>,
-) {
-    let held = match catch_unwind(|| Held::new(&ends)) {
-        Ok(held) => held,
-        Err(panic) => return set_panicked(done, name, panic),
-    };
-    drop(ends);
-    let r = call_body(body);
-    let report = name.clone();
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| conclude(name, held, r, done))) {
-        set_panicked(done, report, panic);
+    body: F,
+    done: Arc<Completion<Ending<R>>>,
+}
+
+impl<R, F> TaskBody for Start<R, F>
+where
+    R: Send,
+    F: FnOnce() -> Result<R, ChannelError> + Send,
+{
+    /// Runs the process's body, turning its ending into an [`Outcome`]
+    /// handed to `done`, and poisoning the channels of `ends` at once when
+    /// it ends by poison, an error or a panic (before its ends, dropped on
+    /// return, retire them). A panic before or after the body (while
+    /// counting or releasing the ends) is reported as the process's panic.
+    fn run(self: Box<Self>) {
+        let Some((body, held, done)) = self.open() else {
+            return;
+        };
+        let r = call_body(body);
+        conclude(held, r, &done);
+    }
+}
+
+impl<R, F> Start<R, F> {
+    /// Counts the process's ends (a panic there is its panic) and frees
+    /// the box, keeping the body and `done`.
+    #[inline(never)]
+    #[allow(clippy::type_complexity, clippy::boxed_local)] // the box is freed here
+    fn open(self: Box<Self>) -> Option<(F, Held, Arc<Completion<Ending<R>>>)> {
+        let Start { ends, body, done } = *self;
+        match catch_unwind(AssertUnwindSafe(|| Held::new(&ends))) {
+            Ok(held) => Some((body, held, done)),
+            Err(panic) => {
+                set_panicked(&done, panic);
+                None
+            }
+        }
     }
 }
 
@@ -430,72 +491,74 @@ fn call_body<R>(
 }
 
 /// Turns what the body returned into its ending: poisons the held
-/// channels unless it ended well or by retire, then hands the ending over.
+/// channels unless it ended well or by retire, then hands the ending over
+/// (a panic doing so is the process's panic).
 #[inline(never)]
 fn conclude<R>(
-    name: String,
     held: Held,
     r: std::thread::Result<Result<R, ChannelError>>,
     done: &Completion<Ending<R>>,
 ) {
-    let ending = match r {
-        Ok(Ok(r)) => Ok(Outcome::Done(r)),
-        Ok(Err(ChannelError::Poisoned)) => Ok(Outcome::Poisoned),
-        Ok(Err(ChannelError::Retired)) => Ok(Outcome::Retired),
-        Ok(Err(error)) => Err(ProcessError::Channel { name, error }),
-        Err(panic) => Err(ProcessError::Panicked {
-            name,
-            message: panic_message(&*panic),
-        }),
-    };
-    if !matches!(ending, Ok(Outcome::Done(_)) | Ok(Outcome::Retired)) {
-        held.poison();
+    let handed = catch_unwind(AssertUnwindSafe(|| {
+        let ending = match r {
+            Ok(Ok(r)) => Ok(Outcome::Done(r)),
+            Ok(Err(ChannelError::Poisoned)) => Ok(Outcome::Poisoned),
+            Ok(Err(ChannelError::Retired)) => Ok(Outcome::Retired),
+            Ok(Err(error)) => Err(Box::new(ProcessError::Channel {
+                name: String::new(),
+                error,
+            })),
+            Err(panic) => Err(Box::new(ProcessError::Panicked {
+                name: String::new(),
+                message: panic_message(&*panic),
+            })),
+        };
+        if !matches!(ending, Ok(Outcome::Done(_)) | Ok(Outcome::Retired)) {
+            held.poison();
+        }
+        drop(held);
+        done.set(ending);
+    }));
+    if let Err(panic) = handed {
+        set_panicked(done, panic);
     }
-    drop(held);
-    done.set(ending);
 }
 
 /// Reports a panic outside the body (the body's own are caught in
 /// [`call_body`]).
 #[cold]
 #[inline(never)]
-fn set_panicked<R>(
-    done: &Completion<Ending<R>>,
-    name: String,
-    panic: Box<dyn std::any::Any + Send>,
-) {
-    done.set(Err(ProcessError::Panicked {
-        name,
+fn set_panicked<R>(done: &Completion<Ending<R>>, panic: Box<dyn std::any::Any + Send>) {
+    done.set(Err(Box::new(ProcessError::Panicked {
+        name: String::new(),
         message: panic_message(&*panic),
-    }));
+    })));
 }
 
 /// Waits for an OS process on a thread of its own, so that its death is
 /// noticed (and its channels poisoned) as soon as it happens.
 fn watch_os<R>(
-    name: &str,
+    name: &Name,
     held: Vec<(Arc<Chan>, u32)>,
     mut p: Box<Process<OsResult<R>>>,
 ) -> Result<Running<R>, ProcessError>
 where
     R: Send + DeserializeOwned + 'static,
 {
-    let owned = name.to_string();
     let done = Completion::new();
     let d = done.clone();
     Running::on_thread(done, name, format!("{name}-watch"), move || {
+        let name = String::new();
         let ending = match p.join() {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(remote)) => Err(ProcessError::Channel {
-                name: owned,
+                name,
                 error: remote.into_error(),
             }),
-            Err(JoinError::Panicked { message }) => Err(ProcessError::Panicked {
-                name: owned,
-                message,
-            }),
-            Err(error) => Err(ProcessError::Join { name: owned, error }),
+            Err(JoinError::Panicked { message }) => Err(ProcessError::Panicked { name, message }),
+            Err(error) => Err(ProcessError::Join { name, error }),
         };
+        let ending = ending.map_err(Box::new);
         propagate(&ending, &held);
         d.set(ending);
     })
@@ -521,24 +584,27 @@ fn poison_all(channels: &[(Arc<Chan>, u32)]) {
 
 /// A started process.
 struct Started<R> {
-    name: String,
-    running: Result<Running<R>, ProcessError>,
+    name: Name,
+    /// The error boxed: a million of these wait for their join.
+    running: Result<Running<R>, Box<ProcessError>>,
 }
 
 impl<R: Send + 'static> Started<R> {
-    fn from(name: String, launched: Result<Launched<R>, ProcessError>) -> Started<R> {
-        let running = launched.and_then(|l| match l {
-            Launched::Running(r) => Ok(r),
-            Launched::Os(watch) => watch(&name),
-        });
+    fn from(name: Name, launched: Result<Launched<R>, ProcessError>) -> Started<R> {
+        let running = launched
+            .and_then(|l| match l {
+                Launched::Running(r) => Ok(r),
+                Launched::Os(watch) => watch(&name),
+            })
+            .map_err(Box::new);
         Started { name, running }
     }
 
     /// Waits for it.
-    fn wait(self) -> Ending<R> {
+    fn wait(self) -> Result<Outcome<R>, ProcessError> {
         match self.running {
-            Err(e) => Err(e),
-            Ok(r) => r.wait(self.name),
+            Err(e) => Err(*e),
+            Ok(r) => r.wait(&self.name),
         }
     }
 }
@@ -589,7 +655,7 @@ pub fn spawn<R: Send + 'static>(processes: impl IntoIterator<Item = CspProcess<R
         .into_iter()
         .enumerate()
         .partition(|(_, p)| p.method.is_some());
-    let mut launched: Vec<(usize, String, Result<Launched<R>, ProcessError>)> = os
+    let mut launched: Vec<(usize, Name, Result<Launched<R>, ProcessError>)> = os
         .into_iter()
         .chain(threads)
         .map(|(i, p)| {
@@ -614,7 +680,7 @@ pub struct Spawned<R> {
 
 impl<R> std::fmt::Debug for Spawned<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.started.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<String> = self.started.iter().map(|s| s.name.to_string()).collect();
         f.debug_struct("Spawned")
             .field("processes", &names)
             .finish()

@@ -183,6 +183,25 @@ impl Backoff {
         }
     }
 
+    /// A wait by `policy` for a party that last ran where `peer` says: the
+    /// CPU it is pinned to plus one, as published by a side that shares
+    /// memory with this one, or 0 (not known yet, which falls back to
+    /// [`Backoff::new`]). A process pinned to one CPU still spins for a
+    /// peer pinned to another: the cross-CPU wake-up it saves is the
+    /// costly one.
+    #[inline]
+    pub fn beside(policy: &Policy, peer: u32) -> Backoff {
+        let allowed = match peer {
+            0 => may_spin(),
+            cpu => may_spin_beside(cpu as i32 - 1),
+        };
+        if allowed && !sys::futex::parks_tasks() {
+            Backoff::with(policy, policy.full(), Deadline::NEVER)
+        } else {
+            Backoff::off()
+        }
+    }
+
     /// A wait that does not spin: sleep at once.
     #[inline]
     pub fn off() -> Backoff {

@@ -68,7 +68,7 @@
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -80,8 +80,8 @@ use crate::csp::error::ChannelError;
 use crate::csp::light::{self as sched, Completion, Unparker};
 use crate::sys;
 
-const UNOWNED: usize = 0;
-const GENERAL: usize = usize::MAX;
+const UNOWNED: u32 = 0;
+const GENERAL: u32 = u32::MAX;
 
 const WAITING: u32 = 0;
 const DONE: u32 = 1;
@@ -133,12 +133,12 @@ struct Queue {
 /// The process-local side of a channel: its mode and owner, and its
 /// parked parties.
 pub(crate) struct Fast {
-    owner: AtomicUsize,
+    owner: AtomicU32,
     /// Touched only on the owner's thread (module docs).
     queue: UnsafeCell<Queue>,
     /// The queue's side and length (`len << 2 | side`), for
     /// [`Fast::waiting`] on any thread.
-    parked: AtomicUsize,
+    parked: AtomicU32,
     /// Parties woken by the promotion that have not yet posted on the
     /// general path (the promoter waits for them, see [`Migration`]).
     migrating: AtomicU32,
@@ -158,13 +158,13 @@ impl Fast {
     /// that always takes the general path.
     pub(crate) fn new(fast: bool) -> Fast {
         Fast {
-            owner: AtomicUsize::new(if fast { UNOWNED } else { GENERAL }),
+            owner: AtomicU32::new(if fast { UNOWNED } else { GENERAL }),
             queue: UnsafeCell::new(Queue {
                 side: chan::READ,
                 nodes: VecDeque::new(),
                 closed: None,
             }),
-            parked: AtomicUsize::new(0),
+            parked: AtomicU32::new(0),
             migrating: AtomicU32::new(0),
         }
     }
@@ -179,8 +179,8 @@ impl Fast {
         // meanwhile.
         let q = unsafe { &mut *self.queue.get() };
         let r = f(q);
-        self.parked
-            .store(q.nodes.len() << 2 | q.side as usize, Ordering::Relaxed);
+        let len = u32::try_from(q.nodes.len()).unwrap_or(u32::MAX >> 2);
+        self.parked.store(len << 2 | q.side, Ordering::Relaxed);
         r
     }
 
@@ -202,7 +202,7 @@ impl Fast {
                     }
                 }
                 o => {
-                    self.on_owner(o - 1, Self::promote_here);
+                    self.on_owner(o as usize - 1, Self::promote_here);
                     break;
                 }
             }
@@ -239,7 +239,7 @@ impl Fast {
 
     /// The promotion, on the owner's thread (`w`).
     fn promote_here(&self, w: usize) {
-        if self.owner.load(Ordering::Relaxed) != w + 1 {
+        if self.owner.load(Ordering::Relaxed) != tag(w) {
             return;
         }
         // SAFETY: on the owner's thread, between two processes (or in
@@ -273,14 +273,14 @@ impl Fast {
                     OpError::Poisoned => |f, w| f.abort_here(w, OpError::Poisoned),
                     _ => |f, w| f.abort_here(w, OpError::Retired),
                 };
-                self.on_owner(o - 1, f);
+                self.on_owner(o as usize - 1, f);
             }
         }
     }
 
     /// The abort, on the owner's thread (`w`).
     fn abort_here(&self, w: usize, why: OpError) {
-        if self.owner.load(Ordering::Relaxed) != w + 1 {
+        if self.owner.load(Ordering::Relaxed) != tag(w) {
             return;
         }
         // SAFETY: on the owner's thread, between two processes (or in
@@ -314,8 +314,13 @@ impl Fast {
             return 0;
         }
         let p = self.parked.load(Ordering::Relaxed);
-        if p & 3 == dir as usize { p >> 2 } else { 0 }
+        if p & 3 == dir { (p >> 2) as usize } else { 0 }
     }
+}
+
+/// The owner word of worker `w` (one CPU each: far below `GENERAL`).
+fn tag(w: usize) -> u32 {
+    u32::try_from(w).map_or(GENERAL, |w| w + 1)
 }
 
 /// Whether the calling code may take the hand-over path on `chan`: it is
@@ -328,13 +333,14 @@ fn claim(chan: &Chan) -> bool {
     };
     let fast = chan.fast();
     let mut o = fast.owner.load(Ordering::Relaxed);
-    if o == w + 1 {
+    let me = tag(w);
+    if o == me {
         return true;
     }
     if o == UNOWNED {
         match fast
             .owner
-            .compare_exchange(UNOWNED, w + 1, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(UNOWNED, me, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
                 // Pairs with the fence of `abort`: poison or retirement
@@ -356,10 +362,10 @@ fn claim(chan: &Chan) -> bool {
             Err(now) => o = now,
         }
     }
-    if o != w + 1 && o != GENERAL {
+    if o != me && o != GENERAL {
         fast.promote();
     }
-    o == w + 1
+    o == me
 }
 
 /// A party's move from the hand-over path to the general one, after a

@@ -1,8 +1,8 @@
 //! Lock-free hints for selection and for tests: who waits, and which
 //! counterpart is coming back from its last handover.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
 use super::{
@@ -11,6 +11,7 @@ use super::{
 };
 use crate::csp::lock;
 use crate::sys;
+use crate::wait;
 
 impl Chan {
     /// How many committed records of direction `dir` wait (tests use it
@@ -65,6 +66,22 @@ impl Chan {
             | u64::from(sys::process::gettid() as u32);
         party.store(me, Ordering::Relaxed);
         at.store(sys::waitv::monotonic_coarse_ns(), Ordering::Relaxed);
+        let cpu = self.last_cpu(kind);
+        let mine = (wait::pinned_cpu() + 1) as u32;
+        if cpu.load(Ordering::Relaxed) != mine {
+            cpu.store(mine, Ordering::Relaxed);
+        }
+    }
+
+    /// The CPU the party of side `kind` that last completed an operation
+    /// is pinned to, plus one (0: not pinned, or none yet).
+    pub(super) fn last_cpu(&self, kind: u32) -> &AtomicU32 {
+        let h = self.header();
+        if kind == READ {
+            &h.read_cpu
+        } else {
+            &h.write_cpu
+        }
     }
 
     /// When a party of side `kind` last completed an operation, and which

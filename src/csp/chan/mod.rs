@@ -83,6 +83,7 @@
 //! | `intent_buf`, `intent_orphan`, `intent_rec` | a pop that moves a waiting writer in: the buffer word before, whether the writer is an orphan, and `[record + 1 \| its seq]` (nonzero while the move is under way; under the lock) |
 //! | `seq` | post counter (under the lock) |
 //! | `read_at`, `read_party`, `write_at`, `write_party` | when (coarse monotonic nanoseconds) a party of that side last completed an operation, and which (`[pid \| tid]`); Relaxed, lock-free, a hint for selection (see `returning`) |
+//! | `read_cpu`, `write_cpu` | the CPU the party of that side that last completed an operation is pinned to, plus one (0: not pinned, or none yet); Relaxed, lock-free, stored only when it changes: tells a waiting counterpart whether spinning can help (see `spin_rec`) |
 //! | `freed`, `free_sleepers` | futex word bumped on every release, and how many sleep on it (SeqCst pair, Dekker style: a releaser either sees a sleeper or the sleeper sees the bump) |
 //! | holder table (after the header, 32 slots: `pid`, `start`, `readers`, `writers`) | the processes holding ends and how many of each side: a process claims a slot by CAS on `pid` (free: 0, or a dead process's holding nothing), then stores `start`; it alone adds to its counts; a decrement (its own, a receiver adopting an end in flight, or `release_dead`) never goes below 0 (CAS) |
 //! | `magic`, `capacity`, `nrecords`, `slot`, `id` | written once at creation, before `magic` (Release); read once at open after `magic` (Acquire) |
@@ -275,6 +276,8 @@ struct Header {
     freed: AtomicU32,
     free_sleepers: AtomicU32,
     intent_orphan: AtomicU32,
+    read_cpu: AtomicU32,
+    write_cpu: AtomicU32,
     buf: AtomicU64,
     id: AtomicU64,
     max_message: AtomicU64,

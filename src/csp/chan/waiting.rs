@@ -77,12 +77,22 @@ impl Chan {
     }
 
     /// Spins a while for record `idx` to leave state `expected`; its new
-    /// state, if it did. (A frame of its own: the spinner's state is not
-    /// kept in the frame of a lightweight process that then parks.)
+    /// state, if it did. It spins when the counterpart that last completed
+    /// an operation here runs elsewhere (`Backoff::beside`): pinned to
+    /// one CPU, it still spins for a counterpart pinned to another. (A
+    /// frame of its own: the spinner's state is not kept in the frame of
+    /// a lightweight process that then parks.)
     #[inline(never)]
     pub(crate) fn spin_rec(&self, idx: u32, expected: u32) -> Option<u32> {
-        let st = &self.rec(idx).state;
-        let mut backoff = Backoff::new(&wait::CSP);
+        let r = self.rec(idx);
+        let st = &r.state;
+        let other = if r.kind.load(Ordering::Relaxed) & READ != 0 {
+            WRITE
+        } else {
+            READ
+        };
+        let peer = self.last_cpu(other).load(Ordering::Relaxed);
+        let mut backoff = Backoff::beside(&wait::CSP, peer);
         loop {
             let s = st.load(Ordering::Acquire) & !SLEEPING;
             if s != expected {

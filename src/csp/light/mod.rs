@@ -42,7 +42,8 @@ use std::time::{Duration, Instant};
 use crate::sys;
 
 pub(crate) use sched::{
-    Unparker, current_worker, on_task, park_current, pick_worker, run_on, spawn_task, thread_worker,
+    TaskBody, Unparker, current_worker, on_task, park_current, pick_worker, run_on, spawn_task,
+    thread_worker,
 };
 
 /// The extra end counts a CSP process holds beside its own ends (see

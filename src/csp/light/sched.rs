@@ -9,8 +9,8 @@
 //! guard page costs two of the kernel's 65,530 memory maps. So each worker
 //! has stack slots (1 MiB each, guard page below, committed as they are
 //! touched): [`SLOTS`] at start, one more for each new task while no slot
-//! is free and the process's budget (`MAX_SLOTS`) lasts, then shared in
-//! turn; a task always runs on the slot it got at creation (its frames
+//! is free and the process's budget (`MAX_SLOTS`) lasts, then the first
+//! [`SLOTS`] shared in turn; a task always runs on the slot it got at creation (its frames
 //! hold pointers into it, so it cannot move). When a task must run on a
 //! slot another suspended task occupies, the occupant's live part (from
 //! its stack pointer at suspension to the slot's top, usually under 2 KiB)
@@ -211,7 +211,7 @@ fn unregister(addr: usize, task: &Arc<TaskShared>, epoch: u64) {
 // ---- workers --------------------------------------------------------------
 
 enum Msg {
-    New(Box<dyn FnOnce() + Send>),
+    New(Box<dyn TaskBody>),
     Wake(usize),
     /// Run on the worker's thread between two tasks (`run_on`).
     Run(Box<dyn FnOnce() + Send>),
@@ -272,8 +272,18 @@ pub(crate) fn pick_worker() -> usize {
     NEXT_WORKER.fetch_add(1, Ordering::Relaxed) % n
 }
 
+/// The body of a lightweight process, run once on its task's stack.
+///
+/// `run` receives its box, so that it can free it before the process goes
+/// on: a closure called through `Box<dyn FnOnce()>` is copied onto the
+/// stack and its box freed only when it returns, both kept for the
+/// process's whole life (a million parked processes pay for both).
+pub(crate) trait TaskBody: Send {
+    fn run(self: Box<Self>);
+}
+
 /// Starts `body` as a task on worker `worker`.
-pub(crate) fn spawn_task(worker: usize, body: Box<dyn FnOnce() + Send>) {
+pub(crate) fn spawn_task(worker: usize, body: Box<dyn TaskBody>) {
     let ws = workers();
     let worker = worker % ws.len();
     if LOCAL.with(|l| l.index.get()) == Some(worker) {
@@ -326,7 +336,7 @@ struct Local {
     /// Indices of tasks to run.
     queue: RefCell<VecDeque<usize>>,
     /// Tasks started by tasks of this worker, not yet created.
-    fresh: RefCell<Vec<Box<dyn FnOnce() + Send>>>,
+    fresh: RefCell<Vec<Box<dyn TaskBody>>>,
     /// The running task's park record (null between tasks).
     current: Cell<*mut Park>,
 }
@@ -420,7 +430,7 @@ pub(crate) struct Park {
 
 struct Task {
     co: Option<Co>,
-    body: Option<Box<dyn FnOnce() + Send>>,
+    body: Option<Box<dyn TaskBody>>,
     slot: usize,
     saved: Vec<std::mem::MaybeUninit<u8>>,
     evicted: bool,
@@ -647,7 +657,7 @@ impl Worker {
         sh.sleeping.store(false, Ordering::SeqCst);
     }
 
-    fn create(&mut self, body: Box<dyn FnOnce() + Send>) {
+    fn create(&mut self, body: Box<dyn TaskBody>) {
         let idx = self.free.pop().unwrap_or_else(|| {
             self.tasks.push(None);
             self.tasks.len() - 1
@@ -681,7 +691,7 @@ impl Worker {
     }
 
     /// The slot of a new task: a free one, else a new one while the
-    /// budget lasts, else the next in turn.
+    /// budget lasts, else the next of the first [`SLOTS`] in turn.
     fn pick_slot(&mut self) -> usize {
         if let Some(s) = self.free_slots.pop() {
             return s;
@@ -696,7 +706,10 @@ impl Worker {
             });
             return self.slots.len() - 1;
         }
-        self.next_slot = (self.next_slot + 1) % self.slots.len();
+        // Beyond the budget, new tasks share the first few slots, which
+        // their copies keep hot in the cache (spread over every slot,
+        // they would copy to and from cold memory at each switch).
+        self.next_slot = (self.next_slot + 1) % SLOTS.min(self.slots.len());
         self.next_slot
     }
 
@@ -787,7 +800,7 @@ impl Worker {
                     // record before resuming it.
                     LOCAL.with(|l| unsafe { (*l.current.get()).yielder = y });
                     if let Some(b) = body {
-                        b();
+                        b.run();
                     }
                 })
             }

@@ -9,7 +9,7 @@
 //!
 //! [`parallel!`]: crate::parallel!
 
-use super::{CspProcess, Launched, Started};
+use super::{CspProcess, Launched, Name, Started};
 use crate::csp::error::ProcessError;
 use crate::csp::process::Outcome;
 
@@ -17,7 +17,7 @@ use crate::csp::process::Outcome;
 /// launched, then started (watched).
 enum Slot<R> {
     Waiting(CspProcess<R>),
-    Launched(String, Result<Launched<R>, ProcessError>),
+    Launched(Name, Result<Launched<R>, ProcessError>),
     Taken,
 }
 
