@@ -68,6 +68,7 @@ impl Encoded {
 
     /// The encoded value: the bytes after the `room` the message was
     /// encoded with and the descriptor count.
+    #[inline]
     pub(crate) fn payload(&self, room: usize) -> &[u8] {
         &self.bytes[room + 1..]
     }
@@ -302,6 +303,7 @@ pub fn take_fds<'a>(
 /// Decodes one value from the front of a postcard `payload`, with `fds` as
 /// the descriptor table; returns the value and the bytes after it.
 /// Descriptors the value does not claim are closed.
+#[inline]
 pub fn decode_payload<T: DeserializeOwned>(
     payload: &[u8],
     fds: Vec<OwnedFd>,
