@@ -164,6 +164,24 @@ fn even_identity(x: u32) -> Even {
     Even(x)
 }
 
+/// Encodes only from even numbers.
+#[derive(Debug, PartialEq, Deserialize)]
+struct EncodesIfEven(u32);
+
+impl Serialize for EncodesIfEven {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_multiple_of(2) {
+            s.serialize_u32(self.0)
+        } else {
+            Err(serde::ser::Error::custom(format!("{} is odd", self.0)))
+        }
+    }
+}
+
+fn encodes_if_even(x: u32) -> EncodesIfEven {
+    EncodesIfEven(x)
+}
+
 fn init_panics(_: ()) {
     common::quiet_panics();
     panic!("initializer refuses");
@@ -518,13 +536,40 @@ fn dying_while_sending_the_result(m: Method) {
 
 fn an_undecodable_result_fails_its_task(m: Method) {
     let p = pool(m, 2);
-    // `Even(x)` with an odd `x` encodes (as a u32) but does not decode.
-    let results = p.map_results(even_identity, 0..6u32).unwrap();
+    // `Even(x)` with an odd `x` encodes (as a u32) but does not decode:
+    // alone in its chunk, and among others that do.
+    let alone = p.map_results(even_identity, 0..6u32).unwrap();
+    let together = p
+        .map_async_chunked(even_identity, 0..40u32, 10)
+        .unwrap()
+        .into_results()
+        .unwrap();
+    for results in [alone, together] {
+        for (i, r) in results.iter().enumerate() {
+            if i % 2 == 0 {
+                assert_eq!(r, &Ok(Even(i as u32)));
+            } else {
+                assert!(matches!(r, Err(TaskError::Decode(_))), "{i}: {r:?}");
+            }
+        }
+    }
+}
+
+fn an_unencodable_result_fails_its_task(m: Method) {
+    let p = pool(m, 2);
+    let results = p
+        .map_async_chunked(encodes_if_even, 0..40u32, 10)
+        .unwrap()
+        .into_results()
+        .unwrap();
     for (i, r) in results.iter().enumerate() {
         if i % 2 == 0 {
-            assert_eq!(r, &Ok(Even(i as u32)));
+            assert_eq!(r, &Ok(EncodesIfEven(i as u32)));
         } else {
-            assert!(matches!(r, Err(TaskError::Decode(_))), "{i}: {r:?}");
+            assert!(
+                matches!(r, Err(TaskError::Encode(m)) if m.contains("is odd")),
+                "{i}: {r:?}"
+            );
         }
     }
 }
@@ -757,6 +802,28 @@ fn large_arguments_and_results(m: Method) {
     }
 }
 
+fn bytes_of(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+fn large_results_among_tiny_ones(m: Method) {
+    // A result too large for the shared-memory ring goes on the socket,
+    // and the tiny results after it wait in the ring behind it: the pool
+    // must read the large one even while replies in the ring are due
+    // (once, it spun on them and never polled the socket).
+    let p = pool(m, 2);
+    let items: Vec<usize> = (0..200)
+        .map(|i| if i % 16 == 5 { 150_000 } else { i % 7 })
+        .collect();
+    for _ in 0..20 {
+        let out = p.map_chunked(bytes_of, items.clone(), 1).unwrap();
+        assert_eq!(out.len(), items.len());
+        for (v, &n) in out.iter().zip(&items) {
+            assert!(v.len() == n && v.iter().all(|&b| b == 7));
+        }
+    }
+}
+
 fn dropped_imap_then_close_and_join(m: Method) {
     let p = pool(m, 2);
     let mut it = p.imap(sleep_ms, vec![5u64; 100]).unwrap();
@@ -974,6 +1041,7 @@ both_methods!(
     no_task_waits_behind_a_long_one,
     no_task_waits_behind_a_long_one_after_warm_up,
     large_arguments_and_results,
+    large_results_among_tiny_ones,
     dropped_imap_then_close_and_join,
     results_in_every_form,
     a_panic_fails_only_its_task,
@@ -984,6 +1052,7 @@ both_methods!(
     a_death_fails_the_whole_chunk_only,
     dying_while_sending_the_result,
     an_undecodable_result_fails_its_task,
+    an_unencodable_result_fails_its_task,
     initializer_panics_always,
     initializer_exits_always,
     initializer_failing_once_costs_a_restart,

@@ -16,7 +16,7 @@
 //! This module is the only place that knows the encoding: besides whole
 //! messages ([`encode`], [`decode`]) it offers the pieces other parts need
 //! without touching the format themselves: a value's bytes appended to a
-//! buffer (`append_value`) or written into a sink piece by piece
+//! buffer (`append_to`) or written into a sink piece by piece
 //! (`encode_into`, how a queue encodes straight into shared memory), a
 //! bare value decoded (`decode_value`, `decode_whole`), and one message
 //! made of two values in a row (`Encoded::then`).
@@ -68,6 +68,7 @@ impl Encoded {
 
     /// The encoded value: the bytes after the `room` the message was
     /// encoded with and the descriptor count.
+    #[inline]
     pub(crate) fn payload(&self, room: usize) -> &[u8] {
         &self.bytes[room + 1..]
     }
@@ -98,18 +99,34 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, room: usize) -> Result<Encoded, 
 /// [`encode`] into the allocation of `bytes` (emptied first): a value that
 /// fits allocates nothing.
 pub(crate) fn encode_in<T: Serialize + ?Sized>(
-    mut bytes: Vec<u8>,
+    bytes: Vec<u8>,
     value: &T,
     room: usize,
+) -> Result<Encoded, CodecError> {
+    encode_with(bytes, room, |out| {
+        append_to(value, out).map_err(CodecError::Encode)
+    })
+}
+
+/// Encodes one message whose payload `write` appends to the bytes it is
+/// given (with [`append_to`], value after value), into the allocation of
+/// `bytes` (emptied first), leaving `room` zero bytes at the front for a
+/// header. The descriptors of every value appended go into the message's
+/// table, as with [`encode`]. For a message too long to build as one value
+/// cheaply (a pool worker's reply: one value per task).
+pub(crate) fn encode_with(
+    mut bytes: Vec<u8>,
+    room: usize,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), CodecError>,
 ) -> Result<Encoded, CodecError> {
     bytes.clear();
     bytes.resize(room + 1, 0);
     let previous = ENCODING.with(|e| e.borrow_mut().replace(Vec::new()));
-    let result = postcard::to_extend(value, bytes).map_err(|e| encode_error(value, e));
+    let result = write(&mut bytes);
     let fds = ENCODING
         .with(|e| std::mem::replace(&mut *e.borrow_mut(), previous))
         .unwrap_or_default();
-    let mut bytes = result.map_err(CodecError::Encode)?;
+    result?;
     if fds.len() > MAX_FDS {
         return Err(CodecError::TooManyHandles(fds.len()));
     }
@@ -117,18 +134,73 @@ pub(crate) fn encode_in<T: Serialize + ?Sized>(
     Ok(Encoded { bytes, fds })
 }
 
-/// Appends the bytes of `value` alone (no descriptor count) to `out`. Its
-/// descriptors join the table of the message being encoded around it (a
-/// value encoded inside a `Serialize` impl that [`encode`] runs), if any;
-/// elsewhere a value holding one fails. The error says why, in words.
+/// [`append_to`] on an owned `out`, returned (for tests).
+#[cfg(test)]
 pub(crate) fn append_value<T: Serialize + ?Sized>(
     value: &T,
-    out: Vec<u8>,
+    mut out: Vec<u8>,
 ) -> Result<Vec<u8>, String> {
-    postcard::to_extend(value, out).map_err(|e| encode_error(value, e))
+    append_to(value, &mut out).map(|()| out)
 }
 
-/// Encodes the bytes of `value` alone (as [`append_value`] does) into
+/// Appends the bytes of `value` alone (no descriptor count) to `out`. Its
+/// descriptors join the table of the message being encoded around it (a
+/// value encoded inside [`encode`] or [`encode_with`]), if any; elsewhere
+/// a value holding one fails. The error says why, in words; `out` is then
+/// left as it was.
+pub(crate) fn append_to<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+    let len = out.len();
+    postcard::serialize_with_flavor(value, VecOut(out)).map_err(|e| {
+        out.truncate(len);
+        encode_error(value, e)
+    })
+}
+
+/// The serialiser's output for [`append_to`]: a `Vec`, with the short
+/// pieces a serialiser writes most (varints, small fields) copied in line
+/// rather than through a `memcpy` call each, which costs more than the
+/// encoding of a small value.
+struct VecOut<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecOut<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        extend_short(self.0, data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends `data` to `out`; a slice of up to 10 bytes (a varint's most) by
+/// a copy of constant length, which the compiler writes in line.
+#[inline(always)]
+fn extend_short(out: &mut Vec<u8>, data: &[u8]) {
+    macro_rules! by_length {
+        ($($n:literal)*) => {
+            match data.len() {
+                $($n => {
+                    let fixed: &[u8; $n] = data.try_into().expect("the length was matched");
+                    out.extend_from_slice(fixed);
+                })*
+                _ => out.extend_from_slice(data),
+            }
+        };
+    }
+    by_length!(1 2 3 4 5 6 7 8 9 10)
+}
+
+/// Encodes the bytes of `value` alone (as [`append_to`] does) into
 /// `sink`, piece by piece: `sink` returns `false` when it has no room, which
 /// ends the encoding with an error. The error says why, in words.
 pub(crate) fn encode_into<T: Serialize + ?Sized>(
@@ -163,7 +235,7 @@ impl<F: FnMut(&[u8]) -> bool> postcard::ser_flavors::Flavor for Sink<F> {
     }
 }
 
-/// Decodes one value from the front of `bytes` (made by [`append_value`]
+/// Decodes one value from the front of `bytes` (made by [`append_to`]
 /// or [`encode_into`]); returns it and the bytes after it. Its descriptors
 /// come from the table of the message being decoded around it, if any.
 /// The error says why, in words.
@@ -231,15 +303,41 @@ pub fn take_fds<'a>(
 /// Decodes one value from the front of a postcard `payload`, with `fds` as
 /// the descriptor table; returns the value and the bytes after it.
 /// Descriptors the value does not claim are closed.
+#[inline]
 pub fn decode_payload<T: DeserializeOwned>(
     payload: &[u8],
     fds: Vec<OwnedFd>,
 ) -> Result<(T, &[u8]), CodecError> {
+    decode_with(fds, || decode_value(payload)).map_err(CodecError::Decode)
+}
+
+/// Runs `decode` (which decodes values with [`decode_value`] and the like)
+/// with `fds` as the descriptor table of the message being decoded.
+/// Descriptors no value claims are closed.
+pub(crate) fn decode_with<R>(fds: Vec<OwnedFd>, decode: impl FnOnce() -> R) -> R {
     let table: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     let previous = DECODING.with(|d| d.borrow_mut().replace(table));
-    let result = decode_value(payload);
+    let result = decode();
     DECODING.with(|d| *d.borrow_mut() = previous);
-    result.map_err(CodecError::Decode)
+    result
+}
+
+/// Decodes `count` values written back to back (each with [`append_to`])
+/// from the front of `bytes`, appending them to `out`; returns the bytes
+/// after them. On an error, the values decoded before it stay in `out`.
+pub(crate) fn decode_seq_into<'a, T: DeserializeOwned>(
+    bytes: &'a [u8],
+    count: usize,
+    out: &mut Vec<T>,
+) -> Result<&'a [u8], String> {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    // No more room than the bytes can fill: a value takes at least a byte
+    // (but `()`, which needs no room).
+    out.reserve(count.min(bytes.len()));
+    for _ in 0..count {
+        out.push(T::deserialize(&mut de).map_err(|e| e.to_string())?);
+    }
+    de.finalize().map_err(|e| e.to_string())
 }
 
 /// A file descriptor shared by every clone of a handle, sent out of band

@@ -389,6 +389,7 @@ impl Connection {
 
     /// [`send_encoded`](Self::send_encoded), leaving the message to the
     /// caller (its room for the header overwritten).
+    #[inline]
     pub(crate) fn send_encoded_mut(&self, enc: &mut codec::Encoded) -> Result<(), SendError> {
         let body_len = enc.bytes.len() - frame::SHORT_HEADER;
         self.check_send(body_len, !enc.fds.is_empty())?;

@@ -141,18 +141,22 @@ pub struct Payload {
 impl Payload {
     /// Decodes the outcomes of its `len` tasks.
     pub fn decode<R: serde::de::DeserializeOwned>(self, len: usize) -> Vec<Result<R, TaskError>> {
-        wire::decode_outcomes(&self.bytes[self.start..], self.fds, len)
+        wire::decode_outcomes(&self.bytes[self.start..], self.fds, len, self.all_ok)
     }
 
-    /// The values of its `len` tasks, if every one returned one that
-    /// decodes and the reply carries no descriptors (the common case,
-    /// decoded without a `Result` per task); otherwise `None`, and
-    /// [`decode`](Self::decode) tells the tasks apart.
-    pub fn values<R: serde::de::DeserializeOwned>(&self, len: usize) -> Option<Vec<R>> {
-        if !self.all_ok || !self.fds.is_empty() {
-            return None;
-        }
-        wire::decode_values(&self.bytes[self.start..], len)
+    /// Appends the values of its `len` tasks to `out`, if every one
+    /// returned one that decodes and the reply carries no descriptors (the
+    /// common case, decoded without a `Result` per task); otherwise
+    /// `false`, `out` is as it was, and [`decode`](Self::decode) tells the
+    /// tasks apart.
+    pub fn values_into<R: serde::de::DeserializeOwned>(
+        &self,
+        len: usize,
+        out: &mut Vec<R>,
+    ) -> bool {
+        self.all_ok
+            && self.fds.is_empty()
+            && wire::decode_values_into(&self.bytes[self.start..], len, out)
     }
 }
 
@@ -764,10 +768,17 @@ impl Shared {
         let steal_at = st.next_steal();
         drop(st);
         // A reply caught by the spin is taken in without a poll (the next
-        // step polls).
+        // step polls). Caught means a whole message can be received: a
+        // ring record alone may wait behind a large frame still coming on
+        // the socket, and a step that skipped the poll for it would never
+        // read that frame.
         let mut caught = false;
         if spin {
-            let conns = || watch.iter().any(|(_, c, _, _)| c.ring_has_data());
+            let conns = || {
+                watch
+                    .iter()
+                    .any(|(_, c, _, _)| c.ring_has_data() && c.has_buffered())
+            };
             caught = self.spin.until_if(true, conns, Deadline::at(deadline));
             buffered = caught;
         }
@@ -1076,7 +1087,11 @@ impl State {
         let Some(idx) = self.workers.iter().position(|w| w.key == key) else {
             return;
         };
-        let mut w = self.workers.swap_remove(idx);
+        // Taken out while the state is borrowed, and put back in its place:
+        // the order of the workers is the order in which idle ones get
+        // work, so a run of single tasks keeps going to the same worker
+        // (still spinning for the next one) while the others sleep.
+        let mut w = self.workers.remove(idx);
         if readable || w.conn.has_buffered() {
             self.read_replies(&mut w, readable);
         }
@@ -1088,7 +1103,7 @@ impl State {
             self.read_replies(&mut w, true);
             self.bury(w);
         } else {
-            self.workers.push(w);
+            self.workers.insert(idx, w);
         }
     }
 

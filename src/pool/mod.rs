@@ -138,8 +138,9 @@ pub use result::{AsyncResult, MapResult};
 pub use star::StarFn;
 use worker::{WorkerArgs, worker_main};
 
-/// Chunks encoded and handed to the pool at a time by `map`, so workers
-/// start before a long input is fully encoded.
+/// Most chunks encoded and handed to the pool at a time by `map` (the
+/// batches grow to this from one), so workers start before a long input
+/// is fully encoded.
 const SUBMIT_BATCH: usize = 1024;
 /// Chunks an [`Imap`] keeps in flight per worker.
 const IMAP_AHEAD_PER_WORKER: usize = 256;
@@ -365,10 +366,13 @@ impl Pool {
         if chunks.peek().is_none() {
             self.shared.add_chunks(job, Vec::new(), true);
         }
+        // The first chunk goes out alone, so a worker starts while the
+        // rest is encoded; the batches then double.
+        let mut batch_len = 1;
         while chunks.peek().is_some() {
             let batch: Vec<_> = chunks
                 .by_ref()
-                .take(SUBMIT_BATCH)
+                .take(batch_len)
                 .map(|c| {
                     let (id, frame) = self.shared.encode_chunk(call, c);
                     (c.len(), id, frame)
@@ -376,6 +380,7 @@ impl Pool {
                 .collect();
             let last = chunks.peek().is_none();
             self.shared.add_chunks(job, batch, last);
+            batch_len = (batch_len * 2).min(SUBMIT_BATCH);
         }
         Ok(job)
     }

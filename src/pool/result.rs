@@ -97,19 +97,12 @@ fn job_values<R: DeserializeOwned>(job: &Job) -> Option<Vec<R>> {
     if job.any_failed {
         return None;
     }
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(job.items);
     for (slot, &len) in job.slots.iter().zip(&job.sizes) {
-        let Slot::Done(Ok(p)) = slot else {
-            return None;
-        };
-        let mut v = p.values::<R>(len)?;
-        if job.slots.len() == 1 {
-            return Some(v);
+        match slot {
+            Slot::Done(Ok(p)) if p.values_into::<R>(len, &mut out) => {}
+            _ => return None,
         }
-        if out.capacity() == 0 {
-            out.reserve_exact(job.items);
-        }
-        out.append(&mut v);
     }
     Some(out)
 }

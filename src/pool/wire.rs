@@ -9,17 +9,26 @@
 //! number [`STOP`] asks the worker to exit.
 //!
 //! Worker → pool, one frame per chunk: `(chunk: u64, kind: u8, all_ok:
-//! bool)` followed by, for [`DONE`], one codec-encoded [`Outcome`] per task
-//! (as byte strings, so that a result that does not decode spoils only its
-//! own task), their descriptors concatenated in order; for the other kinds,
-//! a message `String`.
+//! bool)` followed by, for [`DONE`], the chunk's results; for the other
+//! kinds, a message `String`. A result that does not decode spoils only its
+//! own task, so each task's bytes can be told apart without decoding the
+//! others. The results of a chunk whose every task returned (`all_ok`, the
+//! common case) are its values back to back, read in one pass, followed by
+//! the table of their lengths, read only when one does not decode:
+//!
+//! ```text
+//! [count: varint][value]…[length: varint]…[table bytes: u64 LE]
+//! ```
+//!
+//! A chunk with a failed task sends one encoded [`Outcome`] per task, each
+//! in a byte string: `[count: varint]([length: varint][outcome])…`. The
+//! descriptors of every value are the message's, in order.
 
-use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use serde::de::{DeserializeOwned, Visitor};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::error::TaskError;
 use crate::codec::{self, Encoded};
@@ -87,172 +96,69 @@ pub enum Outcome<R> {
     Encode(String),
 }
 
-/// Borrowed bytes, serialised as a byte string.
-struct Bytes<'a>(&'a [u8]);
-
-impl Serialize for Bytes<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
+/// Appends the values of a chunk whose every task returned to a reply
+/// being encoded: back to back, then the table of their lengths (see the
+/// module docs). Handles inside them are numbered in the whole message
+/// ([`codec::encode_with`] collects them).
+fn append_values<R: Serialize>(out: &mut Vec<u8>, values: &[R]) -> Result<(), String> {
+    codec::append_to(&values.len(), out)?;
+    let mut table = Vec::with_capacity(values.len());
+    for v in values {
+        let at = out.len();
+        codec::append_to(v, out)?;
+        match out.len() - at {
+            n if n < 0x80 => table.push(n as u8),
+            n => codec::append_to(&n, &mut table)?,
+        }
     }
+    out.extend_from_slice(&table);
+    out.extend_from_slice(&(table.len() as u64).to_le_bytes());
+    Ok(())
 }
 
-/// A chunk's outcomes, each serialised on its own into a byte string, so
+/// Appends a chunk's outcomes to a reply being encoded: a sequence of byte
+/// strings, one per task, each holding that task's encoded [`Outcome`], so
 /// that one that does not decode spoils only its own task. Handles inside
-/// them are numbered in the whole message (the enclosing
-/// [`codec::encode`] collects them). The values of the tasks that returned
-/// are in `values`, in order; `panics` (sorted by task index) holds the
-/// others' messages.
-struct Items<'a, R> {
-    values: &'a [R],
-    panics: &'a [(usize, String)],
-}
-
-impl<R: Serialize> Serialize for Items<'_, R> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let len = self.values.len() + self.panics.len();
-        let mut seq = s.serialize_seq(Some(len))?;
-        // Each outcome is written into `scratch` in place (no `Vec` or
-        // `Result` moved per task: those moves cost more than the
-        // encoding of a small value).
-        let mut scratch = Vec::new();
-        let mut values = self.values.iter();
-        let mut panics = self.panics.iter().peekable();
-        for i in 0..len {
-            scratch.clear();
-            let mut sink = |b: &[u8]| {
-                scratch.extend_from_slice(b);
-                true
-            };
-            let encoded = match panics.next_if(|(at, _)| *at == i) {
-                None => {
-                    let r = values
-                        .next()
-                        .ok_or_else(|| serde::ser::Error::custom("fewer values than tasks"))?;
-                    codec::encode_into(&Outcome::Ok(r), &mut sink)
-                }
-                Some((_, m)) => codec::encode_into(&Outcome::<()>::Panicked(m.clone()), &mut sink),
-            };
-            if let Err(why) = encoded {
-                scratch.clear();
-                scratch = codec::append_value(&Outcome::<()>::Encode(why), scratch)
-                    .map_err(serde::ser::Error::custom)?;
+/// them are numbered in the whole message ([`codec::encode_with`] collects
+/// them). The values of the tasks that returned are in `values`, in order;
+/// `panics` (sorted by task index) holds the others' messages.
+///
+/// Each outcome is encoded in place after a one-byte length, which is fixed up afterwards (no copy of
+/// the outcome, and no `Vec` or `Result` moved per task: those cost more
+/// than the encoding of a small value).
+fn append_items<R: Serialize>(
+    out: &mut Vec<u8>,
+    values: &[R],
+    panics: &[(usize, String)],
+) -> Result<(), String> {
+    let len = values.len() + panics.len();
+    codec::append_to(&len, out)?;
+    let mut values = values.iter();
+    let mut panics = panics.iter().peekable();
+    for i in 0..len {
+        out.push(0);
+        let at = out.len();
+        let encoded = match panics.next_if(|(at, _)| *at == i) {
+            None => {
+                let r = values.next().ok_or("fewer values than tasks")?;
+                codec::append_to(&Outcome::Ok(r), out)
             }
-            seq.serialize_element(&Bytes(&scratch))?;
+            Some((_, m)) => codec::append_to(&Outcome::<()>::Panicked(m.clone()), out),
+        };
+        if let Err(why) = encoded {
+            codec::append_to(&Outcome::<()>::Encode(why), out)?;
         }
-        seq.end()
-    }
-}
-
-/// The decoded outcomes of a chunk (see [`Items`]).
-struct Outcomes<R>(Vec<Result<R, TaskError>>);
-
-struct OneOutcome<R>(PhantomData<R>);
-
-impl<'de, R: DeserializeOwned> Visitor<'de> for OneOutcome<R> {
-    type Value = Result<R, TaskError>;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an encoded outcome")
-    }
-    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-        Ok(match codec::decode_value::<Outcome<R>>(v) {
-            Ok((Outcome::Ok(r), _)) => Ok(r),
-            Ok((Outcome::Panicked(message), _)) => Err(TaskError::Panicked { message }),
-            Ok((Outcome::Encode(m), _)) => Err(TaskError::Encode(m)),
-            Err(e) => Err(TaskError::Decode(e)),
-        })
-    }
-}
-
-impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for OneOutcome<R> {
-    type Value = Result<R, TaskError>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_bytes(self)
-    }
-}
-
-impl<'de, R: DeserializeOwned> Deserialize<'de> for Outcomes<R> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        seq_of(d, "a sequence of outcomes", || OneOutcome(PhantomData)).map(Outcomes)
-    }
-}
-
-/// A sequence read element by element with the seeds `seed` makes, into
-/// one `Vec` (its capacity from the size hint, at most 64 Ki elements up
-/// front).
-fn seq_of<'de, D, S>(
-    d: D,
-    expecting: &'static str,
-    seed: impl Fn() -> S,
-) -> Result<Vec<S::Value>, D::Error>
-where
-    D: Deserializer<'de>,
-    S: serde::de::DeserializeSeed<'de>,
-{
-    struct Seq<F>(F, &'static str);
-    impl<'de, S: serde::de::DeserializeSeed<'de>, F: Fn() -> S> Visitor<'de> for Seq<F> {
-        type Value = Vec<S::Value>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.1)
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-            while let Some(item) = seq.next_element_seed((self.0)())? {
-                out.push(item);
-            }
-            Ok(out)
+        let n = out.len() - at;
+        if n < 0x80 {
+            // A varint of one byte: the length itself.
+            out[at - 1] = n as u8;
+        } else {
+            let mut prefix = Vec::new();
+            codec::append_to(&n, &mut prefix)?;
+            out.splice(at - 1..at, prefix);
         }
     }
-    d.deserialize_seq(Seq(seed, expecting))
-}
-
-/// The values of a chunk whose tasks all returned (see [`decode_values`]).
-struct Values<R>(Vec<R>);
-
-/// One task's value, from its encoded [`Outcome::Ok`]; anything else is
-/// an error (the caller falls back on [`decode_outcomes`]).
-struct OneValue<R>(PhantomData<R>);
-
-impl<'de, R: DeserializeOwned> Visitor<'de> for OneValue<R> {
-    type Value = R;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an encoded value")
-    }
-    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<R, E> {
-        match codec::decode_value::<Outcome<R>>(v) {
-            Ok((Outcome::Ok(r), _)) => Ok(r),
-            _ => Err(E::custom("not a value")),
-        }
-    }
-}
-
-impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for OneValue<R> {
-    type Value = R;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<R, D::Error> {
-        d.deserialize_bytes(self)
-    }
-}
-
-impl<'de, R: DeserializeOwned> Deserialize<'de> for Values<R> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        seq_of(d, "a sequence of values", || OneValue(PhantomData)).map(Values)
-    }
-}
-
-/// Decodes the values of a [`DONE`] reply body (after its header) whose
-/// `len` tasks all returned and which carries no descriptors, in one pass
-/// and without a `Result` per task; `None` if the body is anything else
-/// (a task's outcome that does not decode, too few or too many), for the
-/// caller to fall back on [`decode_outcomes`], which tells the tasks
-/// apart.
-pub fn decode_values<R: DeserializeOwned>(body: &[u8], len: usize) -> Option<Vec<R>> {
-    match codec::decode_payload::<Values<R>>(body, Vec::new()) {
-        Ok((Values(v), _)) if v.len() == len => Some(v),
-        _ => None,
-    }
+    Ok(())
 }
 
 /// The text of a panic payload.
@@ -279,8 +185,23 @@ pub fn message(chunk: u64, kind: u8, text: &str) -> Encoded {
 /// those that returned in `values`, the panic messages of the others in
 /// `panics` (by task index, ascending).
 pub fn done<R: Serialize>(chunk: u64, values: &[R], panics: &[(usize, String)]) -> Encoded {
-    let all_ok = panics.is_empty();
-    match codec::encode(&(chunk, DONE, all_ok, Items { values, panics }), FRAME_ROOM) {
+    if panics.is_empty() {
+        let encoded = codec::encode_with(Vec::new(), FRAME_ROOM, |out| {
+            codec::append_to(&(chunk, DONE, true), out)
+                .and_then(|()| append_values(out, values))
+                .map_err(crate::error::CodecError::Encode)
+        });
+        if let Ok(e) = encoded {
+            return e;
+        }
+        // A value that does not encode: its task fails alone (below).
+    }
+    let encoded = codec::encode_with(Vec::new(), FRAME_ROOM, |out| {
+        codec::append_to(&(chunk, DONE, false), out)
+            .and_then(|()| append_items(out, values, panics))
+            .map_err(crate::error::CodecError::Encode)
+    });
+    match encoded {
         Ok(e) => e,
         Err(e) => message(chunk, BAD_RESULT, &e.to_string()),
     }
@@ -320,27 +241,111 @@ pub fn run_map<A: DeserializeOwned, R: Serialize>(
     run_each(chunk, payload, fds, f)
 }
 
-/// Decodes the per-task outcomes of a [`DONE`] reply body (after its
-/// header), `len` of them expected.
+/// A length (a varint) from the front of `bytes`, and the bytes after it.
+fn take_len(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    match bytes.split_first() {
+        Some((&n, rest)) if n < 0x80 => Some((n as usize, rest)),
+        _ => codec::decode_value::<usize>(bytes).ok(),
+    }
+}
+
+/// `n` bytes from the front of `bytes`, and the bytes after them.
+fn take_bytes(bytes: &[u8], n: usize) -> Option<(&[u8], &[u8])> {
+    (n <= bytes.len()).then(|| bytes.split_at(n))
+}
+
+/// The values of an all-ok reply body (after the count) and its table of
+/// their lengths.
+fn split_table(rest: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (rest, trailer) = rest.split_at(rest.len().checked_sub(8)?);
+    let table = u64::from_le_bytes(trailer.try_into().ok()?);
+    Some(rest.split_at(rest.len().checked_sub(usize::try_from(table).ok()?)?))
+}
+
+/// Each task's bytes in a [`DONE`] reply body (after its header) of `len`
+/// tasks: its value's if `all_ok`, else its encoded [`Outcome`]'s; `None`
+/// if the body is not of that shape.
+fn task_bytes(body: &[u8], len: usize, all_ok: bool) -> Option<Vec<&[u8]>> {
+    let (count, mut rest) = take_len(body)?;
+    if count != len {
+        return None;
+    }
+    let mut tasks = Vec::with_capacity(len.min(rest.len()));
+    if all_ok {
+        let (mut values, mut table) = split_table(rest)?;
+        for _ in 0..len {
+            let (n, t) = take_len(table)?;
+            let (v, after) = take_bytes(values, n)?;
+            tasks.push(v);
+            (values, table) = (after, t);
+        }
+        return (values.is_empty() && table.is_empty()).then_some(tasks);
+    }
+    for _ in 0..len {
+        let (n, r) = take_len(rest)?;
+        let (outcome, after) = take_bytes(r, n)?;
+        tasks.push(outcome);
+        rest = after;
+    }
+    Some(tasks)
+}
+
+/// Appends to `out` the values of an all-ok [`DONE`] reply body (after its
+/// header) of `len` tasks that carries no descriptors, in one pass and
+/// without a `Result` per task; `false` (and `out` as it was) if the body
+/// is anything else (a value that does not decode, too few or too many),
+/// for the caller to fall back on [`decode_outcomes`], which tells the
+/// tasks apart.
+pub fn decode_values_into<R: DeserializeOwned>(body: &[u8], len: usize, out: &mut Vec<R>) -> bool {
+    let start = out.len();
+    let mut whole = || {
+        let (count, rest) = take_len(body)?;
+        if count != len {
+            return None;
+        }
+        let rest = codec::decode_seq_into(rest, len, out).ok()?;
+        // The values end where the table starts: none read too little.
+        let (values, _) = split_table(rest)?;
+        values.is_empty().then_some(())
+    };
+    let ok = whole().is_some();
+    if !ok {
+        out.truncate(start);
+    }
+    ok
+}
+
+/// Decodes each task's outcome of a [`DONE`] reply body (after its
+/// header), `len` of them expected, with the descriptors that came with
+/// it.
 pub fn decode_outcomes<R: DeserializeOwned>(
     body: &[u8],
     fds: Vec<OwnedFd>,
     len: usize,
+    all_ok: bool,
 ) -> Vec<Result<R, TaskError>> {
-    let mut out = match codec::decode_payload::<Outcomes<R>>(body, fds) {
-        Ok((items, _)) => items.0,
-        Err(e) => {
-            let e = TaskError::Decode(e.to_string());
+    codec::decode_with(fds, || {
+        let Some(tasks) = task_bytes(body, len, all_ok) else {
+            let e = TaskError::Decode(format!(
+                "the worker's reply does not hold the results of {len} tasks"
+            ));
             return std::iter::repeat_with(|| Err(e.clone()))
                 .take(len)
                 .collect();
-        }
-    };
-    while out.len() < len {
-        out.push(Err(TaskError::Decode(
-            "the worker sent fewer results than tasks".into(),
-        )));
-    }
-    out.truncate(len);
-    out
+        };
+        let decode = |b: &[u8]| -> Result<R, TaskError> {
+            if all_ok {
+                return codec::decode_value::<R>(b)
+                    .map(|(r, _)| r)
+                    .map_err(TaskError::Decode);
+            }
+            match codec::decode_value::<Outcome<R>>(b) {
+                Ok((Outcome::Ok(r), _)) => Ok(r),
+                Ok((Outcome::Panicked(message), _)) => Err(TaskError::Panicked { message }),
+                Ok((Outcome::Encode(m), _)) => Err(TaskError::Encode(m)),
+                Err(e) => Err(TaskError::Decode(e)),
+            }
+        };
+        tasks.into_iter().map(decode).collect()
+    })
 }

@@ -58,6 +58,7 @@ fn me() -> std::sync::MutexGuard<'static, Option<Me>> {
 /// Records who this process is, once it starts as a child, and takes its
 /// parent's authkey (a forked child, which holds it already, passes
 /// `with_key: false`).
+#[inline]
 pub fn set_after_start(meta: Meta, with_key: bool) {
     CHILDREN_STARTED.store(0, Ordering::Relaxed);
     if with_key {

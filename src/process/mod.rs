@@ -251,14 +251,18 @@ impl<R: DeserializeOwned> Process<R> {
                 // that dropping a handle in the child really closes it. Only
                 // a descriptor still shared with another object of this
                 // (copied) memory is duplicated instead.
-                let fds = std::mem::take(&mut args.fds)
-                    .into_iter()
-                    .filter_map(|f| {
-                        Arc::try_unwrap(f)
-                            .or_else(|f| sys::socket::dup(f.as_fd()))
-                            .ok()
-                    })
-                    .collect();
+                let fds = if args.fds.is_empty() {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut args.fds)
+                        .into_iter()
+                        .filter_map(|f| {
+                            Arc::try_unwrap(f)
+                                .or_else(|f| sys::socket::dup(f.as_fd()))
+                                .ok()
+                        })
+                        .collect()
+                };
                 let reply = child::Reply {
                     conn: theirs,
                     bell: Some(ours),

@@ -179,6 +179,7 @@ fn forget(child: &Child) {
 }
 
 /// Forgets every child (in a forked child: they are the parent's).
+#[inline]
 pub fn clear_after_fork() {
     let mut list = lock(&CHILDREN);
     // The pidfds are the parent's business; closing our copies is harmless.

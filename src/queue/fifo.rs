@@ -102,6 +102,7 @@ static ALL: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 /// which carry their own descriptors), and left open they would keep the
 /// queue connected for as long as the child lives: a forked consumer
 /// would wait for itself.
+#[inline]
 pub(crate) fn after_fork() {
     let all = ALL.lock().unwrap_or_else(|e| e.into_inner());
     for shared in all.iter().filter_map(Weak::upgrade) {

@@ -73,6 +73,7 @@ fn sendmsg(
 }
 
 /// Writes every byte of `bufs` (blocking), `fds` attached to the first byte.
+#[inline]
 pub fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     // A few pieces (every caller's case) are listed without allocating.
     let mut few = [IoSlice::new(&[]); 4];

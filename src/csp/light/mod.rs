@@ -12,12 +12,13 @@
 //! watching the words its processes wait on for wakes from other
 //! processes.
 //!
-//! Between lightweight processes of one OS process, a rendezvous channel
-//! nobody else has used skips that protocol: the writer hands its message
-//! straight to a parked reader, or the reader takes it from a parked writer
-//! (`csp/chan/fast.rs`). The channel turns general for good, its parked parties
-//! moving over, as soon as a thread, an alternation or another process
-//! uses it.
+//! Between lightweight processes of one worker thread (a network started
+//! together runs on one), a rendezvous channel nobody else has used skips
+//! that protocol: the writer hands its message straight to a parked
+//! reader, or the reader takes it from a parked writer, with no lock
+//! (`csp/chan/fast.rs`). The channel turns general for good, its parked
+//! parties moving over, as soon as a thread, an alternation, another
+//! worker's process or another OS process uses it.
 //!
 //! Why stackful coroutines and not async tasks: the channel API is
 //! blocking (`read()`, `write()`, `select()`), and a process body is
