@@ -4,14 +4,16 @@
 //!
 //! ```text
 //! $ cargo run --release --example csp_million [processes] [laps]
-//! 1000000 processes, 10 laps: 10000000 hops in 15.1 s, 1513 ns per hop
-//! peak RSS 2.95 GiB
+//! 1000000 processes, 10 laps: 10000000 hops in 8.5 s, 853 ns per hop
+//! peak RSS 1.97 GiB
 //! ```
 //!
-//! (Measured on a 2-vCPU machine shared with other work: 15 s of CPU
-//! time in all, 1.5 µs per hop. About 3.1 KiB per process: 1.4 KiB of
-//! parked stack, a channel of about 470 bytes plus its direct hand-over
-//! queue, the rest its scheduling and process state.)
+//! (Measured on a 2-vCPU machine shared with other work.) About 2 KiB
+//! per process: its parked stack (about 1.1 KiB: the process's entry
+//! frame, its body, the write it is parked in, the switch), its channel
+//! (about 190 bytes: a private rendezvous channel that only lightweight
+//! processes use needs no shared-protocol memory), the rest its
+//! scheduling and process records.
 //! Each process is one
 //! [`CspProcess::light`]: it reads the token from its left neighbour and
 //! writes it to its right one. The channels are `threads_only` with room

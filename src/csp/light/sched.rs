@@ -99,8 +99,10 @@ pub(crate) struct TaskShared {
     /// Set (before it is queued) when the wake came from the table, which
     /// removed the entry it used.
     by_table: AtomicBool,
-    worker: usize,
-    idx: usize,
+    /// Its worker and its index there (32 bits each: a million tasks keep
+    /// 16 bytes less each).
+    worker: u32,
+    idx: u32,
 }
 
 impl TaskShared {
@@ -128,15 +130,15 @@ impl TaskShared {
 
 /// Queues a woken task on its worker.
 fn push(task: &TaskShared) {
-    if LOCAL.with(|l| l.index.get()) == Some(task.worker) {
-        LOCAL.with(|l| l.queue.borrow_mut().push_back(task.idx));
+    if LOCAL.with(|l| l.index.get()) == Some(task.worker as usize) {
+        LOCAL.with(|l| l.queue.borrow_mut().push_back(task.idx as usize));
         return;
     }
-    let w = &workers()[task.worker];
+    let w = &workers()[task.worker as usize];
     w.inbox
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(Msg::Wake(task.idx));
+        .push(Msg::Wake(task.idx as usize));
     w.ring();
 }
 
@@ -674,8 +676,8 @@ impl Worker {
         let shared = Arc::new(TaskShared {
             state: AtomicU64::new(QUEUED),
             by_table: AtomicBool::new(false),
-            worker: self.index,
-            idx,
+            worker: u32::try_from(self.index).expect("fewer than 2^32 workers"),
+            idx: u32::try_from(idx).expect("fewer than 2^32 tasks on a worker"),
         });
         let slot = self.pick_slot();
         self.slots[slot].users += 1;
@@ -1001,7 +1003,7 @@ impl Unparker {
     pub(crate) fn unpark(self) {
         // SAFETY: the task is alive (see the type's docs).
         let t = unsafe { &*self.task };
-        debug_assert_eq!(thread_worker(), Some(t.worker));
+        debug_assert_eq!(thread_worker(), Some(t.worker as usize));
         // No CAS: only this thread wakes a park of `park_current` (this
         // unparker, or the task's deadline in `housekeeping`); a waker of
         // another thread holds an older epoch and fails its CAS.
