@@ -67,6 +67,15 @@ impl sealed::Sealed for super::target::Trampoline {
 }
 impl FnPtr for super::target::Trampoline {}
 
+// The pool's chunk runner: `(target, arguments, capacity)`.
+impl<A, B: ?Sized, C, R> sealed::Sealed for for<'a> fn(A, &'a B, C) -> R {
+    #[inline]
+    fn addr(self) -> usize {
+        self as usize
+    }
+}
+impl<A, B: ?Sized, C, R> FnPtr for for<'a> fn(A, &'a B, C) -> R {}
+
 // The pool runner's shape: `(target, chunk, payload, descriptors)`.
 impl<A, B, C: ?Sized, D, R> sealed::Sealed for for<'a> fn(A, B, &'a C, D) -> R {
     #[inline]
