@@ -437,15 +437,28 @@ pub(crate) struct Park {
     held: super::HeldList,
 }
 
+/// A task, as its worker keeps it (one of a million: the indices are 32
+/// bits).
 struct Task {
     co: Option<Co>,
     body: Option<Box<dyn TaskBody>>,
-    slot: usize,
+    slot: u32,
     saved: Vec<std::mem::MaybeUninit<u8>>,
     evicted: bool,
     /// Position in the worker's parked list, if it is in it.
-    parked_at: Option<usize>,
+    parked_at: Option<u32>,
     park: Box<Park>,
+}
+
+impl Task {
+    fn slot(&self) -> usize {
+        self.slot as usize
+    }
+}
+
+/// `n` as a 32-bit index of a worker's tables.
+fn index32(n: usize) -> u32 {
+    u32::try_from(n).expect("fewer than 2^32 entries in a worker's tables")
 }
 
 struct Slot {
@@ -684,7 +697,7 @@ impl Worker {
         self.tasks[idx] = Some(Task {
             co: None,
             body: Some(body),
-            slot,
+            slot: index32(slot),
             saved: Vec::new(),
             evicted: false,
             parked_at: None,
@@ -727,7 +740,7 @@ impl Worker {
     /// Makes task `idx`'s stack resident in its slot: copies the
     /// occupant's out, the task's back in.
     fn make_resident(&mut self, idx: usize) {
-        let s = self.tasks[idx].as_ref().map_or(0, |t| t.slot);
+        let s = self.tasks[idx].as_ref().map_or(0, Task::slot);
         let base = self.slots[s].stack.base().get();
         if let Some(o) = self.slots[s].occupant
             && o != idx
@@ -785,15 +798,15 @@ impl Worker {
             .state
             .store(t.park.epoch << 2 | RUNNING, Ordering::Release);
         if let Some(pos) = t.parked_at.take() {
-            self.parked.swap_remove(pos);
-            if let Some(&moved) = self.parked.get(pos)
+            self.parked.swap_remove(pos as usize);
+            if let Some(&moved) = self.parked.get(pos as usize)
                 && let Some(Some(m)) = self.tasks.get_mut(moved)
             {
                 m.parked_at = Some(pos);
             }
         }
         self.make_resident(idx);
-        let slot = &self.slots[self.tasks[idx].as_ref().map_or(0, |t| t.slot)];
+        let slot = &self.slots[self.tasks[idx].as_ref().map_or(0, Task::slot)];
         let stack = SlotStack {
             base: slot.stack.base(),
             limit: slot.stack.limit(),
@@ -827,7 +840,7 @@ impl Worker {
         match r {
             CoroutineResult::Return(()) => {
                 t.park.shared.state.store(DONE, Ordering::Release);
-                let slot = t.slot;
+                let slot = t.slot();
                 drop(co);
                 self.tasks[idx] = None;
                 self.free.push(idx);
@@ -848,7 +861,7 @@ impl Worker {
                         self.timers.push(std::cmp::Reverse((d, idx, epoch)));
                     }
                     if !t.park.words.is_empty() {
-                        t.parked_at = Some(self.parked.len());
+                        t.parked_at = Some(index32(self.parked.len()));
                         self.parked.push(idx);
                     }
                 }
