@@ -426,8 +426,13 @@ pub(crate) fn may_spin_beside(peer_cpu: i32) -> bool {
     me < 0 || me != peer_cpu
 }
 
-/// How long [`may_spin`] trusts its last reading of the affinity mask.
-const REREAD_NS: u64 = 100_000_000;
+/// How long [`may_spin`] and [`pinned_cpu`] trust their last reading of
+/// the affinity mask: about one tick of the coarse clock. A process that
+/// pins itself just after starting (as a worker placed on its own CPU
+/// does) must be seen pinned at once, or it publishes its old CPU to its
+/// peers and both sides stop spinning; a `sched_getaffinity` per
+/// millisecond of waiting costs nothing measurable.
+const REREAD_NS: u64 = 1_000_000;
 
 #[cfg(test)]
 mod tests {
