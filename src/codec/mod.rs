@@ -19,7 +19,9 @@
 //! buffer (`append_to`) or written into a sink piece by piece
 //! (`encode_into`, how a queue encodes straight into shared memory), a
 //! bare value decoded (`decode_value`, `decode_whole`), and one message
-//! made of two values in a row (`Encoded::then`).
+//! made of two values in a row (`Encoded::then`), and runs of many
+//! values of one type (`append_seq`, `decode_seq`), written at a fixed
+//! width when they are plain numbers (see `plain`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -33,6 +35,7 @@ use crate::error::CodecError;
 
 mod explain;
 pub mod pickle;
+mod plain;
 pub(crate) mod serializer;
 pub use crate::sys::socket::MAX_FDS_PER_MSG as MAX_FDS;
 pub(crate) use explain::encode_error;
@@ -339,6 +342,45 @@ pub(crate) fn decode_seq_into<'a, T: DeserializeOwned>(
     }
     de.finalize().map_err(|e| e.to_string())
 }
+
+/// How [`append_seq`] wrote a run of values: postcard's `Vec<T>`.
+const SEQ_POSTCARD: u8 = 0;
+/// …or a run of plain values (see `plain`).
+const SEQ_PLAIN: u8 = 1;
+
+/// Appends `items` to `out` as one sequence: at a fixed width per value
+/// when they are plain numbers (a copy's speed, no varint per value), as
+/// postcard's `Vec<T>` otherwise. `[layout: u8][values]`; read back with
+/// [`decode_seq`]. Handles inside them join the table of the message
+/// being encoded, as with [`append_to`]. The error says why, in words;
+/// `out` is then left as it was.
+pub(crate) fn append_seq<T: Serialize>(items: &[T], out: &mut Vec<u8>) -> Result<(), String> {
+    out.push(SEQ_PLAIN);
+    if plain::append_run(items, out) {
+        return Ok(());
+    }
+    let at = out.len() - 1;
+    out[at] = SEQ_POSTCARD;
+    append_to(items, out).inspect_err(|_| out.truncate(at))
+}
+
+/// Decodes a sequence written by [`append_seq`] from the front of
+/// `bytes`; returns its values and the bytes after it. Its descriptors
+/// come from the table of the message being decoded around it, if any.
+pub(crate) fn decode_seq<T: DeserializeOwned>(bytes: &[u8]) -> Result<(Vec<T>, &[u8]), String> {
+    match bytes.split_first() {
+        Some((&SEQ_PLAIN, rest)) => {
+            let mut out = Vec::new();
+            let (_, rest) = plain::decode_run_into(rest, &mut out)?;
+            Ok((out, rest))
+        }
+        Some((&SEQ_POSTCARD, rest)) => decode_value(rest),
+        Some((&other, _)) => Err(format!("unknown sequence layout {other}")),
+        None => Err("a sequence is missing".into()),
+    }
+}
+
+pub(crate) use plain::{append_run, decode_one as decode_plain, decode_run_into, split_run};
 
 /// A file descriptor shared by every clone of a handle, sent out of band
 /// when the handle is encoded (see the module docs).

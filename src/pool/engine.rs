@@ -433,8 +433,15 @@ impl Shared {
         items: &[T],
     ) -> (u64, Result<RawFrame, TaskError>) {
         let id = self.chunk_id();
-        let frame = codec::encode(&(id, call.runner, call.target, items), FRAME_ROOM)
-            .map_err(|e| TaskError::Encode(e.to_string()))
+        // Room for plain values (8 bytes each), so that they need no
+        // reallocation.
+        let bytes = Vec::with_capacity(FRAME_ROOM + 64 + 8 * items.len());
+        let frame = codec::encode_with(bytes, FRAME_ROOM, |out| {
+            codec::append_to(&(id, call.runner, call.target), out)
+                .and_then(|()| codec::append_seq(items, out))
+                .map_err(crate::error::CodecError::Encode)
+        })
+        .map_err(|e| TaskError::Encode(e.to_string()))
             .and_then(|enc| {
                 let len = enc.bytes.len() - FRAME_ROOM;
                 if len > crate::connection::DEFAULT_MAX_FRAME {

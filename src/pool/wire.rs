@@ -2,22 +2,26 @@
 //! functions ("runners") that run one chunk of tasks.
 //!
 //! Pool → worker, one frame per chunk: codec-encoded
-//! `(chunk: u64, runner, target)` followed by the chunk's arguments as a
-//! `Vec<A>`. `runner` and `target` are function references (see
-//! `process::fn_ref`), so a spawned worker (a fresh copy of the same
-//! executable) finds them. Chunk
-//! number [`STOP`] asks the worker to exit.
+//! `(chunk: u64, runner, target)` followed by the chunk's arguments as one
+//! codec sequence (`codec::append_seq`: plain numbers at a fixed width,
+//! anything else as the crate codec's `Vec<A>`). `runner` and `target` are
+//! function references (see `process::fn_ref`), so a spawned worker (a
+//! fresh copy of the same executable) finds them. Chunk number [`STOP`]
+//! asks the worker to exit.
 //!
 //! Worker → pool, one frame per chunk: `(chunk: u64, kind: u8, all_ok:
 //! bool)` followed by, for [`DONE`], the chunk's results; for the other
 //! kinds, a message `String`. A result that does not decode spoils only its
 //! own task, so each task's bytes can be told apart without decoding the
 //! others. The results of a chunk whose every task returned (`all_ok`, the
-//! common case) are its values back to back, read in one pass, followed by
-//! the table of their lengths, read only when one does not decode:
+//! common case) are, when they are plain numbers (`codec::append_run`), a
+//! run of fixed-width values (each task's bytes found by its index);
+//! otherwise its values back to back, read in one pass, followed by the
+//! table of their lengths, read only when one does not decode:
 //!
 //! ```text
-//! [count: varint][value]…[length: varint]…[table bytes: u64 LE]
+//! [VALUES_PLAIN][count: varint][width: varint][value]…
+//! [VALUES_TABLE][count: varint][value]…[length: varint]…[table bytes: u64 LE]
 //! ```
 //!
 //! A chunk with a failed task sends one encoded [`Outcome`] per task, each
@@ -46,6 +50,11 @@ pub const BAD_ARGS: u8 = 1;
 pub const BAD_RESULT: u8 = 2;
 /// Reply (chunk [`STOP`]): the initializer panicked.
 pub const INIT_FAILED: u8 = 3;
+
+/// An all-ok reply's values: a run of plain values…
+const VALUES_PLAIN: u8 = 1;
+/// …or codec-encoded values followed by the table of their lengths.
+const VALUES_TABLE: u8 = 0;
 
 /// Runs one chunk in a worker: decodes the arguments, calls the target on
 /// each, encodes the reply.
@@ -101,6 +110,12 @@ pub enum Outcome<R> {
 /// module docs). Handles inside them are numbered in the whole message
 /// ([`codec::encode_with`] collects them).
 fn append_values<R: Serialize>(out: &mut Vec<u8>, values: &[R]) -> Result<(), String> {
+    out.push(VALUES_PLAIN);
+    if codec::append_run(values, out) {
+        return Ok(());
+    }
+    let at = out.len() - 1;
+    out[at] = VALUES_TABLE;
     codec::append_to(&values.len(), out)?;
     let mut table = Vec::with_capacity(values.len());
     for v in values {
@@ -212,9 +227,9 @@ where
     T: DeserializeOwned,
     R: Serialize,
 {
-    let items = match codec::decode_payload::<Vec<T>>(payload, fds) {
+    let items = match codec::decode_with(fds, || codec::decode_seq::<T>(payload)) {
         Ok((items, _)) => items,
-        Err(e) => return message(chunk, BAD_ARGS, &e.to_string()),
+        Err(e) => return message(chunk, BAD_ARGS, &e),
     };
     // The values alone (no `Result` per task): most chunks have no panic.
     let mut values = Vec::with_capacity(items.len());
@@ -264,8 +279,22 @@ fn split_table(rest: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// Each task's bytes in a [`DONE`] reply body (after its header) of `len`
 /// tasks: its value's if `all_ok`, else its encoded [`Outcome`]'s; `None`
-/// if the body is not of that shape.
-fn task_bytes(body: &[u8], len: usize, all_ok: bool) -> Option<Vec<&[u8]>> {
+/// if the body is not of that shape. And whether the values are plain
+/// (`codec::decode_plain` reads them).
+fn task_bytes(body: &[u8], len: usize, all_ok: bool) -> Option<(Vec<&[u8]>, bool)> {
+    let body = if all_ok {
+        match body.split_first()? {
+            (&VALUES_PLAIN, run) => {
+                let (count, width, values, rest) = codec::split_run(run).ok()?;
+                return (count == len && rest.is_empty())
+                    .then(|| (values.chunks_exact(width).collect(), true));
+            }
+            (&VALUES_TABLE, body) => body,
+            _ => return None,
+        }
+    } else {
+        body
+    };
     let (count, mut rest) = take_len(body)?;
     if count != len {
         return None;
@@ -279,7 +308,7 @@ fn task_bytes(body: &[u8], len: usize, all_ok: bool) -> Option<Vec<&[u8]>> {
             tasks.push(v);
             (values, table) = (after, t);
         }
-        return (values.is_empty() && table.is_empty()).then_some(tasks);
+        return (values.is_empty() && table.is_empty()).then_some((tasks, false));
     }
     for _ in 0..len {
         let (n, r) = take_len(rest)?;
@@ -287,7 +316,7 @@ fn task_bytes(body: &[u8], len: usize, all_ok: bool) -> Option<Vec<&[u8]>> {
         tasks.push(outcome);
         rest = after;
     }
-    Some(tasks)
+    Some((tasks, false))
 }
 
 /// Appends to `out` the values of an all-ok [`DONE`] reply body (after its
@@ -299,6 +328,14 @@ fn task_bytes(body: &[u8], len: usize, all_ok: bool) -> Option<Vec<&[u8]>> {
 pub fn decode_values_into<R: DeserializeOwned>(body: &[u8], len: usize, out: &mut Vec<R>) -> bool {
     let start = out.len();
     let mut whole = || {
+        let body = match body.split_first()? {
+            (&VALUES_PLAIN, run) => {
+                let (count, rest) = codec::decode_run_into(run, out).ok()?;
+                return (count == len && rest.is_empty()).then_some(());
+            }
+            (&VALUES_TABLE, body) => body,
+            _ => return None,
+        };
         let (count, rest) = take_len(body)?;
         if count != len {
             return None;
@@ -325,7 +362,7 @@ pub fn decode_outcomes<R: DeserializeOwned>(
     all_ok: bool,
 ) -> Vec<Result<R, TaskError>> {
     codec::decode_with(fds, || {
-        let Some(tasks) = task_bytes(body, len, all_ok) else {
+        let Some((tasks, plain)) = task_bytes(body, len, all_ok) else {
             let e = TaskError::Decode(format!(
                 "the worker's reply does not hold the results of {len} tasks"
             ));
@@ -334,6 +371,9 @@ pub fn decode_outcomes<R: DeserializeOwned>(
                 .collect();
         };
         let decode = |b: &[u8]| -> Result<R, TaskError> {
+            if plain {
+                return codec::decode_plain::<R>(b).map_err(TaskError::Decode);
+            }
             if all_ok {
                 return codec::decode_value::<R>(b)
                     .map(|(r, _)| r)
