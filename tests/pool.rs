@@ -837,6 +837,28 @@ fn dropped_imap_then_close_and_join(m: Method) {
     assert!(p.worker_pids().is_empty());
 }
 
+/// The input of a map is read a chunk at a time while chunks already run:
+/// an input that panics midway leaves no half-submitted job behind (the
+/// pool still closes and joins).
+fn an_input_that_panics_midway_leaves_the_pool_usable(m: Method) {
+    let p = pool(m, 2);
+    // `inspect` keeps the exact length (so the input is read lazily);
+    // `resume_unwind` skips the panic hook (no message on stderr).
+    let input = (0..1000u64).inspect(|&x| {
+        if x == 700 {
+            std::panic::resume_unwind(Box::new("the input broke"));
+        }
+    });
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.map_chunked(square, input, 100)
+    }));
+    assert!(r.is_err(), "the input's panic reaches the caller");
+    assert_eq!(p.map(square, 0..4).unwrap(), vec![0, 1, 4, 9]);
+    p.close();
+    p.join_timeout(Duration::from_secs(30)).unwrap();
+    assert!(p.worker_pids().is_empty());
+}
+
 /// Asserts that every task but the first (the long one) ended before it.
 fn short_ones_ended_first(results: &[(u64, u128)]) {
     let (long_ms, long_end) = results[0];
@@ -1043,6 +1065,7 @@ both_methods!(
     large_arguments_and_results,
     large_results_among_tiny_ones,
     dropped_imap_then_close_and_join,
+    an_input_that_panics_midway_leaves_the_pool_usable,
     results_in_every_form,
     a_panic_fails_only_its_task,
     exit_mid_task_fails_that_task,

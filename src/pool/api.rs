@@ -40,6 +40,19 @@ pub(crate) trait Submit {
         chunksize: usize,
     ) -> Result<Self::Map<R>, PoolError>;
 
+    /// Submits `f` over what `items` yields, `chunksize` per chunk. A pool
+    /// that can reads the input a chunk at a time rather than holding it
+    /// whole; by default it is collected for
+    /// [`submit_map`](Self::submit_map).
+    fn submit_map_iter<A: Arg, R: Ret>(
+        &self,
+        f: fn(A) -> R,
+        items: impl Iterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Self::Map<R>, PoolError> {
+        self.submit_map(f, items.collect(), chunksize)
+    }
+
     /// Submits `f` over argument tuples, `chunksize` per chunk.
     fn submit_star<F: StarFn<T>, T: Serialize>(
         &self,
@@ -90,7 +103,15 @@ pub(crate) fn map_async<P: Submit, A: Arg, R: Ret>(
     f: fn(A) -> R,
     items: impl IntoIterator<Item = A>,
 ) -> Result<P::Map<R>, PoolError> {
-    let items: Vec<A> = items.into_iter().collect();
+    let items = items.into_iter();
+    // An input that knows its length is read a chunk at a time.
+    if let (lo, Some(hi)) = items.size_hint()
+        && lo == hi
+    {
+        let chunksize = default_chunksize(lo, pool.workers());
+        return pool.submit_map_iter(f, items, chunksize);
+    }
+    let items: Vec<A> = items.collect();
     let chunksize = default_chunksize(items.len(), pool.workers());
     pool.submit_map(f, items, chunksize)
 }
@@ -103,7 +124,7 @@ pub(crate) fn map_async_chunked<P: Submit, A: Arg, R: Ret>(
     chunksize: usize,
 ) -> Result<P::Map<R>, PoolError> {
     let chunksize = check_chunksize(chunksize)?;
-    pool.submit_map(f, items.into_iter().collect(), chunksize)
+    pool.submit_map_iter(f, items.into_iter(), chunksize)
 }
 
 /// `starmap_async`: the default chunk size.

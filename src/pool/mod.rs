@@ -354,35 +354,51 @@ impl Pool {
         self.shared.lock().worker_pids()
     }
 
+    /// Submits `items` in chunks of `chunksize`, read from the input a
+    /// chunk at a time; returns the job and the number of tasks.
     fn submit_with<T: Serialize>(
         &self,
         call: wire::Call,
-        items: Vec<T>,
+        items: impl IntoIterator<Item = T>,
         chunksize: usize,
         hook: Option<engine::Hook>,
-    ) -> Result<u64, PoolError> {
+    ) -> Result<(u64, usize), PoolError> {
         let job = self.shared.new_job_with(false, hook)?;
-        let mut chunks = items.chunks(chunksize).peekable();
-        if chunks.peek().is_none() {
+        // Should the input panic while it is read, the job is given up
+        // (sealed), so that the pool can still close.
+        struct Abandon<'a>(&'a Shared, u64);
+        impl Drop for Abandon<'_> {
+            fn drop(&mut self) {
+                self.0.abandon(self.1);
+            }
+        }
+        let guard = Abandon(&self.shared, job);
+        let mut items = items.into_iter().peekable();
+        if items.peek().is_none() {
             self.shared.add_chunks(job, Vec::new(), true);
         }
+        // One chunk's items at a time (the buffer is reused).
+        let mut chunk: Vec<T> = Vec::with_capacity(chunksize.min(items.size_hint().0).max(1));
+        let mut total = 0;
         // The first chunk goes out alone, so a worker starts while the
         // rest is encoded; the batches then double.
         let mut batch_len = 1;
-        while chunks.peek().is_some() {
-            let batch: Vec<_> = chunks
-                .by_ref()
-                .take(batch_len)
-                .map(|c| {
-                    let (id, frame) = self.shared.encode_chunk(call, c);
-                    (c.len(), id, frame)
-                })
-                .collect();
-            let last = chunks.peek().is_none();
-            self.shared.add_chunks(job, batch, last);
-            batch_len = (batch_len * 2).min(SUBMIT_BATCH);
+        let mut batch = Vec::new();
+        while items.peek().is_some() {
+            chunk.clear();
+            chunk.extend(items.by_ref().take(chunksize));
+            total += chunk.len();
+            let (id, frame) = self.shared.encode_chunk(call, &chunk);
+            batch.push((chunk.len(), id, frame));
+            let last = items.peek().is_none();
+            if last || batch.len() == batch_len {
+                self.shared
+                    .add_chunks(job, std::mem::take(&mut batch), last);
+                batch_len = (batch_len * 2).min(SUBMIT_BATCH);
+            }
         }
-        Ok(job)
+        std::mem::forget(guard);
+        Ok((job, total))
     }
 
     api::submit_methods! {
@@ -485,7 +501,8 @@ impl Pool {
     {
         let call = result::apply_hook(callback, error_callback);
         let inner = MapResult::with_callback(self.shared.clone(), 1, call, |hook| {
-            self.submit_with(wire::Call::map(f), vec![args], 1, Some(hook))
+            self.submit_with(wire::Call::map(f), [args], 1, Some(hook))
+                .map(|(job, _)| job)
         })?;
         Ok(AsyncResult::new(inner))
     }
@@ -525,6 +542,7 @@ impl Pool {
         let call = result::map_hook(callback, error_callback);
         MapResult::with_callback(self.shared.clone(), n, call, |hook| {
             self.submit_with(wire::Call::map(f), items, chunksize, Some(hook))
+                .map(|(job, _)| job)
         })
     }
 
@@ -603,8 +621,16 @@ impl api::Submit for Pool {
         items: Vec<A>,
         chunksize: usize,
     ) -> Result<MapResult<R>, PoolError> {
-        let n = items.len();
-        let job = self.submit_with(wire::Call::map(f), items, chunksize, None)?;
+        self.submit_map_iter(f, items.into_iter(), chunksize)
+    }
+
+    fn submit_map_iter<A: api::Arg, R: api::Ret>(
+        &self,
+        f: fn(A) -> R,
+        items: impl Iterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<MapResult<R>, PoolError> {
+        let (job, n) = self.submit_with(wire::Call::map(f), items, chunksize, None)?;
         Ok(MapResult::new(self.shared.clone(), job, n))
     }
 
@@ -614,9 +640,8 @@ impl api::Submit for Pool {
         items: Vec<T>,
         chunksize: usize,
     ) -> Result<MapResult<F::Output>, PoolError> {
-        let n = items.len();
         let call = wire::Call::runner_only(f.runner());
-        let job = self.submit_with(call, items, chunksize, None)?;
+        let (job, n) = self.submit_with(call, items, chunksize, None)?;
         Ok(MapResult::new(self.shared.clone(), job, n))
     }
 
