@@ -426,6 +426,33 @@ impl Connection {
         })
     }
 
+    /// Like [`recv_encoded`](Self::recv_encoded), without a copy of a
+    /// large frame's body out of the allocation it arrived in (a pool's
+    /// chunks and replies): the message's bytes, where its payload starts
+    /// in them, and its descriptors.
+    pub(crate) fn recv_encoded_whole(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<(Vec<u8>, usize, Vec<OwnedFd>), RecvError> {
+        self.recv_next(timeout, |r, next| {
+            let body = match next {
+                Incoming::Ring(sh, len) => {
+                    let body = sh.take_vec(len);
+                    let (fds, _) = codec::take_fds(&body, &mut VecDeque::new())?;
+                    return Ok((body, 1, fds));
+                }
+                Incoming::Socket(Body::InBuffer(s, e)) => {
+                    let (body, fds) = r.body_and_fds(s, e);
+                    let (fds, _) = codec::take_fds(body, fds)?;
+                    return Ok((body.to_vec(), 1, fds));
+                }
+                Incoming::Socket(Body::Owned(v)) => v,
+            };
+            let (fds, _) = codec::take_fds(&body, &mut r.fds)?;
+            Ok((body, 1, fds))
+        })
+    }
+
     /// Sends raw bytes as one message, without encoding (Python's
     /// `send_bytes`).
     pub fn send_bytes(&self, data: &[u8]) -> Result<(), SendError> {

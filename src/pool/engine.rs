@@ -1126,8 +1126,8 @@ impl State {
                 return;
             }
             look = w.dead;
-            match w.conn.recv_encoded(Some(Duration::ZERO)) {
-                Ok((payload, fds)) => self.on_reply(w, payload, fds, now),
+            match w.conn.recv_encoded_whole(Some(Duration::ZERO)) {
+                Ok((payload, at, fds)) => self.on_reply(w, payload, at, fds, now),
                 Err(RecvError::Timeout) => return,
                 Err(_) => {
                     w.dead = true;
@@ -1137,9 +1137,17 @@ impl State {
         }
     }
 
-    fn on_reply(&mut self, w: &mut Worker, payload: Vec<u8>, fds: Vec<OwnedFd>, now: Instant) {
+    /// Takes in a reply whose payload starts at `at` in `payload`.
+    fn on_reply(
+        &mut self,
+        w: &mut Worker,
+        payload: Vec<u8>,
+        at: usize,
+        fds: Vec<OwnedFd>,
+        now: Instant,
+    ) {
         let Ok(((chunk, kind, all_ok), rest)) =
-            codec::decode_payload::<(u64, u8, bool)>(&payload, Vec::new())
+            codec::decode_payload::<(u64, u8, bool)>(&payload[at..], Vec::new())
         else {
             // Not our protocol: treat the worker as broken.
             w.dead = true;

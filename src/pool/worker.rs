@@ -63,12 +63,12 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
         if !held.is_empty() && !buffered && !held.flush(&conn) {
             return;
         }
-        let Ok((payload, fds)) = conn.recv_encoded(None) else {
+        let Ok((payload, at, fds)) = conn.recv_encoded_whole(None) else {
             return;
         };
         seq = seq.wrapping_add(1);
         let Ok(((chunk, runner, target), rest)) =
-            codec::decode_payload::<(u64, FnRef<Runner>, RawFnRef)>(&payload, Vec::new())
+            codec::decode_payload::<(u64, FnRef<Runner>, RawFnRef)>(&payload[at..], Vec::new())
         else {
             return;
         };
