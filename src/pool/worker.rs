@@ -43,6 +43,10 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
     // Ctrl-C in a terminal reaches the whole process group: the pool's
     // owner decides (see the pool docs); the worker dies with it anyway.
     let _ = crate::sys::process::ignore_interrupt();
+    // A chunk's buffers are freed and allocated again for the next one:
+    // without this, glibc returns them to the kernel every time and every
+    // chunk pays a page fault per 4 KiB of them.
+    crate::sys::process::keeps_freed_memory();
     board.set(INIT);
     if let Some((init, init_args)) = init {
         let f = init.get();

@@ -370,6 +370,32 @@ pub fn ignore_interrupt() -> io::Result<()> {
     Ok(())
 }
 
+/// Freed memory up to this much stays in the heap of a process that
+/// [`keeps_freed_memory`]…
+#[cfg(target_env = "gnu")]
+const KEEP_FREED: i32 = 16 << 20;
+/// …and allocations smaller than this come from that heap.
+#[cfg(target_env = "gnu")]
+const HEAP_UP_TO: i32 = 4 << 20;
+
+/// Has the C allocator keep memory freed by this process for its next
+/// allocations (up to [`KEEP_FREED`] bytes), rather than hand it back to
+/// the kernel after every large `free` and take it again page fault by
+/// page fault at the next `malloc`. For the helper processes the crate
+/// runs (a pool worker allocates and frees the same few buffers of up to
+/// a few MiB for every chunk). Only with glibc (elsewhere, nothing).
+pub fn keeps_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    for (param, value) in [
+        (libc::M_TRIM_THRESHOLD, KEEP_FREED),
+        (libc::M_MMAP_THRESHOLD, HEAP_UP_TO),
+    ] {
+        // SAFETY: `mallopt` only changes one of the allocator's tuning
+        // parameters (it takes the allocator's own lock to do so).
+        unsafe { libc::mallopt(param, value) };
+    }
+}
+
 /// Whether the calling thread is the process's main thread.
 pub fn is_main_thread() -> bool {
     rustix::thread::gettid() == rustix::process::getpid()
