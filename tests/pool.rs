@@ -68,6 +68,16 @@ fn panic_on_three(x: i32) -> i32 {
     x * 10
 }
 
+/// `x`, but task 19 first sleeps 300 ms and then panics.
+fn late_panic_on_nineteen(x: u64) -> u64 {
+    if x == 19 {
+        std::thread::sleep(Duration::from_millis(300));
+        common::quiet_panics();
+        panic!("nineteen panicked late");
+    }
+    x
+}
+
 /// `(x, trigger, code)`: exits the worker with `code` when `x == trigger`.
 fn exit_on((x, trigger, code): (u32, u32, i32)) -> u32 {
     if x == trigger {
@@ -837,6 +847,42 @@ fn dropped_imap_then_close_and_join(m: Method) {
     assert!(p.worker_pids().is_empty());
 }
 
+/// The values of a map's first chunks are decoded while later ones still
+/// run; a failure in a later chunk still fails only its own task, with
+/// both results and values in order.
+fn early_chunks_decoded_before_a_late_failure(m: Method) {
+    let p = pool(m, 2);
+    let r = p
+        .map_async_chunked(late_panic_on_nineteen, 0..20u64, 2)
+        .unwrap();
+    let results = r.into_results().unwrap();
+    assert_eq!(results.len(), 20);
+    for (i, r) in results.iter().enumerate() {
+        if i == 19 {
+            assert!(
+                matches!(r, Err(TaskError::Panicked { message }) if message == "nineteen panicked late"),
+                "{r:?}"
+            );
+        } else {
+            assert_eq!(r, &Ok(i as u64));
+        }
+    }
+    match p.map_chunked(late_panic_on_nineteen, 0..20u64, 2) {
+        Err(PoolError::Task { index: 19, .. }) => {}
+        other => panic!("expected task 19's panic, got {other:?}"),
+    }
+    // And when every task returns, the early values and the rest join up.
+    let r = p
+        .map_async_chunked(sleep_ms, (0..20u64).map(|i| i % 3), 2)
+        .unwrap();
+    r.wait();
+    assert_eq!(
+        r.get().unwrap(),
+        (0..20u64).map(|i| i % 3).collect::<Vec<_>>()
+    );
+    assert_eq!(r.get().unwrap().len(), 20, "the results can be read again");
+}
+
 /// The input of a map is read a chunk at a time while chunks already run:
 /// an input that panics midway leaves no half-submitted job behind (the
 /// pool still closes and joins).
@@ -1066,6 +1112,7 @@ both_methods!(
     large_results_among_tiny_ones,
     dropped_imap_then_close_and_join,
     an_input_that_panics_midway_leaves_the_pool_usable,
+    early_chunks_decoded_before_a_late_failure,
     results_in_every_form,
     a_panic_fails_only_its_task,
     exit_mid_task_fails_that_task,

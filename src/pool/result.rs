@@ -85,34 +85,69 @@ type OnResults<R> = Box<dyn FnOnce(&Results<R>) + Send>;
 
 /// Decodes a job's results, taking them out of it.
 fn decode_job<R: DeserializeOwned>(job: &mut Job) -> Results<R> {
-    match job_values(job) {
-        Some(v) => Results::Values(v),
-        None => Results::new(decode_outcomes(job)),
-    }
+    decode_rest(job, Early::default())
 }
 
-/// The values of a job whose every task returned one, decoded straight
-/// into one vector (no `Result` per task); `None` otherwise.
-fn job_values<R: DeserializeOwned>(job: &Job) -> Option<Vec<R>> {
-    if job.any_failed {
-        return None;
-    }
-    let mut out = Vec::with_capacity(job.items);
-    for (slot, &len) in job.slots.iter().zip(&job.sizes) {
-        match slot {
-            Slot::Done(Ok(p)) if p.values_into::<R>(len, &mut out) => {}
-            _ => return None,
+/// The values of a job's first chunks, decoded while the later ones still
+/// run (see [`MapResult::take_early`]).
+struct Early<R> {
+    /// The values of chunks `0..chunks`, all of which returned values.
+    values: Vec<R>,
+    chunks: usize,
+}
+
+impl<R> Default for Early<R> {
+    fn default() -> Self {
+        Early {
+            values: Vec::new(),
+            chunks: 0,
         }
     }
-    Some(out)
 }
 
-/// Decodes every task's outcome of a job, taking them out of it.
-fn decode_outcomes<R: DeserializeOwned>(job: &mut Job) -> Vec<Result<R, TaskError>> {
+/// Decodes a complete job's results after the chunks `early` holds,
+/// taking them out of it.
+fn decode_rest<R: DeserializeOwned>(job: &mut Job, mut early: Early<R>) -> Results<R> {
+    if job_values(job, early.chunks, &mut early.values) {
+        return Results::Values(early.values);
+    }
+    let mut out: Vec<Result<R, TaskError>> = Vec::with_capacity(job.items);
+    out.extend(early.values.into_iter().map(Ok));
+    decode_outcomes(job, early.chunks, &mut out);
+    Results::new(out)
+}
+
+/// Appends the values of a job's chunks from `first` on to `out`, if
+/// every task of theirs returned one, decoded straight into `out` (no
+/// `Result` per task); otherwise `false` and `out` as it was.
+fn job_values<R: DeserializeOwned>(job: &Job, first: usize, out: &mut Vec<R>) -> bool {
+    if job.any_failed {
+        return false;
+    }
+    let start = out.len();
+    out.reserve(job.items.saturating_sub(start));
+    for (slot, &len) in job.slots.iter().zip(&job.sizes).skip(first) {
+        match slot {
+            Slot::Done(Ok(p)) if p.values_into::<R>(len, out) => {}
+            _ => {
+                out.truncate(start);
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Appends every task's outcome of a job's chunks from `first` on to
+/// `out`, taking them out of it.
+fn decode_outcomes<R: DeserializeOwned>(
+    job: &mut Job,
+    first: usize,
+    out: &mut Vec<Result<R, TaskError>>,
+) {
     let slots = std::mem::take(&mut job.slots);
     let sizes = std::mem::take(&mut job.sizes);
-    let mut out = Vec::with_capacity(job.items);
-    for (slot, len) in slots.into_iter().zip(sizes) {
+    for (slot, len) in slots.into_iter().zip(sizes).skip(first) {
         match slot {
             Slot::Done(r) => out.extend(expand::<R>(r, len)),
             _ => out.extend(
@@ -121,7 +156,6 @@ fn decode_outcomes<R: DeserializeOwned>(job: &mut Job) -> Vec<Result<R, TaskErro
             ),
         }
     }
-    out
 }
 
 /// The hook of a job submitted with callbacks: decodes its results into
@@ -155,6 +189,9 @@ pub struct MapResult<R> {
     job: u64,
     total: usize,
     cell: Cell<R>,
+    /// Values decoded while the job still runs (not for a job with
+    /// callbacks: its hook decodes every result).
+    early: Option<Mutex<Early<R>>>,
     progress: Mutex<Option<Box<dyn Progress>>>,
     reported: AtomicUsize,
     _r: PhantomData<fn() -> R>,
@@ -180,7 +217,9 @@ pub(crate) fn map_hook<R>(
 
 impl<R: DeserializeOwned> MapResult<R> {
     pub(crate) fn new(shared: Arc<Shared>, job: u64, total: usize) -> Self {
-        Self::with_cell(shared, job, total, Arc::new(OnceLock::new()))
+        let mut r = Self::with_cell(shared, job, total, Arc::new(OnceLock::new()));
+        r.early = Some(Mutex::new(Early::default()));
+        r
     }
 
     fn with_cell(shared: Arc<Shared>, job: u64, total: usize, cell: Cell<R>) -> Self {
@@ -189,6 +228,7 @@ impl<R: DeserializeOwned> MapResult<R> {
             job,
             total,
             cell,
+            early: None,
             progress: Mutex::new(None),
             reported: AtomicUsize::new(usize::MAX),
             _r: PhantomData,
@@ -279,9 +319,12 @@ impl<R: DeserializeOwned> MapResult<R> {
                 .is_some();
             let reported = self.reported.load(Ordering::Relaxed);
             let (st, _) = self.shared.wait_until(
-                |st| match st.jobs.get(&job) {
+                |st| match st.jobs.get_mut(&job) {
                     None => true,
-                    Some(j) => j.settled() || (watching && j.done_items != reported),
+                    Some(j) => {
+                        self.take_early(j);
+                        j.settled() || (watching && j.done_items != reported)
+                    }
                 },
                 deadline,
             );
@@ -299,6 +342,36 @@ impl<R: DeserializeOwned> MapResult<R> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
             }
+        }
+    }
+
+    /// Decodes the chunks at the front of the job that finished with a
+    /// value for every task and were not decoded yet, taking them out of
+    /// it: the results of a long map are decoded while its later chunks
+    /// still run, rather than all at its end. Stops at the first chunk not
+    /// finished, or with a failed task (the final decode sorts those out).
+    fn take_early(&self, job: &mut Job) {
+        let Some(early) = &self.early else {
+            return;
+        };
+        if job.any_failed {
+            return;
+        }
+        let mut early = early.lock().unwrap_or_else(|e| e.into_inner());
+        if early.values.capacity() == 0 {
+            early.values.reserve(self.total);
+        }
+        while early.chunks < job.slots.len() {
+            let i = early.chunks;
+            let len = job.sizes[i];
+            let Slot::Done(Ok(p)) = &job.slots[i] else {
+                return;
+            };
+            if !p.values_into::<R>(len, &mut early.values) {
+                return;
+            }
+            job.slots[i] = Slot::Taken;
+            early.chunks += 1;
         }
     }
 
@@ -334,7 +407,12 @@ impl<R: DeserializeOwned> MapResult<R> {
         }
         let job = self.shared.lock().jobs.remove(&self.job);
         if let Some(mut job) = job {
-            let _ = self.cell.set(decode_job::<R>(&mut job));
+            let early = self
+                .early
+                .as_ref()
+                .map(|e| std::mem::take(&mut *e.lock().unwrap_or_else(|e| e.into_inner())))
+                .unwrap_or_default();
+            let _ = self.cell.set(decode_rest::<R>(&mut job, early));
         }
         self.cell.get()
     }
