@@ -11,7 +11,9 @@
 //! at any integer width it fits ([`Plain`] checks the range). Floats keep
 //! their width (as in postcard), `bool` is one byte, `char` four.
 //!
-//! A run: `[count: varint][width: varint][count × width bytes]`. Every
+//! A run: `[count: varint][width: varint][count × width bytes]`. A value
+//! whose plain width is over 32 bytes and more than twice its postcard
+//! size plus 8 bytes (an array of small integers) is left to postcard. Every
 //! value of a run has the same width (so each one's bytes can be found
 //! without decoding the others), and the width is never 0 (a run of
 //! zero-sized values could claim any count). Values that are not plain
@@ -60,14 +62,30 @@ fn not_plain<T>(what: &str) -> Result<T, NotPlain> {
 pub(crate) fn append_run<T: Serialize>(items: &[T], out: &mut Vec<u8>) -> bool {
     let start = out.len();
     let fds = ENCODING.with(|t| t.borrow().as_ref().map(Vec::len));
+    let restore_fds = || {
+        if let Some(n) = fds {
+            ENCODING.with(|t| {
+                if let Some(t) = t.borrow_mut().as_mut() {
+                    t.truncate(n);
+                }
+            });
+        }
+    };
     let ok = (|| {
         let (first, _) = items.split_first()?;
+        // Widened integers must not make the run much larger than
+        // postcard's varints would (an array of bytes: 8 times): at most
+        // 32 bytes, or twice the first value's postcard size plus 8.
+        let mut compact = Vec::new();
+        let compact = append_to(first, &mut compact).map(|()| compact.len());
+        restore_fds();
+        let compact = compact.ok()?;
         append_to(&items.len(), out).ok()?;
         // The width is known once the first value is written.
         let mut value = Vec::new();
         first.serialize(&mut Out(&mut value)).ok()?;
         let width = value.len();
-        if width == 0 {
+        if width == 0 || width > (2 * compact + 8).max(32) {
             return None;
         }
         append_to(&width, out).ok()?;
@@ -85,13 +103,7 @@ pub(crate) fn append_run<T: Serialize>(items: &[T], out: &mut Vec<u8>) -> bool {
     .is_some();
     if !ok {
         out.truncate(start);
-        if let Some(n) = fds {
-            ENCODING.with(|t| {
-                if let Some(t) = t.borrow_mut().as_mut() {
-                    t.truncate(n);
-                }
-            });
-        }
+        restore_fds();
     }
     ok
 }
@@ -562,6 +574,8 @@ mod tests {
         assert!(run(&["a".to_string()]).is_none());
         assert!(run(&[Some(1u8)]).is_none());
         assert!(run(&[vec![1u8]]).is_none());
+        // Plain, but 8 times postcard's size.
+        assert!(run(&[[7u8; 32]]).is_none());
         assert!(run(&[1u128]).is_none());
         assert!(run(&[(), ()]).is_none(), "width 0");
         assert!(run::<u64>(&[]).is_none());
@@ -570,6 +584,33 @@ mod tests {
             A,
         }
         assert!(run(&[E::A]).is_none());
+    }
+
+    /// A handle, then a string if the flag is set (not plain then).
+    struct Handle(super::super::SharedFd, bool);
+
+    impl Serialize for Handle {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use ser::SerializeTuple;
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&self.0)?;
+            if self.1 {
+                t.serialize_element("text")?;
+            }
+            t.end()
+        }
+    }
+
+    #[test]
+    fn a_refused_run_leaves_the_descriptor_table_as_it_was() {
+        let fd = || super::super::SharedFd::new(std::fs::File::open("/dev/null").unwrap().into());
+        let items = [Handle(fd(), false), Handle(fd(), true)];
+        let enc = super::super::encode_with(Vec::new(), 0, |out| {
+            assert!(!append_run(&items, out), "the second value is not plain");
+            append_to(&items[..], out).map_err(crate::error::CodecError::Encode)
+        })
+        .unwrap();
+        assert_eq!(enc.fds.len(), 2, "each handle once, from the postcard pass");
     }
 
     #[test]

@@ -201,7 +201,10 @@ pub fn message(chunk: u64, kind: u8, text: &str) -> Encoded {
 /// `panics` (by task index, ascending).
 pub fn done<R: Serialize>(chunk: u64, values: &[R], panics: &[(usize, String)]) -> Encoded {
     if panics.is_empty() {
-        let encoded = codec::encode_with(Vec::new(), FRAME_ROOM, |out| {
+        // Room for plain values (8 bytes each), so that the reply is not
+        // copied from one allocation to the next as it grows.
+        let bytes = Vec::with_capacity(FRAME_ROOM + 64 + 8 * values.len());
+        let encoded = codec::encode_with(bytes, FRAME_ROOM, |out| {
             codec::append_to(&(chunk, DONE, true), out)
                 .and_then(|()| append_values(out, values))
                 .map_err(crate::error::CodecError::Encode)
