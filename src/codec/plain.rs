@@ -12,8 +12,9 @@
 //! their width (as in postcard), `bool` is one byte, `char` four.
 //!
 //! A run: `[count: varint][width: varint][count × width bytes]`. A value
-//! whose plain width is over 32 bytes and more than twice its postcard
-//! size plus 8 bytes (an array of small integers) is left to postcard. Every
+//! whose plain width is over 127 bytes, or over 32 bytes and more than
+//! twice its postcard size plus 8 bytes (an array of small integers), is
+//! left to postcard. Every
 //! value of a run has the same width (so each one's bytes can be found
 //! without decoding the others), and the width is never 0 (a run of
 //! zero-sized values could claim any count). Values that are not plain
@@ -61,9 +62,9 @@ fn not_plain<T>(what: &str) -> Result<T, NotPlain> {
 /// descriptor table of the message being encoded) as they were.
 pub(crate) fn append_run<T: Serialize>(items: &[T], out: &mut Vec<u8>) -> bool {
     let start = out.len();
-    let fds = ENCODING.with(|t| t.borrow().as_ref().map(Vec::len));
-    let restore_fds = || {
-        if let Some(n) = fds {
+    let fds_len = || ENCODING.with(|t| t.borrow().as_ref().map(Vec::len));
+    let restore_fds = |len: Option<usize>| {
+        if let Some(n) = len {
             ENCODING.with(|t| {
                 if let Some(t) = t.borrow_mut().as_mut() {
                     t.truncate(n);
@@ -71,26 +72,35 @@ pub(crate) fn append_run<T: Serialize>(items: &[T], out: &mut Vec<u8>) -> bool {
             });
         }
     };
+    let fds = fds_len();
     let ok = (|| {
         let (first, _) = items.split_first()?;
-        // Widened integers must not make the run much larger than
-        // postcard's varints would (an array of bytes: 8 times): at most
-        // 32 bytes, or twice the first value's postcard size plus 8.
-        let mut compact = Vec::new();
-        let compact = append_to(first, &mut compact).map(|()| compact.len());
-        restore_fds();
-        let compact = compact.ok()?;
         append_to(&items.len(), out).ok()?;
-        // The width is known once the first value is written.
-        let mut value = Vec::new();
-        first.serialize(&mut Out(&mut value)).ok()?;
-        let width = value.len();
-        if width == 0 || width > (2 * compact + 8).max(32) {
+        // The width, under 128, is a varint of one byte: written once the
+        // first value is (no allocation: a chunk may be one value).
+        let width_at = out.len();
+        out.push(0);
+        first.serialize(&mut Out(out)).ok()?;
+        let width = out.len() - width_at - 1;
+        if width == 0 || width > 127 {
             return None;
         }
-        append_to(&width, out).ok()?;
-        out.reserve(width.checked_mul(items.len())?);
-        out.extend_from_slice(&value);
+        if width > 32 {
+            // Widened integers must not make the run much larger than
+            // postcard's varints would (an array of bytes: 8 times): at
+            // most twice the first value's postcard size plus 8, measured
+            // in place.
+            let at = out.len();
+            let before = fds_len();
+            let compact = append_to(first, out).map(|()| out.len() - at);
+            out.truncate(at);
+            restore_fds(before);
+            if width > 2 * compact.ok()? + 8 {
+                return None;
+            }
+        }
+        out[width_at] = width as u8;
+        out.reserve(width.checked_mul(items.len() - 1)?);
         for item in &items[1..] {
             let at = out.len();
             item.serialize(&mut Out(out)).ok()?;
@@ -103,7 +113,7 @@ pub(crate) fn append_run<T: Serialize>(items: &[T], out: &mut Vec<u8>) -> bool {
     .is_some();
     if !ok {
         out.truncate(start);
-        restore_fds();
+        restore_fds(fds);
     }
     ok
 }
