@@ -74,6 +74,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::prim::{self, Prim};
 use super::{self as chan, Chan, OpError, op_error};
 use crate::codec;
 use crate::csp::error::ChannelError;
@@ -93,6 +94,9 @@ const ABORTED: u32 = 3;
 #[derive(Default)]
 struct Node {
     outcome: Cell<u32>,
+    /// The message when it is one primitive value (`prim.rs`), else
+    /// `Empty` and the message is in `msg`.
+    prim: Cell<Prim>,
     msg: Cell<Vec<u8>>,
     unparker: Cell<Option<Unparker>>,
 }
@@ -495,11 +499,18 @@ pub(crate) fn write<'a, T: Serialize>(
     // queued until the message is in), else into our own node's.
     let mine = if reader.is_none() { Some(node()) } else { None };
     let into = reader.or(mine.as_deref());
-    let fits = into.is_some_and(|n| {
-        let mut buf = n.msg.take();
-        let fits = encode(chan, value, &mut buf);
-        n.msg.set(buf);
-        fits
+    let fits = into.is_some_and(|n| match capture(chan, value) {
+        Some(p) => {
+            n.prim.set(p);
+            true
+        }
+        None => {
+            n.prim.set(Prim::Empty);
+            let mut buf = n.msg.take();
+            let fits = encode(chan, value, &mut buf);
+            n.msg.set(buf);
+            fits
+        }
     });
     let r = if !fits {
         Path::General(Migration::none())
@@ -540,28 +551,48 @@ pub(crate) fn read<T: DeserializeOwned>(
         Ok(Some(writer)) => {
             // SAFETY: on the owner's thread; `writer` heads the queue.
             unsafe { complete(fast, writer) };
-            // The writer runs once we suspend: its buffer is ours till then.
-            let bytes = writer.msg.take();
-            let r = decode(&bytes);
-            writer.msg.set(bytes);
-            return Path::Done(r);
+            // The writer runs once we suspend: its message is ours till then.
+            return Path::Done(take(writer));
         }
         Ok(None) => {}
     }
     let mine = node();
     let r = match wait(fast, &mine, chan::READ, deadline) {
-        Ok(DONE) => {
-            let bytes = mine.msg.take();
-            let r = decode(&bytes);
-            mine.msg.set(bytes);
-            Path::Done(r)
-        }
+        Ok(DONE) => Path::Done(take(&mine)),
         Ok(ABORTED) => Path::Done(Err(aborted(fast))),
         Ok(_) => Path::General(Migration(Some(fast))),
         Err(e) => Path::Done(Err(op_error(e))),
     };
     recycle(mine);
     r
+}
+
+/// The message a node holds, as a `T`.
+fn take<T: DeserializeOwned>(n: &Node) -> Result<T, ChannelError> {
+    match n.prim.take() {
+        Prim::Empty => {
+            let bytes = n.msg.take();
+            let r = decode(&bytes);
+            n.msg.set(bytes);
+            r
+        }
+        p => prim::decode(p),
+    }
+}
+
+/// `value` as one primitive (`prim.rs`), if it is one and the channel
+/// takes messages of any primitive's encoded length (else the codec's
+/// bytes decide, as on the general path).
+#[inline(always)]
+fn capture<T: Serialize>(chan: &Chan, value: &T) -> Option<Prim> {
+    let limit = chan
+        .slot()
+        .min(usize::try_from(chan.max_message()).unwrap_or(usize::MAX))
+        .saturating_sub(1);
+    if limit < prim::MAX_ENCODED {
+        return None;
+    }
+    prim::capture(value)
 }
 
 /// Decodes a message taken over.
