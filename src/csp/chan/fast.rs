@@ -66,8 +66,9 @@
 
 #![allow(unsafe_code)]
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::Instant;
 
@@ -99,29 +100,45 @@ struct Node {
     prim: Cell<Prim>,
     msg: Cell<Vec<u8>>,
     unparker: Cell<Option<Unparker>>,
+    /// The next node of the thread's pool, while in it.
+    next: Cell<Option<NonNull<Node>>>,
 }
 
+// The pool of nodes of finished operations, for the next ones: a list
+// through `Node::next` (nodes are boxed: a queued node must not move).
+// Only worker threads take the hand-over path, and they never end: the
+// pool has no destructor, so that reaching it is a plain thread-local
+// load (it would check the thread-local's state at each use otherwise).
 thread_local! {
-    /// Nodes of finished operations, for the next ones (boxed: a queued
-    /// node must not move).
-    #[allow(clippy::vec_box)]
-    static POOL: RefCell<Vec<Box<Node>>> = const { RefCell::new(Vec::new()) };
+    static POOL: Cell<Option<NonNull<Node>>> = const { Cell::new(None) };
+    static POOLED: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Nodes kept per thread.
 const POOL_MAX: usize = 64;
 
 fn node() -> Box<Node> {
-    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+    match POOL.get() {
+        Some(p) => {
+            // SAFETY: a pooled node came from `Box::into_raw` in `recycle`
+            // and is owned by the pool alone until taken here.
+            let n = unsafe { Box::from_raw(p.as_ptr()) };
+            POOL.set(n.next.take());
+            POOLED.set(POOLED.get() - 1);
+            n
+        }
+        None => Box::default(),
+    }
 }
 
 fn recycle(n: Box<Node>) {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL_MAX {
-            p.push(n);
-        }
-    });
+    let k = POOLED.get();
+    if k < POOL_MAX {
+        n.next.set(POOL.get());
+        // SAFETY: `Box::into_raw` never returns null.
+        POOL.set(Some(unsafe { NonNull::new_unchecked(Box::into_raw(n)) }));
+        POOLED.set(k + 1);
+    }
 }
 
 /// The parked parties of one channel: all readers or all writers.
