@@ -65,7 +65,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let session = ClusterConfig::listen(endpoint.clone())
         .credentials(user, password.clone())
-        .lease(Duration::from_secs(2))
         .open()?;
     let pool = ClusterPool::with_session(&session)?;
 
@@ -94,9 +93,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sink = doubled.reader()?;
     let first = pool.apply_async(produce, 10)?;
     let second = pool.apply_async(double, ())?;
+    // The two tasks run at once: one waits for the other (a worker hands
+    // back the task it holds behind a task that waits). A stall would end
+    // in a timeout error here, not a hang.
     let mut got = Vec::new();
     loop {
-        match sink.read() {
+        match sink.read_timeout(Duration::from_secs(60)) {
             Ok(x) => got.push(x),
             Err(ChannelError::Retired) => break,
             Err(e) => return Err(e.into()),

@@ -92,6 +92,7 @@ impl Drop for Cluster {
             let _ = Command::new("kill")
                 .arg("-CONT")
                 .arg(c.id().to_string())
+                .stderr(Stdio::null())
                 .status();
             let _ = c.kill();
             let _ = c.wait();
@@ -247,8 +248,12 @@ fn prefetched_tasks_of_a_killed_worker_are_queued_again_uncharged() {
     watchdog(LIMIT, || {
         let mut c = Cluster::new();
         let pool = c.pool(c.config());
-        // Prefetch 2: `a` takes the long task and holds the next two.
-        let a = c.worker_with(&[(multiproc::cluster::ENV_PREFETCH, "2")]);
+        // Prefetch 2: `a` takes the long task and holds the next two (and
+        // keeps them: its give-back time is longer than the test).
+        let a = c.worker_with(&[
+            (multiproc::cluster::ENV_PREFETCH, "2"),
+            (multiproc::cluster::ENV_GIVE_BACK_MS, "600000"),
+        ]);
         assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
         let r = pool
             .map_async_chunked(pid_after, vec![60_000u64, 1, 1, 1, 1], 1)
@@ -277,6 +282,57 @@ fn prefetched_tasks_of_a_killed_worker_are_queued_again_uncharged() {
             results[1..].iter().all(|p| matches!(p, Ok(p) if *p == b)),
             "{results:?} {a} {b}"
         );
+    });
+}
+
+/// Waits (at most 30 s) for `path` to exist: whether it came, and this
+/// process's id.
+fn wait_for_file(path: String) -> (bool, u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::path::Path::new(&path).exists() {
+        if Instant::now() > deadline {
+            return (false, std::process::id());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (true, std::process::id())
+}
+
+fn make_file(path: String) -> u32 {
+    std::fs::write(&path, b"here").unwrap();
+    std::process::id()
+}
+
+#[test]
+fn a_task_waiting_for_a_held_task_hands_it_back_to_an_idle_worker() {
+    watchdog(LIMIT, || {
+        let path = std::env::temp_dir()
+            .join(format!("multiproc-cluster-flag-{}", std::process::id()))
+            .to_str()
+            .unwrap()
+            .to_string();
+        let _ = std::fs::remove_file(&path);
+        let mut c = Cluster::new();
+        let pool = c.pool(c.config());
+        // Both tasks are queued before any worker joins: the first worker
+        // takes both in its first pull, runs the waiting one and holds the
+        // one it waits for.
+        let waiter = pool.apply_async(wait_for_file, path.clone()).unwrap();
+        let maker = pool.apply_async(make_file, path.clone()).unwrap();
+        c.worker_with(&[(multiproc::cluster::ENV_PREFETCH, "2")]);
+        assert_eq!(pool.wait_for_workers(1, Duration::from_secs(30)), 1);
+        std::thread::sleep(Duration::from_millis(300));
+        c.worker_with(&[(multiproc::cluster::ENV_PREFETCH, "2")]);
+        // The first hands the held task back after 100 ms of waiting; the
+        // second worker runs it.
+        let (came, waiter_pid) = waiter.into_value().unwrap();
+        let maker_pid = maker.into_value().unwrap();
+        assert!(came, "the task it waited for never ran");
+        assert_ne!(waiter_pid, maker_pid);
+        assert_eq!(pool.dropped_results(), 0);
+        // The pool goes on.
+        assert_eq!(pool.map(square, 0..10u64).unwrap()[9], 81);
+        let _ = std::fs::remove_file(&path);
     });
 }
 
@@ -1154,11 +1210,13 @@ fn network_ends_may_be_shared_between_threads() {
 }
 
 #[test]
-fn a_worker_with_a_bad_prefetch_exits_with_a_config_error() {
+fn a_worker_with_a_bad_prefetch_or_give_back_exits_with_a_config_error() {
     watchdog(LIMIT, || {
         let mut c = Cluster::new();
         c.worker_with(&[(multiproc::cluster::ENV_PREFETCH, "lots")]);
-        let worker = c.workers.last_mut().expect("the worker");
-        assert_eq!(worker.wait().expect("wait for the worker").code(), Some(2));
+        c.worker_with(&[(multiproc::cluster::ENV_GIVE_BACK_MS, "soon")]);
+        for worker in &mut c.workers {
+            assert_eq!(worker.wait().expect("wait for the worker").code(), Some(2));
+        }
     });
 }

@@ -78,8 +78,11 @@ fn die_reading(args: (Reader<Vec<u8>>, CrashPoint)) {
     crash_at(None);
 }
 
-fn die_retiring(args: (Writer<Vec<u8>>, CrashPoint)) {
-    let (w, point) = args;
+/// Retires `w` once `go` says so (by then the parent has dropped its
+/// copy: this is the last writer), dying at `point`.
+fn die_retiring(args: (Writer<Vec<u8>>, CrashPoint, Reader<Vec<u8>>)) {
+    let (w, point, go) = args;
+    let _ = go.read_timeout(Duration::from_secs(30));
     crash_at(Some(point));
     w.retire();
     crash_at(None);
@@ -368,7 +371,18 @@ fn writer_dies_retiring(fork: bool) -> Result<(), String> {
     let r = ch.reader();
     let mut q = start(survivor_reads, r.clone(), fork)?;
     wait_for("the reader waits", || r.waiting().0 == 1)?;
-    let mut p = start(die_retiring, (ch.writer(), CrashPoint::Retiring), fork)?;
+    let go = channel(0);
+    let mut p = start(
+        die_retiring,
+        (ch.writer(), CrashPoint::Retiring, go.reader()),
+        fork,
+    )?;
+    // Only now is the child's writer the last one: the parent's went with
+    // `start`. (Retiring before that would not be the last writer's retire,
+    // and the child would not reach its crash point.)
+    go.writer()
+        .write_timeout(&msg(0, 8), common::LONG)
+        .map_err(|e| format!("go: {e}"))?;
     expect_killed(&mut p)?;
     match join(&mut q)? {
         Err(e) if e == ChannelError::Retired.to_string() => Ok(()),

@@ -6,7 +6,7 @@
 //! | state | held in | leaves by |
 //! | --- | --- | --- |
 //! | queued | `queue` and `tasks` | a pull assigns it (held) |
-//! | held by `w` (assigned at pull `seq`), not started | `tasks`, `workers[w].running` (`false`) | `w` starts it (running); a result (settled); `w`'s token vanishing (queued again, not charged); a later pull of `w` that neither holds it nor carries its result (the reply never reached `w`: queued again, not charged) |
+//! | held by `w` (assigned at pull `seq`), not started | `tasks`, `workers[w].running` (`false`) | `w` starts it (running); a result (settled); `w`'s token vanishing (queued again, not charged); a later pull of `w` that neither holds it nor carries its result (`w` handed it back, its task having run past the give-back time; or the reply never reached `w`: queued again, not charged, and offered to the parked pulls at once) |
 //! | running on `w` | `tasks`, `workers[w].running` (`true`) | a result (settled); `w`'s token vanishing (queued again if the task has retries left, else settled with `HostLost`) |
 //! | settled | the job's `done` table | the caller takes it |
 //!
@@ -294,6 +294,9 @@ impl Driver {
             if let Some((q, a)) = answer {
                 out.push((q, a));
             }
+            // Tasks the pull handed back (or that never reached the
+            // worker) go to the workers waiting now.
+            st.dispatch(&mut out);
             if got {
                 self.cond.notify_all();
             }

@@ -101,7 +101,8 @@ pub use handle::{ClusterAsyncResult, ClusterImap, ClusterMapResult};
 pub use net::Session;
 pub use pool::ClusterPool;
 pub use worker::{
-    DEFAULT_PREFETCH, ENV_IDLE_EXIT_MS, ENV_PREFETCH, WorkerOptions, serve, serve_if_worker,
+    DEFAULT_GIVE_BACK, DEFAULT_PREFETCH, ENV_GIVE_BACK_MS, ENV_IDLE_EXIT_MS, ENV_PREFETCH,
+    WorkerOptions, serve, serve_if_worker,
 };
 
 /// Environment variable naming the endpoint to connect to

@@ -15,8 +15,10 @@
 //! trip of a pull overlaps the running of a task. It has at most one pull
 //! on its way. A pull says "here is what I did" (results), "I start this
 //! one now" (started), "these I still hold" (held), and "give me up to
-//! this many more" (want). A task a worker holds but has not started is
-//! queued again uncharged when the worker is lost; a started one is
+//! this many more" (want). A worker whose task has run past its
+//! give-back time hands back what it holds behind it with a pull of want
+//! 0 that no longer holds them. A task a worker holds but has not started is
+//! queued again uncharged when the worker is lost or hands it back; a started one is
 //! charged to the retry budget. A start travels in the pull sent as the
 //! task starts, or, with a pull already on its way, in a [`Started`]
 //! notice: a start whose notice had not left the worker when it died is

@@ -4,11 +4,16 @@
 //! the live pools (found by their tokens `ns/pool/<id>`): it runs one at a
 //! time, holds up to its prefetch more, and keeps one pull on its way
 //! while it runs, reporting results, starts and what it holds (see
-//! `wire`). It runs the
+//! `wire`). A task runs on the worker's runner thread while the worker's
+//! own loop goes on: once the task has run for the give-back time, the
+//! worker hands back what it holds behind it (a pull that no longer holds
+//! them), so a long or blocking task never keeps queued work from an idle
+//! worker. It runs the
 //! functions of its own copy of the program, so it must be the same build
 //! as the driver (a task from another build is refused).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,8 +35,19 @@ pub const ENV_IDLE_EXIT_MS: &str = "MULTIPROC_CLUSTER_IDLE_EXIT_MS";
 /// [`ENV_WORKER`] (see [`WorkerOptions::prefetch`]).
 pub const ENV_PREFETCH: &str = "MULTIPROC_CLUSTER_PREFETCH";
 
+/// Environment variable: the give-back time of a worker started by
+/// [`ENV_WORKER`], in milliseconds (see [`WorkerOptions::give_back_after`]).
+pub const ENV_GIVE_BACK_MS: &str = "MULTIPROC_CLUSTER_GIVE_BACK_MS";
+
 /// Tasks a worker holds beside the one it runs, by default.
 pub const DEFAULT_PREFETCH: u32 = 2;
+
+/// How long a task runs before its worker hands back the tasks it holds
+/// behind it, by default.
+pub const DEFAULT_GIVE_BACK: Duration = Duration::from_millis(100);
+
+/// How often a worker running a task looks at a pull's reply on its way.
+const POLL: Duration = Duration::from_millis(2);
 
 /// How long a worker keeps a result whose pool's token vanished, in case
 /// its own link was what failed and the pool comes back into view.
@@ -42,13 +58,17 @@ const RESULT_GRACE: Duration = Duration::from_secs(15);
 /// ```
 /// use std::time::Duration;
 /// use multiproc::cluster::WorkerOptions;
-/// let o = WorkerOptions::new().idle_exit(Duration::from_secs(30)).prefetch(4);
+/// let o = WorkerOptions::new()
+///     .idle_exit(Duration::from_secs(30))
+///     .prefetch(4)
+///     .give_back_after(Duration::from_millis(500));
 /// # let _ = o;
 /// ```
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     idle_exit: Option<Duration>,
     prefetch: u32,
+    give_back: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -56,6 +76,7 @@ impl Default for WorkerOptions {
         WorkerOptions {
             idle_exit: None,
             prefetch: DEFAULT_PREFETCH,
+            give_back: DEFAULT_GIVE_BACK,
         }
     }
 }
@@ -71,11 +92,22 @@ impl WorkerOptions {
     /// [`DEFAULT_PREFETCH`], at most 64): it asks for them while it runs,
     /// so a pull's round trip overlaps a task. 0: one task at a time, a
     /// pull after each. Tasks it holds but has not started go back to the
-    /// queue, uncharged, if it is lost; but while it runs a long task they
-    /// wait behind it, so for long tasks of uneven length 0 spreads the
-    /// work better.
+    /// queue, uncharged, if it is lost, or when the task it runs has run
+    /// for the give-back time ([`give_back_after`](Self::give_back_after)).
     pub fn prefetch(mut self, tasks: u32) -> Self {
         self.prefetch = tasks.min(64);
+        self
+    }
+
+    /// Once the task it runs has run this long (default
+    /// [`DEFAULT_GIVE_BACK`], 100 ms), the worker hands the tasks it holds
+    /// behind it back to their pool, which gives them to the next worker
+    /// that asks (it takes no more itself until the task ends). So a long
+    /// task, or one that waits for another task of the pool, never keeps
+    /// queued work from an idle worker: as in Python's pool, a task waits
+    /// only when every worker is busy.
+    pub fn give_back_after(mut self, after: Duration) -> Self {
+        self.give_back = after;
         self
     }
 
@@ -123,7 +155,7 @@ pub fn serve_if_worker() {
 }
 
 /// The options of a worker started by [`ENV_WORKER`]:
-/// [`ENV_IDLE_EXIT_MS`] and [`ENV_PREFETCH`].
+/// [`ENV_IDLE_EXIT_MS`], [`ENV_PREFETCH`] and [`ENV_GIVE_BACK_MS`].
 fn options_from_env() -> Result<WorkerOptions, ClusterError> {
     let mut options = WorkerOptions::new();
     if let Some(ms) = std::env::var(ENV_IDLE_EXIT_MS)
@@ -137,6 +169,14 @@ fn options_from_env() -> Result<WorkerOptions, ClusterError> {
             ClusterError::Config(format!("{ENV_PREFETCH}={v:?} is not a number of tasks"))
         })?;
         options = options.prefetch(n);
+    }
+    if let Ok(v) = std::env::var(ENV_GIVE_BACK_MS) {
+        let ms = v.parse().map_err(|_| {
+            ClusterError::Config(format!(
+                "{ENV_GIVE_BACK_MS}={v:?} is not a number of milliseconds"
+            ))
+        })?;
+        options = options.give_back_after(Duration::from_millis(ms));
     }
     Ok(options)
 }
@@ -329,6 +369,7 @@ impl Worker {
     fn run(mut self, options: &WorkerOptions) -> Result<(), ClusterError> {
         let cap = self.session.max_payload();
         let prefetch = options.prefetch as usize;
+        let runner = TaskThread::start()?;
         let mut seq = 0u64;
         // Tasks held, not started, in order, with their pool.
         let mut local: VecDeque<(String, TaskMsg)> = VecDeque::new();
@@ -336,6 +377,8 @@ impl Worker {
         let mut results: Vec<(String, Done)> = Vec::new();
         // The one pull on its way.
         let mut inflight: Option<InFlight> = None;
+        // The task the task thread runs.
+        let mut current: Option<Current> = None;
         let mut rr = 0usize;
         let mut backoff = Duration::from_millis(10);
         let mut last_pool = Instant::now();
@@ -366,10 +409,39 @@ impl Worker {
             });
             closed.retain(|_, until| *until > now);
 
+            // The running task's result, waited for while nothing else is
+            // due: a reply on its way is looked at every `POLL`, held tasks
+            // are handed back at the give-back time.
+            if let Some(c) = current.take() {
+                let wait = if inflight.is_some() {
+                    POLL
+                } else if !local.is_empty() {
+                    c.give_back_at.saturating_duration_since(now)
+                } else {
+                    Duration::from_secs(1)
+                };
+                match runner.done.recv_timeout(wait) {
+                    Ok(outcome) => {
+                        results.push((
+                            c.pool,
+                            Done {
+                                task: c.task,
+                                outcome,
+                            },
+                        ));
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Timeout) => current = Some(c),
+                    Err(RecvTimeoutError::Disconnected) => {
+                        return Err(ClusterError::Zenoh("the worker's task thread ended".into()));
+                    }
+                }
+            }
+
             // The reply to the pull on its way: waited for only when there
             // is nothing to run.
             let reply = match inflight.take() {
-                Some(f) if local.is_empty() => {
+                Some(f) if local.is_empty() && current.is_none() => {
                     let InFlight {
                         pool,
                         carried,
@@ -417,10 +489,33 @@ impl Worker {
                     // going, or the network is slow: results stay while the
                     // pool's token lives): try again shortly.
                     Some(Assign::Unknown) | None => {
-                        if local.is_empty() {
+                        if local.is_empty() && current.is_none() {
                             std::thread::sleep(backoff);
                             backoff = (backoff * 2).min(Duration::from_millis(500));
                         }
+                    }
+                }
+                continue;
+            }
+
+            // A task running past the give-back time: hand back, one pool
+            // per pull, what it holds behind it. A pull that no longer
+            // holds them (but still holds the running task) queues them
+            // again at the driver, uncharged; want 0, so the answer comes
+            // at once and brings nothing.
+            if let Some(c) = current.as_mut() {
+                if inflight.is_none() && !local.is_empty() && now >= c.give_back_at {
+                    let pool = local[0].0.clone();
+                    let (back, keep): (VecDeque<_>, VecDeque<_>) =
+                        local.drain(..).partition(|(p, _)| *p == pool);
+                    local = keep;
+                    let running = (c.pool == pool).then_some(c.task);
+                    seq += 1;
+                    inflight = self.send_pull(&pool, seq, running, 0, &local, &results);
+                    if inflight.is_none() {
+                        // Not sent: keep them, and try again a little later.
+                        local.extend(back);
+                        c.give_back_at = now + Duration::from_millis(100);
                     }
                 }
                 continue;
@@ -440,8 +535,12 @@ impl Worker {
                 if !told {
                     self.notice(&pool, task);
                 }
-                let outcome = run_task(t, cap);
-                results.push((pool, Done { task, outcome }));
+                runner.run(t, cap)?;
+                current = Some(Current {
+                    pool,
+                    task,
+                    give_back_at: Instant::now() + options.give_back,
+                });
                 continue;
             }
 
@@ -473,6 +572,49 @@ impl Worker {
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         }
+    }
+}
+
+/// The task a worker's task thread runs.
+struct Current {
+    pool: String,
+    task: u64,
+    /// When it hands back the tasks it holds behind this one.
+    give_back_at: Instant,
+}
+
+/// The thread a worker runs its tasks on, one at a time, so that the
+/// worker's own loop goes on (reading replies, handing back held tasks)
+/// while a task runs.
+struct TaskThread {
+    jobs: Sender<(TaskMsg, usize)>,
+    done: Receiver<ChunkOutcome>,
+}
+
+impl TaskThread {
+    fn start() -> Result<TaskThread, ClusterError> {
+        let (jobs, job_rx) = mpsc::channel::<(TaskMsg, usize)>();
+        let (done_tx, done) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("multiproc-task".into())
+            // The main thread's usual stack: tasks are the program's own
+            // functions, written for it.
+            .stack_size(8 << 20)
+            .spawn(move || {
+                for (t, cap) in job_rx {
+                    if done_tx.send(run_task(t, cap)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| ClusterError::Connect(format!("cannot start the task thread: {e}")))?;
+        Ok(TaskThread { jobs, done })
+    }
+
+    fn run(&self, t: TaskMsg, cap: usize) -> Result<(), ClusterError> {
+        self.jobs
+            .send((t, cap))
+            .map_err(|_| ClusterError::Zenoh("the worker's task thread ended".into()))
     }
 }
 
