@@ -461,7 +461,7 @@ unsafe fn complete(fast: &Fast, n: &Node) {
 /// Parks `node` as a party of side `dir` (the caller owning `fast`)
 /// until an outcome other than `WAITING` or `deadline`; `Err(Timeout)`
 /// (and dequeued) if the deadline came first.
-#[inline(never)] // one small frame parked, whatever the message type
+#[inline(always)] // one frame less between the switch and the body (`sched::park_current`)
 fn wait(fast: &Fast, node: &Node, dir: u32, deadline: Option<Instant>) -> Result<u32, OpError> {
     node.outcome.set(WAITING);
     // SAFETY: the caller owns the channel; no suspension in the closure.
@@ -498,6 +498,7 @@ fn aborted(fast: &Fast) -> ChannelError {
 /// Writes `value` by direct hand-over when the caller is a lightweight
 /// process and `chan` is fast; `None` when the general path must do it
 /// (it reports encoding errors and large messages too).
+#[inline(always)] // see `read`
 pub(crate) fn write<'a, T: Serialize>(
     chan: &'a Chan,
     value: &T,
@@ -554,6 +555,7 @@ pub(crate) fn write<'a, T: Serialize>(
 
 /// Reads by direct hand-over when the caller is a lightweight process and
 /// `chan` is fast; `None` when the general path must do it.
+#[inline(always)] // one frame less between the switch and the body (`wait`)
 pub(crate) fn read<T: DeserializeOwned>(
     chan: &Chan,
     deadline: Option<Instant>,
