@@ -316,11 +316,13 @@ pub(crate) fn run_on(worker: usize, f: Box<dyn FnOnce() + Send>) {
 }
 
 /// The worker whose thread this is, if any.
+#[inline]
 pub(crate) fn thread_worker() -> Option<usize> {
     INDEX.get()
 }
 
 /// The worker of the calling lightweight process (`None`: not in one).
+#[inline]
 pub(crate) fn current_worker() -> Option<usize> {
     if CURRENT.get().is_null() {
         None
@@ -355,6 +357,7 @@ thread_local! {
 }
 
 /// Queues task `idx` of this thread's worker.
+#[inline]
 fn push_here(idx: usize) {
     LOCAL.with(|l| l.queue.borrow_mut().push_back(idx));
 }
@@ -1024,6 +1027,7 @@ pub(crate) struct Unparker {
 impl Unparker {
     /// Makes the task runnable (queued on its worker) if it is still in
     /// the park this unparker was made for. On the task's worker thread.
+    #[inline]
     pub(crate) fn unpark(self) {
         // SAFETY: the task is alive (see the type's docs).
         let t = unsafe { &*self.task };
