@@ -4,13 +4,13 @@
 //!
 //! ```text
 //! $ cargo run --release --example csp_million [processes] [laps]
-//! 1000000 processes, 10 laps: 10000000 hops in 8.5 s, 853 ns per hop
-//! peak RSS 1.97 GiB
+//! 1000000 processes, 10 laps: 10000000 hops in 8.3 s, 829 ns per hop
+//! peak RSS 1.75 GiB
 //! ```
 //!
-//! (Measured on a 2-vCPU machine shared with other work.) About 2 KiB
-//! per process: its parked stack (about 1.1 KiB: the process's entry
-//! frame, its body, the write it is parked in, the switch), its channel
+//! (Measured on a 2-vCPU machine shared with other work.) About 1.8 KiB
+//! per process: its parked stack (about 0.8 KiB: the process's entry
+//! frame, its body with the write it is parked in inlined, the switch), its channel
 //! (about 190 bytes: a private rendezvous channel that only lightweight
 //! processes use needs no shared-protocol memory), the rest its
 //! scheduling and process records.

@@ -408,3 +408,75 @@ fn hand_over_between_processes_of_different_workers() {
         assert_eq!(all, want);
     });
 }
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+struct Meters(f64);
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+struct Marker;
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+struct Point {
+    x: i16,
+    y: i16,
+}
+
+/// Sends `values` from one lightweight process to another over a fast
+/// channel (each message meets a parked reader or a parked writer, in
+/// turn) and returns what arrived.
+fn hand_over<T>(values: Vec<T>) -> Vec<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static,
+{
+    let c = Channel::<T>::new().unwrap();
+    let n = values.len();
+    let out = parallel([
+        CspProcess::light(
+            |(w, values): (Writer<T>, Vec<T>)| {
+                for v in &values {
+                    w.write(v)?;
+                }
+                Ok(Vec::new())
+            },
+            (c.writer(), values),
+        ),
+        CspProcess::light(
+            move |r: Reader<T>| (0..n).map(|_| r.read()).collect::<Result<Vec<T>, _>>(),
+            c.reader(),
+        ),
+    ])
+    .unwrap();
+    match out.into_iter().nth(1) {
+        Some(Outcome::Done(got)) => got,
+        other => panic!("the reader did not finish: {}", other.is_some()),
+    }
+}
+
+#[test]
+fn every_kind_of_message_crosses_the_fast_path_intact() {
+    watchdog(LIMIT, || {
+        let ints = vec![0u64, 1, 127, 128, u64::MAX, 42];
+        assert_eq!(hand_over(ints.clone()), ints);
+        let signed = vec![i8::MIN, -1, 0, 1, i8::MAX];
+        assert_eq!(hand_over(signed.clone()), signed);
+        let wide = vec![i64::MIN, -300, i64::MAX];
+        assert_eq!(hand_over(wide.clone()), wide);
+        let floats = vec![0.5f32, -0.0, f32::MAX, f32::MIN_POSITIVE];
+        assert_eq!(hand_over(floats.clone()), floats);
+        let meters = vec![Meters(1.25), Meters(-3.5), Meters(f64::MAX)];
+        assert_eq!(hand_over(meters.clone()), meters);
+        let chars = vec!['a', 'é', '∞', '🦀'];
+        assert_eq!(hand_over(chars.clone()), chars);
+        let flags = vec![true, false, true];
+        assert_eq!(hand_over(flags.clone()), flags);
+        assert_eq!(hand_over(vec![(), (), ()]).len(), 3);
+        assert_eq!(hand_over(vec![Marker, Marker]), vec![Marker, Marker]);
+        // Not one primitive: the codec's bytes.
+        let points = vec![Point { x: 1, y: -2 }, Point { x: -300, y: 300 }];
+        assert_eq!(hand_over(points.clone()), points);
+        let words = vec!["one".to_string(), String::new(), "three".into()];
+        assert_eq!(hand_over(words.clone()), words);
+        let options = vec![Some(1u32), None, Some(u32::MAX)];
+        assert_eq!(hand_over(options.clone()), options);
+    });
+}

@@ -43,10 +43,18 @@
 //! (`sched::park_current`). A writer finding a reader swaps its encoded
 //! message into the reader's node; a reader finding a writer swaps the
 //! writer's message out. Then the finder sets the node's outcome (`DONE`)
-//! and unparks its owner. The messages are the crate's codec bytes in
-//! buffers that circulate between nodes, and nodes (on the heap: a parked
-//! stack may be moved aside) come from a per-thread pool: no allocation
-//! per message once warm.
+//! and unparks its owner. A message that is one primitive value (an
+//! integer, a float, a `bool`, a `char`, a newtype of one) travels as the
+//! value itself (`prim.rs`: no encoding, no decoding); any other is the
+//! crate's codec bytes in buffers that circulate between nodes. Nodes (on
+//! the heap: a parked stack may be moved aside) come from a per-thread
+//! pool: no allocation per message once warm.
+//!
+//! The path from a process's `read`/`write` down to its switch
+//! (`sched::park_current`) is inlined into the caller: once a task is
+//! resumed, every return between its switch and its body mispredicts
+//! (the CPU's return stack holds the worker's addresses), and the
+//! parked stack is smaller with fewer frames.
 //!
 //! | `Node::outcome` | meaning | set by |
 //! |---|---|---|
@@ -66,14 +74,16 @@
 
 #![allow(unsafe_code)]
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::collections::VecDeque;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::prim::{self, Prim};
 use super::{self as chan, Chan, OpError, op_error};
 use crate::codec;
 use crate::csp::error::ChannelError;
@@ -93,31 +103,52 @@ const ABORTED: u32 = 3;
 #[derive(Default)]
 struct Node {
     outcome: Cell<u32>,
+    /// The message when it is one primitive value (`prim.rs`), else
+    /// `Empty` and the message is in `msg`.
+    prim: Cell<Prim>,
     msg: Cell<Vec<u8>>,
     unparker: Cell<Option<Unparker>>,
+    /// The next node of the thread's pool, while in it.
+    next: Cell<Option<NonNull<Node>>>,
 }
 
+// The pool of nodes of finished operations, for the next ones: a list
+// through `Node::next` (nodes are boxed: a queued node must not move).
+// Only worker threads take the hand-over path, and they never end: the
+// pool has no destructor, so that reaching it is a plain thread-local
+// load (it would check the thread-local's state at each use otherwise).
 thread_local! {
-    /// Nodes of finished operations, for the next ones (boxed: a queued
-    /// node must not move).
-    #[allow(clippy::vec_box)]
-    static POOL: RefCell<Vec<Box<Node>>> = const { RefCell::new(Vec::new()) };
+    static POOL: Cell<Option<NonNull<Node>>> = const { Cell::new(None) };
+    static POOLED: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Nodes kept per thread.
 const POOL_MAX: usize = 64;
 
+#[inline]
 fn node() -> Box<Node> {
-    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+    match POOL.get() {
+        Some(p) => {
+            // SAFETY: a pooled node came from `Box::into_raw` in `recycle`
+            // and is owned by the pool alone until taken here.
+            let n = unsafe { Box::from_raw(p.as_ptr()) };
+            POOL.set(n.next.take());
+            POOLED.set(POOLED.get() - 1);
+            n
+        }
+        None => Box::default(),
+    }
 }
 
+#[inline]
 fn recycle(n: Box<Node>) {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL_MAX {
-            p.push(n);
-        }
-    });
+    let k = POOLED.get();
+    if k < POOL_MAX {
+        n.next.set(POOL.get());
+        // SAFETY: `Box::into_raw` never returns null.
+        POOL.set(Some(unsafe { NonNull::new_unchecked(Box::into_raw(n)) }));
+        POOLED.set(k + 1);
+    }
 }
 
 /// The parked parties of one channel: all readers or all writers.
@@ -174,6 +205,7 @@ impl Fast {
     /// # Safety
     /// Only on the owner's thread, and `f` neither suspends nor comes
     /// back here.
+    #[inline]
     unsafe fn with_queue<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R {
         // SAFETY: the caller's contract: nothing else touches the queue
         // meanwhile.
@@ -319,6 +351,7 @@ impl Fast {
 }
 
 /// The owner word of worker `w` (one CPU each: far below `GENERAL`).
+#[inline]
 fn tag(w: usize) -> u32 {
     u32::try_from(w).map_or(GENERAL, |w| w + 1)
 }
@@ -327,13 +360,23 @@ fn tag(w: usize) -> u32 {
 /// a lightweight process, and the channel is fast and owned by its
 /// worker (claimed now if nobody owned it). A process of another worker
 /// promotes the channel.
+///
+/// Inlined into the caller (a process's `read`/`write`) for its common
+/// case, a channel its worker owns already.
+#[inline(always)]
 fn claim(chan: &Chan) -> bool {
     let Some(w) = sched::current_worker() else {
         return false;
     };
+    let me = tag(w);
+    chan.fast().owner.load(Ordering::Relaxed) == me || claim_slow(chan, me)
+}
+
+/// [`claim`] of a channel its worker does not own yet (owner tag `me`).
+#[inline(never)]
+fn claim_slow(chan: &Chan, me: u32) -> bool {
     let fast = chan.fast();
     let mut o = fast.owner.load(Ordering::Relaxed);
-    let me = tag(w);
     if o == me {
         return true;
     }
@@ -407,6 +450,7 @@ pub(crate) enum Path<'a, R> {
 ///
 /// # Safety
 /// On the owner's thread.
+#[inline]
 unsafe fn peek(fast: &Fast, dir: u32) -> Result<Option<&Node>, OpError> {
     // SAFETY: the caller's contract; no suspension here.
     let n = unsafe {
@@ -426,6 +470,7 @@ unsafe fn peek(fast: &Fast, dir: u32) -> Result<Option<&Node>, OpError> {
 ///
 /// # Safety
 /// On the owner's thread, `n` at the head of the queue.
+#[inline]
 unsafe fn complete(fast: &Fast, n: &Node) {
     // SAFETY: the caller's contract; no suspension here.
     unsafe {
@@ -440,7 +485,7 @@ unsafe fn complete(fast: &Fast, n: &Node) {
 /// Parks `node` as a party of side `dir` (the caller owning `fast`)
 /// until an outcome other than `WAITING` or `deadline`; `Err(Timeout)`
 /// (and dequeued) if the deadline came first.
-#[inline(never)] // one small frame parked, whatever the message type
+#[inline(always)] // one frame less between the switch and the body (`sched::park_current`)
 fn wait(fast: &Fast, node: &Node, dir: u32, deadline: Option<Instant>) -> Result<u32, OpError> {
     node.outcome.set(WAITING);
     // SAFETY: the caller owns the channel; no suspension in the closure.
@@ -477,6 +522,7 @@ fn aborted(fast: &Fast) -> ChannelError {
 /// Writes `value` by direct hand-over when the caller is a lightweight
 /// process and `chan` is fast; `None` when the general path must do it
 /// (it reports encoding errors and large messages too).
+#[inline(always)] // see `read`
 pub(crate) fn write<'a, T: Serialize>(
     chan: &'a Chan,
     value: &T,
@@ -495,11 +541,18 @@ pub(crate) fn write<'a, T: Serialize>(
     // queued until the message is in), else into our own node's.
     let mine = if reader.is_none() { Some(node()) } else { None };
     let into = reader.or(mine.as_deref());
-    let fits = into.is_some_and(|n| {
-        let mut buf = n.msg.take();
-        let fits = encode(chan, value, &mut buf);
-        n.msg.set(buf);
-        fits
+    let fits = into.is_some_and(|n| match capture(chan, value) {
+        Some(p) => {
+            n.prim.set(p);
+            true
+        }
+        None => {
+            n.prim.set(Prim::Empty);
+            let mut buf = n.msg.take();
+            let fits = encode(chan, value, &mut buf);
+            n.msg.set(buf);
+            fits
+        }
     });
     let r = if !fits {
         Path::General(Migration::none())
@@ -526,6 +579,7 @@ pub(crate) fn write<'a, T: Serialize>(
 
 /// Reads by direct hand-over when the caller is a lightweight process and
 /// `chan` is fast; `None` when the general path must do it.
+#[inline(always)] // one frame less between the switch and the body (`wait`)
 pub(crate) fn read<T: DeserializeOwned>(
     chan: &Chan,
     deadline: Option<Instant>,
@@ -540,28 +594,48 @@ pub(crate) fn read<T: DeserializeOwned>(
         Ok(Some(writer)) => {
             // SAFETY: on the owner's thread; `writer` heads the queue.
             unsafe { complete(fast, writer) };
-            // The writer runs once we suspend: its buffer is ours till then.
-            let bytes = writer.msg.take();
-            let r = decode(&bytes);
-            writer.msg.set(bytes);
-            return Path::Done(r);
+            // The writer runs once we suspend: its message is ours till then.
+            return Path::Done(take(writer));
         }
         Ok(None) => {}
     }
     let mine = node();
     let r = match wait(fast, &mine, chan::READ, deadline) {
-        Ok(DONE) => {
-            let bytes = mine.msg.take();
-            let r = decode(&bytes);
-            mine.msg.set(bytes);
-            Path::Done(r)
-        }
+        Ok(DONE) => Path::Done(take(&mine)),
         Ok(ABORTED) => Path::Done(Err(aborted(fast))),
         Ok(_) => Path::General(Migration(Some(fast))),
         Err(e) => Path::Done(Err(op_error(e))),
     };
     recycle(mine);
     r
+}
+
+/// The message a node holds, as a `T`.
+fn take<T: DeserializeOwned>(n: &Node) -> Result<T, ChannelError> {
+    match n.prim.take() {
+        Prim::Empty => {
+            let bytes = n.msg.take();
+            let r = decode(&bytes);
+            n.msg.set(bytes);
+            r
+        }
+        p => prim::decode(p),
+    }
+}
+
+/// `value` as one primitive (`prim.rs`), if it is one and the channel
+/// takes messages of any primitive's encoded length (else the codec's
+/// bytes decide, as on the general path).
+#[inline(always)]
+fn capture<T: Serialize>(chan: &Chan, value: &T) -> Option<Prim> {
+    let limit = chan
+        .slot()
+        .min(usize::try_from(chan.max_message()).unwrap_or(usize::MAX))
+        .saturating_sub(1);
+    if limit < prim::MAX_ENCODED {
+        return None;
+    }
+    prim::capture(value)
 }
 
 /// Decodes a message taken over.

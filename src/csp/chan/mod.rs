@@ -164,6 +164,7 @@ mod hints;
 mod messages;
 mod offers;
 mod ops;
+mod prim;
 mod waiting;
 
 use std::sync::OnceLock;

@@ -69,6 +69,17 @@ fn swap_held(other: &mut HeldList) {
     with_held(|h| std::mem::swap(h, other));
 }
 
+/// Moves the suspended process's extra counts (if it holds any) from the
+/// thread into `saved` (empty: [`swap_held`] took the process's list out
+/// of it, or the process had none), leaving the thread with none.
+fn save_held(saved: &mut HeldList) {
+    with_held(|h| {
+        if !h.is_empty() {
+            std::mem::swap(h, saved);
+        }
+    });
+}
+
 /// A value handed over once, from any thread to any waiter (a thread, or
 /// a lightweight process, which parks while it waits).
 pub(crate) struct Completion<T> {

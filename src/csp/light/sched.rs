@@ -130,8 +130,8 @@ impl TaskShared {
 
 /// Queues a woken task on its worker.
 fn push(task: &TaskShared) {
-    if LOCAL.with(|l| l.index.get()) == Some(task.worker as usize) {
-        LOCAL.with(|l| l.queue.borrow_mut().push_back(task.idx as usize));
+    if INDEX.get() == Some(task.worker as usize) {
+        push_here(task.idx as usize);
         return;
     }
     let w = &workers()[task.worker as usize];
@@ -267,7 +267,7 @@ fn workers() -> &'static [Arc<WorkerShared>] {
 /// The worker a new network goes to: the calling task's own, else the
 /// next one in turn.
 pub(crate) fn pick_worker() -> usize {
-    if let Some(i) = LOCAL.with(|l| l.index.get()) {
+    if let Some(i) = INDEX.get() {
         return i;
     }
     let n = workers().len();
@@ -288,7 +288,7 @@ pub(crate) trait TaskBody: Send {
 pub(crate) fn spawn_task(worker: usize, body: Box<dyn TaskBody>) {
     let ws = workers();
     let worker = worker % ws.len();
-    if LOCAL.with(|l| l.index.get()) == Some(worker) {
+    if INDEX.get() == Some(worker) {
         LOCAL.with(|l| l.fresh.borrow_mut().push(body));
         return;
     }
@@ -316,47 +316,55 @@ pub(crate) fn run_on(worker: usize, f: Box<dyn FnOnce() + Send>) {
 }
 
 /// The worker whose thread this is, if any.
+#[inline]
 pub(crate) fn thread_worker() -> Option<usize> {
-    LOCAL.with(|l| l.index.get())
+    INDEX.get()
 }
 
 /// The worker of the calling lightweight process (`None`: not in one).
+#[inline]
 pub(crate) fn current_worker() -> Option<usize> {
-    LOCAL.with(|l| {
-        if l.current.get().is_null() {
-            None
-        } else {
-            l.index.get()
-        }
-    })
+    if CURRENT.get().is_null() {
+        None
+    } else {
+        INDEX.get()
+    }
 }
 
-/// Per worker thread, what tasks running on it reach.
+/// Per worker thread, what tasks running on it reach (beside [`INDEX`]
+/// and [`CURRENT`]).
 struct Local {
-    /// This thread's worker index (`None`: not a worker).
-    index: Cell<Option<usize>>,
     /// Indices of tasks to run.
     queue: RefCell<VecDeque<usize>>,
     /// Tasks started by tasks of this worker, not yet created.
     fresh: RefCell<Vec<Box<dyn TaskBody>>>,
-    /// The running task's park record (null between tasks).
-    current: Cell<*mut Park>,
 }
 
+// `INDEX` and `CURRENT` are read on every channel operation of a task:
+// apart from `LOCAL`, whose fields need dropping (a thread-local with a
+// destructor checks its state at each access), they are plain loads.
 thread_local! {
     static LOCAL: Local = const {
         Local {
-            index: Cell::new(None),
             queue: RefCell::new(VecDeque::new()),
             fresh: RefCell::new(Vec::new()),
-            current: Cell::new(std::ptr::null_mut()),
         }
     };
+    /// This thread's worker index (`None`: not a worker).
+    static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+    /// The running task's park record (null between tasks).
+    static CURRENT: Cell<*mut Park> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Queues task `idx` of this thread's worker.
+#[inline]
+fn push_here(idx: usize) {
+    LOCAL.with(|l| l.queue.borrow_mut().push_back(idx));
 }
 
 /// Whether the calling code runs in a lightweight process.
 pub(crate) fn on_task() -> bool {
-    LOCAL.with(|l| !l.current.get().is_null())
+    !CURRENT.get().is_null()
 }
 
 type Co = Coroutine<(), (), (), SlotStack>;
@@ -576,7 +584,7 @@ impl Worker {
     }
 
     fn run(mut self) {
-        LOCAL.with(|l| l.index.set(Some(self.index)));
+        INDEX.set(Some(self.index));
         sys::futex::set_park_hook(park_hook);
         let mut ticks = 0u32;
         loop {
@@ -606,7 +614,7 @@ impl Worker {
             any = true;
             match m {
                 Msg::New(body) => self.create(body),
-                Msg::Wake(idx) => LOCAL.with(|l| l.queue.borrow_mut().push_back(idx)),
+                Msg::Wake(idx) => push_here(idx),
                 Msg::Run(f) => f(),
             }
         }
@@ -711,7 +719,7 @@ impl Worker {
                 held: Default::default(),
             }),
         });
-        LOCAL.with(|l| l.queue.borrow_mut().push_back(idx));
+        push_here(idx);
     }
 
     /// The slot of a new task: a free one, else a new one while the
@@ -797,6 +805,7 @@ impl Worker {
             .shared
             .state
             .store(t.park.epoch << 2 | RUNNING, Ordering::Release);
+        let s = t.slot();
         if let Some(pos) = t.parked_at.take() {
             self.parked.swap_remove(pos as usize);
             if let Some(&moved) = self.parked.get(pos as usize)
@@ -805,43 +814,49 @@ impl Worker {
                 m.parked_at = Some(pos);
             }
         }
-        self.make_resident(idx);
-        let slot = &self.slots[self.tasks[idx].as_ref().map_or(0, Task::slot)];
-        let stack = SlotStack {
-            base: slot.stack.base(),
-            limit: slot.stack.limit(),
-        };
+        if self.slots[s].occupant != Some(idx) {
+            self.make_resident(idx);
+        }
         let Some(Some(t)) = self.tasks.get_mut(idx) else {
             return;
         };
-        let park: *mut Park = &mut *t.park;
-        let mut co = match t.co.take() {
-            Some(co) => co,
-            None => {
-                let body = t.body.take();
-                Coroutine::with_stack(stack, move |y: &Yielder<(), ()>, ()| {
-                    // SAFETY: the worker sets `current` to this task's park
+        if t.co.is_none() {
+            let stack = SlotStack {
+                base: self.slots[s].stack.base(),
+                limit: self.slots[s].stack.limit(),
+            };
+            let body = t.body.take();
+            t.co = Some(Coroutine::with_stack(
+                stack,
+                move |y: &Yielder<(), ()>, ()| {
+                    // SAFETY: the worker sets `CURRENT` to this task's park
                     // record before resuming it.
-                    LOCAL.with(|l| unsafe { (*l.current.get()).yielder = y });
+                    CURRENT.with(|c| unsafe { (*c.get()).yielder = y });
                     if let Some(b) = body {
                         b.run();
                     }
-                })
-            }
-        };
-        super::swap_held(&mut t.park.held);
-        LOCAL.with(|l| l.current.set(park));
-        let r = co.resume(());
-        LOCAL.with(|l| l.current.set(std::ptr::null_mut()));
-        let Some(Some(t)) = self.tasks.get_mut(idx) else {
+                },
+            ));
+        }
+        let park: *mut Park = &mut *t.park;
+        // Between tasks the thread holds no counts: a task holding none
+        // swaps nothing in.
+        if !t.park.held.is_empty() {
+            super::swap_held(&mut t.park.held);
+        }
+        let Some(co) = t.co.as_mut() else {
             return;
         };
-        super::swap_held(&mut t.park.held);
+        // Resumed in place (no move of the coroutine in and out of its
+        // task at each switch).
+        CURRENT.set(park);
+        let r = co.resume(());
+        CURRENT.set(std::ptr::null_mut());
+        super::save_held(&mut t.park.held);
         match r {
             CoroutineResult::Return(()) => {
                 t.park.shared.state.store(DONE, Ordering::Release);
                 let slot = t.slot();
-                drop(co);
                 self.tasks[idx] = None;
                 self.free.push(idx);
                 let s = &mut self.slots[slot];
@@ -854,7 +869,6 @@ impl Worker {
                 }
             }
             CoroutineResult::Yield(()) => {
-                t.co = Some(co);
                 let epoch = t.park.epoch;
                 if t.park.shared.state.load(Ordering::Acquire) == epoch << 2 | PARKED {
                     if let Some(d) = t.park.deadline {
@@ -881,7 +895,7 @@ fn words_changed(words: &Words) -> bool {
 /// The park hook (`sys::futex::ParkHook`): parks the running task on
 /// `words` until one of them is woken, or `deadline`.
 fn park_hook(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Option<Wake> {
-    let park = LOCAL.with(|l| l.current.get());
+    let park = CURRENT.get();
     if park.is_null() {
         return None;
     }
@@ -988,7 +1002,7 @@ fn unpark(p: &mut Park, epoch: u64) {
 /// Parks the running task until `deadline` (nothing else wakes it).
 /// False when not on a task.
 pub(crate) fn sleep_until(deadline: Instant) -> bool {
-    let park = LOCAL.with(|l| l.current.get());
+    let park = CURRENT.get();
     if park.is_null() {
         return false;
     }
@@ -1013,6 +1027,7 @@ pub(crate) struct Unparker {
 impl Unparker {
     /// Makes the task runnable (queued on its worker) if it is still in
     /// the park this unparker was made for. On the task's worker thread.
+    #[inline]
     pub(crate) fn unpark(self) {
         // SAFETY: the task is alive (see the type's docs).
         let t = unsafe { &*self.task };
@@ -1023,7 +1038,7 @@ impl Unparker {
         let parked = self.epoch << 2 | PARKED;
         if t.state.load(Ordering::Relaxed) == parked {
             t.state.store(self.epoch << 2 | QUEUED, Ordering::Relaxed);
-            push(t);
+            push_here(t.idx as usize);
         }
     }
 }
@@ -1033,9 +1048,14 @@ impl Unparker {
 /// from then on is not lost), and runs before the task suspends: it must
 /// not wait; the unparker is used on this worker's thread only. False
 /// (and `publish` not called) when not on a task.
-#[inline(never)]
+///
+/// Inlined into its caller: every return between a task's switch and its
+/// body mispredicts once the task is resumed (the CPU's return stack
+/// holds the worker's addresses then), so each frame less on the way
+/// counts.
+#[inline(always)]
 pub(crate) fn park_current(deadline: Option<Instant>, publish: impl FnOnce(Unparker)) -> bool {
-    let park = LOCAL.with(|l| l.current.get());
+    let park = CURRENT.get();
     if park.is_null() {
         return false;
     }
