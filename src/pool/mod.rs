@@ -50,7 +50,10 @@
 //! another worker is idle (for more than about 2 ms).
 //! Work functions are plain `fn(A) -> R`; a worker finds them in its copy of
 //! the executable by their distance from a fixed function, as
-//! [`Process`] targets.
+//! [`Process`] targets. With glibc, a worker keeps up to 16 MiB of the
+//! memory it frees for its next allocations (and takes allocations under
+//! 4 MiB from its heap), so each chunk's buffers are not handed back to
+//! the kernel and faulted in again for the next one.
 //!
 //! The pool has no thread that must be alive for waits to finish: whoever
 //! waits on it (a `get`, `map`, iteration of an [`Imap`], `join`) drives it
