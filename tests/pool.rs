@@ -905,6 +905,46 @@ fn an_input_that_panics_midway_leaves_the_pool_usable(m: Method) {
     assert!(p.worker_pids().is_empty());
 }
 
+/// A blocking map of large chunks reads its input as chunks finish (a
+/// few chunks in flight, their frames used again): its values, a worker's
+/// death and an input that panics midway are as when the whole input is
+/// handed over at once.
+fn a_map_of_large_chunks_reads_its_input_as_chunks_finish(m: Method) {
+    let p = pool(m, 2);
+    // 10 chunks of 4000 `u64`s: frames of 32 KB.
+    let v = p.map_chunked(square, 0..40_000u64, 4_000).unwrap();
+    assert_eq!(v, (0..40_000u64).map(square).collect::<Vec<_>>());
+    // The default chunk size: 8 chunks of 5000.
+    let v = p.map(square, 0..40_000u64).unwrap();
+    assert_eq!(v, (0..40_000u64).map(square).collect::<Vec<_>>());
+    // A worker dies in the third chunk: its tasks fail, the others run.
+    let items = (0..10_000u32).map(|x| (x, 2_500, 3));
+    match p.map_chunked(exit_on, items, 1_000) {
+        Err(PoolError::Task {
+            index: 2_000,
+            error:
+                TaskError::WorkerDied {
+                    exit: WorkerExit::Code(3),
+                    ..
+                },
+        }) => {}
+        other => panic!("expected the death of task 2000's worker, got {other:?}"),
+    }
+    let input = (0..40_000u64).inspect(|&x| {
+        if x == 30_000 {
+            std::panic::resume_unwind(Box::new("the input broke"));
+        }
+    });
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.map_chunked(square, input, 4_000)
+    }));
+    assert!(r.is_err(), "the input's panic reaches the caller");
+    assert_eq!(p.map(square, 0..4).unwrap(), vec![0, 1, 4, 9]);
+    p.close();
+    p.join_timeout(Duration::from_secs(30)).unwrap();
+    assert!(p.worker_pids().is_empty());
+}
+
 /// Asserts that every task but the first (the long one) ended before it.
 fn short_ones_ended_first(results: &[(u64, u128)]) {
     let (long_ms, long_end) = results[0];
@@ -1112,6 +1152,7 @@ both_methods!(
     large_results_among_tiny_ones,
     dropped_imap_then_close_and_join,
     an_input_that_panics_midway_leaves_the_pool_usable,
+    a_map_of_large_chunks_reads_its_input_as_chunks_finish,
     early_chunks_decoded_before_a_late_failure,
     results_in_every_form,
     a_panic_fails_only_its_task,

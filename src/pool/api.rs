@@ -53,6 +53,20 @@ pub(crate) trait Submit {
         self.submit_map(f, items.collect(), chunksize)
     }
 
+    /// Runs `f` over what `items` yields, `chunksize` per chunk, and waits
+    /// for the values (a blocking `map`), reading the input while the
+    /// first chunks run; or hands `items` back untouched when this pool
+    /// has no such path (the caller then submits the map and waits on its
+    /// handle).
+    fn map_waiting<A: Arg, R: Ret, I: Iterator<Item = A>>(
+        &self,
+        _f: fn(A) -> R,
+        items: I,
+        _chunksize: usize,
+    ) -> Result<Result<Vec<R>, PoolError>, I> {
+        Err(items)
+    }
+
     /// Submits `f` over argument tuples, `chunksize` per chunk.
     fn submit_star<F: StarFn<T>, T: Serialize>(
         &self,
@@ -114,6 +128,36 @@ pub(crate) fn map_async<P: Submit, A: Arg, R: Ret>(
     let items: Vec<A> = items.collect();
     let chunksize = default_chunksize(items.len(), pool.workers());
     pool.submit_map(f, items, chunksize)
+}
+
+/// `map`: the default chunk size, the input read while the pool runs
+/// (see [`Submit::map_waiting`]) when its length is known; otherwise
+/// `items` back, for `map_async`.
+pub(crate) fn map_blocking<P: Submit, A: Arg, R: Ret, I: Iterator<Item = A>>(
+    pool: &P,
+    f: fn(A) -> R,
+    items: I,
+) -> Result<Result<Vec<R>, PoolError>, I> {
+    match items.size_hint() {
+        (lo, Some(hi)) if lo == hi => {
+            let chunksize = default_chunksize(lo, pool.workers());
+            pool.map_waiting(f, items, chunksize)
+        }
+        _ => Err(items),
+    }
+}
+
+/// `map_chunked`: as [`map_blocking`], with a chunk size of the caller's.
+pub(crate) fn map_chunked_blocking<P: Submit, A: Arg, R: Ret, I: Iterator<Item = A>>(
+    pool: &P,
+    f: fn(A) -> R,
+    items: I,
+    chunksize: usize,
+) -> Result<Result<Vec<R>, PoolError>, I> {
+    match check_chunksize(chunksize) {
+        Ok(chunksize) => pool.map_waiting(f, items, chunksize),
+        Err(e) => Ok(Err(e)),
+    }
 }
 
 /// `map_async_chunked`: a chunk size of the caller's.
@@ -190,7 +234,10 @@ macro_rules! submit_methods {
             A: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
             R: ::serde::Serialize + ::serde::de::DeserializeOwned,
         {
-            self.map_async(f, items)?.into_values()
+            match $crate::pool::api::map_blocking(self, f, items.into_iter()) {
+                Ok(values) => values,
+                Err(items) => self.map_async(f, items)?.into_values(),
+            }
         }
 
         #[doc = concat!("Like [`map`](Self::map) with `chunksize` ", $per, ".")]
@@ -204,7 +251,10 @@ macro_rules! submit_methods {
             A: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
             R: ::serde::Serialize + ::serde::de::DeserializeOwned,
         {
-            self.map_async_chunked(f, items, chunksize)?.into_values()
+            match $crate::pool::api::map_chunked_blocking(self, f, items.into_iter(), chunksize) {
+                Ok(values) => values,
+                Err(items) => self.map_async_chunked(f, items, chunksize)?.into_values(),
+            }
         }
 
         $(#[$map_async_doc])*

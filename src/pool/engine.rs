@@ -85,6 +85,11 @@ const RING_RETRY: Duration = Duration::from_millis(1);
 /// (from the typical chunk's run time): a spin for a reply that comes
 /// later only takes the CPU from the workers.
 const SPIN_AHEAD_NS: f64 = 30_000.0;
+/// Frames of finished chunks kept for later chunks (see
+/// [`Shared::spare_frame`]), at most…
+const SPARE_FRAMES: usize = 4;
+/// …each of a capacity within this range.
+const SPARE_CAPACITY: std::ops::RangeInclusive<usize> = (4 << 10)..=(1 << 20);
 
 /// Hashes the pool's own sequential numbers (chunks, jobs), far cheaper
 /// than SipHash (no outsider chooses them). The low bits, which pick the
@@ -308,6 +313,8 @@ pub struct State {
     chunk_ns: f64,
     /// Callbacks of completed jobs, to run once the lock is released.
     callbacks: Vec<(u64, Callback)>,
+    /// Buffers of finished chunks' frames, for later chunks.
+    spare: Vec<Vec<u8>>,
 }
 
 /// The pool's state and the means to wait on it, shared by the pool and
@@ -356,6 +363,7 @@ impl Shared {
                 init_failures: 0,
                 chunk_ns: 1_000_000.0,
                 callbacks: Vec::new(),
+                spare: Vec::new(),
             }),
             changed: Condvar::new(),
             standby: Condvar::new(),
@@ -432,10 +440,27 @@ impl Shared {
         call: wire::Call,
         items: &[T],
     ) -> (u64, Result<RawFrame, TaskError>) {
+        self.encode_chunk_in(call, items, Vec::new())
+    }
+
+    /// The buffer of a finished chunk's frame, to encode another chunk in
+    /// (its pages are in memory already), or an empty one.
+    pub fn spare_frame(&self) -> Vec<u8> {
+        self.lock().spare.pop().unwrap_or_default()
+    }
+
+    /// [`encode_chunk`](Self::encode_chunk) into the allocation of `bytes`.
+    pub fn encode_chunk_in<T: serde::Serialize>(
+        &self,
+        call: wire::Call,
+        items: &[T],
+        mut bytes: Vec<u8>,
+    ) -> (u64, Result<RawFrame, TaskError>) {
         let id = self.chunk_id();
         // Room for plain values (8 bytes each), so that they need no
         // reallocation.
-        let bytes = Vec::with_capacity(FRAME_ROOM + 64 + 8 * items.len());
+        bytes.clear();
+        bytes.reserve(FRAME_ROOM + 64 + 8 * items.len());
         let frame = codec::encode_with(bytes, FRAME_ROOM, |out| {
             codec::append_to(&(id, call.runner, call.target), out)
                 .and_then(|()| codec::append_seq(items, out))
@@ -1189,6 +1214,7 @@ impl State {
         let Some(inf) = self.inflight.remove(&chunk) else {
             return;
         };
+        self.keep_frame(inf.frame);
         let Some(job) = self.jobs.get_mut(&inf.job) else {
             return;
         };
@@ -1207,6 +1233,21 @@ impl State {
                 job.finished.push_back(inf.ordinal);
             }
             self.check_hook(inf.job);
+        }
+    }
+
+    /// Keeps the buffer of a finished chunk's frame for a later chunk (see
+    /// [`Shared::spare_frame`]) if no outbox holds the frame any more, it
+    /// carries no descriptors, and its size is worth it.
+    fn keep_frame(&mut self, frame: Arc<RawFrame>) {
+        if self.spare.len() >= SPARE_FRAMES {
+            return;
+        }
+        if let Ok(f) = Arc::try_unwrap(frame)
+            && f.fds.is_empty()
+            && SPARE_CAPACITY.contains(&f.bytes.capacity())
+        {
+            self.spare.push(f.bytes);
         }
     }
 

@@ -87,6 +87,13 @@
 //!   found by a worker.
 //! * [`imap`](Pool::imap) reads its input lazily and keeps a bounded number
 //!   of chunks in flight, so an endless iterator works.
+//! * [`map`](Pool::map) (of an input of known length) and
+//!   [`map_chunked`](Pool::map_chunked) read their input while the first
+//!   chunks run. When the chunks are
+//!   large (frames of 16 KiB or more), only two per worker are encoded
+//!   ahead of the replies, each into the buffer of a finished one, so a long
+//!   map works in a few chunks' worth of memory (Python reads the whole
+//!   input first).
 //! * Dropping a result handle does not cancel its tasks (as in Python); its
 //!   results are discarded.
 //! * Results stay in their handle, so `get` can be called again, as in
@@ -145,6 +152,13 @@ use worker::{WorkerArgs, worker_main};
 /// batches grow to this from one), so workers start before a long input
 /// is fully encoded.
 const SUBMIT_BATCH: usize = 1024;
+/// A blocking `map` whose first chunk encodes to a frame of at least this
+/// many bytes reads its input only as chunks finish (see
+/// [`Pool::map_reading`]); smaller chunks are handed over all at once.
+const READ_AHEAD_FRAME: usize = 16 << 10;
+/// Chunks such a map keeps in flight per worker: the one it runs and the
+/// one waiting behind it.
+const READ_AHEAD_PER_WORKER: usize = 2;
 /// Chunks an [`Imap`] keeps in flight per worker.
 const IMAP_AHEAD_PER_WORKER: usize = 256;
 
@@ -404,6 +418,72 @@ impl Pool {
         Ok((job, total))
     }
 
+    /// A blocking map of `call` over `items`, `chunksize` per chunk: the
+    /// values in input order, or the first error. Chunks whose frames are
+    /// large ([`READ_AHEAD_FRAME`]) are read from the input and encoded
+    /// only as earlier ones finish, at most [`READ_AHEAD_PER_WORKER`] per
+    /// worker in flight, each into the frame of a finished one (see
+    /// `Shared::spare_frame`); the values of finished chunks are decoded
+    /// meanwhile. A long map of large chunks so works in a few frames of
+    /// memory, used again and again, rather than in new memory for every
+    /// chunk (whose page faults cost more than the encoding). Small chunks
+    /// are handed over as by `map_async`.
+    fn map_reading<T: Serialize, R: DeserializeOwned>(
+        &self,
+        call: wire::Call,
+        items: impl Iterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<Vec<R>, PoolError> {
+        let job = self.shared.new_job(false)?;
+        let mut items = items.peekable();
+        // Should the input panic while it is read, the handle's drop gives
+        // the job up (seals it), so that the pool can still close.
+        let mut handle = MapResult::<R>::new(self.shared.clone(), job, items.size_hint().0);
+        if items.peek().is_none() {
+            self.shared.add_chunks(job, Vec::new(), true);
+        }
+        let mut chunk: Vec<T> = Vec::with_capacity(chunksize.min(items.size_hint().0).max(1));
+        let (mut total, mut added) = (0, 0);
+        // Chunks in flight before the next is read: no limit until the
+        // first frame shows that the chunks are large.
+        let mut ahead = usize::MAX;
+        // Otherwise the first chunk goes out alone, so a worker starts
+        // while the rest is encoded; the batches then double.
+        let mut batch_len = 1;
+        let mut batch = Vec::new();
+        while items.peek().is_some() {
+            if added >= ahead {
+                handle.wait_chunks(added + 1 - ahead);
+            }
+            chunk.clear();
+            chunk.extend(items.by_ref().take(chunksize));
+            total += chunk.len();
+            let spare = if ahead == usize::MAX {
+                Vec::new()
+            } else {
+                self.shared.spare_frame()
+            };
+            let (id, frame) = self.shared.encode_chunk_in(call, &chunk, spare);
+            if added == 0
+                && frame
+                    .as_ref()
+                    .is_ok_and(|f| f.bytes.len() >= READ_AHEAD_FRAME)
+            {
+                ahead = READ_AHEAD_PER_WORKER * self.processes.max(1);
+            }
+            batch.push((chunk.len(), id, frame));
+            added += 1;
+            let last = items.peek().is_none();
+            if last || batch.len() == batch_len || ahead != usize::MAX {
+                self.shared
+                    .add_chunks(job, std::mem::take(&mut batch), last);
+                batch_len = (batch_len * 2).min(SUBMIT_BATCH);
+            }
+        }
+        handle.set_len(total);
+        handle.into_values()
+    }
+
     api::submit_methods! {
         map: MapResult, apply: AsyncResult, imap: Imap, chunk: "tasks per message";
         /// Runs `f` on every item in the pool and returns the values in input
@@ -635,6 +715,15 @@ impl api::Submit for Pool {
     ) -> Result<MapResult<R>, PoolError> {
         let (job, n) = self.submit_with(wire::Call::map(f), items, chunksize, None)?;
         Ok(MapResult::new(self.shared.clone(), job, n))
+    }
+
+    fn map_waiting<A: api::Arg, R: api::Ret, I: Iterator<Item = A>>(
+        &self,
+        f: fn(A) -> R,
+        items: I,
+        chunksize: usize,
+    ) -> Result<Result<Vec<R>, PoolError>, I> {
+        Ok(self.map_reading(wire::Call::map(f), items, chunksize))
     }
 
     fn submit_star<F: StarFn<T>, T: Serialize>(

@@ -345,6 +345,30 @@ impl<R: DeserializeOwned> MapResult<R> {
         }
     }
 
+    /// Waits until `chunks` of the job's chunks have finished (or the job
+    /// is gone), decoding those at its front meanwhile: a blocking map
+    /// that reads its input as chunks finish (`Pool::map_reading`).
+    pub(crate) fn wait_chunks(&self, chunks: usize) {
+        let job = self.job;
+        let (st, _) = self.shared.wait_until(
+            |st| match st.jobs.get_mut(&job) {
+                None => true,
+                Some(j) => {
+                    self.take_early(j);
+                    j.done_chunks >= chunks
+                }
+            },
+            None,
+        );
+        drop(st);
+    }
+
+    /// Sets the number of tasks, once the input has been read (it was the
+    /// input's own estimate until then).
+    pub(crate) fn set_len(&mut self, total: usize) {
+        self.total = total;
+    }
+
     /// Decodes the chunks at the front of the job that finished with a
     /// value for every task and were not decoded yet, taking them out of
     /// it: the results of a long map are decoded while its later chunks

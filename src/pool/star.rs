@@ -67,7 +67,7 @@ macro_rules! star_fn {
                 fn run<F, R, $($a,)+>(
                     _target: RawFnRef,
                     chunk: u64,
-                    payload: &[u8],
+                    message: &wire::Message,
                     fds: Vec<OwnedFd>,
                 ) -> Encoded
                 where
@@ -78,7 +78,7 @@ macro_rules! star_fn {
                     // The pool holds a value of `F` (the function passed to
                     // `starmap`, which made this runner).
                     let f: F = fn_ref::fn_item::<F>();
-                    wire::run_each(chunk, payload, fds, |($($a,)+): ($($a,)+)| f($($a),+))
+                    wire::run_each(chunk, message, fds, |($($a,)+): ($($a,)+)| f($($a),+))
                 }
                 const { assert!(size_of::<F>() == 0, "starmap needs a function item") };
                 run::<F, R, $($a,)+>

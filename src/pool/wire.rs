@@ -57,8 +57,15 @@ const VALUES_PLAIN: u8 = 1;
 const VALUES_TABLE: u8 = 0;
 
 /// Runs one chunk in a worker: decodes the arguments, calls the target on
-/// each, encodes the reply.
-pub type Runner = fn(target: RawFnRef, chunk: u64, payload: &[u8], fds: Vec<OwnedFd>) -> Encoded;
+/// each, encodes the reply. `message` holds the chunk's message and where
+/// the arguments start in it; the runner takes it out and drops it once
+/// the arguments are decoded, so that the values take its memory rather
+/// than new memory.
+pub type Runner = fn(target: RawFnRef, chunk: u64, message: &Message, fds: Vec<OwnedFd>) -> Encoded;
+
+/// A chunk's message and where its arguments start in it, for a runner to
+/// take (see [`Runner`]).
+pub type Message = std::cell::Cell<(Vec<u8>, usize)>;
 
 /// What a chunk calls: a runner, and the target it was monomorphised for.
 #[derive(Clone, Copy, Debug)]
@@ -225,15 +232,22 @@ pub fn done<R: Serialize>(chunk: u64, values: &[R], panics: &[(usize, String)]) 
     }
 }
 
-pub fn run_each<T, R>(chunk: u64, payload: &[u8], fds: Vec<OwnedFd>, f: impl Fn(T) -> R) -> Encoded
+/// Runs `f` on each argument of a chunk (its message taken out of `msg`)
+/// and encodes the reply (see [`Runner`]).
+pub fn run_each<T, R>(chunk: u64, msg: &Message, fds: Vec<OwnedFd>, f: impl Fn(T) -> R) -> Encoded
 where
     T: DeserializeOwned,
     R: Serialize,
 {
+    let (message_bytes, start) = msg.take();
+    let payload = message_bytes.get(start..).unwrap_or_default();
     let items = match codec::decode_with(fds, || codec::decode_seq::<T>(payload)) {
         Ok((items, _)) => items,
         Err(e) => return message(chunk, BAD_ARGS, &e),
     };
+    // A worker's first chunk touches new memory for every buffer alive at
+    // once: the message goes before the values come.
+    drop(message_bytes);
     // The values alone (no `Result` per task): most chunks have no panic.
     let mut values = Vec::with_capacity(items.len());
     let mut panics = Vec::new();
@@ -250,13 +264,13 @@ where
 pub fn run_map<A: DeserializeOwned, R: Serialize>(
     target: RawFnRef,
     chunk: u64,
-    payload: &[u8],
+    message: &Message,
     fds: Vec<OwnedFd>,
 ) -> Encoded {
     // `Call::map` erased `target` from an `fn(A) -> R` and paired it with
     // this runner, monomorphised for the same `A` and `R`.
     let f = target.typed::<fn(A) -> R>().get();
-    run_each(chunk, payload, fds, f)
+    run_each(chunk, message, fds, f)
 }
 
 /// A length (a varint) from the front of `bytes`, and the bytes after it.

@@ -76,6 +76,7 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
         else {
             return;
         };
+        let start = payload.len() - rest.len();
         if chunk == wire::STOP {
             held.flush(&conn);
             return;
@@ -89,7 +90,7 @@ pub fn worker_main<I: DeserializeOwned>(args: WorkerArgs<I>) {
         // A chunk that was already buffered starts when the last one ended
         // (one clock read per chunk in a burst of tiny ones).
         let started = if buffered { last_end } else { Instant::now() };
-        let reply = runner(target, chunk, rest, fds);
+        let reply = runner(target, chunk, &wire::Message::new((payload, start)), fds);
         let ended = Instant::now();
         last_end = ended;
         let tiny = ended.duration_since(started) < TINY;
