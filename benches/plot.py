@@ -58,6 +58,7 @@ SUMMARY = [
     ("pool.map.chunksize1_100k", "pool map, chunk size 1, per task"),
     ("manager.list_append_child", "manager list append from a child"),
     ("csp.commstime.processes", "CSP commstime, OS processes"),
+    ("csp.commstime.light", "CSP commstime, lightweight processes (Python: PyCSP greenlets)"),
 ]
 
 
@@ -117,8 +118,9 @@ def human(value, unit):
             value, i = value / 1000, i + 1
         return f"{value:.4g} {TIME_UNITS[i]}"
     if unit != "GB/s":
-        for size, prefix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
-            if value >= size:
+        # (from, divisor, prefix): "k" only from 10 k on.
+        for start, size, prefix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+            if value >= start:
                 return f"{value / size:.3g} {prefix} {unit}"
     return f"{value:.4g} {unit}"
 
