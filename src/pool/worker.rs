@@ -159,7 +159,9 @@ impl Held {
             return true;
         }
         let ok = conn.send_raw_all(&self.bytes).is_ok();
-        self.bytes.clear();
+        // Freed now rather than at the next push (which takes the next
+        // reply's buffer): the next chunk's buffers can take its memory.
+        self.bytes = Vec::new();
         self.count = 0;
         self.since = None;
         ok
