@@ -36,6 +36,7 @@ use crate::error::CodecError;
 mod explain;
 pub mod pickle;
 mod plain;
+pub(crate) mod prim;
 pub(crate) mod serializer;
 pub use crate::sys::socket::MAX_FDS_PER_MSG as MAX_FDS;
 pub(crate) use explain::encode_error;

@@ -29,9 +29,10 @@ use serde::{Serialize, ser};
 
 use super::{ENCODING, append_to, decode_value};
 
-/// Why a value is not plain, or plain bytes do not decode.
+/// Why a value is not plain, or plain bytes do not decode (shared with
+/// `prim`: a value that is not one primitive).
 #[derive(Debug)]
-pub(crate) struct NotPlain(String);
+pub(crate) struct NotPlain(pub(super) String);
 
 impl fmt::Display for NotPlain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -83,9 +83,9 @@ use std::time::Instant;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::prim::{self, Prim};
 use super::{self as chan, Chan, OpError, op_error};
 use crate::codec;
+use crate::codec::prim::{self, Prim};
 use crate::csp::error::ChannelError;
 use crate::csp::light::{self as sched, Completion, Unparker};
 use crate::sys;
@@ -619,7 +619,7 @@ fn take<T: DeserializeOwned>(n: &Node) -> Result<T, ChannelError> {
             n.msg.set(bytes);
             r
         }
-        p => prim::decode(p),
+        p => prim::decode(p).map_err(ChannelError::Codec),
     }
 }
 

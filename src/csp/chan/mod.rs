@@ -164,7 +164,6 @@ mod hints;
 mod messages;
 mod offers;
 mod ops;
-mod prim;
 mod waiting;
 
 use std::sync::OnceLock;

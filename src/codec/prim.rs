@@ -1,6 +1,6 @@
 //! A message that is one primitive value (an integer, a float, a `bool`,
 //! a `char`, `()`, or a newtype around one of them), carried on the
-//! direct hand-over path (`fast.rs`) as the value itself: the writer's
+//! direct hand-over path (`csp/chan/fast.rs`) as the value itself: the writer's
 //! `Serialize` hands the primitive to [`capture`], the reader's
 //! `Deserialize` takes it from [`decode`], with no bytes in between.
 //!
@@ -11,12 +11,10 @@
 //! sequence, a struct of two fields, an enum, an `Option`) makes
 //! [`capture`] give up, and the value travels as the crate's codec bytes.
 
-use std::fmt;
-
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::ser::{self, Impossible, Serialize};
 
-use crate::csp::error::ChannelError;
+use super::plain::NotPlain as NotPrim;
 use crate::error::CodecError;
 
 /// One primitive value, or nothing (`Empty`: the message is in bytes).
@@ -44,32 +42,8 @@ pub(crate) fn capture<T: Serialize + ?Sized>(value: &T) -> Option<Prim> {
 }
 
 /// The value of type `T` that `p` holds (`p` not `Empty`).
-pub(crate) fn decode<T: DeserializeOwned>(p: Prim) -> Result<T, ChannelError> {
-    T::deserialize(Take(p)).map_err(|e| ChannelError::Codec(CodecError::Decode(e.0)))
-}
-
-/// Why a value is not (or does not decode from) one primitive.
-#[derive(Debug)]
-pub(crate) struct NotPrim(String);
-
-impl fmt::Display for NotPrim {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotPrim {}
-
-impl ser::Error for NotPrim {
-    fn custom<M: fmt::Display>(msg: M) -> Self {
-        NotPrim(msg.to_string())
-    }
-}
-
-impl de::Error for NotPrim {
-    fn custom<M: fmt::Display>(msg: M) -> Self {
-        NotPrim(msg.to_string())
-    }
+pub(crate) fn decode<T: DeserializeOwned>(p: Prim) -> Result<T, CodecError> {
+    T::deserialize(Take(p)).map_err(|e| CodecError::Decode(e.0))
 }
 
 fn not_prim() -> NotPrim {
@@ -362,10 +336,7 @@ mod tests {
     #[test]
     fn a_mismatched_type_is_a_decode_error() {
         let p = capture(&300u64).expect("a primitive");
-        assert!(matches!(
-            decode::<u8>(p),
-            Err(ChannelError::Codec(CodecError::Decode(_)))
-        ));
+        assert!(matches!(decode::<u8>(p), Err(CodecError::Decode(_))));
         assert!(decode::<bool>(p).is_err());
         assert!(decode::<String>(p).is_err());
         assert_eq!(decode::<i32>(p).expect("in range"), 300);
