@@ -565,6 +565,32 @@ fn an_undecodable_result_fails_its_task(m: Method) {
     }
 }
 
+/// Panics if it runs on 4.
+fn panic_on_four(e: Even) -> u32 {
+    assert_ne!(e.0, 4, "the task of 4 ran");
+    e.0
+}
+
+fn an_undecodable_argument_fails_its_chunk_unrun(m: Method) {
+    let p = pool(m, 2);
+    // Chunks of four: the second holds 5, which does not decode in the
+    // worker, so none of its tasks runs (4's would panic): each fails as
+    // undecodable. The other chunks run.
+    let args = [0, 2, 6, 8, 4, 5, 10, 12, 14, 16, 18, 20];
+    let results = p
+        .map_async_chunked(panic_on_four, args.map(Even), 4)
+        .unwrap()
+        .into_results()
+        .unwrap();
+    for (i, (r, a)) in results.iter().zip(args).enumerate() {
+        if (4..8).contains(&i) {
+            assert!(matches!(r, Err(TaskError::Decode(_))), "{i}: {r:?}");
+        } else {
+            assert_eq!(r, &Ok(a), "{i}");
+        }
+    }
+}
+
 fn an_unencodable_result_fails_its_task(m: Method) {
     let p = pool(m, 2);
     let results = p
@@ -1164,6 +1190,7 @@ both_methods!(
     dying_while_sending_the_result,
     an_undecodable_result_fails_its_task,
     an_unencodable_result_fails_its_task,
+    an_undecodable_argument_fails_its_chunk_unrun,
     initializer_panics_always,
     initializer_exits_always,
     initializer_failing_once_costs_a_restart,

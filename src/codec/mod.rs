@@ -381,6 +381,19 @@ pub(crate) fn decode_seq<T: DeserializeOwned>(bytes: &[u8]) -> Result<(Vec<T>, &
     }
 }
 
+/// The width and the values' bytes of a sequence written by
+/// [`append_seq`] as a run of plain values (each read with
+/// `decode_plain`), or `None` if it was written otherwise or is cut short
+/// ([`decode_seq`] then says why).
+pub(crate) fn split_plain_seq(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    match bytes.split_first() {
+        Some((&SEQ_PLAIN, rest)) => plain::split_run(rest)
+            .ok()
+            .map(|(_, width, values, _)| (width, values)),
+        _ => None,
+    }
+}
+
 pub(crate) use plain::{append_run, decode_one as decode_plain, decode_run_into, split_run};
 
 /// A file descriptor shared by every clone of a handle, sent out of band

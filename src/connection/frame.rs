@@ -8,7 +8,8 @@
 //! that buffer gets its own allocation, which grows with the bytes that
 //! arrive rather than with the announced length, and which the socket
 //! fills directly without zeroing it first (see `Large`). The buffer starts at
-//! one page and doubles (up to 64 KiB) whenever a read fills it: a
+//! one page and doubles (up to 64 KiB; not with rings, see `fill`) whenever
+//! a read fills it: a
 //! connection that only ever carries a few small messages (a child's
 //! bootstrap and result) then never zeroes 64 KiB, which after a `fork`
 //! would also mean copying 16 write-protected pages.
@@ -451,8 +452,12 @@ impl Reader {
                 self.eof = true;
             }
             self.end += n;
-            // A read that filled all the room suggests more is queued.
-            if self.end == self.buf.len() && self.buf.len() < BUF_SIZE {
+            // A read that filled all the room suggests more is queued;
+            // but not with rings, whose socket carries only doorbells,
+            // frames with descriptors and frames too large for a ring
+            // record, whose bytes a larger buffer would only make
+            // `read_body` copy again (up to 64 KiB of each).
+            if !self.shm && self.end == self.buf.len() && self.buf.len() < BUF_SIZE {
                 self.buf.resize((2 * self.buf.len()).min(BUF_SIZE), 0);
             }
         }

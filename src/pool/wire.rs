@@ -60,7 +60,8 @@ const VALUES_TABLE: u8 = 0;
 /// each, encodes the reply. `message` holds the chunk's message and where
 /// the arguments start in it; the runner takes it out and drops it once
 /// the arguments are decoded, so that the values take its memory rather
-/// than new memory.
+/// than new memory (plain arguments, read from it as the tasks run: the
+/// reply is encoded in it, see [`done`]).
 pub type Runner = fn(target: RawFnRef, chunk: u64, message: &Message, fds: Vec<OwnedFd>) -> Encoded;
 
 /// A chunk's message and where its arguments start in it, for a runner to
@@ -206,11 +207,32 @@ pub fn message(chunk: u64, kind: u8, text: &str) -> Encoded {
 /// The reply for a chunk that ran: one outcome per task, the values of
 /// those that returned in `values`, the panic messages of the others in
 /// `panics` (by task index, ascending).
-pub fn done<R: Serialize>(chunk: u64, values: &[R], panics: &[(usize, String)]) -> Encoded {
+///
+/// The reply is encoded in `buf` (the chunk's message, done with: its pages
+/// are in memory already) if it holds a run of plain values of 8 bytes
+/// each, else in new memory with that room, so that it is not copied from
+/// one allocation to the next as it grows.
+pub fn done<R: Serialize>(
+    chunk: u64,
+    values: &[R],
+    panics: &[(usize, String)],
+    mut buf: Vec<u8>,
+) -> Encoded {
     if panics.is_empty() {
-        // Room for plain values (8 bytes each), so that the reply is not
-        // copied from one allocation to the next as it grows.
-        let bytes = Vec::with_capacity(FRAME_ROOM + 64 + 8 * values.len());
+        let varint_len = |n: u64| (64 - n.leading_zeros()).max(1).div_ceil(7) as usize;
+        // (chunk, DONE, true), VALUES_PLAIN, count, width, values.
+        let need = FRAME_ROOM
+            + varint_len(chunk)
+            + 3
+            + varint_len(values.len() as u64)
+            + 1
+            + 8 * values.len();
+        buf.clear();
+        let bytes = if buf.capacity() >= need {
+            buf
+        } else {
+            Vec::with_capacity(need)
+        };
         let encoded = codec::encode_with(bytes, FRAME_ROOM, |out| {
             codec::append_to(&(chunk, DONE, true), out)
                 .and_then(|()| append_values(out, values))
@@ -239,25 +261,80 @@ where
     T: DeserializeOwned,
     R: Serialize,
 {
-    let (message_bytes, start) = msg.take();
+    let (mut message_bytes, start) = msg.take();
     let payload = message_bytes.get(start..).unwrap_or_default();
-    let items = match codec::decode_with(fds, || codec::decode_seq::<T>(payload)) {
-        Ok((items, _)) => items,
-        Err(e) => return message(chunk, BAD_ARGS, &e),
+    let Tasks { values, panics } = match codec::split_plain_seq(payload).filter(|_| fds.is_empty())
+    {
+        // Plain arguments (no handles among them) are read from the
+        // message as the tasks run, with no vector of them (a pass over
+        // new memory less); a first pass checks that every one decodes, so
+        // that a chunk with one that does not runs no task, as below.
+        Some((width, args)) => {
+            let check = codec::decode_with(Vec::new(), || {
+                args.chunks_exact(width)
+                    .try_for_each(|a| codec::decode_plain::<T>(a).map(drop))
+            });
+            if let Err(e) = check {
+                return message(chunk, BAD_ARGS, &e);
+            }
+            let mut tasks = Tasks::with_capacity(args.len() / width);
+            for (i, a) in args.chunks_exact(width).enumerate() {
+                match codec::decode_plain::<T>(a) {
+                    Ok(a) => tasks.run(i, &f, a),
+                    // Decoded in the check but not now (a `Deserialize`
+                    // that changed its mind): the task fails alone.
+                    Err(e) => tasks.fail(i, format!("the argument does not decode: {e}")),
+                }
+            }
+            tasks
+        }
+        None => {
+            let items = match codec::decode_with(fds, || codec::decode_seq::<T>(payload)) {
+                Ok((items, _)) => items,
+                Err(e) => return message(chunk, BAD_ARGS, &e),
+            };
+            // A worker's first chunk touches new memory for every buffer
+            // alive at once: the message goes before the values come.
+            drop(std::mem::take(&mut message_bytes));
+            let mut tasks = Tasks::with_capacity(items.len());
+            for (i, a) in items.into_iter().enumerate() {
+                tasks.run(i, &f, a);
+            }
+            tasks
+        }
     };
-    // A worker's first chunk touches new memory for every buffer alive at
-    // once: the message goes before the values come.
-    drop(message_bytes);
-    // The values alone (no `Result` per task): most chunks have no panic.
-    let mut values = Vec::with_capacity(items.len());
-    let mut panics = Vec::new();
-    for (i, a) in items.into_iter().enumerate() {
-        match catch_unwind(AssertUnwindSafe(|| f(a))) {
-            Ok(r) => values.push(r),
-            Err(p) => panics.push((i, panic_message(p))),
+    done(chunk, &values, &panics, message_bytes)
+}
+
+/// The outcomes of a chunk's tasks so far: the values of those that
+/// returned (alone, no `Result` per task: most chunks have no panic), and
+/// the messages of the others, by task index (see [`done`]).
+struct Tasks<R> {
+    values: Vec<R>,
+    panics: Vec<(usize, String)>,
+}
+
+impl<R> Tasks<R> {
+    fn with_capacity(len: usize) -> Self {
+        Tasks {
+            values: Vec::with_capacity(len),
+            panics: Vec::new(),
         }
     }
-    done(chunk, &values, &panics)
+
+    /// Runs task `i`: `f` on its argument `a`.
+    #[inline(always)]
+    fn run<T>(&mut self, i: usize, f: &impl Fn(T) -> R, a: T) {
+        match catch_unwind(AssertUnwindSafe(|| f(a))) {
+            Ok(r) => self.values.push(r),
+            Err(p) => self.fail(i, panic_message(p)),
+        }
+    }
+
+    /// Task `i` failed, for this reason.
+    fn fail(&mut self, i: usize, why: String) {
+        self.panics.push((i, why));
+    }
 }
 
 /// The runner for `fn(A) -> R` targets.
