@@ -8,13 +8,11 @@
 //! that the user reads what could not be encoded and why. Only failures
 //! pay for the second pass.
 
-use std::fmt;
-
 use serde::Serialize;
 use serde::ser;
 
 use super::ENCODING;
-use super::serializer::{seq_like, serializer, struct_like};
+use super::serializer::{Message, seq_like, serializer, struct_like};
 
 /// The text for postcard's error `e` from encoding `value`. Call it in
 /// the same context as the failed encoding (inside or outside
@@ -40,26 +38,8 @@ pub(crate) fn encode_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error)
     }
 }
 
-/// The message of the first custom error.
-#[derive(Debug)]
-struct Message(String);
-
-impl fmt::Display for Message {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Message {}
-
-impl ser::Error for Message {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        Message(msg.to_string())
-    }
-}
-
 /// A serializer that writes nothing: it only walks the value to catch the
-/// message of the first custom error. Like postcard it is not human
+/// message of the first custom error ([`Message`]). Like postcard it is not human
 /// readable, so values take the same serialisation path.
 #[derive(Clone, Copy)]
 struct Why;

@@ -8,7 +8,9 @@
 //! the descriptors beside the bytes (`SCM_RIGHTS`, or inheritance across
 //! `fork`), and decoding puts them back by index. So any serde type that
 //! contains handles can be a `Process` argument or a message, with no special
-//! case per handle type.
+//! case per handle type. This side table is the model for anything a
+//! message must carry beside its bytes: a new kind of handle holds a
+//! `SharedFd` and needs no change to the codec or any transport.
 //!
 //! Encoded layout: `[n: u8][postcard bytes]`, where `n` is the number of
 //! descriptors that travel with the message (at most [`MAX_FDS`]).

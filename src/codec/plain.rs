@@ -27,32 +27,12 @@ use std::fmt;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Serialize, ser};
 
+use super::serializer::{refuse_methods, seq_like, struct_like, transparent_structs};
 use super::{ENCODING, append_to, decode_value};
 
 /// Why a value is not plain, or plain bytes do not decode (shared with
 /// `prim`: a value that is not one primitive).
-#[derive(Debug)]
-pub(crate) struct NotPlain(pub(super) String);
-
-impl fmt::Display for NotPlain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotPlain {}
-
-impl ser::Error for NotPlain {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        NotPlain(msg.to_string())
-    }
-}
-
-impl de::Error for NotPlain {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        NotPlain(msg.to_string())
-    }
-}
+pub(crate) use super::serializer::Message as NotPlain;
 
 fn not_plain<T>(what: &str) -> Result<T, NotPlain> {
     Err(NotPlain(format!("{what} is not a plain value")))
@@ -177,6 +157,19 @@ impl Out<'_> {
         self.0.extend_from_slice(&b);
         Ok(())
     }
+    /// A tuple's or a struct's next field: its bytes follow the last.
+    #[inline(always)]
+    fn element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), NotPlain> {
+        v.serialize(self)
+    }
+    #[inline(always)]
+    fn field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> Result<(), NotPlain> {
+        v.serialize(self)
+    }
+    #[inline(always)]
+    fn finish(&mut self) -> Result<(), NotPlain> {
+        Ok(())
+    }
 }
 
 macro_rules! put_methods {
@@ -220,31 +213,11 @@ impl<'a> ser::Serializer for &mut Out<'a> {
     fn serialize_char(self, v: char) -> Result<(), NotPlain> {
         self.put((v as u32).to_le_bytes())
     }
-    fn serialize_str(self, _: &str) -> Result<(), NotPlain> {
-        not_plain("a string")
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<(), NotPlain> {
-        not_plain("a byte string")
-    }
-    fn serialize_none(self) -> Result<(), NotPlain> {
-        not_plain("an Option")
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<(), NotPlain> {
-        not_plain("an Option")
-    }
     fn serialize_unit(self) -> Result<(), NotPlain> {
         Ok(())
     }
     fn serialize_unit_struct(self, _: &'static str) -> Result<(), NotPlain> {
         Ok(())
-    }
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-    ) -> Result<(), NotPlain> {
-        not_plain("an enum")
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
@@ -253,89 +226,26 @@ impl<'a> ser::Serializer for &mut Out<'a> {
     ) -> Result<(), NotPlain> {
         v.serialize(self)
     }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), NotPlain> {
-        not_plain("an enum")
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, NotPlain> {
-        not_plain("a sequence")
-    }
     fn serialize_tuple(self, _: usize) -> Result<Self, NotPlain> {
         Ok(self)
     }
     fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self, NotPlain> {
         Ok(self)
     }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, NotPlain> {
-        not_plain("an enum")
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotPlain> {
-        not_plain("a map")
-    }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, NotPlain> {
         Ok(self)
     }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, NotPlain> {
-        not_plain("an enum")
-    }
+    refuse_methods!(not_plain;
+        serialize_str, serialize_bytes, serialize_none, serialize_some, serialize_unit_variant,
+        serialize_newtype_variant, serialize_seq, serialize_tuple_variant, serialize_map,
+        serialize_struct_variant);
     fn is_human_readable(&self) -> bool {
         false
     }
 }
 
-impl ser::SerializeTuple for &mut Out<'_> {
-    type Ok = ();
-    type Error = NotPlain;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), NotPlain> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), NotPlain> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for &mut Out<'_> {
-    type Ok = ();
-    type Error = NotPlain;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), NotPlain> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), NotPlain> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for &mut Out<'_> {
-    type Ok = ();
-    type Error = NotPlain;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<(), NotPlain> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), NotPlain> {
-        Ok(())
-    }
-}
+seq_like!(&mut Out<'_> => (), NotPlain);
+struct_like!(&mut Out<'_> => (), NotPlain);
 
 /// The plain deserializer over one value's bytes.
 struct In<'de>(&'de [u8]);
@@ -458,20 +368,7 @@ impl<'de> de::Deserializer<'de> for &mut In<'de> {
     fn deserialize_unit<V: Visitor<'de>>(self, v: V) -> Result<V::Value, NotPlain> {
         v.visit_unit()
     }
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        v: V,
-    ) -> Result<V::Value, NotPlain> {
-        v.visit_unit()
-    }
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        v: V,
-    ) -> Result<V::Value, NotPlain> {
-        v.visit_newtype_struct(self)
-    }
+    transparent_structs!();
     fn deserialize_seq<V: Visitor<'de>>(self, _: V) -> Result<V::Value, NotPlain> {
         not_plain("a sequence")
     }

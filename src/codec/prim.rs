@@ -15,6 +15,7 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use serde::ser::{self, Impossible, Serialize};
 
 use super::plain::NotPlain as NotPrim;
+use super::serializer::{refuse_methods, scalar_methods, transparent_structs};
 use crate::error::CodecError;
 
 /// One primitive value, or nothing (`Empty`: the message is in bytes).
@@ -46,8 +47,10 @@ pub(crate) fn decode<T: DeserializeOwned>(p: Prim) -> Result<T, CodecError> {
     T::deserialize(Take(p)).map_err(|e| CodecError::Decode(e.0))
 }
 
-fn not_prim() -> NotPrim {
-    NotPrim(String::new())
+/// Refuses a value that is not one primitive (the reason is not kept:
+/// the caller only falls back to bytes).
+fn not_prim<T>(_: &str) -> Result<T, NotPrim> {
+    Err(NotPrim(String::new()))
 }
 
 /// The serializer that takes one primitive and refuses everything else.
@@ -66,67 +69,21 @@ impl ser::Serializer for Capture {
     type SerializeStruct = No;
     type SerializeStructVariant = No;
 
-    fn serialize_bool(self, v: bool) -> Result<Prim, NotPrim> {
-        Ok(Prim::Bool(v))
-    }
-    fn serialize_i8(self, v: i8) -> Result<Prim, NotPrim> {
-        Ok(Prim::I64(v.into()))
-    }
-    fn serialize_i16(self, v: i16) -> Result<Prim, NotPrim> {
-        Ok(Prim::I64(v.into()))
-    }
-    fn serialize_i32(self, v: i32) -> Result<Prim, NotPrim> {
-        Ok(Prim::I64(v.into()))
-    }
-    fn serialize_i64(self, v: i64) -> Result<Prim, NotPrim> {
-        Ok(Prim::I64(v))
-    }
-    fn serialize_u8(self, v: u8) -> Result<Prim, NotPrim> {
-        Ok(Prim::U64(v.into()))
-    }
-    fn serialize_u16(self, v: u16) -> Result<Prim, NotPrim> {
-        Ok(Prim::U64(v.into()))
-    }
-    fn serialize_u32(self, v: u32) -> Result<Prim, NotPrim> {
-        Ok(Prim::U64(v.into()))
-    }
-    fn serialize_u64(self, v: u64) -> Result<Prim, NotPrim> {
-        Ok(Prim::U64(v))
-    }
-    fn serialize_f32(self, v: f32) -> Result<Prim, NotPrim> {
-        Ok(Prim::F32(v))
-    }
-    fn serialize_f64(self, v: f64) -> Result<Prim, NotPrim> {
-        Ok(Prim::F64(v))
-    }
-    fn serialize_char(self, v: char) -> Result<Prim, NotPrim> {
-        Ok(Prim::Char(v))
-    }
-    fn serialize_str(self, _: &str) -> Result<Prim, NotPrim> {
-        Err(not_prim())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<Prim, NotPrim> {
-        Err(not_prim())
-    }
-    fn serialize_none(self) -> Result<Prim, NotPrim> {
-        Err(not_prim())
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<Prim, NotPrim> {
-        Err(not_prim())
-    }
+    scalar_methods!(v => Ok(Prim::I64(v.into()));
+        serialize_i8(i8), serialize_i16(i16), serialize_i32(i32));
+    scalar_methods!(v => Ok(Prim::U64(v.into()));
+        serialize_u8(u8), serialize_u16(u16), serialize_u32(u32));
+    scalar_methods!(v => Ok(Prim::I64(v)); serialize_i64(i64));
+    scalar_methods!(v => Ok(Prim::U64(v)); serialize_u64(u64));
+    scalar_methods!(v => Ok(Prim::Bool(v)); serialize_bool(bool));
+    scalar_methods!(v => Ok(Prim::F32(v)); serialize_f32(f32));
+    scalar_methods!(v => Ok(Prim::F64(v)); serialize_f64(f64));
+    scalar_methods!(v => Ok(Prim::Char(v)); serialize_char(char));
     fn serialize_unit(self) -> Result<Prim, NotPrim> {
         Ok(Prim::Unit)
     }
     fn serialize_unit_struct(self, _: &'static str) -> Result<Prim, NotPrim> {
         Ok(Prim::Unit)
-    }
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-    ) -> Result<Prim, NotPrim> {
-        Err(not_prim())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
@@ -135,48 +92,10 @@ impl ser::Serializer for Capture {
     ) -> Result<Prim, NotPrim> {
         value.serialize(self)
     }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<Prim, NotPrim> {
-        Err(not_prim())
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<No, NotPrim> {
-        Err(not_prim())
-    }
-    fn serialize_tuple(self, _: usize) -> Result<No, NotPrim> {
-        Err(not_prim())
-    }
-    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<No, NotPrim> {
-        Err(not_prim())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<No, NotPrim> {
-        Err(not_prim())
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<No, NotPrim> {
-        Err(not_prim())
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<No, NotPrim> {
-        Err(not_prim())
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<No, NotPrim> {
-        Err(not_prim())
-    }
+    refuse_methods!(not_prim;
+        serialize_str, serialize_bytes, serialize_none, serialize_some, serialize_unit_variant,
+        serialize_newtype_variant, serialize_seq, serialize_tuple, serialize_tuple_struct,
+        serialize_tuple_variant, serialize_map, serialize_struct, serialize_struct_variant);
 }
 
 /// The deserializer that gives one captured primitive back, through the
@@ -202,6 +121,19 @@ macro_rules! int {
             match v {
                 Some(v) => visitor.$visit(v),
                 None => Err(self.mismatch(stringify!($t))),
+            }
+        }
+    )*};
+}
+
+/// `deserialize_bool` / `_f32` / `_f64` / `_char`: the stored value if it
+/// is of that kind.
+macro_rules! exact {
+    ($($method:ident $visit:ident $kind:ident $name:literal),*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotPrim> {
+            match self.0 {
+                Prim::$kind(v) => visitor.$visit(v),
+                _ => Err(self.mismatch($name)),
             }
         }
     )*};
@@ -234,33 +166,12 @@ impl<'de> de::Deserializer<'de> for Take {
         deserialize_i64 visit_i64 i64
     );
 
-    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotPrim> {
-        match self.0 {
-            Prim::Bool(v) => visitor.visit_bool(v),
-            _ => Err(self.mismatch("bool")),
-        }
-    }
-
-    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotPrim> {
-        match self.0 {
-            Prim::F32(v) => visitor.visit_f32(v),
-            _ => Err(self.mismatch("f32")),
-        }
-    }
-
-    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotPrim> {
-        match self.0 {
-            Prim::F64(v) => visitor.visit_f64(v),
-            _ => Err(self.mismatch("f64")),
-        }
-    }
-
-    fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotPrim> {
-        match self.0 {
-            Prim::Char(v) => visitor.visit_char(v),
-            _ => Err(self.mismatch("char")),
-        }
-    }
+    exact!(
+        deserialize_bool visit_bool Bool "bool",
+        deserialize_f32 visit_f32 F32 "f32",
+        deserialize_f64 visit_f64 F64 "f64",
+        deserialize_char visit_char Char "char"
+    );
 
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotPrim> {
         match self.0 {
@@ -269,21 +180,7 @@ impl<'de> de::Deserializer<'de> for Take {
         }
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, NotPrim> {
-        self.deserialize_unit(visitor)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, NotPrim> {
-        visitor.visit_newtype_struct(self)
-    }
+    transparent_structs!();
 
     serde::forward_to_deserialize_any! {
         i128 u128 str string bytes byte_buf option seq tuple tuple_struct map

@@ -2,16 +2,24 @@
 //!
 //! A serde serializer implements 30 methods on itself and up to seven
 //! helper traits for compound values, most of them alike. The crate has
-//! three: the manager's `Value` builder, its byte probe, and the encoder's
-//! error explainer ([`explain`](super::explain)). These macros write the
-//! alike parts from what differs:
+//! five: the manager's `Value` builder, its byte probe, the encoder's
+//! error explainer ([`explain`](super::explain)), the plain-run writer
+//! ([`plain`](super::plain)) and the primitive catcher
+//! ([`prim`](super::prim)). These macros write the alike parts from what
+//! differs:
 //!
 //! - [`serializer!`]: a whole `Serializer` by the kind of value (a
 //!   scalar, a unit-like value, a value wrapped in `Some` or a newtype,
 //!   the start of a compound value), for serializers that treat each kind
 //!   the same way; [`scalar_methods!`] for the scalars alone.
+//! - [`refuse_methods!`]: the methods of the kinds a narrow serializer
+//!   (one primitive, a plain value) refuses, each naming its kind.
 //! - [`seq_like!`] and [`struct_like!`]: the compound traits, forwarded to
 //!   the builder's own `element`, `field` and `finish` methods.
+//! - [`Message`]: an error that keeps the text of a serde custom error;
+//!   [`custom_error!`] makes such a type a serde error.
+//! - [`transparent_structs!`]: a deserializer's newtype and unit structs,
+//!   read as what they wrap.
 
 /// A whole `impl Serializer for $t`, by kind of value, for serializers
 /// that treat each kind alike: scalars (`bool`, integers, floats, `char`)
@@ -91,9 +99,58 @@ macro_rules! scalar_methods {
     };
 }
 
+/// `Serializer` methods that refuse their kind of value: each gives
+/// `$refuse(kind)`, `kind` a phrase such as `"a string"` or `"an enum"`
+/// and `$refuse` a function `fn(&str) -> Result<_, Self::Error>`:
+/// `refuse_methods!(not_plain; serialize_str, serialize_seq)`.
+macro_rules! refuse_methods {
+    ($refuse:expr; $($m:ident),* $(,)?) => {
+        $($crate::codec::serializer::refuse_methods!(@one $m $refuse);)*
+    };
+    // Each method: its parameters after `self`, what it would give (an
+    // associated type of the serializer) and the kind it names.
+    (@one serialize_str $r:expr) => { $crate::codec::serializer::refuse_methods!(
+        @fn serialize_str(&str) -> Ok, $r("a string")); };
+    (@one serialize_bytes $r:expr) => { $crate::codec::serializer::refuse_methods!(
+        @fn serialize_bytes(&[u8]) -> Ok, $r("a byte string")); };
+    (@one serialize_none $r:expr) => { $crate::codec::serializer::refuse_methods!(
+        @fn serialize_none() -> Ok, $r("an Option")); };
+    (@one serialize_unit_variant $r:expr) => { $crate::codec::serializer::refuse_methods!(
+        @fn serialize_unit_variant(&'static str, u32, &'static str) -> Ok, $r("an enum")); };
+    (@one serialize_seq $r:expr) => { $crate::codec::serializer::refuse_methods!(
+        @fn serialize_seq(Option<usize>) -> SerializeSeq, $r("a sequence")); };
+    (@one serialize_tuple $r:expr) => { $crate::codec::serializer::refuse_methods!(
+        @fn serialize_tuple(usize) -> SerializeTuple, $r("a tuple")); };
+    (@one serialize_tuple_struct $r:expr) => { $crate::codec::serializer::refuse_methods!(
+        @fn serialize_tuple_struct(&'static str, usize) -> SerializeTupleStruct,
+        $r("a tuple struct")); };
+    (@one serialize_tuple_variant $r:expr) => { $crate::codec::serializer::refuse_methods!(
+        @fn serialize_tuple_variant(&'static str, u32, &'static str, usize)
+        -> SerializeTupleVariant, $r("an enum")); };
+    (@one serialize_map $r:expr) => { $crate::codec::serializer::refuse_methods!(
+        @fn serialize_map(Option<usize>) -> SerializeMap, $r("a map")); };
+    (@one serialize_struct $r:expr) => { $crate::codec::serializer::refuse_methods!(
+        @fn serialize_struct(&'static str, usize) -> SerializeStruct, $r("a struct")); };
+    (@one serialize_struct_variant $r:expr) => { $crate::codec::serializer::refuse_methods!(
+        @fn serialize_struct_variant(&'static str, u32, &'static str, usize)
+        -> SerializeStructVariant, $r("an enum")); };
+    (@one serialize_some $r:expr) => {
+        fn serialize_some<T: serde::Serialize + ?Sized>(self, _: &T)
+        -> Result<Self::Ok, Self::Error> { $r("an Option") }
+    };
+    (@one serialize_newtype_variant $r:expr) => {
+        fn serialize_newtype_variant<T: serde::Serialize + ?Sized>(
+            self, _: &'static str, _: u32, _: &'static str, _: &T,
+        ) -> Result<Self::Ok, Self::Error> { $r("an enum") }
+    };
+    (@fn $m:ident($($p:ty),*) -> $gives:ident, $body:expr) => {
+        fn $m(self, $(_: $p),*) -> Result<Self::$gives, Self::Error> { $body }
+    };
+}
+
 /// serde's four sequence traits (sequence, tuple, tuple struct, tuple
-/// variant) for `$t`, ending in `$ok` or failing with `$err`, forwarded to its methods `element(&mut self, &T)`
-/// and `finish(self)`.
+/// variant) for `$t`, ending in `$ok` or failing with `$err`, forwarded
+/// to its methods `element(&mut self, &T)` and `finish(self)`.
 macro_rules! seq_like {
     ($t:ty => $ok:ty, $err:ty) => {
         impl serde::ser::SerializeSeq for $t {
@@ -149,4 +206,62 @@ macro_rules! struct_like {
     };
 }
 
-pub(crate) use {scalar_methods, seq_like, serializer, struct_like};
+/// An error that keeps the text of a serde custom error (`ser` or `de`),
+/// or a message of the crate's own.
+#[derive(Debug)]
+pub(crate) struct Message(pub(crate) String);
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
+
+/// serde's `ser::Error` and `de::Error` for `$t`, a tuple struct around
+/// the message's `String`: `custom_error!(Message)`.
+macro_rules! custom_error {
+    ($t:ident) => {
+        impl serde::ser::Error for $t {
+            fn custom<T: std::fmt::Display>(msg: T) -> Self {
+                $t(msg.to_string())
+            }
+        }
+        impl serde::de::Error for $t {
+            fn custom<T: std::fmt::Display>(msg: T) -> Self {
+                $t(msg.to_string())
+            }
+        }
+    };
+}
+
+/// A deserializer's `deserialize_unit_struct` (as its
+/// `deserialize_unit`) and `deserialize_newtype_struct` (the content, in
+/// place): a newtype or unit struct reads as what it wraps, as postcard
+/// writes it.
+macro_rules! transparent_structs {
+    () => {
+        fn deserialize_unit_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            v: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.deserialize_unit(v)
+        }
+        fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            v: V,
+        ) -> Result<V::Value, Self::Error> {
+            v.visit_newtype_struct(self)
+        }
+    };
+}
+
+custom_error!(Message);
+
+pub(crate) use {
+    custom_error, refuse_methods, scalar_methods, seq_like, serializer, struct_like,
+    transparent_structs,
+};

@@ -103,8 +103,8 @@
 //!
 //! # From async code
 //!
-//! With the `tokio` feature, [`Reader::read_async`] and
-//! [`Writer::write_async`] are the same rendezvous for async tasks (on any
+//! With the `tokio` feature, `Reader::read_async` and
+//! `Writer::write_async` are the same rendezvous for async tasks (on any
 //! executor), without a thread per waiting task: an operation that must
 //! wait hands its offer to one helper thread per process, which sleeps on
 //! every such offer at once (`futex_waitv`, so completers in other

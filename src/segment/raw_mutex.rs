@@ -3,7 +3,9 @@
 //! [`Value`](crate::Value)/[`Array`](crate::Array): the crate's own lock
 //! word ([`OwnerLock`]) placed in shared memory, plus a recursion depth
 //! for `RLock`, implementing [`lock_api::RawMutex`] so that `lock_api`
-//! guards sit on top.
+//! guards sit on top. That split is the model for the crate's locks: the
+//! raw word and its owner-death rule here, once, and every guard, timeout
+//! and poisoning-free API from `lock_api`, never written by hand.
 //!
 //! # Owner death
 //!

@@ -445,6 +445,21 @@ pub(crate) struct Park {
     held: super::HeldList,
 }
 
+impl Park {
+    /// The parking state of a task not yet run, sharing `shared`.
+    fn new(shared: Arc<TaskShared>) -> Box<Park> {
+        Box::new(Park {
+            shared,
+            epoch: 0,
+            yielder: std::ptr::null(),
+            sp: 0,
+            words: Words::default(),
+            deadline: None,
+            held: Default::default(),
+        })
+    }
+}
+
 /// A task, as its worker keeps it (one of a million: the indices are 32
 /// bits).
 struct Task {
@@ -505,20 +520,12 @@ fn calibrate() {
     let low = base - probe_len;
     // SAFETY: [low, base) lies inside the probe's stack mapping, unused.
     unsafe { std::ptr::write_bytes(low as *mut u8, PAINT, probe_len) };
-    let mut park = Box::new(Park {
-        shared: Arc::new(TaskShared {
-            state: AtomicU64::new(RUNNING),
-            by_table: AtomicBool::new(false),
-            worker: 0,
-            idx: 0,
-        }),
-        epoch: 0,
-        yielder: std::ptr::null(),
-        sp: 0,
-        words: Words::default(),
-        deadline: None,
-        held: Default::default(),
-    });
+    let mut park = Park::new(Arc::new(TaskShared {
+        state: AtomicU64::new(RUNNING),
+        by_table: AtomicBool::new(false),
+        worker: 0,
+        idx: 0,
+    }));
     let p: *mut Park = &mut *park;
     let stack = SlotStack {
         base: slot.base(),
@@ -709,15 +716,7 @@ impl Worker {
             saved: Vec::new(),
             evicted: false,
             parked_at: None,
-            park: Box::new(Park {
-                shared,
-                epoch: 0,
-                yielder: std::ptr::null(),
-                sp: 0,
-                words: Words::default(),
-                deadline: None,
-                held: Default::default(),
-            }),
+            park: Park::new(shared),
         });
         push_here(idx);
     }

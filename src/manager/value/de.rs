@@ -5,6 +5,7 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::forward_to_deserialize_any;
 
 use super::{ConvertError, Value};
+use crate::codec::serializer::transparent_structs;
 
 type R<T> = Result<T, ConvertError>;
 
@@ -123,21 +124,7 @@ impl<'de> de::Deserializer<'de> for Value {
         }
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> R<V::Value> {
-        self.deserialize_unit(visitor)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> R<V::Value> {
-        visitor.visit_newtype_struct(self)
-    }
+    transparent_structs!();
 
     fn deserialize_enum<V: Visitor<'de>>(
         self,

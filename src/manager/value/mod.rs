@@ -91,17 +91,7 @@ pub enum Value {
 #[error("{0}")]
 pub struct ConvertError(pub String);
 
-impl serde::ser::Error for ConvertError {
-    fn custom<T: std::fmt::Display>(msg: T) -> Self {
-        ConvertError(msg.to_string())
-    }
-}
-
-impl serde::de::Error for ConvertError {
-    fn custom<T: std::fmt::Display>(msg: T) -> Self {
-        ConvertError(msg.to_string())
-    }
-}
+crate::codec::serializer::custom_error!(ConvertError);
 
 /// Converts any serde value to a [`Value`] tree.
 pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, ConvertError> {
