@@ -417,9 +417,9 @@ impl SharedFd {
         self.0.as_fd()
     }
 
-    /// The descriptor itself, if no other clone holds it.
-    pub(crate) fn into_owned(self) -> Option<OwnedFd> {
-        Arc::try_unwrap(self.0).ok()
+    /// Whether no other clone holds the descriptor.
+    pub(crate) fn is_unique(&self) -> bool {
+        Arc::strong_count(&self.0) == 1 && Arc::weak_count(&self.0) == 0
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::local_lock::lock;
 use crate::sys;
@@ -12,6 +13,10 @@ use crate::sys;
 /// This process's authkey: drawn on first use in the main process, handed
 /// down to children (see [`authkey`]).
 static AUTHKEY: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+/// Whether [`AUTHKEY`] holds a key: read without taking the lock (which
+/// writes its page) on the fork start path.
+static HELD: AtomicBool = AtomicBool::new(false);
 
 /// Length of the authkey the main process draws: 32 bytes, as Python's.
 pub const AUTHKEY_LEN: usize = 32;
@@ -42,7 +47,17 @@ pub fn authkey() -> io::Result<Vec<u8>> {
     }
     let fresh = sys::random::bytes::<AUTHKEY_LEN>()?.to_vec();
     *key = Some(fresh.clone());
+    HELD.store(true, Ordering::Release);
     Ok(fresh)
+}
+
+/// Makes sure this process has an authkey (drawing it if need be), without
+/// copying it: before a `fork`, so that the child shares it.
+pub(crate) fn ensure_authkey() -> io::Result<()> {
+    if HELD.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    authkey().map(drop)
 }
 
 /// Replaces this process's authkey (Python's
@@ -61,10 +76,13 @@ pub fn authkey() -> io::Result<Vec<u8>> {
 /// ```
 pub fn set_authkey(key: &[u8]) {
     *lock(&AUTHKEY) = Some(key.to_vec());
+    HELD.store(true, Ordering::Release);
 }
 
 /// Forgets this process's authkey, so that the next use draws a new one.
 /// For tests of the failure path only.
 pub fn forget_authkey() {
-    *lock(&AUTHKEY) = None;
+    let mut key = lock(&AUTHKEY);
+    *key = None;
+    HELD.store(false, Ordering::Release);
 }

@@ -661,15 +661,16 @@ impl Connection {
     /// [`RecvError::Disconnected`]. Dropping the connection does the same.
     pub fn close(self) {}
 
-    /// Its descriptor back, if the connection is idle: no shared rings, nothing
-    /// received and left unread, the stream neither ended nor broken, and no
-    /// other handle on the descriptor.
-    pub(crate) fn into_idle_fd(self) -> Option<OwnedFd> {
-        let r = self.reader.into_inner().unwrap_or_else(|e| e.into_inner());
+    /// The connection back, with its receive buffer, if it is idle: no
+    /// shared rings, nothing received and left unread, the stream neither
+    /// ended nor broken, and no other handle on the descriptor (for a
+    /// connection its owner uses again).
+    pub(crate) fn into_idle(mut self) -> Option<Self> {
+        let r = self.reader.get_mut().unwrap_or_else(|e| e.into_inner());
         if self.shared.is_some() || r.has_frame_bytes() || !r.fds.is_empty() || r.ended() {
             return None;
         }
-        self.fd.into_owned()
+        self.fd.is_unique().then_some(self)
     }
 
     /// Whether a whole message (or an error to report) is buffered, so

@@ -171,13 +171,14 @@ impl<R: DeserializeOwned> Process<R> {
             }
         }
         let args = payload()?;
-        // Drawn now if this is its first use, so that a forked child shares
-        // it too.
-        let mut authkey = authkey()?;
-        if method == StartMethod::Fork {
-            // A forked child holds it already: it need not free a copy.
-            authkey = Vec::new();
-        }
+        let authkey = if method == StartMethod::Fork {
+            // Drawn now if this is its first use, so that the forked child
+            // shares it; it holds it then, and need not free a copy.
+            crate::connection::authkey::ensure_authkey()?;
+            Vec::new()
+        } else {
+            authkey()?
+        };
         let (identity, default_name) = identity::next_child();
         let name = self.name.clone().unwrap_or(default_name);
         let me = current_process();
@@ -219,12 +220,10 @@ impl<R: DeserializeOwned> Process<R> {
 
     fn fork(&mut self, meta: identity::Meta, mut args: Encoded) -> Result<Arc<Child>, StartError> {
         use std::io::Write;
-        let (ours, theirs) = registry::socket_pair()?;
         // Both ends' connections and room for the outcome are made before
         // the fork, so that the child reaches its target without calling
         // the allocator (every page it writes is a page copied).
-        let ours = Connection::from_fd(ours, true, true, true);
-        let theirs = Connection::from_fd(theirs, true, true, true);
+        let (ours, theirs) = registry::connection_pair()?;
         let out = Vec::with_capacity(target::OUTCOME_ROOM);
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();

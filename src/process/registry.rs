@@ -8,6 +8,7 @@
 //! the others joined, when the parent's `main` returns).
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
@@ -166,48 +167,69 @@ impl Child {
 }
 
 static CHILDREN: Mutex<Vec<Arc<Child>>> = Mutex::new(Vec::new());
+/// How many children [`CHILDREN`] lists (changed under its lock), read
+/// without the lock where the list is usually empty: in a forked child,
+/// which then writes nothing to the list's page (a page copied).
+static LISTED: AtomicUsize = AtomicUsize::new(0);
 static AT_EXIT: Once = Once::new();
 
 /// Lists a freshly started child.
 pub fn register(child: Arc<Child>) {
     AT_EXIT.call_once(|| sys::process::at_exit(at_exit));
-    lock(&CHILDREN).push(child);
+    let mut list = lock(&CHILDREN);
+    list.push(child);
+    LISTED.store(list.len(), Ordering::Release);
 }
 
 fn forget(child: &Child) {
-    lock(&CHILDREN).retain(|c| !std::ptr::eq(&**c, child));
+    let mut list = lock(&CHILDREN);
+    list.retain(|c| !std::ptr::eq(&**c, child));
+    LISTED.store(list.len(), Ordering::Release);
 }
 
 /// Forgets every child (in a forked child: they are the parent's).
 #[inline]
 pub fn clear_after_fork() {
+    // Nothing to write when the list is empty (the usual case). The spare
+    // pair needs no clearing: the fork start path took it for this child
+    // (see `connection_pair`).
+    if LISTED.load(Ordering::Acquire) == 0 {
+        return;
+    }
     let mut list = lock(&CHILDREN);
     // The pidfds are the parent's business; closing our copies is harmless.
     list.clear();
-    *lock(&SPARE) = None;
+    LISTED.store(0, Ordering::Release);
 }
 
-/// A socket pair left clean by a reaped forked child, for the next one:
-/// making a pair and closing it again costs more than a fork's other
-/// system calls together. With the process that keeps it: in a process
-/// forked by other means, the copy it inherited is not its own to use.
-static SPARE: Mutex<Option<(i32, OwnedFd, OwnedFd)>> = Mutex::new(None);
+/// A connected pair left clean by a reaped forked child, for the next one:
+/// making a socket pair and closing it again costs more than a fork's
+/// other system calls together, and the parent's end keeps its receive
+/// buffer (allocating one after the fork writes pages the fork made
+/// copy-on-write). With the process that keeps it: in a process forked by
+/// other means, the copy it inherited is not its own to use.
+static SPARE: Mutex<Option<(i32, Connection, Connection)>> = Mutex::new(None);
 
-/// A connected socket pair for a forked child: the spare one, else a new one.
-pub fn socket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+/// A connected pair of connections for a forked child (the parent's end,
+/// the child's end): the spare one, else a new one.
+pub fn connection_pair() -> std::io::Result<(Connection, Connection)> {
     if let Some((owner, ours, theirs)) = lock(&SPARE).take()
         && owner == sys::process::getpid()
     {
         return Ok((ours, theirs));
     }
-    sys::socket::stream_pair()
+    let (ours, theirs) = sys::socket::stream_pair()?;
+    Ok((
+        Connection::from_fd(ours, true, true, true),
+        Connection::from_fd(theirs, true, true, true),
+    ))
 }
 
 /// Keeps the pair of a reaped forked child (the parent's connection, whose
 /// outcome was read, and the child's end, its bell, silent) as the spare,
 /// if nothing is left in it.
 fn keep_spare(conn: Connection, bell: Connection) {
-    let (Some(ours), Some(bell)) = (conn.into_idle_fd(), bell.into_idle_fd()) else {
+    let (Some(ours), Some(bell)) = (conn.into_idle(), bell.into_idle()) else {
         return;
     };
     // Nothing readable either way: the child sent one frame, now read, and
@@ -233,6 +255,10 @@ pub fn active() -> Vec<Arc<Child>> {
 /// Terminates daemon children (SIGTERM, then SIGKILL after a second) and
 /// waits for the others, as Python does when the main module finishes.
 pub fn finish_children() {
+    if LISTED.load(Ordering::Acquire) == 0 {
+        // The common case in a child: nothing to wait for, no lock taken.
+        return;
+    }
     let list: Vec<Arc<Child>> = {
         let list = lock(&CHILDREN);
         if list.is_empty() {

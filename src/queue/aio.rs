@@ -52,7 +52,7 @@
 use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, Weak};
 
 use serde::Serialize;
@@ -82,6 +82,9 @@ impl AsRawFd for Raw {
 /// queue connected for as long as the child lives.
 static BELLS: Mutex<Option<HashMap<u64, Arc<OwnedFd>>>> = Mutex::new(None);
 static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
+/// Whether [`BELLS`] was ever given an entry: a forked child of a process
+/// that made no bell leaves the lock (and its page) untouched.
+static ANY: AtomicBool = AtomicBool::new(false);
 
 fn bells() -> std::sync::MutexGuard<'static, Option<HashMap<u64, Arc<OwnedFd>>>> {
     BELLS.lock().unwrap_or_else(|e| e.into_inner())
@@ -90,7 +93,9 @@ fn bells() -> std::sync::MutexGuard<'static, Option<HashMap<u64, Arc<OwnedFd>>>>
 /// In a child made by `fork`: closes the duplicates the parent's bells
 /// held. The parent's tasks never run in the child.
 pub(crate) fn after_fork() {
-    bells().take();
+    if ANY.load(Ordering::Acquire) {
+        bells().take();
+    }
 }
 
 /// A duplicate of one end of a queue's hang-up socket, registered with the
@@ -109,6 +114,7 @@ impl Bell {
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
         let weak = Arc::downgrade(&fd);
         bells().get_or_insert_with(HashMap::new).insert(key, fd);
+        ANY.store(true, Ordering::Release);
         // Made after the entry, so that on failure `drop` removes it.
         let mut bell = Bell {
             io: None,

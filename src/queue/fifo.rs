@@ -95,6 +95,9 @@ fn epoch() -> Instant {
 
 /// Every `Shared` of this process, for [`after_fork`].
 static ALL: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+/// Whether [`ALL`] was ever given an entry: a forked child of a process
+/// that made no queue leaves the lock (and its page) untouched.
+static ANY: AtomicBool = AtomicBool::new(false);
 
 /// In a child made by `fork`: closes the `writer` descriptors inherited
 /// with the parent's memory. The parent's handles in this copy are never
@@ -104,6 +107,9 @@ static ALL: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 /// would wait for itself.
 #[inline]
 pub(crate) fn after_fork() {
+    if !ANY.load(Ordering::Acquire) {
+        return;
+    }
     let all = ALL.lock().unwrap_or_else(|e| e.into_inner());
     for shared in all.iter().filter_map(Weak::upgrade) {
         shared
@@ -129,6 +135,7 @@ impl Shared {
         let mut all = ALL.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&shared));
+        ANY.store(true, Ordering::Release);
         shared
     }
 

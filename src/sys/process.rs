@@ -270,17 +270,65 @@ pub fn getppid() -> i32 {
 
 /// How many threads this process has right now.
 ///
-/// One `stat` of `/proc/self/task`: procfs gives that directory a link
-/// count of 2 plus the number of threads (read in one syscall, with no
-/// descriptor and no directory buffer, which matters on the fork start
-/// path). Should the count look wrong, the directory's entries are counted
-/// instead.
+/// procfs gives `/proc/self/task` a link count of 2 plus the number of
+/// threads, computed when asked. The directory is opened once and kept
+/// open (close-on-exec), so that each count is one `fstat` of it rather
+/// than a path walk through procfs, which matters on the fork start path;
+/// a `stat` of the path serves when that cannot be used. Should the count
+/// look wrong, the directory's entries are counted instead.
 pub fn thread_count() -> usize {
     const TASKS: &str = "/proc/self/task";
-    match rustix::fs::stat(TASKS) {
-        Ok(st) if st.st_nlink > 2 => (st.st_nlink - 2) as usize,
+    let links = task_dir_links().or_else(|| rustix::fs::stat(TASKS).ok().map(|st| st.st_nlink));
+    match links {
+        Some(n) if n > 2 => (n - 2) as usize,
         _ => std::fs::read_dir(TASKS).map(|d| d.count()).unwrap_or(1),
     }
+}
+
+/// The open `/proc/self/task` directory of [`thread_count`]: the process
+/// that opened it, the descriptor, and the directory's device and inode
+/// (which tell it apart from whatever else might come to hold that
+/// descriptor number, should the program close it behind our back).
+struct TaskDir {
+    pid: i32,
+    fd: OwnedFd,
+    id: (u64, u64),
+}
+
+static TASK_DIR: std::sync::Mutex<Option<TaskDir>> = std::sync::Mutex::new(None);
+
+/// The link count of this process's `/proc/self/task`, through the
+/// directory kept open; `None` if it cannot be had that way.
+fn task_dir_links() -> Option<u64> {
+    use rustix::fs::{Mode, OFlags};
+    let id = |st: &rustix::fs::Stat| (st.st_dev, st.st_ino);
+    let pid = getpid();
+    let mut slot = TASK_DIR.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(dir) = slot.take() {
+        match rustix::fs::fstat(&dir.fd) {
+            Ok(st) if id(&st) == dir.id && dir.pid == pid => {
+                *slot = Some(dir);
+                return Some(st.st_nlink);
+            }
+            // The parent's directory, inherited through `fork`: closed.
+            Ok(st) if id(&st) == dir.id => drop(dir.fd),
+            // The number now names something else: not ours to close.
+            _ => std::mem::forget(dir.fd),
+        }
+    }
+    let fd = rustix::fs::open(
+        "/proc/self/task",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    *slot = Some(TaskDir {
+        pid,
+        fd,
+        id: id(&st),
+    });
+    Some(st.st_nlink)
 }
 
 /// Number of CPUs online (like Python's `os.cpu_count()`).
