@@ -303,7 +303,14 @@ fn task_dir_links() -> Option<u64> {
     use rustix::fs::{Mode, OFlags};
     let id = |st: &rustix::fs::Stat| (st.st_dev, st.st_ino);
     let pid = getpid();
-    let mut slot = TASK_DIR.lock().unwrap_or_else(|e| e.into_inner());
+    // Never waits: a thread of the parent may have held the lock when
+    // this process was forked (the lock then stays held here for good),
+    // and a thread counting at the same moment may use the path instead.
+    let mut slot = match TASK_DIR.try_lock() {
+        Ok(slot) => slot,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return None,
+    };
     if let Some(dir) = slot.take() {
         match rustix::fs::fstat(&dir.fd) {
             Ok(st) if id(&st) == dir.id && dir.pid == pid => {
