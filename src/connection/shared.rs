@@ -66,7 +66,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::codec::SharedFd;
@@ -148,6 +148,10 @@ pub(crate) struct Shared {
     /// Which end this is: it writes direction `end`, reads `1 - end`.
     end: usize,
     spin: Spin,
+    /// Whether this end's last commit rang the peer's doorbell (the peer
+    /// slept): this end's next wait spins the full limit, covering the
+    /// peer's wake-up (see `Spin::until_probing_if`).
+    rang: AtomicBool,
 }
 
 /// What is next in the ring being read.
@@ -186,6 +190,7 @@ impl Shared {
             fd,
             end,
             spin: Spin::new(&wait::SHARED),
+            rang: AtomicBool::new(false),
         })
     }
 
@@ -407,8 +412,16 @@ impl Shared {
     /// Spins until a record is committed, the budget runs out or
     /// `deadline` passes; whether one came.
     pub fn spin_for_data(&self, deadline: Option<Instant>) -> bool {
-        self.spin
-            .until_if(self.may_spin(), || self.has_data(), Deadline::at(deadline))
+        let woke_peer = self.rang.load(Ordering::Relaxed);
+        if woke_peer {
+            self.rang.store(false, Ordering::Relaxed);
+        }
+        self.spin.until_probing_if(
+            self.may_spin(),
+            woke_peer,
+            || self.has_data(),
+            Deadline::at(deadline),
+        )
     }
 
     /// Whether spinning can help: the machine has more than one CPU and
@@ -518,6 +531,7 @@ impl Txn<'_> {
         let d = self.sh.out();
         d.w.tail.store(self.tail, Ordering::SeqCst);
         if d.r.wants.load(Ordering::SeqCst) != 0 && d.r.wants.swap(0, Ordering::SeqCst) != 0 {
+            self.sh.rang.store(true, Ordering::Relaxed);
             match sys::socket::try_send(sock, &[io::IoSlice::new(&[DOORBELL])], &[]) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

@@ -16,7 +16,7 @@
 //!
 //! | preset | pause | limit per wait | adapts | waits |
 //! |---|---|---|---|---|
-//! | [`SHARED`] | 16 hints | 20 µs | doubles when a spin pays, halves when it ends in a sleep (≥ 0.5 µs); full every 128th wait | a queue's data, space and tasks; the manager's mailbox ([`EventCount`](super::EventCount)) |
+//! | [`SHARED`] | 16 hints | 20 µs | doubles when a spin pays, halves when it ends in a sleep (≥ 2 µs, above a cross-CPU round trip, so that a peer answering at once is still caught); full every 128th wait, and after waking the peer (`until_probing_if`) | a queue's data, space and tasks; the manager's mailbox ([`EventCount`](super::EventCount)) |
 //! | [`SOCKET`] | none (each look is a `recv`) | 20 µs | as [`SHARED`] | the manager's request/reply connections |
 //! | [`SYNC`] | 1 hint | 200 pauses | full again when a spin pays, halves when it ends in a sleep (≥ 8); full every 16th wait | `Event`, `Semaphore`, `Condition`, `Barrier` |
 //! | [`QUEUE_LOCK`] | 32 hints | 200 pauses | fixed | a queue's locks |
@@ -86,7 +86,7 @@ pub(crate) const SHARED: Policy = Policy {
     limit: Limit::Nanos(20_000),
     yields: 0,
     adapt: Adapt::Double {
-        min: 500,
+        min: 2_000,
         probe: 128,
     },
 };
@@ -312,9 +312,21 @@ impl Spin {
     /// spinning can help (a wait that knows where its peer runs: see
     /// [`may_spin_beside`]).
     #[inline]
-    pub fn until_if(
+    pub fn until_if(&self, allowed: bool, ready: impl FnMut() -> bool, deadline: Deadline) -> bool {
+        self.until_probing_if(allowed, false, ready, deadline)
+    }
+
+    /// [`until_if`](Self::until_if), spinning the full limit this time when
+    /// `probe` is set, whatever the limit has shrunk to: for a wait whose
+    /// peer was just woken from its sleep (it will answer after a wake-up,
+    /// longer than an answer from a running peer). Without it, two sides
+    /// that each found the other asleep keep sleeping: each one's wait
+    /// includes the other's wake-up, fails, and shrinks its limit further.
+    #[inline]
+    pub fn until_probing_if(
         &self,
         allowed: bool,
+        probe_now: bool,
         mut ready: impl FnMut() -> bool,
         deadline: Deadline,
     ) -> bool {
@@ -326,7 +338,7 @@ impl Spin {
             Adapt::Fixed => limit,
             Adapt::Restore { probe, .. } | Adapt::Double { probe, .. } => {
                 let n = self.waits.fetch_add(1, Ordering::Relaxed);
-                if n.is_multiple_of(probe) {
+                if probe_now || n.is_multiple_of(probe) {
                     self.policy.full()
                 } else {
                     limit
@@ -502,6 +514,27 @@ mod tests {
             Deadline::after(Duration::ZERO)
         ));
         assert_eq!(looks, CLOCK_EVERY);
+    }
+
+    #[test]
+    fn a_probing_wait_spins_the_full_limit_once_the_limit_has_shrunk() {
+        let s = Spin::new(&SHARED);
+        // Failed waits halve the limit down to its floor (the first wait
+        // of a Spin is a probe at the full limit).
+        for _ in 0..8 {
+            s.until_probing_if(true, false, || false, Deadline::NEVER);
+        }
+        assert_eq!(s.limit.load(Ordering::Relaxed), 2_000);
+        let spun = |probe: bool| {
+            let t0 = Instant::now();
+            assert!(!s.until_probing_if(true, probe, || false, Deadline::NEVER));
+            t0.elapsed()
+        };
+        // A probing wait spins the full 20 µs (at least; the machine may be
+        // busy), and its failure leaves the floor as it was.
+        let probing = spun(true);
+        assert!(probing >= Duration::from_micros(20), "{probing:?}");
+        assert_eq!(s.limit.load(Ordering::Relaxed), 2_000);
     }
 
     #[test]
